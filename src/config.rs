@@ -1,0 +1,403 @@
+//! Run configuration, read from TOML. Every field has a documented default, so an empty file
+//! (or no file) is a valid configuration.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read configuration {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The TOML is invalid or has unknown keys.
+    #[error("invalid configuration {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Reading and validating input.
+    pub ingest: IngestConfig,
+    /// Reference data files.
+    pub reference: ReferenceConfig,
+    /// Trading sessions.
+    pub sessions: SessionConfig,
+    /// Detector parameters.
+    pub rules: RulesConfig,
+}
+
+impl Config {
+    /// Reads a TOML file; relative paths in it are resolved against the file's folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let mut config = Config::parse(&text).map_err(|message| ConfigError::Invalid { path: path.into(), message })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.reference.resolve(base);
+        Ok(config)
+    }
+
+    /// Reads TOML text.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.ingest.default_price_scale > crate::model::decimal::MAX_SCALE {
+            return Err(format!("ingest.default_price_scale must be at most {}", crate::model::decimal::MAX_SCALE));
+        }
+        if self.ingest.epoch.is_zero() {
+            return Err("ingest.epoch must be positive".into());
+        }
+        if let Some(n) = &self.rules.order_limits.max_notional {
+            crate::model::Decimal::parse(n).map_err(|e| format!("rules.order_limits.max_notional {n:?}: {e}"))?;
+        }
+        for (name, o) in &self.rules.order_limits.instruments {
+            if let Some(n) = &o.max_notional {
+                crate::model::Decimal::parse(n)
+                    .map_err(|e| format!("rules.order_limits.instruments.{name}.max_notional {n:?}: {e}"))?;
+            }
+        }
+        self.sessions.timezone.parse::<chrono_tz::Tz>().map_err(|e| format!("sessions.timezone: {e}"))?;
+        self.ingest.lobster.timezone.parse::<chrono_tz::Tz>().map_err(|e| format!("ingest.lobster.timezone: {e}"))?;
+        Ok(())
+    }
+}
+
+/// Reading and validating input.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// How far behind the latest time of its partition a record may arrive and still be on
+    /// time. Later records go to the late output. Default 100 ms.
+    #[serde(with = "humantime_serde")]
+    pub max_out_of_order: Duration,
+    /// Granularity of progress tracking (event time). Default 1 ms.
+    #[serde(with = "humantime_serde")]
+    pub epoch: Duration,
+    /// Plain files are split into blocks of this many bytes, read in parallel. Default 8 MiB.
+    pub block_size: u64,
+    /// Records per read. Default 1024.
+    pub batch_records: usize,
+    /// Decimal places of prices for instruments missing from the reference data. Default 4.
+    pub default_price_scale: u8,
+    /// The reading side stays at most this far ahead (event time) of what the whole dataflow has
+    /// finished, which bounds buffering. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub max_lead: Duration,
+    /// LOBSTER files.
+    pub lobster: LobsterConfig,
+    /// IMC Prosperity trade files.
+    pub imc: ImcConfig,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_out_of_order: Duration::from_millis(100),
+            epoch: Duration::from_millis(1),
+            block_size: 8 << 20,
+            batch_records: 1024,
+            default_price_scale: 4,
+            max_lead: Duration::from_secs(10),
+            lobster: LobsterConfig::default(),
+            imc: ImcConfig::default(),
+        }
+    }
+}
+
+/// LOBSTER message files: times are seconds after midnight, local to the exchange.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LobsterConfig {
+    /// Ticker; default: from the file name (`TICKER_YYYY-MM-DD_..._message_N.csv`).
+    pub instrument: Option<String>,
+    /// Trading date `YYYY-MM-DD`; default: from the file name.
+    pub date: Option<String>,
+    /// Time zone of the exchange clock. Default `America/New_York` (NASDAQ).
+    pub timezone: String,
+    /// Venue code. Default `XNAS`.
+    pub venue: String,
+    /// Read the `_orderbook_N.csv` file beside a message file, when present, as best bid and
+    /// offer after each message. Default true.
+    pub orderbook: bool,
+}
+
+impl Default for LobsterConfig {
+    fn default() -> Self {
+        LobsterConfig {
+            instrument: None,
+            date: None,
+            timezone: "America/New_York".into(),
+            venue: "XNAS".into(),
+            orderbook: true,
+        }
+    }
+}
+
+/// IMC Prosperity trade files (`timestamp;buyer;seller;symbol;currency;price;quantity`).
+///
+/// Their timestamps are simulation ticks (0 to 999,900 in steps of 100 per day). Event time is
+/// `date + (day - 1) days + timestamp x tick`, where `day` comes from the file name
+/// (`..._day_N...`, default 1).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImcConfig {
+    /// The calendar date of day 1, `YYYY-MM-DD`. Default `2000-01-01`.
+    pub date: String,
+    /// Duration of one tick. Default 1 ms, so a day spans 1,000 s.
+    #[serde(with = "humantime_serde")]
+    pub tick: Duration,
+    /// Venue code. Default `IMC`.
+    pub venue: String,
+}
+
+impl Default for ImcConfig {
+    fn default() -> Self {
+        ImcConfig { date: "2000-01-01".into(), tick: Duration::from_millis(1), venue: "IMC".into() }
+    }
+}
+
+/// Reference data files (CSV; see `docs/schema.md`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReferenceConfig {
+    /// `instrument,price_scale,currency,isin,reference_price`.
+    pub instruments: Option<PathBuf>,
+    /// `account,owner,desk,trader`.
+    pub accounts: Option<PathBuf>,
+}
+
+impl ReferenceConfig {
+    fn resolve(&mut self, base: &Path) {
+        for path in [&mut self.instruments, &mut self.accounts].into_iter().flatten() {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
+    }
+}
+
+/// Trading sessions: a session is a calendar day in `timezone`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// IANA time zone of the session calendar. Default `UTC`.
+    pub timezone: String,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig { timezone: "UTC".into() }
+    }
+}
+
+/// Detector parameters.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RulesConfig {
+    /// Maximum order quantity and notional (MiFID II RTS 6 Art. 15).
+    pub order_limits: OrderLimitsConfig,
+    /// Off-market prices.
+    pub price_collar: PriceCollarConfig,
+    /// Order-to-trade ratio (RTS 9).
+    pub order_to_trade: OrderToTradeConfig,
+    /// Self-trades.
+    pub self_trade: SelfTradeConfig,
+}
+
+/// Maximum order quantity and notional.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OrderLimitsConfig {
+    /// Run the rule. Default true.
+    pub enabled: bool,
+    /// Largest allowed order quantity. Default 100,000.
+    pub max_quantity: Option<u64>,
+    /// Largest allowed order notional (price x quantity) in the instrument's currency, as a
+    /// decimal string. Default "5000000".
+    pub max_notional: Option<String>,
+    /// Per-instrument overrides.
+    pub instruments: BTreeMap<String, OrderLimitsOverride>,
+}
+
+impl Default for OrderLimitsConfig {
+    fn default() -> Self {
+        OrderLimitsConfig {
+            enabled: true,
+            max_quantity: Some(100_000),
+            max_notional: Some("5000000".into()),
+            instruments: BTreeMap::new(),
+        }
+    }
+}
+
+/// Per-instrument order limits.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OrderLimitsOverride {
+    /// Largest allowed order quantity.
+    pub max_quantity: Option<u64>,
+    /// Largest allowed order notional.
+    pub max_notional: Option<String>,
+}
+
+/// Off-market prices: an order or execution priced too far from the reference price.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PriceCollarConfig {
+    /// Run the rule. Default true.
+    pub enabled: bool,
+    /// Allowed distance beyond the best bid/offer (or from the last trade when there is no
+    /// quote), in basis points of the reference price. Default 500 (5 %).
+    pub max_deviation_bps: u32,
+    /// Allowed distance in ticks of the price scale; when set, it replaces the percentage.
+    pub max_deviation_ticks: Option<i64>,
+    /// Check new and replaced orders on their aggressive side. Default true.
+    pub check_orders: bool,
+    /// Check executions and trades on both sides. Default true.
+    pub check_executions: bool,
+    /// Per-instrument overrides.
+    pub instruments: BTreeMap<String, PriceCollarOverride>,
+}
+
+impl Default for PriceCollarConfig {
+    fn default() -> Self {
+        PriceCollarConfig {
+            enabled: true,
+            max_deviation_bps: 500,
+            max_deviation_ticks: None,
+            check_orders: true,
+            check_executions: true,
+            instruments: BTreeMap::new(),
+        }
+    }
+}
+
+/// Per-instrument collar.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PriceCollarOverride {
+    /// Basis points.
+    pub max_deviation_bps: Option<u32>,
+    /// Ticks.
+    pub max_deviation_ticks: Option<i64>,
+}
+
+/// Order-to-trade ratio per (account, instrument, session), RTS 9 method.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OrderToTradeConfig {
+    /// Run the rule. Default true.
+    pub enabled: bool,
+    /// Alert when orders / transactions - 1 exceeds this. Default 100.
+    pub max_count_ratio: f64,
+    /// Alert when order volume / transaction volume - 1 exceeds this. Default 500.
+    pub max_volume_ratio: f64,
+    /// Ignore keys with fewer counted messages than this in the session. Default 500.
+    pub min_messages: u64,
+    /// Messages counted for a modification (RTS 9 Annex: a modify counts as a cancel and a new
+    /// insert). Default 2.
+    pub replace_weight: u64,
+    /// Also report running values every interval of event time; unset means session end only.
+    #[serde(with = "humantime_serde")]
+    pub report_interval: Option<Duration>,
+    /// Per-instrument overrides.
+    pub instruments: BTreeMap<String, OrderToTradeOverride>,
+}
+
+impl Default for OrderToTradeConfig {
+    fn default() -> Self {
+        OrderToTradeConfig {
+            enabled: true,
+            max_count_ratio: 100.0,
+            max_volume_ratio: 500.0,
+            min_messages: 500,
+            replace_weight: 2,
+            report_interval: None,
+            instruments: BTreeMap::new(),
+        }
+    }
+}
+
+/// Per-instrument ratio limits.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OrderToTradeOverride {
+    /// Count ratio limit.
+    pub max_count_ratio: Option<f64>,
+    /// Volume ratio limit.
+    pub max_volume_ratio: Option<f64>,
+}
+
+/// Self-trades: same account on both sides, or the same beneficial owner.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SelfTradeConfig {
+    /// Run the rule. Default true.
+    pub enabled: bool,
+    /// Also flag different accounts of the same beneficial owner. Default true.
+    pub match_owner: bool,
+}
+
+impl Default for SelfTradeConfig {
+    fn default() -> Self {
+        SelfTradeConfig { enabled: true, match_owner: true }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_text_gives_defaults() {
+        let c = Config::parse("").expect("valid");
+        assert_eq!(c.rules.order_limits.max_quantity, Some(100_000));
+        assert_eq!(c.ingest.epoch, Duration::from_millis(1));
+    }
+
+    #[test]
+    fn overrides_and_durations_parse() {
+        let c = Config::parse(
+            r#"
+            [ingest]
+            max_out_of_order = "250ms"
+            [rules.order_limits]
+            max_quantity = 10
+            [rules.order_limits.instruments.AAPL]
+            max_notional = "1000.50"
+            [rules.order_to_trade]
+            report_interval = "5m"
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(c.ingest.max_out_of_order, Duration::from_millis(250));
+        assert_eq!(c.rules.order_limits.instruments["AAPL"].max_notional.as_deref(), Some("1000.50"));
+        assert_eq!(c.rules.order_to_trade.report_interval, Some(Duration::from_secs(300)));
+    }
+
+    #[test]
+    fn mistakes_are_reported() {
+        assert!(Config::parse("[rules.order_limits]\nmax_quantty = 3").is_err());
+        assert!(Config::parse("[rules.order_limits]\nmax_notional = \"1e6\"").is_err());
+        assert!(Config::parse("[sessions]\ntimezone = \"Mars/Olympus\"").is_err());
+    }
+}

@@ -1,0 +1,156 @@
+//! Maximum order quantity and maximum order notional (MiFID II RTS 6 Art. 15 pre-trade limits,
+//! checked after the fact): every new or modified order counts immediately.
+
+use std::sync::Arc;
+
+use surveil_operators::Emitter;
+
+use super::{Detector, OrderContext};
+use crate::alert::{Alert, Rule, Severity, Value, param, score_from_excess};
+use crate::config::OrderLimitsConfig;
+use crate::model::{Body, Decimal, Event, IdMap, Symbol};
+use crate::reference::ReferenceData;
+use crate::report::Report;
+
+#[derive(Copy, Clone, Debug, Default)]
+struct Limits {
+    max_quantity: Option<u64>,
+    max_notional: Option<Decimal>,
+}
+
+/// The order-limits rule.
+pub struct OrderLimits {
+    default: Limits,
+    per_instrument: IdMap<Symbol, Limits>,
+    reference: Arc<ReferenceData>,
+}
+
+impl OrderLimits {
+    /// Builds the rule. Notional strings were validated with the configuration.
+    pub fn new(config: &OrderLimitsConfig, reference: Arc<ReferenceData>) -> OrderLimits {
+        let notional = |text: &Option<String>| text.as_deref().and_then(|t| Decimal::parse(t).ok());
+        let default = Limits { max_quantity: config.max_quantity, max_notional: notional(&config.max_notional) };
+        let per_instrument = config
+            .instruments
+            .iter()
+            .map(|(name, o)| {
+                (
+                    Symbol::of(name.as_bytes()),
+                    Limits {
+                        max_quantity: o.max_quantity.or(default.max_quantity),
+                        max_notional: notional(&o.max_notional).or(default.max_notional),
+                    },
+                )
+            })
+            .collect();
+        OrderLimits { default, per_instrument, reference }
+    }
+}
+
+impl Detector for OrderLimits {
+    fn name(&self) -> &'static str {
+        "order_limits"
+    }
+
+    fn on_event(&mut self, event: &Event, order: &OrderContext, out: &mut Emitter<'_, Report>) {
+        let (order_id, price, quantity, verb) = match event.body {
+            Body::NewOrder { order, price, quantity, .. } => (order, price, quantity, "order"),
+            Body::Replace { order: id, price, quantity, .. } => {
+                (id, price.or(order.before.and_then(|b| b.price)), quantity, "modified order")
+            }
+            _ => return,
+        };
+        let limits = self.per_instrument.get(&event.instrument).copied().unwrap_or(self.default);
+        if let Some(max) = limits.max_quantity
+            && quantity > max
+        {
+            let ratio = quantity as f64 / max.max(1) as f64;
+            out.emit(Report::Alert(Box::new(Alert::new(
+                Rule::OrderQuantityLimit,
+                Severity::from_excess(ratio),
+                score_from_excess(ratio),
+                event.time,
+                event.instrument,
+                event.account,
+                format!("{verb} quantity {quantity} exceeds the maximum order quantity {max} ({ratio:.1}x)"),
+                vec![param("quantity", Value::Count(quantity)), param("max_quantity", Value::Count(max))],
+                vec![*event],
+                order_id.0,
+            ))));
+        }
+        if let (Some(max), Some(price)) = (limits.max_notional, price) {
+            let scale = self.reference.price_scale(event.instrument);
+            let notional = Decimal::notional(price, quantity, scale);
+            if notional.cmp_exact(max).is_gt() {
+                let ratio = notional.to_f64() / max.to_f64().max(f64::MIN_POSITIVE);
+                out.emit(Report::Alert(Box::new(Alert::new(
+                    Rule::OrderNotionalLimit,
+                    Severity::from_excess(ratio),
+                    score_from_excess(ratio),
+                    event.time,
+                    event.instrument,
+                    event.account,
+                    format!("{verb} notional {notional} ({quantity} at {}) exceeds the maximum order notional {max} ({ratio:.1}x)", Decimal::price(price, scale)),
+                    vec![
+                        param("notional", Value::Decimal(notional)),
+                        param("max_notional", Value::Decimal(max)),
+                        param("price", Value::Decimal(Decimal::price(price, scale))),
+                        param("quantity", Value::Count(quantity)),
+                    ],
+                    vec![*event],
+                    order_id.0,
+                ))));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, OrderLimitsOverride};
+    use crate::detect::SurveillanceProcessor;
+    use crate::detect::testing::{alerts, event, run};
+    use crate::model::{Price, Side};
+
+    fn new(order: &str, price: i64, quantity: u64, instrument: &str) -> Event {
+        event(
+            quantity,
+            instrument,
+            "ACC1",
+            Body::NewOrder {
+                order: Symbol::of(order.as_bytes()),
+                side: Side::Buy,
+                price: Some(Price(price)),
+                quantity,
+            },
+        )
+    }
+
+    #[test]
+    fn flags_quantity_and_notional_exactly_at_the_boundary() {
+        let mut config = Config::default().rules.order_limits;
+        config.max_quantity = Some(1000);
+        config.max_notional = Some("10000.00".into());
+        config.instruments.insert("BIG".into(), OrderLimitsOverride { max_quantity: Some(5000), max_notional: None });
+        let reference = Arc::new(ReferenceData::new(2));
+        let mut p = SurveillanceProcessor::new(vec![Box::new(OrderLimits::new(&config, reference.clone()))], reference);
+        let reports = run(
+            &mut p,
+            vec![
+                new("A", 1000, 1000, "X"), // 10.00 x 1000 = 10,000.00: at both limits
+                new("B", 1000, 1001, "X"), // over both
+                new("C", 100, 1500, "X"),  // quantity only
+                new("D", 1001, 999, "X"),  // 10.01 x 999 = 9,999.99: under
+                new("E", 100, 4000, "BIG"),
+            ],
+        );
+        let got: Vec<(Rule, u64)> = alerts(&reports).iter().map(|a| (a.rule, a.time)).collect();
+        assert_eq!(
+            got,
+            vec![(Rule::OrderQuantityLimit, 1001), (Rule::OrderNotionalLimit, 1001), (Rule::OrderQuantityLimit, 1500)]
+        );
+        let a = alerts(&reports)[1];
+        assert!(a.explanation.contains("notional 10010 (1001 at 10)"), "{}", a.explanation);
+    }
+}

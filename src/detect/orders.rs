@@ -1,0 +1,138 @@
+//! Order state: what each open order looks like before an event changes it.
+//!
+//! Cancels and executions often carry only an order id; the order-to-trade ratio needs the
+//! cancelled volume and the price collar needs the side of a replaced order. The tracker
+//! keeps every open order of the worker's instruments and removes it when it is filled or
+//! cancelled, so its size follows the open order book, not the history.
+
+use crate::ingest::{RejectReason, Rejection};
+use crate::model::{Body, Event, IdMap, Price, Quantity, Side, Symbol};
+
+/// One open order.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct OrderState {
+    /// Owning account.
+    pub account: Symbol,
+    /// Side.
+    pub side: Side,
+    /// Limit price (`None`: market).
+    pub price: Option<Price>,
+    /// Quantity still open.
+    pub remaining: Quantity,
+}
+
+/// What an event did to its order.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct OrderContext {
+    /// The order before the event, if it was known.
+    pub before: Option<OrderState>,
+    /// Quantity removed from the book by a cancel or replace (old open quantity for a
+    /// replace, cancelled quantity for a cancel).
+    pub removed: Quantity,
+}
+
+/// Open orders by (instrument, order id).
+#[derive(Default)]
+pub struct OrderTracker {
+    open: IdMap<(Symbol, Symbol), OrderState>,
+}
+
+impl OrderTracker {
+    /// Number of open orders.
+    pub fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    /// True when no order is open.
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+
+    /// Applies an event. Fails when the event refers to an unknown order and its meaning
+    /// depends on that order: a replace, or a cancel that does not say how much it cancels.
+    pub fn apply(&mut self, event: &Event) -> Result<OrderContext, Rejection> {
+        let instrument = event.instrument;
+        match event.body {
+            Body::NewOrder { order, side, price, quantity } => {
+                let before = self.open.insert(
+                    (instrument, order),
+                    OrderState { account: event.account, side, price, remaining: quantity },
+                );
+                Ok(OrderContext { before, removed: 0 })
+            }
+            Body::Replace { order, side, price, quantity } => match self.open.get_mut(&(instrument, order)) {
+                Some(state) => {
+                    let before = *state;
+                    state.price = price.or(state.price);
+                    state.side = side.unwrap_or(state.side);
+                    state.remaining = quantity;
+                    Ok(OrderContext { before: Some(before), removed: before.remaining })
+                }
+                None => Err(unknown(order, "replace")),
+            },
+            Body::Cancel { order, quantity, .. } => match self.open.get_mut(&(instrument, order)) {
+                Some(state) => {
+                    let before = *state;
+                    // The volume is what the message says it cancels; the book cannot lose
+                    // more than is open.
+                    let cancelled = quantity.unwrap_or(state.remaining);
+                    state.remaining -= cancelled.min(state.remaining);
+                    if state.remaining == 0 {
+                        self.open.remove(&(instrument, order));
+                    }
+                    Ok(OrderContext { before: Some(before), removed: cancelled })
+                }
+                None => match quantity {
+                    // The order predates the data (a recording that starts mid-session): the
+                    // message says all there is to know.
+                    Some(q) => Ok(OrderContext { before: None, removed: q }),
+                    None => Err(unknown(order, "cancel without a quantity")),
+                },
+            },
+            Body::Fill { order, quantity, .. } => match self.open.get_mut(&(instrument, order)) {
+                Some(state) => {
+                    let before = *state;
+                    state.remaining = state.remaining.saturating_sub(quantity);
+                    if state.remaining == 0 {
+                        self.open.remove(&(instrument, order));
+                    }
+                    Ok(OrderContext { before: Some(before), removed: 0 })
+                }
+                None => Ok(OrderContext::default()),
+            },
+            _ => Ok(OrderContext::default()),
+        }
+    }
+}
+
+#[cold]
+fn unknown(order: Symbol, what: &str) -> Rejection {
+    let name = crate::model::SymbolTable::default().name(order).into_owned();
+    Rejection::new(RejectReason::UnknownOrder, format!("{what} of order {name}, which was never seen"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::testing::event;
+
+    #[test]
+    fn tracks_the_lifecycle_and_rejects_what_it_cannot_interpret() {
+        let mut t = OrderTracker::default();
+        let o = Symbol::of(b"O1");
+        let new = Body::NewOrder { order: o, side: Side::Buy, price: Some(Price(100)), quantity: 10 };
+        assert_eq!(t.apply(&event(1, "X", "A", new)).map(|c| c.before), Ok(None));
+        let replace = Body::Replace { order: o, side: None, price: None, quantity: 8 };
+        assert_eq!(t.apply(&event(2, "X", "A", replace)).map(|c| c.removed), Ok(10));
+        let fill =
+            Body::Fill { order: o, side: Side::Buy, price: Price(100), quantity: 3, aggressor: None, hidden: false };
+        assert!(t.apply(&event(3, "X", "A", fill)).is_ok());
+        let cancel = Body::Cancel { order: o, side: None, price: None, quantity: None };
+        assert_eq!(t.apply(&event(4, "X", "A", cancel)).map(|c| c.removed), Ok(5));
+        assert!(t.is_empty());
+        assert_eq!(t.apply(&event(5, "X", "A", cancel)).map_err(|r| r.reason), Err(RejectReason::UnknownOrder));
+        let partial = Body::Cancel { order: o, side: None, price: None, quantity: Some(4) };
+        assert_eq!(t.apply(&event(6, "X", "A", partial)).map(|c| c.removed), Ok(4));
+        assert_eq!(t.apply(&event(7, "X", "A", replace)).map_err(|r| r.reason), Err(RejectReason::UnknownOrder));
+    }
+}

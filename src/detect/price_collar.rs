@@ -1,0 +1,309 @@
+//! Off-market prices: an order or execution priced too far from the reference price.
+//!
+//! The reference is the best bid and offer in force just before the event, and the last trade
+//! price where a side has no quote (or the instrument's reference price before any trade).
+//! An execution is off-market when it prints below `bid - allowance` or above `ask +
+//! allowance`; an order is checked on its aggressive side only (a buy above `ask + allowance`,
+//! a sell below `bid - allowance`), since a passive order far from the touch endangers nobody.
+//! The allowance is a number of basis points of the reference price, or a number of ticks.
+
+use std::sync::Arc;
+
+use surveil_operators::Emitter;
+
+use super::{Detector, OrderContext};
+use crate::alert::{Alert, Rule, Severity, Value, param, score_from_excess};
+use crate::config::PriceCollarConfig;
+use crate::model::{Body, Decimal, Event, IdMap, Price, Side, Symbol};
+use crate::reference::ReferenceData;
+use crate::report::Report;
+
+#[derive(Copy, Clone, Debug)]
+enum Allowance {
+    BasisPoints(u32),
+    Ticks(i64),
+}
+
+impl Allowance {
+    fn of(self, reference: Price) -> i64 {
+        match self {
+            Allowance::BasisPoints(bps) => (reference.0 as i128 * bps as i128 / 10_000) as i64,
+            Allowance::Ticks(ticks) => ticks,
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Allowance::BasisPoints(bps) => format!("{}%", bps as f64 / 100.0),
+            Allowance::Ticks(t) => format!("{t} ticks"),
+        }
+    }
+}
+
+/// A collar bound: the limit price, the reference it came from, and what that reference is.
+type Bound = Option<(i64, Price, &'static str)>;
+
+#[derive(Copy, Clone, Debug, Default)]
+struct Market {
+    bid: Option<Price>,
+    ask: Option<Price>,
+    last: Option<Price>,
+}
+
+/// The price-collar rule.
+pub struct PriceCollar {
+    allowance: Allowance,
+    per_instrument: IdMap<Symbol, Allowance>,
+    check_orders: bool,
+    check_executions: bool,
+    markets: IdMap<Symbol, Market>,
+    reference: Arc<ReferenceData>,
+}
+
+impl PriceCollar {
+    /// Builds the rule.
+    pub fn new(config: &PriceCollarConfig, reference: Arc<ReferenceData>) -> PriceCollar {
+        let allowance = |bps: u32, ticks: Option<i64>| match ticks {
+            Some(t) => Allowance::Ticks(t),
+            None => Allowance::BasisPoints(bps),
+        };
+        let default = allowance(config.max_deviation_bps, config.max_deviation_ticks);
+        let per_instrument = config
+            .instruments
+            .iter()
+            .map(|(name, o)| {
+                let a = match (o.max_deviation_ticks, o.max_deviation_bps) {
+                    (Some(t), _) => Allowance::Ticks(t),
+                    (None, Some(b)) => Allowance::BasisPoints(b),
+                    (None, None) => default,
+                };
+                (Symbol::of(name.as_bytes()), a)
+            })
+            .collect();
+        PriceCollar {
+            allowance: default,
+            per_instrument,
+            check_orders: config.check_orders,
+            check_executions: config.check_executions,
+            markets: IdMap::default(),
+            reference,
+        }
+    }
+
+    /// The (lower, upper) collar and what each bound was derived from.
+    fn collar(&self, market: &Market, instrument: Symbol) -> (Bound, Bound) {
+        let allowance = self.per_instrument.get(&instrument).copied().unwrap_or(self.allowance);
+        let fallback = market.last.map(|p| (p, "last trade")).or_else(|| {
+            self.reference.instrument(instrument).and_then(|i| i.reference_price).map(|p| (p, "reference price"))
+        });
+        let lower = market.bid.map(|b| (b, "best bid")).or(fallback).map(|(p, what)| (p.0 - allowance.of(p), p, what));
+        let upper = market.ask.map(|a| (a, "best ask")).or(fallback).map(|(p, what)| (p.0 + allowance.of(p), p, what));
+        (lower, upper)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn alert(
+        &self,
+        event: &Event,
+        price: Price,
+        bound: i64,
+        reference: Price,
+        what: &str,
+        above: bool,
+        subject: &str,
+        out: &mut Emitter<'_, Report>,
+    ) {
+        let allowance = self.per_instrument.get(&event.instrument).copied().unwrap_or(self.allowance);
+        let scale = self.reference.price_scale(event.instrument);
+        let deviation = (price.0 - reference.0).abs();
+        let deviation_bps = deviation as f64 * 10_000.0 / reference.0.max(1) as f64;
+        let allowed = allowance.of(reference).max(1);
+        let ratio = deviation as f64 / allowed as f64;
+        let direction = if above { "above" } else { "below" };
+        let _ = bound;
+        out.emit(Report::Alert(Box::new(Alert::new(
+            Rule::OffMarketPrice,
+            Severity::from_excess(ratio),
+            score_from_excess(ratio),
+            event.time,
+            event.instrument,
+            event.account,
+            format!(
+                "{subject} at {} is {:.2}% {direction} the {what} {} (allowed {})",
+                Decimal::price(price, scale),
+                deviation_bps / 100.0,
+                Decimal::price(reference, scale),
+                allowance.describe()
+            ),
+            vec![
+                param("price", Value::Decimal(Decimal::price(price, scale))),
+                param("reference_price", Value::Decimal(Decimal::price(reference, scale))),
+                param("reference", Value::Text(what.into())),
+                param("deviation_bps", Value::Ratio((deviation_bps * 100.0).round() / 100.0)),
+                match allowance {
+                    Allowance::BasisPoints(b) => param("max_deviation_bps", Value::Count(b as u64)),
+                    Allowance::Ticks(t) => param("max_deviation_ticks", Value::Count(t.max(0) as u64)),
+                },
+            ],
+            vec![*event],
+            0,
+        ))));
+    }
+}
+
+impl Detector for PriceCollar {
+    fn name(&self) -> &'static str {
+        "price_collar"
+    }
+
+    fn on_event(&mut self, event: &Event, order: &OrderContext, out: &mut Emitter<'_, Report>) {
+        let market = self.markets.get(&event.instrument).copied().unwrap_or_default();
+        match event.body {
+            Body::Quote { bid, ask } => {
+                let m = self.markets.entry(event.instrument).or_default();
+                m.bid = bid.map(|l| l.price);
+                m.ask = ask.map(|l| l.price);
+            }
+            Body::Fill { price, .. } | Body::Trade { price, .. } => {
+                if self.check_executions {
+                    let (lower, upper) = self.collar(&market, event.instrument);
+                    let subject = if matches!(event.body, Body::Fill { .. }) { "execution" } else { "trade" };
+                    if let Some((bound, reference, what)) = lower
+                        && price.0 < bound
+                    {
+                        self.alert(event, price, bound, reference, what, false, subject, out);
+                    } else if let Some((bound, reference, what)) = upper
+                        && price.0 > bound
+                    {
+                        self.alert(event, price, bound, reference, what, true, subject, out);
+                    }
+                }
+                // Both fills of a trade and the trade itself carry the price: the last
+                // trade price is the same whichever arrives first.
+                self.markets.entry(event.instrument).or_default().last = Some(price);
+            }
+            Body::NewOrder { side, price: Some(price), .. }
+            | Body::Replace { side: Some(side), price: Some(price), .. }
+                if self.check_orders =>
+            {
+                self.check_order(event, side, price, &market, out);
+            }
+            Body::Replace { side: None, price: Some(price), .. } if self.check_orders => {
+                if let Some(before) = order.before {
+                    self.check_order(event, before.side, price, &market, out);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl PriceCollar {
+    fn check_order(&self, event: &Event, side: Side, price: Price, market: &Market, out: &mut Emitter<'_, Report>) {
+        let (lower, upper) = self.collar(market, event.instrument);
+        let subject = if matches!(event.body, Body::Replace { .. }) { "modified buy order" } else { "buy order" };
+        match side {
+            Side::Buy => {
+                if let Some((bound, reference, what)) = upper
+                    && price.0 > bound
+                {
+                    self.alert(event, price, bound, reference, what, true, subject, out);
+                }
+            }
+            Side::Sell => {
+                if let Some((bound, reference, what)) = lower
+                    && price.0 < bound
+                {
+                    let subject = subject.replace("buy", "sell");
+                    self.alert(event, price, bound, reference, what, false, &subject, out);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::detect::SurveillanceProcessor;
+    use crate::detect::testing::{alerts, event, run};
+    use crate::model::Level;
+
+    fn quote(t: u64, bid: i64, ask: i64) -> Event {
+        event(
+            t,
+            "X",
+            "",
+            Body::Quote {
+                bid: Some(Level { price: Price(bid), quantity: 1 }),
+                ask: Some(Level { price: Price(ask), quantity: 1 }),
+            },
+        )
+    }
+
+    fn fill(t: u64, price: i64) -> Event {
+        event(
+            t,
+            "X",
+            "A",
+            Body::Fill {
+                order: Symbol::NONE,
+                side: Side::Sell,
+                price: Price(price),
+                quantity: 1,
+                aggressor: None,
+                hidden: false,
+            },
+        )
+    }
+
+    fn order(t: u64, side: Side, price: i64) -> Event {
+        event(
+            t,
+            "X",
+            "A",
+            Body::NewOrder { order: Symbol::of_integer(t), side, price: Some(Price(price)), quantity: 1 },
+        )
+    }
+
+    fn run_collar(events: Vec<Event>) -> Vec<(u64, String)> {
+        let config = Config::default().rules.price_collar; // 500 bps
+        let reference = Arc::new(ReferenceData::new(2));
+        let mut p = SurveillanceProcessor::new(vec![Box::new(PriceCollar::new(&config, reference.clone()))], reference);
+        alerts(&run(&mut p, events)).iter().map(|a| (a.time, a.explanation.clone())).collect()
+    }
+
+    #[test]
+    fn executions_inside_the_collar_pass_and_outside_fail() {
+        let got = run_collar(vec![
+            quote(1, 10000, 10010),
+            fill(2, 10005), // inside the spread
+            fill(3, 10510), // ask + 5% = 10510.5 -> inside
+            fill(4, 10511), // above
+            fill(5, 9500),  // bid - 5% = 9500 -> at the bound
+            fill(6, 9499),  // below
+        ]);
+        assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), vec![4, 6], "{got:?}");
+        assert!(got[0].1.contains("above the best ask 100.1"), "{}", got[0].1);
+    }
+
+    #[test]
+    fn orders_are_checked_on_their_aggressive_side_only() {
+        let got = run_collar(vec![
+            quote(1, 10000, 10010),
+            order(2, Side::Buy, 5000),   // passive, far: fine
+            order(3, Side::Buy, 11000),  // aggressive, 9.9% above ask
+            order(4, Side::Sell, 20000), // passive: fine
+            order(5, Side::Sell, 9000),  // aggressive
+        ]);
+        assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), vec![3, 5], "{got:?}");
+    }
+
+    #[test]
+    fn without_quotes_the_last_trade_is_the_reference() {
+        let got = run_collar(vec![fill(1, 10000), fill(2, 10400), fill(3, 11000)]);
+        assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), vec![3], "{got:?}");
+        assert!(got[0].1.contains("last trade"));
+    }
+}

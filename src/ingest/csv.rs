@@ -1,0 +1,512 @@
+//! The canonical CSV format (`docs/schema.md`).
+//!
+//! Lines without a quote character, which is nearly all of them, are split with `memchr` on
+//! the stack; a line with quotes goes through `csv-core`, which implements RFC 4180 quoting.
+
+use std::path::Path;
+
+use super::fields::{self, required};
+use super::time::parse_event_time;
+use super::{InputError, Line, LineParser, ParseContext, RejectReason, Rejection};
+use crate::model::{Body, Event, EventKind, Level, Party, TradingStatus};
+
+/// The most columns a line may have.
+const MAX_FIELDS: usize = 64;
+
+/// Column positions, found by name in the header.
+#[derive(Clone, Debug, Default)]
+struct Columns {
+    count: usize,
+    event_time: usize,
+    kind: usize,
+    instrument: usize,
+    seq: Option<usize>,
+    venue: Option<usize>,
+    order_id: Option<usize>,
+    account: Option<usize>,
+    trader: Option<usize>,
+    desk: Option<usize>,
+    owner: Option<usize>,
+    side: Option<usize>,
+    price: Option<usize>,
+    quantity: Option<usize>,
+    aggressor: Option<usize>,
+    hidden: Option<usize>,
+    buyer: Option<usize>,
+    seller: Option<usize>,
+    buyer_owner: Option<usize>,
+    seller_owner: Option<usize>,
+    buy_order: Option<usize>,
+    sell_order: Option<usize>,
+    bid_price: Option<usize>,
+    bid_quantity: Option<usize>,
+    ask_price: Option<usize>,
+    ask_quantity: Option<usize>,
+    status: Option<usize>,
+}
+
+/// Parser for canonical CSV.
+#[derive(Clone, Debug)]
+pub struct CsvParser {
+    columns: Columns,
+    header: Vec<u8>,
+    quoted: Vec<u8>,
+}
+
+/// Splits a line into fields; `None` if it has more than [`MAX_FIELDS`] or bad quoting.
+fn split<'a>(line: &'a [u8], scratch: &'a mut Vec<u8>, fields: &mut [&'a [u8]; MAX_FIELDS]) -> Option<usize> {
+    if memchr::memchr(b'"', line).is_none() {
+        let mut count = 0;
+        let mut start = 0;
+        for comma in memchr::memchr_iter(b',', line) {
+            if count + 1 >= MAX_FIELDS {
+                return None;
+            }
+            fields[count] = &line[start..comma];
+            count += 1;
+            start = comma + 1;
+        }
+        fields[count] = &line[start..];
+        return Some(count + 1);
+    }
+    // Quoted fields: let csv-core unescape them into `scratch`.
+    let mut reader = csv_core::Reader::new();
+    scratch.clear();
+    scratch.resize(line.len() + 1, 0);
+    let mut ends = [0usize; MAX_FIELDS];
+    let (result, _, written, n_ends) = reader.read_record(line, scratch, &mut ends);
+    let (result, n_ends) = match result {
+        csv_core::ReadRecordResult::InputEmpty => {
+            let (r, _, _, more) = reader.read_record(&[], &mut scratch[written..], &mut ends[n_ends..]);
+            (r, n_ends + more)
+        }
+        other => (other, n_ends),
+    };
+    if !matches!(result, csv_core::ReadRecordResult::Record | csv_core::ReadRecordResult::End) || n_ends == 0 {
+        return None;
+    }
+    let scratch: &'a [u8] = scratch;
+    let mut start = 0;
+    for (i, &end) in ends[..n_ends].iter().enumerate() {
+        fields[i] = &scratch[start..end];
+        start = end;
+    }
+    Some(n_ends)
+}
+
+impl CsvParser {
+    /// A parser for a file with this header line.
+    pub fn from_header(path: &Path, header: &str) -> Result<CsvParser, InputError> {
+        let bad = |message: String| InputError::Format { path: path.into(), message };
+        let mut scratch = Vec::new();
+        let mut fields = [&[][..]; MAX_FIELDS];
+        let header_bytes = header.trim_end_matches('\r').as_bytes();
+        let count =
+            split(header_bytes, &mut scratch, &mut fields).ok_or_else(|| bad("unreadable CSV header".into()))?;
+        let names: Vec<String> =
+            fields[..count].iter().map(|f| String::from_utf8_lossy(f).trim().to_ascii_lowercase()).collect();
+        let find = |name: &str| names.iter().position(|n| n == name);
+        let need = |name: &str| {
+            find(name).ok_or_else(|| {
+                bad(format!("the CSV header has no `{name}` column (header: {header:?}; see docs/schema.md)"))
+            })
+        };
+        let columns = Columns {
+            count,
+            event_time: need("event_time")?,
+            kind: need("kind")?,
+            instrument: need("instrument")?,
+            seq: find("seq"),
+            venue: find("venue"),
+            order_id: find("order_id"),
+            account: find("account"),
+            trader: find("trader"),
+            desk: find("desk"),
+            owner: find("owner"),
+            side: find("side"),
+            price: find("price"),
+            quantity: find("quantity"),
+            aggressor: find("aggressor"),
+            hidden: find("hidden"),
+            buyer: find("buyer"),
+            seller: find("seller"),
+            buyer_owner: find("buyer_owner"),
+            seller_owner: find("seller_owner"),
+            buy_order: find("buy_order"),
+            sell_order: find("sell_order"),
+            bid_price: find("bid_price"),
+            bid_quantity: find("bid_quantity"),
+            ask_price: find("ask_price"),
+            ask_quantity: find("ask_quantity"),
+            status: find("status"),
+        };
+        Ok(CsvParser { columns, header: header_bytes.to_vec(), quoted: Vec::new() })
+    }
+}
+
+#[inline]
+fn get<'a>(fields: &[&'a [u8]], column: Option<usize>) -> &'a [u8] {
+    match column {
+        Some(i) => fields[i],
+        None => &[],
+    }
+}
+
+impl LineParser for CsvParser {
+    fn is_header(&self, first_line: &[u8]) -> bool {
+        let line = first_line.strip_suffix(b"\r").unwrap_or(first_line);
+        line == self.header.as_slice()
+    }
+
+    fn parse(&mut self, line: &Line<'_>, ctx: &mut ParseContext<'_>, out: &mut Vec<Event>) -> Result<(), Rejection> {
+        let bytes = line.bytes.strip_suffix(b"\r").unwrap_or(line.bytes);
+        let c = &self.columns;
+        let mut fields = [&[][..]; MAX_FIELDS];
+        let count = split(bytes, &mut self.quoted, &mut fields)
+            .ok_or_else(|| Rejection::new(RejectReason::ColumnCount, "unreadable quoting or too many fields"))?;
+        if count != c.count {
+            return Err(Rejection::new(
+                RejectReason::ColumnCount,
+                format!("{count} fields where the header has {}", c.count),
+            ));
+        }
+        let f = &fields[..count];
+        let time = parse_event_time(f[c.event_time]).ok_or_else(|| {
+            Rejection::new(RejectReason::BadTime, format!("event_time {:?}", String::from_utf8_lossy(f[c.event_time])))
+        })?;
+        let kind = EventKind::parse(f[c.kind]).ok_or_else(|| {
+            Rejection::new(RejectReason::UnknownKind, format!("kind {:?}", String::from_utf8_lossy(f[c.kind])))
+        })?;
+        let instrument = ctx.intern(required(f[c.instrument], "instrument")?);
+        let scale = ctx.price_scale(instrument);
+        let seq_text = get(f, c.seq);
+        let seq = if seq_text.is_empty() { 0 } else { fields::quantity_or_zero(seq_text, "seq")? };
+
+        let order_text = get(f, c.order_id);
+        let price_text = get(f, c.price);
+        let quantity_text = get(f, c.quantity);
+        let optional_price = |text: &[u8]| {
+            if text.is_empty() { Ok(None) } else { fields::price(text, scale, "price").map(Some) }
+        };
+        let body = match kind {
+            EventKind::New => {
+                required(get(f, c.account), "account")?;
+                Body::NewOrder {
+                    order: ctx.intern(required(order_text, "order_id")?),
+                    side: fields::side(get(f, c.side), "side")?,
+                    price: optional_price(price_text)?,
+                    quantity: fields::quantity(quantity_text, "quantity")?,
+                }
+            }
+            EventKind::Replace => {
+                required(get(f, c.account), "account")?;
+                Body::Replace {
+                    order: ctx.intern(required(order_text, "order_id")?),
+                    side: fields::optional_side(get(f, c.side), "side")?,
+                    price: optional_price(price_text)?,
+                    quantity: fields::quantity(quantity_text, "quantity")?,
+                }
+            }
+            EventKind::Cancel => {
+                required(get(f, c.account), "account")?;
+                Body::Cancel {
+                    order: ctx.intern(required(order_text, "order_id")?),
+                    side: fields::optional_side(get(f, c.side), "side")?,
+                    price: optional_price(price_text)?,
+                    quantity: if quantity_text.is_empty() {
+                        None
+                    } else {
+                        Some(fields::quantity(quantity_text, "quantity")?)
+                    },
+                }
+            }
+            EventKind::Fill => {
+                required(get(f, c.account), "account")?;
+                let hidden = match get(f, c.hidden) {
+                    b"" | b"false" | b"0" => false,
+                    b"true" | b"1" => true,
+                    other => {
+                        return Err(Rejection::new(
+                            RejectReason::MissingField,
+                            format!("hidden {:?} is not true or false", String::from_utf8_lossy(other)),
+                        ));
+                    }
+                };
+                Body::Fill {
+                    order: ctx.intern(order_text),
+                    side: fields::side(get(f, c.side), "side")?,
+                    price: fields::price(price_text, scale, "price")?,
+                    quantity: fields::quantity(quantity_text, "quantity")?,
+                    aggressor: fields::optional_side(get(f, c.aggressor), "aggressor")?,
+                    hidden,
+                }
+            }
+            EventKind::Trade => Body::Trade {
+                buyer: Party {
+                    account: ctx.intern(required(get(f, c.buyer), "buyer")?),
+                    owner: ctx.intern(get(f, c.buyer_owner)),
+                    order: ctx.intern(get(f, c.buy_order)),
+                },
+                seller: Party {
+                    account: ctx.intern(required(get(f, c.seller), "seller")?),
+                    owner: ctx.intern(get(f, c.seller_owner)),
+                    order: ctx.intern(get(f, c.sell_order)),
+                },
+                price: fields::price(price_text, scale, "price")?,
+                quantity: fields::quantity(quantity_text, "quantity")?,
+                aggressor: fields::optional_side(get(f, c.aggressor), "aggressor")?,
+            },
+            EventKind::Quote => {
+                let level = |price: &[u8], quantity: &[u8], name: &str| -> Result<Option<Level>, Rejection> {
+                    match (price.is_empty(), quantity.is_empty()) {
+                        (true, true) => Ok(None),
+                        (false, false) => Ok(Some(Level {
+                            price: fields::price(price, scale, &format!("{name}_price"))?,
+                            quantity: fields::quantity_or_zero(quantity, &format!("{name}_quantity"))?,
+                        })),
+                        _ => Err(Rejection::new(
+                            RejectReason::MissingField,
+                            format!("{name}_price and {name}_quantity must be given together"),
+                        )),
+                    }
+                };
+                let bid = level(get(f, c.bid_price), get(f, c.bid_quantity), "bid")?;
+                let ask = level(get(f, c.ask_price), get(f, c.ask_quantity), "ask")?;
+                if bid.is_none() && ask.is_none() {
+                    return Err(Rejection::new(RejectReason::MissingField, "a quote needs a bid or an ask"));
+                }
+                Body::Quote { bid, ask }
+            }
+            EventKind::Status => Body::Status {
+                status: match required(get(f, c.status), "status")? {
+                    b"halted" => TradingStatus::Halted,
+                    b"quoting_only" => TradingStatus::QuotingOnly,
+                    b"trading" => TradingStatus::Trading,
+                    other => {
+                        return Err(Rejection::new(
+                            RejectReason::UnknownStatus,
+                            format!("status {:?}", String::from_utf8_lossy(other)),
+                        ));
+                    }
+                },
+            },
+        };
+        out.push(Event {
+            time,
+            origin: line.origin,
+            seq,
+            instrument,
+            venue: ctx.intern(get(f, c.venue)),
+            account: ctx.intern(get(f, c.account)),
+            trader: ctx.intern(get(f, c.trader)),
+            desk: ctx.intern(get(f, c.desk)),
+            owner: ctx.intern(get(f, c.owner)),
+            body,
+        });
+        Ok(())
+    }
+}
+
+/// Writes events as canonical CSV: the inverse of [`CsvParser`], used by tests and tools.
+pub mod write {
+    use crate::model::{Body, Event, Symbol, SymbolTable};
+    use crate::reference::ReferenceData;
+
+    /// The canonical header.
+    pub const HEADER: &str = "event_time,seq,kind,venue,instrument,order_id,account,trader,desk,owner,side,price,quantity,aggressor,hidden,buyer,seller,buyer_owner,seller_owner,buy_order,sell_order,bid_price,bid_quantity,ask_price,ask_quantity,status";
+
+    /// One event as a CSV line (without the line end).
+    pub fn line(event: &Event, names: &SymbolTable, reference: &ReferenceData) -> String {
+        let name = |s: Symbol| {
+            let n = names.name(s);
+            if n.contains(',') || n.contains('"') { format!("\"{}\"", n.replace('"', "\"\"")) } else { n.into_owned() }
+        };
+        let price = |p: crate::model::Price| reference.price(event.instrument, p).to_string();
+        let mut c: Vec<String> = vec![String::new(); 26];
+        c[0] = event.time.to_string();
+        c[1] = if event.seq == 0 { String::new() } else { event.seq.to_string() };
+        c[2] = event.kind().as_str().into();
+        c[3] = name(event.venue);
+        c[4] = name(event.instrument);
+        c[6] = name(event.account);
+        c[7] = name(event.trader);
+        c[8] = name(event.desk);
+        c[9] = name(event.owner);
+        match event.body {
+            Body::NewOrder { order, side, price: p, quantity } => {
+                c[5] = name(order);
+                c[10] = side.as_str().into();
+                c[11] = p.map(price).unwrap_or_default();
+                c[12] = quantity.to_string();
+            }
+            Body::Replace { order, side, price: p, quantity } => {
+                c[5] = name(order);
+                c[10] = side.map(|s| s.as_str().to_string()).unwrap_or_default();
+                c[11] = p.map(price).unwrap_or_default();
+                c[12] = quantity.to_string();
+            }
+            Body::Cancel { order, side, price: p, quantity } => {
+                c[5] = name(order);
+                c[10] = side.map(|s| s.as_str().to_string()).unwrap_or_default();
+                c[11] = p.map(price).unwrap_or_default();
+                c[12] = quantity.map(|q| q.to_string()).unwrap_or_default();
+            }
+            Body::Fill { order, side, price: p, quantity, aggressor, hidden } => {
+                c[5] = name(order);
+                c[10] = side.as_str().into();
+                c[11] = price(p);
+                c[12] = quantity.to_string();
+                c[13] = aggressor.map(|s| s.as_str().to_string()).unwrap_or_default();
+                c[14] = if hidden { "true".into() } else { String::new() };
+            }
+            Body::Trade { buyer, seller, price: p, quantity, aggressor } => {
+                c[11] = price(p);
+                c[12] = quantity.to_string();
+                c[13] = aggressor.map(|s| s.as_str().to_string()).unwrap_or_default();
+                c[15] = name(buyer.account);
+                c[16] = name(seller.account);
+                c[17] = name(buyer.owner);
+                c[18] = name(seller.owner);
+                c[19] = name(buyer.order);
+                c[20] = name(seller.order);
+            }
+            Body::Quote { bid, ask } => {
+                if let Some(b) = bid {
+                    c[21] = price(b.price);
+                    c[22] = b.quantity.to_string();
+                }
+                if let Some(a) = ask {
+                    c[23] = price(a.price);
+                    c[24] = a.quantity.to_string();
+                }
+            }
+            Body::Status { status } => {
+                c[25] = match status {
+                    crate::model::TradingStatus::Halted => "halted",
+                    crate::model::TradingStatus::QuotingOnly => "quoting_only",
+                    crate::model::TradingStatus::Trading => "trading",
+                }
+                .into();
+            }
+        }
+        c.join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{IdMap, Origin, Price, Side, Symbol, SymbolTable};
+    use crate::reference::ReferenceData;
+    use crate::report::Report;
+
+    fn parse_all(lines: &[&str]) -> (Vec<Event>, Vec<Rejection>, Vec<Report>) {
+        let parser_header = write::HEADER;
+        let mut parser = CsvParser::from_header(Path::new("t.csv"), parser_header).expect("header");
+        let mut reference = ReferenceData::new(4);
+        reference.add_instrument("CENTS", crate::reference::Instrument { price_scale: 2, ..Default::default() });
+        let mut side = Vec::new();
+        let mut announced = IdMap::default();
+        let mut events = Vec::new();
+        let mut rejections = Vec::new();
+        for (i, text) in lines.iter().enumerate() {
+            let mut ctx = ParseContext { reference: &reference, side: &mut side, announced: &mut announced };
+            let line = Line { bytes: text.as_bytes(), origin: Origin::new(0, i as u64), companion: None };
+            if let Err(r) = parser.parse(&line, &mut ctx, &mut events) {
+                rejections.push(r);
+            }
+        }
+        (events, rejections, side)
+    }
+
+    const GOOD: &[&str] = &[
+        "1709303400000000000,1,new,XSVL,ACME,O1,ACC001,T1,D1,,buy,101.25,500,,,,,,,,,,,,,",
+        "2024-03-01T14:30:00.000000001Z,2,replace,XSVL,ACME,O1,ACC001,,,,,101.50,400,,,,,,,,,,,,,",
+        "1709303400000000002,3,cancel,XSVL,ACME,O1,ACC001,,,,,,100,,,,,,,,,,,,,",
+        "1709303400000000003,4,fill,XSVL,ACME,O2,ACC002,,,,sell,101.25,50,buy,true,,,,,,,,,,,",
+        "1709303400000000004,5,trade,XSVL,ACME,,,,,,,101.25,50,buy,,ACC001,\"ACC-002, Ltd\",,OWN9,O1,O2,,,,,",
+        "1709303400000000005,6,quote,XSVL,ACME,,,,,,,,,,,,,,,,,101.20,300,101.30,0,",
+        "1709303400000000006,7,status,XSVL,ACME,,,,,,,,,,,,,,,,,,,,,halted",
+        "1709303400000000007,,new,,CENTS,O3,ACC001,,,,sell,,10,,,,,,,,,,,,,",
+    ];
+
+    #[test]
+    fn reads_every_kind() {
+        let (events, rejections, side) = parse_all(GOOD);
+        assert!(rejections.is_empty(), "{rejections:?}");
+        assert_eq!(events.len(), GOOD.len());
+        assert_eq!(
+            events[0].body,
+            Body::NewOrder { order: Symbol::of(b"O1"), side: Side::Buy, price: Some(Price(1_012_500)), quantity: 500 }
+        );
+        assert_eq!(events[1].time, 1_709_303_400_000_000_001);
+        assert!(matches!(events[2].body, Body::Cancel { quantity: Some(100), .. }));
+        assert!(matches!(events[3].body, Body::Fill { hidden: true, aggressor: Some(Side::Buy), .. }));
+        match events[4].body {
+            Body::Trade { seller, .. } => {
+                let mut names = SymbolTable::default();
+                for r in &side {
+                    if let Report::Symbol(s, t) = r {
+                        names.insert(*s, t);
+                    }
+                }
+                assert_eq!(names.name(seller.account), "ACC-002, Ltd");
+                assert_eq!(seller.owner, Symbol::of(b"OWN9"));
+            }
+            ref other => panic!("{other:?}"),
+        }
+        assert!(matches!(events[5].body, Body::Quote { ask: Some(Level { quantity: 0, .. }), .. }));
+        assert!(matches!(events[7].body, Body::NewOrder { price: None, .. }));
+    }
+
+    #[test]
+    fn rejects_bad_lines_with_the_right_reason() {
+        let cases = [
+            ("1,1,new,X,ACME,O1,A,,,,buy,1,5", RejectReason::ColumnCount),
+            ("soon,1,new,X,ACME,O1,A,,,,buy,1,5,,,,,,,,,,,,,", RejectReason::BadTime),
+            ("1,1,amend,X,ACME,O1,A,,,,buy,1,5,,,,,,,,,,,,,", RejectReason::UnknownKind),
+            ("1,1,new,X,ACME,,A,,,,buy,1,5,,,,,,,,,,,,,", RejectReason::MissingField),
+            ("1,1,new,X,ACME,O1,A,,,,up,1,5,,,,,,,,,,,,,", RejectReason::UnknownSide),
+            ("1,1,new,X,ACME,O1,A,,,,buy,1,-5,,,,,,,,,,,,,", RejectReason::BadQuantity),
+            ("1,1,new,X,ACME,O1,A,,,,buy,NaN,5,,,,,,,,,,,,,", RejectReason::BadPrice),
+            ("1,1,new,X,ACME,O1,A,,,,buy,-1,5,,,,,,,,,,,,,", RejectReason::BadPrice),
+            ("1,1,new,X,CENTS,O1,A,,,,buy,1.001,5,,,,,,,,,,,,,", RejectReason::BadPrice),
+            ("1,1,status,X,ACME,,,,,,,,,,,,,,,,,,,,,open", RejectReason::UnknownStatus),
+            ("1,1,quote,X,ACME,,,,,,,,,,,,,,,,,1.0,,,,", RejectReason::MissingField),
+            ("1,1,trade,X,ACME,,,,,,,1,5,,,,B,,,,,,,,,", RejectReason::MissingField),
+        ];
+        for (line, reason) in cases {
+            let (events, rejections, _) = parse_all(&[line]);
+            assert!(events.is_empty(), "{line}");
+            assert_eq!(rejections.first().map(|r| r.reason), Some(reason), "{line}: {rejections:?}");
+        }
+    }
+
+    #[test]
+    fn writing_and_reading_round_trip() {
+        let (events, _, side) = parse_all(GOOD);
+        let mut names = SymbolTable::default();
+        for r in &side {
+            if let Report::Symbol(s, t) = r {
+                names.insert(*s, t);
+            }
+        }
+        let mut reference = ReferenceData::new(4);
+        reference.add_instrument("CENTS", crate::reference::Instrument { price_scale: 2, ..Default::default() });
+        let lines: Vec<String> = events.iter().map(|e| write::line(e, &names, &reference)).collect();
+        let refs: Vec<&str> = lines.iter().map(|s| s.as_str()).collect();
+        let (again, rejections, _) = parse_all(&refs);
+        assert!(rejections.is_empty(), "{rejections:?}");
+        for (a, b) in events.iter().zip(&again) {
+            assert_eq!(a.body, b.body);
+            assert_eq!((a.time, a.instrument, a.account), (b.time, b.instrument, b.account));
+        }
+    }
+
+    #[test]
+    fn a_missing_required_column_is_an_input_error() {
+        assert!(CsvParser::from_header(Path::new("x.csv"), "time,kind,instrument").is_err());
+        let parser = CsvParser::from_header(Path::new("x.csv"), "kind,instrument,event_time").expect("any order");
+        assert!(parser.is_header(b"kind,instrument,event_time\r"));
+    }
+}

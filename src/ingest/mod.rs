@@ -1,0 +1,263 @@
+//! Reading recorded trading data: formats, validation, dead letters, partitions.
+//!
+//! Every input is split into partitions: blocks of a plain file (read in parallel by the
+//! workers) or a whole gzipped file. A partition reads lines, hands each to the format's
+//! [`LineParser`], enriches the events from reference data, and turns every line it cannot
+//! use into a [`DeadLetter`] with the reason: bad input never panics and never vanishes.
+
+pub mod csv;
+pub mod fields;
+pub mod imc;
+pub mod jsonl;
+pub mod lines;
+pub mod lobster;
+pub mod partition;
+pub mod time;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::model::{Event, IdMap, Origin, Symbol};
+use crate::reference::ReferenceData;
+use crate::report::Report;
+
+pub use partition::{EventCounts, LinePartition, plan_partitions};
+
+/// Input formats.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Canonical CSV (`docs/schema.md`).
+    Csv,
+    /// Canonical JSON Lines.
+    Jsonl,
+    /// LOBSTER message files.
+    Lobster,
+    /// IMC Prosperity trade files.
+    Imc,
+}
+
+impl Format {
+    /// Guesses the format from the file name: `*_message_N.csv` is LOBSTER, `trades_*.csv`
+    /// with `;` separators is IMC, `.jsonl`/`.ndjson` is JSON Lines, anything else CSV.
+    pub fn detect(path: &Path) -> Format {
+        let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+        let name = name.strip_suffix(".gz").unwrap_or(&name);
+        if name.ends_with(".jsonl") || name.ends_with(".ndjson") || name.ends_with(".json") {
+            Format::Jsonl
+        } else if lobster::parse_file_name(name).is_some() {
+            Format::Lobster
+        } else if name.starts_with("trades_") && first_line(path).is_ok_and(|l| l.contains(';')) {
+            Format::Imc
+        } else {
+            Format::Csv
+        }
+    }
+
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Jsonl => "jsonl",
+            Format::Lobster => "lobster",
+            Format::Imc => "imc",
+        }
+    }
+}
+
+/// One input file.
+#[derive(Clone, Debug)]
+pub struct InputSpec {
+    /// Position on the command line: the `source` of every origin from this file.
+    pub index: u32,
+    /// The file.
+    pub path: PathBuf,
+    /// Its format.
+    pub format: Format,
+}
+
+/// Why an input cannot be read at all (as opposed to a bad record, which is a dead letter).
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// The file cannot be opened or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The header or file name does not fit the format.
+    #[error("{path}: {message}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Why a record was rejected.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// Wrong number of fields.
+    ColumnCount,
+    /// Missing or unreadable event time.
+    BadTime,
+    /// Unknown event kind or message type.
+    UnknownKind,
+    /// A field required for the kind is empty.
+    MissingField,
+    /// Not a side.
+    UnknownSide,
+    /// Not an unsigned integer quantity, or zero where an amount is required.
+    BadQuantity,
+    /// Not a positive decimal price at the instrument's scale.
+    BadPrice,
+    /// Not a trading status.
+    UnknownStatus,
+    /// Not UTF-8 text.
+    BadUtf8,
+    /// Not a JSON object of the schema.
+    BadJson,
+    /// Refers to an order that was never seen, where that changes its meaning.
+    UnknownOrder,
+    /// The input could not be read past this point.
+    IoError,
+}
+
+impl RejectReason {
+    /// The stable name used in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::ColumnCount => "column_count",
+            RejectReason::BadTime => "bad_time",
+            RejectReason::UnknownKind => "unknown_kind",
+            RejectReason::MissingField => "missing_field",
+            RejectReason::UnknownSide => "unknown_side",
+            RejectReason::BadQuantity => "bad_quantity",
+            RejectReason::BadPrice => "bad_price",
+            RejectReason::UnknownStatus => "unknown_status",
+            RejectReason::BadUtf8 => "bad_utf8",
+            RejectReason::BadJson => "bad_json",
+            RejectReason::UnknownOrder => "unknown_order",
+            RejectReason::IoError => "io_error",
+        }
+    }
+}
+
+/// A rejection: the reason and a detail for a person.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    /// The reason, counted in the summary.
+    pub reason: RejectReason,
+    /// What exactly was wrong.
+    pub detail: String,
+}
+
+impl Rejection {
+    /// Builds a rejection.
+    pub fn new(reason: RejectReason, detail: impl Into<String>) -> Rejection {
+        Rejection { reason, detail: detail.into() }
+    }
+}
+
+/// A record that could not be processed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Index of the input.
+    pub source: u32,
+    /// 1-based line number, when known.
+    pub line: Option<u64>,
+    /// Byte offset of the record in the (decompressed) input.
+    pub offset: u64,
+    /// The record as read.
+    pub raw: String,
+    /// Why it was rejected.
+    pub reason: RejectReason,
+    /// Details.
+    pub detail: String,
+}
+
+/// What a parser needs besides the line: reference data and symbol interning.
+pub struct ParseContext<'a> {
+    /// Reference data (price scales).
+    pub reference: &'a ReferenceData,
+    /// Side records: new dictionary entries.
+    pub side: &'a mut Vec<Report>,
+    /// Symbols already announced by this partition.
+    pub announced: &'a mut IdMap<Symbol, ()>,
+}
+
+impl ParseContext<'_> {
+    /// The symbol of `text`, announcing its text on the side output the first time a hashed
+    /// symbol is seen, so that the writers can show it.
+    #[inline]
+    pub fn intern(&mut self, text: &[u8]) -> Symbol {
+        let symbol = Symbol::of(text);
+        if symbol.needs_dictionary() && self.announced.insert(symbol, ()).is_none() {
+            self.side.push(Report::Symbol(symbol, String::from_utf8_lossy(text).into()));
+        }
+        symbol
+    }
+
+    /// The price scale of an instrument.
+    #[inline]
+    pub fn price_scale(&self, instrument: Symbol) -> u8 {
+        self.reference.price_scale(instrument)
+    }
+}
+
+/// One line of input.
+pub struct Line<'a> {
+    /// The bytes, without the line end.
+    pub bytes: &'a [u8],
+    /// Where it was read.
+    pub origin: Origin,
+    /// The matching line of a companion file (LOBSTER order book), if any.
+    pub companion: Option<&'a [u8]>,
+}
+
+/// Turns lines of one format into events.
+pub trait LineParser: Send {
+    /// Whether the first line of an input is a header to skip.
+    fn is_header(&self, first_line: &[u8]) -> bool;
+
+    /// Parses one line, appending zero or more events.
+    fn parse(&mut self, line: &Line<'_>, context: &mut ParseContext<'_>, out: &mut Vec<Event>)
+    -> Result<(), Rejection>;
+}
+
+/// The first line of a file (decompressed), without its line end.
+pub fn first_line(path: &Path) -> Result<String, InputError> {
+    let io = |source| InputError::Io { path: path.into(), source };
+    let mut reader = lines::LineReader::open(path, 0).map_err(io)?;
+    let line = reader.next_line().map_err(io)?.map(|(_, l)| l.to_vec()).unwrap_or_default();
+    let mut line = String::from_utf8_lossy(&line).into_owned();
+    if line.ends_with('\r') {
+        line.pop();
+    }
+    Ok(line)
+}
+
+/// Builds the parser for an input, reading its header where the format has one.
+pub fn parser_for(input: &InputSpec, config: &Config) -> Result<Box<dyn LineParser>, InputError> {
+    Ok(match input.format {
+        Format::Csv => Box::new(csv::CsvParser::from_header(&input.path, &first_line(&input.path)?)?),
+        Format::Jsonl => Box::new(jsonl::JsonlParser::new()),
+        Format::Lobster => Box::new(lobster::LobsterParser::new(&input.path, &config.ingest.lobster)?),
+        Format::Imc => Box::new(imc::ImcParser::new(&input.path, &config.ingest.imc)?),
+    })
+}
+
+/// Inputs that must be read as one partition: gzip (not seekable), or a LOBSTER message file
+/// with its order book file beside it (read in lockstep).
+pub fn companion_of(input: &InputSpec, config: &Config) -> Option<PathBuf> {
+    match input.format {
+        Format::Lobster if config.ingest.lobster.orderbook => lobster::orderbook_path(&input.path),
+        _ => None,
+    }
+}

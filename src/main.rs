@@ -1,0 +1,159 @@
+//! The `surveil` command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use surveil::config::Config;
+use surveil::generate::{GenerateConfig, generate};
+use surveil::ingest::Format;
+use surveil::pipeline::{RunOptions, RunSummary, inputs, run};
+
+/// Real-time trade surveillance: reads orders, cancels, fills, trades and quotes, raises alerts
+/// with their evidence.
+///
+/// With no command, runs the default job on the bundled synthetic trading day (generating it
+/// on first use) and prints the alert summary.
+#[derive(Parser)]
+#[command(name = "surveil", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the surveillance job on recorded files.
+    Run {
+        /// Configuration file (TOML); defaults apply to everything it leaves out.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Input format; by default detected from each file's name.
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+        /// Worker threads.
+        #[arg(long, short = 'w', default_value_t = 1)]
+        workers: usize,
+        /// Output folder for alerts.jsonl, dead_letters.jsonl, late_events.jsonl,
+        /// order_to_trade.jsonl and summary.json.
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+        /// No progress bar and no summary table.
+        #[arg(long, short)]
+        quiet: bool,
+        /// Input files (plain or .gz).
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+    },
+    /// Write a synthetic trading day with labelled injected breaches.
+    Generate {
+        /// Output folder: events.csv, instruments.csv, accounts.csv, labels.csv, surveil.toml.
+        #[arg(long, default_value = "datasets/generated/day")]
+        out: PathBuf,
+        /// Approximate number of events.
+        #[arg(long, default_value_t = 2_000_000)]
+        events: u64,
+        /// Random seed: the same seed gives the same file.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Number of accounts.
+        #[arg(long, default_value_t = 400)]
+        accounts: usize,
+        /// Number of instruments.
+        #[arg(long, default_value_t = 40)]
+        instruments: usize,
+        /// Trading date (YYYY-MM-DD).
+        #[arg(long, default_value = "2024-03-01")]
+        date: String,
+        /// Write events.csv.gz instead of events.csv.
+        #[arg(long)]
+        gzip: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    match main_inner() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("surveil: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn main_inner() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Run { config, format, workers, out, quiet, inputs: paths }) => {
+            let config = match &config {
+                Some(path) => Config::load(path)?,
+                None => Config::default(),
+            };
+            if workers == 0 {
+                bail!("--workers must be at least 1");
+            }
+            let summary = run(RunOptions {
+                inputs: inputs(&paths, format),
+                config,
+                workers,
+                out_dir: out.clone(),
+                progress: !quiet,
+            })?;
+            if !quiet {
+                print_summary(&summary, &out);
+            }
+            Ok(())
+        }
+        Some(Command::Generate { out, events, seed, accounts, instruments, date, gzip }) => {
+            let date = surveil::ingest::time::parse_date(&date)
+                .with_context(|| format!("--date {date:?} is not YYYY-MM-DD"))?;
+            let config = GenerateConfig { seed, events, accounts, instruments, date, gzip };
+            let summary = generate(&config, &out).with_context(|| format!("generating into {}", out.display()))?;
+            eprintln!(
+                "wrote {} events and {} labelled breaches to {}",
+                summary.events,
+                summary.labels,
+                summary.events_path.display()
+            );
+            Ok(())
+        }
+        None => run_default(),
+    }
+}
+
+/// The bundled dataset's folder: `datasets/generated/default` under the project root.
+fn default_dataset() -> PathBuf {
+    let root = std::env::var_os("SURVEIL_HOME").map(PathBuf::from).unwrap_or_else(|| {
+        let here = PathBuf::from("datasets");
+        if here.is_dir() { PathBuf::from(".") } else { PathBuf::from(env!("CARGO_MANIFEST_DIR")) }
+    });
+    root.join("datasets").join("generated").join("default")
+}
+
+fn run_default() -> Result<()> {
+    let dir = default_dataset();
+    let events = dir.join("events.csv");
+    if !events.exists() {
+        eprintln!("generating the bundled trading day into {} (once)...", dir.display());
+        generate(&GenerateConfig::default(), &dir).with_context(|| format!("generating into {}", dir.display()))?;
+    }
+    let config = Config::load(&dir.join("surveil.toml"))?;
+    let out = PathBuf::from("out").join("default");
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+    eprintln!(
+        "surveil run --config {} --workers {workers} --out {} {}",
+        dir.join("surveil.toml").display(),
+        out.display(),
+        events.display()
+    );
+    let summary =
+        run(RunOptions { inputs: inputs(&[events], None), config, workers, out_dir: out.clone(), progress: true })?;
+    print_summary(&summary, &out);
+    Ok(())
+}
+
+fn print_summary(summary: &RunSummary, out: &Path) {
+    eprintln!("{}", summary.table());
+    eprintln!("  output: {}", out.display());
+}

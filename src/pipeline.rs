@@ -1,0 +1,355 @@
+//! The default surveillance job: read, validate, enrich, route by instrument, detect, write.
+//!
+//! ```text
+//! partitions --(records)--> exchange by instrument --> SurveillanceProcessor --(reports)--+
+//!            --(late)----------------------------------------------------------------------+--> worker 0: ReportWriter
+//!            --(dead letters, dictionary)-------------------------------------------------+
+//! ```
+
+use std::cell::RefCell;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use surveil_operators::{ProcessInTimeOrder, SourceOptions, partitioned_source};
+use timely::dataflow::ProbeHandle;
+use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Concat, Operator, Probe};
+
+use crate::config::Config;
+use crate::detect::{Detector, SurveillanceProcessor, default_detectors};
+use crate::ingest::{EventCounts, InputError, InputSpec, plan_partitions};
+use crate::model::{Event, EventKind};
+use crate::output::{Renderer, ReportWriter, SUMMARY, WrittenCounts};
+use crate::reference::{ReferenceData, ReferenceError};
+use crate::report::Report;
+
+/// Why a run failed before or while producing output.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// An input cannot be read.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// Reference data cannot be read.
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    /// Output cannot be written.
+    #[error("writing output to {path}: {source}")]
+    Output {
+        /// The folder.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A worker failed.
+    #[error("dataflow failed: {0}")]
+    Dataflow(String),
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Inputs, in order.
+    pub inputs: Vec<InputSpec>,
+    /// Configuration.
+    pub config: Config,
+    /// Worker threads.
+    pub workers: usize,
+    /// Output folder.
+    pub out_dir: PathBuf,
+    /// Show a progress bar on a terminal.
+    pub progress: bool,
+}
+
+/// Totals of a run, written to `summary.json`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RunSummary {
+    /// Inputs read.
+    pub inputs: Vec<String>,
+    /// Worker threads.
+    pub workers: usize,
+    /// Events read, by kind.
+    pub events_by_kind: std::collections::BTreeMap<String, u64>,
+    /// Events read.
+    pub events: u64,
+    /// Bytes read.
+    pub bytes: u64,
+    /// Alerts, dead letters, late events, ratio values.
+    #[serde(flatten)]
+    pub written: WrittenCounts,
+    /// Alerts in total.
+    pub alerts: u64,
+    /// Dead letters in total.
+    pub dead_letters: u64,
+    /// Wall-clock seconds.
+    pub elapsed_seconds: f64,
+    /// Events per second.
+    pub events_per_second: f64,
+    /// Peak resident memory of the process, bytes (Linux).
+    pub peak_rss_bytes: Option<u64>,
+}
+
+impl RunSummary {
+    /// A table for people.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let mut row = |k: &str, v: String| s.push_str(&format!("  {k:<28} {v:>14}\n"));
+        row("events", self.events.to_string());
+        for (kind, n) in &self.events_by_kind {
+            row(&format!("  {kind}"), n.to_string());
+        }
+        row("alerts", self.alerts.to_string());
+        for (rule, n) in &self.written.alerts_by_rule {
+            row(&format!("  {rule}"), n.to_string());
+        }
+        row("dead letters", self.dead_letters.to_string());
+        for (reason, n) in &self.written.dead_letters_by_reason {
+            row(&format!("  {reason}"), n.to_string());
+        }
+        row("late events", self.written.late_events.to_string());
+        row("order-to-trade values", self.written.ratio_values.to_string());
+        row("elapsed", format!("{:.3} s", self.elapsed_seconds));
+        row("throughput", format!("{:.0} ev/s", self.events_per_second));
+        if let Some(rss) = self.peak_rss_bytes {
+            row("peak memory", format!("{:.1} MiB", rss as f64 / (1 << 20) as f64));
+        }
+        s
+    }
+}
+
+/// Spreads symbol ids (packed text ends in zero bits) evenly over workers.
+#[inline]
+pub fn route(symbol: crate::model::Symbol) -> u64 {
+    let mut x = symbol.0;
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x
+}
+
+/// Extension trait: run a detector (or several) over a stream of events, keyed by instrument
+/// and in event-time order. This is how a single rule runs as its own operator.
+pub trait Detect<'scope> {
+    /// Runs `detectors` and returns their reports.
+    fn detect(
+        self,
+        detectors: Vec<Box<dyn Detector>>,
+        reference: Arc<ReferenceData>,
+    ) -> Stream<'scope, u64, Vec<Report>>;
+}
+
+impl<'scope> Detect<'scope> for Stream<'scope, u64, Vec<Event>> {
+    fn detect(
+        self,
+        detectors: Vec<Box<dyn Detector>>,
+        reference: Arc<ReferenceData>,
+    ) -> Stream<'scope, u64, Vec<Report>> {
+        self.process_in_time_order(
+            "Detect",
+            |e: &Event| route(e.instrument),
+            |e: &Event| e.order_key(),
+            SurveillanceProcessor::new(detectors, reference),
+        )
+    }
+}
+
+/// Runs a single detector as its own operator (see [`Detect`]).
+pub fn detect<'scope>(
+    events: Stream<'scope, u64, Vec<Event>>,
+    detector: Box<dyn Detector>,
+    reference: Arc<ReferenceData>,
+) -> Stream<'scope, u64, Vec<Report>> {
+    events.detect(vec![detector], reference)
+}
+
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+struct WorkerResult {
+    counts: EventCounts,
+    written: Option<WrittenCounts>,
+    error: Option<String>,
+}
+
+/// Runs the default job and writes `alerts.jsonl`, `dead_letters.jsonl`, `late_events.jsonl`,
+/// `order_to_trade.jsonl` and `summary.json` into the output folder.
+pub fn run(options: RunOptions) -> Result<RunSummary, RunError> {
+    let started = Instant::now();
+    let RunOptions { inputs, config, workers, out_dir, progress } = options;
+    let reference = Arc::new(ReferenceData::load(&config)?);
+    // Validate every input before starting workers: a missing file or a bad header is a
+    // clear error, not a hang.
+    let mut total_bytes = 0;
+    for input in &inputs {
+        crate::ingest::parser_for(input, &config)?;
+        total_bytes +=
+            std::fs::metadata(&input.path).map_err(|source| InputError::Io { path: input.path.clone(), source })?.len();
+    }
+    let sources: Vec<String> = inputs.iter().map(|i| i.path.display().to_string()).collect();
+    let writer = ReportWriter::create(&out_dir, Renderer::new(reference.clone(), sources.clone()))
+        .map_err(|source| RunError::Output { path: out_dir.clone(), source })?;
+    let writer = Arc::new(Mutex::new(Some(writer)));
+    let bytes_read = Arc::new(AtomicU64::new(0));
+    let finished = Arc::new(AtomicBool::new(false));
+
+    let bar = (progress && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(total_bytes);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let (bar2, read, done) = (bar.clone(), bytes_read.clone(), finished.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                bar2.set_position(read.load(Ordering::Relaxed));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        bar
+    });
+
+    let timely_config = timely::Config::process(workers.max(1));
+    let job_inputs = inputs.clone();
+    let job_config = config.clone();
+    let job_reference = reference.clone();
+    let job_writer = writer.clone();
+    let job_bytes = bytes_read.clone();
+    let guards = timely::execute(timely_config, move |worker| {
+        let (index, peers) = (worker.index(), worker.peers());
+        let counts = Rc::new(RefCell::new(EventCounts::default()));
+        let (partitions, error) =
+            match plan_partitions(&job_inputs, &job_config, &job_reference, index, peers, &job_bytes, &counts) {
+                Ok(p) => (p, None),
+                Err(e) => (Vec::new(), Some(e.to_string())),
+            };
+        let writer = if index == 0 { job_writer.lock().ok().and_then(|mut w| w.take()) } else { None };
+        let writer = Rc::new(RefCell::new(writer));
+        let probe = ProbeHandle::new();
+        let ingest = &job_config.ingest;
+        let options = SourceOptions {
+            max_out_of_order: ingest.max_out_of_order.as_nanos() as u64,
+            epoch: ingest.epoch.as_nanos().max(1) as u64,
+            batch_records: ingest.batch_records.max(1),
+            reads_per_activation: 16,
+            idle_timeout: None,
+            probe: Some(probe.clone()),
+            max_lead: Some(ingest.max_lead.as_nanos() as u64),
+        };
+        let detectors = default_detectors(&job_config, &job_reference);
+        let reference = job_reference.clone();
+        let sink_writer = writer.clone();
+        let mut pending: Vec<(u64, Report)> = Vec::new();
+        worker.dataflow::<u64, _, _>(|scope| {
+            let source = partitioned_source(scope, "Ingest", partitions, options);
+            let reports = source.records.detect(detectors, reference);
+            let late = source.late.map(|e| Report::Late(Box::new(e)));
+            reports.concat(source.side).concat(late).probe_with(&probe).sink(
+                Exchange::new(|_: &Report| 0),
+                "WriteReports",
+                move |(input, frontier)| {
+                    let mut guard = sink_writer.borrow_mut();
+                    let Some(writer) = guard.as_mut() else {
+                        input.for_each(|_, _| {});
+                        return;
+                    };
+                    input.for_each_stamp(|cap, data| {
+                        let time = cap.stamp().iter().copied().min().unwrap_or(0);
+                        for batch in data {
+                            pending.extend(batch.drain(..).map(|r| (time, r)));
+                        }
+                    });
+                    // Write what the watermark has passed: later reports cannot precede it.
+                    let watermark = frontier.frontier().first().copied();
+                    if !pending.is_empty() {
+                        let (mut ready, rest): (Vec<_>, Vec<_>) =
+                            pending.drain(..).partition(|(t, _)| watermark.is_none_or(|w| *t < w));
+                        pending = rest;
+                        if !ready.is_empty() {
+                            writer.write_batch(&mut ready);
+                        }
+                    }
+                },
+            );
+        });
+        while !probe.done() {
+            worker.step();
+        }
+        // Let the writer see the final (empty) frontier.
+        for _ in 0..4 {
+            worker.step();
+        }
+        let counts = *counts.borrow();
+        let written = writer.borrow_mut().as_mut().map(|w| w.finish().map_err(|e| e.to_string()));
+        let (written, write_error) = match written {
+            Some(Ok(c)) => (Some(c), None),
+            Some(Err(e)) => (None, Some(e)),
+            None => (None, None),
+        };
+        WorkerResult { counts, written, error: error.or(write_error) }
+    })
+    .map_err(RunError::Dataflow)?;
+
+    let results = guards.join();
+    finished.store(true, Ordering::Relaxed);
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let mut summary = RunSummary { inputs: sources, workers: workers.max(1), ..Default::default() };
+    let mut events_by_kind = EventCounts::default();
+    for result in results {
+        let result = result.map_err(RunError::Dataflow)?;
+        if let Some(error) = result.error {
+            return Err(RunError::Dataflow(error));
+        }
+        for (total, n) in events_by_kind.iter_mut().zip(result.counts) {
+            *total += n;
+        }
+        if let Some(written) = result.written {
+            summary.written = written;
+        }
+    }
+    for kind in EventKind::ALL {
+        summary.events_by_kind.insert(kind.as_str().into(), events_by_kind[kind.index()]);
+    }
+    summary.events = events_by_kind.iter().sum();
+    summary.bytes = bytes_read.load(Ordering::Relaxed);
+    summary.alerts = summary.written.alerts_by_rule.values().sum();
+    summary.dead_letters = summary.written.dead_letters_by_reason.values().sum();
+    summary.elapsed_seconds = started.elapsed().as_secs_f64();
+    summary.events_per_second = summary.events as f64 / summary.elapsed_seconds.max(1e-9);
+    summary.peak_rss_bytes = peak_rss();
+    let path = out_dir.join(SUMMARY);
+    let text = serde_json::to_string_pretty(&summary).map_err(|e| RunError::Dataflow(e.to_string()))?;
+    std::fs::write(&path, text + "\n").map_err(|source| RunError::Output { path, source })?;
+    Ok(summary)
+}
+
+/// Input specs for paths, with the format given or detected per file.
+pub fn inputs(paths: &[PathBuf], format: Option<crate::ingest::Format>) -> Vec<InputSpec> {
+    paths
+        .iter()
+        .enumerate()
+        .map(|(i, path)| InputSpec {
+            index: i as u32,
+            path: path.clone(),
+            format: format.unwrap_or_else(|| crate::ingest::Format::detect(path)),
+        })
+        .collect()
+}
+
+/// Convenience for tests and examples: run with defaults on files, writing into `out_dir`.
+pub fn run_files(paths: &[PathBuf], config: Config, workers: usize, out_dir: &Path) -> Result<RunSummary, RunError> {
+    run(RunOptions { inputs: inputs(paths, None), config, workers, out_dir: out_dir.into(), progress: false })
+}

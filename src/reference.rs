@@ -1,0 +1,230 @@
+//! Reference data: instruments (price scale, identifiers) and accounts (beneficial owner, desk,
+//! trader). Loaded once and shared read-only by every worker.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::config::{Config, ReferenceConfig};
+use crate::model::{Decimal, Event, IdMap, Price, Symbol, SymbolTable};
+
+/// Why reference data could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ReferenceError {
+    /// The file could not be read or parsed.
+    #[error("reference data {path}, record {record}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based record number (0: the file itself).
+        record: u64,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// What surveil knows about an instrument.
+#[derive(Debug, Clone, Default)]
+pub struct Instrument {
+    /// Decimal places of prices.
+    pub price_scale: u8,
+    /// Currency code.
+    pub currency: String,
+    /// ISIN, for reports.
+    pub isin: String,
+    /// A price to use before any quote or trade (price collar).
+    pub reference_price: Option<Price>,
+}
+
+/// What surveil knows about an account.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Account {
+    /// Beneficial owner.
+    pub owner: Symbol,
+    /// Desk.
+    pub desk: Symbol,
+    /// Trader.
+    pub trader: Symbol,
+}
+
+/// Instruments and accounts, by symbol.
+#[derive(Debug, Clone, Default)]
+pub struct ReferenceData {
+    instruments: IdMap<Symbol, Instrument>,
+    accounts: IdMap<Symbol, Account>,
+    default_price_scale: u8,
+    /// Names of the symbols defined in the reference files.
+    pub names: SymbolTable,
+}
+
+#[derive(Deserialize)]
+struct InstrumentRow {
+    instrument: String,
+    #[serde(default)]
+    price_scale: Option<u8>,
+    #[serde(default)]
+    currency: Option<String>,
+    #[serde(default)]
+    isin: Option<String>,
+    #[serde(default)]
+    reference_price: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AccountRow {
+    account: String,
+    #[serde(default)]
+    owner: Option<String>,
+    #[serde(default)]
+    desk: Option<String>,
+    #[serde(default)]
+    trader: Option<String>,
+}
+
+impl ReferenceData {
+    /// Empty reference data with the given default price scale.
+    pub fn new(default_price_scale: u8) -> ReferenceData {
+        ReferenceData { default_price_scale, ..Default::default() }
+    }
+
+    /// Loads the files named in the configuration.
+    pub fn load(config: &Config) -> Result<ReferenceData, ReferenceError> {
+        let mut data = ReferenceData::new(config.ingest.default_price_scale);
+        let ReferenceConfig { instruments, accounts } = &config.reference;
+        if let Some(path) = instruments {
+            data.load_instruments(path)?;
+        }
+        if let Some(path) = accounts {
+            data.load_accounts(path)?;
+        }
+        Ok(data)
+    }
+
+    fn reader(path: &Path) -> Result<csv::Reader<std::fs::File>, ReferenceError> {
+        csv::ReaderBuilder::new().trim(csv::Trim::All).from_path(path).map_err(|e| ReferenceError::Invalid {
+            path: path.into(),
+            record: 0,
+            message: e.to_string(),
+        })
+    }
+
+    /// Loads `instrument,price_scale,currency,isin,reference_price`.
+    pub fn load_instruments(&mut self, path: &Path) -> Result<(), ReferenceError> {
+        let mut reader = Self::reader(path)?;
+        for (i, row) in reader.deserialize::<InstrumentRow>().enumerate() {
+            let invalid =
+                |message: String| ReferenceError::Invalid { path: path.into(), record: i as u64 + 1, message };
+            let row = row.map_err(|e| invalid(e.to_string()))?;
+            let scale = row.price_scale.unwrap_or(self.default_price_scale);
+            if scale > crate::model::decimal::MAX_SCALE {
+                return Err(invalid(format!("price_scale {scale} is too large")));
+            }
+            let reference_price = match row.reference_price.as_deref().filter(|s| !s.is_empty()) {
+                Some(text) => Some(Price(
+                    crate::model::decimal::parse_scaled(text.as_bytes(), scale)
+                        .map_err(|e| invalid(format!("reference_price {text:?}: {e}")))?,
+                )),
+                None => None,
+            };
+            let (symbol, _) = self.names.intern(row.instrument.as_bytes());
+            self.instruments.insert(
+                symbol,
+                Instrument {
+                    price_scale: scale,
+                    currency: row.currency.unwrap_or_default(),
+                    isin: row.isin.unwrap_or_default(),
+                    reference_price,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Loads `account,owner,desk,trader`.
+    pub fn load_accounts(&mut self, path: &Path) -> Result<(), ReferenceError> {
+        let mut reader = Self::reader(path)?;
+        for (i, row) in reader.deserialize::<AccountRow>().enumerate() {
+            let row = row.map_err(|e| ReferenceError::Invalid {
+                path: path.into(),
+                record: i as u64 + 1,
+                message: e.to_string(),
+            })?;
+            let mut intern = |text: Option<String>| self.names.intern(text.unwrap_or_default().as_bytes()).0;
+            let account = intern(Some(row.account));
+            let owner = intern(row.owner);
+            let desk = intern(row.desk);
+            let trader = intern(row.trader);
+            self.accounts.insert(account, Account { owner, desk, trader });
+        }
+        Ok(())
+    }
+
+    /// Adds an instrument (tests, generators).
+    pub fn add_instrument(&mut self, name: &str, instrument: Instrument) {
+        let (symbol, _) = self.names.intern(name.as_bytes());
+        self.instruments.insert(symbol, instrument);
+    }
+
+    /// Adds an account (tests, generators).
+    pub fn add_account(&mut self, name: &str, owner: &str) {
+        let (account, _) = self.names.intern(name.as_bytes());
+        let (owner, _) = self.names.intern(owner.as_bytes());
+        self.accounts.insert(account, Account { owner, ..Default::default() });
+    }
+
+    /// The instrument, if known.
+    pub fn instrument(&self, symbol: Symbol) -> Option<&Instrument> {
+        self.instruments.get(&symbol)
+    }
+
+    /// Decimal places of the instrument's prices.
+    #[inline]
+    pub fn price_scale(&self, instrument: Symbol) -> u8 {
+        self.instruments.get(&instrument).map_or(self.default_price_scale, |i| i.price_scale)
+    }
+
+    /// A price as an exact decimal.
+    pub fn price(&self, instrument: Symbol, price: Price) -> Decimal {
+        Decimal::price(price, self.price_scale(instrument))
+    }
+
+    /// The account, if known.
+    #[inline]
+    pub fn account(&self, symbol: Symbol) -> Option<&Account> {
+        self.accounts.get(&symbol)
+    }
+
+    /// The number of accounts.
+    pub fn account_count(&self) -> usize {
+        self.accounts.len()
+    }
+
+    /// Fills the owner, desk and trader of an event (and of both parties of a trade) from the
+    /// account reference data, where the event leaves them empty.
+    #[inline]
+    pub fn enrich(&self, event: &mut Event) {
+        if self.accounts.is_empty() {
+            return;
+        }
+        if let Some(account) = self.accounts.get(&event.account) {
+            if event.owner.is_none() {
+                event.owner = account.owner;
+            }
+            if event.desk.is_none() {
+                event.desk = account.desk;
+            }
+            if event.trader.is_none() {
+                event.trader = account.trader;
+            }
+        }
+        if let crate::model::Body::Trade { buyer, seller, .. } = &mut event.body {
+            for party in [buyer, seller] {
+                if party.owner.is_none()
+                    && let Some(account) = self.accounts.get(&party.account)
+                {
+                    party.owner = account.owner;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! Everything the pipeline produces besides events, on one stream to the writers.
+
+use serde::{Deserialize, Serialize};
+
+use crate::alert::Alert;
+use crate::detect::order_to_trade::RatioReport;
+use crate::ingest::DeadLetter;
+use crate::model::{Event, Symbol};
+
+/// A record for the output writers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Report {
+    /// An alert.
+    Alert(Box<Alert>),
+    /// A record that could not be processed, with the reason.
+    DeadLetter(Box<DeadLetter>),
+    /// An event that arrived later than the out-of-order bound allows.
+    Late(Box<Event>),
+    /// The text of a hashed symbol, for output.
+    Symbol(Symbol, Box<str>),
+    /// An order-to-trade ratio value.
+    Ratio(Box<RatioReport>),
+}

@@ -1,0 +1,61 @@
+//! The command line: generate a day, run on it, and report errors clearly.
+
+use std::process::Command;
+
+fn surveil() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_surveil"))
+}
+
+#[test]
+fn generate_then_run_writes_every_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let day = dir.path().join("day");
+    let status = surveil()
+        .args(["generate", "--events", "30000", "--accounts", "60", "--instruments", "6", "--out"])
+        .arg(&day)
+        .status()
+        .expect("spawn");
+    assert!(status.success());
+    let out = dir.path().join("out");
+    let output = surveil()
+        .args(["run", "--workers", "2", "--config"])
+        .arg(day.join("surveil.toml"))
+        .arg("--out")
+        .arg(&out)
+        .arg(day.join("events.csv"))
+        .output()
+        .expect("spawn");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let table = String::from_utf8_lossy(&output.stderr);
+    assert!(table.contains("alerts") && table.contains("throughput"), "{table}");
+    for file in ["alerts.jsonl", "dead_letters.jsonl", "late_events.jsonl", "order_to_trade.jsonl", "summary.json"] {
+        assert!(out.join(file).exists(), "{file}");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).expect("summary")).expect("json");
+    assert!(summary["events"].as_u64().unwrap_or(0) >= 30_000);
+    assert!(summary["alerts"].as_u64().unwrap_or(0) > 0);
+}
+
+#[test]
+fn errors_are_clear_and_fail_the_command() {
+    let output = surveil().args(["run", "/no/such/file.csv"]).output().expect("spawn");
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("/no/such/file.csv") && err.contains("No such file"), "{err}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "time,what\n1,2\n").expect("write");
+    let output = surveil().arg("run").arg(&bad).output().expect("spawn");
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("no `event_time` column"), "{err}");
+
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "[rules.order_limits]\nmax_quantty = 5\n").expect("write");
+    let output = surveil().arg("run").arg("--config").arg(&config).arg(&bad).output().expect("spawn");
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("max_quantty"), "{err}");
+}

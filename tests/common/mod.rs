@@ -1,0 +1,65 @@
+//! Shared helpers for integration tests.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use surveil::config::Config;
+use surveil::pipeline::{RunSummary, run_files};
+
+/// The shared datasets folder: `$SURVEIL_DATA`, or `../shared/datasets` beside the project.
+/// Missing data is a failure, never a skip.
+pub fn data_dir() -> PathBuf {
+    let dir = std::env::var_os("SURVEIL_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets"));
+    assert!(
+        dir.join("lobster").is_dir(),
+        "the shared datasets are missing: expected {} (set SURVEIL_DATA to the datasets folder)",
+        dir.display()
+    );
+    dir
+}
+
+/// A file in the shared datasets.
+pub fn data(relative: &str) -> PathBuf {
+    let path = data_dir().join(relative);
+    assert!(path.exists(), "missing dataset file {}", path.display());
+    path
+}
+
+/// Runs the default job and returns the summary and the output folder.
+pub fn run(paths: &[PathBuf], config: Config, workers: usize) -> (RunSummary, tempfile::TempDir) {
+    let out = tempfile::tempdir().expect("tempdir");
+    let summary = run_files(paths, config, workers, out.path()).expect("run succeeds");
+    (summary, out)
+}
+
+/// The JSON objects of a JSON Lines output file.
+pub fn read_jsonl(dir: &Path, name: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(dir.join(name)).expect("output file");
+    text.lines().map(|l| serde_json::from_str(l).expect("valid JSON line")).collect()
+}
+
+/// Alerts without their wall-clock field, for comparing runs.
+pub fn alerts_without_clock(dir: &Path) -> Vec<Value> {
+    read_jsonl(dir, "alerts.jsonl")
+        .into_iter()
+        .map(|mut a| {
+            if let Some(o) = a.as_object_mut() {
+                o.remove("detected_at");
+            }
+            a
+        })
+        .collect()
+}
+
+/// Alerts counted by rule.
+pub fn alerts_by_rule(dir: &Path) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for a in read_jsonl(dir, "alerts.jsonl") {
+        *counts.entry(a["rule"].as_str().unwrap_or("?").to_string()).or_default() += 1;
+    }
+    counts
+}
