@@ -98,10 +98,9 @@ pub struct IngestConfig {
     pub batch_records: usize,
     /// Decimal places of prices for instruments missing from the reference data. Default 4.
     pub default_price_scale: u8,
-    /// The reading side stays at most this far ahead (event time) of what the whole dataflow has
-    /// finished, which bounds buffering. Default 10 s.
-    #[serde(with = "humantime_serde")]
-    pub max_lead: Duration,
+    /// Each worker stops reading while this many of the records it sent are not yet fully
+    /// processed, which bounds buffering. Default 250,000.
+    pub max_in_flight: usize,
     /// LOBSTER files.
     pub lobster: LobsterConfig,
     /// IMC Prosperity trade files.
@@ -116,7 +115,7 @@ impl Default for IngestConfig {
             block_size: 8 << 20,
             batch_records: 1024,
             default_price_scale: 4,
-            max_lead: Duration::from_secs(10),
+            max_in_flight: 250_000,
             lobster: LobsterConfig::default(),
             imc: ImcConfig::default(),
         }

@@ -245,7 +245,7 @@ pub fn run(options: RunOptions) -> Result<RunSummary, RunError> {
             reads_per_activation: 16,
             idle_timeout: None,
             probe: Some(probe.clone()),
-            max_lead: Some(ingest.max_lead.as_nanos() as u64),
+            max_in_flight: Some(ingest.max_in_flight),
         };
         let detectors = default_detectors(&job_config, &job_reference);
         let reference = job_reference.clone();

@@ -53,7 +53,7 @@ fn alerts_match_the_labels_exactly_on_one_and_two_workers() {
     let labels = label_keys(&dir.path().join("labels.csv"));
     let run_config = Config::load(&dir.path().join("surveil.toml")).expect("config");
 
-    let (one, out1) = run(&[summary.events_path.clone()], run_config.clone(), 1);
+    let (one, out1) = run(std::slice::from_ref(&summary.events_path), run_config.clone(), 1);
     assert_eq!(one.dead_letters, 0);
     assert_eq!(one.written.late_events, 0);
     assert_eq!(one.events, summary.events);

@@ -219,57 +219,103 @@ impl<'scope, D: ExchangeData> ProcessInTimeOrder<'scope, D> for Stream<'scope, u
     }
 }
 
-/// Records waiting for the watermark, with their least time tracked so that a call with
-/// nothing complete costs O(1).
+/// Records waiting for the watermark, bucketed by time so that each advance of the
+/// watermark touches only the buckets it completes and the one it splits, however many records
+/// wait behind it. The bucket width adapts to the density of the data: sparse buckets cost an
+/// allocation per record, crowded ones a long scan per advance.
 struct PendingRecords<D> {
-    records: Vec<(u64, u64, D)>,
-    least: u64,
+    buckets: std::collections::BTreeMap<u64, Vec<(u64, u64, D)>>,
+    len: usize,
+    shift: u32,
+    /// Records and buckets taken since the width was last reconsidered.
+    taken: (usize, usize),
 }
+
+/// Bucket width bounds: about a microsecond to about 18 minutes of nanosecond time.
+const MIN_SHIFT: u32 = 10;
+const MAX_SHIFT: u32 = 40;
+const TARGET_PER_BUCKET: (usize, usize) = (256, 8192);
 
 impl<D> Default for PendingRecords<D> {
     fn default() -> Self {
-        PendingRecords { records: Vec::new(), least: u64::MAX }
+        PendingRecords { buckets: std::collections::BTreeMap::new(), len: 0, shift: 20, taken: (0, 0) }
     }
 }
 
 impl<D> PendingRecords<D> {
     fn push(&mut self, time: u64, tie_break: u64, record: D) {
-        self.least = self.least.min(time);
-        self.records.push((time, tie_break, record));
+        self.buckets.entry(time >> self.shift).or_default().push((time, tie_break, record));
+        self.len += 1;
     }
 
     fn least_time(&self) -> Option<u64> {
-        (!self.records.is_empty()).then_some(self.least)
+        self.buckets.first_key_value().and_then(|(_, records)| records.iter().map(|r| r.0).min())
+    }
+
+    /// Re-buckets everything at a new width.
+    fn rebucket(&mut self, shift: u32) {
+        let old = std::mem::take(&mut self.buckets);
+        self.shift = shift;
+        for (_, records) in old {
+            for r in records {
+                self.buckets.entry(r.0 >> shift).or_default().push(r);
+            }
+        }
     }
 
     /// Moves the records with time before `watermark` (all of them for `None`) into `ready`,
     /// sorted by `(time, tie_break)`.
     fn take_complete(&mut self, watermark: Option<u64>, ready: &mut Vec<(u64, u64, D)>) {
-        if self.records.is_empty() {
+        if self.len == 0 {
             return;
         }
-        match watermark {
-            None => ready.append(&mut self.records),
-            Some(w) if self.least >= w => return,
-            Some(w) => {
-                let mut keep = Vec::with_capacity(self.records.len() / 4);
-                let mut least = u64::MAX;
-                for record in self.records.drain(..) {
-                    if record.0 < w {
-                        ready.push(record);
+        let boundary = watermark.map(|w| w >> self.shift);
+        let before = ready.len();
+        while let Some(entry) = self.buckets.first_entry() {
+            let bucket = *entry.key();
+            match boundary {
+                Some(b) if bucket > b => break,
+                Some(b) if bucket == b => {
+                    let w = watermark.unwrap_or(u64::MAX);
+                    let records = entry.into_mut();
+                    let mut i = 0;
+                    while i < records.len() {
+                        if records[i].0 < w {
+                            ready.push(records.swap_remove(i));
+                        } else {
+                            i += 1;
+                        }
+                    }
+                    if records.is_empty() {
+                        self.buckets.pop_first();
+                    }
+                    break;
+                }
+                _ => {
+                    let mut records = entry.remove();
+                    self.taken.1 += 1;
+                    if ready.is_empty() {
+                        *ready = records;
                     } else {
-                        least = least.min(record.0);
-                        keep.push(record);
+                        ready.append(&mut records);
                     }
                 }
-                self.records = keep;
-                self.least = least;
             }
         }
-        if self.records.is_empty() {
-            self.least = u64::MAX;
-        }
+        let moved = ready.len() - before;
+        self.len -= moved;
+        self.taken.0 += moved;
         ready.sort_unstable_by_key(|r| (r.0, r.1));
+        // Reconsider the width every few thousand records.
+        if self.taken.1 >= 64 {
+            let per_bucket = self.taken.0 / self.taken.1;
+            if per_bucket < TARGET_PER_BUCKET.0 && self.shift < MAX_SHIFT {
+                self.rebucket((self.shift + 2).min(MAX_SHIFT));
+            } else if per_bucket > TARGET_PER_BUCKET.1 && self.shift > MIN_SHIFT {
+                self.rebucket((self.shift - 2).max(MIN_SHIFT));
+            }
+            self.taken = (0, 0);
+        }
     }
 }
 

@@ -83,9 +83,10 @@ pub struct SourceOptions {
     /// Probe at the end of the dataflow: used to report processed watermarks to partitions and
     /// to pace reading.
     pub probe: Option<ProbeHandle<u64>>,
-    /// With a probe, do not read while this worker's watermark is more than this far (ns) ahead
-    /// of what the dataflow has finished: bounded buffering instead of unbounded queues.
-    pub max_lead: Option<u64>,
+    /// With a probe, do not read while more than this many records sent by this worker are
+    /// not yet complete (their time is not behind the probe's frontier): bounded buffering
+    /// instead of unbounded queues, whatever the density of the data in event time.
+    pub max_in_flight: Option<usize>,
 }
 
 impl Default for SourceOptions {
@@ -97,7 +98,7 @@ impl Default for SourceOptions {
             reads_per_activation: 64,
             idle_timeout: None,
             probe: None,
-            max_lead: None,
+            max_in_flight: None,
         }
     }
 }
@@ -215,7 +216,9 @@ where
         let bound = options.max_out_of_order;
         let epoch = options.epoch.max(1);
         let mut batch: Vec<P::Record> = Vec::with_capacity(options.batch_records);
-        let mut on_time: Vec<P::Record> = Vec::with_capacity(options.batch_records);
+        // (time sent at, records) not yet known to be complete, oldest first.
+        let mut in_flight: std::collections::VecDeque<(u64, usize)> = std::collections::VecDeque::new();
+        let mut in_flight_total = 0usize;
         let mut late_batch: Vec<P::Record> = Vec::new();
         let mut side_batch: Vec<P::Side> = Vec::new();
         let mut reported_watermark = 0u64;
@@ -225,6 +228,11 @@ where
             // Report fully processed watermarks to the partitions.
             if let Some(probe) = &options.probe {
                 let done = probe.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX));
+                while in_flight.front().is_some_and(|(t, _)| *t < done) {
+                    if let Some((_, n)) = in_flight.pop_front() {
+                        in_flight_total -= n;
+                    }
+                }
                 if done > reported_watermark {
                     reported_watermark = done;
                     for state in states.iter_mut() {
@@ -281,10 +289,8 @@ where
                             .filter(|(_, s)| s.idle_since.is_none())
                             .filter_map(|(i, s)| s.low_watermark(bound, None, now).map(|w| (w, i)))
                             .min();
-                        let Some((low, index)) = next else { break };
-                        if let (Some(probe), Some(lead)) = (&options.probe, options.max_lead)
-                            && probe.less_than(&low.saturating_sub(lead))
-                        {
+                        let Some((_, index)) = next else { break };
+                        if options.probe.is_some() && options.max_in_flight.is_some_and(|max| in_flight_total >= max) {
                             // Far ahead of what the dataflow has finished: let it catch up.
                             break;
                         }
@@ -296,17 +302,25 @@ where
                     let state = &mut states[index];
                     let status = state.partition.read(options.batch_records, &mut batch, &mut side_batch);
                     let promised = *records_cap.time();
-                    for record in batch.drain(..) {
-                        let time = P::time(&record);
-                        let behind_partition = state.latest.is_some_and(|latest| time < latest.saturating_sub(bound));
+                    // Move late records out; on-time records stay in place (no copy).
+                    let mut latest = state.latest;
+                    let mut kept = 0;
+                    for i in 0..batch.len() {
+                        let time = P::time(&batch[i]);
+                        let behind_partition = latest.is_some_and(|l| time < l.saturating_sub(bound));
                         // A partition that resumes after idling may be behind the watermark.
                         if behind_partition || time < promised {
-                            late_batch.push(record);
+                            late_batch.push(batch[i].clone());
                         } else {
-                            state.latest = Some(state.latest.map_or(time, |l| l.max(time)));
-                            on_time.push(record);
+                            latest = Some(latest.map_or(time, |l| l.max(time)));
+                            if kept != i {
+                                batch.swap(kept, i);
+                            }
+                            kept += 1;
                         }
                     }
+                    batch.truncate(kept);
+                    state.latest = latest;
                     match status {
                         PartitionRead::More => state.idle_since = None,
                         PartitionRead::Idle => {
@@ -315,9 +329,15 @@ where
                         PartitionRead::Exhausted => state.finished = true,
                     }
                 }
-                if !on_time.is_empty() {
-                    records_session.session(&*records_cap).give_container(&mut on_time);
-                    on_time.clear();
+                if !batch.is_empty() {
+                    let sent_at = *records_cap.time();
+                    in_flight_total += batch.len();
+                    match in_flight.back_mut() {
+                        Some((t, n)) if *t == sent_at => *n += batch.len(),
+                        _ => in_flight.push_back((sent_at, batch.len())),
+                    }
+                    records_session.session(&*records_cap).give_container(&mut batch);
+                    batch.clear();
                 }
                 if !late_batch.is_empty() {
                     late_session.session(&*late_cap).give_container(&mut late_batch);

@@ -105,7 +105,7 @@ pub struct OrderToTrade {
     limits: IdMap<Symbol, (f64, f64)>,
     calendar: SessionCalendar,
     /// Session bounds of the last event, to avoid a calendar lookup per event.
-    current: Option<(u64, u64, String)>,
+    current: Option<(u64, u64)>,
     keys: IdMap<(Symbol, Symbol), KeyState>,
     session_ends: BTreeSet<u64>,
     next_report: Option<u64>,
@@ -144,18 +144,19 @@ impl OrderToTrade {
         self.keys.get(&(account, instrument)).map(|k| k.counts)
     }
 
-    fn session(&mut self, time: u64) -> (u64, String) {
-        if let Some((start, end, name)) = &self.current
-            && time >= *start
-            && time < *end
+    /// The end of the session holding `time`; the bounds of the last session are cached,
+    /// so this is two comparisons for nearly every event.
+    fn session_end(&mut self, time: u64) -> u64 {
+        if let Some((start, end)) = self.current
+            && time >= start
+            && time < end
         {
-            return (*end, name.clone());
+            return end;
         }
         let (date, end) = self.calendar.session_of(time);
-        let start = crate::ingest::time::local_midnight(date, chrono_tz::UTC).map_or(0, |_| time.min(end));
-        let name = date.to_string();
-        self.current = Some((start.min(time), end, name.clone()));
-        (end, name)
+        let start = self.calendar.session_start(date).unwrap_or(time).min(time);
+        self.current = Some((start, end));
+        end
     }
 
     fn report(&self, key: &(Symbol, Symbol), state: &KeyState, time: u64, r#final: bool) -> Report {
@@ -180,12 +181,13 @@ impl Detector for OrderToTrade {
         {
             return;
         }
-        let (end, session) = self.session(event.time);
+        let end = self.session_end(event.time);
         let key = (event.account, event.instrument);
         let state = match self.keys.get_mut(&key) {
             Some(state) => state,
             None => {
                 self.session_ends.insert(end);
+                let session = self.calendar.session_of(event.time).0.to_string();
                 self.keys.entry(key).or_insert(KeyState {
                     session,
                     session_end: end,

@@ -56,15 +56,18 @@ pub struct CsvParser {
 /// Splits a line into fields; `None` if it has more than [`MAX_FIELDS`] or bad quoting.
 fn split<'a>(line: &'a [u8], scratch: &'a mut Vec<u8>, fields: &mut [&'a [u8]; MAX_FIELDS]) -> Option<usize> {
     if memchr::memchr(b'"', line).is_none() {
+        // Lines are short: a plain loop beats a SIMD search restarted at every comma.
         let mut count = 0;
         let mut start = 0;
-        for comma in memchr::memchr_iter(b',', line) {
-            if count + 1 >= MAX_FIELDS {
-                return None;
+        for (i, &b) in line.iter().enumerate() {
+            if b == b',' {
+                if count + 1 >= MAX_FIELDS {
+                    return None;
+                }
+                fields[count] = &line[start..i];
+                count += 1;
+                start = i + 1;
             }
-            fields[count] = &line[start..comma];
-            count += 1;
-            start = comma + 1;
         }
         fields[count] = &line[start..];
         return Some(count + 1);

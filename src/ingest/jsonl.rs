@@ -368,7 +368,7 @@ mod tests {
         // Hashed names are announced for the writers.
         let announced: Vec<&str> =
             side.iter().filter_map(|r| if let Report::Symbol(_, t) = r { Some(&**t) } else { None }).collect();
-        assert_eq!(announced, ["ACC-001", "Equity Desk"]);
+        assert_eq!(announced, ["Equity Desk"]);
         let e =
             parse(r#"{"event_time":1709303400000000123,"kind":"status","instrument":"A\u0043ME","status":"halted"}"#)
                 .expect("escapes");

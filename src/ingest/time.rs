@@ -55,6 +55,11 @@ impl SessionCalendar {
         SessionCalendar { zone }
     }
 
+    /// The event time at which the session of local date `date` starts.
+    pub fn session_start(&self, date: NaiveDate) -> Option<u64> {
+        local_midnight(date, self.zone)
+    }
+
     /// The session (local date) of an event time and the event time at which it ends.
     pub fn session_of(&self, nanos: u64) -> (NaiveDate, u64) {
         let utc = DateTime::from_timestamp((nanos / SECOND) as i64, (nanos % SECOND) as u32).unwrap_or_default();

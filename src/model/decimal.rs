@@ -50,41 +50,40 @@ pub fn parse_scaled(text: &[u8], scale: u8) -> Result<i64, DecimalError> {
     if digits.is_empty() {
         return Err(DecimalError::Syntax);
     }
-    let mut value: i128 = 0;
+    const LIMIT: u64 = i64::MAX as u64;
+    let mut value: u64 = 0;
     let mut seen_dot = false;
     let mut seen_digit = false;
     let mut fraction_digits: u8 = 0;
     for &b in digits {
-        match b {
-            b'0'..=b'9' => {
-                seen_digit = true;
-                let d = (b - b'0') as i128;
-                if seen_dot {
-                    if fraction_digits >= scale {
-                        if d != 0 {
-                            return Err(DecimalError::TooPrecise(scale));
-                        }
-                        continue;
+        let d = b.wrapping_sub(b'0');
+        if d <= 9 {
+            seen_digit = true;
+            if seen_dot {
+                if fraction_digits >= scale {
+                    if d != 0 {
+                        return Err(DecimalError::TooPrecise(scale));
                     }
-                    fraction_digits += 1;
+                    continue;
                 }
-                value = value * 10 + d;
-                if value > i64::MAX as i128 {
-                    return Err(DecimalError::Overflow);
-                }
+                fraction_digits += 1;
             }
-            b'.' if !seen_dot => seen_dot = true,
-            _ => return Err(DecimalError::Syntax),
+            value = value
+                .checked_mul(10)
+                .and_then(|v| v.checked_add(d as u64))
+                .filter(|&v| v <= LIMIT)
+                .ok_or(DecimalError::Overflow)?;
+        } else if b == b'.' && !seen_dot {
+            seen_dot = true;
+        } else {
+            return Err(DecimalError::Syntax);
         }
     }
     if !seen_digit {
         return Err(DecimalError::Syntax);
     }
     for _ in fraction_digits..scale {
-        value *= 10;
-        if value > i64::MAX as i128 {
-            return Err(DecimalError::Overflow);
-        }
+        value = value.checked_mul(10).filter(|&v| v <= LIMIT).ok_or(DecimalError::Overflow)?;
     }
     Ok(if negative { -(value as i64) } else { value as i64 })
 }

@@ -5,8 +5,8 @@
 //! exchange. Most identifiers need no dictionary at all, because the id *is* the text:
 //!
 //! * canonical decimal integers (order ids, numeric accounts) map to `n + 1`;
-//! * text of up to 10 characters from `[0-9A-Za-z_]` (tickers, account codes, most order ids)
-//!   is packed 6 bits per character;
+//! * text of up to 10 characters from `[0-9A-Za-z_.-]` (tickers, account codes, desks, most
+//!   order ids) is packed as a base-66 number (65 characters and an end mark);
 //! * anything else is hashed with XXH3 and its text kept in a [`SymbolTable`] for output.
 
 use std::collections::HashMap;
@@ -42,11 +42,14 @@ impl Symbol {
             for &b in text {
                 let code = CODE[b as usize];
                 fits &= code != 0;
-                packed = (packed << 6) | code as u64;
+                packed = packed * BASE + code as u64;
             }
             if fits {
-                // Left-align so that shorter texts end in zero codes.
-                return Symbol(TEXT | (packed << (6 * (INLINE_MAX - text.len()))));
+                // Left-align so that shorter texts end in zero codes: 66^10 < 2^61.
+                for _ in text.len()..INLINE_MAX {
+                    packed *= BASE;
+                }
+                return Symbol(TEXT | packed);
             }
         }
         Symbol((xxhash_rust::xxh3::xxh3_64(text) >> 2) | HASHED)
@@ -57,15 +60,13 @@ impl Symbol {
         if self.0 & HASHED != TEXT {
             return None;
         }
-        let mut text = String::with_capacity(INLINE_MAX);
-        for i in (0..INLINE_MAX).rev() {
-            let code = (self.0 >> (6 * i)) & 63;
-            if code == 0 {
-                break;
-            }
-            text.push(ALPHABET[code as usize - 1] as char);
+        let mut packed = self.0 & !TEXT;
+        let mut codes = [0u8; INLINE_MAX];
+        for slot in codes.iter_mut().rev() {
+            *slot = (packed % BASE) as u8;
+            packed /= BASE;
         }
-        Some(text)
+        Some(codes.iter().take_while(|&&c| c != 0).map(|&c| ALPHABET[c as usize - 1] as char).collect())
     }
 
     /// The id of a non-negative integer, identical to `Symbol::of` of its decimal text.
@@ -92,7 +93,8 @@ impl Symbol {
     }
 }
 
-const ALPHABET: &[u8; 63] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_";
+const ALPHABET: &[u8; 65] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-.";
+const BASE: u64 = ALPHABET.len() as u64 + 1;
 
 /// Byte -> 6-bit code (0: not packable).
 const CODE: [u8; 256] = {
@@ -237,7 +239,7 @@ mod tests {
     #[test]
     fn non_canonical_numbers_and_text_are_hashed() {
         let mut table = SymbolTable::default();
-        for text in ["007-x", "-1", "ACC-001", "VOLCANIC_ROCK_VOUCHER", "1234567890123456789012", "Ünïcode"] {
+        for text in ["007 x", "-1 ", "ACC-000000001", "VOLCANIC_ROCK_VOUCHER", "1234567890123456789012", "Ünïcode"] {
             let (s, new) = table.intern(text.as_bytes());
             assert!(s.needs_dictionary(), "{text}");
             assert!(new);
@@ -250,7 +252,8 @@ mod tests {
     #[test]
     fn short_identifiers_are_packed_without_a_dictionary() {
         let table = SymbolTable::default();
-        for text in ["AAPL", "ACC00123", "Valentina", "O123456789", "007", "a", "Zz_9"] {
+        for text in ["AAPL", "ACC00123", "Valentina", "O123456789", "007", "a", "Zz_9", "MM-EQ1", "BRK.A", "----------"]
+        {
             let s = Symbol::of(text.as_bytes());
             assert!(!s.needs_dictionary() && s.as_integer().is_none(), "{text}");
             assert_eq!(table.name(s), text);
@@ -262,8 +265,8 @@ mod tests {
     #[test]
     fn ids_are_stable() {
         // Pinned: a change here changes every alert id and every worker assignment.
-        assert_eq!(Symbol::of(b"ACC-001").0, (xxhash_rust::xxh3::xxh3_64(b"ACC-001") >> 2) | HASHED);
+        assert_eq!(Symbol::of(b"ACC 001").0, (xxhash_rust::xxh3::xxh3_64(b"ACC 001") >> 2) | HASHED);
         assert_eq!(Symbol::of(b"42"), Symbol(43));
-        assert_eq!(Symbol::of(b"A").0, TEXT | (11u64 << 54));
+        assert_eq!(Symbol::of(b"A").0, TEXT | (11 * BASE.pow(9)));
     }
 }
