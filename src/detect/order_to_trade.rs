@@ -201,6 +201,7 @@ impl Detector for OrderToTrade {
         if let Some(interval) = self.config.report_interval.map(|d| d.as_nanos() as u64).filter(|&i| i > 0)
             && self.next_report.is_none()
         {
+            // Reports fall on multiples of the interval.
             self.next_report = Some((event.time / interval + 1) * interval);
         }
     }
@@ -224,8 +225,9 @@ impl Detector for OrderToTrade {
             for (key, state) in reports {
                 out.emit(self.report(&key, &state, time, false));
             }
-            let interval = self.config.report_interval.map_or(0, |d| d.as_nanos() as u64);
-            self.next_report = if self.keys.is_empty() || interval == 0 { None } else { Some(time + interval) };
+            // The next report is armed by the next counted event, so quiet periods (and the end
+            // of the input) do not tick through every interval.
+            self.next_report = None;
         }
         if self.session_ends.first() == Some(&time) {
             self.session_ends.pop_first();
@@ -266,7 +268,7 @@ impl Detector for OrderToTrade {
                     key.1,
                     key.0,
                     format!(
-                        "session {}: {} messages for {} transactions (count ratio {:.1}, limit {}), order volume {} for {} executed (volume ratio {:.1}, limit {}): {which} exceeded",
+                        "session {}: {} messages for {} transaction(s) (count ratio {:.1}, limit {}), order volume {} for {} executed (volume ratio {:.1}, limit {}): {which} exceeded",
                         state.session, c.messages, c.transactions, count_ratio, max_count, c.order_volume, c.transaction_volume, volume_ratio, max_volume
                     ),
                     vec![
@@ -369,4 +371,37 @@ mod tests {
     }
 
     use crate::reference::ReferenceData;
+
+    #[test]
+    fn running_values_are_reported_on_interval_boundaries_after_activity() {
+        let mut config = Config::default();
+        config.rules.order_to_trade.report_interval = Some(std::time::Duration::from_secs(1));
+        let detector = OrderToTrade::new(&config.rules.order_to_trade, &config.sessions);
+        let mut p = SurveillanceProcessor::new(vec![Box::new(detector)], Arc::new(ReferenceData::new(2)));
+        let second = 1_000_000_000;
+        let events: Vec<Event> = [second / 2, second + second / 2, 10 * second + 1]
+            .iter()
+            .map(|&t| {
+                event(
+                    t,
+                    "X",
+                    "A",
+                    Body::NewOrder {
+                        order: Symbol::of_integer(t),
+                        side: Side::Buy,
+                        price: Some(Price(1)),
+                        quantity: 1,
+                    },
+                )
+            })
+            .collect();
+        let running: Vec<(u64, u64)> = run(&mut p, events)
+            .iter()
+            .filter_map(|r| match r {
+                Report::Ratio(r) if !r.r#final => Some((r.time / second, r.counts.messages)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(running, vec![(1, 1), (2, 2), (11, 3)]);
+    }
 }

@@ -48,6 +48,9 @@ struct Market {
     bid: Option<Price>,
     ask: Option<Price>,
     last: Option<Price>,
+    /// The last off-market print alerted (time, price, quantity): one print reported as two
+    /// fills and a trade raises one alert.
+    alerted_print: Option<(u64, Price, u64)>,
 }
 
 /// The price-collar rule.
@@ -120,7 +123,6 @@ impl PriceCollar {
         let allowed = allowance.of(reference).max(1);
         let ratio = deviation as f64 / allowed as f64;
         let direction = if above { "above" } else { "below" };
-        let _ = bound;
         out.emit(Report::Alert(Box::new(Alert::new(
             Rule::OffMarketPrice,
             Severity::from_excess(ratio),
@@ -139,6 +141,7 @@ impl PriceCollar {
                 param("price", Value::Decimal(Decimal::price(price, scale))),
                 param("reference_price", Value::Decimal(Decimal::price(reference, scale))),
                 param("reference", Value::Text(what.into())),
+                param("collar_price", Value::Decimal(Decimal::price(Price(bound), scale))),
                 param("deviation_bps", Value::Ratio((deviation_bps * 100.0).round() / 100.0)),
                 match allowance {
                     Allowance::BasisPoints(b) => param("max_deviation_bps", Value::Count(b as u64)),
@@ -164,18 +167,19 @@ impl Detector for PriceCollar {
                 m.bid = bid.map(|l| l.price);
                 m.ask = ask.map(|l| l.price);
             }
-            Body::Fill { price, .. } | Body::Trade { price, .. } => {
-                if self.check_executions {
+            Body::Fill { price, quantity, .. } | Body::Trade { price, quantity, .. } => {
+                let print = (event.time, price, quantity);
+                if self.check_executions && market.alerted_print != Some(print) {
                     let (lower, upper) = self.collar(&market, event.instrument);
                     let subject = if matches!(event.body, Body::Fill { .. }) { "execution" } else { "trade" };
-                    if let Some((bound, reference, what)) = lower
-                        && price.0 < bound
-                    {
-                        self.alert(event, price, bound, reference, what, false, subject, out);
-                    } else if let Some((bound, reference, what)) = upper
-                        && price.0 > bound
-                    {
-                        self.alert(event, price, bound, reference, what, true, subject, out);
+                    let breach = match (lower, upper) {
+                        (Some((bound, reference, what)), _) if price.0 < bound => Some((bound, reference, what, false)),
+                        (_, Some((bound, reference, what))) if price.0 > bound => Some((bound, reference, what, true)),
+                        _ => None,
+                    };
+                    if let Some((bound, reference, what, above)) = breach {
+                        self.alert(event, price, bound, reference, what, above, subject, out);
+                        self.markets.entry(event.instrument).or_default().alerted_print = Some(print);
                     }
                 }
                 // Both fills of a trade and the trade itself carry the price: the last
@@ -298,6 +302,24 @@ mod tests {
             order(5, Side::Sell, 9000),  // aggressive
         ]);
         assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), vec![3, 5], "{got:?}");
+    }
+
+    #[test]
+    fn one_print_reported_as_fills_and_a_trade_raises_one_alert() {
+        let mut events = vec![quote(1, 10000, 10010), fill(2, 11000), fill(2, 11000)];
+        events.push(event(
+            2,
+            "X",
+            "",
+            Body::Trade {
+                buyer: Default::default(),
+                seller: Default::default(),
+                price: Price(11000),
+                quantity: 1,
+                aggressor: None,
+            },
+        ));
+        assert_eq!(run_collar(events).len(), 1);
     }
 
     #[test]

@@ -260,21 +260,21 @@ impl LineParser for CsvParser {
                 aggressor: fields::optional_side(get(f, c.aggressor), "aggressor")?,
             },
             EventKind::Quote => {
-                let level = |price: &[u8], quantity: &[u8], name: &str| -> Result<Option<Level>, Rejection> {
+                let level = |price: &[u8], quantity: &[u8], names: [&str; 2]| -> Result<Option<Level>, Rejection> {
                     match (price.is_empty(), quantity.is_empty()) {
                         (true, true) => Ok(None),
                         (false, false) => Ok(Some(Level {
-                            price: fields::price(price, scale, &format!("{name}_price"))?,
-                            quantity: fields::quantity_or_zero(quantity, &format!("{name}_quantity"))?,
+                            price: fields::price(price, scale, names[0])?,
+                            quantity: fields::quantity_or_zero(quantity, names[1])?,
                         })),
                         _ => Err(Rejection::new(
                             RejectReason::MissingField,
-                            format!("{name}_price and {name}_quantity must be given together"),
+                            format!("{} and {} must be given together", names[0], names[1]),
                         )),
                     }
                 };
-                let bid = level(get(f, c.bid_price), get(f, c.bid_quantity), "bid")?;
-                let ask = level(get(f, c.ask_price), get(f, c.ask_quantity), "ask")?;
+                let bid = level(get(f, c.bid_price), get(f, c.bid_quantity), ["bid_price", "bid_quantity"])?;
+                let ask = level(get(f, c.ask_price), get(f, c.ask_quantity), ["ask_price", "ask_quantity"])?;
                 if bid.is_none() && ask.is_none() {
                     return Err(Rejection::new(RejectReason::MissingField, "a quote needs a bid or an ask"));
                 }

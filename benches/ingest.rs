@@ -1,0 +1,73 @@
+//! Criterion benchmarks of the ingest hot path: parsing canonical CSV lines into events, and
+//! interning names. Run with `cargo bench --bench ingest`.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use surveil::generate::{GenerateConfig, generate};
+use surveil::ingest::csv::CsvParser;
+use surveil::ingest::{Line, LineParser, ParseContext};
+use surveil::model::{IdMap, Origin, Symbol};
+use surveil::reference::ReferenceData;
+
+fn lines() -> Vec<String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = GenerateConfig { events: 50_000, accounts: 100, instruments: 10, ..Default::default() };
+    let summary = generate(&config, dir.path()).expect("generate");
+    let text = std::fs::read_to_string(summary.events_path).expect("read");
+    text.lines().map(String::from).collect()
+}
+
+fn parse_csv(c: &mut Criterion) {
+    let lines = lines();
+    let header = &lines[0];
+    let body = &lines[1..];
+    let mut parser = CsvParser::from_header(std::path::Path::new("bench.csv"), header).expect("header");
+    let reference = ReferenceData::new(2);
+    let bytes: usize = body.iter().map(|l| l.len() + 1).sum();
+    let mut group = c.benchmark_group("parse");
+    group.throughput(Throughput::Elements(body.len() as u64));
+    group.bench_function("canonical_csv_lines", |b| {
+        let mut events = Vec::with_capacity(body.len());
+        let mut side = Vec::new();
+        let mut announced = IdMap::default();
+        b.iter(|| {
+            events.clear();
+            for (i, line) in body.iter().enumerate() {
+                let mut ctx = ParseContext { reference: &reference, side: &mut side, announced: &mut announced };
+                let line = Line { bytes: line.as_bytes(), origin: Origin::new(0, i as u64), companion: None };
+                let _ = parser.parse(&line, &mut ctx, &mut events);
+            }
+            black_box(events.len())
+        })
+    });
+    group.throughput(Throughput::Bytes(bytes as u64));
+    group.bench_function("canonical_csv_bytes", |b| {
+        let mut events = Vec::with_capacity(body.len());
+        let mut side = Vec::new();
+        let mut announced = IdMap::default();
+        b.iter(|| {
+            events.clear();
+            for (i, line) in body.iter().enumerate() {
+                let mut ctx = ParseContext { reference: &reference, side: &mut side, announced: &mut announced };
+                let line = Line { bytes: line.as_bytes(), origin: Origin::new(0, i as u64), companion: None };
+                let _ = parser.parse(&line, &mut ctx, &mut events);
+            }
+            black_box(events.len())
+        })
+    });
+    group.finish();
+}
+
+fn intern(c: &mut Criterion) {
+    let names = ["AAPL", "ACC0123", "O1234567", "MM-EQ1", "VOLCANIC_ROCK_VOUCHER_10000", "16113575"];
+    let mut group = c.benchmark_group("symbol");
+    group.throughput(Throughput::Elements(names.len() as u64));
+    group.bench_function("of", |b| {
+        b.iter(|| names.iter().fold(0u64, |acc, n| acc ^ Symbol::of(black_box(n.as_bytes())).0))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, parse_csv, intern);
+criterion_main!(benches);
