@@ -3,46 +3,10 @@
 
 mod common;
 
-use std::collections::BTreeSet;
-
 use common::{alerts_without_clock, read_jsonl, run};
 use surveil::config::Config;
+use surveil::generate::labels::score;
 use surveil::generate::{GenerateConfig, generate};
-
-/// (rule, instrument, account, order id or session)
-type Key = (String, String, String, String);
-
-fn label_keys(path: &std::path::Path) -> BTreeSet<Key> {
-    let mut reader = csv::Reader::from_path(path).expect("labels");
-    reader
-        .records()
-        .map(|r| {
-            let r = r.expect("label row");
-            let rule = r[0].to_string();
-            let id = if rule == "order_to_trade_ratio" { r[3].to_string() } else { r[5].to_string() };
-            (rule, r[1].to_string(), r[2].to_string(), id)
-        })
-        .collect()
-}
-
-fn alert_keys(alerts: &[serde_json::Value]) -> BTreeSet<Key> {
-    alerts
-        .iter()
-        .map(|a| {
-            let rule = a["rule"].as_str().unwrap_or_default().to_string();
-            let evidence = &a["evidence"][0];
-            let id = match rule.as_str() {
-                "order_to_trade_ratio" => a["parameters"]["session"].as_str(),
-                "self_trade" => evidence["buy_order"].as_str(),
-                _ => evidence["order_id"].as_str(),
-            }
-            .unwrap_or_default()
-            .to_string();
-            let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
-            (rule, text(&a["instrument"]), text(&a["account"]), id)
-        })
-        .collect()
-}
 
 #[test]
 fn alerts_match_the_labels_exactly_on_one_and_two_workers() {
@@ -50,19 +14,16 @@ fn alerts_match_the_labels_exactly_on_one_and_two_workers() {
     let config = GenerateConfig { events: 300_000, accounts: 120, instruments: 12, ..Default::default() };
     let summary = generate(&config, dir.path()).expect("generate");
     assert!(summary.labels >= 60, "{:?}", summary.labels_by_rule);
-    let labels = label_keys(&dir.path().join("labels.csv"));
     let run_config = Config::load(&dir.path().join("surveil.toml")).expect("config");
 
     let (one, out1) = run(std::slice::from_ref(&summary.events_path), run_config.clone(), 1);
     assert_eq!(one.dead_letters, 0);
     assert_eq!(one.written.late_events, 0);
     assert_eq!(one.events, summary.events);
-    let alerts = read_jsonl(out1.path(), "alerts.jsonl");
-    let found = alert_keys(&alerts);
-    assert_eq!(alerts.len(), found.len(), "one alert per breach");
-    let missed: Vec<_> = labels.difference(&found).collect();
-    let extra: Vec<_> = found.difference(&labels).collect();
-    assert!(missed.is_empty() && extra.is_empty(), "missed {missed:?}\nextra {extra:?}");
+    let score = score(&dir.path().join("labels.csv"), &out1.path().join("alerts.jsonl")).expect("score");
+    assert_eq!(score.labels as u64, summary.labels);
+    assert!(score.missed.is_empty() && score.unexpected.is_empty(), "{score:?}");
+    assert_eq!(read_jsonl(out1.path(), "alerts.jsonl").len(), score.found, "one alert per breach");
 
     let mut small_blocks = run_config;
     small_blocks.ingest.block_size = 1 << 20;

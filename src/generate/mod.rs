@@ -8,6 +8,7 @@
 //!
 //! Output is streamed: the day is never held in memory, so 10M events (~1 GB) are fine.
 
+pub mod labels;
 mod sim;
 mod universe;
 mod writer;
