@@ -12,6 +12,8 @@
 
 pub mod in_time_order;
 pub mod partitioned_source;
+pub mod routing;
 
 pub use in_time_order::{Emitter, ProcessInTimeOrder, TimeOrderedProcessor};
 pub use partitioned_source::{Partition, PartitionRead, SourceOptions, SourceOutputs, partitioned_source};
+pub use routing::route;
