@@ -53,21 +53,65 @@ pub struct CsvParser {
     quoted: Vec<u8>,
 }
 
+/// Bit `i` is set when `block[i]` is a comma (`block` holds at most 64 bytes).
+#[inline]
+fn comma_mask(block: &[u8]) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8};
+        if block.len() == 64 {
+            let mut mask = 0u64;
+            for lane in 0..4 {
+                // SAFETY: SSE2 is part of the x86_64 baseline; the load reads 16 bytes at
+                // `lane * 16`, inside the 64-byte block.
+                let bits = unsafe {
+                    let v = _mm_loadu_si128(block.as_ptr().add(lane * 16).cast());
+                    _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b',' as i8))) as u32 as u64
+                };
+                mask |= bits << (lane * 16);
+            }
+            return mask;
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        // The tail of a line: pad it to a full block (zero bytes are not commas).
+        let mut padded = [0u8; 64];
+        padded[..block.len()].copy_from_slice(block);
+        comma_mask(&padded)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let mut mask = 0u64;
+        for (i, &b) in block.iter().enumerate() {
+            mask |= ((b == b',') as u64) << i;
+        }
+        mask
+    }
+}
+
 /// Splits a line into fields; `None` if it has more than [`MAX_FIELDS`] or bad quoting.
 fn split<'a>(line: &'a [u8], scratch: &'a mut Vec<u8>, fields: &mut [&'a [u8]; MAX_FIELDS]) -> Option<usize> {
     if memchr::memchr(b'"', line).is_none() {
-        // Lines are short: a plain loop beats a SIMD search restarted at every comma.
+        // A bit mask of the commas of each 64-byte block, then one step per comma: no
+        // mispredicted branch per byte, and no search restarted at every comma.
         let mut count = 0;
         let mut start = 0;
-        for (i, &b) in line.iter().enumerate() {
-            if b == b',' {
+        let mut base = 0;
+        while base < line.len() {
+            let end = (base + 64).min(line.len());
+            let mut mask = comma_mask(&line[base..end]);
+            while mask != 0 {
+                let i = base + mask.trailing_zeros() as usize;
                 if count + 1 >= MAX_FIELDS {
                     return None;
                 }
                 fields[count] = &line[start..i];
                 count += 1;
                 start = i + 1;
+                mask &= mask - 1;
             }
+            base = end;
         }
         fields[count] = &line[start..];
         return Some(count + 1);

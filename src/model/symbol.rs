@@ -37,18 +37,16 @@ impl Symbol {
             return Symbol(n + 1);
         }
         if text.len() <= INLINE_MAX {
+            // Left-aligned base-66 digits, so shorter texts end in zero codes (66^10 < 2^61).
+            // Each digit is weighted independently: no chain of dependent multiplications.
             let mut packed = 0u64;
             let mut fits = true;
-            for &b in text {
+            for (i, &b) in text.iter().enumerate() {
                 let code = CODE[b as usize];
                 fits &= code != 0;
-                packed = packed * BASE + code as u64;
+                packed += code as u64 * POWERS[i];
             }
             if fits {
-                // Left-align so that shorter texts end in zero codes: 66^10 < 2^61.
-                for _ in text.len()..INLINE_MAX {
-                    packed *= BASE;
-                }
                 return Symbol(TEXT | packed);
             }
         }
@@ -95,6 +93,17 @@ impl Symbol {
 
 const ALPHABET: &[u8; 65] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-.";
 const BASE: u64 = ALPHABET.len() as u64 + 1;
+
+/// `POWERS[i]` is the weight of the character at position `i`: `BASE^(INLINE_MAX - 1 - i)`.
+const POWERS: [u64; INLINE_MAX] = {
+    let mut powers = [1u64; INLINE_MAX];
+    let mut i = INLINE_MAX - 1;
+    while i > 0 {
+        powers[i - 1] = powers[i] * BASE;
+        i -= 1;
+    }
+    powers
+};
 
 /// Byte -> 6-bit code (0: not packable).
 const CODE: [u8; 256] = {
