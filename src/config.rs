@@ -94,7 +94,7 @@ pub struct IngestConfig {
     pub epoch: Duration,
     /// Plain files are split into blocks of this many bytes, read in parallel. Default 8 MiB.
     pub block_size: u64,
-    /// Records per read. Default 1024.
+    /// Records per read. Default 256 (small batches stay in the allocator's reused memory).
     pub batch_records: usize,
     /// Decimal places of prices for instruments missing from the reference data. Default 4.
     pub default_price_scale: u8,
@@ -113,7 +113,7 @@ impl Default for IngestConfig {
             max_out_of_order: Duration::from_millis(100),
             epoch: Duration::from_millis(1),
             block_size: 8 << 20,
-            batch_records: 1024,
+            batch_records: 256,
             default_price_scale: 4,
             max_in_flight: 250_000,
             lobster: LobsterConfig::default(),

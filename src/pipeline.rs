@@ -242,7 +242,7 @@ pub fn run(options: RunOptions) -> Result<RunSummary, RunError> {
             max_out_of_order: ingest.max_out_of_order.as_nanos() as u64,
             epoch: ingest.epoch.as_nanos().max(1) as u64,
             batch_records: ingest.batch_records.max(1),
-            reads_per_activation: 16,
+            reads_per_activation: 32,
             idle_timeout: None,
             probe: Some(probe.clone()),
             max_in_flight: Some(ingest.max_in_flight),
