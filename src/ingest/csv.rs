@@ -550,6 +550,32 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// Any bytes, including quotes, commas and invalid UTF-8: a result, never a panic.
+        #[test]
+        fn arbitrary_lines_never_panic(line in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let mut parser = CsvParser::from_header(Path::new("t.csv"), write::HEADER).expect("header");
+            let reference = ReferenceData::new(4);
+            let (mut side, mut announced, mut events) = (Vec::new(), IdMap::default(), Vec::new());
+            let mut ctx = ParseContext { reference: &reference, side: &mut side, announced: &mut announced };
+            let line = Line { bytes: &line, origin: Origin::new(0, 0), companion: None };
+            let _ = parser.parse(&line, &mut ctx, &mut events);
+        }
+
+        /// Lines of the right shape with random field contents: a result, never a panic.
+        #[test]
+        fn arbitrary_fields_never_panic(fields in proptest::collection::vec("[-0-9a-z.,\"]{0,12}", 26)) {
+            let text = fields.join(",");
+            let mut parser = CsvParser::from_header(Path::new("t.csv"), write::HEADER).expect("header");
+            let reference = ReferenceData::new(4);
+            let (mut side, mut announced, mut events) = (Vec::new(), IdMap::default(), Vec::new());
+            let mut ctx = ParseContext { reference: &reference, side: &mut side, announced: &mut announced };
+            let line = Line { bytes: text.as_bytes(), origin: Origin::new(0, 0), companion: None };
+            let _ = parser.parse(&line, &mut ctx, &mut events);
+        }
+    }
+
     #[test]
     fn a_missing_required_column_is_an_input_error() {
         assert!(CsvParser::from_header(Path::new("x.csv"), "time,kind,instrument").is_err());
