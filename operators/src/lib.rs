@@ -8,12 +8,29 @@
 //! * [`partitioned_source`]: a source that reads partitions (file blocks, topic partitions),
 //!   derives a watermark from the data with a bound on out-of-orderness, routes late records
 //!   to a side output, and reports when a watermark has been fully processed.
+//! * [`SessionWindows`]: per-key session windows with an inactivity gap.
+//! * [`Suppress`]: at most one record per key per horizon of event time, with summaries.
+//! * [`EventTimeWindows`]: tumbling and sliding event-time windows with per-key incremental
+//!   aggregates ([`Accumulator`], [`Stats`]), allowed lateness with corrections, and late output.
 #![forbid(missing_docs)]
 
 pub mod in_time_order;
+pub mod interval_join;
 pub mod partitioned_source;
 pub mod routing;
+pub mod sequence;
+pub mod session_windows;
+pub mod suppress;
+pub mod windows;
 
 pub use in_time_order::{Emitter, ProcessInTimeOrder, TimeOrderedProcessor};
+pub use interval_join::{Interval, IntervalJoin, IntervalJoinOutputs, JoinOptions};
 pub use partitioned_source::{Partition, PartitionRead, SourceOptions, SourceOutputs, partitioned_source};
 pub use routing::route;
+pub use sequence::{Match, MatchSequence, Pattern, SequenceOutputs};
+pub use session_windows::{Session, SessionAccumulator, SessionOutputs, SessionWindows};
+pub use suppress::{Suppress, SuppressOutputs, Suppressed};
+pub use windows::{
+    Accumulator, Count, EventTimeWindows, First, IntegerMoments, Last, Max, Mean, Min, Number, Stats, StatsValue, Sum,
+    TieBreak, Variance, VarianceValue, Vwap, VwapValue, Welford, WindowChange, WindowOptions, WindowStreams,
+};

@@ -11,6 +11,23 @@
 //! The worker always reads from the partition that holds its watermark back the most, so
 //! partitions that overlap in time are interleaved rather than read one after the other, and
 //! downstream operators buffer little.
+//!
+//! # Idle partitions
+//!
+//! A live partition with nothing to read ([`PartitionRead::Idle`]) would hold the watermark at
+//! its latest time for as long as it stays quiet. With [`SourceOptions::idle_timeout`], a
+//! partition that has produced nothing for that long stops holding the watermark back: the
+//! watermark follows the other partitions. (The idle clock starts at the first read that
+//! returns `Idle` without producing anything, and restarts whenever a read produces records.)
+//! If every unfinished partition of a worker is idle, the worker's watermark advances to the
+//! most advanced of their watermarks, so that it does not depend on the order in which they
+//! went quiet. When an idle partition produces records again it holds the watermark back
+//! again, from where the watermark then is: its records behind the watermark go to the late
+//! output. Without a timeout, an idle partition holds the watermark back until it produces data
+//! or is exhausted.
+//!
+//! Idleness is judged per worker: a worker whose partitions are all idle still holds the
+//! dataflow's watermark at the most advanced of its own partitions.
 
 use std::time::{Duration, Instant};
 
@@ -78,7 +95,8 @@ pub struct SourceOptions {
     pub batch_records: usize,
     /// Reads per activation before yielding to the rest of the dataflow.
     pub reads_per_activation: usize,
-    /// A partition that has been idle this long stops holding the watermark back.
+    /// A partition that has been idle (reads returned [`PartitionRead::Idle`] and nothing else)
+    /// this long stops holding the watermark back; see the [module documentation](self).
     pub idle_timeout: Option<Duration>,
     /// Probe at the end of the dataflow: used to report processed watermarks to partitions and
     /// to pace reading.
@@ -140,6 +158,33 @@ impl<P: Partition> PartitionState<P> {
             (None, None) => None,
         }
     }
+
+    /// Records the outcome of a read at `now`; `produced` says whether it returned anything.
+    fn note_read(&mut self, status: PartitionRead, produced: bool, now: Instant) {
+        match status {
+            PartitionRead::More => self.idle_since = None,
+            // Active just now, with nothing more for the moment: the idle clock starts afresh.
+            PartitionRead::Idle if produced => self.idle_since = Some(now),
+            PartitionRead::Idle => {
+                self.idle_since.get_or_insert(now);
+            }
+            PartitionRead::Exhausted => self.finished = true,
+        }
+    }
+}
+
+/// The watermark a worker can promise: the least over the partitions that hold it back, or, if
+/// every unfinished partition has been idle past the timeout, the greatest of theirs.
+fn source_watermark<P: Partition>(
+    states: &[PartitionState<P>],
+    bound: u64,
+    idle_timeout: Option<Duration>,
+    now: Instant,
+) -> Option<u64> {
+    states.iter().filter_map(|s| s.low_watermark(bound, idle_timeout, now)).min().or_else(|| {
+        idle_timeout?;
+        states.iter().filter_map(|s| s.low_watermark(bound, None, now)).max()
+    })
 }
 
 /// Builds a source that reads `partitions` (this worker's share) into a stream.
@@ -243,8 +288,7 @@ where
             // Promise the watermark before reading: a source that waits for the dataflow to
             // catch up must first let it advance to where the partitions start.
             let promise = |states: &[PartitionState<P>], caps: &mut [Capability<u64>; 3]| {
-                let watermark = states.iter().filter_map(|s| s.low_watermark(bound, options.idle_timeout, now)).min();
-                if let Some(w) = watermark {
+                if let Some(w) = source_watermark(states, bound, options.idle_timeout, now) {
                     let w = w / epoch * epoch;
                     if w > *caps[0].time() {
                         for cap in caps.iter_mut() {
@@ -300,12 +344,16 @@ where
                 for index in chosen {
                     reads += 1;
                     let state = &mut states[index];
+                    // `batch` may already hold the records of other idle partitions polled in
+                    // this round: judge only this partition's records against its own latest.
+                    let (start, side_before) = (batch.len(), side_batch.len());
                     let status = state.partition.read(options.batch_records, &mut batch, &mut side_batch);
+                    let produced = batch.len() > start || side_batch.len() > side_before;
                     let promised = *records_cap.time();
                     // Move late records out; on-time records stay in place (no copy).
                     let mut latest = state.latest;
-                    let mut kept = 0;
-                    for i in 0..batch.len() {
+                    let mut kept = start;
+                    for i in start..batch.len() {
                         let time = P::time(&batch[i]);
                         let behind_partition = latest.is_some_and(|l| time < l.saturating_sub(bound));
                         // A partition that resumes after idling may be behind the watermark.
@@ -321,13 +369,7 @@ where
                     }
                     batch.truncate(kept);
                     state.latest = latest;
-                    match status {
-                        PartitionRead::More => state.idle_since = None,
-                        PartitionRead::Idle => {
-                            state.idle_since.get_or_insert(now);
-                        }
-                        PartitionRead::Exhausted => state.finished = true,
-                    }
+                    state.note_read(status, produced, now);
                 }
                 if !batch.is_empty() {
                     let sent_at = *records_cap.time();
@@ -348,8 +390,7 @@ where
                     side_batch.clear();
                 }
                 // Promise the new watermark, so that downstream can make progress.
-                let watermark = states.iter().filter_map(|s| s.low_watermark(bound, options.idle_timeout, now)).min();
-                if let Some(w) = watermark {
+                if let Some(w) = source_watermark(&states, bound, options.idle_timeout, now) {
                     let w = w / epoch * epoch;
                     if w > *records_cap.time() {
                         records_cap.downgrade(&w);
@@ -370,4 +411,79 @@ where
     });
 
     SourceOutputs { records, late, side }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A partition that is never read: only its bookkeeping is under test.
+    struct Unread;
+    impl Partition for Unread {
+        type Record = u64;
+        type Side = ();
+        fn time(record: &u64) -> u64 {
+            *record
+        }
+        fn first_time(&mut self) -> Option<u64> {
+            None
+        }
+        fn read(&mut self, _: usize, _: &mut Vec<u64>, _: &mut Vec<()>) -> PartitionRead {
+            PartitionRead::Exhausted
+        }
+    }
+
+    fn state(latest: Option<u64>, first: Option<u64>) -> PartitionState<Unread> {
+        PartitionState { partition: Unread, latest, first, finished: false, idle_since: None }
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn the_idle_clock_starts_at_the_first_empty_read_and_restarts_with_data() {
+        let t0 = Instant::now();
+        let timeout = Some(10 * MS);
+        let mut s = state(Some(100), None);
+        s.note_read(PartitionRead::Idle, false, t0);
+        s.note_read(PartitionRead::Idle, false, t0 + 5 * MS);
+        assert_eq!(s.idle_since, Some(t0), "repeated empty reads keep the original start");
+        assert_eq!(s.low_watermark(0, timeout, t0 + 9 * MS), Some(100));
+        assert_eq!(s.low_watermark(0, timeout, t0 + 10 * MS), None);
+        // Data again, with nothing more for now: it holds the watermark back again.
+        s.note_read(PartitionRead::Idle, true, t0 + 20 * MS);
+        assert_eq!(s.low_watermark(0, timeout, t0 + 21 * MS), Some(100));
+        assert_eq!(s.low_watermark(0, timeout, t0 + 30 * MS), None);
+        s.note_read(PartitionRead::More, true, t0 + 31 * MS);
+        assert_eq!(s.idle_since, None);
+        assert_eq!(s.low_watermark(0, timeout, t0 + 100 * MS), Some(100));
+        s.note_read(PartitionRead::Exhausted, false, t0 + 101 * MS);
+        assert_eq!(s.low_watermark(0, timeout, t0 + 101 * MS), None);
+    }
+
+    #[test]
+    fn idle_partitions_leave_the_watermark_to_the_others() {
+        let t0 = Instant::now();
+        let timeout = Some(10 * MS);
+        let mut states = vec![state(Some(100), None), state(Some(50), None), state(None, Some(70))];
+        assert_eq!(source_watermark(&states, 5, timeout, t0), Some(45));
+        states[1].note_read(PartitionRead::Idle, false, t0);
+        assert_eq!(source_watermark(&states, 5, timeout, t0 + 9 * MS), Some(45));
+        assert_eq!(source_watermark(&states, 5, timeout, t0 + 10 * MS), Some(65));
+        // Without a timeout, idleness changes nothing.
+        assert_eq!(source_watermark(&states, 5, None, t0 + 1000 * MS), Some(45));
+    }
+
+    #[test]
+    fn when_every_partition_is_idle_the_most_advanced_one_sets_the_watermark() {
+        let t0 = Instant::now();
+        let timeout = Some(10 * MS);
+        let mut states = vec![state(Some(100), None), state(Some(50), None), state(None, None)];
+        states[0].note_read(PartitionRead::Idle, false, t0);
+        states[1].note_read(PartitionRead::Idle, false, t0);
+        assert_eq!(source_watermark(&states, 0, timeout, t0 + 10 * MS), Some(100));
+        states[0].finished = true;
+        assert_eq!(source_watermark(&states, 0, timeout, t0 + 10 * MS), Some(50));
+        states[1].finished = true;
+        assert_eq!(source_watermark(&states, 0, timeout, t0 + 10 * MS), None);
+    }
 }
