@@ -44,6 +44,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::progress::operate::FrontierInterest;
 
 use crate::routing::route;
 
@@ -268,6 +269,8 @@ impl<'scope, D: ExchangeData> SessionWindows<'scope, D> for Stream<'scope, u64, 
         let route_key = Rc::clone(&key);
         let mut builder = OperatorBuilder::new(name.to_owned(), self.scope());
         let mut input = builder.new_input(self, Exchange::new(move |record: &D| route(&route_key(record))));
+        // Without capabilities the operator holds no state, and frontier changes mean nothing to it.
+        builder.set_notify_for(0, FrontierInterest::IfCapability);
         let (sessions_out, sessions) = builder.new_output::<Vec<Session<K, A::Output>>>();
         let (late_out, late) = builder.new_output::<Vec<D>>();
         let mut sessions_out =
