@@ -9,17 +9,27 @@
 //! a wash-trade rule: many candidates, few alerts); `join_all_pairs` emits every pair (one result
 //! per input record, each at its own time; `join_all_pairs_epoch_1ms` emits them at times rounded
 //! down to the millisecond). The sequence matcher runs "kind 0, then kind 1, then
-//! kind 3 with no kind 2 before it, within 100 ms", kinds being pseudo-random per record.
+//! kind 3 with no kind 2 before it, within 100 ms", kinds being pseudo-random per record
+//! (2.9 matches per 100 records; `sequence_epoch_1ms` emits them at times rounded down to the
+//! millisecond).
+//!
+//! `floor_unary_frontier_count` is `common`'s floor; `floor_count_routed` is the same operator
+//! exchanged by `route` as the operators here are (see [`tumbling_count_routed`]), the fair
+//! floor at 2 workers.
 //!
 //! `cargo bench -p surveil-operators --bench joins -- --warm-up-time 1 --measurement-time 5`
 //! (`JOIN_BENCH_RECORDS` overrides the record count).
 
 mod common;
 
-use common::{Event, KEYS, LAG, RECORDS_DEFAULT, ROUND, SECOND_NS, STEP_NS, TumblingCount, drive, record};
+use std::collections::{BTreeMap, HashMap};
+
+use common::{Event, KEYS, LAG, RECORDS_DEFAULT, ROUND, SECOND_NS, STEP_NS, TumblingCount, WindowCount, drive, record};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use surveil_operators::{Interval, IntervalJoin, JoinOptions, MatchSequence, Pattern};
-use timely::dataflow::operators::Probe;
+use surveil_operators::{Interval, IntervalJoin, JoinOptions, MatchSequence, Pattern, route};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::{Capability, Operator, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle, Stream};
 
 const MS: u64 = 1_000_000;
@@ -60,6 +70,41 @@ where
     .expect("timely runs");
 }
 
+/// The tumbling count of `common` (the notes' floor), exchanged by `surveil_operators::route`
+/// like the operators measured here. `common`'s floor routes by `key % workers`, which with its
+/// generator (worker `w` makes records `i % workers == w`, whose keys have the parity of `i`)
+/// keeps every record on the worker that made it at 2 workers: no data crosses threads. This
+/// variant pays the same routing hash and cross-thread traffic as the joins.
+fn tumbling_count_routed<'s>(stream: Stream<'s, u64, Vec<Event>>, width_ns: u64) -> Stream<'s, u64, Vec<WindowCount>> {
+    stream.unary_frontier::<CapacityContainerBuilder<Vec<WindowCount>>, _, _, _>(
+        Exchange::new(|e: &Event| route(&e.1)),
+        "TumblingCountRouted",
+        move |_initial, _info| {
+            let mut open: BTreeMap<u64, (Capability<u64>, HashMap<u32, u64>)> = BTreeMap::new();
+            move |(input, frontier), output| {
+                let port = output.output_index();
+                input.for_each_stamp(|cap, data| {
+                    for batch in data {
+                        for (ts, key, _v) in batch.drain(..) {
+                            let last = (ts / width_ns + 1) * width_ns - 1;
+                            let (_, counts) =
+                                open.entry(last).or_insert_with(|| (cap.delayed(&last, port), HashMap::new()));
+                            *counts.entry(key).or_insert(0) += 1;
+                        }
+                    }
+                });
+                while let Some(e) = open.first_entry() {
+                    if frontier.less_equal(e.key()) {
+                        break;
+                    }
+                    let (last, (cap, counts)) = e.remove_entry();
+                    output.session(&cap).give_iterator(counts.into_iter().map(|(k, c)| (last + 1, k, c)));
+                }
+            }
+        },
+    )
+}
+
 fn key_time(e: &Event) -> (u32, u64) {
     (e.1, e.0)
 }
@@ -79,6 +124,13 @@ fn joins(c: &mut Criterion) {
             b.iter(|| {
                 drive(workers, records, |stream, probe| {
                     stream.tumbling_count(SECOND_NS).probe_with(probe);
+                })
+            })
+        });
+        group.bench_function(BenchmarkId::new("floor_count_routed", workers), |b| {
+            b.iter(|| {
+                drive(workers, records, |stream, probe| {
+                    tumbling_count_routed(stream, SECOND_NS).probe_with(probe);
                 })
             })
         });
@@ -119,19 +171,22 @@ fn joins(c: &mut Criterion) {
                 })
             })
         });
-        group.bench_function(BenchmarkId::new("sequence", workers), |b| {
-            b.iter(|| {
-                drive(workers, records, |stream, probe| {
-                    let pattern = Pattern::begin(|e: &Event| kind(e) == 0)
-                        .followed_by(|_, e| kind(e) == 1)
-                        .not_followed_by(|_, e| kind(e) == 2)
-                        .followed_by(|_, e| kind(e) == 3)
-                        .within(100 * MS);
-                    let out = stream.match_sequence("Sequence", |e| e.1, |e| (e.0, e.2), pattern);
-                    out.matches.probe_with(probe);
+        for (name, epoch) in [("sequence", 1), ("sequence_epoch_1ms", MS)] {
+            group.bench_function(BenchmarkId::new(name, workers), |b| {
+                b.iter(|| {
+                    drive(workers, records, move |stream, probe| {
+                        let pattern = Pattern::begin(|e: &Event| kind(e) == 0)
+                            .followed_by(|_, e| kind(e) == 1)
+                            .not_followed_by(|_, e| kind(e) == 2)
+                            .followed_by(|_, e| kind(e) == 3)
+                            .within(100 * MS)
+                            .output_epoch(epoch);
+                        let out = stream.match_sequence("Sequence", |e| e.1, |e| (e.0, e.2), pattern);
+                        out.matches.probe_with(probe);
+                    })
                 })
-            })
-        });
+            });
+        }
     }
     group.finish();
 }

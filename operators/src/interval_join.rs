@@ -37,11 +37,11 @@
 //!   rule depends only on the record and the time it was sent at, so the matched and late sets
 //!   are the same on any number of workers. Messages without any timestamp (an empty stamp, which
 //!   makes no progress claim) are late too. To tolerate disorder, send records early enough
-//!   (e.g. [`partitioned_source`](crate::partitioned_source)'s `max_out_of_order`).
+//!   (e.g. [`partitioned_source`](crate::partitioned_source())'s `max_out_of_order`).
 //!
 //! Written as a timely operator rather than a differential-dataflow join: differential would
-//! need insert/retract pairs to expire the state (measured 3-10x slower than hand-written
-//! timely operators on this machine, see the project notes) and a new dependency, and nothing
+//! need insert/retract pairs to expire the state (4-9x slower than hand-written timely
+//! operators on this machine, per the project notes) and a new dependency, and nothing
 //! here needs retractions of the inputs.
 
 use std::collections::hash_map::Entry;
