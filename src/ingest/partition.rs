@@ -264,9 +264,6 @@ pub fn plan_partitions(
             vec![(0, u64::MAX)]
         };
         let shared = Arc::new(input.clone());
-        // Build the parser once per input: it validates the header and the file name.
-        let parser = parser_for(input, config)?;
-        drop(parser);
         for (start, end) in ranges {
             if global % peers.max(1) == worker {
                 let line_index = indexes
