@@ -161,7 +161,7 @@ fn print_ready(renderer: &mut Renderer, mut ready: Vec<(u64, Report)>, totals: &
             }
             Report::DeadLetter(_) => totals.dead_letters += 1,
             Report::Late(_) => totals.late += 1,
-            Report::Symbol(..) | Report::Ratio(_) => {}
+            Report::Symbol(..) | Report::Ratio(_) | Report::Features(_) => {}
         }
     }
 }

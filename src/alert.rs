@@ -18,16 +18,19 @@ pub enum Rule {
     OrderToTradeRatio,
     /// A trade with the same account or beneficial owner on both sides.
     SelfTrade,
+    /// Behaviour far from the key's own or its peers' baseline (feature store).
+    BehaviouralAnomaly,
 }
 
 impl Rule {
     /// All rules, in a fixed order.
-    pub const ALL: [Rule; 5] = [
+    pub const ALL: [Rule; 6] = [
         Rule::OrderQuantityLimit,
         Rule::OrderNotionalLimit,
         Rule::OffMarketPrice,
         Rule::OrderToTradeRatio,
         Rule::SelfTrade,
+        Rule::BehaviouralAnomaly,
     ];
 
     /// The stable name used in output and labels.
@@ -38,6 +41,7 @@ impl Rule {
             Rule::OffMarketPrice => "off_market_price",
             Rule::OrderToTradeRatio => "order_to_trade_ratio",
             Rule::SelfTrade => "self_trade",
+            Rule::BehaviouralAnomaly => "behavioural_anomaly",
         }
     }
 }
@@ -104,6 +108,28 @@ pub enum Value {
     Text(String),
     /// A name, shown through the symbol dictionary.
     Name(Symbol),
+    /// The features that drove an anomaly score.
+    Features(Vec<FeatureEvidence>),
+}
+
+/// One feature's part in an anomaly alert.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeatureEvidence {
+    /// Feature name (`docs/features.md`).
+    pub feature: String,
+    /// Its value in the window (NaN, shown as null, when undefined: a fill ratio without fills).
+    pub value: f64,
+    /// z-score against the key's own baseline, when the key has enough history.
+    pub z_own: Option<f64>,
+    /// Mean of the key's own baseline.
+    pub own_mean: Option<f64>,
+    /// z-score against the peer group's baseline, when the group has enough rows.
+    pub z_peers: Option<f64>,
+    /// Mean of the peer group's baseline.
+    pub peer_mean: Option<f64>,
+    /// Share of the forest score attributed to the feature (path-length attribution), when a
+    /// forest scored the row.
+    pub forest_contribution: Option<f64>,
 }
 
 /// A named value.

@@ -40,6 +40,8 @@ pub struct Config {
     pub sessions: SessionConfig,
     /// Detector parameters.
     pub rules: RulesConfig,
+    /// The feature store.
+    pub features: FeaturesConfig,
 }
 
 impl Config {
@@ -49,6 +51,11 @@ impl Config {
         let mut config = Config::parse(&text).map_err(|message| ConfigError::Invalid { path: path.into(), message })?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.reference.resolve(base);
+        if let Some(model) = &mut config.rules.anomaly.model
+            && model.is_relative()
+        {
+            *model = base.join(&*model);
+        }
         Ok(config)
     }
 
@@ -65,6 +72,15 @@ impl Config {
         }
         if self.ingest.epoch.is_zero() {
             return Err("ingest.epoch must be positive".into());
+        }
+        if self.features.window.is_zero() {
+            return Err("features.window must be positive".into());
+        }
+        let anomaly = &self.rules.anomaly;
+        if !(anomaly.z_threshold > 0.0 && anomaly.half_life >= 1.0 && (0.0..=1.0).contains(&anomaly.forest_threshold)) {
+            return Err(
+                "rules.anomaly: z_threshold must be positive, half_life at least 1, forest_threshold in [0, 1]".into(),
+            );
         }
         if let Some(n) = &self.rules.order_limits.max_notional {
             crate::model::Decimal::parse(n).map_err(|e| format!("rules.order_limits.max_notional {n:?}: {e}"))?;
@@ -220,6 +236,79 @@ pub struct RulesConfig {
     pub order_to_trade: OrderToTradeConfig,
     /// Self-trades.
     pub self_trade: SelfTradeConfig,
+    /// Behavioural anomalies over the feature store.
+    pub anomaly: AnomalyConfig,
+}
+
+/// The feature store (`docs/features.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeaturesConfig {
+    /// Width of the tumbling event-time windows features are computed over. Default 1 minute.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Write every feature row to `features.csv`. Default false.
+    pub export: bool,
+}
+
+impl Default for FeaturesConfig {
+    fn default() -> Self {
+        FeaturesConfig { window: Duration::from_secs(60), export: false }
+    }
+}
+
+/// Behavioural anomalies: feature rows far from the key's own or its peers' baseline
+/// (`docs/detection.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnomalyConfig {
+    /// Run the detector. Default false: it needs history (a model file or a warm-up) to be useful.
+    pub enabled: bool,
+    /// Largest |z| of a row's features that raises an alert. Default 6.
+    pub z_threshold: f64,
+    /// Windows of its own before a key is scored against itself; until then it is scored
+    /// against its peer group. Default 20.
+    pub min_history: u64,
+    /// Rows a peer group needs before it scores newcomers; no row is scored before. Default 100.
+    pub min_peer_rows: u64,
+    /// Half-life of the baselines, in rows of the key (or group). Default 60.
+    pub half_life: f64,
+    /// Orders, cancels, replaces and fills a row needs before it can alert. Default 10.
+    pub min_activity: u64,
+    /// When a model has a forest for the scope, the forest score an alert also needs. Default 0.55.
+    pub forest_threshold: f64,
+    /// Observations that halve a feature's weight: each z-score is multiplied by
+    /// `sqrt(n / (n + evidence_prior))`, `n` being the orders or fills the feature rests on.
+    /// Default 10.
+    pub evidence_prior: f64,
+    /// Features listed in an alert's explanation. Default 3.
+    pub top_features: usize,
+    /// Scopes scored. Default all three.
+    pub scopes: Vec<crate::features::FeatureScope>,
+    /// Seed of the training sample and forests. Default 7.
+    pub seed: u64,
+    /// A model file written by `surveil train`, to start from trained baselines and forests.
+    /// Relative to the configuration file. Default none.
+    pub model: Option<std::path::PathBuf>,
+}
+
+impl Default for AnomalyConfig {
+    fn default() -> Self {
+        AnomalyConfig {
+            enabled: false,
+            z_threshold: 6.0,
+            min_history: 20,
+            min_peer_rows: 100,
+            half_life: 60.0,
+            min_activity: 10,
+            forest_threshold: 0.55,
+            evidence_prior: 10.0,
+            top_features: 3,
+            scopes: crate::features::FeatureScope::ALL.to_vec(),
+            seed: 7,
+            model: None,
+        }
+    }
 }
 
 /// Maximum order quantity and notional.
@@ -365,6 +454,18 @@ impl Default for SelfTradeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_complete_example_in_the_docs_parses() {
+        let docs = include_str!("../docs/configuration.md");
+        let example = docs.split("## A complete example").nth(1).expect("section");
+        let toml = example.split("```toml").nth(1).and_then(|t| t.split("```").next()).expect("toml block");
+        let config = Config::parse(toml).expect("the documented example is valid");
+        let defaults = Config::default();
+        assert_eq!(config.rules.anomaly.z_threshold, defaults.rules.anomaly.z_threshold);
+        assert_eq!(config.rules.anomaly.scopes, defaults.rules.anomaly.scopes);
+        assert_eq!(config.features.window, defaults.features.window);
+    }
 
     #[test]
     fn empty_text_gives_defaults() {

@@ -6,11 +6,14 @@
 #![forbid(missing_docs)]
 
 pub mod alert;
+pub mod bench;
 pub mod config;
 pub mod detect;
+pub mod features;
 pub mod generate;
 pub mod ingest;
 pub mod model;
+pub mod nab;
 pub mod output;
 pub mod pipeline;
 pub mod reference;

@@ -42,8 +42,38 @@ enum Command {
         /// No progress bar and no summary table.
         #[arg(long, short)]
         quiet: bool,
+        /// Score behavioural anomalies starting from this model (written by `surveil train`).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Score behavioural anomalies (with online baselines when no model is given).
+        #[arg(long)]
+        anomaly: bool,
+        /// Write every feature row to features.csv in the output folder.
+        #[arg(long)]
+        export_features: bool,
         /// Input files (plain or .gz).
         #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+    },
+    /// Train the anomaly model (baselines and forests) on recorded files.
+    Train {
+        /// Configuration file (TOML): the feature window and the anomaly settings.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Input format; by default detected from each file's name.
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+        /// Worker threads.
+        #[arg(long, short = 'w', default_value_t = 1)]
+        workers: usize,
+        /// Model file to write.
+        #[arg(long, default_value = "model.json")]
+        out: PathBuf,
+        /// Train on a features.csv exported earlier instead of running over inputs.
+        #[arg(long, conflicts_with = "inputs")]
+        features: Option<PathBuf>,
+        /// Input files (plain or .gz).
+        #[arg(required_unless_present = "features")]
         inputs: Vec<PathBuf>,
     },
     /// Write a synthetic trading day with labelled injected breaches.
@@ -85,11 +115,18 @@ fn main() -> ExitCode {
 fn main_inner() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Run { config, format, workers, out, quiet, inputs: paths }) => {
-            let config = match &config {
+        Some(Command::Run { config, format, workers, out, quiet, model, anomaly, export_features, inputs: paths }) => {
+            let mut config = match &config {
                 Some(path) => Config::load(path)?,
                 None => Config::default(),
             };
+            if model.is_some() || anomaly {
+                config.rules.anomaly.enabled = true;
+            }
+            if model.is_some() {
+                config.rules.anomaly.model = model;
+            }
+            config.features.export |= export_features;
             if workers == 0 {
                 bail!("--workers must be at least 1");
             }
@@ -103,6 +140,42 @@ fn main_inner() -> Result<()> {
             if !quiet {
                 print_summary(&summary, &out);
             }
+            Ok(())
+        }
+        Some(Command::Train { config, format, workers, out, features, inputs: paths }) => {
+            let config = match &config {
+                Some(path) => Config::load(path)?,
+                None => Config::default(),
+            };
+            if workers == 0 {
+                bail!("--workers must be at least 1");
+            }
+            let window_ns = config.features.window.as_nanos().max(1) as u64;
+            let model = match features {
+                Some(file) => {
+                    let mut rows = surveil::features::export::read(&file)?;
+                    surveil::detect::anomaly::train(&mut rows, &config.rules.anomaly, window_ns)
+                }
+                None => {
+                    let mut work = out.clone().into_os_string();
+                    work.push(".run");
+                    let work = PathBuf::from(work);
+                    let (model, _) = surveil::pipeline::train_files(inputs(&paths, format), config, workers, &work)?;
+                    eprintln!("features of the training run: {}", work.join("features.csv").display());
+                    model
+                }
+            };
+            model.save(&out)?;
+            eprintln!(
+                "wrote model {} to {}: {} rows, {} keys, {} peer groups, {} forests, seed {}",
+                model.version,
+                out.display(),
+                model.trained_rows,
+                model.keys.len(),
+                model.peers.len(),
+                model.forests.len(),
+                model.seed
+            );
             Ok(())
         }
         Some(Command::Generate { out, events, seed, accounts, instruments, date, gzip }) => {

@@ -147,7 +147,28 @@ impl Renderer {
             Value::Ratio(_) => Json::Null,
             Value::Text(t) => json!(t),
             Value::Name(s) => self.name(*s),
+            Value::Features(list) => Json::Array(
+                list.iter()
+                    .map(|f| {
+                        let number = |v: Option<f64>| v.filter(|v| v.is_finite()).map_or(Json::Null, |v| json!(v));
+                        json!({
+                            "feature": f.feature,
+                            "value": number(Some(f.value)),
+                            "z_own": number(f.z_own),
+                            "own_mean": number(f.own_mean),
+                            "z_peers": number(f.z_peers),
+                            "peer_mean": number(f.peer_mean),
+                            "forest_contribution": number(f.forest_contribution),
+                        })
+                    })
+                    .collect(),
+            ),
         }
+    }
+
+    /// A symbol's text, empty for none (for CSV).
+    pub fn name_text(&self, symbol: Symbol) -> String {
+        if symbol.is_none() { String::new() } else { self.names.name(symbol).into_owned() }
     }
 
     /// An alert as a JSON object.
@@ -212,6 +233,8 @@ pub struct WrittenCounts {
     pub late_events: u64,
     /// Order-to-trade values written.
     pub ratio_values: u64,
+    /// Feature rows written to `features.csv`.
+    pub feature_rows: u64,
     /// Symbol hash collisions seen.
     pub symbol_collisions: u64,
 }
@@ -223,6 +246,7 @@ pub struct ReportWriter {
     dead_letters: BufWriter<File>,
     late: BufWriter<File>,
     ratios: BufWriter<File>,
+    features: Option<(BufWriter<File>, u64)>,
     /// Counts so far.
     pub counts: WrittenCounts,
     error: Option<std::io::Error>,
@@ -240,9 +264,18 @@ impl ReportWriter {
             dead_letters: open(DEAD_LETTERS)?,
             late: open(LATE)?,
             ratios: open(RATIOS)?,
+            features: None,
             counts: WrittenCounts::default(),
             error: None,
         })
+    }
+
+    /// Also writes feature rows (windows of `window_ns`) to `features.csv` in `dir`.
+    pub fn export_features(&mut self, dir: &Path, window_ns: u64) -> std::io::Result<()> {
+        let mut file = BufWriter::new(File::create(dir.join(crate::features::export::FEATURES_FILE))?);
+        writeln!(file, "{}", crate::features::export::header())?;
+        self.features = Some((file, window_ns));
+        Ok(())
     }
 
     /// Writes one completed batch: dictionary entries first, then everything else in a
@@ -275,6 +308,14 @@ impl ReportWriter {
                     self.counts.ratio_values += 1;
                     writeln!(self.ratios, "{}", self.renderer.ratio(ratio))
                 }
+                Report::Features(row) => match &mut self.features {
+                    Some((file, window_ns)) => {
+                        self.counts.feature_rows += 1;
+                        let renderer = &self.renderer;
+                        crate::features::export::write_row(file, row, *window_ns, |s| renderer.name_text(s))
+                    }
+                    None => Ok(()),
+                },
             };
             if let Err(e) = result
                 && self.error.is_none()
@@ -292,6 +333,9 @@ impl ReportWriter {
         for w in [&mut self.alerts, &mut self.dead_letters, &mut self.late, &mut self.ratios] {
             w.flush()?;
         }
+        if let Some((file, _)) = &mut self.features {
+            file.flush()?;
+        }
         self.counts.symbol_collisions = self.renderer.names.collisions();
         Ok(self.counts.clone())
     }
@@ -305,6 +349,7 @@ fn order_key(time: u64, report: &Report) -> (u8, u64, u128) {
         Report::DeadLetter(d) => (2, ((d.source as u64) << 44) | d.offset, 0),
         Report::Late(e) => (3, e.origin.0, 0),
         Report::Ratio(r) => (4, time, ((r.account.0 as u128) << 64) | r.instrument.0 as u128),
+        Report::Features(r) => (5, r.window_end, crate::detect::anomaly::order_row(r).1 as u128),
     }
 }
 

@@ -15,12 +15,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use surveil_operators::{ProcessInTimeOrder, SourceOptions, partitioned_source};
-use timely::dataflow::ProbeHandle;
-use timely::dataflow::Stream;
+use surveil_operators::{Partition, ProcessInTimeOrder, SourceOptions, partitioned_source};
+use timely::dataflow::operators::core::OkErr;
+use timely::dataflow::operators::vec::Filter;
+
+use crate::config::AnomalyConfig;
+use crate::detect::anomaly::{AnomalyModel, AnomalyProcessor, ModelError, order_row, route_row};
+use crate::features::{AccountRollup, FeatureRecorder, FeatureRow, FeatureScope};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Concat, Operator, Probe};
+use timely::dataflow::{ProbeHandle, Scope, Stream};
 
 use crate::config::Config;
 use crate::detect::{Detector, SurveillanceProcessor, default_detectors};
@@ -50,6 +55,9 @@ pub enum RunError {
     /// A worker failed.
     #[error("dataflow failed: {0}")]
     Dataflow(String),
+    /// The anomaly model file cannot be used.
+    #[error(transparent)]
+    Model(#[from] ModelError),
 }
 
 /// What to run.
@@ -168,6 +176,129 @@ pub fn detect<'scope>(
     events.detect(vec![detector], reference)
 }
 
+/// What the job does with the feature store: nothing, export its rows, score them, or both.
+#[derive(Clone, Debug, Default)]
+pub struct FeatureJob {
+    /// Feature window (ns).
+    pub window_ns: u64,
+    /// Write the rows to `features.csv`.
+    pub export: bool,
+    /// Score the rows for behavioural anomalies.
+    pub anomaly: Option<AnomalyConfig>,
+    /// Trained baselines and forests to start from.
+    pub model: Option<Arc<AnomalyModel>>,
+}
+
+impl FeatureJob {
+    /// The feature work the configuration asks for, with the model file (if any) loaded.
+    pub fn from_config(config: &Config) -> Result<FeatureJob, ModelError> {
+        let window_ns = config.features.window.as_nanos().max(1) as u64;
+        let anomaly = &config.rules.anomaly;
+        let model = match (&anomaly.model, anomaly.enabled) {
+            (Some(path), true) => Some(Arc::new(AnomalyModel::load(path, window_ns)?)),
+            _ => None,
+        };
+        Ok(FeatureJob {
+            window_ns,
+            export: config.features.export,
+            anomaly: anomaly.enabled.then(|| anomaly.clone()),
+            model,
+        })
+    }
+
+    /// True when feature rows are needed.
+    pub fn is_active(&self) -> bool {
+        self.export || self.anomaly.is_some()
+    }
+
+    /// Takes the feature rows out of the detectors' reports, adds the account rows, scores them,
+    /// and returns the reports with the anomaly alerts (and the rows, when exported).
+    fn build<'scope>(&self, reports: Stream<'scope, u64, Vec<Report>>) -> Stream<'scope, u64, Vec<Report>> {
+        let (rows, reports) = reports.ok_err::<Vec<FeatureRow>, _, Vec<Report>, _, _>(|report| match report {
+            Report::Features(row) => Ok(*row),
+            other => Err(other),
+        });
+        let account_rows = rows.clone().filter(|r| r.scope == FeatureScope::AccountInstrument).process_in_time_order(
+            "AccountFeatures",
+            |r: &FeatureRow| route(r.account),
+            order_row,
+            AccountRollup::default(),
+        );
+        let rows = rows.concat(account_rows);
+        let mut reports = reports;
+        if let Some(config) = &self.anomaly {
+            let processor = AnomalyProcessor::new(config, self.window_ns, self.model.as_deref());
+            reports = reports.concat(rows.clone().process_in_time_order("Anomaly", route_row, order_row, processor));
+        }
+        if self.export {
+            reports = reports.concat(rows.map(|r| Report::Features(Box::new(r))));
+        }
+        reports
+    }
+}
+
+/// Builds the default job in `scope` over any partitions of events: detection keyed by
+/// instrument, late events and side records beside it, and a sink on worker 0 that writes each
+/// batch with `writer` once the watermark has passed it. `probe` watches everything the writer
+/// receives, so its frontier passing a time means the reports of that time have been handed to
+/// the writer. [`run`] builds this over file blocks; other sources (paced replays, live feeds)
+/// plug in through [`surveil_operators::Partition`].
+#[allow(clippy::too_many_arguments)]
+pub fn default_dataflow<'scope, P>(
+    scope: Scope<'scope, u64>,
+    partitions: Vec<P>,
+    options: SourceOptions,
+    detectors: Vec<Box<dyn Detector>>,
+    reference: Arc<ReferenceData>,
+    probe: &ProbeHandle<u64>,
+    writer: Rc<RefCell<Option<ReportWriter>>>,
+    features: FeatureJob,
+) where
+    P: Partition<Record = Event, Side = Report> + 'static,
+{
+    // Reports waiting for the watermark, by time: only the ready prefix is touched per activation.
+    let mut pending: std::collections::BTreeMap<u64, Vec<Report>> = std::collections::BTreeMap::new();
+    let source = partitioned_source(scope, "Ingest", partitions, options);
+    let mut detectors = detectors;
+    if features.is_active() {
+        detectors.push(Box::new(FeatureRecorder::new(features.window_ns, reference.clone())));
+    }
+    let reports = source.records.detect(detectors, reference);
+    let reports = if features.is_active() { features.build(reports) } else { reports };
+    let late = source.late.map(|e| Report::Late(Box::new(e)));
+    reports.concat(source.side).concat(late).probe_with(probe).sink(
+        Exchange::new(|_: &Report| 0),
+        "WriteReports",
+        move |(input, frontier)| {
+            let mut guard = writer.borrow_mut();
+            let Some(writer) = guard.as_mut() else {
+                input.for_each(|_, _| {});
+                return;
+            };
+            input.for_each_stamp(|cap, data| {
+                let time = cap.stamp().iter().copied().min().unwrap_or(0);
+                for batch in data {
+                    pending.entry(time).or_default().append(batch);
+                }
+            });
+            // Write what the watermark has passed: later reports cannot precede it.
+            let watermark = frontier.frontier().first().copied();
+            let ready = match watermark {
+                Some(w) => {
+                    let later = pending.split_off(&w);
+                    std::mem::replace(&mut pending, later)
+                }
+                None => std::mem::take(&mut pending),
+            };
+            if !ready.is_empty() {
+                let mut ready: Vec<(u64, Report)> =
+                    ready.into_iter().flat_map(|(t, reports)| reports.into_iter().map(move |r| (t, r))).collect();
+                writer.write_batch(&mut ready);
+            }
+        },
+    );
+}
+
 fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -196,8 +327,14 @@ pub fn run(options: RunOptions) -> Result<RunSummary, RunError> {
             std::fs::metadata(&input.path).map_err(|source| InputError::Io { path: input.path.clone(), source })?.len();
     }
     let sources: Vec<String> = inputs.iter().map(|i| i.path.display().to_string()).collect();
-    let writer = ReportWriter::create(&out_dir, Renderer::new(reference.clone(), sources.clone()))
+    let feature_job = FeatureJob::from_config(&config)?;
+    let mut writer = ReportWriter::create(&out_dir, Renderer::new(reference.clone(), sources.clone()))
         .map_err(|source| RunError::Output { path: out_dir.clone(), source })?;
+    if feature_job.export {
+        writer
+            .export_features(&out_dir, feature_job.window_ns)
+            .map_err(|source| RunError::Output { path: out_dir.clone(), source })?;
+    }
     let writer = Arc::new(Mutex::new(Some(writer)));
     let bytes_read = Arc::new(AtomicU64::new(0));
     let finished = Arc::new(AtomicBool::new(false));
@@ -226,6 +363,7 @@ pub fn run(options: RunOptions) -> Result<RunSummary, RunError> {
     let job_reference = reference.clone();
     let job_writer = writer.clone();
     let job_bytes = bytes_read.clone();
+    let job_features = feature_job.clone();
     let guards = timely::execute(timely_config, move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
         let counts = Rc::new(RefCell::new(EventCounts::default()));
@@ -250,37 +388,16 @@ pub fn run(options: RunOptions) -> Result<RunSummary, RunError> {
         let detectors = default_detectors(&job_config, &job_reference);
         let reference = job_reference.clone();
         let sink_writer = writer.clone();
-        let mut pending: Vec<(u64, Report)> = Vec::new();
         worker.dataflow::<u64, _, _>(|scope| {
-            let source = partitioned_source(scope, "Ingest", partitions, options);
-            let reports = source.records.detect(detectors, reference);
-            let late = source.late.map(|e| Report::Late(Box::new(e)));
-            reports.concat(source.side).concat(late).probe_with(&probe).sink(
-                Exchange::new(|_: &Report| 0),
-                "WriteReports",
-                move |(input, frontier)| {
-                    let mut guard = sink_writer.borrow_mut();
-                    let Some(writer) = guard.as_mut() else {
-                        input.for_each(|_, _| {});
-                        return;
-                    };
-                    input.for_each_stamp(|cap, data| {
-                        let time = cap.stamp().iter().copied().min().unwrap_or(0);
-                        for batch in data {
-                            pending.extend(batch.drain(..).map(|r| (time, r)));
-                        }
-                    });
-                    // Write what the watermark has passed: later reports cannot precede it.
-                    let watermark = frontier.frontier().first().copied();
-                    if !pending.is_empty() {
-                        let (mut ready, rest): (Vec<_>, Vec<_>) =
-                            pending.drain(..).partition(|(t, _)| watermark.is_none_or(|w| *t < w));
-                        pending = rest;
-                        if !ready.is_empty() {
-                            writer.write_batch(&mut ready);
-                        }
-                    }
-                },
+            default_dataflow(
+                scope,
+                partitions,
+                options,
+                detectors,
+                reference,
+                &probe,
+                sink_writer,
+                job_features.clone(),
             );
         });
         while !probe.done() {
@@ -352,4 +469,24 @@ pub fn inputs(paths: &[PathBuf], format: Option<crate::ingest::Format>) -> Vec<I
 /// Convenience for tests and examples: run with defaults on files, writing into `out_dir`.
 pub fn run_files(paths: &[PathBuf], config: Config, workers: usize, out_dir: &Path) -> Result<RunSummary, RunError> {
     run(RunOptions { inputs: inputs(paths, None), config, workers, out_dir: out_dir.into(), progress: false })
+}
+
+/// Trains an anomaly model on recorded files: runs the job with the feature export on into
+/// `work_dir` (which keeps `features.csv` and the run's other outputs), then replays the rows
+/// through [`crate::detect::anomaly::train`]. The anomaly detector itself is off during the run.
+pub fn train_files(
+    inputs: Vec<InputSpec>,
+    mut config: Config,
+    workers: usize,
+    work_dir: &Path,
+) -> Result<(AnomalyModel, RunSummary), RunError> {
+    config.features.export = true;
+    let anomaly = config.rules.anomaly.clone();
+    config.rules.anomaly.enabled = false;
+    let summary =
+        run(RunOptions { inputs, config: config.clone(), workers, out_dir: work_dir.into(), progress: false })?;
+    let path = work_dir.join(crate::features::export::FEATURES_FILE);
+    let mut rows = crate::features::export::read(&path).map_err(|e| RunError::Dataflow(e.to_string()))?;
+    let window_ns = config.features.window.as_nanos().max(1) as u64;
+    Ok((crate::detect::anomaly::train(&mut rows, &anomaly, window_ns), summary))
 }

@@ -20,4 +20,6 @@ pub enum Report {
     Symbol(Symbol, Box<str>),
     /// An order-to-trade ratio value.
     Ratio(Box<RatioReport>),
+    /// A row of the feature store.
+    Features(Box<crate::features::FeatureRow>),
 }

@@ -12,21 +12,33 @@
 //! * [`Suppress`]: at most one record per key per horizon of event time, with summaries.
 //! * [`EventTimeWindows`]: tumbling and sliding event-time windows with per-key incremental
 //!   aggregates ([`Accumulator`], [`Stats`]), allowed lateness with corrections, and late output.
+//! * [`ScoreByKey`]: per-key causal anomaly scoring in event-time order with a [`Scorer`]
+//!   ([`WindowedGaussian`], [`EwmaZ`], [`RobustZ`], [`Ensemble`]).
+//! * [`ForestScoring`]: per-group streaming scores from a seeded [`IsolationForest`] trained on a
+//!   reservoir sample and retrained on a schedule or on drift, with per-feature explanations.
 #![forbid(missing_docs)]
 
+pub mod forest_scoring;
 pub mod in_time_order;
 pub mod interval_join;
+pub mod isolation_forest;
 pub mod partitioned_source;
 pub mod routing;
+pub mod score_by_key;
+pub mod scorers;
 pub mod sequence;
 pub mod session_windows;
 pub mod suppress;
 pub mod windows;
 
+pub use forest_scoring::{DriftRule, ForestScore, ForestScorer, ForestScoring, ForestScoringOptions};
 pub use in_time_order::{Emitter, ProcessInTimeOrder, TimeOrderedProcessor};
 pub use interval_join::{Interval, IntervalJoin, IntervalJoinOutputs, JoinOptions};
+pub use isolation_forest::{ForestError, ForestParams, IsolationForest};
 pub use partitioned_source::{Partition, PartitionRead, SourceOptions, SourceOutputs, partitioned_source};
 pub use routing::route;
+pub use score_by_key::ScoreByKey;
+pub use scorers::{Ensemble, EnsembleOptions, EwmaZ, RobustZ, Scored, Scorer, SlidingOrder, WindowedGaussian};
 pub use sequence::{Match, MatchSequence, Pattern, SequenceOutputs};
 pub use session_windows::{Session, SessionAccumulator, SessionOutputs, SessionWindows};
 pub use suppress::{Suppress, SuppressOutputs, Suppressed};

@@ -7,6 +7,7 @@
 //! of workers. A single detector can also run alone as its own operator (see
 //! [`crate::pipeline::detect`]).
 
+pub mod anomaly;
 pub mod order_limits;
 pub mod order_to_trade;
 pub mod orders;
