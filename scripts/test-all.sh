@@ -20,3 +20,7 @@ echo "== cargo test"
 cargo test --workspace --all-targets
 echo "== doc tests"
 cargo test --workspace --doc
+echo "== polars oracle (separate crate: polars builds for minutes, so it is outside the workspace)"
+cargo fmt --manifest-path oracles/Cargo.toml -- --check
+cargo clippy --manifest-path oracles/Cargo.toml --all-targets -- -D warnings
+cargo test --manifest-path oracles/Cargo.toml

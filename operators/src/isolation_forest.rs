@@ -75,6 +75,12 @@ const BATCH_BLOCK: usize = 128;
 /// Rows walked down a tree in lock-step: a walk is a chain of dependent loads, so interleaving
 /// independent walks lets the processor overlap their latencies.
 const LANES: usize = 8;
+const WALK_LANES: usize = 8;
+const _: () = assert!(BATCH_BLOCK.is_multiple_of(WALK_LANES), "a block is whole lane groups");
+
+/// Deepest tree bulk scoring lays out as a complete binary tree (`2^(D+1) - 1` entries, 48 KiB
+/// at this depth); deeper trees, grown only with a raised `max_depth`, are walked node by node.
+const COMPLETE_MAX_DEPTH: u32 = 12;
 
 /// Training parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,6 +177,83 @@ pub struct IsolationForest {
     leaf_values: Vec<f64>,
     /// Training rows that reached each node, for attribution.
     sizes: Vec<u32>,
+    /// The trees again, laid out for bulk scoring; derived from the above, never saved.
+    complete: CompleteTrees,
+}
+
+/// The trees laid out as complete binary trees of their depth `D`, for bulk scoring. A tree's
+/// positions are numbered from 1 in heap order: position `i` splits to `2i` (`x <= threshold`)
+/// and `2i + 1`, so a walk is `D` steps of `i = 2i + (x > threshold)` with no child loads and no
+/// leaf test, ending at a bottom position `2^D + j` whose path length is `leaves[j]`. A leaf
+/// above the bottom becomes a pass-through (threshold +inf, feature 0: every row, NaN included,
+/// goes left, as it stays put at a leaf of the node arrays) and its path length goes to the
+/// bottom position its leftmost descendant would take. Positions under a pass-through's right
+/// side are never reached. Thresholds are stored as [`order_key`]s.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct CompleteTrees {
+    /// Per tree, where its entries start in `keys` and `features` (`2^D` each, entry 0 unused)
+    /// and in `leaves` (`2^D`); `None` for a tree deeper than [`COMPLETE_MAX_DEPTH`].
+    starts: Vec<Option<(usize, usize)>>,
+    /// The order key of each inner position's threshold.
+    keys: Vec<u64>,
+    /// Each inner position's split feature.
+    features: Vec<u32>,
+    /// The path length of each bottom position.
+    leaves: Vec<f64>,
+}
+
+impl CompleteTrees {
+    /// Lays out every tree of `forest` (its node arrays and depths must be consistent, as `fit`
+    /// builds them and `try_from` checks them).
+    fn new(forest: &IsolationForest) -> CompleteTrees {
+        let mut layout = CompleteTrees::default();
+        let mut stack = Vec::new();
+        for (&root, &depth) in forest.roots.iter().zip(&forest.depths) {
+            if depth > COMPLETE_MAX_DEPTH {
+                layout.starts.push(None);
+                continue;
+            }
+            let (inner_at, leaves_at) = (layout.keys.len(), layout.leaves.len());
+            layout.starts.push(Some((inner_at, leaves_at)));
+            let bottom = 1usize << depth;
+            // Inner positions start as pass-throughs.
+            layout.keys.resize(inner_at + bottom, order_key(f64::INFINITY));
+            layout.features.resize(inner_at + bottom, 0);
+            layout.leaves.resize(leaves_at + bottom, 0.0);
+            let keys = &mut layout.keys[inner_at..];
+            let features = &mut layout.features[inner_at..];
+            let leaves = &mut layout.leaves[leaves_at..];
+            stack.push((root as usize, 1usize));
+            while let Some((i, mut at)) = stack.pop() {
+                let node = forest.nodes[i];
+                if is_leaf(i, &node) {
+                    while at < bottom {
+                        at *= 2;
+                    }
+                    leaves[at - bottom] = forest.leaf_values[i];
+                } else {
+                    keys[at] = order_key(node.threshold);
+                    features[at] = node.feature * BATCH_BLOCK as u32;
+                    stack.push((node.child as usize, 2 * at));
+                    stack.push((node.child as usize + 1, 2 * at + 1));
+                }
+            }
+        }
+        layout
+    }
+}
+
+/// An integer key with `order_key(x) > order_key(t)` exactly when `x > t`, for any `x` and any
+/// non-NaN `t`: the IEEE bits made monotonic (negative values' bits flipped, positive values'
+/// sign bit set), with -0.0 keyed as +0.0 (they compare equal) and NaN keyed below everything
+/// (it compares greater than nothing). An integer comparison is shorter on the critical path of
+/// a tree walk than a floating-point one.
+#[inline]
+fn order_key(value: f64) -> u64 {
+    // Adding +0.0 turns -0.0 into +0.0 and changes nothing else; no branches, as signs are random.
+    let bits = (value + 0.0).to_bits();
+    let key = bits ^ ((bits as i64 >> 63) as u64 | 1 << 63);
+    if value.is_nan() { 0 } else { key }
 }
 
 /// `c(n)`: the average path length of an unsuccessful search in a binary search tree of `n`
@@ -231,6 +314,7 @@ impl IsolationForest {
             nodes: Vec::with_capacity(max_nodes.min(1 << 20)),
             leaf_values: Vec::with_capacity(max_nodes.min(1 << 20)),
             sizes: Vec::with_capacity(max_nodes.min(1 << 20)),
+            complete: CompleteTrees::default(),
         };
         let mut builder = TreeBuilder::new(psi, dims);
         for tree in 0..params.trees {
@@ -242,6 +326,7 @@ impl IsolationForest {
                 builder.grow(&mut rng, max_depth, &mut forest.nodes, &mut forest.leaf_values, &mut forest.sizes);
             forest.depths.push(depth as u32);
         }
+        forest.complete = CompleteTrees::new(&forest);
         Ok(forest)
     }
 
@@ -262,52 +347,102 @@ impl IsolationForest {
     }
 
     /// Scores many rows (row-major), bit-identical to [`score`](Self::score) on each row but
-    /// faster: each tree scores a block of rows while it is in cache.
+    /// faster: each tree scores a block of rows while it is in cache, walking the complete-tree
+    /// layout over the block's values as order keys.
     pub fn score_batch(&self, rows: &[f64]) -> Result<Vec<f64>, ForestError> {
         if !rows.len().is_multiple_of(self.dims) {
             return Err(ForestError::RaggedRows { len: rows.len(), dims: self.dims });
         }
         let mut scores = Vec::with_capacity(rows.len() / self.dims);
         let mut totals = [0.0f64; BATCH_BLOCK];
+        // `block_keys[f * BATCH_BLOCK + r]`: the order key of feature `f` of the block's row `r`;
+        // rows past the end of a short last block keep stale keys and their walks are dropped.
+        let mut block_keys = vec![0u64; BATCH_BLOCK * self.dims];
         for block in rows.chunks(BATCH_BLOCK * self.dims) {
             let count = block.len() / self.dims;
             let totals = &mut totals[..count];
             totals.fill(0.0);
-            for (&root, &depth) in self.roots.iter().zip(&self.depths) {
-                let mut lanes = block.chunks_exact(LANES * self.dims);
-                let mut lane_totals = totals.chunks_exact_mut(LANES);
-                for (rows, totals) in (&mut lanes).zip(&mut lane_totals) {
-                    // Lane `l` reads `rows[offset[l] + feature]`.
-                    let offset: [usize; LANES] = std::array::from_fn(|l| l * self.dims);
-                    let mut at = [root as usize; LANES];
-                    for _ in 0..depth {
-                        for l in 0..LANES {
-                            // SAFETY: `fit` builds, and `try_from` checks, that every node's
-                            // `child` (and `child + 1` for a split) indexes `nodes` and every
-                            // `feature` is below `dims`; `at[l]` starts at a root (checked the
-                            // same way) and only ever takes a `next` value; `rows` holds `LANES`
-                            // rows of `dims` values (`chunks_exact`). Without the bounds checks
-                            // this loop, the whole cost of bulk scoring, runs 25% faster.
-                            unsafe {
-                                let node = self.nodes.get_unchecked(at[l]);
-                                let value = *rows.get_unchecked(offset[l] + node.feature as usize);
-                                at[l] = node.child as usize + usize::from(value > node.threshold);
-                            }
-                            debug_assert!(at[l] < self.nodes.len());
-                        }
-                    }
-                    for l in 0..LANES {
-                        totals[l] += self.path_length_in(at[l], &rows[offset[l]..offset[l] + self.dims]);
-                    }
+            for (r, row) in block.chunks_exact(self.dims).enumerate() {
+                for (f, &value) in row.iter().enumerate() {
+                    block_keys[f * BATCH_BLOCK + r] = order_key(value);
                 }
-                let rest = lanes.remainder().chunks_exact(self.dims);
-                for (total, row) in lane_totals.into_remainder().iter_mut().zip(rest) {
-                    *total += self.path_length_in(root as usize, row);
+            }
+            for (tree, (&root, &depth)) in self.roots.iter().zip(&self.depths).enumerate() {
+                match self.complete.starts[tree] {
+                    Some(start) => self.add_complete_path_lengths(start, depth, &block_keys, totals),
+                    None => self.add_node_path_lengths(root as usize, depth, block, totals),
                 }
             }
             scores.extend(totals.iter().map(|&t| self.finish(t)));
         }
         Ok(scores)
+    }
+
+    /// Adds to `totals` the path lengths of the block's rows (`block_keys`, laid out as in
+    /// [`score_batch`](Self::score_batch)) in the complete tree of depth `depth` starting at
+    /// `start`, [`LANES`] rows in lock-step.
+    fn add_complete_path_lengths(&self, start: (usize, usize), depth: u32, block_keys: &[u64], totals: &mut [f64]) {
+        let bottom = 1usize << depth;
+        let keys = &self.complete.keys[start.0..start.0 + bottom];
+        let features = &self.complete.features[start.0..start.0 + bottom];
+        let leaves = &self.complete.leaves[start.1..start.1 + bottom];
+        assert_eq!(block_keys.len(), BATCH_BLOCK * self.dims);
+        for (group, totals) in totals.chunks_mut(WALK_LANES).enumerate() {
+            // Lane `l` reads feature `f` of its row at `lane_keys[f * BATCH_BLOCK + l]`.
+            let lane_keys = &block_keys[group * WALK_LANES..];
+            let mut at = [1usize; WALK_LANES];
+            for _ in 0..depth {
+                for (l, at) in at.iter_mut().enumerate() {
+                    // SAFETY: before each of the `depth` steps `*at < bottom`, the length of
+                    // `keys` and `features`; every feature is below `dims` (`fit` draws them so,
+                    // `try_from` checks them, pass-throughs hold 0), and `lane_keys` holds
+                    // `(dims - 1) * BATCH_BLOCK + LANES` keys or more since `BATCH_BLOCK` is a
+                    // multiple of `LANES` and `block_keys` holds `dims * BATCH_BLOCK` (asserted).
+                    unsafe {
+                        let column = *features.get_unchecked(*at) as usize;
+                        let key = *lane_keys.get_unchecked(column + l);
+                        *at = 2 * *at + usize::from(key > *keys.get_unchecked(*at));
+                    }
+                }
+            }
+            for (total, &at) in totals.iter_mut().zip(&at) {
+                *total += leaves[at - bottom];
+            }
+        }
+    }
+
+    /// Adds the path lengths of `block`'s rows in the node-array tree at `root` of depth `depth`
+    /// to `totals`, [`LANES`] rows in lock-step.
+    fn add_node_path_lengths(&self, root: usize, depth: u32, block: &[f64], totals: &mut [f64]) {
+        let mut lanes = block.chunks_exact(LANES * self.dims);
+        let mut lane_totals = totals.chunks_exact_mut(LANES);
+        for (rows, totals) in (&mut lanes).zip(&mut lane_totals) {
+            // Lane `l` reads `rows[offset[l] + feature]`.
+            let offset: [usize; LANES] = std::array::from_fn(|l| l * self.dims);
+            let mut at = [root; LANES];
+            for _ in 0..depth {
+                for l in 0..LANES {
+                    // SAFETY: `fit` builds, and `try_from` checks, that every node's
+                    // `child` (and `child + 1` for a split) indexes `nodes` and every
+                    // `feature` is below `dims`; `at[l]` starts at a root (checked the
+                    // same way) and only ever takes a `next` value; `rows` holds `LANES`
+                    // rows of `dims` values (`chunks_exact`).
+                    unsafe {
+                        let node = self.nodes.get_unchecked(at[l]);
+                        let value = *rows.get_unchecked(offset[l] + node.feature as usize);
+                        at[l] = node.child as usize + usize::from(value > node.threshold);
+                    }
+                    debug_assert!(at[l] < self.nodes.len());
+                }
+            }
+            for l in 0..LANES {
+                totals[l] += self.path_length_in(at[l], &rows[offset[l]..offset[l] + self.dims]);
+            }
+        }
+        let rest = lanes.remainder().chunks_exact(self.dims);
+        for (total, row) in lane_totals.into_remainder().iter_mut().zip(rest) {
+            *total += self.path_length_in(root, row);
+        }
     }
 
     /// The mean path length `E(h)` of a row over the trees (NaN for a row of the wrong length).
@@ -605,7 +740,7 @@ impl TryFrom<StoredForest> for IsolationForest {
             leaf_values.push(0.0);
         }
         let depths = stored.roots.iter().map(|&root| tree_depth(&nodes, root as usize)).collect();
-        Ok(IsolationForest {
+        let mut forest = IsolationForest {
             params: stored.params,
             dims: stored.dims,
             samples_per_tree: stored.samples_per_tree,
@@ -615,7 +750,10 @@ impl TryFrom<StoredForest> for IsolationForest {
             nodes,
             leaf_values,
             sizes: stored.sizes,
-        })
+            complete: CompleteTrees::default(),
+        };
+        forest.complete = CompleteTrees::new(&forest);
+        Ok(forest)
     }
 }
 
