@@ -223,6 +223,18 @@ fn run_default() -> Result<()> {
     let summary =
         run(RunOptions { inputs: inputs(&[events], None), config, workers, out_dir: out.clone(), progress: true })?;
     print_summary(&summary, &out);
+    // The bundled day knows its injected breaches: say how many the detectors found.
+    let labels = dir.join("labels.csv");
+    if labels.exists() {
+        let score = surveil::generate::labels::score(&labels, &out.join(surveil::output::ALERTS))?;
+        eprintln!(
+            "  injected breaches found {}/{}, {} missed, {} alerts not among them",
+            score.found,
+            score.labels,
+            score.missed.len(),
+            score.unexpected.len()
+        );
+    }
     Ok(())
 }
 
