@@ -341,15 +341,19 @@ impl ReportWriter {
     }
 }
 
-/// Sort key within a batch: kind of report, then event time and a unique id.
-fn order_key(time: u64, report: &Report) -> (u8, u64, u128) {
+/// Sort key within a batch: kind of report, then time and a unique id. Alerts sort by the
+/// dataflow time they were emitted at first (a batch holds every report of the times below the
+/// watermark, so ordering by it first makes the file independent of where batches split), then
+/// by their event time and id. For rules the two times agree; an account's anomaly alert is
+/// emitted just after its window's end, which is its event time.
+fn order_key(time: u64, report: &Report) -> (u8, u64, u64, u128) {
     match report {
-        Report::Symbol(s, _) => (0, 0, s.0 as u128),
-        Report::Alert(a) => (1, a.time, a.id.0),
-        Report::DeadLetter(d) => (2, ((d.source as u64) << 44) | d.offset, 0),
-        Report::Late(e) => (3, e.origin.0, 0),
-        Report::Ratio(r) => (4, time, ((r.account.0 as u128) << 64) | r.instrument.0 as u128),
-        Report::Features(r) => (5, r.window_end, crate::detect::anomaly::order_row(r).1 as u128),
+        Report::Symbol(s, _) => (0, 0, 0, s.0 as u128),
+        Report::Alert(a) => (1, time, a.time, a.id.0),
+        Report::DeadLetter(d) => (2, ((d.source as u64) << 44) | d.offset, 0, 0),
+        Report::Late(e) => (3, e.origin.0, 0, 0),
+        Report::Ratio(r) => (4, time, 0, ((r.account.0 as u128) << 64) | r.instrument.0 as u128),
+        Report::Features(r) => (5, r.window_end, 0, crate::detect::anomaly::order_row(r).1 as u128),
     }
 }
 
