@@ -299,6 +299,20 @@ pub fn default_dataflow<'scope, P>(
     );
 }
 
+/// The source settings of the default job: lateness, epoch, batching and back-pressure from the
+/// configuration, with `probe` watching what the job has finished.
+pub fn source_options(ingest: &crate::config::IngestConfig, probe: &ProbeHandle<u64>) -> SourceOptions {
+    SourceOptions {
+        max_out_of_order: ingest.max_out_of_order.as_nanos() as u64,
+        epoch: ingest.epoch.as_nanos().max(1) as u64,
+        batch_records: ingest.batch_records.max(1),
+        reads_per_activation: 32,
+        idle_timeout: None,
+        probe: Some(probe.clone()),
+        max_in_flight: Some(ingest.max_in_flight),
+    }
+}
+
 fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -376,15 +390,7 @@ pub fn run(options: RunOptions) -> Result<RunSummary, RunError> {
         let writer = Rc::new(RefCell::new(writer));
         let probe = ProbeHandle::new();
         let ingest = &job_config.ingest;
-        let options = SourceOptions {
-            max_out_of_order: ingest.max_out_of_order.as_nanos() as u64,
-            epoch: ingest.epoch.as_nanos().max(1) as u64,
-            batch_records: ingest.batch_records.max(1),
-            reads_per_activation: 32,
-            idle_timeout: None,
-            probe: Some(probe.clone()),
-            max_in_flight: Some(ingest.max_in_flight),
-        };
+        let options = source_options(ingest, &probe);
         let detectors = default_detectors(&job_config, &job_reference);
         let reference = job_reference.clone();
         let sink_writer = writer.clone();

@@ -262,15 +262,7 @@ pub fn run_latency(
         let writer = Rc::new(RefCell::new(writer));
         let probe = ProbeHandle::new();
         let ingest = &job_config.ingest;
-        let source_options = SourceOptions {
-            max_out_of_order: ingest.max_out_of_order.as_nanos() as u64,
-            epoch,
-            batch_records: ingest.batch_records.max(1),
-            reads_per_activation: 32,
-            idle_timeout: None,
-            probe: Some(probe.clone()),
-            max_in_flight: Some(ingest.max_in_flight),
-        };
+        let source_options = SourceOptions { epoch, ..crate::pipeline::source_options(ingest, &probe) };
         let detectors = default_detectors(&job_config, &job_reference);
         let reference = job_reference.clone();
         let sink_writer = writer.clone();
