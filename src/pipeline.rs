@@ -307,9 +307,9 @@ pub fn source_options(ingest: &crate::config::IngestConfig, probe: &ProbeHandle<
         epoch: ingest.epoch.as_nanos().max(1) as u64,
         batch_records: ingest.batch_records.max(1),
         reads_per_activation: 32,
-        idle_timeout: None,
         probe: Some(probe.clone()),
         max_in_flight: Some(ingest.max_in_flight),
+        ..SourceOptions::default()
     }
 }
 
@@ -406,8 +406,10 @@ pub fn run(options: RunOptions) -> Result<RunSummary, RunError> {
                 job_features.clone(),
             );
         });
+        // Park when nothing is active (a live feed between messages) instead of spinning: a
+        // spinning worker takes the core from the system's own work, which then preempts it.
         while !probe.done() {
-            worker.step();
+            worker.step_or_park(None);
         }
         // Let the writer see the final (empty) frontier.
         for _ in 0..4 {

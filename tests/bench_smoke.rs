@@ -1,12 +1,14 @@
 //! A short run of the benchmark harness on tiny inputs, so that it never rots: the comparison
 //! job agrees with a batch computation on 1 and 2 workers, and the paced latency run emits
-//! every event and the same alerts as a plain run. No timing is checked.
+//! every event and the same alerts as a plain run; the stall probe reports consistent figures.
+//! No timing is checked.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
 use surveil::bench::latency::{LatencyOptions, load, run_latency};
+use surveil::bench::stalls::measure_stalls;
 use surveil::bench::trades::{TradesConfig, generate_trades, parse_trade};
 use surveil::bench::window_job::{Job, JobOptions, run_job};
 use surveil::config::Config;
@@ -125,17 +127,40 @@ fn a_paced_replay_emits_every_event_and_the_alerts_of_a_plain_run() {
     let recorded = load(&inputs(&[generated.events_path], None), &config, &reference, usize::MAX).expect("load");
     assert_eq!(recorded.events.len() as u64, plain.events - plain.dead_letters);
     let events = Arc::new(recorded.events);
-    for workers in [1, 2] {
-        let options =
-            LatencyOptions { rate: 2_000_000.0, events: events.len(), workers, epoch_ns: 1_000_000, restamp: None };
-        let out = dir.path().join(format!("paced-{workers}"));
+    // Sleeping and spinning workers must see the same events and alerts.
+    for (workers, spin) in [(1, false), (2, false), (2, true)] {
+        let options = LatencyOptions {
+            rate: 2_000_000.0,
+            events: events.len(),
+            workers,
+            epoch_ns: 1_000_000,
+            restamp: None,
+            poll: std::time::Duration::from_micros(100),
+            spin,
+        };
+        let out = dir.path().join(format!("paced-{workers}-{spin}"));
         let result = run_latency(&events, &recorded.side, &config, &reference, &options, &out).expect("paced run");
         assert_eq!(result.events, events.len() as u64);
         assert_eq!(result.recorded, result.events, "every event is emitted once");
         assert!(result.p50_us <= result.p99_us && result.p99_us <= result.p999_us && result.p999_us <= result.max_us);
         assert!(result.distribution.windows(2).all(|w| w[0].1 <= w[1].1));
         assert_eq!(result.alerts, plain.alerts, "{workers} workers");
+        assert!(result.cpu_cores > 0.0, "the run's CPU time is measured");
         let written = std::fs::read_to_string(out.join("alerts.jsonl")).expect("alerts file");
         assert_eq!(written.lines().count() as u64, result.alerts);
+    }
+}
+
+#[test]
+fn the_stall_probe_reports_one_consistent_row_per_thread() {
+    for threads in [1, 2] {
+        let report = measure_stalls(threads, std::time::Duration::from_millis(20), std::time::Duration::from_micros(1));
+        assert_eq!(report.threads, threads);
+        assert_eq!(report.per_thread.len(), threads);
+        for thread in &report.per_thread {
+            assert!((0.0..=1.0).contains(&thread.share), "share {}", thread.share);
+            assert!(thread.max_us <= thread.total_us + 1e-9);
+            assert_eq!(thread.gaps == 0, thread.total_us == 0.0);
+        }
     }
 }

@@ -98,6 +98,10 @@ pub struct SourceOptions {
     /// A partition that has been idle (reads returned [`PartitionRead::Idle`] and nothing else)
     /// this long stops holding the watermark back; see the [module documentation](self).
     pub idle_timeout: Option<Duration>,
+    /// How soon to read again when every unfinished partition is idle. A live feed's records
+    /// wait up to this long in the partition, so a latency-bound job polls more often; a
+    /// shorter poll costs a wake-up each time and nothing else.
+    pub idle_poll: Duration,
     /// Probe at the end of the dataflow: used to report processed watermarks to partitions and
     /// to pace reading.
     pub probe: Option<ProbeHandle<u64>>,
@@ -115,6 +119,7 @@ impl Default for SourceOptions {
             batch_records: 1024,
             reads_per_activation: 64,
             idle_timeout: None,
+            idle_poll: Duration::from_millis(1),
             probe: None,
             max_in_flight: None,
         }
@@ -403,7 +408,7 @@ where
             if states.iter().all(|s| s.finished) {
                 caps = None;
             } else if states.iter().all(|s| s.finished || s.idle_since.is_some()) {
-                activator.activate_after(Duration::from_millis(1));
+                activator.activate_after(options.idle_poll);
             } else {
                 activator.activate();
             }

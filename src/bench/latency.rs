@@ -9,6 +9,12 @@
 //! Each worker checks its probe after every step and records `emitted - arrival` in an
 //! HdrHistogram; the workers' histograms are merged.
 //!
+//! Once a source has released every due event it reports itself idle and looks again after
+//! [`LatencyOptions::poll`]; workers with nothing to do sleep until then (or until another worker
+//! sends them data or progress), as in live operation. Workers that spin instead
+//! ([`LatencyOptions::spin`]) keep every core busy, and on a machine whose cores all run
+//! workers the system's own tasks then preempt them for milliseconds at a time.
+//!
 //! The replay keeps the recorded event times, so event time runs faster than the wall clock
 //! (a 6.5-hour day replayed at 1 M events/s takes seconds): the out-of-order bound and the
 //! epoch then cost almost no wall time, and the figures are processing latency. With
@@ -159,9 +165,15 @@ impl Partition for PacedPartition {
             released += 1;
             pending.last_release_ns = now_ns;
         }
-        // Nothing due is not idleness: the next event is microseconds away, so ask again at
-        // once rather than be parked for the source's idle back-off.
-        if self.next >= self.end { PartitionRead::Exhausted } else { PartitionRead::More }
+        if self.next >= self.end {
+            PartitionRead::Exhausted
+        } else if released == max_records {
+            PartitionRead::More
+        } else {
+            // Nothing more is due: the source asks again after its idle poll, and the worker
+            // sleeps in between, as between the messages of a live feed.
+            PartitionRead::Idle
+        }
     }
 }
 
@@ -179,6 +191,11 @@ pub struct LatencyOptions {
     /// Replace event times by arrival times, as a feed stamped on receipt; the value is the
     /// event time of the first arrival.
     pub restamp: Option<u64>,
+    /// How soon the source looks again for due events once it has released all of them
+    /// ([`SourceOptions::idle_poll`]): the most an event waits before it is read.
+    pub poll: Duration,
+    /// Workers spin instead of sleeping when they have nothing to do.
+    pub spin: bool,
 }
 
 /// One latency measurement.
@@ -214,6 +231,12 @@ pub struct LatencyResult {
     pub mean_us: f64,
     /// Latencies recorded (equals `events` when every event was emitted).
     pub recorded: u64,
+    /// Idle poll of the source, microseconds.
+    pub poll_us: f64,
+    /// Workers spun instead of sleeping when idle.
+    pub spin: bool,
+    /// CPU time of the process during the run over its wall time: cores kept busy.
+    pub cpu_cores: f64,
     /// Greatest delay of a release behind its schedule, microseconds: large values mean the
     /// source could not keep the offered pace.
     pub max_release_lag_us: f64,
@@ -244,6 +267,9 @@ pub fn run_latency(
     let features = FeatureJob::from_config(config)?;
     let restamp = options.restamp;
     let epoch = options.epoch_ns.max(1);
+    let (poll, spin) = (options.poll, options.spin);
+    let cpu_before = process_cpu_seconds();
+    let wall_before = Instant::now();
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
         let pending = Rc::new(RefCell::new(Pending::default()));
@@ -262,7 +288,8 @@ pub fn run_latency(
         let writer = Rc::new(RefCell::new(writer));
         let probe = ProbeHandle::new();
         let ingest = &job_config.ingest;
-        let source_options = SourceOptions { epoch, ..crate::pipeline::source_options(ingest, &probe) };
+        let source_options =
+            SourceOptions { epoch, idle_poll: poll, ..crate::pipeline::source_options(ingest, &probe) };
         let detectors = default_detectors(&job_config, &job_reference);
         let reference = job_reference.clone();
         let sink_writer = writer.clone();
@@ -280,7 +307,11 @@ pub fn run_latency(
         });
         let mut histogram = Histogram::<u64>::new_with_bounds(1, 600_000_000_000, 3).map_err(|e| e.to_string())?;
         while !probe.done() {
-            worker.step();
+            if spin {
+                worker.step();
+            } else {
+                worker.step_or_park(None);
+            }
             let frontier = probe.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX));
             let now_ns = Instant::now().saturating_duration_since(start).as_nanos() as u64;
             pending.borrow_mut().emit_before(frontier, now_ns, &mut histogram);
@@ -298,10 +329,15 @@ pub fn run_latency(
         Ok::<_, String>((histogram, alerts, lag, last_release))
     })
     .map_err(RunError::Dataflow)?;
+    let joined: Vec<_> = guards.join();
+    let cpu_cores = match (cpu_before, process_cpu_seconds()) {
+        (Some(before), Some(after)) => (after - before) / wall_before.elapsed().as_secs_f64().max(1e-9),
+        _ => f64::NAN,
+    };
     let mut merged =
         Histogram::<u64>::new_with_bounds(1, 600_000_000_000, 3).map_err(|e| RunError::Dataflow(e.to_string()))?;
     let (mut alerts, mut lag, mut last_release_ns) = (0, 0, 0u64);
-    for result in guards.join() {
+    for result in joined {
         let (histogram, worker_alerts, worker_lag, worker_last_release) =
             result.map_err(RunError::Dataflow)?.map_err(RunError::Dataflow)?;
         merged.add(&histogram).map_err(|e| RunError::Dataflow(e.to_string()))?;
@@ -330,7 +366,20 @@ pub fn run_latency(
         max_us: us(merged.max()),
         mean_us: merged.mean() / 1e3,
         recorded: merged.len(),
+        poll_us: poll.as_secs_f64() * 1e6,
+        spin,
+        cpu_cores,
         max_release_lag_us: us(lag),
         distribution,
     })
+}
+
+/// User plus system CPU time of this process so far, from `/proc/self/stat` (Linux only).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name may hold spaces; the fields after it are space separated.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on every Linux architecture this runs on.
+    Some(ticks / 100.0)
 }

@@ -7,10 +7,12 @@
 //!   self-trade filter.
 //! * [`latency`]: the default surveillance job fed by an open-loop source paced by the wall
 //!   clock, with the latency of every event recorded in an HdrHistogram.
+//! * [`stalls`]: how long the machine takes the CPU away from threads that keep a core busy.
 //!
 //! Everything here measures; nothing here is timed in tests.
 
 pub mod latency;
+pub mod stalls;
 pub mod trades;
 pub mod window_job;
 

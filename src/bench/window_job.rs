@@ -283,9 +283,9 @@ pub fn run_job(input: &Path, options: &JobOptions) -> Result<JobSummary, JobErro
             epoch: options.epoch_ns.max(1),
             batch_records: 1024,
             reads_per_activation: 32,
-            idle_timeout: None,
             probe: Some(probe.clone()),
             max_in_flight: Some(1 << 20),
+            ..SourceOptions::default()
         };
         let (job, width, threshold) = (options.job, options.width_ns.max(1), options.threshold);
         let (windows_out, alerts_out, self_out) = (windows_file.clone(), alerts_file.clone(), self_trades_file.clone());
