@@ -2,9 +2,10 @@
 //! long replay, and the job the side-by-side comparison with other engines runs.
 //!
 //! ```text
-//! cargo run --release --example bench -- all [--long]     # e2e + latency (+ 100 M-event memory)
-//! cargo run --release --example bench -- e2e [--events N] [--workers 1,2] [--repeat R]
-//! cargo run --release --example bench -- latency [--rates 100000,1000000,5000000] [--seconds S]
+//! cargo run --release --example bench -- all [--long]     # e2e + stalls + latency (+ 100 M-event memory)
+//! cargo run --release --example bench -- e2e [--events N] [--workers 1,2] [--repeat R] [--mix take=2,...]
+//! cargo run --release --example bench -- latency [--rates 100000,1000000,5000000] [--seconds S] [--spin]
+//! cargo run --release --example bench -- stalls [--seconds S]   # what the machine takes from busy threads
 //! cargo run --release --example bench -- long [--events 100000000]
 //! cargo run --release --example bench -- trades --out FILE [--trades N] [--accounts N]
 //! cargo run --release --example bench -- job --input FILE [--job windows|self-trades|parse] [--workers N] [--out DIR]
@@ -27,10 +28,11 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use serde_json::Value;
 use surveil::bench::latency::{LatencyOptions, LatencyResult, load, run_latency};
+use surveil::bench::stalls::{StallReport, measure_stalls};
 use surveil::bench::trades::{TradesConfig, generate_trades};
 use surveil::bench::window_job::{Job, JobOptions, run_job};
 use surveil::config::Config;
-use surveil::generate::{GenerateConfig, generate};
+use surveil::generate::{EventMix, GenerateConfig, generate};
 use surveil::pipeline::{RunOptions, inputs, run};
 use surveil::reference::ReferenceData;
 
@@ -63,6 +65,19 @@ enum Task {
     Latency {
         #[command(flatten)]
         data: DataArgs,
+    },
+    /// How long the machine takes the CPU from 1 and 2 threads that keep a core busy each: the
+    /// floor under the latency figures of the same run.
+    Stalls {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Gaps shorter than this are not counted, µs.
+        #[arg(long, default_value_t = 500)]
+        threshold_us: u64,
+        /// Where results (JSON) go.
+        #[arg(long, default_value = "target/bench-results")]
+        results: PathBuf,
     },
     /// Resident memory at the start, middle and end of a long run of the default job.
     Long {
@@ -142,6 +157,10 @@ struct DataArgs {
     /// Generate the day gzipped (a tenth of the disk; one worker reads it, the others detect).
     #[arg(long)]
     gzip: bool,
+    /// Event mix of the generated day: weights of the background actions, e.g.
+    /// `take=2,cancel=0.02` (see `surveil generate --help`).
+    #[arg(long)]
+    mix: Option<EventMix>,
     /// A recorded file instead of the generated day.
     #[arg(long)]
     input: Option<PathBuf>,
@@ -169,6 +188,12 @@ struct DataArgs {
     /// Also measure with event times replaced by arrival times (a feed stamped on receipt).
     #[arg(long)]
     restamp: bool,
+    /// How soon the latency source looks again for due events, µs (`SourceOptions::idle_poll`).
+    #[arg(long, default_value_t = 100)]
+    poll_us: u64,
+    /// Latency workers spin when idle instead of sleeping.
+    #[arg(long)]
+    spin: bool,
     /// Where generated days go.
     #[arg(long, default_value = "target/bench")]
     work: PathBuf,
@@ -184,22 +209,26 @@ impl DataArgs {
             return Ok((input.clone(), self.config.clone()));
         }
         let defaults = GenerateConfig::default();
+        let mix = self.mix.unwrap_or_default();
         let name = if (self.accounts, self.instruments, self.seed) == (defaults.accounts, defaults.instruments, 42) {
             format!("day-{events}")
         } else {
             format!("day-{events}-a{}-i{}-s{}", self.accounts, self.instruments, self.seed)
         };
+        // A day of another mix gets its own folder, named by a stable hash of the mix.
+        let name = if mix == defaults.mix { name } else { format!("{name}-mix{:08x}", stable_hash(&mix.to_string())) };
         let name = if self.gzip { format!("{name}-gz") } else { name };
         let dir = self.work.join(name);
         let path = dir.join(if self.gzip { "events.csv.gz" } else { "events.csv" });
         if !path.exists() {
-            eprintln!("generating {events} events into {}", dir.display());
+            eprintln!("generating {events} events (mix {mix}) into {}", dir.display());
             let config = GenerateConfig {
                 seed: self.seed,
                 events,
                 accounts: self.accounts,
                 instruments: self.instruments,
                 gzip: self.gzip,
+                mix,
                 ..defaults
             };
             generate(&config, &dir).with_context(|| format!("generating {}", dir.display()))?;
@@ -213,6 +242,11 @@ impl DataArgs {
             None => Config::default(),
         })
     }
+}
+
+/// FNV-1a: the same text gives the same folder name on every run and build.
+fn stable_hash(text: &str) -> u32 {
+    text.bytes().fold(0x811c_9dc5u32, |hash, byte| (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193))
 }
 
 fn write_json(dir: &Path, name: &str, value: &impl Serialize) -> anyhow::Result<()> {
@@ -332,7 +366,7 @@ fn latency(data: &DataArgs) -> anyhow::Result<Vec<LatencyResult>> {
     let events = Arc::new(recorded.events);
     let mut results = Vec::new();
     println!(
-        "{:>10} {:>7} {:>8} {:>10} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
+        "{:>10} {:>7} {:>8} {:>10} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>6}",
         "offered/s",
         "workers",
         "epoch",
@@ -343,7 +377,8 @@ fn latency(data: &DataArgs) -> anyhow::Result<Vec<LatencyResult>> {
         "p99.9 µs",
         "max µs",
         "achieved",
-        "alerts"
+        "alerts",
+        "cores"
     );
     let restamps: &[bool] = if data.restamp { &[false, true] } else { &[false] };
     for &restamp in restamps {
@@ -355,11 +390,13 @@ fn latency(data: &DataArgs) -> anyhow::Result<Vec<LatencyResult>> {
                     workers: data.latency_workers,
                     epoch_ns: epoch_us.max(1) * 1_000,
                     restamp: restamp.then(|| events.first().map_or(0, |e| e.time)),
+                    poll: Duration::from_micros(data.poll_us),
+                    spin: data.spin,
                 };
                 let out = data.work.join("out-latency");
                 let result = run_latency(&events, &recorded.side, &config, &reference, &options, &out)?;
                 println!(
-                    "{:>10.0} {:>7} {:>6}µs {:>10} {:>11} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>8.2}M {:>10}",
+                    "{:>10.0} {:>7} {:>6}µs {:>10} {:>11} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>8.2}M {:>10} {:>6.2}",
                     rate,
                     result.workers,
                     epoch_us,
@@ -370,7 +407,8 @@ fn latency(data: &DataArgs) -> anyhow::Result<Vec<LatencyResult>> {
                     result.p999_us,
                     result.max_us,
                     result.achieved_per_second / 1e6,
-                    result.alerts
+                    result.alerts,
+                    result.cpu_cores
                 );
                 results.push(result);
             }
@@ -434,10 +472,34 @@ fn long(data: &DataArgs, events: u64) -> anyhow::Result<MemoryResult> {
     Ok(result)
 }
 
+fn stalls(seconds: f64, threshold_us: u64, results: &Path) -> anyhow::Result<Vec<StallReport>> {
+    println!("{:>7} {:>8} {:>7} {:>12} {:>10} {:>9}", "threads", "thread", "gaps", "stalled ms", "max ms", "share");
+    let mut reports = Vec::new();
+    for threads in [1, 2] {
+        let report =
+            measure_stalls(threads, Duration::from_secs_f64(seconds.max(0.001)), Duration::from_micros(threshold_us));
+        for (index, thread) in report.per_thread.iter().enumerate() {
+            println!(
+                "{:>7} {:>8} {:>7} {:>12.1} {:>10.2} {:>8.2}%",
+                threads,
+                index,
+                thread.gaps,
+                thread.total_us / 1e3,
+                thread.max_us / 1e3,
+                thread.share * 100.0
+            );
+        }
+        reports.push(report);
+    }
+    write_json(results, "stalls.json", &reports)?;
+    Ok(reports)
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Task::All { data, long: with_long, long_events } => {
             e2e(&data)?;
+            stalls(data.seconds, 500, &data.results)?;
             latency(&data)?;
             if with_long {
                 long(&data, long_events)?;
@@ -451,6 +513,9 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Long { data } => {
             long(&data, data.events)?;
+        }
+        Task::Stalls { seconds, threshold_us, results } => {
+            stalls(seconds, threshold_us, &results)?;
         }
         Task::Trades { out, trades, accounts, instruments, seed } => {
             let config = TradesConfig { seed, trades, accounts, instruments, ..TradesConfig::default() };

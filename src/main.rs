@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use surveil::config::Config;
-use surveil::generate::{GenerateConfig, generate};
+use surveil::generate::{EventMix, GenerateConfig, generate};
 use surveil::ingest::Format;
 use surveil::pipeline::{RunOptions, RunSummary, inputs, run};
 
@@ -99,6 +99,10 @@ enum Command {
         /// Write events.csv.gz instead of events.csv.
         #[arg(long)]
         gzip: bool,
+        /// Weights of the background actions, e.g. `take=2,cancel=0.02` (names: market_maker,
+        /// passive, take, cancel, replace; the others keep their defaults).
+        #[arg(long)]
+        mix: Option<EventMix>,
     },
 }
 
@@ -178,10 +182,11 @@ fn main_inner() -> Result<()> {
             );
             Ok(())
         }
-        Some(Command::Generate { out, events, seed, accounts, instruments, date, gzip }) => {
+        Some(Command::Generate { out, events, seed, accounts, instruments, date, gzip, mix }) => {
             let date = surveil::ingest::time::parse_date(&date)
                 .with_context(|| format!("--date {date:?} is not YYYY-MM-DD"))?;
-            let config = GenerateConfig { seed, events, accounts, instruments, date, gzip };
+            let config =
+                GenerateConfig { seed, events, accounts, instruments, date, gzip, mix: mix.unwrap_or_default() };
             let summary = generate(&config, &out).with_context(|| format!("generating into {}", out.display()))?;
             eprintln!(
                 "wrote {} events and {} labelled breaches to {}",

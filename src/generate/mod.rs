@@ -25,7 +25,7 @@ use sim::{Plan, Sim};
 use writer::{EventWriter, KIND_NAMES, price_text};
 
 /// What to generate; the same config (and seed) always produces byte-identical files.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct GenerateConfig {
     /// Seed of every random choice, so datasets are reproducible.
     pub seed: u64,
@@ -39,6 +39,105 @@ pub struct GenerateConfig {
     pub date: NaiveDate,
     /// Write `events.csv.gz` instead of `events.csv`, to save disk.
     pub gzip: bool,
+    /// Relative frequency of the background actions: how many quotes, resting orders,
+    /// aggressive orders (and so fills and trades), cancels and replaces the day holds.
+    pub mix: EventMix,
+}
+
+/// Weights of the background actions the simulation draws from at each step.
+///
+/// At each step one action is drawn with probability proportional to its weight. `cancel` and
+/// `replace` are hazards per resting background order, so their share grows with the depth of
+/// the books: raising `cancel` empties the books and so does little past a point, while lowering
+/// it turns resting orders over less. The defaults give the bundled day's mix (about 41 % new
+/// orders, 31 % cancels, 4 % replaces, 8 % fills, 4 % trades and 11 % quotes); `take=3` gives 24 %
+/// fills and 12 % trades, `replace=0.05` 19 % replaces. A mix far from the defaults may let the
+/// background flow itself cross detector thresholds, so alerts beyond the labelled breaches can
+/// appear.
+///
+/// Written as `name=weight` pairs separated by commas, any subset of them, e.g.
+/// `take=2,cancel=0.02`:
+///
+/// ```
+/// use surveil::generate::EventMix;
+///
+/// let mix: EventMix = "take=2,cancel=0.02".parse().expect("a valid mix");
+/// assert_eq!((mix.take, mix.cancel), (2.0, 0.02));
+/// assert_eq!(mix.passive, EventMix::default().passive);
+/// assert!("take=-1".parse::<EventMix>().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EventMix {
+    /// A market maker re-centres, replaces or cancels one of its quotes.
+    pub market_maker: f64,
+    /// A new resting order inside or near the spread.
+    pub passive: f64,
+    /// A new aggressive order that trades against the book.
+    pub take: f64,
+    /// Per resting background order: one of them is cancelled (in full or in part).
+    pub cancel: f64,
+    /// Per resting background order: one of them is replaced (new price or quantity).
+    pub replace: f64,
+}
+
+impl Default for EventMix {
+    fn default() -> Self {
+        EventMix { market_maker: 3.4, passive: 4.0, take: 0.52, cancel: 0.05, replace: 0.006 }
+    }
+}
+
+impl EventMix {
+    /// The names accepted by [`FromStr`](std::str::FromStr), in field order.
+    pub const NAMES: [&'static str; 5] = ["market_maker", "passive", "take", "cancel", "replace"];
+
+    fn weights_mut(&mut self) -> [&mut f64; 5] {
+        [&mut self.market_maker, &mut self.passive, &mut self.take, &mut self.cancel, &mut self.replace]
+    }
+
+    /// Checks that every weight is finite and not negative, and that new orders can happen.
+    pub fn validate(&self) -> Result<(), GenerateError> {
+        let mut copy = *self;
+        for (name, weight) in Self::NAMES.iter().zip(copy.weights_mut()) {
+            if !weight.is_finite() || *weight < 0.0 {
+                return Err(GenerateError::InvalidConfig(format!("mix {name} = {weight} (need a finite weight >= 0)")));
+            }
+        }
+        if self.market_maker + self.passive + self.take <= 0.0 {
+            return Err(GenerateError::InvalidConfig(
+                "mix: market_maker, passive and take are all 0, so no order is ever entered".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for EventMix {
+    type Err = GenerateError;
+
+    fn from_str(text: &str) -> Result<EventMix, GenerateError> {
+        let mut mix = EventMix::default();
+        for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let invalid = |why: &str| GenerateError::InvalidConfig(format!("mix {pair:?}: {why}"));
+            let (name, value) = pair.split_once('=').ok_or_else(|| invalid("expected name=weight"))?;
+            let value: f64 = value.trim().parse().map_err(|_| invalid("the weight is not a number"))?;
+            let position = Self::NAMES
+                .iter()
+                .position(|n| *n == name.trim())
+                .ok_or_else(|| invalid(&format!("unknown name; expected one of {}", Self::NAMES.join(", "))))?;
+            *mix.weights_mut()[position] = value;
+        }
+        mix.validate()?;
+        Ok(mix)
+    }
+}
+
+impl std::fmt::Display for EventMix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut copy = *self;
+        let pairs: Vec<String> =
+            Self::NAMES.iter().zip(copy.weights_mut()).map(|(name, weight)| format!("{name}={weight}")).collect();
+        f.write_str(&pairs.join(","))
+    }
 }
 
 impl Default for GenerateConfig {
@@ -50,6 +149,7 @@ impl Default for GenerateConfig {
             instruments: 40,
             date: NaiveDate::from_ymd_opt(2024, 3, 1).unwrap_or_default(),
             gzip: false,
+            mix: EventMix::default(),
         }
     }
 }
@@ -153,6 +253,7 @@ pub fn generate(config: &GenerateConfig, dir: &Path) -> Result<GenerateSummary, 
     if config.accounts < 30 {
         return Err(GenerateError::InvalidConfig(format!("accounts = {} (need at least 30)", config.accounts)));
     }
+    config.mix.validate()?;
     let (open, close) = session_bounds(config.date)?;
     fs::create_dir_all(dir).map_err(|source| GenerateError::Io { path: dir.to_path_buf(), source })?;
 
@@ -183,7 +284,7 @@ pub fn generate(config: &GenerateConfig, dir: &Path) -> Result<GenerateSummary, 
 
     let name = if config.gzip { "events.csv.gz" } else { "events.csv" };
     let writer = EventWriter::create(dir.join(name), config.gzip)?;
-    let outcome = Sim::new(&uni, sim_rng, writer, open, close, plan).run(config.events)?;
+    let outcome = Sim::new(&uni, sim_rng, writer, open, close, plan, config.mix).run(config.events)?;
     let counts = outcome.writer.counts;
     let events_path = outcome.writer.finish()?;
 

@@ -14,9 +14,9 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::GenerateError;
 use super::universe::{Role, Universe};
 use super::writer::{EventWriter, Kind, Side, Top, price_text};
+use super::{EventMix, GenerateError};
 
 const NO_POS: u32 = u32::MAX;
 const NO_STORM: u16 = u16::MAX;
@@ -32,13 +32,6 @@ const MAX_BG_NOTIONAL_CENTS: u64 = 200_000_000;
 const U_SHAPE: f64 = 2.0;
 const WARP_POINTS: usize = 4096;
 
-/// Weights of background action types per instrument action.
-const W_MM: f64 = 3.4;
-const W_PASSIVE: f64 = 4.0;
-const W_TAKE: f64 = 0.52;
-/// Per live background order: hazard of being cancelled / replaced on an action.
-const H_CANCEL: f64 = 0.05;
-const H_REPLACE: f64 = 0.006;
 /// Share of market-maker actions that re-centre the tight (touch) quotes rather than the
 /// deeper ones.
 const P_TIGHT: f64 = 0.3;
@@ -220,6 +213,8 @@ pub(crate) struct Sim<'u> {
     labels: Vec<Label>,
     storms: Vec<Storm>,
     plan: Plan,
+    /// Weights of the background actions.
+    mix: EventMix,
 }
 
 fn exp1(rng: &mut ChaCha8Rng) -> f64 {
@@ -267,6 +262,7 @@ impl<'u> Sim<'u> {
         start_ns: u64,
         end_ns: u64,
         plan: Plan,
+        mix: EventMix,
     ) -> Sim<'u> {
         let party = uni.accounts.iter().map(|a| format!("{},{},{},,", a.name, a.trader, a.desk).into_bytes()).collect();
         let names = uni.accounts.iter().map(|a| a.name.clone().into_bytes()).collect();
@@ -315,6 +311,7 @@ impl<'u> Sim<'u> {
             labels: Vec::new(),
             storms: Vec::new(),
             plan,
+            mix,
         }
     }
 
@@ -823,7 +820,8 @@ impl<'u> Sim<'u> {
         let i = self.pick_instrument();
         self.drift(i, u);
         let live = self.books[i].live.len() as f64;
-        let weights = [W_MM, W_PASSIVE, W_TAKE, H_CANCEL * live, H_REPLACE * live];
+        let mix = &self.mix;
+        let weights = [mix.market_maker, mix.passive, mix.take, mix.cancel * live, mix.replace * live];
         let total: f64 = weights.iter().sum();
         let mut x = self.rng.random::<f64>() * total;
         let choice = weights

@@ -441,3 +441,60 @@ fn timing_default_day() {
     v.sort_unstable();
     println!("events per instrument: min {} median {} max {}", v[0], v[v.len() / 2], v[v.len() - 1]);
 }
+
+/// Share of each event kind in a generated day.
+fn shares(summary: &GenerateSummary) -> BTreeMap<String, f64> {
+    let total = summary.events as f64;
+    summary.events_by_kind.iter().map(|(kind, n)| (kind.clone(), *n as f64 / total)).collect()
+}
+
+#[test]
+fn the_event_mix_moves_the_shares_of_kinds() {
+    let base = small(60_000);
+    let (_a, default_day) = run(&base);
+    let (_b, takers) = run(&GenerateConfig { mix: "take=3".parse().expect("mix"), ..base.clone() });
+    let (_c, replacers) =
+        run(&GenerateConfig { mix: "cancel=0.01,replace=0.05".parse().expect("mix"), ..base.clone() });
+    let (d, e, f) = (shares(&default_day), shares(&takers), shares(&replacers));
+    let executions = |s: &BTreeMap<String, f64>| s["fill"] + s["trade"];
+    assert!(
+        executions(&e) > 2.0 * executions(&d),
+        "six times the aggressive orders: fills and trades {:.3} vs {:.3}",
+        executions(&e),
+        executions(&d)
+    );
+    assert!(f["cancel"] < d["cancel"] - 0.05, "cancels {:.3} vs {:.3}", f["cancel"], d["cancel"]);
+    assert!(f["replace"] > 2.0 * d["replace"], "replaces {:.3} vs {:.3}", f["replace"], d["replace"]);
+    // Every mix still holds the injected breaches.
+    assert_eq!(takers.labels_by_rule.keys().collect::<Vec<_>>(), default_day.labels_by_rule.keys().collect::<Vec<_>>());
+}
+
+#[test]
+fn the_default_mix_is_the_default_day() {
+    let config = small(20_000);
+    let mix = "market_maker=3.4,passive=4,take=0.52,cancel=0.05,replace=0.006".parse().expect("mix");
+    let explicit = GenerateConfig { mix, ..config.clone() };
+    let (a, _) = run(&config);
+    let (b, _) = run(&explicit);
+    let x = fs::read(a.path().join("events.csv")).expect("read a");
+    let y = fs::read(b.path().join("events.csv")).expect("read b");
+    assert!(x == y, "spelling out the default mix changes nothing");
+}
+
+#[test]
+fn invalid_mixes_are_refused_with_the_reason() {
+    for (text, why) in [
+        ("take", "expected name=weight"),
+        ("take=x", "not a number"),
+        ("takes=1", "unknown name"),
+        ("cancel=-0.1", ">= 0"),
+        ("cancel=inf", ">= 0"),
+        ("market_maker=0,passive=0,take=0", "no order is ever entered"),
+    ] {
+        let error = text.parse::<EventMix>().expect_err(text).to_string();
+        assert!(error.contains(why), "{text}: {error}");
+    }
+    let bad = GenerateConfig { mix: EventMix { take: f64::NAN, ..EventMix::default() }, ..small(1_000) };
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert!(matches!(generate(&bad, dir.path()), Err(GenerateError::InvalidConfig(_))));
+}
