@@ -2,7 +2,8 @@
 
     target/peers-venv/bin/python benches/peers/plot.py [RESULTS_DIR] [PLOTS_DIR]
 
-Reads peers.json, latency.json and memory.json (whichever exist) from RESULTS_DIR (default
+Reads peers.json, latency.json (and latency-*.json: other worker counts, spinning workers) and
+memory.json, whichever exist, from RESULTS_DIR (default
 target/bench-results) and writes throughput.png, latency.png and memory.png into PLOTS_DIR
 (default docs/plots).
 """
@@ -61,14 +62,16 @@ def latency(results):
         ys = [v for p, v in r["distribution"] if p < 100]
         # x as "nines": 1 / (1 - p)
         ax.plot([1 / (1 - p / 100) for p in xs], ys, marker="o", markersize=3,
-                label=f"{r['offered_per_second'] / 1e6:g} M events/s, epoch {r['epoch_ns'] / 1e3:g} µs"
+                label=f"{r['workers']} worker{'s' if r['workers'] > 1 else ''}"
+                + (" spinning" if r.get("spin") else "")
+                + f", {r['offered_per_second'] / 1e6:g} M events/s, epoch {r['epoch_ns'] / 1e3:g} µs"
                 + (", restamped" if r.get("restamped") else ""))
     ticks = [0, 50, 90, 99, 99.9, 99.99, 99.999]
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xticks([1 / (1 - t / 100) for t in ticks], [f"p{t:g}" for t in ticks])
     ax.set_ylabel("latency, µs (log scale)")
-    ax.set_title("default job, 2 workers: arrival at the source to output released")
+    ax.set_title("default job: arrival at the source to output released")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -92,7 +95,11 @@ def memory(result):
 peers = load("peers.json")
 if peers:
     throughput(peers)
-latency_results = load("latency.json")
+# latency.json, then any latency-*.json beside it (other worker counts, spinning workers).
+latency_results = load("latency.json") or []
+names = os.listdir(RESULTS) if os.path.isdir(RESULTS) else []
+for extra in sorted(f for f in names if f.startswith("latency-") and f.endswith(".json")):
+    latency_results += load(extra) or []
 if latency_results:
     latency(latency_results)
 memory_result = load("memory.json")

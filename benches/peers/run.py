@@ -125,11 +125,19 @@ def compare(job, reference_dir, peer_dir):
     return None
 
 
-def save(args, trades, size, rows):
+def machine():
+    """The state of the machine now: ratios are only comparable on a machine in the same state."""
+    with open("/proc/meminfo") as f:
+        total_kb = int(f.readline().split()[1])
+    return {"cores": os.cpu_count(), "memory_gib": round(total_kb / 2**20, 1), "load_average": os.getloadavg()}
+
+
+def save(args, trades, size, rows, machine_at_start):
     """Writes the results so far (a long run that is stopped keeps what it measured)."""
     os.makedirs(args.results, exist_ok=True)
     with open(os.path.join(args.results, "peers.json"), "w") as f:
-        json.dump({"input": args.input, "trades": trades, "bytes": size, "rows": rows}, f, indent=1)
+        state = {"at_start": machine_at_start, "at_end": machine()}
+        json.dump({"input": args.input, "trades": trades, "bytes": size, "machine": state, "rows": rows}, f, indent=1)
 
 
 def main():
@@ -179,6 +187,7 @@ def main():
         cases += [("PyFlink", 1, 1, engine("flink", 1)), ("PyFlink", 2, 1, engine("flink", 2))]
 
     rows = []
+    machine_at_start = machine()
     for job in args.jobs.split(","):
         reference = None
         for label, workers, repeat, build in cases:
@@ -222,7 +231,7 @@ def main():
             else:
                 row["error"] = error
             rows.append(row)
-            save(args, trades, size, rows)
+            save(args, trades, size, rows, machine_at_start)
             shown = f"{row['wall_seconds']:.2f} s" if "wall_seconds" in row else f"FAILED: {row['error']}"
             print(f"  {job:<12} {label:<26} {workers} {shown}  {row.get('check', '')}", flush=True)
 
@@ -247,7 +256,7 @@ def main():
         print(f"| {r['job']} | {r['system']} | {r['workers']} | {r['wall_seconds']:.2f} | "
               f"{r['trades_per_second'] / 1e6:.2f} M | {r.get('ratio_same_workers', 0):.1f} | "
               f"{r.get('ratio_to_best', 0):.1f} | {rss} | {r['check']} |")
-    save(args, trades, size, rows)
+    save(args, trades, size, rows, machine_at_start)
     print(f"\nwrote {os.path.join(args.results, 'peers.json')}")
 
 

@@ -28,7 +28,7 @@ use std::collections::BinaryHeap;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Barrier, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -111,7 +111,8 @@ pub struct PacedPartition {
     next: usize,
     stride: usize,
     end: usize,
-    start: Instant,
+    /// Set once every worker has built its dataflow: nothing is due before.
+    clock: Arc<OnceLock<Instant>>,
     ns_per_event: f64,
     restamp: Option<u64>,
     pending: Rc<RefCell<Pending>>,
@@ -147,7 +148,10 @@ impl Partition for PacedPartition {
         if self.next >= self.end {
             return PartitionRead::Exhausted;
         }
-        let now_ns = Instant::now().saturating_duration_since(self.start).as_nanos() as u64;
+        let Some(start) = self.clock.get() else {
+            return PartitionRead::Idle;
+        };
+        let now_ns = Instant::now().saturating_duration_since(*start).as_nanos() as u64;
         let mut pending = self.pending.borrow_mut();
         let mut released = 0;
         while self.next < self.end && released < max_records {
@@ -260,8 +264,10 @@ pub fn run_latency(
     let workers = options.workers.max(1);
     let total = options.events.min(recorded.len());
     let ns_per_event = 1e9 / options.rate.max(1.0);
-    // Start the clock a little after the workers have built their dataflows.
-    let start = Instant::now() + Duration::from_millis(50);
+    // The clock starts once every worker has built its dataflow and stepped through it, so
+    // that building and first scheduling are not counted as latency.
+    let clock: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
+    let built = Arc::new(Barrier::new(workers));
     let (events, side, job_config, job_reference, job_writer) =
         (recorded.clone(), side.to_vec(), config.clone(), reference.clone(), writer.clone());
     let features = FeatureJob::from_config(config)?;
@@ -279,7 +285,7 @@ pub fn run_latency(
             next: index,
             stride: peers,
             end: total,
-            start,
+            clock: clock.clone(),
             ns_per_event,
             restamp,
             pending: pending.clone(),
@@ -305,6 +311,11 @@ pub fn run_latency(
                 features.clone(),
             );
         });
+        for _ in 0..4 {
+            worker.step();
+        }
+        built.wait();
+        let start = *clock.get_or_init(|| Instant::now() + Duration::from_millis(1));
         let mut histogram = Histogram::<u64>::new_with_bounds(1, 600_000_000_000, 3).map_err(|e| e.to_string())?;
         while !probe.done() {
             if spin {
