@@ -5,7 +5,8 @@
 //! are written in `(event time, id)` order, which makes `alerts.jsonl` identical (apart from
 //! the `detected_at` wall-clock field) on any number of workers.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use serde_json::{Map, Value as Json, json};
 use crate::alert::{Alert, Value};
 use crate::detect::order_to_trade::RatioReport;
 use crate::ingest::DeadLetter;
+use crate::ingest::lines::{LineIndex, is_gzip};
 use crate::ingest::time::format_time;
 use crate::model::{Body, Event, Symbol, SymbolTable};
 use crate::reference::ReferenceData;
@@ -38,6 +40,9 @@ pub struct Renderer {
     pub names: SymbolTable,
     reference: Arc<ReferenceData>,
     sources: Vec<String>,
+    /// Line numbers of plain input files, for the dead letters judged after routing (away from
+    /// the file); `None` for an input that is not a plain file (gzip, or not a path at all).
+    line_indexes: RefCell<HashMap<u32, Option<LineIndex>>>,
 }
 
 impl Renderer {
@@ -46,7 +51,7 @@ impl Renderer {
         let mut names = SymbolTable::default();
         // Names from the reference files, so that hashed names show even if unseen in data.
         names.clone_from(&reference.names);
-        Renderer { names, reference, sources }
+        Renderer { names, reference, sources, line_indexes: RefCell::default() }
     }
 
     fn name(&self, symbol: Symbol) -> Json {
@@ -191,11 +196,24 @@ impl Renderer {
         })
     }
 
-    /// A dead letter as a JSON object.
+    /// The 1-based line of `offset` in input `source`, when the input is a plain file.
+    fn line_of(&self, source: u32, offset: u64) -> Option<u64> {
+        let mut indexes = self.line_indexes.borrow_mut();
+        let index = indexes.entry(source).or_insert_with(|| {
+            let path = Path::new(self.sources.get(source as usize)?);
+            // Offsets of a gzipped input count decompressed bytes, which the file does not hold.
+            (path.is_file() && matches!(is_gzip(path), Ok(false))).then(|| LineIndex::new(path))
+        });
+        index.as_mut()?.line_at(offset).ok()
+    }
+
+    /// A dead letter as a JSON object. Letters judged away from the file (`unknown_order`)
+    /// get their line here, from the byte offset, when the input is a plain file.
     pub fn dead_letter(&self, letter: &DeadLetter) -> Json {
+        let line = letter.line.or_else(|| self.line_of(letter.source, letter.offset));
         json!({
             "source": self.source(letter.source),
-            "line": letter.line,
+            "line": line,
             "offset": letter.offset,
             "raw": letter.raw,
             "reason": letter.reason.as_str(),
