@@ -82,11 +82,11 @@ impl Config {
                 "rules.anomaly: z_threshold must be positive, half_life at least 1, forest_threshold in [0, 1]".into(),
             );
         }
-        if let Some(n) = &self.rules.order_limits.max_notional {
+        if let Limit::Max(n) = &self.rules.order_limits.max_notional {
             crate::model::Decimal::parse(n).map_err(|e| format!("rules.order_limits.max_notional {n:?}: {e}"))?;
         }
         for (name, o) in &self.rules.order_limits.instruments {
-            if let Some(n) = &o.max_notional {
+            if let Some(Limit::Max(n)) = &o.max_notional {
                 crate::model::Decimal::parse(n)
                     .map_err(|e| format!("rules.order_limits.instruments.{name}.max_notional {n:?}: {e}"))?;
             }
@@ -317,11 +317,11 @@ impl Default for AnomalyConfig {
 pub struct OrderLimitsConfig {
     /// Run the rule. Default true.
     pub enabled: bool,
-    /// Largest allowed order quantity. Default 100,000.
-    pub max_quantity: Option<u64>,
+    /// Largest allowed order quantity, or `"off"`. Default 100,000.
+    pub max_quantity: Limit<u64>,
     /// Largest allowed order notional (price x quantity) in the instrument's currency, as a
-    /// decimal string. Default "5000000".
-    pub max_notional: Option<String>,
+    /// decimal string, or `"off"`. Default "5000000".
+    pub max_notional: Limit<String>,
     /// Per-instrument overrides.
     pub instruments: BTreeMap<String, OrderLimitsOverride>,
 }
@@ -330,8 +330,8 @@ impl Default for OrderLimitsConfig {
     fn default() -> Self {
         OrderLimitsConfig {
             enabled: true,
-            max_quantity: Some(100_000),
-            max_notional: Some("5000000".into()),
+            max_quantity: Limit::Max(100_000),
+            max_notional: Limit::Max("5000000".into()),
             instruments: BTreeMap::new(),
         }
     }
@@ -341,10 +341,61 @@ impl Default for OrderLimitsConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OrderLimitsOverride {
-    /// Largest allowed order quantity.
-    pub max_quantity: Option<u64>,
-    /// Largest allowed order notional.
-    pub max_notional: Option<String>,
+    /// Largest allowed order quantity, or `"off"`; `None` keeps the rule's.
+    pub max_quantity: Option<Limit<u64>>,
+    /// Largest allowed order notional, or `"off"`; `None` keeps the rule's.
+    pub max_notional: Option<Limit<String>>,
+}
+
+/// A limit that can be switched off on its own: a maximum, or the word `"off"` in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Limit<T> {
+    /// Values above this break the limit.
+    Max(T),
+    /// Not checked.
+    Off,
+}
+
+impl<T> Limit<T> {
+    /// The maximum, unless the limit is off.
+    pub fn max(&self) -> Option<&T> {
+        match self {
+            Limit::Max(max) => Some(max),
+            Limit::Off => None,
+        }
+    }
+}
+
+/// Reads an integer limit: a non-negative integer or `"off"`.
+impl<'de> Deserialize<'de> for Limit<u64> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Limit<u64>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a non-negative integer or \"off\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Limit<u64>, E> {
+                Ok(Limit::Max(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Limit<u64>, E> {
+                u64::try_from(v).map(Limit::Max).map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Limit<u64>, E> {
+                if v == "off" { Ok(Limit::Off) } else { Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)) }
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// Reads a decimal limit: a decimal string (checked when the configuration is validated) or
+/// `"off"`.
+impl<'de> Deserialize<'de> for Limit<String> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Ok(if text == "off" { Limit::Off } else { Limit::Max(text) })
+    }
 }
 
 /// Off-market prices: an order or execution priced too far from the reference price.
@@ -468,9 +519,21 @@ mod tests {
     }
 
     #[test]
+    fn every_example_in_the_configuration_docs_parses() {
+        let docs = include_str!("../docs/configuration.md");
+        let blocks: Vec<&str> = docs.split("```toml").skip(1).filter_map(|block| block.split("```").next()).collect();
+        assert!(blocks.len() >= 3, "the docs hold examples");
+        for block in blocks {
+            if let Err(error) = Config::parse(block) {
+                panic!("a documented example does not parse: {error}\n{block}");
+            }
+        }
+    }
+
+    #[test]
     fn empty_text_gives_defaults() {
         let c = Config::parse("").expect("valid");
-        assert_eq!(c.rules.order_limits.max_quantity, Some(100_000));
+        assert_eq!(c.rules.order_limits.max_quantity, Limit::Max(100_000));
         assert_eq!(c.ingest.epoch, Duration::from_millis(1));
     }
 
@@ -490,14 +553,37 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(c.ingest.max_out_of_order, Duration::from_millis(250));
-        assert_eq!(c.rules.order_limits.instruments["AAPL"].max_notional.as_deref(), Some("1000.50"));
+        assert_eq!(c.rules.order_limits.instruments["AAPL"].max_notional, Some(Limit::Max("1000.50".into())));
         assert_eq!(c.rules.order_to_trade.report_interval, Some(Duration::from_secs(300)));
+    }
+
+    #[test]
+    fn each_order_limit_can_be_switched_off_alone() {
+        let c = Config::parse(
+            r#"
+            [rules.order_limits]
+            max_notional = "off"
+            [rules.order_limits.instruments.PENNY]
+            max_quantity = "off"
+            [rules.order_limits.instruments.BIG]
+            max_notional = "250000"
+            "#,
+        )
+        .expect("valid");
+        let limits = &c.rules.order_limits;
+        assert_eq!((&limits.max_quantity, &limits.max_notional), (&Limit::Max(100_000), &Limit::Off));
+        assert_eq!(limits.instruments["PENNY"].max_quantity, Some(Limit::Off));
+        assert_eq!(limits.instruments["PENNY"].max_notional, None);
+        assert_eq!(limits.instruments["BIG"].max_notional, Some(Limit::Max("250000".into())));
     }
 
     #[test]
     fn mistakes_are_reported() {
         assert!(Config::parse("[rules.order_limits]\nmax_quantty = 3").is_err());
         assert!(Config::parse("[rules.order_limits]\nmax_notional = \"1e6\"").is_err());
+        assert!(Config::parse("[rules.order_limits]\nmax_quantity = \"none\"").is_err());
+        assert!(Config::parse("[rules.order_limits]\nmax_quantity = -1").is_err());
+        assert!(Config::parse("[rules.order_limits]\nmax_notional = 5000000").is_err());
         assert!(Config::parse("[sessions]\ntimezone = \"Mars/Olympus\"").is_err());
     }
 }

@@ -7,7 +7,7 @@ use surveil_operators::Emitter;
 
 use super::{Detector, OrderContext};
 use crate::alert::{Alert, Rule, Severity, Value, param, score_from_excess};
-use crate::config::OrderLimitsConfig;
+use crate::config::{Limit, OrderLimitsConfig};
 use crate::model::{Body, Decimal, Event, IdMap, Symbol};
 use crate::reference::ReferenceData;
 use crate::report::Report;
@@ -28,8 +28,9 @@ pub struct OrderLimits {
 impl OrderLimits {
     /// Builds the rule. Notional strings were validated with the configuration.
     pub fn new(config: &OrderLimitsConfig, reference: Arc<ReferenceData>) -> OrderLimits {
-        let notional = |text: &Option<String>| text.as_deref().and_then(|t| Decimal::parse(t).ok());
-        let default = Limits { max_quantity: config.max_quantity, max_notional: notional(&config.max_notional) };
+        let notional = |limit: &Limit<String>| limit.max().and_then(|t| Decimal::parse(t).ok());
+        let default =
+            Limits { max_quantity: config.max_quantity.max().copied(), max_notional: notional(&config.max_notional) };
         let per_instrument = config
             .instruments
             .iter()
@@ -37,8 +38,8 @@ impl OrderLimits {
                 (
                     Symbol::of(name.as_bytes()),
                     Limits {
-                        max_quantity: o.max_quantity.or(default.max_quantity),
-                        max_notional: notional(&o.max_notional).or(default.max_notional),
+                        max_quantity: o.max_quantity.as_ref().map_or(default.max_quantity, |l| l.max().copied()),
+                        max_notional: o.max_notional.as_ref().map_or(default.max_notional, notional),
                     },
                 )
             })
@@ -130,9 +131,11 @@ mod tests {
     #[test]
     fn flags_quantity_and_notional_exactly_at_the_boundary() {
         let mut config = Config::default().rules.order_limits;
-        config.max_quantity = Some(1000);
-        config.max_notional = Some("10000.00".into());
-        config.instruments.insert("BIG".into(), OrderLimitsOverride { max_quantity: Some(5000), max_notional: None });
+        config.max_quantity = Limit::Max(1000);
+        config.max_notional = Limit::Max("10000.00".into());
+        config
+            .instruments
+            .insert("BIG".into(), OrderLimitsOverride { max_quantity: Some(Limit::Max(5000)), max_notional: None });
         let reference = Arc::new(ReferenceData::new(2));
         let mut p = SurveillanceProcessor::new(vec![Box::new(OrderLimits::new(&config, reference.clone()))], reference);
         let reports = run(
@@ -152,5 +155,45 @@ mod tests {
         );
         let a = alerts(&reports)[1];
         assert!(a.explanation.contains("notional 10010 (1001 at 10)"), "{}", a.explanation);
+    }
+
+    #[test]
+    fn a_limit_switched_off_is_not_checked_while_the_other_is() {
+        let mut config = Config::default().rules.order_limits;
+        config.max_quantity = Limit::Max(1000);
+        config.max_notional = Limit::Off;
+        config
+            .instruments
+            .insert("PENNY".into(), OrderLimitsOverride { max_quantity: Some(Limit::Off), max_notional: None });
+        config.instruments.insert(
+            "BIG".into(),
+            OrderLimitsOverride { max_quantity: None, max_notional: Some(Limit::Max("10000".into())) },
+        );
+        let reference = Arc::new(ReferenceData::new(2));
+        let mut p = SurveillanceProcessor::new(vec![Box::new(OrderLimits::new(&config, reference.clone()))], reference);
+        let reports = run(
+            &mut p,
+            vec![
+                new("A", 1_000_000, 1000, "X"), // 10,000.00 x 1000: notional is off
+                new("B", 100, 1001, "X"),       // over the quantity limit
+                new("C", 100, 50_000, "PENNY"), // quantity is off for PENNY, notional off by default
+                new("D", 100_000, 1000, "BIG"), // BIG turns notional back on: 1,000 x 1000
+                new("E", 100, 1001, "BIG"),     // and keeps the rule's quantity limit
+            ],
+        );
+        // Alerts at equal times may come in either order.
+        let mut got: Vec<(u64, String, u64)> =
+            alerts(&reports).iter().map(|a| (a.time, format!("{:?}", a.rule), a.instrument.0)).collect();
+        got.sort();
+        let mut want: Vec<(u64, String, u64)> = [
+            (1000, Rule::OrderNotionalLimit, "BIG"),
+            (1001, Rule::OrderQuantityLimit, "X"),
+            (1001, Rule::OrderQuantityLimit, "BIG"),
+        ]
+        .iter()
+        .map(|(t, r, i)| (*t, format!("{r:?}"), Symbol::of(i.as_bytes()).0))
+        .collect();
+        want.sort();
+        assert_eq!(got, want);
     }
 }
