@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use surveil::config::Config;
 use surveil::generate::{EventMix, GenerateConfig, generate};
 use surveil::ingest::Format;
@@ -26,15 +26,8 @@ struct Cli {
 enum Command {
     /// Run the surveillance job on recorded files.
     Run {
-        /// Configuration file (TOML); defaults apply to everything it leaves out.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Input format; by default detected from each file's name.
-        #[arg(long, value_enum)]
-        format: Option<Format>,
-        /// Worker threads.
-        #[arg(long, short = 'w', default_value_t = 1)]
-        workers: usize,
+        #[command(flatten)]
+        job: JobArgs,
         /// Output folder for alerts.jsonl, dead_letters.jsonl, late_events.jsonl,
         /// order_to_trade.jsonl and summary.json.
         #[arg(long, default_value = "out")]
@@ -57,15 +50,8 @@ enum Command {
     },
     /// Train the anomaly model (baselines and forests) on recorded files.
     Train {
-        /// Configuration file (TOML): the feature window and the anomaly settings.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Input format; by default detected from each file's name.
-        #[arg(long, value_enum)]
-        format: Option<Format>,
-        /// Worker threads.
-        #[arg(long, short = 'w', default_value_t = 1)]
-        workers: usize,
+        #[command(flatten)]
+        job: JobArgs,
         /// Model file to write.
         #[arg(long, default_value = "model.json")]
         out: PathBuf,
@@ -106,6 +92,33 @@ enum Command {
     },
 }
 
+/// What `run` and `train` both take: the configuration, the input format and the workers.
+#[derive(Args)]
+struct JobArgs {
+    /// Configuration file (TOML); defaults apply to everything it leaves out.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Input format; by default detected from each file's name.
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Worker threads.
+    #[arg(long, short = 'w', default_value_t = 1)]
+    workers: usize,
+}
+
+impl JobArgs {
+    /// The configuration (defaults without a file), after checking the worker count.
+    fn config(&self) -> Result<Config> {
+        if self.workers == 0 {
+            bail!("--workers must be at least 1");
+        }
+        Ok(match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        })
+    }
+}
+
 fn main() -> ExitCode {
     match main_inner() {
         Ok(()) => ExitCode::SUCCESS,
@@ -119,11 +132,9 @@ fn main() -> ExitCode {
 fn main_inner() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Run { config, format, workers, out, quiet, model, anomaly, export_features, inputs: paths }) => {
-            let mut config = match &config {
-                Some(path) => Config::load(path)?,
-                None => Config::default(),
-            };
+        Some(Command::Run { job, out, quiet, model, anomaly, export_features, inputs: paths }) => {
+            let mut config = job.config()?;
+            let (format, workers) = (job.format, job.workers);
             if model.is_some() || anomaly {
                 config.rules.anomaly.enabled = true;
             }
@@ -131,9 +142,6 @@ fn main_inner() -> Result<()> {
                 config.rules.anomaly.model = model;
             }
             config.features.export |= export_features;
-            if workers == 0 {
-                bail!("--workers must be at least 1");
-            }
             let summary = run(RunOptions {
                 inputs: inputs(&paths, format),
                 config,
@@ -146,14 +154,9 @@ fn main_inner() -> Result<()> {
             }
             Ok(())
         }
-        Some(Command::Train { config, format, workers, out, features, inputs: paths }) => {
-            let config = match &config {
-                Some(path) => Config::load(path)?,
-                None => Config::default(),
-            };
-            if workers == 0 {
-                bail!("--workers must be at least 1");
-            }
+        Some(Command::Train { job, out, features, inputs: paths }) => {
+            let config = job.config()?;
+            let (format, workers) = (job.format, job.workers);
             let window_ns = config.features.window.as_nanos().max(1) as u64;
             let model = match features {
                 Some(file) => {

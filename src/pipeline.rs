@@ -299,6 +299,33 @@ pub fn default_dataflow<'scope, P>(
     );
 }
 
+/// Builds the default job on one worker over its `partitions`, with the configuration's source
+/// settings as `adjust` leaves them. Worker 0 takes the report writer out of `writer`. Returns
+/// the probe at the end of the job and the worker's writer slot, to finish the writer with.
+pub fn build_default_job<P>(
+    worker: &mut timely::worker::Worker,
+    partitions: Vec<P>,
+    adjust: impl FnOnce(SourceOptions) -> SourceOptions,
+    config: &Config,
+    reference: &Arc<ReferenceData>,
+    writer: &Mutex<Option<ReportWriter>>,
+    features: FeatureJob,
+) -> (ProbeHandle<u64>, Rc<RefCell<Option<ReportWriter>>>)
+where
+    P: Partition<Record = Event, Side = Report> + 'static,
+{
+    let taken = if worker.index() == 0 { writer.lock().ok().and_then(|mut w| w.take()) } else { None };
+    let writer = Rc::new(RefCell::new(taken));
+    let probe = ProbeHandle::new();
+    let options = adjust(source_options(&config.ingest, &probe));
+    let detectors = default_detectors(config, reference);
+    let sink_writer = writer.clone();
+    worker.dataflow::<u64, _, _>(|scope| {
+        default_dataflow(scope, partitions, options, detectors, reference.clone(), &probe, sink_writer, features);
+    });
+    (probe, writer)
+}
+
 /// The source settings of the default job: lateness, epoch, batching and back-pressure from the
 /// configuration, with `probe` watching what the job has finished.
 pub fn source_options(ingest: &crate::config::IngestConfig, probe: &ProbeHandle<u64>) -> SourceOptions {
@@ -386,26 +413,15 @@ pub fn run(options: RunOptions) -> Result<RunSummary, RunError> {
                 Ok(p) => (p, None),
                 Err(e) => (Vec::new(), Some(e.to_string())),
             };
-        let writer = if index == 0 { job_writer.lock().ok().and_then(|mut w| w.take()) } else { None };
-        let writer = Rc::new(RefCell::new(writer));
-        let probe = ProbeHandle::new();
-        let ingest = &job_config.ingest;
-        let options = source_options(ingest, &probe);
-        let detectors = default_detectors(&job_config, &job_reference);
-        let reference = job_reference.clone();
-        let sink_writer = writer.clone();
-        worker.dataflow::<u64, _, _>(|scope| {
-            default_dataflow(
-                scope,
-                partitions,
-                options,
-                detectors,
-                reference,
-                &probe,
-                sink_writer,
-                job_features.clone(),
-            );
-        });
+        let (probe, writer) = build_default_job(
+            worker,
+            partitions,
+            |options| options,
+            &job_config,
+            &job_reference,
+            &job_writer,
+            job_features.clone(),
+        );
         // Park when nothing is active (a live feed between messages) instead of spinning: a
         // spinning worker takes the core from the system's own work, which then preempts it.
         while !probe.done() {

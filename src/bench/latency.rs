@@ -33,14 +33,12 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use surveil_operators::{Partition, PartitionRead, SourceOptions};
-use timely::dataflow::ProbeHandle;
 
 use crate::config::Config;
-use crate::detect::default_detectors;
 use crate::ingest::{EventCounts, InputSpec, plan_partitions};
 use crate::model::Event;
 use crate::output::{Renderer, ReportWriter};
-use crate::pipeline::{FeatureJob, RunError, default_dataflow};
+use crate::pipeline::{FeatureJob, RunError, build_default_job};
 use crate::reference::ReferenceData;
 use crate::report::Report;
 
@@ -302,27 +300,15 @@ pub fn run_latency(
             restamp,
             pending: pending.clone(),
         };
-        let writer = if index == 0 { job_writer.lock().ok().and_then(|mut w| w.take()) } else { None };
-        let writer = Rc::new(RefCell::new(writer));
-        let probe = ProbeHandle::new();
-        let ingest = &job_config.ingest;
-        let source_options =
-            SourceOptions { epoch, idle_poll: poll, ..crate::pipeline::source_options(ingest, &probe) };
-        let detectors = default_detectors(&job_config, &job_reference);
-        let reference = job_reference.clone();
-        let sink_writer = writer.clone();
-        worker.dataflow::<u64, _, _>(|scope| {
-            default_dataflow(
-                scope,
-                vec![partition],
-                source_options,
-                detectors,
-                reference,
-                &probe,
-                sink_writer,
-                features.clone(),
-            );
-        });
+        let (probe, writer) = build_default_job(
+            worker,
+            vec![partition],
+            |options| SourceOptions { epoch, idle_poll: poll, ..options },
+            &job_config,
+            &job_reference,
+            &job_writer,
+            features.clone(),
+        );
         for _ in 0..4 {
             worker.step();
         }
