@@ -7,94 +7,31 @@
 //! its timestamp, for 1 to 4 workers and any scheduling.
 
 use std::collections::BTreeMap;
-use std::sync::mpsc::{Receiver, channel};
-use std::sync::{Arc, Mutex};
 
 use proptest::prelude::*;
 use surveil_operators::{
     Accumulator, Count, EventTimeWindows, First, Last, Max, Mean, Min, Stats, StatsValue, Sum, Variance, Vwap,
     WindowChange, WindowOptions,
 };
-use timely::dataflow::operators::capture::{Capture, Event};
+use timely::dataflow::operators::capture::Capture;
+
+#[path = "support/window_run.rs"]
+mod window_run;
+
+use window_run::{Changes, Keyed, Shape, run};
 
 /// (key, event time, value, id)
 type Rec = (u64, u64, i64, u64);
 /// (time sent at, record)
 type Sent = (u64, Rec);
 
-#[derive(Clone, Copy, Debug)]
-struct Shape {
-    width: u64,
-    slide: u64,
-    lateness: u64,
-}
-
-fn collect<C: IntoIterator>(rx: Receiver<Event<u64, C>>) -> Vec<(u64, C::Item)> {
-    let mut out = Vec::new();
-    for event in rx {
-        if let Event::Messages(stamp, data) = event {
-            let time = *stamp.expect_singleton();
-            out.extend(data.into_iter().map(|d| (time, d)));
-        }
+impl Keyed for Rec {
+    fn key(&self) -> u64 {
+        self.0
     }
-    out
-}
-
-type Changes<O> = Vec<(u64, WindowChange<u64, O>)>;
-
-/// Runs the operator on `workers` workers; each worker sends its share of the records, at their
-/// send times, stepping `steps` times after each advance.
-fn run<V, A>(
-    workers: usize,
-    steps: usize,
-    records: &[Sent],
-    shape: Shape,
-    factory: fn() -> A,
-    value: fn(&Rec) -> V,
-) -> (Changes<A::Output>, Vec<Sent>)
-where
-    V: 'static,
-    A: Accumulator<V> + 'static,
-    A::Output: Clone + PartialEq + Send + 'static,
-{
-    let mut records = records.to_vec();
-    records.sort_by_key(|r| r.0);
-    let records = Arc::new(records);
-    let (tx, rx) = channel();
-    let (late_tx, late_rx) = channel();
-    let (tx, late_tx) = (Mutex::new(tx), Mutex::new(late_tx));
-    timely::execute(timely::Config::process(workers), move |worker| {
-        let tx = tx.lock().map(|t| t.clone()).expect("lock");
-        let late_tx = late_tx.lock().map(|t| t.clone()).expect("lock");
-        let mut input = timely::dataflow::InputHandleVec::<u64, Rec>::new();
-        worker.dataflow(|scope| {
-            let stream = input.to_stream(scope);
-            let options = WindowOptions { allowed_lateness: shape.lateness };
-            let key = |r: &Rec| r.0;
-            let time = |r: &Rec| r.1;
-            let windows = if shape.slide == shape.width {
-                stream.tumbling_window("Tumbling", shape.width, key, time, value, factory, options)
-            } else {
-                stream.sliding_window("Sliding", shape.width, shape.slide, key, time, value, factory, options)
-            };
-            windows.output.capture_into(tx);
-            windows.late.capture_into(late_tx);
-        });
-        let (index, peers) = (worker.index(), worker.peers());
-        for (i, (sent, record)) in records.iter().enumerate() {
-            if *sent > *input.time() {
-                input.advance_to(*sent);
-                for _ in 0..steps {
-                    worker.step();
-                }
-            }
-            if i % peers == index {
-                input.send(*record);
-            }
-        }
-    })
-    .expect("timely runs");
-    (collect(rx), collect(late_rx))
+    fn time(&self) -> u64 {
+        self.1
+    }
 }
 
 fn starts(time: u64, shape: Shape) -> Vec<u64> {
@@ -352,7 +289,7 @@ fn equal_timestamps_and_corrections_on_every_key() {
 /// No input at all: nothing reported, and the dataflow completes.
 #[test]
 fn empty_input_reports_nothing() {
-    let (got, late) = run(2, 1, &[], Shape { width: 5, slide: 1, lateness: 3 }, Count::default, |_| ());
+    let (got, late) = run(2, 1, &[] as &[Sent], Shape { width: 5, slide: 1, lateness: 3 }, Count::default, |_| ());
     assert!(got.is_empty() && late.is_empty());
 }
 

@@ -19,27 +19,31 @@
 //! Integer results must match exactly; floating-point results to a relative 1e-9.
 
 use std::collections::BTreeMap;
-use std::sync::mpsc::{Receiver, channel};
-use std::sync::{Arc, Mutex};
 
 use polars::prelude::*;
 use proptest::prelude::*;
 use surveil_operators::{
-    Accumulator, Count, EventTimeWindows, First, Last, Max, Mean, Min, Stats, StatsValue, Sum, Variance, VarianceValue,
-    Vwap, VwapValue, WindowChange, WindowOptions,
+    Accumulator, Count, First, Last, Max, Mean, Min, Stats, StatsValue, Sum, Variance, VarianceValue, Vwap, VwapValue,
 };
-use timely::dataflow::operators::capture::{Capture, Event};
+
+// The same harness as the operators' own window tests.
+#[path = "../../operators/tests/support/window_run.rs"]
+mod window_run;
+
+use window_run::{Changes, Keyed, Shape, run};
 
 /// (key, event time, price, quantity, id)
 type Rec = (u64, u64, i64, i64, u64);
 /// (time sent at, record)
 type Sent = (u64, Rec);
 
-#[derive(Clone, Copy, Debug)]
-struct Shape {
-    width: u64,
-    slide: u64,
-    lateness: u64,
+impl Keyed for Rec {
+    fn key(&self) -> u64 {
+        self.0
+    }
+    fn time(&self) -> u64 {
+        self.1
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -111,74 +115,6 @@ fn float_price(price: i64) -> f64 {
 
 fn float_quantity(quantity: i64) -> f64 {
     quantity as f64 / 4.0
-}
-
-type Changes<O> = Vec<(u64, WindowChange<u64, O>)>;
-
-fn collect<C: IntoIterator>(rx: Receiver<Event<u64, C>>) -> Vec<(u64, C::Item)> {
-    let mut out = Vec::new();
-    for event in rx {
-        if let Event::Messages(stamp, data) = event {
-            let time = *stamp.expect_singleton();
-            out.extend(data.into_iter().map(|d| (time, d)));
-        }
-    }
-    out
-}
-
-/// Runs the operator on `workers` workers: the records go in in send-time order, each worker
-/// sending every `workers`-th one, with `steps` worker steps after each advance of the input.
-fn run<V, A>(
-    workers: usize,
-    steps: usize,
-    records: &[Sent],
-    shape: Shape,
-    factory: fn() -> A,
-    value: fn(&Rec) -> V,
-) -> (Changes<A::Output>, Vec<(u64, Rec)>)
-where
-    V: 'static,
-    A: Accumulator<V> + 'static,
-    A::Output: Clone + PartialEq + Send + 'static,
-{
-    let mut records = records.to_vec();
-    records.sort_by_key(|r| r.0);
-    let records = Arc::new(records);
-    let (tx, rx) = channel();
-    let (late_tx, late_rx) = channel();
-    let (tx, late_tx) = (Mutex::new(tx), Mutex::new(late_tx));
-    timely::execute(timely::Config::process(workers), move |worker| {
-        let tx = tx.lock().map(|t| t.clone()).expect("lock");
-        let late_tx = late_tx.lock().map(|t| t.clone()).expect("lock");
-        let mut input = timely::dataflow::InputHandleVec::<u64, Rec>::new();
-        worker.dataflow(|scope| {
-            let stream = input.to_stream(scope);
-            let options = WindowOptions { allowed_lateness: shape.lateness };
-            let key = |r: &Rec| r.0;
-            let time = |r: &Rec| r.1;
-            let windows = if shape.slide == shape.width {
-                stream.tumbling_window("Tumbling", shape.width, key, time, value, factory, options)
-            } else {
-                stream.sliding_window("Sliding", shape.width, shape.slide, key, time, value, factory, options)
-            };
-            windows.output.capture_into(tx);
-            windows.late.capture_into(late_tx);
-        });
-        let (index, peers) = (worker.index(), worker.peers());
-        for (i, (sent, record)) in records.iter().enumerate() {
-            if *sent > *input.time() {
-                input.advance_to(*sent);
-                for _ in 0..steps {
-                    worker.step();
-                }
-            }
-            if i % peers == index {
-                input.send(*record);
-            }
-        }
-    })
-    .expect("timely runs");
-    (collect(rx), collect(late_rx))
 }
 
 /// Applies every change to a multiset per `(key, start)`: each window must end with exactly
