@@ -39,7 +39,7 @@ fn parse_csv(c: &mut Criterion) {
             b.iter(|| {
                 events.clear();
                 for (i, line) in body.iter().enumerate() {
-                    let mut ctx = ParseContext { reference: &reference, side: &mut side, announced: &mut announced };
+                    let mut ctx = ParseContext::new(&reference, &mut side, &mut announced);
                     let line = Line { bytes: line.as_bytes(), origin: Origin::new(0, i as u64), companion: None };
                     let _ = parser.parse(&line, &mut ctx, &mut events);
                 }

@@ -541,8 +541,7 @@ fn main() -> anyhow::Result<()> {
                 Some(path) => Config::load(&path)?,
                 None => Config::default(),
             };
-            let summary =
-                run(RunOptions { inputs: inputs(&[input], None), config, workers, out_dir: out, progress: false })?;
+            let summary = run(RunOptions { workers, out_dir: out, ..RunOptions::new(inputs(&[input], None), config) })?;
             println!("{}", serde_json::to_string(&summary)?);
         }
     }

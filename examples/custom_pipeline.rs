@@ -24,7 +24,6 @@ use std::cell::RefCell;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 use surveil::config::Config;
 use surveil::detect::self_trade::SelfTrade;
@@ -72,7 +71,7 @@ fn main() -> anyhow::Result<()> {
     let guards = timely::execute_from_args(args, move |worker| -> Result<Totals, String> {
         let (index, peers) = (worker.index(), worker.peers());
         // This worker's share of the file blocks, each with its parser.
-        let progress = Arc::new(AtomicU64::new(0));
+        let progress = Arc::new(surveil::ingest::ReadProgress::default());
         let counts = Rc::new(RefCell::new(EventCounts::default()));
         let partitions = plan_partitions(&inputs, &config, &reference, index, peers, &progress, &counts)
             .map_err(|e| e.to_string())?;
@@ -93,7 +92,7 @@ fn main() -> anyhow::Result<()> {
             // One rule as its own operator: events are routed by instrument and each worker
             // sees its instruments' events in (time, origin) order.
             let self_trade = Box::new(SelfTrade::new(&config.rules.self_trade));
-            let reports = source.records.detect(vec![self_trade], reference.clone());
+            let reports = source.records.detect(vec![self_trade]);
             let late = source.late.map(|event| Report::Late(Box::new(event)));
             // Alerts, dead letters, dictionary entries and late events all go to worker 0.
             reports.concat(source.side).concat(late).sink(

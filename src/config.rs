@@ -66,34 +66,126 @@ impl Config {
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), String> {
-        if self.ingest.default_price_scale > crate::model::decimal::MAX_SCALE {
+    /// Checks that every value can work (limits, time zones, windows); [`Config::parse`] and
+    /// [`crate::pipeline::run`] call it, so a configuration built in code is checked too.
+    pub fn validate(&self) -> Result<(), String> {
+        let ingest = &self.ingest;
+        if ingest.default_price_scale > crate::model::decimal::MAX_SCALE {
             return Err(format!("ingest.default_price_scale must be at most {}", crate::model::decimal::MAX_SCALE));
         }
-        if self.ingest.epoch.is_zero() {
-            return Err("ingest.epoch must be positive".into());
+        nanos("ingest.epoch", ingest.epoch, Duration::from_nanos(1), MAX_EPOCH)?;
+        nanos("ingest.max_out_of_order", ingest.max_out_of_order, Duration::ZERO, MAX_OUT_OF_ORDER)?;
+        nanos("features.window", self.features.window, Duration::from_nanos(1), MAX_WINDOW)?;
+        if ingest.block_size < MIN_BLOCK_SIZE {
+            return Err(format!("ingest.block_size must be at least {MIN_BLOCK_SIZE} bytes"));
         }
-        if self.features.window.is_zero() {
-            return Err("features.window must be positive".into());
+        if ingest.batch_records == 0 {
+            return Err("ingest.batch_records must be at least 1".into());
+        }
+        if ingest.max_in_flight == 0 {
+            return Err("ingest.max_in_flight must be at least 1: it bounds the records a worker keeps unfinished, \
+                        and no record could be read with a bound of 0"
+                .into());
+        }
+        if ingest.imc.tick.is_zero() || u64::try_from(ingest.imc.tick.as_nanos()).is_err() {
+            return Err("ingest.imc.tick must be positive and below 584 years".into());
         }
         let anomaly = &self.rules.anomaly;
-        if !(anomaly.z_threshold > 0.0 && anomaly.half_life >= 1.0 && (0.0..=1.0).contains(&anomaly.forest_threshold)) {
-            return Err(
-                "rules.anomaly: z_threshold must be positive, half_life at least 1, forest_threshold in [0, 1]".into(),
-            );
+        if !(anomaly.z_threshold.is_finite()
+            && anomaly.z_threshold > 0.0
+            && anomaly.half_life.is_finite()
+            && anomaly.half_life >= 1.0
+            && (0.0..=1.0).contains(&anomaly.forest_threshold)
+            && anomaly.evidence_prior.is_finite()
+            && anomaly.evidence_prior >= 0.0)
+        {
+            return Err("rules.anomaly: z_threshold must be positive, half_life at least 1, forest_threshold in \
+                        [0, 1], evidence_prior finite and not negative"
+                .into());
         }
-        if let Limit::Max(n) = &self.rules.order_limits.max_notional {
-            crate::model::Decimal::parse(n).map_err(|e| format!("rules.order_limits.max_notional {n:?}: {e}"))?;
-        }
-        for (name, o) in &self.rules.order_limits.instruments {
-            if let Some(Limit::Max(n)) = &o.max_notional {
-                crate::model::Decimal::parse(n)
-                    .map_err(|e| format!("rules.order_limits.instruments.{name}.max_notional {n:?}: {e}"))?;
+        let limits = &self.rules.order_limits;
+        quantity_limit("rules.order_limits.max_quantity", &limits.max_quantity)?;
+        notional_limit("rules.order_limits.max_notional", &limits.max_notional)?;
+        for (name, o) in &limits.instruments {
+            if let Some(limit) = &o.max_quantity {
+                quantity_limit(&format!("rules.order_limits.instruments.{name}.max_quantity"), limit)?;
             }
+            if let Some(limit) = &o.max_notional {
+                notional_limit(&format!("rules.order_limits.instruments.{name}.max_notional"), limit)?;
+            }
+        }
+        let collar = &self.rules.price_collar;
+        ticks("rules.price_collar.max_deviation_ticks", collar.max_deviation_ticks)?;
+        for (name, o) in &collar.instruments {
+            ticks(&format!("rules.price_collar.instruments.{name}.max_deviation_ticks"), o.max_deviation_ticks)?;
+        }
+        let otr = &self.rules.order_to_trade;
+        ratio("rules.order_to_trade.max_count_ratio", otr.max_count_ratio)?;
+        ratio("rules.order_to_trade.max_volume_ratio", otr.max_volume_ratio)?;
+        for (name, o) in &otr.instruments {
+            if let Some(r) = o.max_count_ratio {
+                ratio(&format!("rules.order_to_trade.instruments.{name}.max_count_ratio"), r)?;
+            }
+            if let Some(r) = o.max_volume_ratio {
+                ratio(&format!("rules.order_to_trade.instruments.{name}.max_volume_ratio"), r)?;
+            }
+        }
+        if let Some(interval) = otr.report_interval {
+            nanos("rules.order_to_trade.report_interval", interval, Duration::from_nanos(1), MAX_WINDOW)?;
         }
         self.sessions.timezone.parse::<chrono_tz::Tz>().map_err(|e| format!("sessions.timezone: {e}"))?;
         self.ingest.lobster.timezone.parse::<chrono_tz::Tz>().map_err(|e| format!("ingest.lobster.timezone: {e}"))?;
         Ok(())
+    }
+}
+
+/// The smallest block plain files are split into.
+pub const MIN_BLOCK_SIZE: u64 = 4096;
+/// The largest out-of-order bound: a bound holds that much event time of every partition in
+/// memory before anything is complete, and data more than a day out of order is not a stream.
+pub const MAX_OUT_OF_ORDER: Duration = Duration::from_secs(86_400);
+/// The coarsest progress epoch.
+pub const MAX_EPOCH: Duration = Duration::from_secs(3_600);
+/// The longest window or reporting interval.
+pub const MAX_WINDOW: Duration = Duration::from_secs(366 * 86_400);
+
+/// A duration between `min` and `max` (which fits in nanoseconds).
+fn nanos(key: &str, value: Duration, min: Duration, max: Duration) -> Result<(), String> {
+    if value < min || value > max {
+        let show = |d: Duration| humantime::format_duration(d).to_string();
+        return Err(format!("{key} = {} is outside {} to {}", show(value), show(min), show(max)));
+    }
+    Ok(())
+}
+
+fn quantity_limit(key: &str, limit: &Limit<u64>) -> Result<(), String> {
+    match limit {
+        Limit::Max(0) => Err(format!("{key} must be at least 1 (or \"off\")")),
+        _ => Ok(()),
+    }
+}
+
+fn notional_limit(key: &str, limit: &Limit<String>) -> Result<(), String> {
+    let Limit::Max(text) = limit else { return Ok(()) };
+    let value = crate::model::Decimal::parse(text).map_err(|e| format!("{key} {text:?}: {e}"))?;
+    if value.mantissa <= 0 {
+        return Err(format!("{key} {text:?} must be positive (or \"off\")"));
+    }
+    Ok(())
+}
+
+fn ticks(key: &str, ticks: Option<i64>) -> Result<(), String> {
+    match ticks {
+        Some(t) if t < 0 => Err(format!("{key} = {t} must not be negative")),
+        _ => Ok(()),
+    }
+}
+
+fn ratio(key: &str, value: f64) -> Result<(), String> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(())
+    } else {
+        Err(format!("{key} = {value} must be a finite number, not negative"))
     }
 }
 
@@ -585,5 +677,47 @@ mod tests {
         assert!(Config::parse("[rules.order_limits]\nmax_quantity = -1").is_err());
         assert!(Config::parse("[rules.order_limits]\nmax_notional = 5000000").is_err());
         assert!(Config::parse("[sessions]\ntimezone = \"Mars/Olympus\"").is_err());
+    }
+
+    #[test]
+    fn limits_that_cannot_work_are_refused_with_the_key() {
+        for (text, key) in [
+            ("[rules.order_limits]\nmax_notional = \"-1\"", "max_notional"),
+            ("[rules.order_limits]\nmax_notional = \"0\"", "max_notional"),
+            ("[rules.order_limits]\nmax_quantity = 0", "max_quantity"),
+            ("[rules.order_limits.instruments.X]\nmax_notional = \"-5\"", "instruments.X.max_notional"),
+            ("[rules.order_to_trade]\nmax_count_ratio = nan", "max_count_ratio"),
+            ("[rules.order_to_trade]\nmax_count_ratio = -1.0", "max_count_ratio"),
+            ("[rules.order_to_trade]\nmax_volume_ratio = inf", "max_volume_ratio"),
+            ("[rules.order_to_trade.instruments.X]\nmax_count_ratio = -2.0", "instruments.X.max_count_ratio"),
+            ("[ingest]\nmax_out_of_order = \"600000000000d\"", "max_out_of_order"),
+            ("[ingest]\nmax_out_of_order = \"2days\"", "max_out_of_order"),
+            ("[ingest]\nmax_in_flight = 0", "max_in_flight"),
+            ("[ingest]\nblock_size = 100", "block_size"),
+            ("[ingest]\nbatch_records = 0", "batch_records"),
+            ("[ingest]\nepoch = \"0s\"", "epoch"),
+            ("[features]\nwindow = \"0s\"", "features.window"),
+            ("[rules.price_collar]\nmax_deviation_ticks = -1", "max_deviation_ticks"),
+            ("[rules.anomaly]\nz_threshold = nan", "z_threshold"),
+            ("[rules.order_to_trade]\nreport_interval = \"0s\"", "report_interval"),
+        ] {
+            match Config::parse(text) {
+                Ok(_) => panic!("accepted: {text}"),
+                Err(message) => assert!(message.contains(key), "{text}: {message}"),
+            }
+        }
+        // The same checks for a configuration built in code.
+        let mut config = Config::default();
+        config.ingest.max_in_flight = 0;
+        assert!(config.validate().is_err());
+        // Edges that can work are accepted.
+        for text in [
+            "[ingest]\nmax_in_flight = 1",
+            "[ingest]\nmax_out_of_order = \"1day\"",
+            "[rules.order_to_trade]\nmax_count_ratio = 0.0",
+            "[rules.order_limits]\nmax_notional = \"0.01\"",
+        ] {
+            assert!(Config::parse(text).is_ok(), "{text}");
+        }
     }
 }

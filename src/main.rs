@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use surveil::config::Config;
 use surveil::generate::{EventMix, GenerateConfig, generate};
 use surveil::ingest::Format;
-use surveil::pipeline::{RunOptions, RunSummary, inputs, run};
+use surveil::pipeline::{RunOptions, RunSummary, Stop, inputs, run};
 
 /// Real-time trade surveillance: reads orders, cancels, fills, trades and quotes, raises alerts
 /// with their evidence.
@@ -123,10 +123,24 @@ fn main() -> ExitCode {
     match main_inner() {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("surveil: error: {error:#}");
+            eprintln!("surveil: error: {}", message(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each said once: a cause that the message already quotes (many
+/// errors print their cause themselves) is not repeated.
+fn message(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 fn main_inner() -> Result<()> {
@@ -142,17 +156,18 @@ fn main_inner() -> Result<()> {
                 config.rules.anomaly.model = model;
             }
             config.features.export |= export_features;
+            let stop = stop_on_signals()?;
             let summary = run(RunOptions {
-                inputs: inputs(&paths, format),
-                config,
                 workers,
                 out_dir: out.clone(),
                 progress: !quiet,
+                stop: Some(stop),
+                ..RunOptions::new(inputs(&paths, format), config)
             })?;
             if !quiet {
                 print_summary(&summary, &out);
             }
-            Ok(())
+            interrupted(&summary)
         }
         Some(Command::Train { job, out, features, inputs: paths }) => {
             let config = job.config()?;
@@ -228,9 +243,18 @@ fn run_default() -> Result<()> {
         out.display(),
         events.display()
     );
-    let summary =
-        run(RunOptions { inputs: inputs(&[events], None), config, workers, out_dir: out.clone(), progress: true })?;
+    let stop = stop_on_signals()?;
+    let summary = run(RunOptions {
+        workers,
+        out_dir: out.clone(),
+        progress: true,
+        stop: Some(stop),
+        ..RunOptions::new(inputs(&[events], None), config)
+    })?;
     print_summary(&summary, &out);
+    if !summary.complete {
+        return interrupted(&summary);
+    }
     // The bundled day knows its injected breaches: say how many the detectors found.
     let labels = dir.join("labels.csv");
     if labels.exists() {
@@ -249,4 +273,38 @@ fn run_default() -> Result<()> {
 fn print_summary(summary: &RunSummary, out: &Path) {
     eprintln!("{}", summary.table());
     eprintln!("  output: {}", out.display());
+}
+
+/// The first SIGINT or SIGTERM asks the run to stop reading and finish its output; the
+/// second exits at once (leaving only `.partial` files beside any earlier run's output).
+fn stop_on_signals() -> Result<Stop> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = Stop::default();
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
+    let requested = stop.clone();
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
+            if requested.is_requested() {
+                eprintln!("surveil: {name} again: exiting at once; the output folder keeps only .partial files");
+                std::process::exit(128 + signal);
+            }
+            eprintln!("surveil: {name}: stopping; finishing what was read (again to exit at once)");
+            requested.request(name);
+        }
+    });
+    Ok(stop)
+}
+
+/// An interrupted run is an error for the caller (exit code 130 for SIGINT, 143 for SIGTERM),
+/// with its output whole up to where it stopped.
+fn interrupted(summary: &RunSummary) -> Result<()> {
+    match &summary.interrupted {
+        None => Ok(()),
+        Some(stop) => {
+            eprintln!("surveil: interrupted ({}): summary.json says up to where each input was read", stop.reason);
+            let code = if stop.reason == "SIGTERM" { 143 } else { 130 };
+            std::process::exit(code);
+        }
+    }
 }

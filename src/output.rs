@@ -5,6 +5,7 @@
 //! are written in `(event time, id)` order, which makes `alerts.jsonl` identical (apart from
 //! the `detected_at` wall-clock field) on any number of workers.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -207,18 +208,43 @@ impl Renderer {
         index.as_mut()?.line_at(offset).ok()
     }
 
-    /// A dead letter as a JSON object. Letters judged away from the file (`unknown_order`)
-    /// get their line here, from the byte offset, when the input is a plain file.
+    /// A dead letter as a JSON object.
     pub fn dead_letter(&self, letter: &DeadLetter) -> Json {
+        serde_json::to_value(self.dead_letter_line(letter)).unwrap_or(Json::Null)
+    }
+
+    /// A dead letter as its output line's fields. Letters judged away from the file
+    /// (`unknown_order`) get their line here, from the byte offset, when the input is a plain
+    /// file, and their raw text from the parsed event with its names.
+    fn dead_letter_line<'a>(&'a self, letter: &'a DeadLetter) -> DeadLetterLine<'a> {
         let line = letter.line.or_else(|| self.line_of(letter.source, letter.offset));
-        json!({
-            "source": self.source(letter.source),
-            "line": line,
-            "offset": letter.offset,
-            "raw": letter.raw,
-            "reason": letter.reason.as_str(),
-            "detail": letter.detail,
-        })
+        let (raw, detail) = match &letter.event {
+            Some(event) if letter.raw.is_empty() => {
+                let raw = crate::ingest::csv::write::line(event, &self.names, &self.reference);
+                let detail = match memchr::memmem::find(
+                    letter.detail.as_bytes(),
+                    crate::detect::orders::ORDER_NAME.as_bytes(),
+                ) {
+                    Some(at) => {
+                        let mut detail = String::with_capacity(letter.detail.len() + 16);
+                        detail.push_str(&letter.detail[..at]);
+                        if let Some(order) = event.order() {
+                            self.names.write_name(order, &mut detail);
+                        }
+                        detail.push_str(&letter.detail[at + crate::detect::orders::ORDER_NAME.len()..]);
+                        Cow::Owned(detail)
+                    }
+                    None => Cow::Borrowed(letter.detail.as_str()),
+                };
+                (Cow::Owned(raw), detail)
+            }
+            _ => (Cow::Borrowed(letter.raw.as_str()), Cow::Borrowed(letter.detail.as_str())),
+        };
+        let source = match self.sources.get(letter.source as usize) {
+            Some(name) => SourceName::Name(name),
+            None => SourceName::Index(letter.source),
+        };
+        DeadLetterLine { detail, line, offset: letter.offset, raw, reason: letter.reason.as_str(), source }
     }
 
     /// An order-to-trade value as a JSON object.
@@ -240,6 +266,104 @@ impl Renderer {
     }
 }
 
+/// A dead letter's output line, fields in the file's (alphabetical) order, serialized
+/// directly: a feed that goes bad writes many of these.
+#[derive(serde::Serialize)]
+struct DeadLetterLine<'a> {
+    detail: Cow<'a, str>,
+    line: Option<u64>,
+    offset: u64,
+    raw: Cow<'a, str>,
+    reason: &'static str,
+    source: SourceName<'a>,
+}
+
+/// An input's name, or its index when it has none.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum SourceName<'a> {
+    Name(&'a str),
+    Index(u32),
+}
+
+impl DeadLetterLine<'_> {
+    /// The line as JSON with its line end, byte for byte what `serde_json` writes for it,
+    /// without the serializer's per-byte escaping (a feed that goes bad writes millions).
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let mut number = itoa::Buffer::new();
+        out.extend_from_slice(b"{\"detail\":");
+        write_json_str(out, &self.detail);
+        out.extend_from_slice(b",\"line\":");
+        match self.line {
+            Some(line) => out.extend_from_slice(number.format(line).as_bytes()),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"offset\":");
+        out.extend_from_slice(number.format(self.offset).as_bytes());
+        out.extend_from_slice(b",\"raw\":");
+        write_json_str(out, &self.raw);
+        out.extend_from_slice(b",\"reason\":");
+        write_json_str(out, self.reason);
+        out.extend_from_slice(b",\"source\":");
+        match self.source {
+            SourceName::Name(name) => write_json_str(out, name),
+            SourceName::Index(index) => out.extend_from_slice(number.format(index).as_bytes()),
+        }
+        out.extend_from_slice(b"}\n");
+    }
+}
+
+/// Appends `text` as a JSON string, escaped as `serde_json` escapes it: runs of plain bytes
+/// are copied whole.
+fn write_json_str(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        // Eight bytes at a time while none needs escaping (SWAR: a byte below 0x20, a quote or
+        // a backslash sets its high bit in `special`).
+        if let Some(chunk) = bytes.get(i..i + 8) {
+            let v = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+            const ONES: u64 = 0x0101_0101_0101_0101;
+            const HIGH: u64 = 0x8080_8080_8080_8080;
+            let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+            let special = (v.wrapping_sub(ONES * 0x20) & !v & HIGH)
+                | zero(v ^ (ONES * b'"' as u64))
+                | zero(v ^ (ONES * b'\\' as u64));
+            if special == 0 {
+                i += 8;
+                continue;
+            }
+        }
+        let b = bytes[i];
+        i += 1;
+        if b >= 0x20 && b != b'"' && b != b'\\' {
+            continue;
+        }
+        let i = i - 1;
+        out.extend_from_slice(&bytes[start..i]);
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[(b >> 4) as usize]);
+                out.push(HEX[(b & 0xf) as usize]);
+            }
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
 /// What the writer counted.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct WrittenCounts {
@@ -257,7 +381,8 @@ pub struct WrittenCounts {
     pub symbol_collisions: u64,
 }
 
-/// Writes reports into JSON Lines files in a folder.
+/// Writes reports into JSON Lines files in a folder, under their partial names (see
+/// [`OutputFolder`]) until the run commits them.
 pub struct ReportWriter {
     renderer: Renderer,
     alerts: BufWriter<File>,
@@ -268,14 +393,16 @@ pub struct ReportWriter {
     /// Counts so far.
     pub counts: WrittenCounts,
     error: Option<std::io::Error>,
+    /// A line being rendered (reused).
+    line: Vec<u8>,
 }
 
 impl ReportWriter {
-    /// Creates (truncates) the output files in `dir`.
-    pub fn create(dir: &Path, renderer: Renderer) -> std::io::Result<ReportWriter> {
-        std::fs::create_dir_all(dir)?;
-        let open =
-            |name: &str| -> std::io::Result<BufWriter<File>> { Ok(BufWriter::new(File::create(dir.join(name))?)) };
+    /// Creates (truncates) the output files of `folder`, under their partial names.
+    pub fn create(folder: &OutputFolder, renderer: Renderer) -> std::io::Result<ReportWriter> {
+        let open = |name: &str| -> std::io::Result<BufWriter<File>> {
+            Ok(BufWriter::with_capacity(1 << 16, File::create(folder.partial(name))?))
+        };
         Ok(ReportWriter {
             renderer,
             alerts: open(ALERTS)?,
@@ -285,15 +412,25 @@ impl ReportWriter {
             features: None,
             counts: WrittenCounts::default(),
             error: None,
+            line: Vec::with_capacity(512),
         })
     }
 
-    /// Also writes feature rows (windows of `window_ns`) to `features.csv` in `dir`.
-    pub fn export_features(&mut self, dir: &Path, window_ns: u64) -> std::io::Result<()> {
-        let mut file = BufWriter::new(File::create(dir.join(crate::features::export::FEATURES_FILE))?);
+    /// Also writes feature rows (windows of `window_ns`) to `features.csv` in `folder`.
+    pub fn export_features(&mut self, folder: &OutputFolder, window_ns: u64) -> std::io::Result<()> {
+        let mut file = BufWriter::new(File::create(folder.partial(FEATURES))?);
         writeln!(file, "{}", crate::features::export::header())?;
         self.features = Some((file, window_ns));
         Ok(())
+    }
+
+    /// The files this writer produces.
+    pub fn files(&self) -> Vec<&'static str> {
+        let mut files = vec![ALERTS, DEAD_LETTERS, LATE, RATIOS];
+        if self.features.is_some() {
+            files.push(FEATURES);
+        }
+        files
     }
 
     /// Writes one completed batch: dictionary entries first, then everything else in a
@@ -311,12 +448,14 @@ impl ReportWriter {
             let result = match &report {
                 Report::Symbol(..) => Ok(()),
                 Report::Alert(alert) => {
-                    *self.counts.alerts_by_rule.entry(alert.rule.as_str().into()).or_default() += 1;
+                    count(&mut self.counts.alerts_by_rule, alert.rule.as_str());
                     writeln!(self.alerts, "{}", self.renderer.alert(alert))
                 }
                 Report::DeadLetter(letter) => {
-                    *self.counts.dead_letters_by_reason.entry(letter.reason.as_str().into()).or_default() += 1;
-                    writeln!(self.dead_letters, "{}", self.renderer.dead_letter(letter))
+                    count(&mut self.counts.dead_letters_by_reason, letter.reason.as_str());
+                    self.line.clear();
+                    self.renderer.dead_letter_line(letter).write_json(&mut self.line);
+                    self.dead_letters.write_all(&self.line)
                 }
                 Report::Late(event) => {
                     self.counts.late_events += 1;
@@ -343,19 +482,166 @@ impl ReportWriter {
         }
     }
 
-    /// Flushes the files; reports the first write error, if any.
+    /// Flushes the files to disk (fsync); reports the first write error, if any.
     pub fn finish(&mut self) -> std::io::Result<WrittenCounts> {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
         for w in [&mut self.alerts, &mut self.dead_letters, &mut self.late, &mut self.ratios] {
             w.flush()?;
+            w.get_ref().sync_all()?;
         }
         if let Some((file, _)) = &mut self.features {
             file.flush()?;
+            file.get_ref().sync_all()?;
         }
         self.counts.symbol_collisions = self.renderer.names.collisions();
         Ok(self.counts.clone())
+    }
+}
+
+/// Adds one to `key`'s count, allocating the key only the first time.
+fn count(counts: &mut BTreeMap<String, u64>, key: &str) {
+    match counts.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(key.into(), 1);
+        }
+    }
+}
+
+/// Feature rows (when exported).
+pub const FEATURES: &str = crate::features::export::FEATURES_FILE;
+
+/// Every file a run may write, the summary last.
+pub const ALL_FILES: [&str; 6] = [ALERTS, DEAD_LETTERS, LATE, RATIOS, FEATURES, SUMMARY];
+
+/// The suffix of a file being written: a file under this name is never a finished output.
+pub const PARTIAL_SUFFIX: &str = ".partial";
+
+/// Why an output folder cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// The folder cannot be created or written.
+    #[error("output folder {path}")]
+    Io {
+        /// The folder or file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The path names something that is not a folder.
+    #[error("output folder {0} is not a folder")]
+    NotAFolder(PathBuf),
+    /// Writing the outputs would overwrite an input.
+    #[error("refusing to write {output}: it is the input {input} (choose another output folder)")]
+    WouldOverwriteInput {
+        /// The output file.
+        output: PathBuf,
+        /// The input it is.
+        input: PathBuf,
+    },
+}
+
+/// An output folder whose files are whole or clearly partial: a run writes each file under
+/// `NAME.partial`, and [`OutputFolder::commit`] moves them into place, removes files of an
+/// earlier run that this run did not write, and writes `summary.json` last. A folder with a
+/// `summary.json` therefore holds the complete set of one run; a run that is killed leaves only
+/// `.partial` files beside the earlier run's, and the next run removes them.
+#[derive(Debug)]
+pub struct OutputFolder {
+    dir: PathBuf,
+}
+
+/// Identity of a file: device and inode on Unix, the canonical path elsewhere.
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok()?;
+        Some((meta.dev(), meta.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+impl OutputFolder {
+    /// Creates `dir` if needed and checks that no file the run may write (final or partial)
+    /// is one of `inputs` (by file identity, and by canonical path for files not there yet).
+    /// Removes partial files left by an interrupted earlier run.
+    pub fn prepare(dir: &Path, inputs: &[PathBuf]) -> Result<OutputFolder, OutputError> {
+        if dir.exists() && !dir.is_dir() {
+            return Err(OutputError::NotAFolder(dir.into()));
+        }
+        std::fs::create_dir_all(dir).map_err(|source| OutputError::Io { path: dir.into(), source })?;
+        let canonical_dir = dir.canonicalize().map_err(|source| OutputError::Io { path: dir.into(), source })?;
+        /// An input as given, canonical, and its file identity.
+        type Known = (PathBuf, Option<PathBuf>, Option<(u64, u64)>);
+        let inputs: Vec<Known> = inputs.iter().map(|p| (p.clone(), p.canonicalize().ok(), identity(p))).collect();
+        for name in ALL_FILES {
+            for file in [name.to_string(), format!("{name}{PARTIAL_SUFFIX}")] {
+                let path = canonical_dir.join(&file);
+                let id = identity(&path);
+                for (input, canonical, input_id) in &inputs {
+                    let same_file = id.is_some() && id == *input_id;
+                    let same_path = canonical.as_deref() == Some(path.as_path());
+                    if same_file || same_path {
+                        return Err(OutputError::WouldOverwriteInput { output: dir.join(&file), input: input.clone() });
+                    }
+                }
+            }
+        }
+        for name in ALL_FILES {
+            let partial = dir.join(format!("{name}{PARTIAL_SUFFIX}"));
+            if partial.exists() {
+                std::fs::remove_file(&partial).map_err(|source| OutputError::Io { path: partial, source })?;
+            }
+        }
+        Ok(OutputFolder { dir: dir.into() })
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where `name` is written until the run commits.
+    pub fn partial(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}{PARTIAL_SUFFIX}"))
+    }
+
+    /// Moves the written files into place and writes the summary: the earlier summary goes
+    /// first (so no summary describes a mix), then each written file replaces its earlier
+    /// version, files of an earlier run this run did not write are removed, and the new
+    /// summary is written, synced and renamed into place last.
+    pub fn commit(&self, written: &[&str], summary: &[u8]) -> std::io::Result<()> {
+        let remove = |path: &Path| match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+        remove(&self.dir.join(SUMMARY))?;
+        for name in ALL_FILES.iter().filter(|n| **n != SUMMARY) {
+            if written.contains(name) {
+                std::fs::rename(self.partial(name), self.dir.join(name))?;
+            } else {
+                remove(&self.dir.join(name))?;
+            }
+        }
+        let partial = self.partial(SUMMARY);
+        {
+            let mut file = File::create(&partial)?;
+            file.write_all(summary)?;
+            file.sync_all()?;
+        }
+        std::fs::rename(&partial, self.dir.join(SUMMARY))?;
+        // The renames themselves reach the disk with the folder.
+        if let Ok(dir) = File::open(&self.dir) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
     }
 }
 
@@ -377,5 +663,37 @@ fn order_key(time: u64, report: &Report) -> (u8, u64, u64, u128) {
 
 /// The folder's files, for messages.
 pub fn describe(dir: &Path) -> Vec<PathBuf> {
-    [ALERTS, DEAD_LETTERS, LATE, RATIOS, SUMMARY].iter().map(|f| dir.join(f)).collect()
+    ALL_FILES.iter().map(|f| dir.join(f)).collect()
+}
+
+#[cfg(test)]
+mod json_tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// The hand-written dead-letter line is byte for byte what serde_json writes.
+        #[test]
+        fn dead_letter_lines_match_serde_json(
+            detail in ".{0,40}",
+            raw in proptest::collection::vec(proptest::prelude::any::<char>(), 0..60),
+            line in proptest::option::of(proptest::prelude::any::<u64>()),
+            offset in proptest::prelude::any::<u64>(),
+            named in proptest::prelude::any::<bool>(),
+        ) {
+            let raw: String = raw.into_iter().collect();
+            let letter = DeadLetterLine {
+                detail: Cow::Owned(detail),
+                line,
+                offset,
+                raw: Cow::Owned(raw),
+                reason: "bad_price",
+                source: if named { SourceName::Name("a \"b\"\\c\u{1}.csv") } else { SourceName::Index(7) },
+            };
+            let mut ours = Vec::new();
+            letter.write_json(&mut ours);
+            let mut theirs = serde_json::to_vec(&letter).expect("serialize");
+            theirs.push(b'\n');
+            proptest::prop_assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&theirs));
+        }
+    }
 }

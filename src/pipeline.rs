@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,9 +29,9 @@ use timely::dataflow::{ProbeHandle, Scope, Stream};
 
 use crate::config::Config;
 use crate::detect::{Detector, SurveillanceProcessor, default_detectors};
-use crate::ingest::{EventCounts, InputError, InputSpec, plan_partitions};
+use crate::ingest::{EventCounts, InputError, InputSpec, ReadProgress, plan_partitions};
 use crate::model::{Event, EventKind};
-use crate::output::{Renderer, ReportWriter, SUMMARY, WrittenCounts};
+use crate::output::{OutputFolder, Renderer, ReportWriter, WrittenCounts};
 use crate::reference::{ReferenceData, ReferenceError};
 use crate::report::Report;
 
@@ -45,13 +45,19 @@ pub enum RunError {
     #[error(transparent)]
     Reference(#[from] ReferenceError),
     /// Output cannot be written.
-    #[error("writing output to {path}: {source}")]
+    #[error("writing output to {path}")]
     Output {
         /// The folder.
         path: PathBuf,
         /// The cause.
         source: std::io::Error,
     },
+    /// The output folder cannot be used.
+    #[error(transparent)]
+    OutputFolder(#[from] crate::output::OutputError),
+    /// The configuration cannot work.
+    #[error("invalid configuration: {0}")]
+    Config(String),
     /// A worker failed.
     #[error("dataflow failed: {0}")]
     Dataflow(String),
@@ -73,11 +79,82 @@ pub struct RunOptions {
     pub out_dir: PathBuf,
     /// Show a progress bar on a terminal.
     pub progress: bool,
+    /// A request to stop early (an interrupt): reading stops, what was read is processed and
+    /// written, and the summary says where the run stopped.
+    pub stop: Option<Stop>,
+}
+
+impl RunOptions {
+    /// Runs `inputs` with `config` on one worker into `out`, without a progress bar.
+    pub fn new(inputs: Vec<InputSpec>, config: Config) -> RunOptions {
+        RunOptions { inputs, config, workers: 1, out_dir: PathBuf::from("out"), progress: false, stop: None }
+    }
+}
+
+/// A request to stop a run early, shared with whatever raises it (a signal handler, a test).
+#[derive(Clone, Debug, Default)]
+pub struct Stop {
+    flag: Arc<AtomicBool>,
+    reason: Arc<Mutex<Option<String>>>,
+}
+
+impl Stop {
+    /// Asks the run to stop reading; the first reason given is kept.
+    pub fn request(&self, reason: &str) {
+        if let Ok(mut r) = self.reason.lock()
+            && r.is_none()
+        {
+            *r = Some(reason.into());
+        }
+        self.flag.store(true, Ordering::SeqCst);
+    }
+
+    /// True once a stop was requested.
+    pub fn is_requested(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    /// Why the run was asked to stop.
+    pub fn reason(&self) -> Option<String> {
+        self.reason.lock().ok().and_then(|r| r.clone())
+    }
+
+    /// The flag the sources watch.
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        self.flag.clone()
+    }
+}
+
+/// Where an interrupted run stopped.
+#[derive(Clone, Debug, Serialize)]
+pub struct Interruption {
+    /// Why reading stopped (for example `SIGINT`).
+    pub reason: String,
+    /// Per input, the byte ranges that were read and processed completely: every record in
+    /// them was handled and its alerts, dead letters and late events are in the output; a
+    /// rerun over the rest of each input completes the picture.
+    pub read: Vec<InputRead>,
+}
+
+/// What an interrupted run read of one input.
+#[derive(Clone, Debug, Serialize)]
+pub struct InputRead {
+    /// The input.
+    pub input: String,
+    /// `[start, end)` byte ranges read (of the decompressed stream for gzip).
+    pub ranges: Vec<(u64, u64)>,
+    /// The whole input was read.
+    pub finished: bool,
 }
 
 /// Totals of a run, written to `summary.json`.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RunSummary {
+    /// True when every input was read to its end; false when the run was interrupted.
+    pub complete: bool,
+    /// Where an interrupted run stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<Interruption>,
     /// Inputs read.
     pub inputs: Vec<String>,
     /// Worker threads.
@@ -88,6 +165,9 @@ pub struct RunSummary {
     pub events: u64,
     /// Bytes read.
     pub bytes: u64,
+    /// What became of every line read: `read = header + blank + accepted + rejected`, and
+    /// every rejected line is a dead letter.
+    pub lines: crate::ingest::LineCounts,
     /// Alerts, dead letters, late events, ratio values.
     #[serde(flatten)]
     pub written: WrittenCounts,
@@ -145,24 +225,16 @@ pub fn route(symbol: crate::model::Symbol) -> u64 {
 /// and in event-time order. This is how a single rule runs as its own operator.
 pub trait Detect<'scope> {
     /// Runs `detectors` and returns their reports.
-    fn detect(
-        self,
-        detectors: Vec<Box<dyn Detector>>,
-        reference: Arc<ReferenceData>,
-    ) -> Stream<'scope, u64, Vec<Report>>;
+    fn detect(self, detectors: Vec<Box<dyn Detector>>) -> Stream<'scope, u64, Vec<Report>>;
 }
 
 impl<'scope> Detect<'scope> for Stream<'scope, u64, Vec<Event>> {
-    fn detect(
-        self,
-        detectors: Vec<Box<dyn Detector>>,
-        reference: Arc<ReferenceData>,
-    ) -> Stream<'scope, u64, Vec<Report>> {
+    fn detect(self, detectors: Vec<Box<dyn Detector>>) -> Stream<'scope, u64, Vec<Report>> {
         self.process_in_time_order(
             "Detect",
             |e: &Event| route(e.instrument),
             |e: &Event| e.order_key(),
-            SurveillanceProcessor::new(detectors, reference),
+            SurveillanceProcessor::new(detectors),
         )
     }
 }
@@ -171,9 +243,8 @@ impl<'scope> Detect<'scope> for Stream<'scope, u64, Vec<Event>> {
 pub fn detect<'scope>(
     events: Stream<'scope, u64, Vec<Event>>,
     detector: Box<dyn Detector>,
-    reference: Arc<ReferenceData>,
 ) -> Stream<'scope, u64, Vec<Report>> {
-    events.detect(vec![detector], reference)
+    events.detect(vec![detector])
 }
 
 /// What the job does with the feature store: nothing, export its rows, score them, or both.
@@ -251,11 +322,12 @@ pub fn default_dataflow<'scope, P>(
     detectors: Vec<Box<dyn Detector>>,
     reference: Arc<ReferenceData>,
     probe: &ProbeHandle<u64>,
-    writer: Rc<RefCell<Option<ReportWriter>>>,
+    slot: WriterSlot,
     features: FeatureJob,
 ) where
     P: Partition<Record = Event, Side = Report> + 'static,
 {
+    let WriterSlot { writer, flushed } = slot;
     // Reports waiting for the watermark, by time: only the ready prefix is touched per activation.
     let mut pending: std::collections::BTreeMap<u64, Vec<Report>> = std::collections::BTreeMap::new();
     let source = partitioned_source(scope, "Ingest", partitions, options);
@@ -263,13 +335,17 @@ pub fn default_dataflow<'scope, P>(
     if features.is_active() {
         detectors.push(Box::new(FeatureRecorder::new(features.window_ns, reference.clone())));
     }
-    let reports = source.records.detect(detectors, reference);
+    let reports = source.records.detect(detectors);
     let reports = if features.is_active() { features.build(reports) } else { reports };
     let late = source.late.map(|e| Report::Late(Box::new(e)));
     reports.concat(source.side).concat(late).probe_with(probe).sink(
         Exchange::new(|_: &Report| 0),
         "WriteReports",
         move |(input, frontier)| {
+            if frontier.is_empty() {
+                // Everything has arrived; written below, before the worker is told.
+                flushed.set(true);
+            }
             let mut guard = writer.borrow_mut();
             let Some(writer) = guard.as_mut() else {
                 input.for_each(|_, _| {});
@@ -310,20 +386,40 @@ pub fn build_default_job<P>(
     reference: &Arc<ReferenceData>,
     writer: &Mutex<Option<ReportWriter>>,
     features: FeatureJob,
-) -> (ProbeHandle<u64>, Rc<RefCell<Option<ReportWriter>>>)
+) -> (ProbeHandle<u64>, WriterSlot)
 where
     P: Partition<Record = Event, Side = Report> + 'static,
 {
     let taken = if worker.index() == 0 { writer.lock().ok().and_then(|mut w| w.take()) } else { None };
-    let writer = Rc::new(RefCell::new(taken));
+    let slot = WriterSlot { writer: Rc::new(RefCell::new(taken)), flushed: Rc::default() };
     let probe = ProbeHandle::new();
     let options = adjust(source_options(&config.ingest, &probe));
     let detectors = default_detectors(config, reference);
-    let sink_writer = writer.clone();
+    let sink = slot.clone();
     worker.dataflow::<u64, _, _>(|scope| {
-        default_dataflow(scope, partitions, options, detectors, reference.clone(), &probe, sink_writer, features);
+        default_dataflow(scope, partitions, options, detectors, reference.clone(), &probe, sink, features);
     });
-    (probe, writer)
+    (probe, slot)
+}
+
+/// A worker's report writer (worker 0 holds the real one) and whether the sink has seen
+/// everything: the sink sets `flushed` once its input is complete.
+#[derive(Clone, Default)]
+pub struct WriterSlot {
+    /// The writer, on worker 0.
+    pub writer: Rc<RefCell<Option<ReportWriter>>>,
+    /// True once the sink has written everything it will ever receive.
+    pub flushed: Rc<std::cell::Cell<bool>>,
+}
+
+impl WriterSlot {
+    /// Steps `worker` until the sink has seen its complete input: every report has been handed
+    /// to the writer. Parks while idle, waking at least every 100 ms.
+    pub fn drive(&self, worker: &mut timely::worker::Worker) {
+        while !self.flushed.get() {
+            worker.step_or_park(Some(Duration::from_millis(100)));
+        }
+    }
 }
 
 /// The source settings of the default job: lateness, epoch, batching and back-pressure from the
@@ -350,35 +446,60 @@ fn peak_rss() -> Option<u64> {
 struct WorkerResult {
     counts: EventCounts,
     written: Option<WrittenCounts>,
+    files: Vec<&'static str>,
     error: Option<String>,
 }
 
+/// Checks that an input can be opened as a file and that its format fits (a header it needs,
+/// a file name it reads dates from): a clear error before any worker starts. A file whose
+/// content cannot be read (a truncated gzip stream) is not an error here: the run reads what
+/// it can and reports the rest as an `io_error` dead letter.
+fn check_input(input: &InputSpec, config: &Config) -> Result<u64, InputError> {
+    let io = |source| InputError::Io { path: input.path.clone(), source };
+    let meta = std::fs::metadata(&input.path).map_err(io)?;
+    if meta.is_dir() {
+        return Err(InputError::Format { path: input.path.clone(), message: "is a folder, not a file".into() });
+    }
+    std::fs::File::open(&input.path).map_err(io)?;
+    match crate::ingest::parser_for(input, config) {
+        Ok(_) | Err(InputError::Io { .. }) => Ok(meta.len()),
+        Err(format) => Err(format),
+    }
+}
+
 /// Runs the default job and writes `alerts.jsonl`, `dead_letters.jsonl`, `late_events.jsonl`,
-/// `order_to_trade.jsonl` and `summary.json` into the output folder.
+/// `order_to_trade.jsonl` and `summary.json` into the output folder (see [`OutputFolder`] for
+/// how a run's files replace an earlier run's).
 pub fn run(options: RunOptions) -> Result<RunSummary, RunError> {
     let started = Instant::now();
-    let RunOptions { inputs, config, workers, out_dir, progress } = options;
+    let RunOptions { inputs, config, workers, out_dir, progress, stop } = options;
+    config.validate().map_err(RunError::Config)?;
     let reference = Arc::new(ReferenceData::load(&config)?);
     // Validate every input before starting workers: a missing file or a bad header is a
     // clear error, not a hang.
     let mut total_bytes = 0;
     for input in &inputs {
-        crate::ingest::parser_for(input, &config)?;
-        total_bytes +=
-            std::fs::metadata(&input.path).map_err(|source| InputError::Io { path: input.path.clone(), source })?.len();
+        total_bytes += check_input(input, &config)?;
     }
     let sources: Vec<String> = inputs.iter().map(|i| i.path.display().to_string()).collect();
     let feature_job = FeatureJob::from_config(&config)?;
-    let mut writer = ReportWriter::create(&out_dir, Renderer::new(reference.clone(), sources.clone()))
+    // Nothing the run writes may be something it reads.
+    let mut protected: Vec<PathBuf> = inputs.iter().map(|i| i.path.clone()).collect();
+    protected.extend(config.reference.instruments.iter().cloned());
+    protected.extend(config.reference.accounts.iter().cloned());
+    protected.extend(config.rules.anomaly.model.iter().cloned());
+    let folder = OutputFolder::prepare(&out_dir, &protected)?;
+    let mut writer = ReportWriter::create(&folder, Renderer::new(reference.clone(), sources.clone()))
         .map_err(|source| RunError::Output { path: out_dir.clone(), source })?;
     if feature_job.export {
         writer
-            .export_features(&out_dir, feature_job.window_ns)
+            .export_features(&folder, feature_job.window_ns)
             .map_err(|source| RunError::Output { path: out_dir.clone(), source })?;
     }
     let writer = Arc::new(Mutex::new(Some(writer)));
-    let bytes_read = Arc::new(AtomicU64::new(0));
+    let read_progress = Arc::new(ReadProgress::default());
     let finished = Arc::new(AtomicBool::new(false));
+    let stop = stop.unwrap_or_default();
 
     let bar = (progress && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new(total_bytes);
@@ -388,10 +509,10 @@ pub fn run(options: RunOptions) -> Result<RunSummary, RunError> {
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
-        let (bar2, read, done) = (bar.clone(), bytes_read.clone(), finished.clone());
+        let (bar2, read, done) = (bar.clone(), read_progress.clone(), finished.clone());
         std::thread::spawn(move || {
             while !done.load(Ordering::Relaxed) {
-                bar2.set_position(read.load(Ordering::Relaxed));
+                bar2.set_position(read.bytes());
                 std::thread::sleep(Duration::from_millis(100));
             }
         });
@@ -403,42 +524,41 @@ pub fn run(options: RunOptions) -> Result<RunSummary, RunError> {
     let job_config = config.clone();
     let job_reference = reference.clone();
     let job_writer = writer.clone();
-    let job_bytes = bytes_read.clone();
+    let job_progress = read_progress.clone();
     let job_features = feature_job.clone();
+    let job_stop = stop.flag();
     let guards = timely::execute(timely_config, move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
         let counts = Rc::new(RefCell::new(EventCounts::default()));
         let (partitions, error) =
-            match plan_partitions(&job_inputs, &job_config, &job_reference, index, peers, &job_bytes, &counts) {
+            match plan_partitions(&job_inputs, &job_config, &job_reference, index, peers, &job_progress, &counts) {
                 Ok(p) => (p, None),
                 Err(e) => (Vec::new(), Some(e.to_string())),
             };
-        let (probe, writer) = build_default_job(
+        let (_probe, slot) = build_default_job(
             worker,
             partitions,
-            |options| options,
+            |options| SourceOptions { stop: Some(job_stop.clone()), ..options },
             &job_config,
             &job_reference,
             &job_writer,
             job_features.clone(),
         );
-        // Park when nothing is active (a live feed between messages) instead of spinning: a
-        // spinning worker takes the core from the system's own work, which then preempts it.
-        while !probe.done() {
-            worker.step_or_park(None);
-        }
-        // Let the writer see the final (empty) frontier.
-        for _ in 0..4 {
-            worker.step();
-        }
+        // Drive the worker until the sink has seen its complete input, so the writer has
+        // written everything it was sent. Park when nothing is active (a live feed between
+        // messages) instead of spinning: a spinning worker takes the core from the system's
+        // own work, which then preempts it.
+        slot.drive(worker);
         let counts = *counts.borrow();
-        let written = writer.borrow_mut().as_mut().map(|w| w.finish().map_err(|e| e.to_string()));
+        let mut writer = slot.writer.borrow_mut();
+        let files = writer.as_ref().map(|w| w.files()).unwrap_or_default();
+        let written = writer.as_mut().map(|w| w.finish().map_err(|e| e.to_string()));
         let (written, write_error) = match written {
             Some(Ok(c)) => (Some(c), None),
             Some(Err(e)) => (None, Some(e)),
             None => (None, None),
         };
-        WorkerResult { counts, written, error: error.or(write_error) }
+        WorkerResult { counts, written, files, error: error.or(write_error) }
     })
     .map_err(RunError::Dataflow)?;
 
@@ -447,8 +567,9 @@ pub fn run(options: RunOptions) -> Result<RunSummary, RunError> {
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    let mut summary = RunSummary { inputs: sources, workers: workers.max(1), ..Default::default() };
+    let mut summary = RunSummary { inputs: sources.clone(), workers: workers.max(1), ..Default::default() };
     let mut events_by_kind = EventCounts::default();
+    let mut files = Vec::new();
     for result in results {
         let result = result.map_err(RunError::Dataflow)?;
         if let Some(error) = result.error {
@@ -459,21 +580,37 @@ pub fn run(options: RunOptions) -> Result<RunSummary, RunError> {
         }
         if let Some(written) = result.written {
             summary.written = written;
+            files = result.files;
         }
     }
     for kind in EventKind::ALL {
         summary.events_by_kind.insert(kind.as_str().into(), events_by_kind[kind.index()]);
     }
+    let positions = read_progress.positions();
+    summary.complete = positions.iter().all(|p| p.finished) && positions.len() == inputs.len();
+    if !summary.complete {
+        summary.interrupted = Some(Interruption {
+            reason: stop.reason().unwrap_or_else(|| "stopped".into()),
+            read: positions
+                .into_iter()
+                .map(|p| InputRead {
+                    input: sources.get(p.source as usize).cloned().unwrap_or_default(),
+                    ranges: p.ranges,
+                    finished: p.finished,
+                })
+                .collect(),
+        });
+    }
     summary.events = events_by_kind.iter().sum();
-    summary.bytes = bytes_read.load(Ordering::Relaxed);
+    summary.bytes = read_progress.bytes();
+    summary.lines = read_progress.lines();
     summary.alerts = summary.written.alerts_by_rule.values().sum();
     summary.dead_letters = summary.written.dead_letters_by_reason.values().sum();
     summary.elapsed_seconds = started.elapsed().as_secs_f64();
     summary.events_per_second = summary.events as f64 / summary.elapsed_seconds.max(1e-9);
     summary.peak_rss_bytes = peak_rss();
-    let path = out_dir.join(SUMMARY);
-    let text = serde_json::to_string_pretty(&summary).map_err(|e| RunError::Dataflow(e.to_string()))?;
-    std::fs::write(&path, text + "\n").map_err(|source| RunError::Output { path, source })?;
+    let text = serde_json::to_string_pretty(&summary).map_err(|e| RunError::Dataflow(e.to_string()))? + "\n";
+    folder.commit(&files, text.as_bytes()).map_err(|source| RunError::Output { path: out_dir.clone(), source })?;
     Ok(summary)
 }
 
@@ -492,7 +629,7 @@ pub fn inputs(paths: &[PathBuf], format: Option<crate::ingest::Format>) -> Vec<I
 
 /// Convenience for tests and examples: run with defaults on files, writing into `out_dir`.
 pub fn run_files(paths: &[PathBuf], config: Config, workers: usize, out_dir: &Path) -> Result<RunSummary, RunError> {
-    run(RunOptions { inputs: inputs(paths, None), config, workers, out_dir: out_dir.into(), progress: false })
+    run(RunOptions { workers, out_dir: out_dir.into(), ..RunOptions::new(inputs(paths, None), config) })
 }
 
 /// Trains an anomaly model on recorded files: runs the job with the feature export on into
@@ -507,8 +644,7 @@ pub fn train_files(
     config.features.export = true;
     let anomaly = config.rules.anomaly.clone();
     config.rules.anomaly.enabled = false;
-    let summary =
-        run(RunOptions { inputs, config: config.clone(), workers, out_dir: work_dir.into(), progress: false })?;
+    let summary = run(RunOptions { workers, out_dir: work_dir.into(), ..RunOptions::new(inputs, config.clone()) })?;
     let path = work_dir.join(crate::features::export::FEATURES_FILE);
     let mut rows = crate::features::export::read(&path).map_err(|e| RunError::Dataflow(e.to_string()))?;
     let window_ns = config.features.window.as_nanos().max(1) as u64;

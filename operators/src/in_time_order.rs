@@ -191,11 +191,21 @@ impl<'scope, D: ExchangeData> ProcessInTimeOrder<'scope, D> for Stream<'scope, u
                     if let Some(cap) = held.as_mut() {
                         if !produced.is_empty() {
                             produced.sort_by_key(|(time, _)| *time);
-                            while let Some(&(first, _)) = produced.first() {
-                                let time = first.max(*cap.time());
-                                let run = produced.iter().take_while(|(t, _)| (*t).max(*cap.time()) == time).count();
-                                let at = cap.delayed(&time);
-                                output.session(&at).give_iterator(produced.drain(..run).map(|(_, item)| item));
+                            // One pass over runs of equal times (draining each run from the
+                            // front would move the rest of the buffer once per run).
+                            // Each run goes out as one container of its own size: many runs
+                            // of a few items (a dead letter per event of a feed gone bad) must
+                            // not each allocate a full-size buffer.
+                            let floor = *cap.time();
+                            let mut items = produced.drain(..).peekable();
+                            let mut run: Vec<P::Output> = Vec::new();
+                            while let Some(&(first, _)) = items.peek() {
+                                let time = first.max(floor);
+                                run.extend(std::iter::from_fn(|| {
+                                    items.next_if(|(t, _)| (*t).max(floor) == time).map(|(_, item)| item)
+                                }));
+                                output.session(&cap.delayed(&time)).give_container(&mut run);
+                                run = Vec::new();
                             }
                         }
                         let next = match (pending.least_time(), processor.next_timer()) {

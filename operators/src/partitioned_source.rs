@@ -29,6 +29,8 @@
 //! Idleness is judged per worker: a worker whose partitions are all idle still holds the
 //! dataflow's watermark at the most advanced of its own partitions.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use timely::container::CapacityContainerBuilder;
@@ -108,7 +110,15 @@ pub struct SourceOptions {
     /// With a probe, do not read while more than this many records sent by this worker are
     /// not yet complete (their time is not behind the probe's frontier): bounded buffering
     /// instead of unbounded queues, whatever the density of the data in event time.
+    ///
+    /// The bound only makes the source wait for records the dataflow *can* finish: records
+    /// sent at the source's current time cannot complete until the source moves on, so a
+    /// watermark step that holds more records than the bound is read whole (the bound is then
+    /// exceeded by that step) rather than waited on forever.
     pub max_in_flight: Option<usize>,
+    /// When set, the source stops reading: every partition is treated as finished, so what was
+    /// already sent drains through the dataflow and it completes (a graceful interruption).
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl Default for SourceOptions {
@@ -122,6 +132,7 @@ impl Default for SourceOptions {
             idle_poll: Duration::from_millis(1),
             probe: None,
             max_in_flight: None,
+            stop: None,
         }
     }
 }
@@ -305,6 +316,14 @@ where
             let Some(all_caps) = caps.as_mut() else {
                 return;
             };
+            if options.stop.as_ref().is_some_and(|stop| stop.load(Ordering::Relaxed)) {
+                // Interrupted: read nothing more; what was sent drains and the dataflow ends.
+                for state in states.iter_mut() {
+                    state.finished = true;
+                }
+                caps = None;
+                return;
+            }
             promise(&states, all_caps);
             let [records_cap, late_cap, side_cap] = all_caps;
 
@@ -332,15 +351,23 @@ where
                 let chosen: Vec<usize> = match idle {
                     Some(idle) if !idle.is_empty() => idle,
                     _ => {
+                        // A partition that holds no watermark (nothing on time seen or
+                        // expected yet, such as a block of bad lines) still has to be read to
+                        // finish: it sorts first (`None` < `Some`).
                         let next = states
                             .iter()
                             .enumerate()
-                            .filter(|(_, s)| s.idle_since.is_none())
-                            .filter_map(|(i, s)| s.low_watermark(bound, None, now).map(|w| (w, i)))
+                            .filter(|(_, s)| s.idle_since.is_none() && !s.finished)
+                            .map(|(i, s)| (s.low_watermark(bound, None, now), i))
                             .min();
                         let Some((_, index)) = next else { break };
-                        if options.probe.is_some() && options.max_in_flight.is_some_and(|max| in_flight_total >= max) {
-                            // Far ahead of what the dataflow has finished: let it catch up.
+                        // Far ahead of what the dataflow has finished: let it catch up, but only
+                        // while some of it can finish (sent before the current time).
+                        let can_finish = in_flight.front().is_some_and(|(t, _)| *t < *records_cap.time());
+                        if options.probe.is_some()
+                            && can_finish
+                            && options.max_in_flight.is_some_and(|max| in_flight_total >= max)
+                        {
                             break;
                         }
                         vec![index]

@@ -26,7 +26,6 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::path::Path;
 use std::rc::Rc;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Barrier, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -35,9 +34,9 @@ use serde::Serialize;
 use surveil_operators::{Partition, PartitionRead, SourceOptions};
 
 use crate::config::Config;
-use crate::ingest::{EventCounts, InputSpec, plan_partitions};
+use crate::ingest::{EventCounts, InputSpec, ReadProgress, plan_partitions};
 use crate::model::Event;
-use crate::output::{Renderer, ReportWriter};
+use crate::output::{OutputFolder, Renderer, ReportWriter};
 use crate::pipeline::{FeatureJob, RunError, build_default_job};
 use crate::reference::ReferenceData;
 use crate::report::Report;
@@ -58,7 +57,7 @@ pub fn load(
     reference: &Arc<ReferenceData>,
     limit: usize,
 ) -> Result<Recorded, RunError> {
-    let progress = Arc::new(AtomicU64::new(0));
+    let progress = Arc::new(ReadProgress::default());
     let counts = Rc::new(RefCell::new(EventCounts::default()));
     let mut partitions = plan_partitions(inputs, config, reference, 0, 1, &progress, &counts)?;
     let mut recorded = Recorded { events: Vec::new(), side: Vec::new() };
@@ -268,8 +267,10 @@ pub fn run_latency(
     options: &LatencyOptions,
     out_dir: &Path,
 ) -> Result<LatencyResult, RunError> {
-    let writer = ReportWriter::create(out_dir, Renderer::new(reference.clone(), vec!["replay".into()]))
+    let folder = OutputFolder::prepare(out_dir, &[])?;
+    let writer = ReportWriter::create(&folder, Renderer::new(reference.clone(), vec!["replay".into()]))
         .map_err(|source| RunError::Output { path: out_dir.into(), source })?;
+    let files = writer.files();
     let writer = Arc::new(Mutex::new(Some(writer)));
     let workers = options.workers.max(1);
     let total = options.events.min(recorded.len());
@@ -300,7 +301,7 @@ pub fn run_latency(
             restamp,
             pending: pending.clone(),
         };
-        let (probe, writer) = build_default_job(
+        let (probe, slot) = build_default_job(
             worker,
             vec![partition],
             |options| SourceOptions { epoch, idle_poll: poll, ..options },
@@ -327,10 +328,9 @@ pub fn run_latency(
         }
         let now_ns = Instant::now().saturating_duration_since(start).as_nanos() as u64;
         pending.borrow_mut().emit_before(u64::MAX, now_ns, &mut histogram);
-        for _ in 0..4 {
-            worker.step();
-        }
-        let alerts = match writer.borrow_mut().as_mut() {
+        // Until the sink has seen everything.
+        slot.drive(worker);
+        let alerts = match slot.writer.borrow_mut().as_mut() {
             Some(w) => w.finish().map_err(|e| e.to_string())?.alerts_by_rule.values().sum(),
             None => 0,
         };
@@ -354,6 +354,10 @@ pub fn run_latency(
         lag = lag.max(worker_lag);
         last_release_ns = last_release_ns.max(worker_last_release);
     }
+    let summary = serde_json::json!({ "complete": true, "replayed_events": total, "alerts": alerts });
+    folder
+        .commit(&files, format!("{summary:#}\n").as_bytes())
+        .map_err(|source| RunError::Output { path: out_dir.into(), source })?;
     let us = |ns: u64| ns as f64 / 1e3;
     let distribution = [0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 99.999, 100.0]
         .iter()

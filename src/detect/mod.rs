@@ -19,8 +19,8 @@ use std::sync::Arc;
 use surveil_operators::{Emitter, TimeOrderedProcessor};
 
 use crate::config::Config;
-use crate::ingest::{DeadLetter, csv::write};
-use crate::model::{Event, SymbolTable};
+use crate::ingest::DeadLetter;
+use crate::model::Event;
 use crate::reference::ReferenceData;
 use crate::report::Report;
 
@@ -64,17 +64,20 @@ pub fn default_detectors(config: &Config, reference: &Arc<ReferenceData>) -> Vec
     detectors
 }
 
+/// Dead letters found by the order state are emitted on a grid of this many nanoseconds
+/// (a power of two, about a millisecond).
+const DEAD_LETTER_GRID: u64 = 1 << 20;
+
 /// Tracks orders and runs detectors over one worker's instruments.
 pub struct SurveillanceProcessor {
     orders: OrderTracker,
     detectors: Vec<Box<dyn Detector>>,
-    reference: Arc<ReferenceData>,
 }
 
 impl SurveillanceProcessor {
     /// A processor running `detectors`.
-    pub fn new(detectors: Vec<Box<dyn Detector>>, reference: Arc<ReferenceData>) -> SurveillanceProcessor {
-        SurveillanceProcessor { orders: OrderTracker::default(), detectors, reference }
+    pub fn new(detectors: Vec<Box<dyn Detector>>) -> SurveillanceProcessor {
+        SurveillanceProcessor { orders: OrderTracker::default(), detectors }
     }
 
     /// Open orders being tracked.
@@ -93,14 +96,24 @@ impl TimeOrderedProcessor<Event> for SurveillanceProcessor {
                     detector.on_event(&event, &context, out);
                 }
             }
-            Err(rejection) => out.emit(Report::DeadLetter(Box::new(DeadLetter {
-                source: event.origin.source(),
-                line: None,
-                offset: event.origin.offset(),
-                raw: write::line(&event, &SymbolTable::default(), &self.reference),
-                reason: rejection.reason,
-                detail: rejection.detail,
-            }))),
+            Err(rejection) => {
+                // Letters go out at the end of their millisecond: a feed gone bad then costs
+                // one timely time per millisecond, not one per letter (each distinct time is a
+                // message and a progress update of its own).
+                let at = event.time | (DEAD_LETTER_GRID - 1);
+                out.emit_at(
+                    at,
+                    Report::DeadLetter(Box::new(DeadLetter {
+                        source: event.origin.source(),
+                        line: None,
+                        offset: event.origin.offset(),
+                        raw: String::new(),
+                        reason: rejection.reason,
+                        detail: rejection.detail,
+                        event: Some(Box::new(event)),
+                    })),
+                )
+            }
         }
     }
 

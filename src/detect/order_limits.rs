@@ -137,7 +137,7 @@ mod tests {
             .instruments
             .insert("BIG".into(), OrderLimitsOverride { max_quantity: Some(Limit::Max(5000)), max_notional: None });
         let reference = Arc::new(ReferenceData::new(2));
-        let mut p = SurveillanceProcessor::new(vec![Box::new(OrderLimits::new(&config, reference.clone()))], reference);
+        let mut p = SurveillanceProcessor::new(vec![Box::new(OrderLimits::new(&config, reference.clone()))]);
         let reports = run(
             &mut p,
             vec![
@@ -170,7 +170,7 @@ mod tests {
             OrderLimitsOverride { max_quantity: None, max_notional: Some(Limit::Max("10000".into())) },
         );
         let reference = Arc::new(ReferenceData::new(2));
-        let mut p = SurveillanceProcessor::new(vec![Box::new(OrderLimits::new(&config, reference.clone()))], reference);
+        let mut p = SurveillanceProcessor::new(vec![Box::new(OrderLimits::new(&config, reference.clone()))]);
         let reports = run(
             &mut p,
             vec![

@@ -297,7 +297,6 @@ mod tests {
     use crate::detect::SurveillanceProcessor;
     use crate::detect::testing::{alerts, event, run};
     use crate::model::{Price, Side};
-    use std::sync::Arc;
 
     const DAY: u64 = 86_400_000_000_000;
 
@@ -342,9 +341,8 @@ mod tests {
     fn ratios_follow_rts9_and_alert_at_session_end() {
         let mut config = Config::default();
         config.rules.order_to_trade.min_messages = 100;
-        let reference = Arc::new(ReferenceData::new(2));
         let detector = OrderToTrade::new(&config.rules.order_to_trade, &config.sessions);
-        let mut p = SurveillanceProcessor::new(vec![Box::new(detector)], reference);
+        let mut p = SurveillanceProcessor::new(vec![Box::new(detector)]);
         let mut events = storm("SPAM", 0, 1000, 2); // 1000 new + 998 cancels, 2 fills
         events.extend(storm("GOOD", 0, 300, 150));
         events.extend(storm("SPAM", 1, 40, 0)); // next day, below min_messages
@@ -370,14 +368,12 @@ mod tests {
         assert!(a[0].explanation.contains("count ratio 998.0"), "{}", a[0].explanation);
     }
 
-    use crate::reference::ReferenceData;
-
     #[test]
     fn running_values_are_reported_on_interval_boundaries_after_activity() {
         let mut config = Config::default();
         config.rules.order_to_trade.report_interval = Some(std::time::Duration::from_secs(1));
         let detector = OrderToTrade::new(&config.rules.order_to_trade, &config.sessions);
-        let mut p = SurveillanceProcessor::new(vec![Box::new(detector)], Arc::new(ReferenceData::new(2)));
+        let mut p = SurveillanceProcessor::new(vec![Box::new(detector)]);
         let second = 1_000_000_000;
         let events: Vec<Event> = [second / 2, second + second / 2, 10 * second + 1]
             .iter()

@@ -31,10 +31,23 @@ pub struct OrderContext {
     pub removed: Quantity,
 }
 
+/// How an order left the book.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Closed {
+    Filled,
+    Cancelled,
+}
+
+/// Orders closed most recently, per instrument: enough to tell a cancel that raced a fill
+/// ("it was filled") from one for an order never seen, in memory bounded per instrument. Kept
+/// per instrument, so what is remembered does not depend on how instruments share workers.
+const CLOSED_REMEMBERED: usize = 64;
+
 /// Open orders by (instrument, order id).
 #[derive(Default)]
 pub struct OrderTracker {
     open: IdMap<(Symbol, Symbol), OrderState>,
+    closed: IdMap<Symbol, std::collections::VecDeque<(Symbol, Closed, u64)>>,
 }
 
 impl OrderTracker {
@@ -46,6 +59,36 @@ impl OrderTracker {
     /// True when no order is open.
     pub fn is_empty(&self) -> bool {
         self.open.is_empty()
+    }
+
+    fn close(&mut self, instrument: Symbol, order: Symbol, how: Closed, time: u64) {
+        self.open.remove(&(instrument, order));
+        let recent = self.closed.entry(instrument).or_default();
+        if recent.len() == CLOSED_REMEMBERED {
+            recent.pop_front();
+        }
+        recent.push_back((order, how, time));
+    }
+
+    /// Why `order` is not open, for a dead letter's detail.
+    #[cold]
+    fn unknown(&self, instrument: Symbol, order: Symbol, what: &str) -> Rejection {
+        let closed = self.closed.get(&instrument).and_then(|recent| recent.iter().rev().find(|(o, ..)| *o == order));
+        let mut detail = String::with_capacity(120);
+        detail.push_str(what);
+        detail.push_str(" of order ");
+        detail.push_str(ORDER_NAME);
+        match closed {
+            Some((_, how, time)) => {
+                detail.push_str(match how {
+                    Closed::Filled => ", which was filled completely at ",
+                    Closed::Cancelled => ", which was cancelled at ",
+                });
+                crate::ingest::time::write_time(*time, &mut detail);
+            }
+            None => detail.push_str(", which is not open (not seen in this input, or closed long before)"),
+        }
+        Rejection::new(RejectReason::UnknownOrder, detail)
     }
 
     /// Applies an event. Fails when the event refers to an unknown order and its meaning
@@ -68,7 +111,7 @@ impl OrderTracker {
                     state.remaining = quantity;
                     Ok(OrderContext { before: Some(before), removed: before.remaining })
                 }
-                None => Err(unknown(order, "replace")),
+                None => Err(self.unknown(instrument, order, "replace")),
             },
             Body::Cancel { order, quantity, .. } => match self.open.get_mut(&(instrument, order)) {
                 Some(state) => {
@@ -78,7 +121,7 @@ impl OrderTracker {
                     let cancelled = quantity.unwrap_or(state.remaining);
                     state.remaining -= cancelled.min(state.remaining);
                     if state.remaining == 0 {
-                        self.open.remove(&(instrument, order));
+                        self.close(instrument, order, Closed::Cancelled, event.time);
                     }
                     Ok(OrderContext { before: Some(before), removed: cancelled })
                 }
@@ -86,7 +129,7 @@ impl OrderTracker {
                     // The order predates the data (a recording that starts mid-session): the
                     // message says all there is to know.
                     Some(q) => Ok(OrderContext { before: None, removed: q }),
-                    None => Err(unknown(order, "cancel without a quantity")),
+                    None => Err(self.unknown(instrument, order, "cancel without a quantity")),
                 },
             },
             Body::Fill { order, quantity, .. } => match self.open.get_mut(&(instrument, order)) {
@@ -94,7 +137,7 @@ impl OrderTracker {
                     let before = *state;
                     state.remaining = state.remaining.saturating_sub(quantity);
                     if state.remaining == 0 {
-                        self.open.remove(&(instrument, order));
+                        self.close(instrument, order, Closed::Filled, event.time);
                     }
                     Ok(OrderContext { before: Some(before), removed: 0 })
                 }
@@ -105,11 +148,9 @@ impl OrderTracker {
     }
 }
 
-#[cold]
-fn unknown(order: Symbol, what: &str) -> Rejection {
-    let name = crate::model::SymbolTable::default().name(order).into_owned();
-    Rejection::new(RejectReason::UnknownOrder, format!("{what} of order {name}, which was never seen"))
-}
+/// Stands for the order's name in an `unknown_order` detail: names of hashed symbols are known
+/// only to the writer, which puts the name in (see [`crate::ingest::DeadLetter::event`]).
+pub const ORDER_NAME: &str = "{order}";
 
 #[cfg(test)]
 mod tests {
@@ -130,9 +171,44 @@ mod tests {
         let cancel = Body::Cancel { order: o, side: None, price: None, quantity: None };
         assert_eq!(t.apply(&event(4, "X", "A", cancel)).map(|c| c.removed), Ok(5));
         assert!(t.is_empty());
-        assert_eq!(t.apply(&event(5, "X", "A", cancel)).map_err(|r| r.reason), Err(RejectReason::UnknownOrder));
+        let rejection = t.apply(&event(5, "X", "A", cancel)).expect_err("closed");
+        assert_eq!(rejection.reason, RejectReason::UnknownOrder);
+        assert!(rejection.detail.contains("cancelled at"), "{}", rejection.detail);
         let partial = Body::Cancel { order: o, side: None, price: None, quantity: Some(4) };
         assert_eq!(t.apply(&event(6, "X", "A", partial)).map(|c| c.removed), Ok(4));
         assert_eq!(t.apply(&event(7, "X", "A", replace)).map_err(|r| r.reason), Err(RejectReason::UnknownOrder));
+    }
+}
+
+#[cfg(test)]
+mod closed_tests {
+    use super::*;
+    use crate::detect::testing::event;
+
+    #[test]
+    fn a_cancel_after_the_fill_says_the_order_was_filled() {
+        let mut t = OrderTracker::default();
+        let o = Symbol::of(b"F1");
+        t.apply(&event(1, "X", "A", Body::NewOrder { order: o, side: Side::Buy, price: None, quantity: 100 }))
+            .expect("new");
+        let fill =
+            Body::Fill { order: o, side: Side::Buy, price: Price(100), quantity: 100, aggressor: None, hidden: false };
+        t.apply(&event(2, "X", "A", fill)).expect("fill");
+        let cancel = Body::Cancel { order: o, side: None, price: None, quantity: None };
+        let rejection = t.apply(&event(3, "X", "A", cancel)).expect_err("not open");
+        assert!(rejection.detail.contains("filled completely"), "{}", rejection.detail);
+        assert!(!rejection.detail.contains("never seen"), "{}", rejection.detail);
+        // Another instrument's order of the same id was never seen there.
+        let rejection = t.apply(&event(4, "Y", "A", cancel)).expect_err("unknown");
+        assert!(rejection.detail.contains("not open"), "{}", rejection.detail);
+        // Memory is bounded per instrument.
+        for i in 0..1000u64 {
+            let order = Symbol::of_integer(i);
+            t.apply(&event(10 + i, "X", "A", Body::NewOrder { order, side: Side::Buy, price: None, quantity: 1 }))
+                .expect("new");
+            t.apply(&event(10 + i, "X", "A", Body::Cancel { order, side: None, price: None, quantity: None }))
+                .expect("cancel");
+        }
+        assert!(t.closed.values().all(|r| r.len() <= CLOSED_REMEMBERED));
     }
 }

@@ -274,7 +274,7 @@ mod tests {
     fn run_collar(events: Vec<Event>) -> Vec<(u64, String)> {
         let config = Config::default().rules.price_collar; // 500 bps
         let reference = Arc::new(ReferenceData::new(2));
-        let mut p = SurveillanceProcessor::new(vec![Box::new(PriceCollar::new(&config, reference.clone()))], reference);
+        let mut p = SurveillanceProcessor::new(vec![Box::new(PriceCollar::new(&config, reference.clone()))]);
         alerts(&run(&mut p, events)).iter().map(|a| (a.time, a.explanation.clone())).collect()
     }
 

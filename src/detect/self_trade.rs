@@ -93,16 +93,15 @@ mod tests {
         for e in &mut events {
             reference.enrich(e);
         }
-        let mut p =
-            SurveillanceProcessor::new(vec![Box::new(SelfTrade::new(&config.rules.self_trade))], reference.clone());
+        let mut p = SurveillanceProcessor::new(vec![Box::new(SelfTrade::new(&config.rules.self_trade))]);
         let reports = run(&mut p, events.clone());
         let got: Vec<(u64, Severity)> = alerts(&reports).iter().map(|a| (a.time, a.severity)).collect();
         assert_eq!(got, vec![(1, Severity::Medium), (2, Severity::High)]);
 
-        let mut p = SurveillanceProcessor::new(
-            vec![Box::new(SelfTrade::new(&SelfTradeConfig { enabled: true, match_owner: false }))],
-            reference,
-        );
+        let mut p = SurveillanceProcessor::new(vec![Box::new(SelfTrade::new(&SelfTradeConfig {
+            enabled: true,
+            match_owner: false,
+        }))]);
         assert_eq!(alerts(&run(&mut p, events)).len(), 1);
     }
 }

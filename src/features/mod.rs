@@ -458,7 +458,7 @@ mod tests {
     fn rows(events: Vec<Event>) -> Vec<FeatureRow> {
         let reference = Arc::new(ReferenceData::new(2));
         let recorder = FeatureRecorder::new(60 * SECOND, reference.clone());
-        let mut processor = SurveillanceProcessor::new(vec![Box::new(recorder)], reference);
+        let mut processor = SurveillanceProcessor::new(vec![Box::new(recorder)]);
         crate::detect::testing::run(&mut processor, events)
             .into_iter()
             .filter_map(|r| match r {

@@ -152,6 +152,13 @@ impl CsvParser {
             split(header_bytes, &mut scratch, &mut fields).ok_or_else(|| bad("unreadable CSV header".into()))?;
         let names: Vec<String> =
             fields[..count].iter().map(|f| String::from_utf8_lossy(f).trim().to_ascii_lowercase()).collect();
+        for (i, name) in names.iter().enumerate() {
+            if !name.is_empty() && names[..i].contains(name) {
+                return Err(bad(format!(
+                    "the CSV header names the column `{name}` twice (header: {header:?}; see docs/schema.md)"
+                )));
+            }
+        }
         let find = |name: &str| names.iter().position(|n| n == name);
         let need = |name: &str| {
             find(name).ok_or_else(|| {
@@ -364,79 +371,152 @@ pub mod write {
 
     /// One event as a CSV line (without the line end).
     pub fn line(event: &Event, names: &SymbolTable, reference: &ReferenceData) -> String {
-        let name = |s: Symbol| {
-            let n = names.name(s);
-            if n.contains(',') || n.contains('"') { format!("\"{}\"", n.replace('"', "\"\"")) } else { n.into_owned() }
+        let mut line = String::with_capacity(128);
+        let mut column = 0;
+        // Moves to column `to` (0-based), writing the commas in between.
+        let mut at = |line: &mut String, to: usize| {
+            while column < to {
+                line.push(',');
+                column += 1;
+            }
         };
-        let price = |p: crate::model::Price| reference.price(event.instrument, p).to_string();
-        let mut c: Vec<String> = vec![String::new(); 26];
-        c[0] = event.time.to_string();
-        c[1] = if event.seq == 0 { String::new() } else { event.seq.to_string() };
-        c[2] = event.kind().as_str().into();
-        c[3] = name(event.venue);
-        c[4] = name(event.instrument);
-        c[6] = name(event.account);
-        c[7] = name(event.trader);
-        c[8] = name(event.desk);
-        c[9] = name(event.owner);
+        let name = |line: &mut String, s: Symbol| {
+            let start = line.len();
+            names.write_name(s, line);
+            if line.as_bytes()[start..].iter().any(|&b| b == b',' || b == b'"') {
+                // RFC 4180: quote the field, doubling its quotes.
+                let text = line.split_off(start);
+                line.push('"');
+                line.push_str(&text.replace('"', "\"\""));
+                line.push('"');
+            }
+        };
+        let price = |line: &mut String, p: crate::model::Price| {
+            use std::fmt::Write;
+            let _ = write!(line, "{}", reference.price(event.instrument, p));
+        };
+        let number = |line: &mut String, n: u64| line.push_str(itoa::Buffer::new().format(n));
+        let side = |line: &mut String, s: Option<crate::model::Side>| {
+            if let Some(s) = s {
+                line.push_str(s.as_str());
+            }
+        };
+        number(&mut line, event.time);
+        at(&mut line, 1);
+        if event.seq != 0 {
+            number(&mut line, event.seq);
+        }
+        at(&mut line, 2);
+        line.push_str(event.kind().as_str());
+        at(&mut line, 3);
+        name(&mut line, event.venue);
+        at(&mut line, 4);
+        name(&mut line, event.instrument);
+        let order = event.order();
+        at(&mut line, 5);
+        if let Some(order) = order {
+            name(&mut line, order);
+        }
+        at(&mut line, 6);
+        name(&mut line, event.account);
+        at(&mut line, 7);
+        name(&mut line, event.trader);
+        at(&mut line, 8);
+        name(&mut line, event.desk);
+        at(&mut line, 9);
+        name(&mut line, event.owner);
         match event.body {
-            Body::NewOrder { order, side, price: p, quantity } => {
-                c[5] = name(order);
-                c[10] = side.as_str().into();
-                c[11] = p.map(price).unwrap_or_default();
-                c[12] = quantity.to_string();
+            Body::NewOrder { side: s, price: p, quantity, .. } => {
+                at(&mut line, 10);
+                side(&mut line, Some(s));
+                at(&mut line, 11);
+                if let Some(p) = p {
+                    price(&mut line, p);
+                }
+                at(&mut line, 12);
+                number(&mut line, quantity);
             }
-            Body::Replace { order, side, price: p, quantity } => {
-                c[5] = name(order);
-                c[10] = side.map(|s| s.as_str().to_string()).unwrap_or_default();
-                c[11] = p.map(price).unwrap_or_default();
-                c[12] = quantity.to_string();
+            Body::Replace { side: s, price: p, quantity, .. } => {
+                at(&mut line, 10);
+                side(&mut line, s);
+                at(&mut line, 11);
+                if let Some(p) = p {
+                    price(&mut line, p);
+                }
+                at(&mut line, 12);
+                number(&mut line, quantity);
             }
-            Body::Cancel { order, side, price: p, quantity } => {
-                c[5] = name(order);
-                c[10] = side.map(|s| s.as_str().to_string()).unwrap_or_default();
-                c[11] = p.map(price).unwrap_or_default();
-                c[12] = quantity.map(|q| q.to_string()).unwrap_or_default();
+            Body::Cancel { side: s, price: p, quantity, .. } => {
+                at(&mut line, 10);
+                side(&mut line, s);
+                at(&mut line, 11);
+                if let Some(p) = p {
+                    price(&mut line, p);
+                }
+                at(&mut line, 12);
+                if let Some(q) = quantity {
+                    number(&mut line, q);
+                }
             }
-            Body::Fill { order, side, price: p, quantity, aggressor, hidden } => {
-                c[5] = name(order);
-                c[10] = side.as_str().into();
-                c[11] = price(p);
-                c[12] = quantity.to_string();
-                c[13] = aggressor.map(|s| s.as_str().to_string()).unwrap_or_default();
-                c[14] = if hidden { "true".into() } else { String::new() };
+            Body::Fill { side: s, price: p, quantity, aggressor, hidden, .. } => {
+                at(&mut line, 10);
+                side(&mut line, Some(s));
+                at(&mut line, 11);
+                price(&mut line, p);
+                at(&mut line, 12);
+                number(&mut line, quantity);
+                at(&mut line, 13);
+                side(&mut line, aggressor);
+                at(&mut line, 14);
+                if hidden {
+                    line.push_str("true");
+                }
             }
             Body::Trade { buyer, seller, price: p, quantity, aggressor } => {
-                c[11] = price(p);
-                c[12] = quantity.to_string();
-                c[13] = aggressor.map(|s| s.as_str().to_string()).unwrap_or_default();
-                c[15] = name(buyer.account);
-                c[16] = name(seller.account);
-                c[17] = name(buyer.owner);
-                c[18] = name(seller.owner);
-                c[19] = name(buyer.order);
-                c[20] = name(seller.order);
+                at(&mut line, 11);
+                price(&mut line, p);
+                at(&mut line, 12);
+                number(&mut line, quantity);
+                at(&mut line, 13);
+                side(&mut line, aggressor);
+                at(&mut line, 15);
+                name(&mut line, buyer.account);
+                at(&mut line, 16);
+                name(&mut line, seller.account);
+                at(&mut line, 17);
+                name(&mut line, buyer.owner);
+                at(&mut line, 18);
+                name(&mut line, seller.owner);
+                at(&mut line, 19);
+                name(&mut line, buyer.order);
+                at(&mut line, 20);
+                name(&mut line, seller.order);
             }
             Body::Quote { bid, ask } => {
                 if let Some(b) = bid {
-                    c[21] = price(b.price);
-                    c[22] = b.quantity.to_string();
+                    at(&mut line, 21);
+                    price(&mut line, b.price);
+                    at(&mut line, 22);
+                    number(&mut line, b.quantity);
                 }
                 if let Some(a) = ask {
-                    c[23] = price(a.price);
-                    c[24] = a.quantity.to_string();
+                    at(&mut line, 23);
+                    price(&mut line, a.price);
+                    at(&mut line, 24);
+                    number(&mut line, a.quantity);
                 }
             }
             Body::Status { status } => {
-                c[25] = match status {
+                at(&mut line, 25);
+                line.push_str(match status {
                     crate::model::TradingStatus::Halted => "halted",
                     crate::model::TradingStatus::QuotingOnly => "quoting_only",
                     crate::model::TradingStatus::Trading => "trading",
-                }
-                .into();
+                });
             }
         }
-        c.join(",")
+        at(&mut line, 25);
+        line
     }
 }
 
@@ -457,7 +537,7 @@ mod tests {
         let mut events = Vec::new();
         let mut rejections = Vec::new();
         for (i, text) in lines.iter().enumerate() {
-            let mut ctx = ParseContext { reference: &reference, side: &mut side, announced: &mut announced };
+            let mut ctx = ParseContext::new(&reference, &mut side, &mut announced);
             let line = Line { bytes: text.as_bytes(), origin: Origin::new(0, i as u64), companion: None };
             if let Err(r) = parser.parse(&line, &mut ctx, &mut events) {
                 rejections.push(r);
@@ -558,7 +638,7 @@ mod tests {
             let mut parser = CsvParser::from_header(Path::new("t.csv"), write::HEADER).expect("header");
             let reference = ReferenceData::new(4);
             let (mut side, mut announced, mut events) = (Vec::new(), IdMap::default(), Vec::new());
-            let mut ctx = ParseContext { reference: &reference, side: &mut side, announced: &mut announced };
+            let mut ctx = ParseContext::new(&reference, &mut side, &mut announced);
             let line = Line { bytes: &line, origin: Origin::new(0, 0), companion: None };
             let _ = parser.parse(&line, &mut ctx, &mut events);
         }
@@ -570,7 +650,7 @@ mod tests {
             let mut parser = CsvParser::from_header(Path::new("t.csv"), write::HEADER).expect("header");
             let reference = ReferenceData::new(4);
             let (mut side, mut announced, mut events) = (Vec::new(), IdMap::default(), Vec::new());
-            let mut ctx = ParseContext { reference: &reference, side: &mut side, announced: &mut announced };
+            let mut ctx = ParseContext::new(&reference, &mut side, &mut announced);
             let line = Line { bytes: text.as_bytes(), origin: Origin::new(0, 0), companion: None };
             let _ = parser.parse(&line, &mut ctx, &mut events);
         }
@@ -579,6 +659,8 @@ mod tests {
     #[test]
     fn a_missing_required_column_is_an_input_error() {
         assert!(CsvParser::from_header(Path::new("x.csv"), "time,kind,instrument").is_err());
+        let twice = CsvParser::from_header(Path::new("x.csv"), "event_time,kind,instrument,price,Price").err();
+        assert!(twice.is_some_and(|e| e.to_string().contains("`price` twice")));
         let parser = CsvParser::from_header(Path::new("x.csv"), "kind,instrument,event_time").expect("any order");
         assert!(parser.is_header(b"kind,instrument,event_time\r"));
     }

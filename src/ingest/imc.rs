@@ -169,7 +169,7 @@ mod tests {
         let reference = ReferenceData::new(4);
         let mut side: Vec<Report> = Vec::new();
         let mut announced = IdMap::default();
-        let mut ctx = ParseContext { reference: &reference, side: &mut side, announced: &mut announced };
+        let mut ctx = ParseContext::new(&reference, &mut side, &mut announced);
         let results = lines
             .iter()
             .enumerate()
@@ -303,7 +303,7 @@ mod tests {
         let reference = ReferenceData::new(4);
         let mut side: Vec<Report> = Vec::new();
         let mut announced = IdMap::default();
-        let mut ctx = ParseContext { reference: &reference, side: &mut side, announced: &mut announced };
+        let mut ctx = ParseContext::new(&reference, &mut side, &mut announced);
         let mut lines = data.split(|&b| b == b'\n').filter(|l| !l.is_empty());
         let header = lines.next().expect("a header line");
         assert!(p.is_header(header));

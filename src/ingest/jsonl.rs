@@ -298,7 +298,7 @@ mod tests {
         let reference = ReferenceData::new(scale);
         let mut side: Vec<Report> = Vec::new();
         let mut announced = IdMap::default();
-        let mut ctx = ParseContext { reference: &reference, side: &mut side, announced: &mut announced };
+        let mut ctx = ParseContext::new(&reference, &mut side, &mut announced);
         let mut out = Vec::new();
         let mut parser = JsonlParser::new();
         let line = Line { bytes: line.as_bytes(), origin: Origin::new(2, 77), companion: None };
@@ -518,7 +518,7 @@ mod tests {
         invalid[30] = 0xFF;
         let reference = ReferenceData::new(4);
         let (mut side, mut announced, mut out) = (Vec::new(), IdMap::default(), Vec::new());
-        let mut ctx = ParseContext { reference: &reference, side: &mut side, announced: &mut announced };
+        let mut ctx = ParseContext::new(&reference, &mut side, &mut announced);
         let line = Line { bytes: &invalid, origin: Origin::default(), companion: None };
         let rejection = JsonlParser::new().parse(&line, &mut ctx, &mut out).expect_err("not UTF-8");
         assert_eq!(rejection.reason, RejectReason::BadUtf8);
@@ -629,7 +629,7 @@ mod tests {
             let _ = parse(&line);
             let reference = ReferenceData::new(4);
             let (mut side, mut announced, mut out) = (Vec::new(), IdMap::default(), Vec::new());
-            let mut ctx = ParseContext { reference: &reference, side: &mut side, announced: &mut announced };
+            let mut ctx = ParseContext::new(&reference, &mut side, &mut announced);
             let line = Line { bytes: &bytes, origin: Origin::default(), companion: None };
             let _ = JsonlParser::new().parse(&line, &mut ctx, &mut out);
         }

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 
 const INITIAL_BUFFER: usize = 1 << 20;
 
+/// The UTF-8 byte order mark some tools write at the start of a text file.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// True when the file starts with the gzip magic bytes.
 pub fn is_gzip(path: &Path) -> io::Result<bool> {
     let mut magic = [0u8; 2];
@@ -72,16 +75,18 @@ impl LineReader {
         self.consumed
     }
 
-    /// The next line (without its `\n`; a trailing `\r` is kept) and its offset.
+    /// The next line (without its `\n`; a trailing `\r` is kept) and its offset. A UTF-8 byte
+    /// order mark at the very start of the stream is not part of the first line's text (the
+    /// line still starts at offset 0).
     pub fn next_line(&mut self) -> io::Result<Option<(u64, &[u8])>> {
-        loop {
+        let (offset, start, len) = loop {
             if let Some(i) = memchr::memchr(b'\n', &self.buf[self.start..self.end]) {
                 let line_start = self.start;
                 let offset = self.offset;
                 self.start += i + 1;
                 self.offset += i as u64 + 1;
                 self.consumed += i as u64 + 1;
-                return Ok(Some((offset, &self.buf[line_start..line_start + i])));
+                break (offset, line_start, i);
             }
             if self.eof {
                 if self.start < self.end {
@@ -91,12 +96,15 @@ impl LineReader {
                     self.start = self.end;
                     self.offset += len as u64;
                     self.consumed += len as u64;
-                    return Ok(Some((offset, &self.buf[line_start..line_start + len])));
+                    break (offset, line_start, len);
                 }
                 return Ok(None);
             }
             self.fill()?;
-        }
+        };
+        let line = &self.buf[start..start + len];
+        let line = if offset == 0 { line.strip_prefix(BOM).unwrap_or(line) } else { line };
+        Ok(Some((offset, line)))
     }
 
     fn fill(&mut self) -> io::Result<()> {
@@ -128,44 +136,108 @@ impl LineReader {
 
 /// Line numbers of byte offsets in one plain file, computed on demand by counting line ends
 /// from the nearest known point. Only dead letters need line numbers, so a clean file costs
-/// nothing; a worker reading its blocks in order counts each byte at most about once.
-#[derive(Debug)]
+/// nothing; a worker reading its blocks in order counts each byte at most about once, and the
+/// file stays open between calls, so a run of bad lines costs a short scan each, not an open.
 pub struct LineIndex {
     path: PathBuf,
+    file: Option<File>,
+    /// A window of the file, `buf[..len]` holding the bytes from `buf_start`: letters of one
+    /// block fall in the same window, so a run of bad lines costs no system call per line.
+    buf: Vec<u8>,
+    buf_start: u64,
+    len: usize,
     /// offset -> number of line ends before it
     known: BTreeMap<u64, u64>,
+    /// The last answer: (offset, line ends before it).
+    last: (u64, u64),
 }
+
+impl std::fmt::Debug for LineIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LineIndex").field("path", &self.path).field("known", &self.known.len()).finish()
+    }
+}
+
+/// Known points kept per index: beyond this the oldest are thinned out, so the index stays
+/// small on a file with millions of bad lines.
+const MAX_KNOWN: usize = 4096;
+
+/// Bytes read into the window at a time.
+const WINDOW: usize = 1 << 20;
 
 impl LineIndex {
     /// An index of `path`.
     pub fn new(path: &Path) -> LineIndex {
         let mut known = BTreeMap::new();
         known.insert(0, 0);
-        LineIndex { path: path.into(), known }
+        LineIndex { path: path.into(), file: None, buf: Vec::new(), buf_start: 0, len: 0, known, last: (0, 0) }
     }
 
     /// The 1-based line number of the line starting at `offset`.
     pub fn line_at(&mut self, offset: u64) -> io::Result<u64> {
-        let (&from, &lines) = self.known.range(..=offset).next_back().unwrap_or((&0, &0));
+        // Letters mostly come in file order: start from the last answer when it is behind.
+        let (from, lines) = match self.last {
+            (at, count) if at <= offset && offset - at < WINDOW as u64 => (at, count),
+            _ => self.known.range(..=offset).next_back().map_or((0, 0), |(&a, &c)| (a, c)),
+        };
         if from == offset {
             return Ok(lines + 1);
         }
-        let mut file = File::open(&self.path)?;
-        file.seek(SeekFrom::Start(from))?;
-        let mut remaining = offset - from;
+        let mut position = from;
         let mut count = lines;
-        let mut buf = vec![0u8; 1 << 20];
-        while remaining > 0 {
-            let want = remaining.min(buf.len() as u64) as usize;
-            let n = file.read(&mut buf[..want])?;
-            if n == 0 {
-                break;
+        while position < offset {
+            let window_end = self.buf_start + self.len as u64;
+            if position < self.buf_start || position >= window_end {
+                self.load(position)?;
+                if self.len == 0 {
+                    break; // the file ends before `offset`
+                }
+                continue;
             }
-            count += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
-            remaining -= n as u64;
+            let start = (position - self.buf_start) as usize;
+            let end = (offset.min(window_end) - self.buf_start) as usize;
+            count += memchr::memchr_iter(b'\n', &self.buf[start..end]).count() as u64;
+            position = self.buf_start + end as u64;
+        }
+        self.last = (offset, count);
+        // Known points at most a window apart are enough to bound every lookup.
+        let nearest = self.known.range(..=offset).next_back().map_or(0, |(&a, _)| a);
+        if offset - nearest < WINDOW as u64 {
+            return Ok(count + 1);
+        }
+        if self.known.len() >= MAX_KNOWN {
+            // Keep every other point: lookups stay within twice the distance.
+            let mut keep = false;
+            self.known.retain(|&k, _| {
+                keep = !keep;
+                keep || k == 0
+            });
         }
         self.known.insert(offset, count);
         Ok(count + 1)
+    }
+
+    /// Reads the window starting at `position`.
+    fn load(&mut self, position: u64) -> io::Result<()> {
+        let file = match &mut self.file {
+            Some(file) => file,
+            None => self.file.insert(File::open(&self.path)?),
+        };
+        file.seek(SeekFrom::Start(position))?;
+        if self.buf.is_empty() {
+            self.buf = vec![0u8; WINDOW];
+        }
+        self.buf_start = position;
+        self.len = 0;
+        while self.len < self.buf.len() {
+            match file.read(&mut self.buf[self.len..]) {
+                Ok(0) => break,
+                Ok(n) => self.len += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 }
 

@@ -366,7 +366,7 @@ mod tests {
         let reference = ReferenceData::new(scale);
         let mut side: Vec<Report> = Vec::new();
         let mut announced = IdMap::default();
-        let mut ctx = ParseContext { reference: &reference, side: &mut side, announced: &mut announced };
+        let mut ctx = ParseContext::new(&reference, &mut side, &mut announced);
         lines
             .iter()
             .enumerate()
@@ -685,7 +685,7 @@ mod tests {
         let reference = ReferenceData::new(4);
         let mut side: Vec<Report> = Vec::new();
         let mut announced = IdMap::default();
-        let mut ctx = ParseContext { reference: &reference, side: &mut side, announced: &mut announced };
+        let mut ctx = ParseContext::new(&reference, &mut side, &mut announced);
         let data = read(message);
         let mut lines = lines_of(&data);
         let book_data = book.map(read);
@@ -736,7 +736,7 @@ mod tests {
         let reference = ReferenceData::new(4);
         let mut side: Vec<Report> = Vec::new();
         let mut announced = IdMap::default();
-        let mut ctx = ParseContext { reference: &reference, side: &mut side, announced: &mut announced };
+        let mut ctx = ParseContext::new(&reference, &mut side, &mut announced);
         let data = read(&path);
         let lines = lines_of(&data);
         assert!(!p.is_header(lines[0].1));

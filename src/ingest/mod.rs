@@ -23,7 +23,7 @@ use crate::model::{Event, IdMap, Origin, Symbol};
 use crate::reference::ReferenceData;
 use crate::report::Report;
 
-pub use partition::{EventCounts, LinePartition, plan_partitions};
+pub use partition::{EventCounts, InputPosition, LineCounts, LinePartition, ReadProgress, plan_partitions};
 
 /// Input formats.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -127,6 +127,8 @@ pub enum RejectReason {
     UnknownOrder,
     /// The input could not be read past this point.
     IoError,
+    /// A name holds a control character (such as NUL), which no identifier may contain.
+    ControlCharacter,
 }
 
 impl RejectReason {
@@ -145,6 +147,7 @@ impl RejectReason {
             RejectReason::BadJson => "bad_json",
             RejectReason::UnknownOrder => "unknown_order",
             RejectReason::IoError => "io_error",
+            RejectReason::ControlCharacter => "control_character",
         }
     }
 }
@@ -178,8 +181,13 @@ pub struct DeadLetter {
     pub raw: String,
     /// Why it was rejected.
     pub reason: RejectReason,
-    /// Details.
+    /// Details. In a letter judged after parsing, [`crate::detect::orders::ORDER_NAME`] stands
+    /// for the order's name, which the writer puts in from `event`.
     pub detail: String,
+    /// The parsed event, for letters judged after parsing (`unknown_order`): the writer shows
+    /// it as a canonical CSV line with its names when `raw` is empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<Box<Event>>,
 }
 
 /// What a parser needs besides the line: reference data and symbol interning.
@@ -190,18 +198,69 @@ pub struct ParseContext<'a> {
     pub side: &'a mut Vec<Report>,
     /// Symbols already announced by this partition.
     pub announced: &'a mut IdMap<Symbol, ()>,
+    /// A name that cannot be used, found while interning: the line is rejected with it even
+    /// if the parser itself succeeds (see [`ParseContext::parse`]).
+    pub rejection: Option<Rejection>,
 }
 
-impl ParseContext<'_> {
+impl<'a> ParseContext<'a> {
+    /// A context announcing new names on `side`.
+    pub fn new(
+        reference: &'a ReferenceData,
+        side: &'a mut Vec<Report>,
+        announced: &'a mut IdMap<Symbol, ()>,
+    ) -> ParseContext<'a> {
+        ParseContext { reference, side, announced, rejection: None }
+    }
+
+    /// Parses `line` with `parser`: the parser's own verdict, or the first unusable name it
+    /// interned. On a rejection, nothing is appended to `out`.
+    pub fn parse(
+        &mut self,
+        parser: &mut dyn LineParser,
+        line: &Line<'_>,
+        out: &mut Vec<Event>,
+    ) -> Result<(), Rejection> {
+        let before = out.len();
+        self.rejection = None;
+        let result = parser.parse(line, self, out).and_then(|()| match self.rejection.take() {
+            Some(rejection) => Err(rejection),
+            None => Ok(()),
+        });
+        if result.is_err() {
+            out.truncate(before);
+        }
+        result
+    }
+
     /// The symbol of `text`, announcing its text on the side output the first time a hashed
-    /// symbol is seen, so that the writers can show it.
+    /// symbol is seen, so that the writers can show it. Names with control characters are
+    /// noted as the line's rejection (packed and numeric names cannot hold any).
     #[inline]
     pub fn intern(&mut self, text: &[u8]) -> Symbol {
         let symbol = Symbol::of(text);
-        if symbol.needs_dictionary() && self.announced.insert(symbol, ()).is_none() {
-            self.side.push(Report::Symbol(symbol, String::from_utf8_lossy(text).into()));
+        if symbol.needs_dictionary() {
+            if let Some(at) = text.iter().position(|&b| b < 0x20 || b == 0x7f) {
+                self.reject_name(text, at);
+            } else if self.announced.insert(symbol, ()).is_none() {
+                self.side.push(Report::Symbol(symbol, String::from_utf8_lossy(text).into()));
+            }
         }
         symbol
+    }
+
+    #[cold]
+    fn reject_name(&mut self, text: &[u8], at: usize) {
+        if self.rejection.is_none() {
+            self.rejection = Some(Rejection::new(
+                RejectReason::ControlCharacter,
+                format!(
+                    "the name {:?} holds the control character 0x{:02x} at byte {at}",
+                    String::from_utf8_lossy(text),
+                    text[at]
+                ),
+            ));
+        }
     }
 
     /// The price scale of an instrument.

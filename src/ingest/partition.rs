@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use surveil_operators::{Partition, PartitionRead};
 
@@ -19,13 +20,132 @@ use crate::model::{Event, IdMap, Origin, Symbol};
 use crate::reference::ReferenceData;
 use crate::report::Report;
 
+/// How far a run has read its inputs: bytes in all (for progress bars) and, per partition, the
+/// position reached, which is what an interrupted run reports as the point it stopped at.
+#[derive(Debug, Default)]
+pub struct ReadProgress {
+    bytes: AtomicU64,
+    spans: Mutex<Vec<Arc<Span>>>,
+}
+
+/// One partition's byte range and how far it was read.
+#[derive(Debug)]
+struct Span {
+    source: u32,
+    start: u64,
+    reached: AtomicU64,
+    finished: AtomicBool,
+    lines: Mutex<LineCounts>,
+}
+
+/// What became of the lines read: every line is exactly one of a header, a blank line, a line
+/// accepted by its parser (one or more events) or a rejected line (a dead letter), so
+/// `read = header + blank + accepted + rejected`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LineCounts {
+    /// Lines read.
+    pub read: u64,
+    /// Header lines skipped.
+    pub header: u64,
+    /// Empty or whitespace-only lines skipped.
+    pub blank: u64,
+    /// Lines that gave events.
+    pub accepted: u64,
+    /// Lines that gave a dead letter instead.
+    pub rejected: u64,
+}
+
+impl std::ops::AddAssign for LineCounts {
+    fn add_assign(&mut self, other: LineCounts) {
+        self.read += other.read;
+        self.header += other.header;
+        self.blank += other.blank;
+        self.accepted += other.accepted;
+        self.rejected += other.rejected;
+    }
+}
+
+/// The ranges of one input that were read completely.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InputPosition {
+    /// Index of the input.
+    pub source: u32,
+    /// `[start, end)` byte ranges (of the decompressed stream for gzip) whose every line was
+    /// read and processed, merged where they touch.
+    pub ranges: Vec<(u64, u64)>,
+    /// True when the whole input was read.
+    pub finished: bool,
+}
+
+impl ReadProgress {
+    /// Bytes read so far over all partitions.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    fn register(&self, source: u32, start: u64) -> Arc<Span> {
+        let span = Arc::new(Span {
+            source,
+            start,
+            reached: AtomicU64::new(start),
+            finished: AtomicBool::new(false),
+            lines: Mutex::new(LineCounts::default()),
+        });
+        if let Ok(mut spans) = self.spans.lock() {
+            spans.push(span.clone());
+        }
+        span
+    }
+
+    /// What became of the lines read so far, over all partitions.
+    pub fn lines(&self) -> LineCounts {
+        let mut total = LineCounts::default();
+        if let Ok(spans) = self.spans.lock() {
+            for span in spans.iter() {
+                if let Ok(lines) = span.lines.lock() {
+                    total += *lines;
+                }
+            }
+        }
+        total
+    }
+
+    /// Per input, the byte ranges read so far.
+    pub fn positions(&self) -> Vec<InputPosition> {
+        let Ok(spans) = self.spans.lock() else { return Vec::new() };
+        let mut spans: Vec<(u32, u64, u64, bool)> = spans
+            .iter()
+            .map(|s| (s.source, s.start, s.reached.load(Ordering::Relaxed), s.finished.load(Ordering::Relaxed)))
+            .collect();
+        spans.sort_unstable();
+        let mut out: Vec<InputPosition> = Vec::new();
+        for (source, start, reached, finished) in spans {
+            if out.last().is_none_or(|p| p.source != source) {
+                out.push(InputPosition { source, ranges: Vec::new(), finished: true });
+            }
+            let Some(position) = out.last_mut() else { continue };
+            position.finished &= finished;
+            if reached <= start {
+                continue;
+            }
+            match position.ranges.last_mut() {
+                Some(last) if last.1 == start => last.1 = reached,
+                _ => position.ranges.push((start, reached)),
+            }
+        }
+        out
+    }
+}
+
 /// A byte range of one input, read as lines.
 pub struct LinePartition {
     input: Arc<InputSpec>,
     start: u64,
     end: u64,
     companion: Option<PathBuf>,
-    parser: Box<dyn LineParser>,
+    /// The parser, or why the input's content could not be read far enough to build one
+    /// (a truncated gzip header): then the partition yields one `io_error` dead letter.
+    parser: Result<Box<dyn LineParser>, String>,
     reference: Arc<ReferenceData>,
     reader: Option<LineReader>,
     companion_reader: Option<LineReader>,
@@ -34,7 +154,15 @@ pub struct LinePartition {
     line_index: Rc<RefCell<LineIndex>>,
     announced: IdMap<Symbol, ()>,
     finished: bool,
-    progress: Arc<AtomicU64>,
+    /// A gzipped input (offsets count decompressed bytes; one partition).
+    gzip: bool,
+    /// The file's size when planned.
+    size: u64,
+    /// Offset reached (of the decompressed stream for gzip).
+    position: u64,
+    progress: Arc<ReadProgress>,
+    span: Arc<Span>,
+    lines: LineCounts,
     reported: u64,
     counts: Rc<RefCell<EventCounts>>,
 }
@@ -52,11 +180,16 @@ impl LinePartition {
         Ok((reader, companion))
     }
 
-    fn dead_letter(&mut self, offset: u64, raw: &[u8], rejection: Rejection) -> Report {
-        let line = match self.line {
-            Some(line) => Some(line),
-            None => self.line_index.borrow_mut().line_at(offset).ok(),
-        };
+    /// The line number of the line at `offset`, which is the next line to be counted: from
+    /// the running count when known, else from the file (then the count is known from here on).
+    fn line_number(&mut self, offset: u64) -> Option<u64> {
+        if self.line.is_none() && !self.gzip {
+            self.line = self.line_index.borrow_mut().line_at(offset).ok();
+        }
+        self.line
+    }
+
+    fn dead_letter(&self, line: Option<u64>, offset: u64, raw: &[u8], rejection: Rejection) -> Report {
         Report::DeadLetter(Box::new(DeadLetter {
             source: self.input.index,
             line,
@@ -64,11 +197,12 @@ impl LinePartition {
             raw: String::from_utf8_lossy(raw).into_owned(),
             reason: rejection.reason,
             detail: rejection.detail,
+            event: None,
         }))
     }
 
     fn io_failure(&mut self, offset: u64, error: std::io::Error) -> Report {
-        self.finished = true;
+        self.finish();
         Report::DeadLetter(Box::new(DeadLetter {
             source: self.input.index,
             line: self.line,
@@ -76,8 +210,47 @@ impl LinePartition {
             raw: String::new(),
             reason: RejectReason::IoError,
             detail: format!("reading {} stopped here: {error}", self.input.path.display()),
+            event: None,
         }))
     }
+
+    /// Records how far the partition has read. Progress counts the partition's own byte
+    /// range, so the blocks add up to the file.
+    fn note_position(&mut self) {
+        if let Some(reader) = &self.reader {
+            self.position = reader.offset().min(self.end).max(self.start);
+        }
+        let done = self.position - self.start;
+        self.span.reached.store(self.position, Ordering::Relaxed);
+        if let Ok(mut lines) = self.span.lines.lock() {
+            *lines = self.lines;
+        }
+        self.progress.bytes.fetch_add(done.saturating_sub(self.reported), Ordering::Relaxed);
+        self.reported = done.max(self.reported);
+    }
+
+    /// Done: the readers and their buffers are released at once (a run over many blocks
+    /// holds only the open ones).
+    fn finish(&mut self) {
+        self.note_position();
+        if !self.gzip {
+            self.position = self.position.max(self.end.min(self.size));
+        }
+        self.note_position();
+        self.finished = true;
+        self.reader = None;
+        self.companion_reader = None;
+        self.span.finished.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The UTF-8 error of a line, as a rejection.
+#[cold]
+fn not_utf8(error: std::str::Utf8Error) -> Rejection {
+    Rejection::new(
+        RejectReason::BadUtf8,
+        format!("not UTF-8 text: an invalid byte sequence at byte {} of the line", error.valid_up_to()),
+    )
 }
 
 impl Partition for LinePartition {
@@ -93,6 +266,7 @@ impl Partition for LinePartition {
         // Parse from the start of the range up to the first good record. A fresh parser state
         // is not needed: parsers keep no state that changes the time of the first event.
         let (mut reader, mut companion) = self.open().ok()?;
+        let Ok(parser) = self.parser.as_mut() else { return None };
         let mut side = Vec::new();
         let mut announced = IdMap::default();
         let mut events = Vec::new();
@@ -104,13 +278,16 @@ impl Partition for LinePartition {
                 Some(c) => c.next_line().ok().flatten().map(|(_, l)| l.to_vec()),
                 None => None,
             };
-            if offset == 0 && self.parser.is_header(bytes) {
+            if offset == 0 && parser.is_header(bytes) {
                 continue;
             }
-            let mut ctx = ParseContext { reference: &self.reference, side: &mut side, announced: &mut announced };
+            if std::str::from_utf8(bytes).is_err() {
+                continue;
+            }
+            let mut ctx = ParseContext::new(&self.reference, &mut side, &mut announced);
             let line =
                 Line { bytes, origin: Origin::new(self.input.index, offset), companion: companion_line.as_deref() };
-            if self.parser.parse(&line, &mut ctx, &mut events).is_ok()
+            if ctx.parse(parser.as_mut(), &line, &mut events).is_ok()
                 && let Some(first) = events.iter().map(|e| e.time).min()
             {
                 return Some(first);
@@ -121,6 +298,12 @@ impl Partition for LinePartition {
 
     fn read(&mut self, max_records: usize, records: &mut Vec<Event>, side: &mut Vec<Report>) -> PartitionRead {
         if self.finished {
+            return PartitionRead::Exhausted;
+        }
+        if let Err(error) = &self.parser {
+            let error = std::io::Error::other(error.clone());
+            let report = self.io_failure(self.start, error);
+            side.push(report);
             return PartitionRead::Exhausted;
         }
         if self.reader.is_none() {
@@ -138,18 +321,19 @@ impl Partition for LinePartition {
         }
         let mut lines = 0;
         let mut companion_line: Vec<u8> = Vec::new();
+        let mut raw: Vec<u8> = Vec::new();
         while lines < max_records {
             let Some(reader) = self.reader.as_mut() else {
                 break;
             };
             let (offset, bytes) = match reader.next_line() {
                 Ok(Some((offset, _))) if offset >= self.end => {
-                    self.finished = true;
+                    self.finish();
                     break;
                 }
                 Ok(Some((offset, bytes))) => (offset, bytes),
                 Ok(None) => {
-                    self.finished = true;
+                    self.finish();
                     break;
                 }
                 Err(error) => {
@@ -160,6 +344,7 @@ impl Partition for LinePartition {
                 }
             };
             lines += 1;
+            self.lines.read += 1;
             let has_companion = match self.companion_reader.as_mut() {
                 Some(c) => {
                     companion_line.clear();
@@ -175,58 +360,55 @@ impl Partition for LinePartition {
             };
             let this_line = self.line;
             self.line = self.line.map(|l| l + 1);
-            if offset == 0 && self.parser.is_header(bytes) {
+            let Ok(parser) = self.parser.as_mut() else { break };
+            if offset == 0 && parser.is_header(bytes) {
+                self.lines.header += 1;
                 continue;
             }
             let trimmed = bytes.strip_suffix(b"\r").unwrap_or(bytes);
             if trimmed.iter().all(u8::is_ascii_whitespace) {
+                self.lines.blank += 1;
                 continue;
             }
-            if self.companion.is_some() && !has_companion {
-                let rejection = Rejection::new(
+            let rejection = if self.companion.is_some() && !has_companion {
+                Some(Rejection::new(
                     RejectReason::ColumnCount,
                     "the order book file has fewer lines than the message file",
-                );
-                let raw = bytes.to_vec();
-                self.line = this_line;
-                let report = self.dead_letter(offset, &raw, rejection);
-                self.line = this_line.map(|l| l + 1);
-                side.push(report);
-                continue;
-            }
-            let before = records.len();
-            let result = {
-                let mut ctx = ParseContext { reference: &self.reference, side, announced: &mut self.announced };
+                ))
+            } else if let Err(error) = std::str::from_utf8(bytes) {
+                Some(not_utf8(error))
+            } else {
+                let before = records.len();
+                let mut ctx = ParseContext::new(&self.reference, side, &mut self.announced);
                 let line = Line {
                     bytes,
                     origin: Origin::new(self.input.index, offset),
                     companion: has_companion.then_some(companion_line.as_slice()),
                 };
-                self.parser.parse(&line, &mut ctx, records)
-            };
-            match result {
-                Ok(()) => {
-                    let mut counts = self.counts.borrow_mut();
-                    for event in &mut records[before..] {
-                        self.reference.enrich(event);
-                        counts[event.kind().index()] += 1;
+                match ctx.parse(parser.as_mut(), &line, records) {
+                    Ok(()) => {
+                        let mut counts = self.counts.borrow_mut();
+                        for event in &mut records[before..] {
+                            self.reference.enrich(event);
+                            counts[event.kind().index()] += 1;
+                        }
+                        self.lines.accepted += 1;
+                        None
                     }
+                    Err(rejection) => Some(rejection),
                 }
-                Err(rejection) => {
-                    records.truncate(before);
-                    let raw = bytes.to_vec();
-                    self.line = this_line;
-                    let report = self.dead_letter(offset, &raw, rejection);
-                    self.line = this_line.map(|l| l + 1);
-                    side.push(report);
-                }
+            };
+            if let Some(rejection) = rejection {
+                self.lines.rejected += 1;
+                raw.clear();
+                raw.extend_from_slice(bytes);
+                self.line = this_line;
+                let line = self.line_number(offset);
+                self.line = line.map(|l| l + 1);
+                side.push(self.dead_letter(line, offset, &raw, rejection));
             }
         }
-        // Progress counts the partition's own byte range, so the blocks add up to the file.
-        let position = self.reader.as_ref().map_or(self.start, |r| r.offset().min(self.end)).max(self.start);
-        let done = position - self.start;
-        self.progress.fetch_add(done.saturating_sub(self.reported), Ordering::Relaxed);
-        self.reported = done.max(self.reported);
+        self.note_position();
         if self.finished { PartitionRead::Exhausted } else { PartitionRead::More }
     }
 
@@ -239,14 +421,14 @@ impl Partition for LinePartition {
 /// in input order and dealt round-robin, so neighbouring blocks of one file go to different
 /// workers and all workers advance through event time together.
 ///
-/// `progress` accumulates the bytes read, for progress bars.
+/// `progress` accumulates the bytes read and each partition's position.
 pub fn plan_partitions(
     inputs: &[InputSpec],
     config: &Config,
     reference: &Arc<ReferenceData>,
     worker: usize,
     peers: usize,
-    progress: &Arc<AtomicU64>,
+    progress: &Arc<ReadProgress>,
     counts: &Rc<RefCell<EventCounts>>,
 ) -> Result<Vec<LinePartition>, InputError> {
     let mut mine = Vec::new();
@@ -257,7 +439,8 @@ pub fn plan_partitions(
         let io = |source| InputError::Io { path: input.path.clone(), source };
         let size = std::fs::metadata(&input.path).map_err(io)?.len();
         let companion = companion_of(input, config);
-        let splittable = !is_gzip(&input.path).map_err(io)? && companion.is_none();
+        let gzip = is_gzip(&input.path).map_err(io)?;
+        let splittable = !gzip && companion.is_none();
         let ranges: Vec<(u64, u64)> = if splittable && size > block {
             (0..size.div_ceil(block)).map(|b| (b * block, ((b + 1) * block).min(size))).collect()
         } else {
@@ -275,7 +458,11 @@ pub fn plan_partitions(
                     start,
                     end,
                     companion: companion.clone(),
-                    parser: parser_for(input, config)?,
+                    parser: match parser_for(input, config) {
+                        Ok(parser) => Ok(parser),
+                        Err(InputError::Io { source, .. }) => Err(source.to_string()),
+                        Err(format) => return Err(format),
+                    },
                     reference: reference.clone(),
                     reader: None,
                     companion_reader: None,
@@ -283,7 +470,12 @@ pub fn plan_partitions(
                     line_index,
                     announced: IdMap::default(),
                     finished: false,
+                    gzip,
+                    size,
+                    position: start,
                     progress: progress.clone(),
+                    span: progress.register(input.index, start),
+                    lines: LineCounts::default(),
                     reported: 0,
                     counts: counts.clone(),
                 });
@@ -329,7 +521,7 @@ mod tests {
         for (block, peers) in [(4096u64, 1usize), (4096, 2), (4096, 3), (1 << 20, 1)] {
             let mut config = Config::default();
             config.ingest.block_size = block;
-            let progress = Arc::new(AtomicU64::new(0));
+            let progress = Arc::new(ReadProgress::default());
             let mut events = Vec::new();
             let mut letters = Vec::new();
             for worker in 0..peers {
@@ -350,7 +542,10 @@ mod tests {
             let expected: Vec<u64> = (0..300u64).filter(|i| i % 23 == 5).map(|i| i + 2).collect();
             assert_eq!(lines, expected, "line numbers, block {block} peers {peers}");
             assert!(letters.iter().all(|d| d.reason == RejectReason::BadPrice));
-            assert_eq!(progress.load(Ordering::Relaxed), text.len() as u64);
+            assert_eq!(progress.bytes(), text.len() as u64);
+            let positions = progress.positions();
+            assert_eq!(positions.len(), 1);
+            assert_eq!((positions[0].ranges.clone(), positions[0].finished), (vec![(0, text.len() as u64)], true));
         }
     }
 }

@@ -51,10 +51,58 @@ fn eight_digits(bytes: &[u8]) -> Option<u64> {
     Some((v.wrapping_mul(10_000) + (v >> 32)) & 0xFFFF_FFFF)
 }
 
-/// Formats nanoseconds since the epoch as RFC 3339 UTC with nanoseconds.
+/// Formats nanoseconds since the epoch as RFC 3339 UTC with nanoseconds
+/// (`2024-03-01T14:30:00.000000000Z`). Every alert and evidence line carries such times, so
+/// this writes the digits directly instead of going through a format string.
 pub fn format_time(nanos: u64) -> String {
-    let time = DateTime::from_timestamp((nanos / SECOND) as i64, (nanos % SECOND) as u32).unwrap_or_default();
-    time.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string()
+    let mut out = String::with_capacity(30);
+    write_time(nanos, &mut out);
+    out
+}
+
+/// Appends [`format_time`]'s text to `out`.
+pub fn write_time(nanos: u64, out: &mut String) {
+    let seconds = nanos / SECOND;
+    let (days, second_of_day) = (seconds / 86_400, seconds % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    let digits = |n: u64, width: usize, out: &mut String| {
+        let mut buf = [b'0'; 9];
+        let mut n = n;
+        for slot in buf[..width].iter_mut().rev() {
+            *slot = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        out.push_str(std::str::from_utf8(&buf[..width]).unwrap_or("?"));
+    };
+    digits(year as u64, 4, out);
+    out.push('-');
+    digits(month as u64, 2, out);
+    out.push('-');
+    digits(day as u64, 2, out);
+    out.push('T');
+    digits(second_of_day / 3600, 2, out);
+    out.push(':');
+    digits(second_of_day / 60 % 60, 2, out);
+    out.push(':');
+    digits(second_of_day % 60, 2, out);
+    out.push('.');
+    digits(nanos % SECOND, 9, out);
+    out.push('Z');
+}
+
+/// (year, month, day) of a count of days since 1970-01-01 in the proleptic Gregorian calendar
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// Reads `YYYY-MM-DD`.
@@ -121,5 +169,27 @@ mod tests {
         let (date, end) = ny.session_of(1_709_303_400_000_000_000);
         assert_eq!(date.to_string(), "2024-03-01");
         assert_eq!(format_time(end), "2024-03-02T05:00:00.000000000Z");
+    }
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// The direct formatter writes what chrono's format string writes.
+        #[test]
+        fn format_time_matches_chrono(nanos in proptest::prelude::any::<u64>()) {
+            let time = DateTime::from_timestamp((nanos / SECOND) as i64, (nanos % SECOND) as u32).unwrap_or_default();
+            proptest::prop_assert_eq!(format_time(nanos), time.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string());
+        }
+    }
+
+    #[test]
+    fn format_time_edges() {
+        assert_eq!(format_time(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(format_time(1_709_303_400_000_000_001), "2024-03-01T14:30:00.000000001Z");
+        assert_eq!(format_time(u64::MAX), "2554-07-21T23:34:33.709551615Z");
+        assert_eq!(format_time(951_782_400 * SECOND), "2000-02-29T00:00:00.000000000Z");
     }
 }

@@ -55,8 +55,15 @@ impl Symbol {
 
     /// The text of a packed symbol.
     fn unpack(self) -> Option<String> {
+        let mut text = String::new();
+        self.unpack_into(&mut text).then_some(text)
+    }
+
+    /// Appends the text of a packed symbol to `out`; false (and nothing appended) for other
+    /// symbols.
+    fn unpack_into(self, out: &mut String) -> bool {
         if self.0 & HASHED != TEXT {
-            return None;
+            return false;
         }
         let mut packed = self.0 & !TEXT;
         let mut codes = [0u8; INLINE_MAX];
@@ -64,7 +71,8 @@ impl Symbol {
             *slot = (packed % BASE) as u8;
             packed /= BASE;
         }
-        Some(codes.iter().take_while(|&&c| c != 0).map(|&c| ALPHABET[c as usize - 1] as char).collect())
+        out.extend(codes.iter().take_while(|&&c| c != 0).map(|&c| ALPHABET[c as usize - 1] as char));
+        true
     }
 
     /// The id of a non-negative integer, identical to `Symbol::of` of its decimal text.
@@ -211,6 +219,22 @@ impl SymbolTable {
         match self.names.get(&symbol) {
             Some(name) => (&**name).into(),
             None => format!("#{:016x}", symbol.0).into(),
+        }
+    }
+
+    /// Appends the text of `symbol` (as [`SymbolTable::name`] gives it) to `out`, without
+    /// allocating for packed and integer symbols.
+    pub fn write_name(&self, symbol: Symbol, out: &mut String) {
+        if symbol.is_none() {
+            return;
+        }
+        if let Some(n) = symbol.as_integer() {
+            out.push_str(itoa::Buffer::new().format(n));
+        } else if !symbol.unpack_into(out) {
+            match self.names.get(&symbol) {
+                Some(name) => out.push_str(name),
+                None => out.push_str(&format!("#{:016x}", symbol.0)),
+            }
         }
     }
 
