@@ -225,9 +225,8 @@ impl LineParser for CsvParser {
             ));
         }
         let f = &fields[..count];
-        let time = parse_event_time(f[c.event_time]).ok_or_else(|| {
-            Rejection::new(RejectReason::BadTime, format!("event_time {:?}", String::from_utf8_lossy(f[c.event_time])))
-        })?;
+        let time = parse_event_time(f[c.event_time])
+            .ok_or_else(|| Rejection::new(RejectReason::BadTime, super::time::event_time_error(f[c.event_time])))?;
         let kind = EventKind::parse(f[c.kind]).ok_or_else(|| {
             Rejection::new(RejectReason::UnknownKind, format!("kind {:?}", String::from_utf8_lossy(f[c.kind])))
         })?;

@@ -127,14 +127,8 @@ impl LineParser for JsonlParser {
             .map_err(|e| Rejection::new(RejectReason::BadJson, format!("invalid JSON: {e}")))?;
 
         let time_text = text(r.event_time, "event_time")?;
-        let time = parse_event_time(&time_text).ok_or_else(|| {
-            let why = if time_text.is_empty() {
-                "is missing".to_string()
-            } else {
-                format!("{:?}", String::from_utf8_lossy(&time_text))
-            };
-            Rejection::new(RejectReason::BadTime, format!("event_time {why}"))
-        })?;
+        let time = parse_event_time(&time_text)
+            .ok_or_else(|| Rejection::new(RejectReason::BadTime, super::time::event_time_error(&time_text)))?;
         let kind_text = text(r.kind, "kind")?;
         let kind = EventKind::parse(&kind_text).ok_or_else(|| {
             Rejection::new(RejectReason::UnknownKind, format!("kind {:?}", String::from_utf8_lossy(&kind_text)))

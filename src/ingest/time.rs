@@ -35,6 +35,30 @@ pub fn parse_event_time(text: &[u8]) -> Option<u64> {
     u64::try_from(time.timestamp_nanos_opt()?).ok()
 }
 
+/// Why `text` is not an event time, for a `bad_time` dead letter: missing, before 1970, beyond
+/// what 64-bit nanoseconds hold (2554), or neither integer nanoseconds nor RFC 3339.
+#[cold]
+pub fn event_time_error(text: &[u8]) -> String {
+    let shown = String::from_utf8_lossy(text);
+    if text.is_empty() {
+        return "event_time is missing".into();
+    }
+    if text.iter().all(u8::is_ascii_digit) {
+        return format!("event_time {shown:?} is beyond 2554-07-21, the last time 64-bit nanoseconds hold");
+    }
+    if text.first() == Some(&b'-') && text[1..].iter().all(u8::is_ascii_digit) && text.len() > 1 {
+        return format!("event_time {shown:?} is before 1970-01-01 (negative nanoseconds)");
+    }
+    match std::str::from_utf8(text).ok().map(DateTime::parse_from_rfc3339) {
+        Some(Ok(time)) if time.timestamp() < 0 => format!("event_time {shown:?} is before 1970-01-01"),
+        Some(Ok(_)) => format!("event_time {shown:?} is beyond 2554-07-21, the last time 64-bit nanoseconds hold"),
+        Some(Err(e)) => {
+            format!("event_time {shown:?} is neither integer nanoseconds since 1970 nor RFC 3339 text ({e})")
+        }
+        None => format!("event_time {shown:?} is not UTF-8 text"),
+    }
+}
+
 /// The value of eight ASCII digits, or `None` if any byte is not a digit (SWAR: all eight
 /// digits are checked and combined with three multiplications).
 #[inline]
@@ -182,6 +206,21 @@ mod format_tests {
         fn format_time_matches_chrono(nanos in proptest::prelude::any::<u64>()) {
             let time = DateTime::from_timestamp((nanos / SECOND) as i64, (nanos % SECOND) as u32).unwrap_or_default();
             proptest::prop_assert_eq!(format_time(nanos), time.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string());
+        }
+    }
+
+    #[test]
+    fn bad_times_say_why() {
+        let why = |t: &str| event_time_error(t.as_bytes());
+        assert!(why("").contains("missing"));
+        assert!(why("1969-12-31T23:59:59Z").contains("before 1970"));
+        assert!(why("-5").contains("before 1970"));
+        assert!(why("99999999999999999999").contains("beyond 2554"));
+        assert!(why("2600-01-01T00:00:00Z").contains("beyond 2554"));
+        assert!(why("soon").contains("neither integer nanoseconds"));
+        assert!(why("2024-13-01T00:00:00Z").contains("neither integer nanoseconds"));
+        for text in ["1969-12-31T23:59:59Z", "-5", "99999999999999999999", "soon"] {
+            assert_eq!(parse_event_time(text.as_bytes()), None, "{text}");
         }
     }
 
