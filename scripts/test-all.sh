@@ -20,6 +20,8 @@ echo "== cargo test"
 cargo test --workspace --all-targets
 echo "== doc tests"
 cargo test --workspace --doc
+echo "== fuzz smoke: every parser for 15 s (longer runs: scripts/fuzz.sh SECONDS)"
+scripts/fuzz.sh 15
 echo "== polars oracle (separate crate: polars builds for minutes, so it is outside the workspace)"
 cargo fmt --manifest-path oracles/Cargo.toml -- --check
 cargo clippy --manifest-path oracles/Cargo.toml --all-targets -- -D warnings
