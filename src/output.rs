@@ -199,13 +199,24 @@ impl Renderer {
 
     /// The 1-based line of `offset` in input `source`, when the input is a plain file.
     fn line_of(&self, source: u32, offset: u64) -> Option<u64> {
+        self.with_index(source, |index| index.line_at(offset).ok())
+    }
+
+    /// The line at `offset` of input `source` as it is in the file, when the input is a plain file.
+    fn text_of(&self, source: u32, offset: u64) -> Option<String> {
+        self.with_index(source, |index| {
+            index.text_at(offset).ok().flatten().map(|text| String::from_utf8_lossy(text).into_owned())
+        })
+    }
+
+    fn with_index<T>(&self, source: u32, f: impl FnOnce(&mut LineIndex) -> Option<T>) -> Option<T> {
         let mut indexes = self.line_indexes.borrow_mut();
         let index = indexes.entry(source).or_insert_with(|| {
             let path = Path::new(self.sources.get(source as usize)?);
             // Offsets of a gzipped input count decompressed bytes, which the file does not hold.
             (path.is_file() && matches!(is_gzip(path), Ok(false))).then(|| LineIndex::new(path))
         });
-        index.as_mut()?.line_at(offset).ok()
+        f(index.as_mut()?)
     }
 
     /// A dead letter as a JSON object.
@@ -220,7 +231,11 @@ impl Renderer {
         let line = letter.line.or_else(|| self.line_of(letter.source, letter.offset));
         let (raw, detail) = match &letter.event {
             Some(event) if letter.raw.is_empty() => {
-                let raw = crate::ingest::csv::write::line(event, &self.names, &self.reference);
+                // The line as it is in the file; a canonical CSV rewrite where the file cannot be
+                // read at an offset (gzip).
+                let raw = self
+                    .text_of(letter.source, letter.offset)
+                    .unwrap_or_else(|| crate::ingest::csv::write::line(event, &self.names, &self.reference));
                 let detail = match memchr::memmem::find(
                     letter.detail.as_bytes(),
                     crate::detect::orders::ORDER_NAME.as_bytes(),

@@ -64,6 +64,8 @@ fn unknown_orders_carry_their_line_in_a_plain_file() {
             let at_offset = text[offset..].lines().next().expect("a line at the offset");
             assert_eq!(at_offset, file_lines[*line as usize - 1]);
             assert!(at_offset.contains("O999999"));
+            // `raw` is the line as it is in the file.
+            assert_eq!(letter["raw"].as_str(), Some(at_offset));
         }
     }
 }
@@ -81,4 +83,6 @@ fn unknown_orders_in_a_gzipped_file_have_no_line() {
     let unknown: Vec<_> = letters.iter().filter(|d| d["reason"] == "unknown_order").collect();
     assert_eq!(unknown.len(), 2);
     assert!(unknown.iter().all(|d| d["line"].is_null() && d["offset"].as_u64().is_some()));
+    // No file offset to read back from: the event is rewritten as canonical CSV.
+    assert!(unknown.iter().all(|d| d["raw"].as_str().is_some_and(|r| r.contains(",ACME,O999999,ACC1"))));
 }

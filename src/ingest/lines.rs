@@ -217,6 +217,30 @@ impl LineIndex {
         Ok(count + 1)
     }
 
+    /// The text of the line starting at `offset` (without its line end and, at the start of the
+    /// file, its byte order mark), when it fits in the window.
+    pub fn text_at(&mut self, offset: u64) -> io::Result<Option<&[u8]>> {
+        let window_end = self.buf_start + self.len as u64;
+        let in_window = |this: &Self| -> Option<usize> {
+            let start = offset.checked_sub(this.buf_start).map(|s| s as usize).filter(|&s| s < this.len)?;
+            memchr::memchr(b'\n', &this.buf[start..this.len]).map(|end| start + end)
+        };
+        if offset < self.buf_start || offset >= window_end || in_window(self).is_none() {
+            self.load(offset)?;
+        }
+        let Some(end) = in_window(self).or_else(|| {
+            // The last line of the file, without a line end.
+            (self.len < self.buf.len() && offset >= self.buf_start && offset < self.buf_start + self.len as u64)
+                .then_some(self.len)
+        }) else {
+            return Ok(None);
+        };
+        let start = (offset - self.buf_start) as usize;
+        let line = &self.buf[start..end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        Ok(Some(if offset == 0 { line.strip_prefix(BOM).unwrap_or(line) } else { line }))
+    }
+
     /// Reads the window starting at `position`.
     fn load(&mut self, position: u64) -> io::Result<()> {
         let file = match &mut self.file {
@@ -277,8 +301,9 @@ mod tests {
             assert_eq!(joined, all, "block size {block}");
         }
         let mut index = LineIndex::new(&path);
-        for (n, (offset, _)) in all.iter().enumerate().rev().step_by(37) {
+        for (n, (offset, text)) in all.iter().enumerate().rev().step_by(37) {
             assert_eq!(index.line_at(*offset).expect("count"), n as u64 + 1);
+            assert_eq!(index.text_at(*offset).expect("text"), Some(text.as_bytes()));
         }
     }
 
