@@ -6,13 +6,16 @@
 #![forbid(missing_docs)]
 
 pub mod alert;
+#[cfg(feature = "tools")]
 pub mod bench;
 pub mod config;
 pub mod detect;
 pub mod features;
+#[cfg(feature = "tools")]
 pub mod generate;
 pub mod ingest;
 pub mod model;
+#[cfg(feature = "tools")]
 pub mod nab;
 pub mod output;
 pub mod pipeline;

@@ -7,7 +7,6 @@
 //! ```
 
 use std::cell::RefCell;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -77,8 +76,9 @@ pub struct RunOptions {
     pub workers: usize,
     /// Output folder.
     pub out_dir: PathBuf,
-    /// Show a progress bar on a terminal.
-    pub progress: bool,
+    /// Where the run counts what it reads (bytes, positions, lines), for a progress display
+    /// that polls it from another thread; a fresh one when `None`.
+    pub progress: Option<Arc<ReadProgress>>,
     /// A request to stop early (an interrupt): reading stops, what was read is processed and
     /// written, and the summary says where the run stopped.
     pub stop: Option<Stop>,
@@ -87,7 +87,7 @@ pub struct RunOptions {
 impl RunOptions {
     /// Runs `inputs` with `config` on one worker into `out`, without a progress bar.
     pub fn new(inputs: Vec<InputSpec>, config: Config) -> RunOptions {
-        RunOptions { inputs, config, workers: 1, out_dir: PathBuf::from("out"), progress: false, stop: None }
+        RunOptions { inputs, config, workers: 1, out_dir: PathBuf::from("out"), progress: None, stop: None }
     }
 }
 
@@ -497,27 +497,9 @@ pub fn run(options: RunOptions) -> Result<RunSummary, RunError> {
             .map_err(|source| RunError::Output { path: out_dir.clone(), source })?;
     }
     let writer = Arc::new(Mutex::new(Some(writer)));
-    let read_progress = Arc::new(ReadProgress::default());
-    let finished = Arc::new(AtomicBool::new(false));
+    let read_progress = progress.unwrap_or_default();
     let stop = stop.unwrap_or_default();
-
-    let bar = (progress && std::io::stderr().is_terminal()).then(|| {
-        let bar = indicatif::ProgressBar::new(total_bytes);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        let (bar2, read, done) = (bar.clone(), read_progress.clone(), finished.clone());
-        std::thread::spawn(move || {
-            while !done.load(Ordering::Relaxed) {
-                bar2.set_position(read.bytes());
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        });
-        bar
-    });
+    tracing::info!(inputs = inputs.len(), bytes = total_bytes, workers, "run starts");
 
     let timely_config = timely::Config::process(workers.max(1));
     let job_inputs = inputs.clone();
@@ -563,10 +545,6 @@ pub fn run(options: RunOptions) -> Result<RunSummary, RunError> {
     .map_err(RunError::Dataflow)?;
 
     let results = guards.join();
-    finished.store(true, Ordering::Relaxed);
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
     let mut summary = RunSummary { inputs: sources.clone(), workers: workers.max(1), ..Default::default() };
     let mut events_by_kind = EventCounts::default();
     let mut files = Vec::new();

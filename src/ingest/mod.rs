@@ -26,7 +26,7 @@ use crate::report::Report;
 pub use partition::{EventCounts, InputPosition, LineCounts, LinePartition, ReadProgress, plan_partitions};
 
 /// Input formats.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// Canonical CSV (`docs/schema.md`).
@@ -64,6 +64,26 @@ impl Format {
             Format::Lobster => "lobster",
             Format::Imc => "imc",
         }
+    }
+
+    /// Every format.
+    pub const ALL: [Format; 4] = [Format::Csv, Format::Jsonl, Format::Lobster, Format::Imc];
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Format, String> {
+        Format::ALL.into_iter().find(|f| f.as_str() == text).ok_or_else(|| {
+            let names: Vec<&str> = Format::ALL.iter().map(|f| f.as_str()).collect();
+            format!("unknown format {text:?} (one of {})", names.join(", "))
+        })
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -11,9 +11,15 @@ use surveil::pipeline::{RunSummary, run_files};
 /// The shared datasets folder: `$SURVEIL_DATA`, or `../shared/datasets` beside the project.
 /// Missing data is a failure, never a skip.
 pub fn data_dir() -> PathBuf {
-    let dir = std::env::var_os("SURVEIL_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets"));
+    // Beside the project root, which is this package's folder or the one above it (the command
+    // line's package shares these helpers).
+    let dir = std::env::var_os("SURVEIL_DATA").map(PathBuf::from).unwrap_or_else(|| {
+        let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+        [here.join("../shared/datasets"), here.join("../../shared/datasets")]
+            .into_iter()
+            .find(|d| d.join("lobster").is_dir())
+            .unwrap_or_else(|| here.join("../shared/datasets"))
+    });
     assert!(
         dir.join("lobster").is_dir(),
         "the shared datasets are missing: expected {} (set SURVEIL_DATA to the datasets folder)",

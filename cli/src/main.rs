@@ -1,13 +1,17 @@
 //! The `surveil` command line.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use surveil::config::Config;
 use surveil::generate::{EventMix, GenerateConfig, generate};
-use surveil::ingest::Format;
+use surveil::ingest::{Format, InputSpec, ReadProgress};
 use surveil::pipeline::{RunOptions, RunSummary, Stop, inputs, run};
 
 /// Real-time trade surveillance: reads orders, cancels, fills, trades and quotes, raises alerts
@@ -98,8 +102,8 @@ struct JobArgs {
     /// Configuration file (TOML); defaults apply to everything it leaves out.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Input format; by default detected from each file's name.
-    #[arg(long, value_enum)]
+    /// Input format (csv, jsonl, lobster, imc); by default detected from each file's name.
+    #[arg(long)]
     format: Option<Format>,
     /// Worker threads.
     #[arg(long, short = 'w', default_value_t = 1)]
@@ -120,6 +124,14 @@ impl JobArgs {
 }
 
 fn main() -> ExitCode {
+    // Logs go to standard error at the level RUST_LOG asks for (warnings by default).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match main_inner() {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -157,13 +169,17 @@ fn main_inner() -> Result<()> {
             }
             config.features.export |= export_features;
             let stop = stop_on_signals()?;
+            let inputs = inputs(&paths, format);
+            let progress = (!quiet).then(|| progress_bar(&inputs));
             let summary = run(RunOptions {
                 workers,
                 out_dir: out.clone(),
-                progress: !quiet,
+                progress: progress.as_ref().map(|p| p.read.clone()),
                 stop: Some(stop),
-                ..RunOptions::new(inputs(&paths, format), config)
-            })?;
+                ..RunOptions::new(inputs, config)
+            });
+            drop(progress);
+            let summary = summary?;
             if !quiet {
                 print_summary(&summary, &out);
             }
@@ -222,7 +238,8 @@ fn main_inner() -> Result<()> {
 fn default_dataset() -> PathBuf {
     let root = std::env::var_os("SURVEIL_HOME").map(PathBuf::from).unwrap_or_else(|| {
         let here = PathBuf::from("datasets");
-        if here.is_dir() { PathBuf::from(".") } else { PathBuf::from(env!("CARGO_MANIFEST_DIR")) }
+        // The project root, one above this crate.
+        if here.is_dir() { PathBuf::from(".") } else { Path::new(env!("CARGO_MANIFEST_DIR")).join("..") }
     });
     root.join("datasets").join("generated").join("default")
 }
@@ -244,13 +261,17 @@ fn run_default() -> Result<()> {
         events.display()
     );
     let stop = stop_on_signals()?;
+    let inputs = inputs(&[events], None);
+    let progress = progress_bar(&inputs);
     let summary = run(RunOptions {
         workers,
         out_dir: out.clone(),
-        progress: true,
+        progress: Some(progress.read.clone()),
         stop: Some(stop),
-        ..RunOptions::new(inputs(&[events], None), config)
-    })?;
+        ..RunOptions::new(inputs, config)
+    });
+    drop(progress);
+    let summary = summary?;
     print_summary(&summary, &out);
     if !summary.complete {
         return interrupted(&summary);
@@ -268,6 +289,47 @@ fn run_default() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A progress bar on standard error, when it is a terminal, fed from the run's read counters;
+/// it is cleared when dropped.
+struct Progress {
+    read: Arc<ReadProgress>,
+    done: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn progress_bar(inputs: &[InputSpec]) -> Progress {
+    let read = Arc::new(ReadProgress::default());
+    let done = Arc::new(AtomicBool::new(false));
+    let thread = std::io::stderr().is_terminal().then(|| {
+        let total: u64 = inputs.iter().filter_map(|i| std::fs::metadata(&i.path).ok()).map(|m| m.len()).sum();
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let (read, done) = (read.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                bar.set_position(read.bytes());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            bar.finish_and_clear();
+        })
+    });
+    Progress { read, done, thread }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 fn print_summary(summary: &RunSummary, out: &Path) {

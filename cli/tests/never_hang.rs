@@ -4,6 +4,7 @@
 //! Each run goes through [`guarded`], a watchdog that fails the test (instead of hanging the
 //! suite) if the run does not end within a generous time.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::io::Write;
@@ -16,8 +17,8 @@ use surveil::config::Config;
 use surveil::ingest::{Format, InputSpec};
 use surveil::pipeline::{RunError, RunOptions, RunSummary, run};
 
-const EXAMPLE_CSV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/datasets/example.csv");
-const EXAMPLE_JSONL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/datasets/example.jsonl");
+const EXAMPLE_CSV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../datasets/example.csv");
+const EXAMPLE_JSONL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../datasets/example.jsonl");
 const WATCHDOG: Duration = Duration::from_secs(120);
 
 /// Runs `f` on a thread and fails if it does not return within the watchdog's time.
