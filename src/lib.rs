@@ -2,10 +2,10 @@
 //!
 //! Sources read recorded files (canonical CSV and JSON Lines, LOBSTER, IMC Prosperity), bad
 //! records go to a dead-letter output with their reason, events are enriched from reference
-//! data, routed by instrument and checked by the detectors, and alerts carry their evidence.
+//! data, routed by key and checked by the detectors, and alerts carry their evidence.
 #![forbid(missing_docs)]
 
-pub mod alert;
+pub mod anomaly;
 #[cfg(feature = "tools")]
 pub mod bench;
 pub mod config;
@@ -20,4 +20,5 @@ pub mod nab;
 pub mod output;
 pub mod pipeline;
 pub mod reference;
-pub mod report;
+pub mod rules;
+pub mod testing;

@@ -15,14 +15,14 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value as Json, json};
 
-use crate::alert::{Alert, Value};
-use crate::detect::order_to_trade::RatioReport;
 use crate::ingest::DeadLetter;
 use crate::ingest::lines::{LineIndex, is_gzip};
 use crate::ingest::time::format_time;
+use crate::model::RatioReport;
+use crate::model::Report;
+use crate::model::alert::{Alert, Value};
 use crate::model::{Body, Event, Symbol, SymbolTable};
 use crate::reference::ReferenceData;
-use crate::report::Report;
 
 /// File names in the output folder.
 pub const ALERTS: &str = "alerts.jsonl";
@@ -664,7 +664,9 @@ impl OutputFolder {
 /// dataflow time they were emitted at first (a batch holds every report of the times below the
 /// watermark, so ordering by it first makes the file independent of where batches split), then
 /// by their event time and id. For rules the two times agree; an account's anomaly alert is
-/// emitted just after its window's end, which is its event time.
+/// emitted just after its window's end, which is its event time. Feature rows likewise go by
+/// emission time first (an account's row, made from its pair rows, follows them), then window
+/// end and key.
 fn order_key(time: u64, report: &Report) -> (u8, u64, u64, u128) {
     match report {
         Report::Symbol(s, _) => (0, 0, 0, s.0 as u128),
@@ -672,7 +674,7 @@ fn order_key(time: u64, report: &Report) -> (u8, u64, u64, u128) {
         Report::DeadLetter(d) => (2, ((d.source as u64) << 44) | d.offset, 0, 0),
         Report::Late(e) => (3, e.origin.0, 0, 0),
         Report::Ratio(r) => (4, time, 0, ((r.account.0 as u128) << 64) | r.instrument.0 as u128),
-        Report::Features(r) => (5, r.window_end, 0, crate::detect::anomaly::order_row(r).1 as u128),
+        Report::Features(r) => (5, time, r.window_end, r.order_key().1 as u128),
     }
 }
 
@@ -710,5 +712,113 @@ mod json_tests {
             theirs.push(b'\n');
             proptest::prop_assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&theirs));
         }
+    }
+}
+
+/// A worker's report writer (worker 0 holds the real one) and whether the sink has seen
+/// everything: the sink sets `flushed` once its input is complete.
+#[derive(Clone, Default)]
+pub struct WriterSlot {
+    /// The writer, on worker 0.
+    pub writer: std::rc::Rc<RefCell<Option<ReportWriter>>>,
+    /// True once the sink has written everything it will ever receive.
+    pub flushed: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl WriterSlot {
+    /// A slot holding `writer` (`None` on the workers that do not write).
+    pub fn new(writer: Option<ReportWriter>) -> WriterSlot {
+        WriterSlot { writer: std::rc::Rc::new(RefCell::new(writer)), flushed: Default::default() }
+    }
+
+    /// Steps `worker` until the sink has seen its complete input: every report has been handed
+    /// to the writer. Parks while idle, waking at least every 100 ms.
+    pub fn drive(&self, worker: &mut timely::worker::Worker) {
+        while !self.flushed.get() {
+            worker.step_or_park(Some(std::time::Duration::from_millis(100)));
+        }
+    }
+
+    /// Flushes and syncs the writer, if this worker holds it, and returns what it wrote.
+    pub fn finish(&self) -> Option<std::io::Result<WrittenCounts>> {
+        self.writer.borrow_mut().as_mut().map(|w| w.finish())
+    }
+}
+
+/// Extension trait: the sink that writes reports into an output folder in watermark order.
+pub trait WriteReports<'scope> {
+    /// Sends every report to worker 0, which writes each time's reports once the watermark has
+    /// passed that time (later reports cannot precede them), in a deterministic order within the
+    /// batch; so the files are the same on any number of workers. The slot's `flushed` turns
+    /// true when the input is complete and everything has been written.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use surveil::model::{Alert, Report};
+    /// use surveil::output::{OutputFolder, Renderer, ReportWriter, WriteReports, WriterSlot};
+    /// use surveil::reference::ReferenceData;
+    /// use timely::dataflow::operators::ToStream;
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let folder = OutputFolder::prepare(dir.path(), &[]).unwrap();
+    /// let counts = timely::execute_directly(move |worker| {
+    ///     let renderer = Renderer::new(Arc::new(ReferenceData::new(4)), vec![]);
+    ///     let slot = WriterSlot::new(Some(ReportWriter::create(&folder, renderer).unwrap()));
+    ///     let sink = slot.clone();
+    ///     worker.dataflow::<u64, _, _>(|scope| {
+    ///         let alert = Alert::builder("demo", 5).explain("an alert").build();
+    ///         vec![Report::Alert(Box::new(alert))].to_stream(scope).write_reports(sink);
+    ///     });
+    ///     slot.drive(worker);
+    ///     let counts = slot.finish().unwrap().unwrap();
+    ///     folder.commit(&["alerts.jsonl", "dead_letters.jsonl", "late_events.jsonl", "order_to_trade.jsonl"], b"{}").unwrap();
+    ///     counts
+    /// });
+    /// assert_eq!(counts.alerts_by_rule["demo"], 1);
+    /// assert!(std::fs::read_to_string(dir.path().join("alerts.jsonl")).unwrap().contains("an alert"));
+    /// ```
+    fn write_reports(self, slot: WriterSlot);
+}
+
+impl<'scope> WriteReports<'scope> for timely::dataflow::Stream<'scope, u64, Vec<Report>> {
+    fn write_reports(self, slot: WriterSlot) {
+        use timely::dataflow::channels::pact::Exchange;
+        use timely::dataflow::operators::Operator;
+        let WriterSlot { writer, flushed } = slot;
+        // Reports waiting for the watermark, by time: only the ready prefix is touched per activation.
+        let mut pending: BTreeMap<u64, Vec<Report>> = BTreeMap::new();
+        self.sink(Exchange::new(|_: &Report| 0), "WriteReports", move |(input, frontier)| {
+            let mut guard = writer.borrow_mut();
+            match guard.as_mut() {
+                None => input.for_each(|_, _| {}),
+                Some(writer) => {
+                    input.for_each_stamp(|cap, data| {
+                        let time = cap.stamp().iter().copied().min().unwrap_or(0);
+                        for batch in data {
+                            pending.entry(time).or_default().append(batch);
+                        }
+                    });
+                    // Write what the watermark has passed: later reports cannot precede it.
+                    let ready = match frontier.frontier().first().copied() {
+                        Some(w) => {
+                            let later = pending.split_off(&w);
+                            std::mem::replace(&mut pending, later)
+                        }
+                        None => std::mem::take(&mut pending),
+                    };
+                    if !ready.is_empty() {
+                        let mut ready: Vec<(u64, Report)> = ready
+                            .into_iter()
+                            .flat_map(|(t, reports)| reports.into_iter().map(move |r| (t, r)))
+                            .collect();
+                        writer.write_batch(&mut ready);
+                    }
+                }
+            }
+            if frontier.is_empty() {
+                // Everything has arrived and is written.
+                flushed.set(true);
+            }
+        });
     }
 }

@@ -1,38 +1,37 @@
 //! The default surveillance job: read, validate, enrich, route by instrument, detect, write.
 //!
 //! ```text
-//! partitions --(records)--> exchange by instrument --> SurveillanceProcessor --(reports)--+
-//!            --(late)----------------------------------------------------------------------+--> worker 0: ReportWriter
-//!            --(dead letters, dictionary)-------------------------------------------------+
+//! partitions --(events)--> detect_by_instrument(rules + feature store) --(alerts)---------+
+//!                                    --(side: ratios, rows, dead letters)--> anomalies --+
+//!            --(late)------------------------------------------------------------------+--> worker 0: write_reports
+//!            --(dead letters, dictionary)---------------------------------------------+
 //! ```
 
-use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Serialize;
-use surveil_operators::{Partition, ProcessInTimeOrder, SourceOptions, partitioned_source};
+use surveil_operators::{Partition, SourceOptions, SourceOutputs, partitioned_source};
 use timely::dataflow::operators::core::OkErr;
-use timely::dataflow::operators::vec::Filter;
 
+use crate::anomaly::{AnomaliesExt, AnomalyModel, ModelError};
 use crate::config::AnomalyConfig;
-use crate::detect::anomaly::{AnomalyModel, AnomalyProcessor, ModelError, order_row, route_row};
-use crate::features::{AccountRollup, FeatureRecorder, FeatureRow, FeatureScope};
-use timely::dataflow::channels::pact::Exchange;
+use crate::detect::{Detect, InstrumentRules};
+use crate::features::{FeatureRecorder, FeatureRow};
+use crate::output::{WriteReports, WriterSlot};
+use crate::rules::default_rules;
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::{Concat, Operator, Probe};
+use timely::dataflow::operators::{Concat, Probe};
 use timely::dataflow::{ProbeHandle, Scope, Stream};
 
 use crate::config::Config;
-use crate::detect::{Detector, SurveillanceProcessor, default_detectors};
-use crate::ingest::{EventCounts, InputError, InputSpec, ReadProgress, plan_partitions};
-use crate::model::{Event, EventKind};
+use crate::ingest::{InputError, InputSpec, LinePartition, ReadProgress, plan_partitions};
+use crate::model::Report;
+use crate::model::{Alert, Event, EventKind};
 use crate::output::{OutputFolder, Renderer, ReportWriter, WrittenCounts};
 use crate::reference::{ReferenceData, ReferenceError};
-use crate::report::Report;
 
 /// Why a run failed before or while producing output.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +65,7 @@ pub enum RunError {
 }
 
 /// What to run.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RunOptions {
     /// Inputs, in order.
     pub inputs: Vec<InputSpec>,
@@ -82,12 +81,50 @@ pub struct RunOptions {
     /// A request to stop early (an interrupt): reading stops, what was read is processed and
     /// written, and the summary says where the run stopped.
     pub stop: Option<Stop>,
+    /// Rules of one's own, run beside the built-in ones ([`RunOptions::with_rule`]).
+    pub extra_rules: Vec<ExtraRule>,
 }
+
+/// A rule of one's own for the default job: builds, on each worker, the operators that turn the
+/// job's events into alerts (`|events| events.detect(MyRule { .. })`).
+pub type ExtraRule =
+    Arc<dyn for<'scope> Fn(Stream<'scope, u64, Vec<Event>>) -> Stream<'scope, u64, Vec<Alert>> + Send + Sync>;
 
 impl RunOptions {
     /// Runs `inputs` with `config` on one worker into `out`, without a progress bar.
     pub fn new(inputs: Vec<InputSpec>, config: Config) -> RunOptions {
-        RunOptions { inputs, config, workers: 1, out_dir: PathBuf::from("out"), progress: None, stop: None }
+        RunOptions {
+            inputs,
+            config,
+            workers: 1,
+            out_dir: PathBuf::from("out"),
+            progress: None,
+            stop: None,
+            extra_rules: Vec::new(),
+        }
+    }
+
+    /// Adds a rule of one's own to the job: `rule` builds its operators over the events on
+    /// each worker, and its alerts are written with the others.
+    ///
+    /// ```no_run
+    /// use surveil::config::Config;
+    /// use surveil::detect::Detect;
+    /// use surveil::pipeline::{RunOptions, inputs, run};
+    /// use surveil::rules::SelfTrade;
+    ///
+    /// // A second self-trade check that ignores beneficial owners, beside the built-in rules.
+    /// let strict = SelfTrade::new(&surveil::config::SelfTradeConfig { enabled: true, match_owner: false });
+    /// let options = RunOptions::new(inputs(&["day.csv".into()], None), Config::default())
+    ///     .with_rule(move |events| events.detect(strict.clone()));
+    /// run(options).unwrap();
+    /// ```
+    pub fn with_rule<F>(mut self, rule: F) -> RunOptions
+    where
+        F: for<'scope> Fn(Stream<'scope, u64, Vec<Event>>) -> Stream<'scope, u64, Vec<Alert>> + Send + Sync + 'static,
+    {
+        self.extra_rules.push(Arc::new(rule));
+        self
     }
 }
 
@@ -211,42 +248,6 @@ impl RunSummary {
     }
 }
 
-/// Spreads symbol ids (packed text ends in zero bits) evenly over workers.
-#[inline]
-pub fn route(symbol: crate::model::Symbol) -> u64 {
-    let mut x = symbol.0;
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^= x >> 33;
-    x
-}
-
-/// Extension trait: run a detector (or several) over a stream of events, keyed by instrument
-/// and in event-time order. This is how a single rule runs as its own operator.
-pub trait Detect<'scope> {
-    /// Runs `detectors` and returns their reports.
-    fn detect(self, detectors: Vec<Box<dyn Detector>>) -> Stream<'scope, u64, Vec<Report>>;
-}
-
-impl<'scope> Detect<'scope> for Stream<'scope, u64, Vec<Event>> {
-    fn detect(self, detectors: Vec<Box<dyn Detector>>) -> Stream<'scope, u64, Vec<Report>> {
-        self.process_in_time_order(
-            "Detect",
-            |e: &Event| route(e.instrument),
-            |e: &Event| e.order_key(),
-            SurveillanceProcessor::new(detectors),
-        )
-    }
-}
-
-/// Runs a single detector as its own operator (see [`Detect`]).
-pub fn detect<'scope>(
-    events: Stream<'scope, u64, Vec<Event>>,
-    detector: Box<dyn Detector>,
-) -> Stream<'scope, u64, Vec<Report>> {
-    events.detect(vec![detector])
-}
-
 /// What the job does with the feature store: nothing, export its rows, score them, or both.
 #[derive(Clone, Debug, Default)]
 pub struct FeatureJob {
@@ -282,24 +283,17 @@ impl FeatureJob {
         self.export || self.anomaly.is_some()
     }
 
-    /// Takes the feature rows out of the detectors' reports, adds the account rows, scores them,
-    /// and returns the reports with the anomaly alerts (and the rows, when exported).
-    fn build<'scope>(&self, reports: Stream<'scope, u64, Vec<Report>>) -> Stream<'scope, u64, Vec<Report>> {
-        let (rows, reports) = reports.ok_err::<Vec<FeatureRow>, _, Vec<Report>, _, _>(|report| match report {
+    /// Takes the feature rows out of the detectors' side records, adds the account rows, scores
+    /// them, and returns the side records with the anomaly alerts (and the rows, when exported).
+    fn build<'scope>(&self, side: Stream<'scope, u64, Vec<Report>>) -> Stream<'scope, u64, Vec<Report>> {
+        let (rows, mut reports) = side.ok_err::<Vec<FeatureRow>, _, Vec<Report>, _, _>(|report| match report {
             Report::Features(row) => Ok(*row),
             other => Err(other),
         });
-        let account_rows = rows.clone().filter(|r| r.scope == FeatureScope::AccountInstrument).process_in_time_order(
-            "AccountFeatures",
-            |r: &FeatureRow| route(r.account),
-            order_row,
-            AccountRollup::default(),
-        );
-        let rows = rows.concat(account_rows);
-        let mut reports = reports;
+        let rows = crate::features::with_account_rows(rows);
         if let Some(config) = &self.anomaly {
-            let processor = AnomalyProcessor::new(config, self.window_ns, self.model.as_deref());
-            reports = reports.concat(rows.clone().process_in_time_order("Anomaly", route_row, order_row, processor));
+            let alerts = rows.clone().behavioural_anomalies(config, self.window_ns, self.model.clone());
+            reports = reports.concat(alerts.map(|a| Report::Alert(Box::new(a))));
         }
         if self.export {
             reports = reports.concat(rows.map(|r| Report::Features(Box::new(r))));
@@ -308,76 +302,57 @@ impl FeatureJob {
     }
 }
 
-/// Builds the default job in `scope` over any partitions of events: detection keyed by
-/// instrument, late events and side records beside it, and a sink on worker 0 that writes each
-/// batch with `writer` once the watermark has passed it. `probe` watches everything the writer
-/// receives, so its frontier passing a time means the reports of that time have been handed to
-/// the writer. [`run`] builds this over file blocks; other sources (paced replays, live feeds)
-/// plug in through [`surveil_operators::Partition`].
+/// Builds the default job in `scope` over any partitions of events, from the public pieces: a
+/// [`partitioned_source`], the built-in rules keyed by instrument in one operator
+/// ([`Detect::detect_by_instrument`], with the feature store when the job needs it), the
+/// anomaly scoring of the feature rows, and the [`WriteReports`] sink on worker 0. `probe`
+/// watches everything the sink receives, so its frontier passing a time means the reports of
+/// that time have been handed to the writer. [`run`] builds this over file blocks; other
+/// sources (paced replays, live feeds) plug in through [`surveil_operators::Partition`].
 #[allow(clippy::too_many_arguments)]
 pub fn default_dataflow<'scope, P>(
     scope: Scope<'scope, u64>,
     partitions: Vec<P>,
     options: SourceOptions,
-    detectors: Vec<Box<dyn Detector>>,
+    rules: InstrumentRules,
     reference: Arc<ReferenceData>,
     probe: &ProbeHandle<u64>,
     slot: WriterSlot,
     features: FeatureJob,
+    extra_rules: &[ExtraRule],
 ) where
     P: Partition<Record = Event, Side = Report> + 'static,
 {
-    let WriterSlot { writer, flushed } = slot;
-    // Reports waiting for the watermark, by time: only the ready prefix is touched per activation.
-    let mut pending: std::collections::BTreeMap<u64, Vec<Report>> = std::collections::BTreeMap::new();
     let source = partitioned_source(scope, "Ingest", partitions, options);
-    let mut detectors = detectors;
-    if features.is_active() {
-        detectors.push(Box::new(FeatureRecorder::new(features.window_ns, reference.clone())));
-    }
-    let reports = source.records.detect(detectors);
-    let reports = if features.is_active() { features.build(reports) } else { reports };
+    let reports = default_detection_with(source.records, rules, &reference, &features, extra_rules);
     let late = source.late.map(|e| Report::Late(Box::new(e)));
-    reports.concat(source.side).concat(late).probe_with(probe).sink(
-        Exchange::new(|_: &Report| 0),
-        "WriteReports",
-        move |(input, frontier)| {
-            if frontier.is_empty() {
-                // Everything has arrived; written below, before the worker is told.
-                flushed.set(true);
-            }
-            let mut guard = writer.borrow_mut();
-            let Some(writer) = guard.as_mut() else {
-                input.for_each(|_, _| {});
-                return;
-            };
-            input.for_each_stamp(|cap, data| {
-                let time = cap.stamp().iter().copied().min().unwrap_or(0);
-                for batch in data {
-                    pending.entry(time).or_default().append(batch);
-                }
-            });
-            // Write what the watermark has passed: later reports cannot precede it.
-            let watermark = frontier.frontier().first().copied();
-            let ready = match watermark {
-                Some(w) => {
-                    let later = pending.split_off(&w);
-                    std::mem::replace(&mut pending, later)
-                }
-                None => std::mem::take(&mut pending),
-            };
-            if !ready.is_empty() {
-                let mut ready: Vec<(u64, Report)> =
-                    ready.into_iter().flat_map(|(t, reports)| reports.into_iter().map(move |r| (t, r))).collect();
-                writer.write_batch(&mut ready);
-            }
-        },
-    );
+    reports.concat(source.side).concat(late).probe_with(probe).write_reports(slot);
+}
+
+/// [`default_detection`] with the rules given.
+fn default_detection_with<'scope>(
+    events: Stream<'scope, u64, Vec<Event>>,
+    rules: InstrumentRules,
+    reference: &Arc<ReferenceData>,
+    features: &FeatureJob,
+    extra_rules: &[ExtraRule],
+) -> Stream<'scope, u64, Vec<Report>> {
+    let extra_alerts: Vec<_> = extra_rules.iter().map(|rule| rule(events.clone())).collect();
+    let rules = if features.is_active() {
+        rules.with(FeatureRecorder::new(features.window_ns, reference.clone()))
+    } else {
+        rules
+    };
+    let detected = events.detect_by_instrument(rules, true);
+    let side = if features.is_active() { features.build(detected.side) } else { detected.side };
+    let alerts = extra_alerts.into_iter().fold(detected.alerts, |all, more| all.concat(more));
+    alerts.map(Report::from).concat(side)
 }
 
 /// Builds the default job on one worker over its `partitions`, with the configuration's source
 /// settings as `adjust` leaves them. Worker 0 takes the report writer out of `writer`. Returns
-/// the probe at the end of the job and the worker's writer slot, to finish the writer with.
+/// the probe at the end of the job and the worker's writer slot, to drive the worker with and
+/// finish the writer.
 pub fn build_default_job<P>(
     worker: &mut timely::worker::Worker,
     partitions: Vec<P>,
@@ -391,35 +366,15 @@ where
     P: Partition<Record = Event, Side = Report> + 'static,
 {
     let taken = if worker.index() == 0 { writer.lock().ok().and_then(|mut w| w.take()) } else { None };
-    let slot = WriterSlot { writer: Rc::new(RefCell::new(taken)), flushed: Rc::default() };
+    let slot = WriterSlot::new(taken);
     let probe = ProbeHandle::new();
     let options = adjust(source_options(&config.ingest, &probe));
-    let detectors = default_detectors(config, reference);
+    let rules = default_rules(config, reference);
     let sink = slot.clone();
     worker.dataflow::<u64, _, _>(|scope| {
-        default_dataflow(scope, partitions, options, detectors, reference.clone(), &probe, sink, features);
+        default_dataflow(scope, partitions, options, rules, reference.clone(), &probe, sink, features, &[]);
     });
     (probe, slot)
-}
-
-/// A worker's report writer (worker 0 holds the real one) and whether the sink has seen
-/// everything: the sink sets `flushed` once its input is complete.
-#[derive(Clone, Default)]
-pub struct WriterSlot {
-    /// The writer, on worker 0.
-    pub writer: Rc<RefCell<Option<ReportWriter>>>,
-    /// True once the sink has written everything it will ever receive.
-    pub flushed: Rc<std::cell::Cell<bool>>,
-}
-
-impl WriterSlot {
-    /// Steps `worker` until the sink has seen its complete input: every report has been handed
-    /// to the writer. Parks while idle, waking at least every 100 ms.
-    pub fn drive(&self, worker: &mut timely::worker::Worker) {
-        while !self.flushed.get() {
-            worker.step_or_park(Some(Duration::from_millis(100)));
-        }
-    }
 }
 
 /// The source settings of the default job: lateness, epoch, batching and back-pressure from the
@@ -443,13 +398,6 @@ fn peak_rss() -> Option<u64> {
     Some(kb * 1024)
 }
 
-struct WorkerResult {
-    counts: EventCounts,
-    written: Option<WrittenCounts>,
-    files: Vec<&'static str>,
-    error: Option<String>,
-}
-
 /// Checks that an input can be opened as a file and that its format fits (a header it needs,
 /// a file name it reads dates from): a clear error before any worker starts. A file whose
 /// content cannot be read (a truncated gzip stream) is not an error here: the run reads what
@@ -467,129 +415,257 @@ fn check_input(input: &InputSpec, config: &Config) -> Result<u64, InputError> {
     }
 }
 
+/// A job over recorded files, set up once and shared by every worker: the checked inputs and
+/// configuration, the reference data, and the output folder with its writer. Each worker asks
+/// it for its share of the inputs as a source ([`Job::read_files`]) and for its writer slot
+/// ([`Job::writer_slot`]); when the workers are done, [`Job::finish`] commits the files and the
+/// summary. [`run`] is this with the default detectors; a job of one's own wires its own
+/// operators in between (`examples/custom_pipeline.rs`).
+pub struct Job {
+    inputs: Vec<InputSpec>,
+    config: Config,
+    reference: Arc<ReferenceData>,
+    folder: OutputFolder,
+    writer: Mutex<Option<ReportWriter>>,
+    files: Vec<&'static str>,
+    progress: Arc<ReadProgress>,
+    stop: Stop,
+    features: FeatureJob,
+    started: Instant,
+}
+
+impl Job {
+    /// Checks the configuration and the inputs, loads the reference data and prepares the
+    /// output folder (refusing one that would overwrite an input). Errors here are the clear,
+    /// early kind: nothing has been written.
+    pub fn new(inputs: Vec<InputSpec>, config: Config, out_dir: &Path) -> Result<Job, RunError> {
+        let started = Instant::now();
+        config.validate().map_err(RunError::Config)?;
+        let reference = Arc::new(ReferenceData::load(&config)?);
+        let mut total_bytes = 0;
+        for input in &inputs {
+            total_bytes += check_input(input, &config)?;
+        }
+        let sources: Vec<String> = inputs.iter().map(|i| i.path.display().to_string()).collect();
+        let features = FeatureJob::from_config(&config)?;
+        // Nothing the run writes may be something it reads.
+        let mut protected: Vec<PathBuf> = inputs.iter().map(|i| i.path.clone()).collect();
+        protected.extend(config.reference.instruments.iter().cloned());
+        protected.extend(config.reference.accounts.iter().cloned());
+        protected.extend(config.rules.anomaly.model.iter().cloned());
+        let folder = OutputFolder::prepare(out_dir, &protected)?;
+        let output = |source| RunError::Output { path: out_dir.into(), source };
+        let mut writer = ReportWriter::create(&folder, Renderer::new(reference.clone(), sources)).map_err(output)?;
+        if features.export {
+            writer.export_features(&folder, features.window_ns).map_err(output)?;
+        }
+        tracing::info!(inputs = inputs.len(), bytes = total_bytes, "job ready");
+        Ok(Job {
+            files: writer.files(),
+            inputs,
+            config,
+            reference,
+            folder,
+            writer: Mutex::new(Some(writer)),
+            progress: Arc::default(),
+            stop: Stop::default(),
+            features,
+            started,
+        })
+    }
+
+    /// Counts reads into `progress` (for a progress display) instead of a counter of its own.
+    pub fn with_progress(mut self, progress: Arc<ReadProgress>) -> Job {
+        self.progress = progress;
+        self
+    }
+
+    /// Stops reading when `stop` is requested.
+    pub fn with_stop(mut self, stop: Stop) -> Job {
+        self.stop = stop;
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The reference data.
+    pub fn reference(&self) -> &Arc<ReferenceData> {
+        &self.reference
+    }
+
+    /// The feature work the configuration asks for.
+    pub fn features(&self) -> &FeatureJob {
+        &self.features
+    }
+
+    /// This worker's share of the inputs, planned in blocks and dealt round-robin.
+    pub fn partitions(&self, worker: usize, peers: usize) -> Result<Vec<LinePartition>, RunError> {
+        Ok(plan_partitions(&self.inputs, &self.config, &self.reference, worker, peers, &self.progress)?)
+    }
+
+    /// Reads this worker's share of the inputs: events (on time for their timely time), late
+    /// events, and side records (dead letters, names). `probe` watches the end of the dataflow
+    /// and paces the reading (`ingest.max_in_flight`).
+    pub fn read_files<'scope>(
+        &self,
+        scope: Scope<'scope, u64>,
+        probe: &ProbeHandle<u64>,
+    ) -> Result<SourceOutputs<'scope, Event, Report>, RunError> {
+        let partitions = self.partitions(scope.index(), scope.peers())?;
+        Ok(partitioned_source(scope, "ReadFiles", partitions, self.source_options(probe)))
+    }
+
+    /// The source settings of the job.
+    pub fn source_options(&self, probe: &ProbeHandle<u64>) -> SourceOptions {
+        SourceOptions { stop: Some(self.stop.flag()), ..source_options(&self.config.ingest, probe) }
+    }
+
+    /// The writer slot of a worker: worker 0 holds the writer; the others send it their reports.
+    pub fn writer_slot(&self, worker: usize) -> WriterSlot {
+        let writer = if worker == 0 { self.writer.lock().ok().and_then(|mut w| w.take()) } else { None };
+        WriterSlot::new(writer)
+    }
+
+    /// Commits the output folder once every worker is done: `written` is what the writer of
+    /// worker 0 counted ([`WriterSlot::finish`]). Writes `summary.json` last and returns it.
+    pub fn finish(self, written: WrittenCounts, workers: usize) -> Result<RunSummary, RunError> {
+        let sources: Vec<String> = self.inputs.iter().map(|i| i.path.display().to_string()).collect();
+        let mut summary =
+            RunSummary { inputs: sources.clone(), workers: workers.max(1), written, ..Default::default() };
+        let events_by_kind = self.progress.events();
+        for kind in EventKind::ALL {
+            summary.events_by_kind.insert(kind.as_str().into(), events_by_kind[kind.index()]);
+        }
+        let positions = self.progress.positions();
+        summary.complete = positions.iter().all(|p| p.finished) && positions.len() == self.inputs.len();
+        if !summary.complete {
+            summary.interrupted = Some(Interruption {
+                reason: self.stop.reason().unwrap_or_else(|| "stopped".into()),
+                read: positions
+                    .into_iter()
+                    .map(|p| InputRead {
+                        input: sources.get(p.source as usize).cloned().unwrap_or_default(),
+                        ranges: p.ranges,
+                        finished: p.finished,
+                    })
+                    .collect(),
+            });
+        }
+        summary.events = events_by_kind.iter().sum();
+        summary.bytes = self.progress.bytes();
+        summary.lines = self.progress.lines();
+        summary.alerts = summary.written.alerts_by_rule.values().sum();
+        summary.dead_letters = summary.written.dead_letters_by_reason.values().sum();
+        summary.elapsed_seconds = self.started.elapsed().as_secs_f64();
+        summary.events_per_second = summary.events as f64 / summary.elapsed_seconds.max(1e-9);
+        summary.peak_rss_bytes = peak_rss();
+        let text = serde_json::to_string_pretty(&summary).map_err(|e| RunError::Dataflow(e.to_string()))? + "\n";
+        let dir = self.folder.dir().to_path_buf();
+        self.folder.commit(&self.files, text.as_bytes()).map_err(|source| RunError::Output { path: dir, source })?;
+        tracing::info!(events = summary.events, alerts = summary.alerts, seconds = summary.elapsed_seconds, "job done");
+        Ok(summary)
+    }
+}
+
+impl Job {
+    /// Runs the job on the workers `timely` describes: on each worker, reads its share of the
+    /// inputs, hands the events to `build` for the operators in between, and writes what
+    /// `build` returns (alerts and side records), the dead letters and the late events, in
+    /// watermark order; drives every worker until its sink has seen everything, then commits
+    /// the output folder with the summary.
+    ///
+    /// ```no_run
+    /// use surveil::config::Config;
+    /// use surveil::model::Report;
+    /// use surveil::pipeline::{Job, inputs};
+    /// use surveil::rules::SelfTradesExt;
+    /// use timely::dataflow::operators::vec::Map;
+    ///
+    /// let job = Job::new(inputs(&["day.csv".into()], None), Config::default(), "out".as_ref()).unwrap();
+    /// let summary = job
+    ///     .execute(timely::Config::process(2), |job, _scope, events| {
+    ///         events.self_trades(&job.config().rules.self_trade).map(Report::from)
+    ///     })
+    ///     .unwrap();
+    /// println!("{} alerts", summary.alerts);
+    /// ```
+    pub fn execute<F>(self, timely: timely::Config, build: F) -> Result<RunSummary, RunError>
+    where
+        F: for<'scope> Fn(
+                &Job,
+                Scope<'scope, u64>,
+                Stream<'scope, u64, Vec<Event>>,
+            ) -> Stream<'scope, u64, Vec<Report>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let job = Arc::new(self);
+        let shared = job.clone();
+        let guards = timely::execute(timely, move |worker| {
+            let job = &shared;
+            let slot = job.writer_slot(worker.index());
+            let probe = ProbeHandle::new();
+            let sink = slot.clone();
+            let planned = worker.dataflow::<u64, _, _>(|scope| -> Result<(), RunError> {
+                let input = job.read_files(scope, &probe)?;
+                let reports = build(job, scope, input.records);
+                let late = input.late.map(|e| Report::Late(Box::new(e)));
+                reports.concat(input.side).concat(late).probe_with(&probe).write_reports(sink);
+                Ok(())
+            });
+            planned.map_err(|e| e.to_string())?;
+            // Drive the worker until the sink has seen its complete input, so the writer has
+            // written everything it was sent. Park when nothing is active (a live feed between
+            // messages) instead of spinning: a spinning worker takes the core from the system's
+            // own work, which then preempts it.
+            slot.drive(worker);
+            slot.finish().transpose().map_err(|e| e.to_string())
+        })
+        .map_err(RunError::Dataflow)?;
+        let workers = guards.guards().len();
+        let mut written = None;
+        for result in guards.join() {
+            if let Some(counts) = result.map_err(RunError::Dataflow)?.map_err(RunError::Dataflow)? {
+                written = Some(counts);
+            }
+        }
+        let job = Arc::try_unwrap(job).map_err(|_| RunError::Dataflow("a worker kept the job".into()))?;
+        job.finish(written.unwrap_or_default(), workers)
+    }
+}
+
+/// The built-in detection of the default job over `events`: the rules the configuration
+/// enables and the feature store (when the job needs it) keyed by instrument in one operator,
+/// the anomaly scoring of the feature rows, and `extra_rules`. Returns alerts and side records.
+pub fn default_detection<'scope>(
+    events: Stream<'scope, u64, Vec<Event>>,
+    config: &Config,
+    reference: &Arc<ReferenceData>,
+    features: &FeatureJob,
+    extra_rules: &[ExtraRule],
+) -> Stream<'scope, u64, Vec<Report>> {
+    default_detection_with(events, default_rules(config, reference), reference, features, extra_rules)
+}
+
 /// Runs the default job and writes `alerts.jsonl`, `dead_letters.jsonl`, `late_events.jsonl`,
 /// `order_to_trade.jsonl` and `summary.json` into the output folder (see [`OutputFolder`] for
 /// how a run's files replace an earlier run's).
 pub fn run(options: RunOptions) -> Result<RunSummary, RunError> {
-    let started = Instant::now();
-    let RunOptions { inputs, config, workers, out_dir, progress, stop } = options;
-    config.validate().map_err(RunError::Config)?;
-    let reference = Arc::new(ReferenceData::load(&config)?);
-    // Validate every input before starting workers: a missing file or a bad header is a
-    // clear error, not a hang.
-    let mut total_bytes = 0;
-    for input in &inputs {
-        total_bytes += check_input(input, &config)?;
+    let RunOptions { inputs, config, workers, out_dir, progress, stop, extra_rules } = options;
+    let mut job = Job::new(inputs, config, &out_dir)?;
+    if let Some(progress) = progress {
+        job = job.with_progress(progress);
     }
-    let sources: Vec<String> = inputs.iter().map(|i| i.path.display().to_string()).collect();
-    let feature_job = FeatureJob::from_config(&config)?;
-    // Nothing the run writes may be something it reads.
-    let mut protected: Vec<PathBuf> = inputs.iter().map(|i| i.path.clone()).collect();
-    protected.extend(config.reference.instruments.iter().cloned());
-    protected.extend(config.reference.accounts.iter().cloned());
-    protected.extend(config.rules.anomaly.model.iter().cloned());
-    let folder = OutputFolder::prepare(&out_dir, &protected)?;
-    let mut writer = ReportWriter::create(&folder, Renderer::new(reference.clone(), sources.clone()))
-        .map_err(|source| RunError::Output { path: out_dir.clone(), source })?;
-    if feature_job.export {
-        writer
-            .export_features(&folder, feature_job.window_ns)
-            .map_err(|source| RunError::Output { path: out_dir.clone(), source })?;
+    if let Some(stop) = stop {
+        job = job.with_stop(stop);
     }
-    let writer = Arc::new(Mutex::new(Some(writer)));
-    let read_progress = progress.unwrap_or_default();
-    let stop = stop.unwrap_or_default();
-    tracing::info!(inputs = inputs.len(), bytes = total_bytes, workers, "run starts");
-
-    let timely_config = timely::Config::process(workers.max(1));
-    let job_inputs = inputs.clone();
-    let job_config = config.clone();
-    let job_reference = reference.clone();
-    let job_writer = writer.clone();
-    let job_progress = read_progress.clone();
-    let job_features = feature_job.clone();
-    let job_stop = stop.flag();
-    let guards = timely::execute(timely_config, move |worker| {
-        let (index, peers) = (worker.index(), worker.peers());
-        let counts = Rc::new(RefCell::new(EventCounts::default()));
-        let (partitions, error) =
-            match plan_partitions(&job_inputs, &job_config, &job_reference, index, peers, &job_progress, &counts) {
-                Ok(p) => (p, None),
-                Err(e) => (Vec::new(), Some(e.to_string())),
-            };
-        let (_probe, slot) = build_default_job(
-            worker,
-            partitions,
-            |options| SourceOptions { stop: Some(job_stop.clone()), ..options },
-            &job_config,
-            &job_reference,
-            &job_writer,
-            job_features.clone(),
-        );
-        // Drive the worker until the sink has seen its complete input, so the writer has
-        // written everything it was sent. Park when nothing is active (a live feed between
-        // messages) instead of spinning: a spinning worker takes the core from the system's
-        // own work, which then preempts it.
-        slot.drive(worker);
-        let counts = *counts.borrow();
-        let mut writer = slot.writer.borrow_mut();
-        let files = writer.as_ref().map(|w| w.files()).unwrap_or_default();
-        let written = writer.as_mut().map(|w| w.finish().map_err(|e| e.to_string()));
-        let (written, write_error) = match written {
-            Some(Ok(c)) => (Some(c), None),
-            Some(Err(e)) => (None, Some(e)),
-            None => (None, None),
-        };
-        WorkerResult { counts, written, files, error: error.or(write_error) }
+    job.execute(timely::Config::process(workers.max(1)), move |job, _scope, events| {
+        default_detection(events, job.config(), job.reference(), job.features(), &extra_rules)
     })
-    .map_err(RunError::Dataflow)?;
-
-    let results = guards.join();
-    let mut summary = RunSummary { inputs: sources.clone(), workers: workers.max(1), ..Default::default() };
-    let mut events_by_kind = EventCounts::default();
-    let mut files = Vec::new();
-    for result in results {
-        let result = result.map_err(RunError::Dataflow)?;
-        if let Some(error) = result.error {
-            return Err(RunError::Dataflow(error));
-        }
-        for (total, n) in events_by_kind.iter_mut().zip(result.counts) {
-            *total += n;
-        }
-        if let Some(written) = result.written {
-            summary.written = written;
-            files = result.files;
-        }
-    }
-    for kind in EventKind::ALL {
-        summary.events_by_kind.insert(kind.as_str().into(), events_by_kind[kind.index()]);
-    }
-    let positions = read_progress.positions();
-    summary.complete = positions.iter().all(|p| p.finished) && positions.len() == inputs.len();
-    if !summary.complete {
-        summary.interrupted = Some(Interruption {
-            reason: stop.reason().unwrap_or_else(|| "stopped".into()),
-            read: positions
-                .into_iter()
-                .map(|p| InputRead {
-                    input: sources.get(p.source as usize).cloned().unwrap_or_default(),
-                    ranges: p.ranges,
-                    finished: p.finished,
-                })
-                .collect(),
-        });
-    }
-    summary.events = events_by_kind.iter().sum();
-    summary.bytes = read_progress.bytes();
-    summary.lines = read_progress.lines();
-    summary.alerts = summary.written.alerts_by_rule.values().sum();
-    summary.dead_letters = summary.written.dead_letters_by_reason.values().sum();
-    summary.elapsed_seconds = started.elapsed().as_secs_f64();
-    summary.events_per_second = summary.events as f64 / summary.elapsed_seconds.max(1e-9);
-    summary.peak_rss_bytes = peak_rss();
-    let text = serde_json::to_string_pretty(&summary).map_err(|e| RunError::Dataflow(e.to_string()))? + "\n";
-    folder.commit(&files, text.as_bytes()).map_err(|source| RunError::Output { path: out_dir.clone(), source })?;
-    Ok(summary)
 }
 
 /// Input specs for paths, with the format given or detected per file.
@@ -612,7 +688,7 @@ pub fn run_files(paths: &[PathBuf], config: Config, workers: usize, out_dir: &Pa
 
 /// Trains an anomaly model on recorded files: runs the job with the feature export on into
 /// `work_dir` (which keeps `features.csv` and the run's other outputs), then replays the rows
-/// through [`crate::detect::anomaly::train`]. The anomaly detector itself is off during the run.
+/// through [`crate::anomaly::train`]. The anomaly detector itself is off during the run.
 pub fn train_files(
     inputs: Vec<InputSpec>,
     mut config: Config,
@@ -626,5 +702,5 @@ pub fn train_files(
     let path = work_dir.join(crate::features::export::FEATURES_FILE);
     let mut rows = crate::features::export::read(&path).map_err(|e| RunError::Dataflow(e.to_string()))?;
     let window_ns = config.features.window.as_nanos().max(1) as u64;
-    Ok((crate::detect::anomaly::train(&mut rows, &anomaly, window_ns), summary))
+    Ok((crate::anomaly::train(&mut rows, &anomaly, window_ns), summary))
 }

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use common::{alerts_without_clock, read_jsonl, run};
 use serde_json::Value;
+use surveil::anomaly::{AnomalyModel, AnomalyProcessor, ModelError, train};
 use surveil::config::Config;
-use surveil::detect::anomaly::{AnomalyModel, AnomalyProcessor, ModelError, train};
 use surveil::features::export::{FEATURES_FILE, read};
 use surveil::features::{FEATURES, FeatureScope};
 use surveil::generate::{GenerateConfig, generate};
@@ -132,7 +132,7 @@ fn training_is_deterministic_and_a_model_warms_the_detector() {
     assert!(matches!(AnomalyModel::load(&path, window_ns * 2), Err(ModelError::Incompatible { .. })));
 
     // Warm: every row of the first window is scored; cold: none is.
-    rows.sort_by_key(surveil::detect::anomaly::order_row);
+    rows.sort_by_key(surveil::anomaly::order_row);
     let first_end = rows[0].window_end;
     let first: Vec<_> = rows.iter().filter(|r| r.window_end == first_end).collect();
     let mut warm = AnomalyProcessor::new(&config.rules.anomaly, window_ns, Some(&model));

@@ -192,7 +192,7 @@ fn main_inner() -> Result<()> {
             let model = match features {
                 Some(file) => {
                     let mut rows = surveil::features::export::read(&file)?;
-                    surveil::detect::anomaly::train(&mut rows, &config.rules.anomaly, window_ns)
+                    surveil::anomaly::train(&mut rows, &config.rules.anomaly, window_ns)
                 }
                 None => {
                     let mut work = out.clone().into_os_string();

@@ -34,12 +34,12 @@ use serde::Serialize;
 use surveil_operators::{Partition, PartitionRead, SourceOptions};
 
 use crate::config::Config;
-use crate::ingest::{EventCounts, InputSpec, ReadProgress, plan_partitions};
+use crate::ingest::{InputSpec, ReadProgress, plan_partitions};
 use crate::model::Event;
+use crate::model::Report;
 use crate::output::{OutputFolder, Renderer, ReportWriter};
 use crate::pipeline::{FeatureJob, RunError, build_default_job};
 use crate::reference::ReferenceData;
-use crate::report::Report;
 
 /// Parsed events in file order, with the side records (names of hashed symbols, dead letters)
 /// the writer needs.
@@ -58,8 +58,7 @@ pub fn load(
     limit: usize,
 ) -> Result<Recorded, RunError> {
     let progress = Arc::new(ReadProgress::default());
-    let counts = Rc::new(RefCell::new(EventCounts::default()));
-    let mut partitions = plan_partitions(inputs, config, reference, 0, 1, &progress, &counts)?;
+    let mut partitions = plan_partitions(inputs, config, reference, 0, 1, &progress)?;
     let mut recorded = Recorded { events: Vec::new(), side: Vec::new() };
     'read: for partition in partitions.iter_mut() {
         loop {

@@ -1,178 +1,157 @@
-//! Detectors: rules that watch the event stream of each instrument in event-time order.
+//! Detectors: rules written once and run as dataflow operators.
 //!
-//! Every detector implements [`Detector`]. The [`SurveillanceProcessor`] runs a set of them
-//! inside one [`surveil_operators::ProcessInTimeOrder`] operator keyed by instrument: the events
-//! are routed and sorted once, the order state is tracked once, and each detector sees every
-//! event of its instruments in `(time, origin)` order, so the alerts are the same on any number
-//! of workers. A single detector can also run alone as its own operator (see
-//! [`crate::pipeline::detect`]).
+//! A rule implements [`Detector`]: which events it looks at and grouped by which [`Key`]
+//! (instrument, account, beneficial owner, desk, trader, or everything), the state it keeps per
+//! key, and what it does with each event and each timer it asked for. The operators in
+//! [`Detect`] route the events by key, hand each key's events to the rule in `(time, origin)`
+//! order, keep the state, and fire the timers as the watermark passes them; so a rule gets
+//! the same alerts, with the same ids, on one worker or many, live or replayed. The built-in
+//! rules (`crate::rules`) are written exactly this way.
+//!
+//! ```
+//! use std::collections::VecDeque;
+//! use surveil::detect::{AlertSink, Detector, Key};
+//! use surveil::model::{Body, Event, Severity};
+//!
+//! /// More than `limit` cancels by one account within `window` nanoseconds.
+//! #[derive(Clone)]
+//! struct CancelBurst { window: u64, limit: usize }
+//!
+//! impl Detector for CancelBurst {
+//!     type State = VecDeque<u64>; // per account, created on first use
+//!     fn name(&self) -> &str { "cancel_burst" }
+//!     fn key(&self, e: &Event) -> Option<Key> {
+//!         matches!(e.body, Body::Cancel { .. }).then(|| Key::Account(e.account))
+//!     }
+//!     fn on_event(&self, seen: &mut VecDeque<u64>, e: &Event, out: &mut AlertSink<'_>) {
+//!         seen.push_back(e.time);
+//!         while seen.front().is_some_and(|t| e.time - t > self.window) { seen.pop_front(); }
+//!         if seen.len() > self.limit {
+//!             out.alert(e).severity(Severity::Medium).param("cancels", seen.len())
+//!                 .explain(format!("{} cancels within {} ns", seen.len(), self.window));
+//!         }
+//!     }
+//! }
+//!
+//! let cancels = (0..4).map(|i| surveil::testing::cancel("ACME", &format!("O{i}"), "ACC1").at_ms(i));
+//! let alerts = surveil::testing::run(CancelBurst { window: 1_000_000_000, limit: 3 }, cancels);
+//! assert_eq!(alerts.len(), 1);
+//! assert_eq!(alerts[0].rule, "cancel_burst");
+//! ```
+//!
+//! Rules keyed by instrument also see each event's order as it was before the event
+//! ([`AlertSink::order`]): the detector operators keep every open order of their instruments.
 
-pub mod anomaly;
-pub mod order_limits;
-pub mod order_to_trade;
+mod group;
+mod key;
+mod operator;
 pub mod orders;
-pub mod price_collar;
-pub mod self_trade;
+mod sink;
 
-use std::sync::Arc;
-
-use surveil_operators::{Emitter, TimeOrderedProcessor};
-
-use crate::config::Config;
-use crate::ingest::DeadLetter;
-use crate::model::Event;
-use crate::reference::ReferenceData;
-use crate::report::Report;
-
+pub use group::{DetectorGroup, InstrumentRules, Tracking};
+pub use key::Key;
+pub use operator::{Detect, Detected};
 pub use orders::{OrderContext, OrderTracker};
+pub use sink::{AlertSink, PendingAlert};
 
-/// A rule over the events of the instruments a worker owns.
-pub trait Detector {
-    /// A short name for logs.
-    fn name(&self) -> &'static str;
+use crate::model::{Event, IdMap, Report, Timestamp};
 
-    /// Sees one event, with the state of its order before the event.
-    fn on_event(&mut self, event: &Event, order: &OrderContext, out: &mut Emitter<'_, Report>);
+/// A rule over events grouped by key. See the [module documentation](self) for an example.
+///
+/// Methods take `&self`: what changes lives in the per-key [`Detector::State`], which the
+/// operator creates (with `Default`) on a key's first event, keeps and hands back; the detector
+/// itself holds only its parameters.
+pub trait Detector: 'static {
+    /// What the rule remembers about one key.
+    type State: Default + 'static;
 
-    /// The earliest event time at which [`on_timer`](Detector::on_timer) must run.
-    fn next_timer(&self) -> Option<u64> {
-        None
-    }
+    /// The rule's name, as alerts carry it (`"self_trade"`). Alert ids are computed from it.
+    fn name(&self) -> &str;
 
-    /// Runs the timer at `time` (session ends, periodic reports).
-    fn on_timer(&mut self, time: u64, out: &mut Emitter<'_, Report>) {
-        let _ = (time, out);
-    }
-}
+    /// The key of an event, or `None` for events the rule does not look at (they are not even
+    /// routed to it).
+    fn key(&self, event: &Event) -> Option<Key>;
 
-/// Builds the detectors enabled in the configuration.
-pub fn default_detectors(config: &Config, reference: &Arc<ReferenceData>) -> Vec<Box<dyn Detector>> {
-    let rules = &config.rules;
-    let mut detectors: Vec<Box<dyn Detector>> = Vec::new();
-    if rules.order_limits.enabled {
-        detectors.push(Box::new(order_limits::OrderLimits::new(&rules.order_limits, reference.clone())));
-    }
-    if rules.price_collar.enabled {
-        detectors.push(Box::new(price_collar::PriceCollar::new(&rules.price_collar, reference.clone())));
-    }
-    if rules.order_to_trade.enabled {
-        detectors.push(Box::new(order_to_trade::OrderToTrade::new(&rules.order_to_trade, &config.sessions)));
-    }
-    if rules.self_trade.enabled {
-        detectors.push(Box::new(self_trade::SelfTrade::new(&rules.self_trade)));
-    }
-    detectors
-}
+    /// Sees one event of a key, in `(time, origin)` order within the key.
+    fn on_event(&self, state: &mut Self::State, event: &Event, out: &mut AlertSink<'_>);
 
-/// Dead letters found by the order state are emitted on a grid of this many nanoseconds
-/// (a power of two, about a millisecond).
-const DEAD_LETTER_GRID: u64 = 1 << 20;
-
-/// Tracks orders and runs detectors over one worker's instruments.
-pub struct SurveillanceProcessor {
-    orders: OrderTracker,
-    detectors: Vec<Box<dyn Detector>>,
-}
-
-impl SurveillanceProcessor {
-    /// A processor running `detectors`.
-    pub fn new(detectors: Vec<Box<dyn Detector>>) -> SurveillanceProcessor {
-        SurveillanceProcessor { orders: OrderTracker::default(), detectors }
-    }
-
-    /// Open orders being tracked.
-    pub fn open_orders(&self) -> usize {
-        self.orders.len()
+    /// A timer this key asked for with [`AlertSink::timer`] has come: every event before
+    /// `time` has been seen. [`AlertSink::key`] tells which key.
+    fn on_timer(&self, state: &mut Self::State, time: Timestamp, out: &mut AlertSink<'_>) {
+        let _ = (state, time, out);
     }
 }
 
-impl TimeOrderedProcessor<Event> for SurveillanceProcessor {
-    type Output = Report;
+/// A detector with its per-key states, behind a type-erased face so that rules of different
+/// types run in one operator ([`DetectorGroup`]).
+pub trait RunDetector {
+    /// The rule's name.
+    fn name(&self) -> &str;
+    /// The key of an event, if the rule looks at it.
+    fn key(&self, event: &Event) -> Option<Key>;
+    /// Runs [`Detector::on_event`] with the key's state.
+    fn on_event(&mut self, key: Key, event: &Event, order: Option<OrderContext>, out: &mut Output);
+    /// Runs [`Detector::on_timer`] with the key's state.
+    fn on_timer(&mut self, key: Key, time: Timestamp, out: &mut Output);
+    /// Keys with state.
+    fn keys(&self) -> usize;
+}
 
-    fn on_record(&mut self, _time: u64, event: Event, out: &mut Emitter<'_, Report>) {
-        match self.orders.apply(&event) {
-            Ok(context) => {
-                for detector in self.detectors.iter_mut() {
-                    detector.on_event(&event, &context, out);
-                }
-            }
-            Err(rejection) => {
-                // Letters go out at the end of their millisecond: a feed gone bad then costs
-                // one timely time per millisecond, not one per letter (each distinct time is a
-                // message and a progress update of its own).
-                let at = event.time | (DEAD_LETTER_GRID - 1);
-                out.emit_at(
-                    at,
-                    Report::DeadLetter(Box::new(DeadLetter {
-                        source: event.origin.source(),
-                        line: None,
-                        offset: event.origin.offset(),
-                        raw: String::new(),
-                        reason: rejection.reason,
-                        detail: rejection.detail,
-                        event: Some(Box::new(event)),
-                    })),
-                )
-            }
-        }
-    }
+/// What a [`RunDetector`] call produced: reports at their times, and timers asked for.
+#[derive(Default)]
+pub struct Output {
+    /// Reports (alerts and side records) with the event time they are emitted at.
+    pub reports: Vec<(Timestamp, Report)>,
+    /// Timers asked for.
+    pub timers: Vec<(Timestamp, Key)>,
+}
 
-    fn next_timer(&self) -> Option<u64> {
-        self.detectors.iter().filter_map(|d| d.next_timer()).min()
-    }
+/// A [`Detector`] and its state per key.
+pub struct Keyed<D: Detector> {
+    detector: std::rc::Rc<D>,
+    states: IdMap<Key, D::State>,
+    /// The one state of a stateless rule (`State` of size zero), kept once instead of per key.
+    shared: D::State,
+}
 
-    fn on_timer(&mut self, time: u64, out: &mut Emitter<'_, Report>) {
-        for detector in self.detectors.iter_mut() {
-            if detector.next_timer() == Some(time) {
-                detector.on_timer(time, out);
-            }
-        }
+impl<D: Detector> Keyed<D> {
+    /// Runs `detector`, sharing it with whoever else needs it on this worker (the routing).
+    pub fn new(detector: std::rc::Rc<D>) -> Keyed<D> {
+        Keyed { detector, states: IdMap::default(), shared: D::State::default() }
     }
 }
 
-/// Helpers for detector tests: run a detector over events in order and collect its reports.
-#[cfg(test)]
-pub(crate) mod testing {
-    use super::*;
-    use crate::model::{Body, Origin, Symbol};
+/// The state of `key`: a stateless rule's one shared state, or the key's own.
+macro_rules! state_of {
+    ($keyed:expr, $key:expr) => {
+        if std::mem::size_of::<D::State>() == 0 { &mut $keyed.shared } else { $keyed.states.entry($key).or_default() }
+    };
+}
 
-    /// Runs `processor` over `events` (sorted here) and flushes all timers.
-    pub fn run(processor: &mut SurveillanceProcessor, mut events: Vec<Event>) -> Vec<Report> {
-        events.sort_by_key(|e| e.order_key());
-        let mut buffer = Vec::new();
-        for event in events {
-            while let Some(t) = processor.next_timer().filter(|&t| t <= event.time) {
-                processor.on_timer(t, &mut test_emitter(t, &mut buffer));
-            }
-            let time = event.time;
-            processor.on_record(time, event, &mut test_emitter(time, &mut buffer));
-        }
-        while let Some(t) = processor.next_timer() {
-            processor.on_timer(t, &mut test_emitter(t, &mut buffer));
-        }
-        buffer.into_iter().map(|(_, r)| r).collect()
+impl<D: Detector> RunDetector for Keyed<D> {
+    fn name(&self) -> &str {
+        self.detector.name()
     }
 
-    /// An emitter for tests.
-    pub fn test_emitter(now: u64, buffer: &mut Vec<(u64, Report)>) -> Emitter<'_, Report> {
-        Emitter::new(now, buffer)
+    #[inline]
+    fn key(&self, event: &Event) -> Option<Key> {
+        self.detector.key(event)
     }
 
-    /// An event at `time` in `instrument` for `account`.
-    pub fn event(time: u64, instrument: &str, account: &str, body: Body) -> Event {
-        let mut e = Event::new(time, Origin::new(0, time), Symbol::of(instrument.as_bytes()), body);
-        e.account = Symbol::of(account.as_bytes());
-        e
+    #[inline]
+    fn on_event(&mut self, key: Key, event: &Event, order: Option<OrderContext>, out: &mut Output) {
+        let state = state_of!(self, key);
+        let mut sink = AlertSink::new(self.detector.name(), key, event.time, order, &mut out.reports, &mut out.timers);
+        self.detector.on_event(state, event, &mut sink);
     }
 
-    /// The alerts among reports.
-    pub fn alerts(reports: &[Report]) -> Vec<&crate::alert::Alert> {
-        reports
-            .iter()
-            .filter_map(|r| match r {
-                Report::Alert(a) => Some(&**a),
-                _ => None,
-            })
-            .collect()
+    fn on_timer(&mut self, key: Key, time: Timestamp, out: &mut Output) {
+        let state = state_of!(self, key);
+        let mut sink = AlertSink::new(self.detector.name(), key, time, None, &mut out.reports, &mut out.timers);
+        self.detector.on_timer(state, time, &mut sink);
+    }
+
+    fn keys(&self) -> usize {
+        self.states.len()
     }
 }

@@ -155,7 +155,7 @@ pub const ORDER_NAME: &str = "{order}";
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::testing::event;
+    use crate::testing::event;
 
     #[test]
     fn tracks_the_lifecycle_and_rejects_what_it_cannot_interpret() {
@@ -183,7 +183,7 @@ mod tests {
 #[cfg(test)]
 mod closed_tests {
     use super::*;
-    use crate::detect::testing::event;
+    use crate::testing::event;
 
     #[test]
     fn a_cancel_after_the_fill_says_the_order_was_filled() {

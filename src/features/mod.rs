@@ -19,210 +19,13 @@ pub mod export;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use surveil_operators::{Emitter, TimeOrderedProcessor};
 
-use crate::detect::{Detector, OrderContext};
-use crate::model::{Body, Event, Price, Side, Symbol};
+use crate::detect::{AlertSink, Detector, Key};
+use crate::model::{Body, Event, Price, Report, Side, Symbol};
 use crate::reference::ReferenceData;
-use crate::report::Report;
 
-/// Which kind of key a row describes.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FeatureScope {
-    /// One account in one instrument.
-    AccountInstrument,
-    /// One account across all instruments.
-    Account,
-    /// One instrument across all accounts.
-    Instrument,
-}
-
-impl FeatureScope {
-    /// All scopes, in a fixed order.
-    pub const ALL: [FeatureScope; 3] =
-        [FeatureScope::AccountInstrument, FeatureScope::Account, FeatureScope::Instrument];
-
-    /// The stable name used in exports and models.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FeatureScope::AccountInstrument => "account_instrument",
-            FeatureScope::Account => "account",
-            FeatureScope::Instrument => "instrument",
-        }
-    }
-
-    /// Parses [`as_str`](FeatureScope::as_str).
-    pub fn parse(text: &str) -> Option<FeatureScope> {
-        FeatureScope::ALL.into_iter().find(|s| s.as_str() == text)
-    }
-}
-
-/// One feature: its name and how noisy it is allowed to look.
-#[derive(Copy, Clone, Debug)]
-pub struct FeatureDef {
-    /// Stable name (export column, model field, explanation).
-    pub name: &'static str,
-    /// Unit, for people.
-    pub unit: &'static str,
-    /// Baselines see `sign(x) ln(1 + |x|)` instead of `x`: sizes, rates and money are heavy
-    /// tailed, and a Gaussian z-score of the raw value would call every busy minute an anomaly.
-    pub log_scale: bool,
-    /// The smallest standard deviation a baseline may claim, on the baseline's scale: a key whose
-    /// history is constant must not turn a tiny change into a huge z-score.
-    pub min_std: f64,
-}
-
-impl FeatureDef {
-    /// The value on the baseline's scale.
-    pub fn to_baseline(&self, x: f64) -> f64 {
-        if self.log_scale { x.signum() * x.abs().ln_1p() } else { x }
-    }
-
-    /// A baseline-scale value back on the feature's own scale (the typical value of a mean).
-    pub fn from_baseline(&self, y: f64) -> f64 {
-        if self.log_scale { y.signum() * y.abs().exp_m1() } else { y }
-    }
-}
-
-/// A feature vector on the baselines' scale (see [`FeatureDef::log_scale`]).
-pub fn to_baseline(x: &FeatureVector) -> FeatureVector {
-    std::array::from_fn(|i| FEATURES[i].to_baseline(x[i]))
-}
-
-/// Number of features.
-pub const FEATURE_COUNT: usize = 11;
-
-/// A feature vector.
-pub type FeatureVector = [f64; FEATURE_COUNT];
-
-/// The features, in vector order. `docs/features.md` defines each.
-pub const FEATURES: [FeatureDef; FEATURE_COUNT] = [
-    FeatureDef { name: "order_rate", unit: "orders/s", log_scale: true, min_std: 0.1 },
-    FeatureDef { name: "cancel_ratio", unit: "cancels per order", log_scale: false, min_std: 0.1 },
-    FeatureDef { name: "order_to_trade", unit: "orders per fill", log_scale: true, min_std: 0.25 },
-    FeatureDef { name: "avg_order_size", unit: "units", log_scale: true, min_std: 0.25 },
-    FeatureDef { name: "max_order_size", unit: "units", log_scale: true, min_std: 0.25 },
-    FeatureDef { name: "notional_traded", unit: "currency", log_scale: true, min_std: 0.25 },
-    FeatureDef { name: "aggressiveness", unit: "share of fills", log_scale: false, min_std: 0.1 },
-    FeatureDef { name: "share_of_volume", unit: "share", log_scale: false, min_std: 0.05 },
-    FeatureDef { name: "position_change", unit: "units", log_scale: true, min_std: 0.25 },
-    FeatureDef { name: "trades_at_extreme", unit: "share of fills", log_scale: false, min_std: 0.1 },
-    FeatureDef { name: "profit_per_trade", unit: "currency per fill", log_scale: true, min_std: 0.25 },
-];
-
-/// Summable activity counts of a key in a window. Every feature is derived from these, so the
-/// rows of a wider scope are plain sums of the rows of a narrower one.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Counters {
-    /// New orders.
-    pub orders: u64,
-    /// Sum of new orders' quantities.
-    pub order_quantity: f64,
-    /// Largest new order quantity.
-    pub max_order_quantity: f64,
-    /// Cancellations (full or partial).
-    pub cancels: u64,
-    /// Replaces.
-    pub replaces: u64,
-    /// Executions of the key's orders (one per side of a trade).
-    pub fills: u64,
-    /// Executed quantity.
-    pub filled_quantity: f64,
-    /// Executed notional.
-    pub notional: f64,
-    /// Executions where the key's order took liquidity.
-    pub aggressive_fills: u64,
-    /// Quantity bought.
-    pub bought: f64,
-    /// Quantity sold.
-    pub sold: f64,
-    /// Executions at the instrument's highest or lowest price of the window.
-    pub extreme_fills: u64,
-    /// Executed quantity of the whole market in the instruments the key traded (both sides).
-    pub market_quantity: f64,
-    /// Profit and loss of the window's executions, marked at each instrument's last price.
-    pub pnl: f64,
-}
-
-impl Counters {
-    /// Adds another key's counters (a wider scope is the sum of narrower ones).
-    pub fn merge(&mut self, other: &Counters) {
-        self.orders += other.orders;
-        self.order_quantity += other.order_quantity;
-        self.max_order_quantity = self.max_order_quantity.max(other.max_order_quantity);
-        self.cancels += other.cancels;
-        self.replaces += other.replaces;
-        self.fills += other.fills;
-        self.filled_quantity += other.filled_quantity;
-        self.notional += other.notional;
-        self.aggressive_fills += other.aggressive_fills;
-        self.bought += other.bought;
-        self.sold += other.sold;
-        self.extreme_fills += other.extreme_fills;
-        self.market_quantity += other.market_quantity;
-        self.pnl += other.pnl;
-    }
-
-    /// Events counted (orders, cancels, replaces, fills): a measure of how much evidence a row holds.
-    pub fn activity(&self) -> u64 {
-        self.orders + self.cancels + self.replaces + self.fills
-    }
-
-    /// How many observations each feature rests on: orders for per-order features, fills for
-    /// per-fill ones, all activity for the rest. A share computed from two fills is weak evidence.
-    pub fn support(&self) -> [u64; FEATURE_COUNT] {
-        let (orders, fills, all) = (self.orders, self.fills, self.activity());
-        [all, orders, all, orders, orders, fills, fills, fills, fills, fills, fills]
-    }
-
-    /// The feature vector, for a window of `window_seconds`. A feature whose denominator is
-    /// zero (the share of aggressive fills of a key that did not trade) is NaN: undefined, not
-    /// zero, so baselines skip it instead of learning a false zero.
-    pub fn features(&self, window_seconds: f64) -> FeatureVector {
-        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
-        let (orders, fills) = (self.orders as f64, self.fills as f64);
-        let per_order = |v: f64| if self.orders > 0 { v } else { f64::NAN };
-        [
-            orders / window_seconds.max(f64::MIN_POSITIVE),
-            ratio(self.cancels as f64, orders),
-            if self.orders + self.fills > 0 { orders / fills.max(1.0) } else { f64::NAN },
-            ratio(self.order_quantity, orders),
-            per_order(self.max_order_quantity),
-            self.notional,
-            ratio(self.aggressive_fills as f64, fills),
-            ratio(self.filled_quantity, self.market_quantity),
-            self.bought - self.sold,
-            ratio(self.extreme_fills as f64, fills),
-            ratio(self.pnl, fills),
-        ]
-    }
-}
-
-/// The features of one key in one window `[window_end - width, window_end)`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct FeatureRow {
-    /// End of the window (exclusive), in event time.
-    pub window_end: u64,
-    /// Which kind of key this is.
-    pub scope: FeatureScope,
-    /// The account (NONE for instrument rows).
-    pub account: Symbol,
-    /// The instrument (NONE for account rows).
-    pub instrument: Symbol,
-    /// The account's desk, when reference data names one (peer group of account rows).
-    pub desk: Symbol,
-    /// The counts the features derive from.
-    pub counters: Counters,
-}
-
-impl FeatureRow {
-    /// The key within its scope: (account, instrument).
-    pub fn key(&self) -> (Symbol, Symbol) {
-        (self.account, self.instrument)
-    }
-}
+pub use crate::model::features::*;
 
 /// Per-pair state that is not summable: the extreme prices of the pair's own executions.
 #[derive(Clone, Debug, Default)]
@@ -243,43 +46,54 @@ struct InstrumentWindow {
     traded: bool,
 }
 
-/// Keeps the counters of every active (account, instrument) pair for the current window and
-/// emits the rows when the window ends. Runs as a [`Detector`] inside the surveillance operator.
+/// Keeps the counters of every active (account, instrument) pair of an instrument for the
+/// current window and emits the rows when the window ends: a [`Detector`] keyed by instrument
+/// whose rows go to the side output.
+#[derive(Clone)]
 pub struct FeatureRecorder {
     width: u64,
     reference: Arc<ReferenceData>,
+}
+
+/// The current window of one instrument.
+#[derive(Clone, Debug, Default)]
+pub struct InstrumentFeatures {
     current_end: Option<u64>,
-    pairs: BTreeMap<(Symbol, Symbol), PairWindow>,
-    instruments: BTreeMap<Symbol, InstrumentWindow>,
+    pairs: BTreeMap<Symbol, PairWindow>,
+    market: InstrumentWindow,
 }
 
 impl FeatureRecorder {
     /// A recorder with windows of `width` nanoseconds (aligned to multiples of `width`).
     pub fn new(width: u64, reference: Arc<ReferenceData>) -> FeatureRecorder {
-        FeatureRecorder {
-            width: width.max(1),
-            reference,
-            current_end: None,
-            pairs: BTreeMap::new(),
-            instruments: BTreeMap::new(),
-        }
+        FeatureRecorder { width: width.max(1), reference }
     }
 
     fn price(&self, instrument: Symbol, price: Price) -> f64 {
         price.0 as f64 / 10f64.powi(self.reference.price_scale(instrument) as i32)
     }
 
-    fn pair(&mut self, account: Symbol, instrument: Symbol, desk: Symbol) -> &mut PairWindow {
-        let pair = self.pairs.entry((account, instrument)).or_default();
+    fn pair(state: &mut InstrumentFeatures, account: Symbol, desk: Symbol) -> &mut PairWindow {
+        let pair = state.pairs.entry(account).or_default();
         if pair.desk == Symbol::NONE {
             pair.desk = desk;
         }
         pair
     }
 
-    fn fill(&mut self, event: &Event, account: Symbol, side: Side, price: f64, quantity: f64, aggressor: Option<Side>) {
+    #[allow(clippy::too_many_arguments)]
+    fn fill(
+        &self,
+        state: &mut InstrumentFeatures,
+        event: &Event,
+        account: Symbol,
+        side: Side,
+        price: f64,
+        quantity: f64,
+        aggressor: Option<Side>,
+    ) {
         let desk = if account == event.account { event.desk } else { self.desk_of(account) };
-        let pair = self.pair(account, event.instrument, desk);
+        let pair = Self::pair(state, account, desk);
         let c = &mut pair.counters;
         c.fills += 1;
         c.filled_quantity += quantity;
@@ -303,7 +117,7 @@ impl FeatureRecorder {
         };
         bump(&mut pair.lowest, |a, b| a < b);
         bump(&mut pair.highest, |a, b| a > b);
-        let market = self.instruments.entry(event.instrument).or_default();
+        let market = &mut state.market;
         market.market_quantity += quantity;
         if !market.traded {
             (market.low, market.high) = (price, price);
@@ -317,13 +131,60 @@ impl FeatureRecorder {
     fn desk_of(&self, account: Symbol) -> Symbol {
         self.reference.account(account).map(|a| a.desk).unwrap_or(Symbol::NONE)
     }
+}
+
+impl Detector for FeatureRecorder {
+    type State = InstrumentFeatures;
+
+    fn name(&self) -> &str {
+        "features"
+    }
+
+    fn key(&self, event: &Event) -> Option<Key> {
+        Some(Key::Instrument(event.instrument))
+    }
+
+    fn on_event(&self, state: &mut InstrumentFeatures, event: &Event, out: &mut AlertSink<'_>) {
+        if state.current_end.is_none() {
+            let end = (event.time / self.width + 1) * self.width;
+            state.current_end = Some(end);
+            out.timer(end);
+        }
+        let instrument = event.instrument;
+        match event.body {
+            Body::NewOrder { quantity, .. } => {
+                let c = &mut Self::pair(state, event.account, event.desk).counters;
+                c.orders += 1;
+                c.order_quantity += quantity as f64;
+                c.max_order_quantity = c.max_order_quantity.max(quantity as f64);
+            }
+            Body::Cancel { .. } => Self::pair(state, event.account, event.desk).counters.cancels += 1,
+            Body::Replace { .. } => Self::pair(state, event.account, event.desk).counters.replaces += 1,
+            Body::Fill { side, price, quantity, aggressor, .. } => {
+                let price = self.price(instrument, price);
+                self.fill(state, event, event.account, side, price, quantity as f64, aggressor);
+            }
+            Body::Trade { buyer, seller, price, quantity, aggressor } => {
+                let price = self.price(instrument, price);
+                self.fill(state, event, buyer.account, Side::Buy, price, quantity as f64, aggressor);
+                self.fill(state, event, seller.account, Side::Sell, price, quantity as f64, aggressor);
+            }
+            _ => {}
+        }
+    }
 
     /// Emits the rows of the window ending at `end` and clears it.
-    fn flush(&mut self, end: u64, out: &mut Emitter<'_, Report>) {
-        let mut totals: BTreeMap<Symbol, Counters> = BTreeMap::new();
-        for ((account, instrument), pair) in std::mem::take(&mut self.pairs) {
+    fn on_timer(&self, state: &mut InstrumentFeatures, end: u64, out: &mut AlertSink<'_>) {
+        let instrument = out.key().symbol();
+        state.current_end = None;
+        let market = std::mem::take(&mut state.market);
+        if state.pairs.is_empty() {
+            return; // quotes and status changes only: no row
+        }
+        let mut total = Counters::default();
+        for (account, pair) in std::mem::take(&mut state.pairs) {
             let mut counters = pair.counters;
-            if let Some(market) = self.instruments.get(&instrument).filter(|m| m.traded) {
+            if market.traded {
                 counters.market_quantity = market.market_quantity;
                 counters.pnl += (counters.bought - counters.sold) * market.last;
                 counters.extreme_fills = if market.low == market.high {
@@ -333,9 +194,9 @@ impl FeatureRecorder {
                         + pair.highest.filter(|(p, _)| *p == market.high).map_or(0, |(_, n)| n)
                 };
             }
-            totals.entry(instrument).or_default().merge(&counters);
+            total.merge(&counters);
             if account != Symbol::NONE {
-                out.emit(Report::Features(Box::new(FeatureRow {
+                out.side(Report::Features(Box::new(FeatureRow {
                     window_end: end,
                     scope: FeatureScope::AccountInstrument,
                     account,
@@ -345,64 +206,16 @@ impl FeatureRecorder {
                 })));
             }
         }
-        for (instrument, mut counters) in totals {
-            // Each execution has two sides in the market total; the instrument's own share is 1.
-            counters.market_quantity = counters.filled_quantity;
-            out.emit(Report::Features(Box::new(FeatureRow {
-                window_end: end,
-                scope: FeatureScope::Instrument,
-                account: Symbol::NONE,
-                instrument,
-                desk: Symbol::NONE,
-                counters,
-            })));
-        }
-        self.instruments.clear();
-        self.current_end = None;
-    }
-}
-
-impl Detector for FeatureRecorder {
-    fn name(&self) -> &'static str {
-        "features"
-    }
-
-    fn on_event(&mut self, event: &Event, order: &OrderContext, _out: &mut Emitter<'_, Report>) {
-        if self.current_end.is_none() {
-            self.current_end = Some((event.time / self.width + 1) * self.width);
-        }
-        let instrument = event.instrument;
-        match event.body {
-            Body::NewOrder { quantity, .. } => {
-                let c = &mut self.pair(event.account, instrument, event.desk).counters;
-                c.orders += 1;
-                c.order_quantity += quantity as f64;
-                c.max_order_quantity = c.max_order_quantity.max(quantity as f64);
-            }
-            Body::Cancel { .. } => {
-                let _ = order;
-                self.pair(event.account, instrument, event.desk).counters.cancels += 1;
-            }
-            Body::Replace { .. } => self.pair(event.account, instrument, event.desk).counters.replaces += 1,
-            Body::Fill { side, price, quantity, aggressor, .. } => {
-                let price = self.price(instrument, price);
-                self.fill(event, event.account, side, price, quantity as f64, aggressor);
-            }
-            Body::Trade { buyer, seller, price, quantity, aggressor } => {
-                let price = self.price(instrument, price);
-                self.fill(event, buyer.account, Side::Buy, price, quantity as f64, aggressor);
-                self.fill(event, seller.account, Side::Sell, price, quantity as f64, aggressor);
-            }
-            _ => {}
-        }
-    }
-
-    fn next_timer(&self) -> Option<u64> {
-        self.current_end
-    }
-
-    fn on_timer(&mut self, time: u64, out: &mut Emitter<'_, Report>) {
-        self.flush(time, out);
+        // Each execution has two sides in the market total; the instrument's own share is 1.
+        total.market_quantity = total.filled_quantity;
+        out.side(Report::Features(Box::new(FeatureRow {
+            window_end: end,
+            scope: FeatureScope::Instrument,
+            account: Symbol::NONE,
+            instrument,
+            desk: Symbol::NONE,
+            counters: total,
+        })));
     }
 }
 
@@ -446,20 +259,83 @@ impl TimeOrderedProcessor<FeatureRow> for AccountRollup {
     }
 }
 
+/// Extension trait: the feature store as an operator.
+pub trait FeatureStoreExt<'scope> {
+    /// Feature rows of every window of `window_ns` nanoseconds: one per (account, instrument)
+    /// pair and per instrument active in the window, and one per account summing its
+    /// instruments ([`with_account_rows`]).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use surveil::features::FeatureStoreExt;
+    /// use surveil::model::{FeatureScope, Side};
+    /// use surveil::reference::ReferenceData;
+    /// use surveil::testing::new_order;
+    /// use timely::dataflow::operators::capture::Capture;
+    /// use timely::dataflow::operators::ToStream;
+    ///
+    /// let orders = vec![new_order("ACME", "O1", "ACC1", Side::Buy, "10", 5).at_ms(1)];
+    /// let rows = timely::example(move |scope| {
+    ///     orders.to_stream(scope).feature_rows(60_000_000_000, &Arc::new(ReferenceData::new(4))).capture()
+    /// });
+    /// let mut scopes: Vec<_> = surveil::testing::captured(rows).into_iter().map(|r| r.scope).collect();
+    /// scopes.sort();
+    /// assert_eq!(scopes, [FeatureScope::AccountInstrument, FeatureScope::Account, FeatureScope::Instrument]);
+    /// ```
+    fn feature_rows(
+        self,
+        window_ns: u64,
+        reference: &Arc<ReferenceData>,
+    ) -> timely::dataflow::Stream<'scope, u64, Vec<FeatureRow>>;
+}
+
+impl<'scope> FeatureStoreExt<'scope> for timely::dataflow::Stream<'scope, u64, Vec<Event>> {
+    fn feature_rows(
+        self,
+        window_ns: u64,
+        reference: &Arc<ReferenceData>,
+    ) -> timely::dataflow::Stream<'scope, u64, Vec<FeatureRow>> {
+        use crate::detect::Detect;
+        use timely::dataflow::operators::vec::Map;
+        let side = self.detect_all(FeatureRecorder::new(window_ns, reference.clone())).side;
+        with_account_rows(side.flat_map(|report| match report {
+            Report::Features(row) => Some(*row),
+            _ => None,
+        }))
+    }
+}
+
+/// Adds to (account, instrument) rows the account rows that sum them per window: rows routed
+/// by account, summed in `(window end, key)` order, so the sums are the same on any number of
+/// workers.
+pub fn with_account_rows<'scope>(
+    rows: timely::dataflow::Stream<'scope, u64, Vec<FeatureRow>>,
+) -> timely::dataflow::Stream<'scope, u64, Vec<FeatureRow>> {
+    use surveil_operators::ProcessInTimeOrder;
+    use timely::dataflow::operators::Concat;
+    use timely::dataflow::operators::vec::Filter;
+    let account_rows = rows.clone().filter(|r| r.scope == FeatureScope::AccountInstrument).process_in_time_order(
+        "AccountFeatures",
+        |r: &FeatureRow| Key::Account(r.account).route(),
+        FeatureRow::order_key,
+        AccountRollup::default(),
+    );
+    rows.concat(account_rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::testing::{event, test_emitter};
-    use crate::detect::{OrderTracker, SurveillanceProcessor};
     use crate::model::Party;
+    use crate::testing::{event, outputs_on};
 
     const SECOND: u64 = 1_000_000_000;
 
     fn rows(events: Vec<Event>) -> Vec<FeatureRow> {
         let reference = Arc::new(ReferenceData::new(2));
         let recorder = FeatureRecorder::new(60 * SECOND, reference.clone());
-        let mut processor = SurveillanceProcessor::new(vec![Box::new(recorder)]);
-        crate::detect::testing::run(&mut processor, events)
+        outputs_on(1, recorder, events)
+            .1
             .into_iter()
             .filter_map(|r| match r {
                 Report::Features(row) => Some(*row),
@@ -575,7 +451,6 @@ mod tests {
             (FeatureScope::Account, 5, Symbol::of(b"D"), 10)
         );
         assert_eq!(rollup.next_timer(), None);
-        let _ = (OrderTracker::default(), test_emitter(0, &mut Vec::new()));
     }
 
     fn test_emitter_rows(now: u64, buffer: &mut Vec<(u64, FeatureRow)>) -> Emitter<'_, FeatureRow> {

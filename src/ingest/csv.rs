@@ -522,9 +522,9 @@ pub mod write {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Report;
     use crate::model::{IdMap, Origin, Price, Side, Symbol, SymbolTable};
     use crate::reference::ReferenceData;
-    use crate::report::Report;
 
     fn parse_all(lines: &[&str]) -> (Vec<Event>, Vec<Rejection>, Vec<Report>) {
         let parser_header = write::HEADER;

@@ -157,9 +157,9 @@ mod tests {
 
     use super::*;
     use crate::ingest::time::format_time;
+    use crate::model::Report;
     use crate::model::{IdMap, Origin, Price};
     use crate::reference::ReferenceData;
-    use crate::report::Report;
 
     fn parser(name: &str) -> ImcParser {
         ImcParser::new(Path::new(name), &ImcConfig::default()).expect("parser")

@@ -284,9 +284,9 @@ impl LineParser for JsonlParser {
 mod tests {
     use super::*;
     use crate::ingest::time::format_time;
+    use crate::model::Report;
     use crate::model::{IdMap, Origin, Price, Side, Symbol};
     use crate::reference::ReferenceData;
-    use crate::report::Report;
 
     fn parse_with_scale(line: &str, scale: u8) -> (Result<Event, Rejection>, Vec<Report>) {
         let reference = ReferenceData::new(scale);

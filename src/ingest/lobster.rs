@@ -345,8 +345,8 @@ mod tests {
     use super::*;
     use crate::ingest::time::format_time;
     use crate::model::IdMap;
+    use crate::model::Report;
     use crate::reference::ReferenceData;
-    use crate::report::Report;
 
     fn config() -> LobsterConfig {
         LobsterConfig::default()

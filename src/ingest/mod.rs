@@ -19,10 +19,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::model::Report;
 use crate::model::{Event, IdMap, Origin, Symbol};
 use crate::reference::ReferenceData;
-use crate::report::Report;
 
+pub use crate::model::{DeadLetter, RejectReason, Rejection};
 pub use partition::{EventCounts, InputPosition, LineCounts, LinePartition, ReadProgress, plan_partitions};
 
 /// Input formats.
@@ -117,97 +118,6 @@ pub enum InputError {
         /// What is wrong.
         message: String,
     },
-}
-
-/// Why a record was rejected.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RejectReason {
-    /// Wrong number of fields.
-    ColumnCount,
-    /// Missing or unreadable event time.
-    BadTime,
-    /// Unknown event kind or message type.
-    UnknownKind,
-    /// A field required for the kind is empty.
-    MissingField,
-    /// Not a side.
-    UnknownSide,
-    /// Not an unsigned integer quantity, or zero where an amount is required.
-    BadQuantity,
-    /// Not a positive decimal price at the instrument's scale.
-    BadPrice,
-    /// Not a trading status.
-    UnknownStatus,
-    /// Not UTF-8 text.
-    BadUtf8,
-    /// Not a JSON object of the schema.
-    BadJson,
-    /// Refers to an order that was never seen, where that changes its meaning.
-    UnknownOrder,
-    /// The input could not be read past this point.
-    IoError,
-    /// A name holds a control character (such as NUL), which no identifier may contain.
-    ControlCharacter,
-}
-
-impl RejectReason {
-    /// The stable name used in output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RejectReason::ColumnCount => "column_count",
-            RejectReason::BadTime => "bad_time",
-            RejectReason::UnknownKind => "unknown_kind",
-            RejectReason::MissingField => "missing_field",
-            RejectReason::UnknownSide => "unknown_side",
-            RejectReason::BadQuantity => "bad_quantity",
-            RejectReason::BadPrice => "bad_price",
-            RejectReason::UnknownStatus => "unknown_status",
-            RejectReason::BadUtf8 => "bad_utf8",
-            RejectReason::BadJson => "bad_json",
-            RejectReason::UnknownOrder => "unknown_order",
-            RejectReason::IoError => "io_error",
-            RejectReason::ControlCharacter => "control_character",
-        }
-    }
-}
-
-/// A rejection: the reason and a detail for a person.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rejection {
-    /// The reason, counted in the summary.
-    pub reason: RejectReason,
-    /// What exactly was wrong.
-    pub detail: String,
-}
-
-impl Rejection {
-    /// Builds a rejection.
-    pub fn new(reason: RejectReason, detail: impl Into<String>) -> Rejection {
-        Rejection { reason, detail: detail.into() }
-    }
-}
-
-/// A record that could not be processed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeadLetter {
-    /// Index of the input.
-    pub source: u32,
-    /// 1-based line number, when known.
-    pub line: Option<u64>,
-    /// Byte offset of the record in the (decompressed) input.
-    pub offset: u64,
-    /// The record as read.
-    pub raw: String,
-    /// Why it was rejected.
-    pub reason: RejectReason,
-    /// Details. In a letter judged after parsing, [`crate::detect::orders::ORDER_NAME`] stands
-    /// for the order's name, which the writer puts in from `event`.
-    pub detail: String,
-    /// The parsed event, for letters judged after parsing (`unknown_order`): the writer shows
-    /// it as a canonical CSV line with its names when `raw` is empty.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event: Option<Box<Event>>,
 }
 
 /// What a parser needs besides the line: reference data and symbol interning.

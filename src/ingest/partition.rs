@@ -16,9 +16,9 @@ use super::{
     parser_for,
 };
 use crate::config::Config;
+use crate::model::Report;
 use crate::model::{Event, IdMap, Origin, Symbol};
 use crate::reference::ReferenceData;
-use crate::report::Report;
 
 /// How far a run has read its inputs: bytes in all (for progress bars) and, per partition, the
 /// position reached, which is what an interrupted run reports as the point it stopped at.
@@ -35,7 +35,7 @@ struct Span {
     start: u64,
     reached: AtomicU64,
     finished: AtomicBool,
-    lines: Mutex<LineCounts>,
+    lines: Mutex<(LineCounts, EventCounts)>,
 }
 
 /// What became of the lines read: every line is exactly one of a header, a blank line, a line
@@ -89,7 +89,7 @@ impl ReadProgress {
             start,
             reached: AtomicU64::new(start),
             finished: AtomicBool::new(false),
-            lines: Mutex::new(LineCounts::default()),
+            lines: Mutex::new((LineCounts::default(), EventCounts::default())),
         });
         if let Ok(mut spans) = self.spans.lock() {
             spans.push(span.clone());
@@ -103,7 +103,22 @@ impl ReadProgress {
         if let Ok(spans) = self.spans.lock() {
             for span in spans.iter() {
                 if let Ok(lines) = span.lines.lock() {
-                    total += *lines;
+                    total += lines.0;
+                }
+            }
+        }
+        total
+    }
+
+    /// Events read so far, by kind (indexed by [`crate::model::EventKind::index`]).
+    pub fn events(&self) -> EventCounts {
+        let mut total = EventCounts::default();
+        if let Ok(spans) = self.spans.lock() {
+            for span in spans.iter() {
+                if let Ok(counts) = span.lines.lock() {
+                    for (t, n) in total.iter_mut().zip(counts.1) {
+                        *t += n;
+                    }
                 }
             }
         }
@@ -164,7 +179,7 @@ pub struct LinePartition {
     span: Arc<Span>,
     lines: LineCounts,
     reported: u64,
-    counts: Rc<RefCell<EventCounts>>,
+    counts: EventCounts,
 }
 
 /// Events read by kind (indexed by [`crate::model::EventKind::index`]).
@@ -223,7 +238,7 @@ impl LinePartition {
         let done = self.position - self.start;
         self.span.reached.store(self.position, Ordering::Relaxed);
         if let Ok(mut lines) = self.span.lines.lock() {
-            *lines = self.lines;
+            *lines = (self.lines, self.counts);
         }
         self.progress.bytes.fetch_add(done.saturating_sub(self.reported), Ordering::Relaxed);
         self.reported = done.max(self.reported);
@@ -387,10 +402,9 @@ impl Partition for LinePartition {
                 };
                 match ctx.parse(parser.as_mut(), &line, records) {
                     Ok(()) => {
-                        let mut counts = self.counts.borrow_mut();
                         for event in &mut records[before..] {
                             self.reference.enrich(event);
-                            counts[event.kind().index()] += 1;
+                            self.counts[event.kind().index()] += 1;
                         }
                         self.lines.accepted += 1;
                         None
@@ -429,7 +443,6 @@ pub fn plan_partitions(
     worker: usize,
     peers: usize,
     progress: &Arc<ReadProgress>,
-    counts: &Rc<RefCell<EventCounts>>,
 ) -> Result<Vec<LinePartition>, InputError> {
     let mut mine = Vec::new();
     let mut global = 0usize;
@@ -477,7 +490,7 @@ pub fn plan_partitions(
                     span: progress.register(input.index, start),
                     lines: LineCounts::default(),
                     reported: 0,
-                    counts: counts.clone(),
+                    counts: EventCounts::default(),
                 });
             }
             global += 1;
@@ -525,9 +538,7 @@ mod tests {
             let mut events = Vec::new();
             let mut letters = Vec::new();
             for worker in 0..peers {
-                let counts = Rc::new(RefCell::new(EventCounts::default()));
-                let mut parts =
-                    plan_partitions(&inputs, &config, &reference, worker, peers, &progress, &counts).expect("plan");
+                let mut parts = plan_partitions(&inputs, &config, &reference, worker, peers, &progress).expect("plan");
                 let (e, s) = read_all(&mut parts);
                 events.extend(e);
                 letters.extend(s.into_iter().filter_map(|r| match r {

@@ -317,6 +317,35 @@ impl Event {
             body,
         }
     }
+
+    /// The same event at `time` (nanoseconds since the epoch).
+    pub fn at(mut self, time: Timestamp) -> Event {
+        self.time = time;
+        self
+    }
+
+    /// The same event at `ms` milliseconds after the epoch (for tests and examples).
+    pub fn at_ms(self, ms: u64) -> Event {
+        self.at(ms.saturating_mul(1_000_000))
+    }
+
+    /// The same event of `account`.
+    pub fn with_account(mut self, account: Symbol) -> Event {
+        self.account = account;
+        self
+    }
+
+    /// The same event with beneficial owner `owner`.
+    pub fn with_owner(mut self, owner: Symbol) -> Event {
+        self.owner = owner;
+        self
+    }
+
+    /// The same event with its origin (input and byte offset) set.
+    pub fn with_origin(mut self, origin: Origin) -> Event {
+        self.origin = origin;
+        self
+    }
 }
 
 #[cfg(test)]

@@ -3,14 +3,13 @@
 
 use std::sync::Arc;
 
-use surveil_operators::Emitter;
+use timely::dataflow::Stream;
 
-use super::{Detector, OrderContext};
-use crate::alert::{Alert, Rule, Severity, Value, param, score_from_excess};
 use crate::config::{Limit, OrderLimitsConfig};
-use crate::model::{Body, Decimal, Event, IdMap, Symbol};
+use crate::detect::{AlertSink, Detect, Detector, Key};
+use crate::model::alert::{rules, score_from_excess};
+use crate::model::{Alert, Body, Decimal, Event, IdMap, Severity, Symbol};
 use crate::reference::ReferenceData;
-use crate::report::Report;
 
 #[derive(Copy, Clone, Debug, Default)]
 struct Limits {
@@ -19,6 +18,7 @@ struct Limits {
 }
 
 /// The order-limits rule.
+#[derive(Clone)]
 pub struct OrderLimits {
     default: Limits,
     per_instrument: IdMap<Symbol, Limits>,
@@ -49,15 +49,22 @@ impl OrderLimits {
 }
 
 impl Detector for OrderLimits {
-    fn name(&self) -> &'static str {
+    type State = ();
+
+    fn name(&self) -> &str {
         "order_limits"
     }
 
-    fn on_event(&mut self, event: &Event, order: &OrderContext, out: &mut Emitter<'_, Report>) {
+    fn key(&self, event: &Event) -> Option<Key> {
+        Some(Key::Instrument(event.instrument))
+    }
+
+    fn on_event(&self, _: &mut (), event: &Event, out: &mut AlertSink<'_>) {
+        let before_price = out.order().and_then(|o| o.before).and_then(|b| b.price);
         let (order_id, price, quantity, verb) = match event.body {
             Body::NewOrder { order, price, quantity, .. } => (order, price, quantity, "order"),
             Body::Replace { order: id, price, quantity, .. } => {
-                (id, price.or(order.before.and_then(|b| b.price)), quantity, "modified order")
+                (id, price.or(before_price), quantity, "modified order")
             }
             _ => return,
         };
@@ -66,43 +73,73 @@ impl Detector for OrderLimits {
             && quantity > max
         {
             let ratio = quantity as f64 / max.max(1) as f64;
-            out.emit(Report::Alert(Box::new(Alert::new(
-                Rule::OrderQuantityLimit,
-                Severity::from_excess(ratio),
-                score_from_excess(ratio),
-                event.time,
-                event.instrument,
-                event.account,
-                format!("{verb} quantity {quantity} exceeds the maximum order quantity {max} ({ratio:.1}x)"),
-                vec![param("quantity", Value::Count(quantity)), param("max_quantity", Value::Count(max))],
-                vec![*event],
-                order_id.0,
-            ))));
+            out.alert(event)
+                .rule(rules::ORDER_QUANTITY_LIMIT)
+                .severity(Severity::from_excess(ratio))
+                .score(score_from_excess(ratio))
+                .explain(format!("{verb} quantity {quantity} exceeds the maximum order quantity {max} ({ratio:.1}x)"))
+                .param("quantity", quantity)
+                .param("max_quantity", max)
+                .discriminator(order_id.0);
         }
         if let (Some(max), Some(price)) = (limits.max_notional, price) {
             let scale = self.reference.price_scale(event.instrument);
             let notional = Decimal::notional(price, quantity, scale);
             if notional.cmp_exact(max).is_gt() {
                 let ratio = notional.to_f64() / max.to_f64().max(f64::MIN_POSITIVE);
-                out.emit(Report::Alert(Box::new(Alert::new(
-                    Rule::OrderNotionalLimit,
-                    Severity::from_excess(ratio),
-                    score_from_excess(ratio),
-                    event.time,
-                    event.instrument,
-                    event.account,
-                    format!("{verb} notional {notional} ({quantity} at {}) exceeds the maximum order notional {max} ({ratio:.1}x)", Decimal::price(price, scale)),
-                    vec![
-                        param("notional", Value::Decimal(notional)),
-                        param("max_notional", Value::Decimal(max)),
-                        param("price", Value::Decimal(Decimal::price(price, scale))),
-                        param("quantity", Value::Count(quantity)),
-                    ],
-                    vec![*event],
-                    order_id.0,
-                ))));
+                out.alert(event)
+                    .rule(rules::ORDER_NOTIONAL_LIMIT)
+                    .severity(Severity::from_excess(ratio))
+                    .score(score_from_excess(ratio))
+                    .explain(format!(
+                        "{verb} notional {notional} ({quantity} at {}) exceeds the maximum order notional {max} ({ratio:.1}x)",
+                        Decimal::price(price, scale)
+                    ))
+                    .param("notional", notional)
+                    .param("max_notional", max)
+                    .param("price", Decimal::price(price, scale))
+                    .param("quantity", quantity)
+                    .discriminator(order_id.0);
             }
         }
+    }
+}
+
+/// Extension trait: the order-limits rule as an operator on a stream of events.
+pub trait OrderLimitsExt<'scope> {
+    /// Alerts for orders above the maximum quantity or notional.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use surveil::config::OrderLimitsConfig;
+    /// use surveil::reference::ReferenceData;
+    /// use surveil::rules::OrderLimitsExt;
+    /// use surveil::model::Side;
+    /// use timely::dataflow::operators::capture::Capture;
+    /// use timely::dataflow::operators::ToStream;
+    ///
+    /// let big = surveil::testing::new_order("ACME", "O1", "ACC1", Side::Buy, "10", 200_000);
+    /// let alerts = timely::example(move |scope| {
+    ///     let reference = Arc::new(ReferenceData::new(4));
+    ///     vec![big].to_stream(scope).order_limits(&OrderLimitsConfig::default(), &reference).capture()
+    /// });
+    /// let alerts: Vec<_> = surveil::testing::captured(alerts).into_iter().collect();
+    /// assert_eq!(alerts[0].rule, "order_quantity_limit");
+    /// ```
+    fn order_limits(
+        self,
+        config: &OrderLimitsConfig,
+        reference: &Arc<ReferenceData>,
+    ) -> Stream<'scope, u64, Vec<Alert>>;
+}
+
+impl<'scope> OrderLimitsExt<'scope> for Stream<'scope, u64, Vec<Event>> {
+    fn order_limits(
+        self,
+        config: &OrderLimitsConfig,
+        reference: &Arc<ReferenceData>,
+    ) -> Stream<'scope, u64, Vec<Alert>> {
+        self.detect(OrderLimits::new(config, reference.clone()))
     }
 }
 
@@ -110,9 +147,8 @@ impl Detector for OrderLimits {
 mod tests {
     use super::*;
     use crate::config::{Config, OrderLimitsOverride};
-    use crate::detect::SurveillanceProcessor;
-    use crate::detect::testing::{alerts, event, run};
     use crate::model::{Price, Side};
+    use crate::testing::{event, run};
 
     fn new(order: &str, price: i64, quantity: u64, instrument: &str) -> Event {
         event(
@@ -137,9 +173,8 @@ mod tests {
             .instruments
             .insert("BIG".into(), OrderLimitsOverride { max_quantity: Some(Limit::Max(5000)), max_notional: None });
         let reference = Arc::new(ReferenceData::new(2));
-        let mut p = SurveillanceProcessor::new(vec![Box::new(OrderLimits::new(&config, reference.clone()))]);
-        let reports = run(
-            &mut p,
+        let alerts = run(
+            OrderLimits::new(&config, reference.clone()),
             vec![
                 new("A", 1000, 1000, "X"), // 10.00 x 1000 = 10,000.00: at both limits
                 new("B", 1000, 1001, "X"), // over both
@@ -148,12 +183,16 @@ mod tests {
                 new("E", 100, 4000, "BIG"),
             ],
         );
-        let got: Vec<(Rule, u64)> = alerts(&reports).iter().map(|a| (a.rule, a.time)).collect();
+        let got: Vec<(&str, u64)> = alerts.iter().map(|a| (a.rule.as_str(), a.time)).collect();
         assert_eq!(
             got,
-            vec![(Rule::OrderQuantityLimit, 1001), (Rule::OrderNotionalLimit, 1001), (Rule::OrderQuantityLimit, 1500)]
+            vec![
+                (rules::ORDER_NOTIONAL_LIMIT, 1001),
+                (rules::ORDER_QUANTITY_LIMIT, 1001),
+                (rules::ORDER_QUANTITY_LIMIT, 1500)
+            ]
         );
-        let a = alerts(&reports)[1];
+        let a = &alerts[0];
         assert!(a.explanation.contains("notional 10010 (1001 at 10)"), "{}", a.explanation);
     }
 
@@ -170,9 +209,8 @@ mod tests {
             OrderLimitsOverride { max_quantity: None, max_notional: Some(Limit::Max("10000".into())) },
         );
         let reference = Arc::new(ReferenceData::new(2));
-        let mut p = SurveillanceProcessor::new(vec![Box::new(OrderLimits::new(&config, reference.clone()))]);
-        let reports = run(
-            &mut p,
+        let alerts = run(
+            OrderLimits::new(&config, reference.clone()),
             vec![
                 new("A", 1_000_000, 1000, "X"), // 10,000.00 x 1000: notional is off
                 new("B", 100, 1001, "X"),       // over the quantity limit
@@ -181,17 +219,16 @@ mod tests {
                 new("E", 100, 1001, "BIG"),     // and keeps the rule's quantity limit
             ],
         );
-        // Alerts at equal times may come in either order.
         let mut got: Vec<(u64, String, u64)> =
-            alerts(&reports).iter().map(|a| (a.time, format!("{:?}", a.rule), a.instrument.0)).collect();
+            alerts.iter().map(|a| (a.time, a.rule.clone(), a.instrument.0)).collect();
         got.sort();
         let mut want: Vec<(u64, String, u64)> = [
-            (1000, Rule::OrderNotionalLimit, "BIG"),
-            (1001, Rule::OrderQuantityLimit, "X"),
-            (1001, Rule::OrderQuantityLimit, "BIG"),
+            (1000, rules::ORDER_NOTIONAL_LIMIT, "BIG"),
+            (1001, rules::ORDER_QUANTITY_LIMIT, "X"),
+            (1001, rules::ORDER_QUANTITY_LIMIT, "BIG"),
         ]
         .iter()
-        .map(|(t, r, i)| (*t, format!("{r:?}"), Symbol::of(i.as_bytes()).0))
+        .map(|(t, r, i)| (*t, r.to_string(), Symbol::of(i.as_bytes()).0))
         .collect();
         want.sort();
         assert_eq!(got, want);

@@ -9,14 +9,13 @@
 
 use std::sync::Arc;
 
-use surveil_operators::Emitter;
+use timely::dataflow::Stream;
 
-use super::{Detector, OrderContext};
-use crate::alert::{Alert, Rule, Severity, Value, param, score_from_excess};
 use crate::config::PriceCollarConfig;
-use crate::model::{Body, Decimal, Event, IdMap, Price, Side, Symbol};
+use crate::detect::{AlertSink, Detect, Detector, Key};
+use crate::model::alert::{rules, score_from_excess};
+use crate::model::{Alert, Body, Decimal, Event, IdMap, Price, Severity, Side, Symbol};
 use crate::reference::ReferenceData;
-use crate::report::Report;
 
 #[derive(Copy, Clone, Debug)]
 enum Allowance {
@@ -43,8 +42,9 @@ impl Allowance {
 /// A collar bound: the limit price, the reference it came from, and what that reference is.
 type Bound = Option<(i64, Price, &'static str)>;
 
+/// What the rule knows of an instrument's market.
 #[derive(Copy, Clone, Debug, Default)]
-struct Market {
+pub struct Market {
     bid: Option<Price>,
     ask: Option<Price>,
     last: Option<Price>,
@@ -54,12 +54,12 @@ struct Market {
 }
 
 /// The price-collar rule.
+#[derive(Clone)]
 pub struct PriceCollar {
     allowance: Allowance,
     per_instrument: IdMap<Symbol, Allowance>,
     check_orders: bool,
     check_executions: bool,
-    markets: IdMap<Symbol, Market>,
     reference: Arc<ReferenceData>,
 }
 
@@ -88,7 +88,6 @@ impl PriceCollar {
             per_instrument,
             check_orders: config.check_orders,
             check_executions: config.check_executions,
-            markets: IdMap::default(),
             reference,
         }
     }
@@ -114,7 +113,7 @@ impl PriceCollar {
         what: &str,
         above: bool,
         subject: &str,
-        out: &mut Emitter<'_, Report>,
+        out: &mut AlertSink<'_>,
     ) {
         let allowance = self.per_instrument.get(&event.instrument).copied().unwrap_or(self.allowance);
         let scale = self.reference.price_scale(event.instrument);
@@ -123,54 +122,51 @@ impl PriceCollar {
         let allowed = allowance.of(reference).max(1);
         let ratio = deviation as f64 / allowed as f64;
         let direction = if above { "above" } else { "below" };
-        out.emit(Report::Alert(Box::new(Alert::new(
-            Rule::OffMarketPrice,
-            Severity::from_excess(ratio),
-            score_from_excess(ratio),
-            event.time,
-            event.instrument,
-            event.account,
-            format!(
+        let mut alert = out.alert(event);
+        alert
+            .severity(Severity::from_excess(ratio))
+            .score(score_from_excess(ratio))
+            .explain(format!(
                 "{subject} at {} is {:.2}% {direction} the {what} {} (allowed {})",
                 Decimal::price(price, scale),
                 deviation_bps / 100.0,
                 Decimal::price(reference, scale),
                 allowance.describe()
-            ),
-            vec![
-                param("price", Value::Decimal(Decimal::price(price, scale))),
-                param("reference_price", Value::Decimal(Decimal::price(reference, scale))),
-                param("reference", Value::Text(what.into())),
-                param("collar_price", Value::Decimal(Decimal::price(Price(bound), scale))),
-                param("deviation_bps", Value::Ratio((deviation_bps * 100.0).round() / 100.0)),
-                match allowance {
-                    Allowance::BasisPoints(b) => param("max_deviation_bps", Value::Count(b as u64)),
-                    Allowance::Ticks(t) => param("max_deviation_ticks", Value::Count(t.max(0) as u64)),
-                },
-            ],
-            vec![*event],
-            0,
-        ))));
+            ))
+            .param("price", Decimal::price(price, scale))
+            .param("reference_price", Decimal::price(reference, scale))
+            .param("reference", what)
+            .param("collar_price", Decimal::price(Price(bound), scale))
+            .param("deviation_bps", (deviation_bps * 100.0).round() / 100.0);
+        match allowance {
+            Allowance::BasisPoints(b) => alert.param("max_deviation_bps", b),
+            Allowance::Ticks(t) => alert.param("max_deviation_ticks", t.max(0) as u64),
+        };
     }
 }
 
 impl Detector for PriceCollar {
-    fn name(&self) -> &'static str {
-        "price_collar"
+    type State = Market;
+
+    fn name(&self) -> &str {
+        rules::OFF_MARKET_PRICE
     }
 
-    fn on_event(&mut self, event: &Event, order: &OrderContext, out: &mut Emitter<'_, Report>) {
-        let market = self.markets.get(&event.instrument).copied().unwrap_or_default();
+    fn key(&self, event: &Event) -> Option<Key> {
+        Some(Key::Instrument(event.instrument))
+    }
+
+    fn on_event(&self, market: &mut Market, event: &Event, out: &mut AlertSink<'_>) {
+        let before = *market;
         match event.body {
             Body::Quote { bid, ask } => {
-                let m = self.markets.entry(event.instrument).or_default();
-                m.bid = bid.map(|l| l.price);
-                m.ask = ask.map(|l| l.price);
+                market.bid = bid.map(|l| l.price);
+                market.ask = ask.map(|l| l.price);
             }
             Body::Fill { price, quantity, .. } | Body::Trade { price, quantity, .. } => {
                 let print = (event.time, price, quantity);
-                if self.check_executions && market.alerted_print != Some(print) {
-                    let (lower, upper) = self.collar(&market, event.instrument);
+                if self.check_executions && before.alerted_print != Some(print) {
+                    let (lower, upper) = self.collar(&before, event.instrument);
                     let subject = if matches!(event.body, Body::Fill { .. }) { "execution" } else { "trade" };
                     let breach = match (lower, upper) {
                         (Some((bound, reference, what)), _) if price.0 < bound => Some((bound, reference, what, false)),
@@ -179,22 +175,22 @@ impl Detector for PriceCollar {
                     };
                     if let Some((bound, reference, what, above)) = breach {
                         self.alert(event, price, bound, reference, what, above, subject, out);
-                        self.markets.entry(event.instrument).or_default().alerted_print = Some(print);
+                        market.alerted_print = Some(print);
                     }
                 }
                 // Both fills of a trade and the trade itself carry the price: the last
                 // trade price is the same whichever arrives first.
-                self.markets.entry(event.instrument).or_default().last = Some(price);
+                market.last = Some(price);
             }
             Body::NewOrder { side, price: Some(price), .. }
             | Body::Replace { side: Some(side), price: Some(price), .. }
                 if self.check_orders =>
             {
-                self.check_order(event, side, price, &market, out);
+                self.check_order(event, side, price, &before, out);
             }
             Body::Replace { side: None, price: Some(price), .. } if self.check_orders => {
-                if let Some(before) = order.before {
-                    self.check_order(event, before.side, price, &market, out);
+                if let Some(side) = out.order().and_then(|o| o.before).map(|b| b.side) {
+                    self.check_order(event, side, price, &before, out);
                 }
             }
             _ => {}
@@ -202,8 +198,50 @@ impl Detector for PriceCollar {
     }
 }
 
+/// Extension trait: the price collar as an operator on a stream of events.
+pub trait PriceCollarExt<'scope> {
+    /// Alerts for orders and executions priced too far from the market.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use surveil::config::PriceCollarConfig;
+    /// use surveil::reference::ReferenceData;
+    /// use surveil::rules::PriceCollarExt;
+    /// use surveil::model::Side;
+    /// use surveil::testing::{fill, quote};
+    /// use timely::dataflow::operators::capture::Capture;
+    /// use timely::dataflow::operators::ToStream;
+    ///
+    /// let events = vec![
+    ///     quote("ACME", "20", "20.10").at_ms(1),
+    ///     fill("ACME", "O1", "ACC1", Side::Sell, "18", 100).at_ms(2), // 10 % below the bid
+    /// ];
+    /// let alerts = timely::example(move |scope| {
+    ///     let reference = Arc::new(ReferenceData::new(4));
+    ///     events.to_stream(scope).price_collar(&PriceCollarConfig::default(), &reference).capture()
+    /// });
+    /// let alerts: Vec<_> = surveil::testing::captured(alerts).into_iter().collect();
+    /// assert_eq!(alerts[0].rule, "off_market_price");
+    /// ```
+    fn price_collar(
+        self,
+        config: &PriceCollarConfig,
+        reference: &Arc<ReferenceData>,
+    ) -> Stream<'scope, u64, Vec<Alert>>;
+}
+
+impl<'scope> PriceCollarExt<'scope> for Stream<'scope, u64, Vec<Event>> {
+    fn price_collar(
+        self,
+        config: &PriceCollarConfig,
+        reference: &Arc<ReferenceData>,
+    ) -> Stream<'scope, u64, Vec<Alert>> {
+        self.detect(PriceCollar::new(config, reference.clone()))
+    }
+}
+
 impl PriceCollar {
-    fn check_order(&self, event: &Event, side: Side, price: Price, market: &Market, out: &mut Emitter<'_, Report>) {
+    fn check_order(&self, event: &Event, side: Side, price: Price, market: &Market, out: &mut AlertSink<'_>) {
         let (lower, upper) = self.collar(market, event.instrument);
         let subject = if matches!(event.body, Body::Replace { .. }) { "modified buy order" } else { "buy order" };
         match side {
@@ -230,9 +268,8 @@ impl PriceCollar {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::detect::SurveillanceProcessor;
-    use crate::detect::testing::{alerts, event, run};
     use crate::model::Level;
+    use crate::testing::{event, run};
 
     fn quote(t: u64, bid: i64, ask: i64) -> Event {
         event(
@@ -274,8 +311,10 @@ mod tests {
     fn run_collar(events: Vec<Event>) -> Vec<(u64, String)> {
         let config = Config::default().rules.price_collar; // 500 bps
         let reference = Arc::new(ReferenceData::new(2));
-        let mut p = SurveillanceProcessor::new(vec![Box::new(PriceCollar::new(&config, reference.clone()))]);
-        alerts(&run(&mut p, events)).iter().map(|a| (a.time, a.explanation.clone())).collect()
+        run(PriceCollar::new(&config, reference.clone()), events)
+            .iter()
+            .map(|a| (a.time, a.explanation.clone()))
+            .collect()
     }
 
     #[test]

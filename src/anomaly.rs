@@ -33,11 +33,12 @@ use serde::{Deserialize, Serialize};
 use surveil_operators::isolation_forest::{ForestParams, IsolationForest};
 use surveil_operators::{Emitter, TimeOrderedProcessor};
 
-use crate::alert::{Alert, FeatureEvidence, Rule, Severity, Value, param, score_from_excess};
 use crate::config::AnomalyConfig;
 use crate::features::{FEATURE_COUNT, FEATURES, FeatureRow, FeatureScope, FeatureVector, to_baseline};
+use crate::model::Report;
 use crate::model::Symbol;
-use crate::report::Report;
+use crate::model::alert::{FeatureEvidence, rules, score_from_excess};
+use crate::model::{Alert, Severity};
 
 /// Layout version of [`AnomalyModel`] files.
 pub const MODEL_FORMAT: u32 = 1;
@@ -110,13 +111,9 @@ pub fn route_row(row: &FeatureRow) -> u64 {
     surveil_operators::route(&(row.scope, peer_group(row).0))
 }
 
-/// Order of a row among rows of the same time: a stable hash of its scope and key.
+/// Order of a row among rows of the same time (see [`FeatureRow::order_key`]).
 pub fn order_row(row: &FeatureRow) -> (u64, u64) {
-    let mut key = [0u8; 17];
-    key[0] = row.scope as u8;
-    key[1..9].copy_from_slice(&row.account.0.to_le_bytes());
-    key[9..17].copy_from_slice(&row.instrument.0.to_le_bytes());
-    (row.window_end, xxhash_rust::xxh3::xxh3_64(&key))
+    row.order_key()
 }
 
 /// A trained forest for one scope.
@@ -339,11 +336,13 @@ impl AnomalyProcessor {
 
     /// The alert for a scored row, when it is anomalous enough.
     pub fn alert(&self, row: &FeatureRow, score: &RowScore) -> Option<Alert> {
-        if row.counters.activity() < self.config.min_activity || score.max_z.0 < self.config.z_threshold {
+        // Written as "not at least", so that a NaN never passes a gate.
+        let at_least = |value: f64, threshold: f64| value.partial_cmp(&threshold).is_some_and(|o| o.is_ge());
+        if row.counters.activity() < self.config.min_activity || !at_least(score.max_z.0, self.config.z_threshold) {
             return None;
         }
         if let Some((forest_score, _)) = &score.forest
-            && *forest_score < self.config.forest_threshold
+            && !at_least(*forest_score, self.config.forest_threshold)
         {
             return None;
         }
@@ -380,35 +379,30 @@ impl AnomalyProcessor {
             "{what} behaved unlike {basis}: {} = {:.4} is {:.1} standard deviations from the baseline",
             FEATURES[top].name, raw[top], score.z[top]
         );
-        let mut parameters = vec![
-            param("scope", Value::Text(row.scope.as_str().into())),
-            param("baseline", Value::Text(if score.basis == Basis::Own { "own" } else { "peers" }.into())),
-            param("window_start", Value::Count(row.window_end.saturating_sub(self.window_ns))),
-            param("window_end", Value::Count(row.window_end)),
-            param("max_abs_z", Value::Ratio(max_z)),
-            param("z_threshold", Value::Ratio(self.config.z_threshold)),
-            param("features", Value::Features(evidence)),
-            param("model_version", Value::Text(self.model_version.clone().unwrap_or_else(|| "online".into()))),
-            param("seed", Value::Count(self.seed)),
-        ];
+        let mut alert = Alert::builder(rules::BEHAVIOURAL_ANOMALY, row.window_end);
+        alert
+            .instrument(row.instrument)
+            .account(row.account)
+            .severity(Severity::from_excess(excess).min(Severity::High))
+            .score(score_from_excess(excess))
+            .explain(explanation)
+            .discriminator(row.scope as u64)
+            .param("scope", row.scope.as_str())
+            .param("baseline", if score.basis == Basis::Own { "own" } else { "peers" })
+            .param("window_start", row.window_end.saturating_sub(self.window_ns))
+            .param("window_end", row.window_end)
+            .param("max_abs_z", max_z)
+            .param("z_threshold", self.config.z_threshold)
+            .param("features", evidence)
+            .param("model_version", self.model_version.clone().unwrap_or_else(|| "online".into()))
+            .param("seed", self.seed);
         if let Some((forest_score, _)) = &score.forest {
-            parameters.push(param("forest_score", Value::Ratio(*forest_score)));
+            alert.param("forest_score", *forest_score);
         }
         if row.scope == FeatureScope::Account {
-            parameters.push(param("desk", Value::Name(row.desk)));
+            alert.param("desk", row.desk);
         }
-        Some(Alert::new(
-            Rule::BehaviouralAnomaly,
-            Severity::from_excess(excess).min(Severity::High),
-            score_from_excess(excess),
-            row.window_end,
-            row.instrument,
-            row.account,
-            explanation,
-            parameters,
-            Vec::new(),
-            row.scope as u64,
-        ))
+        Some(alert.build())
     }
 
     /// The state as a model, with forests trained on `samples` (z-vectors by scope).
@@ -497,6 +491,37 @@ pub fn train(rows: &mut [FeatureRow], config: &AnomalyConfig, window_ns: u64) ->
     processor.into_model(samples, trained)
 }
 
+/// Extension trait: behavioural anomalies as an operator on a stream of feature rows.
+pub trait AnomaliesExt<'scope> {
+    /// Scores each row against its key's own baseline (or its peer group's, while the key is
+    /// new) and the model's forests, and alerts on rows far from them. Rows are routed by peer
+    /// group and scored in `(window end, key)` order, so the scores are the same on any number
+    /// of workers.
+    fn behavioural_anomalies(
+        self,
+        config: &AnomalyConfig,
+        window_ns: u64,
+        model: Option<Arc<AnomalyModel>>,
+    ) -> timely::dataflow::Stream<'scope, u64, Vec<Alert>>;
+}
+
+impl<'scope> AnomaliesExt<'scope> for timely::dataflow::Stream<'scope, u64, Vec<FeatureRow>> {
+    fn behavioural_anomalies(
+        self,
+        config: &AnomalyConfig,
+        window_ns: u64,
+        model: Option<Arc<AnomalyModel>>,
+    ) -> timely::dataflow::Stream<'scope, u64, Vec<Alert>> {
+        use surveil_operators::ProcessInTimeOrder;
+        use timely::dataflow::operators::vec::Map;
+        let processor = AnomalyProcessor::new(config, window_ns, model.as_deref());
+        self.process_in_time_order("Anomaly", route_row, order_row, processor).flat_map(|report| match report {
+            Report::Alert(alert) => Some(*alert),
+            _ => None,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,12 +590,12 @@ mod tests {
         assert_eq!(alerts.len(), 1, "{alerts:#?}");
         let alert = &alerts[0];
         assert_eq!(alert.account, Symbol::of(b"A2"));
-        assert_eq!(alert.rule, Rule::BehaviouralAnomaly);
+        assert_eq!(alert.rule, rules::BEHAVIOURAL_ANOMALY);
         let features = alert
             .parameters
             .iter()
             .find_map(|p| match &p.value {
-                Value::Features(f) => Some(f.clone()),
+                crate::model::Value::Features(f) => Some(f.clone()),
                 _ => None,
             })
             .expect("feature evidence");

@@ -2,10 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::alert::Alert;
-use crate::detect::order_to_trade::RatioReport;
-use crate::ingest::DeadLetter;
-use crate::model::{Event, Symbol};
+use super::{Alert, DeadLetter, Event, FeatureRow, RatioReport, Symbol};
 
 /// A record for the output writers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -21,5 +18,11 @@ pub enum Report {
     /// An order-to-trade ratio value.
     Ratio(Box<RatioReport>),
     /// A row of the feature store.
-    Features(Box<crate::features::FeatureRow>),
+    Features(Box<FeatureRow>),
+}
+
+impl From<Alert> for Report {
+    fn from(alert: Alert) -> Report {
+        Report::Alert(Box::new(alert))
+    }
 }

@@ -1,0 +1,185 @@
+//! Running several detectors in one operator: one routing, one ordering, one order book state.
+
+use std::collections::BTreeSet;
+use std::rc::Rc;
+
+use surveil_operators::{Emitter, TimeOrderedProcessor};
+
+use super::{Detector, Key, Keyed, OrderTracker, Output, RunDetector};
+use crate::model::{DeadLetter, Event, Report, Timestamp};
+
+/// Dead letters found by the order state are emitted on a grid of this many nanoseconds
+/// (a power of two, about a millisecond): a feed gone bad then costs one timely time per
+/// millisecond, not one per letter (each distinct time is a message and a progress update).
+const DEAD_LETTER_GRID: u64 = 1 << 20;
+
+/// Detectors run together over the events of the keys routed to one worker, in event-time
+/// order: the [`TimeOrderedProcessor`] behind the [`crate::detect::Detect`] operators.
+///
+/// With order tracking on, the group keeps every open order of its instruments (the events
+/// must then be routed by instrument), hands each instrument-keyed detector the state of the
+/// event's order before it, and turns an event whose meaning depends on an order it does not
+/// know (a replace, or a cancel without a quantity) into an `unknown_order` dead letter instead
+/// of showing it to the detectors.
+pub struct DetectorGroup {
+    detectors: Vec<Box<dyn RunDetector>>,
+    orders: Option<OrderTracker>,
+    tracking: Tracking,
+    dead_letters: bool,
+    timers: BTreeSet<(Timestamp, usize, Key)>,
+    out: Output,
+}
+
+/// Which events the order book state sees.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Tracking {
+    /// None: no detector needs it.
+    Off,
+    /// Every event: the group's events are routed by instrument.
+    AllEvents,
+    /// The events a detector keys by their own instrument (a single detector, routed by its
+    /// keys): all the events of those instruments come to the same worker.
+    InstrumentKeys,
+}
+
+impl DetectorGroup {
+    /// A group over `detectors`, keeping the order book state for the events `tracking` says;
+    /// `dead_letters` reports the events it cannot interpret.
+    pub fn new(detectors: Vec<Box<dyn RunDetector>>, tracking: Tracking, dead_letters: bool) -> DetectorGroup {
+        DetectorGroup {
+            detectors,
+            orders: (tracking != Tracking::Off).then(OrderTracker::default),
+            tracking,
+            dead_letters,
+            timers: BTreeSet::new(),
+            out: Output::default(),
+        }
+    }
+
+    /// Open orders being tracked.
+    pub fn open_orders(&self) -> usize {
+        self.orders.as_ref().map_or(0, |o| o.len())
+    }
+
+    fn flush(&mut self, detector: usize, out: &mut Emitter<'_, Report>) {
+        for (time, key) in self.out.timers.drain(..) {
+            self.timers.insert((time, detector, key));
+        }
+        for (time, report) in self.out.reports.drain(..) {
+            out.emit_at(time, report);
+        }
+    }
+}
+
+impl TimeOrderedProcessor<Event> for DetectorGroup {
+    type Output = Report;
+
+    fn on_record(&mut self, _time: u64, event: Event, out: &mut Emitter<'_, Report>) {
+        let tracked = match self.tracking {
+            Tracking::Off => false,
+            Tracking::AllEvents => true,
+            Tracking::InstrumentKeys => {
+                self.detectors.iter().any(|d| d.key(&event) == Some(Key::Instrument(event.instrument)))
+            }
+        };
+        let tracker = if tracked { self.orders.as_mut() } else { None };
+        let order = match tracker.map(|tracker| tracker.apply(&event)) {
+            None => None,
+            Some(Ok(context)) => Some(context),
+            Some(Err(rejection)) => {
+                if self.dead_letters {
+                    let at = event.time | (DEAD_LETTER_GRID - 1);
+                    let letter = DeadLetter {
+                        source: event.origin.source(),
+                        line: None,
+                        offset: event.origin.offset(),
+                        raw: String::new(),
+                        reason: rejection.reason,
+                        detail: rejection.detail,
+                        event: Some(Box::new(event)),
+                    };
+                    out.emit_at(at, Report::DeadLetter(Box::new(letter)));
+                }
+                return;
+            }
+        };
+        for index in 0..self.detectors.len() {
+            let Some(key) = self.detectors[index].key(&event) else { continue };
+            // The order state belongs to the event's instrument.
+            let order = if key == Key::Instrument(event.instrument) { order } else { None };
+            self.detectors[index].on_event(key, &event, order, &mut self.out);
+            self.flush(index, out);
+        }
+    }
+
+    fn next_timer(&self) -> Option<u64> {
+        self.timers.first().map(|(time, ..)| *time)
+    }
+
+    fn on_timer(&mut self, time: u64, out: &mut Emitter<'_, Report>) {
+        while let Some(&(t, index, key)) = self.timers.first() {
+            if t != time {
+                break;
+            }
+            self.timers.pop_first();
+            self.detectors[index].on_timer(key, time, &mut self.out);
+            self.flush(index, out);
+        }
+    }
+}
+
+/// Rules keyed by instrument, run in one operator over one order book state: how the default
+/// job runs its rules, and the cheapest way to run several (the events are routed and sorted
+/// once). Each rule's [`Detector::key`] must be the event's instrument (or `None`).
+///
+/// ```
+/// use std::sync::Arc;
+/// use surveil::config::Config;
+/// use surveil::detect::InstrumentRules;
+/// use surveil::reference::ReferenceData;
+/// use surveil::rules::{OrderLimits, SelfTrade};
+///
+/// let config = Config::default();
+/// let reference = Arc::new(ReferenceData::new(4));
+/// let rules = InstrumentRules::new()
+///     .with(OrderLimits::new(&config.rules.order_limits, reference.clone()))
+///     .with(SelfTrade::new(&config.rules.self_trade));
+/// assert_eq!(rules.names(), ["order_limits", "self_trade"]);
+/// ```
+#[derive(Default)]
+pub struct InstrumentRules {
+    detectors: Vec<Box<dyn RunDetector>>,
+}
+
+impl InstrumentRules {
+    /// No rules yet.
+    pub fn new() -> InstrumentRules {
+        InstrumentRules::default()
+    }
+
+    /// Adds a rule.
+    pub fn with<D: Detector>(mut self, detector: D) -> InstrumentRules {
+        self.detectors.push(Box::new(Keyed::new(Rc::new(detector))));
+        self
+    }
+
+    /// Adds a rule that is already type-erased.
+    pub fn with_boxed(mut self, detector: Box<dyn RunDetector>) -> InstrumentRules {
+        self.detectors.push(detector);
+        self
+    }
+
+    /// The rules' names, in order.
+    pub fn names(&self) -> Vec<&str> {
+        self.detectors.iter().map(|d| d.name()).collect()
+    }
+
+    /// True when there is no rule.
+    pub fn is_empty(&self) -> bool {
+        self.detectors.is_empty()
+    }
+
+    pub(crate) fn into_detectors(self) -> Vec<Box<dyn RunDetector>> {
+        self.detectors
+    }
+}
