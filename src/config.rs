@@ -376,7 +376,7 @@ pub struct AnomalyConfig {
     /// Features listed in an alert's explanation. Default 3.
     pub top_features: usize,
     /// Scopes scored. Default all three.
-    pub scopes: Vec<crate::features::FeatureScope>,
+    pub scopes: Vec<crate::model::FeatureScope>,
     /// Seed of the training sample and forests. Default 7.
     pub seed: u64,
     /// A model file written by `surveil train`, to start from trained baselines and forests.
@@ -396,7 +396,7 @@ impl Default for AnomalyConfig {
             forest_threshold: 0.55,
             evidence_prior: 10.0,
             top_features: 3,
-            scopes: crate::features::FeatureScope::ALL.to_vec(),
+            scopes: crate::model::FeatureScope::ALL.to_vec(),
             seed: 7,
             model: None,
         }

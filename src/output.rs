@@ -238,7 +238,7 @@ impl Renderer {
                     .unwrap_or_else(|| crate::ingest::csv::write::line(event, &self.names, &self.reference));
                 let detail = match memchr::memmem::find(
                     letter.detail.as_bytes(),
-                    crate::detect::orders::ORDER_NAME.as_bytes(),
+                    crate::model::dead_letter::ORDER_NAME.as_bytes(),
                 ) {
                     Some(at) => {
                         let mut detail = String::with_capacity(letter.detail.len() + 16);
@@ -246,7 +246,7 @@ impl Renderer {
                         if let Some(order) = event.order() {
                             self.names.write_name(order, &mut detail);
                         }
-                        detail.push_str(&letter.detail[at + crate::detect::orders::ORDER_NAME.len()..]);
+                        detail.push_str(&letter.detail[at + crate::model::dead_letter::ORDER_NAME.len()..]);
                         Cow::Owned(detail)
                     }
                     None => Cow::Borrowed(letter.detail.as_str()),

@@ -148,9 +148,7 @@ impl OrderTracker {
     }
 }
 
-/// Stands for the order's name in an `unknown_order` detail: names of hashed symbols are known
-/// only to the writer, which puts the name in (see [`crate::ingest::DeadLetter::event`]).
-pub const ORDER_NAME: &str = "{order}";
+pub use crate::model::dead_letter::ORDER_NAME;
 
 #[cfg(test)]
 mod tests {

@@ -30,6 +30,7 @@ pub mod rules {
 }
 
 /// How urgently a person should look.
+#[non_exhaustive]
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
@@ -79,6 +80,7 @@ pub fn score_from_excess(ratio: f64) -> f64 {
 }
 
 /// A value that explains an alert: a limit, a measured quantity, a price.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Value {
     /// A count or quantity.

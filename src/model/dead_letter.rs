@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::Event;
 
 /// Why a record was rejected.
+#[non_exhaustive]
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RejectReason {
@@ -86,7 +87,7 @@ pub struct DeadLetter {
     pub raw: String,
     /// Why it was rejected.
     pub reason: RejectReason,
-    /// Details. In a letter judged after parsing, [`crate::detect::orders::ORDER_NAME`] stands
+    /// Details. In a letter judged after parsing, [`ORDER_NAME`] stands
     /// for the order's name, which the writer puts in from `event`.
     pub detail: String,
     /// The parsed event, for letters judged after parsing (`unknown_order`): the writer shows
@@ -94,3 +95,7 @@ pub struct DeadLetter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<Box<Event>>,
 }
+
+/// Stands for the order's name in an `unknown_order` detail: names of hashed symbols are known
+/// only to the writer, which puts the name in (see [`DeadLetter::event`]).
+pub const ORDER_NAME: &str = "{order}";

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::{Alert, DeadLetter, Event, FeatureRow, RatioReport, Symbol};
 
 /// A record for the output writers.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Report {
     /// An alert.
