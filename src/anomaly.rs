@@ -191,6 +191,13 @@ impl AnomalyModel {
         if model.features != names {
             return Err(incompatible(format!("features {:?} differ from this build's {:?}", model.features, names)));
         }
+        if let Some(forest) = model.forests.iter().find(|f| f.forest.dims() != FEATURE_COUNT) {
+            return Err(incompatible(format!(
+                "the {} forest scores {} features, this build computes {FEATURE_COUNT}",
+                forest.scope.as_str(),
+                forest.forest.dims()
+            )));
+        }
         if model.window_ns != window_ns {
             return Err(incompatible(format!(
                 "trained on {} ns feature windows, configured {} ns",

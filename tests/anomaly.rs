@@ -130,6 +130,20 @@ fn training_is_deterministic_and_a_model_warms_the_detector() {
     model.save(&path).expect("save");
     assert!(AnomalyModel::load(&path, window_ns).expect("load") == model, "the model file round-trips exactly");
     assert!(matches!(AnomalyModel::load(&path, window_ns * 2), Err(ModelError::Incompatible { .. })));
+    // A forest over another number of features (a model edited, or of another build) is refused.
+    let mut wrong = model.clone();
+    let narrow = surveil_operators::IsolationForest::fit(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0], 2, Default::default())
+        .expect("a 2-feature forest");
+    wrong.forests[0].forest = narrow;
+    let wrong_path = dir.path().join("wrong.json");
+    wrong.save(&wrong_path).expect("save");
+    match AnomalyModel::load(&wrong_path, window_ns) {
+        Err(ModelError::Incompatible { reason, .. }) => assert!(reason.contains("scores 2 features"), "{reason}"),
+        other => panic!("accepted a forest of the wrong width: {:?}", other.map(|m| m.version)),
+    }
+    // The export knows its window.
+    let (_, window) = surveil::features::export::read_with_window(&work1.join(FEATURES_FILE)).expect("features");
+    assert_eq!(window, Some(window_ns));
 
     // Warm: every row of the first window is scored; cold: none is.
     rows.sort_by_key(surveil::anomaly::order_row);

@@ -10,33 +10,146 @@ use surveil::config::Config;
 const AAPL: &str = "lobster/aapl_2012-06-21/AAPL_2012-06-21_34200000_37800000_message_50.csv";
 const AMZN: &str = "lobster/amzn_2012-06-21_level1_modified/AMZN_2012-06-21_34200000_57600000_message_1.csv";
 
+/// The LOBSTER message file and its order book file, as (type, size, price, time text) per message
+/// and (ask, bid) after it; header lines skipped, empty levels `None`.
+type LobsterDay = Vec<((u32, u64, i64, String), (Option<i64>, Option<i64>))>;
+
+fn lobster_day(message: &std::path::Path) -> LobsterDay {
+    let book = message.to_string_lossy().replace("_message_", "_orderbook_");
+    let messages = std::fs::read_to_string(message).expect("messages");
+    let books = std::fs::read_to_string(book).expect("order book");
+    let numeric = |l: &&str| l.split(',').next().is_some_and(|f| f.trim().parse::<f64>().is_ok());
+    let level = |price: &str, size: &str| {
+        let (p, q): (i64, u64) = (price.trim().parse().expect("price"), size.trim().parse().expect("size"));
+        (p.abs() != 9_999_999_999 && q > 0).then_some(p)
+    };
+    messages
+        .lines()
+        .filter(numeric)
+        .zip(books.lines().filter(numeric))
+        .map(|(m, b)| {
+            let f: Vec<&str> = m.split(',').collect();
+            let g: Vec<&str> = b.split(',').collect();
+            let message = (
+                f[1].parse().expect("type"),
+                f[3].parse().expect("size"),
+                f[4].parse().expect("price"),
+                f[0].to_string(),
+            );
+            (message, (level(g[0], g[1]), level(g[2], g[3])))
+        })
+        .collect()
+}
+
+/// The price collar at `bps` computed directly from the files: each execution against the best
+/// bid and offer after the message before it (or the last execution where a side is empty), one
+/// alert per print. Returns (executions read, executions compared, breaches).
+fn batch_collar(day: &LobsterDay, bps: i64) -> (u64, u64, u64) {
+    let (mut executions, mut compared, mut breaches) = (0, 0, 0);
+    let mut book: (Option<i64>, Option<i64>) = (None, None);
+    let mut last: Option<i64> = None;
+    let mut alerted: Option<(String, i64, u64)> = None;
+    for ((kind, size, price, time), after) in day {
+        if *kind == 4 || *kind == 5 {
+            executions += 1;
+            let allowance = |reference: i64| reference * bps / 10_000;
+            let lower = book.1.or(last).map(|b| b - allowance(b));
+            let upper = book.0.or(last).map(|a| a + allowance(a));
+            if lower.is_some() || upper.is_some() {
+                compared += 1;
+            }
+            let print = (time.clone(), *price, *size);
+            let breach = lower.is_some_and(|l| *price < l) || upper.is_some_and(|u| *price > u);
+            if breach && alerted.as_ref() != Some(&print) {
+                breaches += 1;
+                alerted = Some(print);
+            }
+            last = Some(*price);
+        }
+        book = *after;
+    }
+    (executions, compared, breaches)
+}
+
 #[test]
-fn amzn_day_has_no_off_market_executions() {
-    let (summary, out) = run(&[data(AMZN)], Config::default(), 1);
-    // 11,419 executions; the first precedes any order book, so 11,418 have a prior best bid
-    // and offer to be compared with.
-    assert_eq!(summary.events_by_kind["fill"], 11_419, "every execution is read");
-    assert!(summary.events_by_kind["quote"] > 10_000, "the order book file supplies the best bid and offer");
-    assert_eq!(summary.dead_letters, 0, "{:?}", summary.written.dead_letters_by_reason);
-    assert_eq!(
-        alerts_by_rule(out.path()).get("off_market_price"),
-        None,
-        "{:?}",
-        read_jsonl(out.path(), "alerts.jsonl").first()
-    );
+fn amzn_executions_are_inside_the_market_at_five_percent_and_at_zero_tolerance() {
+    let path = data(AMZN);
+    let day = lobster_day(&path);
+    for bps in [500u32, 0] {
+        let (executions, compared, breaches) = batch_collar(&day, bps as i64);
+        assert!(compared + 1 >= executions && compared > 10_000, "{compared} of {executions} executions compared");
+        let mut config = Config::default();
+        config.rules.price_collar.max_deviation_bps = bps;
+        let (summary, out) = run(std::slice::from_ref(&path), config, 1);
+        assert_eq!(summary.events_by_kind["fill"], executions, "every execution is read");
+        assert!(summary.events_by_kind["quote"] > 10_000, "the order book file supplies the best bid and offer");
+        assert_eq!(summary.dead_letters, 0, "{:?}", summary.written.dead_letters_by_reason);
+        let alerts = alerts_by_rule(out.path()).get("off_market_price").copied().unwrap_or(0);
+        assert_eq!(alerts as u64, breaches, "{bps} bps: {:?}", read_jsonl(out.path(), "alerts.jsonl").first());
+    }
+}
+
+#[test]
+fn an_off_market_print_injected_into_amzn_is_found() {
+    let path = data(AMZN);
+    let book = path.to_string_lossy().replace("_message_", "_orderbook_");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let name = |p: &str| std::path::Path::new(p).file_name().expect("name").to_owned();
+    let copy = dir.path().join(name(&path.to_string_lossy()));
+    std::fs::copy(&book, dir.path().join(name(&book))).expect("copy the order book");
+    // The 5,000th execution printed at twice its price: far above the best offer.
+    let text = std::fs::read_to_string(&path).expect("read");
+    let mut executions = 0;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let f: Vec<&str> = line.split(',').collect();
+            if matches!(f.get(1), Some(&"4") | Some(&"5")) {
+                executions += 1;
+                if executions == 5_000 {
+                    let doubled = f[4].parse::<i64>().expect("price") * 2;
+                    return format!("{},{},{},{},{doubled},{}", f[0], f[1], f[2], f[3], f[5]);
+                }
+            }
+            line.to_string()
+        })
+        .collect();
+    std::fs::write(&copy, lines.join("\n") + "\n").expect("write");
+    let (_, out) = run(std::slice::from_ref(&copy), Config::default(), 2);
+    let alerts = read_jsonl(out.path(), "alerts.jsonl");
+    let off: Vec<_> = alerts.iter().filter(|a| a["rule"] == "off_market_price").collect();
+    assert_eq!(off.len(), 1, "{off:?}");
+    assert!(off[0]["explanation"].as_str().unwrap_or_default().contains("above the best ask"), "{}", off[0]);
+}
+
+/// Self-trades (the same name buying and selling) and trades of quantity 0 in an IMC file,
+/// counted directly.
+fn batch_imc(path: &std::path::Path) -> (usize, u64) {
+    let text = std::fs::read_to_string(path).expect("read");
+    let (mut self_trades, mut zero) = (0, 0);
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(';').collect();
+        if f[6].trim().parse::<f64>().expect("quantity") == 0.0 {
+            zero += 1;
+        } else if !f[1].is_empty() && f[1] == f[2] {
+            self_trades += 1;
+        }
+    }
+    (self_trades, zero)
 }
 
 #[test]
 fn imc_self_trades_are_counted_exactly() {
-    // The files hold a few trades of quantity 0 (2 and 13): a trade of nothing is a dead letter.
-    for (file, expected, zero_quantity) in [
-        ("imc_prosperity/p2_2024/trades_round_4_day_1_wn.csv", 499, 2),
-        ("imc_prosperity/p3_2025/trades_round_5_day_2.csv", 1_350, 13),
-    ] {
+    for file in
+        ["imc_prosperity/p2_2024/trades_round_4_day_1_wn.csv", "imc_prosperity/p3_2025/trades_round_5_day_2.csv"]
+    {
+        let (expected, zero_quantity) = batch_imc(&data(file));
+        assert!(expected > 100, "{file}: the file has self-trades to find");
         for workers in [1, 2] {
             let (summary, out) = run(&[data(file)], Config::default(), workers);
+            // A trade of nothing is a dead letter.
             assert_eq!(summary.dead_letters, zero_quantity);
-            assert_eq!(summary.written.dead_letters_by_reason.get("bad_quantity"), Some(&zero_quantity));
+            assert_eq!(summary.written.dead_letters_by_reason.get("bad_quantity").copied().unwrap_or(0), zero_quantity);
             assert_eq!(
                 alerts_by_rule(out.path()).get("self_trade").copied(),
                 Some(expected),
@@ -72,7 +185,7 @@ fn batch_order_to_trade(path: &std::path::Path) -> (u64, u64, u64, u64) {
 fn aapl_order_to_trade_ratio_equals_the_batch_computation() {
     let path = data(AAPL);
     let (m, ov, t, tv) = batch_order_to_trade(&path);
-    assert_eq!((m, t), (44_256 + 41_004 + 469, 4_067 + 2_201));
+    assert!(m > 10_000 && t > 1_000, "the hour has orders and executions: {m}, {t}");
     for workers in [1, 2] {
         let (summary, out) = run(std::slice::from_ref(&path), Config::default(), workers);
         assert_eq!(summary.dead_letters, 0);

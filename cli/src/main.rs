@@ -191,7 +191,20 @@ fn main_inner() -> Result<()> {
             let window_ns = config.features.window.as_nanos().max(1) as u64;
             let model = match features {
                 Some(file) => {
-                    let mut rows = surveil::features::export::read(&file)?;
+                    let (mut rows, window) = surveil::features::export::read_with_window(&file)?;
+                    // The model's baselines are per window: train on the export's own width,
+                    // and say so when the configuration disagrees.
+                    if let Some(exported) = window
+                        && exported != window_ns
+                    {
+                        bail!(
+                            "{} holds {} windows but features.window is {}: train with a configuration \
+                             whose features.window matches the export",
+                            file.display(),
+                            humantime::format_duration(Duration::from_nanos(exported)),
+                            humantime::format_duration(Duration::from_nanos(window_ns))
+                        );
+                    }
                     surveil::anomaly::train(&mut rows, &config.rules.anomaly, window_ns)
                 }
                 None => {

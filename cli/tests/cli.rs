@@ -59,3 +59,35 @@ fn errors_are_clear_and_fail_the_command() {
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains("max_quantty"), "{err}");
 }
+
+#[test]
+fn training_on_an_export_refuses_a_window_that_does_not_match() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../datasets/example.csv");
+    let status = surveil().args(["run", "-q", "--export-features", "--out"]).arg(&out).arg(example).status();
+    assert!(status.expect("spawn").success());
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "[features]\nwindow = \"30s\"\n").expect("write");
+    let output = surveil()
+        .args(["train", "--config"])
+        .arg(&config)
+        .arg("--features")
+        .arg(out.join("features.csv"))
+        .arg("--out")
+        .arg(dir.path().join("model.json"))
+        .output()
+        .expect("spawn");
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("holds 1m windows but features.window is 30s"), "{err}");
+    // With the export's own window it trains.
+    let output = surveil()
+        .args(["train", "--features"])
+        .arg(out.join("features.csv"))
+        .arg("--out")
+        .arg(dir.path().join("model.json"))
+        .output()
+        .expect("spawn");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}

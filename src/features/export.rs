@@ -141,6 +141,34 @@ pub fn write_row(
 }
 
 /// Reads a `features.csv` back into rows (the names are ignored; the ids are the keys).
+/// Reads an export and the width of its windows (`window_end - window_start`, the same on
+/// every row, or an error): what the rows were computed over, which training must match.
+pub fn read_with_window(path: &Path) -> Result<(Vec<FeatureRow>, Option<u64>), FeatureFileError> {
+    let rows = read(path)?;
+    let mut reader =
+        csv::Reader::from_path(path).map_err(|source| FeatureFileError::Read { path: path.into(), source })?;
+    let mut window = None;
+    for (index, record) in reader.records().enumerate() {
+        let record = record.map_err(|source| FeatureFileError::Read { path: path.into(), source })?;
+        let start: u64 = record.get(0).and_then(|f| f.parse().ok()).unwrap_or(0);
+        let end: u64 = record.get(1).and_then(|f| f.parse().ok()).unwrap_or(0);
+        let width = end.saturating_sub(start);
+        match window {
+            None => window = Some(width),
+            Some(w) if w != width => {
+                return Err(FeatureFileError::Row {
+                    path: path.into(),
+                    line: index as u64 + 2,
+                    reason: format!("a window of {width} ns where the rows before have {w} ns"),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    Ok((rows, window))
+}
+
+/// Reads the rows of an export written by [`write_row`] under [`header`].
 pub fn read(path: &Path) -> Result<Vec<FeatureRow>, FeatureFileError> {
     let mut reader =
         csv::Reader::from_path(path).map_err(|source| FeatureFileError::Read { path: path.into(), source })?;
