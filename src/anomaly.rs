@@ -27,10 +27,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use surveil_operators::isolation_forest::{ForestParams, IsolationForest};
+use surveil_operators::reservoir::Reservoir;
+use surveil_operators::scorers::ewma_update;
 use surveil_operators::{Emitter, TimeOrderedProcessor};
 
 use crate::config::AnomalyConfig;
@@ -43,7 +45,8 @@ use crate::model::{Alert, Severity};
 /// Layout version of [`AnomalyModel`] files.
 pub const MODEL_FORMAT: u32 = 1;
 
-/// Exponentially weighted mean and variance of each feature.
+/// Exponentially weighted mean and variance of each feature, updated by the operators' rule
+/// ([`ewma_update`], as in [`surveil_operators::EwmaZ`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Baseline {
     /// Rows seen.
@@ -72,10 +75,7 @@ impl Baseline {
                 continue;
             }
             self.counts[i] += 1;
-            let a = alpha.max(1.0 / self.counts[i] as f64);
-            let d = value - self.mean[i];
-            self.mean[i] += a * d;
-            self.variance[i] = (1.0 - a) * (self.variance[i] + a * d * d);
+            ewma_update(&mut self.mean[i], &mut self.variance[i], self.counts[i], alpha, value);
         }
     }
 
@@ -471,7 +471,7 @@ pub fn train(rows: &mut [FeatureRow], config: &AnomalyConfig, window_ns: u64) ->
     rows.sort_by_key(order_row);
     let mut processor = AnomalyProcessor::new(config, window_ns, None);
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-    let mut samples: BTreeMap<FeatureScope, (u64, Vec<f64>)> = BTreeMap::new();
+    let mut samples: BTreeMap<FeatureScope, Reservoir> = BTreeMap::new();
     let mut trained = 0;
     for row in rows.iter() {
         if !config.scopes.contains(&row.scope) {
@@ -482,19 +482,10 @@ pub fn train(rows: &mut [FeatureRow], config: &AnomalyConfig, window_ns: u64) ->
         if row.counters.activity() < config.min_activity {
             continue;
         }
-        // Algorithm R: every scored row has the same chance to be in the sample.
-        let (seen, sample) = samples.entry(row.scope).or_default();
-        *seen += 1;
-        if sample.len() < RESERVOIR * FEATURE_COUNT {
-            sample.extend_from_slice(&score.z);
-        } else {
-            let j = rng.random_range(0..*seen) as usize;
-            if j < RESERVOIR {
-                sample[j * FEATURE_COUNT..(j + 1) * FEATURE_COUNT].copy_from_slice(&score.z);
-            }
-        }
+        // Every scored row has the same chance to be in the sample.
+        samples.entry(row.scope).or_insert_with(|| Reservoir::new(RESERVOIR, None)).offer(&score.z, &mut rng);
     }
-    let samples = samples.into_iter().map(|(scope, (_, rows))| (scope, rows)).collect();
+    let samples = samples.into_iter().map(|(scope, sample)| (scope, sample.vectors().to_vec())).collect();
     processor.into_model(samples, trained)
 }
 

@@ -90,6 +90,7 @@ impl Config {
         if ingest.imc.tick.is_zero() || u64::try_from(ingest.imc.tick.as_nanos()).is_err() {
             return Err("ingest.imc.tick must be positive and below 584 years".into());
         }
+        ingest.imc.price_tick()?;
         let anomaly = &self.rules.anomaly;
         if !(anomaly.z_threshold.is_finite()
             && anomaly.z_threshold > 0.0
@@ -274,11 +275,30 @@ pub struct ImcConfig {
     pub tick: Duration,
     /// Venue code. Default `IMC`.
     pub venue: String,
+    /// The venue's minimum price increment, for instruments the reference data gives none.
+    /// Default `"1"`: the simulation trades whole seashells (every price in its files).
+    pub price_tick: String,
+}
+
+impl ImcConfig {
+    /// The price tick as a decimal; an error names the setting.
+    pub fn price_tick(&self) -> Result<crate::model::Decimal, String> {
+        match crate::model::Decimal::parse(&self.price_tick) {
+            Ok(tick) if tick.mantissa > 0 => Ok(tick),
+            Ok(_) => Err(format!("ingest.imc.price_tick {:?} must be positive", self.price_tick)),
+            Err(e) => Err(format!("ingest.imc.price_tick {:?}: {e}", self.price_tick)),
+        }
+    }
 }
 
 impl Default for ImcConfig {
     fn default() -> Self {
-        ImcConfig { date: "2000-01-01".into(), tick: Duration::from_millis(1), venue: "IMC".into() }
+        ImcConfig {
+            date: "2000-01-01".into(),
+            tick: Duration::from_millis(1),
+            venue: "IMC".into(),
+            price_tick: "1".into(),
+        }
     }
 }
 
@@ -501,6 +521,11 @@ pub struct PriceCollarConfig {
     pub max_deviation_bps: u32,
     /// Allowed distance in ticks of the price scale; when set, it replaces the percentage.
     pub max_deviation_ticks: Option<i64>,
+    /// The allowance is never less than this many of the instrument's minimum price increments
+    /// (see [`crate::reference::ReferenceData::tick_size`]): a print one or two ticks through
+    /// the touch of a cheap instrument is the market's granularity, not an off-market price.
+    /// Default 2.
+    pub min_deviation_ticks: u32,
     /// Check new and replaced orders on their aggressive side. Default true.
     pub check_orders: bool,
     /// Check executions and trades on both sides. Default true.
@@ -515,6 +540,7 @@ impl Default for PriceCollarConfig {
             enabled: true,
             max_deviation_bps: 500,
             max_deviation_ticks: None,
+            min_deviation_ticks: 2,
             check_orders: true,
             check_executions: true,
             instruments: BTreeMap::new(),
@@ -530,6 +556,8 @@ pub struct PriceCollarOverride {
     pub max_deviation_bps: Option<u32>,
     /// Ticks.
     pub max_deviation_ticks: Option<i64>,
+    /// Minimum distance in minimum price increments.
+    pub min_deviation_ticks: Option<u32>,
 }
 
 /// Order-to-trade ratio per (account, instrument, session), RTS 9 method.
@@ -698,6 +726,8 @@ mod tests {
             ("[ingest]\nepoch = \"0s\"", "epoch"),
             ("[features]\nwindow = \"0s\"", "features.window"),
             ("[rules.price_collar]\nmax_deviation_ticks = -1", "max_deviation_ticks"),
+            ("[ingest.imc]\nprice_tick = \"0\"", "price_tick"),
+            ("[ingest.imc]\nprice_tick = \"one\"", "price_tick"),
             ("[rules.anomaly]\nz_threshold = nan", "z_threshold"),
             ("[rules.order_to_trade]\nreport_interval = \"0s\"", "report_interval"),
         ] {

@@ -21,6 +21,9 @@ pub enum ReferenceError {
         /// What is wrong.
         message: String,
     },
+    /// A setting that describes reference data is invalid.
+    #[error("{0}")]
+    Setting(String),
 }
 
 /// What surveil knows about an instrument.
@@ -34,6 +37,8 @@ pub struct Instrument {
     pub isin: String,
     /// A price to use before any quote or trade (price collar).
     pub reference_price: Option<Price>,
+    /// The minimum price increment, in units of the price scale, when the file gives one.
+    pub tick_size: Option<Price>,
 }
 
 /// What surveil knows about an account.
@@ -53,6 +58,8 @@ pub struct ReferenceData {
     instruments: IdMap<Symbol, Instrument>,
     accounts: IdMap<Symbol, Account>,
     default_price_scale: u8,
+    /// The tick size of a venue's instruments that have none of their own.
+    venue_ticks: IdMap<Symbol, Decimal>,
     /// Names of the symbols defined in the reference files.
     pub names: SymbolTable,
 }
@@ -68,6 +75,8 @@ struct InstrumentRow {
     isin: Option<String>,
     #[serde(default)]
     reference_price: Option<String>,
+    #[serde(default)]
+    tick_size: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -90,6 +99,9 @@ impl ReferenceData {
     /// Loads the files named in the configuration.
     pub fn load(config: &Config) -> Result<ReferenceData, ReferenceError> {
         let mut data = ReferenceData::new(config.ingest.default_price_scale);
+        let imc = &config.ingest.imc;
+        let tick = imc.price_tick().map_err(ReferenceError::Setting)?;
+        data.set_venue_tick(Symbol::of(imc.venue.as_bytes()), tick);
         let ReferenceConfig { instruments, accounts } = &config.reference;
         if let Some(path) = instruments {
             data.load_instruments(path)?;
@@ -126,6 +138,19 @@ impl ReferenceData {
                 )),
                 None => None,
             };
+            let tick_size = match row.tick_size.as_deref().filter(|s| !s.is_empty()) {
+                Some(text) => {
+                    let units = crate::model::decimal::parse_scaled(text.as_bytes(), scale)
+                        .map_err(|e| invalid(format!("tick_size {text:?}: {e}")))?;
+                    if units <= 0 {
+                        return Err(invalid(format!(
+                            "tick_size {text:?} must be positive at the instrument's {scale} decimal places"
+                        )));
+                    }
+                    Some(Price(units))
+                }
+                None => None,
+            };
             let (symbol, _) = self.names.intern(row.instrument.as_bytes());
             self.instruments.insert(
                 symbol,
@@ -134,6 +159,7 @@ impl ReferenceData {
                     currency: row.currency.unwrap_or_default(),
                     isin: row.isin.unwrap_or_default(),
                     reference_price,
+                    tick_size,
                 },
             );
         }
@@ -183,6 +209,29 @@ impl ReferenceData {
         self.instruments.get(&instrument).map_or(self.default_price_scale, |i| i.price_scale)
     }
 
+    /// Sets the tick size of `venue`'s instruments that have none in the instrument file.
+    pub fn set_venue_tick(&mut self, venue: Symbol, tick: Decimal) {
+        self.venue_ticks.insert(venue, tick);
+    }
+
+    /// The minimum price increment of `instrument` traded on `venue` near `price`, in units of
+    /// its price scale (at least one): the instrument file's `tick_size`, else the venue's
+    /// (the IMC simulation trades whole seashells), else the SEC Rule 612 minimum pricing
+    /// increment for US equities ($0.01 at or above $1.00, $0.0001 below).
+    pub fn tick_size(&self, instrument: Symbol, venue: Symbol, price: Price) -> i64 {
+        let scale = self.price_scale(instrument);
+        if let Some(tick) = self.instrument(instrument).and_then(|i| i.tick_size) {
+            return tick.0.max(1);
+        }
+        let units = |tick: Decimal| tick.at_scale(scale).and_then(|u| i64::try_from(u).ok()).unwrap_or(1).max(1);
+        if let Some(&tick) = self.venue_ticks.get(&venue) {
+            return units(tick);
+        }
+        let one = 10i128.pow(scale as u32);
+        let cents = if (price.0 as i128) >= one { 2 } else { 4 };
+        units(Decimal { mantissa: 1, scale: cents })
+    }
+
     /// A price as an exact decimal.
     pub fn price(&self, instrument: Symbol, price: Price) -> Decimal {
         Decimal::price(price, self.price_scale(instrument))
@@ -226,5 +275,45 @@ impl ReferenceData {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instruments(text: &str) -> ReferenceData {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("instruments.csv");
+        std::fs::write(&path, text).expect("write");
+        let mut data = ReferenceData::new(4);
+        data.load_instruments(&path).expect("load");
+        data
+    }
+
+    #[test]
+    fn tick_size_comes_from_the_file_then_the_venue_then_rule_612() {
+        let mut data = instruments("instrument,price_scale,tick_size\nEUX,3,0.005\nUSD4,4,\nWHOLE,0,\n");
+        let (eux, usd4, whole) = (Symbol::of(b"EUX"), Symbol::of(b"USD4"), Symbol::of(b"WHOLE"));
+        let venue = Symbol::of(b"SIM");
+        assert_eq!(data.tick_size(eux, venue, Price(10_000)), 5);
+        // Rule 612: a cent at or above one dollar, a hundredth of a cent below.
+        assert_eq!(data.tick_size(usd4, venue, Price(200_000)), 100);
+        assert_eq!(data.tick_size(usd4, venue, Price(10_000)), 100);
+        assert_eq!(data.tick_size(usd4, venue, Price(9_999)), 1);
+        // Never finer than the price scale.
+        assert_eq!(data.tick_size(whole, venue, Price(3)), 1);
+        data.set_venue_tick(venue, Decimal::parse("1").expect("decimal"));
+        assert_eq!(data.tick_size(usd4, venue, Price(9_999)), 10_000);
+        assert_eq!(data.tick_size(eux, venue, Price(10_000)), 5, "the instrument's own tick wins");
+    }
+
+    #[test]
+    fn a_tick_size_finer_than_the_price_scale_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("instruments.csv");
+        std::fs::write(&path, "instrument,price_scale,tick_size\nX,2,0.001\n").expect("write");
+        let error = ReferenceData::new(4).load_instruments(&path).expect_err("refused");
+        assert!(error.to_string().contains("tick_size"), "{error}");
     }
 }

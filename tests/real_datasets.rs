@@ -80,6 +80,7 @@ fn amzn_executions_are_inside_the_market_at_five_percent_and_at_zero_tolerance()
         assert!(compared + 1 >= executions && compared > 10_000, "{compared} of {executions} executions compared");
         let mut config = Config::default();
         config.rules.price_collar.max_deviation_bps = bps;
+        config.rules.price_collar.min_deviation_ticks = 0;
         let (summary, out) = run(std::slice::from_ref(&path), config, 1);
         assert_eq!(summary.events_by_kind["fill"], executions, "every execution is read");
         assert!(summary.events_by_kind["quote"] > 10_000, "the order book file supplies the best bid and offer");
@@ -157,6 +158,64 @@ fn imc_self_trades_are_counted_exactly() {
             );
         }
     }
+}
+
+/// Off-market trades of an IMC file computed directly: a trade further from its instrument's
+/// previous trade than the larger of `bps` of that price and `min_ticks` whole seashells (the
+/// venue's tick), one alert per print. Prices in units of 10^-4, as the run reads them.
+fn batch_imc_collar(path: &std::path::Path, bps: i64, min_ticks: i64) -> u64 {
+    let text = std::fs::read_to_string(path).expect("read");
+    let mut trades: Vec<(u64, String, i64, u64)> = text
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let f: Vec<&str> = line.split(';').collect();
+            let price = (f[5].trim().parse::<f64>().expect("price") * 10_000.0).round() as i64;
+            (f[0].parse().expect("timestamp"), f[3].to_string(), price, f[6].trim().parse().expect("quantity"))
+        })
+        .filter(|t| t.3 > 0)
+        .collect();
+    trades.sort_by_key(|t| t.0);
+    let mut markets: std::collections::HashMap<String, (i64, Option<(u64, i64, u64)>)> = Default::default();
+    let mut breaches = 0;
+    for (time, symbol, price, quantity) in trades {
+        let print = (time, price, quantity);
+        if let Some((last, alerted)) = markets.get_mut(&symbol) {
+            let allowance = (*last * bps / 10_000).max(min_ticks * 10_000);
+            if (price < *last - allowance || price > *last + allowance) && *alerted != Some(print) {
+                breaches += 1;
+                *alerted = Some(print);
+            }
+            *last = price;
+        } else {
+            markets.insert(symbol, (price, None));
+        }
+    }
+    breaches
+}
+
+#[test]
+fn imc_off_market_trades_are_counted_exactly_and_a_tick_or_two_is_not_off_market() {
+    let file = data("imc_prosperity/p3_2025/trades_round_5_day_2.csv");
+    let mut counts = Vec::new();
+    for min_ticks in [2u32, 0] {
+        let expected = batch_imc_collar(&file, 500, min_ticks as i64);
+        let mut config = Config::default();
+        config.rules.price_collar.min_deviation_ticks = min_ticks;
+        let (_, out) = run(std::slice::from_ref(&file), config, 2);
+        let alerts = read_jsonl(out.path(), "alerts.jsonl");
+        let off: Vec<_> = alerts.iter().filter(|a| a["rule"] == "off_market_price").collect();
+        assert_eq!(off.len() as u64, expected, "{min_ticks} ticks minimum");
+        if min_ticks == 2 {
+            for alert in &off {
+                let number = |key: &str| alert["parameters"][key].as_str().and_then(|v| v.parse::<f64>().ok());
+                let (price, reference) = (number("price").expect("price"), number("reference_price").expect("ref"));
+                assert!((price - reference).abs() > 2.0, "{alert}");
+            }
+        }
+        counts.push(expected);
+    }
+    assert!(counts[0] > 100 && counts[1] > counts[0] + 100, "with and without the tick minimum: {counts:?}");
 }
 
 /// RTS 9 ratios computed directly from the file, without the dataflow.

@@ -43,7 +43,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use timely::ExchangeData;
@@ -51,6 +51,7 @@ use timely::dataflow::Stream;
 
 use crate::in_time_order::{Emitter, ProcessInTimeOrder, TimeOrderedProcessor};
 use crate::isolation_forest::{ForestParams, IsolationForest};
+use crate::reservoir::Reservoir;
 use crate::routing::route;
 
 /// A scored record.
@@ -143,9 +144,7 @@ pub fn model_seed(base_seed: u64, group: u64, version: u64) -> u64 {
 /// One group's reservoir, model and retraining clocks.
 struct Group {
     dims: Option<usize>,
-    reservoir: Vec<f64>,
-    filled: usize,
-    seen: u64,
+    reservoir: Reservoir,
     rng: ChaCha8Rng,
     model: Option<Arc<IsolationForest>>,
     version: u64,
@@ -184,9 +183,7 @@ impl ForestScoringOptions {
         rng.set_stream(u64::MAX);
         Group {
             dims: self.initial_model.as_ref().map(|m| m.dims()),
-            reservoir: Vec::new(),
-            filled: 0,
-            seen: 0,
+            reservoir: Reservoir::new(self.reservoir_capacity.max(2), self.recency_horizon),
             rng,
             model: self.initial_model.clone(),
             version: 0,
@@ -200,34 +197,18 @@ impl ForestScoringOptions {
 }
 
 impl Group {
-    fn offer(&mut self, vector: &[f64], capacity: usize, horizon: Option<u64>) {
-        self.seen += 1;
-        if self.filled < capacity {
-            self.reservoir.extend_from_slice(vector);
-            self.filled += 1;
-            return;
-        }
-        let range = horizon.map_or(self.seen, |h| self.seen.min(h.max(capacity as u64)));
-        let slot = self.rng.random_range(0..range);
-        if slot < capacity as u64 {
-            let dims = vector.len();
-            let at = slot as usize * dims;
-            self.reservoir[at..at + dims].copy_from_slice(vector);
-        }
-    }
-
     /// Fits the next version on the reservoir; on failure (cannot happen with finite vectors
     /// and at least two of them) the current model stays.
     fn train(&mut self, group: u64, time: u64, options: &ForestScoringOptions, dims: usize) {
         let version = self.version + 1;
         let params = ForestParams { seed: model_seed(options.forest.seed, group, version), ..options.forest };
-        if let Ok(model) = IsolationForest::fit(&self.reservoir, dims, params) {
-            let scores = model.score_batch(&self.reservoir).unwrap_or_default();
+        if let Ok(model) = IsolationForest::fit(self.reservoir.vectors(), dims, params) {
+            let scores = model.score_batch(self.reservoir.vectors()).unwrap_or_default();
             self.baseline = (!scores.is_empty()).then(|| scores.iter().sum::<f64>() / scores.len() as f64);
             self.model = Some(Arc::new(model));
             self.version = version;
         }
-        self.trained_seen = self.seen;
+        self.trained_seen = self.reservoir.seen();
         self.trained_time = time;
         self.block_sum = 0.0;
         self.block_len = 0;
@@ -284,14 +265,14 @@ where
             }
         }
 
-        group.offer(vector, options.reservoir_capacity.max(2), options.recency_horizon);
+        group.reservoir.offer(vector, &mut group.rng);
 
-        if group.filled < options.min_training.max(2) {
+        if group.reservoir.len() < options.min_training.max(2) {
             return;
         }
         let due = group.model.is_none()
             || drifted
-            || options.retrain_every.is_some_and(|every| group.seen - group.trained_seen >= every)
+            || options.retrain_every.is_some_and(|every| group.reservoir.seen() - group.trained_seen >= every)
             || options.retrain_interval.is_some_and(|interval| time.saturating_sub(group.trained_time) >= interval);
         if due {
             group.train(group_id, time, options, dims);

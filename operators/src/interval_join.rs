@@ -44,9 +44,9 @@
 //! operators on this machine, per the project notes) and a new dependency, and nothing
 //! here needs retractions of the inputs.
 
+use std::collections::VecDeque;
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::Hash;
 
 use timely::ExchangeData;
 use timely::container::CapacityContainerBuilder;
@@ -56,6 +56,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::{Capability, CapabilitySet};
 
+use crate::hashing::KeyMap;
 use crate::routing::route;
 
 /// The accepted range of `right.time - left.time`, in signed event-time units, both ends
@@ -361,59 +362,6 @@ impl<'scope, A: ExchangeData> IntervalJoin<'scope, A> for Stream<'scope, u64, Ve
     }
 }
 
-/// A fast, non-cryptographic hasher for the operators' key tables (the multiply-add scheme of
-/// `rustc-hash`). Keys come from the data, so a hostile input could degrade a table: acceptable
-/// for this internal state, which is never exposed to lookups by untrusted callers.
-#[derive(Clone, Copy, Default)]
-pub(crate) struct FastHasher(u64);
-
-const FAST_HASH_SEED: u64 = 0xf135_7aea_2e62_a9c5;
-
-impl Hasher for FastHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(word));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.write_u64(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 56));
-        }
-    }
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.write_u64(u64::from(i));
-    }
-    #[inline]
-    fn write_u16(&mut self, i: u16) {
-        self.write_u64(u64::from(i));
-    }
-    #[inline]
-    fn write_u32(&mut self, i: u32) {
-        self.write_u64(u64::from(i));
-    }
-    #[inline]
-    fn write_u64(&mut self, i: u64) {
-        self.0 = self.0.wrapping_add(i).wrapping_mul(FAST_HASH_SEED);
-    }
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.write_u64(i as u64);
-    }
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0.rotate_left(26)
-    }
-}
-
-/// A hash map keyed by data, with [`FastHasher`].
-pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
-
 /// Both watermarks, as given (`None`: input closed) and as signed bounds beyond every time.
 struct Watermarks {
     given: (Option<u64>, Option<u64>),
@@ -469,7 +417,7 @@ fn in_range<D>(side: &VecDeque<Stored<D>>, lo: i128, hi: i128) -> impl Iterator<
 }
 
 struct JoinState<K, A, B> {
-    keys: FastMap<K, Sides<A, B>>,
+    keys: KeyMap<K, Sides<A, B>>,
     lower: i128,
     upper: i128,
     epoch: u64,
@@ -482,7 +430,7 @@ struct JoinState<K, A, B> {
 impl<K: Hash + Eq, A, B> JoinState<K, A, B> {
     fn new(options: JoinOptions) -> Self {
         JoinState {
-            keys: FastMap::default(),
+            keys: KeyMap::default(),
             lower: i128::from(options.interval.lower),
             upper: i128::from(options.interval.upper),
             epoch: options.output_epoch.max(1),
@@ -766,21 +714,5 @@ mod tests {
         state.left_arrives(3, stored(100, 4), &w, &mut emit);
         assert!(state.keys.is_empty());
         assert_eq!(pairs, vec![(1, 2, 100)]);
-    }
-
-    #[test]
-    fn fast_hasher_spreads_small_keys() {
-        use std::hash::BuildHasher;
-        let build = BuildHasherDefault::<FastHasher>::default();
-        let distinct = |bits: fn(u64) -> u64| {
-            let mut values: Vec<u64> = (0u32..1_000).map(|k| bits(build.hash_one(k))).collect();
-            values.sort();
-            values.dedup();
-            values.len()
-        };
-        // hashbrown indexes buckets by the low bits and tags entries with the top 7 bits.
-        assert!(distinct(|h| h & 1023) > 500);
-        assert!(distinct(|h| h >> 57) > 64);
-        assert_ne!(build.hash_one("ab"), build.hash_one("ab\0"));
     }
 }

@@ -19,10 +19,12 @@
 #![forbid(missing_docs)]
 
 pub mod forest_scoring;
+pub mod hashing;
 pub mod in_time_order;
 pub mod interval_join;
 pub mod isolation_forest;
 pub mod partitioned_source;
+pub mod reservoir;
 pub mod routing;
 pub mod score_by_key;
 pub mod scorers;
@@ -32,6 +34,7 @@ pub mod suppress;
 pub mod windows;
 
 pub use forest_scoring::{DriftRule, ForestScore, ForestScorer, ForestScoring, ForestScoringOptions};
+pub use hashing::{KeyMap, KeySet};
 pub use in_time_order::{Emitter, ProcessInTimeOrder, TimeOrderedProcessor};
 pub use interval_join::{Interval, IntervalJoin, IntervalJoinOutputs, JoinOptions};
 pub use isolation_forest::{ForestError, ForestParams, IsolationForest};

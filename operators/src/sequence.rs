@@ -67,7 +67,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 
-use crate::interval_join::FastMap;
+use crate::hashing::KeyMap;
 use crate::routing::route;
 
 /// A predicate of a step after the first: the events bound so far, and the candidate.
@@ -385,7 +385,7 @@ struct KeyState<D> {
 /// Per-worker matcher state.
 struct Matcher<K, D> {
     pattern: Pattern<D>,
-    keys: FastMap<K, KeyState<D>>,
+    keys: KeyMap<K, KeyState<D>>,
     /// Keys with pending records.
     dirty: Vec<K>,
     /// `(expiry, key)` per run started, in expiry order.
@@ -402,7 +402,7 @@ impl<K: Hash + Eq + Clone, D: Clone> Matcher<K, D> {
     fn new(pattern: Pattern<D>) -> Self {
         Matcher {
             pattern,
-            keys: FastMap::default(),
+            keys: KeyMap::default(),
             dirty: Vec::new(),
             expiries: VecDeque::new(),
             fresh: Vec::new(),

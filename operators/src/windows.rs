@@ -40,7 +40,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::Hash;
 use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
@@ -945,78 +945,7 @@ struct Window<K, A> {
 }
 
 /// Per-window key maps: one lookup per record per window, so the hash is on the hot path.
-type KeyMap<K, A> = HashMap<K, A, KeyHashBuilder>;
-
-/// A multiply-fold hasher, much cheaper than SipHash for the small keys windows are keyed by,
-/// seeded randomly per operator. The map is private and its iteration order never shows in
-/// results (only in the order of changes within a timestamp).
-#[derive(Clone, Copy, Debug)]
-struct KeyHashBuilder(u64);
-
-impl KeyHashBuilder {
-    fn new() -> Self {
-        KeyHashBuilder(std::hash::RandomState::new().hash_one(0x5eed_u64))
-    }
-}
-
-impl BuildHasher for KeyHashBuilder {
-    type Hasher = KeyHasher;
-    #[inline]
-    fn build_hasher(&self) -> KeyHasher {
-        KeyHasher(self.0)
-    }
-}
-
-/// See [`KeyHashBuilder`].
-struct KeyHasher(u64);
-
-const MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
-
-#[inline]
-fn fold_multiply(a: u64, b: u64) -> u64 {
-    let product = u128::from(a) * u128::from(b);
-    (product as u64) ^ ((product >> 64) as u64)
-}
-
-impl Hasher for KeyHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(word));
-        }
-        let rest = chunks.remainder();
-        let mut word = [0u8; 8];
-        word[..rest.len()].copy_from_slice(rest);
-        self.write_u64(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 59));
-    }
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.write_u64(u64::from(i));
-    }
-    #[inline]
-    fn write_u16(&mut self, i: u16) {
-        self.write_u64(u64::from(i));
-    }
-    #[inline]
-    fn write_u32(&mut self, i: u32) {
-        self.write_u64(u64::from(i));
-    }
-    #[inline]
-    fn write_u64(&mut self, i: u64) {
-        self.0 = fold_multiply(self.0 ^ i, MULTIPLIER);
-    }
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.write_u64(i as u64);
-    }
-    #[inline]
-    fn finish(&self) -> u64 {
-        fold_multiply(self.0, MULTIPLIER.rotate_left(17) | 1)
-    }
-}
+type KeyMap<K, A> = crate::hashing::KeyMap<K, A>;
 
 #[allow(clippy::too_many_arguments)]
 fn window_operator<'scope, D, K, V, A, FK, FT, FV, FA>(
@@ -1058,7 +987,6 @@ where
         // the watermark passes `last + lateness`.
         let mut windows: BTreeMap<u64, Window<K, A>> = BTreeMap::new();
         let mut fired_below = 0u64;
-        let hasher = KeyHashBuilder::new();
         // Records within the lateness, by the time they travelled at, with a capability there.
         let mut pending: BTreeMap<u64, (Capability<u64>, Vec<D>)> = BTreeMap::new();
         // Per (window last, key) touched by a correction: the value reported before it.
@@ -1085,7 +1013,7 @@ where
                                 let window = windows.entry(last).or_insert_with(|| Window {
                                     start,
                                     cap: Some(cap.delayed(&last, 0)),
-                                    keys: KeyMap::with_hasher(hasher),
+                                    keys: KeyMap::default(),
                                 });
                                 match window.keys.get_mut(&k) {
                                     Some(acc) => acc.add(event_time, &v),
@@ -1178,7 +1106,7 @@ where
                             let window = windows.entry(last).or_insert_with(|| Window {
                                 start,
                                 cap: None,
-                                keys: KeyMap::with_hasher(hasher),
+                                keys: KeyMap::default(),
                             });
                             match window.keys.get_mut(&k) {
                                 Some(acc) => {

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use surveil_operators::{Emitter, TimeOrderedProcessor};
 
 use super::{Detector, Key, Keyed, OrderTracker, Output, RunDetector};
-use crate::model::{DeadLetter, Event, Report, Timestamp};
+use crate::model::{DeadLetter, Event, IdMap, Report, Timestamp};
 
 /// Dead letters found by the order state are emitted on a grid of this many nanoseconds
 /// (a power of two, about a millisecond): a feed gone bad then costs one timely time per
@@ -23,10 +23,15 @@ const DEAD_LETTER_GRID: u64 = 1 << 20;
 /// of showing it to the detectors.
 pub struct DetectorGroup {
     detectors: Vec<Box<dyn RunDetector>>,
+    /// Which detectors read order state.
+    wants_orders: Vec<bool>,
     orders: Option<OrderTracker>,
     tracking: Tracking,
     dead_letters: bool,
-    timers: BTreeSet<(Timestamp, usize, Key)>,
+    /// The dense slot of each key seen, where every detector keeps that key's state.
+    slots: IdMap<Key, usize>,
+    /// Timers asked for: time, detector, key and its slot.
+    timers: BTreeSet<(Timestamp, usize, Key, usize)>,
     out: Output,
 }
 
@@ -37,8 +42,9 @@ pub enum Tracking {
     Off,
     /// Every event: the group's events are routed by instrument.
     AllEvents,
-    /// The events a detector keys by their own instrument (a single detector, routed by its
-    /// keys): all the events of those instruments come to the same worker.
+    /// The order events of the instruments a detector that asks for order state keys by (a
+    /// single detector, routed by its keys, with its instruments' other order events routed
+    /// the same way, see [`crate::detect::Detect::detect_all`]).
     InstrumentKeys,
 }
 
@@ -47,10 +53,12 @@ impl DetectorGroup {
     /// `dead_letters` reports the events it cannot interpret.
     pub fn new(detectors: Vec<Box<dyn RunDetector>>, tracking: Tracking, dead_letters: bool) -> DetectorGroup {
         DetectorGroup {
+            wants_orders: detectors.iter().map(|d| d.needs_order_state()).collect(),
             detectors,
             orders: (tracking != Tracking::Off).then(OrderTracker::default),
             tracking,
             dead_letters,
+            slots: IdMap::default(),
             timers: BTreeSet::new(),
             out: Output::default(),
         }
@@ -61,12 +69,30 @@ impl DetectorGroup {
         self.orders.as_ref().map_or(0, |o| o.len())
     }
 
-    fn flush(&mut self, detector: usize, out: &mut Emitter<'_, Report>) {
-        for (time, key) in self.out.timers.drain(..) {
-            self.timers.insert((time, detector, key));
+    /// The slot of `key`, given on its first sight.
+    #[inline]
+    fn slot(&mut self, key: Key) -> usize {
+        let next = self.slots.len();
+        *self.slots.entry(key).or_insert(next)
+    }
+
+    /// Files the timers detector `index` asked for while handling `key` at `slot`.
+    #[inline]
+    fn take_timers(&mut self, index: usize, slot: usize) {
+        if !self.out.timers.is_empty() {
+            for (time, key) in self.out.timers.drain(..) {
+                self.timers.insert((time, index, key, slot));
+            }
         }
-        for (time, report) in self.out.reports.drain(..) {
-            out.emit_at(time, report);
+    }
+
+    /// Emits what the detectors reported, in the order they reported it.
+    #[inline]
+    fn emit(&mut self, out: &mut Emitter<'_, Report>) {
+        if !self.out.reports.is_empty() {
+            for (time, report) in self.out.reports.drain(..) {
+                out.emit_at(time, report);
+            }
         }
     }
 }
@@ -75,13 +101,14 @@ impl TimeOrderedProcessor<Event> for DetectorGroup {
     type Output = Report;
 
     fn on_record(&mut self, _time: u64, event: Event, out: &mut Emitter<'_, Report>) {
-        let tracked = match self.tracking {
-            Tracking::Off => false,
-            Tracking::AllEvents => true,
-            Tracking::InstrumentKeys => {
-                self.detectors.iter().any(|d| d.key(&event) == Some(Key::Instrument(event.instrument)))
-            }
-        };
+        let tracked =
+            match self.tracking {
+                Tracking::Off => false,
+                Tracking::AllEvents => true,
+                Tracking::InstrumentKeys => self.detectors.iter().zip(&self.wants_orders).any(|(d, &wants)| {
+                    wants && d.key(&event).is_none_or(|key| key == Key::Instrument(event.instrument))
+                }),
+            };
         let tracker = if tracked { self.orders.as_mut() } else { None };
         let order = match tracker.map(|tracker| tracker.apply(&event)) {
             None => None,
@@ -103,13 +130,24 @@ impl TimeOrderedProcessor<Event> for DetectorGroup {
                 return;
             }
         };
+        // Detectors of a group mostly share the event's key: one slot lookup serves them all.
+        let mut last: Option<(Key, usize)> = None;
         for index in 0..self.detectors.len() {
             let Some(key) = self.detectors[index].key(&event) else { continue };
-            // The order state belongs to the event's instrument.
-            let order = if key == Key::Instrument(event.instrument) { order } else { None };
-            self.detectors[index].on_event(key, &event, order, &mut self.out);
-            self.flush(index, out);
+            let slot = match last {
+                Some((seen, slot)) if seen == key => slot,
+                _ => {
+                    let slot = self.slot(key);
+                    last = Some((key, slot));
+                    slot
+                }
+            };
+            // The order state belongs to the event's instrument, for the rules that asked.
+            let order = order.as_ref().filter(|_| self.wants_orders[index] && key == Key::Instrument(event.instrument));
+            self.detectors[index].on_event(key, slot, &event, order, &mut self.out);
+            self.take_timers(index, slot);
         }
+        self.emit(out);
     }
 
     fn next_timer(&self) -> Option<u64> {
@@ -117,13 +155,14 @@ impl TimeOrderedProcessor<Event> for DetectorGroup {
     }
 
     fn on_timer(&mut self, time: u64, out: &mut Emitter<'_, Report>) {
-        while let Some(&(t, index, key)) = self.timers.first() {
+        while let Some(&(t, index, key, slot)) = self.timers.first() {
             if t != time {
                 break;
             }
             self.timers.pop_first();
-            self.detectors[index].on_timer(key, time, &mut self.out);
-            self.flush(index, out);
+            self.detectors[index].on_timer(key, slot, time, &mut self.out);
+            self.take_timers(index, slot);
+            self.emit(out);
         }
     }
 }

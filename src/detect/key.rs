@@ -31,10 +31,11 @@ pub enum Key {
 
 impl Key {
     /// The stable routing hash of the key: every worker of every process sends a key to the
-    /// same worker.
+    /// same worker. It hashes the symbol alone, so an instrument's events go to the same worker
+    /// whichever kind of key a detector chose for them (and whichever operator routes them).
     #[inline]
     pub fn route(&self) -> u64 {
-        surveil_operators::route(self)
+        surveil_operators::route(&self.symbol())
     }
 
     /// The symbol the key is about (`Symbol::NONE` for [`Key::Global`]).

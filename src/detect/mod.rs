@@ -39,8 +39,9 @@
 //! assert_eq!(alerts[0].rule, "cancel_burst");
 //! ```
 //!
-//! Rules keyed by instrument also see each event's order as it was before the event
-//! ([`AlertSink::order`]): the detector operators keep every open order of their instruments.
+//! Rules keyed by instrument can also see each event's order as it was before the event
+//! ([`AlertSink::order`]) by asking for it ([`Detector::needs_order_state`]): the detector
+//! operators then keep every open order of their instruments.
 
 mod group;
 mod key;
@@ -54,7 +55,7 @@ pub use operator::{Detect, Detected};
 pub use orders::{OrderContext, OrderTracker};
 pub use sink::{AlertSink, PendingAlert};
 
-use crate::model::{Event, IdMap, Report, Timestamp};
+use crate::model::{Event, Report, Timestamp};
 
 /// A rule over events grouped by key. See the [module documentation](self) for an example.
 ///
@@ -72,6 +73,14 @@ pub trait Detector: 'static {
     /// routed to it).
     fn key(&self, event: &Event) -> Option<Key>;
 
+    /// True when the rule reads the state of each event's order before the event
+    /// ([`AlertSink::order`]). The rule must then key the events it looks at by their
+    /// instrument; the operator routes every order event of those instruments to it and keeps
+    /// their open orders. Off by default: a rule that does not ask pays nothing for it.
+    fn needs_order_state(&self) -> bool {
+        false
+    }
+
     /// Sees one event of a key, in `(time, origin)` order within the key.
     fn on_event(&self, state: &mut Self::State, event: &Event, out: &mut AlertSink<'_>);
 
@@ -84,17 +93,21 @@ pub trait Detector: 'static {
 
 /// A detector with its per-key states, behind a type-erased face so that rules of different
 /// types run in one operator ([`DetectorGroup`]).
+///
+/// Keys come with a dense slot number given by the group (the same key has the same slot for
+/// every detector of the group), so a group of rules finds a key's state with one table lookup
+/// per event rather than one per rule.
 pub trait RunDetector {
     /// The rule's name.
     fn name(&self) -> &str;
     /// The key of an event, if the rule looks at it.
     fn key(&self, event: &Event) -> Option<Key>;
-    /// Runs [`Detector::on_event`] with the key's state.
-    fn on_event(&mut self, key: Key, event: &Event, order: Option<OrderContext>, out: &mut Output);
-    /// Runs [`Detector::on_timer`] with the key's state.
-    fn on_timer(&mut self, key: Key, time: Timestamp, out: &mut Output);
-    /// Keys with state.
-    fn keys(&self) -> usize;
+    /// See [`Detector::needs_order_state`].
+    fn needs_order_state(&self) -> bool;
+    /// Runs [`Detector::on_event`] with the state of `key`, kept at `slot`.
+    fn on_event(&mut self, key: Key, slot: usize, event: &Event, order: Option<&OrderContext>, out: &mut Output);
+    /// Runs [`Detector::on_timer`] with the state of `key`, kept at `slot`.
+    fn on_timer(&mut self, key: Key, slot: usize, time: Timestamp, out: &mut Output);
 }
 
 /// What a [`RunDetector`] call produced: reports at their times, and timers asked for.
@@ -106,10 +119,10 @@ pub struct Output {
     pub timers: Vec<(Timestamp, Key)>,
 }
 
-/// A [`Detector`] and its state per key.
+/// A [`Detector`] and its state per key slot.
 pub struct Keyed<D: Detector> {
     detector: std::rc::Rc<D>,
-    states: IdMap<Key, D::State>,
+    states: Vec<D::State>,
     /// The one state of a stateless rule (`State` of size zero), kept once instead of per key.
     shared: D::State,
 }
@@ -117,15 +130,20 @@ pub struct Keyed<D: Detector> {
 impl<D: Detector> Keyed<D> {
     /// Runs `detector`, sharing it with whoever else needs it on this worker (the routing).
     pub fn new(detector: std::rc::Rc<D>) -> Keyed<D> {
-        Keyed { detector, states: IdMap::default(), shared: D::State::default() }
+        Keyed { detector, states: Vec::new(), shared: D::State::default() }
     }
 }
 
-/// The state of `key`: a stateless rule's one shared state, or the key's own.
-macro_rules! state_of {
-    ($keyed:expr, $key:expr) => {
-        if std::mem::size_of::<D::State>() == 0 { &mut $keyed.shared } else { $keyed.states.entry($key).or_default() }
-    };
+/// The state at `slot`: a stateless rule's one shared state, or the key's own.
+#[inline]
+fn state_at<'s, S: Default>(states: &'s mut Vec<S>, shared: &'s mut S, slot: usize) -> &'s mut S {
+    if std::mem::size_of::<S>() == 0 {
+        return shared;
+    }
+    if slot >= states.len() {
+        states.resize_with(slot + 1, S::default);
+    }
+    &mut states[slot]
 }
 
 impl<D: Detector> RunDetector for Keyed<D> {
@@ -138,20 +156,22 @@ impl<D: Detector> RunDetector for Keyed<D> {
         self.detector.key(event)
     }
 
+    fn needs_order_state(&self) -> bool {
+        self.detector.needs_order_state()
+    }
+
     #[inline]
-    fn on_event(&mut self, key: Key, event: &Event, order: Option<OrderContext>, out: &mut Output) {
-        let state = state_of!(self, key);
-        let mut sink = AlertSink::new(self.detector.name(), key, event.time, order, &mut out.reports, &mut out.timers);
-        self.detector.on_event(state, event, &mut sink);
+    fn on_event(&mut self, key: Key, slot: usize, event: &Event, order: Option<&OrderContext>, out: &mut Output) {
+        let state = state_at(&mut self.states, &mut self.shared, slot);
+        let detector = &*self.detector;
+        let mut sink = AlertSink::new(detector.name(), key, event.time, order, &mut out.reports, &mut out.timers);
+        detector.on_event(state, event, &mut sink);
     }
 
-    fn on_timer(&mut self, key: Key, time: Timestamp, out: &mut Output) {
-        let state = state_of!(self, key);
-        let mut sink = AlertSink::new(self.detector.name(), key, time, None, &mut out.reports, &mut out.timers);
-        self.detector.on_timer(state, time, &mut sink);
-    }
-
-    fn keys(&self) -> usize {
-        self.states.len()
+    fn on_timer(&mut self, key: Key, slot: usize, time: Timestamp, out: &mut Output) {
+        let state = state_at(&mut self.states, &mut self.shared, slot);
+        let detector = &*self.detector;
+        let mut sink = AlertSink::new(detector.name(), key, time, None, &mut out.reports, &mut out.timers);
+        detector.on_timer(state, time, &mut sink);
     }
 }

@@ -63,13 +63,19 @@ impl<'scope> Detect<'scope> for Stream<'scope, u64, Vec<Event>> {
         let name = format!("Detect({})", detector.name());
         let detector = Rc::new(detector);
         let (filter, route) = (detector.clone(), detector.clone());
-        let group = DetectorGroup::new(vec![Box::new(Keyed::new(detector))], Tracking::InstrumentKeys, false);
-        let reports = self.filter(move |e: &Event| filter.key(e).is_some()).process_in_time_order(
-            &name,
-            move |e: &Event| route.key(e).map_or(0, |k| k.route()),
-            |e: &Event| e.order_key(),
-            group,
-        );
+        // A rule that reads order state also needs the order events it does not look at, routed
+        // by instrument, to keep its instruments' open orders.
+        let orders = detector.needs_order_state();
+        let tracking = if orders { Tracking::InstrumentKeys } else { Tracking::Off };
+        let group = DetectorGroup::new(vec![Box::new(Keyed::new(detector))], tracking, false);
+        let reports = self
+            .filter(move |e: &Event| filter.key(e).is_some() || (orders && e.order().is_some()))
+            .process_in_time_order(
+                &name,
+                move |e: &Event| route.key(e).unwrap_or(Key::Instrument(e.instrument)).route(),
+                |e: &Event| e.order_key(),
+                group,
+            );
         split(reports)
     }
 

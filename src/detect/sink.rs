@@ -28,7 +28,7 @@ pub struct AlertSink<'a> {
     rule: &'a str,
     key: Key,
     now: Timestamp,
-    order: Option<OrderContext>,
+    order: Option<&'a OrderContext>,
     reports: &'a mut Vec<(Timestamp, Report)>,
     timers: &'a mut Vec<(Timestamp, Key)>,
 }
@@ -40,7 +40,7 @@ impl<'a> AlertSink<'a> {
         rule: &'a str,
         key: Key,
         now: Timestamp,
-        order: Option<OrderContext>,
+        order: Option<&'a OrderContext>,
         reports: &'a mut Vec<(Timestamp, Report)>,
         timers: &'a mut Vec<(Timestamp, Key)>,
     ) -> AlertSink<'a> {
@@ -60,7 +60,7 @@ impl<'a> AlertSink<'a> {
     /// The state of the event's order before the event, for detectors keyed by instrument
     /// (`None` for other keys, for events without an order, and for timers).
     pub fn order(&self) -> Option<&OrderContext> {
-        self.order.as_ref()
+        self.order
     }
 
     /// An alert about `event`: at its time, on its instrument and account, with the event as

@@ -239,8 +239,12 @@ mod tests {
         assert_eq!(time("TRADES_ROUND_1_DAY_0.CSV", &config), "1999-12-31T00:16:39.900000000Z");
         assert_eq!(time("trades_round_1_day_-1.csv", &config), "1999-12-30T00:16:39.900000000Z");
         assert_eq!(time("trades.csv", &config), "2000-01-01T00:16:39.900000000Z");
-        let config =
-            ImcConfig { date: "1970-01-01".into(), tick: Duration::from_micros(10), venue: "PROSPERITY3".into() };
+        let config = ImcConfig {
+            date: "1970-01-01".into(),
+            tick: Duration::from_micros(10),
+            venue: "PROSPERITY3".into(),
+            ..ImcConfig::default()
+        };
         assert_eq!(time("trades_round_1_day_-1.csv", &config), "1970-01-01T00:00:09.999000000Z", "before 1970: day 1");
         assert_eq!(time("trades_round_1_day_3.csv", &config), "1970-01-03T00:00:09.999000000Z");
         assert!(

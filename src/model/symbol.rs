@@ -9,9 +9,6 @@
 //!   order ids) is packed as a base-66 number (65 characters and an end mark);
 //! * anything else is hashed with XXH3 and its text kept in a [`SymbolTable`] for output.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
 use serde::{Deserialize, Serialize};
 
 /// Tag bits: `0x` integer, `10` packed text, `11` hash.
@@ -142,28 +139,9 @@ fn canonical_integer(text: &[u8]) -> Option<u64> {
     Some(n)
 }
 
-/// A hasher for keys that are already well-mixed 64-bit ids.
-#[derive(Default, Clone, Copy)]
-pub struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ b as u64;
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        // Spread integer-valued symbols (order ids 1, 2, 3, ...) across buckets; mixing in the
-        // previous state keeps tuples of ids apart.
-        self.0 = (self.0.rotate_left(29) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-/// A `HashMap` keyed by ids that are already hashes.
-pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+/// A `HashMap` keyed by symbols and ids: the operators' key hasher
+/// ([`surveil_operators::hashing::KeyHasher`]).
+pub type IdMap<K, V> = surveil_operators::KeyMap<K, V>;
 
 /// The texts behind hashed symbols.
 #[derive(Default, Debug, Clone)]

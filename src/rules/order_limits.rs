@@ -55,8 +55,12 @@ impl Detector for OrderLimits {
         "order_limits"
     }
 
+    fn needs_order_state(&self) -> bool {
+        true
+    }
+
     fn key(&self, event: &Event) -> Option<Key> {
-        Some(Key::Instrument(event.instrument))
+        matches!(event.body, Body::NewOrder { .. } | Body::Replace { .. }).then_some(Key::Instrument(event.instrument))
     }
 
     fn on_event(&self, _: &mut (), event: &Event, out: &mut AlertSink<'_>) {

@@ -124,15 +124,16 @@ impl Detector for OrderToTrade {
         rules::ORDER_TO_TRADE_RATIO
     }
 
+    fn needs_order_state(&self) -> bool {
+        true
+    }
+
     fn key(&self, event: &Event) -> Option<Key> {
-        Some(Key::Instrument(event.instrument))
+        matches!(event.body, Body::NewOrder { .. } | Body::Replace { .. } | Body::Cancel { .. } | Body::Fill { .. })
+            .then_some(Key::Instrument(event.instrument))
     }
 
     fn on_event(&self, totals: &mut InstrumentTotals, event: &Event, out: &mut AlertSink<'_>) {
-        if !matches!(event.body, Body::NewOrder { .. } | Body::Replace { .. } | Body::Cancel { .. } | Body::Fill { .. })
-        {
-            return;
-        }
         let end = self.session_end(&mut totals.current, event.time);
         let state = match totals.accounts.get_mut(&event.account) {
             Some(state) => state,

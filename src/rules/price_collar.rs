@@ -39,8 +39,24 @@ impl Allowance {
     }
 }
 
-/// A collar bound: the limit price, the reference it came from, and what that reference is.
-type Bound = Option<(i64, Price, &'static str)>;
+/// An instrument's collar settings.
+#[derive(Copy, Clone, Debug)]
+struct Collar {
+    allowance: Allowance,
+    /// The allowance is at least this many minimum price increments.
+    min_ticks: u32,
+}
+
+/// A collar bound: the limit price, the reference it came from, what that reference is, and
+/// the tick minimum when it set the distance (minimum ticks, tick size).
+#[derive(Copy, Clone, Debug)]
+struct Bound {
+    limit: i64,
+    reference: Price,
+    what: &'static str,
+    distance: i64,
+    tick_minimum: Option<(u32, i64)>,
+}
 
 /// What the rule knows of an instrument's market.
 #[derive(Copy, Clone, Debug, Default)]
@@ -56,8 +72,8 @@ pub struct Market {
 /// The price-collar rule.
 #[derive(Clone)]
 pub struct PriceCollar {
-    allowance: Allowance,
-    per_instrument: IdMap<Symbol, Allowance>,
+    collar: Collar,
+    per_instrument: IdMap<Symbol, Collar>,
     check_orders: bool,
     check_executions: bool,
     reference: Arc<ReferenceData>,
@@ -80,11 +96,12 @@ impl PriceCollar {
                     (None, Some(b)) => Allowance::BasisPoints(b),
                     (None, None) => default,
                 };
-                (Symbol::of(name.as_bytes()), a)
+                let min_ticks = o.min_deviation_ticks.unwrap_or(config.min_deviation_ticks);
+                (Symbol::of(name.as_bytes()), Collar { allowance: a, min_ticks })
             })
             .collect();
         PriceCollar {
-            allowance: default,
+            collar: Collar { allowance: default, min_ticks: config.min_deviation_ticks },
             per_instrument,
             check_orders: config.check_orders,
             check_executions: config.check_executions,
@@ -92,56 +109,61 @@ impl PriceCollar {
         }
     }
 
-    /// The (lower, upper) collar and what each bound was derived from.
-    fn collar(&self, market: &Market, instrument: Symbol) -> (Bound, Bound) {
-        let allowance = self.per_instrument.get(&instrument).copied().unwrap_or(self.allowance);
+    /// The (lower, upper) collar of `event`'s instrument and what each bound was derived from.
+    fn collar(&self, market: &Market, event: &Event) -> (Option<Bound>, Option<Bound>) {
+        let instrument = event.instrument;
+        let collar = self.per_instrument.get(&instrument).copied().unwrap_or(self.collar);
         let fallback = market.last.map(|p| (p, "last trade")).or_else(|| {
             self.reference.instrument(instrument).and_then(|i| i.reference_price).map(|p| (p, "reference price"))
         });
-        let lower = market.bid.map(|b| (b, "best bid")).or(fallback).map(|(p, what)| (p.0 - allowance.of(p), p, what));
-        let upper = market.ask.map(|a| (a, "best ask")).or(fallback).map(|(p, what)| (p.0 + allowance.of(p), p, what));
+        let bound = |(reference, what): (Price, &'static str), sign: i64| {
+            let base = collar.allowance.of(reference);
+            let tick = self.reference.tick_size(instrument, event.venue, reference);
+            let floor = tick.saturating_mul(collar.min_ticks as i64);
+            let (distance, tick_minimum) =
+                if floor > base { (floor, Some((collar.min_ticks, tick))) } else { (base, None) };
+            Bound { limit: reference.0.saturating_add(sign * distance), reference, what, distance, tick_minimum }
+        };
+        let lower = market.bid.map(|b| (b, "best bid")).or(fallback).map(|r| bound(r, -1));
+        let upper = market.ask.map(|a| (a, "best ask")).or(fallback).map(|r| bound(r, 1));
         (lower, upper)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn alert(
-        &self,
-        event: &Event,
-        price: Price,
-        bound: i64,
-        reference: Price,
-        what: &str,
-        above: bool,
-        subject: &str,
-        out: &mut AlertSink<'_>,
-    ) {
-        let allowance = self.per_instrument.get(&event.instrument).copied().unwrap_or(self.allowance);
+    fn alert(&self, event: &Event, price: Price, bound: Bound, above: bool, subject: &str, out: &mut AlertSink<'_>) {
+        let collar = self.per_instrument.get(&event.instrument).copied().unwrap_or(self.collar);
         let scale = self.reference.price_scale(event.instrument);
+        let reference = bound.reference;
         let deviation = (price.0 - reference.0).abs();
         let deviation_bps = deviation as f64 * 10_000.0 / reference.0.max(1) as f64;
-        let allowed = allowance.of(reference).max(1);
-        let ratio = deviation as f64 / allowed as f64;
+        let ratio = deviation as f64 / bound.distance.max(1) as f64;
         let direction = if above { "above" } else { "below" };
+        let allowed = match bound.tick_minimum {
+            Some((ticks, tick)) => format!("{ticks} ticks of {}", Decimal::price(Price(tick), scale)),
+            None => collar.allowance.describe(),
+        };
         let mut alert = out.alert(event);
         alert
             .severity(Severity::from_excess(ratio))
             .score(score_from_excess(ratio))
             .explain(format!(
-                "{subject} at {} is {:.2}% {direction} the {what} {} (allowed {})",
+                "{subject} at {} is {:.2}% {direction} the {} {} (allowed {allowed})",
                 Decimal::price(price, scale),
                 deviation_bps / 100.0,
+                bound.what,
                 Decimal::price(reference, scale),
-                allowance.describe()
             ))
             .param("price", Decimal::price(price, scale))
             .param("reference_price", Decimal::price(reference, scale))
-            .param("reference", what)
-            .param("collar_price", Decimal::price(Price(bound), scale))
+            .param("reference", bound.what)
+            .param("collar_price", Decimal::price(Price(bound.limit), scale))
             .param("deviation_bps", (deviation_bps * 100.0).round() / 100.0);
-        match allowance {
+        match collar.allowance {
             Allowance::BasisPoints(b) => alert.param("max_deviation_bps", b),
             Allowance::Ticks(t) => alert.param("max_deviation_ticks", t.max(0) as u64),
         };
+        if let Some((ticks, tick)) = bound.tick_minimum {
+            alert.param("min_deviation_ticks", ticks).param("tick_size", Decimal::price(Price(tick), scale));
+        }
     }
 }
 
@@ -150,6 +172,10 @@ impl Detector for PriceCollar {
 
     fn name(&self) -> &str {
         rules::OFF_MARKET_PRICE
+    }
+
+    fn needs_order_state(&self) -> bool {
+        true
     }
 
     fn key(&self, event: &Event) -> Option<Key> {
@@ -166,15 +192,15 @@ impl Detector for PriceCollar {
             Body::Fill { price, quantity, .. } | Body::Trade { price, quantity, .. } => {
                 let print = (event.time, price, quantity);
                 if self.check_executions && before.alerted_print != Some(print) {
-                    let (lower, upper) = self.collar(&before, event.instrument);
+                    let (lower, upper) = self.collar(&before, event);
                     let subject = if matches!(event.body, Body::Fill { .. }) { "execution" } else { "trade" };
                     let breach = match (lower, upper) {
-                        (Some((bound, reference, what)), _) if price.0 < bound => Some((bound, reference, what, false)),
-                        (_, Some((bound, reference, what))) if price.0 > bound => Some((bound, reference, what, true)),
+                        (Some(bound), _) if price.0 < bound.limit => Some((bound, false)),
+                        (_, Some(bound)) if price.0 > bound.limit => Some((bound, true)),
                         _ => None,
                     };
-                    if let Some((bound, reference, what, above)) = breach {
-                        self.alert(event, price, bound, reference, what, above, subject, out);
+                    if let Some((bound, above)) = breach {
+                        self.alert(event, price, bound, above, subject, out);
                         market.alerted_print = Some(print);
                     }
                 }
@@ -242,22 +268,22 @@ impl<'scope> PriceCollarExt<'scope> for Stream<'scope, u64, Vec<Event>> {
 
 impl PriceCollar {
     fn check_order(&self, event: &Event, side: Side, price: Price, market: &Market, out: &mut AlertSink<'_>) {
-        let (lower, upper) = self.collar(market, event.instrument);
+        let (lower, upper) = self.collar(market, event);
         let subject = if matches!(event.body, Body::Replace { .. }) { "modified buy order" } else { "buy order" };
         match side {
             Side::Buy => {
-                if let Some((bound, reference, what)) = upper
-                    && price.0 > bound
+                if let Some(bound) = upper
+                    && price.0 > bound.limit
                 {
-                    self.alert(event, price, bound, reference, what, true, subject, out);
+                    self.alert(event, price, bound, true, subject, out);
                 }
             }
             Side::Sell => {
-                if let Some((bound, reference, what)) = lower
-                    && price.0 < bound
+                if let Some(bound) = lower
+                    && price.0 < bound.limit
                 {
                     let subject = subject.replace("buy", "sell");
-                    self.alert(event, price, bound, reference, what, false, &subject, out);
+                    self.alert(event, price, bound, false, &subject, out);
                 }
             }
         }

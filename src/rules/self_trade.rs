@@ -30,7 +30,7 @@ impl Detector for SelfTrade {
     }
 
     fn key(&self, event: &Event) -> Option<Key> {
-        Some(Key::Instrument(event.instrument))
+        matches!(event.body, Body::Trade { .. }).then_some(Key::Instrument(event.instrument))
     }
 
     fn on_event(&self, _: &mut (), event: &Event, out: &mut AlertSink<'_>) {

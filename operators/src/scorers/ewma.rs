@@ -2,6 +2,25 @@
 
 use super::{Scored, Scorer, gaussian_score};
 
+/// One step of the exponentially weighted mean and variance that [`EwmaZ`] keeps: adds `value`
+/// as the `count`-th value (counting it) with weight `max(alpha, 1 / count)`. Public so that
+/// state kept elsewhere (a vector of features, say) follows exactly the same rule.
+///
+/// ```
+/// let (mut mean, mut variance) = (0.0, 0.0);
+/// for (n, value) in [1.0, 2.0, 3.0].into_iter().enumerate() {
+///     surveil_operators::scorers::ewma_update(&mut mean, &mut variance, n as u64 + 1, 0.01, value);
+/// }
+/// assert!((mean - 2.0).abs() < 1e-12 && (variance - 2.0 / 3.0).abs() < 1e-12);
+/// ```
+#[inline]
+pub fn ewma_update(mean: &mut f64, variance: &mut f64, count: u64, alpha: f64, value: f64) {
+    let weight = alpha.max(1.0 / count as f64);
+    let delta = value - *mean;
+    *mean += weight * delta;
+    *variance = (1.0 - weight) * (*variance + weight * delta * delta);
+}
+
 /// z-score against an exponentially weighted mean and variance, scored `1 - Q(|z|)` like
 /// [`WindowedGaussian`](super::WindowedGaussian). O(1) time and memory per value.
 ///
@@ -62,10 +81,7 @@ impl Scorer for EwmaZ {
             Scored { score: 0.0, z: 0.0, center: self.mean, scale: self.std() }
         };
         self.count += 1;
-        let weight = self.alpha.max(1.0 / self.count as f64);
-        let delta = value - self.mean;
-        self.mean += weight * delta;
-        self.variance = (1.0 - weight) * (self.variance + weight * delta * delta);
+        ewma_update(&mut self.mean, &mut self.variance, self.count, self.alpha, value);
         scored
     }
 }

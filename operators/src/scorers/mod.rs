@@ -20,7 +20,7 @@ mod robust;
 mod windowed_gaussian;
 
 pub use ensemble::{Ensemble, EnsembleOptions};
-pub use ewma::EwmaZ;
+pub use ewma::{EwmaZ, ewma_update};
 pub use robust::{RobustZ, SlidingOrder};
 pub use windowed_gaussian::WindowedGaussian;
 
