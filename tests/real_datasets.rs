@@ -176,7 +176,9 @@ fn batch_imc_collar(path: &std::path::Path, bps: i64, min_ticks: i64) -> u64 {
         .filter(|t| t.3 > 0)
         .collect();
     trades.sort_by_key(|t| t.0);
-    let mut markets: std::collections::HashMap<String, (i64, Option<(u64, i64, u64)>)> = Default::default();
+    // Per instrument: the last price, and the last print (time, price, quantity) alerted.
+    type Market = (i64, Option<(u64, i64, u64)>);
+    let mut markets: std::collections::HashMap<String, Market> = Default::default();
     let mut breaches = 0;
     for (time, symbol, price, quantity) in trades {
         let print = (time, price, quantity);
