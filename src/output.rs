@@ -656,6 +656,7 @@ impl OutputFolder {
         if let Ok(dir) = File::open(&self.dir) {
             let _ = dir.sync_all();
         }
+        tracing::debug!(folder = %self.dir.display(), files = ?written, "outputs committed");
         Ok(())
     }
 }

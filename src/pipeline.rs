@@ -565,6 +565,12 @@ impl Job {
         let text = serde_json::to_string_pretty(&summary).map_err(|e| RunError::Dataflow(e.to_string()))? + "\n";
         let dir = self.folder.dir().to_path_buf();
         self.folder.commit(&self.files, text.as_bytes()).map_err(|source| RunError::Output { path: dir, source })?;
+        if let Some(interruption) = &summary.interrupted {
+            tracing::info!(reason = %interruption.reason, events = summary.events, "job interrupted before the end of its inputs");
+        }
+        if summary.dead_letters > 0 {
+            tracing::info!(dead_letters = summary.dead_letters, by_reason = ?summary.written.dead_letters_by_reason, "records refused");
+        }
         tracing::info!(events = summary.events, alerts = summary.alerts, seconds = summary.elapsed_seconds, "job done");
         Ok(summary)
     }

@@ -41,6 +41,40 @@ pub struct Instrument {
     pub tick_size: Option<Price>,
 }
 
+/// How an instrument's minimum price increment is found (see [`ReferenceData::tick_size`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum TickRule {
+    /// One increment at every price, in units of the price scale.
+    Fixed(i64),
+    /// SEC Rule 612: `cent` at or above a price of `one` (1.00), `hundredth_cent` below; in
+    /// units of the price scale.
+    Rule612 {
+        /// 1.00 in units.
+        one: i64,
+        /// 0.01 in units (at least one).
+        cent: i64,
+        /// 0.0001 in units (at least one).
+        hundredth_cent: i64,
+    },
+}
+
+impl TickRule {
+    /// The increment at `price`.
+    #[inline]
+    pub fn at(self, price: Price) -> i64 {
+        match self {
+            TickRule::Fixed(tick) => tick,
+            TickRule::Rule612 { one, cent, hundredth_cent } => {
+                if price.0 >= one {
+                    cent
+                } else {
+                    hundredth_cent
+                }
+            }
+        }
+    }
+}
+
 /// What surveil knows about an account.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Account {
@@ -109,6 +143,7 @@ impl ReferenceData {
         if let Some(path) = accounts {
             data.load_accounts(path)?;
         }
+        tracing::info!(instruments = data.instruments.len(), accounts = data.accounts.len(), "reference data loaded");
         Ok(data)
     }
 
@@ -219,17 +254,25 @@ impl ReferenceData {
     /// (the IMC simulation trades whole seashells), else the SEC Rule 612 minimum pricing
     /// increment for US equities ($0.01 at or above $1.00, $0.0001 below).
     pub fn tick_size(&self, instrument: Symbol, venue: Symbol, price: Price) -> i64 {
+        self.tick_rule(instrument, venue).at(price)
+    }
+
+    /// What [`ReferenceData::tick_size`] depends on, looked up once: keep it per instrument
+    /// and ask it for each price.
+    pub fn tick_rule(&self, instrument: Symbol, venue: Symbol) -> TickRule {
         let scale = self.price_scale(instrument);
         if let Some(tick) = self.instrument(instrument).and_then(|i| i.tick_size) {
-            return tick.0.max(1);
+            return TickRule::Fixed(tick.0.max(1));
         }
         let units = |tick: Decimal| tick.at_scale(scale).and_then(|u| i64::try_from(u).ok()).unwrap_or(1).max(1);
         if let Some(&tick) = self.venue_ticks.get(&venue) {
-            return units(tick);
+            return TickRule::Fixed(units(tick));
         }
-        let one = 10i128.pow(scale as u32);
-        let cents = if (price.0 as i128) >= one { 2 } else { 4 };
-        units(Decimal { mantissa: 1, scale: cents })
+        TickRule::Rule612 {
+            one: i64::try_from(10i128.pow(scale as u32)).unwrap_or(i64::MAX),
+            cent: units(Decimal { mantissa: 1, scale: 2 }),
+            hundredth_cent: units(Decimal { mantissa: 1, scale: 4 }),
+        }
     }
 
     /// A price as an exact decimal.

@@ -15,7 +15,7 @@ use crate::config::PriceCollarConfig;
 use crate::detect::{AlertSink, Detect, Detector, Key};
 use crate::model::alert::{rules, score_from_excess};
 use crate::model::{Alert, Body, Decimal, Event, IdMap, Price, Severity, Side, Symbol};
-use crate::reference::ReferenceData;
+use crate::reference::{ReferenceData, TickRule};
 
 #[derive(Copy, Clone, Debug)]
 enum Allowance {
@@ -26,7 +26,11 @@ enum Allowance {
 impl Allowance {
     fn of(self, reference: Price) -> i64 {
         match self {
-            Allowance::BasisPoints(bps) => (reference.0 as i128 * bps as i128 / 10_000) as i64,
+            // i64 arithmetic when it cannot overflow (a 128-bit division is a library call).
+            Allowance::BasisPoints(bps) => match reference.0.checked_mul(bps as i64) {
+                Some(product) => product / 10_000,
+                None => (reference.0 as i128 * bps as i128 / 10_000) as i64,
+            },
             Allowance::Ticks(ticks) => ticks,
         }
     }
@@ -67,6 +71,8 @@ pub struct Market {
     /// The last off-market print alerted (time, price, quantity): one print reported as two
     /// fills and a trade raises one alert.
     alerted_print: Option<(u64, Price, u64)>,
+    /// The instrument's tick rule on the venue it was last seen on, looked up once.
+    ticks: Option<(Symbol, TickRule)>,
 }
 
 /// The price-collar rule.
@@ -113,12 +119,16 @@ impl PriceCollar {
     fn collar(&self, market: &Market, event: &Event) -> (Option<Bound>, Option<Bound>) {
         let instrument = event.instrument;
         let collar = self.per_instrument.get(&instrument).copied().unwrap_or(self.collar);
+        let ticks = match market.ticks {
+            Some((venue, rule)) if venue == event.venue => rule,
+            _ => self.reference.tick_rule(instrument, event.venue),
+        };
         let fallback = market.last.map(|p| (p, "last trade")).or_else(|| {
             self.reference.instrument(instrument).and_then(|i| i.reference_price).map(|p| (p, "reference price"))
         });
         let bound = |(reference, what): (Price, &'static str), sign: i64| {
             let base = collar.allowance.of(reference);
-            let tick = self.reference.tick_size(instrument, event.venue, reference);
+            let tick = ticks.at(reference);
             let floor = tick.saturating_mul(collar.min_ticks as i64);
             let (distance, tick_minimum) =
                 if floor > base { (floor, Some((collar.min_ticks, tick))) } else { (base, None) };
@@ -183,7 +193,16 @@ impl Detector for PriceCollar {
     }
 
     fn on_event(&self, market: &mut Market, event: &Event, out: &mut AlertSink<'_>) {
-        let before = *market;
+        if market.ticks.is_none_or(|(venue, _)| venue != event.venue)
+            && matches!(
+                event.body,
+                Body::Fill { .. } | Body::Trade { .. } | Body::NewOrder { .. } | Body::Replace { .. }
+            )
+        {
+            market.ticks = Some((event.venue, self.reference.tick_rule(event.instrument, event.venue)));
+        }
+        // Every check reads the market as it was before the event, so it runs before the
+        // event's own changes to it.
         match event.body {
             Body::Quote { bid, ask } => {
                 market.bid = bid.map(|l| l.price);
@@ -191,8 +210,8 @@ impl Detector for PriceCollar {
             }
             Body::Fill { price, quantity, .. } | Body::Trade { price, quantity, .. } => {
                 let print = (event.time, price, quantity);
-                if self.check_executions && before.alerted_print != Some(print) {
-                    let (lower, upper) = self.collar(&before, event);
+                if self.check_executions && market.alerted_print != Some(print) {
+                    let (lower, upper) = self.collar(market, event);
                     let subject = if matches!(event.body, Body::Fill { .. }) { "execution" } else { "trade" };
                     let breach = match (lower, upper) {
                         (Some(bound), _) if price.0 < bound.limit => Some((bound, false)),
@@ -212,11 +231,11 @@ impl Detector for PriceCollar {
             | Body::Replace { side: Some(side), price: Some(price), .. }
                 if self.check_orders =>
             {
-                self.check_order(event, side, price, &before, out);
+                self.check_order(event, side, price, market, out);
             }
             Body::Replace { side: None, price: Some(price), .. } if self.check_orders => {
                 if let Some(side) = out.order().and_then(|o| o.before).map(|b| b.side) {
-                    self.check_order(event, side, price, &before, out);
+                    self.check_order(event, side, price, market, out);
                 }
             }
             _ => {}
