@@ -58,6 +58,7 @@
 #![forbid(missing_docs)]
 
 pub mod anomaly;
+pub mod audit;
 #[cfg(feature = "tools")]
 pub mod bench;
 pub mod config;

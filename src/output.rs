@@ -15,6 +15,9 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value as Json, json};
 
+pub use crate::audit::AUDIT;
+use crate::audit::AuditLog;
+
 use crate::ingest::DeadLetter;
 use crate::ingest::lines::{LineIndex, is_gzip};
 use crate::ingest::time::format_time;
@@ -394,6 +397,18 @@ pub struct WrittenCounts {
     pub feature_rows: u64,
     /// Symbol hash collisions seen.
     pub symbol_collisions: u64,
+    /// The audit log's end, when one was kept: what `surveil audit verify` checks it against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditHead>,
+}
+
+/// Where an audit log ends.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AuditHead {
+    /// Records in the log.
+    pub records: u64,
+    /// The hash of the last record.
+    pub head: String,
 }
 
 /// Writes reports into JSON Lines files in a folder, under their partial names (see
@@ -405,6 +420,7 @@ pub struct ReportWriter {
     late: BufWriter<File>,
     ratios: BufWriter<File>,
     features: Option<(BufWriter<File>, u64)>,
+    audit: Option<AuditLog<BufWriter<File>>>,
     /// Counts so far.
     pub counts: WrittenCounts,
     error: Option<std::io::Error>,
@@ -425,6 +441,7 @@ impl ReportWriter {
             late: open(LATE)?,
             ratios: open(RATIOS)?,
             features: None,
+            audit: None,
             counts: WrittenCounts::default(),
             error: None,
             line: Vec::with_capacity(512),
@@ -439,11 +456,23 @@ impl ReportWriter {
         Ok(())
     }
 
+    /// Also keeps the audit trail (`audit.jsonl`, see [`crate::audit`]) in `folder`, opening
+    /// it with a `run_started` record of `start`; every alert written is recorded in it.
+    pub fn keep_audit_log(&mut self, folder: &OutputFolder, start: &Json) -> std::io::Result<()> {
+        let mut log = AuditLog::new(BufWriter::new(File::create(folder.partial(AUDIT))?));
+        log.append("run_started", start)?;
+        self.audit = Some(log);
+        Ok(())
+    }
+
     /// The files this writer produces.
     pub fn files(&self) -> Vec<&'static str> {
         let mut files = vec![ALERTS, DEAD_LETTERS, LATE, RATIOS];
         if self.features.is_some() {
             files.push(FEATURES);
+        }
+        if self.audit.is_some() {
+            files.push(AUDIT);
         }
         files
     }
@@ -464,7 +493,11 @@ impl ReportWriter {
                 Report::Symbol(..) => Ok(()),
                 Report::Alert(alert) => {
                     count(&mut self.counts.alerts_by_rule, alert.rule.as_str());
-                    writeln!(self.alerts, "{}", self.renderer.alert(alert))
+                    let json = self.renderer.alert(alert);
+                    match &mut self.audit {
+                        Some(log) => log.append("alert", &json).and_then(|()| writeln!(self.alerts, "{json}")),
+                        None => writeln!(self.alerts, "{json}"),
+                    }
                 }
                 Report::DeadLetter(letter) => {
                     count(&mut self.counts.dead_letters_by_reason, letter.reason.as_str());
@@ -511,6 +544,20 @@ impl ReportWriter {
             file.get_ref().sync_all()?;
         }
         self.counts.symbol_collisions = self.renderer.names.collisions();
+        if let Some(mut log) = self.audit.take() {
+            let c = &self.counts;
+            let end = json!({
+                "alerts_by_rule": c.alerts_by_rule,
+                "dead_letters_by_reason": c.dead_letters_by_reason,
+                "late_events": c.late_events,
+                "ratio_values": c.ratio_values,
+                "feature_rows": c.feature_rows,
+            });
+            log.append("run_finished", &end)?;
+            log.get_mut().flush()?;
+            log.get_mut().get_ref().sync_all()?;
+            self.counts.audit = Some(AuditHead { records: log.records(), head: log.head() });
+        }
         Ok(self.counts.clone())
     }
 }
@@ -529,7 +576,7 @@ fn count(counts: &mut BTreeMap<String, u64>, key: &str) {
 pub const FEATURES: &str = crate::features::export::FEATURES_FILE;
 
 /// Every file a run may write, the summary last.
-pub const ALL_FILES: [&str; 6] = [ALERTS, DEAD_LETTERS, LATE, RATIOS, FEATURES, SUMMARY];
+pub const ALL_FILES: [&str; 7] = [ALERTS, DEAD_LETTERS, LATE, RATIOS, FEATURES, AUDIT, SUMMARY];
 
 /// The suffix of a file being written: a file under this name is never a finished output.
 pub const PARTIAL_SUFFIX: &str = ".partial";

@@ -434,6 +434,33 @@ pub struct Job {
     started: Instant,
 }
 
+/// The audit trail's first record: what ran, with which settings, over which files.
+fn run_started(config: &Config, inputs: &[InputSpec]) -> serde_json::Value {
+    let files: Vec<serde_json::Value> = inputs
+        .iter()
+        .map(|input| {
+            let meta = std::fs::metadata(&input.path).ok();
+            let modified = meta
+                .as_ref()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos() as u64);
+            serde_json::json!({
+                "path": input.path.display().to_string(),
+                "bytes": meta.as_ref().map(|m| m.len()),
+                "modified_ns": modified,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "surveil": env!("CARGO_PKG_VERSION"),
+        // The effective configuration, every default included (its debug form is deterministic:
+        // the configuration holds no hash maps).
+        "config_sha256": crate::audit::sha256_hex(format!("{config:?}").as_bytes()),
+        "inputs": files,
+    })
+}
+
 impl Job {
     /// Checks the configuration and the inputs, loads the reference data and prepares the
     /// output folder (refusing one that would overwrite an input). Errors here are the clear,
@@ -459,6 +486,7 @@ impl Job {
         if features.export {
             writer.export_features(&folder, features.window_ns).map_err(output)?;
         }
+        writer.keep_audit_log(&folder, &run_started(&config, &inputs)).map_err(output)?;
         tracing::info!(inputs = inputs.len(), bytes = total_bytes, "job ready");
         Ok(Job {
             files: writer.files(),

@@ -6,6 +6,7 @@
 //! tools       bench, generate, nab (feature `tools`)
 //! job         pipeline
 //! sinks       output
+//! audit       audit
 //! scoring     anomaly
 //! detectors   rules, features, testing
 //! framework   detect
@@ -26,6 +27,7 @@ const LAYERS: &[&[&str]] = &[
     &["detect"],
     &["rules", "features", "testing"],
     &["anomaly"],
+    &["audit"],
     &["output"],
     &["pipeline"],
     &["bench", "generate", "nab"],

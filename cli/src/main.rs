@@ -27,13 +27,33 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum AuditAction {
+    /// Check every record's hash, the sequence and the links, and that the log ends where its
+    /// run's summary.json says; say where it was tampered with if not.
+    Verify {
+        /// The audit log, or the output folder that holds it.
+        log: PathBuf,
+        /// The head hash the log must end with (default: from summary.json beside the log).
+        #[arg(long)]
+        head: Option<String>,
+    },
+    /// Print every record about an alert id.
+    Show {
+        /// The alert id.
+        id: String,
+        /// The audit log, or the output folder that holds it.
+        log: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the surveillance job on recorded files.
     Run {
         #[command(flatten)]
         job: JobArgs,
         /// Output folder for alerts.jsonl, dead_letters.jsonl, late_events.jsonl,
-        /// order_to_trade.jsonl and summary.json.
+        /// order_to_trade.jsonl, audit.jsonl and summary.json.
         #[arg(long, default_value = "out")]
         out: PathBuf,
         /// No progress bar and no summary table.
@@ -65,6 +85,11 @@ enum Command {
         /// Input files (plain or .gz).
         #[arg(required_unless_present = "features")]
         inputs: Vec<PathBuf>,
+    },
+    /// Check or read a run's audit trail (audit.jsonl).
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
     },
     /// Write a synthetic trading day with labelled injected breaches.
     Generate {
@@ -243,6 +268,7 @@ fn main_inner() -> Result<()> {
             );
             Ok(())
         }
+        Some(Command::Audit { action }) => audit(action),
         None => run_default(),
     }
 }
@@ -380,6 +406,62 @@ fn interrupted(summary: &RunSummary) -> Result<()> {
             eprintln!("surveil: interrupted ({}): summary.json says up to where each input was read", stop.reason);
             let code = if stop.reason == "SIGTERM" { 143 } else { 130 };
             std::process::exit(code);
+        }
+    }
+}
+
+/// `surveil audit verify|show`.
+fn audit(action: AuditAction) -> Result<()> {
+    let resolve = |path: PathBuf| if path.is_dir() { path.join(surveil::audit::AUDIT) } else { path };
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read the audit log {}", path.display()))
+    };
+    match action {
+        AuditAction::Verify { log, head } => {
+            let log = resolve(log);
+            let text = read(&log)?;
+            let summary = log.with_file_name(surveil::output::SUMMARY);
+            let (expected, from) = match head {
+                Some(head) => (Some(head), "--head".to_string()),
+                None => match std::fs::read_to_string(&summary) {
+                    Ok(json) => {
+                        let parsed: serde_json::Value = serde_json::from_str(&json)
+                            .with_context(|| format!("{} is not a run summary", summary.display()))?;
+                        let head = parsed["audit"]["head"].as_str().map(String::from);
+                        (head, summary.display().to_string())
+                    }
+                    Err(_) => (None, String::new()),
+                },
+            };
+            let verified = surveil::audit::verify(&text, expected.as_deref())
+                .with_context(|| format!("the audit log {} does not verify", log.display()))?;
+            match expected {
+                Some(_) => println!(
+                    "{}: {} records, intact, ending at {} as {from} records",
+                    log.display(),
+                    verified.records,
+                    verified.head
+                ),
+                None => println!(
+                    "{}: {} records, intact, ending at {} (no summary.json to check the end against)",
+                    log.display(),
+                    verified.records,
+                    verified.head
+                ),
+            }
+            Ok(())
+        }
+        AuditAction::Show { id, log } => {
+            let log = resolve(log);
+            let text = read(&log)?;
+            let records = surveil::audit::records_about(&text, &id);
+            if records.is_empty() {
+                bail!("no record about {id} in {}", log.display());
+            }
+            for record in records {
+                println!("{record}");
+            }
+            Ok(())
         }
     }
 }

@@ -28,9 +28,31 @@ fn generate_then_run_writes_every_output() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let table = String::from_utf8_lossy(&output.stderr);
     assert!(table.contains("alerts") && table.contains("throughput"), "{table}");
-    for file in ["alerts.jsonl", "dead_letters.jsonl", "late_events.jsonl", "order_to_trade.jsonl", "summary.json"] {
+    for file in [
+        "alerts.jsonl",
+        "dead_letters.jsonl",
+        "late_events.jsonl",
+        "order_to_trade.jsonl",
+        "audit.jsonl",
+        "summary.json",
+    ] {
         assert!(out.join(file).exists(), "{file}");
     }
+    // The run's audit trail verifies, and stops verifying once an alert in it is changed.
+    let verify = |out: &std::path::Path| surveil().args(["audit", "verify"]).arg(out).output().expect("spawn");
+    let verified = verify(&out);
+    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stderr));
+    assert!(String::from_utf8_lossy(&verified.stdout).contains("intact"));
+    let log = out.join("audit.jsonl");
+    let text = std::fs::read_to_string(&log).expect("audit log");
+    let id = text.lines().nth(1).and_then(|l| l.split("\"id\":\"").nth(1)).map(|s| s[..32].to_string());
+    let shown = surveil().args(["audit", "show"]).arg(id.as_deref().expect("an alert id")).arg(&out).output();
+    assert!(shown.expect("spawn").status.success());
+    std::fs::write(&log, text.replacen("\"rule\":\"", "\"rule\":\"x", 1)).expect("tamper");
+    let refused = verify(&out);
+    assert_eq!(refused.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("line 2") && message.contains("changed"), "{message}");
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).expect("summary")).expect("json");
     assert!(summary["events"].as_u64().unwrap_or(0) >= 30_000);

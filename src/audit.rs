@@ -1,0 +1,315 @@
+//! The audit trail: a hash-chained, append-only log of what a run saw and decided.
+//!
+//! Each record is one JSON line, `{"seq":N,"kind":K,"prev":P,"data":{...},"hash":H}`, where `H`
+//! is the SHA-256 of the line up to (not including) `,"hash":` and `P` is the previous record's
+//! `H` (64 zeros for the first). Changing a byte of a record breaks its own hash; deleting,
+//! inserting or moving a record breaks the sequence numbers and the link to the record before.
+//! The hash of the last record (the head) and the number of records go into `summary.json`,
+//! so even a log rewritten from the first changed record on, with every hash recomputed, no
+//! longer matches its run's summary ([`verify`] with `expected_head`).
+//!
+//! A run writes a `run_started` record (the surveil version, a digest of the effective
+//! configuration, each input's path, size and modification time), one `alert` record per alert
+//! with the alert as written to `alerts.jsonl`, and a `run_finished` record with what was
+//! written (alerts by rule, dead letters by reason, late events).
+//!
+//! ```
+//! use surveil::audit::{AuditLog, verify};
+//!
+//! let mut log = AuditLog::new(Vec::new());
+//! log.append("note", &serde_json::json!({"text": "hello"})).unwrap();
+//! log.append("note", &serde_json::json!({"text": "again"})).unwrap();
+//! let head = log.head();
+//! let text = String::from_utf8(log.into_inner()).unwrap();
+//! assert_eq!(verify(&text, Some(&head)).unwrap().records, 2);
+//! assert!(verify(&text.replace("again", "agaim"), None).is_err());
+//! ```
+
+use std::io::Write;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// The audit log's file name in an output folder.
+pub const AUDIT: &str = "audit.jsonl";
+
+/// The `prev` of the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Writes audit records, chaining each to the one before.
+pub struct AuditLog<W: Write> {
+    out: W,
+    seq: u64,
+    head: String,
+    line: Vec<u8>,
+}
+
+impl<W: Write> AuditLog<W> {
+    /// An empty log writing to `out`.
+    pub fn new(out: W) -> AuditLog<W> {
+        AuditLog { out, seq: 0, head: GENESIS.to_string(), line: Vec::with_capacity(1024) }
+    }
+
+    /// Appends one record of `kind` with `data`.
+    pub fn append<T: Serialize + ?Sized>(&mut self, kind: &str, data: &T) -> std::io::Result<()> {
+        self.seq += 1;
+        self.line.clear();
+        self.line.extend_from_slice(format!("{{\"seq\":{},\"kind\":", self.seq).as_bytes());
+        serde_json::to_writer(&mut self.line, kind)?;
+        self.line.extend_from_slice(format!(",\"prev\":\"{}\",\"data\":", self.head).as_bytes());
+        serde_json::to_writer(&mut self.line, data)?;
+        self.head = hex(&Sha256::digest(&self.line));
+        self.line.extend_from_slice(format!(",\"hash\":\"{}\"}}\n", self.head).as_bytes());
+        self.out.write_all(&self.line)
+    }
+
+    /// The hash of the last record ([`GENESIS`] before the first).
+    pub fn head(&self) -> String {
+        self.head.clone()
+    }
+
+    /// Records written.
+    pub fn records(&self) -> u64 {
+        self.seq
+    }
+
+    /// The writer.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+
+    /// The writer, and the end of the log.
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+/// The SHA-256 of `bytes`, in hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        text.push(DIGITS[(b >> 4) as usize] as char);
+        text.push(DIGITS[(b & 15) as usize] as char);
+    }
+    text
+}
+
+/// A log that verifies: how many records, and its head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Records in the log.
+    pub records: u64,
+    /// The hash of the last record.
+    pub head: String,
+}
+
+/// Why a log does not verify, with the line (1-based) where it stops being trustworthy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuditError {
+    /// The line is not a record at all.
+    #[error("line {line}: not an audit record ({reason})")]
+    Malformed {
+        /// Line number.
+        line: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The record's content does not match its own hash: it was edited.
+    #[error("line {line}: record {seq} was changed after it was written (its hash does not match its content)")]
+    Edited {
+        /// Line number.
+        line: u64,
+        /// The record's sequence number as it reads now.
+        seq: u64,
+    },
+    /// Records are missing before this one.
+    #[error("line {line}: records {first} to {last} are missing here (deleted or moved)")]
+    Missing {
+        /// Line number.
+        line: u64,
+        /// First missing sequence number.
+        first: u64,
+        /// Last missing sequence number.
+        last: u64,
+    },
+    /// A record appears where a later or an earlier one should be.
+    #[error("line {line}: record {seq} is out of place: record {expected} was due (inserted or reordered)")]
+    OutOfPlace {
+        /// Line number.
+        line: u64,
+        /// The record found.
+        seq: u64,
+        /// The record due.
+        expected: u64,
+    },
+    /// The record does not link to the one before it.
+    #[error("line {line}: record {seq} does not link to the record before it (inserted, replaced or reordered)")]
+    Unlinked {
+        /// Line number.
+        line: u64,
+        /// The record's sequence number.
+        seq: u64,
+    },
+    /// The log does not end where its run's summary says.
+    #[error(
+        "the log ends at record {records} with head {head}, not at the head its run recorded ({expected}): \
+         records were removed from the end, or the log was rewritten"
+    )]
+    WrongHead {
+        /// Records found.
+        records: u64,
+        /// Head found.
+        head: String,
+        /// Head expected.
+        expected: String,
+    },
+}
+
+/// Checks a whole log: every record's hash, the sequence and the links; with `expected_head`
+/// (from the run's `summary.json`), also that nothing was cut from the end or rewritten.
+pub fn verify(text: &str, expected_head: Option<&str>) -> Result<Verified, AuditError> {
+    let mut head = GENESIS.to_string();
+    let mut expected_seq = 1u64;
+    for (index, line) in text.lines().enumerate() {
+        let line_no = index as u64 + 1;
+        let malformed = |reason: &str| AuditError::Malformed { line: line_no, reason: reason.into() };
+        let cut = line.rfind(",\"hash\":\"").ok_or_else(|| malformed("no hash"))?;
+        let (body, tail) = line.split_at(cut);
+        let hash = tail
+            .strip_prefix(",\"hash\":\"")
+            .and_then(|t| t.strip_suffix("\"}"))
+            .filter(|h| h.len() == 64)
+            .ok_or_else(|| malformed("bad hash field"))?;
+        let record: serde_json::Value =
+            serde_json::from_str(&format!("{body}}}")).map_err(|e| malformed(&e.to_string()))?;
+        let seq = record["seq"].as_u64().ok_or_else(|| malformed("no sequence number"))?;
+        if hex(&Sha256::digest(body.as_bytes())) != hash {
+            return Err(AuditError::Edited { line: line_no, seq });
+        }
+        if seq > expected_seq {
+            return Err(AuditError::Missing { line: line_no, first: expected_seq, last: seq - 1 });
+        }
+        if seq < expected_seq {
+            return Err(AuditError::OutOfPlace { line: line_no, seq, expected: expected_seq });
+        }
+        if record["prev"].as_str() != Some(head.as_str()) {
+            return Err(AuditError::Unlinked { line: line_no, seq });
+        }
+        head = hash.to_string();
+        expected_seq += 1;
+    }
+    let records = expected_seq - 1;
+    if let Some(expected) = expected_head
+        && expected != head
+    {
+        return Err(AuditError::WrongHead { records, head, expected: expected.to_string() });
+    }
+    Ok(Verified { records, head })
+}
+
+/// The records of a log that mention `id` (an alert id): every version of that alert.
+pub fn records_about<'t>(text: &'t str, id: &str) -> Vec<&'t str> {
+    let needle = format!("\"id\":\"{id}\"");
+    text.lines().filter(|line| line.contains(&needle)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(n: usize) -> (String, String) {
+        let mut log = AuditLog::new(Vec::new());
+        for i in 0..n {
+            log.append("alert", &serde_json::json!({"id": format!("a{i}"), "rule": "test"})).expect("append");
+        }
+        let head = log.head();
+        (String::from_utf8(log.into_inner()).expect("utf-8"), head)
+    }
+
+    fn lines(text: &str) -> Vec<String> {
+        text.lines().map(String::from).collect()
+    }
+
+    fn join(lines: &[String]) -> String {
+        lines.iter().map(|l| format!("{l}\n")).collect()
+    }
+
+    #[test]
+    fn an_untouched_log_verifies() {
+        let (text, head) = log(5);
+        assert_eq!(verify(&text, Some(&head)), Ok(Verified { records: 5, head: head.clone() }));
+        assert_eq!(verify("", Some(GENESIS)).map(|v| v.records), Ok(0));
+    }
+
+    #[test]
+    fn an_edit_is_found_where_it_is() {
+        let (text, _) = log(5);
+        let mut l = lines(&text);
+        l[2] = l[2].replace("a2", "a9");
+        assert_eq!(verify(&join(&l), None), Err(AuditError::Edited { line: 3, seq: 3 }));
+    }
+
+    #[test]
+    fn a_deletion_is_found() {
+        let (text, head) = log(5);
+        let mut l = lines(&text);
+        l.remove(1);
+        assert_eq!(verify(&join(&l), None), Err(AuditError::Missing { line: 2, first: 2, last: 2 }));
+        // Cutting the end is only visible against the head the run recorded.
+        let mut l = lines(&text);
+        l.pop();
+        assert!(verify(&join(&l), None).is_ok());
+        assert!(matches!(verify(&join(&l), Some(&head)), Err(AuditError::WrongHead { records: 4, .. })));
+    }
+
+    #[test]
+    fn an_insertion_is_found() {
+        let (text, _) = log(5);
+        let mut l = lines(&text);
+        let copy = l[1].clone();
+        l.insert(3, copy);
+        assert_eq!(verify(&join(&l), None), Err(AuditError::OutOfPlace { line: 4, seq: 2, expected: 4 }));
+        // A record forged with a valid hash of its own but not linked to its predecessor.
+        let mut l = lines(&text);
+        let mut forged_log = AuditLog::new(Vec::new());
+        forged_log.append("alert", &serde_json::json!({"id": "x"})).expect("append");
+        forged_log.append("alert", &serde_json::json!({"id": "forged"})).expect("append");
+        let forged_line = lines(&String::from_utf8(forged_log.into_inner()).expect("utf-8"))[1].clone();
+        l[1] = forged_line;
+        assert_eq!(verify(&join(&l), None), Err(AuditError::Unlinked { line: 2, seq: 2 }));
+    }
+
+    #[test]
+    fn a_reordering_is_found() {
+        let (text, _) = log(5);
+        let mut l = lines(&text);
+        l.swap(1, 3);
+        assert_eq!(verify(&join(&l), None), Err(AuditError::Missing { line: 2, first: 2, last: 3 }));
+    }
+
+    #[test]
+    fn a_rewritten_log_does_not_match_its_runs_head() {
+        let (text, head) = log(3);
+        let mut rewritten = AuditLog::new(Vec::new());
+        for i in 0..3 {
+            let id = if i == 1 { "changed".to_string() } else { format!("a{i}") };
+            rewritten.append("alert", &serde_json::json!({"id": id, "rule": "test"})).expect("append");
+        }
+        let rewritten = String::from_utf8(rewritten.into_inner()).expect("utf-8");
+        assert!(verify(&rewritten, None).is_ok(), "a consistent rewrite verifies on its own");
+        assert!(matches!(verify(&rewritten, Some(&head)), Err(AuditError::WrongHead { .. })));
+        assert_eq!(records_about(&text, "a1").len(), 1);
+    }
+
+    #[test]
+    fn garbage_is_malformed_not_a_panic() {
+        for text in ["not json", "{\"seq\":1}", "{\"seq\":1,\"hash\":\"xyz\"}", "\u{0}\n"] {
+            assert!(matches!(verify(text, None), Err(AuditError::Malformed { line: 1, .. })), "{text:?}");
+        }
+    }
+}

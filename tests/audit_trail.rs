@@ -1,0 +1,85 @@
+//! The audit trail of a real run: it records every alert, verifies as written, and says where
+//! it was changed after each kind of tampering.
+
+mod common;
+
+use common::{data, read_jsonl, run};
+use surveil::audit::{AUDIT, AuditError, verify};
+use surveil::config::Config;
+
+const AAPL: &str = "lobster/aapl_2012-06-21/AAPL_2012-06-21_34200000_37800000_message_50.csv";
+
+/// The audit log and the head its run recorded, for a run over the generated example session
+/// and a real LOBSTER hour.
+fn audited_run(workers: usize) -> (String, String, Vec<serde_json::Value>, tempfile::TempDir) {
+    let example = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("datasets/example.csv");
+    let (summary, out) = run(&[example, data(AAPL)], Config::default(), workers);
+    let head = summary.written.audit.clone().expect("the run keeps an audit log");
+    let text = std::fs::read_to_string(out.path().join(AUDIT)).expect("audit.jsonl");
+    assert_eq!(head.records, text.lines().count() as u64);
+    let alerts = read_jsonl(out.path(), "alerts.jsonl");
+    (text, head.head, alerts, out)
+}
+
+fn lines(text: &str) -> Vec<String> {
+    text.lines().map(String::from).collect()
+}
+
+fn join(lines: &[String]) -> String {
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+#[test]
+fn the_log_records_the_run_and_every_alert_and_verifies() {
+    for workers in [1, 2] {
+        let (text, head, alerts, _out) = audited_run(workers);
+        let verified = verify(&text, Some(&head)).expect("verifies");
+        let records: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).expect("JSON")).collect();
+        assert_eq!(records[0]["kind"], "run_started");
+        assert_eq!(records[0]["data"]["inputs"].as_array().map(Vec::len), Some(2));
+        assert_eq!(records.last().expect("records")["kind"], "run_finished");
+        // Every alert, as written to alerts.jsonl, in the same order.
+        let audited: Vec<&serde_json::Value> =
+            records.iter().filter(|r| r["kind"] == "alert").map(|r| &r["data"]).collect();
+        assert!(!alerts.is_empty());
+        assert_eq!(audited.len(), alerts.len(), "{workers} workers");
+        assert!(audited.iter().zip(&alerts).all(|(a, b)| *a == b));
+        assert_eq!(verified.records, alerts.len() as u64 + 2);
+    }
+}
+
+#[test]
+fn each_kind_of_tampering_is_found_where_it_happened() {
+    let (text, head, _, _out) = audited_run(1);
+    let original = lines(&text);
+    assert!(original.len() >= 4, "a log long enough to tamper with");
+
+    // An edited alert: another rule name.
+    let mut edited = original.clone();
+    edited[1] = edited[1].replacen("\"rule\":\"", "\"rule\":\"not_", 1);
+    assert_ne!(edited[1], original[1]);
+    assert_eq!(verify(&join(&edited), Some(&head)), Err(AuditError::Edited { line: 2, seq: 2 }));
+
+    // A deleted alert.
+    let mut deleted = original.clone();
+    deleted.remove(2);
+    assert_eq!(verify(&join(&deleted), Some(&head)), Err(AuditError::Missing { line: 3, first: 3, last: 3 }));
+
+    // An inserted copy of an alert.
+    let mut inserted = original.clone();
+    inserted.insert(2, original[1].clone());
+    assert_eq!(verify(&join(&inserted), Some(&head)), Err(AuditError::OutOfPlace { line: 3, seq: 2, expected: 3 }));
+
+    // Two records swapped.
+    let mut swapped = original.clone();
+    swapped.swap(1, 2);
+    assert_eq!(verify(&join(&swapped), Some(&head)), Err(AuditError::Missing { line: 2, first: 2, last: 2 }));
+
+    // The end cut off: visible against the head in summary.json.
+    let mut cut = original.clone();
+    cut.pop();
+    assert!(matches!(verify(&join(&cut), Some(&head)), Err(AuditError::WrongHead { .. })));
+
+    // The untouched log still verifies.
+    assert!(verify(&join(&original), Some(&head)).is_ok());
+}
