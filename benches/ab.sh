@@ -8,8 +8,9 @@
 # The two builds must give the same alerts (checked on the last run, `detected_at` aside).
 set -euo pipefail
 command -v bc >/dev/null || { echo "benches/ab.sh needs bc (apt-get install bc)" >&2; exit 1; }
-A="$1"; B="$2"; INPUT="$3"; WORKERS="${4:-1}"
-shift $(( $# >= 4 ? 4 : 3 ))
+A="$1"; B="$2"; INPUT="$3"; shift 3
+WORKERS=1
+if [ $# -gt 0 ] && [ "$1" != "--" ]; then WORKERS="$1"; shift; fi
 [ "${1:-}" = "--" ] && shift
 REPEAT="${REPEAT:-11}"
 OUT="$(mktemp -d)"

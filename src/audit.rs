@@ -155,6 +155,10 @@ pub enum AuditError {
         /// The record's sequence number.
         seq: u64,
     },
+    /// The log is not one whole run: it does not open with `run_started` or close with
+    /// `run_finished`.
+    #[error("{0}")]
+    NotAWholeRun(String),
     /// The log does not end where its run's summary says.
     #[error(
         "the log ends at record {records} with head {head}, not at the head its run recorded ({expected}): \
@@ -210,6 +214,26 @@ pub fn verify(text: &str, expected_head: Option<&str>) -> Result<Verified, Audit
         return Err(AuditError::WrongHead { records, head, expected: expected.to_string() });
     }
     Ok(Verified { records, head })
+}
+
+/// Checks a run's log: [`verify`], and that it opens with `run_started` and closes with
+/// `run_finished` (so a log cut anywhere is found even without the head).
+pub fn verify_run(text: &str, expected_head: Option<&str>) -> Result<Verified, AuditError> {
+    let verified = verify(text, expected_head)?;
+    let kind = |line: Option<&str>| {
+        line.and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .and_then(|record| record["kind"].as_str().map(String::from))
+    };
+    if kind(text.lines().next()).as_deref() != Some("run_started") {
+        return Err(AuditError::NotAWholeRun("the log does not open with a run_started record".into()));
+    }
+    if kind(text.lines().last()).as_deref() != Some("run_finished") {
+        return Err(AuditError::NotAWholeRun(format!(
+            "the log stops at record {} without a run_finished record: its end was cut",
+            verified.records
+        )));
+    }
+    Ok(verified)
 }
 
 /// The records of a log that mention `id` (an alert id): every version of that alert.
@@ -304,6 +328,20 @@ mod tests {
         assert!(verify(&rewritten, None).is_ok(), "a consistent rewrite verifies on its own");
         assert!(matches!(verify(&rewritten, Some(&head)), Err(AuditError::WrongHead { .. })));
         assert_eq!(records_about(&text, "a1").len(), 1);
+    }
+
+    #[test]
+    fn a_run_log_must_be_whole() {
+        let mut log = AuditLog::new(Vec::new());
+        log.append("run_started", &serde_json::json!({})).expect("append");
+        log.append("alert", &serde_json::json!({"id": "a"})).expect("append");
+        let open = String::from_utf8(log.get_mut().clone()).expect("utf-8");
+        assert!(matches!(verify_run(&open, None), Err(AuditError::NotAWholeRun(_))));
+        log.append("run_finished", &serde_json::json!({})).expect("append");
+        let whole = String::from_utf8(log.into_inner()).expect("utf-8");
+        assert_eq!(verify_run(&whole, None).map(|v| v.records), Ok(3));
+        let headless: String = whole.lines().skip(1).map(|l| format!("{l}\n")).collect();
+        assert!(verify_run(&headless, None).is_err());
     }
 
     #[test]

@@ -421,6 +421,8 @@ pub struct ReportWriter {
     ratios: BufWriter<File>,
     features: Option<(BufWriter<File>, u64)>,
     audit: Option<AuditLog<BufWriter<File>>>,
+    /// How the run ended, for the audit trail (see [`WriterSlot::set_run_end`]).
+    pub run_end: Option<Json>,
     /// Counts so far.
     pub counts: WrittenCounts,
     error: Option<std::io::Error>,
@@ -442,6 +444,7 @@ impl ReportWriter {
             ratios: open(RATIOS)?,
             features: None,
             audit: None,
+            run_end: None,
             counts: WrittenCounts::default(),
             error: None,
             line: Vec::with_capacity(512),
@@ -546,13 +549,16 @@ impl ReportWriter {
         self.counts.symbol_collisions = self.renderer.names.collisions();
         if let Some(mut log) = self.audit.take() {
             let c = &self.counts;
-            let end = json!({
+            let mut end = json!({
                 "alerts_by_rule": c.alerts_by_rule,
                 "dead_letters_by_reason": c.dead_letters_by_reason,
                 "late_events": c.late_events,
                 "ratio_values": c.ratio_values,
                 "feature_rows": c.feature_rows,
             });
+            if let (Some(Json::Object(facts)), Json::Object(end)) = (self.run_end.take(), &mut end) {
+                end.extend(facts);
+            }
             log.append("run_finished", &end)?;
             log.get_mut().flush()?;
             log.get_mut().get_ref().sync_all()?;
@@ -784,6 +790,14 @@ impl WriterSlot {
     pub fn drive(&self, worker: &mut timely::worker::Worker) {
         while !self.flushed.get() {
             worker.step_or_park(Some(std::time::Duration::from_millis(100)));
+        }
+    }
+
+    /// Facts about how the run ended (whether it read everything, why it stopped) for the
+    /// audit trail's `run_finished` record, if this worker holds the writer.
+    pub fn set_run_end(&self, facts: Json) {
+        if let Some(writer) = self.writer.borrow_mut().as_mut() {
+            writer.run_end = Some(facts);
         }
     }
 

@@ -452,12 +452,23 @@ fn run_started(config: &Config, inputs: &[InputSpec]) -> serde_json::Value {
             })
         })
         .collect();
+    // Reference data and models change alerts as much as the inputs do: their content digests.
+    let reference: Vec<serde_json::Value> = [&config.reference.instruments, &config.reference.accounts]
+        .into_iter()
+        .chain([&config.rules.anomaly.model])
+        .flatten()
+        .map(|path| {
+            let digest = std::fs::read(path).ok().map(|bytes| crate::audit::sha256_hex(&bytes));
+            serde_json::json!({"path": path.display().to_string(), "sha256": digest})
+        })
+        .collect();
     serde_json::json!({
         "surveil": env!("CARGO_PKG_VERSION"),
-        // The effective configuration, every default included (its debug form is deterministic:
-        // the configuration holds no hash maps).
+        // The effective configuration, every default included, as this version renders it (its
+        // debug form is deterministic: the configuration holds no hash maps).
         "config_sha256": crate::audit::sha256_hex(format!("{config:?}").as_bytes()),
         "inputs": files,
+        "reference": reference,
     })
 }
 
@@ -555,6 +566,19 @@ impl Job {
     pub fn writer_slot(&self, worker: usize) -> WriterSlot {
         let writer = if worker == 0 { self.writer.lock().ok().and_then(|mut w| w.take()) } else { None };
         WriterSlot::new(writer)
+    }
+
+    /// How the run ended, as the audit trail records it: whether every input was read to its
+    /// end, the events read, and why the run stopped early.
+    fn run_end(&self) -> serde_json::Value {
+        let positions = self.progress.positions();
+        let complete = positions.iter().all(|p| p.finished) && positions.len() == self.inputs.len();
+        let events: u64 = self.progress.events().iter().sum();
+        serde_json::json!({
+            "complete": complete,
+            "events": events,
+            "interrupted": (!complete).then(|| self.stop.reason().unwrap_or_else(|| "stopped".into())),
+        })
     }
 
     /// Commits the output folder once every worker is done: `written` is what the writer of
@@ -657,6 +681,7 @@ impl Job {
             // messages) instead of spinning: a spinning worker takes the core from the system's
             // own work, which then preempts it.
             slot.drive(worker);
+            slot.set_run_end(job.run_end());
             slot.finish().transpose().map_err(|e| e.to_string())
         })
         .map_err(RunError::Dataflow)?;

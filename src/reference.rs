@@ -264,7 +264,14 @@ impl ReferenceData {
         if let Some(tick) = self.instrument(instrument).and_then(|i| i.tick_size) {
             return TickRule::Fixed(tick.0.max(1));
         }
-        let units = |tick: Decimal| tick.at_scale(scale).and_then(|u| i64::try_from(u).ok()).unwrap_or(1).max(1);
+        // In units of the price scale: trailing zeros do not count ("2.0" is 2), and a tick
+        // finer than the scale (which no price of the instrument could show) is one unit.
+        let units = |mut tick: Decimal| {
+            while tick.scale > 0 && tick.mantissa % 10 == 0 {
+                tick = Decimal { mantissa: tick.mantissa / 10, scale: tick.scale - 1 };
+            }
+            tick.at_scale(scale).and_then(|u| i64::try_from(u).ok()).unwrap_or(1).max(1)
+        };
         if let Some(&tick) = self.venue_ticks.get(&venue) {
             return TickRule::Fixed(units(tick));
         }
@@ -348,6 +355,8 @@ mod tests {
         assert_eq!(data.tick_size(whole, venue, Price(3)), 1);
         data.set_venue_tick(venue, Decimal::parse("1").expect("decimal"));
         assert_eq!(data.tick_size(usd4, venue, Price(9_999)), 10_000);
+        data.set_venue_tick(venue, Decimal::parse("2.0").expect("decimal"));
+        assert_eq!(data.tick_size(whole, venue, Price(3)), 2, "trailing zeros do not make a tick finer");
         assert_eq!(data.tick_size(eux, venue, Price(10_000)), 5, "the instrument's own tick wins");
     }
 

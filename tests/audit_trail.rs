@@ -4,7 +4,7 @@
 mod common;
 
 use common::{data, read_jsonl, run};
-use surveil::audit::{AUDIT, AuditError, verify};
+use surveil::audit::{AUDIT, AuditError, verify, verify_run};
 use surveil::config::Config;
 
 const AAPL: &str = "lobster/aapl_2012-06-21/AAPL_2012-06-21_34200000_37800000_message_50.csv";
@@ -33,11 +33,14 @@ fn join(lines: &[String]) -> String {
 fn the_log_records_the_run_and_every_alert_and_verifies() {
     for workers in [1, 2] {
         let (text, head, alerts, _out) = audited_run(workers);
-        let verified = verify(&text, Some(&head)).expect("verifies");
+        let verified = verify_run(&text, Some(&head)).expect("verifies");
         let records: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).expect("JSON")).collect();
         assert_eq!(records[0]["kind"], "run_started");
         assert_eq!(records[0]["data"]["inputs"].as_array().map(Vec::len), Some(2));
-        assert_eq!(records.last().expect("records")["kind"], "run_finished");
+        let end = records.last().expect("records");
+        assert_eq!(end["kind"], "run_finished");
+        assert_eq!(end["data"]["complete"], true);
+        assert!(end["data"]["events"].as_u64().unwrap_or(0) > 90_000, "{end}");
         // Every alert, as written to alerts.jsonl, in the same order.
         let audited: Vec<&serde_json::Value> =
             records.iter().filter(|r| r["kind"] == "alert").map(|r| &r["data"]).collect();
@@ -75,11 +78,12 @@ fn each_kind_of_tampering_is_found_where_it_happened() {
     swapped.swap(1, 2);
     assert_eq!(verify(&join(&swapped), Some(&head)), Err(AuditError::Missing { line: 2, first: 2, last: 2 }));
 
-    // The end cut off: visible against the head in summary.json.
+    // The end cut off: visible against the head in summary.json, and without it.
     let mut cut = original.clone();
     cut.pop();
     assert!(matches!(verify(&join(&cut), Some(&head)), Err(AuditError::WrongHead { .. })));
+    assert!(matches!(verify_run(&join(&cut), None), Err(AuditError::NotAWholeRun(_))));
 
     // The untouched log still verifies.
-    assert!(verify(&join(&original), Some(&head)).is_ok());
+    assert!(verify_run(&join(&original), Some(&head)).is_ok());
 }

@@ -36,6 +36,10 @@ enum AuditAction {
         /// The head hash the log must end with (default: from summary.json beside the log).
         #[arg(long)]
         head: Option<String>,
+        /// Accept a log whose head cannot be checked (no summary.json, no --head): only its
+        /// records, links, first and last record are checked.
+        #[arg(long, conflicts_with = "head")]
+        no_head: bool,
     },
     /// Print every record about an alert id.
     Show {
@@ -417,23 +421,30 @@ fn audit(action: AuditAction) -> Result<()> {
         std::fs::read_to_string(path).with_context(|| format!("cannot read the audit log {}", path.display()))
     };
     match action {
-        AuditAction::Verify { log, head } => {
+        AuditAction::Verify { log, head, no_head } => {
             let log = resolve(log);
             let text = read(&log)?;
             let summary = log.with_file_name(surveil::output::SUMMARY);
             let (expected, from) = match head {
                 Some(head) => (Some(head), "--head".to_string()),
-                None => match std::fs::read_to_string(&summary) {
-                    Ok(json) => {
-                        let parsed: serde_json::Value = serde_json::from_str(&json)
-                            .with_context(|| format!("{} is not a run summary", summary.display()))?;
-                        let head = parsed["audit"]["head"].as_str().map(String::from);
-                        (head, summary.display().to_string())
-                    }
-                    Err(_) => (None, String::new()),
-                },
+                None if no_head => (None, String::new()),
+                None => {
+                    let json = std::fs::read_to_string(&summary).with_context(|| {
+                        format!(
+                            "no {} to check the log's end against: give --head HASH, or --no-head to check \
+                             everything but the end",
+                            summary.display()
+                        )
+                    })?;
+                    let parsed: serde_json::Value = serde_json::from_str(&json)
+                        .with_context(|| format!("{} is not a run summary", summary.display()))?;
+                    let Some(head) = parsed["audit"]["head"].as_str() else {
+                        bail!("{} records no audit head: the log cannot be checked against it", summary.display());
+                    };
+                    (Some(head.to_string()), summary.display().to_string())
+                }
             };
-            let verified = surveil::audit::verify(&text, expected.as_deref())
+            let verified = surveil::audit::verify_run(&text, expected.as_deref())
                 .with_context(|| format!("the audit log {} does not verify", log.display()))?;
             match expected {
                 Some(_) => println!(
@@ -443,7 +454,7 @@ fn audit(action: AuditAction) -> Result<()> {
                     verified.head
                 ),
                 None => println!(
-                    "{}: {} records, intact, ending at {} (no summary.json to check the end against)",
+                    "{}: {} records, intact, ending at {} (--no-head: the end was not checked against a head)",
                     log.display(),
                     verified.records,
                     verified.head

@@ -76,13 +76,17 @@ impl DetectorGroup {
         *self.slots.entry(key).or_insert(next)
     }
 
-    /// Files the timers detector `index` asked for while handling `key` at `slot`.
+    /// Files the timers detector `index` asked for, each under its own key's slot.
     #[inline]
-    fn take_timers(&mut self, index: usize, slot: usize) {
+    fn take_timers(&mut self, index: usize) {
         if !self.out.timers.is_empty() {
-            for (time, key) in self.out.timers.drain(..) {
+            let timers = std::mem::take(&mut self.out.timers);
+            for &(time, key) in &timers {
+                let slot = self.slot(key);
                 self.timers.insert((time, index, key, slot));
             }
+            self.out.timers = timers;
+            self.out.timers.clear();
         }
     }
 
@@ -145,7 +149,7 @@ impl TimeOrderedProcessor<Event> for DetectorGroup {
             // The order state belongs to the event's instrument, for the rules that asked.
             let order = order.as_ref().filter(|_| self.wants_orders[index] && key == Key::Instrument(event.instrument));
             self.detectors[index].on_event(key, slot, &event, order, &mut self.out);
-            self.take_timers(index, slot);
+            self.take_timers(index);
         }
         self.emit(out);
     }
@@ -161,7 +165,7 @@ impl TimeOrderedProcessor<Event> for DetectorGroup {
             }
             self.timers.pop_first();
             self.detectors[index].on_timer(key, slot, time, &mut self.out);
-            self.take_timers(index, slot);
+            self.take_timers(index);
             self.emit(out);
         }
     }

@@ -14,8 +14,9 @@ use crate::model::Symbol;
 #[non_exhaustive]
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Key {
-    /// One instrument. Detectors keyed by instrument also see the state of each event's
-    /// order before the event ([`crate::detect::AlertSink::order`]).
+    /// One instrument. Detectors keyed by instrument can also see the state of each event's
+    /// order before the event ([`crate::detect::AlertSink::order`]) by asking for it
+    /// ([`crate::detect::Detector::needs_order_state`]).
     Instrument(Symbol),
     /// One account.
     Account(Symbol),

@@ -76,7 +76,13 @@ pub trait Detector: 'static {
     /// True when the rule reads the state of each event's order before the event
     /// ([`AlertSink::order`]). The rule must then key the events it looks at by their
     /// instrument; the operator routes every order event of those instruments to it and keeps
-    /// their open orders. Off by default: a rule that does not ask pays nothing for it.
+    /// their open orders. Off by default: a rule that does not ask and runs alone pays nothing
+    /// for it.
+    ///
+    /// Where orders are tracked (a rule that asks; the default job's group, which always
+    /// tracks), an event whose meaning depends on an order never seen (a replace, or a cancel
+    /// without a quantity) is an `unknown_order` dead letter and reaches no rule of the
+    /// operator; a rule that does not ask and runs alone sees such events.
     fn needs_order_state(&self) -> bool {
         false
     }

@@ -57,8 +57,9 @@ impl<'a> AlertSink<'a> {
         self.now
     }
 
-    /// The state of the event's order before the event, for detectors keyed by instrument
-    /// (`None` for other keys, for events without an order, and for timers).
+    /// The state of the event's order before the event, for detectors keyed by instrument that
+    /// ask for it ([`crate::detect::Detector::needs_order_state`]); `None` for other detectors
+    /// and keys, for events without an order, and for timers.
     pub fn order(&self) -> Option<&OrderContext> {
         self.order
     }

@@ -140,6 +140,12 @@ impl Detector for FeatureRecorder {
         "features"
     }
 
+    /// The recorder reads no order, but asks for the order state so that, run alone, it
+    /// skips the events the order state cannot interpret, as it does in the default job.
+    fn needs_order_state(&self) -> bool {
+        true
+    }
+
     fn key(&self, event: &Event) -> Option<Key> {
         Some(Key::Instrument(event.instrument))
     }
