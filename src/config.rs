@@ -42,6 +42,8 @@ pub struct Config {
     pub rules: RulesConfig,
     /// The feature store.
     pub features: FeaturesConfig,
+    /// The alert manager: tiers, grouping of repeats, routes.
+    pub alerts: AlertsConfig,
 }
 
 impl Config {
@@ -104,6 +106,7 @@ impl Config {
                         [0, 1], evidence_prior finite and not negative"
                 .into());
         }
+        self.alerts.validate()?;
         let limits = &self.rules.order_limits;
         quantity_limit("rules.order_limits.max_quantity", &limits.max_quantity)?;
         notional_limit("rules.order_limits.max_notional", &limits.max_notional)?;
@@ -622,6 +625,170 @@ impl Default for SelfTradeConfig {
     }
 }
 
+/// Score cut-offs of the tiers: an alert is in the highest tier whose cut-off its score
+/// reaches, and `info` below `low`.
+///
+/// The defaults are the scores the built-in rules give at 1, 1.5, 3 and 10 times their limit
+/// ([`crate::model::alert::score_from_excess`], rounded down), so that a limit breach's tier
+/// matches its severity unless the cut-offs are changed.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TierCutoffs {
+    /// Lowest score of `low`. Default 50.
+    pub low: f64,
+    /// Lowest score of `medium`. Default 57.
+    pub medium: f64,
+    /// Lowest score of `high`. Default 69.
+    pub high: f64,
+    /// Lowest score of `critical`. Default 90.
+    pub critical: f64,
+}
+
+impl Default for TierCutoffs {
+    fn default() -> Self {
+        TierCutoffs { low: 50.0, medium: 57.0, high: 69.0, critical: 90.0 }
+    }
+}
+
+impl TierCutoffs {
+    /// The tier of `score`.
+    pub fn tier(&self, score: f64) -> crate::model::Tier {
+        use crate::model::Tier;
+        if score >= self.critical {
+            Tier::Critical
+        } else if score >= self.high {
+            Tier::High
+        } else if score >= self.medium {
+            Tier::Medium
+        } else if score >= self.low {
+            Tier::Low
+        } else {
+            Tier::Info
+        }
+    }
+
+    fn validate(&self, name: &str) -> Result<(), String> {
+        let cuts = [self.low, self.medium, self.high, self.critical];
+        if cuts.iter().any(|c| !c.is_finite()) || cuts.windows(2).any(|w| w[0] > w[1]) {
+            return Err(format!("{name}: the cut-offs must be numbers with low <= medium <= high <= critical"));
+        }
+        Ok(())
+    }
+}
+
+/// What an override of the alert manager's defaults may change, per rule or per desk.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertPolicyOverride {
+    /// Tier cut-offs.
+    pub tiers: Option<TierCutoffs>,
+    /// Grouping horizon.
+    #[serde(with = "humantime_serde")]
+    pub group_horizon: Option<Duration>,
+}
+
+/// Where notices go: the first alert of each group and each group's summary, when they match.
+/// An empty list matches everything.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The route's name: its file is `notices_NAME.jsonl` in the output folder.
+    pub name: String,
+    /// Tiers sent on the route. Default: every tier but `info`.
+    #[serde(default = "notified_tiers")]
+    pub tiers: Vec<String>,
+    /// Rules sent on the route.
+    #[serde(default)]
+    pub rules: Vec<String>,
+    /// Desks sent on the route.
+    #[serde(default)]
+    pub desks: Vec<String>,
+}
+
+fn notified_tiers() -> Vec<String> {
+    ["low", "medium", "high", "critical"].map(String::from).to_vec()
+}
+
+/// The alert manager: every alert gets a tier from its score, repeats of a rule on one key
+/// (rule, instrument, account) within a horizon fold into one notice, and notices are routed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Tier cut-offs.
+    pub tiers: TierCutoffs,
+    /// Repeats within this horizon after a key's first alert fold into its group; 0 turns
+    /// grouping off. Default 15 min.
+    #[serde(with = "humantime_serde")]
+    pub group_horizon: Duration,
+    /// Occurrences listed in a group's summary (the count is always exact). Default 1000.
+    pub max_listed: usize,
+    /// Overrides per rule name.
+    pub rules: BTreeMap<String, AlertPolicyOverride>,
+    /// Overrides per desk (they win over a rule's).
+    pub desks: BTreeMap<String, AlertPolicyOverride>,
+    /// Routes; by default one route, `all`, with every tier but `info`.
+    pub routes: Vec<RouteConfig>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            tiers: TierCutoffs::default(),
+            group_horizon: Duration::from_secs(15 * 60),
+            max_listed: 1000,
+            rules: BTreeMap::new(),
+            desks: BTreeMap::new(),
+            routes: vec![RouteConfig { name: "all".into(), tiers: notified_tiers(), rules: vec![], desks: vec![] }],
+        }
+    }
+}
+
+impl AlertsConfig {
+    fn validate(&self) -> Result<(), String> {
+        self.tiers.validate("alerts.tiers")?;
+        nanos("alerts.group_horizon", self.group_horizon, Duration::ZERO, MAX_GROUP_HORIZON)?;
+        for (kind, map) in [("rules", &self.rules), ("desks", &self.desks)] {
+            for (name, o) in map {
+                if let Some(t) = &o.tiers {
+                    t.validate(&format!("alerts.{kind}.{name}.tiers"))?;
+                }
+                if let Some(h) = o.group_horizon {
+                    nanos(&format!("alerts.{kind}.{name}.group_horizon"), h, Duration::ZERO, MAX_GROUP_HORIZON)?;
+                }
+            }
+        }
+        if self.routes.len() > 64 {
+            return Err("alerts.routes: at most 64 routes".into());
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for route in &self.routes {
+            let valid =
+                !route.name.is_empty() && route.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !valid {
+                return Err(format!(
+                    "alerts.routes: route name {:?} must be letters, digits, '_' or '-' (it names a file)",
+                    route.name
+                ));
+            }
+            if !names.insert(route.name.as_str()) {
+                return Err(format!("alerts.routes: two routes are named {:?}", route.name));
+            }
+            for tier in &route.tiers {
+                if crate::model::Tier::parse(tier).is_none() {
+                    return Err(format!(
+                        "alerts.routes.{}: unknown tier {tier:?} (info, low, medium, high, critical)",
+                        route.name
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The longest grouping horizon: a week, past any trading session.
+const MAX_GROUP_HORIZON: Duration = Duration::from_secs(7 * 24 * 3600);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -636,6 +803,9 @@ mod tests {
         assert_eq!(config.rules.anomaly.z_threshold, defaults.rules.anomaly.z_threshold);
         assert_eq!(config.rules.anomaly.scopes, defaults.rules.anomaly.scopes);
         assert_eq!(config.features.window, defaults.features.window);
+        assert_eq!(config.alerts.tiers, defaults.alerts.tiers);
+        assert_eq!(config.alerts.group_horizon, defaults.alerts.group_horizon);
+        assert_eq!(config.alerts.routes.len(), 1);
     }
 
     #[test]

@@ -54,7 +54,8 @@
 //! Each module imports only the ones below it (checked by `tests/architecture.rs`):
 //! [`model`] (events, alerts, dead letters, feature rows), [`config`], [`reference`],
 //! [`ingest`] (parsers, file partitions), [`detect`] (the detector framework), [`rules`],
-//! [`features`] and [`testing`], [`anomaly`], [`output`] (sinks), [`pipeline`] (jobs).
+//! [`features`] and [`testing`], [`anomaly`], [`manager`] (tiers, grouping, routing),
+//! [`audit`], [`output`] (sinks), [`pipeline`] (jobs).
 #![forbid(missing_docs)]
 
 pub mod anomaly;
@@ -67,6 +68,7 @@ pub mod features;
 #[cfg(feature = "tools")]
 pub mod generate;
 pub mod ingest;
+pub mod manager;
 pub mod model;
 #[cfg(feature = "tools")]
 pub mod nab;

@@ -24,7 +24,7 @@ use crate::ingest::time::format_time;
 use crate::model::RatioReport;
 use crate::model::Report;
 use crate::model::alert::{Alert, Value};
-use crate::model::{Body, Event, Symbol, SymbolTable};
+use crate::model::{AlertGroup, Body, Event, Symbol, SymbolTable, TriagedAlert};
 use crate::reference::ReferenceData;
 
 /// File names in the output folder.
@@ -197,6 +197,51 @@ impl Renderer {
             "explanation": alert.explanation,
             "parameters": parameters,
             "evidence": alert.evidence.iter().map(|e| self.event(e)).collect::<Vec<_>>(),
+        })
+    }
+
+    /// A triaged alert: the alert with its tier, desk and group, and the names of the routes it
+    /// was sent on.
+    pub fn triaged(&self, triaged: &TriagedAlert, route_names: &[String]) -> Json {
+        let mut json = self.alert(&triaged.alert);
+        if let Json::Object(fields) = &mut json {
+            fields.insert("tier".into(), Json::from(triaged.tier.as_str()));
+            fields.insert("desk".into(), self.name(triaged.desk));
+            fields.insert("group".into(), Json::from(triaged.group.to_string()));
+            fields.insert("sent_to".into(), route_list(triaged.routes, route_names));
+        }
+        json
+    }
+
+    /// A group of repeats, with the names of the routes its summary was sent on.
+    pub fn group(&self, group: &AlertGroup, route_names: &[String]) -> Json {
+        let occurrences: Vec<Json> = group
+            .occurrences
+            .iter()
+            .map(|o| {
+                json!({
+                    "id": o.id.to_string(),
+                    "event_time": format_time(o.time),
+                    "score": o.score,
+                    "tier": o.tier.as_str(),
+                })
+            })
+            .collect();
+        json!({
+            "group": group.id.to_string(),
+            "rule": group.rule.as_str(),
+            "tier": group.tier.as_str(),
+            "max_score": group.max_score,
+            "count": group.count,
+            "instrument": self.name(group.instrument),
+            "account": self.name(group.account),
+            "desk": self.name(group.desk),
+            "first_time": format_time(group.first_time),
+            "last_time": format_time(group.last_time),
+            "horizon_end": format_time(group.horizon_end),
+            "occurrences": occurrences,
+            "truncated": group.truncated,
+            "sent_to": route_list(group.routes, route_names),
         })
     }
 
@@ -382,6 +427,23 @@ fn write_json_str(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
 }
 
+fn route_list(routes: crate::model::Routes, names: &[String]) -> Json {
+    Json::Array(routes.iter().filter_map(|i| names.get(i)).map(|n| Json::from(n.as_str())).collect())
+}
+
+/// The file of the route named `name`.
+pub fn notice_file(name: &str) -> String {
+    format!("{NOTICES_PREFIX}{name}.jsonl")
+}
+
+/// Route files are `notices_NAME.jsonl`.
+pub const NOTICES_PREFIX: &str = "notices_";
+
+/// Whether `name` is a file a run writes (a fixed name or a route's file).
+fn is_output_name(name: &str) -> bool {
+    ALL_FILES.contains(&name) || (name.starts_with(NOTICES_PREFIX) && name.ends_with(".jsonl"))
+}
+
 /// What the writer counted.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct WrittenCounts {
@@ -397,6 +459,15 @@ pub struct WrittenCounts {
     pub feature_rows: u64,
     /// Symbol hash collisions seen.
     pub symbol_collisions: u64,
+    /// Alerts by tier, when the alert manager ran.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub alerts_by_tier: BTreeMap<String, u64>,
+    /// Summaries of groups of repeats written.
+    #[serde(default)]
+    pub alert_groups: u64,
+    /// Notices (alerts sent at once and group summaries) by route.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub notices_by_route: BTreeMap<String, u64>,
     /// The audit log's end, when one was kept: what `surveil audit verify` checks it against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditHead>,
@@ -421,6 +492,9 @@ pub struct ReportWriter {
     ratios: BufWriter<File>,
     features: Option<(BufWriter<File>, u64)>,
     audit: Option<AuditLog<BufWriter<File>>>,
+    /// The routes' names and files, by route index.
+    route_names: Vec<String>,
+    routes: Vec<BufWriter<File>>,
     /// How the run ended, for the audit trail (see [`WriterSlot::set_run_end`]).
     pub run_end: Option<Json>,
     /// Counts so far.
@@ -444,6 +518,8 @@ impl ReportWriter {
             ratios: open(RATIOS)?,
             features: None,
             audit: None,
+            route_names: Vec::new(),
+            routes: Vec::new(),
             run_end: None,
             counts: WrittenCounts::default(),
             error: None,
@@ -468,8 +544,19 @@ impl ReportWriter {
         Ok(())
     }
 
+    /// Also writes the notices of each route (by index, as the alert manager numbers them) to
+    /// `notices_NAME.jsonl` in `folder`.
+    pub fn send_notices(&mut self, folder: &OutputFolder, route_names: &[String]) -> std::io::Result<()> {
+        self.routes = route_names
+            .iter()
+            .map(|name| Ok(BufWriter::new(File::create(folder.partial(&notice_file(name)))?)))
+            .collect::<std::io::Result<_>>()?;
+        self.route_names = route_names.to_vec();
+        Ok(())
+    }
+
     /// The files this writer produces.
-    pub fn files(&self) -> Vec<&'static str> {
+    pub fn files(&self) -> Vec<String> {
         let mut files = vec![ALERTS, DEAD_LETTERS, LATE, RATIOS];
         if self.features.is_some() {
             files.push(FEATURES);
@@ -477,6 +564,8 @@ impl ReportWriter {
         if self.audit.is_some() {
             files.push(AUDIT);
         }
+        let mut files: Vec<String> = files.into_iter().map(String::from).collect();
+        files.extend(self.route_names.iter().map(|n| notice_file(n)));
         files
     }
 
@@ -501,6 +590,23 @@ impl ReportWriter {
                         Some(log) => log.append("alert", &json).and_then(|()| writeln!(self.alerts, "{json}")),
                         None => writeln!(self.alerts, "{json}"),
                     }
+                }
+                Report::Triaged(triaged) => {
+                    count(&mut self.counts.alerts_by_rule, triaged.alert.rule.as_str());
+                    count(&mut self.counts.alerts_by_tier, triaged.tier.as_str());
+                    let json = self.renderer.triaged(triaged, &self.route_names);
+                    self.notify(triaged.routes, "alert", &json).and_then(|()| match &mut self.audit {
+                        Some(log) => log.append("alert", &json).and_then(|()| writeln!(self.alerts, "{json}")),
+                        None => writeln!(self.alerts, "{json}"),
+                    })
+                }
+                Report::Group(group) => {
+                    self.counts.alert_groups += 1;
+                    let json = self.renderer.group(group, &self.route_names);
+                    self.notify(group.routes, "group", &json).and_then(|()| match &mut self.audit {
+                        Some(log) => log.append("alert_group", &json),
+                        None => Ok(()),
+                    })
                 }
                 Report::DeadLetter(letter) => {
                     count(&mut self.counts.dead_letters_by_reason, letter.reason.as_str());
@@ -533,12 +639,31 @@ impl ReportWriter {
         }
     }
 
+    /// Writes a notice of `kind` (`alert` or `group`) to each route in `routes`.
+    fn notify(&mut self, routes: crate::model::Routes, kind: &str, json: &Json) -> std::io::Result<()> {
+        for index in routes.iter() {
+            if let (Some(file), Some(name)) = (self.routes.get_mut(index), self.route_names.get(index)) {
+                let mut notice = Map::new();
+                notice.insert("notice".into(), Json::from(kind));
+                if let Json::Object(fields) = json {
+                    notice.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+                writeln!(file, "{}", Json::Object(notice))?;
+                count(&mut self.counts.notices_by_route, name);
+            }
+        }
+        Ok(())
+    }
+
     /// Flushes the files to disk (fsync); reports the first write error, if any.
     pub fn finish(&mut self) -> std::io::Result<WrittenCounts> {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
-        for w in [&mut self.alerts, &mut self.dead_letters, &mut self.late, &mut self.ratios] {
+        for w in [&mut self.alerts, &mut self.dead_letters, &mut self.late, &mut self.ratios]
+            .into_iter()
+            .chain(&mut self.routes)
+        {
             w.flush()?;
             w.get_ref().sync_all()?;
         }
@@ -551,6 +676,9 @@ impl ReportWriter {
             let c = &self.counts;
             let mut end = json!({
                 "alerts_by_rule": c.alerts_by_rule,
+                "alerts_by_tier": c.alerts_by_tier,
+                "alert_groups": c.alert_groups,
+                "notices_by_route": c.notices_by_route,
                 "dead_letters_by_reason": c.dead_letters_by_reason,
                 "late_events": c.late_events,
                 "ratio_values": c.ratio_values,
@@ -662,7 +790,14 @@ impl OutputFolder {
                 }
             }
         }
-        for name in ALL_FILES {
+        for (input, canonical, _) in &inputs {
+            let in_folder = canonical.as_deref().and_then(Path::parent) == Some(canonical_dir.as_path());
+            let name = input.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if in_folder && is_output_name(name.strip_suffix(PARTIAL_SUFFIX).unwrap_or(name)) {
+                return Err(OutputError::WouldOverwriteInput { output: dir.join(name), input: input.clone() });
+            }
+        }
+        for name in output_names(dir) {
             let partial = dir.join(format!("{name}{PARTIAL_SUFFIX}"));
             if partial.exists() {
                 std::fs::remove_file(&partial).map_err(|source| OutputError::Io { path: partial, source })?;
@@ -685,14 +820,19 @@ impl OutputFolder {
     /// first (so no summary describes a mix), then each written file replaces its earlier
     /// version, files of an earlier run this run did not write are removed, and the new
     /// summary is written, synced and renamed into place last.
-    pub fn commit(&self, written: &[&str], summary: &[u8]) -> std::io::Result<()> {
+    pub fn commit<S: AsRef<str>>(&self, written: &[S], summary: &[u8]) -> std::io::Result<()> {
+        let written: Vec<&str> = written.iter().map(AsRef::as_ref).collect();
         let remove = |path: &Path| match std::fs::remove_file(path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         };
         remove(&self.dir.join(SUMMARY))?;
-        for name in ALL_FILES.iter().filter(|n| **n != SUMMARY) {
-            if written.contains(name) {
+        let mut names = output_names(&self.dir);
+        names.extend(written.iter().map(|n| n.to_string()));
+        names.sort();
+        names.dedup();
+        for name in names.iter().filter(|n| *n != SUMMARY) {
+            if written.contains(&name.as_str()) {
                 std::fs::rename(self.partial(name), self.dir.join(name))?;
             } else {
                 remove(&self.dir.join(name))?;
@@ -725,11 +865,31 @@ fn order_key(time: u64, report: &Report) -> (u8, u64, u64, u128) {
     match report {
         Report::Symbol(s, _) => (0, 0, 0, s.0 as u128),
         Report::Alert(a) => (1, time, a.time, a.id.0),
+        Report::Triaged(t) => (1, time, t.alert.time, t.alert.id.0),
+        // A group's id is its first alert's, whose time is before the horizon's end.
+        Report::Group(g) => (1, time, g.horizon_end, g.id.0),
         Report::DeadLetter(d) => (2, ((d.source as u64) << 44) | d.offset, 0, 0),
         Report::Late(e) => (3, e.origin.0, 0, 0),
         Report::Ratio(r) => (4, time, 0, ((r.account.0 as u128) << 64) | r.instrument.0 as u128),
         Report::Features(r) => (5, time, r.window_end, r.order_key().1 as u128),
     }
+}
+
+/// The names of the files a run may have written in `dir`: the fixed names and the route files
+/// found there (finished or partial).
+fn output_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = ALL_FILES.iter().map(|n| n.to_string()).collect();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let file = entry.file_name();
+            let Some(file) = file.to_str() else { continue };
+            let name = file.strip_suffix(PARTIAL_SUFFIX).unwrap_or(file);
+            if is_output_name(name) && !names.iter().any(|n| n == name) {
+                names.push(name.to_string());
+            }
+        }
+    }
+    names
 }
 
 /// The folder's files, for messages.

@@ -17,9 +17,10 @@ use surveil_operators::{Partition, SourceOptions, SourceOutputs, partitioned_sou
 use timely::dataflow::operators::core::OkErr;
 
 use crate::anomaly::{AnomaliesExt, AnomalyModel, ModelError};
-use crate::config::AnomalyConfig;
+use crate::config::{AlertsConfig, AnomalyConfig};
 use crate::detect::{Detect, InstrumentRules};
 use crate::features::{FeatureRecorder, FeatureRow};
+use crate::manager::{AlertPolicy, ManageAlerts};
 use crate::output::{WriteReports, WriterSlot};
 use crate::rules::default_rules;
 use timely::dataflow::operators::vec::Map;
@@ -233,6 +234,17 @@ impl RunSummary {
         for (rule, n) in &self.written.alerts_by_rule {
             row(&format!("  {rule}"), n.to_string());
         }
+        for tier in crate::model::Tier::ALL.iter().rev() {
+            if let Some(n) = self.written.alerts_by_tier.get(tier.as_str()) {
+                row(&format!("  tier {tier}"), n.to_string());
+            }
+        }
+        if self.written.alert_groups > 0 {
+            row("  groups of repeats", self.written.alert_groups.to_string());
+        }
+        for (route, n) in &self.written.notices_by_route {
+            row(&format!("  notices to {route}"), n.to_string());
+        }
         row("dead letters", self.dead_letters.to_string());
         for (reason, n) in &self.written.dead_letters_by_reason {
             row(&format!("  {reason}"), n.to_string());
@@ -247,6 +259,9 @@ impl RunSummary {
         s
     }
 }
+
+/// A stream of reports for the writers.
+type Reports<'scope> = Stream<'scope, u64, Vec<Report>>;
 
 /// What the job does with the feature store: nothing, export its rows, score them, or both.
 #[derive(Clone, Debug, Default)]
@@ -283,22 +298,26 @@ impl FeatureJob {
         self.export || self.anomaly.is_some()
     }
 
-    /// Takes the feature rows out of the detectors' side records, adds the account rows, scores
-    /// them, and returns the side records with the anomaly alerts (and the rows, when exported).
-    fn build<'scope>(&self, side: Stream<'scope, u64, Vec<Report>>) -> Stream<'scope, u64, Vec<Report>> {
+    /// Takes the feature rows out of the detectors' side records, adds the account rows and
+    /// scores them: returns the side records (with the rows, when exported) and the anomaly
+    /// alerts, when scoring is on.
+    fn build<'scope>(
+        &self,
+        side: Stream<'scope, u64, Vec<Report>>,
+    ) -> (Reports<'scope>, Option<Stream<'scope, u64, Vec<Alert>>>) {
         let (rows, mut reports) = side.ok_err::<Vec<FeatureRow>, _, Vec<Report>, _, _>(|report| match report {
             Report::Features(row) => Ok(*row),
             other => Err(other),
         });
         let rows = crate::features::with_account_rows(rows);
-        if let Some(config) = &self.anomaly {
-            let alerts = rows.clone().behavioural_anomalies(config, self.window_ns, self.model.clone());
-            reports = reports.concat(alerts.map(|a| Report::Alert(Box::new(a))));
-        }
+        let alerts = self
+            .anomaly
+            .as_ref()
+            .map(|config| rows.clone().behavioural_anomalies(config, self.window_ns, self.model.clone()));
         if self.export {
             reports = reports.concat(rows.map(|r| Report::Features(Box::new(r))));
         }
-        reports
+        (reports, alerts)
     }
 }
 
@@ -319,12 +338,13 @@ pub fn default_dataflow<'scope, P>(
     probe: &ProbeHandle<u64>,
     slot: WriterSlot,
     features: FeatureJob,
+    alerts: &AlertsConfig,
     extra_rules: &[ExtraRule],
 ) where
     P: Partition<Record = Event, Side = Report> + 'static,
 {
     let source = partitioned_source(scope, "Ingest", partitions, options);
-    let reports = default_detection_with(source.records, rules, &reference, &features, extra_rules);
+    let reports = default_detection_with(source.records, rules, &reference, &features, alerts, extra_rules);
     let late = source.late.map(|e| Report::Late(Box::new(e)));
     reports.concat(source.side).concat(late).probe_with(probe).write_reports(slot);
 }
@@ -335,6 +355,7 @@ fn default_detection_with<'scope>(
     rules: InstrumentRules,
     reference: &Arc<ReferenceData>,
     features: &FeatureJob,
+    alerts: &AlertsConfig,
     extra_rules: &[ExtraRule],
 ) -> Stream<'scope, u64, Vec<Report>> {
     let extra_alerts: Vec<_> = extra_rules.iter().map(|rule| rule(events.clone())).collect();
@@ -344,9 +365,10 @@ fn default_detection_with<'scope>(
         rules
     };
     let detected = events.detect_by_instrument(rules, true);
-    let side = if features.is_active() { features.build(detected.side) } else { detected.side };
-    let alerts = extra_alerts.into_iter().fold(detected.alerts, |all, more| all.concat(more));
-    alerts.map(Report::from).concat(side)
+    let (side, anomalies) = if features.is_active() { features.build(detected.side) } else { (detected.side, None) };
+    let all = extra_alerts.into_iter().chain(anomalies).fold(detected.alerts, |all, more| all.concat(more));
+    let policy = Arc::new(AlertPolicy::new(alerts, reference.clone()));
+    all.manage_alerts(policy).reports.concat(side)
 }
 
 /// Builds the default job on one worker over its `partitions`, with the configuration's source
@@ -372,7 +394,18 @@ where
     let rules = default_rules(config, reference);
     let sink = slot.clone();
     worker.dataflow::<u64, _, _>(|scope| {
-        default_dataflow(scope, partitions, options, rules, reference.clone(), &probe, sink, features, &[]);
+        default_dataflow(
+            scope,
+            partitions,
+            options,
+            rules,
+            reference.clone(),
+            &probe,
+            sink,
+            features,
+            &config.alerts,
+            &[],
+        );
     });
     (probe, slot)
 }
@@ -427,7 +460,7 @@ pub struct Job {
     reference: Arc<ReferenceData>,
     folder: OutputFolder,
     writer: Mutex<Option<ReportWriter>>,
-    files: Vec<&'static str>,
+    files: Vec<String>,
     progress: Arc<ReadProgress>,
     stop: Stop,
     features: FeatureJob,
@@ -498,6 +531,8 @@ impl Job {
             writer.export_features(&folder, features.window_ns).map_err(output)?;
         }
         writer.keep_audit_log(&folder, &run_started(&config, &inputs)).map_err(output)?;
+        let routes: Vec<String> = config.alerts.routes.iter().map(|r| r.name.clone()).collect();
+        writer.send_notices(&folder, &routes).map_err(output)?;
         tracing::info!(inputs = inputs.len(), bytes = total_bytes, "job ready");
         Ok(Job {
             files: writer.files(),
@@ -699,7 +734,9 @@ impl Job {
 
 /// The built-in detection of the default job over `events`: the rules the configuration
 /// enables and the feature store (when the job needs it) keyed by instrument in one operator,
-/// the anomaly scoring of the feature rows, and `extra_rules`. Returns alerts and side records.
+/// the anomaly scoring of the feature rows, and `extra_rules`, with every alert passed through
+/// the alert manager ([`crate::manager`]). Returns the triaged alerts, group summaries and side
+/// records.
 pub fn default_detection<'scope>(
     events: Stream<'scope, u64, Vec<Event>>,
     config: &Config,
@@ -707,7 +744,7 @@ pub fn default_detection<'scope>(
     features: &FeatureJob,
     extra_rules: &[ExtraRule],
 ) -> Stream<'scope, u64, Vec<Report>> {
-    default_detection_with(events, default_rules(config, reference), reference, features, extra_rules)
+    default_detection_with(events, default_rules(config, reference), reference, features, &config.alerts, extra_rules)
 }
 
 /// Runs the default job and writes `alerts.jsonl`, `dead_letters.jsonl`, `late_events.jsonl`,

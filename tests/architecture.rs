@@ -8,6 +8,7 @@
 //! sinks       output
 //! audit       audit
 //! scoring     anomaly
+//! alerts      manager
 //! detectors   rules, features, testing
 //! framework   detect
 //! ingest      ingest
@@ -27,6 +28,7 @@ const LAYERS: &[&[&str]] = &[
     &["detect"],
     &["rules", "features", "testing"],
     &["anomaly"],
+    &["manager"],
     &["audit"],
     &["output"],
     &["pipeline"],

@@ -10,6 +10,7 @@ pub mod features;
 pub mod ratio;
 pub mod report;
 pub mod symbol;
+pub mod triage;
 
 pub use alert::{Alert, AlertId, FeatureEvidence, Parameter, Severity, Value};
 pub use dead_letter::{DeadLetter, RejectReason, Rejection};
@@ -19,3 +20,4 @@ pub use features::{FeatureRow, FeatureScope};
 pub use ratio::{RatioCounts, RatioReport};
 pub use report::Report;
 pub use symbol::{IdMap, Symbol, SymbolTable};
+pub use triage::{AlertGroup, Occurrence, Routes, Tier, TriagedAlert};

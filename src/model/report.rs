@@ -2,14 +2,18 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Alert, DeadLetter, Event, FeatureRow, RatioReport, Symbol};
+use super::{Alert, AlertGroup, DeadLetter, Event, FeatureRow, RatioReport, Symbol, TriagedAlert};
 
 /// A record for the output writers.
 #[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Report {
-    /// An alert.
+    /// An alert, as a detector raised it (written as is when no alert manager runs).
     Alert(Box<Alert>),
+    /// An alert with the alert manager's tier, group and routes.
+    Triaged(Box<TriagedAlert>),
+    /// The summary of a group of repeats, when its horizon closed.
+    Group(Box<AlertGroup>),
     /// A record that could not be processed, with the reason.
     DeadLetter(Box<DeadLetter>),
     /// An event that arrived later than the out-of-order bound allows.

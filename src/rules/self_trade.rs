@@ -38,9 +38,9 @@ impl Detector for SelfTrade {
             return;
         };
         let (why, severity, score) = if !buyer.account.is_none() && buyer.account == seller.account {
-            ("the same account is buyer and seller", Severity::Medium, 80.0)
+            ("the same account is buyer and seller", Severity::Medium, 60.0)
         } else if self.match_owner && !buyer.owner.is_none() && buyer.owner == seller.owner {
-            ("buyer and seller accounts have the same beneficial owner", Severity::High, 90.0)
+            ("buyer and seller accounts have the same beneficial owner", Severity::High, 75.0)
         } else {
             return;
         };
