@@ -89,6 +89,12 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
+/// The digest of a configuration as a run records it (`config_sha256` of `run_started`): the
+/// SHA-256 of its debug form, every default included (deterministic: it holds no hash maps).
+pub fn config_digest(config: &crate::config::Config) -> String {
+    sha256_hex(format!("{config:?}").as_bytes())
+}
+
 fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut text = String::with_capacity(bytes.len() * 2);

@@ -55,7 +55,8 @@
 //! [`model`] (events, alerts, dead letters, feature rows), [`config`], [`reference`],
 //! [`ingest`] (parsers, file partitions), [`detect`] (the detector framework), [`rules`],
 //! [`features`] and [`testing`], [`anomaly`], [`manager`] (tiers, grouping, routing),
-//! [`audit`], [`output`] (sinks), [`pipeline`] (jobs).
+//! [`audit`], [`output`] (sinks), [`reports`] (regulatory reports from a run's outputs),
+//! [`pipeline`] (jobs).
 #![forbid(missing_docs)]
 
 pub mod anomaly;
@@ -75,6 +76,7 @@ pub mod nab;
 pub mod output;
 pub mod pipeline;
 pub mod reference;
+pub mod reports;
 pub mod rules;
 pub mod testing;
 

@@ -497,9 +497,8 @@ fn run_started(config: &Config, inputs: &[InputSpec]) -> serde_json::Value {
         .collect();
     serde_json::json!({
         "surveil": env!("CARGO_PKG_VERSION"),
-        // The effective configuration, every default included, as this version renders it (its
-        // debug form is deterministic: the configuration holds no hash maps).
-        "config_sha256": crate::audit::sha256_hex(format!("{config:?}").as_bytes()),
+        // The effective configuration, every default included, as this version renders it.
+        "config_sha256": crate::audit::config_digest(config),
         "inputs": files,
         "reference": reference,
     })

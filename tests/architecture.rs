@@ -5,6 +5,7 @@
 //! ```text
 //! tools       bench, generate, nab (feature `tools`)
 //! job         pipeline
+//! reports     reports
 //! sinks       output
 //! audit       audit
 //! scoring     anomaly
@@ -31,6 +32,7 @@ const LAYERS: &[&[&str]] = &[
     &["manager"],
     &["audit"],
     &["output"],
+    &["reports"],
     &["pipeline"],
     &["bench", "generate", "nab"],
 ];

@@ -51,6 +51,31 @@ enum AuditAction {
 }
 
 #[derive(Subcommand)]
+enum ReportKind {
+    /// The end-of-session order-to-trade report of MiFID II RTS 9: count and volume ratios per
+    /// member and instrument, with the breaches marked, from a run's order_to_trade.jsonl.
+    Otr {
+        /// The run's output folder.
+        run: PathBuf,
+        /// The session (YYYY-MM-DD); may be left out when the run has one session.
+        #[arg(long)]
+        session: Option<String>,
+        /// Who a row is about: account, desk or owner (desk and owner from the accounts file).
+        #[arg(long, default_value = "account")]
+        member: String,
+        /// The configuration whose limits (and accounts file) apply: the run's, normally.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// json, csv or html; by default from --out's extension, else json.
+        #[arg(long)]
+        format: Option<String>,
+        /// File to write; standard output by default.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the surveillance job on recorded files.
     Run {
@@ -89,6 +114,11 @@ enum Command {
         /// Input files (plain or .gz).
         #[arg(required_unless_present = "features")]
         inputs: Vec<PathBuf>,
+    },
+    /// Make a regulatory report from a run's outputs.
+    Report {
+        #[command(subcommand)]
+        kind: ReportKind,
     },
     /// Check or read a run's audit trail (audit.jsonl).
     Audit {
@@ -273,6 +303,7 @@ fn main_inner() -> Result<()> {
             Ok(())
         }
         Some(Command::Audit { action }) => audit(action),
+        Some(Command::Report { kind }) => report(kind),
         None => run_default(),
     }
 }
@@ -415,6 +446,58 @@ fn interrupted(summary: &RunSummary) -> Result<()> {
 }
 
 /// `surveil audit verify|show`.
+/// Writes `text` to standard output; a reader that stops early (`| head`) is not an error.
+fn write_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("cannot write to standard output"),
+    }
+}
+
+fn report(kind: ReportKind) -> Result<()> {
+    use surveil::reports::otr::{Member, otr_report_for, sessions};
+    let ReportKind::Otr { run, session, member, config, format, out } = kind;
+    let member = Member::parse(&member).with_context(|| format!("--member {member}: use account, desk or owner"))?;
+    let config = match &config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let session = match session {
+        Some(session) => session,
+        None => match sessions(&run)?.as_slice() {
+            [one] => one.clone(),
+            [] => bail!("the run in {} has no order-to-trade values", run.display()),
+            many => bail!("the run in {} has sessions {}: choose one with --session", run.display(), many.join(", ")),
+        },
+    };
+    let report = otr_report_for(&run, &session, member, &config)?;
+    let extension = out.as_ref().and_then(|p| p.extension()).and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    let text = match format.or(extension).as_deref().unwrap_or("json") {
+        "json" => serde_json::to_string_pretty(&report)? + "\n",
+        "csv" => report.to_csv(),
+        "html" | "htm" => report.to_html(),
+        other => bail!("unknown report format {other}: use json, csv or html"),
+    };
+    match &out {
+        Some(path) => std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?,
+        None => write_stdout(&text)?,
+    }
+    if report.config_matches_run() == Some(false) {
+        eprintln!(
+            "warning: the run used another configuration than this one (run {}, here {}): its limits may differ",
+            report.source.run_config_sha256.as_deref().unwrap_or("?"),
+            report.source.report_config_sha256
+        );
+    }
+    if !report.source.complete {
+        eprintln!("warning: the run did not read all its input: the report is partial");
+    }
+    eprintln!("session {}: {} breach(es) in {} rows", report.session, report.breaches, report.rows.len());
+    Ok(())
+}
+
 fn audit(action: AuditAction) -> Result<()> {
     let resolve = |path: PathBuf| if path.is_dir() { path.join(surveil::audit::AUDIT) } else { path };
     let read = |path: &std::path::Path| {
@@ -469,10 +552,8 @@ fn audit(action: AuditAction) -> Result<()> {
             if records.is_empty() {
                 bail!("no record about {id} in {}", log.display());
             }
-            for record in records {
-                println!("{record}");
-            }
-            Ok(())
+            let text: String = records.iter().map(|r| format!("{r}\n")).collect();
+            write_stdout(&text)
         }
     }
 }

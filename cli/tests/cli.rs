@@ -34,10 +34,36 @@ fn generate_then_run_writes_every_output() {
         "late_events.jsonl",
         "order_to_trade.jsonl",
         "audit.jsonl",
+        "notices_all.jsonl",
         "summary.json",
     ] {
         assert!(out.join(file).exists(), "{file}");
     }
+    // The RTS 9 report of the run's session, in each format, with the run's configuration.
+    let report = |extra: &[&str]| {
+        surveil()
+            .args(["report", "otr", "--config"])
+            .arg(day.join("surveil.toml"))
+            .arg(&out)
+            .args(extra)
+            .output()
+            .expect("spawn")
+    };
+    let json = report(&[]);
+    assert!(json.status.success(), "{}", String::from_utf8_lossy(&json.stderr));
+    let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).expect("a JSON report");
+    assert_eq!(parsed["session"], "2024-03-01");
+    assert!(parsed["rows"].as_array().is_some_and(|r| !r.is_empty()));
+    assert!(!String::from_utf8_lossy(&json.stderr).contains("warning"), "the run's own configuration");
+    let html_path = dir.path().join("otr.html");
+    let html = report(&["--member", "desk", "--out", html_path.to_str().expect("path")]);
+    assert!(html.status.success(), "{}", String::from_utf8_lossy(&html.stderr));
+    assert!(std::fs::read_to_string(&html_path).expect("html").contains("<table>"));
+    let csv = report(&["--format", "csv"]);
+    assert!(String::from_utf8_lossy(&csv.stdout).starts_with("session,member,instrument"));
+    let wrong = report(&["--session", "1999-01-01"]);
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("2024-03-01"));
     // The run's audit trail verifies, and stops verifying once an alert in it is changed.
     let verify = |out: &std::path::Path| surveil().args(["audit", "verify"]).arg(out).output().expect("spawn");
     let verified = verify(&out);
