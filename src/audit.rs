@@ -13,6 +13,11 @@
 //! with the alert as written to `alerts.jsonl`, and a `run_finished` record with what was
 //! written (alerts by rule, dead letters by reason, late events).
 //!
+//! Hashes alone cannot stop someone who rewrites the log and its summary together. A log
+//! signed with an Ed25519 key ([`AuditLog::signed`]) carries `checkpoint` records, each the
+//! key's signature of the head before it, and ends with one; [`verify_signed`] checks them
+//! against the public key, which the rewriter does not have.
+//!
 //! ```
 //! use surveil::audit::{AuditLog, verify};
 //!
@@ -27,6 +32,8 @@
 
 use std::io::Write;
 
+use ed25519_dalek::{Signature, Signer, Verifier};
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -42,16 +49,61 @@ pub struct AuditLog<W: Write> {
     seq: u64,
     head: String,
     line: Vec<u8>,
+    signer: Option<(SigningKey, u64)>,
+    /// The last record is a checkpoint.
+    signed_to_end: bool,
 }
 
 impl<W: Write> AuditLog<W> {
     /// An empty log writing to `out`.
     pub fn new(out: W) -> AuditLog<W> {
-        AuditLog { out, seq: 0, head: GENESIS.to_string(), line: Vec::with_capacity(1024) }
+        AuditLog {
+            out,
+            seq: 0,
+            head: GENESIS.to_string(),
+            line: Vec::with_capacity(1024),
+            signer: None,
+            signed_to_end: false,
+        }
     }
 
-    /// Appends one record of `kind` with `data`.
+    /// Signs the log with `key`: a `checkpoint` record after every `every` records (0: only
+    /// when asked, [`AuditLog::checkpoint`]), each signing the head before it.
+    pub fn signed(mut self, key: SigningKey, every: u64) -> AuditLog<W> {
+        self.signer = Some((key, every));
+        self
+    }
+
+    /// Appends a signed `checkpoint` record covering every record so far (nothing when the log
+    /// is not signed).
+    pub fn checkpoint(&mut self) -> std::io::Result<()> {
+        let Some((key, _)) = &self.signer else { return Ok(()) };
+        if self.signed_to_end {
+            return Ok(());
+        }
+        let signature = key.sign(&checkpoint_message(self.seq, &self.head));
+        let data = serde_json::json!({
+            "covers": self.seq,
+            "head": self.head,
+            "public_key": hex(key.verifying_key().as_bytes()),
+            "signature": hex(&signature.to_bytes()),
+        });
+        self.write_record("checkpoint", &data)?;
+        self.signed_to_end = true;
+        Ok(())
+    }
+
+    /// Appends one record of `kind` with `data` (and a checkpoint after it when one is due).
     pub fn append<T: Serialize + ?Sized>(&mut self, kind: &str, data: &T) -> std::io::Result<()> {
+        self.write_record(kind, data)?;
+        match self.signer {
+            Some((_, every)) if every > 0 && self.seq.is_multiple_of(every) => self.checkpoint(),
+            _ => Ok(()),
+        }
+    }
+
+    fn write_record<T: Serialize + ?Sized>(&mut self, kind: &str, data: &T) -> std::io::Result<()> {
+        self.signed_to_end = false;
         self.seq += 1;
         self.line.clear();
         self.line.extend_from_slice(format!("{{\"seq\":{},\"kind\":", self.seq).as_bytes());
@@ -95,6 +147,13 @@ pub fn config_digest(config: &crate::config::Config) -> String {
     sha256_hex(format!("{config:?}").as_bytes())
 }
 
+/// The digest of what the order-to-trade values and their breaches depend on (the rule's
+/// limits and counting, and the sessions), recorded by a run as `order_to_trade_sha256` so a
+/// report can tell whether it applies the run's limits, whatever else the configuration says.
+pub fn order_to_trade_digest(config: &crate::config::Config) -> String {
+    sha256_hex(format!("{:?}{:?}", config.rules.order_to_trade, config.sessions).as_bytes())
+}
+
 fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut text = String::with_capacity(bytes.len() * 2);
@@ -103,6 +162,49 @@ fn hex(bytes: &[u8]) -> String {
         text.push(DIGITS[(b & 15) as usize] as char);
     }
     text
+}
+
+/// What a checkpoint signs: a fixed prefix, the number of records it covers and their head.
+fn checkpoint_message(covers: u64, head: &str) -> Vec<u8> {
+    let mut message = b"surveil audit checkpoint\0".to_vec();
+    message.extend_from_slice(&covers.to_le_bytes());
+    message.extend_from_slice(head.as_bytes());
+    message
+}
+
+fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let text = text.trim();
+    if text.len() != 2 * N || !text.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// A signing key from its 32-byte seed in hex (64 digits, as [`new_signing_key`] writes it).
+pub fn signing_key_from_hex(text: &str) -> Option<SigningKey> {
+    unhex::<32>(text).map(|seed| SigningKey::from_bytes(&seed))
+}
+
+/// A public key from hex (64 digits).
+pub fn public_key_from_hex(text: &str) -> Option<VerifyingKey> {
+    unhex::<32>(text).and_then(|bytes| VerifyingKey::from_bytes(&bytes).ok())
+}
+
+/// A new random signing key, as the hex of its seed, and its public key in hex.
+pub fn new_signing_key() -> (String, String) {
+    let mut seed = [0u8; 32];
+    rand::Rng::fill(&mut rand::rng(), &mut seed);
+    let key = SigningKey::from_bytes(&seed);
+    (hex(&seed), hex(key.verifying_key().as_bytes()))
+}
+
+/// The public key of a signing key, in hex.
+pub fn public_key_hex(key: &SigningKey) -> String {
+    hex(key.verifying_key().as_bytes())
 }
 
 /// A log that verifies: how many records, and its head.
@@ -161,6 +263,20 @@ pub enum AuditError {
         /// The record's sequence number.
         seq: u64,
     },
+    /// A checkpoint's signature is not the key's signature of the records before it.
+    #[error(
+        "line {line}: checkpoint {seq} is not signed by the given key over the records before it \
+         (the log was rewritten, or signed with another key)"
+    )]
+    BadSignature {
+        /// Line number.
+        line: u64,
+        /// The checkpoint's sequence number.
+        seq: u64,
+    },
+    /// Records after the last checkpoint are not covered by a signature.
+    #[error("{0}")]
+    Unsigned(String),
     /// The log is not one whole run: it does not open with `run_started` or close with
     /// `run_finished`.
     #[error("{0}")]
@@ -233,7 +349,13 @@ pub fn verify_run(text: &str, expected_head: Option<&str>) -> Result<Verified, A
     if kind(text.lines().next()).as_deref() != Some("run_started") {
         return Err(AuditError::NotAWholeRun("the log does not open with a run_started record".into()));
     }
-    if kind(text.lines().last()).as_deref() != Some("run_finished") {
+    // A signed log ends with the checkpoint that signs its run_finished record.
+    let mut tail = text.lines().rev();
+    let mut last = kind(tail.next());
+    if last.as_deref() == Some("checkpoint") {
+        last = kind(tail.next());
+    }
+    if last.as_deref() != Some("run_finished") {
         return Err(AuditError::NotAWholeRun(format!(
             "the log stops at record {} without a run_finished record: its end was cut",
             verified.records
@@ -242,15 +364,145 @@ pub fn verify_run(text: &str, expected_head: Option<&str>) -> Result<Verified, A
     Ok(verified)
 }
 
-/// The records of a log that mention `id` (an alert id): every version of that alert.
+/// Checks a run's log ([`verify_run`]) and its signatures: every `checkpoint` record must be
+/// `key`'s signature of the head before it, and the log must end with one, so that no record
+/// is unsigned. Someone without the key cannot rewrite the log, even together with its
+/// summary, without this failing.
+pub fn verify_signed(text: &str, expected_head: Option<&str>, key: &VerifyingKey) -> Result<Verified, AuditError> {
+    let verified = verify_run(text, expected_head)?;
+    let mut last_checkpoint = None;
+    for (index, line) in text.lines().enumerate() {
+        let record: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| AuditError::Malformed { line: index as u64 + 1, reason: e.to_string() })?;
+        if record["kind"] != "checkpoint" {
+            continue;
+        }
+        let seq = record["seq"].as_u64().unwrap_or(0);
+        let bad = AuditError::BadSignature { line: index as u64 + 1, seq };
+        let data = &record["data"];
+        let covers = data["covers"].as_u64();
+        let head = data["head"].as_str();
+        let signature = data["signature"].as_str().and_then(unhex::<64>).map(|b| Signature::from_bytes(&b));
+        let (Some(covers), Some(head), Some(signature)) = (covers, head, signature) else {
+            return Err(bad);
+        };
+        // A checkpoint signs the records before it: its own `prev` is the head it names.
+        if covers + 1 != seq || record["prev"].as_str() != Some(head) {
+            return Err(bad);
+        }
+        key.verify(&checkpoint_message(covers, head), &signature).map_err(|_| bad)?;
+        last_checkpoint = Some(seq);
+    }
+    if last_checkpoint != Some(verified.records) {
+        return Err(AuditError::Unsigned(format!(
+            "records {} to {} are not signed: the log does not end with a checkpoint",
+            last_checkpoint.map_or(1, |s| s + 1),
+            verified.records
+        )));
+    }
+    Ok(verified)
+}
+
+/// The records of a log about `id` (an alert id): every record that names it, and the summary
+/// of the group of repeats it belongs to (which lists only its first occurrences), in log order.
 pub fn records_about<'t>(text: &'t str, id: &str) -> Vec<&'t str> {
     let needle = format!("\"id\":\"{id}\"");
-    text.lines().filter(|line| line.contains(&needle)).collect()
+    let groups: Vec<String> = text
+        .lines()
+        .filter(|line| line.contains(&needle))
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|record| record["data"]["group"].as_str().map(|g| format!("\"group\":\"{g}\"")))
+        .collect();
+    text.lines()
+        .filter(|line| {
+            line.contains(&needle)
+                || (line.contains("\"kind\":\"alert_group\"") && groups.iter().any(|g| line.contains(g.as_str())))
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A signed log of `n` alerts between a run's start and end.
+    fn signed_run(n: usize, every: u64) -> (String, String, VerifyingKey) {
+        let key = SigningKey::from_bytes(&[7u8; 32]);
+        let public = key.verifying_key();
+        let mut log = AuditLog::new(Vec::new()).signed(key, every);
+        log.append("run_started", &serde_json::json!({})).expect("append");
+        for i in 0..n {
+            log.append("alert", &serde_json::json!({"id": format!("a{i}")})).expect("append");
+        }
+        log.append("run_finished", &serde_json::json!({})).expect("append");
+        log.checkpoint().expect("checkpoint");
+        let head = log.head();
+        (String::from_utf8(log.into_inner()).expect("utf-8"), head, public)
+    }
+
+    /// Renumbers the records and recomputes every hash and link, as someone rewriting the log
+    /// without the signing key would.
+    fn rechain(lines: &[String]) -> (String, String) {
+        let mut head = GENESIS.to_string();
+        let mut out = String::new();
+        for (i, line) in lines.iter().enumerate() {
+            let body = &line[..line.rfind(",\"hash\":\"").expect("hash")];
+            let after_seq = body.find(",\"kind\"").expect("kind");
+            let body = format!("{{\"seq\":{}{}", i + 1, &body[after_seq..]);
+            let body = body.as_str();
+            let prev_at = body.find(",\"prev\":\"").expect("prev") + 9;
+            let body = format!("{}{}{}", &body[..prev_at], head, &body[prev_at + 64..]);
+            head = sha256_hex(body.as_bytes());
+            out.push_str(&format!("{body},\"hash\":\"{head}\"}}\n"));
+        }
+        (out, head)
+    }
+
+    #[test]
+    fn a_signed_log_verifies_with_its_key_only() {
+        let (text, head, public) = signed_run(5, 3);
+        let kinds: Vec<String> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|r| r["kind"].as_str().unwrap_or_default().to_string())
+            .collect();
+        // Checkpoints after records 3 and 6 (counting the checkpoint itself), and at the end.
+        assert_eq!(kinds.iter().filter(|k| *k == "checkpoint").count(), 3, "{kinds:?}");
+        assert_eq!(kinds.last().map(String::as_str), Some("checkpoint"));
+        assert_eq!(verify_signed(&text, Some(&head), &public).map(|v| v.records), Ok(kinds.len() as u64));
+        let other = SigningKey::from_bytes(&[8u8; 32]).verifying_key();
+        assert!(matches!(verify_signed(&text, Some(&head), &other), Err(AuditError::BadSignature { line: 4, .. })));
+        // Without a key, the log is still a whole run.
+        assert!(verify_run(&text, Some(&head)).is_ok());
+    }
+
+    #[test]
+    fn a_rewritten_log_passes_the_hashes_but_not_the_signatures() {
+        let (text, _, public) = signed_run(5, 3);
+        let mut lines: Vec<String> = text.lines().map(String::from).collect();
+        lines[1] = lines[1].replace("\"a0\"", "\"forged\"");
+        let (forged, forged_head) = rechain(&lines);
+        assert!(verify_run(&forged, Some(&forged_head)).is_ok(), "hashes alone cannot tell");
+        assert!(matches!(
+            verify_signed(&forged, Some(&forged_head), &public),
+            Err(AuditError::BadSignature { line: 4, seq: 4 })
+        ));
+        // Dropping the checkpoints does not help: the end is then unsigned.
+        let unsigned: Vec<String> =
+            text.lines().filter(|l| !l.contains("\"kind\":\"checkpoint\"")).map(String::from).collect();
+        let (stripped, stripped_head) = rechain(&unsigned);
+        assert!(matches!(verify_signed(&stripped, Some(&stripped_head), &public), Err(AuditError::Unsigned(_))));
+    }
+
+    #[test]
+    fn keys_round_trip_through_hex() {
+        let (secret, public) = new_signing_key();
+        let key = signing_key_from_hex(&format!("{secret}\n")).expect("secret key");
+        assert_eq!(public_key_hex(&key), public);
+        assert!(public_key_from_hex(&public).is_some());
+        assert!(signing_key_from_hex("not hex").is_none());
+        assert!(public_key_from_hex(&"g".repeat(64)).is_none());
+    }
 
     fn log(n: usize) -> (String, String) {
         let mut log = AuditLog::new(Vec::new());

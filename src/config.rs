@@ -44,6 +44,8 @@ pub struct Config {
     pub features: FeaturesConfig,
     /// The alert manager: tiers, grouping of repeats, routes.
     pub alerts: AlertsConfig,
+    /// The audit trail.
+    pub audit: AuditConfig,
 }
 
 impl Config {
@@ -53,6 +55,11 @@ impl Config {
         let mut config = Config::parse(&text).map_err(|message| ConfigError::Invalid { path: path.into(), message })?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.reference.resolve(base);
+        if let Some(key) = &mut config.audit.signing_key
+            && key.is_relative()
+        {
+            *key = base.join(&*key);
+        }
         if let Some(model) = &mut config.rules.anomaly.model
             && model.is_relative()
         {
@@ -107,6 +114,9 @@ impl Config {
                 .into());
         }
         self.alerts.validate()?;
+        if self.audit.checkpoint_every == 0 {
+            return Err("audit.checkpoint_every must be at least 1".into());
+        }
         let limits = &self.rules.order_limits;
         quantity_limit("rules.order_limits.max_quantity", &limits.max_quantity)?;
         notional_limit("rules.order_limits.max_notional", &limits.max_notional)?;
@@ -724,7 +734,7 @@ pub struct AlertsConfig {
     pub max_listed: usize,
     /// Overrides per rule name.
     pub rules: BTreeMap<String, AlertPolicyOverride>,
-    /// Overrides per desk (they win over a rule's).
+    /// Overrides per desk: a setting a desk sets wins over the rule's.
     pub desks: BTreeMap<String, AlertPolicyOverride>,
     /// Routes; by default one route, `all`, with every tier but `info`.
     pub routes: Vec<RouteConfig>,
@@ -770,8 +780,11 @@ impl AlertsConfig {
                     route.name
                 ));
             }
-            if !names.insert(route.name.as_str()) {
-                return Err(format!("alerts.routes: two routes are named {:?}", route.name));
+            if !names.insert(route.name.to_ascii_lowercase()) {
+                return Err(format!(
+                    "alerts.routes: two routes are named {:?} (names that differ only in case name one file on some file systems)",
+                    route.name
+                ));
             }
             for tier in &route.tiers {
                 if crate::model::Tier::parse(tier).is_none() {
@@ -785,6 +798,27 @@ impl AlertsConfig {
         Ok(())
     }
 }
+
+/// The audit trail's signatures.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// A file holding the Ed25519 signing key's 32-byte seed in hex (`surveil audit keygen`);
+    /// without it, the key in the environment variable `SURVEIL_AUDIT_KEY`, if set. With a key,
+    /// the log carries signed checkpoints.
+    pub signing_key: Option<PathBuf>,
+    /// Records between signed checkpoints (the log's end is always signed). Default 10000.
+    pub checkpoint_every: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { signing_key: None, checkpoint_every: 10_000 }
+    }
+}
+
+/// The environment variable that may hold the audit signing key.
+pub const AUDIT_KEY_VARIABLE: &str = "SURVEIL_AUDIT_KEY";
 
 /// The longest grouping horizon: a week, past any trading session.
 const MAX_GROUP_HORIZON: Duration = Duration::from_secs(7 * 24 * 3600);

@@ -44,12 +44,19 @@ struct Policy {
     horizon: u64,
 }
 
+/// What an override sets; what it leaves out comes from the next level.
+#[derive(Clone, Copy, Debug, Default)]
+struct Override {
+    cutoffs: Option<TierCutoffs>,
+    horizon: Option<u64>,
+}
+
 /// The alert manager's configuration, resolved against the reference data (for desks).
 #[derive(Clone, Debug)]
 pub struct AlertPolicy {
     default: Policy,
-    by_rule: HashMap<String, Policy>,
-    by_desk: HashMap<Symbol, Policy>,
+    by_rule: HashMap<String, Override>,
+    by_desk: HashMap<Symbol, Override>,
     routes: Vec<Route>,
     route_names: Vec<String>,
     max_listed: usize,
@@ -66,10 +73,8 @@ impl AlertPolicy {
     /// ignored.
     pub fn new(config: &AlertsConfig, reference: Arc<ReferenceData>) -> AlertPolicy {
         let default = Policy { cutoffs: config.tiers, horizon: nanos(config.group_horizon) };
-        let over = |o: &crate::config::AlertPolicyOverride| Policy {
-            cutoffs: o.tiers.unwrap_or(default.cutoffs),
-            horizon: o.group_horizon.map(nanos).unwrap_or(default.horizon),
-        };
+        let over =
+            |o: &crate::config::AlertPolicyOverride| Override { cutoffs: o.tiers, horizon: o.group_horizon.map(nanos) };
         let by_rule = config.rules.iter().map(|(name, o)| (name.clone(), over(o))).collect();
         let by_desk = config.desks.iter().map(|(name, o)| (Symbol::of(name.as_bytes()), over(o))).collect();
         let routes = config
@@ -117,8 +122,14 @@ impl AlertPolicy {
             .unwrap_or(Symbol::NONE)
     }
 
+    /// Field by field: the desk's setting, else the rule's, else the default.
     fn policy(&self, rule: &str, desk: Symbol) -> Policy {
-        self.by_desk.get(&desk).or_else(|| self.by_rule.get(rule)).copied().unwrap_or(self.default)
+        let desk = self.by_desk.get(&desk).copied().unwrap_or_default();
+        let rule = self.by_rule.get(rule).copied().unwrap_or_default();
+        Policy {
+            cutoffs: desk.cutoffs.or(rule.cutoffs).unwrap_or(self.default.cutoffs),
+            horizon: desk.horizon.or(rule.horizon).unwrap_or(self.default.horizon),
+        }
     }
 
     /// The tier of an alert of `rule` with `score` on an account of `desk`.
@@ -456,6 +467,15 @@ mod tests {
         assert_eq!(policy.tier("limit", retail, 35.0), Tier::High);
         assert_eq!(policy.horizon("limit", retail), 0);
         assert_eq!(policy.horizon("limit", prop), 15 * 60 * SECOND);
+        // Field by field: a desk that sets only a horizon keeps the rule's cut-offs.
+        let mut config = config.clone();
+        config.desks.insert(
+            "PROP".into(),
+            AlertPolicyOverride { tiers: None, group_horizon: Some(std::time::Duration::from_secs(60)) },
+        );
+        let policy = AlertPolicy::new(&config, reference());
+        assert_eq!(policy.tier("limit", prop, 90.0), Tier::Low);
+        assert_eq!(policy.horizon("limit", prop), 60 * SECOND);
         // The default cut-offs are the excess bands of the rules' severities.
         use crate::model::alert::score_from_excess;
         for (ratio, severity) in [(1.0, Tier::Low), (1.5, Tier::Medium), (3.0, Tier::High), (10.0, Tier::Critical)] {

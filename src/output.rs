@@ -536,9 +536,19 @@ impl ReportWriter {
     }
 
     /// Also keeps the audit trail (`audit.jsonl`, see [`crate::audit`]) in `folder`, opening
-    /// it with a `run_started` record of `start`; every alert written is recorded in it.
-    pub fn keep_audit_log(&mut self, folder: &OutputFolder, start: &Json) -> std::io::Result<()> {
+    /// it with a `run_started` record of `start`; every alert written is recorded in it. With
+    /// a `signer` (key, records between checkpoints) the log carries signed checkpoints and
+    /// ends with one.
+    pub fn keep_audit_log(
+        &mut self,
+        folder: &OutputFolder,
+        start: &Json,
+        signer: Option<(crate::audit::SigningKey, u64)>,
+    ) -> std::io::Result<()> {
         let mut log = AuditLog::new(BufWriter::new(File::create(folder.partial(AUDIT))?));
+        if let Some((key, every)) = signer {
+            log = log.signed(key, every);
+        }
         log.append("run_started", start)?;
         self.audit = Some(log);
         Ok(())
@@ -688,6 +698,7 @@ impl ReportWriter {
                 end.extend(facts);
             }
             log.append("run_finished", &end)?;
+            log.checkpoint()?;
             log.get_mut().flush()?;
             log.get_mut().get_ref().sync_all()?;
             self.counts.audit = Some(AuditHead { records: log.records(), head: log.head() });
@@ -792,7 +803,8 @@ impl OutputFolder {
         }
         for (input, canonical, _) in &inputs {
             let in_folder = canonical.as_deref().and_then(Path::parent) == Some(canonical_dir.as_path());
-            let name = input.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            // The name the file has in the folder (an input may be a link to it).
+            let name = canonical.as_deref().and_then(Path::file_name).and_then(|n| n.to_str()).unwrap_or_default();
             if in_folder && is_output_name(name.strip_suffix(PARTIAL_SUFFIX).unwrap_or(name)) {
                 return Err(OutputError::WouldOverwriteInput { output: dir.join(name), input: input.clone() });
             }
@@ -866,8 +878,9 @@ fn order_key(time: u64, report: &Report) -> (u8, u64, u64, u128) {
         Report::Symbol(s, _) => (0, 0, 0, s.0 as u128),
         Report::Alert(a) => (1, time, a.time, a.id.0),
         Report::Triaged(t) => (1, time, t.alert.time, t.alert.id.0),
-        // A group's id is its first alert's, whose time is before the horizon's end.
-        Report::Group(g) => (1, time, g.horizon_end, g.id.0),
+        // A group closes before an alert at its horizon's end (which may open the key's next
+        // group); its id is its first alert's.
+        Report::Group(g) => (1, time, g.horizon_end.saturating_sub(1), g.id.0),
         Report::DeadLetter(d) => (2, ((d.source as u64) << 44) | d.offset, 0, 0),
         Report::Late(e) => (3, e.origin.0, 0, 0),
         Report::Ratio(r) => (4, time, 0, ((r.account.0 as u128) << 64) | r.instrument.0 as u128),

@@ -499,9 +499,31 @@ fn run_started(config: &Config, inputs: &[InputSpec]) -> serde_json::Value {
         "surveil": env!("CARGO_PKG_VERSION"),
         // The effective configuration, every default included, as this version renders it.
         "config_sha256": crate::audit::config_digest(config),
+        "order_to_trade_sha256": crate::audit::order_to_trade_digest(config),
         "inputs": files,
         "reference": reference,
     })
+}
+
+/// The audit trail's signing key and checkpoint interval: from `audit.signing_key`, else from
+/// the environment variable [`crate::config::AUDIT_KEY_VARIABLE`], else none.
+fn audit_signer(config: &Config) -> Result<Option<(crate::audit::SigningKey, u64)>, RunError> {
+    use crate::config::AUDIT_KEY_VARIABLE;
+    let (text, from) = match &config.audit.signing_key {
+        Some(path) => (
+            std::fs::read_to_string(path)
+                .map_err(|e| RunError::Config(format!("audit.signing_key {}: {e}", path.display())))?,
+            format!("audit.signing_key {}", path.display()),
+        ),
+        None => match std::env::var(AUDIT_KEY_VARIABLE) {
+            Ok(text) => (text, AUDIT_KEY_VARIABLE.to_string()),
+            Err(_) => return Ok(None),
+        },
+    };
+    let key = crate::audit::signing_key_from_hex(&text).ok_or_else(|| {
+        RunError::Config(format!("{from}: not an audit signing key (64 hex digits, as `surveil audit keygen` writes)"))
+    })?;
+    Ok(Some((key, config.audit.checkpoint_every)))
 }
 
 impl Job {
@@ -523,13 +545,19 @@ impl Job {
         protected.extend(config.reference.instruments.iter().cloned());
         protected.extend(config.reference.accounts.iter().cloned());
         protected.extend(config.rules.anomaly.model.iter().cloned());
+        protected.extend(config.audit.signing_key.iter().cloned());
         let folder = OutputFolder::prepare(out_dir, &protected)?;
         let output = |source| RunError::Output { path: out_dir.into(), source };
         let mut writer = ReportWriter::create(&folder, Renderer::new(reference.clone(), sources)).map_err(output)?;
         if features.export {
             writer.export_features(&folder, features.window_ns).map_err(output)?;
         }
-        writer.keep_audit_log(&folder, &run_started(&config, &inputs)).map_err(output)?;
+        let signer = audit_signer(&config)?;
+        let mut start = run_started(&config, &inputs);
+        if let (Some((key, _)), Some(fields)) = (&signer, start.as_object_mut()) {
+            fields.insert("signing_public_key".into(), crate::audit::public_key_hex(key).into());
+        }
+        writer.keep_audit_log(&folder, &start, signer).map_err(output)?;
         let routes: Vec<String> = config.alerts.routes.iter().map(|r| r.name.clone()).collect();
         writer.send_notices(&folder, &routes).map_err(output)?;
         tracing::info!(inputs = inputs.len(), bytes = total_bytes, "job ready");

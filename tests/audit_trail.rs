@@ -87,3 +87,58 @@ fn each_kind_of_tampering_is_found_where_it_happened() {
     // The untouched log still verifies.
     assert!(verify_run(&join(&original), Some(&head)).is_ok());
 }
+
+/// Renumbers records and recomputes every hash and link, as someone rewriting a log without
+/// the signing key would.
+fn rechain(lines: &[String]) -> (String, String) {
+    let mut head = surveil::audit::GENESIS.to_string();
+    let mut out = String::new();
+    for (i, line) in lines.iter().enumerate() {
+        let body = &line[..line.rfind(",\"hash\":\"").expect("hash")];
+        let body = format!("{{\"seq\":{}{}", i + 1, &body[body.find(",\"kind\"").expect("kind")..]);
+        let prev_at = body.find(",\"prev\":\"").expect("prev") + 9;
+        let body = format!("{}{}{}", &body[..prev_at], head, &body[prev_at + 64..]);
+        head = surveil::audit::sha256_hex(body.as_bytes());
+        out.push_str(&format!("{body},\"hash\":\"{head}\"}}\n"));
+    }
+    (out, head)
+}
+
+#[test]
+fn a_signed_run_cannot_be_rewritten_without_its_key() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let (secret, public) = surveil::audit::new_signing_key();
+    std::fs::write(keys.path().join("audit.key"), &secret).expect("key file");
+    let mut config = Config::default();
+    config.audit.signing_key = Some(keys.path().join("audit.key"));
+    config.audit.checkpoint_every = 10;
+    let example = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("datasets/example.csv");
+    let (summary, out) = run(&[example, data(AAPL)], config, 2);
+    let head = summary.written.audit.expect("head").head;
+    let text = std::fs::read_to_string(out.path().join(AUDIT)).expect("audit.jsonl");
+    let key = surveil::audit::public_key_from_hex(&public).expect("public key");
+    let verified = surveil::audit::verify_signed(&text, Some(&head), &key).expect("signed and intact");
+    let records: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).expect("JSON")).collect();
+    assert_eq!(records[0]["data"]["signing_public_key"], public.as_str());
+    let checkpoints = records.iter().filter(|r| r["kind"] == "checkpoint").count() as u64;
+    assert!(checkpoints >= verified.records / 11, "{checkpoints} checkpoints in {} records", verified.records);
+    assert_eq!(records.last().map(|r| r["kind"].clone()), Some("checkpoint".into()));
+
+    // An alert edited and the log re-hashed from there, with a matching summary: the hashes
+    // agree, the signatures do not.
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    let alert = lines.iter().position(|l| l.contains("\"kind\":\"alert\"")).expect("an alert");
+    lines[alert] = lines[alert].replacen("\"rule\":\"", "\"rule\":\"not_", 1);
+    let (forged, forged_head) = rechain(&lines);
+    assert!(verify_run(&forged, Some(&forged_head)).is_ok());
+    let refused = surveil::audit::verify_signed(&forged, Some(&forged_head), &key);
+    assert!(matches!(refused, Err(AuditError::BadSignature { .. })), "{refused:?}");
+
+    // A key that is not a key is a clear error before anything is written.
+    std::fs::write(keys.path().join("audit.key"), "not a key").expect("key file");
+    let mut config = Config::default();
+    config.audit.signing_key = Some(keys.path().join("audit.key"));
+    let empty = tempfile::tempdir().expect("tempdir");
+    let error = surveil::pipeline::run_files(&[data(AAPL)], config, 1, empty.path()).expect_err("refused");
+    assert!(error.to_string().contains("audit.signing_key"), "{error}");
+}

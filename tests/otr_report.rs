@@ -41,7 +41,12 @@ fn the_report_marks_what_the_run_alerted_and_sums_members_exactly() {
     assert_eq!(breached, alerted);
     assert_eq!(report.breaches as usize, alerted.len());
     assert!(report.rows.iter().take(alerted.len()).all(|r| r.breach()), "breaches first");
-    assert_eq!(report.config_matches_run(), Some(true));
+    assert_eq!(report.limits_match_run(), Some(true));
+    let mut other = config.clone();
+    other.rules.anomaly.enabled = true;
+    other.alerts.group_horizon = std::time::Duration::from_secs(60);
+    let same_limits = otr_report_for(folder, "2024-03-01", Member::Account, &other).expect("report");
+    assert_eq!(same_limits.limits_match_run(), Some(true), "settings the report does not use do not count");
     assert!(report.source.complete);
     assert_eq!(report.source.audit_head.as_deref().map(str::len), Some(64));
 
@@ -89,7 +94,7 @@ fn the_report_marks_what_the_run_alerted_and_sums_members_exactly() {
         .instruments
         .insert(quiet.instrument.clone(), OrderToTradeOverride { max_count_ratio: Some(1.0), max_volume_ratio: None });
     let strict_report = otr_report_for(folder, "2024-03-01", Member::Account, &strict).expect("strict report");
-    assert_eq!(strict_report.config_matches_run(), Some(false));
+    assert_eq!(strict_report.limits_match_run(), Some(false));
     for row in &strict_report.rows {
         let judged = !row.below_min_messages;
         if row.instrument == quiet.instrument {

@@ -40,6 +40,17 @@ enum AuditAction {
         /// records, links, first and last record are checked.
         #[arg(long, conflicts_with = "head")]
         no_head: bool,
+        /// Also check the signed checkpoints against this public key (64 hex digits, or a file
+        /// holding them): every checkpoint must be its signature and the log must end with one.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// Make a new signing key for the audit trail: its secret seed goes to FILE (readable by
+    /// its owner only), its public key to standard output.
+    Keygen {
+        /// File for the secret key; refused if it exists.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Print every record about an alert id.
     Show {
@@ -445,7 +456,6 @@ fn interrupted(summary: &RunSummary) -> Result<()> {
     }
 }
 
-/// `surveil audit verify|show`.
 /// Writes `text` to standard output; a reader that stops early (`| head`) is not an error.
 fn write_stdout(text: &str) -> Result<()> {
     use std::io::Write;
@@ -473,7 +483,12 @@ fn report(kind: ReportKind) -> Result<()> {
         },
     };
     let report = otr_report_for(&run, &session, member, &config)?;
-    let extension = out.as_ref().and_then(|p| p.extension()).and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    let extension = out
+        .as_ref()
+        .and_then(|p| p.extension())
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .filter(|e| ["json", "csv", "html", "htm"].contains(&e.as_str()));
     let text = match format.or(extension).as_deref().unwrap_or("json") {
         "json" => serde_json::to_string_pretty(&report)? + "\n",
         "csv" => report.to_csv(),
@@ -484,11 +499,12 @@ fn report(kind: ReportKind) -> Result<()> {
         Some(path) => std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?,
         None => write_stdout(&text)?,
     }
-    if report.config_matches_run() == Some(false) {
+    if report.limits_match_run() == Some(false) {
         eprintln!(
-            "warning: the run used another configuration than this one (run {}, here {}): its limits may differ",
-            report.source.run_config_sha256.as_deref().unwrap_or("?"),
-            report.source.report_config_sha256
+            "warning: the run used other order-to-trade limits or sessions than this configuration's \
+             (digest {} in the run, {} here): give the run's configuration with --config",
+            report.source.run_limits_sha256.as_deref().unwrap_or("?"),
+            report.source.report_limits_sha256
         );
     }
     if !report.source.complete {
@@ -498,13 +514,26 @@ fn report(kind: ReportKind) -> Result<()> {
     Ok(())
 }
 
+/// `surveil audit verify|show`.
 fn audit(action: AuditAction) -> Result<()> {
     let resolve = |path: PathBuf| if path.is_dir() { path.join(surveil::audit::AUDIT) } else { path };
     let read = |path: &std::path::Path| {
         std::fs::read_to_string(path).with_context(|| format!("cannot read the audit log {}", path.display()))
     };
     match action {
-        AuditAction::Verify { log, head, no_head } => {
+        AuditAction::Keygen { out } => {
+            let (secret, public) = surveil::audit::new_signing_key();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file =
+                options.open(&out).with_context(|| format!("cannot create the key file {}", out.display()))?;
+            std::io::Write::write_all(&mut file, format!("{secret}\n").as_bytes())
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            write_stdout(&format!("{public}\n"))
+        }
+        AuditAction::Verify { log, head, no_head, public_key } => {
             let log = resolve(log);
             let text = read(&log)?;
             let summary = log.with_file_name(surveil::output::SUMMARY);
@@ -527,23 +556,40 @@ fn audit(action: AuditAction) -> Result<()> {
                     (Some(head.to_string()), summary.display().to_string())
                 }
             };
-            let verified = surveil::audit::verify_run(&text, expected.as_deref())
-                .with_context(|| format!("the audit log {} does not verify", log.display()))?;
-            match expected {
-                Some(_) => println!(
-                    "{}: {} records, intact, ending at {} as {from} records",
-                    log.display(),
-                    verified.records,
-                    verified.head
-                ),
-                None => println!(
-                    "{}: {} records, intact, ending at {} (--no-head: the end was not checked against a head)",
-                    log.display(),
-                    verified.records,
-                    verified.head
-                ),
+            let key =
+                match &public_key {
+                    Some(given) => {
+                        let text = if std::path::Path::new(given).is_file() {
+                            std::fs::read_to_string(given).with_context(|| format!("cannot read {given}"))?
+                        } else {
+                            given.clone()
+                        };
+                        Some(surveil::audit::public_key_from_hex(&text).with_context(|| {
+                            format!("--public-key {given}: not an Ed25519 public key (64 hex digits)")
+                        })?)
+                    }
+                    None => None,
+                };
+            let verified = match &key {
+                Some(key) => surveil::audit::verify_signed(&text, expected.as_deref(), key),
+                None => surveil::audit::verify_run(&text, expected.as_deref()),
             }
-            Ok(())
+            .with_context(|| format!("the audit log {} does not verify", log.display()))?;
+            let signed = if key.is_some() { ", every record signed by the given key" } else { "" };
+            match expected {
+                Some(_) => write_stdout(&format!(
+                    "{}: {} records, intact, ending at {} as {from} records{signed}\n",
+                    log.display(),
+                    verified.records,
+                    verified.head
+                )),
+                None => write_stdout(&format!(
+                    "{}: {} records, intact, ending at {} (--no-head: the end was not checked against a head){signed}\n",
+                    log.display(),
+                    verified.records,
+                    verified.head
+                )),
+            }
         }
         AuditAction::Show { id, log } => {
             let log = resolve(log);

@@ -139,3 +139,47 @@ fn training_on_an_export_refuses_a_window_that_does_not_match() {
         .expect("spawn");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 }
+
+#[test]
+fn a_signed_audit_trail_verifies_with_its_public_key_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("audit.key");
+    let keygen =
+        |path: &std::path::Path| surveil().args(["audit", "keygen", "--out"]).arg(path).output().expect("spawn");
+    let made = keygen(&key);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let public = String::from_utf8_lossy(&made.stdout).trim().to_string();
+    assert_eq!(public.len(), 64);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).expect("key").permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the secret key is readable by its owner only");
+    }
+    assert!(!keygen(&key).status.success(), "an existing key is never overwritten");
+    std::fs::write(dir.path().join("surveil.toml"), "[audit]\nsigning_key = \"audit.key\"\ncheckpoint_every = 2\n")
+        .expect("config");
+    let out = dir.path().join("out");
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets/example.csv");
+    let ran = surveil()
+        .args(["run", "-q", "--config"])
+        .arg(dir.path().join("surveil.toml"))
+        .arg("--out")
+        .arg(&out)
+        .arg(&example)
+        .output();
+    let ran = ran.expect("spawn");
+    assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
+    let verify =
+        |key: &str| surveil().args(["audit", "verify", "--public-key", key]).arg(&out).output().expect("spawn");
+    let good = verify(&public);
+    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
+    assert!(String::from_utf8_lossy(&good.stdout).contains("signed by the given key"));
+    let other = keygen(&dir.path().join("other.key"));
+    let bad = verify(String::from_utf8_lossy(&other.stdout).trim());
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not signed by the given key"));
+    let garbage = verify("xyz");
+    assert_eq!(garbage.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&garbage.stderr).contains("not an Ed25519 public key"));
+}

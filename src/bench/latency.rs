@@ -267,8 +267,10 @@ pub fn run_latency(
     out_dir: &Path,
 ) -> Result<LatencyResult, RunError> {
     let folder = OutputFolder::prepare(out_dir, &[])?;
-    let writer = ReportWriter::create(&folder, Renderer::new(reference.clone(), vec!["replay".into()]))
+    let mut writer = ReportWriter::create(&folder, Renderer::new(reference.clone(), vec!["replay".into()]))
         .map_err(|source| RunError::Output { path: out_dir.into(), source })?;
+    let routes: Vec<String> = config.alerts.routes.iter().map(|r| r.name.clone()).collect();
+    writer.send_notices(&folder, &routes).map_err(|source| RunError::Output { path: out_dir.into(), source })?;
     let files = writer.files();
     let writer = Arc::new(Mutex::new(Some(writer)));
     let workers = options.workers.max(1);

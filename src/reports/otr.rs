@@ -120,10 +120,11 @@ pub struct OtrSource {
     pub complete: bool,
     /// The head of the run's audit trail, naming the run the report describes.
     pub audit_head: Option<String>,
-    /// The digest of the configuration the run used (its audit trail's `run_started`).
-    pub run_config_sha256: Option<String>,
-    /// The digest of the configuration whose limits the report applies.
-    pub report_config_sha256: String,
+    /// The digest of the order-to-trade limits and sessions the run used (its audit trail's
+    /// `run_started`).
+    pub run_limits_sha256: Option<String>,
+    /// The digest of the limits and sessions the report applies.
+    pub report_limits_sha256: String,
 }
 
 /// The report.
@@ -193,11 +194,12 @@ fn final_lines(folder: &Path) -> Result<Vec<(String, String, String, RatioCounts
     Ok(out)
 }
 
+/// Adds `counts` to `total`, saturating: counts read from a file are not trusted to fit.
 fn add(total: &mut RatioCounts, counts: &RatioCounts) {
-    total.messages += counts.messages;
-    total.order_volume += counts.order_volume;
-    total.transactions += counts.transactions;
-    total.transaction_volume += counts.transaction_volume;
+    total.messages = total.messages.saturating_add(counts.messages);
+    total.order_volume = total.order_volume.saturating_add(counts.order_volume);
+    total.transactions = total.transactions.saturating_add(counts.transactions);
+    total.transaction_volume = total.transaction_volume.saturating_add(counts.transaction_volume);
 }
 
 /// The report of `session` from the run in `folder`, with the limits of `config` and the
@@ -320,7 +322,7 @@ fn source(folder: &Path, config: &Config) -> Result<OtrSource, ReportError> {
     })?;
     let run_config = std::fs::read_to_string(folder.join(crate::audit::AUDIT)).ok().and_then(|log| {
         let first: Json = serde_json::from_str(log.lines().next()?).ok()?;
-        first["data"]["config_sha256"].as_str().map(String::from)
+        first["data"]["order_to_trade_sha256"].as_str().map(String::from)
     });
     Ok(OtrSource {
         folder: folder.display().to_string(),
@@ -332,16 +334,16 @@ fn source(folder: &Path, config: &Config) -> Result<OtrSource, ReportError> {
             .collect(),
         complete: summary["complete"].as_bool().unwrap_or(false),
         audit_head: summary["audit"]["head"].as_str().map(String::from),
-        run_config_sha256: run_config,
-        report_config_sha256: crate::audit::config_digest(config),
+        run_limits_sha256: run_config,
+        report_limits_sha256: crate::audit::order_to_trade_digest(config),
     })
 }
 
 impl OtrReport {
-    /// Whether the limits applied are those of the configuration the run used (when the run
-    /// recorded it).
-    pub fn config_matches_run(&self) -> Option<bool> {
-        self.source.run_config_sha256.as_ref().map(|run| *run == self.source.report_config_sha256)
+    /// Whether the limits and sessions applied are those the run used (when the run recorded
+    /// them).
+    pub fn limits_match_run(&self) -> Option<bool> {
+        self.source.run_limits_sha256.as_ref().map(|run| *run == self.source.report_limits_sha256)
     }
 
     /// The rows as CSV, with a header.
@@ -414,8 +416,8 @@ impl OtrReport {
             e(&self.source.inputs.join(", ")),
             if self.source.complete { "complete" } else { "PARTIAL: the run did not read all its input" },
             e(self.source.audit_head.as_deref().unwrap_or("none")),
-            match self.config_matches_run() {
-                Some(false) => " The limits applied are from another configuration than the run's.",
+            match self.limits_match_run() {
+                Some(false) => " The limits applied are not those the run used.",
                 _ => "",
             }
         ));
