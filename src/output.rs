@@ -604,16 +604,16 @@ impl ReportWriter {
                 Report::Triaged(triaged) => {
                     count(&mut self.counts.alerts_by_rule, triaged.alert.rule.as_str());
                     count(&mut self.counts.alerts_by_tier, triaged.tier.as_str());
-                    let json = self.renderer.triaged(triaged, &self.route_names);
-                    self.notify(triaged.routes, "alert", &json).and_then(|()| match &mut self.audit {
+                    let mut json = self.renderer.triaged(triaged, &self.route_names);
+                    self.notify(triaged.routes, "alert", &mut json).and_then(|()| match &mut self.audit {
                         Some(log) => log.append("alert", &json).and_then(|()| writeln!(self.alerts, "{json}")),
                         None => writeln!(self.alerts, "{json}"),
                     })
                 }
                 Report::Group(group) => {
                     self.counts.alert_groups += 1;
-                    let json = self.renderer.group(group, &self.route_names);
-                    self.notify(group.routes, "group", &json).and_then(|()| match &mut self.audit {
+                    let mut json = self.renderer.group(group, &self.route_names);
+                    self.notify(group.routes, "group", &mut json).and_then(|()| match &mut self.audit {
                         Some(log) => log.append("alert_group", &json),
                         None => Ok(()),
                     })
@@ -650,15 +650,21 @@ impl ReportWriter {
     }
 
     /// Writes a notice of `kind` (`alert` or `group`) to each route in `routes`.
-    fn notify(&mut self, routes: crate::model::Routes, kind: &str, json: &Json) -> std::io::Result<()> {
+    fn notify(&mut self, routes: crate::model::Routes, kind: &str, json: &mut Json) -> std::io::Result<()> {
+        if routes.is_empty() {
+            return Ok(());
+        }
+        // One rendering for every route: the notice is the record with its kind added.
+        let Json::Object(fields) = json else { return Ok(()) };
+        fields.insert("notice".into(), Json::from(kind));
+        self.line.clear();
+        let rendered = serde_json::to_writer(&mut self.line, &*fields);
+        fields.remove("notice");
+        rendered?;
+        self.line.push(b'\n');
         for index in routes.iter() {
             if let (Some(file), Some(name)) = (self.routes.get_mut(index), self.route_names.get(index)) {
-                let mut notice = Map::new();
-                notice.insert("notice".into(), Json::from(kind));
-                if let Json::Object(fields) = json {
-                    notice.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
-                }
-                writeln!(file, "{}", Json::Object(notice))?;
+                file.write_all(&self.line)?;
                 count(&mut self.counts.notices_by_route, name);
             }
         }
