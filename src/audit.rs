@@ -52,6 +52,8 @@ pub struct AuditLog<W: Write> {
     signer: Option<(SigningKey, u64)>,
     /// The last record is a checkpoint.
     signed_to_end: bool,
+    /// Records since the last checkpoint.
+    unsigned: u64,
 }
 
 impl<W: Write> AuditLog<W> {
@@ -64,6 +66,7 @@ impl<W: Write> AuditLog<W> {
             line: Vec::with_capacity(1024),
             signer: None,
             signed_to_end: false,
+            unsigned: 0,
         }
     }
 
@@ -90,14 +93,16 @@ impl<W: Write> AuditLog<W> {
         });
         self.write_record("checkpoint", &data)?;
         self.signed_to_end = true;
+        self.unsigned = 0;
         Ok(())
     }
 
     /// Appends one record of `kind` with `data` (and a checkpoint after it when one is due).
     pub fn append<T: Serialize + ?Sized>(&mut self, kind: &str, data: &T) -> std::io::Result<()> {
         self.write_record(kind, data)?;
+        self.unsigned += 1;
         match self.signer {
-            Some((_, every)) if every > 0 && self.seq.is_multiple_of(every) => self.checkpoint(),
+            Some((_, every)) if every > 0 && self.unsigned >= every => self.checkpoint(),
             _ => Ok(()),
         }
     }
@@ -177,9 +182,10 @@ fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
     if text.len() != 2 * N || !text.is_ascii() {
         return None;
     }
+    let digits: Vec<u8> = text.chars().map(|c| c.to_digit(16).map(|d| d as u8)).collect::<Option<_>>()?;
     let mut out = [0u8; N];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = (pair[0] << 4) | pair[1];
     }
     Some(out)
 }
@@ -367,7 +373,7 @@ pub fn verify_run(text: &str, expected_head: Option<&str>) -> Result<Verified, A
 /// Checks a run's log ([`verify_run`]) and its signatures: every `checkpoint` record must be
 /// `key`'s signature of the head before it, and the log must end with one, so that no record
 /// is unsigned. Someone without the key cannot rewrite the log, even together with its
-/// summary, without this failing.
+/// summary, without this failing (though they can put another whole signed log in its place).
 pub fn verify_signed(text: &str, expected_head: Option<&str>, key: &VerifyingKey) -> Result<Verified, AuditError> {
     let verified = verify_run(text, expected_head)?;
     let mut last_checkpoint = None;
@@ -387,7 +393,7 @@ pub fn verify_signed(text: &str, expected_head: Option<&str>, key: &VerifyingKey
             return Err(bad);
         };
         // A checkpoint signs the records before it: its own `prev` is the head it names.
-        if covers + 1 != seq || record["prev"].as_str() != Some(head) {
+        if seq.checked_sub(1) != Some(covers) || record["prev"].as_str() != Some(head) {
             return Err(bad);
         }
         key.verify(&checkpoint_message(covers, head), &signature).map_err(|_| bad)?;
@@ -466,12 +472,28 @@ mod tests {
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .map(|r| r["kind"].as_str().unwrap_or_default().to_string())
             .collect();
-        // Checkpoints after records 3 and 6 (counting the checkpoint itself), and at the end.
-        assert_eq!(kinds.iter().filter(|k| *k == "checkpoint").count(), 3, "{kinds:?}");
+        // Seven records (start, five alerts, end): checkpoints after every three of them, and
+        // the end signed once.
+        assert_eq!(
+            kinds,
+            [
+                "run_started",
+                "alert",
+                "alert",
+                "checkpoint",
+                "alert",
+                "alert",
+                "alert",
+                "checkpoint",
+                "run_finished",
+                "checkpoint"
+            ]
+        );
         assert_eq!(kinds.last().map(String::as_str), Some("checkpoint"));
         assert_eq!(verify_signed(&text, Some(&head), &public).map(|v| v.records), Ok(kinds.len() as u64));
         let other = SigningKey::from_bytes(&[8u8; 32]).verifying_key();
         assert!(matches!(verify_signed(&text, Some(&head), &other), Err(AuditError::BadSignature { line: 4, .. })));
+        assert!(signing_key_from_hex(&format!("+{}", "f".repeat(63))).is_none(), "strict hex");
         // Without a key, the log is still a whole run.
         assert!(verify_run(&text, Some(&head)).is_ok());
     }

@@ -517,7 +517,10 @@ fn audit_signer(config: &Config) -> Result<Option<(crate::audit::SigningKey, u64
         ),
         None => match std::env::var(AUDIT_KEY_VARIABLE) {
             Ok(text) => (text, AUDIT_KEY_VARIABLE.to_string()),
-            Err(_) => return Ok(None),
+            Err(std::env::VarError::NotPresent) => return Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(RunError::Config(format!("{AUDIT_KEY_VARIABLE} is set but is not text")));
+            }
         },
     };
     let key = crate::audit::signing_key_from_hex(&text).ok_or_else(|| {
@@ -533,6 +536,8 @@ impl Job {
     pub fn new(inputs: Vec<InputSpec>, config: Config, out_dir: &Path) -> Result<Job, RunError> {
         let started = Instant::now();
         config.validate().map_err(RunError::Config)?;
+        // A key that is not a key stops the run before the output folder is touched.
+        let signer = audit_signer(&config)?;
         let reference = Arc::new(ReferenceData::load(&config)?);
         let mut total_bytes = 0;
         for input in &inputs {
@@ -552,7 +557,6 @@ impl Job {
         if features.export {
             writer.export_features(&folder, features.window_ns).map_err(output)?;
         }
-        let signer = audit_signer(&config)?;
         let mut start = run_started(&config, &inputs);
         if let (Some((key, _)), Some(fields)) = (&signer, start.as_object_mut()) {
             fields.insert("signing_public_key".into(), crate::audit::public_key_hex(key).into());
@@ -775,8 +779,9 @@ pub fn default_detection<'scope>(
 }
 
 /// Runs the default job and writes `alerts.jsonl`, `dead_letters.jsonl`, `late_events.jsonl`,
-/// `order_to_trade.jsonl` and `summary.json` into the output folder (see [`OutputFolder`] for
-/// how a run's files replace an earlier run's).
+/// `order_to_trade.jsonl`, `audit.jsonl`, the route files `notices_NAME.jsonl` and
+/// `summary.json` into the output folder (see [`OutputFolder`] for how a run's files replace
+/// an earlier run's).
 pub fn run(options: RunOptions) -> Result<RunSummary, RunError> {
     let RunOptions { inputs, config, workers, out_dir, progress, stop, extra_rules } = options;
     let mut job = Job::new(inputs, config, &out_dir)?;

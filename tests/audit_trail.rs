@@ -141,4 +141,5 @@ fn a_signed_run_cannot_be_rewritten_without_its_key() {
     let empty = tempfile::tempdir().expect("tempdir");
     let error = surveil::pipeline::run_files(&[data(AAPL)], config, 1, empty.path()).expect_err("refused");
     assert!(error.to_string().contains("audit.signing_key"), "{error}");
+    assert_eq!(std::fs::read_dir(empty.path()).expect("folder").count(), 0, "nothing written");
 }

@@ -93,7 +93,7 @@ enum Command {
         #[command(flatten)]
         job: JobArgs,
         /// Output folder for alerts.jsonl, dead_letters.jsonl, late_events.jsonl,
-        /// order_to_trade.jsonl, audit.jsonl and summary.json.
+        /// order_to_trade.jsonl, audit.jsonl, notices_ROUTE.jsonl and summary.json.
         #[arg(long, default_value = "out")]
         out: PathBuf,
         /// No progress bar and no summary table.
