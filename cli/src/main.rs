@@ -576,20 +576,27 @@ fn audit(action: AuditAction) -> Result<()> {
             }
             .with_context(|| format!("the audit log {} does not verify", log.display()))?;
             let signed = if key.is_some() { ", every record signed by the given key" } else { "" };
-            match expected {
-                Some(_) => write_stdout(&format!(
-                    "{}: {} records, intact, ending at {} as {from} records{signed}\n",
-                    log.display(),
-                    verified.records,
-                    verified.head
-                )),
-                None => write_stdout(&format!(
-                    "{}: {} records, intact, ending at {} (--no-head: the end was not checked against a head){signed}\n",
-                    log.display(),
-                    verified.records,
-                    verified.head
-                )),
-            }
+            let end = match expected {
+                Some(_) => format!("as {from} records"),
+                None => "(--no-head: the end was not checked against a head)".to_string(),
+            };
+            // Which run the log is of: a whole log of another run would verify too.
+            let started: serde_json::Value =
+                text.lines().next().and_then(|l| serde_json::from_str(l).ok()).unwrap_or_default();
+            let inputs: Vec<String> = started["data"]["inputs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|i| format!("  input {} ({} bytes)", i["path"].as_str().unwrap_or("?"), i["bytes"]))
+                .collect();
+            write_stdout(&format!(
+                "{}: {} records, intact, ending at {} {end}{signed}\n  run of surveil {}\n{}\n",
+                log.display(),
+                verified.records,
+                verified.head,
+                started["data"]["surveil"].as_str().unwrap_or("?"),
+                inputs.join("\n")
+            ))
         }
         AuditAction::Show { id, log } => {
             let log = resolve(log);

@@ -68,7 +68,9 @@ fn generate_then_run_writes_every_output() {
     let verify = |out: &std::path::Path| surveil().args(["audit", "verify"]).arg(out).output().expect("spawn");
     let verified = verify(&out);
     assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stderr));
-    assert!(String::from_utf8_lossy(&verified.stdout).contains("intact"));
+    let said = String::from_utf8_lossy(&verified.stdout);
+    assert!(said.contains("intact"), "{said}");
+    assert!(said.contains("input ") && said.contains("events.csv"), "verify names the run's inputs: {said}");
     let log = out.join("audit.jsonl");
     let text = std::fs::read_to_string(&log).expect("audit log");
     let id = text.lines().nth(1).and_then(|l| l.split("\"id\":\"").nth(1)).map(|s| s[..32].to_string());
