@@ -21,13 +21,16 @@
 //! ```
 //! use surveil::audit::{AuditLog, verify};
 //!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut log = AuditLog::new(Vec::new());
-//! log.append("note", &serde_json::json!({"text": "hello"})).unwrap();
-//! log.append("note", &serde_json::json!({"text": "again"})).unwrap();
+//! log.append("note", &serde_json::json!({"text": "hello"}))?;
+//! log.append("note", &serde_json::json!({"text": "again"}))?;
 //! let head = log.head();
-//! let text = String::from_utf8(log.into_inner()).unwrap();
-//! assert_eq!(verify(&text, Some(&head)).unwrap().records, 2);
+//! let text = String::from_utf8(log.into_inner())?;
+//! assert_eq!(verify(&text, Some(&head))?.records, 2);
 //! assert!(verify(&text.replace("again", "agaim"), None).is_err());
+//! # Ok(())
+//! # }
 //! ```
 
 use std::io::Write;
@@ -446,24 +449,6 @@ mod tests {
         (String::from_utf8(log.into_inner()).expect("utf-8"), head, public)
     }
 
-    /// Renumbers the records and recomputes every hash and link, as someone rewriting the log
-    /// without the signing key would.
-    fn rechain(lines: &[String]) -> (String, String) {
-        let mut head = GENESIS.to_string();
-        let mut out = String::new();
-        for (i, line) in lines.iter().enumerate() {
-            let body = &line[..line.rfind(",\"hash\":\"").expect("hash")];
-            let after_seq = body.find(",\"kind\"").expect("kind");
-            let body = format!("{{\"seq\":{}{}", i + 1, &body[after_seq..]);
-            let body = body.as_str();
-            let prev_at = body.find(",\"prev\":\"").expect("prev") + 9;
-            let body = format!("{}{}{}", &body[..prev_at], head, &body[prev_at + 64..]);
-            head = sha256_hex(body.as_bytes());
-            out.push_str(&format!("{body},\"hash\":\"{head}\"}}\n"));
-        }
-        (out, head)
-    }
-
     #[test]
     fn a_signed_log_verifies_with_its_key_only() {
         let (text, head, public) = signed_run(5, 3);
@@ -496,24 +481,6 @@ mod tests {
         assert!(signing_key_from_hex(&format!("+{}", "f".repeat(63))).is_none(), "strict hex");
         // Without a key, the log is still a whole run.
         assert!(verify_run(&text, Some(&head)).is_ok());
-    }
-
-    #[test]
-    fn a_rewritten_log_passes_the_hashes_but_not_the_signatures() {
-        let (text, _, public) = signed_run(5, 3);
-        let mut lines: Vec<String> = text.lines().map(String::from).collect();
-        lines[1] = lines[1].replace("\"a0\"", "\"forged\"");
-        let (forged, forged_head) = rechain(&lines);
-        assert!(verify_run(&forged, Some(&forged_head)).is_ok(), "hashes alone cannot tell");
-        assert!(matches!(
-            verify_signed(&forged, Some(&forged_head), &public),
-            Err(AuditError::BadSignature { line: 4, seq: 4 })
-        ));
-        // Dropping the checkpoints does not help: the end is then unsigned.
-        let unsigned: Vec<String> =
-            text.lines().filter(|l| !l.contains("\"kind\":\"checkpoint\"")).map(String::from).collect();
-        let (stripped, stripped_head) = rechain(&unsigned);
-        assert!(matches!(verify_signed(&stripped, Some(&stripped_head), &public), Err(AuditError::Unsigned(_))));
     }
 
     #[test]

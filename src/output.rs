@@ -596,27 +596,18 @@ impl ReportWriter {
                 Report::Alert(alert) => {
                     count(&mut self.counts.alerts_by_rule, alert.rule.as_str());
                     let json = self.renderer.alert(alert);
-                    match &mut self.audit {
-                        Some(log) => log.append("alert", &json).and_then(|()| writeln!(self.alerts, "{json}")),
-                        None => writeln!(self.alerts, "{json}"),
-                    }
+                    self.keep_alert(&json)
                 }
                 Report::Triaged(triaged) => {
                     count(&mut self.counts.alerts_by_rule, triaged.alert.rule.as_str());
                     count(&mut self.counts.alerts_by_tier, triaged.tier.as_str());
                     let mut json = self.renderer.triaged(triaged, &self.route_names);
-                    self.notify(triaged.routes, "alert", &mut json).and_then(|()| match &mut self.audit {
-                        Some(log) => log.append("alert", &json).and_then(|()| writeln!(self.alerts, "{json}")),
-                        None => writeln!(self.alerts, "{json}"),
-                    })
+                    self.notify(triaged.routes, "alert", &mut json).and_then(|()| self.keep_alert(&json))
                 }
                 Report::Group(group) => {
                     self.counts.alert_groups += 1;
                     let mut json = self.renderer.group(group, &self.route_names);
-                    self.notify(group.routes, "group", &mut json).and_then(|()| match &mut self.audit {
-                        Some(log) => log.append("alert_group", &json),
-                        None => Ok(()),
-                    })
+                    self.notify(group.routes, "group", &mut json).and_then(|()| self.audit("alert_group", &json))
                 }
                 Report::DeadLetter(letter) => {
                     count(&mut self.counts.dead_letters_by_reason, letter.reason.as_str());
@@ -646,6 +637,20 @@ impl ReportWriter {
             {
                 self.error = Some(e);
             }
+        }
+    }
+
+    /// Records an alert in the audit trail (when kept), then in `alerts.jsonl`.
+    fn keep_alert(&mut self, json: &Json) -> std::io::Result<()> {
+        self.audit("alert", json)?;
+        writeln!(self.alerts, "{json}")
+    }
+
+    /// Appends a record to the audit trail, when one is kept.
+    fn audit(&mut self, kind: &str, json: &Json) -> std::io::Result<()> {
+        match &mut self.audit {
+            Some(log) => log.append(kind, json),
+            None => Ok(()),
         }
     }
 

@@ -133,6 +133,13 @@ fn a_signed_run_cannot_be_rewritten_without_its_key() {
     assert!(verify_run(&forged, Some(&forged_head)).is_ok());
     let refused = surveil::audit::verify_signed(&forged, Some(&forged_head), &key);
     assert!(matches!(refused, Err(AuditError::BadSignature { .. })), "{refused:?}");
+    // Dropping the checkpoints does not help: the end is then unsigned.
+    let unsigned: Vec<String> =
+        text.lines().filter(|l| !l.contains("\"kind\":\"checkpoint\"")).map(String::from).collect();
+    let (stripped, stripped_head) = rechain(&unsigned);
+    assert!(verify_run(&stripped, Some(&stripped_head)).is_ok());
+    let refused = surveil::audit::verify_signed(&stripped, Some(&stripped_head), &key);
+    assert!(matches!(refused, Err(AuditError::Unsigned(_))), "{refused:?}");
 
     // A key that is not a key is a clear error before anything is written.
     std::fs::write(keys.path().join("audit.key"), "not a key").expect("key file");

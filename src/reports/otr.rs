@@ -88,6 +88,16 @@ impl OtrRow {
     pub fn breach(&self) -> bool {
         self.count_breach || self.volume_breach
     }
+
+    /// The row's totals.
+    pub fn counts(&self) -> RatioCounts {
+        RatioCounts {
+            messages: self.messages,
+            order_volume: self.order_volume,
+            transactions: self.transactions,
+            transaction_volume: self.transaction_volume,
+        }
+    }
 }
 
 /// Totals of one instrument over every member.
@@ -270,13 +280,7 @@ pub fn otr_report(
     let mut by_instrument: BTreeMap<&str, (RatioCounts, u64, u64)> = BTreeMap::new();
     for row in &rows {
         let entry = by_instrument.entry(&row.instrument).or_default();
-        let counts = RatioCounts {
-            messages: row.messages,
-            order_volume: row.order_volume,
-            transactions: row.transactions,
-            transaction_volume: row.transaction_volume,
-        };
-        add(&mut entry.0, &counts);
+        add(&mut entry.0, &row.counts());
         entry.1 += 1;
         entry.2 += row.breach() as u64;
     }
