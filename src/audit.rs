@@ -412,20 +412,26 @@ pub fn verify_signed(text: &str, expected_head: Option<&str>, key: &VerifyingKey
     Ok(verified)
 }
 
-/// The records of a log about `id` (an alert id): every record that names it, and the summary
-/// of the group of repeats it belongs to (which lists only its first occurrences), in log order.
+/// The records of a log about `id` (an alert or case id): every record that names it, the
+/// summary of the group of repeats it belongs to (which lists only its first occurrences), and
+/// every version of the case its group opened, in log order.
 pub fn records_about<'t>(text: &'t str, id: &str) -> Vec<&'t str> {
     let needle = format!("\"id\":\"{id}\"");
-    let groups: Vec<String> = text
+    let mut groups: Vec<String> = text
         .lines()
         .filter(|line| line.contains(&needle))
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter_map(|record| record["data"]["group"].as_str().map(|g| format!("\"group\":\"{g}\"")))
+        .filter_map(|record| record["data"]["group"].as_str().map(String::from))
         .collect();
+    groups.push(id.to_string());
+    let group_needles: Vec<String> = groups.iter().map(|g| format!("\"group\":\"{g}\"")).collect();
+    let case_needles: Vec<String> = groups.iter().map(|g| format!("\"case\":\"{g}\"")).collect();
     text.lines()
         .filter(|line| {
             line.contains(&needle)
-                || (line.contains("\"kind\":\"alert_group\"") && groups.iter().any(|g| line.contains(g.as_str())))
+                || (line.contains("\"kind\":\"alert_group\"")
+                    && group_needles.iter().any(|g| line.contains(g.as_str())))
+                || (line.contains("\"kind\":\"case\"") && case_needles.iter().any(|c| line.contains(c.as_str())))
         })
         .collect()
 }

@@ -44,8 +44,12 @@ pub struct Config {
     pub features: FeaturesConfig,
     /// The alert manager: tiers, grouping of repeats, routes.
     pub alerts: AlertsConfig,
+    /// Cases: which alerts open one, acknowledgement deadlines, the case-actions files.
+    pub cases: CasesConfig,
     /// The audit trail.
     pub audit: AuditConfig,
+    /// Who files suspicious transaction and order reports, for `surveil report stor`.
+    pub stor: StorConfig,
 }
 
 impl Config {
@@ -59,6 +63,11 @@ impl Config {
             && key.is_relative()
         {
             *key = base.join(&*key);
+        }
+        for actions in &mut config.cases.actions {
+            if actions.is_relative() {
+                *actions = base.join(&*actions);
+            }
         }
         if let Some(model) = &mut config.rules.anomaly.model
             && model.is_relative()
@@ -114,6 +123,8 @@ impl Config {
                 .into());
         }
         self.alerts.validate()?;
+        self.cases.validate()?;
+        self.stor.validate()?;
         if self.audit.checkpoint_every == 0 {
             return Err("audit.checkpoint_every must be at least 1".into());
         }
@@ -799,6 +810,156 @@ impl AlertsConfig {
     }
 }
 
+/// Cases: a group of alerts that reaches `open_from` opens a case, which escalates one tier
+/// each time its tier's deadline passes before anyone acknowledges it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CasesConfig {
+    /// Whether cases are kept at all. Default true.
+    pub enabled: bool,
+    /// The lowest tier that opens a case. Default `low` (an `info` alert is recorded, nobody
+    /// is told, so it opens none).
+    pub open_from: crate::model::Tier,
+    /// How long each tier has to be acknowledged.
+    pub deadlines: CaseDeadlines,
+    /// Case-actions files (JSON Lines, see [`crate::cases`]) replayed with the run.
+    pub actions: Vec<PathBuf>,
+}
+
+impl Default for CasesConfig {
+    fn default() -> Self {
+        CasesConfig {
+            enabled: true,
+            open_from: crate::model::Tier::Low,
+            deadlines: CaseDeadlines::default(),
+            actions: Vec::new(),
+        }
+    }
+}
+
+impl CasesConfig {
+    fn validate(&self) -> Result<(), String> {
+        if self.open_from == crate::model::Tier::Info {
+            return Err("cases.open_from: info alerts are recorded and nobody is told, so they cannot open cases \
+                        (low, medium, high or critical)"
+                .into());
+        }
+        let d = &self.deadlines;
+        for (name, deadline) in [("low", d.low), ("medium", d.medium), ("high", d.high), ("critical", d.critical)] {
+            nanos(&format!("cases.deadlines.{name}"), deadline, Duration::from_secs(1), MAX_CASE_DEADLINE)?;
+        }
+        Ok(())
+    }
+}
+
+/// Acknowledgement deadlines by tier.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaseDeadlines {
+    /// Default 1 day.
+    #[serde(with = "humantime_serde")]
+    pub low: Duration,
+    /// Default 4 hours.
+    #[serde(with = "humantime_serde")]
+    pub medium: Duration,
+    /// Default 1 hour.
+    #[serde(with = "humantime_serde")]
+    pub high: Duration,
+    /// Default 15 minutes.
+    #[serde(with = "humantime_serde")]
+    pub critical: Duration,
+}
+
+impl Default for CaseDeadlines {
+    fn default() -> Self {
+        CaseDeadlines {
+            low: Duration::from_secs(24 * 3600),
+            medium: Duration::from_secs(4 * 3600),
+            high: Duration::from_secs(3600),
+            critical: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+impl CaseDeadlines {
+    /// The deadline of `tier` in nanoseconds (`info` has the `low` deadline).
+    pub fn of(&self, tier: crate::model::Tier) -> u64 {
+        use crate::model::Tier;
+        let d = match tier {
+            Tier::Info | Tier::Low => self.low,
+            Tier::Medium => self.medium,
+            Tier::High => self.high,
+            Tier::Critical => self.critical,
+        };
+        u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// The longest acknowledgement deadline: 30 days.
+const MAX_CASE_DEADLINE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Section 1 of a STOR (Delegated Regulation (EU) 2016/957, Annex): who reports, for
+/// `surveil report stor`. What is left empty is listed as missing in every report.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorConfig {
+    /// The natural person submitting: name.
+    pub person_name: String,
+    /// Their position.
+    pub person_position: String,
+    /// The reporting entity's name.
+    pub entity_name: String,
+    /// Its legal form.
+    pub legal_form: String,
+    /// Its Legal Entity Identifier (ISO 17442: 20 characters with check digits).
+    pub lei: String,
+    /// Its address.
+    pub address: String,
+    /// The capacity it acts in: executing orders on behalf of clients, dealing on own account,
+    /// operating a trading venue, systematic internaliser, ...
+    pub acting_capacity: String,
+    /// The type of trading activity and instruments it deals in.
+    pub trading_activity: String,
+    /// Its relationship with the person reported (client, employee, none, ...).
+    pub relationship_with_subject: String,
+    /// Contact for further requests: name.
+    pub contact_name: String,
+    /// Their position.
+    pub contact_position: String,
+    /// Their professional e-mail.
+    pub contact_email: String,
+    /// A STOR filed longer than this after the suspicious activity must explain the delay
+    /// (Delegated Regulation (EU) 2016/957, Article 6(2)). Default 1 day.
+    #[serde(with = "humantime_serde", skip_serializing)]
+    pub explain_delay_after: Option<Duration>,
+}
+
+impl StorConfig {
+    fn validate(&self) -> Result<(), String> {
+        if !self.lei.is_empty() && !valid_lei(&self.lei) {
+            return Err(format!(
+                "stor.lei {:?} is not a Legal Entity Identifier (ISO 17442: 18 letters or digits and two check digits)",
+                self.lei
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Whether `lei` is an ISO 17442 Legal Entity Identifier: 20 upper-case letters and digits
+/// whose ISO 7064 MOD 97-10 check holds (letters count as 10 to 35; the number mod 97 is 1).
+pub fn valid_lei(lei: &str) -> bool {
+    if lei.len() != 20 || !lei.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()) {
+        return false;
+    }
+    let mut remainder = 0u32;
+    for b in lei.bytes() {
+        let value = if b.is_ascii_digit() { u32::from(b - b'0') } else { u32::from(b - b'A') + 10 };
+        remainder = if value >= 10 { (remainder * 100 + value) % 97 } else { (remainder * 10 + value) % 97 };
+    }
+    remainder == 1
+}
+
 /// The audit trail's signatures.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -840,6 +1001,26 @@ mod tests {
         assert_eq!(config.alerts.tiers, defaults.alerts.tiers);
         assert_eq!(config.alerts.group_horizon, defaults.alerts.group_horizon);
         assert_eq!(config.alerts.routes.len(), 1);
+        assert_eq!(config.cases.deadlines.of(crate::model::Tier::High), 3_600_000_000_000);
+        assert_eq!(config.stor.lei, "5493001KJTIIGC8Y1R12");
+    }
+
+    #[test]
+    fn lei_check_digits_and_case_settings_are_checked() {
+        assert!(valid_lei("5493001KJTIIGC8Y1R12"));
+        assert!(valid_lei("529900T8BM49AURSDO55"));
+        assert!(!valid_lei("5493001KJTIIGC8Y1R13"), "a wrong check digit");
+        assert!(!valid_lei("5493001kjtiigc8y1r12"), "lower case");
+        assert!(!valid_lei("5493001KJTIIGC8Y1R1"), "19 characters");
+        let error = Config::parse("[stor]\nlei = \"5493001KJTIIGC8Y1R13\"").expect_err("a bad LEI");
+        assert!(error.contains("stor.lei"), "{error}");
+        assert!(Config::parse("[cases]\nopen_from = \"info\"").is_err());
+        let error = Config::parse("[cases.deadlines]\nhigh = \"0s\"").expect_err("no deadline");
+        assert!(error.contains("cases.deadlines.high"), "{error}");
+        assert!(Config::parse("[cases.deadlines]\ncritical = \"31d\"").is_err());
+        let config = Config::parse("[cases]\nopen_from = \"high\"\n[cases.deadlines]\nlow = \"2d\"").expect("valid");
+        assert_eq!(config.cases.open_from, crate::model::Tier::High);
+        assert_eq!(config.cases.deadlines.of(crate::model::Tier::Info), 2 * 86_400_000_000_000);
     }
 
     #[test]

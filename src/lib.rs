@@ -55,6 +55,7 @@
 //! [`model`] (events, alerts, dead letters, feature rows), [`config`], [`reference`],
 //! [`ingest`] (parsers, file partitions), [`detect`] (the detector framework), [`rules`],
 //! [`features`] and [`testing`], [`anomaly`], [`manager`] (tiers, grouping, routing),
+//! [`cases`] (the case workflow: deadlines, escalation, people's actions),
 //! [`audit`], [`output`] (sinks), [`reports`] (regulatory reports from a run's outputs),
 //! [`pipeline`] (jobs).
 #![forbid(missing_docs)]
@@ -63,6 +64,7 @@ pub mod anomaly;
 pub mod audit;
 #[cfg(feature = "tools")]
 pub mod bench;
+pub mod cases;
 pub mod config;
 pub mod detect;
 pub mod features;

@@ -24,7 +24,7 @@ use crate::ingest::time::format_time;
 use crate::model::RatioReport;
 use crate::model::Report;
 use crate::model::alert::{Alert, Value};
-use crate::model::{AlertGroup, Body, Event, Symbol, SymbolTable, TriagedAlert};
+use crate::model::{AlertGroup, Body, CaseRecord, Event, Symbol, SymbolTable, TriagedAlert};
 use crate::reference::ReferenceData;
 
 /// File names in the output folder.
@@ -35,6 +35,8 @@ pub const DEAD_LETTERS: &str = "dead_letters.jsonl";
 pub const LATE: &str = "late_events.jsonl";
 /// Order-to-trade values.
 pub const RATIOS: &str = "order_to_trade.jsonl";
+/// Case versions.
+pub const CASES: &str = "cases.jsonl";
 /// Run summary.
 pub const SUMMARY: &str = "summary.json";
 
@@ -242,6 +244,32 @@ impl Renderer {
             "occurrences": occurrences,
             "truncated": group.truncated,
             "sent_to": route_list(group.routes, route_names),
+        })
+    }
+
+    /// A version of a case, with the names of the routes it was sent on.
+    pub fn case(&self, case: &CaseRecord, route_names: &[String]) -> Json {
+        json!({
+            "case": case.case.to_string(),
+            "version": case.version,
+            "time": format_time(case.time),
+            "change": case.change.as_str(),
+            "by": case.by,
+            "reason": case.reason,
+            "state": case.state.as_str(),
+            "prior_state": case.prior_state.map(|s| s.as_str()),
+            "tier": case.tier.as_str(),
+            "prior_tier": case.prior_tier.map(|t| t.as_str()),
+            "assignee": case.assignee,
+            "disposition": case.disposition.map(|d| d.as_str()),
+            "deadline": case.deadline.map(format_time),
+            "escalations": case.escalations,
+            "alert": case.alert.to_string(),
+            "rule": case.rule,
+            "instrument": self.name(case.instrument),
+            "account": self.name(case.account),
+            "desk": self.name(case.desk),
+            "sent_to": route_list(case.routes, route_names),
         })
     }
 
@@ -468,6 +496,9 @@ pub struct WrittenCounts {
     /// Notices (alerts sent at once and group summaries) by route.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub notices_by_route: BTreeMap<String, u64>,
+    /// Case versions written, by change (`opened`, `escalated`, `closed`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub case_changes: BTreeMap<String, u64>,
     /// The audit log's end, when one was kept: what `surveil audit verify` checks it against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditHead>,
@@ -491,6 +522,7 @@ pub struct ReportWriter {
     late: BufWriter<File>,
     ratios: BufWriter<File>,
     features: Option<(BufWriter<File>, u64)>,
+    cases: Option<BufWriter<File>>,
     audit: Option<AuditLog<BufWriter<File>>>,
     /// The routes' names and files, by route index.
     route_names: Vec<String>,
@@ -517,6 +549,7 @@ impl ReportWriter {
             late: open(LATE)?,
             ratios: open(RATIOS)?,
             features: None,
+            cases: None,
             audit: None,
             route_names: Vec::new(),
             routes: Vec::new(),
@@ -532,6 +565,12 @@ impl ReportWriter {
         let mut file = BufWriter::new(File::create(folder.partial(FEATURES))?);
         writeln!(file, "{}", crate::features::export::header())?;
         self.features = Some((file, window_ns));
+        Ok(())
+    }
+
+    /// Also writes case versions to `cases.jsonl` in `folder`.
+    pub fn keep_cases(&mut self, folder: &OutputFolder) -> std::io::Result<()> {
+        self.cases = Some(BufWriter::new(File::create(folder.partial(CASES))?));
         Ok(())
     }
 
@@ -571,6 +610,9 @@ impl ReportWriter {
         if self.features.is_some() {
             files.push(FEATURES);
         }
+        if self.cases.is_some() {
+            files.push(CASES);
+        }
         if self.audit.is_some() {
             files.push(AUDIT);
         }
@@ -608,6 +650,16 @@ impl ReportWriter {
                     self.counts.alert_groups += 1;
                     let mut json = self.renderer.group(group, &self.route_names);
                     self.notify(group.routes, "group", &mut json).and_then(|()| self.audit("alert_group", &json))
+                }
+                Report::Case(case) => {
+                    count(&mut self.counts.case_changes, case.change.as_str());
+                    let mut json = self.renderer.case(case, &self.route_names);
+                    self.notify(case.routes, "escalation", &mut json).and_then(|()| self.audit("case", &json)).and_then(
+                        |()| match &mut self.cases {
+                            Some(file) => writeln!(file, "{json}"),
+                            None => Ok(()),
+                        },
+                    )
                 }
                 Report::DeadLetter(letter) => {
                     count(&mut self.counts.dead_letters_by_reason, letter.reason.as_str());
@@ -654,7 +706,7 @@ impl ReportWriter {
         }
     }
 
-    /// Writes a notice of `kind` (`alert` or `group`) to each route in `routes`.
+    /// Writes a notice of `kind` (`alert`, `group` or `escalation`) to each route in `routes`.
     fn notify(&mut self, routes: crate::model::Routes, kind: &str, json: &mut Json) -> std::io::Result<()> {
         if routes.is_empty() {
             return Ok(());
@@ -692,6 +744,10 @@ impl ReportWriter {
             file.flush()?;
             file.get_ref().sync_all()?;
         }
+        if let Some(file) = &mut self.cases {
+            file.flush()?;
+            file.get_ref().sync_all()?;
+        }
         self.counts.symbol_collisions = self.renderer.names.collisions();
         if let Some(mut log) = self.audit.take() {
             let c = &self.counts;
@@ -700,6 +756,7 @@ impl ReportWriter {
                 "alerts_by_tier": c.alerts_by_tier,
                 "alert_groups": c.alert_groups,
                 "notices_by_route": c.notices_by_route,
+                "case_changes": c.case_changes,
                 "dead_letters_by_reason": c.dead_letters_by_reason,
                 "late_events": c.late_events,
                 "ratio_values": c.ratio_values,
@@ -732,7 +789,7 @@ fn count(counts: &mut BTreeMap<String, u64>, key: &str) {
 pub const FEATURES: &str = crate::features::export::FEATURES_FILE;
 
 /// Every file a run may write, the summary last.
-pub const ALL_FILES: [&str; 7] = [ALERTS, DEAD_LETTERS, LATE, RATIOS, FEATURES, AUDIT, SUMMARY];
+pub const ALL_FILES: [&str; 8] = [ALERTS, DEAD_LETTERS, LATE, RATIOS, FEATURES, CASES, AUDIT, SUMMARY];
 
 /// The suffix of a file being written: a file under this name is never a finished output.
 pub const PARTIAL_SUFFIX: &str = ".partial";
@@ -881,21 +938,24 @@ impl OutputFolder {
 /// dataflow time they were emitted at first (a batch holds every report of the times below the
 /// watermark, so ordering by it first makes the file independent of where batches split), then
 /// by their event time and id. For rules the two times agree; an account's anomaly alert is
-/// emitted just after its window's end, which is its event time. Feature rows likewise go by
-/// emission time first (an account's row, made from its pair rows, follows them), then window
-/// end and key.
-fn order_key(time: u64, report: &Report) -> (u8, u64, u64, u128) {
+/// emitted just after its window's end, which is its event time. Alerts, group summaries and
+/// case versions share a kind, since the audit trail interleaves them by time; at equal times
+/// and ids the last field puts an alert before its group and case, and a case's versions in
+/// order. Feature rows likewise go by emission time first (an account's row, made from its pair
+/// rows, follows them), then window end and key.
+fn order_key(time: u64, report: &Report) -> (u8, u64, u64, u128, u32) {
     match report {
-        Report::Symbol(s, _) => (0, 0, 0, s.0 as u128),
-        Report::Alert(a) => (1, time, a.time, a.id.0),
-        Report::Triaged(t) => (1, time, t.alert.time, t.alert.id.0),
+        Report::Symbol(s, _) => (0, 0, 0, s.0 as u128, 0),
+        Report::Alert(a) => (1, time, a.time, a.id.0, 0),
+        Report::Triaged(t) => (1, time, t.alert.time, t.alert.id.0, 0),
         // A group closes before an alert at its horizon's end (which may open the key's next
         // group); its id is its first alert's.
-        Report::Group(g) => (1, time, g.horizon_end.saturating_sub(1), g.id.0),
-        Report::DeadLetter(d) => (2, ((d.source as u64) << 44) | d.offset, 0, 0),
-        Report::Late(e) => (3, e.origin.0, 0, 0),
-        Report::Ratio(r) => (4, time, 0, ((r.account.0 as u128) << 64) | r.instrument.0 as u128),
-        Report::Features(r) => (5, time, r.window_end, r.order_key().1 as u128),
+        Report::Group(g) => (1, time, g.horizon_end.saturating_sub(1), g.id.0, 1),
+        Report::Case(c) => (1, time, c.time, c.case.0, 1 + c.version),
+        Report::DeadLetter(d) => (2, ((d.source as u64) << 44) | d.offset, 0, 0, 0),
+        Report::Late(e) => (3, e.origin.0, 0, 0, 0),
+        Report::Ratio(r) => (4, time, 0, ((r.account.0 as u128) << 64) | r.instrument.0 as u128, 0),
+        Report::Features(r) => (5, time, r.window_end, r.order_key().1 as u128, 0),
     }
 }
 

@@ -13,24 +13,25 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::Serialize;
-use surveil_operators::{Partition, SourceOptions, SourceOutputs, partitioned_source};
+use surveil_operators::{LastTime, Partition, SourceOptions, SourceOutputs, partitioned_source};
 use timely::dataflow::operators::core::OkErr;
 
 use crate::anomaly::{AnomaliesExt, AnomalyModel, ModelError};
-use crate::config::{AlertsConfig, AnomalyConfig};
+use crate::cases::{CaseActions, CasePolicy, WorkCases};
+use crate::config::{AlertsConfig, AnomalyConfig, CasesConfig};
 use crate::detect::{Detect, InstrumentRules};
 use crate::features::{FeatureRecorder, FeatureRow};
 use crate::manager::{AlertPolicy, ManageAlerts};
 use crate::output::{WriteReports, WriterSlot};
 use crate::rules::default_rules;
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::{Concat, Probe};
+use timely::dataflow::operators::{Concat, Probe, ToStream};
 use timely::dataflow::{ProbeHandle, Scope, Stream};
 
 use crate::config::Config;
 use crate::ingest::{InputError, InputSpec, LinePartition, ReadProgress, plan_partitions};
 use crate::model::Report;
-use crate::model::{Alert, Event, EventKind};
+use crate::model::{Alert, CaseAction, Event, EventKind};
 use crate::output::{OutputFolder, Renderer, ReportWriter, WrittenCounts};
 use crate::reference::{ReferenceData, ReferenceError};
 
@@ -245,6 +246,12 @@ impl RunSummary {
         for (route, n) in &self.written.notices_by_route {
             row(&format!("  notices to {route}"), n.to_string());
         }
+        if let Some(opened) = self.written.case_changes.get("opened") {
+            row("cases opened", opened.to_string());
+            for (change, n) in self.written.case_changes.iter().filter(|(c, _)| c.as_str() != "opened") {
+                row(&format!("  {}", change.replace('_', " ")), n.to_string());
+            }
+        }
         row("dead letters", self.dead_letters.to_string());
         for (reason, n) in &self.written.dead_letters_by_reason {
             row(&format!("  {reason}"), n.to_string());
@@ -339,12 +346,13 @@ pub fn default_dataflow<'scope, P>(
     slot: WriterSlot,
     features: FeatureJob,
     alerts: &AlertsConfig,
+    cases: Option<(&CasesConfig, &Arc<CaseActions>)>,
     extra_rules: &[ExtraRule],
 ) where
     P: Partition<Record = Event, Side = Report> + 'static,
 {
     let source = partitioned_source(scope, "Ingest", partitions, options);
-    let reports = default_detection_with(source.records, rules, &reference, &features, alerts, extra_rules);
+    let reports = default_detection_with(source.records, rules, &reference, &features, alerts, cases, extra_rules);
     let late = source.late.map(|e| Report::Late(Box::new(e)));
     reports.concat(source.side).concat(late).probe_with(probe).write_reports(slot);
 }
@@ -356,8 +364,19 @@ fn default_detection_with<'scope>(
     reference: &Arc<ReferenceData>,
     features: &FeatureJob,
     alerts: &AlertsConfig,
+    cases: Option<(&CasesConfig, &Arc<CaseActions>)>,
     extra_rules: &[ExtraRule],
 ) -> Stream<'scope, u64, Vec<Report>> {
+    let scope = events.scope();
+    // The case workflow learns where the (finite) input ended, so that deadlines beyond the
+    // end stay pending. The events pass through, moved rather than copied.
+    let (events, ends) = match cases {
+        Some(_) => {
+            let out = events.last_time(|e: &Event| e.time);
+            (out.records, Some(out.ends))
+        }
+        None => (events, None),
+    };
     let extra_alerts: Vec<_> = extra_rules.iter().map(|rule| rule(events.clone())).collect();
     let rules = if features.is_active() {
         rules.with(FeatureRecorder::new(features.window_ns, reference.clone()))
@@ -368,7 +387,23 @@ fn default_detection_with<'scope>(
     let (side, anomalies) = if features.is_active() { features.build(detected.side) } else { (detected.side, None) };
     let all = extra_alerts.into_iter().chain(anomalies).fold(detected.alerts, |all, more| all.concat(more));
     let policy = Arc::new(AlertPolicy::new(alerts, reference.clone()));
-    all.manage_alerts(policy).reports.concat(side)
+    let managed = all.manage_alerts(policy.clone()).reports;
+    let (Some((config, actions)), Some(ends)) = (cases, ends) else { return managed.concat(side) };
+    // Worker 0 feeds the people's actions and the lines that were not actions.
+    let first = scope.index() == 0;
+    let mine = if first { actions.actions.clone() } else { Vec::new() };
+    let refused: Vec<Report> = if first {
+        actions.refused.iter().map(|letter| Report::DeadLetter(Box::new(letter.clone()))).collect()
+    } else {
+        Vec::new()
+    };
+    let actions = mine.to_stream(scope).last_time(|a: &CaseAction| a.time);
+    // Two announcing inputs, the events and the actions: one announcement from each worker for each.
+    let ends = ends.concat(actions.ends);
+    let expected = 2 * scope.peers();
+    let cases =
+        managed.clone().work_cases(actions.records, Some(ends), expected, Arc::new(CasePolicy::new(config, policy)));
+    managed.concat(cases).concat(refused.to_stream(scope)).concat(side)
 }
 
 /// Builds the default job on one worker over its `partitions`, with the configuration's source
@@ -404,6 +439,7 @@ where
             sink,
             features,
             &config.alerts,
+            config.cases.enabled.then_some((&config.cases, &Arc::default())),
             &[],
         );
     });
@@ -464,6 +500,7 @@ pub struct Job {
     progress: Arc<ReadProgress>,
     stop: Stop,
     features: FeatureJob,
+    case_actions: Arc<CaseActions>,
     started: Instant,
 }
 
@@ -485,11 +522,13 @@ fn run_started(config: &Config, inputs: &[InputSpec]) -> serde_json::Value {
             })
         })
         .collect();
-    // Reference data and models change alerts as much as the inputs do: their content digests.
+    // Reference data, models and case actions change the outputs as much as the inputs do:
+    // their content digests.
     let reference: Vec<serde_json::Value> = [&config.reference.instruments, &config.reference.accounts]
         .into_iter()
         .chain([&config.rules.anomaly.model])
         .flatten()
+        .chain(&config.cases.actions)
         .map(|path| {
             let digest = std::fs::read(path).ok().map(|bytes| crate::audit::sha256_hex(&bytes));
             serde_json::json!({"path": path.display().to_string(), "sha256": digest})
@@ -543,14 +582,22 @@ impl Job {
         for input in &inputs {
             total_bytes += check_input(input, &config)?;
         }
-        let sources: Vec<String> = inputs.iter().map(|i| i.path.display().to_string()).collect();
         let features = FeatureJob::from_config(&config)?;
+        // Case actions are inputs numbered after the event inputs, so a refused line names its file.
+        let case_actions = match config.cases.enabled {
+            true => CaseActions::read(&config.cases.actions, inputs.len() as u32)
+                .map_err(|(path, e)| RunError::Config(format!("cases.actions {}: {e}", path.display())))?,
+            false => CaseActions::default(),
+        };
+        let mut sources: Vec<String> = inputs.iter().map(|i| i.path.display().to_string()).collect();
+        sources.extend(case_actions.files.iter().map(|p| p.display().to_string()));
         // Nothing the run writes may be something it reads.
         let mut protected: Vec<PathBuf> = inputs.iter().map(|i| i.path.clone()).collect();
         protected.extend(config.reference.instruments.iter().cloned());
         protected.extend(config.reference.accounts.iter().cloned());
         protected.extend(config.rules.anomaly.model.iter().cloned());
         protected.extend(config.audit.signing_key.iter().cloned());
+        protected.extend(config.cases.actions.iter().cloned());
         let folder = OutputFolder::prepare(out_dir, &protected)?;
         let output = |source| RunError::Output { path: out_dir.into(), source };
         let mut writer = ReportWriter::create(&folder, Renderer::new(reference.clone(), sources)).map_err(output)?;
@@ -560,6 +607,9 @@ impl Job {
         let mut start = run_started(&config, &inputs);
         if let (Some((key, _)), Some(fields)) = (&signer, start.as_object_mut()) {
             fields.insert("signing_public_key".into(), crate::audit::public_key_hex(key).into());
+        }
+        if config.cases.enabled {
+            writer.keep_cases(&folder).map_err(output)?;
         }
         writer.keep_audit_log(&folder, &start, signer).map_err(output)?;
         let routes: Vec<String> = config.alerts.routes.iter().map(|r| r.name.clone()).collect();
@@ -575,6 +625,7 @@ impl Job {
             progress: Arc::default(),
             stop: Stop::default(),
             features,
+            case_actions: Arc::new(case_actions),
             started,
         })
     }
@@ -604,6 +655,11 @@ impl Job {
     /// The feature work the configuration asks for.
     pub fn features(&self) -> &FeatureJob {
         &self.features
+    }
+
+    /// The case actions the job replays (`cases.actions`).
+    pub fn case_actions(&self) -> &Arc<CaseActions> {
+        &self.case_actions
     }
 
     /// This worker's share of the inputs, planned in blocks and dealt round-robin.
@@ -766,16 +822,27 @@ impl Job {
 /// The built-in detection of the default job over `events`: the rules the configuration
 /// enables and the feature store (when the job needs it) keyed by instrument in one operator,
 /// the anomaly scoring of the feature rows, and `extra_rules`, with every alert passed through
-/// the alert manager ([`crate::manager`]). Returns the triaged alerts, group summaries and side
-/// records.
+/// the alert manager ([`crate::manager`]) and, when `cases.enabled`, the case workflow
+/// ([`crate::cases`]) with the people's `actions`. Returns the triaged alerts, group summaries,
+/// case versions and side records.
 pub fn default_detection<'scope>(
     events: Stream<'scope, u64, Vec<Event>>,
     config: &Config,
     reference: &Arc<ReferenceData>,
     features: &FeatureJob,
+    actions: &Arc<CaseActions>,
     extra_rules: &[ExtraRule],
 ) -> Stream<'scope, u64, Vec<Report>> {
-    default_detection_with(events, default_rules(config, reference), reference, features, &config.alerts, extra_rules)
+    let cases = config.cases.enabled.then_some((&config.cases, actions));
+    default_detection_with(
+        events,
+        default_rules(config, reference),
+        reference,
+        features,
+        &config.alerts,
+        cases,
+        extra_rules,
+    )
 }
 
 /// Runs the default job and writes `alerts.jsonl`, `dead_letters.jsonl`, `late_events.jsonl`,
@@ -792,7 +859,7 @@ pub fn run(options: RunOptions) -> Result<RunSummary, RunError> {
         job = job.with_stop(stop);
     }
     job.execute(timely::Config::process(workers.max(1)), move |job, _scope, events| {
-        default_detection(events, job.config(), job.reference(), job.features(), &extra_rules)
+        default_detection(events, job.config(), job.reference(), job.features(), job.case_actions(), &extra_rules)
     })
 }
 

@@ -35,6 +35,8 @@ pub struct Instrument {
     pub currency: String,
     /// ISIN, for reports.
     pub isin: String,
+    /// CFI code (ISO 10962), for reports.
+    pub cfi: String,
     /// A price to use before any quote or trade (price collar).
     pub reference_price: Option<Price>,
     /// The minimum price increment, in units of the price scale, when the file gives one.
@@ -108,6 +110,8 @@ struct InstrumentRow {
     #[serde(default)]
     isin: Option<String>,
     #[serde(default)]
+    cfi: Option<String>,
+    #[serde(default)]
     reference_price: Option<String>,
     #[serde(default)]
     tick_size: Option<String>,
@@ -155,7 +159,8 @@ impl ReferenceData {
         })
     }
 
-    /// Loads `instrument,price_scale,currency,isin,reference_price`.
+    /// Loads `instrument,price_scale,currency,isin,cfi,reference_price,tick_size` (every column
+    /// but `instrument` optional).
     pub fn load_instruments(&mut self, path: &Path) -> Result<(), ReferenceError> {
         let mut reader = Self::reader(path)?;
         for (i, row) in reader.deserialize::<InstrumentRow>().enumerate() {
@@ -193,6 +198,7 @@ impl ReferenceData {
                     price_scale: scale,
                     currency: row.currency.unwrap_or_default(),
                     isin: row.isin.unwrap_or_default(),
+                    cfi: row.cfi.unwrap_or_default(),
                     reference_price,
                     tick_size,
                 },

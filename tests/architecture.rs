@@ -8,8 +8,9 @@
 //! reports     reports
 //! sinks       output
 //! audit       audit
-//! scoring     anomaly
+//! cases       cases
 //! alerts      manager
+//! scoring     anomaly
 //! detectors   rules, features, testing
 //! framework   detect
 //! ingest      ingest
@@ -30,6 +31,7 @@ const LAYERS: &[&[&str]] = &[
     &["rules", "features", "testing"],
     &["anomaly"],
     &["manager"],
+    &["cases"],
     &["audit"],
     &["output"],
     &["reports"],

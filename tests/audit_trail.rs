@@ -47,7 +47,10 @@ fn the_log_records_the_run_and_every_alert_and_verifies() {
         assert!(!alerts.is_empty());
         assert_eq!(audited.len(), alerts.len(), "{workers} workers");
         assert!(audited.iter().zip(&alerts).all(|(a, b)| *a == b));
-        assert_eq!(verified.records, alerts.len() as u64 + 2);
+        // Besides the run's start and end: the alerts, group summaries and case versions.
+        assert_eq!(verified.records, records.len() as u64);
+        let kinds = ["run_started", "alert", "alert_group", "case", "run_finished"];
+        assert!(records.iter().all(|r| kinds.iter().any(|k| r["kind"] == *k)));
     }
 }
 

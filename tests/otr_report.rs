@@ -47,8 +47,8 @@ fn the_report_marks_what_the_run_alerted_and_sums_members_exactly() {
     other.alerts.group_horizon = std::time::Duration::from_secs(60);
     let same_limits = otr_report_for(folder, "2024-03-01", Member::Account, &other).expect("report");
     assert_eq!(same_limits.limits_match_run(), Some(true), "settings the report does not use do not count");
-    assert!(report.source.complete);
-    assert_eq!(report.source.audit_head.as_deref().map(str::len), Some(64));
+    assert!(report.source.run.complete);
+    assert_eq!(report.source.run.audit_head.as_deref().map(str::len), Some(64));
 
     // By desk: each row is the sum of its accounts' rows, as the accounts file places them.
     let desks: BTreeMap<String, String> = std::fs::read_to_string(dir.path().join("accounts.csv"))

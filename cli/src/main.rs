@@ -1,5 +1,7 @@
 //! The `surveil` command line.
 
+mod case;
+
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -52,9 +54,10 @@ enum AuditAction {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Print every record about an alert id.
+    /// Print every record about an alert or case id: the alert, the summary of its group of
+    /// repeats and every version of the case its group opened.
     Show {
-        /// The alert id.
+        /// The alert or case id.
         id: String,
         /// The audit log, or the output folder that holds it.
         log: PathBuf,
@@ -63,6 +66,32 @@ enum AuditAction {
 
 #[derive(Subcommand)]
 enum ReportKind {
+    /// A suspicious transaction and order report (MAR Article 16; Delegated Regulation (EU)
+    /// 2016/957) drafted from a case of a run: its alerts and evidence, its history, the
+    /// reference data and the submitter's details (`[stor]` in the configuration). Final for a
+    /// case closed as stor_filed, a draft otherwise; what it cannot fill is listed as missing.
+    Stor {
+        /// The case id.
+        case: String,
+        /// The run's output folder.
+        run: PathBuf,
+        /// The configuration with the reference data and `[stor]`: the run's, normally.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Why the report comes late, when the suspicion was formed more than
+        /// `stor.explain_delay_after` after the activity.
+        #[arg(long)]
+        delay_reason: Option<String>,
+        /// When the report is prepared (RFC 3339 or nanoseconds); default now.
+        #[arg(long)]
+        at: Option<String>,
+        /// json, xml or html; by default from --out's extension, else json.
+        #[arg(long)]
+        format: Option<String>,
+        /// File to write; standard output by default.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// The end-of-session order-to-trade report of MiFID II RTS 9: count and volume ratios per
     /// member and instrument, with the breaches marked, from a run's order_to_trade.jsonl.
     Otr {
@@ -93,7 +122,7 @@ enum Command {
         #[command(flatten)]
         job: JobArgs,
         /// Output folder for alerts.jsonl, dead_letters.jsonl, late_events.jsonl,
-        /// order_to_trade.jsonl, audit.jsonl, notices_ROUTE.jsonl and summary.json.
+        /// order_to_trade.jsonl, cases.jsonl, audit.jsonl, notices_ROUTE.jsonl and summary.json.
         #[arg(long, default_value = "out")]
         out: PathBuf,
         /// No progress bar and no summary table.
@@ -108,6 +137,10 @@ enum Command {
         /// Write every feature row to features.csv in the output folder.
         #[arg(long)]
         export_features: bool,
+        /// A case-actions file (JSON Lines, as `surveil case` writes) to replay with the
+        /// alerts; may be given more than once, adds to `cases.actions`.
+        #[arg(long)]
+        case_actions: Vec<PathBuf>,
         /// Input files (plain or .gz).
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
@@ -130,6 +163,12 @@ enum Command {
     Report {
         #[command(subcommand)]
         kind: ReportKind,
+    },
+    /// Act on a case (ack, assign, review, escalate, close: appended to a case-actions file
+    /// that runs replay), or read a run's cases (show, list).
+    Case {
+        #[command(subcommand)]
+        command: case::CaseCommand,
     },
     /// Check or read a run's audit trail (audit.jsonl).
     Audit {
@@ -228,7 +267,7 @@ fn message(error: &anyhow::Error) -> String {
 fn main_inner() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Run { job, out, quiet, model, anomaly, export_features, inputs: paths }) => {
+        Some(Command::Run { job, out, quiet, model, anomaly, export_features, case_actions, inputs: paths }) => {
             let mut config = job.config()?;
             let (format, workers) = (job.format, job.workers);
             if model.is_some() || anomaly {
@@ -238,6 +277,7 @@ fn main_inner() -> Result<()> {
                 config.rules.anomaly.model = model;
             }
             config.features.export |= export_features;
+            config.cases.actions.extend(case_actions);
             let stop = stop_on_signals()?;
             let inputs = inputs(&paths, format);
             let progress = (!quiet).then(|| progress_bar(&inputs));
@@ -314,6 +354,7 @@ fn main_inner() -> Result<()> {
             Ok(())
         }
         Some(Command::Audit { action }) => audit(action),
+        Some(Command::Case { command }) => case::case(command),
         Some(Command::Report { kind }) => report(kind),
         None => run_default(),
     }
@@ -466,9 +507,76 @@ fn write_stdout(text: &str) -> Result<()> {
     }
 }
 
+/// The format asked for: `--format`, else `--out`'s extension when it is one of `known`.
+fn report_format(format: Option<String>, out: &Option<PathBuf>, known: &[&str]) -> String {
+    let extension = out
+        .as_ref()
+        .and_then(|p| p.extension())
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .filter(|e| known.contains(&e.as_str()));
+    format.or(extension).unwrap_or_else(|| "json".into())
+}
+
+/// Writes a report to `out`, or to standard output.
+fn write_report(out: &Option<PathBuf>, text: &str) -> Result<()> {
+    match out {
+        Some(path) => std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display())),
+        None => write_stdout(text),
+    }
+}
+
+fn stor(
+    case: String,
+    run: PathBuf,
+    config: Option<PathBuf>,
+    delay_reason: Option<String>,
+    at: Option<String>,
+    format: Option<String>,
+    out: Option<PathBuf>,
+) -> Result<()> {
+    let config = match &config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let prepared_at = match &at {
+        Some(text) => surveil::ingest::time::parse_event_time(text.as_bytes())
+            .with_context(|| format!("--at {text:?}: neither RFC 3339 nor nanoseconds since 1970"))?,
+        None => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).context("the clock")?;
+            u64::try_from(now.as_nanos()).context("the clock is past 2554")?
+        }
+    };
+    let report = surveil::reports::stor::stor_report_for(&run, &case, &config, prepared_at, delay_reason.as_deref())?;
+    let text = match report_format(format, &out, &["json", "xml", "html", "htm"]).as_str() {
+        "json" => serde_json::to_string_pretty(&report)? + "\n",
+        "xml" => report.to_xml(),
+        "html" | "htm" => report.to_html(),
+        other => bail!("unknown report format {other}: use json, xml or html"),
+    };
+    write_report(&out, &text)?;
+    for missing in &report.missing {
+        eprintln!("to complete: {missing}");
+    }
+    eprintln!(
+        "case {}: {} STOR, {} order(s) and transaction(s), {} alert(s), {} field(s) to complete",
+        report.case,
+        report.status,
+        report.orders_and_transactions.len(),
+        report.suspicion.alerts.len(),
+        report.missing.len()
+    );
+    Ok(())
+}
+
 fn report(kind: ReportKind) -> Result<()> {
     use surveil::reports::otr::{Member, otr_report_for, sessions};
-    let ReportKind::Otr { run, session, member, config, format, out } = kind;
+    let (run, session, member, config, format, out) = match kind {
+        ReportKind::Stor { case, run, config, delay_reason, at, format, out } => {
+            return stor(case, run, config, delay_reason, at, format, out);
+        }
+        ReportKind::Otr { run, session, member, config, format, out } => (run, session, member, config, format, out),
+    };
     let member = Member::parse(&member).with_context(|| format!("--member {member}: use account, desk or owner"))?;
     let config = match &config {
         Some(path) => Config::load(path)?,
@@ -483,22 +591,13 @@ fn report(kind: ReportKind) -> Result<()> {
         },
     };
     let report = otr_report_for(&run, &session, member, &config)?;
-    let extension = out
-        .as_ref()
-        .and_then(|p| p.extension())
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase)
-        .filter(|e| ["json", "csv", "html", "htm"].contains(&e.as_str()));
-    let text = match format.or(extension).as_deref().unwrap_or("json") {
+    let text = match report_format(format, &out, &["json", "csv", "html", "htm"]).as_str() {
         "json" => serde_json::to_string_pretty(&report)? + "\n",
         "csv" => report.to_csv(),
         "html" | "htm" => report.to_html(),
         other => bail!("unknown report format {other}: use json, csv or html"),
     };
-    match &out {
-        Some(path) => std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?,
-        None => write_stdout(&text)?,
-    }
+    write_report(&out, &text)?;
     if report.limits_match_run() == Some(false) {
         eprintln!(
             "warning: the run used other order-to-trade limits or sessions than this configuration's \
@@ -507,7 +606,7 @@ fn report(kind: ReportKind) -> Result<()> {
             report.source.report_limits_sha256
         );
     }
-    if !report.source.complete {
+    if !report.source.run.complete {
         eprintln!("warning: the run did not read all its input: the report is partial");
     }
     eprintln!("session {}: {} breach(es) in {} rows", report.session, report.breaches, report.rows.len());

@@ -6,8 +6,8 @@ fn surveil() -> Command {
     Command::new(env!("CARGO_BIN_EXE_surveil"))
 }
 
-#[test]
-fn generate_then_run_writes_every_output() {
+/// A generated day of 30,000 events in a new folder: (the folder, the day's folder).
+fn small_day() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let day = dir.path().join("day");
     let status = surveil()
@@ -16,6 +16,12 @@ fn generate_then_run_writes_every_output() {
         .status()
         .expect("spawn");
     assert!(status.success());
+    (dir, day)
+}
+
+#[test]
+fn generate_then_run_writes_every_output() {
+    let (dir, day) = small_day();
     let out = dir.path().join("out");
     let output = surveil()
         .args(["run", "--workers", "2", "--config"])
@@ -33,6 +39,7 @@ fn generate_then_run_writes_every_output() {
         "dead_letters.jsonl",
         "late_events.jsonl",
         "order_to_trade.jsonl",
+        "cases.jsonl",
         "audit.jsonl",
         "notices_all.jsonl",
         "summary.json",
@@ -184,4 +191,74 @@ fn a_signed_audit_trail_verifies_with_its_public_key_only() {
     let garbage = verify("xyz");
     assert_eq!(garbage.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&garbage.stderr).contains("not an Ed25519 public key"));
+}
+
+#[test]
+fn people_act_on_cases_from_the_command_line_and_a_run_replays_them() {
+    let (dir, day) = small_day();
+    let run = |out: &std::path::Path, actions: Option<&std::path::Path>| {
+        let mut command = surveil();
+        command.args(["run", "--quiet", "--config"]).arg(day.join("surveil.toml")).arg("--out").arg(out);
+        if let Some(actions) = actions {
+            command.arg("--case-actions").arg(actions);
+        }
+        let output = command.arg(day.join("events.csv")).output().expect("spawn");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    };
+    let first = dir.path().join("first");
+    run(&first, None);
+    let cases = std::fs::read_to_string(first.join("cases.jsonl")).expect("cases.jsonl");
+    let opened: serde_json::Value = serde_json::from_str(cases.lines().next().expect("a case")).expect("json");
+    let id = opened["case"].as_str().expect("case id").to_string();
+    let at = surveil::ingest::time::parse_event_time(opened["time"].as_str().expect("time").as_bytes()).expect("time");
+    let actions = dir.path().join("actions.jsonl");
+    let act = |args: &[&str]| {
+        surveil()
+            .args(["case"])
+            .args(args)
+            .arg("--actions")
+            .arg(&actions)
+            .arg("--run")
+            .arg(&first)
+            .output()
+            .expect("spawn")
+    };
+    let ack = act(&["ack", &id, "--by", "alice", "--at", &(at + 1_000_000_000).to_string()]);
+    assert!(ack.status.success(), "{}", String::from_utf8_lossy(&ack.stderr));
+    // A close needs a reason; a case that had not opened by then cannot be acted on.
+    let later = (at + 60_000_000_000).to_string();
+    let reasonless = act(&["close", &id, "--by", "bob", "--disposition", "stor_filed", "--at", &later]);
+    assert_eq!(reasonless.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&reasonless.stderr).contains("reason"));
+    let early = act(&["review", &id, "--by", "bob", "--at", &(at - 1).to_string()]);
+    assert_eq!(early.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&early.stderr).contains("no case"));
+    let close =
+        act(&["close", &id, "--by", "bob", "--disposition", "stor_filed", "--reason", "layering", "--at", &later]);
+    assert!(close.status.success(), "{}", String::from_utf8_lossy(&close.stderr));
+    assert_eq!(
+        std::fs::read_to_string(&actions).expect("actions").lines().count(),
+        2,
+        "refused actions are not recorded"
+    );
+
+    let second = dir.path().join("second");
+    run(&second, Some(&actions));
+    let shown = surveil().args(["case", "show", &id]).arg(&second).output().expect("spawn");
+    let versions: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&shown.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let changes: Vec<&str> = versions.iter().filter_map(|v| v["change"].as_str()).collect();
+    assert_eq!(changes.first(), Some(&"opened"));
+    assert!(changes.contains(&"acknowledged") && changes.last() == Some(&"closed"), "{changes:?}");
+    let closed = versions.last().expect("versions");
+    assert_eq!((closed["disposition"].as_str(), closed["reason"].as_str()), (Some("stor_filed"), Some("layering")));
+    let listed = surveil().args(["case", "list", "--state", "closed"]).arg(&second).output().expect("spawn");
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert_eq!(listed.lines().count(), 2, "a header and the closed case: {listed}");
+    assert!(listed.contains(&id));
+    let audit = surveil().args(["audit", "show", &id]).arg(&second).output().expect("spawn");
+    let audit = String::from_utf8_lossy(&audit.stdout).to_string();
+    assert_eq!(audit.lines().filter(|l| l.contains("\"kind\":\"case\"")).count(), versions.len());
+    let verified = surveil().args(["audit", "verify"]).arg(&second).output().expect("spawn");
+    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stderr));
 }

@@ -14,6 +14,8 @@
 //!   aggregates ([`Accumulator`], [`Stats`]), allowed lateness with corrections, and late output.
 //! * [`ScoreByKey`]: per-key causal anomaly scoring in event-time order with a [`Scorer`]
 //!   ([`WindowedGaussian`], [`EwmaZ`], [`RobustZ`], [`Ensemble`]).
+//! * [`LastTime`]: where each worker's share of a finite input ended, announced to every
+//!   worker, so deadlines the data never reached are not taken for missed ones.
 //! * [`ForestScoring`]: per-group streaming scores from a seeded [`IsolationForest`] trained on a
 //!   reservoir sample and retrained on a schedule or on drift, with per-feature explanations.
 #![forbid(missing_docs)]
@@ -23,6 +25,7 @@ pub mod hashing;
 pub mod in_time_order;
 pub mod interval_join;
 pub mod isolation_forest;
+pub mod last_time;
 pub mod partitioned_source;
 pub mod reservoir;
 pub mod routing;
@@ -38,6 +41,7 @@ pub use hashing::{KeyMap, KeySet};
 pub use in_time_order::{Emitter, ProcessInTimeOrder, TimeOrderedProcessor};
 pub use interval_join::{Interval, IntervalJoin, IntervalJoinOutputs, JoinOptions};
 pub use isolation_forest::{ForestError, ForestParams, IsolationForest};
+pub use last_time::{EndOfInput, LastTime, LastTimeOutputs};
 pub use partitioned_source::{Partition, PartitionRead, SourceOptions, SourceOutputs, partitioned_source};
 pub use routing::route;
 pub use score_by_key::ScoreByKey;

@@ -131,6 +131,16 @@ pub struct Parameter {
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct AlertId(pub u128);
 
+impl AlertId {
+    /// The id written as 32 hexadecimal digits, as output files show it.
+    pub fn parse(text: &str) -> Option<AlertId> {
+        if text.len() != 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u128::from_str_radix(text, 16).ok().map(AlertId)
+    }
+}
+
 impl std::fmt::Display for AlertId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:032x}", self.0)

@@ -35,6 +35,8 @@ pub enum RejectReason {
     IoError,
     /// A name holds a control character (such as NUL), which no identifier may contain.
     ControlCharacter,
+    /// A case action the case's state does not allow (an unknown or closed case).
+    CaseActionRefused,
 }
 
 impl RejectReason {
@@ -54,6 +56,7 @@ impl RejectReason {
             RejectReason::UnknownOrder => "unknown_order",
             RejectReason::IoError => "io_error",
             RejectReason::ControlCharacter => "control_character",
+            RejectReason::CaseActionRefused => "case_action_refused",
         }
     }
 }

@@ -3,6 +3,7 @@
 //! rows). A type two layers share lives here, so that no layer imports one above it.
 
 pub mod alert;
+pub mod case;
 pub mod dead_letter;
 pub mod decimal;
 pub mod event;
@@ -13,6 +14,7 @@ pub mod symbol;
 pub mod triage;
 
 pub use alert::{Alert, AlertId, FeatureEvidence, Parameter, Severity, Value};
+pub use case::{CaseAction, CaseActionKind, CaseChange, CaseRecord, CaseState, Disposition};
 pub use dead_letter::{DeadLetter, RejectReason, Rejection};
 pub use decimal::{Decimal, Price, Quantity};
 pub use event::{Body, Event, EventKind, Level, Origin, Party, Side, Timestamp, TradingStatus};

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Alert, AlertGroup, DeadLetter, Event, FeatureRow, RatioReport, Symbol, TriagedAlert};
+use super::{Alert, AlertGroup, CaseRecord, DeadLetter, Event, FeatureRow, RatioReport, Symbol, TriagedAlert};
 
 /// A record for the output writers.
 #[non_exhaustive]
@@ -14,6 +14,8 @@ pub enum Report {
     Triaged(Box<TriagedAlert>),
     /// The summary of a group of repeats, when its horizon closed.
     Group(Box<AlertGroup>),
+    /// A version of a case: opened, acted on, escalated or closed.
+    Case(Box<CaseRecord>),
     /// A record that could not be processed, with the reason.
     DeadLetter(Box<DeadLetter>),
     /// An event that arrived later than the out-of-order bound allows.

@@ -4,8 +4,11 @@
 //! the run whose audit trail it names.
 
 pub mod otr;
+pub mod stor;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value as Json;
 
 /// Why a report cannot be made.
 #[derive(Debug, thiserror::Error)]
@@ -34,4 +37,43 @@ pub enum ReportError {
     /// The reference data cannot be loaded.
     #[error(transparent)]
     Reference(#[from] crate::reference::ReferenceError),
+}
+
+/// The run a report describes, from its `summary.json`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct RunSource {
+    /// The run's output folder.
+    pub folder: String,
+    /// The run's inputs.
+    pub inputs: Vec<String>,
+    /// Whether the run read every input to its end; a partial run gives a partial report.
+    pub complete: bool,
+    /// The head of the run's audit trail, naming the run the report describes.
+    pub audit_head: Option<String>,
+}
+
+/// Reads a run's file.
+pub(crate) fn read(path: &Path) -> Result<String, ReportError> {
+    std::fs::read_to_string(path).map_err(|source| ReportError::Read { path: path.into(), source })
+}
+
+/// The run in `folder`, from its `summary.json`.
+pub fn run_source(folder: &Path) -> Result<RunSource, ReportError> {
+    let summary_path = folder.join(crate::output::SUMMARY);
+    let summary: Json = serde_json::from_str(&read(&summary_path)?).map_err(|e| ReportError::Invalid {
+        path: summary_path.clone(),
+        line: 1,
+        message: e.to_string(),
+    })?;
+    Ok(RunSource {
+        folder: folder.display().to_string(),
+        inputs: summary["inputs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.as_str().map(String::from))
+            .collect(),
+        complete: summary["complete"].as_bool().unwrap_or(false),
+        audit_head: summary["audit"]["head"].as_str().map(String::from),
+    })
 }

@@ -18,7 +18,7 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use super::ReportError;
+use super::{ReportError, read};
 use crate::config::Config;
 use crate::model::{RatioCounts, Symbol};
 use crate::reference::ReferenceData;
@@ -122,14 +122,9 @@ pub struct InstrumentTotal {
 /// Where the report's numbers come from.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct OtrSource {
-    /// The run's output folder.
-    pub folder: String,
-    /// The run's inputs (`summary.json`).
-    pub inputs: Vec<String>,
-    /// Whether the run read every input to its end; a partial run gives a partial report.
-    pub complete: bool,
-    /// The head of the run's audit trail, naming the run the report describes.
-    pub audit_head: Option<String>,
+    /// The run.
+    #[serde(flatten)]
+    pub run: super::RunSource,
     /// The digest of the order-to-trade limits and sessions the run used (its audit trail's
     /// `run_started`).
     pub run_limits_sha256: Option<String>,
@@ -162,10 +157,6 @@ pub struct OtrReport {
     pub rows: Vec<OtrRow>,
     /// Every instrument of the session.
     pub instruments: Vec<InstrumentTotal>,
-}
-
-fn read(path: &Path) -> Result<String, ReportError> {
-    std::fs::read_to_string(path).map_err(|source| ReportError::Read { path: path.into(), source })
 }
 
 /// The sessions whose final values the run in `folder` wrote.
@@ -318,26 +309,12 @@ pub fn otr_report_for(folder: &Path, session: &str, member: Member, config: &Con
 }
 
 fn source(folder: &Path, config: &Config) -> Result<OtrSource, ReportError> {
-    let summary_path = folder.join(crate::output::SUMMARY);
-    let summary: Json = serde_json::from_str(&read(&summary_path)?).map_err(|e| ReportError::Invalid {
-        path: summary_path.clone(),
-        line: 1,
-        message: e.to_string(),
-    })?;
     let run_config = std::fs::read_to_string(folder.join(crate::audit::AUDIT)).ok().and_then(|log| {
         let first: Json = serde_json::from_str(log.lines().next()?).ok()?;
         first["data"]["order_to_trade_sha256"].as_str().map(String::from)
     });
     Ok(OtrSource {
-        folder: folder.display().to_string(),
-        inputs: summary["inputs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|i| i.as_str().map(String::from))
-            .collect(),
-        complete: summary["complete"].as_bool().unwrap_or(false),
-        audit_head: summary["audit"]["head"].as_str().map(String::from),
+        run: super::run_source(folder)?,
         run_limits_sha256: run_config,
         report_limits_sha256: crate::audit::order_to_trade_digest(config),
     })
@@ -417,9 +394,9 @@ impl OtrReport {
         ));
         h.push_str(&format!(
             "<p>Run: {} ({}), audit head <code>{}</code>.{}</p>\n",
-            e(&self.source.inputs.join(", ")),
-            if self.source.complete { "complete" } else { "PARTIAL: the run did not read all its input" },
-            e(self.source.audit_head.as_deref().unwrap_or("none")),
+            e(&self.source.run.inputs.join(", ")),
+            if self.source.run.complete { "complete" } else { "PARTIAL: the run did not read all its input" },
+            e(self.source.run.audit_head.as_deref().unwrap_or("none")),
             match self.limits_match_run() {
                 Some(false) => " The limits applied are not those the run used.",
                 _ => "",
