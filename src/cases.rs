@@ -163,6 +163,7 @@ impl CaseDesk {
                     disposition: None,
                     deadline: Some(deadline),
                     escalations: 0,
+                    late: false,
                     alert: alert.id,
                     rule: alert.rule.clone(),
                     instrument: alert.instrument,
@@ -179,11 +180,19 @@ impl CaseDesk {
                 next.reason = format!("a repeat of {} reached tier {}", next.rule, triaged.tier);
                 next.alert = triaged.alert.id;
                 next.tier = triaged.tier;
-                // A raise shortens a running clock to the new tier's deadline; an acknowledged
-                // case stays acknowledged (the manager has already sent the raise).
-                if let Some(deadline) = next.deadline {
-                    next.deadline = Some(deadline.min(time.saturating_add(self.policy.deadline(triaged.tier))));
-                }
+                // A running clock shortens to the new tier's deadline; an acknowledged case
+                // must be acknowledged again at the new tier, within its deadline.
+                let new_deadline = time.saturating_add(self.policy.deadline(triaged.tier));
+                next.deadline = Some(next.deadline.map_or(new_deadline, |d| d.min(new_deadline)));
+                self.commit(next, out);
+            }
+            Some(case) if case.state == CaseState::Closed && !triaged.routes.is_empty() => {
+                // The manager sent it (a group's first alert at a new tier): the decision was
+                // taken without it.
+                let mut next = self.next_version(case, time, CaseChange::AlertAfterClose, "", "");
+                next.reason = format!("a {} alert at tier {} after the case was closed", next.rule, triaged.tier);
+                next.alert = triaged.alert.id;
+                next.routes = self.policy.alerts.routes(&next.rule, triaged.tier, next.desk);
                 self.commit(next, out);
             }
             Some(_) => {}
@@ -202,6 +211,7 @@ impl CaseDesk {
         next.prior_tier = Some(case.tier);
         next.routes = Routes::default();
         next.alert = case.case;
+        next.late = false;
         next
     }
 
@@ -265,9 +275,17 @@ impl CaseDesk {
         let next = match &action.kind {
             CaseActionKind::Ack => {
                 let mut next = self.next_version(case, time, CaseChange::Acknowledged, by, reason);
-                if matches!(case.state, CaseState::Open | CaseState::Escalated) {
-                    next.state = CaseState::Assigned;
-                    next.assignee.get_or_insert_with(|| by.to_string());
+                match case.state {
+                    // Whoever acknowledges an escalated case takes it from its earlier owner.
+                    CaseState::Escalated => {
+                        next.state = CaseState::Assigned;
+                        next.assignee = Some(by.to_string());
+                    }
+                    CaseState::Open => {
+                        next.state = CaseState::Assigned;
+                        next.assignee.get_or_insert_with(|| by.to_string());
+                    }
+                    _ => {}
                 }
                 next.deadline = None;
                 next
@@ -295,6 +313,15 @@ impl CaseDesk {
                 next
             }
         };
+        // The first acknowledgement and the closing go to the routes of the case's tier, so
+        // that whoever was told of the case learns it is in hand or decided.
+        let mut next = next;
+        // An action after a deadline that never fired: the recorded data ended before it.
+        next.late = case.deadline.is_some_and(|deadline| time > deadline);
+        let first_acknowledgement = case.deadline.is_some() && next.deadline.is_none();
+        if next.change == CaseChange::Closed || (first_acknowledgement && next.change != CaseChange::Escalated) {
+            next.routes = self.policy.alerts.routes(&next.rule, next.tier, next.desk);
+        }
         self.commit(next, out);
     }
 }
@@ -346,9 +373,12 @@ impl TimeOrderedProcessor<CaseInput> for CaseDesk {
 pub trait WorkCases<'scope> {
     /// Opens, escalates and updates cases from the triaged alerts in `self` (other reports
     /// are ignored) and the people's `actions`. For a finite input, `ends` announces where it
-    /// ended ([`surveil_operators::LastTime`]; `ends_expected` announcements in all, one per
-    /// worker per announcing input), so deadlines beyond the end stay pending; pass `None`
-    /// for a live input. Returns the case versions and the refused actions (dead letters).
+    /// ended ([`surveil_operators::LastTime`] on the events; `ends_expected` announcements in
+    /// all, one per worker), so deadlines beyond the end stay pending; pass `None` for a live
+    /// input. The announcements must travel no later than the end they announce, as those of
+    /// a source whose frontier trails its data do (`partitioned_source`): one that travels
+    /// later lets the deadlines before it fire. Returns the case versions and the refused
+    /// actions (dead letters).
     ///
     /// ```
     /// use std::sync::Arc;

@@ -64,6 +64,13 @@ impl Config {
         {
             *key = base.join(&*key);
         }
+        for route in &mut config.alerts.routes {
+            if let Some(ca) = route.webhook.as_mut().and_then(|w| w.ca_file.as_mut())
+                && ca.is_relative()
+            {
+                *ca = base.join(&*ca);
+            }
+        }
         for actions in &mut config.cases.actions {
             if actions.is_relative() {
                 *actions = base.join(&*actions);
@@ -724,6 +731,76 @@ pub struct RouteConfig {
     /// Desks sent on the route.
     #[serde(default)]
     pub desks: Vec<String>,
+    /// Also deliver the route's notices to a webhook, as PagerDuty Events API v2 events.
+    #[serde(default)]
+    pub webhook: Option<WebhookConfig>,
+}
+
+/// A webhook that receives a route's notices as PagerDuty Events API v2 events
+/// (`docs/alerts.md`), with retries and an outbox.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The endpoint: `https://` (or `http://` on the loopback interface only, for tests and
+    /// local relays).
+    pub url: String,
+    /// The integration's routing key.
+    pub routing_key: String,
+    /// PEM file of the certificate authorities to trust instead of the bundled Mozilla roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// How long one request may take. Default 10 s.
+    #[serde(default = "webhook_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts per event before it is given up on for this run (it stays in the outbox).
+    /// Default 8.
+    #[serde(default = "webhook_attempts")]
+    pub max_attempts: u32,
+    /// The first wait between attempts, doubled after each failure up to 30 s. Default 500 ms.
+    #[serde(default = "webhook_backoff", with = "humantime_serde")]
+    pub backoff: Duration,
+    /// How long the end of a run waits for undelivered events. Default 60 s.
+    #[serde(default = "webhook_drain", with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+fn webhook_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn webhook_attempts() -> u32 {
+    8
+}
+
+fn webhook_backoff() -> Duration {
+    Duration::from_millis(500)
+}
+
+fn webhook_drain() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl WebhookConfig {
+    fn validate(&self, route: &str) -> Result<(), String> {
+        let lower = self.url.to_ascii_lowercase();
+        let loopback = ["http://127.", "http://localhost:", "http://localhost/", "http://[::1]"]
+            .iter()
+            .any(|prefix| lower.starts_with(prefix));
+        if !(lower.starts_with("https://") || loopback) {
+            return Err(format!(
+                "alerts.routes.{route}.webhook.url {:?}: alerts leave the machine only encrypted (https://); \
+                 plain http:// is accepted on the loopback interface only",
+                self.url
+            ));
+        }
+        if self.routing_key.trim().is_empty() {
+            return Err(format!("alerts.routes.{route}.webhook.routing_key is empty"));
+        }
+        if self.max_attempts == 0 {
+            return Err(format!("alerts.routes.{route}.webhook.max_attempts must be at least 1"));
+        }
+        Ok(())
+    }
 }
 
 fn notified_tiers() -> Vec<String> {
@@ -759,7 +836,13 @@ impl Default for AlertsConfig {
             max_listed: 1000,
             rules: BTreeMap::new(),
             desks: BTreeMap::new(),
-            routes: vec![RouteConfig { name: "all".into(), tiers: notified_tiers(), rules: vec![], desks: vec![] }],
+            routes: vec![RouteConfig {
+                name: "all".into(),
+                tiers: notified_tiers(),
+                rules: vec![],
+                desks: vec![],
+                webhook: None,
+            }],
         }
     }
 }
@@ -796,6 +879,9 @@ impl AlertsConfig {
                     "alerts.routes: two routes are named {:?} (names that differ only in case name one file on some file systems)",
                     route.name
                 ));
+            }
+            if let Some(webhook) = &route.webhook {
+                webhook.validate(&route.name)?;
             }
             for tier in &route.tiers {
                 if crate::model::Tier::parse(tier).is_none() {

@@ -81,6 +81,8 @@ pub mod reference;
 pub mod reports;
 pub mod rules;
 pub mod testing;
+#[cfg(feature = "webhook")]
+pub mod webhook;
 
 /// The README's code, compiled as a doc test.
 #[doc = include_str!("../README.md")]

@@ -436,12 +436,14 @@ mod tests {
             tiers: vec!["high".into(), "critical".into()],
             rules: vec![],
             desks: vec![],
+            webhook: None,
         });
         config.routes.push(RouteConfig {
             name: "retail_limits".into(),
             tiers: vec!["info".into(), "low".into(), "medium".into(), "high".into(), "critical".into()],
             rules: vec!["limit".into()],
             desks: vec!["RETAIL".into()],
+            webhook: None,
         });
         config
     }

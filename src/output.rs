@@ -264,6 +264,7 @@ impl Renderer {
             "disposition": case.disposition.map(|d| d.as_str()),
             "deadline": case.deadline.map(format_time),
             "escalations": case.escalations,
+            "late": case.late,
             "alert": case.alert.to_string(),
             "rule": case.rule,
             "instrument": self.name(case.instrument),
@@ -467,9 +468,18 @@ pub fn notice_file(name: &str) -> String {
 /// Route files are `notices_NAME.jsonl`.
 pub const NOTICES_PREFIX: &str = "notices_";
 
-/// Whether `name` is a file a run writes (a fixed name or a route's file).
+/// A webhook route's outbox: every event with its delivery, `webhook_NAME.jsonl`.
+pub const WEBHOOK_PREFIX: &str = "webhook_";
+
+/// The outbox of the webhook of the route named `name`.
+pub fn webhook_file(name: &str) -> String {
+    format!("{WEBHOOK_PREFIX}{name}.jsonl")
+}
+
+/// Whether `name` is a file a run writes (a fixed name, a route's file or a webhook's outbox).
 fn is_output_name(name: &str) -> bool {
-    ALL_FILES.contains(&name) || (name.starts_with(NOTICES_PREFIX) && name.ends_with(".jsonl"))
+    ALL_FILES.contains(&name)
+        || ((name.starts_with(NOTICES_PREFIX) || name.starts_with(WEBHOOK_PREFIX)) && name.ends_with(".jsonl"))
 }
 
 /// What the writer counted.
@@ -496,12 +506,24 @@ pub struct WrittenCounts {
     /// Notices (alerts sent at once and group summaries) by route.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub notices_by_route: BTreeMap<String, u64>,
+    /// Webhook events by route: delivered, and kept undelivered in the outbox.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub webhooks: BTreeMap<String, WebhookCounts>,
     /// Case versions written, by change (`opened`, `escalated`, `closed`, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub case_changes: BTreeMap<String, u64>,
     /// The audit log's end, when one was kept: what `surveil audit verify` checks it against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditHead>,
+}
+
+/// What became of a webhook route's events.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WebhookCounts {
+    /// Accepted by the endpoint.
+    pub delivered: u64,
+    /// Not accepted by the end of the run: in the outbox for `surveil deliver`.
+    pub undelivered: u64,
 }
 
 /// Where an audit log ends.
@@ -527,6 +549,9 @@ pub struct ReportWriter {
     /// The routes' names and files, by route index.
     route_names: Vec<String>,
     routes: Vec<BufWriter<File>>,
+    /// The routes' webhooks, by route index: routing key, delivery thread and outbox.
+    #[cfg(feature = "webhook")]
+    webhooks: Vec<Option<(String, crate::webhook::WebhookSender, BufWriter<File>)>>,
     /// How the run ended, for the audit trail (see [`WriterSlot::set_run_end`]).
     pub run_end: Option<Json>,
     /// Counts so far.
@@ -553,6 +578,8 @@ impl ReportWriter {
             audit: None,
             route_names: Vec::new(),
             routes: Vec::new(),
+            #[cfg(feature = "webhook")]
+            webhooks: Vec::new(),
             run_end: None,
             counts: WrittenCounts::default(),
             error: None,
@@ -604,6 +631,28 @@ impl ReportWriter {
         Ok(())
     }
 
+    /// Also delivers the notices of the routes that have a webhook (by index, as
+    /// [`ReportWriter::send_notices`] numbers them), keeping each route's outbox in `folder`.
+    #[cfg(feature = "webhook")]
+    pub fn deliver_to_webhooks(
+        &mut self,
+        folder: &OutputFolder,
+        routes: &[crate::config::RouteConfig],
+    ) -> Result<(), crate::webhook::WebhookError> {
+        self.webhooks = Vec::with_capacity(routes.len());
+        for route in routes {
+            let Some(config) = &route.webhook else {
+                self.webhooks.push(None);
+                continue;
+            };
+            let path = folder.partial(&webhook_file(&route.name));
+            let outbox = File::create(&path).map_err(|source| crate::webhook::WebhookError::Outbox { path, source })?;
+            let sender = crate::webhook::WebhookSender::start(&route.name, config)?;
+            self.webhooks.push(Some((config.routing_key.clone(), sender, BufWriter::new(outbox))));
+        }
+        Ok(())
+    }
+
     /// The files this writer produces.
     pub fn files(&self) -> Vec<String> {
         let mut files = vec![ALERTS, DEAD_LETTERS, LATE, RATIOS];
@@ -618,6 +667,12 @@ impl ReportWriter {
         }
         let mut files: Vec<String> = files.into_iter().map(String::from).collect();
         files.extend(self.route_names.iter().map(|n| notice_file(n)));
+        #[cfg(feature = "webhook")]
+        for (name, webhook) in self.route_names.iter().zip(&self.webhooks) {
+            if webhook.is_some() {
+                files.push(webhook_file(name));
+            }
+        }
         files
     }
 
@@ -654,12 +709,13 @@ impl ReportWriter {
                 Report::Case(case) => {
                     count(&mut self.counts.case_changes, case.change.as_str());
                     let mut json = self.renderer.case(case, &self.route_names);
-                    self.notify(case.routes, "escalation", &mut json).and_then(|()| self.audit("case", &json)).and_then(
-                        |()| match &mut self.cases {
+                    let kind = if case.change == crate::model::CaseChange::Escalated { "escalation" } else { "case" };
+                    self.notify(case.routes, kind, &mut json).and_then(|()| self.audit("case", &json)).and_then(|()| {
+                        match &mut self.cases {
                             Some(file) => writeln!(file, "{json}"),
                             None => Ok(()),
-                        },
-                    )
+                        }
+                    })
                 }
                 Report::DeadLetter(letter) => {
                     count(&mut self.counts.dead_letters_by_reason, letter.reason.as_str());
@@ -719,11 +775,49 @@ impl ReportWriter {
         fields.remove("notice");
         rendered?;
         self.line.push(b'\n');
+        #[cfg(feature = "webhook")]
+        let mut notice: Option<Json> = None;
         for index in routes.iter() {
             if let (Some(file), Some(name)) = (self.routes.get_mut(index), self.route_names.get(index)) {
                 file.write_all(&self.line)?;
                 count(&mut self.counts.notices_by_route, name);
             }
+            #[cfg(feature = "webhook")]
+            if let Some(Some((key, sender, _))) = self.webhooks.get(index) {
+                let notice = notice.get_or_insert_with(|| {
+                    let mut with_kind = fields.clone();
+                    with_kind.insert("notice".into(), Json::from(kind));
+                    Json::Object(with_kind)
+                });
+                if let Some(event) = crate::webhook::pagerduty_event(notice, key) {
+                    sender.send(event);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the webhooks' last deliveries and writes their outboxes.
+    #[cfg(feature = "webhook")]
+    fn finish_webhooks(&mut self) -> std::io::Result<()> {
+        for (name, webhook) in self.route_names.iter().zip(std::mem::take(&mut self.webhooks)) {
+            let Some((_, sender, mut outbox)) = webhook else { continue };
+            let mut counts = WebhookCounts::default();
+            for delivery in sender.finish() {
+                if delivery.delivered {
+                    counts.delivered += 1;
+                } else {
+                    counts.undelivered += 1;
+                }
+                serde_json::to_writer(&mut outbox, &delivery)?;
+                outbox.write_all(b"\n")?;
+            }
+            outbox.flush()?;
+            outbox.get_ref().sync_all()?;
+            if counts.undelivered > 0 {
+                tracing::warn!(route = %name, undelivered = counts.undelivered, "webhook events not delivered: `surveil deliver` sends them");
+            }
+            self.counts.webhooks.insert(name.clone(), counts);
         }
         Ok(())
     }
@@ -733,6 +827,8 @@ impl ReportWriter {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
+        #[cfg(feature = "webhook")]
+        self.finish_webhooks()?;
         for w in [&mut self.alerts, &mut self.dead_letters, &mut self.late, &mut self.ratios]
             .into_iter()
             .chain(&mut self.routes)
@@ -757,6 +853,7 @@ impl ReportWriter {
                 "alert_groups": c.alert_groups,
                 "notices_by_route": c.notices_by_route,
                 "case_changes": c.case_changes,
+                "webhooks": c.webhooks,
                 "dead_letters_by_reason": c.dead_letters_by_reason,
                 "late_events": c.late_events,
                 "ratio_values": c.ratio_values,

@@ -397,12 +397,12 @@ fn default_detection_with<'scope>(
     } else {
         Vec::new()
     };
-    let actions = mine.to_stream(scope).last_time(|a: &CaseAction| a.time);
-    // Two announcing inputs, the events and the actions: one announcement from each worker for each.
-    let ends = ends.concat(actions.ends);
-    let expected = 2 * scope.peers();
-    let cases =
-        managed.clone().work_cases(actions.records, Some(ends), expected, Arc::new(CasePolicy::new(config, policy)));
+    // The recorded events say where the input ends, one announcement from each worker; actions
+    // dated later still apply, but no deadline fires past the events (a mistyped year in an
+    // action must not escalate every case).
+    let actions: Stream<'scope, u64, Vec<CaseAction>> = mine.to_stream(scope);
+    let policy = Arc::new(CasePolicy::new(config, policy));
+    let cases = managed.clone().work_cases(actions, Some(ends), scope.peers(), policy);
     managed.concat(cases).concat(refused.to_stream(scope)).concat(side)
 }
 
@@ -575,8 +575,13 @@ impl Job {
     pub fn new(inputs: Vec<InputSpec>, config: Config, out_dir: &Path) -> Result<Job, RunError> {
         let started = Instant::now();
         config.validate().map_err(RunError::Config)?;
-        // A key that is not a key stops the run before the output folder is touched.
+        // A key that is not a key stops the run before the output folder is touched; so does a
+        // webhook's certificate file that holds no certificate.
         let signer = audit_signer(&config)?;
+        #[cfg(feature = "webhook")]
+        for webhook in config.alerts.routes.iter().filter_map(|r| r.webhook.as_ref()) {
+            crate::webhook::agent(webhook).map_err(|e| RunError::Config(e.to_string()))?;
+        }
         let reference = Arc::new(ReferenceData::load(&config)?);
         let mut total_bytes = 0;
         for input in &inputs {
@@ -584,6 +589,11 @@ impl Job {
         }
         let features = FeatureJob::from_config(&config)?;
         // Case actions are inputs numbered after the event inputs, so a refused line names its file.
+        if !config.cases.enabled && !config.cases.actions.is_empty() {
+            return Err(RunError::Config(
+                "case actions were given but cases.enabled is false: they would be ignored".into(),
+            ));
+        }
         let case_actions = match config.cases.enabled {
             true => CaseActions::read(&config.cases.actions, inputs.len() as u32)
                 .map_err(|(path, e)| RunError::Config(format!("cases.actions {}: {e}", path.display())))?,
@@ -614,6 +624,8 @@ impl Job {
         writer.keep_audit_log(&folder, &start, signer).map_err(output)?;
         let routes: Vec<String> = config.alerts.routes.iter().map(|r| r.name.clone()).collect();
         writer.send_notices(&folder, &routes).map_err(output)?;
+        #[cfg(feature = "webhook")]
+        writer.deliver_to_webhooks(&folder, &config.alerts.routes).map_err(|e| RunError::Config(e.to_string()))?;
         tracing::info!(inputs = inputs.len(), bytes = total_bytes, "job ready");
         Ok(Job {
             files: writer.files(),

@@ -7,6 +7,7 @@
 //! job         pipeline
 //! reports     reports
 //! sinks       output
+//! webhook     webhook
 //! audit       audit
 //! cases       cases
 //! alerts      manager
@@ -33,6 +34,7 @@ const LAYERS: &[&[&str]] = &[
     &["manager"],
     &["cases"],
     &["audit"],
+    &["webhook"],
     &["output"],
     &["reports"],
     &["pipeline"],

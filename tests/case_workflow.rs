@@ -38,6 +38,34 @@ fn time_ns(text: &Value) -> u64 {
     surveil::ingest::time::parse_event_time(text.as_str().expect("time").as_bytes()).expect("RFC 3339")
 }
 
+/// The latest event time of `path`, read by a job of its own.
+fn last_event_time(path: &std::path::Path) -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use timely::dataflow::operators::Inspect;
+    use timely::dataflow::operators::vec::Filter;
+    use timely::dataflow::operators::vec::Map;
+    let latest = std::sync::Arc::new(AtomicU64::new(0));
+    let seen = latest.clone();
+    let out = tempfile::tempdir().expect("tempdir");
+    let job = surveil::pipeline::Job::new(
+        surveil::pipeline::inputs(&[path.to_path_buf()], None),
+        Config::default(),
+        out.path(),
+    )
+    .expect("job");
+    job.execute(timely::Config::process(1), move |_, _, events| {
+        let seen = seen.clone();
+        events
+            .inspect(move |e| {
+                seen.fetch_max(e.time, Ordering::Relaxed);
+            })
+            .filter(|_| false)
+            .map(|e| surveil::model::Report::Late(Box::new(e)))
+    })
+    .expect("runs");
+    latest.load(Ordering::Relaxed)
+}
+
 fn by_case(cases: &[Value]) -> BTreeMap<String, Vec<&Value>> {
     let mut map: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
     for case in cases {
@@ -52,7 +80,8 @@ fn cases_open_escalate_take_actions_and_are_audited() {
     let (summary, out) = run(&[data(IMC)], config.clone(), 1);
     let alerts = read_jsonl(out.path(), "alerts.jsonl");
     let cases = read_jsonl(out.path(), "cases.jsonl");
-    let last_event = alerts.iter().map(|a| a["event_time_ns"].as_u64().expect("time")).max().expect("alerts");
+    let last_event = last_event_time(&data(IMC));
+    assert!(alerts.iter().all(|a| a["event_time_ns"].as_u64().is_some_and(|t| t <= last_event)));
 
     // A case for each group whose alerts reached `low`: its id is the group's.
     let mut worthy: BTreeMap<&str, u64> = BTreeMap::new();
@@ -136,7 +165,11 @@ fn cases_open_escalate_take_actions_and_are_audited() {
     let after = by_case(&cases_one);
     let changes = |id: &str| after[id].iter().map(|c| c["change"].as_str().unwrap_or("")).collect::<Vec<_>>();
     assert_eq!(changes(&acked)[..2], ["opened", "acknowledged"]);
-    assert!(!changes(&acked).contains(&"escalated"), "acknowledged in time: {:?}", changes(&acked));
+    // Acknowledged in time, it escalates no more, unless a repeat raises its tier (which needs
+    // a new acknowledgement).
+    let after_ack = &changes(&acked)[2..];
+    let raised = after_ack.iter().position(|c| *c == "tier_raised").unwrap_or(after_ack.len());
+    assert!(!after_ack[..raised].contains(&"escalated"), "acknowledged in time: {:?}", changes(&acked));
     let closed = after[&filed].last().expect("versions");
     assert_eq!((closed["state"].as_str(), closed["disposition"].as_str()), (Some("closed"), Some("stor_filed")));
     assert_eq!(closed["reason"], "wash trades between one owner's accounts");
@@ -166,9 +199,21 @@ fn cases_open_escalate_take_actions_and_are_audited() {
     config.stor.entity_name = "Example Securities Ltd".into();
     config.stor.lei = "5493001KJTIIGC8Y1R12".into();
     let formed = time_ns(&closed["time"]);
-    let stor = surveil::reports::stor::stor_report_for(one.path(), &filed, &config, formed + 3_600_000_000_000, None)
-        .expect("a STOR");
-    assert_eq!((stor.status, stor.suspicion_formed_at.as_deref()), ("final", closed["time"].as_str()));
+    let stor =
+        surveil::reports::stor::stor_report_for(one.path(), &filed, &config, formed + 3_600_000_000_000, None, None)
+            .expect("a STOR");
+    // Decided, but with fields to fill (this day has no reference data): still a draft.
+    assert_eq!((stor.status, stor.decided_at.as_deref()), ("draft", closed["time"].as_str()));
+    assert_eq!(stor.suspicion_formed_at, stor.decided_at, "the decision stands in");
+    assert!(stor.missing.iter().any(|m| m.contains("suspicion was formed")));
+    // The attachments' digests are those of the run's own lines.
+    let raw: String = std::fs::read_to_string(one.path().join("cases.jsonl"))
+        .expect("cases")
+        .lines()
+        .filter(|l| l.contains(&format!("\"case\":\"{filed}\"")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(stor.attachments[1].sha256, surveil::audit::sha256_hex(raw.as_bytes()));
     assert!(!stor.delay_explanation_required, "filed within a day of the activity");
     let members: Vec<&Value> = alerts.iter().filter(|a| a["group"] == filed.as_str()).collect();
     assert_eq!(stor.suspicion.alerts.len(), members.len());
@@ -192,18 +237,27 @@ fn cases_open_escalate_take_actions_and_are_audited() {
     assert!(stor.to_html().contains("<svg"));
     // A draft of the acknowledged case prepared two days later must explain the delay.
     let two_days = 2 * 86_400_000_000_000;
-    let draft =
-        surveil::reports::stor::stor_report_for(one.path(), &acked, &config, formed + two_days, None).expect("STOR");
-    assert_eq!((draft.status, draft.suspicion_formed_at.as_deref()), ("draft", None));
+    let draft = surveil::reports::stor::stor_report_for(one.path(), &acked, &config, formed + two_days, None, None)
+        .expect("STOR");
+    assert_eq!((draft.status, draft.decided_at.as_deref()), ("draft", None));
     assert!(draft.delay_explanation_required && draft.missing.iter().any(|m| m.contains("delay")));
     let explained = surveil::reports::stor::stor_report_for(
         one.path(),
         &acked,
         &config,
         formed + two_days,
+        Some(formed),
         Some("found in the monthly look-back review"),
     )
     .expect("STOR");
-    assert!(explained.missing.iter().all(|m| !m.contains("delay")));
+    assert!(explained.missing.iter().all(|m| !m.contains("delay") && !m.contains("suspicion was formed")));
     assert_eq!(explained.delay_explanation.as_deref(), Some("found in the monthly look-back review"));
+
+    // Actions for a run that keeps no cases are refused, not ignored.
+    let mut off = Config::parse(CONFIG).expect("config");
+    off.cases.enabled = false;
+    off.cases.actions.push(actions);
+    let out = tempfile::tempdir().expect("tempdir");
+    let error = surveil::pipeline::run_files(&[data(IMC)], off, 1, out.path()).expect_err("refused");
+    assert!(error.to_string().contains("cases.enabled"), "{error}");
 }

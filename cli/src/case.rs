@@ -12,7 +12,8 @@ use surveil::model::{AlertId, CaseAction, CaseActionKind, Disposition};
 /// Who acts, why, when, and where the action is recorded.
 #[derive(Args)]
 pub struct ActionArgs {
-    /// The case: the id of the alert that opened it (32 hex digits, as cases.jsonl shows).
+    /// The case: its group's id, the id of the group's first alert (32 hex digits, as
+    /// cases.jsonl shows).
     id: String,
     /// Who acts.
     #[arg(long)]
@@ -105,14 +106,7 @@ pub fn case(command: CaseCommand) -> Result<()> {
 fn record(args: ActionArgs, kind: CaseActionKind) -> Result<()> {
     let case = AlertId::parse(&args.id)
         .with_context(|| format!("{:?} is not a case id (32 hexadecimal digits, as cases.jsonl shows)", args.id))?;
-    let time = match &args.at {
-        Some(text) => surveil::ingest::time::parse_event_time(text.as_bytes())
-            .with_context(|| format!("--at {text:?}: neither RFC 3339 nor nanoseconds since 1970"))?,
-        None => {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).context("the clock")?;
-            u64::try_from(now.as_nanos()).context("the clock is past 2554")?
-        }
-    };
+    let time = crate::time_arg("--at", args.at.as_deref())?;
     let action = CaseAction {
         time,
         case,

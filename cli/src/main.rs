@@ -78,10 +78,15 @@ enum ReportKind {
         /// The configuration with the reference data and `[stor]`: the run's, normally.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Why the report comes late, when the suspicion was formed more than
-        /// `stor.explain_delay_after` after the activity.
+        /// Why the report comes late: required when it is made more than
+        /// `stor.explain_delay_after` after the last suspicious activity.
         #[arg(long)]
         delay_reason: Option<String>,
+        /// When the suspicion was formed (RFC 3339 or nanoseconds): the "without delay" clock.
+        /// Without it, the case's closing as stor_filed stands in, and the field is listed as
+        /// missing.
+        #[arg(long)]
+        suspicion_formed: Option<String>,
         /// When the report is prepared (RFC 3339 or nanoseconds); default now.
         #[arg(long)]
         at: Option<String>,
@@ -169,6 +174,18 @@ enum Command {
     Case {
         #[command(subcommand)]
         command: case::CaseCommand,
+    },
+    /// Send again what a run's webhooks could not deliver (their outboxes, webhook_ROUTE.jsonl),
+    /// with the configuration's webhook settings.
+    Deliver {
+        /// The run's output folder.
+        run: PathBuf,
+        /// The configuration whose routes have the webhooks: the run's, normally.
+        #[arg(long)]
+        config: PathBuf,
+        /// Only this route.
+        #[arg(long)]
+        route: Option<String>,
     },
     /// Check or read a run's audit trail (audit.jsonl).
     Audit {
@@ -355,6 +372,7 @@ fn main_inner() -> Result<()> {
         }
         Some(Command::Audit { action }) => audit(action),
         Some(Command::Case { command }) => case::case(command),
+        Some(Command::Deliver { run, config, route }) => deliver(&run, &config, route.as_deref()),
         Some(Command::Report { kind }) => report(kind),
         None => run_default(),
     }
@@ -526,28 +544,43 @@ fn write_report(out: &Option<PathBuf>, text: &str) -> Result<()> {
     }
 }
 
-fn stor(
+/// `surveil report stor`'s arguments.
+struct StorArgs {
     case: String,
     run: PathBuf,
     config: Option<PathBuf>,
     delay_reason: Option<String>,
+    suspicion_formed: Option<String>,
     at: Option<String>,
     format: Option<String>,
     out: Option<PathBuf>,
-) -> Result<()> {
+}
+
+/// A time given on the command line (RFC 3339 or nanoseconds), or now.
+fn time_arg(flag: &str, text: Option<&str>) -> Result<u64> {
+    match text {
+        Some(text) => surveil::ingest::time::parse_event_time(text.as_bytes())
+            .with_context(|| format!("{flag} {text:?}: neither RFC 3339 nor nanoseconds since 1970")),
+        None => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).context("the clock")?;
+            u64::try_from(now.as_nanos()).context("the clock is past 2554")
+        }
+    }
+}
+
+fn stor(args: StorArgs) -> Result<()> {
+    let StorArgs { case, run, config, delay_reason, suspicion_formed, at, format, out } = args;
     let config = match &config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let prepared_at = match &at {
-        Some(text) => surveil::ingest::time::parse_event_time(text.as_bytes())
-            .with_context(|| format!("--at {text:?}: neither RFC 3339 nor nanoseconds since 1970"))?,
-        None => {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).context("the clock")?;
-            u64::try_from(now.as_nanos()).context("the clock is past 2554")?
-        }
+    let prepared_at = time_arg("--at", at.as_deref())?;
+    let formed = match &suspicion_formed {
+        Some(text) => Some(time_arg("--suspicion-formed", Some(text))?),
+        None => None,
     };
-    let report = surveil::reports::stor::stor_report_for(&run, &case, &config, prepared_at, delay_reason.as_deref())?;
+    let report =
+        surveil::reports::stor::stor_report_for(&run, &case, &config, prepared_at, formed, delay_reason.as_deref())?;
     let text = match report_format(format, &out, &["json", "xml", "html", "htm"]).as_str() {
         "json" => serde_json::to_string_pretty(&report)? + "\n",
         "xml" => report.to_xml(),
@@ -572,8 +605,8 @@ fn stor(
 fn report(kind: ReportKind) -> Result<()> {
     use surveil::reports::otr::{Member, otr_report_for, sessions};
     let (run, session, member, config, format, out) = match kind {
-        ReportKind::Stor { case, run, config, delay_reason, at, format, out } => {
-            return stor(case, run, config, delay_reason, at, format, out);
+        ReportKind::Stor { case, run, config, delay_reason, suspicion_formed, at, format, out } => {
+            return stor(StorArgs { case, run, config, delay_reason, suspicion_formed, at, format, out });
         }
         ReportKind::Otr { run, session, member, config, format, out } => (run, session, member, config, format, out),
     };
@@ -610,6 +643,35 @@ fn report(kind: ReportKind) -> Result<()> {
         eprintln!("warning: the run did not read all its input: the report is partial");
     }
     eprintln!("session {}: {} breach(es) in {} rows", report.session, report.breaches, report.rows.len());
+    Ok(())
+}
+
+/// `surveil deliver`: the undelivered events of each webhook route's outbox, sent again.
+fn deliver(run: &Path, config: &Path, only: Option<&str>) -> Result<()> {
+    let config = Config::load(config)?;
+    let mut undelivered_total = 0;
+    let mut routes = 0;
+    for route in &config.alerts.routes {
+        let Some(webhook) = &route.webhook else { continue };
+        if only.is_some_and(|name| name != route.name) {
+            continue;
+        }
+        let outbox = run.join(surveil::output::webhook_file(&route.name));
+        if !outbox.exists() {
+            eprintln!("route {}: no outbox {} in the run", route.name, outbox.display());
+            continue;
+        }
+        routes += 1;
+        let (delivered, undelivered) = surveil::webhook::redeliver(&outbox, webhook)?;
+        eprintln!("route {}: {delivered} delivered now, {undelivered} still undelivered", route.name);
+        undelivered_total += undelivered;
+    }
+    if routes == 0 {
+        bail!("no webhook route of the configuration has an outbox in {}", run.display());
+    }
+    if undelivered_total > 0 {
+        bail!("{undelivered_total} event(s) still undelivered: they stay in the outbox for the next try");
+    }
     Ok(())
 }
 

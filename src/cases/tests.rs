@@ -40,6 +40,7 @@ fn alerts_config() -> AlertsConfig {
         tiers: vec!["high".into(), "critical".into()],
         rules: vec![],
         desks: vec![],
+        webhook: None,
     });
     config
 }
@@ -54,8 +55,8 @@ fn cases_config() -> CasesConfig {
 }
 
 /// Runs alerts → manager → cases on `workers` workers, each feeding a share of the alerts and
-/// actions; with `ends`, the workers announce where the input ended (the latest alert or
-/// action time they fed).
+/// actions; with `ends`, the workers announce where the input ended (the latest alert time they
+/// fed: the alerts stand for the recorded events).
 fn run_cases(workers: usize, alerts: Vec<Alert>, actions: Vec<CaseAction>, ends: bool) -> Vec<Report> {
     let reference = Arc::new(ReferenceData::new(1));
     let alert_policy = Arc::new(AlertPolicy::new(&alerts_config(), reference));
@@ -85,7 +86,7 @@ fn run_cases(workers: usize, alerts: Vec<Alert>, actions: Vec<CaseAction>, ends:
             action_input.send((*a).clone());
         }
         if ends {
-            let last = mine.iter().map(|a| a.time).chain(my_actions.iter().map(|a| a.time)).max();
+            let last = mine.iter().map(|a| a.time).max();
             for to in 0..peers {
                 end_input.send(EndOfInput { to, last_time: last });
             }
@@ -222,19 +223,78 @@ fn a_repeat_that_raises_the_tier_shortens_a_running_clock() {
 
 #[test]
 fn deadlines_after_the_end_of_a_finite_input_stay_pending() {
-    // The input ends at minute 70 (the last action): the low deadline at 60 passes, the medium
-    // one at 90 does not.
+    // The recorded input ends at minute 70 (an info alert, which opens no case): the low
+    // deadline at 60 passes, the medium one at 90 does not. An acknowledgement at 100 still
+    // applies, marked late; an action dated years later moves nothing.
     let first = alert("ACC1", 0, 55.0);
-    let other = alert("ACC2", 0, 20.0); // info: no case
-    let stranger = AlertId(7);
-    let actions = vec![action(stranger, 70, CaseActionKind::Ack, "alice", "")];
+    let end = alert("ACC2", 70, 20.0);
+    let case = first.id;
+    let actions = vec![
+        action(case, 100, CaseActionKind::Ack, "alice", "seen the next morning"),
+        action(AlertId(7), 60 * 24 * 365 * 80, CaseActionKind::Ack, "bob", "a mistyped year"),
+    ];
     for workers in [1, 2, 3] {
-        let reports = run_cases(workers, vec![first.clone(), other.clone()], actions.clone(), true);
+        let reports = run_cases(workers, vec![first.clone(), end.clone()], actions.clone(), true);
         let cases = versions(&reports);
-        let steps: Vec<(u64, CaseChange)> = cases.iter().map(|c| (c.time / MINUTE, c.change)).collect();
-        assert_eq!(steps, vec![(0, CaseChange::Opened), (60, CaseChange::Escalated)], "{workers} workers");
-        assert_eq!(cases[1].deadline, Some(90 * MINUTE), "still pending");
+        let steps: Vec<(u64, CaseChange, bool)> = cases.iter().map(|c| (c.time / MINUTE, c.change, c.late)).collect();
+        assert_eq!(
+            steps,
+            vec![
+                (0, CaseChange::Opened, false),
+                (60, CaseChange::Escalated, false),
+                (100, CaseChange::Acknowledged, true)
+            ],
+            "{workers} workers"
+        );
+        assert_eq!(cases[1].deadline, Some(90 * MINUTE), "pending when the input ended");
+        assert_eq!(refused(&reports).len(), 1, "the unknown case");
     }
+}
+
+#[test]
+fn acknowledging_an_escalated_case_takes_it_and_a_raise_needs_a_new_acknowledgement() {
+    let first = alert("ACC1", 0, 55.0); // low: 60 minutes
+    let case = first.id;
+    let raise = alert("ACC1", 14, 95.0); // critical, inside the group's 15 minutes
+    let actions = vec![
+        action(case, 5, CaseActionKind::Assign { to: "carol".into() }, "alice", ""),
+        action(case, 6, CaseActionKind::Escalate, "carol", "beyond my desk"),
+        action(case, 10, CaseActionKind::Ack, "dave", ""),
+    ];
+    let reports = run_cases(1, vec![first, raise], actions, false);
+    let cases = versions(&reports);
+    let steps: Vec<(u64, CaseChange, Option<&str>, Option<u64>)> = cases
+        .iter()
+        .map(|c| (c.time / MINUTE, c.change, c.assignee.as_deref(), c.deadline.map(|d| d / MINUTE)))
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            (0, CaseChange::Opened, None, Some(60)),
+            (5, CaseChange::Assigned, Some("carol"), None),
+            (6, CaseChange::Escalated, Some("carol"), Some(36)),
+            (10, CaseChange::Acknowledged, Some("dave"), None),
+            (14, CaseChange::TierRaised, Some("dave"), Some(19)),
+            (19, CaseChange::Escalated, Some("dave"), None),
+        ]
+    );
+    // The first acknowledgement (the assignment) goes to the routes of the case's tier.
+    assert_eq!(cases[1].routes, Routes(0b01));
+}
+
+#[test]
+fn an_alert_sent_after_the_close_is_recorded_and_the_case_stays_closed() {
+    let first = alert("ACC1", 0, 55.0);
+    let case = first.id;
+    let raise = alert("ACC1", 10, 80.0); // high: the manager sends it
+    let repeat = alert("ACC1", 11, 56.0); // folds: not sent, nothing to record
+    let close = action(case, 5, CaseActionKind::Close { disposition: Disposition::NoAction }, "alice", "hedge");
+    let reports = run_cases(1, vec![first, raise.clone(), repeat], vec![close], false);
+    let cases = versions(&reports);
+    let last = cases.last().expect("versions");
+    assert_eq!(cases.len(), 3);
+    assert_eq!((last.change, last.state, last.alert), (CaseChange::AlertAfterClose, CaseState::Closed, raise.id));
+    assert_eq!(last.routes, Routes(0b11), "sent to the routes of the alert's tier");
 }
 
 #[test]

@@ -115,7 +115,7 @@ impl CaseActionKind {
 pub struct CaseAction {
     /// When the person acted (event time, nanoseconds since the epoch).
     pub time: Timestamp,
-    /// The case: the id of the alert that opened it.
+    /// The case: its group's id (the id of the group's first alert).
     pub case: AlertId,
     /// What they did.
     pub kind: CaseActionKind,
@@ -150,6 +150,9 @@ pub enum CaseChange {
     Escalated,
     /// A person closed it.
     Closed,
+    /// An alert of the case's group was sent after the case was closed (the case stays closed;
+    /// the new information is for the people who decided it).
+    AlertAfterClose,
 }
 
 impl CaseChange {
@@ -163,6 +166,7 @@ impl CaseChange {
             CaseChange::ReviewStarted => "review_started",
             CaseChange::Escalated => "escalated",
             CaseChange::Closed => "closed",
+            CaseChange::AlertAfterClose => "alert_after_close",
         }
     }
 }
@@ -172,7 +176,7 @@ impl CaseChange {
 #[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CaseRecord {
-    /// The case: the id of the alert that opened its group.
+    /// The case: its group's id (the id of the group's first alert).
     pub case: AlertId,
     /// 1 for the opening, then one more per change.
     pub version: u32,
@@ -200,6 +204,9 @@ pub struct CaseRecord {
     pub deadline: Option<Timestamp>,
     /// Escalations so far.
     pub escalations: u32,
+    /// The action came after the deadline then running, which had not escalated because the
+    /// recorded data ended before it (a replay with actions taken later).
+    pub late: bool,
     /// The alert that opened the case or raised its tier (the case id otherwise).
     pub alert: AlertId,
     /// The rule of the case's alerts.
@@ -210,6 +217,7 @@ pub struct CaseRecord {
     pub account: Symbol,
     /// The account's desk.
     pub desk: Symbol,
-    /// Where the change is sent: an escalation goes to the routes of its new tier.
+    /// Where the change is sent: an escalation goes to the routes of its new tier; the first
+    /// acknowledgement and the closing to the routes of the case's tier.
     pub routes: Routes,
 }

@@ -5,12 +5,12 @@
 //!
 //! The report is a draft for a person to complete and submit: it fills what the run knows and
 //! lists, field by field, what it could not fill (`missing`), rather than inventing it. It is
-//! `final` only for a case closed as `stor_filed`, whose closing time is when the suspicion was
-//! formed; until then it is a `draft`.
+//! `final` only for a case closed as `stor_filed` with nothing left to fill; until then it is a
+//! `draft`.
 //!
-//! Filing late is allowed, with the delay explained (Article 6(2)): a report whose suspicion
-//! was formed longer than `stor.explain_delay_after` (default one day) after the last
-//! suspicious order or transaction needs that explanation.
+//! Filing late is allowed, with the delay explained (Article 6(2)): a report made longer than
+//! `stor.explain_delay_after` (default one day) after the last suspicious order or transaction
+//! needs that explanation.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -123,11 +123,14 @@ pub struct Stor {
     pub regulation: &'static str,
     /// The case.
     pub case: String,
-    /// `final` for a case closed as `stor_filed`, else `draft`.
+    /// `final` for a case closed as `stor_filed` with nothing missing, else `draft`.
     pub status: &'static str,
-    /// When the report was prepared.
+    /// When the report was prepared: its submission, for the delay of Article 6(2).
     pub prepared_at: String,
-    /// When the suspicion was formed: the case's closing as `stor_filed`.
+    /// When the case was closed as `stor_filed`.
+    pub decided_at: Option<String>,
+    /// When the suspicion was formed (the "without delay" clock of Article 6(1)): as given, else
+    /// the decision's time, with the field listed as missing.
     pub suspicion_formed_at: Option<String>,
     /// The first and last suspicious order or transaction.
     pub activity_from: String,
@@ -135,7 +138,8 @@ pub struct Stor {
     pub activity_to: String,
     /// Why the report comes late, when it does (Article 6(2)).
     pub delay_explanation: Option<String>,
-    /// Whether a delay explanation is required.
+    /// Whether a delay explanation is required: the report comes more than
+    /// `stor.explain_delay_after` after the last suspicious activity.
     pub delay_explanation_required: bool,
     /// Section 1: the submitter.
     pub submitter: StorConfig,
@@ -175,18 +179,22 @@ pub fn suspicion_type(rule: &str) -> String {
     }
 }
 
-fn json_lines(path: &Path) -> Result<Vec<Json>, ReportError> {
+/// The lines of a JSON Lines file whose `field` is `value`: each as written and parsed.
+fn lines_where(path: &Path, field: &str, value: &str) -> Result<Vec<(String, Json)>, ReportError> {
+    let needle = format!("\"{field}\":\"{value}\"");
     read(path)?
         .lines()
         .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
+        .filter(|(_, line)| line.contains(&needle))
         .map(|(i, line)| {
-            serde_json::from_str(line).map_err(|e| ReportError::Invalid {
+            let parsed: Json = serde_json::from_str(line).map_err(|e| ReportError::Invalid {
                 path: path.into(),
                 line: i + 1,
                 message: e.to_string(),
-            })
+            })?;
+            Ok((line.to_string(), parsed))
         })
+        .filter(|r| r.as_ref().map_or(true, |(_, v)| v[field] == value))
         .collect()
 }
 
@@ -195,22 +203,26 @@ fn text(value: &Json) -> Option<String> {
 }
 
 /// Drafts the STOR of `case` from the run in `folder`, with the reference data and submitter
-/// of `config`, prepared at `prepared_at` (ns), with the explanation of a delay if given.
+/// of `config`, prepared (submitted) at `prepared_at` (ns), with when the suspicion was formed
+/// and the explanation of a delay, if given.
 pub fn stor_report(
     folder: &Path,
     case: &str,
     config: &Config,
     reference: &ReferenceData,
     prepared_at: u64,
+    suspicion_formed_at: Option<u64>,
     delay_explanation: Option<&str>,
 ) -> Result<Stor, ReportError> {
     let cases_path = folder.join(crate::output::CASES);
-    let versions: Vec<Json> = json_lines(&cases_path)?.into_iter().filter(|v| v["case"] == case).collect();
+    let version_lines = lines_where(&cases_path, "case", case)?;
+    let versions: Vec<Json> = version_lines.iter().map(|(_, v)| v.clone()).collect();
     if versions.is_empty() {
         return Err(ReportError::NotInRun(format!("{} has no case {case}", cases_path.display())));
     }
     let alerts_path = folder.join(crate::output::ALERTS);
-    let alerts: Vec<Json> = json_lines(&alerts_path)?.into_iter().filter(|a| a["group"] == case).collect();
+    let alert_lines = lines_where(&alerts_path, "group", case)?;
+    let alerts: Vec<Json> = alert_lines.iter().map(|(_, a)| a.clone()).collect();
     if alerts.is_empty() {
         return Err(ReportError::NotInRun(format!("{} has no alert of case {case}", alerts_path.display())));
     }
@@ -226,10 +238,14 @@ pub fn stor_report(
     let mut seen = BTreeSet::new();
     let mut events: Vec<(u64, StorEvent)> = Vec::new();
     let mut instruments: BTreeMap<String, StorInstrument> = BTreeMap::new();
+    // The subjects: the accounts the alerts are about; for an alert about no account (an
+    // off-market print), the parties of its evidence. Counterparties of an account's alert
+    // stay in section 2: naming them as subjects would report people nobody suspects.
     let mut accounts: BTreeSet<String> = BTreeSet::new();
     for alert in &alerts {
-        if let Some(account) = text(&alert["account"]) {
-            accounts.insert(account);
+        let about_account = text(&alert["account"]);
+        if let Some(account) = &about_account {
+            accounts.insert(account.clone());
         }
         for evidence in alert["evidence"].as_array().into_iter().flatten() {
             let key = (evidence["source"].to_string(), evidence["offset"].as_u64(), evidence["event_time_ns"].as_u64());
@@ -253,7 +269,9 @@ pub fn stor_report(
             }
             let parties: Vec<String> =
                 ["account", "buyer", "seller"].iter().filter_map(|f| text(&evidence[*f])).collect();
-            accounts.extend(parties.iter().cloned());
+            if about_account.is_none() {
+                accounts.extend(parties.iter().cloned());
+            }
             let mut references: Vec<String> =
                 ["order_id", "buy_order", "sell_order"].iter().filter_map(|f| text(&evidence[*f])).collect();
             if let (Some(source), Some(offset)) = (text(&evidence["source"]), evidence["offset"].as_u64()) {
@@ -333,25 +351,31 @@ pub fn stor_report(
         })
         .collect();
 
-    // When the suspicion was formed, and whether the delay needs explaining.
+    // When the case was decided, when the suspicion was formed, and whether the time from the
+    // suspicious activity to this report needs explaining (Article 6(2)).
     let filed = versions.iter().rev().find(|v| v["state"] == "closed" && v["disposition"] == "stor_filed");
-    let formed_at = filed.and_then(|v| v["time"].as_str()).and_then(|t| parse_event_time(t.as_bytes()));
+    let decided_at = filed.and_then(|v| v["time"].as_str()).and_then(|t| parse_event_time(t.as_bytes()));
+    let formed_at = suspicion_formed_at.or(decided_at);
+    if suspicion_formed_at.is_none() {
+        missing.push(
+            "when the suspicion was formed (--suspicion-formed; the case's closing as stor_filed stands in for it)"
+                .into(),
+        );
+    }
     let allowed = config.stor.explain_delay_after.unwrap_or(std::time::Duration::from_secs(24 * 3600));
     let allowed = u64::try_from(allowed.as_nanos()).unwrap_or(u64::MAX);
-    let formed_or_now = formed_at.unwrap_or(prepared_at);
-    let delay_explanation_required = formed_or_now.saturating_sub(last) > allowed;
+    let delay = prepared_at.saturating_sub(last);
+    let delay_explanation_required = delay > allowed;
     let delay_explanation = delay_explanation.map(str::trim).filter(|s| !s.is_empty()).map(String::from);
     if delay_explanation_required && delay_explanation.is_none() {
         missing.push(format!(
-            "explanation of the delay: the suspicion was formed {} after the last suspicious activity \
-             (Article 6(2) of Delegated Regulation (EU) 2016/957)",
-            humantime::format_duration(std::time::Duration::from_secs(
-                formed_or_now.saturating_sub(last) / 1_000_000_000
-            ))
+            "explanation of the delay: the report comes {} after the last suspicious activity \
+             (Article 6(2) of Delegated Regulation (EU) 2016/957; --delay-reason)",
+            humantime::format_duration(std::time::Duration::from_secs(delay / 1_000_000_000))
         ));
     }
-    if formed_at.is_none() {
-        missing.push("the case is not closed as stor_filed: this is a draft".into());
+    if decided_at.is_none() {
+        missing.push("the decision: the case is not closed as stor_filed".into());
     }
 
     // Section 5: the history of the case.
@@ -371,8 +395,9 @@ pub fn stor_report(
         .collect();
 
     // Section 6: the alerts and the case's versions as the run wrote them, with digests.
-    let alert_lines: String = alerts.iter().map(|a| format!("{a}\n")).collect();
-    let case_lines: String = versions.iter().map(|v| format!("{v}\n")).collect();
+    // The lines exactly as the run wrote them, so the digests can be checked against its files.
+    let alert_lines: String = alert_lines.iter().map(|(line, _)| format!("{line}\n")).collect();
+    let case_lines: String = version_lines.iter().map(|(line, _)| format!("{line}\n")).collect();
     let attachments = vec![
         Attachment {
             name: format!("alerts of case {case} (JSON Lines)"),
@@ -393,8 +418,9 @@ pub fn stor_report(
     Ok(Stor {
         regulation: REGULATION,
         case: case.into(),
-        status: if formed_at.is_some() { "final" } else { "draft" },
+        status: if decided_at.is_some() && missing.is_empty() { "final" } else { "draft" },
         prepared_at: format_time(prepared_at),
+        decided_at: decided_at.map(format_time),
         suspicion_formed_at: formed_at.map(format_time),
         activity_from: format_time(first),
         activity_to: format_time(last),
@@ -418,10 +444,11 @@ pub fn stor_report_for(
     case: &str,
     config: &Config,
     prepared_at: u64,
+    suspicion_formed_at: Option<u64>,
     delay_explanation: Option<&str>,
 ) -> Result<Stor, ReportError> {
     let reference = ReferenceData::load(config)?;
-    stor_report(folder, case, config, &reference, prepared_at, delay_explanation)
+    stor_report(folder, case, config, &reference, prepared_at, suspicion_formed_at, delay_explanation)
 }
 
 /// The submitter's fields by name, in the template's order.
@@ -457,6 +484,7 @@ impl Stor {
         x.push_str(&format!("<STOR case=\"{}\" status=\"{}\">\n", escape(&self.case), self.status));
         el(&mut x, 1, "Regulation", self.regulation);
         el(&mut x, 1, "PreparedAt", &self.prepared_at);
+        el(&mut x, 1, "DecidedAt", &opt(&self.decided_at));
         el(&mut x, 1, "SuspicionFormedAt", &opt(&self.suspicion_formed_at));
         el(&mut x, 1, "ActivityFrom", &self.activity_from);
         el(&mut x, 1, "ActivityTo", &self.activity_to);
@@ -559,9 +587,10 @@ impl Stor {
             e(self.regulation)
         ));
         h.push_str(&format!(
-            "<p>Prepared {}. Suspicion formed {}. Activity from {} to {}.{}</p>\n",
+            "<p>Prepared {}. Suspicion formed {}; decided {}. Activity from {} to {}.{}</p>\n",
             e(&self.prepared_at),
             opt(&self.suspicion_formed_at),
+            opt(&self.decided_at),
             e(&self.activity_from),
             e(&self.activity_to),
             match &self.delay_explanation {

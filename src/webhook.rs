@@ -1,0 +1,414 @@
+//! The webhook sink: a route's notices as PagerDuty Events API v2 events.
+//!
+//! Each notice becomes an event (`trigger` for an alert, a group's summary or an escalation;
+//! `acknowledge` and `resolve` when a person acknowledges or closes the case), keyed by the
+//! group's id (`dedup_key`), which is also its case's id, so that one incident follows one case
+//! from its first alert to its closing.
+//!
+//! Delivery never holds up the dataflow: events go to a thread of their own, which sends them
+//! in order (a `resolve` must not overtake its `trigger`), retrying connection failures, 429
+//! and 5xx answers with a doubling backoff. Every event is kept with its outcome in the run's
+//! outbox, `webhook_NAME.jsonl`: the end of a run waits up to `drain_timeout` for the last
+//! ones, and `surveil deliver` sends what is still undelivered later, so an endpoint that is
+//! down for a while loses nothing.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value as Json, json};
+
+use crate::config::WebhookConfig;
+
+/// Why a webhook cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    /// The certificate file cannot be read or holds no certificate.
+    #[error("webhook certificates {path}: {message}")]
+    Certificates {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The outbox cannot be written.
+    #[error("webhook outbox {path}: {source}")]
+    Outbox {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The delivery thread cannot start.
+    #[error("webhook thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// The longest wait between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// PagerDuty's limit on an event's summary.
+const MAX_SUMMARY: usize = 1024;
+
+/// An event and what became of it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// Place in the route's sequence, from 1.
+    pub seq: u64,
+    /// The event as sent.
+    pub event: Json,
+    /// Whether the endpoint accepted it.
+    pub delivered: bool,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last HTTP status, if an answer came.
+    pub status: Option<u16>,
+    /// Why it is not delivered (the last failure), if it is not.
+    pub error: Option<String>,
+}
+
+/// The PagerDuty severity of a tier.
+fn severity(tier: &str) -> &'static str {
+    match tier {
+        "critical" => "critical",
+        "high" => "error",
+        "medium" => "warning",
+        _ => "info",
+    }
+}
+
+fn text<'a>(notice: &'a Json, field: &str) -> &'a str {
+    notice[field].as_str().unwrap_or("")
+}
+
+/// The PagerDuty Events API v2 event of a notice (`notice` is the notice line, with its
+/// `notice` kind), or `None` for a notice that has no event (a case change other than an
+/// escalation, acknowledgement or closing).
+pub fn pagerduty_event(notice: &Json, routing_key: &str) -> Option<Json> {
+    let kind = text(notice, "notice");
+    let (action, dedup_key, summary, tier, time) = match kind {
+        "alert" => (
+            "trigger",
+            text(notice, "group"),
+            format!(
+                "{} on {}{}: {}",
+                text(notice, "rule"),
+                text(notice, "instrument"),
+                match text(notice, "account") {
+                    "" => String::new(),
+                    account => format!(" by {account}"),
+                },
+                text(notice, "explanation")
+            ),
+            text(notice, "tier"),
+            text(notice, "event_time"),
+        ),
+        "group" => (
+            "trigger",
+            text(notice, "group"),
+            format!(
+                "{} alerts of {} on {}{} from {} to {}",
+                notice["count"],
+                text(notice, "rule"),
+                text(notice, "instrument"),
+                match text(notice, "account") {
+                    "" => String::new(),
+                    account => format!(" by {account}"),
+                },
+                text(notice, "first_time"),
+                text(notice, "last_time")
+            ),
+            text(notice, "tier"),
+            text(notice, "last_time"),
+        ),
+        "escalation" | "case" => {
+            let action = match text(notice, "change") {
+                "escalated" => "trigger",
+                "acknowledged" | "assigned" | "review_started" => "acknowledge",
+                "closed" => "resolve",
+                _ => return None,
+            };
+            let summary = format!(
+                "case {} {} ({} on {}): {}",
+                text(notice, "case"),
+                text(notice, "change").replace('_', " "),
+                text(notice, "rule"),
+                text(notice, "instrument"),
+                text(notice, "reason")
+            );
+            (action, text(notice, "case"), summary, text(notice, "tier"), text(notice, "time"))
+        }
+        _ => return None,
+    };
+    let mut summary = summary;
+    if summary.len() > MAX_SUMMARY {
+        let mut cut = MAX_SUMMARY - 3;
+        while !summary.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        summary.truncate(cut);
+        summary.push_str("...");
+    }
+    let mut event = json!({
+        "routing_key": routing_key,
+        "event_action": action,
+        "dedup_key": dedup_key,
+    });
+    if action == "trigger" {
+        // The evidence can be large; the event carries the facts and the ids to look it up.
+        let mut details = notice.clone();
+        if let Json::Object(fields) = &mut details {
+            if let Some(evidence) = fields.remove("evidence") {
+                fields.insert("evidence_events".into(), json!(evidence.as_array().map_or(0, Vec::len)));
+            }
+            fields.remove("occurrences");
+        }
+        event["payload"] = json!({
+            "summary": summary,
+            "source": "surveil",
+            "severity": severity(tier),
+            "timestamp": time,
+            "component": text(notice, "instrument"),
+            "group": text(notice, "desk"),
+            "class": text(notice, "rule"),
+            "custom_details": details,
+        });
+    }
+    Some(event)
+}
+
+/// Why an attempt failed, and whether another may succeed.
+struct Failure {
+    status: Option<u16>,
+    error: String,
+    retry: bool,
+}
+
+/// Sends one event; `Ok(status)` when the endpoint accepted it (2xx).
+fn post(agent: &ureq::Agent, url: &str, event: &Json) -> Result<u16, Failure> {
+    let body = event.to_string();
+    match agent.post(url).header("Content-Type", "application/json").send(body.as_str()) {
+        Ok(mut response) => {
+            let status = response.status().as_u16();
+            if (200..300).contains(&status) {
+                return Ok(status);
+            }
+            let said = response.body_mut().read_to_string().unwrap_or_default();
+            let said: String = said.chars().take(300).collect();
+            // PagerDuty: 400 is a malformed event (resending it cannot help), 429 a rate limit.
+            let retry = status == 429 || status >= 500 || status == 408;
+            Err(Failure { status: Some(status), error: format!("HTTP {status}: {said}"), retry })
+        }
+        Err(e) => {
+            // A certificate the configured authorities do not vouch for will not change by
+            // retrying; a refused or reset connection may.
+            let message = e.to_string();
+            let retry = !matches!(e, ureq::Error::Tls(_) | ureq::Error::BadUri(_))
+                && !message.to_ascii_lowercase().contains("certificate");
+            Err(Failure { status: None, error: message, retry })
+        }
+    }
+}
+
+/// An HTTP agent for `config`: its timeout, its certificate authorities.
+pub fn agent(config: &WebhookConfig) -> Result<ureq::Agent, WebhookError> {
+    let mut builder = ureq::Agent::config_builder().timeout_global(Some(config.timeout)).http_status_as_error(false);
+    if let Some(path) = &config.ca_file {
+        let bad = |message: String| WebhookError::Certificates { path: path.clone(), message };
+        let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let mut certificates = Vec::new();
+        for item in ureq::tls::parse_pem(&pem) {
+            if let ureq::tls::PemItem::Certificate(c) = item.map_err(|e| bad(e.to_string()))? {
+                certificates.push(c);
+            }
+        }
+        if certificates.is_empty() {
+            return Err(bad("no PEM certificate in the file".into()));
+        }
+        let tls =
+            ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::new_with_certs(&certificates)).build();
+        builder = builder.tls_config(tls);
+    }
+    Ok(builder.build().into())
+}
+
+/// Delivers `event` with retries: up to `max_attempts`, waiting `backoff` doubled after each
+/// failure, and never past `give_up` (when set).
+pub fn deliver(
+    agent: &ureq::Agent,
+    config: &WebhookConfig,
+    seq: u64,
+    event: Json,
+    give_up: impl Fn() -> Option<Instant>,
+) -> Delivery {
+    let mut wait = config.backoff;
+    let mut delivery = Delivery { seq, event, delivered: false, attempts: 0, status: None, error: None };
+    loop {
+        if let Some(deadline) = give_up()
+            && Instant::now() >= deadline
+            && delivery.attempts > 0
+        {
+            return delivery;
+        }
+        delivery.attempts += 1;
+        match post(agent, &config.url, &delivery.event) {
+            Ok(status) => {
+                delivery.delivered = true;
+                delivery.status = Some(status);
+                delivery.error = None;
+                return delivery;
+            }
+            Err(failure) => {
+                tracing::debug!(url = %config.url, error = %failure.error, attempt = delivery.attempts, "webhook attempt failed");
+                delivery.status = failure.status;
+                delivery.error = Some(failure.error);
+                if !failure.retry || delivery.attempts >= config.max_attempts {
+                    return delivery;
+                }
+            }
+        }
+        let mut pause = wait;
+        if let Some(deadline) = give_up() {
+            pause = pause.min(deadline.saturating_duration_since(Instant::now()));
+        }
+        std::thread::sleep(pause);
+        wait = (wait * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// A route's delivery thread.
+pub struct WebhookSender {
+    name: String,
+    queue: Option<Sender<Json>>,
+    deadline: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
+    drain_timeout: Duration,
+    thread: Option<JoinHandle<Vec<Delivery>>>,
+}
+
+impl WebhookSender {
+    /// Starts delivering to the webhook of route `name`.
+    pub fn start(name: &str, config: &WebhookConfig) -> Result<WebhookSender, WebhookError> {
+        let agent = agent(config)?;
+        let (queue, events): (Sender<Json>, Receiver<Json>) = channel();
+        let deadline = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
+        let give_up = deadline.clone();
+        let config_for_thread = config.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("webhook-{name}"))
+            .spawn(move || {
+                let config = config_for_thread;
+                let give_up = move || give_up.lock().ok().and_then(|d| *d);
+                let mut done = Vec::new();
+                let mut seq = 0;
+                loop {
+                    let event = match events.recv_timeout(Duration::from_millis(200)) {
+                        Ok(event) => event,
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    };
+                    seq += 1;
+                    done.push(deliver(&agent, &config, seq, event, &give_up));
+                }
+                done
+            })
+            .map_err(WebhookError::Thread)?;
+        Ok(WebhookSender {
+            name: name.to_string(),
+            queue: Some(queue),
+            deadline,
+            drain_timeout: config.drain_timeout,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues an event (never blocks).
+    pub fn send(&self, event: Json) {
+        if let Some(queue) = &self.queue {
+            // The thread ends only after the queue closes, so the send cannot fail.
+            let _ = queue.send(event);
+        }
+    }
+
+    /// Stops taking events, waits up to the drain timeout for the rest to be delivered, and
+    /// returns every event with its outcome, in order. Events not attempted by the deadline
+    /// are returned undelivered.
+    pub fn finish(mut self) -> Vec<Delivery> {
+        if let Ok(mut deadline) = self.deadline.lock() {
+            *deadline = Some(Instant::now() + self.drain_timeout);
+        }
+        self.queue = None;
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(done)) => done,
+            _ => {
+                tracing::warn!(route = %self.name, "the webhook thread failed");
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// Sends again the undelivered events of an outbox (`webhook_NAME.jsonl` of a run) with
+/// `config`, in order, and rewrites the outbox with their new outcomes (atomically: a new file
+/// renamed over the old). Returns (delivered now, still undelivered).
+pub fn redeliver(outbox: &std::path::Path, config: &WebhookConfig) -> Result<(u64, u64), WebhookError> {
+    let io = |source: std::io::Error| WebhookError::Outbox { path: outbox.to_path_buf(), source };
+    let text = std::fs::read_to_string(outbox).map_err(io)?;
+    let agent = agent(config)?;
+    let (mut delivered, mut undelivered) = (0, 0);
+    let mut lines = String::with_capacity(text.len());
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let mut delivery: Delivery = serde_json::from_str(line)
+            .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("line {}: {e}", i + 1))))?;
+        if !delivery.delivered {
+            let attempts = delivery.attempts;
+            delivery = deliver(&agent, config, delivery.seq, delivery.event, || None);
+            delivery.attempts += attempts;
+            if delivery.delivered {
+                delivered += 1;
+            } else {
+                undelivered += 1;
+            }
+        }
+        lines.push_str(&serde_json::to_string(&delivery).map_err(|e| io(e.into()))?);
+        lines.push('\n');
+    }
+    let mut temporary = outbox.as_os_str().to_owned();
+    temporary.push(".new");
+    let temporary = std::path::PathBuf::from(temporary);
+    std::fs::write(&temporary, lines.as_bytes()).map_err(io)?;
+    std::fs::File::open(&temporary).and_then(|f| f.sync_all()).map_err(io)?;
+    std::fs::rename(&temporary, outbox).map_err(io)?;
+    Ok((delivered, undelivered))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices_map_to_pagerduty_events() {
+        let alert = json!({
+            "notice": "alert", "group": "g1", "id": "a1", "rule": "self_trade", "instrument": "ACME",
+            "account": "ACC1", "explanation": "the same owner on both sides", "tier": "high",
+            "event_time": "2024-03-01T14:30:00.000000000Z", "desk": "PROP", "evidence": [{}, {}],
+        });
+        let event = pagerduty_event(&alert, "KEY").expect("an event");
+        assert_eq!(event["event_action"], "trigger");
+        assert_eq!(event["dedup_key"], "g1");
+        assert_eq!(event["routing_key"], "KEY");
+        assert_eq!(event["payload"]["severity"], "error");
+        assert_eq!(event["payload"]["summary"], "self_trade on ACME by ACC1: the same owner on both sides");
+        assert_eq!(event["payload"]["custom_details"]["evidence_events"], 2);
+        assert!(event["payload"]["custom_details"].get("evidence").is_none());
+        let closed = json!({"notice": "case", "change": "closed", "case": "g1", "tier": "high", "reason": "r"});
+        let event = pagerduty_event(&closed, "KEY").expect("an event");
+        assert_eq!((event["event_action"].as_str(), event["dedup_key"].as_str()), (Some("resolve"), Some("g1")));
+        assert!(event.get("payload").is_none());
+        let opened = json!({"notice": "case", "change": "opened", "case": "g1"});
+        assert_eq!(pagerduty_event(&opened, "KEY"), None);
+        let long = json!({"notice": "alert", "group": "g", "explanation": "é".repeat(2000)});
+        let event = pagerduty_event(&long, "KEY").expect("an event");
+        assert!(event["payload"]["summary"].as_str().is_some_and(|s| s.len() <= MAX_SUMMARY));
+    }
+}

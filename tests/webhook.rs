@@ -1,0 +1,228 @@
+//! The webhook sink against a local HTTP server (127.0.0.1) that records every request and
+//! answers as told: PagerDuty events for every notice of the route, in order; retries through
+//! errors and an endpoint that is down for a while; an outbox that keeps what could not be
+//! delivered, and `redeliver` that sends it later.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{data, read_jsonl, run};
+use serde_json::Value;
+use surveil::config::Config;
+
+/// A day of the IMC Prosperity round 5 trades.
+const IMC: &str = "imc_prosperity/p3_2025/trades_round_5_day_2.csv";
+
+/// A recording endpoint: every request's body and the status it was answered with.
+struct Endpoint {
+    port: u16,
+    requests: Arc<Mutex<Vec<(Value, u16)>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Endpoint {
+    /// Serves on `listener`, answering request `n` (from 0) with `status(n)`.
+    fn serve(listener: TcpListener, status: impl Fn(usize) -> u16 + Send + 'static) -> Endpoint {
+        let port = listener.local_addr().expect("address").port();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen, stopped) = (requests.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            // Bounded: a test endpoint stops by itself after a minute.
+            let until = Instant::now() + Duration::from_secs(60);
+            while !stopped.load(Ordering::Relaxed) && Instant::now() < until {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let n = seen.lock().expect("requests").len();
+                        if let Some(body) = read_request(stream, status(n)) {
+                            seen.lock().expect("requests").push(body);
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Endpoint { port, requests, stop, thread: Some(thread) }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/v2/enqueue", self.port)
+    }
+
+    fn requests(&self) -> Vec<(Value, u16)> {
+        self.requests.lock().expect("requests").clone()
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Reads one HTTP request and answers it with `status`; returns its JSON body.
+fn read_request(stream: TcpStream, status: u16) -> Option<(Value, u16)> {
+    stream.set_nonblocking(false).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = value.trim().parse().ok()?;
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    let answer = if status == 202 {
+        r#"{"status":"success","message":"Event processed"}"#
+    } else {
+        r#"{"status":"unavailable"}"#
+    };
+    let mut stream = stream;
+    write!(
+        stream,
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+        answer.len()
+    )
+    .ok()?;
+    Some((serde_json::from_slice(&body).ok()?, status))
+}
+
+fn config(url: &str, extra: &str) -> Config {
+    Config::parse(&format!(
+        r#"
+[[alerts.routes]]
+name = "all"
+
+[[alerts.routes]]
+name = "pager"
+tiers = ["high", "critical"]
+webhook = {{ url = "{url}", routing_key = "R0UT1NGKEY", backoff = "10ms", timeout = "2s"{extra} }}
+
+[cases.deadlines]
+low = "2m"
+medium = "1m"
+high = "30s"
+critical = "10s"
+"#
+    ))
+    .expect("config")
+}
+
+#[test]
+fn every_notice_of_the_route_reaches_the_endpoint_once_in_order_through_errors() {
+    // The first three requests fail with 503: the same event is sent again until accepted.
+    let endpoint = Endpoint::serve(TcpListener::bind("127.0.0.1:0").expect("bind"), |n| if n < 3 { 503 } else { 202 });
+    let (summary, out) = run(&[data(IMC)], config(&endpoint.url(), ""), 2);
+    let notices = read_jsonl(out.path(), "notices_pager.jsonl");
+    assert!(notices.len() > 10, "high and critical notices: {}", notices.len());
+    let expected: Vec<Value> =
+        notices.iter().filter_map(|n| surveil::webhook::pagerduty_event(n, "R0UT1NGKEY")).collect();
+    let requests = endpoint.requests();
+    let accepted: Vec<Value> = requests.iter().filter(|(_, s)| *s == 202).map(|(e, _)| e.clone()).collect();
+    assert_eq!(accepted, expected, "each event accepted once, in the notices' order");
+    assert_eq!(requests.len(), expected.len() + 3);
+    assert!(requests[..4].iter().all(|(e, _)| *e == expected[0]), "the first event retried three times");
+    let kinds: std::collections::BTreeSet<&str> = expected.iter().filter_map(|e| e["event_action"].as_str()).collect();
+    assert!(kinds.contains("trigger"));
+    assert!(expected.iter().all(|e| e["routing_key"] == "R0UT1NGKEY" && e["dedup_key"].as_str().is_some()));
+    let escalations = expected.iter().filter(|e| e["payload"]["custom_details"]["notice"] == "escalation").count();
+    assert!(escalations > 0, "case escalations are paged too");
+    // The outbox holds every event with its outcome; the summary counts them.
+    let outbox = read_jsonl(out.path(), "webhook_pager.jsonl");
+    assert_eq!(outbox.len(), expected.len());
+    assert!(outbox.iter().all(|d| d["delivered"] == true && d["status"] == 202));
+    assert_eq!(outbox[0]["attempts"], 4);
+    let counts = &summary.written.webhooks["pager"];
+    assert_eq!((counts.delivered, counts.undelivered), (expected.len() as u64, 0));
+}
+
+#[test]
+fn an_endpoint_down_for_a_while_loses_nothing() {
+    // Take a free port, and start listening on it only after a second and a half.
+    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port();
+    let url = format!("http://127.0.0.1:{port}/v2/enqueue");
+    let later = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        Endpoint::serve(TcpListener::bind(("127.0.0.1", port)).expect("rebind"), |_| 202)
+    });
+    let (summary, out) = run(&[data(IMC)], config(&url, ", max_attempts = 1000, drain_timeout = \"30s\""), 1);
+    let endpoint = later.join().expect("endpoint");
+    let outbox = read_jsonl(out.path(), "webhook_pager.jsonl");
+    assert!(outbox.iter().all(|d| d["delivered"] == true), "all delivered once the endpoint came up");
+    assert!(outbox[0]["attempts"].as_u64().unwrap_or(0) > 1, "the first event waited for the endpoint");
+    assert_eq!(endpoint.requests().len(), outbox.len());
+    assert_eq!(summary.written.webhooks["pager"].undelivered, 0);
+}
+
+#[test]
+fn what_cannot_be_delivered_stays_in_the_outbox_for_later() {
+    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port();
+    let url = format!("http://127.0.0.1:{port}/v2/enqueue");
+    let config = config(&url, ", max_attempts = 2, drain_timeout = \"1s\"");
+    let (summary, out) = run(&[data(IMC)], config.clone(), 1);
+    let outbox_path = out.path().join("webhook_pager.jsonl");
+    let outbox = read_jsonl(out.path(), "webhook_pager.jsonl");
+    let notices = read_jsonl(out.path(), "notices_pager.jsonl");
+    assert_eq!(outbox.len(), notices.len(), "every event kept");
+    assert!(outbox.iter().all(|d| d["delivered"] == false && d["error"].as_str().is_some()));
+    assert_eq!(summary.written.webhooks["pager"].undelivered, outbox.len() as u64);
+    // The run's audit trail still verifies, and its end counts the undelivered events.
+    let log = std::fs::read_to_string(out.path().join("audit.jsonl")).expect("audit");
+    let head = summary.written.audit.as_ref().map(|a| a.head.clone());
+    surveil::audit::verify_run(&log, head.as_deref()).expect("verifies");
+    let end: Value = serde_json::from_str(log.lines().last().expect("records")).expect("JSON");
+    assert_eq!(end["data"]["webhooks"]["pager"]["undelivered"], outbox.len() as u64);
+
+    // Later the endpoint is up: the outbox is sent, in order, and rewritten as delivered.
+    let endpoint = Endpoint::serve(TcpListener::bind(("127.0.0.1", port)).expect("rebind"), |_| 202);
+    let webhook = config.alerts.routes[1].webhook.clone().expect("webhook");
+    let (delivered, undelivered) = surveil::webhook::redeliver(&outbox_path, &webhook).expect("redeliver");
+    assert_eq!((delivered, undelivered), (outbox.len() as u64, 0));
+    let sent: Vec<Value> = endpoint.requests().into_iter().map(|(e, _)| e).collect();
+    let kept: Vec<Value> = outbox.iter().map(|d| d["event"].clone()).collect();
+    assert_eq!(sent, kept);
+    let rewritten = read_jsonl(out.path(), "webhook_pager.jsonl");
+    assert!(rewritten.iter().all(|d| d["delivered"] == true));
+    // Nothing is sent twice.
+    assert_eq!(surveil::webhook::redeliver(&outbox_path, &webhook).expect("again"), (0, 0));
+    assert_eq!(endpoint.requests().len(), kept.len());
+}
+
+#[test]
+fn plain_http_is_refused_off_the_loopback_and_a_bad_certificate_file_stops_the_run() {
+    let error = Config::parse(
+        "[[alerts.routes]]\nname = \"p\"\nwebhook = { url = \"http://events.example.com/v2/enqueue\", routing_key = \"k\" }",
+    )
+    .expect_err("plain http off the loopback");
+    assert!(error.contains("https://"), "{error}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not a certificate").expect("write");
+    let mut config = config("https://127.0.0.1:9/v2/enqueue", "");
+    if let Some(webhook) = config.alerts.routes[1].webhook.as_mut() {
+        webhook.ca_file = Some(ca.clone());
+    }
+    let out = dir.path().join("out");
+    let error = surveil::pipeline::run_files(&[data(IMC)], config, 1, &out).expect_err("a bad certificate file");
+    assert!(error.to_string().contains("ca.pem"), "{error}");
+    assert!(!out.exists(), "checked before the output folder is touched");
+}
