@@ -253,6 +253,24 @@ fn cases_open_escalate_take_actions_and_are_audited() {
     assert!(explained.missing.iter().all(|m| !m.contains("delay") && !m.contains("suspicion was formed")));
     assert_eq!(explained.delay_explanation.as_deref(), Some("found in the monthly look-back review"));
 
+    // The FINRA Rule 3110(d) quarterly report of the same cases: every case an investigation
+    // commenced in the quarter, the filed one completed with a violation found.
+    let quarter =
+        surveil::reports::finra::Quarter::of(chrono::DateTime::from_timestamp_nanos(formed as i64).date_naive());
+    assert_eq!(surveil::reports::finra::quarters(one.path()).expect("quarters"), vec![quarter]);
+    let finra = surveil::reports::finra::finra_3110_report(one.path(), quarter).expect("report");
+    assert_eq!(finra.opened as usize, after.len());
+    assert_eq!((finra.closed, finra.violations_found), (1, 1));
+    assert_eq!(finra.pending as usize, after.len() - 1);
+    assert_eq!(finra.investigations.len(), after.len());
+    let done = finra.investigations.iter().find(|i| i.case == filed).expect("the filed case");
+    assert_eq!(done.resolution.as_deref(), Some("violation found"));
+    assert_eq!(done.findings.as_deref(), Some("wash trades between one owner's accounts"));
+    let owed = &finra.violation_reports[0];
+    let closed_on = chrono::DateTime::from_timestamp_nanos(formed as i64).date_naive();
+    assert_eq!(owed.due, surveil::reports::finra::business_days_after(closed_on, 5).to_string());
+    assert!(finra.to_csv().lines().count() == after.len() + 1);
+
     // Actions for a run that keeps no cases are refused, not ignored.
     let mut off = Config::parse(CONFIG).expect("config");
     off.cases.enabled = false;

@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,6 +29,15 @@ struct Endpoint {
 impl Endpoint {
     /// Serves on `listener`, answering request `n` (from 0) with `status(n)`.
     fn serve(listener: TcpListener, status: impl Fn(usize) -> u16 + Send + 'static) -> Endpoint {
+        Endpoint::serve_with(listener, None, status)
+    }
+
+    /// [`Endpoint::serve`], over TLS when `tls` is given.
+    fn serve_with(
+        listener: TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        status: impl Fn(usize) -> u16 + Send + 'static,
+    ) -> Endpoint {
         let port = listener.local_addr().expect("address").port();
         listener.set_nonblocking(true).expect("nonblocking");
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -41,7 +50,15 @@ impl Endpoint {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         let n = seen.lock().expect("requests").len();
-                        if let Some(body) = read_request(stream, status(n)) {
+                        let _ = stream.set_nonblocking(false);
+                        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                        let body = match &tls {
+                            Some(config) => rustls::ServerConnection::new(config.clone())
+                                .ok()
+                                .and_then(|c| read_request(rustls::StreamOwned::new(c, stream), status(n))),
+                            None => read_request(stream, status(n)),
+                        };
+                        if let Some(body) = body {
                             seen.lock().expect("requests").push(body);
                         }
                     }
@@ -71,10 +88,8 @@ impl Drop for Endpoint {
 }
 
 /// Reads one HTTP request and answers it with `status`; returns its JSON body.
-fn read_request(stream: TcpStream, status: u16) -> Option<(Value, u16)> {
-    stream.set_nonblocking(false).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let mut reader = BufReader::new(stream.try_clone().ok()?);
+fn read_request(stream: impl Read + Write, status: u16) -> Option<(Value, u16)> {
+    let mut reader = BufReader::new(stream);
     let mut length = 0usize;
     loop {
         let mut line = String::new();
@@ -96,13 +111,14 @@ fn read_request(stream: TcpStream, status: u16) -> Option<(Value, u16)> {
     } else {
         r#"{"status":"unavailable"}"#
     };
-    let mut stream = stream;
+    let stream = reader.get_mut();
     write!(
         stream,
         "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
         answer.len()
     )
     .ok()?;
+    stream.flush().ok()?;
     Some((serde_json::from_slice(&body).ok()?, status))
 }
 
@@ -225,4 +241,54 @@ fn plain_http_is_refused_off_the_loopback_and_a_bad_certificate_file_stops_the_r
     let error = surveil::pipeline::run_files(&[data(IMC)], config, 1, &out).expect_err("a bad certificate file");
     assert!(error.to_string().contains("ca.pem"), "{error}");
     assert!(!out.exists(), "checked before the output folder is touched");
+}
+
+/// A test certificate authority and a server certificate it signed for 127.0.0.1: the server's
+/// TLS configuration and the authority's PEM.
+fn test_tls() -> (Arc<rustls::ServerConfig>, String) {
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).expect("CA");
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let server_key = rcgen::KeyPair::generate().expect("key");
+    let server = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+    let server_cert = server.signed_by(&server_key, &issuer).expect("server certificate");
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![server_cert.der().clone()], key)
+        .expect("server config");
+    (Arc::new(config), ca_cert.pem())
+}
+
+#[test]
+fn https_with_the_configured_authority_delivers_and_an_unknown_certificate_is_a_clear_error() {
+    let (tls, ca_pem) = test_tls();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("test-ca.pem");
+    std::fs::write(&ca, ca_pem).expect("write");
+    let endpoint = Endpoint::serve_with(TcpListener::bind("127.0.0.1:0").expect("bind"), Some(tls), |_| 202);
+    let url = format!("https://127.0.0.1:{}/v2/enqueue", endpoint.port);
+    let mut trusted = config(&url, ", drain_timeout = \"5s\"");
+    if let Some(webhook) = trusted.alerts.routes[1].webhook.as_mut() {
+        webhook.ca_file = Some(ca);
+    }
+    let (summary, out) = run(&[data(IMC)], trusted, 1);
+    let outbox = read_jsonl(out.path(), "webhook_pager.jsonl");
+    assert!(!outbox.is_empty() && outbox.iter().all(|d| d["delivered"] == true), "delivered over TLS");
+    assert_eq!(endpoint.requests().len(), outbox.len());
+    assert_eq!(summary.written.webhooks["pager"].undelivered, 0);
+
+    // Without the test authority (Mozilla's roots only), the endpoint's certificate is refused
+    // at once, with the reason, and not retried.
+    let (_, out) = run(&[data(IMC)], config(&url, ", drain_timeout = \"5s\""), 1);
+    let refused = read_jsonl(out.path(), "webhook_pager.jsonl");
+    assert!(refused.iter().all(|d| d["delivered"] == false && d["attempts"] == 1), "{:?}", refused.first());
+    let error = refused[0]["error"].as_str().unwrap_or_default().to_ascii_lowercase();
+    assert!(error.contains("certificate") || error.contains("issuer"), "{error}");
+    assert_eq!(endpoint.requests().len(), outbox.len(), "nothing reached the endpoint unverified");
 }

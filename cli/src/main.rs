@@ -66,6 +66,23 @@ enum AuditAction {
 
 #[derive(Subcommand)]
 enum ReportKind {
+    /// The FINRA Rule 3110(d) quarterly report of internal investigations (the run's cases:
+    /// opened, closed with their findings, pending) with the written reports owed for the
+    /// violations found, and their due dates.
+    #[command(name = "finra-3110")]
+    Finra3110 {
+        /// The run's output folder.
+        run: PathBuf,
+        /// The quarter (2024Q1); may be left out when the run's cases fall in one quarter.
+        #[arg(long)]
+        quarter: Option<String>,
+        /// json, csv or html; by default from --out's extension, else json.
+        #[arg(long)]
+        format: Option<String>,
+        /// File to write; standard output by default.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// A suspicious transaction and order report (MAR Article 16; Delegated Regulation (EU)
     /// 2016/957) drafted from a case of a run: its alerts and evidence, its history, the
     /// reference data and the submitter's details (`[stor]` in the configuration). Final for a
@@ -544,6 +561,38 @@ fn write_report(out: &Option<PathBuf>, text: &str) -> Result<()> {
     }
 }
 
+fn finra_3110(run: &Path, quarter: Option<&str>, format: Option<String>, out: Option<PathBuf>) -> Result<()> {
+    use surveil::reports::finra::{Quarter, finra_3110_report, quarters};
+    let quarter = match quarter {
+        Some(text) => Quarter::parse(text).with_context(|| format!("--quarter {text:?}: a quarter such as 2024Q1"))?,
+        None => match quarters(run)?.as_slice() {
+            [one] => *one,
+            [] => bail!("the run in {} has no cases", run.display()),
+            many => bail!(
+                "the run in {} has cases in {}: choose one with --quarter",
+                run.display(),
+                many.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            ),
+        },
+    };
+    let report = finra_3110_report(run, quarter)?;
+    let text = match report_format(format, &out, &["json", "csv", "html", "htm"]).as_str() {
+        "json" => serde_json::to_string_pretty(&report)? + "\n",
+        "csv" => report.to_csv(),
+        "html" | "htm" => report.to_html(),
+        other => bail!("unknown report format {other}: use json, csv or html"),
+    };
+    write_report(&out, &text)?;
+    eprintln!(
+        "{}: {} opened, {} closed ({} with a violation found), {} pending; due {}",
+        report.quarter, report.opened, report.closed, report.violations_found, report.pending, report.due
+    );
+    for v in &report.violation_reports {
+        eprintln!("written report of the violation in case {} due {}", v.case, v.due);
+    }
+    Ok(())
+}
+
 /// `surveil report stor`'s arguments.
 struct StorArgs {
     case: String,
@@ -609,6 +658,9 @@ fn report(kind: ReportKind) -> Result<()> {
             return stor(StorArgs { case, run, config, delay_reason, suspicion_formed, at, format, out });
         }
         ReportKind::Otr { run, session, member, config, format, out } => (run, session, member, config, format, out),
+        ReportKind::Finra3110 { run, quarter, format, out } => {
+            return finra_3110(&run, quarter.as_deref(), format, out);
+        }
     };
     let member = Member::parse(&member).with_context(|| format!("--member {member}: use account, desk or owner"))?;
     let config = match &config {

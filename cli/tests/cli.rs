@@ -261,4 +261,21 @@ fn people_act_on_cases_from_the_command_line_and_a_run_replays_them() {
     assert_eq!(audit.lines().filter(|l| l.contains("\"kind\":\"case\"")).count(), versions.len());
     let verified = surveil().args(["audit", "verify"]).arg(&second).output().expect("spawn");
     assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stderr));
+    // The reports of the case: a STOR in XML, and the quarter's FINRA 3110 report.
+    let stor = surveil()
+        .args(["report", "stor", &id])
+        .arg(&second)
+        .arg("--config")
+        .arg(day.join("surveil.toml"))
+        .args(["--format", "xml"])
+        .output()
+        .expect("spawn");
+    assert!(stor.status.success(), "{}", String::from_utf8_lossy(&stor.stderr));
+    let xml = String::from_utf8_lossy(&stor.stdout).to_string();
+    assert!(xml.contains("<DecidedAt>") && xml.contains("layering"), "{xml}");
+    let finra =
+        surveil().args(["report", "finra-3110"]).arg(&second).args(["--format", "csv"]).output().expect("spawn");
+    assert!(finra.status.success(), "{}", String::from_utf8_lossy(&finra.stderr));
+    let csv = String::from_utf8_lossy(&finra.stdout).to_string();
+    assert!(csv.starts_with("quarter,case,") && csv.contains("violation found"), "{csv}");
 }

@@ -3,6 +3,7 @@
 //! A report reads what a finished run wrote (never the inputs again), so it describes exactly
 //! the run whose audit trail it names.
 
+pub mod finra;
 pub mod otr;
 pub mod stor;
 

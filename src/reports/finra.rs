@@ -1,0 +1,375 @@
+//! FINRA Rule 3110(d) reports from a run's cases: the quarterly report of internal
+//! investigations (due within ten business days after the quarter ends) and the written
+//! reports of investigations that found a violation (due within five business days of their
+//! completion).
+//!
+//! An investigation is a case ([`crate::cases`]): it commences when the case opens, is
+//! completed when the case closes, and found a violation when it was closed as `stor_filed`.
+//! Business days here are Monday to Friday; exchange holidays are not taken out, so a due date
+//! is never later than the rule's.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chrono::{Datelike, NaiveDate, Weekday};
+use serde::Serialize;
+use serde_json::Value as Json;
+
+use super::{ReportError, RunSource, read};
+use crate::ingest::time::{format_time, parse_event_time};
+
+/// The legal basis printed on every report.
+pub const REGULATION: &str = "FINRA Rule 3110(d) (transaction review and investigation)";
+
+/// A calendar quarter.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Quarter {
+    /// The year.
+    pub year: i32,
+    /// 1 to 4.
+    pub quarter: u32,
+}
+
+impl Quarter {
+    /// Reads `2024Q1`, `2024-Q1` or `2024q1`.
+    pub fn parse(text: &str) -> Option<Quarter> {
+        let upper = text.trim().to_ascii_uppercase();
+        let (year, quarter) = upper.split_once('Q')?;
+        let year: i32 = year.trim_end_matches('-').parse().ok()?;
+        let quarter: u32 = quarter.parse().ok()?;
+        (1..=4).contains(&quarter).then_some(Quarter { year, quarter })
+    }
+
+    /// The quarter holding `date`.
+    pub fn of(date: NaiveDate) -> Quarter {
+        Quarter { year: date.year(), quarter: date.month0() / 3 + 1 }
+    }
+
+    /// Its first day.
+    pub fn start(self) -> NaiveDate {
+        NaiveDate::from_ymd_opt(self.year, (self.quarter - 1) * 3 + 1, 1).unwrap_or_default()
+    }
+
+    /// The first day of the next quarter.
+    pub fn end(self) -> NaiveDate {
+        match self.quarter {
+            4 => NaiveDate::from_ymd_opt(self.year + 1, 1, 1),
+            q => NaiveDate::from_ymd_opt(self.year, q * 3 + 1, 1),
+        }
+        .unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for Quarter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}Q{}", self.year, self.quarter)
+    }
+}
+
+/// The date `days` business days (Monday to Friday) after `date`.
+pub fn business_days_after(date: NaiveDate, days: u32) -> NaiveDate {
+    let mut day = date;
+    let mut left = days;
+    while left > 0 {
+        day = day.succ_opt().unwrap_or(day);
+        if !matches!(day.weekday(), Weekday::Sat | Weekday::Sun) {
+            left -= 1;
+        }
+    }
+    day
+}
+
+fn date_of(nanos: u64) -> NaiveDate {
+    chrono::DateTime::from_timestamp_nanos(nanos as i64).date_naive()
+}
+
+/// One investigation as the quarter saw it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Investigation {
+    /// The case.
+    pub case: String,
+    /// What it is about.
+    pub rule: String,
+    /// Instrument.
+    pub instrument: String,
+    /// Account.
+    pub account: String,
+    /// Desk.
+    pub desk: String,
+    /// When it commenced (the case opened).
+    pub commenced: String,
+    /// Its state at the quarter's end (or its last state, for a run that ended before).
+    pub status: String,
+    /// Who owned it then.
+    pub assignee: Option<String>,
+    /// When it was completed, if it was by the quarter's end.
+    pub completed: Option<String>,
+    /// `violation found` (closed as stor_filed) or `no violation` (no_action).
+    pub resolution: Option<String>,
+    /// The reason given on closing.
+    pub findings: Option<String>,
+    /// Escalations by the quarter's end.
+    pub escalations: u64,
+}
+
+/// A written report owed for an investigation that found a violation.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ViolationReport {
+    /// The case.
+    pub case: String,
+    /// When the investigation was completed.
+    pub completed: String,
+    /// The last day to file (five business days later).
+    pub due: String,
+    /// The findings.
+    pub findings: String,
+}
+
+/// The quarterly report.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Finra3110Report {
+    /// The legal basis.
+    pub regulation: &'static str,
+    /// The quarter.
+    pub quarter: String,
+    /// The last day to file it: ten business days after the quarter.
+    pub due: String,
+    /// Investigations commenced in the quarter.
+    pub opened: u64,
+    /// Completed in the quarter.
+    pub closed: u64,
+    /// Of those, with a violation found.
+    pub violations_found: u64,
+    /// Open at the quarter's end.
+    pub pending: u64,
+    /// Every investigation open at some time in the quarter, by commencement.
+    pub investigations: Vec<Investigation>,
+    /// The written reports owed for the violations found in the quarter.
+    pub violation_reports: Vec<ViolationReport>,
+    /// The run.
+    pub source: RunSource,
+}
+
+/// The quarters in which the run's cases commenced or were completed.
+pub fn quarters(folder: &Path) -> Result<Vec<Quarter>, ReportError> {
+    let mut all: Vec<Quarter> = versions(folder)?
+        .values()
+        .flatten()
+        .filter(|v| v["change"] == "opened" || v["change"] == "closed")
+        .filter_map(|v| v["time"].as_str().and_then(|t| parse_event_time(t.as_bytes())))
+        .map(|t| Quarter::of(date_of(t)))
+        .collect();
+    all.sort();
+    all.dedup();
+    Ok(all)
+}
+
+/// The versions of each case in the run's `cases.jsonl`, in order.
+fn versions(folder: &Path) -> Result<BTreeMap<String, Vec<Json>>, ReportError> {
+    let path = folder.join(crate::output::CASES);
+    let mut cases: BTreeMap<String, Vec<Json>> = BTreeMap::new();
+    for (i, line) in read(&path)?.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let version: Json = serde_json::from_str(line).map_err(|e| ReportError::Invalid {
+            path: path.clone(),
+            line: i + 1,
+            message: e.to_string(),
+        })?;
+        let id = version["case"].as_str().unwrap_or_default().to_string();
+        cases.entry(id).or_default().push(version);
+    }
+    Ok(cases)
+}
+
+/// The FINRA Rule 3110(d) quarterly report of `quarter` from the run in `folder`.
+pub fn finra_3110_report(folder: &Path, quarter: Quarter) -> Result<Finra3110Report, ReportError> {
+    let nanos =
+        |d: NaiveDate| d.and_hms_opt(0, 0, 0).map_or(0, |t| t.and_utc().timestamp_nanos_opt().unwrap_or(0) as u64);
+    let (start, end) = (nanos(quarter.start()), nanos(quarter.end()));
+    let time = |v: &Json| v["time"].as_str().and_then(|t| parse_event_time(t.as_bytes())).unwrap_or(0);
+    let text = |v: &Json, field: &str| v[field].as_str().unwrap_or_default().to_string();
+    let mut report = Finra3110Report {
+        regulation: REGULATION,
+        quarter: quarter.to_string(),
+        due: business_days_after(quarter.end().pred_opt().unwrap_or_default(), 10).to_string(),
+        opened: 0,
+        closed: 0,
+        violations_found: 0,
+        pending: 0,
+        investigations: Vec::new(),
+        violation_reports: Vec::new(),
+        source: super::run_source(folder)?,
+    };
+    for (case, history) in versions(folder)? {
+        let Some(first) = history.first() else { continue };
+        let commenced = time(first);
+        if commenced >= end {
+            continue;
+        }
+        // The case as it stood at the quarter's end.
+        let Some(last) = history.iter().rev().find(|v| time(v) < end) else { continue };
+        let closed_at = history.iter().find(|v| v["change"] == "closed").map(time);
+        if closed_at.is_some_and(|t| t < start) {
+            continue; // completed before the quarter
+        }
+        let completed = closed_at.filter(|t| *t < end);
+        if commenced >= start {
+            report.opened += 1;
+        }
+        let closing = history.iter().find(|v| v["change"] == "closed" && time(v) < end);
+        let violation = closing.is_some_and(|c| c["disposition"] == "stor_filed");
+        match completed {
+            Some(done) => {
+                report.closed += 1;
+                if violation {
+                    report.violations_found += 1;
+                    let findings = closing.map(|c| text(c, "reason")).unwrap_or_default();
+                    report.violation_reports.push(ViolationReport {
+                        case: case.clone(),
+                        completed: format_time(done),
+                        due: business_days_after(date_of(done), 5).to_string(),
+                        findings,
+                    });
+                }
+            }
+            None => report.pending += 1,
+        }
+        report.investigations.push(Investigation {
+            case,
+            rule: text(first, "rule"),
+            instrument: text(first, "instrument"),
+            account: text(first, "account"),
+            desk: text(first, "desk"),
+            commenced: format_time(commenced),
+            status: text(last, "state"),
+            assignee: last["assignee"].as_str().map(String::from),
+            completed: completed.map(format_time),
+            resolution: closing.map(|_| if violation { "violation found" } else { "no violation" }.to_string()),
+            findings: closing.map(|c| text(c, "reason")),
+            escalations: last["escalations"].as_u64().unwrap_or(0),
+        });
+    }
+    report.investigations.sort_by(|a, b| (&a.commenced, &a.case).cmp(&(&b.commenced, &b.case)));
+    Ok(report)
+}
+
+impl Finra3110Report {
+    /// The investigations as CSV, with a header.
+    pub fn to_csv(&self) -> String {
+        let mut out = csv::Writer::from_writer(Vec::new());
+        let _ = out.write_record([
+            "quarter",
+            "case",
+            "rule",
+            "instrument",
+            "account",
+            "desk",
+            "commenced",
+            "status",
+            "assignee",
+            "completed",
+            "resolution",
+            "findings",
+            "escalations",
+        ]);
+        for i in &self.investigations {
+            let _ = out.write_record([
+                self.quarter.as_str(),
+                &i.case,
+                &i.rule,
+                &i.instrument,
+                &i.account,
+                &i.desk,
+                &i.commenced,
+                &i.status,
+                i.assignee.as_deref().unwrap_or(""),
+                i.completed.as_deref().unwrap_or(""),
+                i.resolution.as_deref().unwrap_or(""),
+                i.findings.as_deref().unwrap_or(""),
+                &i.escalations.to_string(),
+            ]);
+        }
+        String::from_utf8(out.into_inner().unwrap_or_default()).unwrap_or_default()
+    }
+
+    /// A readable HTML page.
+    pub fn to_html(&self) -> String {
+        let e = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+        let mut h = String::from("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">");
+        h.push_str(&format!("<title>FINRA 3110(d) report {}</title>", e(&self.quarter)));
+        h.push_str(
+            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #bbb;\
+             padding:2px 6px;text-align:left}tr.violation{background:#fdd}</style></head><body>\n",
+        );
+        h.push_str(&format!(
+            "<h1>Internal investigations, {}</h1>\n<p>{}. Due {}. Opened {}, closed {} ({} with a violation found), \
+             pending at the quarter's end {}.</p>\n",
+            e(&self.quarter),
+            REGULATION,
+            e(&self.due),
+            self.opened,
+            self.closed,
+            self.violations_found,
+            self.pending
+        ));
+        h.push_str(
+            "<table>\n<tr><th>case</th><th>rule</th><th>instrument</th><th>account</th><th>commenced</th>\
+                    <th>status</th><th>owner</th><th>completed</th><th>resolution</th><th>findings</th></tr>\n",
+        );
+        for i in &self.investigations {
+            h.push_str(&format!(
+                "<tr{}><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                if i.resolution.as_deref() == Some("violation found") { " class=\"violation\"" } else { "" },
+                e(&i.case),
+                e(&i.rule),
+                e(&i.instrument),
+                e(&i.account),
+                e(&i.commenced),
+                e(&i.status),
+                e(i.assignee.as_deref().unwrap_or("")),
+                e(i.completed.as_deref().unwrap_or("")),
+                e(i.resolution.as_deref().unwrap_or("")),
+                e(i.findings.as_deref().unwrap_or(""))
+            ));
+        }
+        h.push_str("</table>\n<h2>Written reports of violations (five business days)</h2>\n<ul>");
+        for v in &self.violation_reports {
+            h.push_str(&format!(
+                "<li>case <code>{}</code>, completed {}: due {}. {}</li>",
+                e(&v.case),
+                e(&v.completed),
+                e(&v.due),
+                e(&v.findings)
+            ));
+        }
+        h.push_str(&format!(
+            "</ul>\n<p>Run: {} ({}), audit head <code>{}</code>.</p>\n</body></html>\n",
+            e(&self.source.inputs.join(", ")),
+            if self.source.complete { "complete" } else { "PARTIAL" },
+            e(self.source.audit_head.as_deref().unwrap_or("none"))
+        ));
+        h
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quarters_and_business_days() {
+        assert_eq!(Quarter::parse("2024Q1"), Some(Quarter { year: 2024, quarter: 1 }));
+        assert_eq!(Quarter::parse("2024-q4"), Some(Quarter { year: 2024, quarter: 4 }));
+        assert_eq!(Quarter::parse("2024Q5"), None);
+        assert_eq!(Quarter::parse("Q1"), None);
+        let q4 = Quarter { year: 2024, quarter: 4 };
+        assert_eq!((q4.start().to_string(), q4.end().to_string()), ("2024-10-01".into(), "2025-01-01".into()));
+        let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("date");
+        assert_eq!(Quarter::of(d("2024-03-31")), Quarter { year: 2024, quarter: 1 });
+        // Friday + 5 business days = the next Friday; Saturday + 1 = Monday.
+        assert_eq!(business_days_after(d("2024-03-01"), 5), d("2024-03-08"));
+        assert_eq!(business_days_after(d("2024-03-02"), 1), d("2024-03-04"));
+        // Q1 2024 ends on Sunday 31 March: ten business days later is Friday 12 April.
+        assert_eq!(business_days_after(d("2024-03-31"), 10), d("2024-04-12"));
+    }
+}
