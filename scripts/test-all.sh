@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, lints, unit, integration and doc tests.
-# Needs only the Rust toolchain and the shared datasets folder (../shared/datasets beside the
-# project, or SURVEIL_DATA). Missing datasets fail the run; they are never skipped.
+# Needs the Rust toolchain and the shared datasets folder (../shared/datasets beside the
+# project, or SURVEIL_DATA); installs Debian's influxdb package when influxd is missing. Missing
+# datasets fail the run; they are never skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,17 @@ if [ ! -d "$data/lobster" ]; then
     exit 1
 fi
 export SURVEIL_DATA="$(cd "$data" && pwd)"
+
+# The time-series sink is tested against a real InfluxDB 1.6 from Debian's packages, which the
+# tests start themselves on 127.0.0.1.
+if ! command -v influxd >/dev/null 2>&1; then
+    echo "== installing influxdb (Debian's package) for the time-series tests"
+    sudo=""
+    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq influxdb >/dev/null
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -50,6 +50,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Who files suspicious transaction and order reports, for `surveil report stor`.
     pub stor: StorConfig,
+    /// A time-series database that receives the alerts and case changes as points.
+    pub timeseries: Option<TimeSeriesConfig>,
 }
 
 impl Config {
@@ -63,6 +65,11 @@ impl Config {
             && key.is_relative()
         {
             *key = base.join(&*key);
+        }
+        if let Some(ca) = config.timeseries.as_mut().and_then(|t| t.ca_file.as_mut())
+            && ca.is_relative()
+        {
+            *ca = base.join(&*ca);
         }
         for route in &mut config.alerts.routes {
             if let Some(ca) = route.webhook.as_mut().and_then(|w| w.ca_file.as_mut())
@@ -132,6 +139,9 @@ impl Config {
         self.alerts.validate()?;
         self.cases.validate()?;
         self.stor.validate()?;
+        if let Some(timeseries) = &self.timeseries {
+            timeseries.validate()?;
+        }
         if self.audit.checkpoint_every == 0 {
             return Err("audit.checkpoint_every must be at least 1".into());
         }
@@ -780,13 +790,30 @@ fn webhook_drain() -> Duration {
     Duration::from_secs(60)
 }
 
+/// Whether `url` is encrypted (`https://`), or plain `http://` to the loopback interface: a
+/// host that is an address in 127.0.0.0/8, `[::1]` or `localhost` (a name such as
+/// `127.0.0.1.example.com` is not).
+fn encrypted_or_loopback(url: &str) -> bool {
+    let lower = url.to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = lower.strip_prefix("http://") else { return false };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return false;
+    }
+    let host = if authority.starts_with('[') {
+        authority.split(']').next().map(|h| format!("{h}]")).unwrap_or_default()
+    } else {
+        authority.split(':').next().unwrap_or("").to_string()
+    };
+    host == "localhost" || host == "[::1]" || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 impl WebhookConfig {
     fn validate(&self, route: &str) -> Result<(), String> {
-        let lower = self.url.to_ascii_lowercase();
-        let loopback = ["http://127.", "http://localhost:", "http://localhost/", "http://[::1]"]
-            .iter()
-            .any(|prefix| lower.starts_with(prefix));
-        if !(lower.starts_with("https://") || loopback) {
+        if !encrypted_or_loopback(&self.url) {
             return Err(format!(
                 "alerts.routes.{route}.webhook.url {:?}: alerts leave the machine only encrypted (https://); \
                  plain http:// is accepted on the loopback interface only",
@@ -984,6 +1011,64 @@ impl CaseDeadlines {
 /// The longest acknowledgement deadline: 30 days.
 const MAX_CASE_DEADLINE: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// A time-series database speaking the InfluxDB 1.x line protocol over HTTP (InfluxDB, or
+/// VictoriaMetrics): the alerts and case changes as points (`docs/alerts.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeSeriesConfig {
+    /// The server: `https://`, or `http://` on the loopback interface only.
+    pub url: String,
+    /// The database.
+    pub database: String,
+    /// User name, if the server checks.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password, if the server checks.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// PEM file of the certificate authorities to trust instead of the bundled Mozilla roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Points per write. Default 5000.
+    #[serde(default = "timeseries_batch")]
+    pub batch_points: usize,
+    /// How long one request may take. Default 10 s.
+    #[serde(default = "webhook_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts per write before its points are set aside for this run. Default 8.
+    #[serde(default = "webhook_attempts")]
+    pub max_attempts: u32,
+    /// The first wait between attempts, doubled after each failure up to 30 s. Default 500 ms.
+    #[serde(default = "webhook_backoff", with = "humantime_serde")]
+    pub backoff: Duration,
+    /// How long the end of a run waits for unwritten points. Default 60 s.
+    #[serde(default = "webhook_drain", with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+fn timeseries_batch() -> usize {
+    5000
+}
+
+impl TimeSeriesConfig {
+    fn validate(&self) -> Result<(), String> {
+        if !encrypted_or_loopback(&self.url) {
+            return Err(format!(
+                "timeseries.url {:?}: trading data leaves the machine only encrypted (https://); plain \
+                 http:// is accepted on the loopback interface only",
+                self.url
+            ));
+        }
+        if self.database.trim().is_empty() {
+            return Err("timeseries.database is empty".into());
+        }
+        if self.batch_points == 0 || self.max_attempts == 0 {
+            return Err("timeseries.batch_points and timeseries.max_attempts must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 /// Section 1 of a STOR (Delegated Regulation (EU) 2016/957, Annex): who reports, for
 /// `surveil report stor`. What is left empty is listed as missing in every report.
 #[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
@@ -1089,6 +1174,30 @@ mod tests {
         assert_eq!(config.alerts.routes.len(), 1);
         assert_eq!(config.cases.deadlines.of(crate::model::Tier::High), 3_600_000_000_000);
         assert_eq!(config.stor.lei, "5493001KJTIIGC8Y1R12");
+    }
+
+    #[test]
+    fn plain_http_only_reaches_the_loopback() {
+        for url in [
+            "https://events.example.com/v2",
+            "http://127.0.0.1:8086",
+            "http://127.1.2.3/x",
+            "http://localhost/x",
+            "http://[::1]:80/",
+        ] {
+            assert!(encrypted_or_loopback(url), "{url}");
+        }
+        for url in [
+            "http://127.0.0.1.evil.example/",
+            "http://localhost.evil.example/",
+            "http://example.com/?x=http://127.0.0.1",
+            "http://user@127.0.0.1.evil.example/",
+            "http://127.0.0.1@evil.example/",
+            "ftp://127.0.0.1/",
+            "http://10.0.0.1/",
+        ] {
+            assert!(!encrypted_or_loopback(url), "{url}");
+        }
     }
 
     #[test]

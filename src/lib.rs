@@ -81,7 +81,9 @@ pub mod reference;
 pub mod reports;
 pub mod rules;
 pub mod testing;
-#[cfg(feature = "webhook")]
+#[cfg(feature = "http")]
+pub mod timeseries;
+#[cfg(feature = "http")]
 pub mod webhook;
 
 /// The README's code, compiled as a doc test.

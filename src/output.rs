@@ -37,6 +37,8 @@ pub const LATE: &str = "late_events.jsonl";
 pub const RATIOS: &str = "order_to_trade.jsonl";
 /// Case versions.
 pub const CASES: &str = "cases.jsonl";
+/// Points the time-series database did not take (line protocol), when one is configured.
+pub const TIMESERIES_UNWRITTEN: &str = "timeseries_unwritten.lp";
 /// Run summary.
 pub const SUMMARY: &str = "summary.json";
 
@@ -506,6 +508,9 @@ pub struct WrittenCounts {
     /// Notices (alerts sent at once and group summaries) by route.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub notices_by_route: BTreeMap<String, u64>,
+    /// Points written to the time-series database, and kept unwritten, when one is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeseries: Option<TimeSeriesCounts>,
     /// Webhook events by route: delivered, and kept undelivered in the outbox.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub webhooks: BTreeMap<String, WebhookCounts>,
@@ -515,6 +520,15 @@ pub struct WrittenCounts {
     /// The audit log's end, when one was kept: what `surveil audit verify` checks it against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditHead>,
+}
+
+/// What became of the points for the time-series database.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TimeSeriesCounts {
+    /// Points the database accepted.
+    pub written: u64,
+    /// Points it did not: in `timeseries_unwritten.lp`.
+    pub unwritten: u64,
 }
 
 /// What became of a webhook route's events.
@@ -550,8 +564,11 @@ pub struct ReportWriter {
     route_names: Vec<String>,
     routes: Vec<BufWriter<File>>,
     /// The routes' webhooks, by route index: routing key, delivery thread and outbox.
-    #[cfg(feature = "webhook")]
+    #[cfg(feature = "http")]
     webhooks: Vec<Option<(String, crate::webhook::WebhookSender, BufWriter<File>)>>,
+    /// The time-series database's writer and the file for what it does not take.
+    #[cfg(feature = "http")]
+    timeseries: Option<(crate::timeseries::TimeSeriesSender, File)>,
     /// How the run ended, for the audit trail (see [`WriterSlot::set_run_end`]).
     pub run_end: Option<Json>,
     /// Counts so far.
@@ -578,8 +595,10 @@ impl ReportWriter {
             audit: None,
             route_names: Vec::new(),
             routes: Vec::new(),
-            #[cfg(feature = "webhook")]
+            #[cfg(feature = "http")]
             webhooks: Vec::new(),
+            #[cfg(feature = "http")]
+            timeseries: None,
             run_end: None,
             counts: WrittenCounts::default(),
             error: None,
@@ -633,7 +652,7 @@ impl ReportWriter {
 
     /// Also delivers the notices of the routes that have a webhook (by index, as
     /// [`ReportWriter::send_notices`] numbers them), keeping each route's outbox in `folder`.
-    #[cfg(feature = "webhook")]
+    #[cfg(feature = "http")]
     pub fn deliver_to_webhooks(
         &mut self,
         folder: &OutputFolder,
@@ -653,6 +672,21 @@ impl ReportWriter {
         Ok(())
     }
 
+    /// Also writes the alerts and case changes to a time-series database
+    /// ([`crate::timeseries`]), keeping what it does not take in `timeseries_unwritten.lp` in
+    /// `folder`.
+    #[cfg(feature = "http")]
+    pub fn write_timeseries(
+        &mut self,
+        folder: &OutputFolder,
+        config: &crate::config::TimeSeriesConfig,
+    ) -> Result<(), crate::webhook::WebhookError> {
+        let path = folder.partial(TIMESERIES_UNWRITTEN);
+        let file = File::create(&path).map_err(|source| crate::webhook::WebhookError::Outbox { path, source })?;
+        self.timeseries = Some((crate::timeseries::TimeSeriesSender::start(config)?, file));
+        Ok(())
+    }
+
     /// The files this writer produces.
     pub fn files(&self) -> Vec<String> {
         let mut files = vec![ALERTS, DEAD_LETTERS, LATE, RATIOS];
@@ -662,12 +696,16 @@ impl ReportWriter {
         if self.cases.is_some() {
             files.push(CASES);
         }
+        #[cfg(feature = "http")]
+        if self.timeseries.is_some() {
+            files.push(TIMESERIES_UNWRITTEN);
+        }
         if self.audit.is_some() {
             files.push(AUDIT);
         }
         let mut files: Vec<String> = files.into_iter().map(String::from).collect();
         files.extend(self.route_names.iter().map(|n| notice_file(n)));
-        #[cfg(feature = "webhook")]
+        #[cfg(feature = "http")]
         for (name, webhook) in self.route_names.iter().zip(&self.webhooks) {
             if webhook.is_some() {
                 files.push(webhook_file(name));
@@ -696,6 +734,8 @@ impl ReportWriter {
                     self.keep_alert(&json)
                 }
                 Report::Triaged(triaged) => {
+                    #[cfg(feature = "http")]
+                    self.point_of_alert(triaged);
                     count(&mut self.counts.alerts_by_rule, triaged.alert.rule.as_str());
                     count(&mut self.counts.alerts_by_tier, triaged.tier.as_str());
                     let mut json = self.renderer.triaged(triaged, &self.route_names);
@@ -707,6 +747,8 @@ impl ReportWriter {
                     self.notify(group.routes, "group", &mut json).and_then(|()| self.audit("alert_group", &json))
                 }
                 Report::Case(case) => {
+                    #[cfg(feature = "http")]
+                    self.point_of_case(case);
                     count(&mut self.counts.case_changes, case.change.as_str());
                     let mut json = self.renderer.case(case, &self.route_names);
                     let kind = if case.change == crate::model::CaseChange::Escalated { "escalation" } else { "case" };
@@ -775,14 +817,14 @@ impl ReportWriter {
         fields.remove("notice");
         rendered?;
         self.line.push(b'\n');
-        #[cfg(feature = "webhook")]
+        #[cfg(feature = "http")]
         let mut notice: Option<Json> = None;
         for index in routes.iter() {
             if let (Some(file), Some(name)) = (self.routes.get_mut(index), self.route_names.get(index)) {
                 file.write_all(&self.line)?;
                 count(&mut self.counts.notices_by_route, name);
             }
-            #[cfg(feature = "webhook")]
+            #[cfg(feature = "http")]
             if let Some(Some((key, sender, _))) = self.webhooks.get(index) {
                 let notice = notice.get_or_insert_with(|| {
                     let mut with_kind = fields.clone();
@@ -797,8 +839,71 @@ impl ReportWriter {
         Ok(())
     }
 
+    /// Sends an alert's point to the time-series database, if one is configured.
+    #[cfg(feature = "http")]
+    fn point_of_alert(&mut self, triaged: &TriagedAlert) {
+        use crate::timeseries::FieldValue;
+        let Some((sender, _)) = &mut self.timeseries else { return };
+        let alert = &triaged.alert;
+        let (instrument, account, id) =
+            (self.renderer.name_text(alert.instrument), self.renderer.name_text(alert.account), alert.id.to_string());
+        sender.send(
+            "surveil_alerts",
+            &[("rule", &alert.rule), ("instrument", &instrument), ("tier", triaged.tier.as_str())],
+            &[
+                ("score", FieldValue::Float(alert.score)),
+                ("count", FieldValue::Integer(1)),
+                ("account", FieldValue::Text(&account)),
+                ("id", FieldValue::Text(&id)),
+            ],
+            alert.time,
+        );
+    }
+
+    /// Sends a case change's point to the time-series database, if one is configured.
+    #[cfg(feature = "http")]
+    fn point_of_case(&mut self, case: &CaseRecord) {
+        use crate::timeseries::FieldValue;
+        let Some((sender, _)) = &mut self.timeseries else { return };
+        let (instrument, id) = (self.renderer.name_text(case.instrument), case.case.to_string());
+        sender.send(
+            "surveil_cases",
+            &[
+                ("rule", &case.rule),
+                ("instrument", &instrument),
+                ("tier", case.tier.as_str()),
+                ("change", case.change.as_str()),
+            ],
+            &[
+                ("count", FieldValue::Integer(1)),
+                ("case", FieldValue::Text(&id)),
+                ("escalations", FieldValue::Integer(i64::from(case.escalations))),
+            ],
+            case.time,
+        );
+    }
+
+    /// Waits for the last points and keeps what the database did not take.
+    #[cfg(feature = "http")]
+    fn finish_timeseries(&mut self) -> std::io::Result<()> {
+        let Some((sender, file)) = self.timeseries.take() else { return Ok(()) };
+        let outcome = sender.finish();
+        let mut file = BufWriter::new(file);
+        for line in &outcome.unwritten {
+            writeln!(file, "{line}")?;
+        }
+        file.flush()?;
+        file.get_ref().sync_all()?;
+        if let Some(error) = &outcome.error {
+            tracing::warn!(unwritten = outcome.unwritten.len(), %error, "time-series points not written: kept in timeseries_unwritten.lp");
+        }
+        self.counts.timeseries =
+            Some(TimeSeriesCounts { written: outcome.written, unwritten: outcome.unwritten.len() as u64 });
+        Ok(())
+    }
+
     /// Waits for the webhooks' last deliveries and writes their outboxes.
-    #[cfg(feature = "webhook")]
+    #[cfg(feature = "http")]
     fn finish_webhooks(&mut self) -> std::io::Result<()> {
         for (name, webhook) in self.route_names.iter().zip(std::mem::take(&mut self.webhooks)) {
             let Some((_, sender, mut outbox)) = webhook else { continue };
@@ -827,8 +932,10 @@ impl ReportWriter {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
-        #[cfg(feature = "webhook")]
+        #[cfg(feature = "http")]
         self.finish_webhooks()?;
+        #[cfg(feature = "http")]
+        self.finish_timeseries()?;
         for w in [&mut self.alerts, &mut self.dead_letters, &mut self.late, &mut self.ratios]
             .into_iter()
             .chain(&mut self.routes)
@@ -854,6 +961,7 @@ impl ReportWriter {
                 "notices_by_route": c.notices_by_route,
                 "case_changes": c.case_changes,
                 "webhooks": c.webhooks,
+                "timeseries": c.timeseries,
                 "dead_letters_by_reason": c.dead_letters_by_reason,
                 "late_events": c.late_events,
                 "ratio_values": c.ratio_values,
@@ -886,7 +994,8 @@ fn count(counts: &mut BTreeMap<String, u64>, key: &str) {
 pub const FEATURES: &str = crate::features::export::FEATURES_FILE;
 
 /// Every file a run may write, the summary last.
-pub const ALL_FILES: [&str; 8] = [ALERTS, DEAD_LETTERS, LATE, RATIOS, FEATURES, CASES, AUDIT, SUMMARY];
+pub const ALL_FILES: [&str; 9] =
+    [ALERTS, DEAD_LETTERS, LATE, RATIOS, FEATURES, CASES, TIMESERIES_UNWRITTEN, AUDIT, SUMMARY];
 
 /// The suffix of a file being written: a file under this name is never a finished output.
 pub const PARTIAL_SUFFIX: &str = ".partial";

@@ -578,9 +578,14 @@ impl Job {
         // A key that is not a key stops the run before the output folder is touched; so does a
         // webhook's certificate file that holds no certificate.
         let signer = audit_signer(&config)?;
-        #[cfg(feature = "webhook")]
+        #[cfg(feature = "http")]
         for webhook in config.alerts.routes.iter().filter_map(|r| r.webhook.as_ref()) {
             crate::webhook::agent(webhook).map_err(|e| RunError::Config(e.to_string()))?;
+        }
+        #[cfg(feature = "http")]
+        if let Some(timeseries) = &config.timeseries {
+            crate::webhook::http_agent(timeseries.timeout, timeseries.ca_file.as_deref())
+                .map_err(|e| RunError::Config(e.to_string()))?;
         }
         let reference = Arc::new(ReferenceData::load(&config)?);
         let mut total_bytes = 0;
@@ -624,8 +629,12 @@ impl Job {
         writer.keep_audit_log(&folder, &start, signer).map_err(output)?;
         let routes: Vec<String> = config.alerts.routes.iter().map(|r| r.name.clone()).collect();
         writer.send_notices(&folder, &routes).map_err(output)?;
-        #[cfg(feature = "webhook")]
+        #[cfg(feature = "http")]
         writer.deliver_to_webhooks(&folder, &config.alerts.routes).map_err(|e| RunError::Config(e.to_string()))?;
+        #[cfg(feature = "http")]
+        if let Some(timeseries) = &config.timeseries {
+            writer.write_timeseries(&folder, timeseries).map_err(|e| RunError::Config(e.to_string()))?;
+        }
         tracing::info!(inputs = inputs.len(), bytes = total_bytes, "job ready");
         Ok(Job {
             files: writer.files(),

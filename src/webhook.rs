@@ -213,9 +213,15 @@ fn post(agent: &ureq::Agent, url: &str, event: &Json) -> Result<u16, Failure> {
 
 /// An HTTP agent for `config`: its timeout, its certificate authorities.
 pub fn agent(config: &WebhookConfig) -> Result<ureq::Agent, WebhookError> {
-    let mut builder = ureq::Agent::config_builder().timeout_global(Some(config.timeout)).http_status_as_error(false);
-    if let Some(path) = &config.ca_file {
-        let bad = |message: String| WebhookError::Certificates { path: path.clone(), message };
+    http_agent(config.timeout, config.ca_file.as_deref())
+}
+
+/// An HTTP agent with a timeout per request, trusting the certificate authorities of
+/// `ca_file` (PEM) instead of the bundled Mozilla roots when given.
+pub fn http_agent(timeout: Duration, ca_file: Option<&std::path::Path>) -> Result<ureq::Agent, WebhookError> {
+    let mut builder = ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false);
+    if let Some(path) = ca_file {
+        let bad = |message: String| WebhookError::Certificates { path: path.to_path_buf(), message };
         let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
         let mut certificates = Vec::new();
         for item in ureq::tls::parse_pem(&pem) {

@@ -7,6 +7,7 @@
 //! job         pipeline
 //! reports     reports
 //! sinks       output
+//! timeseries  timeseries
 //! webhook     webhook
 //! audit       audit
 //! cases       cases
@@ -35,6 +36,7 @@ const LAYERS: &[&[&str]] = &[
     &["cases"],
     &["audit"],
     &["webhook"],
+    &["timeseries"],
     &["output"],
     &["reports"],
     &["pipeline"],

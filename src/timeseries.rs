@@ -1,0 +1,316 @@
+//! The time-series sink: alerts and case changes as points of the InfluxDB 1.x line protocol,
+//! written over HTTP(S) to InfluxDB (or VictoriaMetrics, which accepts the same writes).
+//!
+//! Tags are what dashboards group by and what the database indexes, so they are kept to few
+//! values: the rule, the instrument, the tier (and, for cases, the change). Accounts and ids
+//! are fields: an account x instrument tag set makes one series per pair, and a database
+//! that indexes every series runs out of memory on a real day's accounts.
+//!
+//! ```text
+//! surveil_alerts,rule=self_trade,instrument=ACME,tier=high score=75,count=1i,account="ACC1",id="5f0c…" 1709303400000000000
+//! surveil_cases,rule=self_trade,instrument=ACME,tier=critical,change=escalated count=1i,case="5f0c…",escalations=1i 1709305200000000000
+//! ```
+//!
+//! Points go to a thread of their own, which writes them in batches (`batch_points`, or
+//! whatever has come when the stream pauses), retrying refused connections, 429 and 5xx
+//! answers with a doubling backoff. The database keeps one point per series and nanosecond, so a
+//! second point of a series at the same time is written a nanosecond after the previous one
+//! (the `id` field tells the alerts apart). The end of a run waits up to `drain_timeout`; points that
+//! could not be written are kept in the run's `timeseries_unwritten.lp`, which the InfluxDB
+//! command line (`influx -import`) or a `curl --data-binary @file` write can load later.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::config::TimeSeriesConfig;
+use crate::webhook::WebhookError;
+
+/// The longest wait between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Escapes a measurement, tag key or tag value: commas, spaces and equals signs.
+fn escape_tag(text: &str, out: &mut String) {
+    for c in text.chars() {
+        match c {
+            ',' | ' ' | '=' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' | '\r' => out.push(' '),
+            _ => out.push(c),
+        }
+    }
+}
+
+/// Appends a string field value, quoted, with quotes and backslashes escaped.
+fn string_field(text: &str, out: &mut String) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' | '\r' => out.push(' '),
+            _ => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// The series of a point: its measurement and the tags with a value (an empty value has no
+/// tag), as the line protocol writes them.
+pub fn series(measurement: &str, tags: &[(&str, &str)]) -> String {
+    let mut line = String::with_capacity(96);
+    escape_tag(measurement, &mut line);
+    for (key, value) in tags.iter().filter(|(_, v)| !v.is_empty()) {
+        line.push(',');
+        escape_tag(key, &mut line);
+        line.push('=');
+        escape_tag(value, &mut line);
+    }
+    line
+}
+
+/// A point: `measurement`, the tags with a value (an empty value has no tag), the fields, the
+/// time in nanoseconds.
+pub fn point(measurement: &str, tags: &[(&str, &str)], fields: &[(&str, FieldValue<'_>)], time: u64) -> String {
+    point_of_series(series(measurement, tags), fields, time)
+}
+
+fn point_of_series(mut line: String, fields: &[(&str, FieldValue<'_>)], time: u64) -> String {
+    for (i, (key, value)) in fields.iter().enumerate() {
+        line.push(if i == 0 { ' ' } else { ',' });
+        escape_tag(key, &mut line);
+        line.push('=');
+        match value {
+            FieldValue::Float(f) => line.push_str(&format!("{}", if f.is_finite() { *f } else { 0.0 })),
+            FieldValue::Integer(n) => line.push_str(&format!("{n}i")),
+            FieldValue::Text(t) => string_field(t, &mut line),
+        }
+    }
+    line.push(' ');
+    line.push_str(&time.to_string());
+    line
+}
+
+/// A field's value.
+#[derive(Clone, Copy, Debug)]
+pub enum FieldValue<'a> {
+    /// A float.
+    Float(f64),
+    /// An integer.
+    Integer(i64),
+    /// Text.
+    Text(&'a str),
+}
+
+/// What became of a run's points.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TimeSeriesOutcome {
+    /// Points the database accepted.
+    pub written: u64,
+    /// Points it did not, as lines, for a later import.
+    pub unwritten: Vec<String>,
+    /// The last error, when something was not written.
+    pub error: Option<String>,
+}
+
+/// Writes one batch, with retries; `Err` carries the last error.
+fn write_batch(
+    agent: &ureq::Agent,
+    url: &str,
+    config: &TimeSeriesConfig,
+    body: &str,
+    give_up: &dyn Fn() -> Option<Instant>,
+) -> Result<(), String> {
+    let mut wait = config.backoff;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let mut request = agent.post(url).header("Content-Type", "text/plain; charset=utf-8");
+        if let Some(user) = &config.username {
+            use base64::Engine;
+            let credentials = format!("{user}:{}", config.password.as_deref().unwrap_or(""));
+            let token = base64::engine::general_purpose::STANDARD.encode(credentials);
+            request = request.header("Authorization", &format!("Basic {token}"));
+        }
+        let (error, retry) = match request.send(body) {
+            Ok(mut response) => {
+                let status = response.status().as_u16();
+                if (200..300).contains(&status) {
+                    return Ok(());
+                }
+                let said: String = response.body_mut().read_to_string().unwrap_or_default().chars().take(300).collect();
+                (format!("HTTP {status}: {said}"), status == 429 || status >= 500 || status == 408)
+            }
+            Err(e) => {
+                let message = e.to_string();
+                let retry = !message.to_ascii_lowercase().contains("certificate");
+                (message, retry)
+            }
+        };
+        tracing::debug!(%url, %error, attempts, "time-series write failed");
+        let past = give_up().is_some_and(|deadline| Instant::now() >= deadline);
+        if !retry || attempts >= config.max_attempts || past {
+            return Err(error);
+        }
+        let mut pause = wait;
+        if let Some(deadline) = give_up() {
+            pause = pause.min(deadline.saturating_duration_since(Instant::now()));
+        }
+        std::thread::sleep(pause);
+        wait = (wait * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// The write endpoint of `config`: `/write?db=…&precision=ns`.
+pub fn write_url(config: &TimeSeriesConfig) -> String {
+    let mut db = String::new();
+    for b in config.database.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            db.push(b as char);
+        } else {
+            db.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("{}/write?db={db}&precision=ns", config.url.trim_end_matches('/'))
+}
+
+/// The delivery thread of the time-series sink.
+pub struct TimeSeriesSender {
+    /// The latest time written to each series: the database keeps one point per series and
+    /// time, so a second alert of a series at the same nanosecond is written a nanosecond
+    /// later (its `id` field says which alert it is).
+    latest: std::collections::HashMap<String, u64>,
+    /// Points moved that way.
+    pub moved: u64,
+    queue: Option<Sender<String>>,
+    deadline: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
+    drain_timeout: Duration,
+    thread: Option<JoinHandle<TimeSeriesOutcome>>,
+}
+
+impl TimeSeriesSender {
+    /// Starts writing to the database of `config`.
+    pub fn start(config: &TimeSeriesConfig) -> Result<TimeSeriesSender, WebhookError> {
+        let agent = crate::webhook::http_agent(config.timeout, config.ca_file.as_deref())?;
+        let (queue, points): (Sender<String>, Receiver<String>) = channel();
+        let deadline = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
+        let give_up = deadline.clone();
+        let drain_timeout = config.drain_timeout;
+        let config = config.clone();
+        let thread = std::thread::Builder::new()
+            .name("timeseries".into())
+            .spawn(move || {
+                let url = write_url(&config);
+                let give_up = move || give_up.lock().ok().and_then(|d| *d);
+                let mut outcome = TimeSeriesOutcome::default();
+                let mut batch: Vec<String> = Vec::new();
+                let flush = |batch: &mut Vec<String>, outcome: &mut TimeSeriesOutcome| {
+                    if batch.is_empty() {
+                        return;
+                    }
+                    // Once one write has failed for good, later ones go straight to the file:
+                    // the database is not there, and the run must not wait on it per batch.
+                    let result = if outcome.error.is_some() && give_up().is_some() {
+                        Err(outcome.error.clone().unwrap_or_default())
+                    } else {
+                        write_batch(&agent, &url, &config, &(batch.join("\n") + "\n"), &give_up)
+                    };
+                    match result {
+                        Ok(()) => outcome.written += batch.len() as u64,
+                        Err(error) => {
+                            outcome.error = Some(error);
+                            outcome.unwritten.append(batch);
+                        }
+                    }
+                    batch.clear();
+                };
+                loop {
+                    match points.recv_timeout(Duration::from_millis(200)) {
+                        Ok(line) => {
+                            batch.push(line);
+                            if batch.len() >= config.batch_points {
+                                flush(&mut batch, &mut outcome);
+                            }
+                        }
+                        Err(RecvTimeoutError::Timeout) => flush(&mut batch, &mut outcome),
+                        Err(RecvTimeoutError::Disconnected) => {
+                            flush(&mut batch, &mut outcome);
+                            break;
+                        }
+                    }
+                }
+                outcome
+            })
+            .map_err(WebhookError::Thread)?;
+        Ok(TimeSeriesSender {
+            latest: std::collections::HashMap::new(),
+            moved: 0,
+            queue: Some(queue),
+            deadline,
+            drain_timeout,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues a point (never blocks), a nanosecond after the series' latest one if it would
+    /// fall at or before it.
+    pub fn send(&mut self, measurement: &str, tags: &[(&str, &str)], fields: &[(&str, FieldValue<'_>)], time: u64) {
+        let series = series(measurement, tags);
+        let time = match self.latest.get_mut(&series) {
+            Some(latest) => {
+                if time <= *latest {
+                    self.moved += 1;
+                }
+                *latest = time.max(latest.saturating_add(1));
+                *latest
+            }
+            None => {
+                self.latest.insert(series.clone(), time);
+                time
+            }
+        };
+        if let Some(queue) = &self.queue {
+            let _ = queue.send(point_of_series(series, fields, time));
+        }
+    }
+
+    /// Stops taking points, waits up to the drain timeout for the rest, and says what was
+    /// written and what was not.
+    pub fn finish(mut self) -> TimeSeriesOutcome {
+        if let Ok(mut deadline) = self.deadline.lock() {
+            *deadline = Some(Instant::now() + self.drain_timeout);
+        }
+        self.queue = None;
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(outcome)) => outcome,
+            _ => TimeSeriesOutcome { error: Some("the time-series thread failed".into()), ..Default::default() },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn points_escape_what_the_line_protocol_needs() {
+        let line = point(
+            "surveil_alerts",
+            &[("rule", "self_trade"), ("instrument", "BRK A,=x"), ("desk", "")],
+            &[
+                ("score", FieldValue::Float(75.0)),
+                ("count", FieldValue::Integer(1)),
+                ("account", FieldValue::Text("a \"b\" \\c")),
+            ],
+            1_709_303_400_000_000_000,
+        );
+        assert_eq!(
+            line,
+            r#"surveil_alerts,rule=self_trade,instrument=BRK\ A\,\=x score=75,count=1i,account="a \"b\" \\c" 1709303400000000000"#
+        );
+    }
+}
