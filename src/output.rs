@@ -536,8 +536,12 @@ pub struct TimeSeriesCounts {
 pub struct WebhookCounts {
     /// Accepted by the endpoint.
     pub delivered: u64,
-    /// Not accepted by the end of the run: in the outbox for `surveil deliver`.
+    /// Not accepted by the end of the run (or held behind an undelivered event of the same
+    /// incident): in the outbox for `surveil deliver`.
     pub undelivered: u64,
+    /// Not to be sent: triggers for incidents already resolved.
+    #[serde(default)]
+    pub skipped: u64,
 }
 
 /// Where an audit log ends.
@@ -565,7 +569,7 @@ pub struct ReportWriter {
     routes: Vec<BufWriter<File>>,
     /// The routes' webhooks, by route index: routing key, delivery thread and outbox.
     #[cfg(feature = "http")]
-    webhooks: Vec<Option<(String, crate::webhook::WebhookSender, BufWriter<File>)>>,
+    webhooks: Vec<Option<crate::webhook::WebhookSender>>,
     /// The time-series database's writer and the file for what it does not take.
     #[cfg(feature = "http")]
     timeseries: Option<(crate::timeseries::TimeSeriesSender, File)>,
@@ -666,8 +670,7 @@ impl ReportWriter {
             };
             let path = folder.partial(&webhook_file(&route.name));
             let outbox = File::create(&path).map_err(|source| crate::webhook::WebhookError::Outbox { path, source })?;
-            let sender = crate::webhook::WebhookSender::start(&route.name, config)?;
-            self.webhooks.push(Some((config.routing_key.clone(), sender, BufWriter::new(outbox))));
+            self.webhooks.push(Some(crate::webhook::WebhookSender::start(&route.name, config, outbox)?));
         }
         Ok(())
     }
@@ -825,13 +828,13 @@ impl ReportWriter {
                 count(&mut self.counts.notices_by_route, name);
             }
             #[cfg(feature = "http")]
-            if let Some(Some((key, sender, _))) = self.webhooks.get(index) {
+            if let Some(Some(sender)) = self.webhooks.get(index) {
                 let notice = notice.get_or_insert_with(|| {
                     let mut with_kind = fields.clone();
                     with_kind.insert("notice".into(), Json::from(kind));
                     Json::Object(with_kind)
                 });
-                if let Some(event) = crate::webhook::pagerduty_event(notice, key) {
+                if let Some(event) = crate::webhook::pagerduty_event(notice) {
                     sender.send(event);
                 }
             }
@@ -902,40 +905,48 @@ impl ReportWriter {
         Ok(())
     }
 
-    /// Waits for the webhooks' last deliveries and writes their outboxes.
+    /// Waits for the webhooks' last deliveries (their outboxes are written as they go).
     #[cfg(feature = "http")]
     fn finish_webhooks(&mut self) -> std::io::Result<()> {
-        for (name, webhook) in self.route_names.iter().zip(std::mem::take(&mut self.webhooks)) {
-            let Some((_, sender, mut outbox)) = webhook else { continue };
-            let mut counts = WebhookCounts::default();
-            for delivery in sender.finish() {
-                if delivery.delivered {
-                    counts.delivered += 1;
-                } else {
-                    counts.undelivered += 1;
-                }
-                serde_json::to_writer(&mut outbox, &delivery)?;
-                outbox.write_all(b"\n")?;
+        for (name, webhook) in self.route_names.clone().iter().zip(std::mem::take(&mut self.webhooks)) {
+            let Some(sender) = webhook else { continue };
+            let done = sender.finish()?;
+            if done.undelivered > 0 {
+                tracing::warn!(route = %name, undelivered = done.undelivered, "webhook events not delivered: `surveil deliver` sends them");
             }
-            outbox.flush()?;
-            outbox.get_ref().sync_all()?;
-            if counts.undelivered > 0 {
-                tracing::warn!(route = %name, undelivered = counts.undelivered, "webhook events not delivered: `surveil deliver` sends them");
-            }
-            self.counts.webhooks.insert(name.clone(), counts);
+            self.counts.webhooks.insert(
+                name.clone(),
+                WebhookCounts { delivered: done.delivered, undelivered: done.undelivered, skipped: done.skipped },
+            );
         }
         Ok(())
     }
 
+    /// Stops every HTTP sink from taking more, so that their drain timeouts run together.
+    #[cfg(feature = "http")]
+    fn stop_http_sinks(&mut self) {
+        for sender in self.webhooks.iter_mut().flatten() {
+            sender.stop();
+        }
+        if let Some((sender, _)) = &mut self.timeseries {
+            sender.stop();
+        }
+    }
+
     /// Flushes the files to disk (fsync); reports the first write error, if any.
     pub fn finish(&mut self) -> std::io::Result<WrittenCounts> {
+        // The HTTP sinks first, whatever happened to the files: their threads finish and their
+        // outboxes are complete.
+        #[cfg(feature = "http")]
+        {
+            self.stop_http_sinks();
+            let webhooks = self.finish_webhooks();
+            let timeseries = self.finish_timeseries();
+            webhooks.and(timeseries)?;
+        }
         if let Some(e) = self.error.take() {
             return Err(e);
         }
-        #[cfg(feature = "http")]
-        self.finish_webhooks()?;
-        #[cfg(feature = "http")]
-        self.finish_timeseries()?;
         for w in [&mut self.alerts, &mut self.dead_letters, &mut self.late, &mut self.ratios]
             .into_iter()
             .chain(&mut self.routes)

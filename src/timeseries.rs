@@ -29,7 +29,9 @@ use crate::webhook::WebhookError;
 /// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Escapes a measurement, tag key or tag value: commas, spaces and equals signs.
+/// Escapes a measurement, tag key or tag value: commas, spaces and equals signs. A backslash
+/// is written as `/`: InfluxDB 1.x has no escape for it, and before a separator it would
+/// escape the separator (measured: Debian's InfluxDB 1.6 refuses `tag=FOO\\,` with a 400).
 fn escape_tag(text: &str, out: &mut String) {
     for c in text.chars() {
         match c {
@@ -37,6 +39,7 @@ fn escape_tag(text: &str, out: &mut String) {
                 out.push('\\');
                 out.push(c);
             }
+            '\\' => out.push('/'),
             '\n' | '\r' => out.push(' '),
             _ => out.push(c),
         }
@@ -128,8 +131,21 @@ fn write_batch(
     let mut wait = config.backoff;
     let mut attempts = 0;
     loop {
+        let mut timeout = config.timeout;
+        if let Some(deadline) = give_up() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err("not written before the end of the run's drain timeout".into());
+            }
+            timeout = timeout.min(left);
+        }
         attempts += 1;
-        let mut request = agent.post(url).header("Content-Type", "text/plain; charset=utf-8");
+        let mut request = agent
+            .post(url)
+            .config()
+            .timeout_global(Some(timeout))
+            .build()
+            .header("Content-Type", "text/plain; charset=utf-8");
         if let Some(user) = &config.username {
             use base64::Engine;
             let credentials = format!("{user}:{}", config.password.as_deref().unwrap_or(""));
@@ -180,10 +196,10 @@ pub fn write_url(config: &TimeSeriesConfig) -> String {
 
 /// The delivery thread of the time-series sink.
 pub struct TimeSeriesSender {
-    /// The latest time written to each series: the database keeps one point per series and
-    /// time, so a second alert of a series at the same nanosecond is written a nanosecond
-    /// later (its `id` field says which alert it is).
-    latest: std::collections::HashMap<String, u64>,
+    /// The times used in each series: the database keeps one point per series and time, so a
+    /// second alert of a series at a time already used is written at the next free nanosecond
+    /// (its `id` field says which alert it is).
+    used: std::collections::HashMap<String, std::collections::HashSet<u64>>,
     /// Points moved that way.
     pub moved: u64,
     queue: Option<Sender<String>>,
@@ -247,7 +263,7 @@ impl TimeSeriesSender {
             })
             .map_err(WebhookError::Thread)?;
         Ok(TimeSeriesSender {
-            latest: std::collections::HashMap::new(),
+            used: std::collections::HashMap::new(),
             moved: 0,
             queue: Some(queue),
             deadline,
@@ -256,35 +272,38 @@ impl TimeSeriesSender {
         })
     }
 
-    /// Queues a point (never blocks), a nanosecond after the series' latest one if it would
-    /// fall at or before it.
+    /// Queues a point (never blocks), at the next free nanosecond of its series if its time is
+    /// already used there.
     pub fn send(&mut self, measurement: &str, tags: &[(&str, &str)], fields: &[(&str, FieldValue<'_>)], time: u64) {
         let series = series(measurement, tags);
-        let time = match self.latest.get_mut(&series) {
-            Some(latest) => {
-                if time <= *latest {
-                    self.moved += 1;
-                }
-                *latest = time.max(latest.saturating_add(1));
-                *latest
+        let used = self.used.entry(series.clone()).or_default();
+        let mut time = time;
+        if used.contains(&time) {
+            self.moved += 1;
+            while used.contains(&time) {
+                time = time.saturating_add(1);
             }
-            None => {
-                self.latest.insert(series.clone(), time);
-                time
-            }
-        };
+        }
+        used.insert(time);
         if let Some(queue) = &self.queue {
             let _ = queue.send(point_of_series(series, fields, time));
         }
     }
 
-    /// Stops taking points, waits up to the drain timeout for the rest, and says what was
-    /// written and what was not.
-    pub fn finish(mut self) -> TimeSeriesOutcome {
-        if let Ok(mut deadline) = self.deadline.lock() {
+    /// Stops taking points and starts the drain timeout.
+    pub fn stop(&mut self) {
+        if let Ok(mut deadline) = self.deadline.lock()
+            && deadline.is_none()
+        {
             *deadline = Some(Instant::now() + self.drain_timeout);
         }
         self.queue = None;
+    }
+
+    /// Stops (if not yet stopped), waits up to the drain timeout for the rest, and says what
+    /// was written and what was not.
+    pub fn finish(mut self) -> TimeSeriesOutcome {
+        self.stop();
         match self.thread.take().map(JoinHandle::join) {
             Some(Ok(outcome)) => outcome,
             _ => TimeSeriesOutcome { error: Some("the time-series thread failed".into()), ..Default::default() },
@@ -312,5 +331,8 @@ mod tests {
             line,
             r#"surveil_alerts,rule=self_trade,instrument=BRK\ A\,\=x score=75,count=1i,account="a \"b\" \\c" 1709303400000000000"#
         );
+        // A trailing backslash cannot swallow the separator after it.
+        let line = point("m", &[("instrument", "FOO\\"), ("tier", "high")], &[("count", FieldValue::Integer(1))], 5);
+        assert_eq!(line, "m,instrument=FOO/,tier=high count=1i 5");
     }
 }

@@ -6,11 +6,14 @@
 //! from its first alert to its closing.
 //!
 //! Delivery never holds up the dataflow: events go to a thread of their own, which sends them
-//! in order (a `resolve` must not overtake its `trigger`), retrying connection failures, 429
-//! and 5xx answers with a doubling backoff. Every event is kept with its outcome in the run's
-//! outbox, `webhook_NAME.jsonl`: the end of a run waits up to `drain_timeout` for the last
-//! ones, and `surveil deliver` sends what is still undelivered later, so an endpoint that is
-//! down for a while loses nothing.
+//! in order, retrying connection failures, 408, 429 and 5xx answers with a doubling backoff.
+//! Within an incident the order holds even through failures: once an event is undelivered,
+//! the incident's later events are held behind it (a `resolve` never overtakes its `trigger`),
+//! and a `trigger` after a delivered `resolve` is not sent. Every event is appended with its
+//! outcome to the run's outbox, `webhook_NAME.jsonl`, as soon as the outcome is known; the end
+//! of a run waits up to `drain_timeout` for the last ones, and `surveil deliver` sends what is
+//! still undelivered later, so an endpoint that is down for a while loses nothing. The routing
+//! key is added when an event is sent and is never written to the outbox.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::thread::JoinHandle;
@@ -66,6 +69,66 @@ pub struct Delivery {
     pub status: Option<u16>,
     /// Why it is not delivered (the last failure), if it is not.
     pub error: Option<String>,
+    /// Not to be sent at all: a `trigger` for an incident already resolved, which would open it
+    /// again.
+    #[serde(default)]
+    pub skipped: bool,
+}
+
+/// What a route's delivery came to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeliveryCounts {
+    /// Accepted by the endpoint.
+    pub delivered: u64,
+    /// Not accepted (or held behind an undelivered event of the same incident): in the outbox.
+    pub undelivered: u64,
+    /// Not to be sent: triggers for incidents already resolved.
+    pub skipped: u64,
+}
+
+impl DeliveryCounts {
+    fn count(&mut self, delivery: &Delivery) {
+        match (delivery.delivered, delivery.skipped) {
+            (true, _) => self.delivered += 1,
+            (false, true) => self.skipped += 1,
+            (false, false) => self.undelivered += 1,
+        }
+    }
+}
+
+/// The order PagerDuty needs within an incident: once an event of an incident is undelivered,
+/// its later events are held (a `resolve` must not overtake its `trigger`), and a `trigger`
+/// after a delivered `resolve` is not sent (it would open the incident again).
+#[derive(Debug, Default)]
+pub struct IncidentOrder {
+    blocked: std::collections::HashSet<String>,
+    resolved: std::collections::HashSet<String>,
+}
+
+impl IncidentOrder {
+    /// Records what became of `delivery`.
+    fn record(&mut self, delivery: &Delivery) {
+        let key = delivery.event["dedup_key"].as_str().unwrap_or("").to_string();
+        if delivery.delivered {
+            if delivery.event["event_action"] == "resolve" {
+                self.resolved.insert(key);
+            }
+        } else if !delivery.skipped {
+            self.blocked.insert(key);
+        }
+    }
+
+    /// Why `event` must not be sent now, if it must not.
+    fn hold(&self, event: &Json) -> Option<(bool, &'static str)> {
+        let key = event["dedup_key"].as_str().unwrap_or("");
+        if self.blocked.contains(key) {
+            return Some((false, "held: an earlier event of this incident is undelivered"));
+        }
+        if event["event_action"] == "trigger" && self.resolved.contains(key) {
+            return Some((true, "not sent: the incident was resolved"));
+        }
+        None
+    }
 }
 
 /// The PagerDuty severity of a tier.
@@ -83,9 +146,10 @@ fn text<'a>(notice: &'a Json, field: &str) -> &'a str {
 }
 
 /// The PagerDuty Events API v2 event of a notice (`notice` is the notice line, with its
-/// `notice` kind), or `None` for a notice that has no event (a case change other than an
-/// escalation, acknowledgement or closing).
-pub fn pagerduty_event(notice: &Json, routing_key: &str) -> Option<Json> {
+/// `notice` kind), without its `routing_key` (a secret, added when it is sent, never kept in
+/// a file), or `None` for a notice that has no event (a case change other than an escalation,
+/// acknowledgement or closing).
+pub fn pagerduty_event(notice: &Json) -> Option<Json> {
     let kind = text(notice, "notice");
     let (action, dedup_key, summary, tier, time) = match kind {
         "alert" => (
@@ -151,7 +215,6 @@ pub fn pagerduty_event(notice: &Json, routing_key: &str) -> Option<Json> {
         summary.push_str("...");
     }
     let mut event = json!({
-        "routing_key": routing_key,
         "event_action": action,
         "dedup_key": dedup_key,
     });
@@ -185,10 +248,14 @@ struct Failure {
     retry: bool,
 }
 
-/// Sends one event; `Ok(status)` when the endpoint accepted it (2xx).
-fn post(agent: &ureq::Agent, url: &str, event: &Json) -> Result<u16, Failure> {
-    let body = event.to_string();
-    match agent.post(url).header("Content-Type", "application/json").send(body.as_str()) {
+/// Sends one event with the routing key, within `timeout`; `Ok(status)` when the endpoint
+/// accepted it (2xx). A redirect is a failure: following it would turn the POST into a GET.
+fn post(agent: &ureq::Agent, config: &WebhookConfig, event: &Json, timeout: Duration) -> Result<u16, Failure> {
+    let mut body = event.clone();
+    body["routing_key"] = Json::from(config.routing_key.as_str());
+    let body = body.to_string();
+    let request = agent.post(&config.url).config().timeout_global(Some(timeout)).build();
+    match request.header("Content-Type", "application/json").send(body.as_str()) {
         Ok(mut response) => {
             let status = response.status().as_u16();
             if (200..300).contains(&status) {
@@ -219,7 +286,8 @@ pub fn agent(config: &WebhookConfig) -> Result<ureq::Agent, WebhookError> {
 /// An HTTP agent with a timeout per request, trusting the certificate authorities of
 /// `ca_file` (PEM) instead of the bundled Mozilla roots when given.
 pub fn http_agent(timeout: Duration, ca_file: Option<&std::path::Path>) -> Result<ureq::Agent, WebhookError> {
-    let mut builder = ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false);
+    let mut builder =
+        ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).max_redirects(0);
     if let Some(path) = ca_file {
         let bad = |message: String| WebhookError::Certificates { path: path.to_path_buf(), message };
         let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
@@ -240,7 +308,8 @@ pub fn http_agent(timeout: Duration, ca_file: Option<&std::path::Path>) -> Resul
 }
 
 /// Delivers `event` with retries: up to `max_attempts`, waiting `backoff` doubled after each
-/// failure, and never past `give_up` (when set).
+/// failure, and never past `give_up` (when set): no attempt starts after it, and none runs past
+/// it.
 pub fn deliver(
     agent: &ureq::Agent,
     config: &WebhookConfig,
@@ -249,16 +318,22 @@ pub fn deliver(
     give_up: impl Fn() -> Option<Instant>,
 ) -> Delivery {
     let mut wait = config.backoff;
-    let mut delivery = Delivery { seq, event, delivered: false, attempts: 0, status: None, error: None };
+    let mut delivery =
+        Delivery { seq, event, delivered: false, attempts: 0, status: None, error: None, skipped: false };
     loop {
-        if let Some(deadline) = give_up()
-            && Instant::now() >= deadline
-            && delivery.attempts > 0
-        {
-            return delivery;
+        let mut timeout = config.timeout;
+        if let Some(deadline) = give_up() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                if delivery.attempts == 0 {
+                    delivery.error = Some("not attempted before the end of the run's drain timeout".into());
+                }
+                return delivery;
+            }
+            timeout = timeout.min(left);
         }
         delivery.attempts += 1;
-        match post(agent, &config.url, &delivery.event) {
+        match post(agent, config, &delivery.event, timeout) {
             Ok(status) => {
                 delivery.delivered = true;
                 delivery.status = Some(status);
@@ -283,18 +358,38 @@ pub fn deliver(
     }
 }
 
+/// [`deliver`], in the order an incident needs ([`IncidentOrder`]).
+fn deliver_in_order(
+    agent: &ureq::Agent,
+    config: &WebhookConfig,
+    seq: u64,
+    event: Json,
+    give_up: impl Fn() -> Option<Instant>,
+    order: &mut IncidentOrder,
+) -> Delivery {
+    let delivery = match order.hold(&event) {
+        Some((skipped, why)) => {
+            Delivery { seq, event, delivered: false, attempts: 0, status: None, error: Some(why.into()), skipped }
+        }
+        None => deliver(agent, config, seq, event, give_up),
+    };
+    order.record(&delivery);
+    delivery
+}
+
 /// A route's delivery thread.
 pub struct WebhookSender {
     name: String,
     queue: Option<Sender<Json>>,
     deadline: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
     drain_timeout: Duration,
-    thread: Option<JoinHandle<Vec<Delivery>>>,
+    thread: Option<JoinHandle<std::io::Result<DeliveryCounts>>>,
 }
 
 impl WebhookSender {
-    /// Starts delivering to the webhook of route `name`.
-    pub fn start(name: &str, config: &WebhookConfig) -> Result<WebhookSender, WebhookError> {
+    /// Starts delivering to the webhook of route `name`, appending every event with its outcome
+    /// to `outbox` as soon as it is known.
+    pub fn start(name: &str, config: &WebhookConfig, outbox: std::fs::File) -> Result<WebhookSender, WebhookError> {
         let agent = agent(config)?;
         let (queue, events): (Sender<Json>, Receiver<Json>) = channel();
         let deadline = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
@@ -302,11 +397,12 @@ impl WebhookSender {
         let config_for_thread = config.clone();
         let thread = std::thread::Builder::new()
             .name(format!("webhook-{name}"))
-            .spawn(move || {
+            .spawn(move || -> std::io::Result<DeliveryCounts> {
+                use std::io::Write;
                 let config = config_for_thread;
                 let give_up = move || give_up.lock().ok().and_then(|d| *d);
-                let mut done = Vec::new();
-                let mut seq = 0;
+                let mut outbox = std::io::BufWriter::new(outbox);
+                let (mut counts, mut order, mut seq) = (DeliveryCounts::default(), IncidentOrder::default(), 0);
                 loop {
                     let event = match events.recv_timeout(Duration::from_millis(200)) {
                         Ok(event) => event,
@@ -314,9 +410,14 @@ impl WebhookSender {
                         Err(RecvTimeoutError::Disconnected) => break,
                     };
                     seq += 1;
-                    done.push(deliver(&agent, &config, seq, event, &give_up));
+                    let delivery = deliver_in_order(&agent, &config, seq, event, &give_up, &mut order);
+                    counts.count(&delivery);
+                    serde_json::to_writer(&mut outbox, &delivery)?;
+                    outbox.write_all(b"\n")?;
+                    outbox.flush()?;
                 }
-                done
+                outbox.get_ref().sync_all()?;
+                Ok(counts)
             })
             .map_err(WebhookError::Thread)?;
         Ok(WebhookSender {
@@ -336,55 +437,73 @@ impl WebhookSender {
         }
     }
 
-    /// Stops taking events, waits up to the drain timeout for the rest to be delivered, and
-    /// returns every event with its outcome, in order. Events not attempted by the deadline
-    /// are returned undelivered.
-    pub fn finish(mut self) -> Vec<Delivery> {
-        if let Ok(mut deadline) = self.deadline.lock() {
+    /// Stops taking events and starts the drain timeout: what is not delivered by then stays
+    /// in the outbox. Several sinks stopped first and joined after share one wait.
+    pub fn stop(&mut self) {
+        if let Ok(mut deadline) = self.deadline.lock()
+            && deadline.is_none()
+        {
             *deadline = Some(Instant::now() + self.drain_timeout);
         }
         self.queue = None;
+    }
+
+    /// Stops (if not yet stopped), waits for the thread and says what the deliveries came to.
+    pub fn finish(mut self) -> std::io::Result<DeliveryCounts> {
+        self.stop();
         match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(done)) => done,
-            _ => {
-                tracing::warn!(route = %self.name, "the webhook thread failed");
-                Vec::new()
-            }
+            Some(Ok(result)) => result,
+            _ => Err(std::io::Error::other(format!("the webhook thread of route {} failed", self.name))),
         }
     }
 }
 
 /// Sends again the undelivered events of an outbox (`webhook_NAME.jsonl` of a run) with
-/// `config`, in order, and rewrites the outbox with their new outcomes (atomically: a new file
-/// renamed over the old). Returns (delivered now, still undelivered).
+/// `config`, in order and in the order each incident needs, rewriting the outbox (atomically:
+/// a new file renamed over the old) after each event, so that an interruption never leads to
+/// an event being sent twice. Returns (delivered now, still undelivered).
 pub fn redeliver(outbox: &std::path::Path, config: &WebhookConfig) -> Result<(u64, u64), WebhookError> {
     let io = |source: std::io::Error| WebhookError::Outbox { path: outbox.to_path_buf(), source };
     let text = std::fs::read_to_string(outbox).map_err(io)?;
-    let agent = agent(config)?;
-    let (mut delivered, mut undelivered) = (0, 0);
-    let mut lines = String::with_capacity(text.len());
+    let mut deliveries = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let mut delivery: Delivery = serde_json::from_str(line)
+        let delivery: Delivery = serde_json::from_str(line)
             .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("line {}: {e}", i + 1))))?;
-        if !delivery.delivered {
-            let attempts = delivery.attempts;
-            delivery = deliver(&agent, config, delivery.seq, delivery.event, || None);
-            delivery.attempts += attempts;
-            if delivery.delivered {
-                delivered += 1;
-            } else {
-                undelivered += 1;
-            }
-        }
-        lines.push_str(&serde_json::to_string(&delivery).map_err(|e| io(e.into()))?);
-        lines.push('\n');
+        deliveries.push(delivery);
     }
-    let mut temporary = outbox.as_os_str().to_owned();
-    temporary.push(".new");
-    let temporary = std::path::PathBuf::from(temporary);
-    std::fs::write(&temporary, lines.as_bytes()).map_err(io)?;
-    std::fs::File::open(&temporary).and_then(|f| f.sync_all()).map_err(io)?;
-    std::fs::rename(&temporary, outbox).map_err(io)?;
+    let agent = agent(config)?;
+    let save = |deliveries: &[Delivery]| -> Result<(), WebhookError> {
+        let mut lines = String::new();
+        for delivery in deliveries {
+            lines.push_str(&serde_json::to_string(delivery).map_err(|e| io(e.into()))?);
+            lines.push('\n');
+        }
+        let mut temporary = outbox.as_os_str().to_owned();
+        temporary.push(".new");
+        let temporary = std::path::PathBuf::from(temporary);
+        std::fs::write(&temporary, lines.as_bytes()).map_err(io)?;
+        std::fs::File::open(&temporary).and_then(|f| f.sync_all()).map_err(io)?;
+        std::fs::rename(&temporary, outbox).map_err(io)
+    };
+    let (mut delivered, mut undelivered) = (0, 0);
+    let mut order = IncidentOrder::default();
+    for i in 0..deliveries.len() {
+        let done = &deliveries[i];
+        if done.delivered || done.skipped {
+            order.record(done);
+            continue;
+        }
+        let attempts = done.attempts;
+        let mut again = deliver_in_order(&agent, config, done.seq, done.event.clone(), || None, &mut order);
+        again.attempts += attempts;
+        if again.delivered {
+            delivered += 1;
+        } else if !again.skipped {
+            undelivered += 1;
+        }
+        deliveries[i] = again;
+        save(&deliveries)?;
+    }
     Ok((delivered, undelivered))
 }
 
@@ -399,22 +518,22 @@ mod tests {
             "account": "ACC1", "explanation": "the same owner on both sides", "tier": "high",
             "event_time": "2024-03-01T14:30:00.000000000Z", "desk": "PROP", "evidence": [{}, {}],
         });
-        let event = pagerduty_event(&alert, "KEY").expect("an event");
+        let event = pagerduty_event(&alert).expect("an event");
         assert_eq!(event["event_action"], "trigger");
         assert_eq!(event["dedup_key"], "g1");
-        assert_eq!(event["routing_key"], "KEY");
+        assert!(event.get("routing_key").is_none(), "the key is added when sending, never kept");
         assert_eq!(event["payload"]["severity"], "error");
         assert_eq!(event["payload"]["summary"], "self_trade on ACME by ACC1: the same owner on both sides");
         assert_eq!(event["payload"]["custom_details"]["evidence_events"], 2);
         assert!(event["payload"]["custom_details"].get("evidence").is_none());
         let closed = json!({"notice": "case", "change": "closed", "case": "g1", "tier": "high", "reason": "r"});
-        let event = pagerduty_event(&closed, "KEY").expect("an event");
+        let event = pagerduty_event(&closed).expect("an event");
         assert_eq!((event["event_action"].as_str(), event["dedup_key"].as_str()), (Some("resolve"), Some("g1")));
         assert!(event.get("payload").is_none());
         let opened = json!({"notice": "case", "change": "opened", "case": "g1"});
-        assert_eq!(pagerduty_event(&opened, "KEY"), None);
+        assert_eq!(pagerduty_event(&opened), None);
         let long = json!({"notice": "alert", "group": "g", "explanation": "é".repeat(2000)});
-        let event = pagerduty_event(&long, "KEY").expect("an event");
+        let event = pagerduty_event(&long).expect("an event");
         assert!(event["payload"]["summary"].as_str().is_some_and(|s| s.len() <= MAX_SUMMARY));
     }
 }

@@ -255,10 +255,10 @@ fn cases_open_escalate_take_actions_and_are_audited() {
 
     // The FINRA Rule 3110(d) quarterly report of the same cases: every case an investigation
     // commenced in the quarter, the filed one completed with a violation found.
-    let quarter =
-        surveil::reports::finra::Quarter::of(chrono::DateTime::from_timestamp_nanos(formed as i64).date_naive());
-    assert_eq!(surveil::reports::finra::quarters(one.path()).expect("quarters"), vec![quarter]);
-    let finra = surveil::reports::finra::finra_3110_report(one.path(), quarter).expect("report");
+    use surveil::reports::finra::{FINRA_TIME_ZONE, date_in};
+    let quarter = surveil::reports::finra::Quarter::of(date_in(formed, FINRA_TIME_ZONE));
+    assert_eq!(surveil::reports::finra::quarters(one.path(), FINRA_TIME_ZONE).expect("quarters"), vec![quarter]);
+    let finra = surveil::reports::finra::finra_3110_report(one.path(), quarter, FINRA_TIME_ZONE).expect("report");
     assert_eq!(finra.opened as usize, after.len());
     assert_eq!((finra.closed, finra.violations_found), (1, 1));
     assert_eq!(finra.pending as usize, after.len() - 1);
@@ -267,8 +267,11 @@ fn cases_open_escalate_take_actions_and_are_audited() {
     assert_eq!(done.resolution.as_deref(), Some("violation found"));
     assert_eq!(done.findings.as_deref(), Some("wash trades between one owner's accounts"));
     let owed = &finra.violation_reports[0];
-    let closed_on = chrono::DateTime::from_timestamp_nanos(formed as i64).date_naive();
-    assert_eq!(owed.due, surveil::reports::finra::business_days_after(closed_on, 5).to_string());
+    // The IMC day is 2000-01-02 just after midnight UTC: 1 January, a Saturday, in New York;
+    // five business days later is Friday 7 January.
+    assert_eq!(date_in(formed, FINRA_TIME_ZONE).to_string(), "2000-01-01");
+    assert_eq!(owed.due, "2000-01-07");
+    assert_eq!(finra.quarter, "2000Q1");
     assert!(finra.to_csv().lines().count() == after.len() + 1);
 
     // Actions for a run that keeps no cases are refused, not ignored.

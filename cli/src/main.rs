@@ -76,6 +76,9 @@ enum ReportKind {
         /// The quarter (2024Q1); may be left out when the run's cases fall in one quarter.
         #[arg(long)]
         quarter: Option<String>,
+        /// The time zone of the report's dates (an IANA name).
+        #[arg(long, default_value = "America/New_York")]
+        timezone: String,
         /// json, csv or html; by default from --out's extension, else json.
         #[arg(long)]
         format: Option<String>,
@@ -561,11 +564,17 @@ fn write_report(out: &Option<PathBuf>, text: &str) -> Result<()> {
     }
 }
 
-fn finra_3110(run: &Path, quarter: Option<&str>, format: Option<String>, out: Option<PathBuf>) -> Result<()> {
+fn finra_3110(
+    run: &Path,
+    quarter: Option<&str>,
+    zone: chrono_tz::Tz,
+    format: Option<String>,
+    out: Option<PathBuf>,
+) -> Result<()> {
     use surveil::reports::finra::{Quarter, finra_3110_report, quarters};
     let quarter = match quarter {
         Some(text) => Quarter::parse(text).with_context(|| format!("--quarter {text:?}: a quarter such as 2024Q1"))?,
-        None => match quarters(run)?.as_slice() {
+        None => match quarters(run, zone)?.as_slice() {
             [one] => *one,
             [] => bail!("the run in {} has no cases", run.display()),
             many => bail!(
@@ -575,7 +584,7 @@ fn finra_3110(run: &Path, quarter: Option<&str>, format: Option<String>, out: Op
             ),
         },
     };
-    let report = finra_3110_report(run, quarter)?;
+    let report = finra_3110_report(run, quarter, zone)?;
     let text = match report_format(format, &out, &["json", "csv", "html", "htm"]).as_str() {
         "json" => serde_json::to_string_pretty(&report)? + "\n",
         "csv" => report.to_csv(),
@@ -658,8 +667,10 @@ fn report(kind: ReportKind) -> Result<()> {
             return stor(StorArgs { case, run, config, delay_reason, suspicion_formed, at, format, out });
         }
         ReportKind::Otr { run, session, member, config, format, out } => (run, session, member, config, format, out),
-        ReportKind::Finra3110 { run, quarter, format, out } => {
-            return finra_3110(&run, quarter.as_deref(), format, out);
+        ReportKind::Finra3110 { run, quarter, timezone, format, out } => {
+            let zone: chrono_tz::Tz =
+                timezone.parse().map_err(|_| anyhow::anyhow!("--timezone {timezone:?} is not an IANA time zone"))?;
+            return finra_3110(&run, quarter.as_deref(), zone, format, out);
         }
     };
     let member = Member::parse(&member).with_context(|| format!("--member {member}: use account, desk or owner"))?;

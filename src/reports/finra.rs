@@ -5,8 +5,10 @@
 //!
 //! An investigation is a case ([`crate::cases`]): it commences when the case opens, is
 //! completed when the case closes, and found a violation when it was closed as `stor_filed`.
-//! Business days here are Monday to Friday; exchange holidays are not taken out, so a due date
-//! is never later than the rule's.
+//! Dates are taken in the member's time zone (by default America/New_York, FINRA's): a case
+//! closed at 21:00 New York time on 31 March belongs to the first quarter, though it is already
+//! 1 April in UTC. Business days here are Monday to Friday; exchange holidays are not taken
+//! out, so a due date is never later than the rule's.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -79,8 +81,22 @@ pub fn business_days_after(date: NaiveDate, days: u32) -> NaiveDate {
     day
 }
 
-fn date_of(nanos: u64) -> NaiveDate {
-    chrono::DateTime::from_timestamp_nanos(nanos as i64).date_naive()
+/// FINRA's time zone, the default for the dates of its reports.
+pub const FINRA_TIME_ZONE: chrono_tz::Tz = chrono_tz::America::New_York;
+
+/// The date of `nanos` in `zone`.
+pub fn date_in(nanos: u64, zone: chrono_tz::Tz) -> NaiveDate {
+    chrono::DateTime::from_timestamp_nanos(nanos as i64).with_timezone(&zone).date_naive()
+}
+
+/// The first instant of `date` in `zone`, in nanoseconds since 1970.
+fn start_of(date: NaiveDate, zone: chrono_tz::Tz) -> u64 {
+    use chrono::TimeZone;
+    let midnight = date.and_hms_opt(0, 0, 0).unwrap_or_default();
+    zone.from_local_datetime(&midnight)
+        .earliest()
+        .and_then(|t| t.timestamp_nanos_opt())
+        .map_or(0, |n| u64::try_from(n).unwrap_or(0))
 }
 
 /// One investigation as the quarter saw it.
@@ -132,6 +148,8 @@ pub struct Finra3110Report {
     pub regulation: &'static str,
     /// The quarter.
     pub quarter: String,
+    /// The time zone its dates are in.
+    pub time_zone: String,
     /// The last day to file it: ten business days after the quarter.
     pub due: String,
     /// Investigations commenced in the quarter.
@@ -150,14 +168,14 @@ pub struct Finra3110Report {
     pub source: RunSource,
 }
 
-/// The quarters in which the run's cases commenced or were completed.
-pub fn quarters(folder: &Path) -> Result<Vec<Quarter>, ReportError> {
+/// The quarters (in `zone`) in which the run's cases commenced or were completed.
+pub fn quarters(folder: &Path, zone: chrono_tz::Tz) -> Result<Vec<Quarter>, ReportError> {
     let mut all: Vec<Quarter> = versions(folder)?
         .values()
         .flatten()
         .filter(|v| v["change"] == "opened" || v["change"] == "closed")
         .filter_map(|v| v["time"].as_str().and_then(|t| parse_event_time(t.as_bytes())))
-        .map(|t| Quarter::of(date_of(t)))
+        .map(|t| Quarter::of(date_in(t, zone)))
         .collect();
     all.sort();
     all.dedup();
@@ -180,16 +198,16 @@ fn versions(folder: &Path) -> Result<BTreeMap<String, Vec<Json>>, ReportError> {
     Ok(cases)
 }
 
-/// The FINRA Rule 3110(d) quarterly report of `quarter` from the run in `folder`.
-pub fn finra_3110_report(folder: &Path, quarter: Quarter) -> Result<Finra3110Report, ReportError> {
-    let nanos =
-        |d: NaiveDate| d.and_hms_opt(0, 0, 0).map_or(0, |t| t.and_utc().timestamp_nanos_opt().unwrap_or(0) as u64);
-    let (start, end) = (nanos(quarter.start()), nanos(quarter.end()));
+/// The FINRA Rule 3110(d) quarterly report of `quarter` (dates in `zone`) from the run in
+/// `folder`.
+pub fn finra_3110_report(folder: &Path, quarter: Quarter, zone: chrono_tz::Tz) -> Result<Finra3110Report, ReportError> {
+    let (start, end) = (start_of(quarter.start(), zone), start_of(quarter.end(), zone));
     let time = |v: &Json| v["time"].as_str().and_then(|t| parse_event_time(t.as_bytes())).unwrap_or(0);
     let text = |v: &Json, field: &str| v[field].as_str().unwrap_or_default().to_string();
     let mut report = Finra3110Report {
         regulation: REGULATION,
         quarter: quarter.to_string(),
+        time_zone: zone.name().to_string(),
         due: business_days_after(quarter.end().pred_opt().unwrap_or_default(), 10).to_string(),
         opened: 0,
         closed: 0,
@@ -226,7 +244,7 @@ pub fn finra_3110_report(folder: &Path, quarter: Quarter) -> Result<Finra3110Rep
                     report.violation_reports.push(ViolationReport {
                         case: case.clone(),
                         completed: format_time(done),
-                        due: business_days_after(date_of(done), 5).to_string(),
+                        due: business_days_after(date_in(done, zone), 5).to_string(),
                         findings,
                     });
                 }
