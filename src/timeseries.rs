@@ -24,10 +24,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::TimeSeriesConfig;
-use crate::webhook::WebhookError;
-
-/// The longest wait between two attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+use crate::webhook::{WebhookError, send, with_retries};
 
 /// Escapes a measurement, tag key or tag value: commas, spaces and equals signs. A backslash
 /// is written as `/`: InfluxDB 1.x has no escape for it, and before a separator it would
@@ -128,18 +125,7 @@ fn write_batch(
     body: &str,
     give_up: &dyn Fn() -> Option<Instant>,
 ) -> Result<(), String> {
-    let mut wait = config.backoff;
-    let mut attempts = 0;
-    loop {
-        let mut timeout = config.timeout;
-        if let Some(deadline) = give_up() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err("not written before the end of the run's drain timeout".into());
-            }
-            timeout = timeout.min(left);
-        }
-        attempts += 1;
+    let (_, outcome) = with_retries(config.timeout, config.backoff, config.max_attempts, give_up, |timeout| {
         let mut request = agent
             .post(url)
             .config()
@@ -152,32 +138,12 @@ fn write_batch(
             let token = base64::engine::general_purpose::STANDARD.encode(credentials);
             request = request.header("Authorization", &format!("Basic {token}"));
         }
-        let (error, retry) = match request.send(body) {
-            Ok(mut response) => {
-                let status = response.status().as_u16();
-                if (200..300).contains(&status) {
-                    return Ok(());
-                }
-                let said: String = response.body_mut().read_to_string().unwrap_or_default().chars().take(300).collect();
-                (format!("HTTP {status}: {said}"), status == 429 || status >= 500 || status == 408)
-            }
-            Err(e) => {
-                let message = e.to_string();
-                let retry = !message.to_ascii_lowercase().contains("certificate");
-                (message, retry)
-            }
-        };
-        tracing::debug!(%url, %error, attempts, "time-series write failed");
-        let past = give_up().is_some_and(|deadline| Instant::now() >= deadline);
-        if !retry || attempts >= config.max_attempts || past {
-            return Err(error);
-        }
-        let mut pause = wait;
-        if let Some(deadline) = give_up() {
-            pause = pause.min(deadline.saturating_duration_since(Instant::now()));
-        }
-        std::thread::sleep(pause);
-        wait = (wait * 2).min(MAX_BACKOFF);
+        send(request, body)
+    });
+    match outcome {
+        Ok(_) => Ok(()),
+        Err(Some(failure)) => Err(failure.error),
+        Err(None) => Err("not written before the end of the run's drain timeout".into()),
     }
 }
 

@@ -242,40 +242,85 @@ pub fn pagerduty_event(notice: &Json) -> Option<Json> {
 }
 
 /// Why an attempt failed, and whether another may succeed.
-struct Failure {
-    status: Option<u16>,
-    error: String,
-    retry: bool,
+pub(crate) struct Failure {
+    pub(crate) status: Option<u16>,
+    pub(crate) error: String,
+    pub(crate) retry: bool,
 }
 
-/// Sends one event with the routing key, within `timeout`; `Ok(status)` when the endpoint
-/// accepted it (2xx). A redirect is a failure: following it would turn the POST into a GET.
-fn post(agent: &ureq::Agent, config: &WebhookConfig, event: &Json, timeout: Duration) -> Result<u16, Failure> {
-    let mut body = event.clone();
-    body["routing_key"] = Json::from(config.routing_key.as_str());
-    let body = body.to_string();
-    let request = agent.post(&config.url).config().timeout_global(Some(timeout)).build();
-    match request.header("Content-Type", "application/json").send(body.as_str()) {
+/// Sends `body` with `request`: `Ok(status)` for a 2xx answer. Connection errors, 408, 429 and
+/// 5xx may pass if tried again; other answers (a malformed request, a redirect, which would turn
+/// the POST into a GET) and a certificate the configured authorities do not vouch for will not.
+pub(crate) fn send(request: ureq::RequestBuilder<ureq::typestate::WithBody>, body: &str) -> Result<u16, Failure> {
+    match request.send(body) {
         Ok(mut response) => {
             let status = response.status().as_u16();
             if (200..300).contains(&status) {
                 return Ok(status);
             }
-            let said = response.body_mut().read_to_string().unwrap_or_default();
-            let said: String = said.chars().take(300).collect();
-            // PagerDuty: 400 is a malformed event (resending it cannot help), 429 a rate limit.
+            let said: String = response.body_mut().read_to_string().unwrap_or_default().chars().take(300).collect();
             let retry = status == 429 || status >= 500 || status == 408;
             Err(Failure { status: Some(status), error: format!("HTTP {status}: {said}"), retry })
         }
         Err(e) => {
-            // A certificate the configured authorities do not vouch for will not change by
-            // retrying; a refused or reset connection may.
             let message = e.to_string();
             let retry = !matches!(e, ureq::Error::Tls(_) | ureq::Error::BadUri(_))
                 && !message.to_ascii_lowercase().contains("certificate");
             Err(Failure { status: None, error: message, retry })
         }
     }
+}
+
+/// Runs `attempt` (given how long it may take) until it succeeds, fails for good or has been
+/// made `max_attempts` times, waiting `backoff` doubled after each failure up to 30 s; no
+/// attempt starts after `give_up` (when set), and none may run past it. Returns the attempts
+/// made and the outcome: the last failure, or none if no attempt started.
+pub(crate) fn with_retries<T>(
+    timeout: Duration,
+    backoff: Duration,
+    max_attempts: u32,
+    give_up: &dyn Fn() -> Option<Instant>,
+    mut attempt: impl FnMut(Duration) -> Result<T, Failure>,
+) -> (u32, Result<T, Option<Failure>>) {
+    let mut wait = backoff;
+    let mut attempts = 0;
+    let mut last = None;
+    loop {
+        let mut limit = timeout;
+        if let Some(deadline) = give_up() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return (attempts, Err(last));
+            }
+            limit = limit.min(left);
+        }
+        attempts += 1;
+        match attempt(limit) {
+            Ok(done) => return (attempts, Ok(done)),
+            Err(failure) => {
+                tracing::debug!(error = %failure.error, attempts, "HTTP attempt failed");
+                let retry = failure.retry;
+                last = Some(failure);
+                if !retry || attempts >= max_attempts {
+                    return (attempts, Err(last));
+                }
+            }
+        }
+        let mut pause = wait;
+        if let Some(deadline) = give_up() {
+            pause = pause.min(deadline.saturating_duration_since(Instant::now()));
+        }
+        std::thread::sleep(pause);
+        wait = (wait * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Sends one event with the routing key, within `timeout`.
+fn post(agent: &ureq::Agent, config: &WebhookConfig, event: &Json, timeout: Duration) -> Result<u16, Failure> {
+    let mut body = event.clone();
+    body["routing_key"] = Json::from(config.routing_key.as_str());
+    let request = agent.post(&config.url).config().timeout_global(Some(timeout)).build();
+    send(request.header("Content-Type", "application/json"), &body.to_string())
 }
 
 /// An HTTP agent for `config`: its timeout, its certificate authorities.
@@ -317,45 +362,15 @@ pub fn deliver(
     event: Json,
     give_up: impl Fn() -> Option<Instant>,
 ) -> Delivery {
-    let mut wait = config.backoff;
-    let mut delivery =
-        Delivery { seq, event, delivered: false, attempts: 0, status: None, error: None, skipped: false };
-    loop {
-        let mut timeout = config.timeout;
-        if let Some(deadline) = give_up() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                if delivery.attempts == 0 {
-                    delivery.error = Some("not attempted before the end of the run's drain timeout".into());
-                }
-                return delivery;
-            }
-            timeout = timeout.min(left);
-        }
-        delivery.attempts += 1;
-        match post(agent, config, &delivery.event, timeout) {
-            Ok(status) => {
-                delivery.delivered = true;
-                delivery.status = Some(status);
-                delivery.error = None;
-                return delivery;
-            }
-            Err(failure) => {
-                tracing::debug!(url = %config.url, error = %failure.error, attempt = delivery.attempts, "webhook attempt failed");
-                delivery.status = failure.status;
-                delivery.error = Some(failure.error);
-                if !failure.retry || delivery.attempts >= config.max_attempts {
-                    return delivery;
-                }
-            }
-        }
-        let mut pause = wait;
-        if let Some(deadline) = give_up() {
-            pause = pause.min(deadline.saturating_duration_since(Instant::now()));
-        }
-        std::thread::sleep(pause);
-        wait = (wait * 2).min(MAX_BACKOFF);
-    }
+    let (attempts, outcome) = with_retries(config.timeout, config.backoff, config.max_attempts, &give_up, |timeout| {
+        post(agent, config, &event, timeout)
+    });
+    let (delivered, status, error) = match outcome {
+        Ok(status) => (true, Some(status), None),
+        Err(Some(failure)) => (false, failure.status, Some(failure.error)),
+        Err(None) => (false, None, Some("not attempted before the end of the run's drain timeout".into())),
+    };
+    Delivery { seq, event, delivered, attempts, status, error, skipped: false }
 }
 
 /// [`deliver`], in the order an incident needs ([`IncidentOrder`]).

@@ -141,17 +141,10 @@ fn record(args: ActionArgs, kind: CaseActionKind) -> Result<()> {
     Ok(())
 }
 
-/// The versions of each case in a run's cases.jsonl, oldest first.
+/// The versions of each case in a run's cases.jsonl (the folder or the file), oldest first.
 fn read_cases(run: &Path) -> Result<(PathBuf, BTreeMap<String, Vec<serde_json::Value>>)> {
     let path = if run.is_dir() { run.join(surveil::output::CASES) } else { run.to_path_buf() };
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut cases: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let value: serde_json::Value = serde_json::from_str(line)
-            .with_context(|| format!("{} line {} is not a case version", path.display(), i + 1))?;
-        let id = value["case"].as_str().unwrap_or_default().to_string();
-        cases.entry(id).or_default().push(value);
-    }
+    let cases = surveil::reports::case_versions(&path)?;
     Ok((path, cases))
 }
 

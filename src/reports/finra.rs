@@ -17,7 +17,7 @@ use chrono::{Datelike, NaiveDate, Weekday};
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use super::{ReportError, RunSource, read};
+use super::{ReportError, RunSource};
 use crate::ingest::time::{format_time, parse_event_time};
 
 /// The legal basis printed on every report.
@@ -184,18 +184,7 @@ pub fn quarters(folder: &Path, zone: chrono_tz::Tz) -> Result<Vec<Quarter>, Repo
 
 /// The versions of each case in the run's `cases.jsonl`, in order.
 fn versions(folder: &Path) -> Result<BTreeMap<String, Vec<Json>>, ReportError> {
-    let path = folder.join(crate::output::CASES);
-    let mut cases: BTreeMap<String, Vec<Json>> = BTreeMap::new();
-    for (i, line) in read(&path)?.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let version: Json = serde_json::from_str(line).map_err(|e| ReportError::Invalid {
-            path: path.clone(),
-            line: i + 1,
-            message: e.to_string(),
-        })?;
-        let id = version["case"].as_str().unwrap_or_default().to_string();
-        cases.entry(id).or_default().push(version);
-    }
-    Ok(cases)
+    super::case_versions(&folder.join(crate::output::CASES))
 }
 
 /// The FINRA Rule 3110(d) quarterly report of `quarter` (dates in `zone`) from the run in

@@ -58,6 +58,21 @@ pub(crate) fn read(path: &Path) -> Result<String, ReportError> {
     std::fs::read_to_string(path).map_err(|source| ReportError::Read { path: path.into(), source })
 }
 
+/// The versions of each case in a `cases.jsonl` file, by case id, oldest first.
+pub fn case_versions(path: &Path) -> Result<std::collections::BTreeMap<String, Vec<Json>>, ReportError> {
+    let mut cases: std::collections::BTreeMap<String, Vec<Json>> = std::collections::BTreeMap::new();
+    for (i, line) in read(path)?.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let version: Json = serde_json::from_str(line).map_err(|e| ReportError::Invalid {
+            path: path.into(),
+            line: i + 1,
+            message: e.to_string(),
+        })?;
+        let id = version["case"].as_str().unwrap_or_default().to_string();
+        cases.entry(id).or_default().push(version);
+    }
+    Ok(cases)
+}
+
 /// The run in `folder`, from its `summary.json`.
 pub fn run_source(folder: &Path) -> Result<RunSource, ReportError> {
     let summary_path = folder.join(crate::output::SUMMARY);
