@@ -73,6 +73,14 @@ impl<W: Write> AuditLog<W> {
         }
     }
 
+    /// Continues a log that already holds `verified`'s records ([`verify`]), appending to `out`.
+    pub fn resume(out: W, verified: &Verified) -> AuditLog<W> {
+        let mut log = AuditLog::new(out);
+        log.seq = verified.records;
+        log.head = verified.head.clone();
+        log
+    }
+
     /// Signs the log with `key`: a `checkpoint` record after every `every` records (0: only
     /// when asked, [`AuditLog::checkpoint`]), each signing the head before it.
     pub fn signed(mut self, key: SigningKey, every: u64) -> AuditLog<W> {
@@ -379,6 +387,43 @@ pub fn verify_run(text: &str, expected_head: Option<&str>) -> Result<Verified, A
 /// summary, without this failing (though they can put another whole signed log in its place).
 pub fn verify_signed(text: &str, expected_head: Option<&str>, key: &VerifyingKey) -> Result<Verified, AuditError> {
     let verified = verify_run(text, expected_head)?;
+    check_signatures(text, verified, key)
+}
+
+/// The kind of the first record of a ledger that is not a run's log (the submissions of
+/// reports, [`crate::submission`]).
+pub const LEDGER_STARTED: &str = "ledger_started";
+
+/// Checks a ledger ([`verify`], opening with `ledger_started`) and, with `key`, its signatures
+/// as [`verify_signed`] does.
+pub fn verify_ledger(
+    text: &str,
+    expected_head: Option<&str>,
+    key: Option<&VerifyingKey>,
+) -> Result<Verified, AuditError> {
+    let verified = verify(text, expected_head)?;
+    let first = text.lines().next().and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok());
+    if first.is_some_and(|record| record["kind"] != LEDGER_STARTED) {
+        return Err(AuditError::NotAWholeRun(format!("the ledger does not open with a {LEDGER_STARTED} record")));
+    }
+    match key {
+        // A ledger not yet started has nothing to sign.
+        Some(key) if verified.records > 0 => check_signatures(text, verified, key),
+        _ => Ok(verified),
+    }
+}
+
+/// Whether `text` is a ledger rather than a run's log: its first record is `ledger_started`.
+pub fn is_ledger(text: &str) -> bool {
+    text.lines()
+        .next()
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .is_some_and(|record| record["kind"] == LEDGER_STARTED)
+}
+
+/// Every checkpoint of a verified log is `key`'s signature of the records before it, and the
+/// log ends with one.
+fn check_signatures(text: &str, verified: Verified, key: &VerifyingKey) -> Result<Verified, AuditError> {
     let mut last_checkpoint = None;
     for (index, line) in text.lines().enumerate() {
         let record: serde_json::Value = serde_json::from_str(line)

@@ -161,6 +161,7 @@ impl CaseDesk {
                     prior_tier: None,
                     assignee: None,
                     disposition: None,
+                    receipt: None,
                     deadline: Some(deadline),
                     escalations: 0,
                     late: false,
@@ -260,6 +261,24 @@ impl CaseDesk {
                 out,
             );
         };
+        if let CaseActionKind::Filed { receipt, report } = &action.kind {
+            // A report is filed for a case decided as stor_filed, after the decision.
+            if case.disposition != Some(Disposition::StorFiled) {
+                return refuse(
+                    format!(
+                        "case {} is {} at {}: a report's receipt is recorded on a case closed as stor_filed",
+                        action.case,
+                        case.disposition.map_or(case.state.as_str(), Disposition::as_str),
+                        format_time(time)
+                    ),
+                    out,
+                );
+            }
+            let mut next = self.next_version(case, time, CaseChange::ReportFiled, &action.by, &action.reason);
+            next.receipt = Some((receipt.clone(), report.clone()));
+            next.routes = self.policy.alerts.routes(&next.rule, next.tier, next.desk);
+            return self.commit(next, out);
+        }
         if case.state == CaseState::Closed {
             return refuse(
                 format!(
@@ -312,6 +331,8 @@ impl CaseDesk {
                 next.deadline = None;
                 next
             }
+            // Taken above: a receipt is recorded on a closed case only.
+            CaseActionKind::Filed { .. } => return,
         };
         // The first acknowledgement and the closing go to the routes of the case's tier, so
         // that whoever was told of the case learns it is in hand or decided.
@@ -479,6 +500,18 @@ impl CaseActions {
     }
 }
 
+/// Appends `action` to the case-actions file `path` (created if missing) and syncs it, after
+/// the checks a replay makes when it reads the line ([`parse_action`]): the refusal's reason
+/// comes back as an error of kind `InvalidInput`.
+pub fn append_action(path: &Path, action: &CaseAction) -> std::io::Result<()> {
+    use std::io::Write;
+    let line = action_line(action);
+    parse_action(&line).map_err(|rejection| std::io::Error::new(std::io::ErrorKind::InvalidInput, rejection.detail))?;
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    file.write_all(format!("{line}\n").as_bytes())?;
+    file.sync_all()
+}
+
 /// The line of a case-actions file that says `action` (without its source position).
 pub fn action_line(action: &CaseAction) -> String {
     let mut line = json!({
@@ -494,6 +527,10 @@ pub fn action_line(action: &CaseAction) -> String {
             CaseActionKind::Close { disposition } => {
                 fields.insert("disposition".into(), Json::from(disposition.as_str()));
             }
+            CaseActionKind::Filed { receipt, report } => {
+                fields.insert("receipt".into(), Json::from(receipt.as_str()));
+                fields.insert("report".into(), Json::from(report.as_str()));
+            }
             _ => {}
         }
         fields.insert("by".into(), Json::from(action.by.as_str()));
@@ -508,7 +545,7 @@ pub fn parse_action(text: &str) -> Result<CaseAction, Rejection> {
     let missing = |field: &str| Rejection::new(RejectReason::MissingField, format!("{field} is missing or empty"));
     let value: Json = serde_json::from_str(text).map_err(|e| bad(format!("not JSON: {e}")))?;
     let Json::Object(fields) = value else { return Err(bad("not a JSON object".into())) };
-    const KNOWN: [&str; 7] = ["time", "case", "action", "by", "reason", "to", "disposition"];
+    const KNOWN: [&str; 9] = ["time", "case", "action", "by", "reason", "to", "disposition", "receipt", "report"];
     if let Some(unknown) = fields.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(bad(format!("unknown field {unknown:?} (fields: {})", KNOWN.join(", "))));
     }
@@ -545,14 +582,22 @@ pub fn parse_action(text: &str) -> Result<CaseAction, Rejection> {
             }
             CaseActionKind::Close { disposition }
         }
+        "filed" => {
+            let report = text_of("report")?.ok_or_else(|| missing("report (the SHA-256 of the report as filed)"))?;
+            if report.len() != 64 || !report.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad(format!("report {report:?} is not a SHA-256 in hex (64 digits)")));
+            }
+            let receipt = text_of("receipt")?.ok_or_else(|| missing("receipt (the regulator's receipt)"))?;
+            CaseActionKind::Filed { receipt: receipt.to_string(), report: report.to_ascii_lowercase() }
+        }
         other => {
             return Err(Rejection::new(
                 RejectReason::UnknownKind,
-                format!("action {other:?} is not one of ack, assign, review, escalate, close"),
+                format!("action {other:?} is not one of ack, assign, review, escalate, close, filed"),
             ));
         }
     };
-    for (field, owner) in [("to", "assign"), ("disposition", "close")] {
+    for (field, owner) in [("to", "assign"), ("disposition", "close"), ("receipt", "filed"), ("report", "filed")] {
         if fields.get(field).is_some_and(|v| !v.is_null()) && action != owner {
             return Err(bad(format!("{field} belongs to a {owner} action, not to {action}")));
         }

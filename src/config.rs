@@ -52,6 +52,9 @@ pub struct Config {
     pub stor: StorConfig,
     /// A time-series database that receives the alerts and case changes as points.
     pub timeseries: Option<TimeSeriesConfig>,
+    /// Where finished reports are filed: a regulator's HTTPS endpoint or a file drop, for
+    /// `surveil report submit`.
+    pub submission: Option<SubmissionConfig>,
 }
 
 impl Config {
@@ -76,6 +79,13 @@ impl Config {
                 && ca.is_relative()
             {
                 *ca = base.join(&*ca);
+            }
+        }
+        if let Some(submission) = &mut config.submission {
+            for path in [&mut submission.ca_file, &mut submission.drop_dir].into_iter().flatten() {
+                if path.is_relative() {
+                    *path = base.join(&*path);
+                }
             }
         }
         for actions in &mut config.cases.actions {
@@ -139,6 +149,9 @@ impl Config {
         self.alerts.validate()?;
         self.cases.validate()?;
         self.stor.validate()?;
+        if let Some(submission) = &self.submission {
+            submission.validate()?;
+        }
         if let Some(timeseries) = &self.timeseries {
             timeseries.validate()?;
         }
@@ -1064,6 +1077,81 @@ impl TimeSeriesConfig {
         }
         if self.batch_points == 0 || self.max_attempts == 0 {
             return Err("timeseries.batch_points and timeseries.max_attempts must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Where `surveil report submit` files a finished report: a regulator's endpoint over HTTPS,
+/// or a folder another system collects from (`docs/reports.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmissionConfig {
+    /// The endpoint the report is posted to: `https://` (or `http://` on the loopback
+    /// interface only).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Or a folder the report is written to (atomically, under a name made of the case and the
+    /// report's digest).
+    #[serde(default)]
+    pub drop_dir: Option<PathBuf>,
+    /// PEM file of the certificate authorities to trust instead of the bundled Mozilla roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The environment variable holding the bearer token sent as `Authorization`, if the
+    /// endpoint needs one (the token itself is never in the configuration).
+    #[serde(default)]
+    pub token_variable: Option<String>,
+    /// The field of the endpoint's JSON answer that holds the receipt. Default `receipt`.
+    #[serde(default = "receipt_field")]
+    pub receipt_field: String,
+    /// How long one request may take. Default 30 s.
+    #[serde(default = "submission_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts before the submission is given up on (it can be run again: the same report
+    /// carries the same idempotency key). Default 5.
+    #[serde(default = "submission_attempts")]
+    pub max_attempts: u32,
+    /// The first wait between attempts, doubled after each failure up to 30 s. Default 1 s.
+    #[serde(default = "submission_backoff", with = "humantime_serde")]
+    pub backoff: Duration,
+}
+
+fn receipt_field() -> String {
+    "receipt".into()
+}
+
+fn submission_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn submission_attempts() -> u32 {
+    5
+}
+
+fn submission_backoff() -> Duration {
+    Duration::from_secs(1)
+}
+
+impl SubmissionConfig {
+    fn validate(&self) -> Result<(), String> {
+        match (&self.url, &self.drop_dir) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err("submission: give either url (an endpoint) or drop_dir (a folder), one of them".into());
+            }
+            (Some(url), None) if !encrypted_or_loopback(url) => {
+                return Err(format!(
+                    "submission.url {url:?}: reports leave the machine only encrypted (https://); plain http:// \
+                     is accepted on the loopback interface only"
+                ));
+            }
+            _ => {}
+        }
+        if self.max_attempts == 0 {
+            return Err("submission.max_attempts must be at least 1".into());
+        }
+        if self.receipt_field.trim().is_empty() {
+            return Err("submission.receipt_field is empty".into());
         }
         Ok(())
     }

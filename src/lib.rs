@@ -57,7 +57,7 @@
 //! [`features`] and [`testing`], [`anomaly`], [`manager`] (tiers, grouping, routing),
 //! [`cases`] (the case workflow: deadlines, escalation, people's actions),
 //! [`audit`], [`output`] (sinks), [`reports`] (regulatory reports from a run's outputs),
-//! [`pipeline`] (jobs).
+//! [`submission`] (filing reports, with receipts), [`pipeline`] (jobs).
 #![forbid(missing_docs)]
 
 pub mod anomaly;
@@ -80,6 +80,7 @@ pub mod pipeline;
 pub mod reference;
 pub mod reports;
 pub mod rules;
+pub mod submission;
 pub mod testing;
 #[cfg(feature = "http")]
 pub mod timeseries;

@@ -264,6 +264,8 @@ impl Renderer {
             "prior_tier": case.prior_tier.map(|t| t.as_str()),
             "assignee": case.assignee,
             "disposition": case.disposition.map(|d| d.as_str()),
+            "receipt": case.receipt.as_ref().map(|(receipt, _)| receipt),
+            "report_sha256": case.receipt.as_ref().map(|(_, report)| report),
             "deadline": case.deadline.map(format_time),
             "escalations": case.escalations,
             "late": case.late,

@@ -544,9 +544,14 @@ fn run_started(config: &Config, inputs: &[InputSpec]) -> serde_json::Value {
     })
 }
 
-/// The audit trail's signing key and checkpoint interval: from `audit.signing_key`, else from
-/// the environment variable [`crate::config::AUDIT_KEY_VARIABLE`], else none.
+/// The audit trail's signing key and checkpoint interval ([`audit_signing_key`]).
 fn audit_signer(config: &Config) -> Result<Option<(crate::audit::SigningKey, u64)>, RunError> {
+    Ok(audit_signing_key(config)?.map(|key| (key, config.audit.checkpoint_every)))
+}
+
+/// The audit trail's signing key: from `audit.signing_key`, else from the environment variable
+/// [`crate::config::AUDIT_KEY_VARIABLE`], else none. It also signs the submissions ledger.
+pub fn audit_signing_key(config: &Config) -> Result<Option<crate::audit::SigningKey>, RunError> {
     use crate::config::AUDIT_KEY_VARIABLE;
     let (text, from) = match &config.audit.signing_key {
         Some(path) => (
@@ -565,7 +570,7 @@ fn audit_signer(config: &Config) -> Result<Option<(crate::audit::SigningKey, u64
     let key = crate::audit::signing_key_from_hex(&text).ok_or_else(|| {
         RunError::Config(format!("{from}: not an audit signing key (64 hex digits, as `surveil audit keygen` writes)"))
     })?;
-    Ok(Some((key, config.audit.checkpoint_every)))
+    Ok(Some(key))
 }
 
 impl Job {

@@ -252,11 +252,24 @@ pub(crate) struct Failure {
 /// 5xx may pass if tried again; other answers (a malformed request, a redirect, which would turn
 /// the POST into a GET) and a certificate the configured authorities do not vouch for will not.
 pub(crate) fn send(request: ureq::RequestBuilder<ureq::typestate::WithBody>, body: &str) -> Result<u16, Failure> {
+    exchange(request, body.as_bytes()).map(|(status, _)| status)
+}
+
+/// [`send`], returning the answer's body with its status.
+pub(crate) fn exchange(
+    request: ureq::RequestBuilder<ureq::typestate::WithBody>,
+    body: &[u8],
+) -> Result<(u16, String), Failure> {
     match request.send(body) {
         Ok(mut response) => {
             let status = response.status().as_u16();
             if (200..300).contains(&status) {
-                return Ok(status);
+                let answer = response.body_mut().read_to_string().map_err(|e| Failure {
+                    status: Some(status),
+                    error: format!("HTTP {status}, but the answer could not be read: {e}"),
+                    retry: true,
+                })?;
+                return Ok((status, answer));
             }
             let said: String = response.body_mut().read_to_string().unwrap_or_default().chars().take(300).collect();
             let retry = status == 429 || status >= 500 || status == 408;

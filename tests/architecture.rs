@@ -5,6 +5,7 @@
 //! ```text
 //! tools       bench, generate, nab (feature `tools`)
 //! job         pipeline
+//! submission  submission
 //! reports     reports
 //! sinks       output
 //! timeseries  timeseries
@@ -39,6 +40,7 @@ const LAYERS: &[&[&str]] = &[
     &["timeseries"],
     &["output"],
     &["reports"],
+    &["submission"],
     &["pipeline"],
     &["bench", "generate", "nab"],
 ];

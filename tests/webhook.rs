@@ -4,6 +4,8 @@
 //! delivered, and `redeliver` that sends it later.
 
 mod common;
+#[path = "common/https.rs"]
+mod https;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -317,31 +319,9 @@ fn plain_http_is_refused_off_the_loopback_and_a_bad_certificate_file_stops_the_r
     assert!(!out.exists(), "checked before the output folder is touched");
 }
 
-/// A test certificate authority and a server certificate it signed for 127.0.0.1: the server's
-/// TLS configuration and the authority's PEM.
-fn test_tls() -> (Arc<rustls::ServerConfig>, String) {
-    let ca_key = rcgen::KeyPair::generate().expect("key");
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key).expect("CA");
-    let issuer = rcgen::Issuer::new(ca, ca_key);
-    let server_key = rcgen::KeyPair::generate().expect("key");
-    let server = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
-    let server_cert = server.signed_by(&server_key, &issuer).expect("server certificate");
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![server_cert.der().clone()], key)
-        .expect("server config");
-    (Arc::new(config), ca_cert.pem())
-}
-
 #[test]
 fn https_with_the_configured_authority_delivers_and_an_unknown_certificate_is_a_clear_error() {
-    let (tls, ca_pem) = test_tls();
+    let (tls, ca_pem) = https::test_tls();
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = dir.path().join("test-ca.pem");
     std::fs::write(&ca, ca_pem).expect("write");

@@ -1,7 +1,6 @@
 //! `surveil case`: record people's actions on cases, and read a run's cases.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -118,19 +117,12 @@ fn record(args: ActionArgs, kind: CaseActionKind) -> Result<()> {
         offset: 0,
     };
     // The same checks a replay makes when it reads the line.
-    let line = action_line(&action);
-    parse_action(&line).map_err(|rejection| anyhow::anyhow!("{}", rejection.detail))?;
+    parse_action(&action_line(&action)).map_err(|rejection| anyhow::anyhow!("{}", rejection.detail))?;
     if let Some(run) = &args.run {
         check_against_run(&action, run)?;
     }
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&args.actions)
-        .with_context(|| format!("cannot open the case-actions file {}", args.actions.display()))?;
-    file.write_all(format!("{line}\n").as_bytes())
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", args.actions.display()))?;
+    surveil::cases::append_action(&args.actions, &action)
+        .with_context(|| format!("cannot write the case-actions file {}", args.actions.display()))?;
     eprintln!(
         "recorded {} on case {} in {} (replayed by `surveil run --case-actions {}`)",
         action.kind.as_str(),

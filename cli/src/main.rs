@@ -117,6 +117,33 @@ enum ReportKind {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// File a final report (a STOR in JSON or XML, as `surveil report stor` wrote it) at the
+    /// configured destination (`[submission]`: a regulator's HTTPS endpoint, or a drop folder),
+    /// with retries, once: a report the ledger shows filed is not sent again. The receipt goes
+    /// to the ledger and, as a `filed` action, to the case-actions file.
+    Submit {
+        /// The report file.
+        report: PathBuf,
+        /// The configuration with `[submission]` (and `[audit]`'s signing key, which signs the
+        /// ledger).
+        #[arg(long)]
+        config: PathBuf,
+        /// Who files it.
+        #[arg(long)]
+        by: String,
+        /// The submissions ledger.
+        #[arg(long, default_value = surveil::submission::LEDGER)]
+        ledger: PathBuf,
+        /// The case-actions file the receipt is recorded in.
+        #[arg(long, default_value = "case_actions.jsonl")]
+        actions: PathBuf,
+        /// When the filing is recorded on the case (RFC 3339 or nanoseconds); default now.
+        #[arg(long)]
+        at: Option<String>,
+        /// The case has a report filed already and this one corrects or completes it.
+        #[arg(long)]
+        follow_up: bool,
+    },
     /// The end-of-session order-to-trade report of MiFID II RTS 9: count and volume ratios per
     /// member and instrument, with the breaches marked, from a run's order_to_trade.jsonl.
     Otr {
@@ -666,6 +693,9 @@ fn report(kind: ReportKind) -> Result<()> {
         ReportKind::Stor { case, run, config, delay_reason, suspicion_formed, at, format, out } => {
             return stor(StorArgs { case, run, config, delay_reason, suspicion_formed, at, format, out });
         }
+        ReportKind::Submit { report, config, by, ledger, actions, at, follow_up } => {
+            return submit(&report, &config, &by, &ledger, &actions, at.as_deref(), follow_up);
+        }
         ReportKind::Otr { run, session, member, config, format, out } => (run, session, member, config, format, out),
         ReportKind::Finra3110 { run, quarter, timezone, format, out } => {
             let zone: chrono_tz::Tz =
@@ -709,6 +739,97 @@ fn report(kind: ReportKind) -> Result<()> {
     Ok(())
 }
 
+/// `surveil report submit`.
+fn submit(
+    report: &Path,
+    config: &Path,
+    by: &str,
+    ledger: &Path,
+    actions: &Path,
+    at: Option<&str>,
+    follow_up: bool,
+) -> Result<()> {
+    use surveil::submission::{Ledger, ReportDocument, Submitted, Submitter};
+    let config = Config::load(config)?;
+    let Some(submission) = &config.submission else {
+        bail!("the configuration has no [submission] section: say where reports are filed (url or drop_dir)");
+    };
+    if by.trim().is_empty() {
+        bail!("--by is empty: say who files the report");
+    }
+    let bytes = std::fs::read(report).with_context(|| format!("cannot read the report {}", report.display()))?;
+    let document = ReportDocument::read(bytes).with_context(|| report.display().to_string())?;
+    let time = time_arg("--at", at)?;
+    // A filing recorded on the case but not in the ledger: the ledger lost its end.
+    let recorded: Vec<surveil::model::CaseAction> = if actions.exists() {
+        surveil::cases::read_actions(actions, 0)
+            .with_context(|| format!("cannot read the case-actions file {}", actions.display()))?
+            .0
+    } else {
+        Vec::new()
+    };
+    let recorded_receipt = |digest: &str| {
+        recorded.iter().find_map(|action| match &action.kind {
+            surveil::model::CaseActionKind::Filed { receipt, report } if report == digest => Some(receipt.clone()),
+            _ => None,
+        })
+    };
+    let mut ledger = Ledger::open(ledger, surveil::pipeline::audit_signing_key(&config)?)?;
+    if ledger.filed(&document.sha256).is_none()
+        && let Some(receipt) = recorded_receipt(&document.sha256)
+    {
+        bail!(
+            "{} records this report as filed (receipt {receipt}) but the ledger {} does not: the ledger lost \
+             records from its end; it is not filed again",
+            actions.display(),
+            ledger.path().display()
+        );
+    }
+    let submitter = Submitter::new(submission)?;
+    let filing = match submitter.submit(&document, &mut ledger, by, follow_up, time)? {
+        Submitted::Filed(filing) => {
+            eprintln!(
+                "case {}: report {} filed at {} in {} attempt(s): receipt {}",
+                filing.case, filing.report_sha256, filing.destination, filing.attempts, filing.receipt
+            );
+            filing
+        }
+        Submitted::AlreadyFiled(filing) => {
+            eprintln!(
+                "case {}: this report was filed at {} on {} (receipt {}): not sent again",
+                filing.case, filing.destination, filing.at, filing.receipt
+            );
+            filing
+        }
+    };
+    // The receipt on the case (again, if an earlier submission stopped before recording it).
+    if recorded_receipt(&document.sha256).is_none() {
+        let case = surveil::model::AlertId::parse(&filing.case).context("the report's case id")?;
+        let action = surveil::model::CaseAction {
+            time,
+            case,
+            kind: surveil::model::CaseActionKind::Filed {
+                receipt: filing.receipt.clone(),
+                report: filing.report_sha256.clone(),
+            },
+            by: filing.by.clone(),
+            reason: format!("report filed at {}", filing.destination),
+            source: 0,
+            line: 0,
+            offset: 0,
+        };
+        surveil::cases::append_action(actions, &action)
+            .with_context(|| format!("cannot record the receipt in {}", actions.display()))?;
+        eprintln!(
+            "recorded the receipt on case {} in {} (replayed by `surveil run --case-actions {}`)",
+            filing.case,
+            actions.display(),
+            actions.display()
+        );
+    }
+    write_stdout(&format!("{}\n", filing.receipt))
+}
+
 /// `surveil deliver`: the undelivered events of each webhook route's outbox, sent again.
 fn deliver(run: &Path, config: &Path, only: Option<&str>) -> Result<()> {
     let config = Config::load(config)?;
@@ -738,6 +859,36 @@ fn deliver(run: &Path, config: &Path, only: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// `--public-key`: 64 hex digits, or a file holding them.
+fn public_key_arg(given: Option<&str>) -> Result<Option<surveil::audit::VerifyingKey>> {
+    let Some(given) = given else { return Ok(None) };
+    let text = if Path::new(given).is_file() {
+        std::fs::read_to_string(given).with_context(|| format!("cannot read {given}"))?
+    } else {
+        given.to_string()
+    };
+    let key = surveil::audit::public_key_from_hex(&text)
+        .with_context(|| format!("--public-key {given}: not an Ed25519 public key (64 hex digits)"))?;
+    Ok(Some(key))
+}
+
+/// `surveil audit verify` of a submissions ledger: its end is checked against `--head` only
+/// (a ledger grows over time; record its head where it cannot be rewritten).
+fn verify_ledger(log: &Path, text: &str, head: Option<&str>, public_key: Option<&str>) -> Result<()> {
+    let key = public_key_arg(public_key)?;
+    let verified = surveil::audit::verify_ledger(text, head, key.as_ref())
+        .with_context(|| format!("the submissions ledger {} does not verify", log.display()))?;
+    let filed = text.lines().filter(|l| l.contains("\"kind\":\"filed\"")).count();
+    let end = if head.is_some() { "as --head says" } else { "(give --head to check the end)" };
+    let signed = if key.is_some() { ", every record signed by the given key" } else { "" };
+    write_stdout(&format!(
+        "{}: submissions ledger, {} records ({filed} filing(s)), intact, ending at {} {end}{signed}\n",
+        log.display(),
+        verified.records,
+        verified.head
+    ))
+}
+
 /// `surveil audit verify|show`.
 fn audit(action: AuditAction) -> Result<()> {
     let resolve = |path: PathBuf| if path.is_dir() { path.join(surveil::audit::AUDIT) } else { path };
@@ -760,6 +911,9 @@ fn audit(action: AuditAction) -> Result<()> {
         AuditAction::Verify { log, head, no_head, public_key } => {
             let log = resolve(log);
             let text = read(&log)?;
+            if surveil::audit::is_ledger(&text) {
+                return verify_ledger(&log, &text, head.as_deref(), public_key.as_deref());
+            }
             let summary = log.with_file_name(surveil::output::SUMMARY);
             let (expected, from) = match head {
                 Some(head) => (Some(head), "--head".to_string()),
@@ -780,20 +934,7 @@ fn audit(action: AuditAction) -> Result<()> {
                     (Some(head.to_string()), summary.display().to_string())
                 }
             };
-            let key =
-                match &public_key {
-                    Some(given) => {
-                        let text = if std::path::Path::new(given).is_file() {
-                            std::fs::read_to_string(given).with_context(|| format!("cannot read {given}"))?
-                        } else {
-                            given.clone()
-                        };
-                        Some(surveil::audit::public_key_from_hex(&text).with_context(|| {
-                            format!("--public-key {given}: not an Ed25519 public key (64 hex digits)")
-                        })?)
-                    }
-                    None => None,
-                };
+            let key = public_key_arg(public_key.as_deref())?;
             let verified = match &key {
                 Some(key) => surveil::audit::verify_signed(&text, expected.as_deref(), key),
                 None => surveil::audit::verify_run(&text, expected.as_deref()),

@@ -202,6 +202,33 @@ fn actions_the_state_does_not_allow_are_refused_with_the_reason() {
 }
 
 #[test]
+fn a_receipt_is_recorded_on_a_case_closed_as_stor_filed_only() {
+    let (filed, dismissed, open) = (alert("ACC1", 0, 75.0), alert("ACC2", 0, 75.0), alert("ACC3", 0, 75.0));
+    let digest = "ab".repeat(32);
+    let receipt = |case, minute| {
+        action(case, minute, CaseActionKind::Filed { receipt: "R-1".into(), report: digest.clone() }, "carol", "")
+    };
+    let actions = vec![
+        receipt(filed.id, 5),
+        action(filed.id, 10, CaseActionKind::Close { disposition: Disposition::StorFiled }, "bob", "layering"),
+        receipt(filed.id, 20),
+        action(dismissed.id, 10, CaseActionKind::Close { disposition: Disposition::NoAction }, "bob", "hedge"),
+        receipt(dismissed.id, 20),
+        action(filed.id, 30, CaseActionKind::Ack, "bob", ""),
+    ];
+    let reports = run_cases(1, vec![filed.clone(), dismissed, open], actions, false);
+    let last = versions(&reports).into_iter().rfind(|c| c.case == filed.id).expect("versions").clone();
+    assert_eq!((last.change, last.state, last.by.as_str()), (CaseChange::ReportFiled, CaseState::Closed, "carol"));
+    assert_eq!(last.receipt, Some(("R-1".to_string(), digest.clone())));
+    assert_eq!(last.disposition, Some(Disposition::StorFiled));
+    // Before the close, on a case closed as no_action, and any other action after: refused.
+    let letters = refused(&reports);
+    assert_eq!(letters.len(), 3, "{letters:?}");
+    assert_eq!(letters.iter().filter(|d| d.detail.contains("closed as stor_filed")).count(), 2);
+    assert!(letters.iter().any(|d| d.raw.contains("\"receipt\":\"R-1\"")));
+}
+
+#[test]
 fn a_repeat_that_raises_the_tier_shortens_a_running_clock() {
     // Low at 0 (60 min), high repeat at 10 (inside the 15-minute grouping horizon): the clock
     // now ends at 20 (10 + 10).
@@ -318,6 +345,9 @@ fn parsing_refuses_what_is_not_a_complete_action() {
         (r#"{"time":"yesterday","case":"CASE","action":"ack","by":"a"}"#, "RFC 3339"),
         (r#"{"time":1,"case":"CASE","action":"approve","by":"a"}"#, "not one of"),
         (r#"{"time":1,"case":"CASE","action":"ack","by":"a","dispostion":"x"}"#, "unknown field"),
+        (r#"{"time":1,"case":"CASE","action":"filed","by":"a","receipt":"R"}"#, "report"),
+        (r#"{"time":1,"case":"CASE","action":"filed","by":"a","receipt":"R","report":"abc"}"#, "SHA-256"),
+        (r#"{"time":1,"case":"CASE","action":"ack","by":"a","receipt":"R"}"#, "belongs to a filed"),
         (r#"[1,2]"#, "not a JSON object"),
         (r#"{"time":1,"case":"CASE","action":"ack","by":"#, "not JSON"),
     ];

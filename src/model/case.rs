@@ -90,6 +90,14 @@ pub enum CaseActionKind {
         /// The decision.
         disposition: Disposition,
     },
+    /// Records that the case's report reached the regulator: a case closed as `stor_filed`
+    /// keeps the receipt (`surveil report submit` appends this action).
+    Filed {
+        /// The receipt the regulator's endpoint (or the file drop) gave.
+        receipt: String,
+        /// The SHA-256 of the report as filed, in hex.
+        report: String,
+    },
 }
 
 impl CaseActionKind {
@@ -101,6 +109,7 @@ impl CaseActionKind {
             CaseActionKind::Review => "review",
             CaseActionKind::Escalate => "escalate",
             CaseActionKind::Close { .. } => "close",
+            CaseActionKind::Filed { .. } => "filed",
         }
     }
 }
@@ -153,6 +162,8 @@ pub enum CaseChange {
     /// An alert of the case's group was sent after the case was closed (the case stays closed;
     /// the new information is for the people who decided it).
     AlertAfterClose,
+    /// The case's report was filed with the regulator, who gave a receipt.
+    ReportFiled,
 }
 
 impl CaseChange {
@@ -167,6 +178,7 @@ impl CaseChange {
             CaseChange::Escalated => "escalated",
             CaseChange::Closed => "closed",
             CaseChange::AlertAfterClose => "alert_after_close",
+            CaseChange::ReportFiled => "report_filed",
         }
     }
 }
@@ -200,6 +212,8 @@ pub struct CaseRecord {
     pub assignee: Option<String>,
     /// The decision, once closed.
     pub disposition: Option<Disposition>,
+    /// The regulator's receipt for the last report filed on the case, and the report's SHA-256.
+    pub receipt: Option<(String, String)>,
     /// When the case escalates unless acknowledged first; none once acknowledged or closed.
     pub deadline: Option<Timestamp>,
     /// Escalations so far.
