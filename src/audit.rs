@@ -152,6 +152,43 @@ impl<W: Write> AuditLog<W> {
     }
 }
 
+/// Why a log (or any file a run may seal) cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadLogError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is encrypted and cannot be opened with the keys given.
+    #[error("{path} is encrypted: {source} (give the key with --key FILE, or in SURVEIL_ENCRYPTION_KEY)")]
+    Sealed {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why it does not open.
+        source: crate::encryption::SealedError,
+    },
+    /// The file is not text.
+    #[error("{0} is not UTF-8 text")]
+    NotText(std::path::PathBuf),
+}
+
+/// The text of a log at `path`, opened with `keys` if it is encrypted
+/// ([`crate::encryption`]); a plain log is read as it is.
+pub fn read_log(path: &std::path::Path, keys: &[crate::encryption::EncryptionKey]) -> Result<String, ReadLogError> {
+    let bytes = std::fs::read(path).map_err(|source| ReadLogError::Io { path: path.to_path_buf(), source })?;
+    let bytes = if crate::encryption::is_sealed(&bytes) {
+        crate::encryption::open_sealed(&bytes, keys)
+            .map_err(|source| ReadLogError::Sealed { path: path.to_path_buf(), source })?
+    } else {
+        bytes
+    };
+    String::from_utf8(bytes).map_err(|_| ReadLogError::NotText(path.to_path_buf()))
+}
+
 /// The SHA-256 of `bytes`, in hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))

@@ -64,10 +64,10 @@ impl Config {
         let mut config = Config::parse(&text).map_err(|message| ConfigError::Invalid { path: path.into(), message })?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.reference.resolve(base);
-        if let Some(key) = &mut config.audit.signing_key
-            && key.is_relative()
-        {
-            *key = base.join(&*key);
+        for key in [&mut config.audit.signing_key, &mut config.audit.encryption_key].into_iter().flatten() {
+            if key.is_relative() {
+                *key = base.join(&*key);
+            }
         }
         if let Some(ca) = config.timeseries.as_mut().and_then(|t| t.ca_file.as_mut())
             && ca.is_relative()
@@ -1229,11 +1229,15 @@ pub struct AuditConfig {
     pub signing_key: Option<PathBuf>,
     /// Records between signed checkpoints (the log's end is always signed). Default 10000.
     pub checkpoint_every: u64,
+    /// A file holding the 256-bit key (64 hex digits, `surveil audit keygen --encryption`) that
+    /// encrypts the audit trail at rest; without it, the key in the environment variable
+    /// `SURVEIL_ENCRYPTION_KEY`, if set. Without either, the log is plain text.
+    pub encryption_key: Option<PathBuf>,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        AuditConfig { signing_key: None, checkpoint_every: 10_000 }
+        AuditConfig { signing_key: None, checkpoint_every: 10_000, encryption_key: None }
     }
 }
 

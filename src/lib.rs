@@ -52,7 +52,8 @@
 //! # Layers
 //!
 //! Each module imports only the ones below it (checked by `tests/architecture.rs`):
-//! [`model`] (events, alerts, dead letters, feature rows), [`config`], [`reference`],
+//! [`model`] (events, alerts, dead letters, feature rows), [`config`], [`encryption`] (files
+//! sealed at rest), [`reference`],
 //! [`ingest`] (parsers, file partitions), [`detect`] (the detector framework), [`rules`],
 //! [`features`] and [`testing`], [`anomaly`], [`manager`] (tiers, grouping, routing),
 //! [`cases`] (the case workflow: deadlines, escalation, people's actions),
@@ -67,6 +68,7 @@ pub mod bench;
 pub mod cases;
 pub mod config;
 pub mod detect;
+pub mod encryption;
 pub mod features;
 #[cfg(feature = "tools")]
 pub mod generate;

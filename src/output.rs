@@ -565,7 +565,7 @@ pub struct ReportWriter {
     ratios: BufWriter<File>,
     features: Option<(BufWriter<File>, u64)>,
     cases: Option<BufWriter<File>>,
-    audit: Option<AuditLog<BufWriter<File>>>,
+    audit: Option<AuditLog<AuditFile>>,
     /// The routes' names and files, by route index.
     route_names: Vec<String>,
     routes: Vec<BufWriter<File>>,
@@ -629,14 +629,22 @@ impl ReportWriter {
     /// Also keeps the audit trail (`audit.jsonl`, see [`crate::audit`]) in `folder`, opening
     /// it with a `run_started` record of `start`; every alert written is recorded in it. With
     /// a `signer` (key, records between checkpoints) the log carries signed checkpoints and
-    /// ends with one.
+    /// ends with one; with an `encryption` key it is sealed at rest ([`crate::encryption`]).
     pub fn keep_audit_log(
         &mut self,
         folder: &OutputFolder,
         start: &Json,
         signer: Option<(crate::audit::SigningKey, u64)>,
+        encryption: Option<&crate::encryption::EncryptionKey>,
     ) -> std::io::Result<()> {
-        let mut log = AuditLog::new(BufWriter::new(File::create(folder.partial(AUDIT))?));
+        let file = File::create(folder.partial(AUDIT))?;
+        let file = match encryption {
+            Some(key) => {
+                AuditFile::Sealed(BufWriter::with_capacity(1 << 16, crate::encryption::SealedWriter::new(file, key)?))
+            }
+            None => AuditFile::Plain(BufWriter::with_capacity(1 << 16, file)),
+        };
+        let mut log = AuditLog::new(file);
         if let Some((key, every)) = signer {
             log = log.signed(key, every);
         }
@@ -985,11 +993,50 @@ impl ReportWriter {
             }
             log.append("run_finished", &end)?;
             log.checkpoint()?;
-            log.get_mut().flush()?;
-            log.get_mut().get_ref().sync_all()?;
             self.counts.audit = Some(AuditHead { records: log.records(), head: log.head() });
+            log.into_inner().finish()?;
         }
         Ok(self.counts.clone())
+    }
+}
+
+/// The audit trail's file: plain text, or sealed at rest.
+pub enum AuditFile {
+    /// JSON Lines.
+    Plain(BufWriter<File>),
+    /// Encrypted ([`crate::encryption::SealedWriter`]).
+    Sealed(BufWriter<crate::encryption::SealedWriter<File>>),
+}
+
+impl AuditFile {
+    /// Writes what is buffered, seals the last chunk of a sealed file, and syncs the file.
+    pub fn finish(self) -> std::io::Result<()> {
+        match self {
+            AuditFile::Plain(mut file) => {
+                file.flush()?;
+                file.get_ref().sync_all()
+            }
+            AuditFile::Sealed(file) => {
+                let sealed = file.into_inner().map_err(|e| e.into_error())?;
+                sealed.finish()?.sync_all()
+            }
+        }
+    }
+}
+
+impl Write for AuditFile {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        match self {
+            AuditFile::Plain(file) => file.write(bytes),
+            AuditFile::Sealed(file) => file.write(bytes),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            AuditFile::Plain(file) => file.flush(),
+            AuditFile::Sealed(file) => file.flush(),
+        }
     }
 }
 

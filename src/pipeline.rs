@@ -544,6 +544,27 @@ fn run_started(config: &Config, inputs: &[InputSpec]) -> serde_json::Value {
     })
 }
 
+/// The key that encrypts the audit trail at rest: from `audit.encryption_key`, else the first
+/// key in the environment variable [`crate::encryption::KEY_VARIABLE`], else none.
+pub fn audit_encryption_key(config: &Config) -> Result<Option<crate::encryption::EncryptionKey>, RunError> {
+    use crate::encryption::EncryptionKey;
+    match &config.audit.encryption_key {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| RunError::Config(format!("audit.encryption_key {}: {e}", path.display())))?;
+            let key = EncryptionKey::from_hex(&text).ok_or_else(|| {
+                RunError::Config(format!(
+                    "audit.encryption_key {}: not an encryption key (64 hex digits, as `surveil audit keygen \
+                     --encryption` writes)",
+                    path.display()
+                ))
+            })?;
+            Ok(Some(key))
+        }
+        None => Ok(crate::encryption::keys_from_environment().map_err(RunError::Config)?.into_iter().next()),
+    }
+}
+
 /// The audit trail's signing key and checkpoint interval ([`audit_signing_key`]).
 fn audit_signer(config: &Config) -> Result<Option<(crate::audit::SigningKey, u64)>, RunError> {
     Ok(audit_signing_key(config)?.map(|key| (key, config.audit.checkpoint_every)))
@@ -583,6 +604,7 @@ impl Job {
         // A key that is not a key stops the run before the output folder is touched; so does a
         // webhook's certificate file that holds no certificate.
         let signer = audit_signer(&config)?;
+        let encryption = audit_encryption_key(&config)?;
         #[cfg(feature = "http")]
         for webhook in config.alerts.routes.iter().filter_map(|r| r.webhook.as_ref()) {
             crate::webhook::agent(webhook).map_err(|e| RunError::Config(e.to_string()))?;
@@ -617,6 +639,7 @@ impl Job {
         protected.extend(config.reference.accounts.iter().cloned());
         protected.extend(config.rules.anomaly.model.iter().cloned());
         protected.extend(config.audit.signing_key.iter().cloned());
+        protected.extend(config.audit.encryption_key.iter().cloned());
         protected.extend(config.cases.actions.iter().cloned());
         let folder = OutputFolder::prepare(out_dir, &protected)?;
         let output = |source| RunError::Output { path: out_dir.into(), source };
@@ -631,7 +654,10 @@ impl Job {
         if config.cases.enabled {
             writer.keep_cases(&folder).map_err(output)?;
         }
-        writer.keep_audit_log(&folder, &start, signer).map_err(output)?;
+        if let (Some(key), Some(fields)) = (&encryption, start.as_object_mut()) {
+            fields.insert("encryption_key_id".into(), key.id_hex().into());
+        }
+        writer.keep_audit_log(&folder, &start, signer, encryption.as_ref()).map_err(output)?;
         let routes: Vec<String> = config.alerts.routes.iter().map(|r| r.name.clone()).collect();
         writer.send_notices(&folder, &routes).map_err(output)?;
         #[cfg(feature = "http")]

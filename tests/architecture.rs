@@ -18,6 +18,7 @@
 //! framework   detect
 //! ingest      ingest
 //! reference   reference
+//! at rest     encryption
 //! config      config
 //! model       model
 //! ```
@@ -28,6 +29,7 @@ use std::path::Path;
 const LAYERS: &[&[&str]] = &[
     &["model"],
     &["config"],
+    &["encryption"],
     &["reference"],
     &["ingest"],
     &["detect"],

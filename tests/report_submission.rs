@@ -129,3 +129,58 @@ fn reports_leave_the_machine_encrypted_only() {
     assert!(Config::parse("[submission]\n").is_err(), "a destination is required");
     assert!(Config::parse("[submission]\nurl = \"https://a\"\ndrop_dir = \"b\"\n").is_err(), "only one");
 }
+
+/// A relay on 127.0.0.1 between a client and `port` that keeps every byte it passes: what a
+/// capture of the loopback interface would see.
+fn relay(port: u16) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let relay_port = listener.local_addr().expect("address").port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let captured = seen.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().take(8).flatten() {
+            let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", port)) else { continue };
+            for (mut from, mut to) in
+                [(client.try_clone().expect("clone"), server.try_clone().expect("clone")), (server, client)]
+            {
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    let mut buffer = [0u8; 16 * 1024];
+                    while let Ok(n) = from.read(&mut buffer) {
+                        if n == 0 || to.write_all(&buffer[..n]).is_err() {
+                            break;
+                        }
+                        seen.lock().expect("capture").extend_from_slice(&buffer[..n]);
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+    });
+    (relay_port, captured)
+}
+
+#[test]
+fn on_the_wire_a_report_is_encrypted() {
+    let regulator = Regulator::start(Vec::new());
+    let (port, captured) = relay(regulator.port);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("test-ca.pem");
+    std::fs::write(&ca, &regulator.ca_pem).expect("write");
+    let config = Config::parse(&format!(
+        "[submission]\nurl = \"https://127.0.0.1:{port}/stor\"\nca_file = {ca:?}\ntimeout = \"5s\"\n"
+    ))
+    .expect("config");
+    let submitter = Submitter::new(config.submission.as_ref().expect("submission")).expect("submitter");
+    let report = report("account ACC-SECRET-7 sold 1500 at 101.2575");
+    let mut ledger = Ledger::open(&dir.path().join("submissions.jsonl"), None).expect("ledger");
+    let filed = submitter.submit(&report, &mut ledger, "carol", false, 1).expect("filed");
+    assert!(matches!(filed, Submitted::Filed(_)));
+    assert_eq!(regulator.received()[0].body, report.bytes, "the endpoint got the report");
+    let wire = captured.lock().expect("capture").clone();
+    assert!(wire.len() > report.bytes.len(), "the exchange passed through the relay");
+    for secret in ["ACC-SECRET-7", "101.2575", CASE] {
+        assert!(!wire.windows(secret.len()).any(|w| w == secret.as_bytes()), "{secret} on the wire");
+    }
+}

@@ -46,13 +46,33 @@ enum AuditAction {
         /// holding them): every checkpoint must be its signature and the log must end with one.
         #[arg(long)]
         public_key: Option<String>,
+        /// The encryption key of an encrypted log (a file, as `keygen --encryption` writes);
+        /// may be given more than once while keys rotate. Default: SURVEIL_ENCRYPTION_KEY.
+        #[arg(long)]
+        key: Vec<PathBuf>,
+    },
+    /// Encrypt a run's audit log again under a new key (key rotation): the log is opened with
+    /// the old key, verified, sealed with the new one and put in place of the old file.
+    Reseal {
+        /// The audit log, or the output folder that holds it.
+        log: PathBuf,
+        /// The key it is encrypted with now (none for a plain log, which is then encrypted).
+        #[arg(long)]
+        key: Vec<PathBuf>,
+        /// The new key's file.
+        #[arg(long)]
+        new_key: PathBuf,
     },
     /// Make a new signing key for the audit trail: its secret seed goes to FILE (readable by
-    /// its owner only), its public key to standard output.
+    /// its owner only), its public key to standard output. With --encryption, a key that
+    /// encrypts the log at rest instead: the key to FILE, its id to standard output.
     Keygen {
         /// File for the secret key; refused if it exists.
         #[arg(long)]
         out: PathBuf,
+        /// An encryption key (`[audit] encryption_key`), not a signing key.
+        #[arg(long)]
+        encryption: bool,
     },
     /// Print every record about an alert or case id: the alert, the summary of its group of
     /// repeats and every version of the case its group opened.
@@ -61,6 +81,9 @@ enum AuditAction {
         id: String,
         /// The audit log, or the output folder that holds it.
         log: PathBuf,
+        /// The encryption key of an encrypted log (default: SURVEIL_ENCRYPTION_KEY).
+        #[arg(long)]
+        key: Vec<PathBuf>,
     },
 }
 
@@ -859,6 +882,52 @@ fn deliver(run: &Path, config: &Path, only: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// The keys of `--key` files, else those of the environment.
+fn encryption_keys(files: &[PathBuf]) -> Result<Vec<surveil::encryption::EncryptionKey>> {
+    if files.is_empty() {
+        return surveil::encryption::keys_from_environment().map_err(|e| anyhow::anyhow!(e));
+    }
+    files
+        .iter()
+        .map(|path| {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read the key {}", path.display()))?;
+            surveil::encryption::EncryptionKey::from_hex(&text)
+                .with_context(|| format!("--key {}: not an encryption key (64 hex digits)", path.display()))
+        })
+        .collect()
+}
+
+/// `surveil audit reseal`: the log opened with its key, verified as a whole run, sealed with the
+/// new key beside it and renamed over it.
+fn reseal(log: &Path, keys: &[PathBuf], new_key: &Path) -> Result<()> {
+    let text = surveil::audit::read_log(log, &encryption_keys(keys)?)?;
+    let summary = log.with_file_name(surveil::output::SUMMARY);
+    let head = std::fs::read_to_string(&summary)
+        .ok()
+        .and_then(|json| serde_json::from_str::<serde_json::Value>(&json).ok())
+        .and_then(|s| s["audit"]["head"].as_str().map(String::from));
+    let verified = surveil::audit::verify_run(&text, head.as_deref())
+        .with_context(|| format!("{} does not verify: it is not sealed again", log.display()))?;
+    let key = encryption_keys(&[new_key.to_path_buf()])?.remove(0);
+    let partial = log.with_extension("jsonl.resealing");
+    let write = || -> std::io::Result<()> {
+        let mut writer = surveil::encryption::SealedWriter::new(std::fs::File::create(&partial)?, &key)?;
+        std::io::Write::write_all(&mut writer, text.as_bytes())?;
+        writer.finish()?.sync_all()?;
+        std::fs::rename(&partial, log)
+    };
+    write().with_context(|| format!("cannot write {}", partial.display()))?;
+    eprintln!(
+        "{}: {} records sealed with key {} (head {})",
+        log.display(),
+        verified.records,
+        key.id_hex(),
+        verified.head
+    );
+    Ok(())
+}
+
 /// `--public-key`: 64 hex digits, or a file holding them.
 fn public_key_arg(given: Option<&str>) -> Result<Option<surveil::audit::VerifyingKey>> {
     let Some(given) = given else { return Ok(None) };
@@ -892,12 +961,18 @@ fn verify_ledger(log: &Path, text: &str, head: Option<&str>, public_key: Option<
 /// `surveil audit verify|show`.
 fn audit(action: AuditAction) -> Result<()> {
     let resolve = |path: PathBuf| if path.is_dir() { path.join(surveil::audit::AUDIT) } else { path };
-    let read = |path: &std::path::Path| {
-        std::fs::read_to_string(path).with_context(|| format!("cannot read the audit log {}", path.display()))
+    let read = |path: &std::path::Path, keys: &[PathBuf]| -> Result<String> {
+        Ok(surveil::audit::read_log(path, &encryption_keys(keys)?)?)
     };
     match action {
-        AuditAction::Keygen { out } => {
-            let (secret, public) = surveil::audit::new_signing_key();
+        AuditAction::Keygen { out, encryption } => {
+            let (secret, public) = if encryption {
+                let key = surveil::encryption::EncryptionKey::generate_hex();
+                let id = surveil::encryption::EncryptionKey::from_hex(&key).map(|k| k.id_hex()).unwrap_or_default();
+                (key, format!("encryption key {id}"))
+            } else {
+                surveil::audit::new_signing_key()
+            };
             let mut options = std::fs::OpenOptions::new();
             options.write(true).create_new(true);
             #[cfg(unix)]
@@ -908,9 +983,9 @@ fn audit(action: AuditAction) -> Result<()> {
                 .with_context(|| format!("cannot write {}", out.display()))?;
             write_stdout(&format!("{public}\n"))
         }
-        AuditAction::Verify { log, head, no_head, public_key } => {
+        AuditAction::Verify { log, head, no_head, public_key, key } => {
             let log = resolve(log);
-            let text = read(&log)?;
+            let text = read(&log, &key)?;
             if surveil::audit::is_ledger(&text) {
                 return verify_ledger(&log, &text, head.as_deref(), public_key.as_deref());
             }
@@ -963,9 +1038,10 @@ fn audit(action: AuditAction) -> Result<()> {
                 inputs.join("\n")
             ))
         }
-        AuditAction::Show { id, log } => {
+        AuditAction::Reseal { log, key, new_key } => reseal(&resolve(log), &key, &new_key),
+        AuditAction::Show { id, log, key } => {
             let log = resolve(log);
-            let text = read(&log)?;
+            let text = read(&log, &key)?;
             let records = surveil::audit::records_about(&text, &id);
             if records.is_empty() {
                 bail!("no record about {id} in {}", log.display());

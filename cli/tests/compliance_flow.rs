@@ -288,3 +288,83 @@ fn a_recorded_day_from_detection_to_a_filed_stor_with_an_audit_trail_that_shows_
     assert!(said.contains("lost records from its end"), "{said}");
     assert_eq!(regulator.received().len(), 2);
 }
+
+fn keygen(path: &Path) -> String {
+    let made = ok(surveil().args(["audit", "keygen", "--encryption", "--out"]).arg(path).output().expect("spawn"));
+    String::from_utf8_lossy(&made.stdout).trim().trim_start_matches("encryption key ").to_string()
+}
+
+#[test]
+fn an_encrypted_audit_trail_holds_no_plaintext_and_opens_with_its_key_only() {
+    let regulator = https::Regulator::start(Vec::new());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = configure(dir.path(), &regulator);
+    let (old, new) = (dir.path().join("old.key"), dir.path().join("new.key"));
+    let (old_id, new_id) = (keygen(&old), keygen(&new));
+    assert_eq!(old_id.len(), 16);
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str("\n[audit]\nencryption_key = \"old.key\"\n");
+    std::fs::write(&config, text).expect("write");
+    let out = dir.path().join("out");
+    run(&config, &out, None);
+
+    // Neither an account nor a price of the day's alerts is in the file.
+    let log = out.join("audit.jsonl");
+    let sealed = std::fs::read(&log).expect("audit log");
+    assert!(surveil::encryption::is_sealed(&sealed));
+    let alerts = common::read_jsonl(&out, "alerts.jsonl");
+    let evidence = alerts[0]["evidence"][0].clone();
+    // As the plaintext would hold it (a bare price of three digits could occur in any random bytes).
+    let price = format!("\"price\":\"{}\"", evidence["price"].as_str().expect("a price"));
+    for secret in TRADERS.iter().map(|t| t.to_string()).chain([price, alerts[0]["id"].as_str().expect("id").into()]) {
+        assert!(!sealed.windows(secret.len()).any(|w| w == secret.as_bytes()), "{secret} in the sealed log");
+    }
+
+    let verify_with = |keys: &[&Path]| {
+        let mut command = surveil();
+        command.args(["audit", "verify"]).arg(&out).env_remove("SURVEIL_ENCRYPTION_KEY");
+        for key in keys {
+            command.arg("--key").arg(key);
+        }
+        command.output().expect("spawn")
+    };
+    let said = failed(verify_with(&[]));
+    assert!(said.contains("is encrypted") && said.contains(&old_id) && said.contains("--key"), "{said}");
+    ok(verify_with(&[&old]));
+    let said = failed(verify_with(&[&new]));
+    assert!(said.contains(&format!("sealed with key {old_id}")), "{said}");
+    let id = alerts[0]["id"].as_str().expect("id");
+    let shown = ok(surveil()
+        .args(["audit", "show", id])
+        .arg(&out)
+        .env("SURVEIL_ENCRYPTION_KEY", std::fs::read_to_string(&old).expect("key").trim())
+        .output()
+        .expect("spawn"));
+    assert!(String::from_utf8_lossy(&shown.stdout).contains(id));
+
+    // A changed byte, a cut: found, with where.
+    let mut changed = sealed.clone();
+    let middle = changed.len() / 2;
+    changed[middle] ^= 1;
+    std::fs::write(&log, &changed).expect("write");
+    assert!(failed(verify_with(&[&old])).contains("was changed or moved"));
+    std::fs::write(&log, &sealed[..sealed.len() - 100]).expect("write");
+    assert!(failed(verify_with(&[&old])).contains("it was cut"));
+    std::fs::write(&log, &sealed).expect("write");
+
+    // Rotation: sealed again under the new key, the log verifies with it, and with both keys.
+    let resealed = surveil()
+        .args(["audit", "reseal"])
+        .arg(&out)
+        .arg("--key")
+        .arg(&old)
+        .arg("--new-key")
+        .arg(&new)
+        .env_remove("SURVEIL_ENCRYPTION_KEY")
+        .output()
+        .expect("spawn");
+    ok(resealed);
+    ok(verify_with(&[&new]));
+    ok(verify_with(&[&old, &new]));
+    assert!(failed(verify_with(&[&old])).contains(&format!("sealed with key {new_id}")));
+}

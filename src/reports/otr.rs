@@ -309,7 +309,9 @@ pub fn otr_report_for(folder: &Path, session: &str, member: Member, config: &Con
 }
 
 fn source(folder: &Path, config: &Config) -> Result<OtrSource, ReportError> {
-    let run_config = std::fs::read_to_string(folder.join(crate::audit::AUDIT)).ok().and_then(|log| {
+    // An encrypted log opens with the keys of the environment, if they are there.
+    let keys = crate::encryption::keys_from_environment().unwrap_or_default();
+    let run_config = crate::audit::read_log(&folder.join(crate::audit::AUDIT), &keys).ok().and_then(|log| {
         let first: Json = serde_json::from_str(log.lines().next()?).ok()?;
         first["data"]["order_to_trade_sha256"].as_str().map(String::from)
     });
