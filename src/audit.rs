@@ -461,6 +461,20 @@ pub fn is_ledger(text: &str) -> bool {
 /// Every checkpoint of a verified log is `key`'s signature of the records before it, and the
 /// log ends with one.
 fn check_signatures(text: &str, verified: Verified, key: &VerifyingKey) -> Result<Verified, AuditError> {
+    let last_checkpoint = signed_through(text, key)?;
+    if last_checkpoint != Some(verified.records) {
+        return Err(AuditError::Unsigned(format!(
+            "records {} to {} are not signed: the log does not end with a checkpoint",
+            last_checkpoint.map_or(1, |s| s + 1),
+            verified.records
+        )));
+    }
+    Ok(verified)
+}
+
+/// Checks every checkpoint of `text` against `key` (each must sign the records before it) and
+/// returns the sequence number of the last one, if any: the records after it are unsigned.
+pub fn signed_through(text: &str, key: &VerifyingKey) -> Result<Option<u64>, AuditError> {
     let mut last_checkpoint = None;
     for (index, line) in text.lines().enumerate() {
         let record: serde_json::Value = serde_json::from_str(line)
@@ -484,14 +498,7 @@ fn check_signatures(text: &str, verified: Verified, key: &VerifyingKey) -> Resul
         key.verify(&checkpoint_message(covers, head), &signature).map_err(|_| bad)?;
         last_checkpoint = Some(seq);
     }
-    if last_checkpoint != Some(verified.records) {
-        return Err(AuditError::Unsigned(format!(
-            "records {} to {} are not signed: the log does not end with a checkpoint",
-            last_checkpoint.map_or(1, |s| s + 1),
-            verified.records
-        )));
-    }
-    Ok(verified)
+    Ok(last_checkpoint)
 }
 
 /// The records of a log about `id` (an alert or case id): every record that names it, the

@@ -82,6 +82,9 @@ impl Config {
             }
         }
         if let Some(submission) = &mut config.submission {
+            if submission.ledger.is_relative() {
+                submission.ledger = base.join(&submission.ledger);
+            }
             for path in [&mut submission.ca_file, &mut submission.drop_dir].into_iter().flatten() {
                 if path.is_relative() {
                     *path = base.join(&*path);
@@ -1098,6 +1101,10 @@ pub struct SubmissionConfig {
     /// PEM file of the certificate authorities to trust instead of the bundled Mozilla roots.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// The ledger of submissions, relative to the configuration's folder. Default
+    /// `submissions.jsonl`.
+    #[serde(default = "ledger_file")]
+    pub ledger: PathBuf,
     /// The environment variable holding the bearer token sent as `Authorization`, if the
     /// endpoint needs one (the token itself is never in the configuration).
     #[serde(default)]
@@ -1115,6 +1122,10 @@ pub struct SubmissionConfig {
     /// The first wait between attempts, doubled after each failure up to 30 s. Default 1 s.
     #[serde(default = "submission_backoff", with = "humantime_serde")]
     pub backoff: Duration,
+}
+
+fn ledger_file() -> PathBuf {
+    PathBuf::from("submissions.jsonl")
 }
 
 fn receipt_field() -> String {

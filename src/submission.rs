@@ -25,9 +25,9 @@
 //! let submitter = Submitter::new(config.submission.as_ref().expect("configured"))?;
 //! let report = ReportDocument::read(br#"{"regulation":"MAR","case":"0123456789abcdef0123456789abcdef","status":"final"}"#.to_vec())?;
 //! let mut ledger = Ledger::open(&dir.path().join("submissions.jsonl"), None)?;
-//! let Submitted::Filed(filing) = submitter.submit(&report, &mut ledger, "carol", false, 1)? else { panic!() };
+//! let Submitted::Filed(filing) = submitter.submit(&report, &mut ledger, "carol", false, false)? else { panic!() };
 //! // The same report again: not sent, the receipt given back.
-//! assert!(matches!(submitter.submit(&report, &mut ledger, "carol", false, 2)?, Submitted::AlreadyFiled(f) if f.receipt == filing.receipt));
+//! assert!(matches!(submitter.submit(&report, &mut ledger, "carol", false, false)?, Submitted::AlreadyFiled(f) if f.receipt == filing.receipt));
 //! # Ok(())
 //! # }
 //! ```
@@ -87,6 +87,31 @@ pub enum SubmissionError {
         /// The last failure.
         error: String,
     },
+    /// An earlier drop of the report into the folder stopped before its outcome was recorded.
+    #[error(
+        "an earlier submission of this report to {destination} was interrupted ({at}) before its outcome was \
+         recorded: the file may have been delivered and collected. Check with the collecting system, then run again \
+         with --resend to drop it again"
+    )]
+    Interrupted {
+        /// The folder.
+        destination: String,
+        /// When the interrupted attempt started.
+        at: String,
+    },
+    /// The report was filed but the ledger could not record it.
+    #[error(
+        "the report of case {case} was filed (receipt {receipt}) but the ledger could not record it: {error}. Keep \
+         the receipt; the same report sent again is answered with it"
+    )]
+    Unrecorded {
+        /// The case.
+        case: String,
+        /// The receipt.
+        receipt: String,
+        /// Why the ledger could not record it.
+        error: String,
+    },
     /// The ledger does not verify: it was edited.
     #[error("the submissions ledger {path} does not verify: {source}")]
     Tampered {
@@ -120,16 +145,11 @@ pub enum SubmissionError {
 /// A finished report as it will be filed: its bytes, what it is about and its digest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReportDocument {
-    /// The case it reports.
-    pub case: String,
-    /// `final` or `draft`.
-    pub status: String,
-    /// `application/json` or `application/xml`.
-    pub content_type: &'static str,
-    /// The bytes filed.
-    pub bytes: Vec<u8>,
-    /// Their SHA-256, in hex: the report's identity and its idempotency key.
-    pub sha256: String,
+    case: String,
+    status: String,
+    content_type: &'static str,
+    bytes: Vec<u8>,
+    sha256: String,
 }
 
 impl ReportDocument {
@@ -150,13 +170,19 @@ impl ReportDocument {
                 }
             }
         } else if trimmed.starts_with('<') {
-            let root = trimmed
-                .split("<STOR ")
-                .nth(1)
+            // The root element itself, after the XML declaration only (a comment or another
+            // element naming a STOR does not count).
+            let body = match trimmed.strip_prefix("<?xml") {
+                Some(rest) => rest.split_once("?>").map_or("", |(_, after)| after).trim_start(),
+                None => trimmed,
+            };
+            let root = body
+                .strip_prefix("<STOR ")
                 .and_then(|rest| rest.split('>').next())
+                .map(|attributes| format!(" {attributes}"))
                 .ok_or_else(|| SubmissionError::NotAReport("an XML STOR's root element is <STOR>".into()))?;
             let attribute = |name: &str| {
-                root.split(&format!("{name}=\"")).nth(1).and_then(|rest| rest.split('"').next()).map(String::from)
+                root.split(&format!(" {name}=\"")).nth(1).and_then(|rest| rest.split('"').next()).map(String::from)
             };
             match (attribute("case"), attribute("status")) {
                 (Some(case), Some(status)) => (case, status, "application/xml"),
@@ -167,17 +193,43 @@ impl ReportDocument {
                 "neither JSON nor XML (an HTML report is for reading, not for filing)".into(),
             ));
         };
-        if crate::model::AlertId::parse(&case).is_none() {
-            return Err(SubmissionError::NotAReport(format!("case {case:?} is not a case id")));
-        }
+        // The case as the run names it (lower-case hex), whatever the file's spelling.
+        let case = crate::model::AlertId::parse(&case)
+            .ok_or_else(|| SubmissionError::NotAReport(format!("case {case:?} is not a case id")))?
+            .to_string();
         let sha256 = sha256_hex(&bytes);
         Ok(ReportDocument { case, status, content_type, bytes, sha256 })
     }
 
-    /// The file name a file drop gives it.
+    /// The case it reports.
+    pub fn case(&self) -> &str {
+        &self.case
+    }
+
+    /// `final` or `draft`.
+    pub fn status(&self) -> &str {
+        &self.status
+    }
+
+    /// `application/json` or `application/xml`.
+    pub fn content_type(&self) -> &'static str {
+        self.content_type
+    }
+
+    /// The bytes filed.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Their SHA-256, in hex: the report's identity and its idempotency key.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// The file name a file drop gives it: the case and the first 16 digits of the digest.
     fn file_name(&self) -> String {
         let extension = if self.content_type == "application/xml" { "xml" } else { "json" };
-        format!("STOR-{}-{}.{extension}", self.case, &self.sha256[..16])
+        format!("STOR-{}-{}.{extension}", self.case, self.sha256.get(..16).unwrap_or(&self.sha256))
     }
 }
 
@@ -208,7 +260,11 @@ pub struct Ledger {
     path: PathBuf,
     log: AuditLog<std::fs::File>,
     filings: Vec<Filing>,
+    /// Reports whose last attempt started (`sending`) without an outcome: report digest → when.
+    interrupted: std::collections::HashMap<String, String>,
     lock: PathBuf,
+    /// Records written without a signature (an interrupted submission) found on opening.
+    recovered: Option<(u64, u64)>,
 }
 
 impl Ledger {
@@ -230,30 +286,72 @@ impl Ledger {
 
     fn open_locked(path: &Path, signer: Option<SigningKey>, lock: &Path) -> Result<Ledger, SubmissionError> {
         let io = |source| SubmissionError::Io { path: path.to_path_buf(), source };
+        let tampered = |source| SubmissionError::Tampered { path: path.to_path_buf(), source };
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(io(e)),
         };
-        let verified = verify_ledger(&text, None, signer.as_ref().map(|k| k.verifying_key()).as_ref())
-            .map_err(|source| SubmissionError::Tampered { path: path.to_path_buf(), source })?;
-        let filings = text
-            .lines()
-            .filter_map(|line| serde_json::from_str::<Json>(line).ok())
+        let verified = verify_ledger(&text, None, None).map_err(tampered)?;
+        // Every checkpoint must be the key's; records after the last one were written by a
+        // submission that was interrupted (or before the ledger had a key): they are named in a
+        // `recovered` record and signed now.
+        let signed_through = match &signer {
+            Some(key) => crate::audit::signed_through(&text, &key.verifying_key()).map_err(tampered)?,
+            None => None,
+        };
+        let records: Vec<Json> = text.lines().filter_map(|line| serde_json::from_str::<Json>(line).ok()).collect();
+        let filings = records
+            .iter()
             .filter(|record| record["kind"] == "filed")
             .filter_map(|record| serde_json::from_value::<Filing>(record["data"].clone()).ok())
             .collect();
+        let mut interrupted = std::collections::HashMap::new();
+        for record in &records {
+            let digest = record["data"]["report_sha256"].as_str().unwrap_or_default().to_string();
+            match record["kind"].as_str() {
+                Some("sending") => {
+                    interrupted.insert(digest, record["data"]["at"].as_str().unwrap_or_default().to_string());
+                }
+                Some("attempt") => {
+                    interrupted.remove(&digest);
+                }
+                _ => {}
+            }
+        }
         let file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
         let mut log = AuditLog::resume(file, &verified);
+        let signed = signer.is_some();
         if let Some(key) = signer {
             log = log.signed(key, 0);
         }
-        let mut ledger = Ledger { path: path.to_path_buf(), log, filings, lock: lock.to_path_buf() };
+        let unsigned_from = signed_through.map_or(1, |seq| seq + 1);
+        let recovered = (signed && verified.records >= unsigned_from).then_some((unsigned_from, verified.records));
+        let mut ledger =
+            Ledger { path: path.to_path_buf(), log, filings, interrupted, lock: lock.to_path_buf(), recovered };
         if verified.records == 0 {
             ledger.append(LEDGER_STARTED, &json!({"surveil": env!("CARGO_PKG_VERSION")}))?;
             ledger.seal()?;
+        } else if let Some((first, last)) = recovered {
+            ledger.append(
+                "recovered",
+                &json!({
+                    "unsigned_from": first,
+                    "unsigned_to": last,
+                    "at": format_time(clock()),
+                    "why": "records after the last checkpoint: a submission was interrupted, or the ledger was \
+                            kept without a signing key",
+                }),
+            )?;
+            ledger.seal()?;
         }
         Ok(ledger)
+    }
+
+    /// Records found unsigned when the ledger was opened with a key (first and last sequence
+    /// number), now signed after a `recovered` record.
+    pub fn recovered(&self) -> Option<(u64, u64)> {
+        self.recovered
     }
 
     /// The filing of the report with digest `sha256`, if it was filed.
@@ -343,11 +441,17 @@ impl Submitter {
             #[cfg(feature = "http")]
             (Some(url), None) => {
                 let token = match &config.token_variable {
-                    Some(variable) => Some(std::env::var(variable).map_err(|_| {
-                        SubmissionError::Config(format!(
-                            "submission.token_variable: the environment variable {variable} holds no token"
-                        ))
-                    })?),
+                    Some(variable) => Some(
+                        std::env::var(variable)
+                            .ok()
+                            .map(|token| token.trim().to_string())
+                            .filter(|token| !token.is_empty())
+                            .ok_or_else(|| {
+                                SubmissionError::Config(format!(
+                                    "submission.token_variable: the environment variable {variable} holds no token"
+                                ))
+                            })?,
+                    ),
                     None => None,
                 };
                 let agent = crate::webhook::http_agent(config.timeout, config.ca_file.as_deref())
@@ -373,15 +477,17 @@ impl Submitter {
     }
 
     /// Files `report` (a final one) unless the ledger shows it filed, recording every attempt
-    /// and the outcome in `ledger`; `now` (nanoseconds since 1970) stamps the records. A case
-    /// with a report filed takes another only as a `follow_up`.
+    /// (a `sending` record before it, an `attempt` record after) and the outcome in `ledger`,
+    /// stamped by the clock. A case with a report filed takes another only as a `follow_up`. A
+    /// drop into a folder that was interrupted before its outcome was recorded is repeated only
+    /// when `resend` says so (the collecting system may have taken the file).
     pub fn submit(
         &self,
         report: &ReportDocument,
         ledger: &mut Ledger,
         by: &str,
         follow_up: bool,
-        now: u64,
+        resend: bool,
     ) -> Result<Submitted, SubmissionError> {
         if report.status != "final" {
             return Err(SubmissionError::Draft { case: report.case.clone(), status: report.status.clone() });
@@ -400,35 +506,48 @@ impl Submitter {
             });
         }
         let destination = self.destination();
+        if let (Destination::Folder(_), Some(at)) = (&self.destination, ledger.interrupted.get(&report.sha256))
+            && !resend
+        {
+            return Err(SubmissionError::Interrupted { destination, at: at.clone() });
+        }
         let mut attempts = 0u32;
         let mut ledger_error = None;
-        let mut record_attempt = |ledger: &mut Ledger, outcome: &Result<String, Attempt>| {
+        // Before each attempt a `sending` record, after it an `attempt` record: a ledger that
+        // ends between the two shows an attempt whose outcome is unknown. A ledger that cannot
+        // be written stops the submission.
+        let mut attempt_once = |ledger: &mut Ledger, send: &mut dyn FnMut() -> Result<String, Attempt>| {
             attempts += 1;
-            let (status, error, receipt) = match outcome {
-                Ok(receipt) => (None, None, Some(receipt.clone())),
-                Err(failure) => (failure.status, Some(failure.error.clone()), None),
-            };
-            let data = json!({
+            let common = json!({
                 "case": report.case,
                 "report_sha256": report.sha256,
-                "idempotency_key": report.sha256,
                 "destination": destination,
                 "attempt": attempts,
-                "at": format_time(now_or(now)),
-                "status": status,
-                "error": error,
-                "receipt": receipt,
             });
+            let mut sending = common.clone();
+            sending["at"] = Json::from(format_time(clock()));
+            if let Err(e) = ledger.append("sending", &sending) {
+                ledger_error.get_or_insert(e);
+                return Err(Attempt { status: None, error: "the ledger cannot be written".into(), retry: false });
+            }
+            let outcome = send();
+            let mut data = common;
+            data["idempotency_key"] = Json::from(report.sha256.as_str());
+            data["at"] = Json::from(format_time(clock()));
+            match &outcome {
+                Ok(receipt) => data["receipt"] = Json::from(receipt.as_str()),
+                Err(failure) => {
+                    data["status"] = json!(failure.status);
+                    data["error"] = Json::from(failure.error.as_str());
+                }
+            }
             if let Err(e) = ledger.append("attempt", &data) {
                 ledger_error.get_or_insert(e);
             }
+            outcome
         };
         let outcome: Result<String, Option<Attempt>> = match &self.destination {
-            Destination::Folder(dir) => {
-                let outcome = drop_file(dir, report);
-                record_attempt(ledger, &outcome);
-                outcome.map_err(Some)
-            }
+            Destination::Folder(dir) => attempt_once(ledger, &mut || drop_file(dir, report)).map_err(Some),
             #[cfg(feature = "http")]
             Destination::Endpoint { agent, url, token } => {
                 let (_, outcome) = crate::webhook::with_retries(
@@ -437,22 +556,21 @@ impl Submitter {
                     self.config.max_attempts,
                     &|| None,
                     |timeout| {
-                        let outcome = self.post(agent, url, token.as_deref(), report, timeout);
-                        record_attempt(ledger, &outcome);
-                        outcome.map_err(|a| crate::webhook::Failure {
-                            status: a.status,
-                            error: a.error,
-                            retry: a.retry,
-                        })
+                        attempt_once(ledger, &mut || self.post(agent, url, token.as_deref(), report, timeout))
+                            .map_err(|a| crate::webhook::Failure { status: a.status, error: a.error, retry: a.retry })
                     },
                 );
                 outcome.map_err(|last| last.map(|f| Attempt { status: f.status, error: f.error, retry: f.retry }))
             }
         };
         if let Some(e) = ledger_error {
-            return Err(e);
+            return Err(match outcome {
+                Ok(receipt) => SubmissionError::Unrecorded { case: report.case.clone(), receipt, error: e.to_string() },
+                Err(_) => e,
+            });
         }
-        let at = format_time(now);
+        ledger.interrupted.remove(&report.sha256);
+        let at = format_time(clock());
         match outcome {
             Ok(receipt) => {
                 let filing = Filing {
@@ -465,8 +583,16 @@ impl Submitter {
                     by: by.to_string(),
                     follow_up,
                 };
-                ledger.append("filed", &serde_json::to_value(&filing).unwrap_or_default())?;
-                ledger.seal()?;
+                let recorded = ledger
+                    .append("filed", &serde_json::to_value(&filing).unwrap_or_default())
+                    .and_then(|()| ledger.seal());
+                if let Err(e) = recorded {
+                    return Err(SubmissionError::Unrecorded {
+                        case: filing.case,
+                        receipt: filing.receipt,
+                        error: e.to_string(),
+                    });
+                }
                 ledger.filings.push(filing.clone());
                 Ok(Submitted::Filed(filing))
             }
@@ -533,13 +659,13 @@ impl Submitter {
     }
 }
 
-/// The time an attempt is stamped with: now by the clock, never before the submission's `now`.
-fn now_or(now: u64) -> u64 {
+/// Now, by the clock, in nanoseconds since 1970.
+fn clock() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .ok()
         .and_then(|d| u64::try_from(d.as_nanos()).ok())
-        .map_or(now, |clock| clock.max(now))
+        .unwrap_or(0)
 }
 
 /// Writes the report into `dir` under its name, atomically (a temporary file, synced, then
@@ -591,13 +717,13 @@ mod tests {
     #[test]
     fn reports_are_read_from_json_and_xml_only() {
         let json = json_report("final", "x");
-        assert_eq!((json.case.as_str(), json.status.as_str(), json.content_type), (CASE, "final", "application/json"));
-        assert_eq!(json.sha256, sha256_hex(&json.bytes));
+        assert_eq!((json.case(), json.status(), json.content_type()), (CASE, "final", "application/json"));
+        assert_eq!(json.sha256(), sha256_hex(json.bytes()));
         let xml = ReportDocument::read(
             format!("<?xml version=\"1.0\"?>\n<STOR case=\"{CASE}\" status=\"draft\">\n</STOR>\n").into_bytes(),
         )
         .expect("xml");
-        assert_eq!((xml.status.as_str(), xml.content_type), ("draft", "application/xml"));
+        assert_eq!((xml.status(), xml.content_type()), ("draft", "application/xml"));
         for (bad, why) in [
             ("<html><body>STOR</body></html>", "<STOR>"),
             ("<!DOCTYPE html>", "<STOR>"),
@@ -619,27 +745,30 @@ mod tests {
         let path = dir.path().join(LEDGER);
         let mut ledger = Ledger::open(&path, None).expect("ledger");
         let draft = json_report("draft", "x");
-        assert!(matches!(submitter.submit(&draft, &mut ledger, "carol", false, 1), Err(SubmissionError::Draft { .. })));
+        assert!(matches!(
+            submitter.submit(&draft, &mut ledger, "carol", false, false),
+            Err(SubmissionError::Draft { .. })
+        ));
         let report = json_report("final", "x");
-        let Ok(Submitted::Filed(filing)) = submitter.submit(&report, &mut ledger, "carol", false, 10) else {
+        let Ok(Submitted::Filed(filing)) = submitter.submit(&report, &mut ledger, "carol", false, false) else {
             panic!("filed")
         };
-        assert_eq!(filing.receipt, format!("file:STOR-{CASE}-{}.json", &report.sha256[..16]));
+        assert_eq!(filing.receipt, format!("file:STOR-{CASE}-{}.json", &report.sha256()[..16]));
         let dropped = dir.path().join("outbox").join(filing.receipt.trim_start_matches("file:"));
-        assert_eq!(std::fs::read(&dropped).expect("dropped"), report.bytes);
+        assert_eq!(std::fs::read(&dropped).expect("dropped"), report.bytes());
         // Another report of the same case needs --follow-up; the same one is not filed again.
         let corrected = json_report("final", "y");
         assert!(matches!(
-            submitter.submit(&corrected, &mut ledger, "carol", false, 20),
+            submitter.submit(&corrected, &mut ledger, "carol", false, false),
             Err(SubmissionError::CaseAlreadyFiled { .. })
         ));
         drop(ledger);
         let mut ledger = Ledger::open(&path, None).expect("reopened");
         assert_eq!(
-            submitter.submit(&report, &mut ledger, "dave", false, 30).expect("again"),
+            submitter.submit(&report, &mut ledger, "dave", false, false).expect("again"),
             Submitted::AlreadyFiled(filing.clone())
         );
-        let Ok(Submitted::Filed(second)) = submitter.submit(&corrected, &mut ledger, "carol", true, 40) else {
+        let Ok(Submitted::Filed(second)) = submitter.submit(&corrected, &mut ledger, "carol", true, false) else {
             panic!("follow-up filed")
         };
         assert!(second.follow_up);
@@ -651,8 +780,37 @@ mod tests {
             .lines()
             .map(|l| serde_json::from_str::<Json>(l).expect("json")["kind"].as_str().unwrap_or("").to_string())
             .collect();
-        assert_eq!(kinds, ["ledger_started", "attempt", "filed", "attempt", "filed"]);
-        assert_eq!(verify_ledger(&text, None, None).map(|v| v.records), Ok(5));
+        assert_eq!(kinds, ["ledger_started", "sending", "attempt", "filed", "sending", "attempt", "filed"]);
+        assert_eq!(verify_ledger(&text, None, None).map(|v| v.records), Ok(7));
+    }
+
+    #[test]
+    fn an_interrupted_drop_is_repeated_only_when_asked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let submitter = drop_submitter(dir.path());
+        let path = dir.path().join(LEDGER);
+        let report = json_report("final", "x");
+        {
+            // Killed after announcing the drop, before its outcome was recorded.
+            let mut ledger = Ledger::open(&path, None).expect("ledger");
+            let sending = json!({"case": CASE, "report_sha256": report.sha256(), "attempt": 1, "at": "then"});
+            ledger.append("sending", &sending).expect("append");
+        }
+        let mut ledger = Ledger::open(&path, None).expect("ledger");
+        let refused = submitter.submit(&report, &mut ledger, "carol", false, false);
+        assert!(matches!(refused, Err(SubmissionError::Interrupted { .. })), "{refused:?}");
+        let filed = submitter.submit(&report, &mut ledger, "carol", false, true);
+        assert!(matches!(filed, Ok(Submitted::Filed(_))), "{filed:?}");
+    }
+
+    #[test]
+    fn reports_name_their_case_in_lower_case_and_only_the_root_element_counts() {
+        let upper = format!(r#"{{"regulation":"MAR","case":"{}","status":"final"}}"#, CASE.to_uppercase());
+        assert_eq!(ReportDocument::read(upper.into_bytes()).expect("report").case(), CASE);
+        let disguised = format!(
+            "<?xml version=\"1.0\"?>\n<!-- <STOR case=\"{CASE}\" status=\"final\"> -->\n<STOR case=\"{CASE}\" status=\"draft\">"
+        );
+        assert!(ReportDocument::read(disguised.into_bytes()).is_err());
     }
 
     #[test]
@@ -662,7 +820,7 @@ mod tests {
         let path = dir.path().join(LEDGER);
         let mut ledger = Ledger::open(&path, None).expect("ledger");
         assert!(matches!(Ledger::open(&path, None), Err(SubmissionError::Locked { .. })), "one submission at a time");
-        submitter.submit(&json_report("final", "x"), &mut ledger, "carol", false, 1).expect("filed");
+        submitter.submit(&json_report("final", "x"), &mut ledger, "carol", false, false).expect("filed");
         drop(ledger);
         let text = std::fs::read_to_string(&path).expect("ledger");
         // Removing the attempt before the filing, or editing the filing: the ledger no longer verifies.
@@ -677,10 +835,22 @@ mod tests {
         let signed = dir.path().join("signed.jsonl");
         let key = SigningKey::from_bytes(&[3u8; 32]);
         let mut ledger = Ledger::open(&signed, Some(key.clone())).expect("signed ledger");
-        submitter.submit(&json_report("final", "z"), &mut ledger, "carol", false, 1).expect("filed");
+        submitter.submit(&json_report("final", "z"), &mut ledger, "carol", false, false).expect("filed");
         drop(ledger);
         let text = std::fs::read_to_string(&signed).expect("ledger");
         assert!(verify_ledger(&text, None, Some(&key.verifying_key())).is_ok());
         assert!(Ledger::open(&signed, Some(SigningKey::from_bytes(&[4u8; 32]))).is_err(), "another key");
+        // A submission killed between its records: the unsigned end is named and signed on opening.
+        {
+            let mut ledger = Ledger::open(&signed, Some(key.clone())).expect("signed ledger");
+            ledger.append("sending", &json!({"case": CASE, "report_sha256": "ab", "attempt": 1})).expect("append");
+        }
+        let ledger = Ledger::open(&signed, Some(key.clone())).expect("reopened");
+        let (first, last) = ledger.recovered().expect("recovered");
+        assert_eq!(first, last);
+        drop(ledger);
+        let text = std::fs::read_to_string(&signed).expect("ledger");
+        assert!(text.contains("\"kind\":\"recovered\""));
+        assert!(verify_ledger(&text, None, Some(&key.verifying_key())).is_ok());
     }
 }

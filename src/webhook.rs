@@ -252,24 +252,35 @@ pub(crate) struct Failure {
 /// 5xx may pass if tried again; other answers (a malformed request, a redirect, which would turn
 /// the POST into a GET) and a certificate the configured authorities do not vouch for will not.
 pub(crate) fn send(request: ureq::RequestBuilder<ureq::typestate::WithBody>, body: &str) -> Result<u16, Failure> {
-    exchange(request, body.as_bytes()).map(|(status, _)| status)
+    // The answer's body of an accepted event is not needed: failing to read it must not make
+    // the event look undelivered (and be sent twice).
+    accepted(request.send(body)).map(|(status, _)| status)
 }
 
-/// [`send`], returning the answer's body with its status.
+/// [`send`], returning the answer's body with its status: an accepted answer whose body cannot
+/// be read is a failure that may pass if tried again (for endpoints that recognise a repeat).
 pub(crate) fn exchange(
     request: ureq::RequestBuilder<ureq::typestate::WithBody>,
     body: &[u8],
 ) -> Result<(u16, String), Failure> {
-    match request.send(body) {
+    let (status, mut response) = accepted(request.send(body))?;
+    let answer = response.body_mut().read_to_string().map_err(|e| Failure {
+        status: Some(status),
+        error: format!("HTTP {status}, but the answer could not be read: {e}"),
+        retry: true,
+    })?;
+    Ok((status, answer))
+}
+
+/// A 2xx answer with its status, or the failure with whether it may pass if tried again.
+fn accepted(
+    sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> Result<(u16, ureq::http::Response<ureq::Body>), Failure> {
+    match sent {
         Ok(mut response) => {
             let status = response.status().as_u16();
             if (200..300).contains(&status) {
-                let answer = response.body_mut().read_to_string().map_err(|e| Failure {
-                    status: Some(status),
-                    error: format!("HTTP {status}, but the answer could not be read: {e}"),
-                    retry: true,
-                })?;
-                return Ok((status, answer));
+                return Ok((status, response));
             }
             let said: String = response.body_mut().read_to_string().unwrap_or_default().chars().take(300).collect();
             let retry = status == 429 || status >= 500 || status == 408;

@@ -154,18 +154,24 @@ enum ReportKind {
         /// Who files it.
         #[arg(long)]
         by: String,
-        /// The submissions ledger.
-        #[arg(long, default_value = surveil::submission::LEDGER)]
-        ledger: PathBuf,
-        /// The case-actions file the receipt is recorded in.
-        #[arg(long, default_value = "case_actions.jsonl")]
-        actions: PathBuf,
+        /// The submissions ledger (default: `submission.ledger` of the configuration).
+        #[arg(long)]
+        ledger: Option<PathBuf>,
+        /// The case-actions file the receipt is recorded in (default: the first of
+        /// `cases.actions`, else case_actions.jsonl).
+        #[arg(long)]
+        actions: Option<PathBuf>,
         /// When the filing is recorded on the case (RFC 3339 or nanoseconds); default now.
         #[arg(long)]
         at: Option<String>,
         /// The case has a report filed already and this one corrects or completes it.
         #[arg(long)]
         follow_up: bool,
+        /// Drop the report into the folder again although an earlier drop was interrupted
+        /// before its outcome was recorded (after checking the collecting system has not taken
+        /// it).
+        #[arg(long)]
+        resend: bool,
     },
     /// The end-of-session order-to-trade report of MiFID II RTS 9: count and volume ratios per
     /// member and instrument, with the breaches marked, from a run's order_to_trade.jsonl.
@@ -716,8 +722,9 @@ fn report(kind: ReportKind) -> Result<()> {
         ReportKind::Stor { case, run, config, delay_reason, suspicion_formed, at, format, out } => {
             return stor(StorArgs { case, run, config, delay_reason, suspicion_formed, at, format, out });
         }
-        ReportKind::Submit { report, config, by, ledger, actions, at, follow_up } => {
-            return submit(&report, &config, &by, &ledger, &actions, at.as_deref(), follow_up);
+        ReportKind::Submit { report, config, by, ledger, actions, at, follow_up, resend } => {
+            let flags = SubmitFlags { follow_up, resend };
+            return submit(&report, &config, &by, ledger, actions, at.as_deref(), flags);
         }
         ReportKind::Otr { run, session, member, config, format, out } => (run, session, member, config, format, out),
         ReportKind::Finra3110 { run, quarter, timezone, format, out } => {
@@ -762,18 +769,25 @@ fn report(kind: ReportKind) -> Result<()> {
     Ok(())
 }
 
+/// `surveil report submit`'s switches.
+struct SubmitFlags {
+    follow_up: bool,
+    resend: bool,
+}
+
 /// `surveil report submit`.
 fn submit(
     report: &Path,
-    config: &Path,
+    config_path: &Path,
     by: &str,
-    ledger: &Path,
-    actions: &Path,
+    ledger: Option<PathBuf>,
+    actions: Option<PathBuf>,
     at: Option<&str>,
-    follow_up: bool,
+    flags: SubmitFlags,
 ) -> Result<()> {
+    use surveil::model::{CaseAction, CaseActionKind};
     use surveil::submission::{Ledger, ReportDocument, Submitted, Submitter};
-    let config = Config::load(config)?;
+    let config = Config::load(config_path)?;
     let Some(submission) = &config.submission else {
         bail!("the configuration has no [submission] section: say where reports are filed (url or drop_dir)");
     };
@@ -783,33 +797,47 @@ fn submit(
     let bytes = std::fs::read(report).with_context(|| format!("cannot read the report {}", report.display()))?;
     let document = ReportDocument::read(bytes).with_context(|| report.display().to_string())?;
     let time = time_arg("--at", at)?;
-    // A filing recorded on the case but not in the ledger: the ledger lost its end.
-    let recorded: Vec<surveil::model::CaseAction> = if actions.exists() {
-        surveil::cases::read_actions(actions, 0)
-            .with_context(|| format!("cannot read the case-actions file {}", actions.display()))?
-            .0
-    } else {
-        Vec::new()
-    };
+    let ledger_path = ledger.unwrap_or_else(|| submission.ledger.clone());
+    let actions = actions
+        .or_else(|| config.cases.actions.first().cloned())
+        .unwrap_or_else(|| PathBuf::from("case_actions.jsonl"));
+    let submitter = Submitter::new(submission)?;
+    let mut ledger = Ledger::open(&ledger_path, surveil::pipeline::audit_signing_key(&config)?)?;
+    if let Some((first, last)) = ledger.recovered() {
+        eprintln!(
+            "warning: records {first} to {last} of the ledger {} were not signed (a submission was interrupted, or \
+             the ledger had no signing key): recorded as recovered and signed now",
+            ledger_path.display()
+        );
+    }
+    // Read under the ledger's lock, from every case-actions file the runs replay: a filing
+    // recorded on the case but not in the ledger means the ledger lost its end.
+    let mut files = config.cases.actions.clone();
+    if !files.contains(&actions) {
+        files.push(actions.clone());
+    }
+    let mut recorded: Vec<CaseAction> = Vec::new();
+    for file in files.iter().filter(|f| f.exists()) {
+        let (read, _) = surveil::cases::read_actions(file, 0)
+            .with_context(|| format!("cannot read the case-actions file {}", file.display()))?;
+        recorded.extend(read);
+    }
     let recorded_receipt = |digest: &str| {
         recorded.iter().find_map(|action| match &action.kind {
-            surveil::model::CaseActionKind::Filed { receipt, report } if report == digest => Some(receipt.clone()),
+            CaseActionKind::Filed { receipt, report } if report == digest => Some(receipt.clone()),
             _ => None,
         })
     };
-    let mut ledger = Ledger::open(ledger, surveil::pipeline::audit_signing_key(&config)?)?;
-    if ledger.filed(&document.sha256).is_none()
-        && let Some(receipt) = recorded_receipt(&document.sha256)
+    if ledger.filed(document.sha256()).is_none()
+        && let Some(receipt) = recorded_receipt(document.sha256())
     {
         bail!(
-            "{} records this report as filed (receipt {receipt}) but the ledger {} does not: the ledger lost \
-             records from its end; it is not filed again",
-            actions.display(),
-            ledger.path().display()
+            "the case actions record this report as filed (receipt {receipt}) but the ledger {} does not: the \
+             ledger lost records from its end; it is not filed again",
+            ledger_path.display()
         );
     }
-    let submitter = Submitter::new(submission)?;
-    let filing = match submitter.submit(&document, &mut ledger, by, follow_up, time)? {
+    let filing = match submitter.submit(&document, &mut ledger, by, flags.follow_up, flags.resend)? {
         Submitted::Filed(filing) => {
             eprintln!(
                 "case {}: report {} filed at {} in {} attempt(s): receipt {}",
@@ -826,22 +854,19 @@ fn submit(
         }
     };
     // The receipt on the case (again, if an earlier submission stopped before recording it).
-    if recorded_receipt(&document.sha256).is_none() {
+    if recorded_receipt(document.sha256()).is_none() {
         let case = surveil::model::AlertId::parse(&filing.case).context("the report's case id")?;
-        let action = surveil::model::CaseAction {
+        let action = CaseAction {
             time,
             case,
-            kind: surveil::model::CaseActionKind::Filed {
-                receipt: filing.receipt.clone(),
-                report: filing.report_sha256.clone(),
-            },
+            kind: CaseActionKind::Filed { receipt: filing.receipt.clone(), report: filing.report_sha256.clone() },
             by: filing.by.clone(),
             reason: format!("report filed at {}", filing.destination),
             source: 0,
             line: 0,
             offset: 0,
         };
-        surveil::cases::append_action(actions, &action)
+        surveil::cases::append_action(&actions, &action)
             .with_context(|| format!("cannot record the receipt in {}", actions.display()))?;
         eprintln!(
             "recorded the receipt on case {} in {} (replayed by `surveil run --case-actions {}`)",
@@ -850,6 +875,7 @@ fn submit(
             actions.display()
         );
     }
+    drop(ledger);
     write_stdout(&format!("{}\n", filing.receipt))
 }
 
@@ -986,7 +1012,10 @@ fn audit(action: AuditAction) -> Result<()> {
         AuditAction::Verify { log, head, no_head, public_key, key } => {
             let log = resolve(log);
             let text = read(&log, &key)?;
-            if surveil::audit::is_ledger(&text) {
+            // A run's log is never taken for a ledger, whatever its first record says.
+            if surveil::audit::is_ledger(&text)
+                && log.file_name().is_some_and(|name| name != std::ffi::OsStr::new(surveil::audit::AUDIT))
+            {
                 return verify_ledger(&log, &text, head.as_deref(), public_key.as_deref());
             }
             let summary = log.with_file_name(surveil::output::SUMMARY);

@@ -279,6 +279,12 @@ fn a_recorded_day_from_detection_to_a_filed_stor_with_an_audit_trail_that_shows_
     std::fs::write(tampered.join("audit.jsonl"), rewritten.into_inner()).expect("write");
     let said = failed(verify(&tampered));
     assert!(said.contains("not at the head its run recorded"), "{said}");
+    // Nor does a run's log pass as a submissions ledger, which has no head to match.
+    let mut disguised = surveil::audit::AuditLog::new(Vec::new());
+    disguised.append("ledger_started", &serde_json::json!({})).expect("append");
+    std::fs::write(tampered.join("audit.jsonl"), disguised.into_inner()).expect("write");
+    let said = failed(verify(&tampered));
+    assert!(said.contains("does not verify"), "{said}");
 
     // A ledger that lost its end would let the report be filed twice: the case actions show
     // the filing, and the submission is refused.
