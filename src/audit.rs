@@ -152,6 +152,140 @@ impl<W: Write> AuditLog<W> {
     }
 }
 
+/// Bytes per block of an input's digest: a digest per block says where an input changed.
+pub const DIGEST_BLOCK: usize = 8 << 20;
+
+/// The digest of an input as a run read it: the SHA-256 of each block of [`DIGEST_BLOCK`]
+/// bytes (the last one shorter), and of the file as the SHA-256 of those digests' bytes in
+/// order (one pass over the file, not two).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct InputDigest {
+    /// The input's path.
+    pub path: String,
+    /// Its size.
+    pub bytes: u64,
+    /// The SHA-256 of the blocks' digests (32 bytes each, in order).
+    pub sha256: String,
+    /// Bytes per block.
+    pub block_bytes: u64,
+    /// The SHA-256 of each block, in order.
+    pub blocks: Vec<String>,
+}
+
+/// The digest of the file at `path`; `None` when `stop()` says to give up first.
+pub fn digest_input(path: &std::path::Path, stop: &dyn Fn() -> bool) -> std::io::Result<Option<InputDigest>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let (mut whole, mut block) = (Sha256::new(), Sha256::new());
+    let (mut blocks, mut bytes, mut in_block) = (Vec::new(), 0u64, 0usize);
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        if stop() {
+            return Ok(None);
+        }
+        let read = match file.read(&mut buffer[..(DIGEST_BLOCK - in_block).min(1 << 20)]) {
+            Ok(read) => read,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if read > 0 {
+            block.update(&buffer[..read]);
+            in_block += read;
+            bytes += read as u64;
+        }
+        if (read == 0 && in_block > 0) || in_block == DIGEST_BLOCK {
+            let digest = std::mem::take(&mut block).finalize();
+            whole.update(digest);
+            blocks.push(hex(&digest));
+            in_block = 0;
+        }
+        if read == 0 {
+            break;
+        }
+    }
+    Ok(Some(InputDigest {
+        path: path.display().to_string(),
+        bytes,
+        sha256: hex(&whole.finalize()),
+        block_bytes: DIGEST_BLOCK as u64,
+        blocks,
+    }))
+}
+
+/// What an input is now, against the digest its run recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InputCheck {
+    /// The same bytes.
+    Unchanged {
+        /// The input.
+        path: String,
+    },
+    /// Different bytes: from the first block that differs.
+    Changed {
+        /// The input.
+        path: String,
+        /// The first byte of the first block that differs.
+        from: u64,
+        /// The size recorded.
+        recorded_bytes: u64,
+        /// The size now.
+        bytes: u64,
+    },
+    /// The input cannot be read now.
+    Unreadable {
+        /// The input.
+        path: String,
+        /// Why.
+        error: String,
+    },
+    /// The run did not record a digest of it (it was stopped first, or read from a stream).
+    NotRecorded {
+        /// The input.
+        path: String,
+        /// Why, as the run said.
+        why: String,
+    },
+}
+
+/// Checks the inputs a run's log names (the `input_digests` of its `run_finished` record)
+/// against the files as they are now.
+pub fn check_inputs(text: &str) -> Vec<InputCheck> {
+    let finished = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|record| record["kind"] == "run_finished");
+    let recorded = finished.map(|record| record["data"]["input_digests"].clone()).unwrap_or_default();
+    let mut checks = Vec::new();
+    for entry in recorded.as_array().into_iter().flatten() {
+        let path = entry["path"].as_str().unwrap_or_default().to_string();
+        let Ok(then) = serde_json::from_value::<InputDigest>(entry.clone()) else {
+            let why = entry["not_hashed"].as_str().unwrap_or("no digest recorded").to_string();
+            checks.push(InputCheck::NotRecorded { path, why });
+            continue;
+        };
+        let now = match digest_input(std::path::Path::new(&then.path), &|| false) {
+            Ok(Some(now)) => now,
+            Ok(None) => continue,
+            Err(e) => {
+                checks.push(InputCheck::Unreadable { path, error: e.to_string() });
+                continue;
+            }
+        };
+        if now.sha256 == then.sha256 && now.bytes == then.bytes {
+            checks.push(InputCheck::Unchanged { path });
+            continue;
+        }
+        let same = then.blocks.iter().zip(&now.blocks).take_while(|(a, b)| a == b).count() as u64;
+        checks.push(InputCheck::Changed {
+            path,
+            from: same * then.block_bytes,
+            recorded_bytes: then.bytes,
+            bytes: now.bytes,
+        });
+    }
+    checks
+}
+
 /// Why a log (or any file a run may seal) cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadLogError {
@@ -684,6 +818,37 @@ mod tests {
         assert_eq!(verify_run(&whole, None).map(|v| v.records), Ok(3));
         let headless: String = whole.lines().skip(1).map(|l| format!("{l}\n")).collect();
         assert!(verify_run(&headless, None).is_err());
+    }
+
+    #[test]
+    fn an_input_changed_after_its_run_is_found_from_the_block_that_changed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("input.csv");
+        let bytes: Vec<u8> = (0..DIGEST_BLOCK * 5 / 2).map(|i| b"0123456789,\n"[i % 12]).collect();
+        std::fs::write(&path, &bytes).expect("write");
+        let digest = digest_input(&path, &|| false).expect("read").expect("digest");
+        assert_eq!((digest.bytes as usize, digest.blocks.len()), (bytes.len(), 3));
+        let expected: Vec<u8> = bytes.chunks(DIGEST_BLOCK).flat_map(|b| Sha256::digest(b).to_vec()).collect();
+        assert_eq!(digest.sha256, sha256_hex(&expected));
+        assert_eq!(digest.blocks[2], sha256_hex(&bytes[2 * DIGEST_BLOCK..]));
+        assert_eq!(digest_input(&path, &|| true).expect("read"), None, "stopped");
+        let mut log = AuditLog::new(Vec::new());
+        log.append("run_finished", &serde_json::json!({"input_digests": [digest]})).expect("append");
+        let text = String::from_utf8(log.into_inner()).expect("utf-8");
+        let path_text = path.display().to_string();
+        assert_eq!(check_inputs(&text), vec![InputCheck::Unchanged { path: path_text.clone() }]);
+        let mut changed = bytes.clone();
+        changed[DIGEST_BLOCK * 2 + 5] = b'X';
+        std::fs::write(&path, &changed).expect("write");
+        let expected = InputCheck::Changed {
+            path: path_text.clone(),
+            from: 2 * DIGEST_BLOCK as u64,
+            recorded_bytes: bytes.len() as u64,
+            bytes: bytes.len() as u64,
+        };
+        assert_eq!(check_inputs(&text), vec![expected]);
+        std::fs::remove_file(&path).expect("remove");
+        assert!(matches!(check_inputs(&text)[0], InputCheck::Unreadable { .. }));
     }
 
     #[test]

@@ -502,6 +502,32 @@ pub struct Job {
     features: FeatureJob,
     case_actions: Arc<CaseActions>,
     started: Instant,
+    /// The digests of the inputs, computed beside the run for its audit trail.
+    input_digests: Mutex<InputDigests>,
+}
+
+/// The thread digesting the inputs, then what it found.
+type InputDigests = (Option<std::thread::JoinHandle<Vec<serde_json::Value>>>, Vec<serde_json::Value>);
+
+/// Starts digesting `inputs` on a thread of its own (the run reads them meanwhile, so they are
+/// in the page cache): one entry per input, its [`crate::audit::InputDigest`] or why not.
+fn digest_inputs(inputs: &[InputSpec], stop: &Stop) -> Option<std::thread::JoinHandle<Vec<serde_json::Value>>> {
+    let paths: Vec<PathBuf> = inputs.iter().map(|i| i.path.clone()).collect();
+    let flag = stop.flag();
+    std::thread::Builder::new()
+        .name("input-digests".into())
+        .spawn(move || {
+            let stopped = || flag.load(Ordering::Relaxed);
+            paths
+                .iter()
+                .map(|path| match crate::audit::digest_input(path, &stopped) {
+                    Ok(Some(digest)) => serde_json::to_value(digest).unwrap_or_default(),
+                    Ok(None) => serde_json::json!({"path": path.display().to_string(), "not_hashed": "the run was stopped first"}),
+                    Err(e) => serde_json::json!({"path": path.display().to_string(), "not_hashed": e.to_string()}),
+                })
+                .collect()
+        })
+        .ok()
 }
 
 /// The audit trail's first record: what ran, with which settings, over which files.
@@ -679,6 +705,7 @@ impl Job {
             features,
             case_actions: Arc::new(case_actions),
             started,
+            input_digests: Mutex::new((None, Vec::new())),
         })
     }
 
@@ -748,10 +775,21 @@ impl Job {
         let positions = self.progress.positions();
         let complete = positions.iter().all(|p| p.finished) && positions.len() == self.inputs.len();
         let events: u64 = self.progress.events().iter().sum();
+        // Every worker asks; the first waits for the digests, and they stay for the others.
+        let digests = match self.input_digests.lock() {
+            Ok(mut state) => {
+                if let Some(handle) = state.0.take() {
+                    state.1 = handle.join().unwrap_or_default();
+                }
+                state.1.clone()
+            }
+            Err(_) => Vec::new(),
+        };
         serde_json::json!({
             "complete": complete,
             "events": events,
             "interrupted": (!complete).then(|| self.stop.reason().unwrap_or_else(|| "stopped".into())),
+            "input_digests": digests,
         })
     }
 
@@ -835,6 +873,9 @@ impl Job {
             + Sync
             + 'static,
     {
+        if let Ok(mut digests) = self.input_digests.lock() {
+            digests.0 = digest_inputs(&self.inputs, &self.stop);
+        }
         let job = Arc::new(self);
         let shared = job.clone();
         let guards = timely::execute(timely, move |worker| {

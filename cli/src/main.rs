@@ -50,6 +50,10 @@ enum AuditAction {
         /// may be given more than once while keys rotate. Default: SURVEIL_ENCRYPTION_KEY.
         #[arg(long)]
         key: Vec<PathBuf>,
+        /// Also check that the run's inputs are still the bytes it read (the digests of its
+        /// run_finished record), and say where one changed.
+        #[arg(long)]
+        inputs: bool,
     },
     /// Encrypt a run's audit log again under a new key (key rotation): the log is opened with
     /// the old key, verified, sealed with the new one and put in place of the old file.
@@ -954,6 +958,40 @@ fn reseal(log: &Path, keys: &[PathBuf], new_key: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `surveil audit verify --inputs`: each input against the digest its run recorded.
+fn verify_inputs(text: &str) -> Result<()> {
+    use surveil::audit::InputCheck;
+    let checks = surveil::audit::check_inputs(text);
+    if checks.is_empty() {
+        bail!("the log records no input digests (a run of an older surveil, or one without inputs)");
+    }
+    let mut out = String::new();
+    let mut differ = 0;
+    for check in &checks {
+        let line = match check {
+            InputCheck::Unchanged { path } => format!("  {path}: unchanged since the run"),
+            InputCheck::Changed { path, from, recorded_bytes, bytes } => {
+                differ += 1;
+                format!(
+                    "  {path}: CHANGED since the run, from byte {from} on ({recorded_bytes} bytes then, {bytes} now)"
+                )
+            }
+            InputCheck::Unreadable { path, error } => {
+                differ += 1;
+                format!("  {path}: cannot be read now ({error})")
+            }
+            InputCheck::NotRecorded { path, why } => format!("  {path}: no digest recorded ({why})"),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    write_stdout(&out)?;
+    if differ > 0 {
+        bail!("{differ} input(s) are not the bytes the run read");
+    }
+    Ok(())
+}
+
 /// `--public-key`: 64 hex digits, or a file holding them.
 fn public_key_arg(given: Option<&str>) -> Result<Option<surveil::audit::VerifyingKey>> {
     let Some(given) = given else { return Ok(None) };
@@ -1009,7 +1047,7 @@ fn audit(action: AuditAction) -> Result<()> {
                 .with_context(|| format!("cannot write {}", out.display()))?;
             write_stdout(&format!("{public}\n"))
         }
-        AuditAction::Verify { log, head, no_head, public_key, key } => {
+        AuditAction::Verify { log, head, no_head, public_key, key, inputs: check_inputs } => {
             let log = resolve(log);
             let text = read(&log, &key)?;
             // A run's log is never taken for a ledger, whatever its first record says.
@@ -1065,7 +1103,8 @@ fn audit(action: AuditAction) -> Result<()> {
                 verified.head,
                 started["data"]["surveil"].as_str().unwrap_or("?"),
                 inputs.join("\n")
-            ))
+            ))?;
+            if check_inputs { verify_inputs(&text) } else { Ok(()) }
         }
         AuditAction::Reseal { log, key, new_key } => reseal(&resolve(log), &key, &new_key),
         AuditAction::Show { id, log, key } => {

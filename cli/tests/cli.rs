@@ -279,3 +279,30 @@ fn people_act_on_cases_from_the_command_line_and_a_run_replays_them() {
     let csv = String::from_utf8_lossy(&finra.stdout).to_string();
     assert!(csv.starts_with("quarter,case,") && csv.contains("violation found"), "{csv}");
 }
+
+#[test]
+fn audit_verify_inputs_says_when_an_input_changed_after_its_run() {
+    let (dir, day) = small_day();
+    let out = dir.path().join("out");
+    let events = day.join("events.csv");
+    let run = surveil()
+        .args(["run", "--quiet", "--config"])
+        .arg(day.join("surveil.toml"))
+        .arg("--out")
+        .arg(&out)
+        .arg(&events)
+        .output()
+        .expect("spawn");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let check = || surveil().args(["audit", "verify", "--inputs"]).arg(&out).output().expect("spawn");
+    assert!(check().status.success());
+    let mut bytes = std::fs::read(&events).expect("events");
+    let middle = bytes.len() / 2;
+    bytes[middle] = if bytes[middle] == b'7' { b'8' } else { b'7' };
+    std::fs::write(&events, bytes).expect("write");
+    let changed = check();
+    assert_eq!(changed.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&changed.stdout);
+    assert!(said.contains("CHANGED since the run, from byte 0"), "{said}");
+    assert!(String::from_utf8_lossy(&changed.stderr).contains("not the bytes the run read"));
+}

@@ -238,6 +238,15 @@ fn a_recorded_day_from_detection_to_a_filed_stor_with_an_audit_trail_that_shows_
     assert_eq!((last["change"].as_str(), last["receipt"].as_str()), (Some("report_filed"), Some("RCPT-0001")));
     assert_eq!(last["report_sha256"].as_str(), Some(digest.as_str()));
     ok(verify(&third));
+    // The run recorded what it read: the input's digest, which still matches the file.
+    let log_text = std::fs::read_to_string(third.join("audit.jsonl")).expect("audit log");
+    let finished: Value = serde_json::from_str(log_text.lines().last().expect("a record")).expect("json");
+    let digest = &finished["data"]["input_digests"][0];
+    let day = std::fs::read(common::data(IMC)).expect("the day");
+    assert_eq!(digest["bytes"].as_u64(), Some(day.len() as u64));
+    assert_eq!(digest["blocks"][0].as_str(), Some(surveil::audit::sha256_hex(&day[..day.len().min(8 << 20)]).as_str()));
+    let inputs = ok(surveil().args(["audit", "verify", "--inputs"]).arg(&third).output().expect("spawn"));
+    assert!(String::from_utf8_lossy(&inputs.stdout).contains("unchanged since the run"));
     let shown = ok(surveil().args(["audit", "show", &id]).arg(&third).output().expect("spawn"));
     assert!(String::from_utf8_lossy(&shown.stdout).contains("RCPT-0001"));
 
