@@ -7,8 +7,8 @@
 //! completed when the case closes, and found a violation when it was closed as `stor_filed`.
 //! Dates are taken in the member's time zone (by default America/New_York, FINRA's): a case
 //! closed at 21:00 New York time on 31 March belongs to the first quarter, though it is already
-//! 1 April in UTC. Business days here are Monday to Friday; exchange holidays are not taken
-//! out, so a due date is never later than the rule's.
+//! 1 April in UTC. Business days are Monday to Friday but the US market holidays of the NYSE
+//! calendar, which FINRA's own closures follow ([`us_market_holiday`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -68,17 +68,88 @@ impl std::fmt::Display for Quarter {
     }
 }
 
-/// The date `days` business days (Monday to Friday) after `date`.
+/// The date `days` business days after `date`: Monday to Friday, but market holidays.
 pub fn business_days_after(date: NaiveDate, days: u32) -> NaiveDate {
     let mut day = date;
     let mut left = days;
     while left > 0 {
         day = day.succ_opt().unwrap_or(day);
-        if !matches!(day.weekday(), Weekday::Sat | Weekday::Sun) {
+        if !matches!(day.weekday(), Weekday::Sat | Weekday::Sun) && us_market_holiday(day).is_none() {
             left -= 1;
         }
     }
     day
+}
+
+/// The US market holiday `date` is, by the rules of the NYSE calendar (NYSE Rule 7.2), which
+/// FINRA's office closures follow: New Year's Day, Martin Luther King Jr. Day (from 1998),
+/// Washington's Birthday, Good Friday, Memorial Day, Juneteenth (from 2022), Independence Day,
+/// Labor Day, Thanksgiving and Christmas. A holiday on a Saturday is observed on the Friday
+/// before (but New Year's Day, which is then not observed: the year's last trading day stays
+/// open), one on a Sunday on the Monday after. Unscheduled closures (national days of
+/// mourning, storms) follow no rule and are not known here.
+pub fn us_market_holiday(date: NaiveDate) -> Option<&'static str> {
+    let year = date.year();
+    let ymd = |m: u32, d: u32| NaiveDate::from_ymd_opt(year, m, d);
+    // The nth `weekday` of a month (n from 1), or the last one (n = 0).
+    let nth = |month: u32, weekday: Weekday, n: u8| -> Option<NaiveDate> {
+        if n == 0 {
+            let next = if month == 12 { NaiveDate::from_ymd_opt(year + 1, 1, 1) } else { ymd(month + 1, 1) }?;
+            let mut day = next.pred_opt()?;
+            while day.weekday() != weekday {
+                day = day.pred_opt()?;
+            }
+            Some(day)
+        } else {
+            NaiveDate::from_weekday_of_month_opt(year, month, weekday, n)
+        }
+    };
+    // A fixed-date holiday as observed: Saturday to Friday, Sunday to Monday.
+    let observed = |month: u32, day: u32| -> Option<NaiveDate> {
+        let date = ymd(month, day)?;
+        match date.weekday() {
+            Weekday::Sat => date.pred_opt(),
+            Weekday::Sun => date.succ_opt(),
+            _ => Some(date),
+        }
+    };
+    let new_year = ymd(1, 1).and_then(|d| match d.weekday() {
+        Weekday::Sat => None,
+        Weekday::Sun => d.succ_opt(),
+        _ => Some(d),
+    });
+    let holidays: [(Option<NaiveDate>, &'static str); 10] = [
+        (new_year, "New Year's Day"),
+        (if year >= 1998 { nth(1, Weekday::Mon, 3) } else { None }, "Martin Luther King Jr. Day"),
+        (nth(2, Weekday::Mon, 3), "Washington's Birthday"),
+        (easter(year).and_then(|e| e.checked_sub_days(chrono::Days::new(2))), "Good Friday"),
+        (nth(5, Weekday::Mon, 0), "Memorial Day"),
+        (if year >= 2022 { observed(6, 19) } else { None }, "Juneteenth National Independence Day"),
+        (observed(7, 4), "Independence Day"),
+        (nth(9, Weekday::Mon, 1), "Labor Day"),
+        (nth(11, Weekday::Thu, 4), "Thanksgiving Day"),
+        (observed(12, 25), "Christmas Day"),
+    ];
+    holidays.iter().find(|(day, _)| *day == Some(date)).map(|(_, name)| *name)
+}
+
+/// Easter Sunday of `year` in the Gregorian calendar (the anonymous algorithm of Meeus).
+fn easter(year: i32) -> Option<NaiveDate> {
+    let a = year % 19;
+    let b = year / 100;
+    let c = year % 100;
+    let d = b / 4;
+    let e = b % 4;
+    let f = (b + 8) / 25;
+    let g = (b - f + 1) / 3;
+    let h = (19 * a + b - d - g + 15) % 30;
+    let i = c / 4;
+    let k = c % 4;
+    let l = (32 + 2 * e + 2 * i - h - k) % 7;
+    let m = (a + 11 * h + 22 * l) / 451;
+    let month = (h + l - 7 * m + 114) / 31;
+    let day = (h + l - 7 * m + 114) % 31 + 1;
+    NaiveDate::from_ymd_opt(year, month as u32, day as u32)
 }
 
 /// FINRA's time zone, the default for the dates of its reports.
@@ -378,5 +449,38 @@ mod tests {
         assert_eq!(business_days_after(d("2024-03-02"), 1), d("2024-03-04"));
         // Q1 2024 ends on Sunday 31 March: ten business days later is Friday 12 April.
         assert_eq!(business_days_after(d("2024-03-31"), 10), d("2024-04-12"));
+        // Holidays are not business days: Tuesday 18 June 2024 + 1 is Thursday 20 June (the
+        // 19th is Juneteenth); Friday 20 December + 5 is Monday 30 December (Christmas).
+        assert_eq!(business_days_after(d("2024-06-18"), 1), d("2024-06-20"));
+        assert_eq!(business_days_after(d("2024-12-20"), 5), d("2024-12-30"));
+        // Q4 2024 ends on 31 December: New Year's Day and the ten business days after it.
+        assert_eq!(business_days_after(d("2024-12-31"), 10), d("2025-01-15"));
+    }
+
+    #[test]
+    fn the_market_holidays_of_the_nyse_calendar() {
+        let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("date");
+        // NYSE's published holidays of 2024 and 2025.
+        let published: Vec<&str> = "2024-01-01 2024-01-15 2024-02-19 2024-03-29 2024-05-27 2024-06-19 2024-07-04 \
+                                    2024-09-02 2024-11-28 2024-12-25 2025-01-01 2025-01-20 2025-02-17 2025-04-18 \
+                                    2025-05-26 2025-06-19 2025-07-04 2025-09-01 2025-11-27 2025-12-25"
+            .split_whitespace()
+            .collect();
+        let mut day = d("2024-01-01");
+        let mut found = Vec::new();
+        while day < d("2026-01-01") {
+            if us_market_holiday(day).is_some() {
+                found.push(day.to_string());
+            }
+            day = day.succ_opt().expect("next day");
+        }
+        assert_eq!(found, published);
+        // Observed on a weekday: Independence Day 2026 (a Saturday) on Friday 3 July, Christmas
+        // 2022 (a Sunday) on Monday 26 December; New Year's Day 2022 (a Saturday) not at all.
+        assert_eq!(us_market_holiday(d("2026-07-03")), Some("Independence Day"));
+        assert_eq!(us_market_holiday(d("2022-12-26")), Some("Christmas Day"));
+        assert_eq!(us_market_holiday(d("2021-12-31")), None);
+        assert_eq!(easter(2000), Some(d("2000-04-23")));
+        assert_eq!(easter(2038), Some(d("2038-04-25")));
     }
 }
