@@ -1202,6 +1202,11 @@ pub struct StorConfig {
     /// (Delegated Regulation (EU) 2016/957, Article 6(2)). Default 1 day.
     #[serde(with = "humantime_serde", skip_serializing)]
     pub explain_delay_after: Option<Duration>,
+    /// How much of the market before the first and after the last suspicious order or
+    /// transaction the report's chart shows (read again from the run's inputs). Default 5
+    /// minutes; 0 shows the activity alone.
+    #[serde(with = "humantime_serde", skip_serializing)]
+    pub market_window: Option<Duration>,
 }
 
 impl StorConfig {

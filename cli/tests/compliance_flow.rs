@@ -197,6 +197,21 @@ fn a_recorded_day_from_detection_to_a_filed_stor_with_an_audit_trail_that_shows_
     let report: Value = serde_json::from_slice(&std::fs::read(&stor).expect("stor")).expect("json");
     assert_eq!(report["status"], "final", "{}", String::from_utf8_lossy(&drafted.stderr));
     assert!(!report["orders_and_transactions"].as_array().expect("events").is_empty());
+    // The market around the activity, read again from the day: the prints of its instrument.
+    let market = &report["market"][0];
+    assert_eq!(market["instrument"], report["instruments"][0]["name"]);
+    assert!(market["prints"].as_array().is_some_and(|p| p.len() > 1), "{market}");
+    let html = ok(surveil()
+        .args(["report", "stor", &id])
+        .arg(&second)
+        .arg("--config")
+        .arg(&config)
+        .args(["--suspicion-formed", &close_at.to_string(), "--at", &(close_at + 3_600_000_000_000).to_string()])
+        .args(["--format", "html"])
+        .output()
+        .expect("spawn"));
+    let html = String::from_utf8_lossy(&html.stdout);
+    assert!(html.contains("<svg") && html.contains("prints (grey)") && html.matches("r=\"1.5\"").count() > 1);
 
     // Filed at the regulator: a 503 first, then the receipt; the token is sent, never kept.
     let ledger = dir.path().join("submissions.jsonl");

@@ -4,6 +4,7 @@
 //! the run whose audit trail it names.
 
 pub mod finra;
+pub mod market;
 pub mod otr;
 pub mod stor;
 

@@ -157,6 +157,11 @@ pub struct Stor {
     pub attachments: Vec<Attachment>,
     /// Fields the run could not fill, for the person completing the report.
     pub missing: Vec<String>,
+    /// The market of each instrument around the activity (`stor.market_window` before and
+    /// after), read again from the run's inputs: the chart's best bid, ask and prints.
+    pub market: Vec<super::market::MarketContext>,
+    /// Inputs of the run that could not be read again for the market (moved, deleted).
+    pub market_unread: Vec<String>,
     /// The run.
     pub source: RunSource,
 }
@@ -415,6 +420,19 @@ pub fn stor_report(
     ];
 
     let source = super::run_source(folder)?;
+    // The market around the activity, for the chart.
+    let window = config.stor.market_window.unwrap_or(std::time::Duration::from_secs(300));
+    let window = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
+    let names: Vec<String> = instruments.keys().cloned().collect();
+    let paths: Vec<std::path::PathBuf> = source.inputs.iter().map(std::path::PathBuf::from).collect();
+    let (market, market_unread) = super::market::market_around(
+        &paths,
+        config,
+        reference,
+        &names,
+        first.saturating_sub(window),
+        last.saturating_add(window),
+    );
     Ok(Stor {
         regulation: REGULATION,
         case: case.into(),
@@ -434,6 +452,8 @@ pub fn stor_report(
         additional_information,
         attachments,
         missing,
+        market,
+        market_unread,
         source,
     })
 }
@@ -683,38 +703,98 @@ impl Stor {
         h
     }
 
-    /// An SVG chart of the priced orders and transactions: time across, price up; buys as
-    /// green triangles up, sells as red triangles down, trades and others as dots.
+    /// An SVG chart per instrument: the market around the activity (best bid and ask as step
+    /// lines, prints as grey dots) under the suspicious orders and transactions (buys as green
+    /// triangles up, sells as red triangles down, others as dark dots); time across, price up.
     fn price_chart(&self) -> String {
+        let mut charts = String::new();
+        for instrument in &self.instruments {
+            let market = self.market.iter().find(|m| m.instrument == instrument.name);
+            charts.push_str(&self.instrument_chart(&instrument.name, market));
+        }
+        if !self.market_unread.is_empty() {
+            charts.push_str(&format!(
+                "<p>The market could not be read again from: {}.</p>\n",
+                escape(&self.market_unread.join("; "))
+            ));
+        }
+        charts
+    }
+
+    fn instrument_chart(&self, name: &str, market: Option<&super::market::MarketContext>) -> String {
+        let price = |text: &str| text.parse::<f64>().ok();
         let points: Vec<(u64, f64, &StorEvent)> = self
             .orders_and_transactions
             .iter()
-            .filter_map(|ev| {
-                let t = parse_event_time(ev.time.as_bytes())?;
-                let p: f64 = ev.price.as_deref()?.parse().ok()?;
-                Some((t, p, ev))
-            })
+            .filter(|ev| ev.instrument == name)
+            .filter_map(|ev| Some((parse_event_time(ev.time.as_bytes())?, price(ev.price.as_deref()?)?, ev)))
             .collect();
         if points.is_empty() {
             return String::new();
         }
-        let (w, hgt, pad) = (800.0, 260.0, 40.0);
-        let (t0, t1) = points.iter().fold((u64::MAX, 0), |(a, b), p| (a.min(p.0), b.max(p.0)));
-        let (p0, p1) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+        let empty = super::market::MarketContext::default();
+        let market = market.unwrap_or(&empty);
+        let quotes: Vec<(u64, Option<f64>, Option<f64>)> = market
+            .quotes
+            .iter()
+            .map(|(t, bid, ask)| (*t, bid.as_deref().and_then(price), ask.as_deref().and_then(price)))
+            .collect();
+        let prints: Vec<(u64, f64)> = market.prints.iter().filter_map(|(t, p, _)| Some((*t, price(p)?))).collect();
+        let times = points.iter().map(|p| p.0).chain(quotes.iter().map(|q| q.0)).chain(prints.iter().map(|p| p.0));
+        let (t0, t1) = times.fold((u64::MAX, 0), |(a, b), t| (a.min(t), b.max(t)));
+        let prices = points
+            .iter()
+            .map(|p| p.1)
+            .chain(quotes.iter().flat_map(|q| [q.1, q.2]).flatten())
+            .chain(prints.iter().map(|p| p.1));
+        let (p0, p1) = prices.fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p), b.max(p)));
+        let (w, hgt, pad) = (800.0, 280.0, 40.0);
         let span_t = (t1 - t0).max(1) as f64;
         let span_p = if p1 > p0 { p1 - p0 } else { 1.0 };
         let x = |t: u64| pad + (t - t0) as f64 / span_t * (w - 2.0 * pad);
         let y = |p: f64| hgt - pad - (p - p0) / span_p * (hgt - 2.0 * pad);
         let mut s = format!(
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{hgt}\" role=\"img\" \
-             aria-label=\"prices of the suspicious orders and transactions\">\n\
+             aria-label=\"{name}: the market and the suspicious orders and transactions\">\n\
              <rect x=\"0\" y=\"0\" width=\"{w}\" height=\"{hgt}\" fill=\"white\" stroke=\"#bbb\"/>\n\
-             <text x=\"{pad}\" y=\"15\" font-size=\"11\">{} to {}; price {} to {}</text>\n",
-            escape(&self.activity_from),
-            escape(&self.activity_to),
+             <text x=\"{pad}\" y=\"15\" font-size=\"11\">{name}: {} to {}; price {} to {}; best bid (blue), \
+             best ask (orange), prints (grey){}</text>\n",
+            escape(&format_time(t0)),
+            escape(&format_time(t1)),
             p0,
-            p1
+            p1,
+            if market.thinned { "; thinned" } else { "" },
+            name = escape(name),
         );
+        // The best bid and ask as step lines: each level holds until the next quote.
+        for (side, colour) in [(1usize, "#36c"), (2, "#e80")] {
+            let mut path = String::new();
+            let mut last: Option<(f64, f64)> = None;
+            for (t, bid, ask) in &quotes {
+                let level = if side == 1 { *bid } else { *ask };
+                let cx = x(*t);
+                match (level, last) {
+                    (Some(p), Some((_, py))) => path.push_str(&format!(" L{cx:.1},{py:.1} L{cx:.1},{:.1}", y(p))),
+                    (Some(p), None) => path.push_str(&format!(" M{cx:.1},{:.1}", y(p))),
+                    (None, Some((_, py))) => path.push_str(&format!(" L{cx:.1},{py:.1}")),
+                    (None, None) => {}
+                }
+                // A side with no level ends the line until it is quoted again.
+                last = level.map(|p| (cx, y(p)));
+            }
+            if let Some((_, py)) = last {
+                path.push_str(&format!(" L{:.1},{py:.1}", x(t1)));
+            }
+            if !path.is_empty() {
+                s.push_str(&format!(
+                    "<path d=\"{}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"1\"/>\n",
+                    path.trim()
+                ));
+            }
+        }
+        for (t, p) in &prints {
+            s.push_str(&format!("<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"1.5\" fill=\"#999\"/>\n", x(*t), y(*p)));
+        }
         for (t, p, ev) in &points {
             let (cx, cy) = (x(*t), y(*p));
             let title = format!("{} {} {} @ {}", ev.time, ev.kind, ev.side.as_deref().unwrap_or(""), p);
