@@ -172,10 +172,23 @@ pub struct InputDigest {
     pub blocks: Vec<String>,
 }
 
-/// The digest of the file at `path`; `None` when `stop()` says to give up first.
-pub fn digest_input(path: &std::path::Path, stop: &dyn Fn() -> bool) -> std::io::Result<Option<InputDigest>> {
+/// The digest of the regular file at `path` in blocks of `block_bytes`, of at most `limit`
+/// bytes (the size it had when the run planned its reading); `None` when `stop()` says to give
+/// up first.
+pub fn digest_input(
+    path: &std::path::Path,
+    block_bytes: usize,
+    limit: u64,
+    stop: &dyn Fn() -> bool,
+) -> std::io::Result<Option<InputDigest>> {
     use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
+    if block_bytes == 0 {
+        return Err(std::io::Error::other("a block of 0 bytes"));
+    }
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut file = std::io::Read::take(std::fs::File::open(path)?, limit);
     let (mut whole, mut block) = (Sha256::new(), Sha256::new());
     let (mut blocks, mut bytes, mut in_block) = (Vec::new(), 0u64, 0usize);
     let mut buffer = vec![0u8; 1 << 20];
@@ -183,7 +196,7 @@ pub fn digest_input(path: &std::path::Path, stop: &dyn Fn() -> bool) -> std::io:
         if stop() {
             return Ok(None);
         }
-        let read = match file.read(&mut buffer[..(DIGEST_BLOCK - in_block).min(1 << 20)]) {
+        let read = match file.read(&mut buffer[..(block_bytes - in_block).min(1 << 20)]) {
             Ok(read) => read,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
@@ -193,7 +206,7 @@ pub fn digest_input(path: &std::path::Path, stop: &dyn Fn() -> bool) -> std::io:
             in_block += read;
             bytes += read as u64;
         }
-        if (read == 0 && in_block > 0) || in_block == DIGEST_BLOCK {
+        if (read == 0 && in_block > 0) || in_block == block_bytes {
             let digest = std::mem::take(&mut block).finalize();
             whole.update(digest);
             blocks.push(hex(&digest));
@@ -207,7 +220,7 @@ pub fn digest_input(path: &std::path::Path, stop: &dyn Fn() -> bool) -> std::io:
         path: path.display().to_string(),
         bytes,
         sha256: hex(&whole.finalize()),
-        block_bytes: DIGEST_BLOCK as u64,
+        block_bytes: block_bytes as u64,
         blocks,
     }))
 }
@@ -263,7 +276,13 @@ pub fn check_inputs(text: &str) -> Vec<InputCheck> {
             checks.push(InputCheck::NotRecorded { path, why });
             continue;
         };
-        let now = match digest_input(std::path::Path::new(&then.path), &|| false) {
+        // The recorded block size (at most 1 GiB) and at most one block more than was read.
+        let Some(block) = usize::try_from(then.block_bytes).ok().filter(|b| (1..=1 << 30).contains(b)) else {
+            checks.push(InputCheck::NotRecorded { path, why: format!("a block size of {}", then.block_bytes) });
+            continue;
+        };
+        let limit = then.bytes.saturating_add(then.block_bytes);
+        let now = match digest_input(std::path::Path::new(&then.path), block, limit, &|| false) {
             Ok(Some(now)) => now,
             Ok(None) => continue,
             Err(e) => {
@@ -278,7 +297,7 @@ pub fn check_inputs(text: &str) -> Vec<InputCheck> {
         let same = then.blocks.iter().zip(&now.blocks).take_while(|(a, b)| a == b).count() as u64;
         checks.push(InputCheck::Changed {
             path,
-            from: same * then.block_bytes,
+            from: same.saturating_mul(then.block_bytes),
             recorded_bytes: then.bytes,
             bytes: now.bytes,
         });
@@ -826,12 +845,15 @@ mod tests {
         let path = dir.path().join("input.csv");
         let bytes: Vec<u8> = (0..DIGEST_BLOCK * 5 / 2).map(|i| b"0123456789,\n"[i % 12]).collect();
         std::fs::write(&path, &bytes).expect("write");
-        let digest = digest_input(&path, &|| false).expect("read").expect("digest");
+        let digest = digest_input(&path, DIGEST_BLOCK, u64::MAX, &|| false).expect("read").expect("digest");
         assert_eq!((digest.bytes as usize, digest.blocks.len()), (bytes.len(), 3));
         let expected: Vec<u8> = bytes.chunks(DIGEST_BLOCK).flat_map(|b| Sha256::digest(b).to_vec()).collect();
         assert_eq!(digest.sha256, sha256_hex(&expected));
         assert_eq!(digest.blocks[2], sha256_hex(&bytes[2 * DIGEST_BLOCK..]));
-        assert_eq!(digest_input(&path, &|| true).expect("read"), None, "stopped");
+        assert_eq!(digest_input(&path, DIGEST_BLOCK, u64::MAX, &|| true).expect("read"), None, "stopped");
+        let first = digest_input(&path, DIGEST_BLOCK, 10, &|| false).expect("read").expect("digest");
+        assert_eq!((first.bytes, first.blocks.len()), (10, 1), "no more than the limit");
+        assert!(digest_input(dir.path(), DIGEST_BLOCK, u64::MAX, &|| false).is_err(), "a folder");
         let mut log = AuditLog::new(Vec::new());
         log.append("run_finished", &serde_json::json!({"input_digests": [digest]})).expect("append");
         let text = String::from_utf8(log.into_inner()).expect("utf-8");

@@ -128,6 +128,46 @@ pub fn keys_from_environment() -> Result<Vec<EncryptionKey>, String> {
     }
 }
 
+/// The key a run seals its audit trail with: `audit.encryption_key` of `config`, else the key
+/// in [`KEY_VARIABLE`] (exactly one: a run writes with one key; several are for readers while
+/// keys rotate), else none.
+pub fn key_for_writing(config: &crate::config::Config) -> Result<Option<EncryptionKey>, String> {
+    match &config.audit.encryption_key {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("audit.encryption_key {}: {e}", path.display()))?;
+            EncryptionKey::from_hex(&text).map(Some).ok_or_else(|| {
+                format!(
+                    "audit.encryption_key {}: not an encryption key (64 hex digits, as `surveil audit keygen \
+                     --encryption` writes)",
+                    path.display()
+                )
+            })
+        }
+        None => {
+            let mut keys = keys_from_environment()?;
+            if keys.len() > 1 {
+                return Err(format!(
+                    "{KEY_VARIABLE} holds {} keys: a run seals with one; name it in audit.encryption_key",
+                    keys.len()
+                ));
+            }
+            Ok(keys.pop())
+        }
+    }
+}
+
+/// The keys a reader of `config`'s runs may need: its writing key and those of the environment.
+pub fn keys_for_reading(config: &crate::config::Config) -> Vec<EncryptionKey> {
+    let mut keys = keys_from_environment().unwrap_or_default();
+    if let Some(path) = &config.audit.encryption_key
+        && let Some(key) = std::fs::read_to_string(path).ok().and_then(|text| EncryptionKey::from_hex(&text))
+    {
+        keys.push(key);
+    }
+    keys
+}
+
 /// Why a sealed file does not open.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SealedError {
@@ -264,8 +304,11 @@ impl<W: Write> Write for SealedWriter<W> {
 
 /// The plaintext of a sealed file, opened with whichever of `keys` is its own.
 pub fn open_sealed(bytes: &[u8], keys: &[EncryptionKey]) -> Result<Vec<u8>, SealedError> {
-    if !is_sealed(bytes) || bytes.len() < HEADER {
+    if !is_sealed(bytes) {
         return Err(SealedError::NotSealed);
+    }
+    if bytes.len() < HEADER {
+        return Err(SealedError::Cut { chunk: 0, offset: 0 });
     }
     let header = &bytes[..HEADER];
     let id = &header[MAGIC.len()..MAGIC.len() + 8];
@@ -368,6 +411,7 @@ mod tests {
         }
         assert!(matches!(open_sealed(&bytes[..first_chunk + 3], keys), Err(SealedError::Cut { chunk: 1, .. })));
         assert!(matches!(open_sealed(&bytes[..bytes.len() - 1], keys), Err(SealedError::Cut { .. })));
+        assert!(matches!(open_sealed(&bytes[..HEADER - 3], keys), Err(SealedError::Cut { chunk: 0, .. })));
         // Two chunks swapped.
         let second = first_chunk + 4 + 11 + 16;
         let mut swapped = bytes[..HEADER].to_vec();

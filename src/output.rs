@@ -553,6 +553,10 @@ pub struct AuditHead {
     pub records: u64,
     /// The hash of the last record.
     pub head: String,
+    /// The id of the key the log is sealed with, when it is encrypted: a plain log in its
+    /// place was put there by someone else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_key_id: Option<String>,
 }
 
 /// Writes reports into JSON Lines files in a folder, under their partial names (see
@@ -566,6 +570,9 @@ pub struct ReportWriter {
     features: Option<(BufWriter<File>, u64)>,
     cases: Option<BufWriter<File>>,
     audit: Option<AuditLog<AuditFile>>,
+    /// When the audit log was last flushed, and the id of the key it is sealed with.
+    audit_flushed: std::time::Instant,
+    audit_key_id: Option<String>,
     /// The routes' names and files, by route index.
     route_names: Vec<String>,
     routes: Vec<BufWriter<File>>,
@@ -599,6 +606,8 @@ impl ReportWriter {
             features: None,
             cases: None,
             audit: None,
+            audit_flushed: std::time::Instant::now(),
+            audit_key_id: None,
             route_names: Vec::new(),
             routes: Vec::new(),
             #[cfg(feature = "http")]
@@ -644,6 +653,7 @@ impl ReportWriter {
             }
             None => AuditFile::Plain(BufWriter::with_capacity(1 << 16, file)),
         };
+        self.audit_key_id = encryption.map(|key| key.id_hex());
         let mut log = AuditLog::new(file);
         if let Some((key, every)) = signer {
             log = log.signed(key, every);
@@ -811,10 +821,15 @@ impl ReportWriter {
 
     /// Appends a record to the audit trail, when one is kept.
     fn audit(&mut self, kind: &str, json: &Json) -> std::io::Result<()> {
-        match &mut self.audit {
-            Some(log) => log.append(kind, json),
-            None => Ok(()),
+        let Some(log) = &mut self.audit else { return Ok(()) };
+        log.append(kind, json)?;
+        // At most a second's records are only in memory: a killed run leaves the rest readable
+        // (a sealed log's buffer is sealed as a chunk of its own).
+        if self.audit_flushed.elapsed() >= std::time::Duration::from_secs(1) {
+            log.get_mut().flush()?;
+            self.audit_flushed = std::time::Instant::now();
         }
+        Ok(())
     }
 
     /// Writes a notice of `kind` (`alert`, `group` or `escalation`) to each route in `routes`.
@@ -993,7 +1008,11 @@ impl ReportWriter {
             }
             log.append("run_finished", &end)?;
             log.checkpoint()?;
-            self.counts.audit = Some(AuditHead { records: log.records(), head: log.head() });
+            self.counts.audit = Some(AuditHead {
+                records: log.records(),
+                head: log.head(),
+                encryption_key_id: self.audit_key_id.clone(),
+            });
             log.into_inner().finish()?;
         }
         Ok(self.counts.clone())

@@ -509,10 +509,22 @@ pub struct Job {
 /// The thread digesting the inputs, then what it found.
 type InputDigests = (Option<std::thread::JoinHandle<Vec<serde_json::Value>>>, Vec<serde_json::Value>);
 
-/// Starts digesting `inputs` on a thread of its own (the run reads them meanwhile, so they are
-/// in the page cache): one entry per input, its [`crate::audit::InputDigest`] or why not.
-fn digest_inputs(inputs: &[InputSpec], stop: &Stop) -> Option<std::thread::JoinHandle<Vec<serde_json::Value>>> {
-    let paths: Vec<PathBuf> = inputs.iter().map(|i| i.path.clone()).collect();
+/// Starts digesting `inputs` (and the LOBSTER order books read with them) on a thread of its
+/// own (the run reads them meanwhile, so they are in the page cache): one entry per file, its
+/// [`crate::audit::InputDigest`] under its absolute path, or why not. Each file is digested up
+/// to the size it has now, when the run starts reading it.
+fn digest_inputs(
+    inputs: &[InputSpec],
+    config: &Config,
+    stop: &Stop,
+) -> Option<std::thread::JoinHandle<Vec<serde_json::Value>>> {
+    let mut paths: Vec<(PathBuf, u64)> = Vec::new();
+    for input in inputs {
+        for path in std::iter::once(input.path.clone()).chain(crate::ingest::companion_of(input, config)) {
+            let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+            paths.push((std::fs::canonicalize(&path).unwrap_or(path), size));
+        }
+    }
     let flag = stop.flag();
     std::thread::Builder::new()
         .name("input-digests".into())
@@ -520,10 +532,13 @@ fn digest_inputs(inputs: &[InputSpec], stop: &Stop) -> Option<std::thread::JoinH
             let stopped = || flag.load(Ordering::Relaxed);
             paths
                 .iter()
-                .map(|path| match crate::audit::digest_input(path, &stopped) {
-                    Ok(Some(digest)) => serde_json::to_value(digest).unwrap_or_default(),
-                    Ok(None) => serde_json::json!({"path": path.display().to_string(), "not_hashed": "the run was stopped first"}),
-                    Err(e) => serde_json::json!({"path": path.display().to_string(), "not_hashed": e.to_string()}),
+                .map(|(path, size)| {
+                    let not = |why: String| serde_json::json!({"path": path.display().to_string(), "not_hashed": why});
+                    match crate::audit::digest_input(path, crate::audit::DIGEST_BLOCK, *size, &stopped) {
+                        Ok(Some(digest)) => serde_json::to_value(digest).unwrap_or_default(),
+                        Ok(None) => not("the run was stopped first".into()),
+                        Err(e) => not(e.to_string()),
+                    }
                 })
                 .collect()
         })
@@ -570,25 +585,9 @@ fn run_started(config: &Config, inputs: &[InputSpec]) -> serde_json::Value {
     })
 }
 
-/// The key that encrypts the audit trail at rest: from `audit.encryption_key`, else the first
-/// key in the environment variable [`crate::encryption::KEY_VARIABLE`], else none.
+/// The key that encrypts the audit trail at rest ([`crate::encryption::key_for_writing`]).
 pub fn audit_encryption_key(config: &Config) -> Result<Option<crate::encryption::EncryptionKey>, RunError> {
-    use crate::encryption::EncryptionKey;
-    match &config.audit.encryption_key {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| RunError::Config(format!("audit.encryption_key {}: {e}", path.display())))?;
-            let key = EncryptionKey::from_hex(&text).ok_or_else(|| {
-                RunError::Config(format!(
-                    "audit.encryption_key {}: not an encryption key (64 hex digits, as `surveil audit keygen \
-                     --encryption` writes)",
-                    path.display()
-                ))
-            })?;
-            Ok(Some(key))
-        }
-        None => Ok(crate::encryption::keys_from_environment().map_err(RunError::Config)?.into_iter().next()),
-    }
+    crate::encryption::key_for_writing(config).map_err(RunError::Config)
 }
 
 /// The audit trail's signing key and checkpoint interval ([`audit_signing_key`]).
@@ -779,7 +778,9 @@ impl Job {
         let digests = match self.input_digests.lock() {
             Ok(mut state) => {
                 if let Some(handle) = state.0.take() {
-                    state.1 = handle.join().unwrap_or_default();
+                    state.1 = handle.join().unwrap_or_else(|_| {
+                        vec![serde_json::json!({"path": "", "not_hashed": "the digest thread failed"})]
+                    });
                 }
                 state.1.clone()
             }
@@ -874,7 +875,7 @@ impl Job {
             + 'static,
     {
         if let Ok(mut digests) = self.input_digests.lock() {
-            digests.0 = digest_inputs(&self.inputs, &self.stop);
+            digests.0 = digest_inputs(&self.inputs, &self.config, &self.stop);
         }
         let job = Arc::new(self);
         let shared = job.clone();

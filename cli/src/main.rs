@@ -766,6 +766,13 @@ fn report(kind: ReportKind) -> Result<()> {
             report.source.report_limits_sha256
         );
     }
+    if report.limits_match_run().is_none() {
+        eprintln!(
+            "warning: the run's limits could not be read from its audit log (missing, or encrypted without its key \
+             here: give [audit] encryption_key or SURVEIL_ENCRYPTION_KEY): the limits applied are this \
+             configuration's, unchecked against the run's"
+        );
+    }
     if !report.source.run.complete {
         eprintln!("warning: the run did not read all its input: the report is partial");
     }
@@ -912,6 +919,39 @@ fn deliver(run: &Path, config: &Path, only: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// The text of the audit log at `path` for `verify`: a plain file is refused when keys were
+/// given (the log is expected sealed), and a sealed log cut short has its readable records
+/// checked, to say how much of it is intact.
+fn read_checked(path: &Path, keys: &[PathBuf]) -> Result<String> {
+    use surveil::audit::ReadLogError;
+    use surveil::encryption::SealedError;
+    let opened = encryption_keys(keys)?;
+    match surveil::audit::read_log(path, &opened) {
+        Ok(text) => {
+            let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            if !keys.is_empty() && !surveil::encryption::is_sealed(&bytes) {
+                bail!("{} is plain text, but --key says it is sealed: it is not the log the run wrote", path.display());
+            }
+            Ok(text)
+        }
+        Err(ReadLogError::Sealed { source: SealedError::Unfinished { chunks, plaintext, .. }, .. }) => {
+            let text = String::from_utf8_lossy(&plaintext);
+            // The records up to the last whole line.
+            let whole = text.rfind('\n').map_or("", |end| &text[..=end]);
+            let intact = match surveil::audit::verify(whole, None) {
+                Ok(verified) => format!("its first {} records verify", verified.records),
+                Err(e) => format!("its readable records do not verify: {e}"),
+            };
+            bail!(
+                "{} ends after {chunks} sealed chunk(s) without its last one: the run was killed or the file was cut; \
+                 {intact}",
+                path.display()
+            )
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The keys of `--key` files, else those of the environment.
 fn encryption_keys(files: &[PathBuf]) -> Result<Vec<surveil::encryption::EncryptionKey>> {
     if files.is_empty() {
@@ -928,26 +968,54 @@ fn encryption_keys(files: &[PathBuf]) -> Result<Vec<surveil::encryption::Encrypt
         .collect()
 }
 
-/// `surveil audit reseal`: the log opened with its key, verified as a whole run, sealed with the
-/// new key beside it and renamed over it.
+/// `surveil audit reseal`: the log opened with its key and verified against its run's head,
+/// sealed with the new key beside it, read back and verified again, then renamed over it (with
+/// the old file's permissions) and the folder synced.
 fn reseal(log: &Path, keys: &[PathBuf], new_key: &Path) -> Result<()> {
     let text = surveil::audit::read_log(log, &encryption_keys(keys)?)?;
     let summary = log.with_file_name(surveil::output::SUMMARY);
     let head = std::fs::read_to_string(&summary)
         .ok()
         .and_then(|json| serde_json::from_str::<serde_json::Value>(&json).ok())
-        .and_then(|s| s["audit"]["head"].as_str().map(String::from));
-    let verified = surveil::audit::verify_run(&text, head.as_deref())
+        .and_then(|s| s["audit"]["head"].as_str().map(String::from))
+        .with_context(|| {
+            format!("no audit head in {}: the log cannot be checked before it is sealed again", summary.display())
+        })?;
+    let verified = surveil::audit::verify_run(&text, Some(&head))
         .with_context(|| format!("{} does not verify: it is not sealed again", log.display()))?;
     let key = encryption_keys(&[new_key.to_path_buf()])?.remove(0);
     let partial = log.with_extension("jsonl.resealing");
-    let write = || -> std::io::Result<()> {
+    let write = || -> Result<()> {
         let mut writer = surveil::encryption::SealedWriter::new(std::fs::File::create(&partial)?, &key)?;
         std::io::Write::write_all(&mut writer, text.as_bytes())?;
         writer.finish()?.sync_all()?;
-        std::fs::rename(&partial, log)
+        // Read back with the new key before the old file goes.
+        let again = surveil::audit::read_log(&partial, std::slice::from_ref(&key))?;
+        surveil::audit::verify_run(&again, Some(&head)).context("the resealed log does not verify")?;
+        std::fs::set_permissions(&partial, std::fs::metadata(log)?.permissions())?;
+        std::fs::rename(&partial, log)?;
+        if let Some(folder) = log.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::File::open(folder)?.sync_all()?;
+        }
+        Ok(())
     };
-    write().with_context(|| format!("cannot write {}", partial.display()))?;
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e.context(format!("{} is unchanged", log.display())));
+    }
+    // The summary names the key the log is sealed with now.
+    let update = || -> Result<()> {
+        let mut parsed: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary)?)?;
+        parsed["audit"]["encryption_key_id"] = serde_json::Value::from(key.id_hex());
+        let partial = summary.with_extension("json.resealing");
+        std::fs::write(&partial, serde_json::to_string_pretty(&parsed)? + "\n")?;
+        std::fs::File::open(&partial)?.sync_all()?;
+        std::fs::rename(&partial, &summary)?;
+        Ok(())
+    };
+    update().with_context(|| {
+        format!("the log is sealed with the new key, but {} still names the old one", summary.display())
+    })?;
     eprintln!(
         "{}: {} records sealed with key {} (head {})",
         log.display(),
@@ -1049,7 +1117,7 @@ fn audit(action: AuditAction) -> Result<()> {
         }
         AuditAction::Verify { log, head, no_head, public_key, key, inputs: check_inputs } => {
             let log = resolve(log);
-            let text = read(&log, &key)?;
+            let text = read_checked(&log, &key)?;
             // A run's log is never taken for a ledger, whatever its first record says.
             if surveil::audit::is_ledger(&text)
                 && log.file_name().is_some_and(|name| name != std::ffi::OsStr::new(surveil::audit::AUDIT))
@@ -1073,6 +1141,18 @@ fn audit(action: AuditAction) -> Result<()> {
                     let Some(head) = parsed["audit"]["head"].as_str() else {
                         bail!("{} records no audit head: the log cannot be checked against it", summary.display());
                     };
+                    // A log the run sealed must still be sealed: a plain one was put in its place.
+                    if let Some(id) = parsed["audit"]["encryption_key_id"].as_str() {
+                        let bytes = std::fs::read(&log).with_context(|| format!("cannot read {}", log.display()))?;
+                        if !surveil::encryption::is_sealed(&bytes) {
+                            bail!(
+                                "{} says the run sealed its audit log with key {id}, but {} is plain text: it was \
+                                 replaced",
+                                summary.display(),
+                                log.display()
+                            );
+                        }
+                    }
                     (Some(head.to_string()), summary.display().to_string())
                 }
             };

@@ -380,6 +380,25 @@ fn an_encrypted_audit_trail_holds_no_plaintext_and_opens_with_its_key_only() {
     assert!(failed(verify_with(&[&old])).contains("was changed or moved"));
     std::fs::write(&log, &sealed[..sealed.len() - 100]).expect("write");
     assert!(failed(verify_with(&[&old])).contains("it was cut"));
+    // A plain log in the sealed one's place: the summary says it was sealed.
+    let plain = surveil::encryption::open_sealed(
+        &sealed,
+        &[surveil::encryption::EncryptionKey::from_hex(&std::fs::read_to_string(&old).expect("key")).expect("key")],
+    )
+    .expect("opens");
+    std::fs::write(&log, &plain).expect("write");
+    assert!(failed(verify_with(&[])).contains("is plain text: it was replaced"));
+    assert!(failed(verify_with(&[&old])).contains("plain text"));
+    // A killed run: its first records flushed as a chunk, the last chunk never written. The
+    // readable records are checked.
+    let key = surveil::encryption::EncryptionKey::from_hex(&std::fs::read_to_string(&old).expect("key")).expect("key");
+    let first_records: String = String::from_utf8_lossy(&plain).lines().take(3).map(|l| format!("{l}\n")).collect();
+    let mut writer = surveil::encryption::SealedWriter::new(Vec::new(), &key).expect("writer");
+    std::io::Write::write_all(&mut writer, first_records.as_bytes()).expect("write");
+    std::io::Write::flush(&mut writer).expect("flush");
+    std::fs::write(&log, writer.get_ref()).expect("write");
+    let said = failed(verify_with(&[&old]));
+    assert!(said.contains("without its last one") && said.contains("its first 3 records verify"), "{said}");
     std::fs::write(&log, &sealed).expect("write");
 
     // Rotation: sealed again under the new key, the log verifies with it, and with both keys.
@@ -396,5 +415,8 @@ fn an_encrypted_audit_trail_holds_no_plaintext_and_opens_with_its_key_only() {
     ok(resealed);
     ok(verify_with(&[&new]));
     ok(verify_with(&[&old, &new]));
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).expect("summary")).expect("json");
+    assert_eq!(summary["audit"]["encryption_key_id"].as_str(), Some(new_id.as_str()));
     assert!(failed(verify_with(&[&old])).contains(&format!("sealed with key {new_id}")));
 }

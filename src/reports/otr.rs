@@ -309,8 +309,9 @@ pub fn otr_report_for(folder: &Path, session: &str, member: Member, config: &Con
 }
 
 fn source(folder: &Path, config: &Config) -> Result<OtrSource, ReportError> {
-    // An encrypted log opens with the keys of the environment, if they are there.
-    let keys = crate::encryption::keys_from_environment().unwrap_or_default();
+    // An encrypted log opens with the configuration's key or those of the environment; without
+    // them the run's limits are unknown, which the report says (`run_limits_sha256` is null).
+    let keys = crate::encryption::keys_for_reading(config);
     let run_config = crate::audit::read_log(&folder.join(crate::audit::AUDIT), &keys).ok().and_then(|log| {
         let first: Json = serde_json::from_str(log.lines().next()?).ok()?;
         first["data"]["order_to_trade_sha256"].as_str().map(String::from)
