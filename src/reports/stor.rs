@@ -774,6 +774,8 @@ impl Stor {
                 let level = if side == 1 { *bid } else { *ask };
                 let cx = x(*t);
                 match (level, last) {
+                    // An unchanged level draws nothing: the line goes on to the next change.
+                    (Some(p), Some((_, py))) if (y(p) - py).abs() < 0.05 => continue,
                     (Some(p), Some((_, py))) => path.push_str(&format!(" L{cx:.1},{py:.1} L{cx:.1},{:.1}", y(p))),
                     (Some(p), None) => path.push_str(&format!(" M{cx:.1},{:.1}", y(p))),
                     (None, Some((_, py))) => path.push_str(&format!(" L{cx:.1},{py:.1}")),
