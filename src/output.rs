@@ -104,11 +104,14 @@ impl Renderer {
                 put("price", price.map_or(Json::Null, |p| self.price(event.instrument, p)));
                 put("quantity", json!(quantity));
             }
-            Body::Cancel { order, side: s, price, quantity } => {
+            Body::Cancel { order, side: s, price, quantity, reason } => {
                 put("order_id", self.name(order));
                 put("side", side(s));
                 put("price", price.map_or(Json::Null, |p| self.price(event.instrument, p)));
                 put("quantity", quantity.map_or(Json::Null, |q| json!(q)));
+                if reason != crate::model::CancelReason::Member {
+                    put("cancel_reason", json!(reason.as_str()));
+                }
             }
             Body::Fill { order, side: s, price, quantity, aggressor, hidden } => {
                 put("order_id", self.name(order));

@@ -32,6 +32,7 @@ struct Columns {
     quantity: Option<usize>,
     aggressor: Option<usize>,
     hidden: Option<usize>,
+    cancel_reason: Option<usize>,
     buyer: Option<usize>,
     seller: Option<usize>,
     buyer_owner: Option<usize>,
@@ -182,6 +183,7 @@ impl CsvParser {
             quantity: find("quantity"),
             aggressor: find("aggressor"),
             hidden: find("hidden"),
+            cancel_reason: find("cancel_reason"),
             buyer: find("buyer"),
             seller: find("seller"),
             buyer_owner: find("buyer_owner"),
@@ -271,6 +273,7 @@ impl LineParser for CsvParser {
                     } else {
                         Some(fields::quantity(quantity_text, "quantity")?)
                     },
+                    reason: fields::cancel_reason(get(f, c.cancel_reason))?,
                 }
             }
             EventKind::Fill => {
@@ -606,6 +609,37 @@ mod tests {
             assert!(events.is_empty(), "{line}");
             assert_eq!(rejections.first().map(|r| r.reason), Some(reason), "{line}: {rejections:?}");
         }
+    }
+
+    #[test]
+    fn a_cancel_says_who_cancelled_it_in_the_cancel_reason_column() {
+        let header = format!("{},cancel_reason", write::HEADER);
+        let mut parser = CsvParser::from_header(Path::new("t.csv"), &header).expect("header");
+        let reference = ReferenceData::new(4);
+        let (mut side, mut announced, mut events) = (Vec::new(), IdMap::default(), Vec::new());
+        let mut reasons = Vec::new();
+        for (i, reason) in ["", "member", "uncross", "connectivity", "kill_switch", "venue"].iter().enumerate() {
+            let text = format!("1,1,cancel,X,ACME,O{i},A,,,,,,,,,,,,,,,,,,,,{reason}");
+            let mut ctx = ParseContext::new(&reference, &mut side, &mut announced);
+            let line = Line { bytes: text.as_bytes(), origin: Origin::new(0, i as u64), companion: None };
+            events.clear();
+            reasons.push(parser.parse(&line, &mut ctx, &mut events).map(|()| match events[0].body {
+                Body::Cancel { reason, .. } => reason.as_str(),
+                _ => "not a cancel",
+            }));
+        }
+        let reasons: Vec<Result<&str, RejectReason>> = reasons.into_iter().map(|r| r.map_err(|e| e.reason)).collect();
+        assert_eq!(
+            reasons,
+            [
+                Ok("member"),
+                Ok("member"),
+                Ok("uncross"),
+                Ok("connectivity"),
+                Ok("kill_switch"),
+                Err(RejectReason::UnknownCancelReason)
+            ]
+        );
     }
 
     #[test]

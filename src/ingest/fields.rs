@@ -2,7 +2,7 @@
 
 use super::{RejectReason, Rejection};
 use crate::model::decimal::{DecimalError, parse_scaled};
-use crate::model::{Price, Quantity, Side};
+use crate::model::{CancelReason, Price, Quantity, Side};
 
 /// A positive quantity. Accepts a zero fraction (`500.00`); rejects negatives, fractions and text.
 #[inline]
@@ -83,6 +83,19 @@ pub fn side(text: &[u8], field: &str) -> Result<Side, Rejection> {
 #[inline]
 pub fn optional_side(text: &[u8], field: &str) -> Result<Option<Side>, Rejection> {
     if text.is_empty() { Ok(None) } else { side(text, field).map(Some) }
+}
+
+/// A cancel's reason (`cancel_reason`): empty is a member's own cancel.
+pub fn cancel_reason(text: &[u8]) -> Result<CancelReason, Rejection> {
+    CancelReason::parse(text).ok_or_else(|| {
+        Rejection::new(
+            RejectReason::UnknownCancelReason,
+            format!(
+                "cancel_reason {:?} is not member, uncross, connectivity or kill_switch",
+                String::from_utf8_lossy(text)
+            ),
+        )
+    })
 }
 
 /// A required non-empty field.

@@ -60,6 +60,8 @@ struct Record<'a> {
     #[serde(borrow)]
     hidden: Option<&'a RawValue>,
     #[serde(borrow)]
+    cancel_reason: Option<&'a RawValue>,
+    #[serde(borrow)]
     buyer: Option<&'a RawValue>,
     #[serde(borrow)]
     seller: Option<&'a RawValue>,
@@ -174,6 +176,7 @@ impl LineParser for JsonlParser {
                     } else {
                         Some(fields::quantity(&quantity_text, "quantity")?)
                     },
+                    reason: fields::cancel_reason(&text(r.cancel_reason, "cancel_reason")?)?,
                 }
             }
             EventKind::Fill => {
@@ -380,7 +383,13 @@ mod tests {
         );
         assert_eq!(
             body(&format!(r#"{{{T},"kind":"cancel","order_id":"O1","account":"A"}}"#)),
-            Body::Cancel { order: Symbol::of(b"O1"), side: None, price: None, quantity: None }
+            Body::Cancel {
+                order: Symbol::of(b"O1"),
+                side: None,
+                price: None,
+                quantity: None,
+                reason: crate::model::CancelReason::Member
+            }
         );
         assert_eq!(
             body(&format!(
@@ -390,8 +399,17 @@ mod tests {
                 order: Symbol::of(b"O1"),
                 side: Some(Side::Sell),
                 price: Some(Price(990_000)),
-                quantity: Some(100)
+                quantity: Some(100),
+                reason: crate::model::CancelReason::Member
             }
+        );
+        assert!(matches!(
+            body(&format!(r#"{{{T},"kind":"cancel","order_id":"O1","account":"A","cancel_reason":"kill_switch"}}"#)),
+            Body::Cancel { reason: crate::model::CancelReason::KillSwitch, .. }
+        ));
+        assert_eq!(
+            reason(&format!(r#"{{{T},"kind":"cancel","order_id":"O1","account":"A","cancel_reason":"venue"}}"#)),
+            RejectReason::UnknownCancelReason
         );
         assert_eq!(
             body(&format!(

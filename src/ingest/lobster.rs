@@ -252,7 +252,13 @@ impl LineParser for LobsterParser {
             let order = ctx.intern(fields::required(order, "order id")?);
             match kind {
                 b'1' => Body::NewOrder { order, side, price: Some(price), quantity: size },
-                b'2' | b'3' => Body::Cancel { order, side: Some(side), price: Some(price), quantity: Some(size) },
+                b'2' | b'3' => Body::Cancel {
+                    order,
+                    side: Some(side),
+                    price: Some(price),
+                    quantity: Some(size),
+                    reason: crate::model::CancelReason::Member,
+                },
                 _ => Body::Fill {
                     order,
                     side,
@@ -494,12 +500,24 @@ mod tests {
         let e = one("34200.1,2,16113575,5,5853300,-1").expect("partial cancel");
         assert_eq!(
             e.body,
-            Body::Cancel { order, side: Some(Side::Sell), price: Some(Price(5_853_300)), quantity: Some(5) }
+            Body::Cancel {
+                order,
+                side: Some(Side::Sell),
+                price: Some(Price(5_853_300)),
+                quantity: Some(5),
+                reason: crate::model::CancelReason::Member
+            }
         );
         let e = one("34200.1,3,16113575,13,5853300,1").expect("deletion");
         assert_eq!(
             e.body,
-            Body::Cancel { order, side: Some(Side::Buy), price: Some(Price(5_853_300)), quantity: Some(13) }
+            Body::Cancel {
+                order,
+                side: Some(Side::Buy),
+                price: Some(Price(5_853_300)),
+                quantity: Some(13),
+                reason: crate::model::CancelReason::Member
+            }
         );
         let e = one("34200.1,4,16113575,13,5853300,-1").expect("visible execution");
         assert_eq!(

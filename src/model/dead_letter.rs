@@ -25,6 +25,8 @@ pub enum RejectReason {
     BadPrice,
     /// Not a trading status.
     UnknownStatus,
+    /// Not a cancel reason.
+    UnknownCancelReason,
     /// Not UTF-8 text.
     BadUtf8,
     /// Not a JSON object of the schema.
@@ -51,6 +53,7 @@ impl RejectReason {
             RejectReason::BadQuantity => "bad_quantity",
             RejectReason::BadPrice => "bad_price",
             RejectReason::UnknownStatus => "unknown_status",
+            RejectReason::UnknownCancelReason => "unknown_cancel_reason",
             RejectReason::BadUtf8 => "bad_utf8",
             RejectReason::BadJson => "bad_json",
             RejectReason::UnknownOrder => "unknown_order",

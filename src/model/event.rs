@@ -34,6 +34,51 @@ impl Origin {
     }
 }
 
+/// Who or what cancelled an order. MiFID II RTS 9 does not count, as orders, the cancels a
+/// venue makes after an auction uncrosses, on a member's loss of connectivity, or by its kill
+/// functionality: only a member's own cancel is a message of the order-to-trade ratio.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelReason {
+    /// The member cancelled (the default: an input that does not say).
+    #[default]
+    Member,
+    /// Unexecuted orders cancelled after an auction uncrossed.
+    Uncross,
+    /// Cancelled when the member lost its connection (cancel-on-disconnect).
+    Connectivity,
+    /// Cancelled by kill functionality.
+    KillSwitch,
+}
+
+impl CancelReason {
+    /// The name in the canonical formats.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelReason::Member => "member",
+            CancelReason::Uncross => "uncross",
+            CancelReason::Connectivity => "connectivity",
+            CancelReason::KillSwitch => "kill_switch",
+        }
+    }
+
+    /// Reads a name; empty is [`CancelReason::Member`].
+    pub fn parse(text: &[u8]) -> Option<CancelReason> {
+        match text {
+            b"" | b"member" => Some(CancelReason::Member),
+            b"uncross" => Some(CancelReason::Uncross),
+            b"connectivity" => Some(CancelReason::Connectivity),
+            b"kill_switch" => Some(CancelReason::KillSwitch),
+            _ => None,
+        }
+    }
+
+    /// Whether RTS 9 counts the cancel as a message of the order-to-trade ratio.
+    pub fn counts_for_rts9(self) -> bool {
+        self == CancelReason::Member
+    }
+}
+
 /// Buy or sell.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -138,6 +183,8 @@ pub enum Body {
         price: Option<Price>,
         /// Quantity cancelled; `None` cancels what remains.
         quantity: Option<Quantity>,
+        /// Who or what cancelled it.
+        reason: CancelReason,
     },
     /// An execution of one order (one side of a trade).
     Fill {

@@ -17,7 +17,7 @@ pub use alert::{Alert, AlertId, FeatureEvidence, Parameter, Severity, Value};
 pub use case::{CaseAction, CaseActionKind, CaseChange, CaseRecord, CaseState, Disposition};
 pub use dead_letter::{DeadLetter, RejectReason, Rejection};
 pub use decimal::{Decimal, Price, Quantity};
-pub use event::{Body, Event, EventKind, Level, Origin, Party, Side, Timestamp, TradingStatus};
+pub use event::{Body, CancelReason, Event, EventKind, Level, Origin, Party, Side, Timestamp, TradingStatus};
 pub use features::{FeatureRow, FeatureScope};
 pub use ratio::{RatioCounts, RatioReport};
 pub use report::Report;

@@ -33,6 +33,9 @@ fn count(counts: &mut RatioCounts, event: &Event, order: &OrderContext, replace_
             counts.messages += replace_weight;
             counts.order_volume += order.removed + quantity;
         }
+        // RTS 9 does not count the cancels a venue makes after an uncross, on loss of
+        // connectivity or by kill functionality.
+        Body::Cancel { reason, .. } if !reason.counts_for_rts9() => {}
         Body::Cancel { .. } => {
             counts.messages += 1;
             counts.order_volume += order.removed;
@@ -306,7 +309,13 @@ mod tests {
                     t + 1,
                     "X",
                     account,
-                    Body::Cancel { order, side: None, price: None, quantity: None },
+                    Body::Cancel {
+                        order,
+                        side: None,
+                        price: None,
+                        quantity: None,
+                        reason: crate::model::CancelReason::Member,
+                    },
                 ));
             }
         }
@@ -340,6 +349,36 @@ mod tests {
         assert_eq!(a[0].account, Symbol::of(b"SPAM"));
         assert_eq!(a[0].time, DAY);
         assert!(a[0].explanation.contains("count ratio 998.0"), "{}", a[0].explanation);
+    }
+
+    #[test]
+    fn cancels_by_the_venue_are_not_counted() {
+        use crate::model::CancelReason;
+        let mut config = Config::default();
+        config.rules.order_to_trade.min_messages = 100;
+        let detector = OrderToTrade::new(&config.rules.order_to_trade, &config.sessions);
+        // 400 orders, 2 filled; the venue cancels the rest: 100 after an uncross, 100 on a lost
+        // connection, 100 by the kill switch, and the member itself cancels 98.
+        let mut events = storm("MEMBER", 0, 400, 2);
+        let mut cancelled = 0;
+        for event in &mut events {
+            if let Body::Cancel { reason, .. } = &mut event.body {
+                *reason =
+                    [CancelReason::Uncross, CancelReason::Connectivity, CancelReason::KillSwitch, CancelReason::Member]
+                        [(cancelled / 100).min(3)];
+                cancelled += 1;
+            }
+        }
+        let (_, reports) = outputs_on(1, detector, events);
+        let counts = reports
+            .iter()
+            .find_map(|r| match r {
+                Report::Ratio(r) if r.r#final => Some(r.counts),
+                _ => None,
+            })
+            .expect("a final value");
+        // 400 submissions and the member's 98 cancels; the 300 venue cancels count for nothing.
+        assert_eq!(counts, RatioCounts { messages: 498, order_volume: 4980, transactions: 2, transaction_volume: 20 });
     }
 
     #[test]
