@@ -40,6 +40,8 @@ pub use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::model::hex::{decode as unhex, encode as hex};
+
 /// The audit log's file name in an output folder.
 pub const AUDIT: &str = "audit.jsonl";
 
@@ -360,35 +362,12 @@ pub fn order_to_trade_digest(config: &crate::config::Config) -> String {
     sha256_hex(format!("{:?}{:?}", config.rules.order_to_trade, config.sessions).as_bytes())
 }
 
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        text.push(DIGITS[(b >> 4) as usize] as char);
-        text.push(DIGITS[(b & 15) as usize] as char);
-    }
-    text
-}
-
 /// What a checkpoint signs: a fixed prefix, the number of records it covers and their head.
 fn checkpoint_message(covers: u64, head: &str) -> Vec<u8> {
     let mut message = b"surveil audit checkpoint\0".to_vec();
     message.extend_from_slice(&covers.to_le_bytes());
     message.extend_from_slice(head.as_bytes());
     message
-}
-
-fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
-    let text = text.trim();
-    if text.len() != 2 * N || !text.is_ascii() {
-        return None;
-    }
-    let digits: Vec<u8> = text.chars().map(|c| c.to_digit(16).map(|d| d as u8)).collect::<Option<_>>()?;
-    let mut out = [0u8; N];
-    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
-        *byte = (pair[0] << 4) | pair[1];
-    }
-    Some(out)
 }
 
 /// A signing key from its 32-byte seed in hex (64 digits, as [`new_signing_key`] writes it).

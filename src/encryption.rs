@@ -86,28 +86,30 @@ impl EncryptionKey {
 
     /// The key from 64 hexadecimal digits (surrounding white space ignored).
     pub fn from_hex(text: &str) -> Option<EncryptionKey> {
-        let text = text.trim();
-        if text.len() != 64 || !text.is_ascii() {
-            return None;
-        }
-        let mut key = [0u8; 32];
-        for (byte, pair) in key.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
-            let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-            *byte = (digit(pair[0])? << 4) | digit(pair[1])?;
-        }
-        Some(EncryptionKey::from_bytes(key))
+        crate::model::hex::decode::<32>(text).map(EncryptionKey::from_bytes)
+    }
+
+    /// The key in the file at `path` (as `surveil audit keygen --encryption` writes it).
+    pub fn from_file(path: &std::path::Path) -> Result<EncryptionKey, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        EncryptionKey::from_hex(&text).ok_or_else(|| {
+            format!(
+                "{}: not an encryption key (64 hex digits, as `surveil audit keygen --encryption` writes)",
+                path.display()
+            )
+        })
     }
 
     /// A new random key, as 64 hexadecimal digits.
     pub fn generate_hex() -> String {
         let mut key = [0u8; 32];
         rand::Rng::fill(&mut rand::rng(), &mut key);
-        key.iter().map(|b| format!("{b:02x}")).collect()
+        crate::model::hex::encode(&key)
     }
 
     /// The key's id in hex (16 digits): safe to show, it does not reveal the key.
     pub fn id_hex(&self) -> String {
-        self.id.iter().map(|b| format!("{b:02x}")).collect()
+        crate::model::hex::encode(&self.id)
     }
 
     fn cipher(&self) -> ChaCha20Poly1305 {
@@ -133,17 +135,7 @@ pub fn keys_from_environment() -> Result<Vec<EncryptionKey>, String> {
 /// keys rotate), else none.
 pub fn key_for_writing(config: &crate::config::Config) -> Result<Option<EncryptionKey>, String> {
     match &config.audit.encryption_key {
-        Some(path) => {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| format!("audit.encryption_key {}: {e}", path.display()))?;
-            EncryptionKey::from_hex(&text).map(Some).ok_or_else(|| {
-                format!(
-                    "audit.encryption_key {}: not an encryption key (64 hex digits, as `surveil audit keygen \
-                     --encryption` writes)",
-                    path.display()
-                )
-            })
-        }
+        Some(path) => EncryptionKey::from_file(path).map(Some).map_err(|e| format!("audit.encryption_key {e}")),
         None => {
             let mut keys = keys_from_environment()?;
             if keys.len() > 1 {
@@ -160,9 +152,7 @@ pub fn key_for_writing(config: &crate::config::Config) -> Result<Option<Encrypti
 /// The keys a reader of `config`'s runs may need: its writing key and those of the environment.
 pub fn keys_for_reading(config: &crate::config::Config) -> Vec<EncryptionKey> {
     let mut keys = keys_from_environment().unwrap_or_default();
-    if let Some(path) = &config.audit.encryption_key
-        && let Some(key) = std::fs::read_to_string(path).ok().and_then(|text| EncryptionKey::from_hex(&text))
-    {
+    if let Some(key) = config.audit.encryption_key.as_deref().and_then(|path| EncryptionKey::from_file(path).ok()) {
         keys.push(key);
     }
     keys
@@ -314,7 +304,7 @@ pub fn open_sealed(bytes: &[u8], keys: &[EncryptionKey]) -> Result<Vec<u8>, Seal
     let id = &header[MAGIC.len()..MAGIC.len() + 8];
     let Some(key) = keys.iter().find(|k| k.id == id) else {
         return Err(SealedError::UnknownKey {
-            id: id.iter().map(|b| format!("{b:02x}")).collect(),
+            id: crate::model::hex::encode(id),
             given: if keys.is_empty() {
                 "none".into()
             } else {

@@ -149,17 +149,7 @@ pub fn new_order(instrument: &str, order: &str, account: &str, side: Side, price
 
 /// A cancel of all that remains of an order.
 pub fn cancel(instrument: &str, order: &str, account: &str) -> Event {
-    of_account(
-        instrument,
-        account,
-        Body::Cancel {
-            order: symbol(order),
-            side: None,
-            price: None,
-            quantity: None,
-            reason: crate::model::CancelReason::Member,
-        },
-    )
+    of_account(instrument, account, Body::cancel_rest(symbol(order)))
 }
 
 /// A replace of an order's quantity (and price, when given).

@@ -959,12 +959,7 @@ fn encryption_keys(files: &[PathBuf]) -> Result<Vec<surveil::encryption::Encrypt
     }
     files
         .iter()
-        .map(|path| {
-            let text =
-                std::fs::read_to_string(path).with_context(|| format!("cannot read the key {}", path.display()))?;
-            surveil::encryption::EncryptionKey::from_hex(&text)
-                .with_context(|| format!("--key {}: not an encryption key (64 hex digits)", path.display()))
-        })
+        .map(|path| surveil::encryption::EncryptionKey::from_file(path).map_err(|e| anyhow::anyhow!("--key {e}")))
         .collect()
 }
 

@@ -166,13 +166,7 @@ mod tests {
         let fill =
             Body::Fill { order: o, side: Side::Buy, price: Price(100), quantity: 3, aggressor: None, hidden: false };
         assert!(t.apply(&event(3, "X", "A", fill)).is_ok());
-        let cancel = Body::Cancel {
-            order: o,
-            side: None,
-            price: None,
-            quantity: None,
-            reason: crate::model::CancelReason::Member,
-        };
+        let cancel = Body::cancel_rest(o);
         assert_eq!(t.apply(&event(4, "X", "A", cancel)).map(|c| c.removed), Ok(5));
         assert!(t.is_empty());
         let rejection = t.apply(&event(5, "X", "A", cancel)).expect_err("closed");
@@ -204,13 +198,7 @@ mod closed_tests {
         let fill =
             Body::Fill { order: o, side: Side::Buy, price: Price(100), quantity: 100, aggressor: None, hidden: false };
         t.apply(&event(2, "X", "A", fill)).expect("fill");
-        let cancel = Body::Cancel {
-            order: o,
-            side: None,
-            price: None,
-            quantity: None,
-            reason: crate::model::CancelReason::Member,
-        };
+        let cancel = Body::cancel_rest(o);
         let rejection = t.apply(&event(3, "X", "A", cancel)).expect_err("not open");
         assert!(rejection.detail.contains("filled completely"), "{}", rejection.detail);
         assert!(!rejection.detail.contains("never seen"), "{}", rejection.detail);
@@ -222,19 +210,7 @@ mod closed_tests {
             let order = Symbol::of_integer(i);
             t.apply(&event(10 + i, "X", "A", Body::NewOrder { order, side: Side::Buy, price: None, quantity: 1 }))
                 .expect("new");
-            t.apply(&event(
-                10 + i,
-                "X",
-                "A",
-                Body::Cancel {
-                    order,
-                    side: None,
-                    price: None,
-                    quantity: None,
-                    reason: crate::model::CancelReason::Member,
-                },
-            ))
-            .expect("cancel");
+            t.apply(&event(10 + i, "X", "A", Body::cancel_rest(order))).expect("cancel");
         }
         assert!(t.closed.values().all(|r| r.len() <= CLOSED_REMEMBERED));
     }

@@ -381,18 +381,7 @@ mod tests {
         let events = vec![
             order(SECOND, a, "o1", Side::Buy, 100),
             order(2 * SECOND, a, "o2", Side::Buy, 300),
-            event(
-                3 * SECOND,
-                "XYZ",
-                a,
-                Body::Cancel {
-                    order: Symbol::of(b"o2"),
-                    side: None,
-                    price: None,
-                    quantity: None,
-                    reason: crate::model::CancelReason::Member,
-                },
-            ),
+            event(3 * SECOND, "XYZ", a, Body::cancel_rest(Symbol::of(b"o2"))),
             trade(4 * SECOND, a, "ACC2", 1000, 50, Side::Buy),
             trade(5 * SECOND, "ACC2", a, 1100, 20, Side::Buy),
             trade(6 * SECOND, "ACC2", "ACC3", 1050, 10, Side::Sell),

@@ -383,13 +383,7 @@ mod tests {
         );
         assert_eq!(
             body(&format!(r#"{{{T},"kind":"cancel","order_id":"O1","account":"A"}}"#)),
-            Body::Cancel {
-                order: Symbol::of(b"O1"),
-                side: None,
-                price: None,
-                quantity: None,
-                reason: crate::model::CancelReason::Member
-            }
+            Body::cancel_rest(Symbol::of(b"O1"))
         );
         assert_eq!(
             body(&format!(

@@ -228,6 +228,13 @@ pub enum Body {
     },
 }
 
+impl Body {
+    /// A member's cancel of all that remains of `order`, when the message says no more.
+    pub fn cancel_rest(order: crate::model::Symbol) -> Body {
+        Body::Cancel { order, side: None, price: None, quantity: None, reason: CancelReason::Member }
+    }
+}
+
 /// Event kinds, for counting and for the `kind` column of the canonical formats.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

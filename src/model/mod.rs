@@ -8,6 +8,7 @@ pub mod dead_letter;
 pub mod decimal;
 pub mod event;
 pub mod features;
+pub mod hex;
 pub mod ratio;
 pub mod report;
 pub mod symbol;

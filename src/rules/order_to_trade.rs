@@ -305,18 +305,7 @@ mod tests {
                     },
                 ));
             } else {
-                events.push(event(
-                    t + 1,
-                    "X",
-                    account,
-                    Body::Cancel {
-                        order,
-                        side: None,
-                        price: None,
-                        quantity: None,
-                        reason: crate::model::CancelReason::Member,
-                    },
-                ));
+                events.push(event(t + 1, "X", account, Body::cancel_rest(order)));
             }
         }
         events
