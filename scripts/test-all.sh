@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, lints, unit, integration and doc tests.
 # Needs the Rust toolchain and the shared datasets folder (../shared/datasets beside the
-# project, or SURVEIL_DATA); installs Debian's influxdb package when influxd is missing. Missing
+# project, or SURVEIL_DATA); installs Debian's influxdb package when influxd is missing, and
+# moto and pyarrow from PyPI when they are missing. Missing
 # datasets fail the run; they are never skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,13 @@ if ! command -v influxd >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     $sudo apt-get update -qq
     $sudo apt-get install -y -qq influxdb >/dev/null
+fi
+
+# The Parquet archive is tested against moto's S3 server (on 127.0.0.1, over TLS) and read
+# back by pyarrow, both from PyPI.
+if ! command -v moto_server >/dev/null 2>&1 || ! python3 -c "import pyarrow, boto3" >/dev/null 2>&1; then
+    echo "== installing moto[server] and pyarrow (PyPI) for the archive tests"
+    python3 -m pip install --quiet --disable-pip-version-check 'moto[server]==5.2.1' 'pyarrow==26.0.1'
 fi
 
 echo "== cargo fmt --check"

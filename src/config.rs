@@ -55,6 +55,9 @@ pub struct Config {
     /// Where finished reports are filed: a regulator's HTTPS endpoint or a file drop, for
     /// `surveil report submit`.
     pub submission: Option<SubmissionConfig>,
+    /// The Parquet archive of events, late events, dead letters and alerts (built with the
+    /// `archive` feature).
+    pub archive: Option<ArchiveConfig>,
 }
 
 impl Config {
@@ -90,6 +93,9 @@ impl Config {
                     *path = base.join(&*path);
                 }
             }
+        }
+        if let Some(archive) = &mut config.archive {
+            archive.resolve(base);
         }
         for actions in &mut config.cases.actions {
             if actions.is_relative() {
@@ -157,6 +163,9 @@ impl Config {
         }
         if let Some(timeseries) = &self.timeseries {
             timeseries.validate()?;
+        }
+        if let Some(archive) = &self.archive {
+            archive.validate()?;
         }
         if self.audit.checkpoint_every == 0 {
             return Err("audit.checkpoint_every must be at least 1".into());
@@ -1026,6 +1035,113 @@ impl CaseDeadlines {
 
 /// The longest acknowledgement deadline: 30 days.
 const MAX_CASE_DEADLINE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The Parquet archive (`docs/archive.md`): a folder, or S3-compatible object storage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveConfig {
+    /// A folder, or `s3://BUCKET[/PREFIX]`.
+    pub url: String,
+    /// The S3 endpoint of a store other than AWS (MinIO, Ceph...): `https://`, or `http://` on
+    /// the loopback interface only. Credentials come from the usual `AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY` environment variables.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// The S3 region. Default `us-east-1`.
+    #[serde(default = "archive_region")]
+    pub region: String,
+    /// PEM file of the certificate authorities to trust instead of the system's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// How long one request may take. Default 30 s.
+    #[serde(default = "archive_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts per request. Default 8.
+    #[serde(default = "webhook_attempts")]
+    pub max_attempts: u32,
+    /// The first wait between attempts, doubled after each failure up to 30 s. Default 500 ms.
+    #[serde(default = "webhook_backoff", with = "humantime_serde")]
+    pub backoff: Duration,
+    /// Rows per row group. Default 65536.
+    #[serde(default = "archive_row_group")]
+    pub row_group_rows: usize,
+    /// Rows per file, at most; a partition with more rows gets more files. Default 4194304.
+    #[serde(default = "archive_file_rows")]
+    pub file_rows: usize,
+}
+
+fn archive_region() -> String {
+    "us-east-1".into()
+}
+
+fn archive_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn archive_row_group() -> usize {
+    65_536
+}
+
+fn archive_file_rows() -> usize {
+    4 << 20
+}
+
+impl ArchiveConfig {
+    /// An archive in the folder `dir`, with the default settings.
+    pub fn local(dir: &Path) -> ArchiveConfig {
+        ArchiveConfig {
+            url: dir.display().to_string(),
+            endpoint: None,
+            region: archive_region(),
+            ca_file: None,
+            timeout: archive_timeout(),
+            max_attempts: webhook_attempts(),
+            backoff: webhook_backoff(),
+            row_group_rows: archive_row_group(),
+            file_rows: archive_file_rows(),
+        }
+    }
+
+    /// Whether the archive is in object storage.
+    pub fn is_object_store(&self) -> bool {
+        self.url.starts_with("s3://")
+    }
+
+    fn resolve(&mut self, base: &Path) {
+        if !self.is_object_store() && Path::new(&self.url).is_relative() {
+            self.url = base.join(&self.url).display().to_string();
+        }
+        if let Some(ca) = &mut self.ca_file
+            && ca.is_relative()
+        {
+            *ca = base.join(&*ca);
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.url.is_empty() {
+            return Err("archive.url: a folder or s3://BUCKET[/PREFIX]".into());
+        }
+        if self.url.contains("://") && !self.is_object_store() {
+            return Err(format!("archive.url {:?}: a folder or s3://BUCKET[/PREFIX]", self.url));
+        }
+        if let Some(endpoint) = &self.endpoint
+            && !encrypted_or_loopback(endpoint)
+        {
+            return Err(format!(
+                "archive.endpoint {endpoint:?}: trading data leaves the machine only encrypted (https://); plain \
+                 http:// is accepted on the loopback interface only"
+            ));
+        }
+        if self.row_group_rows == 0 || self.file_rows < self.row_group_rows {
+            return Err("archive: row_group_rows must be at least 1 and file_rows at least row_group_rows".into());
+        }
+        if self.max_attempts == 0 || self.timeout.is_zero() {
+            return Err("archive: max_attempts and timeout must be positive".into());
+        }
+        Ok(())
+    }
+}
 
 /// A time-series database speaking the InfluxDB 1.x line protocol over HTTP (InfluxDB, or
 /// VictoriaMetrics): the alerts and case changes as points (`docs/alerts.md`).

@@ -112,6 +112,16 @@ impl EncryptionKey {
         crate::model::hex::encode(&self.id)
     }
 
+    /// A key for another purpose (HKDF-SHA256 of this key, with `purpose` as its info), so
+    /// that one configured key never serves two ciphers.
+    #[cfg(feature = "archive")]
+    pub(crate) fn derive(&self, purpose: &[u8]) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        // 32 bytes is far below HKDF's limit of 255 hash lengths: expand cannot fail.
+        let _ = hkdf::Hkdf::<Sha256>::new(None, &self.key).expand(purpose, &mut out);
+        out
+    }
+
     fn cipher(&self) -> ChaCha20Poly1305 {
         ChaCha20Poly1305::new(Key::from_slice(&self.key))
     }

@@ -62,6 +62,8 @@
 #![forbid(missing_docs)]
 
 pub mod anomaly;
+#[cfg(feature = "archive")]
+pub mod archive;
 pub mod audit;
 #[cfg(feature = "tools")]
 pub mod bench;

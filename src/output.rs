@@ -585,6 +585,9 @@ pub struct ReportWriter {
     /// The time-series database's writer and the file for what it does not take.
     #[cfg(feature = "http")]
     timeseries: Option<(crate::timeseries::TimeSeriesSender, File)>,
+    /// The archive's `alerts` table, and the day before which its partitions are published.
+    #[cfg(feature = "archive")]
+    archive: Option<(Arc<crate::archive::Archive>, crate::archive::TableWriter<crate::archive::AlertRow>, i64)>,
     /// How the run ended, for the audit trail (see [`WriterSlot::set_run_end`]).
     pub run_end: Option<Json>,
     /// Counts so far.
@@ -617,6 +620,8 @@ impl ReportWriter {
             webhooks: Vec::new(),
             #[cfg(feature = "http")]
             timeseries: None,
+            #[cfg(feature = "archive")]
+            archive: None,
             run_end: None,
             counts: WrittenCounts::default(),
             error: None,
@@ -713,6 +718,56 @@ impl ReportWriter {
         Ok(())
     }
 
+    /// Also archives the alerts in the `alerts` table of `archive` ([`crate::archive`]).
+    #[cfg(feature = "archive")]
+    pub fn archive_alerts(&mut self, archive: Arc<crate::archive::Archive>) {
+        let table = crate::archive::TableWriter::new(crate::archive::ALERTS, archive.clone());
+        self.archive = Some((archive, table, 0));
+    }
+
+    /// Adds an alert to the archive's `alerts` table, when one is kept.
+    #[cfg(feature = "archive")]
+    fn archive_alert(&mut self, alert: &Alert, tier: Option<&str>, json: &Json) {
+        let Some((_, table, _)) = &mut self.archive else { return };
+        let name = |symbol: Symbol| (!symbol.is_none()).then(|| self.renderer.name_text(symbol));
+        let instrument = name(alert.instrument);
+        let row = crate::archive::AlertRow {
+            time: alert.time,
+            id: alert.id.to_string(),
+            rule: alert.rule.clone(),
+            instrument: instrument.clone(),
+            account: name(alert.account),
+            tier: tier.map(str::to_string),
+            score: alert.score.is_finite().then_some(alert.score),
+            json: json.to_string(),
+        };
+        table.push(crate::archive::PartitionKey::at(alert.time, instrument), row);
+    }
+
+    /// Writes the archive's full row groups, and publishes the alerts of days that ended a
+    /// day before `time` (an alert may be raised a while after the events it is about).
+    #[cfg(feature = "archive")]
+    fn archive_progress(&mut self, time: Option<u64>) {
+        let Some((archive, table, closed)) = &mut self.archive else { return };
+        let context = crate::archive::RowContext { names: &self.renderer.names, reference: &self.renderer.reference };
+        let result = match time {
+            Some(time) => table.write_full_groups(&context).and_then(|_| {
+                let before = crate::archive::day_of(time) - 1;
+                if before > *closed {
+                    *closed = before;
+                    table.close_days_before(before, &context)
+                } else {
+                    Ok(Vec::new())
+                }
+            }),
+            None => table.finish(&context),
+        };
+        if let Err(error) = result {
+            archive.fail(&error);
+            self.archive = None;
+        }
+    }
+
     /// The files this writer produces.
     pub fn files(&self) -> Vec<String> {
         let mut files = vec![ALERTS, DEAD_LETTERS, LATE, RATIOS];
@@ -751,12 +806,16 @@ impl ReportWriter {
             }
         }
         batch.sort_by_key(|(t, r)| order_key(*t, r));
+        #[cfg(feature = "archive")]
+        let batch_time = batch.first().map(|(t, _)| *t);
         for (_, report) in batch.drain(..) {
             let result = match &report {
                 Report::Symbol(..) => Ok(()),
                 Report::Alert(alert) => {
                     count(&mut self.counts.alerts_by_rule, alert.rule.as_str());
                     let json = self.renderer.alert(alert);
+                    #[cfg(feature = "archive")]
+                    self.archive_alert(alert, None, &json);
                     self.keep_alert(&json)
                 }
                 Report::Triaged(triaged) => {
@@ -765,7 +824,10 @@ impl ReportWriter {
                     count(&mut self.counts.alerts_by_rule, triaged.alert.rule.as_str());
                     count(&mut self.counts.alerts_by_tier, triaged.tier.as_str());
                     let mut json = self.renderer.triaged(triaged, &self.route_names);
-                    self.notify(triaged.routes, "alert", &mut json).and_then(|()| self.keep_alert(&json))
+                    let notified = self.notify(triaged.routes, "alert", &mut json);
+                    #[cfg(feature = "archive")]
+                    self.archive_alert(&triaged.alert, Some(triaged.tier.as_str()), &json);
+                    notified.and_then(|()| self.keep_alert(&json))
                 }
                 Report::Group(group) => {
                     self.counts.alert_groups += 1;
@@ -813,6 +875,10 @@ impl ReportWriter {
             {
                 self.error = Some(e);
             }
+        }
+        #[cfg(feature = "archive")]
+        if batch_time.is_some() {
+            self.archive_progress(batch_time);
         }
     }
 
@@ -991,6 +1057,10 @@ impl ReportWriter {
             file.get_ref().sync_all()?;
         }
         self.counts.symbol_collisions = self.renderer.names.collisions();
+        #[cfg(feature = "archive")]
+        let archived = self.archive.as_ref().map(|(archive, _, _)| archive.clone());
+        #[cfg(feature = "archive")]
+        self.archive_progress(None);
         if let Some(mut log) = self.audit.take() {
             let c = &self.counts;
             let mut end = json!({
@@ -1008,6 +1078,11 @@ impl ReportWriter {
             });
             if let (Some(Json::Object(facts)), Json::Object(end)) = (self.run_end.take(), &mut end) {
                 end.extend(facts);
+            }
+            // What the archive holds of this run, for the record: its id, files and rows.
+            #[cfg(feature = "archive")]
+            if let (Some(archive), Json::Object(end)) = (&archived, &mut end) {
+                end.insert("archive".into(), serde_json::to_value(archive.counts()).unwrap_or_default());
             }
             log.append("run_finished", &end)?;
             log.checkpoint()?;

@@ -64,6 +64,9 @@ pub enum RunError {
     /// The anomaly model file cannot be used.
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// The run's outputs are written, but its archive is incomplete.
+    #[error("the archive is incomplete ({0}); the run's other outputs are written")]
+    Archive(String),
 }
 
 /// What to run.
@@ -220,6 +223,10 @@ pub struct RunSummary {
     pub events_per_second: f64,
     /// Peak resident memory of the process, bytes (Linux).
     pub peak_rss_bytes: Option<u64>,
+    /// What the run archived.
+    #[cfg(feature = "archive")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive: Option<crate::archive::ArchiveCounts>,
 }
 
 impl RunSummary {
@@ -472,6 +479,16 @@ fn peak_rss() -> Option<u64> {
 /// content cannot be read (a truncated gzip stream) is not an error here: the run reads what
 /// it can and reports the rest as an `io_error` dead letter.
 fn check_input(input: &InputSpec, config: &Config) -> Result<u64, InputError> {
+    if input.format == crate::ingest::Format::Archive {
+        return if cfg!(feature = "archive") {
+            Ok(0)
+        } else {
+            Err(InputError::Format {
+                path: input.path.clone(),
+                message: "an archive: replaying one needs surveil built with the `archive` feature".into(),
+            })
+        };
+    }
     let io = |source| InputError::Io { path: input.path.clone(), source };
     let meta = std::fs::metadata(&input.path).map_err(io)?;
     if meta.is_dir() {
@@ -504,6 +521,60 @@ pub struct Job {
     started: Instant,
     /// The digests of the inputs, computed beside the run for its audit trail.
     input_digests: Mutex<InputDigests>,
+    /// The archive the run writes.
+    #[cfg(feature = "archive")]
+    archive: Option<Arc<crate::archive::Archive>>,
+    /// The archives the run replays, by input index.
+    #[cfg(feature = "archive")]
+    replays: Vec<(u32, Arc<crate::archive::ArchiveReader>)>,
+}
+
+/// The archive a run writes (`config.archive`) and the archives among its inputs.
+#[cfg(feature = "archive")]
+type Archives = (Option<Arc<crate::archive::Archive>>, Vec<(u32, Arc<crate::archive::ArchiveReader>)>);
+
+#[cfg(feature = "archive")]
+fn open_archives(config: &Config, inputs: &[InputSpec], staging: &Path) -> Result<Archives, RunError> {
+    use crate::archive::{Archive, ArchiveReader};
+    let archive = match &config.archive {
+        Some(settings) => {
+            let key = crate::encryption::key_for_writing(config).map_err(RunError::Config)?;
+            let identity: Vec<(String, u64)> = inputs
+                .iter()
+                .map(|input| {
+                    let path = std::fs::canonicalize(&input.path).unwrap_or_else(|_| input.path.clone());
+                    (path.display().to_string(), std::fs::metadata(&input.path).map_or(0, |m| m.len()))
+                })
+                .collect();
+            let run = crate::archive::run_id(&identity);
+            let names: Vec<String> = inputs.iter().map(|i| i.path.display().to_string()).collect();
+            let opened = Archive::open(settings, &run, &names, staging, key.as_ref())
+                .map_err(|e| RunError::Config(format!("archive {}: {e}", settings.url)))?;
+            Some(Arc::new(opened))
+        }
+        None => None,
+    };
+    let keys = crate::encryption::keys_for_reading(config);
+    let mut replays = Vec::new();
+    for input in inputs.iter().filter(|i| i.format == crate::ingest::Format::Archive) {
+        let url = input.path.display().to_string();
+        let same = |a: &str, b: &str| {
+            let canonical =
+                |p: &str| std::fs::canonicalize(p).map(|p| p.display().to_string()).unwrap_or(p.to_string());
+            canonical(a.trim_end_matches('/')) == canonical(b.trim_end_matches('/'))
+        };
+        if config.archive.as_ref().is_some_and(|a| same(&a.url, &url)) {
+            return Err(RunError::Config(format!(
+                "{url} is both an input and the run's archive: a replay would read what it writes"
+            )));
+        }
+        let mut settings = config.archive.clone().unwrap_or_else(|| crate::config::ArchiveConfig::local(&input.path));
+        settings.url = url.clone();
+        let reader = ArchiveReader::open(&settings, keys.clone())
+            .map_err(|e| RunError::Input(InputError::Format { path: input.path.clone(), message: e.to_string() }))?;
+        replays.push((input.index, Arc::new(reader)));
+    }
+    Ok((archive, replays))
 }
 
 /// The thread digesting the inputs, then what it found.
@@ -519,7 +590,7 @@ fn digest_inputs(
     stop: &Stop,
 ) -> Option<std::thread::JoinHandle<Vec<serde_json::Value>>> {
     let mut paths: Vec<(PathBuf, u64)> = Vec::new();
-    for input in inputs {
+    for input in inputs.iter().filter(|i| i.format != crate::ingest::Format::Archive) {
         for path in std::iter::once(input.path.clone()).chain(crate::ingest::companion_of(input, config)) {
             let size = std::fs::metadata(&path).map_or(0, |m| m.len());
             paths.push((std::fs::canonicalize(&path).unwrap_or(path), size));
@@ -691,8 +762,22 @@ impl Job {
         if let Some(timeseries) = &config.timeseries {
             writer.write_timeseries(&folder, timeseries).map_err(|e| RunError::Config(e.to_string()))?;
         }
+        #[cfg(feature = "archive")]
+        let (archive, replays) = open_archives(&config, &inputs, &folder.dir().join(".archive-staging"))?;
+        #[cfg(feature = "archive")]
+        if let Some(archive) = &archive {
+            writer.archive_alerts(archive.clone());
+        }
+        #[cfg(not(feature = "archive"))]
+        if config.archive.is_some() {
+            return Err(RunError::Config("archive: this surveil is built without the `archive` feature".into()));
+        }
         tracing::info!(inputs = inputs.len(), bytes = total_bytes, "job ready");
         Ok(Job {
+            #[cfg(feature = "archive")]
+            archive,
+            #[cfg(feature = "archive")]
+            replays,
             files: writer.files(),
             inputs,
             config,
@@ -754,7 +839,30 @@ impl Job {
         probe: &ProbeHandle<u64>,
     ) -> Result<SourceOutputs<'scope, Event, Report>, RunError> {
         let partitions = self.partitions(scope.index(), scope.peers())?;
-        Ok(partitioned_source(scope, "ReadFiles", partitions, self.source_options(probe)))
+        let files = partitioned_source(scope, "ReadFiles", partitions, self.source_options(probe));
+        #[cfg(feature = "archive")]
+        if !self.replays.is_empty() {
+            let mut mine = Vec::new();
+            for (index, reader) in &self.replays {
+                let planned = reader.partitions(*index, scope.index(), scope.peers(), &self.progress).map_err(|e| {
+                    RunError::Input(InputError::Format { path: reader.describe().into(), message: e.to_string() })
+                })?;
+                mine.extend(planned);
+            }
+            let replay = partitioned_source(scope, "ReplayArchive", mine, self.source_options(probe));
+            return Ok(SourceOutputs {
+                records: files.records.concat(replay.records),
+                late: files.late.concat(replay.late),
+                side: files.side.concat(replay.side),
+            });
+        }
+        Ok(files)
+    }
+
+    /// The archive the run writes, if any.
+    #[cfg(feature = "archive")]
+    pub fn archive(&self) -> Option<&Arc<crate::archive::Archive>> {
+        self.archive.as_ref()
     }
 
     /// The source settings of the job.
@@ -827,6 +935,12 @@ impl Job {
         summary.elapsed_seconds = self.started.elapsed().as_secs_f64();
         summary.events_per_second = summary.events as f64 / summary.elapsed_seconds.max(1e-9);
         summary.peak_rss_bytes = peak_rss();
+        #[cfg(feature = "archive")]
+        let archive_error = {
+            summary.archive = self.archive.as_ref().map(|a| a.counts());
+            let _ = std::fs::remove_dir_all(self.folder.dir().join(".archive-staging"));
+            summary.archive.as_ref().and_then(|a| a.error.clone())
+        };
         let text = serde_json::to_string_pretty(&summary).map_err(|e| RunError::Dataflow(e.to_string()))? + "\n";
         let dir = self.folder.dir().to_path_buf();
         self.folder.commit(&self.files, text.as_bytes()).map_err(|source| RunError::Output { path: dir, source })?;
@@ -837,6 +951,10 @@ impl Job {
             tracing::info!(dead_letters = summary.dead_letters, by_reason = ?summary.written.dead_letters_by_reason, "records refused");
         }
         tracing::info!(events = summary.events, alerts = summary.alerts, seconds = summary.elapsed_seconds, "job done");
+        #[cfg(feature = "archive")]
+        if let Some(error) = archive_error {
+            return Err(RunError::Archive(error));
+        }
         Ok(summary)
     }
 }
@@ -886,6 +1004,12 @@ impl Job {
             let sink = slot.clone();
             let planned = worker.dataflow::<u64, _, _>(|scope| -> Result<(), RunError> {
                 let input = job.read_files(scope, &probe)?;
+                // The archive is part of the run: the run is done when it is written too.
+                #[cfg(feature = "archive")]
+                if let Some(archive) = &job.archive {
+                    use crate::archive::ArchiveInput;
+                    input.archive_input(archive, &job.reference).probe_with(&probe);
+                }
                 let reports = build(job, scope, input.records);
                 let late = input.late.map(|e| Report::Late(Box::new(e)));
                 reports.concat(input.side).concat(late).probe_with(&probe).write_reports(sink);

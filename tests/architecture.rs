@@ -32,6 +32,7 @@ const LAYERS: &[&[&str]] = &[
     &["encryption"],
     &["reference"],
     &["ingest"],
+    &["archive"],
     &["detect"],
     &["rules", "features", "testing"],
     &["anomaly"],

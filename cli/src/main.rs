@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
-use surveil::config::Config;
+use surveil::config::{ArchiveConfig, Config};
 use surveil::generate::{EventMix, GenerateConfig, generate};
 use surveil::ingest::{Format, InputSpec, ReadProgress};
 use surveil::pipeline::{RunOptions, RunSummary, Stop, inputs, run};
@@ -226,7 +226,11 @@ enum Command {
         /// alerts; may be given more than once, adds to `cases.actions`.
         #[arg(long)]
         case_actions: Vec<PathBuf>,
-        /// Input files (plain or .gz).
+        /// Archive the events, late events, dead letters and alerts as Parquet in this folder
+        /// or at s3://BUCKET/PREFIX (the `[archive]` section's other settings apply).
+        #[arg(long)]
+        archive: Option<String>,
+        /// Input files (plain or .gz), or archives written by `--archive` to replay.
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
     },
@@ -364,8 +368,24 @@ fn message(error: &anyhow::Error) -> String {
 fn main_inner() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Run { job, out, quiet, model, anomaly, export_features, case_actions, inputs: paths }) => {
+        Some(Command::Run {
+            job,
+            out,
+            quiet,
+            model,
+            anomaly,
+            export_features,
+            case_actions,
+            archive,
+            inputs: paths,
+        }) => {
             let mut config = job.config()?;
+            if let Some(url) = archive {
+                let mut settings = config.archive.take().unwrap_or_else(|| ArchiveConfig::local(Path::new(&url)));
+                settings.url = url;
+                config.archive = Some(settings);
+                config.validate().map_err(|e| anyhow!("--archive: {e}"))?;
+            }
             let (format, workers) = (job.format, job.workers);
             if model.is_some() || anomaly {
                 config.rules.anomaly.enabled = true;

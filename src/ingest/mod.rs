@@ -24,7 +24,9 @@ use crate::model::{Event, IdMap, Origin, Symbol};
 use crate::reference::ReferenceData;
 
 pub use crate::model::{DeadLetter, RejectReason, Rejection};
-pub use partition::{EventCounts, InputPosition, LineCounts, LinePartition, ReadProgress, plan_partitions};
+pub use partition::{
+    EventCounts, InputPosition, LineCounts, LinePartition, PartitionProgress, ReadProgress, plan_partitions,
+};
 
 /// Input formats.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,12 +40,18 @@ pub enum Format {
     Lobster,
     /// IMC Prosperity trade files.
     Imc,
+    /// A Parquet archive written by a run (a folder holding `events/`, or `s3://…`), replayed
+    /// with the `archive` feature.
+    Archive,
 }
 
 impl Format {
     /// Guesses the format from the file name: `*_message_N.csv` is LOBSTER, `trades_*.csv`
     /// with `;` separators is IMC, `.jsonl`/`.ndjson` is JSON Lines, anything else CSV.
     pub fn detect(path: &Path) -> Format {
+        if Format::is_archive(path) {
+            return Format::Archive;
+        }
         let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
         let name = name.strip_suffix(".gz").unwrap_or(&name);
         if name.ends_with(".jsonl") || name.ends_with(".ndjson") || name.ends_with(".json") {
@@ -64,11 +72,17 @@ impl Format {
             Format::Jsonl => "jsonl",
             Format::Lobster => "lobster",
             Format::Imc => "imc",
+            Format::Archive => "archive",
         }
     }
 
+    /// Whether `path` names an archive: `s3://…`, or a folder with an `events` folder in it.
+    pub fn is_archive(path: &Path) -> bool {
+        path.to_string_lossy().starts_with("s3://") || path.join("events").is_dir()
+    }
+
     /// Every format.
-    pub const ALL: [Format; 4] = [Format::Csv, Format::Jsonl, Format::Lobster, Format::Imc];
+    pub const ALL: [Format; 5] = [Format::Csv, Format::Jsonl, Format::Lobster, Format::Imc, Format::Archive];
 }
 
 impl std::str::FromStr for Format {
@@ -239,6 +253,12 @@ pub fn parser_for(input: &InputSpec, config: &Config) -> Result<Box<dyn LinePars
         Format::Jsonl => Box::new(jsonl::JsonlParser::new()),
         Format::Lobster => Box::new(lobster::LobsterParser::new(&input.path, &config.ingest.lobster)?),
         Format::Imc => Box::new(imc::ImcParser::new(&input.path, &config.ingest.imc)?),
+        Format::Archive => {
+            return Err(InputError::Format {
+                path: input.path.clone(),
+                message: "an archive is read as Parquet files, not as lines".into(),
+            });
+        }
     })
 }
 

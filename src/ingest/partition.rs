@@ -152,6 +152,49 @@ impl ReadProgress {
     }
 }
 
+/// How far a partition that is not read as lines (an archive's file, a replay) has read, for
+/// the run's progress, counts and interruption report.
+#[derive(Debug)]
+pub struct PartitionProgress {
+    progress: Arc<ReadProgress>,
+    span: Arc<Span>,
+    reported: u64,
+    counts: EventCounts,
+}
+
+impl ReadProgress {
+    /// Starts tracking a partition of input `source` whose positions start at `start`.
+    pub fn track(self: &Arc<Self>, source: u32, start: u64) -> PartitionProgress {
+        PartitionProgress {
+            progress: self.clone(),
+            span: self.register(source, start),
+            reported: 0,
+            counts: EventCounts::default(),
+        }
+    }
+}
+
+impl PartitionProgress {
+    /// Records `events` read and the position reached (bytes from the partition's start).
+    pub fn read(&mut self, events: &[Event], reached: u64) {
+        for event in events {
+            self.counts[event.kind().index()] += 1;
+        }
+        let start = self.span.start;
+        self.span.reached.store(start + reached, Ordering::Relaxed);
+        if let Ok(mut lines) = self.span.lines.lock() {
+            lines.1 = self.counts;
+        }
+        self.progress.bytes.fetch_add(reached.saturating_sub(self.reported), Ordering::Relaxed);
+        self.reported = reached.max(self.reported);
+    }
+
+    /// The partition is read to its end.
+    pub fn finish(&mut self) {
+        self.span.finished.store(true, Ordering::Relaxed);
+    }
+}
+
 /// A byte range of one input, read as lines.
 pub struct LinePartition {
     input: Arc<InputSpec>,
@@ -448,7 +491,7 @@ pub fn plan_partitions(
     let mut global = 0usize;
     let mut indexes: HashMap<u32, Rc<RefCell<LineIndex>>> = HashMap::new();
     let block = config.ingest.block_size.max(4096);
-    for input in inputs {
+    for input in inputs.iter().filter(|i| i.format != super::Format::Archive) {
         let io = |source| InputError::Io { path: input.path.clone(), source };
         let size = std::fs::metadata(&input.path).map_err(io)?.len();
         let companion = companion_of(input, config);

@@ -42,6 +42,30 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
+    /// Every reason.
+    pub const ALL: [RejectReason; 15] = [
+        RejectReason::ColumnCount,
+        RejectReason::BadTime,
+        RejectReason::UnknownKind,
+        RejectReason::MissingField,
+        RejectReason::UnknownSide,
+        RejectReason::BadQuantity,
+        RejectReason::BadPrice,
+        RejectReason::UnknownStatus,
+        RejectReason::UnknownCancelReason,
+        RejectReason::BadUtf8,
+        RejectReason::BadJson,
+        RejectReason::UnknownOrder,
+        RejectReason::IoError,
+        RejectReason::ControlCharacter,
+        RejectReason::CaseActionRefused,
+    ];
+
+    /// The reason of a stable name.
+    pub fn parse(name: &str) -> Option<RejectReason> {
+        RejectReason::ALL.into_iter().find(|reason| reason.as_str() == name)
+    }
+
     /// The stable name used in output.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -105,3 +129,16 @@ pub struct DeadLetter {
 /// Stands for the order's name in an `unknown_order` detail: names of hashed symbols are known
 /// only to the writer, which puts the name in (see [`DeadLetter::event`]).
 pub const ORDER_NAME: &str = "{order}";
+
+#[cfg(test)]
+mod tests {
+    use super::RejectReason;
+
+    #[test]
+    fn every_reason_reads_back_from_its_name() {
+        for reason in RejectReason::ALL {
+            assert_eq!(RejectReason::parse(reason.as_str()), Some(reason));
+        }
+        assert_eq!(RejectReason::parse("nonsense"), None);
+    }
+}

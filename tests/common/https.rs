@@ -31,6 +31,28 @@ pub fn test_tls() -> (Arc<rustls::ServerConfig>, String) {
     (Arc::new(config), ca_cert.pem())
 }
 
+/// A test certificate authority and a server certificate for 127.0.0.1, as PEM: the
+/// authority's certificate, the server's certificate and the server's private key, for a
+/// server that reads them from files.
+pub fn test_certificate_files() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    // Distinct names: OpenSSL takes a certificate whose issuer is its own subject for
+    // self-signed.
+    ca.distinguished_name = rcgen::DistinguishedName::new();
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "surveil test CA");
+    ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    let ca_cert = ca.self_signed(&ca_key).expect("CA");
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let server_key = rcgen::KeyPair::generate().expect("key");
+    let mut server = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+    server.distinguished_name = rcgen::DistinguishedName::new();
+    server.distinguished_name.push(rcgen::DnType::CommonName, "127.0.0.1");
+    let server_cert = server.signed_by(&server_key, &issuer).expect("server certificate");
+    (ca_cert.pem(), server_cert.pem(), server_key.serialize_pem())
+}
+
 /// How the regulator answers one request.
 #[derive(Clone, Copy, Debug)]
 pub enum Answer {

@@ -1,0 +1,193 @@
+//! The Parquet archive on S3-compatible object storage, through the command line: moto's S3
+//! server (from PyPI; `scripts/test-all.sh` installs it) on 127.0.0.1 over TLS with a test
+//! certificate authority. A run archives there, a replay reads it back into the same alerts;
+//! an untrusted certificate and missing credentials are clear errors.
+
+#[path = "../../tests/common/https.rs"]
+mod https;
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn surveil() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_surveil"));
+    command.env("AWS_ACCESS_KEY_ID", "surveil-test").env("AWS_SECRET_ACCESS_KEY", "surveil-test-secret");
+    command
+}
+
+/// moto's S3 server on a loopback port, stopped when dropped.
+struct S3Server {
+    child: Child,
+    port: u16,
+    ca: PathBuf,
+}
+
+impl S3Server {
+    fn start(dir: &Path) -> S3Server {
+        let (ca, cert, key) = https::test_certificate_files();
+        let (ca_path, cert_path, key_path) = (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"));
+        std::fs::write(&ca_path, ca).expect("ca");
+        std::fs::write(&cert_path, cert).expect("cert");
+        std::fs::write(&key_path, key).expect("key");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let server = std::env::var("SURVEIL_MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
+        let log = std::fs::File::create(dir.join("moto.log")).expect("log");
+        let child = Command::new(&server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string(), "-c"])
+            .arg(&cert_path)
+            .arg("-k")
+            .arg(&key_path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{server}: {e} (pip install 'moto[server]'; scripts/test-all.sh does)"));
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(60), "moto_server did not start: see {}", dir.display());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        S3Server { child, port, ca: ca_path }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// Creates a bucket (moto takes unsigned requests).
+    fn create_bucket(&self, name: &str) {
+        let script = "import ssl, sys, urllib.request\n\
+                      context = ssl.create_default_context(cafile=sys.argv[2])\n\
+                      urllib.request.urlopen(urllib.request.Request(sys.argv[1], method='PUT'), context=context).read()\n";
+        let status = Command::new("python3")
+            .args(["-c", script, &format!("{}/{name}", self.endpoint())])
+            .arg(&self.ca)
+            .status()
+            .expect("python3");
+        assert!(status.success(), "bucket {name} not created");
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config(dir: &Path, name: &str, day: &Path, archive: &str) -> PathBuf {
+    let base = std::fs::read_to_string(day.join("surveil.toml")).expect("config");
+    // The generated configuration names its reference files relative to its own folder.
+    let path = day.join(format!("{name}.toml"));
+    std::fs::write(&path, format!("{base}\n{archive}\n")).expect("write");
+    let _ = dir;
+    path
+}
+
+fn alert_ids(out: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(out.join("alerts.jsonl")).expect("alerts");
+    let mut ids: Vec<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json")["id"].as_str().expect("id").to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn a_run_archives_to_s3_over_tls_and_a_replay_reads_it_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = S3Server::start(dir.path());
+    server.create_bucket("surveil");
+    let day = dir.path().join("day");
+    let status = surveil()
+        .args(["generate", "--events", "30000", "--instruments", "5", "--out"])
+        .arg(&day)
+        .stdout(Stdio::null())
+        .status()
+        .expect("generate");
+    assert!(status.success());
+    let settings = |url: &str, ca: Option<&Path>| {
+        let ca = ca.map(|p| format!("ca_file = {:?}\n", p.display().to_string())).unwrap_or_default();
+        format!(
+            "[archive]\nurl = {url:?}\nendpoint = {:?}\n{ca}max_attempts = 2\nbackoff = \"50ms\"\ntimeout = \"20s\"\nrow_group_rows = 2000\n",
+            server.endpoint()
+        )
+    };
+    let archived = config(dir.path(), "archived", &day, &settings("s3://surveil/runs", Some(&server.ca)));
+    let out = dir.path().join("out");
+    let run = surveil()
+        .arg("run")
+        .arg("--config")
+        .arg(&archived)
+        .arg("--out")
+        .arg(&out)
+        .arg("-q")
+        .arg(day.join("events.csv"))
+        .output()
+        .expect("run");
+    assert!(run.status.success(), "run: {}", String::from_utf8_lossy(&run.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).expect("summary")).expect("json");
+    let archive = &summary["archive"];
+    assert_eq!(archive["url"], "s3://surveil/runs");
+    assert!(archive["files"].as_u64().unwrap_or_default() >= 5, "{archive}");
+    assert_eq!(archive["rows"]["events"], summary["events"]);
+    assert!(archive["error"].is_null(), "{archive}");
+
+    // The replay reads the run's archive (and archives itself under another prefix).
+    let replaying = config(dir.path(), "replaying", &day, &settings("s3://surveil/replays", Some(&server.ca)));
+    let replayed = dir.path().join("replayed");
+    let replay = surveil()
+        .arg("run")
+        .arg("--config")
+        .arg(&replaying)
+        .arg("--out")
+        .arg(&replayed)
+        .args(["-q", "-w", "2", "s3://surveil/runs"])
+        .output()
+        .expect("replay");
+    assert!(replay.status.success(), "replay: {}", String::from_utf8_lossy(&replay.stderr));
+    assert!(!alert_ids(&out).is_empty());
+    assert_eq!(alert_ids(&replayed), alert_ids(&out));
+
+    // The system's authorities do not know the test authority: a clear error, after the
+    // run's other outputs.
+    let untrusted = config(dir.path(), "untrusted", &day, &settings("s3://surveil/untrusted", None));
+    let refused = surveil()
+        .arg("run")
+        .arg("--config")
+        .arg(&untrusted)
+        .arg("--out")
+        .arg(dir.path().join("untrusted"))
+        .arg("-q")
+        .arg(day.join("events.csv"))
+        .output()
+        .expect("run");
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr).to_lowercase();
+    assert!(message.contains("archive is incomplete") && message.contains("certificate"), "{message}");
+
+    // Without credentials the run stops before it starts, instead of asking a cloud metadata
+    // service off this machine.
+    let anonymous = Command::new(env!("CARGO_BIN_EXE_surveil"))
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_WEB_IDENTITY_TOKEN_FILE")
+        .arg("run")
+        .arg("--config")
+        .arg(&archived)
+        .arg("--out")
+        .arg(dir.path().join("anonymous"))
+        .arg("-q")
+        .arg(day.join("events.csv"))
+        .output()
+        .expect("run");
+    assert!(!anonymous.status.success());
+    assert!(
+        String::from_utf8_lossy(&anonymous.stderr).contains("no credentials"),
+        "{}",
+        String::from_utf8_lossy(&anonymous.stderr)
+    );
+}
