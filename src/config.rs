@@ -818,7 +818,7 @@ fn webhook_drain() -> Duration {
 /// Whether `url` is encrypted (`https://`), or plain `http://` to the loopback interface: a
 /// host that is an address in 127.0.0.0/8, `[::1]` or `localhost` (a name such as
 /// `127.0.0.1.example.com` is not).
-fn encrypted_or_loopback(url: &str) -> bool {
+pub(crate) fn encrypted_or_loopback(url: &str) -> bool {
     let lower = url.to_ascii_lowercase();
     if lower.starts_with("https://") {
         return true;
@@ -1068,6 +1068,15 @@ pub struct ArchiveConfig {
     /// Rows per file, at most; a partition with more rows gets more files. Default 4194304.
     #[serde(default = "archive_file_rows")]
     pub file_rows: usize,
+    /// Rows that may wait for their row group on one worker (per table): past it, the
+    /// partitions with the most waiting rows are written as smaller row groups. Default
+    /// 262144 (about 40 MB of events).
+    #[serde(default = "archive_buffered_rows")]
+    pub max_buffered_rows: usize,
+}
+
+fn archive_buffered_rows() -> usize {
+    1 << 18
 }
 
 fn archive_region() -> String {
@@ -1099,6 +1108,7 @@ impl ArchiveConfig {
             backoff: webhook_backoff(),
             row_group_rows: archive_row_group(),
             file_rows: archive_file_rows(),
+            max_buffered_rows: archive_buffered_rows(),
         }
     }
 

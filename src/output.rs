@@ -585,9 +585,10 @@ pub struct ReportWriter {
     /// The time-series database's writer and the file for what it does not take.
     #[cfg(feature = "http")]
     timeseries: Option<(crate::timeseries::TimeSeriesSender, File)>,
-    /// The archive's `alerts` table, and the day before which its partitions are published.
+    /// The archive, its `alerts` table (`None` once writing it failed), and the day before
+    /// which its partitions are published.
     #[cfg(feature = "archive")]
-    archive: Option<(Arc<crate::archive::Archive>, crate::archive::TableWriter<crate::archive::AlertRow>, i64)>,
+    archive: Option<(Arc<crate::archive::Archive>, Option<crate::archive::TableWriter<crate::archive::AlertRow>>, i64)>,
     /// How the run ended, for the audit trail (see [`WriterSlot::set_run_end`]).
     pub run_end: Option<Json>,
     /// Counts so far.
@@ -722,13 +723,13 @@ impl ReportWriter {
     #[cfg(feature = "archive")]
     pub fn archive_alerts(&mut self, archive: Arc<crate::archive::Archive>) {
         let table = crate::archive::TableWriter::new(crate::archive::ALERTS, archive.clone());
-        self.archive = Some((archive, table, 0));
+        self.archive = Some((archive, Some(table), 0));
     }
 
     /// Adds an alert to the archive's `alerts` table, when one is kept.
     #[cfg(feature = "archive")]
     fn archive_alert(&mut self, alert: &Alert, tier: Option<&str>, json: &Json) {
-        let Some((_, table, _)) = &mut self.archive else { return };
+        let Some((_, Some(table), _)) = &mut self.archive else { return };
         let name = |symbol: Symbol| (!symbol.is_none()).then(|| self.renderer.name_text(symbol));
         let instrument = name(alert.instrument);
         let row = crate::archive::AlertRow {
@@ -748,7 +749,7 @@ impl ReportWriter {
     /// day before `time` (an alert may be raised a while after the events it is about).
     #[cfg(feature = "archive")]
     fn archive_progress(&mut self, time: Option<u64>) {
-        let Some((archive, table, closed)) = &mut self.archive else { return };
+        let Some((archive, Some(table), closed)) = &mut self.archive else { return };
         let context = crate::archive::RowContext { names: &self.renderer.names, reference: &self.renderer.reference };
         let result = match time {
             Some(time) => table.write_full_groups(&context).and_then(|_| {
@@ -764,7 +765,9 @@ impl ReportWriter {
         };
         if let Err(error) = result {
             archive.fail(&error);
-            self.archive = None;
+            if let Some(kept) = &mut self.archive {
+                kept.1 = None;
+            }
         }
     }
 

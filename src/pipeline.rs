@@ -529,52 +529,73 @@ pub struct Job {
     replays: Vec<(u32, Arc<crate::archive::ArchiveReader>)>,
 }
 
-/// The archive a run writes (`config.archive`) and the archives among its inputs.
+/// The archive among a run's inputs, by input index, and the inputs of the run that wrote it.
 #[cfg(feature = "archive")]
-type Archives = (Option<Arc<crate::archive::Archive>>, Vec<(u32, Arc<crate::archive::ArchiveReader>)>);
+type Replay = Option<(u32, Arc<crate::archive::ArchiveReader>, Vec<String>)>;
 
+/// Opens the archive among `inputs`, if there is one. An archive is replayed on its own: its
+/// events keep the input numbers of the run that wrote them, which other inputs would share.
 #[cfg(feature = "archive")]
-fn open_archives(config: &Config, inputs: &[InputSpec], staging: &Path) -> Result<Archives, RunError> {
-    use crate::archive::{Archive, ArchiveReader};
-    let archive = match &config.archive {
-        Some(settings) => {
-            let key = crate::encryption::key_for_writing(config).map_err(RunError::Config)?;
-            let identity: Vec<(String, u64)> = inputs
-                .iter()
-                .map(|input| {
-                    let path = std::fs::canonicalize(&input.path).unwrap_or_else(|_| input.path.clone());
-                    (path.display().to_string(), std::fs::metadata(&input.path).map_or(0, |m| m.len()))
-                })
-                .collect();
-            let run = crate::archive::run_id(&identity);
-            let names: Vec<String> = inputs.iter().map(|i| i.path.display().to_string()).collect();
-            let opened = Archive::open(settings, &run, &names, staging, key.as_ref())
-                .map_err(|e| RunError::Config(format!("archive {}: {e}", settings.url)))?;
-            Some(Arc::new(opened))
-        }
-        None => None,
-    };
-    let keys = crate::encryption::keys_for_reading(config);
-    let mut replays = Vec::new();
-    for input in inputs.iter().filter(|i| i.format == crate::ingest::Format::Archive) {
-        let url = input.path.display().to_string();
-        let same = |a: &str, b: &str| {
-            let canonical =
-                |p: &str| std::fs::canonicalize(p).map(|p| p.display().to_string()).unwrap_or(p.to_string());
-            canonical(a.trim_end_matches('/')) == canonical(b.trim_end_matches('/'))
-        };
-        if config.archive.as_ref().is_some_and(|a| same(&a.url, &url)) {
-            return Err(RunError::Config(format!(
-                "{url} is both an input and the run's archive: a replay would read what it writes"
-            )));
-        }
-        let mut settings = config.archive.clone().unwrap_or_else(|| crate::config::ArchiveConfig::local(&input.path));
-        settings.url = url.clone();
-        let reader = ArchiveReader::open(&settings, keys.clone())
-            .map_err(|e| RunError::Input(InputError::Format { path: input.path.clone(), message: e.to_string() }))?;
-        replays.push((input.index, Arc::new(reader)));
+fn open_replay(config: &Config, inputs: &[InputSpec]) -> Result<Replay, RunError> {
+    let archives: Vec<&InputSpec> = inputs.iter().filter(|i| i.format == crate::ingest::Format::Archive).collect();
+    let Some(input) = archives.first() else { return Ok(None) };
+    if inputs.len() > 1 {
+        return Err(RunError::Config(format!(
+            "{} is an archive: replay it on its own (its events keep the input numbers of the run that \
+             archived them, which other inputs would share)",
+            input.path.display()
+        )));
     }
-    Ok((archive, replays))
+    let url = input.path.display().to_string();
+    let same = |a: &str, b: &str| {
+        let canonical = |p: &str| std::fs::canonicalize(p).map(|p| p.display().to_string()).unwrap_or(p.to_string());
+        canonical(a.trim_end_matches('/')) == canonical(b.trim_end_matches('/'))
+    };
+    if config.archive.as_ref().is_some_and(|a| same(&a.url, &url)) {
+        return Err(RunError::Config(format!(
+            "{url} is both an input and the run's archive: a replay would read what it writes"
+        )));
+    }
+    let mut settings = config.archive.clone().unwrap_or_else(|| crate::config::ArchiveConfig::local(&input.path));
+    settings.url = url;
+    let unreadable = |e: crate::archive::ArchiveError| {
+        RunError::Input(InputError::Format { path: input.path.clone(), message: e.to_string() })
+    };
+    let reader = crate::archive::ArchiveReader::open(&settings, crate::encryption::keys_for_reading(config))
+        .map_err(unreadable)?;
+    let sources = reader.inputs().map_err(unreadable)?;
+    if reader.files(crate::archive::EVENTS).map_err(unreadable)?.is_empty()
+        && reader.files(crate::archive::DEAD_LETTERS).map_err(unreadable)?.is_empty()
+    {
+        return Err(RunError::Input(InputError::Format {
+            path: input.path.clone(),
+            message: "an archive with no events and no dead letters: nothing to replay".into(),
+        }));
+    }
+    Ok(Some((input.index, Arc::new(reader), sources)))
+}
+
+/// Opens the archive the run writes (`config.archive`), if any.
+#[cfg(feature = "archive")]
+fn open_archive(
+    config: &Config,
+    inputs: &[InputSpec],
+    staging: &Path,
+) -> Result<Option<Arc<crate::archive::Archive>>, RunError> {
+    let Some(settings) = &config.archive else { return Ok(None) };
+    let key = crate::encryption::key_for_writing(config).map_err(RunError::Config)?;
+    let identity: Vec<(String, u64)> = inputs
+        .iter()
+        .map(|input| {
+            let path = std::fs::canonicalize(&input.path).unwrap_or_else(|_| input.path.clone());
+            (path.display().to_string(), std::fs::metadata(&input.path).map_or(0, |m| m.len()))
+        })
+        .collect();
+    let run = crate::archive::run_id(&identity);
+    let names: Vec<String> = inputs.iter().map(|i| i.path.display().to_string()).collect();
+    let opened = crate::archive::Archive::open(settings, &run, &names, staging, key.as_ref())
+        .map_err(|e| RunError::Config(format!("archive {}: {e}", settings.url)))?;
+    Ok(Some(Arc::new(opened)))
 }
 
 /// The thread digesting the inputs, then what it found.
@@ -722,12 +743,23 @@ impl Job {
                 "case actions were given but cases.enabled is false: they would be ignored".into(),
             ));
         }
+        // A replay's events are numbered as the inputs of the run that archived them.
+        #[cfg(feature = "archive")]
+        let replay = open_replay(&config, &inputs)?;
+        #[cfg(feature = "archive")]
+        let event_sources: Vec<String> = match &replay {
+            Some((_, _, original)) if !original.is_empty() => original.clone(),
+            _ => inputs.iter().map(|i| i.path.display().to_string()).collect(),
+        };
+        #[cfg(not(feature = "archive"))]
+        let event_sources: Vec<String> = inputs.iter().map(|i| i.path.display().to_string()).collect();
         let case_actions = match config.cases.enabled {
-            true => CaseActions::read(&config.cases.actions, inputs.len() as u32)
+            true => CaseActions::read(&config.cases.actions, event_sources.len().max(inputs.len()) as u32)
                 .map_err(|(path, e)| RunError::Config(format!("cases.actions {}: {e}", path.display())))?,
             false => CaseActions::default(),
         };
-        let mut sources: Vec<String> = inputs.iter().map(|i| i.path.display().to_string()).collect();
+        let mut sources = event_sources;
+        sources.resize(sources.len().max(inputs.len()), String::new());
         sources.extend(case_actions.files.iter().map(|p| p.display().to_string()));
         // Nothing the run writes may be something it reads.
         let mut protected: Vec<PathBuf> = inputs.iter().map(|i| i.path.clone()).collect();
@@ -763,7 +795,10 @@ impl Job {
             writer.write_timeseries(&folder, timeseries).map_err(|e| RunError::Config(e.to_string()))?;
         }
         #[cfg(feature = "archive")]
-        let (archive, replays) = open_archives(&config, &inputs, &folder.dir().join(".archive-staging"))?;
+        let archive = open_archive(&config, &inputs, &folder.dir().join(".archive-staging"))?;
+        #[cfg(feature = "archive")]
+        let replays: Vec<(u32, Arc<crate::archive::ArchiveReader>)> =
+            replay.into_iter().map(|(index, reader, _)| (index, reader)).collect();
         #[cfg(feature = "archive")]
         if let Some(archive) = &archive {
             writer.archive_alerts(archive.clone());
@@ -844,9 +879,11 @@ impl Job {
         if !self.replays.is_empty() {
             let mut mine = Vec::new();
             for (index, reader) in &self.replays {
-                let planned = reader.partitions(*index, scope.index(), scope.peers(), &self.progress).map_err(|e| {
-                    RunError::Input(InputError::Format { path: reader.describe().into(), message: e.to_string() })
-                })?;
+                let planned = reader
+                    .partitions(*index, scope.index(), scope.peers(), &self.progress, &self.reference)
+                    .map_err(|e| {
+                        RunError::Input(InputError::Format { path: reader.describe().into(), message: e.to_string() })
+                    })?;
                 mine.extend(planned);
             }
             let replay = partitioned_source(scope, "ReplayArchive", mine, self.source_options(probe));
@@ -937,6 +974,14 @@ impl Job {
         summary.peak_rss_bytes = peak_rss();
         #[cfg(feature = "archive")]
         let archive_error = {
+            // A complete run's files replace an earlier run's over the same inputs entirely.
+            if let Some(archive) = &self.archive
+                && summary.complete
+                && archive.counts().error.is_none()
+                && let Err(error) = archive.remove_stale()
+            {
+                archive.fail(&error);
+            }
             summary.archive = self.archive.as_ref().map(|a| a.counts());
             let _ = std::fs::remove_dir_all(self.folder.dir().join(".archive-staging"));
             summary.archive.as_ref().and_then(|a| a.error.clone())
@@ -1021,6 +1066,14 @@ impl Job {
             // messages) instead of spinning: a spinning worker takes the core from the system's
             // own work, which then preempts it.
             slot.drive(worker);
+            // The archive is written beside the sink: wait for it too (the probe's frontier
+            // covers every worker's archive), so that the audit trail records all of it.
+            #[cfg(feature = "archive")]
+            if job.archive.is_some() {
+                while !probe.done() {
+                    worker.step_or_park(Some(std::time::Duration::from_millis(100)));
+                }
+            }
             slot.set_run_end(job.run_end());
             slot.finish().transpose().map_err(|e| e.to_string())
         })

@@ -96,6 +96,10 @@ fn a_replay_of_the_archive_raises_the_same_alerts_and_the_files_are_the_same_on_
 
     // Read back, the archive holds every event once, in order within each file.
     let reader = ArchiveReader::open(&ArchiveConfig::local(&archives[0]), Vec::new()).expect("reader");
+    for key in reader.files(EVENTS).expect("files") {
+        let events = reader.events_in(&key).expect("file");
+        assert!(events.windows(2).all(|w| w[0].order_key() < w[1].order_key()), "{key} is not in order");
+    }
     let archived = reader.events(false).expect("events");
     assert_eq!(archived.len() as u64, summaries[0].events - summaries[0].written.late_events);
     let mut origins: Vec<_> = archived.iter().map(|e| e.origin).collect();
@@ -120,6 +124,20 @@ fn a_replay_of_the_archive_raises_the_same_alerts_and_the_files_are_the_same_on_
     assert!(summary.complete);
     assert_eq!(summary.events, summaries[0].events - summaries[0].written.late_events);
     assert_eq!(alerts(&replayed), alerts(&dir.path().join("out1")));
+    // The replay's evidence names the inputs of the run that archived the events.
+    let first = std::fs::read_to_string(replayed.join("alerts.jsonl")).expect("alerts");
+    assert!(first.contains(&format!("\"source\":{:?}", events.display().to_string())), "evidence names the day");
+
+    // The same inputs archived again with larger files: the run's files replace the earlier
+    // ones (fewer of them), and no row is in the archive twice.
+    let mut fewer = with_archive(&config, &archives[0]);
+    if let Some(settings) = fewer.archive.as_mut() {
+        settings.file_rows = 1 << 20;
+    }
+    let again = run_files(std::slice::from_ref(&events), fewer, 1, &dir.path().join("again")).expect("again");
+    let counts = again.archive.expect("counts");
+    assert!(counts.removed > 0, "the earlier run's extra files are removed: {counts:?}");
+    assert_eq!(reader.events(false).expect("events").len(), archived.len());
 }
 
 #[test]
@@ -139,8 +157,13 @@ fn late_events_and_dead_letters_are_archived_and_come_back_as_they_were() {
         base + 61_000_000_000
     ));
     std::fs::write(&input, csv).expect("write");
+    // An owner from the reference data with a name that needs a dictionary.
+    std::fs::write(dir.path().join("accounts.csv"), "account,owner,desk,trader\nACC1,BENEFICIAL OWNER ONE,,\n")
+        .expect("accounts");
+    let mut config = Config::default();
+    config.reference.accounts = Some(dir.path().join("accounts.csv"));
     let archive = dir.path().join("archive");
-    let config = with_archive(&Config::default(), &archive);
+    let config = with_archive(&config, &archive);
     let first = run_files(std::slice::from_ref(&input), config.clone(), 1, &dir.path().join("out")).expect("run");
     assert_eq!((first.written.late_events, first.dead_letters), (1, 1));
 
@@ -151,14 +174,25 @@ fn late_events_and_dead_letters_are_archived_and_come_back_as_they_were() {
     assert!(letters[0].letter.raw.contains("BAD1,ACC9,sell,ten"), "{:?}", letters[0].letter.raw);
     let late = reader.events(true).expect("late events");
     assert_eq!(late.len(), 1);
+    let owners = reader.events(false).expect("events");
+    let owner = surveil::model::Symbol::of(b"BENEFICIAL OWNER ONE");
+    assert!(owners.iter().any(|e| e.owner == owner), "the reference data's owner is archived by name");
     // A name that needs a dictionary (long, with a slash) is written as text and escaped in
     // its folder.
     let keys = reader.files(EVENTS).expect("files");
     assert!(keys.iter().any(|k| k.contains("instrument=A-LONG-INSTRUMENT%2FNAME/")), "{keys:?}");
 
+    // The replay archives what it replays, late events and dead letters included.
     let out = dir.path().join("replay");
-    let replay = run_files(std::slice::from_ref(&archive), Config::default(), 1, &out).expect("replay");
+    let mut replay_config = with_archive(&config, &dir.path().join("rearchived"));
+    replay_config.reference.accounts = None;
+    let replay = run_files(std::slice::from_ref(&archive), replay_config, 1, &out).expect("replay");
     assert_eq!((replay.written.late_events, replay.dead_letters, replay.events), (1, 1, first.events - 1));
+    let rearchived =
+        ArchiveReader::open(&ArchiveConfig::local(&dir.path().join("rearchived")), Vec::new()).expect("reader");
+    assert_eq!(rearchived.events(true).expect("late").len(), 1);
+    assert_eq!(rearchived.dead_letters().expect("letters").len(), 1);
+    assert_eq!(rearchived.events(false).expect("events").len(), owners.len());
     let strip = |mut v: serde_json::Value| {
         v.as_object_mut().expect("object").remove("source");
         v
@@ -209,16 +243,16 @@ fn an_encrypted_archive_holds_no_plaintext_and_opens_only_with_its_key() {
     let read = ArchiveReader::open(&settings, vec![other, key]).expect("reader").events(false).expect("with the key");
     assert_eq!(read.len() as u64, summary.events - summary.written.late_events);
 
-    // A replay with the key gives the same alerts; without it, every file is a dead letter.
+    // A replay with the key gives the same alerts; without it, the run refuses to start.
     let mut replay_config = config.clone();
     replay_config.archive = None;
     let out = dir.path().join("replay");
     run_files(std::slice::from_ref(&archive), replay_config.clone(), 1, &out).expect("replay");
     assert_eq!(alerts(&out), alerts(&dir.path().join("out")));
     replay_config.audit.encryption_key = None;
-    let blind = run_files(std::slice::from_ref(&archive), replay_config, 1, &dir.path().join("blind")).expect("runs");
-    assert_eq!(blind.events, 0);
-    assert!(blind.dead_letters >= all.keys().filter(|k| k.starts_with("events/")).count() as u64);
+    let blind = run_files(std::slice::from_ref(&archive), replay_config, 1, &dir.path().join("blind"))
+        .expect_err("no key, no replay");
+    assert!(blind.to_string().contains("encrypted and no key was given"), "{blind}");
 }
 
 #[test]

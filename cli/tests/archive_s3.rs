@@ -151,6 +151,50 @@ fn a_run_archives_to_s3_over_tls_and_a_replay_reads_it_back() {
     assert!(replay.status.success(), "replay: {}", String::from_utf8_lossy(&replay.stderr));
     assert!(!alert_ids(&out).is_empty());
     assert_eq!(alert_ids(&replayed), alert_ids(&out));
+    let replay_summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(replayed.join("summary.json")).expect("summary")).expect("json");
+    assert_eq!(replay_summary["events"], summary["events"]);
+    assert_eq!(replay_summary["late_events"], summary["late_events"]);
+    assert_eq!(replay_summary["archive"]["rows"]["events"], summary["events"], "the replay archived what it read");
+
+    // Names that are escaped in their partition (a slash, a space) name the same objects when
+    // written and when read back.
+    let fx = dir.path().join("fx.csv");
+    let mut csv = String::from("event_time,kind,instrument,order_id,account,side,price,quantity\n");
+    for (i, pair) in ["EUR/USD", "ES Z4", "EUR/USD"].iter().enumerate() {
+        csv.push_str(&format!("{},new,{pair},O{i},ACC1,buy,1.25,1000\n", 1_709_280_000_000_000_000u64 + i as u64));
+    }
+    std::fs::write(&fx, csv).expect("fx");
+    let fx_config = dir.path().join("fx.toml");
+    std::fs::write(&fx_config, settings("s3://surveil/fx", Some(&server.ca))).expect("config");
+    let fx_run = surveil()
+        .arg("run")
+        .arg("--config")
+        .arg(&fx_config)
+        .arg("--out")
+        .arg(dir.path().join("fx"))
+        .arg("-q")
+        .arg(&fx)
+        .output()
+        .expect("run");
+    assert!(fx_run.status.success(), "fx run: {}", String::from_utf8_lossy(&fx_run.stderr));
+    let fx_replay_config = dir.path().join("fx-replay.toml");
+    std::fs::write(&fx_replay_config, settings("s3://surveil/fx-replays", Some(&server.ca))).expect("config");
+    let fx_out = dir.path().join("fx-replayed");
+    let fx_replay = surveil()
+        .arg("run")
+        .arg("--config")
+        .arg(&fx_replay_config)
+        .arg("--out")
+        .arg(&fx_out)
+        .args(["-q", "s3://surveil/fx"])
+        .output()
+        .expect("replay");
+    assert!(fx_replay.status.success(), "fx replay: {}", String::from_utf8_lossy(&fx_replay.stderr));
+    let fx_summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx_out.join("summary.json")).expect("summary")).expect("json");
+    assert_eq!(fx_summary["events"], 3, "{fx_summary}");
+    assert_eq!(fx_summary["dead_letters"], 0, "{fx_summary}");
 
     // The system's authorities do not know the test authority: a clear error, after the
     // run's other outputs.

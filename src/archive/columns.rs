@@ -407,8 +407,15 @@ macro_rules! typed {
 }
 
 /// Reads the events of a batch of `events` or `late_events`, appending them to `out`; names
-/// that need a dictionary are also appended to `names` (as a replay announces them).
-pub fn events_of(batch: &RecordBatch, out: &mut Vec<Event>, names: &mut Vec<(Symbol, String)>) -> Result<(), RowError> {
+/// that need a dictionary are also appended to `names` (as a replay announces them). With
+/// `reference`, a row whose `price_scale` is not the scale the reference data gives its
+/// instrument is an error: its prices would be read wrong by a power of ten.
+pub fn events_of(
+    batch: &RecordBatch,
+    out: &mut Vec<Event>,
+    names: &mut Vec<(Symbol, String)>,
+    reference: Option<&ReferenceData>,
+) -> Result<(), RowError> {
     let time = typed!(batch, "time", as_primitive_opt::<TimestampNanosecondType>);
     let source = typed!(batch, "source", as_primitive_opt::<UInt32Type>);
     let offset = typed!(batch, "offset", as_primitive_opt::<UInt64Type>);
@@ -441,7 +448,7 @@ pub fn events_of(batch: &RecordBatch, out: &mut Vec<Event>, names: &mut Vec<(Sym
     let bid_quantity = typed!(batch, "bid_quantity", as_primitive_opt::<UInt64Type>);
     let ask_price = typed!(batch, "ask_price", as_primitive_opt::<Int64Type>);
     let ask_quantity = typed!(batch, "ask_quantity", as_primitive_opt::<UInt64Type>);
-    let _ = typed!(batch, "price_scale", as_primitive_opt::<UInt8Type>);
+    let price_scale = typed!(batch, "price_scale", as_primitive_opt::<UInt8Type>);
     let mut symbol = |column: &arrow_array::StringArray, row: usize| -> Symbol {
         if column.is_null(row) {
             return Symbol::NONE;
@@ -526,11 +533,21 @@ pub fn events_of(batch: &RecordBatch, out: &mut Vec<Event>, names: &mut Vec<(Sym
             },
             other => return Err(fail(format!("kind {other:?}"))),
         };
+        let instrument = symbol(instrument, row);
+        if let Some(reference) = reference {
+            let (archived, now) = (price_scale.value(row), reference.price_scale(instrument));
+            if archived != now {
+                return Err(fail(format!(
+                    "prices were archived at scale {archived} and the reference data now gives scale {now}: \
+                     replay with the reference data the archive was written with"
+                )));
+            }
+        }
         out.push(Event {
             time: time_value,
             origin: Origin::new(source.value(row), offset.value(row)),
             seq: seq.value(row),
-            instrument: symbol(instrument, row),
+            instrument,
             venue: symbol(venue, row),
             account: symbol(account, row),
             trader: symbol(trader, row),

@@ -30,7 +30,7 @@ pub mod replay;
 pub mod store;
 pub mod writer;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -166,12 +166,20 @@ pub struct ArchiveCounts {
     pub rows: BTreeMap<String, u64>,
     /// Bytes published.
     pub bytes: u64,
+    /// Files of an earlier run over the same inputs that this run did not write again, and
+    /// removed so that a replay does not read their rows twice.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub removed: u64,
     /// The id of the key the files are encrypted with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption_key_id: Option<String>,
     /// Why the archive is incomplete, if it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// An archive being written by a run: where, how, and what it has written so far. Shared by
@@ -183,7 +191,9 @@ pub struct Archive {
     run: String,
     row_group_rows: usize,
     file_rows: usize,
+    max_buffered_rows: usize,
     counts: Mutex<ArchiveCounts>,
+    published: Mutex<BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Archive {
@@ -245,12 +255,19 @@ impl Archive {
             run: run.to_string(),
             row_group_rows: config.row_group_rows.max(1),
             file_rows: config.file_rows.max(1),
+            max_buffered_rows: config.max_buffered_rows.max(1),
+            published: Mutex::new(BTreeSet::new()),
         })
     }
 
     /// Rows per row group.
     pub fn row_group_rows(&self) -> usize {
         self.row_group_rows
+    }
+
+    /// Rows that may wait for their row group on one worker, per table.
+    pub fn max_buffered_rows(&self) -> usize {
+        self.max_buffered_rows
     }
 
     /// Rows per file, at most.
@@ -264,6 +281,9 @@ impl Archive {
     }
 
     fn record(&self, file: &ArchivedFile) {
+        if let Ok(mut published) = self.published.lock() {
+            published.insert(file.key.clone());
+        }
         if let Ok(mut counts) = self.counts.lock() {
             counts.files += 1;
             counts.bytes += file.bytes;
@@ -279,6 +299,27 @@ impl Archive {
         {
             counts.error = Some(error.to_string());
         }
+    }
+
+    /// After a complete run: removes the files with this run's id that the run did not write
+    /// (an earlier run over the same inputs may have split its rows into more files), so that
+    /// the archive holds each row of these inputs once. Returns how many it removed.
+    pub fn remove_stale(&self) -> Result<u64, ArchiveError> {
+        let marker = format!("/part-{}-", self.run);
+        let published = self.published.lock().map(|p| p.clone()).unwrap_or_default();
+        let mut removed = 0;
+        for table in [EVENTS, LATE_EVENTS, DEAD_LETTERS, ALERTS] {
+            for key in self.store.list(table)? {
+                if key.contains(&marker) && !published.contains(&key) {
+                    self.store.delete(&key)?;
+                    removed += 1;
+                }
+            }
+        }
+        if let Ok(mut counts) = self.counts.lock() {
+            counts.removed += removed;
+        }
+        Ok(removed)
     }
 
     /// What has been archived so far.

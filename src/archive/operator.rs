@@ -25,6 +25,8 @@ use crate::reference::ReferenceData;
 enum SideRow {
     Name(Symbol, Box<str>),
     Letter(Box<DeadLetter>),
+    /// A late event that a source sends as a side record (a replay of an archive does).
+    Late(Box<Event>),
 }
 
 /// Extension trait: archive what a source read.
@@ -34,11 +36,12 @@ pub trait ArchiveInput<'scope> {
     /// are for the rest of the dataflow. Events are exchanged by instrument, so each partition
     /// of the archive has one writer; dead letters go to worker 0.
     ///
-    /// Returns the files as they are published. Its frontier passes a time once every row
-    /// before it is in the archive or in a file that will be published when its day ends; it
-    /// empties only when the last file is published, so a probe on it tells when a finite
-    /// run's archive is complete. A failed write is recorded in the archive
-    /// ([`Archive::counts`]`().error`) and the operator stops writing; the dataflow goes on.
+    /// Returns the files as they are published. Encoding and publishing happen on a thread
+    /// of the worker's own (a bounded queue holds the worker back when it falls behind), so
+    /// the detection of the same worker does not wait on compression; the returned stream's
+    /// frontier empties only when the worker's last file is published, so a probe on it tells
+    /// when a finite run's archive is complete. A failed write is recorded in the archive
+    /// ([`Archive::counts`]`().error`) and that worker stops archiving; the dataflow goes on.
     ///
     /// # Examples
     /// ```
@@ -83,6 +86,73 @@ struct Waiting {
     letters: Vec<(u64, DeadLetter)>,
 }
 
+/// What one activation of the operator hands to its writer thread.
+#[derive(Default)]
+struct Step {
+    watermark: u64,
+    names: Vec<(Symbol, Box<str>)>,
+    events: Vec<Event>,
+    late: Vec<(u64, Event)>,
+    letters: Vec<(u64, DeadLetter)>,
+}
+
+/// Steps a writer thread may have queued before the worker waits for it.
+const QUEUED_STEPS: usize = 16;
+
+type Writer = (std::sync::mpsc::Receiver<Vec<ArchivedFile>>, std::thread::JoinHandle<()>);
+
+/// Starts the thread that turns a worker's rows into Parquet files: encoding and compressing
+/// take longer than detecting, and on a thread of their own they neither delay the worker's
+/// alerts nor leave a spare core idle.
+fn start_writer(archive: Arc<Archive>, reference: Arc<ReferenceData>) -> (std::sync::mpsc::SyncSender<Step>, Writer) {
+    let (steps, queue) = std::sync::mpsc::sync_channel::<Step>(QUEUED_STEPS);
+    let (files, published) = std::sync::mpsc::channel::<Vec<ArchivedFile>>();
+    let shared = archive.clone();
+    let thread = std::thread::Builder::new().name("archive".into()).spawn(move || {
+        let archive = shared;
+        // The reference data's names (desks, owners from the accounts file) are never
+        // announced on the stream: start from them.
+        let mut names: SymbolTable = reference.names.clone();
+        let mut waiting = Waiting::default();
+        let mut events: TableWriter<Event> = TableWriter::new(EVENTS, archive.clone());
+        let mut late: TableWriter<Event> = TableWriter::new(LATE_EVENTS, archive.clone());
+        let mut letters: TableWriter<DeadLetterRow> = TableWriter::new(DEAD_LETTERS, archive.clone());
+        let mut failed = false;
+        for mut step in queue {
+            if failed {
+                continue;
+            }
+            for (symbol, text) in step.names.drain(..) {
+                names.insert(symbol, &text);
+            }
+            waiting.events.append(&mut step.events);
+            waiting.late.append(&mut step.late);
+            waiting.letters.append(&mut step.letters);
+            let context = RowContext { names: &names, reference: &reference };
+            let mut done = Vec::new();
+            let result =
+                release(step.watermark, &mut waiting, &context, (&mut events, &mut late, &mut letters), &mut done);
+            if let Err(error) = result {
+                archive.fail(&error);
+                failed = true;
+                waiting = Waiting::default();
+            }
+            if !done.is_empty() {
+                let _ = files.send(done);
+            }
+        }
+    });
+    let thread = match thread {
+        Ok(thread) => thread,
+        // No thread: the archive fails, the rest of the run goes on.
+        Err(error) => {
+            archive.fail(&ArchiveError::Io { path: "archive thread".into(), source: error });
+            std::thread::spawn(|| {})
+        }
+    };
+    (steps, (published, thread))
+}
+
 impl<'scope> ArchiveInput<'scope> for SourceOutputs<'scope, Event, Report> {
     fn archive_input(
         &self,
@@ -97,6 +167,7 @@ impl<'scope> ArchiveInput<'scope> for SourceOutputs<'scope, Event, Report> {
                     (0..peers).map(|to| (to, SideRow::Name(symbol, text.clone()))).collect()
                 }
                 Report::DeadLetter(letter) => vec![(0, SideRow::Letter(letter))],
+                Report::Late(event) => vec![((route(&event.instrument) % peers as u64) as usize, SideRow::Late(event))],
                 _ => Vec::new(),
             }
         });
@@ -110,58 +181,54 @@ impl<'scope> ArchiveInput<'scope> for SourceOutputs<'scope, Event, Report> {
         let reference = reference.clone();
         builder.build(move |mut initial| {
             let mut held: Option<Capability<u64>> = initial.pop();
-            let mut names = SymbolTable::default();
-            let mut waiting = Waiting::default();
-            let mut events: TableWriter<Event> = TableWriter::new(EVENTS, archive.clone());
-            let mut late: TableWriter<Event> = TableWriter::new(LATE_EVENTS, archive.clone());
-            let mut letters: TableWriter<DeadLetterRow> = TableWriter::new(DEAD_LETTERS, archive.clone());
-            let mut failed = false;
+            let (steps, published) = start_writer(archive.clone(), reference.clone());
+            let mut steps = Some(steps);
+            let mut writer = Some(published);
+            let mut step = Step::default();
             let mut released_to = 0u64;
             move |frontiers| {
                 side_in.for_each(|cap, data| {
+                    let sent = cap.least().copied().unwrap_or(0);
                     for (_, row) in data.drain(..) {
                         match row {
-                            SideRow::Name(symbol, text) => {
-                                names.insert(symbol, &text);
-                            }
-                            SideRow::Letter(letter) => {
-                                waiting.letters.push((cap.least().copied().unwrap_or(0), *letter))
-                            }
+                            SideRow::Name(symbol, text) => step.names.push((symbol, text)),
+                            SideRow::Letter(letter) => step.letters.push((sent, *letter)),
+                            SideRow::Late(event) => step.late.push((sent, *event)),
                         }
                     }
                 });
                 late_in.for_each(|cap, data| {
                     let sent = cap.least().copied().unwrap_or(0);
-                    waiting.late.extend(data.drain(..).map(|e| (sent, e)))
+                    step.late.extend(data.drain(..).map(|e| (sent, e)))
                 });
-                events_in.for_each(|_, data| waiting.events.append(data));
+                events_in.for_each(|_, data| step.events.append(data));
                 let watermark =
                     frontiers.iter().filter_map(|f| f.frontier().first().copied()).min().unwrap_or(u64::MAX);
-                if watermark <= released_to && watermark != u64::MAX {
-                    return;
-                }
-                released_to = watermark;
-                let context = RowContext { names: &names, reference: &reference };
-                let mut published: Vec<ArchivedFile> = Vec::new();
-                if !failed {
-                    let result = release(
-                        watermark,
-                        &mut waiting,
-                        &context,
-                        (&mut events, &mut late, &mut letters),
-                        &mut published,
-                    );
-                    if let Err(error) = result {
-                        archive.fail(&error);
-                        failed = true;
+                let Some(cap) = held.as_mut() else { return };
+                let mut files: Vec<ArchivedFile> = Vec::new();
+                if watermark > released_to || watermark == u64::MAX {
+                    released_to = watermark;
+                    step.watermark = watermark;
+                    // The writer thread encodes and publishes; a full queue holds the worker
+                    // back (the archive keeps up or the run slows down, nothing is dropped).
+                    if let Some(queue) = &steps
+                        && queue.send(std::mem::take(&mut step)).is_err()
+                    {
+                        steps = None;
                     }
                 }
-                if failed {
-                    waiting = Waiting::default();
+                if watermark == u64::MAX {
+                    // The end: wait for the writer to publish everything.
+                    steps = None;
+                    if let Some((published, thread)) = writer.take() {
+                        let _ = thread.join();
+                        files.extend(published.try_iter().flatten());
+                    }
+                } else if let Some((published, _)) = &writer {
+                    files.extend(published.try_iter().flatten());
                 }
-                let Some(cap) = held.as_mut() else { return };
-                if !published.is_empty() {
-                    files_out.activate().session(&*cap).give_container(&mut published);
+                if !files.is_empty() {
+                    files_out.activate().session(&*cap).give_container(&mut files);
                 }
                 if watermark == u64::MAX {
                     held = None;
@@ -183,19 +250,24 @@ fn release(
     (events, late, letters): (&mut TableWriter<Event>, &mut TableWriter<Event>, &mut TableWriter<DeadLetterRow>),
     published: &mut Vec<ArchivedFile>,
 ) -> Result<(), ArchiveError> {
-    let instrument = |event: &Event| {
-        (!event.instrument.is_none()).then(|| {
+    let instrument = |symbol: Symbol| {
+        (!symbol.is_none()).then(|| {
             let mut name = String::new();
-            context.names.write_name(event.instrument, &mut name);
+            context.names.write_name(symbol, &mut name);
             name
         })
     };
     // On-time events are sent at or before their event time: once the watermark passes a
-    // time, no event before it is still to come.
+    // time, no event before it is still to come. They go to their partitions in groups, in
+    // order.
     waiting.events.sort_unstable_by_key(Event::order_key);
     let ready = waiting.events.partition_point(|e| e.time < watermark);
+    let mut groups: std::collections::BTreeMap<(i64, Symbol), Vec<Event>> = std::collections::BTreeMap::new();
     for event in waiting.events.drain(..ready) {
-        events.push(PartitionKey::at(event.time, instrument(&event)), event);
+        groups.entry((day_of(event.time), event.instrument)).or_default().push(event);
+    }
+    for ((day, symbol), rows) in groups {
+        events.push_all(PartitionKey { day, instrument: instrument(symbol) }, rows);
     }
     // Late events and dead letters are complete once the watermark passes the time they were
     // sent at.
@@ -203,7 +275,7 @@ fn release(
     waiting.late = rest;
     ready.sort_unstable_by_key(|(_, e)| e.order_key());
     for (_, event) in ready {
-        late.push(PartitionKey::at(event.time, instrument(&event)), event);
+        late.push(PartitionKey::at(event.time, instrument(event.instrument)), event);
     }
     let (mut ready, rest): (Vec<_>, Vec<_>) = waiting.letters.drain(..).partition(|(sent, _)| *sent < watermark);
     waiting.letters = rest;

@@ -21,6 +21,7 @@ use crate::config::ArchiveConfig;
 use crate::encryption::EncryptionKey;
 use crate::ingest::{PartitionProgress, ReadProgress};
 use crate::model::{DeadLetter, Event, RejectReason, Report, Symbol};
+use crate::reference::ReferenceData;
 
 /// The keys a reader holds, found by the id a file's footer names.
 struct Keys(Vec<EncryptionKey>);
@@ -74,8 +75,16 @@ impl ArchiveReader {
     }
 
     fn batches(&self, key: &str, batch_size: usize) -> Result<(ParquetRecordBatchReader, u64, u64), ArchiveError> {
-        let failed =
-            |e: parquet::errors::ParquetError| ArchiveError::Read { key: key.to_string(), message: e.to_string() };
+        let keyless = self.keys.0.is_empty();
+        let failed = |e: parquet::errors::ParquetError| {
+            let mut message = e.to_string();
+            if keyless && message.contains("encrypted") {
+                message = "the file is encrypted and no key was given (SURVEIL_ENCRYPTION_KEY or \
+                           audit.encryption_key)"
+                    .into();
+            }
+            ArchiveError::Read { key: key.to_string(), message }
+        };
         let mut options = ArrowReaderOptions::new();
         if !self.keys.0.is_empty() {
             let keys: Arc<dyn KeyRetriever> = self.keys.clone();
@@ -124,7 +133,19 @@ impl ArchiveReader {
     /// Every event of `events` (or of `late_events` when `late`), file by file.
     pub fn events(&self, late: bool) -> Result<Vec<Event>, ArchiveError> {
         let mut names = Vec::new();
-        self.read_all(if late { LATE_EVENTS } else { EVENTS }, |batch, out| events_of(batch, out, &mut names))
+        self.read_all(if late { LATE_EVENTS } else { EVENTS }, |batch, out| events_of(batch, out, &mut names, None))
+    }
+
+    /// The events of one file of `events` or `late_events`, in the order they were written.
+    pub fn events_in(&self, key: &str) -> Result<Vec<Event>, ArchiveError> {
+        let (reader, _, _) = self.batches(key, 8192)?;
+        let (mut out, mut names) = (Vec::new(), Vec::new());
+        for batch in reader {
+            let batch = batch.map_err(|e| ArchiveError::Read { key: key.to_string(), message: e.to_string() })?;
+            events_of(&batch, &mut out, &mut names, None)
+                .map_err(|e| ArchiveError::Read { key: key.to_string(), message: e.to_string() })?;
+        }
+        Ok(out)
     }
 
     /// Every dead letter.
@@ -137,14 +158,49 @@ impl ArchiveReader {
         self.read_all(ALERTS, alerts_of)
     }
 
+    /// The inputs of the run that wrote the archive (`surveil.inputs` of its first file), in
+    /// the order the `source` column numbers them; empty for an archive without files.
+    pub fn inputs(&self) -> Result<Vec<String>, ArchiveError> {
+        for table in [EVENTS, LATE_EVENTS, DEAD_LETTERS, ALERTS] {
+            if let Some(key) = self.files(table)?.into_iter().next() {
+                let (reader, _, _) = self.batches(&key, 1)?;
+                drop(reader);
+                return self.metadata_inputs(&key);
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    fn metadata_inputs(&self, key: &str) -> Result<Vec<String>, ArchiveError> {
+        let failed = |message: String| ArchiveError::Read { key: key.to_string(), message };
+        let mut options = ArrowReaderOptions::new();
+        if !self.keys.0.is_empty() {
+            let keys: Arc<dyn KeyRetriever> = self.keys.clone();
+            options = options.with_file_decryption_properties(
+                FileDecryptionProperties::with_key_retriever(keys).build().map_err(|e| failed(e.to_string()))?,
+            );
+        }
+        let bytes = bytes::Bytes::from(self.store.read(key)?);
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new_with_options(bytes, options).map_err(|e| failed(e.to_string()))?;
+        let metadata = builder.metadata().file_metadata().key_value_metadata().cloned().unwrap_or_default();
+        let text = metadata.iter().find(|kv| kv.key == "surveil.inputs").and_then(|kv| kv.value.clone());
+        match text {
+            Some(text) => serde_json::from_str(&text).map_err(|e| failed(format!("surveil.inputs: {e}"))),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// This worker's share of the archive's files as partitions of input `source` (its
-    /// index among the run's inputs), dealt round-robin in key order.
+    /// index among the run's inputs), dealt round-robin in key order. Events must have the
+    /// price scales `reference` gives their instruments.
     pub fn partitions(
         self: &Arc<Self>,
         source: u32,
         worker: usize,
         peers: usize,
         progress: &Arc<ReadProgress>,
+        reference: &Arc<ReferenceData>,
     ) -> Result<Vec<ReplayPartition>, ArchiveError> {
         let mut all = Vec::new();
         for (table, name) in [(Table::Events, EVENTS), (Table::Late, LATE_EVENTS), (Table::Letters, DEAD_LETTERS)] {
@@ -156,6 +212,7 @@ impl ArchiveReader {
             .filter(|(i, _)| i % peers.max(1) == worker)
             .map(|(i, (table, key))| ReplayPartition {
                 archive: self.clone(),
+                reference: reference.clone(),
                 source,
                 key,
                 table,
@@ -178,6 +235,7 @@ impl ArchiveReader {
 /// One file of the archive, read as a partition of a run's input.
 pub struct ReplayPartition {
     archive: Arc<ArchiveReader>,
+    reference: Arc<ReferenceData>,
     source: u32,
     key: String,
     table: Table,
@@ -243,7 +301,7 @@ impl ReplayPartition {
         match self.table {
             Table::Events | Table::Late => {
                 let mut events = Vec::with_capacity(batch.num_rows());
-                events_of(&batch, &mut events, &mut self.names).map_err(bad)?;
+                events_of(&batch, &mut events, &mut self.names, Some(&self.reference)).map_err(bad)?;
                 for (symbol, text) in self.names.drain(..) {
                     if self.announced.insert(symbol) {
                         side.push(Report::Symbol(symbol, text.into()));
@@ -299,7 +357,17 @@ impl Partition for ReplayPartition {
                 self.announced.clear();
                 self.buffer.front().map(|e| e.time)
             }
-            Err(_) => None,
+            Err(error) => {
+                // Read from the start again, where the error will be met and reported as a
+                // dead letter; until then, hold the watermark at the beginning of time, so
+                // that what can be read of the file is not judged late.
+                tracing::warn!(file = %self.key, %error, "archive file unreadable at the start of the replay");
+                (self.reader, self.taken, self.skip) = (None, 0, 0);
+                self.buffer.clear();
+                self.names.clear();
+                self.announced.clear();
+                Some(0)
+            }
         }
     }
 
@@ -330,7 +398,9 @@ impl Partition for ReplayPartition {
                 Err(error) => {
                     side.push(self.failure(&error));
                     // What was read stays read; the rest of the file cannot be.
+                    let start = records.len();
                     records.extend(self.buffer.drain(..));
+                    self.progress.read(&records[start..], 0);
                     self.end();
                     return PartitionRead::Exhausted;
                 }

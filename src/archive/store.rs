@@ -103,11 +103,14 @@ impl ArchiveStore {
         // The TLS stack's cryptography: the same ring provider the other HTTPS clients use.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut options = object_store::ClientOptions::new().with_timeout(config.timeout);
-        if let Some(endpoint) = &config.endpoint
-            && endpoint.to_ascii_lowercase().starts_with("http://")
-        {
-            // Validated: only on the loopback interface.
-            options = options.with_allow_http(true);
+        if let Some(endpoint) = &config.endpoint {
+            if !crate::config::encrypted_or_loopback(endpoint) {
+                return Err(StoreError::Settings(format!(
+                    "endpoint {endpoint:?}: trading data leaves the machine only encrypted (https://); plain http:// \
+                     is accepted on the loopback interface only"
+                )));
+            }
+            options = options.with_allow_http(endpoint.to_ascii_lowercase().starts_with("http://"));
         }
         if let Some(ca) = &config.ca_file {
             let pem = std::fs::read(ca).map_err(|source| StoreError::Io { path: ca.clone(), source })?;
@@ -159,8 +162,11 @@ impl ArchiveStore {
         }
     }
 
-    fn object_path(prefix: &str, key: &str) -> ObjectPath {
-        if prefix.is_empty() { ObjectPath::from(key) } else { ObjectPath::from(format!("{prefix}/{key}")) }
+    /// The object of `key`. Keys are already escaped (`%2F` in a partition value): parsed as
+    /// they are, not escaped again, so the object is named as the folder would be.
+    fn object_path(url: &str, prefix: &str, key: &str) -> Result<ObjectPath, StoreError> {
+        let full = if prefix.is_empty() { key.to_string() } else { format!("{prefix}/{key}") };
+        ObjectPath::parse(&full).map_err(|e| StoreError::Object { url: format!("{url}/{key}"), message: chain(&e) })
     }
 
     /// Where the staging file of `key` goes: beside its final place for a folder (so the
@@ -190,7 +196,7 @@ impl ArchiveStore {
                 Ok(())
             }
             ArchiveStore::Object { store, url, prefix, runtime } => {
-                let path = ArchiveStore::object_path(prefix, key);
+                let path = ArchiveStore::object_path(url, prefix, key)?;
                 let failed = |message: String| StoreError::Object { url: format!("{url}/{key}"), message };
                 let mut reader =
                     std::fs::File::open(file).map_err(|source| StoreError::Io { path: file.to_path_buf(), source })?;
@@ -208,18 +214,27 @@ impl ArchiveStore {
                     let upload = store.put_multipart(&path).await.map_err(|e| failed(chain(&e)))?;
                     let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PART);
                     let mut chunk = vec![0u8; PART];
-                    loop {
-                        let n = reader
-                            .read(&mut chunk)
-                            .map_err(|source| StoreError::Io { path: file.to_path_buf(), source })?;
-                        if n == 0 {
-                            break;
+                    let sent: Result<(), StoreError> = async {
+                        loop {
+                            let n = reader
+                                .read(&mut chunk)
+                                .map_err(|source| StoreError::Io { path: file.to_path_buf(), source })?;
+                            if n == 0 {
+                                return Ok(());
+                            }
+                            writer.wait_for_capacity(4).await.map_err(|e| failed(chain(&e)))?;
+                            writer.write(&chunk[..n]);
                         }
-                        writer.wait_for_capacity(4).await.map_err(|e| failed(chain(&e)))?;
-                        writer.write(&chunk[..n]);
                     }
-                    writer.finish().await.map_err(|e| failed(chain(&e)))?;
-                    Ok(())
+                    .await;
+                    match sent {
+                        // The parts already stored are removed rather than left to be billed.
+                        Err(error) => {
+                            let _ = writer.abort().await;
+                            Err(error)
+                        }
+                        Ok(()) => writer.finish().await.map(|_| ()).map_err(|e| failed(chain(&e))),
+                    }
                 })?;
                 let _ = std::fs::remove_file(file);
                 Ok(())
@@ -262,7 +277,7 @@ impl ArchiveStore {
             }
             ArchiveStore::Object { store, url, prefix, runtime } => {
                 use futures_util::TryStreamExt;
-                let root = ArchiveStore::object_path(prefix, table);
+                let root = ArchiveStore::object_path(url, prefix, table)?;
                 let listed: Vec<object_store::ObjectMeta> =
                     runtime.block_on(store.list(Some(&root)).try_collect()).map_err(|e: object_store::Error| {
                         StoreError::Object { url: format!("{url}/{table}"), message: chain(&e) }
@@ -280,6 +295,22 @@ impl ArchiveStore {
         }
     }
 
+    /// Removes the file `key`.
+    pub fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self {
+            ArchiveStore::Local(dir) => {
+                let path = dir.join(key);
+                std::fs::remove_file(&path).map_err(|source| StoreError::Io { path, source })
+            }
+            ArchiveStore::Object { store, url, prefix, runtime } => {
+                let path = ArchiveStore::object_path(url, prefix, key)?;
+                runtime
+                    .block_on(store.delete(&path))
+                    .map_err(|e| StoreError::Object { url: format!("{url}/{key}"), message: chain(&e) })
+            }
+        }
+    }
+
     /// The bytes of the file `key`.
     pub fn read(&self, key: &str) -> Result<Vec<u8>, StoreError> {
         match self {
@@ -288,7 +319,7 @@ impl ArchiveStore {
                 std::fs::read(&path).map_err(|source| StoreError::Io { path, source })
             }
             ArchiveStore::Object { store, url, prefix, runtime } => {
-                let path = ArchiveStore::object_path(prefix, key);
+                let path = ArchiveStore::object_path(url, prefix, key)?;
                 let failed =
                     |e: object_store::Error| StoreError::Object { url: format!("{url}/{key}"), message: chain(&e) };
                 runtime.block_on(async {

@@ -1,6 +1,12 @@
 //! A table of the archive being written: rows go to the file of their partition (date and
 //! instrument), in row groups of a fixed number of rows; a partition's file is published when
 //! its day is over (the watermark passed midnight UTC) or when it holds `file_rows` rows.
+//!
+//! Rows wait as rows until their partition has a full row group, which is then written and
+//! closed at once: so the files hold the same row groups whenever the watermark moves. Rows
+//! waiting on one worker are bounded (`max_buffered_rows`): past the bound, the partitions
+//! with the most waiting rows are written as smaller row groups (the same rows, other row
+//! group boundaries).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -33,17 +39,28 @@ pub struct TableWriter<R: ArchiveRow> {
     /// The next file number of each partition this run wrote to (kept after a partition
     /// closes: a late row for a closed day starts the partition's next file).
     next_file: BTreeMap<PartitionKey, u32>,
+    /// Rows waiting, over every partition.
+    waiting: usize,
 }
 
 impl<R: ArchiveRow> TableWriter<R> {
     /// A writer of `table` into `archive`.
     pub fn new(table: &'static str, archive: Arc<Archive>) -> TableWriter<R> {
-        TableWriter { table, archive, open: BTreeMap::new(), next_file: BTreeMap::new() }
+        TableWriter { table, archive, open: BTreeMap::new(), next_file: BTreeMap::new(), waiting: 0 }
     }
 
     /// Adds a row to a partition, after the rows added before.
     pub fn push(&mut self, key: PartitionKey, row: R) {
+        self.waiting += 1;
         self.open.entry(key).or_insert_with(|| Partition { rows: Vec::new(), file: None }).rows.push(row);
+    }
+
+    /// Adds rows to a partition, after the rows added before.
+    pub fn push_all(&mut self, key: PartitionKey, rows: impl IntoIterator<Item = R>) {
+        let partition = self.open.entry(key).or_insert_with(|| Partition { rows: Vec::new(), file: None });
+        let before = partition.rows.len();
+        partition.rows.extend(rows);
+        self.waiting += partition.rows.len() - before;
     }
 
     /// Rows waiting in `key`'s partition (for tests and for sorting before a write).
@@ -51,7 +68,8 @@ impl<R: ArchiveRow> TableWriter<R> {
         self.open.get_mut(key).map(|p| &mut p.rows)
     }
 
-    /// Writes every full row group; publishes files that reached `file_rows`.
+    /// Writes every full row group, and more when too many rows wait; publishes files that
+    /// reached `file_rows`.
     pub fn write_full_groups(&mut self, context: &RowContext<'_>) -> Result<Vec<ArchivedFile>, ArchiveError> {
         let group = self.archive.row_group_rows();
         let mut published = Vec::new();
@@ -59,6 +77,18 @@ impl<R: ArchiveRow> TableWriter<R> {
             self.open.iter().filter(|(_, p)| p.rows.len() >= group).map(|(k, _)| k.clone()).collect();
         for key in keys {
             published.extend(self.write_groups(&key, context, false)?);
+        }
+        let budget = self.archive.max_buffered_rows();
+        if self.waiting > budget {
+            let mut largest: Vec<(usize, PartitionKey)> =
+                self.open.iter().map(|(k, p)| (p.rows.len(), k.clone())).collect();
+            largest.sort_unstable_by(|a, b| b.cmp(a));
+            for (_, key) in largest {
+                if self.waiting <= budget / 2 {
+                    break;
+                }
+                published.extend(self.write_groups(&key, context, true)?);
+            }
         }
         Ok(published)
     }
@@ -69,7 +99,11 @@ impl<R: ArchiveRow> TableWriter<R> {
         let mut published = Vec::new();
         for key in keys {
             published.extend(self.write_groups(&key, context, true)?);
-            self.open.remove(&key);
+            if let Some(partition) = self.open.remove(&key)
+                && let Some(last) = partition.file
+            {
+                published.push(self.archive.publish(self.table, last.writer, &last.staging, &last.key, last.rows)?);
+            }
         }
         Ok(published)
     }
@@ -79,21 +113,28 @@ impl<R: ArchiveRow> TableWriter<R> {
         self.close_days_before(i64::MAX, context)
     }
 
-    /// Writes the partition's rows in groups of `row_group_rows` (all of them when `close`),
-    /// rolling over to a new file at `file_rows`, and publishes the files it finished.
+    /// Writes the partition's full row groups (and the rest as a smaller one when `all`),
+    /// rolling over to a new file at `file_rows`, and publishes the files it filled.
     fn write_groups(
         &mut self,
         key: &PartitionKey,
         context: &RowContext<'_>,
-        close: bool,
+        all: bool,
     ) -> Result<Vec<ArchivedFile>, ArchiveError> {
-        let group = self.archive.row_group_rows();
+        let group = self.archive.row_group_rows() as u64;
         let file_rows = self.archive.file_rows() as u64;
         let mut published = Vec::new();
         let Some(partition) = self.open.get_mut(key) else { return Ok(published) };
         let mut start = 0;
-        while partition.rows.len() - start >= group || (close && start < partition.rows.len()) {
-            let end = (start + group).min(partition.rows.len());
+        loop {
+            let in_file = partition.file.as_ref().map_or(0, |f| f.rows);
+            // A row group never crosses the end of a file.
+            let chunk = group.min(file_rows - in_file) as usize;
+            let left = partition.rows.len() - start;
+            if left == 0 || (left < chunk && !all) {
+                break;
+            }
+            let end = start + chunk.min(left);
             if partition.file.is_none() {
                 let number = self.next_file.entry(key.clone()).or_insert(0);
                 let file_key = self.archive.file_key(self.table, key, *number);
@@ -118,9 +159,7 @@ impl<R: ArchiveRow> TableWriter<R> {
             }
         }
         partition.rows.drain(..start);
-        if close && let Some(last) = partition.file.take() {
-            published.push(self.archive.publish(self.table, last.writer, &last.staging, &last.key, last.rows)?);
-        }
+        self.waiting -= start;
         Ok(published)
     }
 }
