@@ -524,12 +524,15 @@ pub struct Job {
     /// The archive the run writes.
     #[cfg(feature = "archive")]
     archive: Option<Arc<crate::archive::Archive>>,
-    /// The archives the run replays, by input index.
+    /// The archive the run replays: its input index, the source number of its own dead
+    /// letters, and its reader.
     #[cfg(feature = "archive")]
-    replays: Vec<(u32, Arc<crate::archive::ArchiveReader>)>,
+    replays: Vec<(u32, u32, Arc<crate::archive::ArchiveReader>)>,
 }
 
-/// The archive among a run's inputs, by input index, and the inputs of the run that wrote it.
+/// The archive among a run's inputs: its input index, the reader, and the names of the
+/// sources its events are numbered by (the inputs of the run that archived them, as
+/// `ARCHIVE (INPUT)`, when the archive holds one run; else the archive alone).
 #[cfg(feature = "archive")]
 type Replay = Option<(u32, Arc<crate::archive::ArchiveReader>, Vec<String>)>;
 
@@ -563,10 +566,27 @@ fn open_replay(config: &Config, inputs: &[InputSpec]) -> Result<Replay, RunError
     };
     let reader = crate::archive::ArchiveReader::open(&settings, crate::encryption::keys_for_reading(config))
         .map_err(unreadable)?;
-    let sources = reader.inputs().map_err(unreadable)?;
-    if reader.files(crate::archive::EVENTS).map_err(unreadable)?.is_empty()
-        && reader.files(crate::archive::DEAD_LETTERS).map_err(unreadable)?.is_empty()
-    {
+    let mut runs = std::collections::BTreeSet::new();
+    let mut replayable = 0;
+    for table in [crate::archive::EVENTS, crate::archive::LATE_EVENTS, crate::archive::DEAD_LETTERS] {
+        for key in reader.files(table).map_err(unreadable)? {
+            replayable += 1;
+            if let Some(run) =
+                key.rsplit('/').next().and_then(|name| name.strip_prefix("part-")).and_then(|r| r.split('-').next())
+            {
+                runs.insert(run.to_string());
+            }
+        }
+    }
+    // Labels, not paths: the evidence says where an event came from, and the output writer
+    // does not read lines again from files that may have changed since.
+    let original = reader.inputs().map_err(unreadable)?;
+    let sources = if runs.len() == 1 && !original.is_empty() {
+        original.iter().map(|name| format!("{} ({name})", input.path.display())).collect()
+    } else {
+        vec![input.path.display().to_string()]
+    };
+    if replayable == 0 {
         return Err(RunError::Input(InputError::Format {
             path: input.path.clone(),
             message: "an archive with no events and no dead letters: nothing to replay".into(),
@@ -580,6 +600,7 @@ fn open_replay(config: &Config, inputs: &[InputSpec]) -> Result<Replay, RunError
 fn open_archive(
     config: &Config,
     inputs: &[InputSpec],
+    sources: Option<&[String]>,
     staging: &Path,
 ) -> Result<Option<Arc<crate::archive::Archive>>, RunError> {
     let Some(settings) = &config.archive else { return Ok(None) };
@@ -593,6 +614,7 @@ fn open_archive(
         .collect();
     let run = crate::archive::run_id(&identity);
     let names: Vec<String> = inputs.iter().map(|i| i.path.display().to_string()).collect();
+    let names = sources.map(<[String]>::to_vec).unwrap_or(names);
     let opened = crate::archive::Archive::open(settings, &run, &names, staging, key.as_ref())
         .map_err(|e| RunError::Config(format!("archive {}: {e}", settings.url)))?;
     Ok(Some(Arc::new(opened)))
@@ -748,8 +770,9 @@ impl Job {
         let replay = open_replay(&config, &inputs)?;
         #[cfg(feature = "archive")]
         let event_sources: Vec<String> = match &replay {
-            Some((_, _, original)) if !original.is_empty() => original.clone(),
-            _ => inputs.iter().map(|i| i.path.display().to_string()).collect(),
+            // Then the archive itself, for what the replay finds unreadable in it.
+            Some((_, _, labels)) => labels.iter().cloned().chain([inputs[0].path.display().to_string()]).collect(),
+            None => inputs.iter().map(|i| i.path.display().to_string()).collect(),
         };
         #[cfg(not(feature = "archive"))]
         let event_sources: Vec<String> = inputs.iter().map(|i| i.path.display().to_string()).collect();
@@ -795,10 +818,15 @@ impl Job {
             writer.write_timeseries(&folder, timeseries).map_err(|e| RunError::Config(e.to_string()))?;
         }
         #[cfg(feature = "archive")]
-        let archive = open_archive(&config, &inputs, &folder.dir().join(".archive-staging"))?;
+        let archive = open_archive(
+            &config,
+            &inputs,
+            replay.as_ref().map(|(_, _, labels)| labels.as_slice()),
+            &folder.dir().join(".archive-staging"),
+        )?;
         #[cfg(feature = "archive")]
-        let replays: Vec<(u32, Arc<crate::archive::ArchiveReader>)> =
-            replay.into_iter().map(|(index, reader, _)| (index, reader)).collect();
+        let replays: Vec<(u32, u32, Arc<crate::archive::ArchiveReader>)> =
+            replay.into_iter().map(|(index, reader, labels)| (index, labels.len() as u32, reader)).collect();
         #[cfg(feature = "archive")]
         if let Some(archive) = &archive {
             writer.archive_alerts(archive.clone());
@@ -878,9 +906,9 @@ impl Job {
         #[cfg(feature = "archive")]
         if !self.replays.is_empty() {
             let mut mine = Vec::new();
-            for (index, reader) in &self.replays {
+            for (index, letters, reader) in &self.replays {
                 let planned = reader
-                    .partitions(*index, scope.index(), scope.peers(), &self.progress, &self.reference)
+                    .partitions(*index, *letters, scope.index(), scope.peers(), &self.progress, &self.reference)
                     .map_err(|e| {
                         RunError::Input(InputError::Format { path: reader.describe().into(), message: e.to_string() })
                     })?;

@@ -126,7 +126,8 @@ fn a_replay_of_the_archive_raises_the_same_alerts_and_the_files_are_the_same_on_
     assert_eq!(alerts(&replayed), alerts(&dir.path().join("out1")));
     // The replay's evidence names the inputs of the run that archived the events.
     let first = std::fs::read_to_string(replayed.join("alerts.jsonl")).expect("alerts");
-    assert!(first.contains(&format!("\"source\":{:?}", events.display().to_string())), "evidence names the day");
+    let label = format!("{} ({})", archives[0].display(), events.display());
+    assert!(first.contains(&format!("\"source\":{}", serde_json::json!(label))), "evidence names the day: {label}");
 
     // The same inputs archived again with larger files: the run's files replace the earlier
     // ones (fewer of them), and no row is in the archive twice.

@@ -99,7 +99,17 @@ struct Step {
 /// Steps a writer thread may have queued before the worker waits for it.
 const QUEUED_STEPS: usize = 16;
 
-type Writer = (std::sync::mpsc::Receiver<Vec<ArchivedFile>>, std::thread::JoinHandle<()>);
+type Writer = (std::sync::mpsc::Receiver<Vec<ArchivedFile>>, Option<std::thread::JoinHandle<()>>);
+
+/// Records that a worker's archive thread is gone (it panicked), so that the run reports its
+/// archive incomplete (and keeps an earlier run's files).
+fn thread_lost(archive: &Archive, panic: Option<Box<dyn std::any::Any + Send>>) {
+    let why = panic
+        .as_ref()
+        .and_then(|p| p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())))
+        .unwrap_or_else(|| "it stopped".into());
+    archive.fail(&ArchiveError::Write { key: "the archive thread".into(), message: format!("failed: {why}") });
+}
 
 /// Starts the thread that turns a worker's rows into Parquet files: encoding and compressing
 /// take longer than detecting, and on a thread of their own they neither delay the worker's
@@ -143,11 +153,11 @@ fn start_writer(archive: Arc<Archive>, reference: Arc<ReferenceData>) -> (std::s
         }
     });
     let thread = match thread {
-        Ok(thread) => thread,
+        Ok(thread) => Some(thread),
         // No thread: the archive fails, the rest of the run goes on.
         Err(error) => {
             archive.fail(&ArchiveError::Io { path: "archive thread".into(), source: error });
-            std::thread::spawn(|| {})
+            None
         }
     };
     (steps, (published, thread))
@@ -211,9 +221,12 @@ impl<'scope> ArchiveInput<'scope> for SourceOutputs<'scope, Event, Report> {
                     step.watermark = watermark;
                     // The writer thread encodes and publishes; a full queue holds the worker
                     // back (the archive keeps up or the run slows down, nothing is dropped).
+                    let sent = std::mem::take(&mut step);
                     if let Some(queue) = &steps
-                        && queue.send(std::mem::take(&mut step)).is_err()
+                        && queue.send(sent).is_err()
                     {
+                        // The thread is gone: say so, and stop collecting for it.
+                        thread_lost(&archive, None);
                         steps = None;
                     }
                 }
@@ -221,7 +234,9 @@ impl<'scope> ArchiveInput<'scope> for SourceOutputs<'scope, Event, Report> {
                     // The end: wait for the writer to publish everything.
                     steps = None;
                     if let Some((published, thread)) = writer.take() {
-                        let _ = thread.join();
+                        if let Some(Err(panic)) = thread.map(|t| t.join()) {
+                            thread_lost(&archive, Some(panic));
+                        }
                         files.extend(published.try_iter().flatten());
                     }
                 } else if let Some((published, _)) = &writer {

@@ -163,6 +163,7 @@ impl ArchiveReader {
     pub fn inputs(&self) -> Result<Vec<String>, ArchiveError> {
         for table in [EVENTS, LATE_EVENTS, DEAD_LETTERS, ALERTS] {
             if let Some(key) = self.files(table)?.into_iter().next() {
+                // Opened for its batches first: a missing key says so in the clearest words.
                 let (reader, _, _) = self.batches(&key, 1)?;
                 drop(reader);
                 return self.metadata_inputs(&key);
@@ -172,6 +173,21 @@ impl ArchiveReader {
     }
 
     fn metadata_inputs(&self, key: &str) -> Result<Vec<String>, ArchiveError> {
+        // The footer is all that is needed: a local file is not read whole.
+        if let ArchiveStore::Local(dir) = &self.store {
+            let path = dir.join(key);
+            let file = std::fs::File::open(&path).map_err(|source| ArchiveError::Io { path: path.clone(), source })?;
+            return self.inputs_of(key, file);
+        }
+        let bytes = bytes::Bytes::from(self.store.read(key)?);
+        self.inputs_of(key, bytes)
+    }
+
+    fn inputs_of<R: parquet::file::reader::ChunkReader + 'static>(
+        &self,
+        key: &str,
+        reader: R,
+    ) -> Result<Vec<String>, ArchiveError> {
         let failed = |message: String| ArchiveError::Read { key: key.to_string(), message };
         let mut options = ArrowReaderOptions::new();
         if !self.keys.0.is_empty() {
@@ -180,9 +196,8 @@ impl ArchiveReader {
                 FileDecryptionProperties::with_key_retriever(keys).build().map_err(|e| failed(e.to_string()))?,
             );
         }
-        let bytes = bytes::Bytes::from(self.store.read(key)?);
-        let builder =
-            ParquetRecordBatchReaderBuilder::try_new_with_options(bytes, options).map_err(|e| failed(e.to_string()))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(reader, options)
+            .map_err(|e| failed(e.to_string()))?;
         let metadata = builder.metadata().file_metadata().key_value_metadata().cloned().unwrap_or_default();
         let text = metadata.iter().find(|kv| kv.key == "surveil.inputs").and_then(|kv| kv.value.clone());
         match text {
@@ -192,11 +207,14 @@ impl ArchiveReader {
     }
 
     /// This worker's share of the archive's files as partitions of input `source` (its
-    /// index among the run's inputs), dealt round-robin in key order. Events must have the
-    /// price scales `reference` gives their instruments.
+    /// index among the run's inputs), dealt round-robin in key order; `letters` is the source
+    /// number of the dead letters of files it cannot read. Events must have the price scales
+    /// `reference` gives their instruments.
+    #[allow(clippy::too_many_arguments)]
     pub fn partitions(
         self: &Arc<Self>,
         source: u32,
+        letters: u32,
         worker: usize,
         peers: usize,
         progress: &Arc<ReadProgress>,
@@ -213,7 +231,7 @@ impl ArchiveReader {
             .map(|(i, (table, key))| ReplayPartition {
                 archive: self.clone(),
                 reference: reference.clone(),
-                source,
+                source: letters,
                 key,
                 table,
                 reader: None,
