@@ -280,6 +280,28 @@ pub struct IngestConfig {
     pub lobster: LobsterConfig,
     /// IMC Prosperity trade files.
     pub imc: ImcConfig,
+    /// FIX drop copies.
+    pub fix: FixConfig,
+}
+
+/// FIX drop copies (`docs/schema.md`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FixConfig {
+    /// Which messages make the order events. Default `execution_reports`.
+    pub orders_from: FixOrders,
+}
+
+/// Where a FIX log's order events come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FixOrders {
+    /// The venue's ExecutionReports (new, canceled, replaced, fills); requests make no events.
+    #[default]
+    ExecutionReports,
+    /// The requests (NewOrderSingle, OrderCancelRequest, OrderCancelReplaceRequest); reports
+    /// make only the fills.
+    Requests,
 }
 
 impl Default for IngestConfig {
@@ -293,6 +315,7 @@ impl Default for IngestConfig {
             max_in_flight: 250_000,
             lobster: LobsterConfig::default(),
             imc: ImcConfig::default(),
+            fix: FixConfig::default(),
         }
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod csv;
 pub mod fields;
+pub mod fix;
 pub mod imc;
 pub mod jsonl;
 pub mod lines;
@@ -40,6 +41,8 @@ pub enum Format {
     Lobster,
     /// IMC Prosperity trade files.
     Imc,
+    /// FIX 4.2/4.4 drop copies, one tag=value message per line.
+    Fix,
     /// A Parquet archive written by a run (a folder holding `events/`, or `s3://…`), replayed
     /// with the `archive` feature.
     Archive,
@@ -60,6 +63,8 @@ impl Format {
             Format::Lobster
         } else if name.starts_with("trades_") && first_line(path).is_ok_and(|l| l.contains(';')) {
             Format::Imc
+        } else if name.ends_with(".fix") || first_line(path).is_ok_and(|l| l.contains("8=FIX")) {
+            Format::Fix
         } else {
             Format::Csv
         }
@@ -72,6 +77,7 @@ impl Format {
             Format::Jsonl => "jsonl",
             Format::Lobster => "lobster",
             Format::Imc => "imc",
+            Format::Fix => "fix",
             Format::Archive => "archive",
         }
     }
@@ -82,7 +88,8 @@ impl Format {
     }
 
     /// Every format.
-    pub const ALL: [Format; 5] = [Format::Csv, Format::Jsonl, Format::Lobster, Format::Imc, Format::Archive];
+    pub const ALL: [Format; 6] =
+        [Format::Csv, Format::Jsonl, Format::Lobster, Format::Imc, Format::Fix, Format::Archive];
 }
 
 impl std::str::FromStr for Format {
@@ -253,6 +260,7 @@ pub fn parser_for(input: &InputSpec, config: &Config) -> Result<Box<dyn LinePars
         Format::Jsonl => Box::new(jsonl::JsonlParser::new()),
         Format::Lobster => Box::new(lobster::LobsterParser::new(&input.path, &config.ingest.lobster)?),
         Format::Imc => Box::new(imc::ImcParser::new(&input.path, &config.ingest.imc)?),
+        Format::Fix => Box::new(fix::FixParser::new(&config.ingest.fix)),
         Format::Archive => {
             return Err(InputError::Format {
                 path: input.path.clone(),

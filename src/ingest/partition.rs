@@ -496,7 +496,11 @@ pub fn plan_partitions(
         let size = std::fs::metadata(&input.path).map_err(io)?.len();
         let companion = companion_of(input, config);
         let gzip = is_gzip(&input.path).map_err(io)?;
-        let splittable = !gzip && companion.is_none();
+        // A FIX order-entry log names orders by chains of request ids, followed through the
+        // file: it is read as one partition.
+        let chained =
+            input.format == super::Format::Fix && config.ingest.fix.orders_from == crate::config::FixOrders::Requests;
+        let splittable = !gzip && companion.is_none() && !chained;
         let ranges: Vec<(u64, u64)> = if splittable && size > block {
             (0..size.div_ceil(block)).map(|b| (b * block, ((b + 1) * block).min(size))).collect()
         } else {

@@ -39,11 +39,17 @@ pub enum RejectReason {
     ControlCharacter,
     /// A case action the case's state does not allow (an unknown or closed case).
     CaseActionRefused,
+    /// Not a FIX message: fields out of order, no CheckSum, a field that is not `tag=value`.
+    FixSyntax,
+    /// A FIX message whose BodyLength (9) does not match its body.
+    FixBodyLength,
+    /// A FIX message whose CheckSum (10) does not match its bytes.
+    FixChecksum,
 }
 
 impl RejectReason {
     /// Every reason.
-    pub const ALL: [RejectReason; 15] = [
+    pub const ALL: [RejectReason; 18] = [
         RejectReason::ColumnCount,
         RejectReason::BadTime,
         RejectReason::UnknownKind,
@@ -59,6 +65,9 @@ impl RejectReason {
         RejectReason::IoError,
         RejectReason::ControlCharacter,
         RejectReason::CaseActionRefused,
+        RejectReason::FixSyntax,
+        RejectReason::FixBodyLength,
+        RejectReason::FixChecksum,
     ];
 
     /// The reason of a stable name.
@@ -84,6 +93,9 @@ impl RejectReason {
             RejectReason::IoError => "io_error",
             RejectReason::ControlCharacter => "control_character",
             RejectReason::CaseActionRefused => "case_action_refused",
+            RejectReason::FixSyntax => "fix_syntax",
+            RejectReason::FixBodyLength => "fix_body_length",
+            RejectReason::FixChecksum => "fix_checksum",
         }
     }
 }
