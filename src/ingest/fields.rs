@@ -91,7 +91,7 @@ pub fn cancel_reason(text: &[u8]) -> Result<CancelReason, Rejection> {
         Rejection::new(
             RejectReason::UnknownCancelReason,
             format!(
-                "cancel_reason {:?} is not member, uncross, connectivity or kill_switch",
+                "cancel_reason {:?} is not member, uncross, connectivity, kill_switch or expired",
                 String::from_utf8_lossy(text)
             ),
         )

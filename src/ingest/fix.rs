@@ -50,18 +50,44 @@ pub struct FixParser {
     aliases: HashMap<Symbol, Symbol>,
     /// The message's fields (reused).
     fields: Vec<(u32, (usize, usize))>,
+    /// ExecIDs read, so that a report sent again (PossDupFlag) is not a second execution.
+    executions: std::collections::HashSet<u64>,
 }
 
 impl FixParser {
     /// A parser with the settings of `config`.
     pub fn new(config: &FixConfig) -> FixParser {
-        FixParser { orders_from: config.orders_from, aliases: HashMap::new(), fields: Vec::with_capacity(48) }
+        FixParser {
+            orders_from: config.orders_from,
+            aliases: HashMap::new(),
+            fields: Vec::with_capacity(48),
+            executions: std::collections::HashSet::new(),
+        }
     }
 }
 
 fn syntax(detail: impl Into<String>) -> Rejection {
     Rejection::new(RejectReason::FixSyntax, detail)
 }
+
+fn uncorrected(what: &str) -> Rejection {
+    Rejection::new(
+        RejectReason::FixTradeCorrection,
+        format!("{what}: the fill it refers to is not taken back; correct the record by hand"),
+    )
+}
+
+/// A number of ASCII digits only (no sign, no spaces), as FIX writes them.
+fn digits(text: &[u8]) -> Option<u64> {
+    if text.is_empty() || text.len() > 19 || !text.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(text.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
+}
+
+/// Tags the parser reads: given twice, a message is refused.
+const READ_TAGS: [u32; 28] =
+    [1, 8, 9, 10, 11, 17, 20, 30, 31, 32, 34, 35, 37, 38, 40, 41, 43, 44, 50, 52, 54, 55, 57, 60, 100, 122, 150, 851];
 
 /// The time of a FIX UTCTimestamp, in ns since the epoch.
 fn fix_time(text: &[u8]) -> Option<u64> {
@@ -73,12 +99,12 @@ fn fix_time(text: &[u8]) -> Option<u64> {
 /// A FIX side: 1 buy; 2 sell, 5 sell short, 6 sell short exempt.
 fn fix_side(text: &[u8]) -> Result<Side, Rejection> {
     match text {
-        b"1" => Ok(Side::Buy),
-        b"2" | b"5" | b"6" => Ok(Side::Sell),
+        b"1" | b"3" => Ok(Side::Buy),
+        b"2" | b"4" | b"5" | b"6" => Ok(Side::Sell),
         b"" => Err(Rejection::new(RejectReason::MissingField, "Side (54) is missing")),
         _ => Err(Rejection::new(
             RejectReason::UnknownSide,
-            format!("Side (54) {:?} is not 1, 2, 5 or 6", String::from_utf8_lossy(text)),
+            format!("Side (54) {:?} is not 1 to 6", String::from_utf8_lossy(text)),
         )),
     }
 }
@@ -95,8 +121,19 @@ impl LineParser for FixParser {
         out: &mut Vec<Event>,
     ) -> Result<(), Rejection> {
         let bytes = line.bytes.strip_suffix(b"\r").unwrap_or(line.bytes);
-        let start = memchr::memmem::find(bytes, b"8=FIX")
-            .ok_or_else(|| syntax("no FIX message in the line (it should hold 8=FIX...)"))?;
+        // The message starts at the first `8=FIX...` that is a field of its own (not preceded by
+        // a digit) and is followed by BodyLength; text before it is the log's.
+        let start = memchr::memmem::find_iter(bytes, b"8=FIX")
+            .find(|&at| {
+                let own_field = at == 0 || !bytes[at - 1].is_ascii_digit();
+                let rest = &bytes[at..];
+                let separator = rest.iter().position(|&b| b == SOH || b == b'|');
+                own_field
+                    && separator.is_some_and(|i| {
+                        !rest[..i].iter().any(u8::is_ascii_whitespace) && rest[i + 1..].starts_with(b"9=")
+                    })
+            })
+            .ok_or_else(|| syntax("no FIX message in the line (8=FIX... followed by 9=)"))?;
         let message = &bytes[start..];
         let separator = *message
             .iter()
@@ -117,11 +154,15 @@ impl LineParser for FixParser {
             }
             let equals = memchr::memchr(b'=', field)
                 .ok_or_else(|| syntax(format!("a field without '=' at byte {}", start + at)))?;
-            let tag = std::str::from_utf8(&field[..equals])
-                .ok()
-                .and_then(|t| t.parse::<u32>().ok())
-                .filter(|&t| t > 0)
-                .ok_or_else(|| {
+            if equals + 1 == field.len() {
+                return Err(syntax(format!(
+                    "tag {} has no value (at byte {})",
+                    String::from_utf8_lossy(&field[..equals]),
+                    start + at
+                )));
+            }
+            let tag =
+                digits(&field[..equals]).and_then(|t| u32::try_from(t).ok()).filter(|&t| t > 0).ok_or_else(|| {
                     syntax(format!("{:?} is not a tag number", String::from_utf8_lossy(&field[..equals])))
                 })?;
             self.fields.push((tag, (at + equals + 1, end)));
@@ -143,11 +184,24 @@ impl LineParser for FixParser {
         if order != [8, 9, 35] {
             return Err(syntax("the message must begin with BeginString (8), BodyLength (9), MsgType (35)"));
         }
+        let version = value(&self.fields, 0);
+        if !matches!(version, b"FIX.4.2" | b"FIX.4.3" | b"FIX.4.4") {
+            return Err(syntax(format!(
+                "BeginString (8) {:?}: FIX.4.2 to FIX.4.4 are read",
+                String::from_utf8_lossy(version)
+            )));
+        }
+        // A tag read here given twice is ambiguous, and an engine refuses it.
+        for tag in READ_TAGS {
+            if self.fields.iter().filter(|f| f.0 == tag).nth(1).is_some() {
+                return Err(syntax(format!("tag {tag} appears more than once")));
+            }
+        }
         let checksum_at = checksum_at.ok_or_else(|| syntax("no CheckSum (10) at the end"))?;
         // BodyLength: from after the separator ending tag 9 up to and including the separator
         // before tag 10.
         let body_start = self.fields[1].1.1 + 1;
-        let declared = std::str::from_utf8(value(&self.fields, 1)).ok().and_then(|t| t.parse::<usize>().ok());
+        let declared = digits(value(&self.fields, 1)).and_then(|n| usize::try_from(n).ok());
         let actual = checksum_at - body_start;
         if declared != Some(actual) {
             return Err(Rejection::new(
@@ -159,10 +213,10 @@ impl LineParser for FixParser {
             ));
         }
         let sum =
-            message[..checksum_at].iter().map(|&b| if b == separator { SOH } else { b } as u32).sum::<u32>() % 256;
+            message[..checksum_at].iter().fold(0u8, |sum, &b| sum.wrapping_add(if b == separator { SOH } else { b }));
         let checksum = value(&self.fields, self.fields.len() - 1);
-        let stated = std::str::from_utf8(checksum).ok().filter(|t| t.len() == 3).and_then(|t| t.parse::<u32>().ok());
-        if stated != Some(sum) {
+        let stated = (checksum.len() == 3).then(|| digits(checksum)).flatten();
+        if stated != Some(u64::from(sum)) {
             return Err(Rejection::new(
                 RejectReason::FixChecksum,
                 format!("CheckSum (10) says {:?}, the bytes sum to {sum:03}", String::from_utf8_lossy(checksum)),
@@ -180,16 +234,41 @@ impl LineParser for FixParser {
             Replace,
             Fill,
         }
+        if msg_type == b"8" {
+            // FIX 4.2 says in ExecTransType (20) whether a report is new (0), cancels (1) or
+            // corrects (2) an earlier one, or only states status (3); FIX 4.4 busts and corrects
+            // trades with ExecType H and G. A bust or correction is not applied to what was
+            // filled: it is a dead letter, so that it is seen.
+            match get(20) {
+                b"" | b"0" => {}
+                b"3" => return Ok(()),
+                b"1" | b"2" => return Err(uncorrected("ExecTransType (20) cancel or correct")),
+                other => return Err(syntax(format!("ExecTransType (20) {:?}", String::from_utf8_lossy(other)))),
+            }
+            if matches!(exec_type, b"H" | b"G") {
+                return Err(uncorrected("ExecType (150) trade cancel or correct"));
+            }
+            // A report sent again (PossDupFlag) whose execution was already read.
+            let exec_id = get(17);
+            if !exec_id.is_empty() {
+                let id = xxhash_rust::xxh3::xxh3_64(exec_id);
+                if !self.executions.insert(id) && get(43) == b"Y" {
+                    return Ok(());
+                }
+            }
+        }
         let kind = match (self.orders_from, msg_type) {
             (FixOrders::ExecutionReports, b"8") => match exec_type {
                 b"0" => Kind::New,
-                b"4" => Kind::Cancel,
+                b"4" | b"C" | b"3" => Kind::Cancel,
                 b"5" => Kind::Replace,
                 b"F" | b"1" | b"2" => Kind::Fill,
                 _ => return Ok(()),
             },
             (FixOrders::Requests, b"8") => match exec_type {
                 b"F" | b"1" | b"2" => Kind::Fill,
+                // What the venue ended on its own (no OrigClOrdID: not an answer to a request).
+                b"4" | b"C" | b"3" if get(41).is_empty() => Kind::Cancel,
                 _ => return Ok(()),
             },
             (FixOrders::Requests, b"D") => Kind::New,
@@ -198,7 +277,14 @@ impl LineParser for FixParser {
             _ => return Ok(()),
         };
 
-        let time_field = if get(60).is_empty() { 52 } else { 60 };
+        // A message sent again carries the original sending time in OrigSendingTime (122).
+        let time_field = if !get(60).is_empty() {
+            60
+        } else if get(43) == b"Y" && !get(122).is_empty() {
+            122
+        } else {
+            52
+        };
         let time_text = get(time_field);
         if time_text.is_empty() {
             return Err(Rejection::new(RejectReason::BadTime, "neither TransactTime (60) nor SendingTime (52)"));
@@ -208,7 +294,11 @@ impl LineParser for FixParser {
                 RejectReason::BadTime,
                 format!(
                     "{} ({time_field}) {:?} is not a UTC timestamp YYYYMMDD-HH:MM:SS[.fff]",
-                    if time_field == 60 { "TransactTime" } else { "SendingTime" },
+                    match time_field {
+                        60 => "TransactTime",
+                        122 => "OrigSendingTime",
+                        _ => "SendingTime",
+                    },
                     String::from_utf8_lossy(time_text)
                 ),
             )
@@ -221,7 +311,11 @@ impl LineParser for FixParser {
         let scale = context.price_scale(instrument);
         let side = fix_side(get(54))?;
         let venue = [30, 100, 207].into_iter().map(get).find(|v| !v.is_empty()).unwrap_or(&[]);
-        let seq = std::str::from_utf8(get(34)).ok().and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
+        let seq = match get(34) {
+            b"" => 0,
+            text => digits(text)
+                .ok_or_else(|| syntax(format!("MsgSeqNum (34) {:?} is not a number", String::from_utf8_lossy(text))))?,
+        };
         let id = |tag: u32| -> Result<&[u8], Rejection> {
             let text = get(tag);
             if text.is_empty() {
@@ -240,6 +334,8 @@ impl LineParser for FixParser {
                     get(37)
                 }
             }
+            // A report names the order by the ClOrdID of the request it answers.
+            FixOrders::Requests if msg_type == b"8" => id(11)?,
             FixOrders::Requests => match kind {
                 Kind::Cancel | Kind::Replace => id(41)?,
                 _ => id(11)?,
@@ -247,13 +343,30 @@ impl LineParser for FixParser {
         };
         let mut order = context.intern(order_id);
         if self.orders_from == FixOrders::Requests {
-            order = self.aliases.get(&order).copied().unwrap_or(order);
-            if matches!(kind, Kind::Cancel | Kind::Replace) && !get(11).is_empty() {
+            if matches!(kind, Kind::New) {
+                // A new order starts a chain of its own, even under a ClOrdID used before.
+                self.aliases.remove(&order);
+            } else {
+                order = self.aliases.get(&order).copied().unwrap_or(order);
+            }
+            if matches!(kind, Kind::Cancel | Kind::Replace) && msg_type != b"8" && !get(11).is_empty() {
                 let new_id = context.intern(get(11));
                 self.aliases.insert(new_id, order);
             }
         }
+        // Who ended the order: the member's request, or the venue (an expiry, the end of the
+        // day, an IOC's remainder, a cancel no request asked for: no OrigClOrdID).
+        let cancel_reason = if msg_type == b"8" && (exec_type != b"4" || get(41).is_empty()) {
+            CancelReason::Expired
+        } else {
+            CancelReason::Member
+        };
         let limit_price = || -> Result<Option<crate::model::Price>, Rejection> {
+            // Limit, stop limit, limit or better, limit with or without, previously indicated.
+            let limit = matches!(get(40), b"2" | b"4" | b"7" | b"B" | b"F");
+            if !limit && get(44).is_empty() {
+                return Ok(None);
+            }
             if get(40) == b"1" {
                 return Ok(None);
             }
@@ -273,7 +386,7 @@ impl LineParser for FixParser {
                 quantity: fields::quantity(get(38), "OrderQty (38)")?,
             },
             Kind::Cancel => {
-                Body::Cancel { order, side: Some(side), price: None, quantity: None, reason: CancelReason::Member }
+                Body::Cancel { order, side: Some(side), price: None, quantity: None, reason: cancel_reason }
             }
             Kind::Fill => Body::Fill {
                 order,
@@ -289,7 +402,9 @@ impl LineParser for FixParser {
             },
         };
         let account = context.intern(get(1));
-        let trader = context.intern(get(50));
+        // The trader: the sender's sub-id on a request; a report comes from the venue, and
+        // names the firm's trader as the target's sub-id.
+        let trader = context.intern(if msg_type == b"8" { get(57) } else { get(50) });
         let venue = context.intern(venue);
         out.push(Event {
             time,

@@ -45,11 +45,13 @@ pub enum RejectReason {
     FixBodyLength,
     /// A FIX message whose CheckSum (10) does not match its bytes.
     FixChecksum,
+    /// A FIX trade bust or correction, which is not applied to the fill it refers to.
+    FixTradeCorrection,
 }
 
 impl RejectReason {
     /// Every reason.
-    pub const ALL: [RejectReason; 18] = [
+    pub const ALL: [RejectReason; 19] = [
         RejectReason::ColumnCount,
         RejectReason::BadTime,
         RejectReason::UnknownKind,
@@ -68,6 +70,7 @@ impl RejectReason {
         RejectReason::FixSyntax,
         RejectReason::FixBodyLength,
         RejectReason::FixChecksum,
+        RejectReason::FixTradeCorrection,
     ];
 
     /// The reason of a stable name.
@@ -96,6 +99,7 @@ impl RejectReason {
             RejectReason::FixSyntax => "fix_syntax",
             RejectReason::FixBodyLength => "fix_body_length",
             RejectReason::FixChecksum => "fix_checksum",
+            RejectReason::FixTradeCorrection => "fix_trade_correction",
         }
     }
 }

@@ -49,6 +49,9 @@ pub enum CancelReason {
     Connectivity,
     /// Cancelled by kill functionality.
     KillSwitch,
+    /// Ended by the venue without a request of the member's: the order expired, the day
+    /// ended, an immediate-or-cancel order's remainder, a cancel no request asked for.
+    Expired,
 }
 
 impl CancelReason {
@@ -59,6 +62,7 @@ impl CancelReason {
             CancelReason::Uncross => "uncross",
             CancelReason::Connectivity => "connectivity",
             CancelReason::KillSwitch => "kill_switch",
+            CancelReason::Expired => "expired",
         }
     }
 
@@ -69,6 +73,7 @@ impl CancelReason {
             b"uncross" => Some(CancelReason::Uncross),
             b"connectivity" => Some(CancelReason::Connectivity),
             b"kill_switch" => Some(CancelReason::KillSwitch),
+            b"expired" => Some(CancelReason::Expired),
             _ => None,
         }
     }

@@ -72,8 +72,14 @@ fn execution_reports_make_the_order_events_of_a_drop_copy() {
         }
     );
     assert_eq!(fill[0].venue, Symbol::of(b"XLON"));
-    let cancel = parse(&mut parser, &report("4", &[])).expect("cancel");
+    // A cancel answering the member's request names it (OrigClOrdID); one without is the
+    // venue's own, as are expiry and the end of the day.
+    let cancel = parse(&mut parser, &report("4", &[(41, "C-0")])).expect("cancel");
     assert!(matches!(cancel[0].body, Body::Cancel { quantity: None, reason: CancelReason::Member, .. }));
+    for ended in ["4", "C", "3"] {
+        let venue = parse(&mut parser, &report(ended, &[])).expect("venue cancel");
+        assert!(matches!(venue[0].body, Body::Cancel { reason: CancelReason::Expired, .. }), "{ended}");
+    }
     let replace = parse(&mut parser, &report("5", &[])).expect("replace");
     assert!(matches!(replace[0].body, Body::Replace { quantity: 500, .. }));
     // A pending state and a request: checked, no event.
@@ -154,7 +160,11 @@ fn an_order_entry_log_follows_an_order_through_its_request_ids() {
         ),
         message("FIX.4.2", &[(35, "F"), (11, "A3"), (41, "A2"), (55, "ACME"), (54, "2"), at], '|'),
         // The venue's acknowledgement of the cancel: no event of its own in this mode.
-        message("FIX.4.2", &[(35, "8"), (150, "4"), (11, "A3"), (37, "V1"), (55, "ACME"), (54, "2"), at], '|'),
+        message(
+            "FIX.4.2",
+            &[(35, "8"), (150, "4"), (11, "A3"), (41, "A2"), (37, "V1"), (55, "ACME"), (54, "2"), at],
+            '|',
+        ),
     ];
     let events: Vec<Event> = lines.iter().flat_map(|l| parse(&mut parser, l).expect("parsed")).collect();
     let a1 = Symbol::of(b"A1");
@@ -163,4 +173,85 @@ fn an_order_entry_log_follows_an_order_through_its_request_ids() {
     assert!(matches!(events[1].body, Body::Replace { quantity: 80, price: Some(Price(1050)), .. }));
     assert!(matches!(events[2].body, Body::Fill { quantity: 30, .. }));
     assert!(matches!(events[3].body, Body::Cancel { quantity: None, .. }));
+}
+
+#[test]
+fn busts_corrections_and_resent_reports_are_not_counted_as_fills() {
+    let mut parser = FixParser::new(&FixConfig::default());
+    let fill = |extra: &[(u32, &str)]| {
+        let mut fields =
+            vec![(35, "8"), (17, "E-9"), (150, "2"), (37, "V"), (55, "ACME"), (54, "1"), (31, "10"), (32, "5")];
+        fields.extend_from_slice(extra);
+        fields.push((60, "20240301-14:30:00"));
+        message("FIX.4.2", &fields, '|')
+    };
+    let reason = |parser: &mut FixParser, line: &str| parse(parser, line).map(|e| e.len()).map_err(|e| e.reason);
+    assert_eq!(reason(&mut parser, &fill(&[])), Ok(1));
+    // Sent again after a resend request: the same execution, not a second one.
+    assert_eq!(reason(&mut parser, &fill(&[(43, "Y")])), Ok(0));
+    assert_eq!(reason(&mut parser, &fill(&[(20, "1")])), Err(RejectReason::FixTradeCorrection));
+    assert_eq!(reason(&mut parser, &fill(&[(20, "2")])), Err(RejectReason::FixTradeCorrection));
+    assert_eq!(reason(&mut parser, &fill(&[(20, "3")])), Ok(0));
+    let bust = message(
+        "FIX.4.4",
+        &[(35, "8"), (150, "H"), (37, "V"), (55, "ACME"), (54, "1"), (60, "20240301-14:30:00")],
+        '|',
+    );
+    assert_eq!(reason(&mut parser, &bust), Err(RejectReason::FixTradeCorrection));
+}
+
+#[test]
+fn order_types_sides_and_framing_as_engines_write_them() {
+    let mut parser = FixParser::new(&FixConfig::default());
+    let new = |extra: &[(u32, &str)]| {
+        let mut fields = vec![(35, "8"), (150, "0"), (37, "V"), (55, "ACME"), (38, "10")];
+        fields.extend_from_slice(extra);
+        fields.push((60, "20240301-14:30:00"));
+        message("FIX.4.4", &fields, '|')
+    };
+    // A stop order without a limit price, a pegged order: no price, not a dead letter.
+    for ord_type in ["3", "P"] {
+        let events = parse(&mut parser, &new(&[(54, "3"), (40, ord_type), (99, "10")])).expect("no price needed");
+        assert!(matches!(events[0].body, Body::NewOrder { price: None, side: Side::Buy, .. }), "{ord_type}");
+    }
+    let limit_without_price = parse(&mut parser, &new(&[(54, "4"), (40, "2")])).map_err(|e| e.reason);
+    assert_eq!(limit_without_price, Err(RejectReason::MissingField));
+    let sell_plus = parse(&mut parser, &new(&[(54, "4"), (40, "2"), (44, "9.5")])).expect("sell plus");
+    assert!(matches!(sell_plus[0].body, Body::NewOrder { side: Side::Sell, .. }));
+    let syntax_of = |parser: &mut FixParser, line: &str| parse(parser, line).map(|_| ()).map_err(|e| e.reason);
+    // The same tag twice, a tag without a value, a signed number, another protocol version.
+    let twice = new(&[(54, "1"), (40, "1"), (150, "F")]);
+    assert_eq!(syntax_of(&mut parser, &twice), Err(RejectReason::FixSyntax));
+    let empty = new(&[(54, "1"), (40, "1")]).replace("37=V|", "37=|");
+    assert_eq!(syntax_of(&mut parser, &empty), Err(RejectReason::FixSyntax));
+    let signed = new(&[(54, "1"), (40, "1")]).replacen("|9=", "|9=+", 1);
+    assert_eq!(syntax_of(&mut parser, &signed), Err(RejectReason::FixBodyLength));
+    let fixt =
+        message("FIXT.1.1", &[(35, "8"), (150, "0"), (37, "V"), (55, "ACME"), (54, "1"), (38, "1"), (40, "1")], '|');
+    assert_eq!(syntax_of(&mut parser, &fixt), Err(RejectReason::FixSyntax));
+    // A log prefix that itself holds 8=FIX is not taken for the message.
+    let prefixed = format!("gw 8=FIXGW in: {}", new(&[(54, "1"), (40, "1")]));
+    assert_eq!(parse(&mut parser, &prefixed).expect("prefixed").len(), 1);
+}
+
+#[test]
+fn a_client_order_id_used_again_starts_a_new_order() {
+    let mut parser = FixParser::new(&FixConfig { orders_from: FixOrders::Requests });
+    let at = (60, "20240301-14:30:00");
+    let lines = [
+        message("FIX.4.2", &[(35, "D"), (11, "A1"), (55, "ACME"), (54, "2"), (38, "100"), (40, "1"), at], '|'),
+        message(
+            "FIX.4.2",
+            &[(35, "G"), (11, "A2"), (41, "A1"), (55, "ACME"), (54, "2"), (38, "80"), (40, "1"), at],
+            '|',
+        ),
+        message("FIX.4.2", &[(35, "D"), (11, "A2"), (55, "ACME"), (54, "1"), (38, "7"), (40, "1"), at], '|'),
+        // The venue ends the new A2 on its own: a report with no OrigClOrdID.
+        message("FIX.4.2", &[(35, "8"), (150, "4"), (11, "A2"), (37, "V2"), (55, "ACME"), (54, "1"), at], '|'),
+    ];
+    let events: Vec<Event> = lines.iter().flat_map(|l| parse(&mut parser, l).expect("parsed")).collect();
+    assert_eq!(events.len(), 4);
+    assert_eq!(events[2].order(), Some(Symbol::of(b"A2")));
+    assert!(matches!(events[3].body, Body::Cancel { reason: CancelReason::Expired, .. }));
+    assert_eq!(events[3].order(), Some(Symbol::of(b"A2")));
 }
