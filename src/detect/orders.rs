@@ -19,6 +19,8 @@ pub struct OrderState {
     pub price: Option<Price>,
     /// Quantity still open.
     pub remaining: Quantity,
+    /// Quantity filled so far: a replace gives the new total, of which this much is done.
+    pub filled: Quantity,
 }
 
 /// What an event did to its order.
@@ -99,7 +101,7 @@ impl OrderTracker {
             Body::NewOrder { order, side, price, quantity } => {
                 let before = self.open.insert(
                     (instrument, order),
-                    OrderState { account: event.account, side, price, remaining: quantity },
+                    OrderState { account: event.account, side, price, remaining: quantity, filled: 0 },
                 );
                 Ok(OrderContext { before, removed: 0 })
             }
@@ -108,7 +110,12 @@ impl OrderTracker {
                     let before = *state;
                     state.price = price.or(state.price);
                     state.side = side.unwrap_or(state.side);
-                    state.remaining = quantity;
+                    // The new total includes what was already filled (FIX OrderQty, the
+                    // canonical `replace` quantity): only the rest is open.
+                    state.remaining = quantity.saturating_sub(state.filled);
+                    if state.remaining == 0 {
+                        self.close(instrument, order, Closed::Filled, event.time);
+                    }
                     Ok(OrderContext { before: Some(before), removed: before.remaining })
                 }
                 None => Err(self.unknown(instrument, order, "replace")),
@@ -136,6 +143,7 @@ impl OrderTracker {
                 Some(state) => {
                     let before = *state;
                     state.remaining = state.remaining.saturating_sub(quantity);
+                    state.filled = state.filled.saturating_add(quantity);
                     if state.remaining == 0 {
                         self.close(instrument, order, Closed::Filled, event.time);
                     }
@@ -188,6 +196,22 @@ mod tests {
 mod closed_tests {
     use super::*;
     use crate::testing::event;
+
+    #[test]
+    fn a_replace_gives_the_new_total_of_which_the_fills_are_done() {
+        let mut t = OrderTracker::default();
+        let o = Symbol::of(b"O1");
+        let new = Body::NewOrder { order: o, side: Side::Buy, price: None, quantity: 10 };
+        t.apply(&event(1, "X", "A", new)).expect("new");
+        let fill =
+            Body::Fill { order: o, side: Side::Buy, price: Price(1), quantity: 4, aggressor: None, hidden: false };
+        t.apply(&event(2, "X", "A", fill)).expect("fill");
+        let replace = Body::Replace { order: o, side: None, price: None, quantity: 8 };
+        t.apply(&event(3, "X", "A", replace)).expect("replace");
+        // 8 in all, 4 of them filled: 4 open, which a cancel of the rest removes.
+        let cancel = Body::cancel_rest(o);
+        assert_eq!(t.apply(&event(4, "X", "A", cancel)).map(|c| c.removed), Ok(4));
+    }
 
     #[test]
     fn a_cancel_after_the_fill_says_the_order_was_filled() {
