@@ -85,6 +85,22 @@ fn config(dir: &Path, name: &str, day: &Path, archive: &str) -> PathBuf {
     path
 }
 
+/// `surveil run --config CONFIG --out OUT -q [EXTRA...] INPUT`, in `command`'s environment.
+fn run(
+    mut command: Command,
+    config: &Path,
+    out: &Path,
+    extra: &[&str],
+    input: impl AsRef<std::ffi::OsStr>,
+) -> std::process::Output {
+    command.arg("run").arg("--config").arg(config).arg("--out").arg(out).arg("-q").args(extra).arg(input);
+    command.output().expect("surveil run")
+}
+
+fn summary_of(out: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).expect("summary")).expect("json")
+}
+
 fn alert_ids(out: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(out.join("alerts.jsonl")).expect("alerts");
     let mut ids: Vec<String> = text
@@ -117,19 +133,9 @@ fn a_run_archives_to_s3_over_tls_and_a_replay_reads_it_back() {
     };
     let archived = config(dir.path(), "archived", &day, &settings("s3://surveil/runs", Some(&server.ca)));
     let out = dir.path().join("out");
-    let run = surveil()
-        .arg("run")
-        .arg("--config")
-        .arg(&archived)
-        .arg("--out")
-        .arg(&out)
-        .arg("-q")
-        .arg(day.join("events.csv"))
-        .output()
-        .expect("run");
-    assert!(run.status.success(), "run: {}", String::from_utf8_lossy(&run.stderr));
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).expect("summary")).expect("json");
+    let first = run(surveil(), &archived, &out, &[], day.join("events.csv"));
+    assert!(first.status.success(), "run: {}", String::from_utf8_lossy(&first.stderr));
+    let summary = summary_of(&out);
     let archive = &summary["archive"];
     assert_eq!(archive["url"], "s3://surveil/runs");
     assert!(archive["files"].as_u64().unwrap_or_default() >= 5, "{archive}");
@@ -139,20 +145,11 @@ fn a_run_archives_to_s3_over_tls_and_a_replay_reads_it_back() {
     // The replay reads the run's archive (and archives itself under another prefix).
     let replaying = config(dir.path(), "replaying", &day, &settings("s3://surveil/replays", Some(&server.ca)));
     let replayed = dir.path().join("replayed");
-    let replay = surveil()
-        .arg("run")
-        .arg("--config")
-        .arg(&replaying)
-        .arg("--out")
-        .arg(&replayed)
-        .args(["-q", "-w", "2", "s3://surveil/runs"])
-        .output()
-        .expect("replay");
+    let replay = run(surveil(), &replaying, &replayed, &["-w", "2"], "s3://surveil/runs");
     assert!(replay.status.success(), "replay: {}", String::from_utf8_lossy(&replay.stderr));
     assert!(!alert_ids(&out).is_empty());
     assert_eq!(alert_ids(&replayed), alert_ids(&out));
-    let replay_summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(replayed.join("summary.json")).expect("summary")).expect("json");
+    let replay_summary = summary_of(&replayed);
     assert_eq!(replay_summary["events"], summary["events"]);
     assert_eq!(replay_summary["late_events"], summary["late_events"]);
     assert_eq!(replay_summary["archive"]["rows"]["events"], summary["events"], "the replay archived what it read");
@@ -167,67 +164,32 @@ fn a_run_archives_to_s3_over_tls_and_a_replay_reads_it_back() {
     std::fs::write(&fx, csv).expect("fx");
     let fx_config = dir.path().join("fx.toml");
     std::fs::write(&fx_config, settings("s3://surveil/fx", Some(&server.ca))).expect("config");
-    let fx_run = surveil()
-        .arg("run")
-        .arg("--config")
-        .arg(&fx_config)
-        .arg("--out")
-        .arg(dir.path().join("fx"))
-        .arg("-q")
-        .arg(&fx)
-        .output()
-        .expect("run");
+    let fx_run = run(surveil(), &fx_config, &dir.path().join("fx"), &[], &fx);
     assert!(fx_run.status.success(), "fx run: {}", String::from_utf8_lossy(&fx_run.stderr));
     let fx_replay_config = dir.path().join("fx-replay.toml");
     std::fs::write(&fx_replay_config, settings("s3://surveil/fx-replays", Some(&server.ca))).expect("config");
     let fx_out = dir.path().join("fx-replayed");
-    let fx_replay = surveil()
-        .arg("run")
-        .arg("--config")
-        .arg(&fx_replay_config)
-        .arg("--out")
-        .arg(&fx_out)
-        .args(["-q", "s3://surveil/fx"])
-        .output()
-        .expect("replay");
+    let fx_replay = run(surveil(), &fx_replay_config, &fx_out, &[], "s3://surveil/fx");
     assert!(fx_replay.status.success(), "fx replay: {}", String::from_utf8_lossy(&fx_replay.stderr));
-    let fx_summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fx_out.join("summary.json")).expect("summary")).expect("json");
+    let fx_summary = summary_of(&fx_out);
     assert_eq!(fx_summary["events"], 3, "{fx_summary}");
     assert_eq!(fx_summary["dead_letters"], 0, "{fx_summary}");
 
     // The system's authorities do not know the test authority: a clear error, after the
     // run's other outputs.
     let untrusted = config(dir.path(), "untrusted", &day, &settings("s3://surveil/untrusted", None));
-    let refused = surveil()
-        .arg("run")
-        .arg("--config")
-        .arg(&untrusted)
-        .arg("--out")
-        .arg(dir.path().join("untrusted"))
-        .arg("-q")
-        .arg(day.join("events.csv"))
-        .output()
-        .expect("run");
+    let refused = run(surveil(), &untrusted, &dir.path().join("untrusted"), &[], day.join("events.csv"));
     assert!(!refused.status.success());
     let message = String::from_utf8_lossy(&refused.stderr).to_lowercase();
     assert!(message.contains("archive is incomplete") && message.contains("certificate"), "{message}");
 
     // Without credentials the run stops before it starts, instead of asking a cloud metadata
     // service off this machine.
-    let anonymous = Command::new(env!("CARGO_BIN_EXE_surveil"))
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env_remove("AWS_WEB_IDENTITY_TOKEN_FILE")
-        .arg("run")
-        .arg("--config")
-        .arg(&archived)
-        .arg("--out")
-        .arg(dir.path().join("anonymous"))
-        .arg("-q")
-        .arg(day.join("events.csv"))
-        .output()
-        .expect("run");
+    let mut anonymous = surveil();
+    for variable in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_WEB_IDENTITY_TOKEN_FILE"] {
+        anonymous.env_remove(variable);
+    }
+    let anonymous = run(anonymous, &archived, &dir.path().join("anonymous"), &[], day.join("events.csv"));
     assert!(!anonymous.status.success());
     assert!(
         String::from_utf8_lossy(&anonymous.stderr).contains("no credentials"),

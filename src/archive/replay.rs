@@ -50,6 +50,12 @@ impl std::fmt::Debug for ArchiveReader {
     }
 }
 
+/// A file to read: local files are read as needed, objects are fetched whole.
+enum FileSource {
+    Local(std::fs::File),
+    Object(bytes::Bytes),
+}
+
 /// Which table a partition reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Table {
@@ -74,43 +80,69 @@ impl ArchiveReader {
         Ok(self.store.list(table)?)
     }
 
-    fn batches(&self, key: &str, batch_size: usize) -> Result<(ParquetRecordBatchReader, u64, u64), ArchiveError> {
-        let keyless = self.keys.0.is_empty();
-        let failed = |e: parquet::errors::ParquetError| {
-            let mut message = e.to_string();
-            if keyless && message.contains("encrypted") {
-                message = "the file is encrypted and no key was given (SURVEIL_ENCRYPTION_KEY or \
-                           audit.encryption_key)"
-                    .into();
-            }
-            ArchiveError::Read { key: key.to_string(), message }
-        };
+    /// A Parquet error reading `key`, in the words a person needs.
+    fn read_error(&self, key: &str, error: parquet::errors::ParquetError) -> ArchiveError {
+        let mut message = error.to_string();
+        if self.keys.0.is_empty() && message.contains("encrypted") {
+            message =
+                "the file is encrypted and no key was given (SURVEIL_ENCRYPTION_KEY or audit.encryption_key)".into();
+        }
+        ArchiveError::Read { key: key.to_string(), message }
+    }
+
+    /// Opens `reader` (the file `key`) as Parquet, with the keys that may decrypt it: reads
+    /// only the footer.
+    fn builder<R: parquet::file::reader::ChunkReader + 'static>(
+        &self,
+        key: &str,
+        reader: R,
+    ) -> Result<ParquetRecordBatchReaderBuilder<R>, ArchiveError> {
         let mut options = ArrowReaderOptions::new();
         if !self.keys.0.is_empty() {
             let keys: Arc<dyn KeyRetriever> = self.keys.clone();
-            options = options.with_file_decryption_properties(
-                FileDecryptionProperties::with_key_retriever(keys).build().map_err(failed)?,
-            );
+            let properties =
+                FileDecryptionProperties::with_key_retriever(keys).build().map_err(|e| self.read_error(key, e))?;
+            options = options.with_file_decryption_properties(properties);
         }
-        let built = match &self.store {
+        ParquetRecordBatchReaderBuilder::try_new_with_options(reader, options).map_err(|e| self.read_error(key, e))
+    }
+
+    /// The file `key` as a local file, or its bytes from object storage, and its size.
+    fn source(&self, key: &str) -> Result<(FileSource, u64), ArchiveError> {
+        match &self.store {
             ArchiveStore::Local(dir) => {
                 let path = dir.join(key);
                 let file =
                     std::fs::File::open(&path).map_err(|source| ArchiveError::Io { path: path.clone(), source })?;
                 let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-                let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options).map_err(failed)?;
-                let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
-                (builder.with_batch_size(batch_size).build().map_err(failed)?, rows, size)
+                Ok((FileSource::Local(file), size))
             }
             ArchiveStore::Object { .. } => {
                 let bytes = bytes::Bytes::from(self.store.read(key)?);
                 let size = bytes.len() as u64;
-                let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(bytes, options).map_err(failed)?;
-                let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
-                (builder.with_batch_size(batch_size).build().map_err(failed)?, rows, size)
+                Ok((FileSource::Object(bytes), size))
             }
+        }
+    }
+
+    fn batches(&self, key: &str, batch_size: usize) -> Result<(ParquetRecordBatchReader, u64, u64), ArchiveError> {
+        fn build<R: parquet::file::reader::ChunkReader + 'static>(
+            reader: &ArchiveReader,
+            key: &str,
+            source: R,
+            batch_size: usize,
+        ) -> Result<(ParquetRecordBatchReader, u64), ArchiveError> {
+            let builder = reader.builder(key, source)?;
+            let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
+            let batches = builder.with_batch_size(batch_size).build().map_err(|e| reader.read_error(key, e))?;
+            Ok((batches, rows))
+        }
+        let (source, size) = self.source(key)?;
+        let (batches, rows) = match source {
+            FileSource::Local(file) => build(self, key, file, batch_size)?,
+            FileSource::Object(bytes) => build(self, key, bytes, batch_size)?,
         };
-        Ok(built)
+        Ok((batches, rows, size))
     }
 
     fn read_all<T>(
@@ -161,49 +193,28 @@ impl ArchiveReader {
     /// The inputs of the run that wrote the archive (`surveil.inputs` of its first file), in
     /// the order the `source` column numbers them; empty for an archive without files.
     pub fn inputs(&self) -> Result<Vec<String>, ArchiveError> {
+        fn metadata<R: parquet::file::reader::ChunkReader + 'static>(
+            reader: &ArchiveReader,
+            key: &str,
+            source: R,
+        ) -> Result<Vec<parquet::file::metadata::KeyValue>, ArchiveError> {
+            let builder = reader.builder(key, source)?;
+            Ok(builder.metadata().file_metadata().key_value_metadata().cloned().unwrap_or_default())
+        }
         for table in [EVENTS, LATE_EVENTS, DEAD_LETTERS, ALERTS] {
-            if let Some(key) = self.files(table)?.into_iter().next() {
-                // Opened for its batches first: a missing key says so in the clearest words.
-                let (reader, _, _) = self.batches(&key, 1)?;
-                drop(reader);
-                return self.metadata_inputs(&key);
-            }
+            let Some(key) = self.files(table)?.into_iter().next() else { continue };
+            let pairs = match self.source(&key)?.0 {
+                FileSource::Local(file) => metadata(self, &key, file)?,
+                FileSource::Object(bytes) => metadata(self, &key, bytes)?,
+            };
+            let text = pairs.iter().find(|kv| kv.key == "surveil.inputs").and_then(|kv| kv.value.clone());
+            return match text {
+                Some(text) => serde_json::from_str(&text)
+                    .map_err(|e| ArchiveError::Read { key: key.clone(), message: format!("surveil.inputs: {e}") }),
+                None => Ok(Vec::new()),
+            };
         }
         Ok(Vec::new())
-    }
-
-    fn metadata_inputs(&self, key: &str) -> Result<Vec<String>, ArchiveError> {
-        // The footer is all that is needed: a local file is not read whole.
-        if let ArchiveStore::Local(dir) = &self.store {
-            let path = dir.join(key);
-            let file = std::fs::File::open(&path).map_err(|source| ArchiveError::Io { path: path.clone(), source })?;
-            return self.inputs_of(key, file);
-        }
-        let bytes = bytes::Bytes::from(self.store.read(key)?);
-        self.inputs_of(key, bytes)
-    }
-
-    fn inputs_of<R: parquet::file::reader::ChunkReader + 'static>(
-        &self,
-        key: &str,
-        reader: R,
-    ) -> Result<Vec<String>, ArchiveError> {
-        let failed = |message: String| ArchiveError::Read { key: key.to_string(), message };
-        let mut options = ArrowReaderOptions::new();
-        if !self.keys.0.is_empty() {
-            let keys: Arc<dyn KeyRetriever> = self.keys.clone();
-            options = options.with_file_decryption_properties(
-                FileDecryptionProperties::with_key_retriever(keys).build().map_err(|e| failed(e.to_string()))?,
-            );
-        }
-        let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(reader, options)
-            .map_err(|e| failed(e.to_string()))?;
-        let metadata = builder.metadata().file_metadata().key_value_metadata().cloned().unwrap_or_default();
-        let text = metadata.iter().find(|kv| kv.key == "surveil.inputs").and_then(|kv| kv.value.clone());
-        match text {
-            Some(text) => serde_json::from_str(&text).map_err(|e| failed(format!("surveil.inputs: {e}"))),
-            None => Ok(Vec::new()),
-        }
     }
 
     /// This worker's share of the archive's files as partitions of input `source` (its

@@ -85,7 +85,7 @@ fn digits(text: &[u8]) -> Option<u64> {
     Some(text.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
 }
 
-/// Tags the parser reads: given twice, a message is refused.
+/// Tags the parser reads, sorted: given twice, a message is refused.
 const READ_TAGS: [u32; 28] =
     [1, 8, 9, 10, 11, 17, 20, 30, 31, 32, 34, 35, 37, 38, 40, 41, 43, 44, 50, 52, 54, 55, 57, 60, 100, 122, 150, 851];
 
@@ -192,9 +192,13 @@ impl LineParser for FixParser {
             )));
         }
         // A tag read here given twice is ambiguous, and an engine refuses it.
-        for tag in READ_TAGS {
-            if self.fields.iter().filter(|f| f.0 == tag).nth(1).is_some() {
-                return Err(syntax(format!("tag {tag} appears more than once")));
+        let mut seen = 0u32;
+        for &(tag, _) in &self.fields {
+            if let Ok(index) = READ_TAGS.binary_search(&tag) {
+                if seen & (1 << index) != 0 {
+                    return Err(syntax(format!("tag {tag} appears more than once")));
+                }
+                seen |= 1 << index;
             }
         }
         let checksum_at = checksum_at.ok_or_else(|| syntax("no CheckSum (10) at the end"))?;
