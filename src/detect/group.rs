@@ -25,6 +25,8 @@ pub struct DetectorGroup {
     detectors: Vec<Box<dyn RunDetector>>,
     /// Which detectors read order state.
     wants_orders: Vec<bool>,
+    /// Which detectors read the order book.
+    wants_book: Vec<bool>,
     orders: Option<OrderTracker>,
     tracking: Tracking,
     dead_letters: bool,
@@ -54,8 +56,15 @@ impl DetectorGroup {
     pub fn new(detectors: Vec<Box<dyn RunDetector>>, tracking: Tracking, dead_letters: bool) -> DetectorGroup {
         DetectorGroup {
             wants_orders: detectors.iter().map(|d| d.needs_order_state()).collect(),
+            wants_book: detectors.iter().map(|d| d.needs_book()).collect(),
+            orders: (tracking != Tracking::Off).then(|| {
+                if detectors.iter().any(|d| d.needs_book()) {
+                    OrderTracker::with_books()
+                } else {
+                    OrderTracker::default()
+                }
+            }),
             detectors,
-            orders: (tracking != Tracking::Off).then(OrderTracker::default),
             tracking,
             dead_letters,
             slots: IdMap::default(),
@@ -67,27 +76,6 @@ impl DetectorGroup {
     /// Open orders being tracked.
     pub fn open_orders(&self) -> usize {
         self.orders.as_ref().map_or(0, |o| o.len())
-    }
-
-    /// The slot of `key`, given on its first sight.
-    #[inline]
-    fn slot(&mut self, key: Key) -> usize {
-        let next = self.slots.len();
-        *self.slots.entry(key).or_insert(next)
-    }
-
-    /// Files the timers detector `index` asked for, each under its own key's slot.
-    #[inline]
-    fn take_timers(&mut self, index: usize) {
-        if !self.out.timers.is_empty() {
-            let timers = std::mem::take(&mut self.out.timers);
-            for &(time, key) in &timers {
-                let slot = self.slot(key);
-                self.timers.insert((time, index, key, slot));
-            }
-            self.out.timers = timers;
-            self.out.timers.clear();
-        }
     }
 
     /// Emits what the detectors reported, in the order they reported it.
@@ -136,20 +124,27 @@ impl TimeOrderedProcessor<Event> for DetectorGroup {
         };
         // Detectors of a group mostly share the event's key: one slot lookup serves them all.
         let mut last: Option<(Key, usize)> = None;
+        let book = match (&order, &self.orders) {
+            (Some(_), Some(tracker)) => tracker.book(event.instrument),
+            _ => None,
+        };
         for index in 0..self.detectors.len() {
             let Some(key) = self.detectors[index].key(&event) else { continue };
             let slot = match last {
                 Some((seen, slot)) if seen == key => slot,
                 _ => {
-                    let slot = self.slot(key);
+                    let next = self.slots.len();
+                    let slot = *self.slots.entry(key).or_insert(next);
                     last = Some((key, slot));
                     slot
                 }
             };
             // The order state belongs to the event's instrument, for the rules that asked.
-            let order = order.as_ref().filter(|_| self.wants_orders[index] && key == Key::Instrument(event.instrument));
-            self.detectors[index].on_event(key, slot, &event, order, &mut self.out);
-            self.take_timers(index);
+            let own = key == Key::Instrument(event.instrument);
+            let order = order.as_ref().filter(|_| self.wants_orders[index] && own);
+            let book = book.filter(|_| self.wants_book[index] && own);
+            self.detectors[index].on_event(key, slot, &event, order, book, &mut self.out);
+            take_timers(&mut self.out, &mut self.slots, &mut self.timers, index);
         }
         self.emit(out);
     }
@@ -165,10 +160,27 @@ impl TimeOrderedProcessor<Event> for DetectorGroup {
             }
             self.timers.pop_first();
             self.detectors[index].on_timer(key, slot, time, &mut self.out);
-            self.take_timers(index);
+            take_timers(&mut self.out, &mut self.slots, &mut self.timers, index);
             self.emit(out);
         }
     }
+}
+
+/// Files the timers detector `index` asked for, each under its own key's slot (given on the
+/// key's first sight).
+#[inline]
+fn take_timers(
+    out: &mut Output,
+    slots: &mut IdMap<Key, usize>,
+    timers: &mut BTreeSet<(Timestamp, usize, Key, usize)>,
+    index: usize,
+) {
+    for &(time, key) in &out.timers {
+        let next = slots.len();
+        let slot = *slots.entry(key).or_insert(next);
+        timers.insert((time, index, key, slot));
+    }
+    out.timers.clear();
 }
 
 /// Rules keyed by instrument, run in one operator over one order book state: how the default

@@ -43,12 +43,14 @@
 //! ([`AlertSink::order`]) by asking for it ([`Detector::needs_order_state`]): the detector
 //! operators then keep every open order of their instruments.
 
+pub mod book;
 mod group;
 mod key;
 mod operator;
 pub mod orders;
 mod sink;
 
+pub use book::{Depth, OrderBook};
 pub use group::{DetectorGroup, InstrumentRules, Tracking};
 pub use key::Key;
 pub use operator::{Detect, Detected};
@@ -87,6 +89,12 @@ pub trait Detector: 'static {
         false
     }
 
+    /// True when the rule reads its instrument's order book ([`AlertSink::book`]): the resting
+    /// quantity per price level after the event. Implies [`Detector::needs_order_state`].
+    fn needs_book(&self) -> bool {
+        false
+    }
+
     /// Sees one event of a key, in `(time, origin)` order within the key.
     fn on_event(&self, state: &mut Self::State, event: &Event, out: &mut AlertSink<'_>);
 
@@ -108,10 +116,21 @@ pub trait RunDetector {
     fn name(&self) -> &str;
     /// The key of an event, if the rule looks at it.
     fn key(&self, event: &Event) -> Option<Key>;
-    /// See [`Detector::needs_order_state`].
+    /// See [`Detector::needs_order_state`] (true also when the rule needs the book).
     fn needs_order_state(&self) -> bool;
-    /// Runs [`Detector::on_event`] with the state of `key`, kept at `slot`.
-    fn on_event(&mut self, key: Key, slot: usize, event: &Event, order: Option<&OrderContext>, out: &mut Output);
+    /// See [`Detector::needs_book`].
+    fn needs_book(&self) -> bool;
+    /// Runs [`Detector::on_event`] with the state of `key`, kept at `slot`, and the event's
+    /// order and book where the rule asked for them.
+    fn on_event(
+        &mut self,
+        key: Key,
+        slot: usize,
+        event: &Event,
+        order: Option<&OrderContext>,
+        book: Option<&OrderBook>,
+        out: &mut Output,
+    );
     /// Runs [`Detector::on_timer`] with the state of `key`, kept at `slot`.
     fn on_timer(&mut self, key: Key, slot: usize, time: Timestamp, out: &mut Output);
 }
@@ -163,14 +182,27 @@ impl<D: Detector> RunDetector for Keyed<D> {
     }
 
     fn needs_order_state(&self) -> bool {
-        self.detector.needs_order_state()
+        self.detector.needs_order_state() || self.detector.needs_book()
+    }
+
+    fn needs_book(&self) -> bool {
+        self.detector.needs_book()
     }
 
     #[inline]
-    fn on_event(&mut self, key: Key, slot: usize, event: &Event, order: Option<&OrderContext>, out: &mut Output) {
+    fn on_event(
+        &mut self,
+        key: Key,
+        slot: usize,
+        event: &Event,
+        order: Option<&OrderContext>,
+        book: Option<&OrderBook>,
+        out: &mut Output,
+    ) {
         let state = state_at(&mut self.states, &mut self.shared, slot);
         let detector = &*self.detector;
-        let mut sink = AlertSink::new(detector.name(), key, event.time, order, &mut out.reports, &mut out.timers);
+        let mut sink =
+            AlertSink::new(detector.name(), key, event.time, order, &mut out.reports, &mut out.timers).with_book(book);
         detector.on_event(state, event, &mut sink);
     }
 

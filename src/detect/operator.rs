@@ -65,7 +65,7 @@ impl<'scope> Detect<'scope> for Stream<'scope, u64, Vec<Event>> {
         let (filter, route) = (detector.clone(), detector.clone());
         // A rule that reads order state also needs the order events it does not look at, routed
         // by instrument, to keep its instruments' open orders.
-        let orders = detector.needs_order_state();
+        let orders = detector.needs_order_state() || detector.needs_book();
         let tracking = if orders { Tracking::InstrumentKeys } else { Tracking::Off };
         let group = DetectorGroup::new(vec![Box::new(Keyed::new(detector))], tracking, false);
         let reports = self

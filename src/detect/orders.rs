@@ -5,6 +5,7 @@
 //! keeps every open order of the worker's instruments and removes it when it is filled or
 //! cancelled, so its size follows the open order book, not the history.
 
+use super::book::OrderBook;
 use crate::ingest::{RejectReason, Rejection};
 use crate::model::{Body, Event, IdMap, Price, Quantity, Side, Symbol};
 
@@ -31,6 +32,9 @@ pub struct OrderContext {
     /// Quantity removed from the book by a cancel or replace (old open quantity for a
     /// replace, cancelled quantity for a cancel).
     pub removed: Quantity,
+    /// The order after the event, while it stays open (`None`: closed by the event, or never
+    /// known).
+    pub after: Option<OrderState>,
 }
 
 /// How an order left the book.
@@ -45,14 +49,36 @@ enum Closed {
 /// per instrument, so what is remembered does not depend on how instruments share workers.
 const CLOSED_REMEMBERED: usize = 64;
 
-/// Open orders by (instrument, order id).
+/// Open orders by (instrument, order id), and optionally each instrument's order book.
 #[derive(Default)]
 pub struct OrderTracker {
     open: IdMap<(Symbol, Symbol), OrderState>,
     closed: IdMap<Symbol, std::collections::VecDeque<(Symbol, Closed, u64)>>,
+    books: Option<IdMap<Symbol, OrderBook>>,
 }
 
 impl OrderTracker {
+    /// A tracker that also keeps each instrument's [`OrderBook`].
+    pub fn with_books() -> OrderTracker {
+        OrderTracker { books: Some(IdMap::default()), ..OrderTracker::default() }
+    }
+
+    /// The book of `instrument` after the events applied so far, when books are kept.
+    pub fn book(&self, instrument: Symbol) -> Option<&OrderBook> {
+        self.books.as_ref()?.get(&instrument)
+    }
+
+    /// The book of `instrument` to change directly (a restatement from a venue snapshot), when
+    /// books are kept.
+    pub fn book_mut(&mut self, instrument: Symbol) -> Option<&mut OrderBook> {
+        Some(self.books.as_mut()?.entry(instrument).or_default())
+    }
+
+    /// The open order `order` of `instrument`, if it is open.
+    pub fn get(&self, instrument: Symbol, order: Symbol) -> Option<&OrderState> {
+        self.open.get(&(instrument, order))
+    }
+
     /// Number of open orders.
     pub fn len(&self) -> usize {
         self.open.len()
@@ -96,14 +122,22 @@ impl OrderTracker {
     /// Applies an event. Fails when the event refers to an unknown order and its meaning
     /// depends on that order: a replace, or a cancel that does not say how much it cancels.
     pub fn apply(&mut self, event: &Event) -> Result<OrderContext, Rejection> {
+        let context = self.apply_to_orders(event)?;
+        if let Some(books) = self.books.as_mut()
+            && (context.before.is_some() || context.after.is_some())
+        {
+            books.entry(event.instrument).or_default().apply(context.before.as_ref(), context.after.as_ref());
+        }
+        Ok(context)
+    }
+
+    fn apply_to_orders(&mut self, event: &Event) -> Result<OrderContext, Rejection> {
         let instrument = event.instrument;
         match event.body {
             Body::NewOrder { order, side, price, quantity } => {
-                let before = self.open.insert(
-                    (instrument, order),
-                    OrderState { account: event.account, side, price, remaining: quantity, filled: 0 },
-                );
-                Ok(OrderContext { before, removed: 0 })
+                let after = OrderState { account: event.account, side, price, remaining: quantity, filled: 0 };
+                let before = self.open.insert((instrument, order), after);
+                Ok(OrderContext { before, removed: 0, after: Some(after) })
             }
             Body::Replace { order, side, price, quantity } => match self.open.get_mut(&(instrument, order)) {
                 Some(state) => {
@@ -113,10 +147,11 @@ impl OrderTracker {
                     // The new total includes what was already filled (FIX OrderQty, the
                     // canonical `replace` quantity): only the rest is open.
                     state.remaining = quantity.saturating_sub(state.filled);
+                    let after = *state;
                     if state.remaining == 0 {
                         self.close(instrument, order, Closed::Filled, event.time);
                     }
-                    Ok(OrderContext { before: Some(before), removed: before.remaining })
+                    Ok(OrderContext { before: Some(before), removed: before.remaining, after: open(after) })
                 }
                 None => Err(self.unknown(instrument, order, "replace")),
             },
@@ -127,15 +162,16 @@ impl OrderTracker {
                     // more than is open.
                     let cancelled = quantity.unwrap_or(state.remaining);
                     state.remaining -= cancelled.min(state.remaining);
+                    let after = *state;
                     if state.remaining == 0 {
                         self.close(instrument, order, Closed::Cancelled, event.time);
                     }
-                    Ok(OrderContext { before: Some(before), removed: cancelled })
+                    Ok(OrderContext { before: Some(before), removed: cancelled, after: open(after) })
                 }
                 None => match quantity {
                     // The order predates the data (a recording that starts mid-session): the
                     // message says all there is to know.
-                    Some(q) => Ok(OrderContext { before: None, removed: q }),
+                    Some(q) => Ok(OrderContext { before: None, removed: q, after: None }),
                     None => Err(self.unknown(instrument, order, "cancel without a quantity")),
                 },
             },
@@ -144,16 +180,23 @@ impl OrderTracker {
                     let before = *state;
                     state.remaining = state.remaining.saturating_sub(quantity);
                     state.filled = state.filled.saturating_add(quantity);
+                    let after = *state;
                     if state.remaining == 0 {
                         self.close(instrument, order, Closed::Filled, event.time);
                     }
-                    Ok(OrderContext { before: Some(before), removed: 0 })
+                    Ok(OrderContext { before: Some(before), removed: 0, after: open(after) })
                 }
                 None => Ok(OrderContext::default()),
             },
             _ => Ok(OrderContext::default()),
         }
     }
+}
+
+/// The state, while something of the order is open.
+#[inline]
+fn open(state: OrderState) -> Option<OrderState> {
+    (state.remaining > 0).then_some(state)
 }
 
 pub use crate::model::dead_letter::ORDER_NAME;

@@ -2,6 +2,7 @@
 
 use std::ops::{Deref, DerefMut};
 
+use super::book::OrderBook;
 use super::key::Key;
 use super::orders::OrderContext;
 use crate::model::alert::AlertBuilder;
@@ -29,6 +30,7 @@ pub struct AlertSink<'a> {
     key: Key,
     now: Timestamp,
     order: Option<&'a OrderContext>,
+    book: Option<&'a OrderBook>,
     reports: &'a mut Vec<(Timestamp, Report)>,
     timers: &'a mut Vec<(Timestamp, Key)>,
 }
@@ -44,7 +46,20 @@ impl<'a> AlertSink<'a> {
         reports: &'a mut Vec<(Timestamp, Report)>,
         timers: &'a mut Vec<(Timestamp, Key)>,
     ) -> AlertSink<'a> {
-        AlertSink { rule, key, now, order, reports, timers }
+        AlertSink { rule, key, now, order, book: None, reports, timers }
+    }
+
+    /// The same sink showing the rule `book` ([`AlertSink::book`]).
+    pub fn with_book(mut self, book: Option<&'a OrderBook>) -> AlertSink<'a> {
+        self.book = book;
+        self
+    }
+
+    /// The order book of the event's instrument after the event, for detectors keyed by
+    /// instrument that ask for it ([`crate::detect::Detector::needs_book`]); `None` otherwise
+    /// and for timers.
+    pub fn book(&self) -> Option<&'a OrderBook> {
+        self.book
     }
 
     /// The key being processed.
