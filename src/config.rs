@@ -437,6 +437,10 @@ pub struct RulesConfig {
     pub order_to_trade: OrderToTradeConfig,
     /// Self-trades.
     pub self_trade: SelfTradeConfig,
+    /// Spoofing: a large order cancelled around the fill of an opposite-side order.
+    pub spoofing: SpoofingConfig,
+    /// Layering: orders on several levels of one side around an opposite-side execution.
+    pub layering: LayeringConfig,
     /// Behavioural anomalies over the feature store.
     pub anomaly: AnomalyConfig,
 }
@@ -708,6 +712,109 @@ pub struct SelfTradeConfig {
 impl Default for SelfTradeConfig {
     fn default() -> Self {
         SelfTradeConfig { enabled: true, match_owner: true }
+    }
+}
+
+/// Spoofing (`docs/detection.md`): the published basis of each default is in the rule's own
+/// documentation ([`crate::rules::spoofing`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpoofingConfig {
+    /// Run the rule. Default true.
+    pub enabled: bool,
+    /// How many occupied price levels may be ahead of a spoof order: 0 is at or better than the
+    /// touch. Default 2 (the three ticks of the Coscia case).
+    pub max_levels_ahead: u32,
+    /// A spoof order is at least this multiple of the depth resting at its price before it.
+    /// Default 1.0: it at least doubles its level (the Oystacher case).
+    pub min_level_multiple: f64,
+    /// The spoof orders of an episode are at least this multiple of the genuine volume filled.
+    /// Default 10 (CFTC: spoof orders 10-50 times the genuine ones).
+    pub min_size_ratio: f64,
+    /// A spoof order is filled at most this share of its size. Default 0.1 (CFTC: spoof orders
+    /// filled 2 % of the time, genuine ones 89 %).
+    pub max_fill_share: f64,
+    /// Longest life of a spoof order. Default 60 s (CFTC: spoofs cancelled after 11.8 s on
+    /// average, genuine orders after 55.4 s).
+    #[serde(with = "humantime_serde")]
+    pub max_lifetime: Duration,
+    /// Longest time from the genuine fill to the cancel. Default 5 s (CFTC: 2.3 s once the
+    /// genuine order filled).
+    #[serde(with = "humantime_serde")]
+    pub max_cancel_after_fill: Duration,
+    /// How long after a cancel the genuine fill may still come (a spoof pulled just before the
+    /// fill, Trillium's step 5). Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub fill_grace: Duration,
+    /// Episodes of one account within [`SpoofingConfig::repeat_window`] needed for an alert:
+    /// one coincidence of a large cancel and an opposite fill is not a pattern. Default 2.
+    pub min_episodes: u32,
+    /// Window over which episodes count as repeated. Default 30 min (RedDeer's spoofing window).
+    #[serde(with = "humantime_serde")]
+    pub repeat_window: Duration,
+}
+
+impl Default for SpoofingConfig {
+    fn default() -> Self {
+        SpoofingConfig {
+            enabled: true,
+            max_levels_ahead: 2,
+            min_level_multiple: 1.0,
+            min_size_ratio: 10.0,
+            max_fill_share: 0.1,
+            max_lifetime: Duration::from_secs(60),
+            max_cancel_after_fill: Duration::from_secs(5),
+            fill_grace: Duration::from_secs(1),
+            min_episodes: 2,
+            repeat_window: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// Layering (`docs/detection.md`): the published basis of each default is in the rule's own
+/// documentation ([`crate::rules::layering`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LayeringConfig {
+    /// Run the rule. Default true.
+    pub enabled: bool,
+    /// Distinct price levels one account must hold on one side. Default 3.
+    pub min_layers: u32,
+    /// The best levels of the side the share is measured over. Default 5.
+    pub levels: u32,
+    /// Share of the visible quantity of those levels the account's layers hold. Default 0.2
+    /// (Sarao's orders were over 20 % of the visible E-mini sell orders).
+    pub min_depth_share: f64,
+    /// The layers total at least this multiple of the account's own interest on the other
+    /// side at the execution (what it executed plus what it still has resting there): a market
+    /// maker quoting both sides is not layering. Default 5 (the CFTC cases: 10-50 times, halved
+    /// since the layered volume is measured at the execution, before a wall grows).
+    pub min_size_ratio: f64,
+    /// A layer is filled at most this share of its size. Default 0.1.
+    pub max_fill_share: f64,
+    /// Longest time from the opposite-side execution to the last layer's cancel. Default 20 min
+    /// (RedDeer's layering window).
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Longest time from the account's latest execution on the other side to a layer's cancel
+    /// for the layer to count: layers pulled once the trade is done. Default 5 s (CFTC: spoof
+    /// orders cancelled 2.3 s after the genuine fill on average).
+    #[serde(with = "humantime_serde")]
+    pub max_cancel_after_fill: Duration,
+}
+
+impl Default for LayeringConfig {
+    fn default() -> Self {
+        LayeringConfig {
+            enabled: true,
+            min_layers: 3,
+            levels: 5,
+            min_depth_share: 0.2,
+            min_size_ratio: 5.0,
+            max_fill_share: 0.1,
+            window: Duration::from_secs(20 * 60),
+            max_cancel_after_fill: Duration::from_secs(5),
+        }
     }
 }
 

@@ -12,11 +12,8 @@
 
 mod common;
 
-use surveil::config::Config;
 use surveil::detect::OrderTracker;
-use surveil::ingest::{Format, InputSpec, Line, ParseContext, parser_for};
-use surveil::model::{Body, Event, IdMap, Origin, Price, Side};
-use surveil::reference::ReferenceData;
+use surveil::model::{Body, Event, Price, Side};
 
 const AMZN: &str = "lobster/amzn_2012-06-21_level1_modified/AMZN_2012-06-21_34200000_57600000_message_1.csv";
 const EMPTY: i64 = 9_999_999_999;
@@ -37,31 +34,6 @@ fn book_rows(path: &std::path::Path) -> Vec<Top> {
         .collect()
 }
 
-/// The message file through the product's own LOBSTER parser: one event per message line.
-fn events(path: &std::path::Path) -> Vec<Event> {
-    let config = Config::default();
-    let input = InputSpec { index: 0, path: path.to_path_buf(), format: Format::Lobster };
-    let mut parser = parser_for(&input, &config).expect("parser");
-    let reference = ReferenceData::new(4);
-    let (mut side, mut announced) = (Vec::new(), IdMap::default());
-    let mut ctx = ParseContext::new(&reference, &mut side, &mut announced);
-    let text = std::fs::read(path).expect("messages");
-    let mut out = Vec::new();
-    let mut offset = 0u64;
-    for (i, line) in text.split(|&b| b == b'\n').enumerate() {
-        let here = offset;
-        offset += line.len() as u64 + 1;
-        if line.is_empty() || (i == 0 && parser.is_header(line)) {
-            continue;
-        }
-        let before = out.len();
-        let line = Line { bytes: line, origin: Origin::new(0, here), companion: None };
-        ctx.parse(parser.as_mut(), &line, &mut out).expect("every AMZN message parses");
-        assert_eq!(out.len(), before + 1, "one event per message");
-    }
-    out
-}
-
 fn side_of(top: &Top, side: Side) -> Option<(i64, u64)> {
     match side {
         Side::Sell => top.0,
@@ -73,7 +45,7 @@ fn side_of(top: &Top, side: Side) -> Option<(i64, u64)> {
 fn the_reconstructed_best_bid_and_ask_match_lobsters_book_after_every_message() {
     let path = common::data(AMZN);
     let rows = book_rows(&path);
-    let events = events(&path);
+    let events = common::lobster_events(&path);
     assert_eq!(events.len(), rows.len(), "one book row per message");
     assert!(events.len() > 57_000);
     let mut tracker = OrderTracker::with_books();

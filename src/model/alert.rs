@@ -18,14 +18,20 @@ pub mod rules {
     pub const SELF_TRADE: &str = "self_trade";
     /// Behaviour far from the key's own or its peers' baseline (feature store).
     pub const BEHAVIOURAL_ANOMALY: &str = "behavioural_anomaly";
+    /// Large orders cancelled around the fill of the same account's opposite-side order.
+    pub const SPOOFING: &str = "spoofing";
+    /// Orders on several levels of one side around an opposite-side execution, then cancelled.
+    pub const LAYERING: &str = "layering";
     /// Every built-in rule name, in a fixed order.
-    pub const ALL: [&str; 6] = [
+    pub const ALL: [&str; 8] = [
         ORDER_QUANTITY_LIMIT,
         ORDER_NOTIONAL_LIMIT,
         OFF_MARKET_PRICE,
         ORDER_TO_TRADE_RATIO,
         SELF_TRADE,
         BEHAVIOURAL_ANOMALY,
+        SPOOFING,
+        LAYERING,
     ];
 }
 

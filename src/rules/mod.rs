@@ -9,21 +9,29 @@
 //!   account, instrument and session.
 //! * [`SelfTrade`] ([`SelfTradesExt::self_trades`]): the same account or beneficial owner on
 //!   both sides of a trade.
+//! * [`Spoofing`] ([`SpoofingExt::spoofing`]): large orders near the touch cancelled around the
+//!   fill of the same account's order on the other side, repeatedly.
+//! * [`Layering`] ([`LayeringExt::layering`]): orders on several levels of one side holding a
+//!   large share of its depth, cancelled after an execution on the other side.
 //!
-//! All four key by instrument, so the default job runs them together in one operator over one
+//! All of them key by instrument, so the default job runs them together in one operator over one
 //! order book state ([`default_rules`] and [`crate::detect::Detect::detect_by_instrument`]).
 
+pub mod layering;
 pub mod order_limits;
 pub mod order_to_trade;
 pub mod price_collar;
 pub mod self_trade;
+pub mod spoofing;
 
 use std::sync::Arc;
 
+pub use layering::{Layering, LayeringExt};
 pub use order_limits::{OrderLimits, OrderLimitsExt};
 pub use order_to_trade::{OrderToTrade, OrderToTradeExt, OrderToTradeStreams};
 pub use price_collar::{PriceCollar, PriceCollarExt};
 pub use self_trade::{SelfTrade, SelfTradesExt};
+pub use spoofing::{Spoofing, SpoofingExt};
 
 use crate::config::Config;
 use crate::detect::InstrumentRules;
@@ -44,6 +52,12 @@ pub fn default_rules(config: &Config, reference: &Arc<ReferenceData>) -> Instrum
     }
     if rules.self_trade.enabled {
         set = set.with(SelfTrade::new(&rules.self_trade));
+    }
+    if rules.spoofing.enabled {
+        set = set.with(Spoofing::new(&rules.spoofing));
+    }
+    if rules.layering.enabled {
+        set = set.with(Layering::new(&rules.layering));
     }
     set
 }

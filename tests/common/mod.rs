@@ -69,3 +69,29 @@ pub fn alerts_by_rule(dir: &Path) -> BTreeMap<String, usize> {
     }
     counts
 }
+
+/// The message file through the product's own LOBSTER parser: one event per message line.
+pub fn lobster_events(path: &std::path::Path) -> Vec<surveil::model::Event> {
+    let config = Config::default();
+    let input =
+        surveil::ingest::InputSpec { index: 0, path: path.to_path_buf(), format: surveil::ingest::Format::Lobster };
+    let mut parser = surveil::ingest::parser_for(&input, &config).expect("parser");
+    let reference = surveil::reference::ReferenceData::new(4);
+    let (mut side, mut announced) = (Vec::new(), surveil::model::IdMap::default());
+    let mut ctx = surveil::ingest::ParseContext::new(&reference, &mut side, &mut announced);
+    let text = std::fs::read(path).expect("messages");
+    let mut out = Vec::new();
+    let mut offset = 0u64;
+    for (i, line) in text.split(|&b| b == b'\n').enumerate() {
+        let here = offset;
+        offset += line.len() as u64 + 1;
+        if line.is_empty() || (i == 0 && parser.is_header(line)) {
+            continue;
+        }
+        let before = out.len();
+        let line = surveil::ingest::Line { bytes: line, origin: surveil::model::Origin::new(0, here), companion: None };
+        ctx.parse(parser.as_mut(), &line, &mut out).expect("every message parses");
+        assert_eq!(out.len(), before + 1, "one event per message");
+    }
+    out
+}

@@ -1,0 +1,311 @@
+//! Layering: several orders on one side across price levels, entered to move the market and
+//! obtain an execution on the other side, then cancelled (FINRA's cross-market layering
+//! definition; CEA §4c(a)(5)(C); MAR Annex II 1(a)).
+//!
+//! The logic follows Trillium Surveyor's layering steps and the Sarao case (`docs/detection.md`
+//! has the references):
+//!
+//! 1. When an account executes on one side, its resting orders on the other side are the
+//!    candidate layers: they must sit on at least `min_layers` distinct price levels among the
+//!    best `levels` of that side, and hold at least `min_depth_share` of the visible quantity
+//!    of those levels (Sarao: "well over 20 percent of all E-mini sell orders visible").
+//!    The layers must also outweigh the account's own interest on the execution side (what it
+//!    executed plus what it still has resting there) `min_size_ratio` times: a market maker
+//!    quoting both sides, with fills on both, is not layering.
+//! 2. More executions of the account on the first side while the layers rest join the episode.
+//! 3. The layers are then cancelled, mostly unfilled (at most `max_fill_share` each), each
+//!    within `max_cancel_after_fill` of the account's latest execution (CFTC: 2.3 s on average
+//!    once the genuine order filled) and the last within `window` of the first execution
+//!    (RedDeer's layering window, 20 min). At least `min_layers` layers must end that way; a
+//!    layer that fills, or is left resting long after the trade, is not a layer. Institutions
+//!    working an order on several levels and trading the other way now and then do not pull
+//!    their orders the moment they trade.
+//!
+//! The score (0-100) weighs the depth share (full weight at 50 %), the number of levels
+//! (full weight at 5, Sarao's count) and how many replaces the layers took (full weight at 10:
+//! Sarao modified his more than 19,000 times).
+
+use std::collections::BTreeSet;
+
+use timely::dataflow::Stream;
+
+use crate::config::LayeringConfig;
+use crate::detect::{AlertSink, Detect, Detector, Key};
+use crate::model::alert::rules;
+use crate::model::{Alert, Body, Event, IdMap, Price, Quantity, Severity, Side, Symbol, Timestamp};
+
+/// The layering rule.
+#[derive(Clone)]
+pub struct Layering {
+    config: LayeringConfig,
+}
+
+impl Layering {
+    /// Builds the rule.
+    pub fn new(config: &LayeringConfig) -> Layering {
+        Layering { config: config.clone() }
+    }
+
+    fn window(&self) -> u64 {
+        u64::try_from(self.config.window.as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// A resting order of an account.
+#[derive(Clone, Debug)]
+struct Resting {
+    account: Symbol,
+    side: Side,
+    price: Price,
+    quantity: Quantity,
+    filled: Quantity,
+    replaces: u32,
+    entry: Event,
+}
+
+/// Layers of one account and side, around its executions on the other side.
+#[derive(Clone, Debug)]
+struct Episode {
+    first_fill: Timestamp,
+    last_fill: Timestamp,
+    layers: BTreeSet<Symbol>,
+    fills: Vec<Event>,
+    /// Entries and cancels of the layers that ended cancelled, with their replaces.
+    cancelled: Vec<(Event, Event, u32)>,
+    depth_share: f64,
+    levels: usize,
+    /// The layers over the account's interest on the other side.
+    size_ratio: f64,
+}
+
+/// What the rule remembers of an instrument.
+#[derive(Default)]
+pub struct LayeringState {
+    resting: IdMap<Symbol, Resting>,
+    /// Open orders per account.
+    by_account: IdMap<Symbol, Vec<Symbol>>,
+    episodes: IdMap<(Symbol, Side), Episode>,
+}
+
+impl LayeringState {
+    fn close(&mut self, order: Symbol) -> Option<Resting> {
+        let resting = self.resting.remove(&order)?;
+        if let Some(orders) = self.by_account.get_mut(&resting.account) {
+            orders.retain(|o| *o != order);
+            if orders.is_empty() {
+                self.by_account.remove(&resting.account);
+            }
+        }
+        Some(resting)
+    }
+}
+
+impl Detector for Layering {
+    type State = LayeringState;
+
+    fn name(&self) -> &str {
+        rules::LAYERING
+    }
+
+    fn key(&self, event: &Event) -> Option<Key> {
+        matches!(event.body, Body::NewOrder { .. } | Body::Replace { .. } | Body::Cancel { .. } | Body::Fill { .. })
+            .then_some(Key::Instrument(event.instrument))
+    }
+
+    fn needs_book(&self) -> bool {
+        true
+    }
+
+    fn on_event(&self, state: &mut LayeringState, event: &Event, out: &mut AlertSink<'_>) {
+        let Some(context) = out.order().copied() else { return };
+        match event.body {
+            Body::NewOrder { order, .. } | Body::Replace { order, .. } => {
+                let previous = state.close(order);
+                let (Some(after), Some(price)) = (context.after, context.after.and_then(|a| a.price)) else {
+                    return;
+                };
+                let (entry, replaces, filled) = match previous {
+                    Some(p) if matches!(event.body, Body::Replace { .. }) => (p.entry, p.replaces + 1, p.filled),
+                    _ => (*event, 0, 0),
+                };
+                let quantity = after.remaining + after.filled;
+                state.resting.insert(
+                    order,
+                    Resting { account: after.account, side: after.side, price, quantity, filled, replaces, entry },
+                );
+                state.by_account.entry(after.account).or_default().push(order);
+            }
+            Body::Fill { order, quantity, side, .. } => {
+                let Some(before) = context.before else { return };
+                if let Some(r) = state.resting.get_mut(&order) {
+                    r.filled += quantity;
+                    let too_filled = r.filled as f64 > self.config.max_fill_share * r.quantity as f64;
+                    if context.after.is_none() || too_filled {
+                        state.close(order);
+                        for e in state.episodes.values_mut() {
+                            e.layers.remove(&order);
+                        }
+                    }
+                }
+                self.on_execution(state, before.account, side, event, out);
+            }
+            Body::Cancel { order, .. } => {
+                if context.after.is_some() {
+                    return;
+                }
+                let Some(resting) = state.close(order) else { return };
+                let key = (resting.account, resting.side);
+                let Some(episode) = state.episodes.get_mut(&key) else { return };
+                if !episode.layers.remove(&order) {
+                    return;
+                }
+                let prompt = u64::try_from(self.config.max_cancel_after_fill.as_nanos()).unwrap_or(u64::MAX);
+                if event.time.saturating_sub(episode.last_fill) <= prompt {
+                    episode.cancelled.push((resting.entry, *event, resting.replaces));
+                }
+                if episode.layers.is_empty()
+                    && let Some(episode) = state.episodes.remove(&key)
+                    && episode.cancelled.len() >= self.config.min_layers as usize
+                    && event.time.saturating_sub(episode.first_fill) <= self.window()
+                {
+                    self.alert(key.0, key.1, &episode, event.time, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_timer(&self, state: &mut LayeringState, time: Timestamp, _: &mut AlertSink<'_>) {
+        let window = self.window();
+        state.episodes.retain(|_, e| time.saturating_sub(e.first_fill) < window);
+    }
+}
+
+impl Layering {
+    /// An execution of `account` on `side`: its orders on the other side may be layers.
+    fn on_execution(
+        &self,
+        state: &mut LayeringState,
+        account: Symbol,
+        side: Side,
+        fill: &Event,
+        out: &mut AlertSink<'_>,
+    ) {
+        let layer_side = side.opposite();
+        let Some(book) = out.book() else { return };
+        let Some(orders) = state.by_account.get(&account) else { return };
+        let levels = self.config.levels as usize;
+        let mut prices = BTreeSet::new();
+        let mut held = 0;
+        let mut layers = Vec::new();
+        let mut own_interest = match fill.body {
+            Body::Fill { quantity, .. } => quantity,
+            _ => 0,
+        };
+        for order in orders {
+            let Some(r) = state.resting.get(order) else { continue };
+            if r.side == side {
+                own_interest += r.quantity - r.filled.min(r.quantity);
+                continue;
+            }
+            if r.side != layer_side || book.levels_ahead(layer_side, r.price) >= levels {
+                continue;
+            }
+            prices.insert(r.price);
+            held += r.quantity - r.filled.min(r.quantity);
+            layers.push(*order);
+        }
+        let visible = book.visible_depth(layer_side, levels);
+        let share = if visible == 0 { 0.0 } else { held as f64 / visible as f64 };
+        let ratio = held as f64 / own_interest.max(1) as f64;
+        if prices.len() < self.config.min_layers as usize
+            || share < self.config.min_depth_share
+            || ratio < self.config.min_size_ratio
+        {
+            return;
+        }
+        let key = (account, layer_side);
+        let first = !state.episodes.contains_key(&key);
+        let episode = state.episodes.entry(key).or_insert_with(|| Episode {
+            first_fill: fill.time,
+            last_fill: fill.time,
+            layers: BTreeSet::new(),
+            fills: Vec::new(),
+            cancelled: Vec::new(),
+            depth_share: 0.0,
+            levels: 0,
+            size_ratio: 0.0,
+        });
+        episode.layers.extend(layers);
+        episode.fills.push(*fill);
+        episode.last_fill = fill.time;
+        episode.depth_share = episode.depth_share.max(share);
+        episode.levels = episode.levels.max(prices.len());
+        episode.size_ratio = episode.size_ratio.max(ratio);
+        if first {
+            out.timer(fill.time.saturating_add(self.window()));
+        }
+    }
+
+    fn alert(&self, account: Symbol, side: Side, e: &Episode, time: Timestamp, out: &mut AlertSink<'_>) {
+        let replaces: u32 = e.cancelled.iter().map(|c| c.2).sum();
+        let share = (e.depth_share / 0.5).clamp(0.0, 1.0);
+        let levels = (e.levels as f64 / 5.0).clamp(0.0, 1.0);
+        let modified = (replaces as f64 / 10.0).clamp(0.0, 1.0);
+        let score = 40.0 + 60.0 * (0.5 * share + 0.3 * levels + 0.2 * modified);
+        let severity = match score {
+            s if s >= 80.0 => Severity::High,
+            s if s >= 60.0 => Severity::Medium,
+            _ => Severity::Low,
+        };
+        let mut entries: Vec<&(Event, Event, u32)> = e.cancelled.iter().collect();
+        entries.sort_by_key(|c| c.0.order_key());
+        let mut alert = out.alert_now();
+        alert
+            .account(account)
+            .severity(severity)
+            .score(score)
+            .explain(format!(
+                "{} {} orders on {} levels ({:.0} % of the visible depth of the best {}) cancelled after {} execution{} on the other side, {replaces} replaces",
+                e.cancelled.len(),
+                side.as_str(),
+                e.levels,
+                e.depth_share * 100.0,
+                self.config.levels,
+                e.fills.len(),
+                if e.fills.len() == 1 { "" } else { "s" },
+            ))
+            .param("layer_side", side.as_str())
+            .param("layers", e.cancelled.len())
+            .param("levels", e.levels)
+            .param("min_layers", u64::from(self.config.min_layers))
+            .param("depth_share", e.depth_share)
+            .param("min_depth_share", self.config.min_depth_share)
+            .param("size_ratio", e.size_ratio)
+            .param("min_size_ratio", self.config.min_size_ratio)
+            .param("executions", e.fills.len())
+            .param("replaces", u64::from(replaces))
+            .param("seconds_from_execution", (time.saturating_sub(e.first_fill)) as f64 / 1e9);
+        for c in &entries {
+            alert.evidence(&c.0);
+        }
+        for f in &e.fills {
+            alert.evidence(f);
+        }
+        for c in &entries {
+            alert.evidence(&c.1);
+        }
+    }
+}
+
+/// Extension trait: the layering rule as an operator on a stream of events.
+pub trait LayeringExt<'scope> {
+    /// Layering alerts: see the [module documentation](self).
+    fn layering(self, config: &LayeringConfig) -> Stream<'scope, u64, Vec<Alert>>;
+}
+
+impl<'scope> LayeringExt<'scope> for Stream<'scope, u64, Vec<Event>> {
+    fn layering(self, config: &LayeringConfig) -> Stream<'scope, u64, Vec<Alert>> {
+        self.detect(Layering::new(config))
+    }
+}

@@ -1,0 +1,360 @@
+//! Spoofing: bidding or offering with the intent to cancel before execution (CEA
+//! §4c(a)(5)(C); CME Rule 575; MAR Annex I 2(a)), to draw others to trade against an order on
+//! the other side.
+//!
+//! The logic follows Trillium Surveyor's five steps and the evidence the CFTC cited as proof of
+//! intent (`docs/detection.md` has the references):
+//!
+//! 1. A visible order adds significant size at or near the touch: at most
+//!    `max_levels_ahead` occupied levels ahead of it, and at least `min_level_multiple` times
+//!    the quantity resting at its price before it (Oystacher: "at least doubling" the level).
+//! 2. The same account has an order on the opposite side, and it fills (the genuine order).
+//! 3. The first order is cancelled, mostly unfilled (at most `max_fill_share`), within
+//!    `max_cancel_after_fill` after the genuine fill (CFTC: 2.3 s on average), or up to
+//!    `fill_grace` before it (pulled just before the fill), and within `max_lifetime` of its
+//!    entry (CFTC: spoofs lived 11.8 s on average, genuine orders 55.4 s).
+//! 4. The spoof orders of the episode (every such order of the account and side cancelled
+//!    around the same fills) total at least `min_size_ratio` times the genuine volume filled
+//!    (CFTC: 10-50 times; Coscia: 261 lots against 17).
+//! 5. The pattern repeats: an alert needs `min_episodes` episodes of the account within
+//!    `repeat_window` (the CFTC cites hundreds; RedDeer's window is 30 minutes). A single
+//!    large cancel next to an opposite fill happens by chance in normal flow; when the second
+//!    episode comes, the first is reported too.
+//!
+//! The score (0-100) weighs the size ratio (against 50), the multiple of the level's depth
+//! (against 2), how soon the cancel followed the fill (full weight within 2.3 s) and the
+//! repetition (full weight at 5 episodes).
+
+use std::collections::VecDeque;
+
+use timely::dataflow::Stream;
+
+use crate::config::SpoofingConfig;
+use crate::detect::{AlertSink, Detect, Detector, Key};
+use crate::model::alert::rules;
+use crate::model::{Alert, Body, Event, IdMap, Quantity, Severity, Side, Symbol, Timestamp};
+
+const NS: f64 = 1e9;
+/// The CFTC's average time from the genuine fill to the spoof's cancel.
+const PUBLISHED_CANCEL_AFTER_FILL: f64 = 2.3;
+
+/// The spoofing rule.
+#[derive(Clone)]
+pub struct Spoofing {
+    config: SpoofingConfig,
+}
+
+impl Spoofing {
+    /// Builds the rule.
+    pub fn new(config: &SpoofingConfig) -> Spoofing {
+        Spoofing { config: config.clone() }
+    }
+
+    fn nanos(d: std::time::Duration) -> u64 {
+        u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// A resting order large enough to be a spoof.
+#[derive(Clone, Debug)]
+struct Candidate {
+    account: Symbol,
+    side: Side,
+    quantity: Quantity,
+    filled: Quantity,
+    /// Its quantity over the depth resting at its price before it.
+    level_multiple: f64,
+    entry: Event,
+}
+
+/// A candidate cancelled, waiting for the fills that may still come within the grace.
+#[derive(Clone, Debug)]
+struct Cancelled {
+    candidate: Candidate,
+    cancel: Event,
+}
+
+/// An episode of an account: kept to count repetitions, and to report it when the pattern
+/// repeats.
+#[derive(Clone, Debug)]
+struct Episode {
+    time: Timestamp,
+    side: Side,
+    spoofs: Vec<Cancelled>,
+    fills: Vec<Event>,
+    ratio: f64,
+    level_multiple: f64,
+    /// Seconds from the genuine fill to the last cancel (negative: cancelled before the fill).
+    cancel_after_fill: f64,
+    reported: bool,
+}
+
+/// What the rule remembers of an instrument.
+#[derive(Default)]
+pub struct SpoofingState {
+    candidates: IdMap<Symbol, Candidate>,
+    cancelled: Vec<Cancelled>,
+    /// Recent fills per account.
+    fills: IdMap<Symbol, VecDeque<Event>>,
+    episodes: IdMap<Symbol, VecDeque<Episode>>,
+}
+
+impl Detector for Spoofing {
+    type State = SpoofingState;
+
+    fn name(&self) -> &str {
+        rules::SPOOFING
+    }
+
+    fn key(&self, event: &Event) -> Option<Key> {
+        matches!(event.body, Body::NewOrder { .. } | Body::Replace { .. } | Body::Cancel { .. } | Body::Fill { .. })
+            .then_some(Key::Instrument(event.instrument))
+    }
+
+    fn needs_book(&self) -> bool {
+        true
+    }
+
+    fn on_event(&self, state: &mut SpoofingState, event: &Event, out: &mut AlertSink<'_>) {
+        let Some(context) = out.order().copied() else { return };
+        match event.body {
+            Body::NewOrder { order, .. } | Body::Replace { order, .. } => {
+                let (Some(after), Some(book)) = (context.after, out.book()) else {
+                    state.candidates.remove(&order);
+                    return;
+                };
+                let Some(price) = after.price else {
+                    state.candidates.remove(&order);
+                    return;
+                };
+                // What rests at the price besides the order itself.
+                let before = book.depth_at(after.side, price).saturating_sub(after.remaining);
+                let multiple = after.remaining as f64 / before.max(1) as f64;
+                let near = book.levels_ahead(after.side, price) <= self.config.max_levels_ahead as usize;
+                if near && (before == 0 || multiple >= self.config.min_level_multiple) {
+                    let filled = state.candidates.get(&order).map_or(0, |c| c.filled);
+                    let entry = state.candidates.get(&order).map_or(*event, |c| c.entry);
+                    state.candidates.insert(
+                        order,
+                        Candidate {
+                            account: after.account,
+                            side: after.side,
+                            quantity: after.remaining + after.filled,
+                            filled,
+                            level_multiple: if before == 0 { f64::INFINITY } else { multiple },
+                            entry,
+                        },
+                    );
+                } else {
+                    state.candidates.remove(&order);
+                }
+            }
+            Body::Fill { order, quantity, .. } => {
+                let Some(before) = context.before else { return };
+                let fills = state.fills.entry(before.account).or_default();
+                fills.push_back(*event);
+                let keep = Self::nanos(self.config.max_lifetime) + Self::nanos(self.config.fill_grace);
+                while fills.front().is_some_and(|f| event.time.saturating_sub(f.time) > keep) {
+                    fills.pop_front();
+                }
+                if let Some(c) = state.candidates.get_mut(&order) {
+                    c.filled += quantity;
+                    if c.filled as f64 > self.config.max_fill_share * c.quantity as f64 {
+                        state.candidates.remove(&order);
+                    }
+                }
+            }
+            Body::Cancel { order, .. } => {
+                if context.after.is_some() {
+                    return;
+                }
+                let Some(candidate) = state.candidates.remove(&order) else { return };
+                if event.time.saturating_sub(candidate.entry.time) > Self::nanos(self.config.max_lifetime) {
+                    return;
+                }
+                state.cancelled.push(Cancelled { candidate, cancel: *event });
+                out.timer(event.time.saturating_add(Self::nanos(self.config.fill_grace)));
+            }
+            _ => {}
+        }
+    }
+
+    fn on_timer(&self, state: &mut SpoofingState, time: Timestamp, out: &mut AlertSink<'_>) {
+        let grace = Self::nanos(self.config.fill_grace);
+        // Every cancel whose grace has passed, with the cancels of the same account and side
+        // that followed it meanwhile: one episode.
+        let due: Vec<(Symbol, Side)> = state
+            .cancelled
+            .iter()
+            .filter(|c| c.cancel.time.saturating_add(grace) <= time)
+            .map(|c| (c.candidate.account, c.candidate.side))
+            .collect();
+        let mut seen = Vec::new();
+        for (account, side) in due {
+            if seen.contains(&(account, side)) {
+                continue;
+            }
+            seen.push((account, side));
+            let (spoofs, rest): (Vec<Cancelled>, Vec<Cancelled>) = std::mem::take(&mut state.cancelled)
+                .into_iter()
+                .partition(|c| (c.candidate.account, c.candidate.side) == (account, side) && c.cancel.time <= time);
+            state.cancelled = rest;
+            if let Some(episode) = self.episode(state, account, side, spoofs, time) {
+                self.record(state, account, episode, out);
+            }
+        }
+    }
+}
+
+impl Spoofing {
+    /// The episode of `spoofs` (cancelled orders of one account and side), if the account's
+    /// opposite-side fills make one.
+    fn episode(
+        &self,
+        state: &SpoofingState,
+        account: Symbol,
+        side: Side,
+        spoofs: Vec<Cancelled>,
+        time: Timestamp,
+    ) -> Option<Episode> {
+        let fills = state.fills.get(&account)?;
+        let grace = Self::nanos(self.config.fill_grace);
+        let after_fill = Self::nanos(self.config.max_cancel_after_fill);
+        let first_entry = spoofs.iter().map(|c| c.candidate.entry.time).min()?;
+        let last_cancel = spoofs.iter().map(|c| c.cancel.time).max()?;
+        let genuine: Vec<Event> = fills
+            .iter()
+            .filter(|f| matches!(f.body, Body::Fill { side: s, .. } if s == side.opposite()))
+            .filter(|f| f.time >= first_entry && f.time <= time)
+            .filter(|f| {
+                spoofs.iter().any(|c| {
+                    f.time <= c.cancel.time.saturating_add(grace) && c.cancel.time <= f.time.saturating_add(after_fill)
+                })
+            })
+            .copied()
+            .collect();
+        let filled: Quantity =
+            genuine.iter().map(|f| if let Body::Fill { quantity, .. } = f.body { quantity } else { 0 }).sum();
+        if filled == 0 {
+            return None;
+        }
+        let spoofed: Quantity = spoofs.iter().map(|c| c.candidate.quantity - c.candidate.filled).sum();
+        let ratio = spoofed as f64 / filled as f64;
+        if ratio < self.config.min_size_ratio {
+            return None;
+        }
+        let last_fill = genuine.iter().map(|f| f.time).max()?;
+        let level_multiple = spoofs.iter().map(|c| c.candidate.level_multiple).fold(0.0, f64::max);
+        Some(Episode {
+            time,
+            side,
+            spoofs,
+            fills: genuine,
+            ratio,
+            level_multiple,
+            cancel_after_fill: (last_cancel as f64 - last_fill as f64) / NS,
+            reported: false,
+        })
+    }
+
+    /// Keeps the episode and reports it, with the account's earlier unreported ones, once the
+    /// pattern has repeated often enough.
+    fn record(&self, state: &mut SpoofingState, account: Symbol, episode: Episode, out: &mut AlertSink<'_>) {
+        let window = Self::nanos(self.config.repeat_window);
+        let episodes = state.episodes.entry(account).or_default();
+        while episodes.front().is_some_and(|e| episode.time.saturating_sub(e.time) > window) {
+            episodes.pop_front();
+        }
+        episodes.push_back(episode);
+        let count = episodes.len();
+        if count < self.config.min_episodes.max(1) as usize {
+            return;
+        }
+        for e in episodes.iter_mut().filter(|e| !e.reported) {
+            e.reported = true;
+            self.alert(account, e, count, out);
+        }
+    }
+
+    fn alert(&self, account: Symbol, e: &Episode, episodes: usize, out: &mut AlertSink<'_>) {
+        let size = (e.ratio.ln() / 50f64.ln()).clamp(0.0, 1.0);
+        let depth = (e.level_multiple / 2.0).clamp(0.0, 1.0);
+        let max_after = self.config.max_cancel_after_fill.as_secs_f64().max(PUBLISHED_CANCEL_AFTER_FILL);
+        let timing = if e.cancel_after_fill <= PUBLISHED_CANCEL_AFTER_FILL {
+            1.0
+        } else {
+            ((max_after - e.cancel_after_fill) / (max_after - PUBLISHED_CANCEL_AFTER_FILL)).clamp(0.0, 1.0)
+        };
+        let repetition = ((episodes as f64 - 1.0) / 4.0).clamp(0.0, 1.0);
+        let score = 100.0 * (0.3 * size + 0.2 * depth + 0.2 * timing + 0.3 * repetition);
+        let severity = match score {
+            s if s >= 80.0 => Severity::High,
+            s if s >= 60.0 => Severity::Medium,
+            _ => Severity::Low,
+        };
+        let spoofed: Quantity = e.spoofs.iter().map(|c| c.candidate.quantity - c.candidate.filled).sum();
+        let filled = e.spoofs.first().map_or(0.0, |_| spoofed as f64 / e.ratio);
+        let mut alert = out.alert_now();
+        alert
+            .account(account)
+            .severity(severity)
+            .score(score)
+            .explain(format!(
+                "{} {} order{} of {spoofed} cancelled {:.1} s after the account's {} fill{} of {filled:.0} on the other side ({:.1}x the genuine volume; {episodes} episodes in {} min)",
+                e.spoofs.len(),
+                e.side.as_str(),
+                if e.spoofs.len() == 1 { "" } else { "s" },
+                e.cancel_after_fill,
+                e.fills.len(),
+                if e.fills.len() == 1 { "" } else { "s" },
+                e.ratio,
+                self.config.repeat_window.as_secs() / 60,
+            ))
+            .param("spoof_side", e.side.as_str())
+            .param("spoof_orders", e.spoofs.len())
+            .param("spoof_quantity", spoofed)
+            .param("genuine_quantity_filled", filled)
+            .param("size_ratio", e.ratio)
+            .param("min_size_ratio", self.config.min_size_ratio)
+            .param("level_multiple", if e.level_multiple.is_finite() { e.level_multiple } else { -1.0 })
+            .param("min_level_multiple", self.config.min_level_multiple)
+            .param("cancel_after_fill_s", e.cancel_after_fill)
+            .param("max_cancel_after_fill_s", self.config.max_cancel_after_fill.as_secs_f64())
+            .param("episodes", episodes)
+            .param("min_episodes", u64::from(self.config.min_episodes));
+        for c in &e.spoofs {
+            alert.evidence(&c.candidate.entry);
+        }
+        for f in &e.fills {
+            alert.evidence(f);
+        }
+        for c in &e.spoofs {
+            alert.evidence(&c.cancel);
+        }
+        alert.discriminator(e.time);
+    }
+}
+
+/// Extension trait: the spoofing rule as an operator on a stream of events.
+pub trait SpoofingExt<'scope> {
+    /// Spoofing alerts: see the [module documentation](self).
+    ///
+    /// ```
+    /// use surveil::config::SpoofingConfig;
+    /// use surveil::rules::SpoofingExt;
+    /// use timely::dataflow::operators::capture::Capture;
+    /// use timely::dataflow::operators::ToStream;
+    ///
+    /// let alerts = timely::example(move |scope| {
+    ///     Vec::<surveil::model::Event>::new().to_stream(scope).spoofing(&SpoofingConfig::default()).capture()
+    /// });
+    /// assert!(surveil::testing::captured(alerts).is_empty());
+    /// ```
+    fn spoofing(self, config: &SpoofingConfig) -> Stream<'scope, u64, Vec<Alert>>;
+}
+
+impl<'scope> SpoofingExt<'scope> for Stream<'scope, u64, Vec<Event>> {
+    fn spoofing(self, config: &SpoofingConfig) -> Stream<'scope, u64, Vec<Alert>> {
+        self.detect(Spoofing::new(config))
+    }
+}

@@ -1,0 +1,195 @@
+//! Spoofing and layering on scenarios shaped like the enforcement cases: the Coscia cycle
+//! (a small genuine order, three large orders on the ticks beyond the other side's touch,
+//! cancelled once the genuine order fills) and the Sarao wall (large sell orders on five
+//! consecutive levels, modified many times, cancelled after buying).
+
+mod common;
+
+use surveil::config::{LayeringConfig, SpoofingConfig};
+use surveil::model::{Event, Side};
+use surveil::rules::{Layering, Spoofing};
+use surveil::testing::{cancel, fill, new_order, replace, run, run_on};
+
+const MS: u64 = 1_000_000;
+
+/// A book of other accounts: bids 10.00 x 500 and 9.99 x 800, asks 10.02 x 500 and 10.05 x 400.
+fn background(t: u64) -> Vec<Event> {
+    vec![
+        new_order("ACME", "B1", "MM", Side::Buy, "10.00", 500).at(t),
+        new_order("ACME", "B2", "MM", Side::Buy, "9.99", 800).at(t + 1),
+        new_order("ACME", "A1", "MM", Side::Sell, "10.02", 500).at(t + 2),
+        new_order("ACME", "A2", "MM", Side::Sell, "10.05", 400).at(t + 3),
+    ]
+}
+
+/// One Coscia cycle of `account` starting at `t` ms: a genuine buy of 100 improving the bid,
+/// sells of 700, 500 and 300 on the three ticks from the best ask, the buy filled at +300 ms
+/// and the sells cancelled `cancel_after` ms after the fill, with `spoof_fill` of the first
+/// sell executed before.
+fn coscia(account: &str, cycle: usize, t: u64, cancel_after: u64, spoof_fill: u64) -> Vec<Event> {
+    let id = |what: &str| format!("{account}-{cycle}-{what}");
+    let at = |ms: u64| (t + ms) * MS;
+    let mut events = vec![
+        new_order("ACME", &id("G"), account, Side::Buy, "10.01", 100).at(at(0)),
+        new_order("ACME", &id("S1"), account, Side::Sell, "10.02", 700).at(at(20)),
+        new_order("ACME", &id("S2"), account, Side::Sell, "10.03", 500).at(at(21)),
+        new_order("ACME", &id("S3"), account, Side::Sell, "10.04", 300).at(at(22)),
+    ];
+    if spoof_fill > 0 {
+        events.push(fill("ACME", &id("S1"), account, Side::Sell, "10.02", spoof_fill).at(at(100)));
+    }
+    events.push(fill("ACME", &id("G"), account, Side::Buy, "10.01", 100).at(at(300)));
+    for s in ["S1", "S2", "S3"] {
+        events.push(cancel("ACME", &id(s), account).at(at(300 + cancel_after)));
+    }
+    events
+}
+
+fn with_origins(mut events: Vec<Event>) -> Vec<Event> {
+    events.sort_by_key(|e| e.time);
+    for (i, e) in events.iter_mut().enumerate() {
+        e.origin = surveil::model::Origin::new(0, i as u64 * 100);
+    }
+    events
+}
+
+fn coscia_day(cycles: usize, cancel_after: u64, spoof_fill: u64) -> Vec<Event> {
+    let mut events = background(0);
+    for c in 0..cycles {
+        events.extend(coscia("SPOOFER", c, 1_000 + 2_000 * c as u64, cancel_after, spoof_fill));
+    }
+    with_origins(events)
+}
+
+#[test]
+fn repeated_coscia_cycles_are_spoofing_with_their_evidence() {
+    let alerts = run(Spoofing::new(&SpoofingConfig::default()), coscia_day(3, 200, 0));
+    assert_eq!(alerts.len(), 3, "{alerts:#?}");
+    for a in &alerts {
+        assert_eq!(a.rule, "spoofing");
+        assert_eq!(a.account, surveil::model::Symbol::of(b"SPOOFER"));
+        // Three spoof entries, the genuine fill, three cancels.
+        assert_eq!(a.evidence.len(), 7, "{a:#?}");
+        let param = |name: &str| a.parameters.iter().find(|p| p.name == name).map(|p| format!("{:?}", p.value));
+        assert_eq!(param("spoof_quantity").as_deref(), Some("Count(1500)"));
+        assert_eq!(param("size_ratio").as_deref(), Some("Ratio(15.0)"));
+        assert!(a.explanation.contains("3 sell orders of 1500 cancelled 0.2 s after"), "{}", a.explanation);
+        assert!(a.score > 50.0, "{}", a.score);
+    }
+    // The first episode is reported when the second shows the pattern, scored on the repetition
+    // known then.
+    assert!(alerts[0].time >= alerts[1].time - 2_000 * MS);
+    // The same alerts on two workers.
+    assert_eq!(run_on(2, Spoofing::new(&SpoofingConfig::default()), coscia_day(3, 200, 0)), alerts);
+}
+
+#[test]
+fn one_cycle_slow_cancels_filled_spoofs_or_small_ratios_are_not_spoofing() {
+    let rule = || Spoofing::new(&SpoofingConfig::default());
+    assert!(run(rule(), coscia_day(1, 200, 0)).is_empty(), "one coincidence is not a pattern");
+    assert!(run(rule(), coscia_day(3, 8_000, 0)).is_empty(), "cancelled 8 s after the fill");
+    assert!(run(rule(), coscia_day(3, 200, 200)).is_empty(), "the large order traded");
+    let strict = SpoofingConfig { min_size_ratio: 20.0, ..SpoofingConfig::default() };
+    assert!(run(Spoofing::new(&strict), coscia_day(3, 200, 0)).is_empty(), "15x is below 20x");
+    let single = SpoofingConfig { min_episodes: 1, ..SpoofingConfig::default() };
+    assert_eq!(run(Spoofing::new(&single), coscia_day(1, 200, 0)).len(), 1);
+    // Cancelled just before the genuine fill: still the pattern (within the grace).
+    let mut early = coscia_day(2, 0, 0);
+    for e in &mut early {
+        if matches!(e.body, surveil::model::Body::Cancel { .. }) {
+            e.time -= 100 * MS;
+        }
+    }
+    assert_eq!(run(rule(), with_origins(early)).len(), 2);
+}
+
+/// A Sarao wall of `account`: sells of 600 on the five levels 10.03-10.07, each replaced
+/// `replaces` times, a buy filled at the best ask, then the wall cancelled.
+fn sarao(account: &str, replaces: usize, layer: u64, other_depth: u64) -> Vec<Event> {
+    let mut events = background(0);
+    for (i, p) in ["10.03", "10.04", "10.05", "10.06", "10.07"].iter().enumerate() {
+        events.push(new_order("ACME", &format!("O{i}"), "OTHER", Side::Sell, p, other_depth).at(10 * MS + i as u64));
+    }
+    let mut t = 1_000 * MS;
+    for (i, p) in ["10.03", "10.04", "10.05", "10.06", "10.07"].iter().enumerate() {
+        events.push(new_order("ACME", &format!("L{i}"), account, Side::Sell, p, layer).at(t + i as u64));
+    }
+    for r in 0..replaces {
+        t += 500 * MS;
+        for i in 0..5 {
+            let q = layer + if r % 2 == 0 { 100 } else { 0 };
+            events.push(replace("ACME", &format!("L{i}"), account, None, q).at(t + i as u64));
+        }
+    }
+    t += 1_000 * MS;
+    events.push(new_order("ACME", "BUY", account, Side::Buy, "10.02", 300).at(t));
+    events.push(fill("ACME", "BUY", account, Side::Buy, "10.02", 300).at(t + 1));
+    t += 2_000 * MS;
+    for i in 0..5 {
+        events.push(cancel("ACME", &format!("L{i}"), account).at(t + i as u64));
+    }
+    with_origins(events)
+}
+
+#[test]
+fn a_sarao_wall_cancelled_after_buying_is_layering() {
+    let alerts = run(Layering::new(&LayeringConfig::default()), sarao("WALL", 6, 600, 300));
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    let a = &alerts[0];
+    assert_eq!(a.rule, "layering");
+    // The best ask (10.02) is another account's: the layer at 10.07 is the sixth level, outside
+    // the five the share is measured over.
+    assert_eq!(a.evidence.len(), 9, "four entries, the buy, four cancels");
+    assert!(a.explanation.contains("4 sell orders on 4 levels"), "{}", a.explanation);
+    assert!(a.explanation.contains("24 replaces"), "{}", a.explanation);
+    assert_eq!(run_on(2, Layering::new(&LayeringConfig::default()), sarao("WALL", 6, 600, 300)), alerts);
+}
+
+#[test]
+fn small_layers_or_layers_that_trade_are_not_layering() {
+    let rule = || Layering::new(&LayeringConfig::default());
+    // 5 x 50 against 5 x 3,000 of others: under 20 % of the visible depth.
+    assert!(run(rule(), sarao("WALL", 2, 50, 3_000)).is_empty());
+    // A layer that fills is no longer a layer: four left still make the pattern; with three
+    // layers required and three filled, two do not.
+    let mut events = sarao("WALL", 2, 600, 300);
+    let end = events.last().map(|e| e.time).unwrap_or(0);
+    for i in 0..3 {
+        let level = ["10.03", "10.04", "10.05"][i];
+        events.push(fill("ACME", &format!("L{i}"), "WALL", Side::Sell, level, 600).at(end - 1_000 * MS + i as u64));
+    }
+    assert!(run(rule(), with_origins(events)).is_empty());
+}
+
+const AAPL: &str = "lobster/aapl_2012-06-21/AAPL_2012-06-21_34200000_37800000_message_50.csv";
+
+/// The AAPL hour with each order given one of `accounts` synthetic accounts at random (seeded):
+/// real flow, where fleeting orders and large cancels are normal.
+fn aapl_with_accounts(accounts: u64, seed: u64) -> Vec<Event> {
+    let mut events = common::lobster_events(&common::data(AAPL));
+    for e in &mut events {
+        if let Some(order) = e.order() {
+            let n = xxhash_rust::xxh3::xxh3_64_with_seed(&order.0.to_le_bytes(), seed) % accounts;
+            e.account = surveil::model::Symbol::of(format!("ACC{n}").as_bytes());
+        }
+    }
+    events
+}
+
+#[test]
+fn the_untouched_aapl_hour_with_500_accounts_raises_no_spoofing_or_layering() {
+    for seed in [1, 2, 3] {
+        let events = aapl_with_accounts(500, seed);
+        let spoofing = run(Spoofing::new(&SpoofingConfig::default()), events.clone());
+        let single =
+            run(Spoofing::new(&SpoofingConfig { min_episodes: 1, ..SpoofingConfig::default() }), events.clone());
+        let layering = run(Layering::new(&LayeringConfig::default()), events);
+        eprintln!(
+            "seed {seed}: spoofing {} (single episodes {}), layering {}",
+            spoofing.len(),
+            single.len(),
+            layering.len()
+        );
+        assert!(spoofing.is_empty() && layering.is_empty(), "{spoofing:#?} {layering:#?}");
+    }
+}
