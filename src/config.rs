@@ -728,8 +728,8 @@ pub struct SpoofingConfig {
     /// A spoof order is at least this multiple of the depth resting at its price before it.
     /// Default 1.0: it at least doubles its level (the Oystacher case).
     pub min_level_multiple: f64,
-    /// The spoof orders of an episode are at least this multiple of the genuine volume filled.
-    /// Default 10 (CFTC: spoof orders 10-50 times the genuine ones).
+    /// The spoof orders of an episode are at least this multiple of the genuine orders that
+    /// filled. Default 10 (CFTC: spoof orders 10-50 times larger than the genuine ones).
     pub min_size_ratio: f64,
     /// A spoof order is filled at most this share of its size. Default 0.1 (CFTC: spoof orders
     /// filled 2 % of the time, genuine ones 89 %).
@@ -746,6 +746,11 @@ pub struct SpoofingConfig {
     /// fill, Trillium's step 5). Default 1 s.
     #[serde(with = "humantime_serde")]
     pub fill_grace: Duration,
+    /// Only fills of resting orders count as genuine: a spoof draws others to trade against a
+    /// resting order; an order that takes liquidity needs nobody drawn (moving the price, then
+    /// trading the other way, is the layering rule's). Fills that do not say which side was the
+    /// aggressor count. Default true.
+    pub genuine_must_rest: bool,
     /// Episodes of one account within [`SpoofingConfig::repeat_window`] needed for an alert:
     /// one coincidence of a large cancel and an opposite fill is not a pattern. Default 2.
     pub min_episodes: u32,
@@ -765,6 +770,7 @@ impl Default for SpoofingConfig {
             max_lifetime: Duration::from_secs(60),
             max_cancel_after_fill: Duration::from_secs(5),
             fill_grace: Duration::from_secs(1),
+            genuine_must_rest: true,
             min_episodes: 2,
             repeat_window: Duration::from_secs(30 * 60),
         }
@@ -780,6 +786,10 @@ pub struct LayeringConfig {
     pub enabled: bool,
     /// Distinct price levels one account must hold on one side. Default 3.
     pub min_layers: u32,
+    /// Occupied levels that must be ahead of a layer: layers rest behind the touch, where they
+    /// show depth while staying unlikely to execute (the Sarao complaint: orders kept several
+    /// levels from the best ask). Default 1; an order at the touch is the spoofing rule's.
+    pub min_levels_ahead: u32,
     /// The best levels of the side the share is measured over. Default 5.
     pub levels: u32,
     /// Share of the visible quantity of those levels the account's layers hold. Default 0.2
@@ -808,6 +818,7 @@ impl Default for LayeringConfig {
         LayeringConfig {
             enabled: true,
             min_layers: 3,
+            min_levels_ahead: 1,
             levels: 5,
             min_depth_share: 0.2,
             min_size_ratio: 5.0,

@@ -81,6 +81,9 @@ fn repeated_coscia_cycles_are_spoofing_with_their_evidence() {
     assert!(alerts[0].time >= alerts[1].time - 2_000 * MS);
     // The same alerts on two workers.
     assert_eq!(run_on(2, Spoofing::new(&SpoofingConfig::default()), coscia_day(3, 200, 0)), alerts);
+    // One spoof entered at the touch and two behind it: spoofing, not layering (layers are
+    // entered behind the touch, on three levels at least).
+    assert!(run(Layering::new(&LayeringConfig::default()), coscia_day(3, 200, 0)).is_empty());
 }
 
 #[test]

@@ -14,6 +14,9 @@ fn alerts_match_the_labels_exactly_on_one_and_two_workers() {
     let config = GenerateConfig { events: 300_000, accounts: 120, instruments: 12, ..Default::default() };
     let summary = generate(&config, dir.path()).expect("generate");
     assert!(summary.labels >= 60, "{:?}", summary.labels_by_rule);
+    for rule in ["spoofing", "layering"] {
+        assert!(summary.labels_by_rule.get(rule).is_some_and(|&n| n > 0), "{rule}: {:?}", summary.labels_by_rule);
+    }
     let run_config = Config::load(&dir.path().join("surveil.toml")).expect("config");
 
     let (one, out1) = run(std::slice::from_ref(&summary.events_path), run_config.clone(), 1);

@@ -276,6 +276,19 @@ enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
+    /// Score a run's alerts against labelled breaches: precision, recall and F1 per rule, and
+    /// false alerts per hour of flow.
+    Eval {
+        /// The labels (`labels.csv` of `surveil generate`).
+        #[arg(long)]
+        labels: PathBuf,
+        /// The run's `alerts.jsonl`.
+        #[arg(long)]
+        alerts: PathBuf,
+        /// Hours of flow the run read; by default measured from `events.csv` beside the labels.
+        #[arg(long)]
+        hours: Option<f64>,
+    },
     /// Write a synthetic trading day with labelled injected breaches.
     Generate {
         /// Output folder: events.csv, instruments.csv, accounts.csv, labels.csv, surveil.toml.
@@ -470,6 +483,7 @@ fn main_inner() -> Result<()> {
             );
             Ok(())
         }
+        Some(Command::Eval { labels, alerts, hours }) => eval(&labels, &alerts, hours),
         Some(Command::Audit { action }) => audit(action),
         Some(Command::Case { command }) => case::case(command),
         Some(Command::Deliver { run, config, route }) => deliver(&run, &config, route.as_deref()),
@@ -737,6 +751,42 @@ fn stor(args: StorArgs) -> Result<()> {
         report.suspicion.alerts.len(),
         report.missing.len()
     );
+    Ok(())
+}
+
+/// `surveil eval`: one line per rule, then the totals.
+fn eval(labels: &Path, alerts: &Path, hours: Option<f64>) -> Result<()> {
+    use surveil::generate::labels::{evaluate, flow_hours};
+    let scores = evaluate(labels, alerts)?;
+    let hours = match hours {
+        Some(h) if h > 0.0 && h.is_finite() => h,
+        Some(h) => bail!("--hours {h}: give a positive number of hours"),
+        None => {
+            let events = labels.with_file_name("events.csv");
+            flow_hours(&events)
+                .with_context(|| format!("measuring the hours of flow from {} (or give --hours)", events.display()))?
+        }
+    };
+    println!(
+        "{:<24} {:>7} {:>7} {:>7} {:>9} {:>7} {:>7} {:>13}",
+        "rule", "labels", "alerts", "found", "precision", "recall", "f1", "false alerts/h"
+    );
+    for s in &scores {
+        println!(
+            "{:<24} {:>7} {:>7} {:>7} {:>9.3} {:>7.3} {:>7.3} {:>13.2}",
+            s.rule,
+            s.labels,
+            s.alerts,
+            s.found,
+            s.precision(),
+            s.recall(),
+            s.f1(),
+            s.false_alerts as f64 / hours
+        );
+    }
+    let (labelled, found, false_alerts) =
+        scores.iter().fold((0, 0, 0), |(l, f, x), s| (l + s.labels, f + s.found, x + s.false_alerts));
+    println!("{hours:.2} hours of flow; {found}/{labelled} labels found; {false_alerts} false alerts");
     Ok(())
 }
 

@@ -83,6 +83,16 @@ impl OrderBook {
         }
     }
 
+    /// [`OrderBook::levels_ahead`], counting no further than `cap`: what a rule comparing with a
+    /// small limit needs, without walking a deep book.
+    pub fn levels_ahead_up_to(&self, side: Side, price: Price, cap: usize) -> usize {
+        let levels = self.side(side);
+        match side {
+            Side::Buy => levels.range((std::ops::Bound::Excluded(price), std::ops::Bound::Unbounded)).take(cap).count(),
+            Side::Sell => levels.range(..price).take(cap).count(),
+        }
+    }
+
     /// Resting quantity of the best `count` levels of `side`.
     pub fn visible_depth(&self, side: Side, count: usize) -> Quantity {
         self.levels(side).take(count).map(|(_, d)| d.quantity).sum()
@@ -183,6 +193,8 @@ mod tests {
         assert_eq!(book.best(Side::Sell), Some((Price(103), Depth { quantity: 7, orders: 1 })));
         assert_eq!(book.levels_ahead(Side::Buy, Price(100)), 1);
         assert_eq!(book.levels_ahead(Side::Sell, Price(104)), 1);
+        assert_eq!(book.levels_ahead_up_to(Side::Sell, Price(104), 0), 0);
+        assert_eq!(book.levels_ahead_up_to(Side::Buy, Price(99), 5), 2);
         assert_eq!(book.visible_depth(Side::Buy, 2), 15);
         // Partly filled, then moved to another price, then cancelled.
         let b2 = order(Side::Buy, 101, 2);

@@ -77,3 +77,107 @@ pub fn score(labels: &Path, alerts: &Path) -> Result<LabelScore, LabelError> {
         unexpected: alerts.into_iter().filter(|k| !labels.contains(k)).collect(),
     })
 }
+
+/// How one rule's alerts compare with its labels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuleScore {
+    /// The rule.
+    pub rule: String,
+    /// Labelled breaches of the rule.
+    pub labels: usize,
+    /// Distinct alerts of the rule (by label key).
+    pub alerts: usize,
+    /// Labels with a matching alert.
+    pub found: usize,
+    /// Alerts matching no label.
+    pub false_alerts: usize,
+}
+
+impl RuleScore {
+    /// Share of the alerts that match a label (1 when there is no alert).
+    pub fn precision(&self) -> f64 {
+        if self.alerts == 0 { 1.0 } else { (self.alerts - self.false_alerts) as f64 / self.alerts as f64 }
+    }
+
+    /// Share of the labels found (1 when there is no label).
+    pub fn recall(&self) -> f64 {
+        if self.labels == 0 { 1.0 } else { self.found as f64 / self.labels as f64 }
+    }
+
+    /// Harmonic mean of precision and recall.
+    pub fn f1(&self) -> f64 {
+        let (p, r) = (self.precision(), self.recall());
+        if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) }
+    }
+}
+
+/// Precision, recall and F1 per rule (every rule with a label or an alert, by name).
+pub fn evaluate(labels: &Path, alerts: &Path) -> Result<Vec<RuleScore>, LabelError> {
+    let labels = label_keys(labels)?;
+    let alerts: BTreeSet<LabelKey> = alert_keys(alerts)?.into_iter().collect();
+    let rules: BTreeSet<&String> = labels.iter().chain(alerts.iter()).map(|k| &k.0).collect();
+    Ok(rules
+        .into_iter()
+        .map(|rule| {
+            let of = |keys: &BTreeSet<LabelKey>| keys.iter().filter(|k| &k.0 == rule).count();
+            let found = labels.iter().filter(|k| &k.0 == rule && alerts.contains(*k)).count();
+            let false_alerts = alerts.iter().filter(|k| &k.0 == rule && !labels.contains(*k)).count();
+            RuleScore { rule: rule.clone(), labels: of(&labels), alerts: of(&alerts), found, false_alerts }
+        })
+        .collect())
+}
+
+/// The hours of flow in an events file of the canonical CSV format: from its first to its last
+/// event time (the first column, nanoseconds or a timestamp the CSV reader accepts).
+pub fn flow_hours(events: &Path) -> Result<f64, LabelError> {
+    let mut reader = csv::Reader::from_path(events).map_err(|e| error(events, e))?;
+    let (mut first, mut last) = (None, None);
+    for record in reader.records() {
+        let r = record.map_err(|e| error(events, e))?;
+        let time = r.get(0).unwrap_or_default();
+        let nanos = crate::ingest::time::parse_event_time(time.as_bytes())
+            .ok_or_else(|| error(events, format!("event time {time:?} is not a time")))?;
+        first.get_or_insert(nanos);
+        last = Some(nanos);
+    }
+    match (first, last) {
+        (Some(a), Some(b)) if b > a => Ok((b - a) as f64 / 3.6e12),
+        _ => Err(error(events, "fewer than two event times: no hours of flow")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precision_recall_and_f1_per_rule() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let labels = dir.path().join("labels.csv");
+        std::fs::write(
+            &labels,
+            "rule,instrument,account,date,time,order_id,detail\n\
+             spoofing,X,A1,2024-03-01,1,O1,\n\
+             spoofing,X,A1,2024-03-01,2,O2,\n\
+             layering,X,A2,2024-03-01,3,O3,\n",
+        )
+        .expect("labels");
+        let alerts = dir.path().join("alerts.jsonl");
+        let alert = |rule: &str, account: &str, order: &str| {
+            format!(
+                r#"{{"rule":"{rule}","instrument":"X","account":"{account}","evidence":[{{"order_id":"{order}"}}]}}"#
+            )
+        };
+        let lines = [alert("spoofing", "A1", "O1"), alert("spoofing", "A9", "O7"), alert("spoofing", "A1", "O1")];
+        std::fs::write(&alerts, lines.join("\n") + "\n").expect("alerts");
+        let scores = evaluate(&labels, &alerts).expect("evaluate");
+        let spoofing = scores.iter().find(|s| s.rule == "spoofing").expect("spoofing");
+        // A repeated alert counts once; one of two labels found; one alert matches none.
+        assert_eq!((spoofing.labels, spoofing.alerts, spoofing.found, spoofing.false_alerts), (2, 2, 1, 1));
+        assert_eq!((spoofing.precision(), spoofing.recall()), (0.5, 0.5));
+        assert!((spoofing.f1() - 0.5).abs() < 1e-12);
+        let layering = scores.iter().find(|s| s.rule == "layering").expect("layering");
+        assert_eq!((layering.found, layering.recall(), layering.precision()), (0, 0.0, 1.0));
+        assert_eq!(layering.f1(), 0.0);
+    }
+}

@@ -14,6 +14,8 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
+mod abuse;
+
 use super::universe::{Role, Universe};
 use super::writer::{EventWriter, Kind, Side, Top, price_text};
 use super::{EventMix, GenerateError};
@@ -125,6 +127,10 @@ enum Task {
     OffMarketBreach,
     WashSameAccount,
     WashSameOwner,
+    SpoofStart,
+    SpoofStep { run: u16, step: u8 },
+    WallStart,
+    WallStep { wall: u16, step: u8 },
 }
 
 struct Scheduled {
@@ -158,6 +164,10 @@ pub(crate) struct Plan {
     pub(crate) off_market: usize,
     pub(crate) wash: usize,
     pub(crate) storms: usize,
+    /// Spoofing accounts, each running a few Coscia-style cycles.
+    pub(crate) spoofers: usize,
+    /// Sarao-style layered walls.
+    pub(crate) walls: usize,
     /// New orders per storm account.
     pub(crate) storm_orders: u64,
     /// Deliberate executions per storm account.
@@ -176,6 +186,8 @@ impl Plan {
             off_market: n(10.0),
             wash: 2 * n(10.0),
             storms: ((3.0 * scale).round() as usize).clamp(3, 8),
+            spoofers: n(3.0),
+            walls: n(6.0),
             storm_orders,
             storm_hits: ((storm_orders / 600) as u32).clamp(1, 3),
         }
@@ -215,6 +227,10 @@ pub(crate) struct Sim<'u> {
     plan: Plan,
     /// Weights of the background actions.
     mix: EventMix,
+    spoof_runs: Vec<abuse::SpoofRun>,
+    walls: Vec<abuse::Wall>,
+    /// (account, instrument, time) of each injected abuse scenario.
+    abuse_used: Vec<(u32, u32, u64)>,
 }
 
 fn exp1(rng: &mut ChaCha8Rng) -> f64 {
@@ -312,6 +328,9 @@ impl<'u> Sim<'u> {
             storms: Vec::new(),
             plan,
             mix,
+            spoof_runs: Vec::new(),
+            walls: Vec::new(),
+            abuse_used: Vec::new(),
         }
     }
 
@@ -420,6 +439,8 @@ impl<'u> Sim<'u> {
             (self.plan.off_market, Task::OffMarketBreach),
             (self.plan.wash / 2, Task::WashSameAccount),
             (self.plan.wash - self.plan.wash / 2, Task::WashSameOwner),
+            (self.plan.spoofers, Task::SpoofStart),
+            (self.plan.walls, Task::WallStart),
         ];
         for (count, task) in breaches {
             for _ in 0..count {
@@ -661,7 +682,13 @@ impl<'u> Sim<'u> {
             let Some(&r) = level.queue.front() else { break };
             let ro = &self.orders[r as usize];
             if ro.owner == owner || (ro.class == Class::Storm && class != Class::Storm) {
-                self.emit(Kind::Cancel, t, r, None, None, None);
+                // The venue's cancel (self-trade prevention), or the storm owner pulling it.
+                if ro.owner == owner {
+                    let (id, account, side) = (ro.id, ro.account, ro.side);
+                    self.w.venue_cancel(t, &self.syms[i], id, &self.party[account as usize], side);
+                } else {
+                    self.emit(Kind::Cancel, t, r, None, None, None);
+                }
                 self.unrest(i, r);
                 self.release(r);
                 self.publish(t, i);
@@ -1039,6 +1066,10 @@ impl<'u> Sim<'u> {
             Task::OffMarketBreach => self.off_market(t),
             Task::WashSameAccount => self.wash(t, false),
             Task::WashSameOwner => self.wash(t, true),
+            Task::SpoofStart => self.spoof_start(t),
+            Task::SpoofStep { run, step } => self.spoof_step(t, run, step),
+            Task::WallStart => self.wall_start(t),
+            Task::WallStep { wall, step } => self.wall_step(t, wall, step),
         }
     }
 

@@ -81,7 +81,7 @@ fn canonical_csv() {
     let mut last_time = 0u64;
     let mut last_seq = 0u64;
     for row in &rows {
-        assert_eq!(row.len(), 26, "{row:?}");
+        assert_eq!(row.len(), 27, "{row:?}");
         let t: u64 = row[TIME].parse().expect("time");
         let seq: u64 = row[SEQ].parse().expect("seq");
         assert!(t >= last_time, "time went backwards at seq {seq}");
@@ -181,6 +181,8 @@ fn labels_and_clean_background() {
     let mut labelled_orders: BTreeMap<String, String> = BTreeMap::new();
     let mut labelled_trades: BTreeSet<String> = BTreeSet::new();
     let mut storms: BTreeSet<(String, String)> = BTreeSet::new();
+    // (instrument, account) of the spoofing and layering scenarios, whose orders are large.
+    let mut abusers: BTreeSet<(String, String)> = BTreeSet::new();
     for l in &labels {
         assert_eq!(&l[3], "2024-03-01");
         match &l[0] {
@@ -193,6 +195,9 @@ fn labels_and_clean_background() {
                 storms.insert((l[2].to_string(), l[1].to_string()));
             }
             rule => {
+                if matches!(rule, "spoofing" | "layering") {
+                    abusers.insert((l[1].to_string(), l[2].to_string()));
+                }
                 labelled_orders.insert(l[5].to_string(), rule.to_string());
             }
         }
@@ -238,7 +243,13 @@ fn labels_and_clean_background() {
                         .filter(|x| x.0)
                         .map(|x| x.1)
                         .collect();
-                        assert_eq!(tripped, vec![rule], "order {id} should trip only {rule}");
+                        if matches!(rule, "spoofing" | "layering") {
+                            // The first order of a scenario: judged by the book rules, and
+                            // under every order limit.
+                            assert!(tripped.is_empty(), "order {id} of a {rule} scenario trips {tripped:?}");
+                        } else {
+                            assert_eq!(tripped, vec![rule], "order {id} should trip only {rule}");
+                        }
                         if rule == "off_market_price" {
                             let next = &rows[k + 1];
                             assert_eq!((&next[KIND], &next[ORDER_ID]), ("cancel", id), "fat finger pulled at once");
@@ -247,6 +258,11 @@ fn labels_and_clean_background() {
                                     || price * 100 < q.bid.unwrap_or(0) * 90
                             );
                         }
+                    }
+                    _ if abusers.contains(&(inst.clone(), row[ACCOUNT].to_string())) => {
+                        // A scenario's other orders: large, but under every order limit.
+                        assert!(qty <= 100_000 && notional <= 500_000_000, "scenario order at seq {}", &row[SEQ]);
+                        assert!(!off_market, "scenario order off market at seq {}", &row[SEQ]);
                     }
                     _ => {
                         assert!(qty <= 20_000, "background quantity {qty} at seq {}", &row[SEQ]);
@@ -288,7 +304,7 @@ fn labels_and_clean_background() {
     }
 
     // Order-to-trade ratio (as the detector counts it): the storms breach it, nobody else
-    // comes close to the default limits (100 by count, 500 by volume).
+    // breaches the default limits (100 by count, 500 by volume) or comes close by count.
     let stats = otr(&rows);
     for (key, s) in &stats {
         if storms.contains(key) {
@@ -297,7 +313,9 @@ fn labels_and_clean_background() {
             assert!(s.new as f64 / s.fills as f64 - 1.0 > 300.0, "{key:?}: ratio too low");
         } else if s.messages >= 200 {
             assert!(s.count_ratio() < 50.0, "{key:?}: {s:?}");
-            assert!(s.volume_ratio() < 250.0, "{key:?}: {s:?}");
+            // Spoofing scenarios raise the volume ratio by design (orders 10-50 times the
+            // genuine ones, filled or not): under the limit, never near it for the others.
+            assert!(s.volume_ratio() < 500.0, "{key:?}: {s:?}");
         }
     }
     assert_eq!(storms.len(), 3);

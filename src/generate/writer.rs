@@ -16,7 +16,7 @@ use flate2::write::GzEncoder;
 use super::GenerateError;
 
 /// The header of `events.csv`, exactly as the ingest documentation defines it.
-pub(crate) const HEADER: &str = "event_time,seq,kind,venue,instrument,order_id,account,trader,desk,owner,side,price,quantity,aggressor,hidden,buyer,seller,buyer_owner,seller_owner,buy_order,sell_order,bid_price,bid_quantity,ask_price,ask_quantity,status";
+pub(crate) const HEADER: &str = "event_time,seq,kind,venue,instrument,order_id,account,trader,desk,owner,side,price,quantity,aggressor,hidden,buyer,seller,buyer_owner,seller_owner,buy_order,sell_order,bid_price,bid_quantity,ask_price,ask_quantity,status,cancel_reason";
 
 /// The venue every generated event carries.
 const VENUE: &[u8] = b"XSVL";
@@ -238,7 +238,15 @@ impl EventWriter {
             }
             None => buf.extend_from_slice(&COMMAS[..13]),
         }
-        buf.push(b'\n');
+        buf.extend_from_slice(b",\n");
+    }
+
+    /// A `cancel` the venue made without a request of the member's (self-trade prevention):
+    /// its `cancel_reason` is `expired`.
+    pub(crate) fn venue_cancel(&mut self, time: u64, symbol: &[u8], order_id: u64, party: &[u8], side: Side) {
+        self.order(Kind::Cancel, time, symbol, order_id, party, side, None, None, None);
+        self.buf.pop();
+        self.buf.extend_from_slice(b"expired\n");
     }
 
     /// A `trade` print.
@@ -272,7 +280,7 @@ impl EventWriter {
         push_u64(buf, buy_order);
         buf.extend_from_slice(b",O");
         push_u64(buf, sell_order);
-        buf.extend_from_slice(&COMMAS[..5]);
+        buf.extend_from_slice(&COMMAS[..6]);
         buf.push(b'\n');
     }
 
@@ -297,7 +305,7 @@ impl EventWriter {
         } else {
             buf.push(b',');
         }
-        buf.extend_from_slice(b",\n");
+        buf.extend_from_slice(b",,\n");
     }
 }
 

@@ -7,17 +7,20 @@
 //!
 //! 1. When an account executes on one side, its resting orders on the other side are the
 //!    candidate layers: they must sit on at least `min_layers` distinct price levels among the
-//!    best `levels` of that side, and hold at least `min_depth_share` of the visible quantity
+//!    best `levels` of that side, each entered (or last moved) behind at least
+//!    `min_levels_ahead` occupied levels (layers show depth without being exposed at the touch;
+//!    an order entered at the touch is what the spoofing rule looks at), and hold at least `min_depth_share` of the visible quantity
 //!    of those levels (Sarao: "well over 20 percent of all E-mini sell orders visible").
 //!    The layers must also outweigh the account's own interest on the execution side (what it
 //!    executed plus what it still has resting there) `min_size_ratio` times: a market maker
 //!    quoting both sides, with fills on both, is not layering.
 //! 2. More executions of the account on the first side while the layers rest join the episode.
-//! 3. The layers are then cancelled, mostly unfilled (at most `max_fill_share` each), each
+//! 3. The layers are then cancelled by the member, mostly unfilled (at most `max_fill_share` each), each
 //!    within `max_cancel_after_fill` of the account's latest execution (CFTC: 2.3 s on average
 //!    once the genuine order filled) and the last within `window` of the first execution
 //!    (RedDeer's layering window, 20 min). At least `min_layers` layers must end that way; a
-//!    layer that fills, or is left resting long after the trade, is not a layer. Institutions
+//!    layer that fills, or is left resting long after the trade, is not a layer; the layers that
+//!    count must still span `min_layers` price levels. Institutions
 //!    working an order on several levels and trading the other way now and then do not pull
 //!    their orders the moment they trade.
 //!
@@ -32,7 +35,7 @@ use timely::dataflow::Stream;
 use crate::config::LayeringConfig;
 use crate::detect::{AlertSink, Detect, Detector, Key};
 use crate::model::alert::rules;
-use crate::model::{Alert, Body, Event, IdMap, Price, Quantity, Severity, Side, Symbol, Timestamp};
+use crate::model::{Alert, Body, CancelReason, Event, IdMap, Price, Quantity, Severity, Side, Symbol, Timestamp};
 
 /// The layering rule.
 #[derive(Clone)]
@@ -60,6 +63,8 @@ struct Resting {
     quantity: Quantity,
     filled: Quantity,
     replaces: u32,
+    /// Whether the order was entered (or last moved) behind the touch.
+    entered_behind: bool,
     entry: Event,
 }
 
@@ -70,8 +75,8 @@ struct Episode {
     last_fill: Timestamp,
     layers: BTreeSet<Symbol>,
     fills: Vec<Event>,
-    /// Entries and cancels of the layers that ended cancelled, with their replaces.
-    cancelled: Vec<(Event, Event, u32)>,
+    /// Entries and cancels of the layers that ended cancelled, with their replaces and prices.
+    cancelled: Vec<(Event, Event, u32, Price)>,
     depth_share: f64,
     levels: usize,
     /// The layers over the account's interest on the other side.
@@ -81,22 +86,37 @@ struct Episode {
 /// What the rule remembers of an instrument.
 #[derive(Default)]
 pub struct LayeringState {
+    /// Open orders entered behind the touch: the only ones that can be layers.
     resting: IdMap<Symbol, Resting>,
-    /// Open orders per account.
-    by_account: IdMap<Symbol, Vec<Symbol>>,
+    /// The same, by (account, order).
+    by_account: BTreeSet<(Symbol, Symbol)>,
+    /// Open quantity per account and side, of all its orders.
+    open: IdMap<(Symbol, Side), Quantity>,
     episodes: IdMap<(Symbol, Side), Episode>,
 }
 
 impl LayeringState {
     fn close(&mut self, order: Symbol) -> Option<Resting> {
         let resting = self.resting.remove(&order)?;
-        if let Some(orders) = self.by_account.get_mut(&resting.account) {
-            orders.retain(|o| *o != order);
-            if orders.is_empty() {
-                self.by_account.remove(&resting.account);
+        self.by_account.remove(&(resting.account, order));
+        Some(resting)
+    }
+
+    /// Keeps the open quantity per account and side.
+    fn note(&mut self, context: &crate::detect::OrderContext) {
+        if let Some(b) = context.before
+            && let Some(q) = self.open.get_mut(&(b.account, b.side))
+        {
+            *q = q.saturating_sub(b.remaining);
+            if *q == 0 {
+                self.open.remove(&(b.account, b.side));
             }
         }
-        Some(resting)
+        if let Some(a) = context.after
+            && a.remaining > 0
+        {
+            *self.open.entry((a.account, a.side)).or_default() += a.remaining;
+        }
     }
 }
 
@@ -118,22 +138,44 @@ impl Detector for Layering {
 
     fn on_event(&self, state: &mut LayeringState, event: &Event, out: &mut AlertSink<'_>) {
         let Some(context) = out.order().copied() else { return };
+        state.note(&context);
         match event.body {
             Body::NewOrder { order, .. } | Body::Replace { order, .. } => {
                 let previous = state.close(order);
                 let (Some(after), Some(price)) = (context.after, context.after.and_then(|a| a.price)) else {
                     return;
                 };
-                let (entry, replaces, filled) = match previous {
-                    Some(p) if matches!(event.body, Body::Replace { .. }) => (p.entry, p.replaces + 1, p.filled),
-                    _ => (*event, 0, 0),
+                let behind = |price| {
+                    out.book().is_some_and(|b| {
+                        let min = self.config.min_levels_ahead as usize;
+                        b.levels_ahead_up_to(after.side, price, min) >= min
+                    })
                 };
+                let (entry, replaces, filled, entered_behind) = match previous {
+                    Some(p) if matches!(event.body, Body::Replace { .. }) => {
+                        let entered_behind = if p.price == price { p.entered_behind } else { behind(price) };
+                        (p.entry, p.replaces + 1, p.filled, entered_behind)
+                    }
+                    _ => (*event, 0, 0, behind(price)),
+                };
+                if !entered_behind {
+                    return;
+                }
                 let quantity = after.remaining + after.filled;
                 state.resting.insert(
                     order,
-                    Resting { account: after.account, side: after.side, price, quantity, filled, replaces, entry },
+                    Resting {
+                        account: after.account,
+                        side: after.side,
+                        price,
+                        quantity,
+                        filled,
+                        replaces,
+                        entered_behind,
+                        entry,
+                    },
                 );
-                state.by_account.entry(after.account).or_default().push(order);
+                state.by_account.insert((after.account, order));
             }
             Body::Fill { order, quantity, side, .. } => {
                 let Some(before) = context.before else { return };
@@ -149,7 +191,7 @@ impl Detector for Layering {
                 }
                 self.on_execution(state, before.account, side, event, out);
             }
-            Body::Cancel { order, .. } => {
+            Body::Cancel { order, reason, .. } => {
                 if context.after.is_some() {
                     return;
                 }
@@ -160,12 +202,14 @@ impl Detector for Layering {
                     return;
                 }
                 let prompt = u64::try_from(self.config.max_cancel_after_fill.as_nanos()).unwrap_or(u64::MAX);
-                if event.time.saturating_sub(episode.last_fill) <= prompt {
-                    episode.cancelled.push((resting.entry, *event, resting.replaces));
+                // A layer the venue cancelled (self-trade prevention, expiry) shows no intent.
+                if reason == CancelReason::Member && event.time.saturating_sub(episode.last_fill) <= prompt {
+                    episode.cancelled.push((resting.entry, *event, resting.replaces, resting.price));
                 }
                 if episode.layers.is_empty()
                     && let Some(episode) = state.episodes.remove(&key)
-                    && episode.cancelled.len() >= self.config.min_layers as usize
+                    && episode.cancelled.iter().map(|c| c.3).collect::<BTreeSet<_>>().len()
+                        >= self.config.min_layers as usize
                     && event.time.saturating_sub(episode.first_fill) <= self.window()
                 {
                     self.alert(key.0, key.1, &episode, event.time, out);
@@ -193,22 +237,24 @@ impl Layering {
     ) {
         let layer_side = side.opposite();
         let Some(book) = out.book() else { return };
-        let Some(orders) = state.by_account.get(&account) else { return };
+        let orders = state.by_account.range((account, Symbol(0))..=(account, Symbol(u64::MAX)));
         let levels = self.config.levels as usize;
         let mut prices = BTreeSet::new();
         let mut held = 0;
         let mut layers = Vec::new();
-        let mut own_interest = match fill.body {
+        let executed = match fill.body {
             Body::Fill { quantity, .. } => quantity,
             _ => 0,
         };
-        for order in orders {
+        let own_interest = executed + state.open.get(&(account, side)).copied().unwrap_or(0);
+        for (_, order) in orders {
             let Some(r) = state.resting.get(order) else { continue };
-            if r.side == side {
-                own_interest += r.quantity - r.filled.min(r.quantity);
-                continue;
-            }
-            if r.side != layer_side || book.levels_ahead(layer_side, r.price) >= levels {
+            // Behind the touch when entered; the execution may since have taken the levels in
+            // front (the price moving toward the wall).
+            if r.side != layer_side
+                || !r.entered_behind
+                || book.levels_ahead_up_to(layer_side, r.price, levels) >= levels
+            {
                 continue;
             }
             prices.insert(r.price);
@@ -258,7 +304,7 @@ impl Layering {
             s if s >= 60.0 => Severity::Medium,
             _ => Severity::Low,
         };
-        let mut entries: Vec<&(Event, Event, u32)> = e.cancelled.iter().collect();
+        let mut entries: Vec<&(Event, Event, u32, Price)> = e.cancelled.iter().collect();
         entries.sort_by_key(|c| c.0.order_key());
         let mut alert = out.alert_now();
         alert

@@ -8,14 +8,17 @@
 //! 1. A visible order adds significant size at or near the touch: at most
 //!    `max_levels_ahead` occupied levels ahead of it, and at least `min_level_multiple` times
 //!    the quantity resting at its price before it (Oystacher: "at least doubling" the level).
-//! 2. The same account has an order on the opposite side, and it fills (the genuine order).
-//! 3. The first order is cancelled, mostly unfilled (at most `max_fill_share`), within
+//! 2. The same account has an order on the opposite side, and it fills (the genuine order)
+//!    as the resting side of the trade (`genuine_must_rest`): the spoof is there to draw others
+//!    to it.
+//! 3. The first order is cancelled by the member (not by the venue), mostly unfilled (at most `max_fill_share`), within
 //!    `max_cancel_after_fill` after the genuine fill (CFTC: 2.3 s on average), or up to
 //!    `fill_grace` before it (pulled just before the fill), and within `max_lifetime` of its
 //!    entry (CFTC: spoofs lived 11.8 s on average, genuine orders 55.4 s).
 //! 4. The spoof orders of the episode (every such order of the account and side cancelled
-//!    around the same fills) total at least `min_size_ratio` times the genuine volume filled
-//!    (CFTC: 10-50 times; Coscia: 261 lots against 17).
+//!    around the same fills) total at least `min_size_ratio` times the size of the genuine
+//!    orders that filled (CFTC: spoof orders 10-50 times larger than the genuine ones; Coscia:
+//!    261 lots against 17).
 //! 5. The pattern repeats: an alert needs `min_episodes` episodes of the account within
 //!    `repeat_window` (the CFTC cites hundreds; RedDeer's window is 30 minutes). A single
 //!    large cancel next to an opposite fill happens by chance in normal flow; when the second
@@ -32,7 +35,7 @@ use timely::dataflow::Stream;
 use crate::config::SpoofingConfig;
 use crate::detect::{AlertSink, Detect, Detector, Key};
 use crate::model::alert::rules;
-use crate::model::{Alert, Body, Event, IdMap, Quantity, Severity, Side, Symbol, Timestamp};
+use crate::model::{Alert, Body, CancelReason, Event, IdMap, Quantity, Severity, Side, Symbol, Timestamp};
 
 const NS: f64 = 1e9;
 /// The CFTC's average time from the genuine fill to the spoof's cancel.
@@ -82,6 +85,9 @@ struct Episode {
     side: Side,
     spoofs: Vec<Cancelled>,
     fills: Vec<Event>,
+    /// Total size of the genuine orders that filled, and what they filled.
+    genuine_size: Quantity,
+    genuine_filled: Quantity,
     ratio: f64,
     level_multiple: f64,
     /// Seconds from the genuine fill to the last cancel (negative: cancelled before the fill).
@@ -94,8 +100,8 @@ struct Episode {
 pub struct SpoofingState {
     candidates: IdMap<Symbol, Candidate>,
     cancelled: Vec<Cancelled>,
-    /// Recent fills per account.
-    fills: IdMap<Symbol, VecDeque<Event>>,
+    /// Recent fills per account, with the size of the order that filled.
+    fills: IdMap<Symbol, VecDeque<(Event, Quantity)>>,
     episodes: IdMap<Symbol, VecDeque<Episode>>,
 }
 
@@ -130,7 +136,8 @@ impl Detector for Spoofing {
                 // What rests at the price besides the order itself.
                 let before = book.depth_at(after.side, price).saturating_sub(after.remaining);
                 let multiple = after.remaining as f64 / before.max(1) as f64;
-                let near = book.levels_ahead(after.side, price) <= self.config.max_levels_ahead as usize;
+                let max = self.config.max_levels_ahead as usize;
+                let near = book.levels_ahead_up_to(after.side, price, max + 1) <= max;
                 if near && (before == 0 || multiple >= self.config.min_level_multiple) {
                     let filled = state.candidates.get(&order).map_or(0, |c| c.filled);
                     let entry = state.candidates.get(&order).map_or(*event, |c| c.entry);
@@ -149,12 +156,14 @@ impl Detector for Spoofing {
                     state.candidates.remove(&order);
                 }
             }
-            Body::Fill { order, quantity, .. } => {
+            Body::Fill { order, quantity, side, aggressor, .. } => {
                 let Some(before) = context.before else { return };
                 let fills = state.fills.entry(before.account).or_default();
-                fills.push_back(*event);
+                if !self.config.genuine_must_rest || aggressor != Some(side) {
+                    fills.push_back((*event, before.remaining + before.filled));
+                }
                 let keep = Self::nanos(self.config.max_lifetime) + Self::nanos(self.config.fill_grace);
-                while fills.front().is_some_and(|f| event.time.saturating_sub(f.time) > keep) {
+                while fills.front().is_some_and(|f| event.time.saturating_sub(f.0.time) > keep) {
                     fills.pop_front();
                 }
                 if let Some(c) = state.candidates.get_mut(&order) {
@@ -164,11 +173,16 @@ impl Detector for Spoofing {
                     }
                 }
             }
-            Body::Cancel { order, .. } => {
+            Body::Cancel { order, reason, .. } => {
                 if context.after.is_some() {
                     return;
                 }
                 let Some(candidate) = state.candidates.remove(&order) else { return };
+                // Only the member's own cancel shows intent (not the venue's self-trade
+                // prevention, expiry or kill switch).
+                if reason != CancelReason::Member {
+                    return;
+                }
                 if event.time.saturating_sub(candidate.entry.time) > Self::nanos(self.config.max_lifetime) {
                     return;
                 }
@@ -222,34 +236,47 @@ impl Spoofing {
         let after_fill = Self::nanos(self.config.max_cancel_after_fill);
         let first_entry = spoofs.iter().map(|c| c.candidate.entry.time).min()?;
         let last_cancel = spoofs.iter().map(|c| c.cancel.time).max()?;
-        let genuine: Vec<Event> = fills
+        let genuine: Vec<(Event, Quantity)> = fills
             .iter()
-            .filter(|f| matches!(f.body, Body::Fill { side: s, .. } if s == side.opposite()))
-            .filter(|f| f.time >= first_entry && f.time <= time)
-            .filter(|f| {
+            .filter(|(f, _)| matches!(f.body, Body::Fill { side: s, .. } if s == side.opposite()))
+            .filter(|(f, _)| f.time >= first_entry && f.time <= time)
+            .filter(|(f, _)| {
                 spoofs.iter().any(|c| {
                     f.time <= c.cancel.time.saturating_add(grace) && c.cancel.time <= f.time.saturating_add(after_fill)
                 })
             })
             .copied()
             .collect();
-        let filled: Quantity =
-            genuine.iter().map(|f| if let Body::Fill { quantity, .. } = f.body { quantity } else { 0 }).sum();
-        if filled == 0 {
+        let mut filled: Quantity = 0;
+        // Each genuine order counts once, at its largest size seen.
+        let mut orders: Vec<(Symbol, Quantity)> = Vec::new();
+        for (f, size) in &genuine {
+            if let Body::Fill { order, quantity, .. } = f.body {
+                filled += quantity;
+                match orders.iter_mut().find(|(o, _)| *o == order) {
+                    Some(known) => known.1 = known.1.max(*size),
+                    None => orders.push((order, *size)),
+                }
+            }
+        }
+        let genuine_size: Quantity = orders.iter().map(|o| o.1).sum();
+        if filled == 0 || genuine_size == 0 {
             return None;
         }
         let spoofed: Quantity = spoofs.iter().map(|c| c.candidate.quantity - c.candidate.filled).sum();
-        let ratio = spoofed as f64 / filled as f64;
+        let ratio = spoofed as f64 / genuine_size as f64;
         if ratio < self.config.min_size_ratio {
             return None;
         }
-        let last_fill = genuine.iter().map(|f| f.time).max()?;
+        let last_fill = genuine.iter().map(|f| f.0.time).max()?;
         let level_multiple = spoofs.iter().map(|c| c.candidate.level_multiple).fold(0.0, f64::max);
         Some(Episode {
             time,
             side,
             spoofs,
-            fills: genuine,
+            fills: genuine.into_iter().map(|f| f.0).collect(),
+            genuine_size,
+            genuine_filled: filled,
             ratio,
             level_multiple,
             cancel_after_fill: (last_cancel as f64 - last_fill as f64) / NS,
@@ -293,27 +320,29 @@ impl Spoofing {
             _ => Severity::Low,
         };
         let spoofed: Quantity = e.spoofs.iter().map(|c| c.candidate.quantity - c.candidate.filled).sum();
-        let filled = e.spoofs.first().map_or(0.0, |_| spoofed as f64 / e.ratio);
         let mut alert = out.alert_now();
         alert
             .account(account)
             .severity(severity)
             .score(score)
             .explain(format!(
-                "{} {} order{} of {spoofed} cancelled {:.1} s after the account's {} fill{} of {filled:.0} on the other side ({:.1}x the genuine volume; {episodes} episodes in {} min)",
+                "{} {} order{} of {spoofed} cancelled {:.1} s after the account's {} fill{} of {} on the other side ({:.1}x the genuine orders' {}; {episodes} episodes in {} min)",
                 e.spoofs.len(),
                 e.side.as_str(),
                 if e.spoofs.len() == 1 { "" } else { "s" },
                 e.cancel_after_fill,
                 e.fills.len(),
                 if e.fills.len() == 1 { "" } else { "s" },
+                e.genuine_filled,
                 e.ratio,
+                e.genuine_size,
                 self.config.repeat_window.as_secs() / 60,
             ))
             .param("spoof_side", e.side.as_str())
             .param("spoof_orders", e.spoofs.len())
             .param("spoof_quantity", spoofed)
-            .param("genuine_quantity_filled", filled)
+            .param("genuine_order_quantity", e.genuine_size)
+            .param("genuine_quantity_filled", e.genuine_filled)
             .param("size_ratio", e.ratio)
             .param("min_size_ratio", self.config.min_size_ratio)
             .param("level_multiple", if e.level_multiple.is_finite() { e.level_multiple } else { -1.0 })
