@@ -33,7 +33,7 @@ fn day_with_burst(dir: &Path) -> (PathBuf, Config, String, String) {
     for i in 0..300u64 {
         writeln!(
             file,
-            "{},{},new,XSVL,{instrument},BURST{i},{account},,{desk},,buy,{price},100,,,,,,,,,,,,,",
+            "{},{},new,XSVL,{instrument},BURST{i},{account},,{desk},,buy,{price},100,,,,,,,,,,,,,,",
             start + i * 100_000_000,
             9_000_000 + i
         )
