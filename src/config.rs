@@ -200,6 +200,23 @@ impl Config {
         if let Some(interval) = otr.report_interval {
             nanos("rules.order_to_trade.report_interval", interval, Duration::from_nanos(1), MAX_WINDOW)?;
         }
+        let spoofing = &self.rules.spoofing;
+        ratio("rules.spoofing.min_level_multiple", spoofing.min_level_multiple)?;
+        ratio("rules.spoofing.min_size_ratio", spoofing.min_size_ratio)?;
+        share("rules.spoofing.max_fill_share", spoofing.max_fill_share)?;
+        nanos("rules.spoofing.max_lifetime", spoofing.max_lifetime, Duration::from_nanos(1), MAX_WINDOW)?;
+        nanos("rules.spoofing.max_cancel_after_fill", spoofing.max_cancel_after_fill, Duration::ZERO, MAX_WINDOW)?;
+        nanos("rules.spoofing.fill_grace", spoofing.fill_grace, Duration::ZERO, MAX_WINDOW)?;
+        nanos("rules.spoofing.repeat_window", spoofing.repeat_window, Duration::ZERO, MAX_WINDOW)?;
+        let layering = &self.rules.layering;
+        if layering.min_layers == 0 || layering.levels == 0 {
+            return Err("rules.layering.min_layers and rules.layering.levels must be at least 1".into());
+        }
+        share("rules.layering.min_depth_share", layering.min_depth_share)?;
+        share("rules.layering.max_fill_share", layering.max_fill_share)?;
+        ratio("rules.layering.min_size_ratio", layering.min_size_ratio)?;
+        nanos("rules.layering.window", layering.window, Duration::from_nanos(1), MAX_WINDOW)?;
+        nanos("rules.layering.max_cancel_after_fill", layering.max_cancel_after_fill, Duration::ZERO, MAX_WINDOW)?;
         self.sessions.timezone.parse::<chrono_tz::Tz>().map_err(|e| format!("sessions.timezone: {e}"))?;
         self.ingest.lobster.timezone.parse::<chrono_tz::Tz>().map_err(|e| format!("ingest.lobster.timezone: {e}"))?;
         Ok(())
@@ -245,6 +262,14 @@ fn ticks(key: &str, ticks: Option<i64>) -> Result<(), String> {
     match ticks {
         Some(t) if t < 0 => Err(format!("{key} = {t} must not be negative")),
         _ => Ok(()),
+    }
+}
+
+fn share(key: &str, value: f64) -> Result<(), String> {
+    if (0.0..=1.0).contains(&value) {
+        Ok(())
+    } else {
+        Err(format!("{key} = {value} must be a share from 0 to 1"))
     }
 }
 
@@ -1685,6 +1710,11 @@ mod tests {
             ("[ingest.imc]\nprice_tick = \"one\"", "price_tick"),
             ("[rules.anomaly]\nz_threshold = nan", "z_threshold"),
             ("[rules.order_to_trade]\nreport_interval = \"0s\"", "report_interval"),
+            ("[rules.spoofing]\nmax_fill_share = 1.5", "rules.spoofing.max_fill_share"),
+            ("[rules.spoofing]\nmin_size_ratio = nan", "rules.spoofing.min_size_ratio"),
+            ("[rules.spoofing]\nmax_lifetime = \"0s\"", "rules.spoofing.max_lifetime"),
+            ("[rules.layering]\nmin_layers = 0", "rules.layering.min_layers"),
+            ("[rules.layering]\nmin_depth_share = -0.1", "rules.layering.min_depth_share"),
         ] {
             match Config::parse(text) {
                 Ok(_) => panic!("accepted: {text}"),
