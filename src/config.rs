@@ -266,11 +266,7 @@ fn ticks(key: &str, ticks: Option<i64>) -> Result<(), String> {
 }
 
 fn share(key: &str, value: f64) -> Result<(), String> {
-    if (0.0..=1.0).contains(&value) {
-        Ok(())
-    } else {
-        Err(format!("{key} = {value} must be a share from 0 to 1"))
-    }
+    if (0.0..=1.0).contains(&value) { Ok(()) } else { Err(format!("{key} = {value} must be a share from 0 to 1")) }
 }
 
 fn ratio(key: &str, value: f64) -> Result<(), String> {

@@ -6,7 +6,7 @@
 mod common;
 
 use surveil::config::{LayeringConfig, SpoofingConfig};
-use surveil::model::{Event, Side};
+use surveil::model::{Event, EventKind, Side, Symbol};
 use surveil::rules::{Layering, Spoofing};
 use surveil::testing::{cancel, fill, new_order, replace, run, run_on};
 
@@ -67,7 +67,7 @@ fn repeated_coscia_cycles_are_spoofing_with_their_evidence() {
     assert_eq!(alerts.len(), 3, "{alerts:#?}");
     for a in &alerts {
         assert_eq!(a.rule, "spoofing");
-        assert_eq!(a.account, surveil::model::Symbol::of(b"SPOOFER"));
+        assert_eq!(a.account, Symbol::of(b"SPOOFER"));
         // Three spoof entries, the genuine fill, three cancels.
         assert_eq!(a.evidence.len(), 7, "{a:#?}");
         let param = |name: &str| a.parameters.iter().find(|p| p.name == name).map(|p| format!("{:?}", p.value));
@@ -76,9 +76,11 @@ fn repeated_coscia_cycles_are_spoofing_with_their_evidence() {
         assert!(a.explanation.contains("3 sell orders of 1500 cancelled 0.2 s after"), "{}", a.explanation);
         assert!(a.score > 50.0, "{}", a.score);
     }
-    // The first episode is reported when the second shows the pattern, scored on the repetition
-    // known then.
-    assert!(alerts[0].time >= alerts[1].time - 2_000 * MS);
+    // The first episode is reported when the second shows the pattern: both at that moment,
+    // the first with its own evidence (its spoofs entered two seconds before the second's).
+    assert_eq!(alerts[0].time, alerts[1].time);
+    let entries: Vec<u64> = alerts.iter().map(|a| a.evidence[0].time).collect();
+    assert!(entries.contains(&(1_020 * MS)) && entries.contains(&(3_020 * MS)), "{entries:?}");
     // The same alerts on two workers.
     assert_eq!(run_on(2, Spoofing::new(&SpoofingConfig::default()), coscia_day(3, 200, 0)), alerts);
     // One spoof entered at the touch and two behind it: spoofing, not layering (layers are
@@ -173,7 +175,7 @@ fn aapl_with_accounts(accounts: u64, seed: u64) -> Vec<Event> {
     for e in &mut events {
         if let Some(order) = e.order() {
             let n = xxhash_rust::xxh3::xxh3_64_with_seed(&order.0.to_le_bytes(), seed) % accounts;
-            e.account = surveil::model::Symbol::of(format!("ACC{n}").as_bytes());
+            e.account = Symbol::of(format!("ACC{n}").as_bytes());
         }
     }
     events
@@ -195,4 +197,58 @@ fn the_untouched_aapl_hour_with_500_accounts_raises_no_spoofing_or_layering() {
         );
         assert!(spoofing.is_empty() && layering.is_empty(), "{spoofing:#?} {layering:#?}");
     }
+}
+
+/// One spoofing cycle of `account` at `t` ms: a genuine buy of 100 filled at +300 ms, and sells
+/// of 1,500 on the two ticks from the ask, entered at +20 ms and cancelled at the given times.
+fn staggered(account: &str, cycle: usize, t: u64, filled_at: u64, cancels: [u64; 2]) -> Vec<Event> {
+    let id = |what: &str| format!("{account}-{cycle}-{what}");
+    let at = |ms: u64| (t + ms) * MS;
+    vec![
+        new_order("ACME", &id("G"), account, Side::Buy, "10.01", 100).at(at(0)),
+        new_order("ACME", &id("S1"), account, Side::Sell, "10.02", 1_500).at(at(20)),
+        new_order("ACME", &id("S2"), account, Side::Sell, "10.03", 1_500).at(at(21)),
+        fill("ACME", &id("G"), account, Side::Buy, "10.01", 100).at(at(filled_at)),
+        cancel("ACME", &id("S1"), account).at(at(cancels[0])),
+        cancel("ACME", &id("S2"), account).at(at(cancels[1])),
+    ]
+}
+
+#[test]
+fn one_genuine_fill_makes_one_episode_and_staggered_cancels_are_judged_together() {
+    let rule = || Spoofing::new(&SpoofingConfig::default());
+    // Cancels 1.6 s apart around one fill: one episode, not two, so no pattern.
+    let mut one = background(0);
+    one.extend(staggered("SP", 0, 1_000, 300, [400, 1_900]));
+    assert!(run(rule(), with_origins(one)).is_empty());
+    // Two cycles whose first spoof is pulled 1.5 s before the fill and the second 0.7 s before
+    // it: each cycle is judged once both graces have passed, and the pattern is found.
+    let mut two = background(0);
+    two.extend(staggered("SP", 0, 1_000, 1_600, [100, 900]));
+    two.extend(staggered("SP", 1, 10_000, 1_600, [100, 900]));
+    let alerts = run(rule(), with_origins(two));
+    assert_eq!(alerts.len(), 2, "{alerts:#?}");
+    assert!(alerts.iter().all(|a| a.evidence.len() == 5), "two entries, the fill, two cancels");
+}
+
+#[test]
+fn a_wall_with_a_layer_left_resting_or_filled_is_still_layering() {
+    let rule = || Layering::new(&LayeringConfig::default());
+    // The wall's fourth layer (10.06) stays: judged when the window has passed.
+    let resting: Vec<Event> = sarao("WALL", 2, 600, 300)
+        .into_iter()
+        .filter(|e| !(e.order() == Some(Symbol::of(b"L3")) && e.kind() == EventKind::Cancel))
+        .collect();
+    let alerts = run(rule(), with_origins(resting));
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert!(alerts[0].explanation.contains("3 sell orders on 4 levels"), "{}", alerts[0].explanation);
+    // The fourth layer filled instead of cancelled: the other three are the pattern.
+    let mut filled: Vec<Event> = sarao("WALL", 2, 600, 300)
+        .into_iter()
+        .filter(|e| !(e.order() == Some(Symbol::of(b"L3")) && e.kind() == EventKind::Cancel))
+        .collect();
+    let end = filled.iter().map(|e| e.time).max().unwrap_or(0);
+    filled.push(fill("ACME", "L3", "WALL", Side::Sell, "10.06", 700).at(end + 1));
+    let alerts = run(rule(), with_origins(filled));
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
 }

@@ -62,6 +62,8 @@ struct Resting {
     price: Price,
     quantity: Quantity,
     filled: Quantity,
+    /// What is open now (partial cancels and fills taken off).
+    open: Quantity,
     replaces: u32,
     /// Whether the order was entered (or last moved) behind the touch.
     entered_behind: bool,
@@ -115,7 +117,8 @@ impl LayeringState {
         if let Some(a) = context.after
             && a.remaining > 0
         {
-            *self.open.entry((a.account, a.side)).or_default() += a.remaining;
+            let open = self.open.entry((a.account, a.side)).or_default();
+            *open = open.saturating_add(a.remaining);
         }
     }
 }
@@ -151,17 +154,21 @@ impl Detector for Layering {
                         b.levels_ahead_up_to(after.side, price, min) >= min
                     })
                 };
-                let (entry, replaces, filled, entered_behind) = match previous {
+                let (entry, replaces, filled, entered_behind) = match &previous {
                     Some(p) if matches!(event.body, Body::Replace { .. }) => {
                         let entered_behind = if p.price == price { p.entered_behind } else { behind(price) };
-                        (p.entry, p.replaces + 1, p.filled, entered_behind)
+                        (p.entry, p.replaces.saturating_add(1), p.filled, entered_behind)
                     }
                     _ => (*event, 0, 0, behind(price)),
                 };
                 if !entered_behind {
+                    // Moved to the touch: no layer any more.
+                    if let Some(p) = previous {
+                        self.leave(state, order, p.account, p.side, event.time, out);
+                    }
                     return;
                 }
-                let quantity = after.remaining + after.filled;
+                let quantity = after.remaining.saturating_add(after.filled);
                 state.resting.insert(
                     order,
                     Resting {
@@ -170,6 +177,7 @@ impl Detector for Layering {
                         price,
                         quantity,
                         filled,
+                        open: after.remaining,
                         replaces,
                         entered_behind,
                         entry,
@@ -180,19 +188,23 @@ impl Detector for Layering {
             Body::Fill { order, quantity, side, .. } => {
                 let Some(before) = context.before else { return };
                 if let Some(r) = state.resting.get_mut(&order) {
-                    r.filled += quantity;
+                    r.filled = r.filled.saturating_add(quantity);
+                    r.open = context.after.map_or(0, |a| a.remaining);
                     let too_filled = r.filled as f64 > self.config.max_fill_share * r.quantity as f64;
                     if context.after.is_none() || too_filled {
+                        let (account, side) = (r.account, r.side);
                         state.close(order);
-                        for e in state.episodes.values_mut() {
-                            e.layers.remove(&order);
-                        }
+                        // A layer that trades is no layer.
+                        self.leave(state, order, account, side, event.time, out);
                     }
                 }
                 self.on_execution(state, before.account, side, event, out);
             }
             Body::Cancel { order, reason, .. } => {
-                if context.after.is_some() {
+                if let Some(after) = context.after {
+                    if let Some(r) = state.resting.get_mut(&order) {
+                        r.open = after.remaining;
+                    }
                     return;
                 }
                 let Some(resting) = state.close(order) else { return };
@@ -206,26 +218,69 @@ impl Detector for Layering {
                 if reason == CancelReason::Member && event.time.saturating_sub(episode.last_fill) <= prompt {
                     episode.cancelled.push((resting.entry, *event, resting.replaces, resting.price));
                 }
-                if episode.layers.is_empty()
-                    && let Some(episode) = state.episodes.remove(&key)
-                    && episode.cancelled.iter().map(|c| c.3).collect::<BTreeSet<_>>().len()
-                        >= self.config.min_layers as usize
-                    && event.time.saturating_sub(episode.first_fill) <= self.window()
-                {
-                    self.alert(key.0, key.1, &episode, event.time, out);
-                }
+                self.finish_if_done(state, key, event.time, out);
             }
             _ => {}
         }
     }
 
-    fn on_timer(&self, state: &mut LayeringState, time: Timestamp, _: &mut AlertSink<'_>) {
+    fn on_timer(&self, state: &mut LayeringState, time: Timestamp, out: &mut AlertSink<'_>) {
+        // The window has passed: the layers cancelled by now are judged, those still resting do
+        // not count.
         let window = self.window();
-        state.episodes.retain(|_, e| time.saturating_sub(e.first_fill) < window);
+        let mut over: Vec<(Symbol, Side)> = state
+            .episodes
+            .iter()
+            .filter(|(_, e)| time.saturating_sub(e.first_fill) > window)
+            .map(|(k, _)| *k)
+            .collect();
+        over.sort();
+        for key in over {
+            if let Some(episode) = state.episodes.remove(&key) {
+                self.judge(key, &episode, time, out);
+            }
+        }
     }
 }
 
 impl Layering {
+    /// `order` of `account` on `side` is no layer any more (it traded, or moved to the touch):
+    /// its episode goes on without it.
+    fn leave(
+        &self,
+        state: &mut LayeringState,
+        order: Symbol,
+        account: Symbol,
+        side: Side,
+        time: Timestamp,
+        out: &mut AlertSink<'_>,
+    ) {
+        let key = (account, side);
+        if let Some(episode) = state.episodes.get_mut(&key)
+            && episode.layers.remove(&order)
+        {
+            self.finish_if_done(state, key, time, out);
+        }
+    }
+
+    /// Judges the episode of `key` once none of its layers rests any more.
+    fn finish_if_done(&self, state: &mut LayeringState, key: (Symbol, Side), time: Timestamp, out: &mut AlertSink<'_>) {
+        if state.episodes.get(&key).is_some_and(|e| e.layers.is_empty())
+            && let Some(episode) = state.episodes.remove(&key)
+        {
+            self.judge(key, &episode, time, out);
+        }
+    }
+
+    /// Alerts when the layers that counted span enough prices, within the window.
+    fn judge(&self, key: (Symbol, Side), episode: &Episode, time: Timestamp, out: &mut AlertSink<'_>) {
+        let prices: BTreeSet<Price> = episode.cancelled.iter().map(|c| c.3).collect();
+        let last = episode.cancelled.iter().map(|c| c.1.time).max().unwrap_or(0);
+        if prices.len() >= self.config.min_layers as usize && last.saturating_sub(episode.first_fill) <= self.window() {
+            self.alert(key.0, key.1, episode, time, out);
+        }
+    }
+
     /// An execution of `account` on `side`: its orders on the other side may be layers.
     fn on_execution(
         &self,
@@ -236,17 +291,21 @@ impl Layering {
         out: &mut AlertSink<'_>,
     ) {
         let layer_side = side.opposite();
+        // Any execution on that side while layers rest restarts the clock of their cancels.
+        if let Some(e) = state.episodes.get_mut(&(account, layer_side)) {
+            e.last_fill = fill.time;
+        }
         let Some(book) = out.book() else { return };
         let orders = state.by_account.range((account, Symbol(0))..=(account, Symbol(u64::MAX)));
         let levels = self.config.levels as usize;
         let mut prices = BTreeSet::new();
-        let mut held = 0;
+        let mut held: Quantity = 0;
         let mut layers = Vec::new();
         let executed = match fill.body {
             Body::Fill { quantity, .. } => quantity,
             _ => 0,
         };
-        let own_interest = executed + state.open.get(&(account, side)).copied().unwrap_or(0);
+        let own_interest = executed.saturating_add(state.open.get(&(account, side)).copied().unwrap_or(0));
         for (_, order) in orders {
             let Some(r) = state.resting.get(order) else { continue };
             // Behind the touch when entered; the execution may since have taken the levels in
@@ -258,7 +317,7 @@ impl Layering {
                 continue;
             }
             prices.insert(r.price);
-            held += r.quantity - r.filled.min(r.quantity);
+            held = held.saturating_add(r.open);
             layers.push(*order);
         }
         let visible = book.visible_depth(layer_side, levels);
@@ -289,7 +348,7 @@ impl Layering {
         episode.levels = episode.levels.max(prices.len());
         episode.size_ratio = episode.size_ratio.max(ratio);
         if first {
-            out.timer(fill.time.saturating_add(self.window()));
+            out.timer(fill.time.saturating_add(self.window()).saturating_add(1));
         }
     }
 

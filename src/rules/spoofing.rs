@@ -56,6 +56,11 @@ impl Spoofing {
     fn nanos(d: std::time::Duration) -> u64 {
         u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
     }
+
+    /// How long a fill can still be some episode's genuine fill.
+    fn keep_fills(&self) -> u64 {
+        Self::nanos(self.config.max_lifetime).saturating_add(Self::nanos(self.config.fill_grace))
+    }
 }
 
 /// A resting order large enough to be a spoof.
@@ -75,6 +80,8 @@ struct Candidate {
 struct Cancelled {
     candidate: Candidate,
     cancel: Event,
+    /// The quantity the cancel removed.
+    cancelled: Quantity,
 }
 
 /// An episode of an account: kept to count repetitions, and to report it when the pattern
@@ -100,8 +107,9 @@ struct Episode {
 pub struct SpoofingState {
     candidates: IdMap<Symbol, Candidate>,
     cancelled: Vec<Cancelled>,
-    /// Recent fills per account, with the size of the order that filled.
-    fills: IdMap<Symbol, VecDeque<(Event, Quantity)>>,
+    /// Recent fills per account, with the size of the order that filled and whether an
+    /// episode already took the fill (one fill proves one episode, not several).
+    fills: IdMap<Symbol, VecDeque<(Event, Quantity, bool)>>,
     episodes: IdMap<Symbol, VecDeque<Episode>>,
 }
 
@@ -160,15 +168,16 @@ impl Detector for Spoofing {
                 let Some(before) = context.before else { return };
                 let fills = state.fills.entry(before.account).or_default();
                 if !self.config.genuine_must_rest || aggressor != Some(side) {
-                    fills.push_back((*event, before.remaining + before.filled));
+                    fills.push_back((*event, before.remaining.saturating_add(before.filled), false));
                 }
-                let keep = Self::nanos(self.config.max_lifetime) + Self::nanos(self.config.fill_grace);
+                let keep = self.keep_fills();
                 while fills.front().is_some_and(|f| event.time.saturating_sub(f.0.time) > keep) {
                     fills.pop_front();
                 }
                 if let Some(c) = state.candidates.get_mut(&order) {
-                    c.filled += quantity;
-                    if c.filled as f64 > self.config.max_fill_share * c.quantity as f64 {
+                    c.filled = c.filled.saturating_add(quantity);
+                    let traded = c.filled as f64 > self.config.max_fill_share * c.quantity as f64;
+                    if traded || context.after.is_none() {
                         state.candidates.remove(&order);
                     }
                 }
@@ -186,7 +195,9 @@ impl Detector for Spoofing {
                 if event.time.saturating_sub(candidate.entry.time) > Self::nanos(self.config.max_lifetime) {
                     return;
                 }
-                state.cancelled.push(Cancelled { candidate, cancel: *event });
+                // What the cancel took off the book (partial cancels before it left less).
+                let cancelled = context.before.map_or(0, |b| b.remaining);
+                state.cancelled.push(Cancelled { candidate, cancel: *event, cancelled });
                 out.timer(event.time.saturating_add(Self::nanos(self.config.fill_grace)));
             }
             _ => {}
@@ -195,6 +206,20 @@ impl Detector for Spoofing {
 
     fn on_timer(&self, state: &mut SpoofingState, time: Timestamp, out: &mut AlertSink<'_>) {
         let grace = Self::nanos(self.config.fill_grace);
+        // Accounts that stopped trading keep nothing: memory follows the recent activity.
+        let (keep, window) = (self.keep_fills(), Self::nanos(self.config.repeat_window));
+        state.fills.retain(|_, fills| {
+            while fills.front().is_some_and(|f| time.saturating_sub(f.0.time) > keep) {
+                fills.pop_front();
+            }
+            !fills.is_empty()
+        });
+        state.episodes.retain(|_, episodes| {
+            while episodes.front().is_some_and(|e| time.saturating_sub(e.time) > window) {
+                episodes.pop_front();
+            }
+            !episodes.is_empty()
+        });
         // Every cancel whose grace has passed, with the cancels of the same account and side
         // that followed it meanwhile: one episode.
         let due: Vec<(Symbol, Side)> = state
@@ -209,6 +234,18 @@ impl Detector for Spoofing {
                 continue;
             }
             seen.push((account, side));
+            // The episode is judged once the grace of its last cancel so far has passed.
+            let last = state
+                .cancelled
+                .iter()
+                .filter(|c| (c.candidate.account, c.candidate.side) == (account, side))
+                .map(|c| c.cancel.time)
+                .max()
+                .unwrap_or(0);
+            if last.saturating_add(grace) > time {
+                out.timer(last.saturating_add(grace));
+                continue;
+            }
             let (spoofs, rest): (Vec<Cancelled>, Vec<Cancelled>) = std::mem::take(&mut state.cancelled)
                 .into_iter()
                 .partition(|c| (c.candidate.account, c.candidate.side) == (account, side) && c.cancel.time <= time);
@@ -225,49 +262,57 @@ impl Spoofing {
     /// opposite-side fills make one.
     fn episode(
         &self,
-        state: &SpoofingState,
+        state: &mut SpoofingState,
         account: Symbol,
         side: Side,
-        spoofs: Vec<Cancelled>,
+        mut spoofs: Vec<Cancelled>,
         time: Timestamp,
     ) -> Option<Episode> {
-        let fills = state.fills.get(&account)?;
+        let fills = state.fills.get_mut(&account)?;
         let grace = Self::nanos(self.config.fill_grace);
         let after_fill = Self::nanos(self.config.max_cancel_after_fill);
         let first_entry = spoofs.iter().map(|c| c.candidate.entry.time).min()?;
         let last_cancel = spoofs.iter().map(|c| c.cancel.time).max()?;
-        let genuine: Vec<(Event, Quantity)> = fills
-            .iter()
-            .filter(|(f, _)| matches!(f.body, Body::Fill { side: s, .. } if s == side.opposite()))
-            .filter(|(f, _)| f.time >= first_entry && f.time <= time)
-            .filter(|(f, _)| {
-                spoofs.iter().any(|c| {
+        let takes = |f: &Event, used: bool| {
+            !used
+                && matches!(f.body, Body::Fill { side: s, .. } if s == side.opposite())
+                && f.time >= first_entry
+                && f.time <= time
+                && spoofs.iter().any(|c| {
                     f.time <= c.cancel.time.saturating_add(grace) && c.cancel.time <= f.time.saturating_add(after_fill)
                 })
-            })
-            .copied()
-            .collect();
+        };
+        let genuine: Vec<(Event, Quantity)> =
+            fills.iter().filter(|(f, _, used)| takes(f, *used)).map(|(f, size, _)| (*f, *size)).collect();
         let mut filled: Quantity = 0;
         // Each genuine order counts once, at its largest size seen.
         let mut orders: Vec<(Symbol, Quantity)> = Vec::new();
         for (f, size) in &genuine {
             if let Body::Fill { order, quantity, .. } = f.body {
-                filled += quantity;
+                filled = filled.saturating_add(quantity);
                 match orders.iter_mut().find(|(o, _)| *o == order) {
                     Some(known) => known.1 = known.1.max(*size),
                     None => orders.push((order, *size)),
                 }
             }
         }
-        let genuine_size: Quantity = orders.iter().map(|o| o.1).sum();
+        let genuine_size = orders.iter().fold(0u64, |sum, o| sum.saturating_add(o.1));
         if filled == 0 || genuine_size == 0 {
             return None;
         }
-        let spoofed: Quantity = spoofs.iter().map(|c| c.candidate.quantity - c.candidate.filled).sum();
+        let spoofed = spoofs.iter().fold(0u64, |sum, c| sum.saturating_add(c.cancelled));
         let ratio = spoofed as f64 / genuine_size as f64;
         if ratio < self.config.min_size_ratio {
             return None;
         }
+        // The fills are this episode's evidence now.
+        for f in fills.iter_mut() {
+            if takes(&f.0, f.2) {
+                f.2 = true;
+            }
+        }
+        // Evidence in input order.
+        spoofs.sort_by_key(|c| c.candidate.entry.order_key());
         let last_fill = genuine.iter().map(|f| f.0.time).max()?;
         let level_multiple = spoofs.iter().map(|c| c.candidate.level_multiple).fold(0.0, f64::max);
         Some(Episode {
@@ -319,7 +364,7 @@ impl Spoofing {
             s if s >= 60.0 => Severity::Medium,
             _ => Severity::Low,
         };
-        let spoofed: Quantity = e.spoofs.iter().map(|c| c.candidate.quantity - c.candidate.filled).sum();
+        let spoofed = e.spoofs.iter().fold(0u64, |sum, c| sum.saturating_add(c.cancelled));
         let mut alert = out.alert_now();
         alert
             .account(account)

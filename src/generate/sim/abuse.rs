@@ -224,6 +224,11 @@ impl Sim<'_> {
             // Another participant takes the genuine order's level.
             2 => {
                 let Some(gidx) = self.alive(self.spoof_runs[r].genuine) else {
+                    // Filled by the background flow meanwhile: that was the genuine fill.
+                    if let Some((gidx, gid)) = self.spoof_runs[r].genuine {
+                        let o = &self.orders[gidx as usize];
+                        self.spoof_runs[r].genuine_filled = if o.id == gid { o.filled } else { 0 };
+                    }
                     self.schedule(t, Task::SpoofStep { run, step: 3 });
                     return;
                 };
@@ -304,7 +309,7 @@ impl Sim<'_> {
         for k in 1..=n {
             let price = Self::behind(side, touch, k);
             if price <= 0 {
-                return;
+                break;
             }
             let here = self.depth_at(i, side, price);
             let wanted = (visible as f64 * 0.6 / n as f64).max(500.0).max(2.0 * here as f64);
@@ -313,7 +318,7 @@ impl Sim<'_> {
             let cap = (MAX_ORDER_NOTIONAL_CENTS / price.max(1) as u64).min(90_000) / 100 * 100;
             qty = qty.min(cap);
             if qty == 0 {
-                return;
+                break;
             }
             if let Some(idx) = self.submit(t, i, account, side, price, qty, Class::Special, Rest::Rest) {
                 let id = self.orders[idx as usize].id;
@@ -361,7 +366,8 @@ impl Sim<'_> {
                             _ => price,
                         };
                         let new_qty = if self.rng.random_bool(0.5) { qty + 100 } else { qty };
-                        if target > 0 && (new_qty != remaining + filled || target != price) {
+                        // A layer that traded is left as it is (a replace's quantity is a total).
+                        if filled == 0 && target > 0 && (new_qty != remaining || target != price) {
                             self.replace(t, i, idx, target, new_qty.saturating_sub(filled).max(100));
                         }
                         self.walls[w].layers[k].2 = new_qty;
@@ -378,7 +384,11 @@ impl Sim<'_> {
                 let qty = ((total as f64 / self.walls[w].ratio / 100.0).floor() as u64).max(1) * 100;
                 // Only while others' orders are in front of the wall: once the price has come to
                 // the wall, the trade would meet the account's own orders.
-                let prices = self.walls[w].layers.iter().map(|l| self.orders[l.0 as usize].price);
+                let prices = self.walls[w]
+                    .layers
+                    .iter()
+                    .filter_map(|l| self.alive(Some((l.0, l.1))))
+                    .map(|idx| self.orders[idx as usize].price);
                 let nearest = if side == Side::Sell { prices.min() } else { prices.max() };
                 let filled = match (self.best(i, side), nearest) {
                     (Some((touch, _)), Some(nearest))
