@@ -285,7 +285,8 @@ enum Command {
         /// The run's `alerts.jsonl`.
         #[arg(long)]
         alerts: PathBuf,
-        /// Hours of flow the run read; by default measured from `events.csv` beside the labels.
+        /// Hours of flow the run read; by default measured from `events.csv` (or `events.csv.gz`)
+        /// beside the labels.
         #[arg(long)]
         hours: Option<f64>,
     },
@@ -762,7 +763,8 @@ fn eval(labels: &Path, alerts: &Path, hours: Option<f64>) -> Result<()> {
         Some(h) if h > 0.0 && h.is_finite() => h,
         Some(h) => bail!("--hours {h}: give a positive number of hours"),
         None => {
-            let events = labels.with_file_name("events.csv");
+            let plain = labels.with_file_name("events.csv");
+            let events = if plain.exists() { plain } else { labels.with_file_name("events.csv.gz") };
             flow_hours(&events)
                 .with_context(|| format!("measuring the hours of flow from {} (or give --hours)", events.display()))?
         }

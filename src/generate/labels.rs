@@ -127,10 +127,17 @@ pub fn evaluate(labels: &Path, alerts: &Path) -> Result<Vec<RuleScore>, LabelErr
         .collect())
 }
 
-/// The hours of flow in an events file of the canonical CSV format: from its first to its last
-/// event time (the first column, nanoseconds or a timestamp the CSV reader accepts).
+/// The hours of flow in an events file of the canonical CSV format, plain or gzip (`.gz`): from
+/// its first to its last event time (the first column, nanoseconds or a timestamp the CSV reader
+/// accepts).
 pub fn flow_hours(events: &Path) -> Result<f64, LabelError> {
-    let mut reader = csv::Reader::from_path(events).map_err(|e| error(events, e))?;
+    let file = std::fs::File::open(events).map_err(|e| error(events, e))?;
+    let input: Box<dyn std::io::Read> = if events.extension().is_some_and(|x| x.eq_ignore_ascii_case("gz")) {
+        Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file)))
+    } else {
+        Box::new(file)
+    };
+    let mut reader = csv::Reader::from_reader(input);
     let (mut first, mut last) = (None, None);
     for record in reader.records() {
         let r = record.map_err(|e| error(events, e))?;
@@ -179,5 +186,15 @@ mod tests {
         let layering = scores.iter().find(|s| s.rule == "layering").expect("layering");
         assert_eq!((layering.found, layering.recall(), layering.precision()), (0, 0.0, 1.0));
         assert_eq!(layering.f1(), 0.0);
+        // Hours of flow, from a plain or a gzip file.
+        let text = "event_time,kind\n1709303400000000000,new\n1709310600000000000,new\n";
+        let plain = dir.path().join("events.csv");
+        std::fs::write(&plain, text).expect("events");
+        assert_eq!(flow_hours(&plain).expect("hours"), 2.0);
+        let gz = dir.path().join("events.csv.gz");
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut encoder, text.as_bytes()).expect("compress");
+        std::fs::write(&gz, encoder.finish().expect("finish")).expect("write");
+        assert_eq!(flow_hours(&gz).expect("hours"), 2.0);
     }
 }
