@@ -233,6 +233,12 @@ pub const MAX_EPOCH: Duration = Duration::from_secs(3_600);
 /// The longest window or reporting interval.
 pub const MAX_WINDOW: Duration = Duration::from_secs(366 * 86_400);
 
+/// A duration in event-time nanoseconds, `u64::MAX` when it does not fit (about 584 years):
+/// how every parameter given as a duration meets timestamps.
+pub fn nanos_of(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// A duration between `min` and `max` (which fits in nanoseconds).
 fn nanos(key: &str, value: Duration, min: Duration, max: Duration) -> Result<(), String> {
     if value < min || value > max {
@@ -1191,7 +1197,7 @@ impl CaseDeadlines {
             Tier::High => self.high,
             Tier::Critical => self.critical,
         };
-        u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+        nanos_of(d)
     }
 }
 

@@ -63,18 +63,16 @@ pub struct AlertPolicy {
     reference: Arc<ReferenceData>,
 }
 
-fn nanos(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
 impl AlertPolicy {
     /// The policy of `config`; desks are found through `reference`. The configuration is
     /// assumed valid ([`crate::config::Config::validate`]); unknown tier names in a route are
     /// ignored.
     pub fn new(config: &AlertsConfig, reference: Arc<ReferenceData>) -> AlertPolicy {
-        let default = Policy { cutoffs: config.tiers, horizon: nanos(config.group_horizon) };
-        let over =
-            |o: &crate::config::AlertPolicyOverride| Override { cutoffs: o.tiers, horizon: o.group_horizon.map(nanos) };
+        let default = Policy { cutoffs: config.tiers, horizon: crate::config::nanos_of(config.group_horizon) };
+        let over = |o: &crate::config::AlertPolicyOverride| Override {
+            cutoffs: o.tiers,
+            horizon: o.group_horizon.map(crate::config::nanos_of),
+        };
         let by_rule = config.rules.iter().map(|(name, o)| (name.clone(), over(o))).collect();
         let by_desk = config.desks.iter().map(|(name, o)| (Symbol::of(name.as_bytes()), over(o))).collect();
         let routes = config

@@ -368,7 +368,7 @@ pub fn stor_report(
         );
     }
     let allowed = config.stor.explain_delay_after.unwrap_or(std::time::Duration::from_secs(24 * 3600));
-    let allowed = u64::try_from(allowed.as_nanos()).unwrap_or(u64::MAX);
+    let allowed = crate::config::nanos_of(allowed);
     let delay = prepared_at.saturating_sub(last);
     let delay_explanation_required = delay > allowed;
     let delay_explanation = delay_explanation.map(str::trim).filter(|s| !s.is_empty()).map(String::from);
@@ -422,7 +422,7 @@ pub fn stor_report(
     let source = super::run_source(folder)?;
     // The market around the activity, for the chart.
     let window = config.stor.market_window.unwrap_or(std::time::Duration::from_secs(300));
-    let window = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
+    let window = crate::config::nanos_of(window);
     let names: Vec<String> = instruments.keys().cloned().collect();
     let paths: Vec<std::path::PathBuf> = source.inputs.iter().map(std::path::PathBuf::from).collect();
     let (market, market_unread) = super::market::market_around(

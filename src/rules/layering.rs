@@ -32,7 +32,7 @@ use std::collections::BTreeSet;
 
 use timely::dataflow::Stream;
 
-use crate::config::LayeringConfig;
+use crate::config::{LayeringConfig, nanos_of};
 use crate::detect::{AlertSink, Detect, Detector, Key};
 use crate::model::alert::rules;
 use crate::model::{Alert, Body, CancelReason, Event, IdMap, Price, Quantity, Severity, Side, Symbol, Timestamp};
@@ -50,7 +50,7 @@ impl Layering {
     }
 
     fn window(&self) -> u64 {
-        u64::try_from(self.config.window.as_nanos()).unwrap_or(u64::MAX)
+        nanos_of(self.config.window)
     }
 }
 
@@ -213,7 +213,7 @@ impl Detector for Layering {
                 if !episode.layers.remove(&order) {
                     return;
                 }
-                let prompt = u64::try_from(self.config.max_cancel_after_fill.as_nanos()).unwrap_or(u64::MAX);
+                let prompt = nanos_of(self.config.max_cancel_after_fill);
                 // A layer the venue cancelled (self-trade prevention, expiry) shows no intent.
                 if reason == CancelReason::Member && event.time.saturating_sub(episode.last_fill) <= prompt {
                     episode.cancelled.push((resting.entry, *event, resting.replaces, resting.price));

@@ -32,7 +32,7 @@ use std::collections::VecDeque;
 
 use timely::dataflow::Stream;
 
-use crate::config::SpoofingConfig;
+use crate::config::{SpoofingConfig, nanos_of};
 use crate::detect::{AlertSink, Detect, Detector, Key};
 use crate::model::alert::rules;
 use crate::model::{Alert, Body, CancelReason, Event, IdMap, Quantity, Severity, Side, Symbol, Timestamp};
@@ -53,13 +53,9 @@ impl Spoofing {
         Spoofing { config: config.clone() }
     }
 
-    fn nanos(d: std::time::Duration) -> u64 {
-        u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-    }
-
     /// How long a fill can still be some episode's genuine fill.
     fn keep_fills(&self) -> u64 {
-        Self::nanos(self.config.max_lifetime).saturating_add(Self::nanos(self.config.fill_grace))
+        nanos_of(self.config.max_lifetime).saturating_add(nanos_of(self.config.fill_grace))
     }
 }
 
@@ -111,6 +107,8 @@ pub struct SpoofingState {
     /// episode already took the fill (one fill proves one episode, not several).
     fills: IdMap<Symbol, VecDeque<(Event, Quantity, bool)>>,
     episodes: IdMap<Symbol, VecDeque<Episode>>,
+    /// When idle accounts were last swept out.
+    swept: Timestamp,
 }
 
 impl Detector for Spoofing {
@@ -192,34 +190,38 @@ impl Detector for Spoofing {
                 if reason != CancelReason::Member {
                     return;
                 }
-                if event.time.saturating_sub(candidate.entry.time) > Self::nanos(self.config.max_lifetime) {
+                if event.time.saturating_sub(candidate.entry.time) > nanos_of(self.config.max_lifetime) {
                     return;
                 }
                 // What the cancel took off the book (partial cancels before it left less).
                 let cancelled = context.before.map_or(0, |b| b.remaining);
                 state.cancelled.push(Cancelled { candidate, cancel: *event, cancelled });
-                out.timer(event.time.saturating_add(Self::nanos(self.config.fill_grace)));
+                out.timer(event.time.saturating_add(nanos_of(self.config.fill_grace)));
             }
             _ => {}
         }
     }
 
     fn on_timer(&self, state: &mut SpoofingState, time: Timestamp, out: &mut AlertSink<'_>) {
-        let grace = Self::nanos(self.config.fill_grace);
-        // Accounts that stopped trading keep nothing: memory follows the recent activity.
-        let (keep, window) = (self.keep_fills(), Self::nanos(self.config.repeat_window));
-        state.fills.retain(|_, fills| {
-            while fills.front().is_some_and(|f| time.saturating_sub(f.0.time) > keep) {
-                fills.pop_front();
-            }
-            !fills.is_empty()
-        });
-        state.episodes.retain(|_, episodes| {
-            while episodes.front().is_some_and(|e| time.saturating_sub(e.time) > window) {
-                episodes.pop_front();
-            }
-            !episodes.is_empty()
-        });
+        let grace = nanos_of(self.config.fill_grace);
+        // Accounts that stopped trading keep nothing: memory follows the recent activity. Swept
+        // once per fill lifetime, not at every timer (a sweep visits every account).
+        let (keep, window) = (self.keep_fills(), nanos_of(self.config.repeat_window));
+        if time.saturating_sub(state.swept) > keep {
+            state.swept = time;
+            state.fills.retain(|_, fills| {
+                while fills.front().is_some_and(|f| time.saturating_sub(f.0.time) > keep) {
+                    fills.pop_front();
+                }
+                !fills.is_empty()
+            });
+            state.episodes.retain(|_, episodes| {
+                while episodes.front().is_some_and(|e| time.saturating_sub(e.time) > window) {
+                    episodes.pop_front();
+                }
+                !episodes.is_empty()
+            });
+        }
         // Every cancel whose grace has passed, with the cancels of the same account and side
         // that followed it meanwhile: one episode.
         let due: Vec<(Symbol, Side)> = state
@@ -269,8 +271,8 @@ impl Spoofing {
         time: Timestamp,
     ) -> Option<Episode> {
         let fills = state.fills.get_mut(&account)?;
-        let grace = Self::nanos(self.config.fill_grace);
-        let after_fill = Self::nanos(self.config.max_cancel_after_fill);
+        let grace = nanos_of(self.config.fill_grace);
+        let after_fill = nanos_of(self.config.max_cancel_after_fill);
         let first_entry = spoofs.iter().map(|c| c.candidate.entry.time).min()?;
         let last_cancel = spoofs.iter().map(|c| c.cancel.time).max()?;
         let takes = |f: &Event, used: bool| {
@@ -332,7 +334,7 @@ impl Spoofing {
     /// Keeps the episode and reports it, with the account's earlier unreported ones, once the
     /// pattern has repeated often enough.
     fn record(&self, state: &mut SpoofingState, account: Symbol, episode: Episode, out: &mut AlertSink<'_>) {
-        let window = Self::nanos(self.config.repeat_window);
+        let window = nanos_of(self.config.repeat_window);
         let episodes = state.episodes.entry(account).or_default();
         while episodes.front().is_some_and(|e| episode.time.saturating_sub(e.time) > window) {
             episodes.pop_front();
