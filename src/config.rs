@@ -133,6 +133,10 @@ impl Config {
         if ingest.batch_records == 0 {
             return Err("ingest.batch_records must be at least 1".into());
         }
+        let link_share = self.reference.link_share;
+        if !(link_share > 0.0 && link_share <= 1.0) {
+            return Err(format!("reference.link_share = {link_share} must be a share above 0 and at most 1"));
+        }
         if ingest.max_in_flight == 0 {
             return Err("ingest.max_in_flight must be at least 1: it bounds the records a worker keeps unfinished, \
                         and no record could be read with a bound of 0"
@@ -419,18 +423,30 @@ impl Default for ImcConfig {
 }
 
 /// Reference data files (CSV; see `docs/schema.md`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReferenceConfig {
     /// `instrument,price_scale,currency,isin,reference_price`.
     pub instruments: Option<PathBuf>,
     /// `account,owner,desk,trader`.
     pub accounts: Option<PathBuf>,
+    /// `time,account,owner,share`: changes of ownership over event time (see
+    /// [`crate::links`]).
+    pub ownership: Option<PathBuf>,
+    /// The share of an account an owner must hold for the owner's accounts to be linked: 10 %,
+    /// the CFTC's aggregation standard (17 CFR 150.4(b)(2)). A fraction in (0, 1].
+    pub link_share: f64,
+}
+
+impl Default for ReferenceConfig {
+    fn default() -> ReferenceConfig {
+        ReferenceConfig { instruments: None, accounts: None, ownership: None, link_share: 0.10 }
+    }
 }
 
 impl ReferenceConfig {
     fn resolve(&mut self, base: &Path) {
-        for path in [&mut self.instruments, &mut self.accounts].into_iter().flatten() {
+        for path in [&mut self.instruments, &mut self.accounts, &mut self.ownership].into_iter().flatten() {
             if path.is_relative() {
                 *path = base.join(&*path);
             }

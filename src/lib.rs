@@ -54,7 +54,8 @@
 //! Each module imports only the ones below it (checked by `tests/architecture.rs`):
 //! [`model`] (events, alerts, dead letters, feature rows), [`config`], [`encryption`] (files
 //! sealed at rest), [`reference`],
-//! [`ingest`] (parsers, file partitions), [`detect`] (the detector framework), [`rules`],
+//! [`ingest`] (parsers, file partitions), [`links`] (accounts linked by ownership, as of event
+//! time, on differential dataflow), [`detect`] (the detector framework), [`rules`],
 //! [`features`] and [`testing`], [`anomaly`], [`manager`] (tiers, grouping, routing),
 //! [`cases`] (the case workflow: deadlines, escalation, people's actions),
 //! [`audit`], [`output`] (sinks), [`reports`] (regulatory reports from a run's outputs),
@@ -75,6 +76,7 @@ pub mod features;
 #[cfg(feature = "tools")]
 pub mod generate;
 pub mod ingest;
+pub mod links;
 pub mod manager;
 pub mod model;
 #[cfg(feature = "tools")]

@@ -123,7 +123,7 @@ impl Renderer {
                     put("hidden", json!(true));
                 }
             }
-            Body::Trade { buyer, seller, price, quantity, aggressor } => {
+            Body::Trade { buyer, seller, price, quantity, aggressor, .. } => {
                 put("buyer", self.name(buyer.account));
                 put("seller", self.name(seller.account));
                 put("buyer_owner", self.name(buyer.owner));

@@ -21,6 +21,7 @@ use crate::cases::{CaseActions, CasePolicy, WorkCases};
 use crate::config::{AlertsConfig, AnomalyConfig, CasesConfig};
 use crate::detect::{Detect, InstrumentRules};
 use crate::features::{FeatureRecorder, FeatureRow};
+use crate::links::LinkAccounts;
 use crate::manager::{AlertPolicy, ManageAlerts};
 use crate::output::{WriteReports, WriterSlot};
 use crate::rules::default_rules;
@@ -375,6 +376,13 @@ fn default_detection_with<'scope>(
     extra_rules: &[ExtraRule],
 ) -> Stream<'scope, u64, Vec<Report>> {
     let scope = events.scope();
+    // Trades' parties get their group of linked accounts as of each trade, when the reference
+    // data states any ownership.
+    let events = if reference.has_ownership() {
+        events.link_accounts(crate::links::linked_groups(scope, reference))
+    } else {
+        events
+    };
     // The case workflow learns where the (finite) input ended, so that deadlines beyond the
     // end stay pending. The events pass through, moved rather than copied.
     let (events, ends) = match cases {

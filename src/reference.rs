@@ -98,6 +98,33 @@ pub struct ReferenceData {
     venue_ticks: IdMap<Symbol, Decimal>,
     /// Names of the symbols defined in the reference files.
     pub names: SymbolTable,
+    /// Changes of ownership over event time, in file order.
+    ownership: Vec<OwnershipChange>,
+    /// `reference.link_share`, when set.
+    link_share: Option<f64>,
+}
+
+/// An owner's share of an account from a time on ([`ReferenceData::ownership`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OwnershipChange {
+    /// Event time from which the share holds (0: from the start).
+    pub time: u64,
+    /// The account (or entity) owned.
+    pub account: Symbol,
+    /// The owner (a person, an entity, or another account).
+    pub owner: Symbol,
+    /// The fraction of `account` that `owner` holds from `time` on; 0 ends the ownership.
+    pub share: f64,
+}
+
+#[derive(Deserialize)]
+struct OwnershipRow {
+    #[serde(default)]
+    time: Option<String>,
+    account: String,
+    owner: String,
+    #[serde(default)]
+    share: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -140,12 +167,16 @@ impl ReferenceData {
         let imc = &config.ingest.imc;
         let tick = imc.price_tick().map_err(ReferenceError::Setting)?;
         data.set_venue_tick(Symbol::of(imc.venue.as_bytes()), tick);
-        let ReferenceConfig { instruments, accounts } = &config.reference;
+        let ReferenceConfig { instruments, accounts, ownership, link_share } = &config.reference;
+        data.link_share = Some(*link_share);
         if let Some(path) = instruments {
             data.load_instruments(path)?;
         }
         if let Some(path) = accounts {
             data.load_accounts(path)?;
+        }
+        if let Some(path) = ownership {
+            data.load_ownership(path)?;
         }
         tracing::info!(instruments = data.instruments.len(), accounts = data.accounts.len(), "reference data loaded");
         Ok(data)
@@ -224,6 +255,75 @@ impl ReferenceData {
             self.accounts.insert(account, Account { owner, desk, trader });
         }
         Ok(())
+    }
+
+    /// Loads `time,account,owner,share`: from `time` (integer nanoseconds or RFC 3339; empty:
+    /// from the start) `owner` holds `share` of `account` (a fraction such as `0.25`, or a
+    /// percentage such as `25%`; empty: all of it; `0`: no longer any).
+    pub fn load_ownership(&mut self, path: &Path) -> Result<(), ReferenceError> {
+        let mut reader = Self::reader(path)?;
+        for (i, row) in reader.deserialize::<OwnershipRow>().enumerate() {
+            let invalid =
+                |message: String| ReferenceError::Invalid { path: path.into(), record: i as u64 + 1, message };
+            let row = row.map_err(|e| invalid(e.to_string()))?;
+            let time = match row.time.as_deref().filter(|t| !t.is_empty()) {
+                None => 0,
+                Some(text) => crate::model::time::parse_event_time(text.as_bytes()).ok_or_else(|| {
+                    invalid(format!("time {text:?}: {}", crate::model::time::event_time_error(text.as_bytes())))
+                })?,
+            };
+            let share = match row.share.as_deref().filter(|s| !s.is_empty()) {
+                None => 1.0,
+                Some(text) => parse_share(text).ok_or_else(|| {
+                    invalid(format!("share {text:?} is not a fraction in [0, 1] or a percentage in [0%, 100%]"))
+                })?,
+            };
+            if row.account.is_empty() || row.owner.is_empty() {
+                return Err(invalid("account and owner must not be empty".into()));
+            }
+            let (account, _) = self.names.intern(row.account.as_bytes());
+            let (owner, _) = self.names.intern(row.owner.as_bytes());
+            self.ownership.push(OwnershipChange { time, account, owner, share });
+        }
+        Ok(())
+    }
+
+    /// Adds a change of ownership (tests, generators).
+    pub fn add_ownership(&mut self, time: u64, account: &str, owner: &str, share: f64) {
+        let (account, _) = self.names.intern(account.as_bytes());
+        let (owner, _) = self.names.intern(owner.as_bytes());
+        self.ownership.push(OwnershipChange { time, account, owner, share });
+    }
+
+    /// Every ownership the reference data states, as changes over event time: each account's
+    /// `owner` in the accounts file holds all of it from the start, followed by the ownership
+    /// file's changes in file order.
+    pub fn ownership(&self) -> Vec<OwnershipChange> {
+        let mut all: Vec<OwnershipChange> = self
+            .accounts
+            .iter()
+            .filter(|(account, a)| !a.owner.is_none() && a.owner != **account)
+            .map(|(&account, a)| OwnershipChange { time: 0, account, owner: a.owner, share: 1.0 })
+            .collect();
+        all.sort_by_key(|c| (c.account, c.owner));
+        all.extend(self.ownership.iter().copied());
+        all
+    }
+
+    /// Whether the reference data states any ownership (so that accounts may be linked).
+    pub fn has_ownership(&self) -> bool {
+        !self.ownership.is_empty() || self.accounts.values().any(|a| !a.owner.is_none())
+    }
+
+    /// The share an owner must hold for accounts to be linked (`reference.link_share`, 10 % by
+    /// default).
+    pub fn link_share(&self) -> f64 {
+        self.link_share.unwrap_or(0.10)
+    }
+
+    /// Sets [`ReferenceData::link_share`].
+    pub fn set_link_share(&mut self, share: f64) {
+        self.link_share = Some(share);
     }
 
     /// Adds an instrument (tests, generators).
@@ -332,6 +432,15 @@ impl ReferenceData {
             }
         }
     }
+}
+
+/// A share as a fraction in [0, 1]: `0.25` or `25%`.
+fn parse_share(text: &str) -> Option<f64> {
+    let share = match text.strip_suffix('%') {
+        Some(percent) => percent.trim().parse::<f64>().ok()? / 100.0,
+        None => text.parse::<f64>().ok()?,
+    };
+    (0.0..=1.0).contains(&share).then_some(share)
 }
 
 #[cfg(test)]

@@ -168,7 +168,14 @@ pub fn fill(instrument: &str, order: &str, account: &str, side: Side, price_text
 /// A trade between two accounts at 1.0000.
 pub fn trade(instrument: &str, buyer: &str, seller: &str, quantity: u64) -> Event {
     let party = |account: &str| Party { account: symbol(account), ..Party::default() };
-    let body = Body::Trade { buyer: party(buyer), seller: party(seller), price: price("1"), quantity, aggressor: None };
+    let body = Body::Trade {
+        buyer: party(buyer),
+        seller: party(seller),
+        price: price("1"),
+        quantity,
+        aggressor: None,
+        linked: None,
+    };
     Event::new(0, Origin(0), symbol(instrument), body)
 }
 

@@ -16,6 +16,8 @@
 //! scoring     anomaly
 //! detectors   rules, features, testing
 //! framework   detect
+//! links       links
+//! archive     archive
 //! ingest      ingest
 //! reference   reference
 //! at rest     encryption
@@ -33,6 +35,7 @@ const LAYERS: &[&[&str]] = &[
     &["reference"],
     &["ingest"],
     &["archive"],
+    &["links"],
     &["detect"],
     &["rules", "features", "testing"],
     &["anomaly"],

@@ -16,6 +16,10 @@
 //!   ([`WindowedGaussian`], [`EwmaZ`], [`RobustZ`], [`Ensemble`]).
 //! * [`LastTime`]: where each worker's share of a finite input ended, announced to every
 //!   worker, so deadlines the data never reached are not taken for missed ones.
+//! * [`LinkedComponents`]: which nodes a changing set of links connects, kept correct as links
+//!   come and go (differential dataflow's label propagation).
+//! * [`LookupAsOf`]: records looked up in a changing reference collection as it stood at their
+//!   own event time.
 //! * [`ForestScoring`]: per-group streaming scores from a seeded [`IsolationForest`] trained on a
 //!   reservoir sample and retrained on a schedule or on drift, with per-feature explanations.
 #![forbid(missing_docs)]
@@ -26,6 +30,8 @@ pub mod in_time_order;
 pub mod interval_join;
 pub mod isolation_forest;
 pub mod last_time;
+pub mod linked_components;
+pub mod lookup_as_of;
 pub mod partitioned_source;
 pub mod reservoir;
 pub mod routing;
@@ -42,6 +48,8 @@ pub use in_time_order::{Emitter, ProcessInTimeOrder, TimeOrderedProcessor};
 pub use interval_join::{Interval, IntervalJoin, IntervalJoinOutputs, JoinOptions};
 pub use isolation_forest::{ForestError, ForestParams, IsolationForest};
 pub use last_time::{EndOfInput, LastTime, LastTimeOutputs};
+pub use linked_components::LinkedComponents;
+pub use lookup_as_of::{AsOf, LookupAsOf};
 pub use partitioned_source::{Partition, PartitionRead, SourceOptions, SourceOutputs, partitioned_source};
 pub use routing::route;
 pub use score_by_key::ScoreByKey;

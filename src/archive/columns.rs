@@ -516,6 +516,7 @@ pub fn events_of(
                     price: opt_price(price).ok_or_else(|| fail("a trade without a price".into()))?,
                     quantity: opt_u64(quantity).ok_or_else(|| fail("a trade without a quantity".into()))?,
                     aggressor: opt_side(aggressor)?,
+                    linked: None,
                 }
             }
             "quote" => {

@@ -170,7 +170,7 @@ impl Detector for FeatureRecorder {
                 let price = self.price(instrument, price);
                 self.fill(state, event, event.account, side, price, quantity as f64, aggressor);
             }
-            Body::Trade { buyer, seller, price, quantity, aggressor } => {
+            Body::Trade { buyer, seller, price, quantity, aggressor, .. } => {
                 let price = self.price(instrument, price);
                 self.fill(state, event, buyer.account, Side::Buy, price, quantity as f64, aggressor);
                 self.fill(state, event, seller.account, Side::Sell, price, quantity as f64, aggressor);
@@ -371,6 +371,7 @@ mod tests {
                 price: Price(price),
                 quantity,
                 aggressor: Some(aggressor),
+                linked: None,
             },
         )
     }

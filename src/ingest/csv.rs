@@ -311,6 +311,7 @@ impl LineParser for CsvParser {
                 price: fields::price(price_text, scale, "price")?,
                 quantity: fields::quantity(quantity_text, "quantity")?,
                 aggressor: fields::optional_side(get(f, c.aggressor), "aggressor")?,
+                linked: None,
             },
             EventKind::Quote => {
                 let level = |price: &[u8], quantity: &[u8], names: [&str; 2]| -> Result<Option<Level>, Rejection> {
@@ -474,7 +475,7 @@ pub mod write {
                     line.push_str("true");
                 }
             }
-            Body::Trade { buyer, seller, price: p, quantity, aggressor } => {
+            Body::Trade { buyer, seller, price: p, quantity, aggressor, .. } => {
                 at(&mut line, 11);
                 price(&mut line, p);
                 at(&mut line, 12);

@@ -100,8 +100,12 @@ impl LineParser for ImcParser {
         let quantity = fields::quantity(quantity, "quantity")?;
         let buyer = Party { account: ctx.intern(buyer), ..Party::default() };
         let seller = Party { account: ctx.intern(seller), ..Party::default() };
-        let mut event =
-            Event::new(time, line.origin, instrument, Body::Trade { buyer, seller, price, quantity, aggressor: None });
+        let mut event = Event::new(
+            time,
+            line.origin,
+            instrument,
+            Body::Trade { buyer, seller, price, quantity, aggressor: None, linked: None },
+        );
         event.venue = if self.venue.needs_dictionary() { ctx.intern(&self.venue_text) } else { self.venue };
         out.push(event);
         Ok(())
@@ -217,6 +221,7 @@ mod tests {
                 price: Price(6_360_000),
                 quantity: 5,
                 aggressor: None,
+                linked: None,
             }
         );
         // The long instrument name is announced for the writers.

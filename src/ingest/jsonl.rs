@@ -215,6 +215,7 @@ impl LineParser for JsonlParser {
                 price: fields::price(&price_text, scale, "price")?,
                 quantity: fields::quantity(&quantity_text, "quantity")?,
                 aggressor: fields::optional_side(&text(r.aggressor, "aggressor")?, "aggressor")?,
+                linked: None,
             },
             EventKind::Quote => {
                 // Field names are literals: a good line allocates nothing.
@@ -441,6 +442,7 @@ mod tests {
                 price: Price(1_012_500),
                 quantity: 500,
                 aggressor: Some(Side::Buy),
+                linked: None,
             }
         );
         assert_eq!(
@@ -451,6 +453,7 @@ mod tests {
                 price: Price(10_000),
                 quantity: 1,
                 aggressor: None,
+                linked: None,
             }
         );
         assert_eq!(

@@ -13,7 +13,8 @@ pub mod jsonl;
 pub mod lines;
 pub mod lobster;
 pub mod partition;
-pub mod time;
+/// Event-time parsing and formatting (kept in [`crate::model::time`], shared with the layers below).
+pub use crate::model::time;
 
 use std::path::{Path, PathBuf};
 

@@ -218,6 +218,11 @@ pub enum Body {
         quantity: Quantity,
         /// Side of the aggressor, when known.
         aggressor: Option<Side>,
+        /// Whether buyer and seller accounts were linked by ownership as of the trade
+        /// ([`crate::links`]); `None` until the trade has been through
+        /// [`crate::links::LinkAccounts::link_accounts`]. Derived, so never read from input.
+        #[serde(default, skip)]
+        linked: Option<bool>,
     },
     /// Best bid and offer.
     Quote {

@@ -12,6 +12,7 @@ pub mod hex;
 pub mod ratio;
 pub mod report;
 pub mod symbol;
+pub mod time;
 pub mod triage;
 
 pub use alert::{Alert, AlertId, FeatureEvidence, Parameter, Severity, Value};

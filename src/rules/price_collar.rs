@@ -401,6 +401,7 @@ mod tests {
                 price: Price(11000),
                 quantity: 1,
                 aggressor: None,
+                linked: None,
             },
         ));
         assert_eq!(run_collar(events).len(), 1);

@@ -1,6 +1,10 @@
 //! Self-trades: a trade whose buyer and seller are the same account, or different accounts of
-//! the same beneficial owner (FINRA 5210 SM .02; wash trades under MAR Annex I). One alert per
-//! trade.
+//! the same beneficial owner or linked by ownership (FINRA 5210 SM .02; wash trades under MAR
+//! Annex I). One alert per trade.
+//!
+//! Accounts are linked as of the trade's time when the events have been through
+//! [`crate::links::LinkAccounts::link_accounts`] (the default job does this whenever the
+//! reference data states ownership); without it, the owner columns of the trade decide.
 
 use timely::dataflow::Stream;
 
@@ -34,12 +38,26 @@ impl Detector for SelfTrade {
     }
 
     fn on_event(&self, _: &mut (), event: &Event, out: &mut AlertSink<'_>) {
-        let Body::Trade { buyer, seller, quantity, .. } = event.body else {
+        let Body::Trade { buyer, seller, quantity, linked, .. } = event.body else {
             return;
         };
+        let same_owner = !buyer.owner.is_none() && buyer.owner == seller.owner;
         let (why, severity, score) = if !buyer.account.is_none() && buyer.account == seller.account {
             ("the same account is buyer and seller", Severity::Medium, 60.0)
-        } else if self.match_owner && !buyer.owner.is_none() && buyer.owner == seller.owner {
+        } else if !self.match_owner {
+            return;
+        } else if let Some(linked) = linked {
+            // Linked as of the trade (crate::links): the links decide, whatever the owner
+            // columns say.
+            if !linked {
+                return;
+            }
+            if same_owner {
+                ("buyer and seller accounts have the same beneficial owner", Severity::High, 75.0)
+            } else {
+                ("buyer and seller accounts are linked by ownership", Severity::High, 75.0)
+            }
+        } else if same_owner {
             ("buyer and seller accounts have the same beneficial owner", Severity::High, 75.0)
         } else {
             return;
@@ -97,7 +115,14 @@ mod tests {
             t,
             "X",
             "",
-            Body::Trade { buyer: party(buyer), seller: party(seller), price: Price(1), quantity: 5, aggressor: None },
+            Body::Trade {
+                buyer: party(buyer),
+                seller: party(seller),
+                price: Price(1),
+                quantity: 5,
+                aggressor: None,
+                linked: None,
+            },
         );
         e.account = Symbol::NONE;
         e

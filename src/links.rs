@@ -1,0 +1,136 @@
+//! Linked accounts: accounts under common ownership, as ownership changes over event time.
+//!
+//! Two accounts are **linked** when an owner holds at least `reference.link_share` (10 % by
+//! default: the CFTC's aggregation standard, 17 CFR 150.4(b)(2), under which positions in
+//! accounts one person owns 10 % or more of are that person's) of each of them, or when one
+//! holds that share of the other, and links are transitive: A linked to B and B to C puts A, B
+//! and C in one group. Owners may be people, entities or accounts, in one namespace.
+//!
+//! Ownership is reference data that changes while a stream runs (an account sold, an owner
+//! added): the accounts file's `owner` column holds all of its account from the start, and the
+//! ownership file (`reference.ownership`, `time,account,owner,share`) records changes at event
+//! times. The links are a differential collection over event time, their groups are kept by
+//! [`LinkedComponents`] (label propagation in an `iterate` scope, corrected rather than
+//! recomputed when a link comes or goes), and [`LinkAccounts::link_accounts`] stamps each trade's
+//! parties with their group **as of the trade's time** ([`LookupAsOf`]), so a trade made before
+//! two accounts were linked, or after they were unlinked, is not a trade between linked
+//! accounts.
+
+use std::collections::BTreeMap;
+
+use differential_dataflow::{AsCollection, VecCollection};
+use surveil_operators::{LinkedComponents, LookupAsOf};
+use timely::dataflow::operators::ToStream;
+use timely::dataflow::{Scope, Stream};
+
+use crate::model::{Body, Event, Symbol};
+use crate::reference::{OwnershipChange, ReferenceData};
+
+/// The links that `changes` make, as differential updates over event time: `((account, owner),
+/// time, +1)` when the owner's share of the account reaches `min_share`, and `-1` when it falls
+/// below. Changes apply in time order; changes at one time apply in the order given.
+///
+/// ```
+/// use surveil::links::link_updates;
+/// use surveil::model::Symbol;
+/// use surveil::reference::OwnershipChange;
+///
+/// let (a, o) = (Symbol::of(b"ACC1"), Symbol::of(b"FUND"));
+/// let change = |time, share| OwnershipChange { time, account: a, owner: o, share };
+/// // 5 %, then 25 % at time 10, then sold at time 20.
+/// let updates = link_updates(&[change(0, 0.05), change(10, 0.25), change(20, 0.0)], 0.10);
+/// assert_eq!(updates, vec![((a, o), 10, 1), ((a, o), 20, -1)]);
+/// ```
+pub fn link_updates(changes: &[OwnershipChange], min_share: f64) -> Vec<((Symbol, Symbol), u64, isize)> {
+    let mut ordered: Vec<&OwnershipChange> = changes.iter().filter(|c| c.account != c.owner).collect();
+    ordered.sort_by_key(|c| c.time);
+    let mut linked: BTreeMap<(Symbol, Symbol), bool> = BTreeMap::new();
+    let mut updates = Vec::new();
+    for change in ordered {
+        let pair = (change.account, change.owner);
+        let now = change.share >= min_share;
+        let before = linked.insert(pair, now).unwrap_or(false);
+        match (before, now) {
+            (false, true) => updates.push((pair, change.time, 1)),
+            (true, false) => updates.push((pair, change.time, -1)),
+            _ => {}
+        }
+    }
+    updates
+}
+
+/// The groups of linked accounts over event time, `(account, group)` with `group` the group's
+/// least member, built from the reference data's ownership in `scope`. Worker 0 feeds the
+/// links; every worker builds the same dataflow.
+pub fn linked_groups<'scope>(
+    scope: Scope<'scope, u64>,
+    reference: &ReferenceData,
+) -> VecCollection<'scope, u64, (Symbol, Symbol), isize> {
+    let updates =
+        if scope.index() == 0 { link_updates(&reference.ownership(), reference.link_share()) } else { Vec::new() };
+    updates.to_stream(scope).as_collection().linked_components()
+}
+
+/// Extension trait: stamp the parties of each trade with their group of linked accounts.
+pub trait LinkAccounts<'scope> {
+    /// Sets the `linked` flag of every trade ([`Body::Trade`]): whether buyer and seller
+    /// accounts are the same or in one group of `groups` as of the trade's event time. Other
+    /// events pass unchanged.
+    ///
+    /// ```
+    /// use surveil::links::{LinkAccounts, linked_groups};
+    /// use surveil::model::Body;
+    /// use surveil::reference::ReferenceData;
+    /// use timely::dataflow::operators::capture::Capture;
+    /// use timely::dataflow::operators::ToStream;
+    ///
+    /// let mut reference = ReferenceData::new(2);
+    /// // FUND takes 40 % of ACC1 and of ACC2 at time 100.
+    /// reference.add_ownership(100, "ACC1", "FUND", 0.40);
+    /// reference.add_ownership(100, "ACC2", "FUND", 0.40);
+    /// let trades = vec![
+    ///     surveil::testing::trade("ACME", "ACC1", "ACC2", 10).at(50),
+    ///     surveil::testing::trade("ACME", "ACC1", "ACC2", 10).at(150),
+    /// ];
+    /// let out = timely::example(move |scope| {
+    ///     let groups = linked_groups(scope, &reference);
+    ///     trades.to_stream(scope).link_accounts(groups).capture()
+    /// });
+    /// let linked: Vec<Option<bool>> = surveil::testing::captured(out)
+    ///     .into_iter()
+    ///     .map(|e| match e.body {
+    ///         Body::Trade { linked, .. } => linked,
+    ///         _ => None,
+    ///     })
+    ///     .collect();
+    /// assert_eq!(linked, vec![Some(false), Some(true)]);
+    /// ```
+    fn link_accounts(
+        self,
+        groups: VecCollection<'scope, u64, (Symbol, Symbol), isize>,
+    ) -> Stream<'scope, u64, Vec<Event>>;
+}
+
+impl<'scope> LinkAccounts<'scope> for Stream<'scope, u64, Vec<Event>> {
+    fn link_accounts(
+        self,
+        groups: VecCollection<'scope, u64, (Symbol, Symbol), isize>,
+    ) -> Stream<'scope, u64, Vec<Event>> {
+        self.lookup_as_of(
+            "LinkAccounts",
+            groups,
+            |event: &Event| event.time,
+            |mut event, as_of| {
+                if let Body::Trade { buyer, seller, linked, .. } = &mut event.body {
+                    let group = |account: Symbol| as_of.first(&account).copied().unwrap_or(account);
+                    *linked = Some(
+                        !buyer.account.is_none()
+                            && !seller.account.is_none()
+                            && group(buyer.account) == group(seller.account),
+                    );
+                }
+                event
+            },
+        )
+    }
+}
