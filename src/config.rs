@@ -204,6 +204,21 @@ impl Config {
         if let Some(interval) = otr.report_interval {
             nanos("rules.order_to_trade.report_interval", interval, Duration::from_nanos(1), MAX_WINDOW)?;
         }
+        let insider = &self.rules.insider_like;
+        if !(insider.band > 0.0 && insider.band <= 0.5) {
+            return Err(format!("rules.insider_like.band = {} must be above 0 and at most 0.5", insider.band));
+        }
+        if insider.min_trades == 0 {
+            return Err("rules.insider_like.min_trades must be at least 1".into());
+        }
+        share("rules.insider_like.min_lower_bound", insider.min_lower_bound)?;
+        if !(insider.confidence_z.is_finite() && insider.confidence_z > 0.0) {
+            return Err(format!("rules.insider_like.confidence_z = {} must be positive", insider.confidence_z));
+        }
+        let wash = &self.rules.linked_wash;
+        nanos("rules.linked_wash.window", wash.window, Duration::ZERO, MAX_WINDOW)?;
+        ratio("rules.linked_wash.price_tolerance_bps", wash.price_tolerance_bps)?;
+        share("rules.linked_wash.quantity_tolerance", wash.quantity_tolerance)?;
         let spoofing = &self.rules.spoofing;
         ratio("rules.spoofing.min_level_multiple", spoofing.min_level_multiple)?;
         ratio("rules.spoofing.min_size_ratio", spoofing.min_size_ratio)?;
@@ -486,6 +501,61 @@ pub struct RulesConfig {
     pub layering: LayeringConfig,
     /// Behavioural anomalies over the feature store.
     pub anomaly: AnomalyConfig,
+    /// Accounts trading at the session's price extremes.
+    pub insider_like: InsiderLikeConfig,
+    /// Opposite executions of linked accounts in separate prints.
+    pub linked_wash: LinkedWashConfig,
+}
+
+/// The linked-wash rule ([`crate::rules::linked_wash`]).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LinkedWashConfig {
+    /// Whether the rule runs (it needs ownership in the reference data). Default true.
+    pub enabled: bool,
+    /// Longest time between the two executions. Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Largest price difference, in basis points of the higher price. Default 0 (the same
+    /// price).
+    pub price_tolerance_bps: f64,
+    /// Largest quantity difference, as a share of the larger quantity. Default 0.1.
+    pub quantity_tolerance: f64,
+}
+
+impl Default for LinkedWashConfig {
+    fn default() -> Self {
+        LinkedWashConfig {
+            enabled: true,
+            window: Duration::from_secs(1),
+            price_tolerance_bps: 0.0,
+            quantity_tolerance: 0.1,
+        }
+    }
+}
+
+/// The insider-like rule ([`crate::rules::insider_like`]).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InsiderLikeConfig {
+    /// Whether the rule runs. Default true.
+    pub enabled: bool,
+    /// The favourable end of the session's range that counts as its extreme, as a share of the
+    /// range. Default 0.05.
+    pub band: f64,
+    /// Executions an account needs in a session to be judged. Default 5.
+    pub min_trades: u64,
+    /// The least Wilson lower bound of the share at the extreme that raises an alert. Default
+    /// 0.25 (five times the 5 % band).
+    pub min_lower_bound: f64,
+    /// The normal quantile of the Wilson interval. Default 1.96 (95 %).
+    pub confidence_z: f64,
+}
+
+impl Default for InsiderLikeConfig {
+    fn default() -> Self {
+        InsiderLikeConfig { enabled: true, band: 0.05, min_trades: 5, min_lower_bound: 0.25, confidence_z: 1.96 }
+    }
 }
 
 /// The feature store (`docs/features.md`).

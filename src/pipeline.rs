@@ -24,7 +24,7 @@ use crate::features::{FeatureRecorder, FeatureRow};
 use crate::links::LinkAccounts;
 use crate::manager::{AlertPolicy, ManageAlerts};
 use crate::output::{WriteReports, WriterSlot};
-use crate::rules::default_rules;
+use crate::rules::{StreamRules, default_rules};
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Concat, Probe, ToStream};
 use timely::dataflow::{ProbeHandle, Scope, Stream};
@@ -356,19 +356,23 @@ pub fn default_dataflow<'scope, P>(
     alerts: &AlertsConfig,
     cases: Option<(&CasesConfig, &Arc<CaseActions>)>,
     extra_rules: &[ExtraRule],
+    stream_rules: &StreamRules,
 ) where
     P: Partition<Record = Event, Side = Report> + 'static,
 {
     let source = partitioned_source(scope, "Ingest", partitions, options);
-    let reports = default_detection_with(source.records, rules, &reference, &features, alerts, cases, extra_rules);
+    let reports =
+        default_detection_with(source.records, rules, stream_rules, &reference, &features, alerts, cases, extra_rules);
     let late = source.late.map(|e| Report::Late(Box::new(e)));
     reports.concat(source.side).concat(late).probe_with(probe).write_reports(slot);
 }
 
 /// [`default_detection`] with the rules given.
+#[allow(clippy::too_many_arguments)]
 fn default_detection_with<'scope>(
     events: Stream<'scope, u64, Vec<Event>>,
     rules: InstrumentRules,
+    stream_rules: &StreamRules,
     reference: &Arc<ReferenceData>,
     features: &FeatureJob,
     alerts: &AlertsConfig,
@@ -378,10 +382,10 @@ fn default_detection_with<'scope>(
     let scope = events.scope();
     // Trades' parties get their group of linked accounts as of each trade, when the reference
     // data states any ownership.
-    let events = if reference.has_ownership() {
-        events.link_accounts(crate::links::linked_groups(scope, reference))
-    } else {
-        events
+    let groups = reference.has_ownership().then(|| crate::links::linked_groups(scope, reference));
+    let events = match &groups {
+        Some(groups) => events.link_accounts(groups.clone()),
+        None => events,
     };
     // The case workflow learns where the (finite) input ended, so that deadlines beyond the
     // end stay pending. The events pass through, moved rather than copied.
@@ -392,7 +396,8 @@ fn default_detection_with<'scope>(
         }
         None => (events, None),
     };
-    let extra_alerts: Vec<_> = extra_rules.iter().map(|rule| rule(events.clone())).collect();
+    let mut extra_alerts: Vec<_> = stream_rules.alerts(events.clone(), groups);
+    extra_alerts.extend(extra_rules.iter().map(|rule| rule(events.clone())));
     let rules = if features.is_active() {
         rules.with(FeatureRecorder::new(features.window_ns, reference.clone()))
     } else {
@@ -456,6 +461,7 @@ where
             &config.alerts,
             config.cases.enabled.then_some((&config.cases, &Arc::default())),
             &[],
+            &StreamRules::from_config(config),
         );
     });
     (probe, slot)
@@ -1144,6 +1150,7 @@ pub fn default_detection<'scope>(
     default_detection_with(
         events,
         default_rules(config, reference),
+        &StreamRules::from_config(config),
         reference,
         features,
         &config.alerts,

@@ -179,6 +179,15 @@ pub fn trade(instrument: &str, buyer: &str, seller: &str, quantity: u64) -> Even
     Event::new(0, Origin(0), symbol(instrument), body)
 }
 
+/// A trade between two accounts at `price_text`, at event time `time`.
+pub fn trade_at_price(time: u64, instrument: &str, buyer: &str, seller: &str, price_text: &str) -> Event {
+    let mut event = trade(instrument, buyer, seller, 1);
+    if let Body::Trade { price: p, .. } = &mut event.body {
+        *p = price(price_text);
+    }
+    event.at(time)
+}
+
 /// A best bid and offer.
 pub fn quote(instrument: &str, bid: &str, ask: &str) -> Event {
     let level = |p: &str| Some(Level { price: price(p), quantity: 100 });

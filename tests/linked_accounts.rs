@@ -18,15 +18,61 @@ const P3: &str = "imc_prosperity/p3_2025/trades_round_5_day_2.csv";
 type Trade = (u64, String, String, f64);
 
 fn trades(path: &Path) -> Vec<Trade> {
+    full_trades(path).into_iter().map(|t| (t.0, t.1, t.2, t.5)).collect()
+}
+
+/// (tick, buyer, seller, symbol, price, quantity) of the trades of positive quantity.
+fn full_trades(path: &Path) -> Vec<(u64, String, String, String, f64, f64)> {
     let text = std::fs::read_to_string(path).expect("read");
     text.lines()
         .skip(1)
         .map(|line| {
             let f: Vec<&str> = line.split(';').collect();
-            (f[0].parse().expect("tick"), f[1].to_string(), f[2].to_string(), f[6].trim().parse().expect("quantity"))
+            (
+                f[0].parse().expect("tick"),
+                f[1].to_string(),
+                f[2].to_string(),
+                f[3].to_string(),
+                f[5].trim().parse().expect("price"),
+                f[6].trim().parse().expect("quantity"),
+            )
         })
-        .filter(|t| t.3 > 0.0)
+        .filter(|t| t.5 > 0.0)
         .collect()
+}
+
+/// Pairs of a buy and a sell by the two different accounts of `group` in separate prints that
+/// are not between the two: the same symbol and price, at most `window_ticks` apart, quantities
+/// within 10 % of the larger. As (buy tick, sell tick), sorted.
+fn batch_linked_washes(path: &Path, group: [&str; 2], window_ticks: u64) -> Vec<(u64, u64)> {
+    let all = full_trades(path);
+    let member = |name: &str| group.contains(&name);
+    let mut buys = Vec::new();
+    let mut sells = Vec::new();
+    for t in &all {
+        if member(&t.1) && member(&t.2) {
+            continue; // within the group: the self-trade rule's
+        }
+        if member(&t.1) {
+            buys.push(t);
+        }
+        if member(&t.2) {
+            sells.push(t);
+        }
+    }
+    let mut pairs = Vec::new();
+    for b in &buys {
+        for s in &sells {
+            if b.1 != s.2 && b.3 == s.3 && b.4 == s.4 && b.0.abs_diff(s.0) <= window_ticks {
+                let larger = b.5.max(s.5);
+                if (b.5 - s.5).abs() <= 0.1 * larger {
+                    pairs.push((b.0, s.0));
+                }
+            }
+        }
+    }
+    pairs.sort();
+    pairs
 }
 
 /// The two different traders that trade with each other most often.
@@ -99,12 +145,26 @@ fn trades_between_linked_traders_and_self_trades_are_one_alert_each() {
         expected.sort();
         let between = expected.iter().filter(|(_, x, y)| x != y).count();
         assert!(between > 20, "{file}: {a} and {b} trade with each other {between} times");
+        // Separate prints of the two linked traders within a second (1,000 ticks of 1 ms).
+        let washes = batch_linked_washes(&data(file), [&a, &b], 1_000);
+        let tick_of = |ns: u64| (ns - event_time(&config, file, 0)) / config.ingest.imc.tick.as_nanos() as u64;
         for workers in [1, 2] {
             let (_, out) = run(&[data(file)], config.clone(), workers);
             let (seen, _) = self_trade_alerts(out.path());
             assert_eq!(seen.len(), expected.len(), "{file}, {workers} workers");
             assert_eq!(seen, expected, "{file}, {workers} workers");
+            let mut pairs: Vec<(u64, u64)> = read_jsonl(out.path(), "alerts.jsonl")
+                .into_iter()
+                .filter(|a| a["rule"] == "linked_wash")
+                .map(|a| {
+                    let time = |i: usize| tick_of(a["evidence"][i]["event_time_ns"].as_u64().expect("time"));
+                    (time(0), time(1))
+                })
+                .collect();
+            pairs.sort();
+            assert_eq!(pairs, washes, "{file}, {workers} workers: linked washes");
         }
+        println!("{file}: {a} and {b}: {between} prints between them, {} pairs of separate prints", washes.len());
     }
 }
 

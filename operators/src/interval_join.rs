@@ -41,8 +41,7 @@
 //!
 //! Written as a timely operator rather than a differential-dataflow join: differential would
 //! need insert/retract pairs to expire the state (4-9x slower than hand-written timely
-//! operators on this machine, per the project notes) and a new dependency, and nothing
-//! here needs retractions of the inputs.
+//! operators on this machine), and nothing here needs retractions of the inputs.
 
 use std::collections::VecDeque;
 use std::collections::hash_map::Entry;

@@ -22,8 +22,12 @@ pub mod rules {
     pub const SPOOFING: &str = "spoofing";
     /// Orders on several levels of one side around an opposite-side execution, then cancelled.
     pub const LAYERING: &str = "layering";
+    /// An account whose trades sit systematically at the session's price extremes.
+    pub const INSIDER_LIKE: &str = "insider_like";
+    /// Opposite executions of linked accounts in separate prints, at one price and size.
+    pub const LINKED_WASH: &str = "linked_wash";
     /// Every built-in rule name, in a fixed order.
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 10] = [
         ORDER_QUANTITY_LIMIT,
         ORDER_NOTIONAL_LIMIT,
         OFF_MARKET_PRICE,
@@ -32,6 +36,8 @@ pub mod rules {
         BEHAVIOURAL_ANOMALY,
         SPOOFING,
         LAYERING,
+        INSIDER_LIKE,
+        LINKED_WASH,
     ];
 }
 

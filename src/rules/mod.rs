@@ -16,8 +16,19 @@
 //!
 //! All of them key by instrument, so the default job runs them together in one operator over one
 //! order book state ([`default_rules`] and [`crate::detect::Detect::detect_by_instrument`]).
+//!
+//! Rules over a whole session's trades run as operators of their own on differential dataflow
+//! ([`StreamRules`]):
+//!
+//! * [`insider_like`] ([`InsiderLikeExt::insider_like`]): accounts whose trades sit
+//!   systematically at the session's price extremes.
+//! * [`linked_wash`] ([`LinkedWashExt::linked_washes`]): opposite executions of linked accounts
+//!   in separate prints, at one price and size, within moments.
 
+pub mod executions;
+pub mod insider_like;
 pub mod layering;
+pub mod linked_wash;
 pub mod order_limits;
 pub mod order_to_trade;
 pub mod price_collar;
@@ -26,16 +37,63 @@ pub mod spoofing;
 
 use std::sync::Arc;
 
+pub use insider_like::InsiderLikeExt;
 pub use layering::{Layering, LayeringExt};
+pub use linked_wash::LinkedWashExt;
 pub use order_limits::{OrderLimits, OrderLimitsExt};
 pub use order_to_trade::{OrderToTrade, OrderToTradeExt, OrderToTradeStreams};
 pub use price_collar::{PriceCollar, PriceCollarExt};
 pub use self_trade::{SelfTrade, SelfTradesExt};
 pub use spoofing::{Spoofing, SpoofingExt};
 
-use crate::config::Config;
+use timely::dataflow::Stream;
+
+use differential_dataflow::VecCollection;
+
+use crate::config::{Config, InsiderLikeConfig, LinkedWashConfig};
 use crate::detect::InstrumentRules;
+use crate::model::time::SessionCalendar;
+use crate::model::{Alert, Event, Symbol};
 use crate::reference::ReferenceData;
+
+/// The built-in rules the configuration enables that run as operators of their own on the event
+/// stream rather than in the keyed group of [`default_rules`].
+#[derive(Clone, Default)]
+pub struct StreamRules {
+    insider_like: Option<(InsiderLikeConfig, SessionCalendar)>,
+    linked_wash: Option<LinkedWashConfig>,
+}
+
+impl StreamRules {
+    /// The stream rules `config` enables.
+    pub fn from_config(config: &Config) -> StreamRules {
+        let zone = config.sessions.timezone.parse().unwrap_or(chrono_tz::UTC);
+        let insider = &config.rules.insider_like;
+        let wash = &config.rules.linked_wash;
+        StreamRules {
+            insider_like: insider.enabled.then(|| (*insider, SessionCalendar::new(zone))),
+            linked_wash: wash.enabled.then_some(*wash),
+        }
+    }
+
+    /// Their alerts over `events`, one stream per rule; `groups` are the groups of linked
+    /// accounts ([`crate::links::linked_groups`]), when the reference data states ownership
+    /// (the rules that need them do not run without).
+    pub fn alerts<'scope>(
+        &self,
+        events: Stream<'scope, u64, Vec<Event>>,
+        groups: Option<VecCollection<'scope, u64, (Symbol, Symbol), isize>>,
+    ) -> Vec<Stream<'scope, u64, Vec<Alert>>> {
+        let mut all = Vec::new();
+        if let Some((config, calendar)) = &self.insider_like {
+            all.push(events.clone().insider_like(config, calendar.clone()));
+        }
+        if let (Some(config), Some(groups)) = (&self.linked_wash, groups) {
+            all.push(events.linked_washes(groups, config));
+        }
+        all
+    }
+}
 
 /// The built-in rules the configuration enables, in a fixed order.
 pub fn default_rules(config: &Config, reference: &Arc<ReferenceData>) -> InstrumentRules {
