@@ -20,6 +20,8 @@
 //!   come and go (differential dataflow's label propagation).
 //! * [`LookupAsOf`]: records looked up in a changing reference collection as it stood at their
 //!   own event time.
+//! * [`ReleaseAt`]: records held until the watermark passes a time of their own, then released
+//!   together at that time (feeding a differential collection whose updates run ahead).
 //! * [`ForestScoring`]: per-group streaming scores from a seeded [`IsolationForest`] trained on a
 //!   reservoir sample and retrained on a schedule or on drift, with per-feature explanations.
 #![forbid(missing_docs)]
@@ -33,6 +35,7 @@ pub mod last_time;
 pub mod linked_components;
 pub mod lookup_as_of;
 pub mod partitioned_source;
+pub mod release_at;
 pub mod reservoir;
 pub mod routing;
 pub mod score_by_key;
@@ -51,6 +54,7 @@ pub use last_time::{EndOfInput, LastTime, LastTimeOutputs};
 pub use linked_components::LinkedComponents;
 pub use lookup_as_of::{AsOf, LookupAsOf};
 pub use partitioned_source::{Partition, PartitionRead, SourceOptions, SourceOutputs, partitioned_source};
+pub use release_at::ReleaseAt;
 pub use routing::route;
 pub use score_by_key::ScoreByKey;
 pub use scorers::{Ensemble, EnsembleOptions, EwmaZ, RobustZ, Scored, Scorer, SlidingOrder, WindowedGaussian};

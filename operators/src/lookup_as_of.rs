@@ -198,6 +198,9 @@ impl<'scope, D: Clone + 'static> LookupAsOf<'scope, D> for Stream<'scope, u64, V
                             }
                             return;
                         };
+                        // One session for the records answered at once (a session per record
+                        // would make a message of each).
+                        let mut session = output.session(&cap);
                         for batch in data {
                             for record in batch.drain(..) {
                                 let at = time(&record);
@@ -209,7 +212,7 @@ impl<'scope, D: Clone + 'static> LookupAsOf<'scope, D> for Stream<'scope, u64, V
                                     entry.2.push(record);
                                 } else {
                                     let as_of = AsOf { histories: &histories, time: at };
-                                    output.session(&cap).give(logic(record, &as_of));
+                                    session.give(logic(record, &as_of));
                                 }
                             }
                         }

@@ -36,6 +36,7 @@
 
 use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
+use surveil_operators::ReleaseAt;
 use timely::dataflow::Stream;
 use timely::dataflow::operators::vec::Map;
 
@@ -128,6 +129,9 @@ impl<'scope> InsiderLikeExt<'scope> for Stream<'scope, u64, Vec<Event>> {
                     .flatten()
                     .flat_map(move |x| [((last, x), last, 1), ((last, x), last + 1, -1)])
             })
+            // The updates run ahead of the stream to the session's end: held in a buffer and
+            // handed over together, rather than re-sorted by the arrangements at every step.
+            .release_at("SessionExecutions", |update: &((u64, Execution), u64, isize)| update.1)
             .as_collection();
         let extremes = executions.clone().map(|(session, x)| ((session, x.instrument), x.price)).reduce(
             |_, prices: &[(&i64, isize)], out: &mut Vec<((i64, i64), isize)>| {
