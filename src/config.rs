@@ -211,7 +211,12 @@ impl Config {
         if insider.min_trades == 0 {
             return Err("rules.insider_like.min_trades must be at least 1".into());
         }
-        share("rules.insider_like.min_lower_bound", insider.min_lower_bound)?;
+        if !(insider.min_lower_bound > 0.0 && insider.min_lower_bound <= 1.0) {
+            return Err(format!(
+                "rules.insider_like.min_lower_bound = {} must be above 0 and at most 1",
+                insider.min_lower_bound
+            ));
+        }
         if !(insider.confidence_z.is_finite() && insider.confidence_z > 0.0) {
             return Err(format!("rules.insider_like.confidence_z = {} must be positive", insider.confidence_z));
         }

@@ -74,8 +74,9 @@ pub fn linked_groups<'scope>(
 /// Extension trait: stamp the parties of each trade with their group of linked accounts.
 pub trait LinkAccounts<'scope> {
     /// Sets the `linked` flag of every trade ([`Body::Trade`]): whether buyer and seller
-    /// accounts are the same or in one group of `groups` as of the trade's event time. Other
-    /// events pass unchanged.
+    /// accounts are in one group of `groups` as of the trade's event time, or `None` when
+    /// neither account is in any group then (so that a rule can fall back on the trade's own
+    /// owner columns). Other events pass unchanged.
     ///
     /// ```
     /// use surveil::links::{LinkAccounts, linked_groups};
@@ -103,7 +104,7 @@ pub trait LinkAccounts<'scope> {
     ///         _ => None,
     ///     })
     ///     .collect();
-    /// assert_eq!(linked, vec![Some(false), Some(true)]);
+    /// assert_eq!(linked, vec![None, Some(true)]); // before time 100 neither is in a group
     /// ```
     fn link_accounts(
         self,
@@ -122,12 +123,15 @@ impl<'scope> LinkAccounts<'scope> for Stream<'scope, u64, Vec<Event>> {
             |event: &Event| event.time,
             |mut event, as_of| {
                 if let Body::Trade { buyer, seller, linked, .. } = &mut event.body {
-                    let group = |account: Symbol| as_of.first(&account).copied().unwrap_or(account);
-                    *linked = Some(
-                        !buyer.account.is_none()
-                            && !seller.account.is_none()
-                            && group(buyer.account) == group(seller.account),
-                    );
+                    let group = |account: Symbol| {
+                        if account.is_none() { None } else { as_of.first(&account).copied() }
+                    };
+                    *linked = match (group(buyer.account), group(seller.account)) {
+                        // Neither account is in the ownership data: the trade's own owner
+                        // columns decide.
+                        (None, None) => None,
+                        (b, s) => Some(b.is_some() && b == s),
+                    };
                 }
                 event
             },

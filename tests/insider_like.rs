@@ -9,7 +9,8 @@ use std::path::Path;
 
 use common::{data, read_jsonl, run};
 use serde_json::Value;
-use surveil::config::Config;
+use surveil::config::{Config, InsiderLikeConfig};
+use surveil::model::Symbol;
 use surveil::rules::insider_like::wilson_lower_bound;
 
 const P2: &str = "imc_prosperity/p2_2024/trades_round_4_day_1_wn.csv";
@@ -17,8 +18,7 @@ const P3: &str = "imc_prosperity/p3_2025/trades_round_5_day_2.csv";
 
 /// The batch answer: (account, executions at the extreme, executions counted) for every account
 /// the default parameters flag, best first. Prices compared as read (exact decimals).
-fn batch(path: &Path) -> Vec<(String, u64, u64)> {
-    let config = Config::default().rules.insider_like;
+fn batch(path: &Path, config: &InsiderLikeConfig) -> Vec<(String, u64, u64)> {
     let text = std::fs::read_to_string(path).expect("read");
     let trades: Vec<(String, String, String, f64)> = text
         .lines()
@@ -60,9 +60,10 @@ fn batch(path: &Path) -> Vec<(String, u64, u64)> {
         })
         .map(|(a, (k, n))| (a.to_string(), k, n))
         .collect();
+    // Best bound first; ties by the account's symbol, as the rule orders them.
     flagged.sort_by(|x, y| {
         let (bx, by) = (wilson_lower_bound(x.1, x.2, 1.96), wilson_lower_bound(y.1, y.2, 1.96));
-        by.total_cmp(&bx).then(x.0.cmp(&y.0))
+        by.total_cmp(&bx).then(Symbol::of(x.0.as_bytes()).cmp(&Symbol::of(y.0.as_bytes())))
     });
     flagged
 }
@@ -95,17 +96,27 @@ fn streamed(out: &Path) -> Vec<(String, u64, u64, u64)> {
 
 #[test]
 fn trades_at_the_extremes_match_the_batch_answer_and_olivia_ranks_first() {
-    for file in [P2, P3] {
-        let expected = batch(&data(file));
-        for workers in [1, 2] {
-            let (_, out) = run(&[data(file)], Config::default(), workers);
-            let seen = streamed(out.path());
-            let seen_plain: Vec<(String, u64, u64)> = seen.iter().map(|s| (s.0.clone(), s.1, s.2)).collect();
-            assert_eq!(seen_plain, expected, "{file}, {workers} workers");
-            assert_eq!(seen.iter().map(|s| s.3).collect::<Vec<_>>(), (1..=seen.len() as u64).collect::<Vec<_>>());
-        }
-        if file == P3 {
-            assert_eq!(expected.first().map(|e| e.0.as_str()), Some("Olivia"), "{expected:?}");
+    // The default threshold, and a low one that flags two accounts on the Prosperity 3 file,
+    // so that the ranking is tested too.
+    for min_lower_bound in [0.25, 0.02] {
+        let mut config = Config::default();
+        config.rules.insider_like.min_lower_bound = min_lower_bound;
+        for file in [P2, P3] {
+            let expected = batch(&data(file), &config.rules.insider_like);
+            for workers in [1, 2] {
+                let (_, out) = run(&[data(file)], config.clone(), workers);
+                let seen = streamed(out.path());
+                let seen_plain: Vec<(String, u64, u64)> = seen.iter().map(|s| (s.0.clone(), s.1, s.2)).collect();
+                assert_eq!(seen_plain, expected, "{file}, {workers} workers, {min_lower_bound}");
+                let ranks: Vec<u64> = seen.iter().map(|s| s.3).collect();
+                assert_eq!(ranks, (1..=seen.len() as u64).collect::<Vec<_>>());
+            }
+            if file == P3 {
+                assert_eq!(expected.first().map(|e| e.0.as_str()), Some("Olivia"), "{expected:?}");
+            }
+            if file == P3 && min_lower_bound < 0.1 {
+                assert!(expected.len() >= 2, "{file}: {expected:?}");
+            }
         }
     }
 }

@@ -23,6 +23,8 @@
 //! * **State.** The reference's history is kept per key; updates at times that no record can
 //!   still ask about (at or below both the stream's frontier and the times of the waiting
 //!   records) are folded into one accumulated state per key.
+//! * **Messages without a time** (an empty stamp, which makes no claim on progress) are
+//!   answered at once, as of each record's time, without waiting for the reference.
 //! * **Late records.** The crate-wide contract holds here too: a record's event time is not
 //!   earlier than the time it travels at. A record sent later than its event time is answered
 //!   as of its event time, except that updates already folded (at most up to the stream's
@@ -102,6 +104,27 @@ impl<'a, K: Hash + Eq, V: Ord + Clone> AsOf<'a, K, V> {
     /// The least value of `key` at this time, for references that hold one value per key.
     pub fn first(&self, key: &K) -> Option<&'a V> {
         self.values(key).into_iter().next()
+    }
+
+    /// The reference as of another time. Exact for times not earlier than the time the record
+    /// was sent at (history before the stream's frontier may have been folded) and not later
+    /// than the time the lookup was made as of (later updates may not have arrived): a lookup
+    /// that needs a span of time looks up as of the span's end and reads earlier times here.
+    pub fn at(&self, time: u64) -> AsOf<'a, K, V> {
+        AsOf { histories: self.histories, time }
+    }
+
+    /// The times in `(from, to]` at which the values of `key` change, ascending (with the
+    /// same exactness as [`AsOf::at`]).
+    pub fn change_times(&self, key: &K, from: u64, to: u64) -> Vec<u64> {
+        let mut times: Vec<u64> = self
+            .histories
+            .get(key)
+            .map(|h| h.changes.iter().map(|c| c.0).filter(|t| from < *t && *t <= to).collect())
+            .unwrap_or_default();
+        times.sort_unstable();
+        times.dedup();
+        times
     }
 }
 

@@ -134,10 +134,15 @@ pub fn parse_date(text: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()
 }
 
-/// Nanoseconds since the epoch of local midnight starting `date` in `zone`.
+/// Nanoseconds since the epoch of local midnight starting `date` in `zone`; where a change to
+/// summer time skips midnight (America/Santiago, 2024-09-08), the first local time that exists
+/// after it.
 pub fn local_midnight(date: NaiveDate, zone: chrono_tz::Tz) -> Option<u64> {
     let midnight = date.and_hms_opt(0, 0, 0)?;
-    let local = zone.from_local_datetime(&midnight).earliest()?;
+    // Gaps are at most a few hours; look in quarter hours.
+    let local = (0..=16).find_map(|quarter| {
+        zone.from_local_datetime(&(midnight + chrono::Duration::minutes(15 * quarter))).earliest()
+    })?;
     u64::try_from(local.timestamp_nanos_opt()?).ok()
 }
 
@@ -185,6 +190,17 @@ mod tests {
         assert_eq!(parse_event_time(b"170930340/123456789"), None);
         assert_eq!(parse_event_time(b""), None);
         assert_eq!(format_time(1_709_303_400_000_000_123), "2024-03-01T14:30:00.000000123Z");
+    }
+
+    #[test]
+    fn a_day_whose_midnight_is_skipped_starts_at_its_first_hour() {
+        let santiago = SessionCalendar::new(chrono_tz::America::Santiago);
+        // 2024-09-08 00:00 does not exist in Santiago: clocks go from 23:59:59 to 01:00 (UTC-3).
+        let (date, end) = santiago.session_of(1_725_750_000_000_000_000); // 2024-09-07T23:00Z
+        assert_eq!(date.to_string(), "2024-09-07");
+        assert_eq!(format_time(end), "2024-09-08T04:00:00.000000000Z");
+        let (_, later_end) = santiago.session_of(1_725_753_000_000_000_000);
+        assert_eq!(end, later_end, "one session, one end");
     }
 
     #[test]

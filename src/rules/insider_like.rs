@@ -8,16 +8,17 @@
 //! executions are compared with the session's range afterwards, and those that keep landing at
 //! the favourable end are ranked for review.
 //!
-//! # Logic (per session, over trades that name both parties)
+//! # Logic (per session, over the named parties of trades)
 //!
-//! 1. Per instrument, the session's lowest and highest trade price (known when the session ends).
+//! 1. Per instrument, the session's lowest and highest trade price, over every trade (known when
+//!    the session ends).
 //! 2. An execution is **at the extreme** when it is a buy within `band` of the range above the
 //!    low, or a sell within `band` of the range below the high. An instrument that traded at one
 //!    price has no extremes and does not count.
 //! 3. Per account: `n` executions that count, `k` at the extreme; the lower bound of the Wilson
 //!    score interval for `k / n` at `confidence_z` (95 % by default). The bound ranks small
 //!    perfect records below large strong ones only as far as the evidence warrants: 5 of 7 at
-//!    the extreme (lower bound 0.36) ranks above 1,034 of 5,778 (0.17), and 3 of 5 (0.23) below
+//!    the extreme (lower bound 0.36) ranks above 1,035 of 5,778 (0.17), and 3 of 5 (0.23) below
 //!    the default threshold.
 //! 4. An alert for every account with `n >= min_trades` and a lower bound of at least
 //!    `min_lower_bound`, ranked within the session by that bound; evidence: the executions at the
@@ -44,10 +45,19 @@ use super::executions::Execution;
 use crate::config::InsiderLikeConfig;
 use crate::model::alert::{rules, score_from_excess};
 use crate::model::time::SessionCalendar;
-use crate::model::{Alert, Event, Severity, Side, Symbol};
+use crate::model::{Alert, Body, Event, Severity, Side, Symbol};
 
 /// At most this many executions at the extreme go into an alert as evidence.
 pub const MAX_EVIDENCE: usize = 20;
+
+/// What the rule keeps of a trade for its session.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum Sessioned {
+    /// A trade's price, named parties or not: the session's range.
+    Price(Symbol, i64),
+    /// A named party's execution.
+    Execution(Execution),
+}
 
 /// An account's place in its session: (rank, flagged accounts, account, record).
 type Ranked = (u64, u64, Symbol, Record);
@@ -119,27 +129,38 @@ pub trait InsiderLikeExt<'scope> {
 impl<'scope> InsiderLikeExt<'scope> for Stream<'scope, u64, Vec<Event>> {
     fn insider_like(self, config: &InsiderLikeConfig, calendar: SessionCalendar) -> Stream<'scope, u64, Vec<Alert>> {
         let InsiderLikeConfig { band, min_trades, min_lower_bound, confidence_z, .. } = *config;
-        // Executions at the session's last nanosecond, retracted at its end.
-        let executions: VecCollection<'scope, u64, (u64, Execution), isize> = self
+        // Every trade's price and its named parties' executions at the session's last
+        // nanosecond, retracted at its end.
+        let updates: VecCollection<'scope, u64, (u64, Sessioned), isize> = self
             .flat_map(move |event: Event| {
+                let Body::Trade { price, .. } = event.body else {
+                    return Vec::new();
+                };
                 let (_, end) = calendar.session_of(event.time);
                 let last = end.saturating_sub(1).max(event.time);
-                Execution::of_trade(&event)
-                    .into_iter()
-                    .flatten()
-                    .flat_map(move |x| [((last, x), last, 1), ((last, x), last + 1, -1)])
+                let [buy, sell] = Execution::of_trade(&event);
+                std::iter::once(Sessioned::Price(event.instrument, price.0))
+                    .chain([buy, sell].into_iter().flatten().map(Sessioned::Execution))
+                    .flat_map(move |u| [((last, u.clone()), last, 1), ((last, u), last + 1, -1)])
+                    .collect()
             })
             // The updates run ahead of the stream to the session's end: held in a buffer and
             // handed over together, rather than re-sorted by the arrangements at every step.
-            .release_at("SessionExecutions", |update: &((u64, Execution), u64, isize)| update.1)
+            .release_at("SessionTrades", |update: &((u64, Sessioned), u64, isize)| update.1)
             .as_collection();
-        let extremes = executions.clone().map(|(session, x)| ((session, x.instrument), x.price)).reduce(
-            |_, prices: &[(&i64, isize)], out: &mut Vec<((i64, i64), isize)>| {
-                if let (Some(low), Some(high)) = (prices.first(), prices.last()) {
-                    out.push(((*low.0, *high.0), 1));
-                }
-            },
-        );
+        let executions = updates.clone().flat_map(|(session, u)| match u {
+            Sessioned::Execution(x) => Some((session, x)),
+            Sessioned::Price(..) => None,
+        });
+        let prices = updates.flat_map(|(session, u)| match u {
+            Sessioned::Price(instrument, price) => Some(((session, instrument), price)),
+            Sessioned::Execution(_) => None,
+        });
+        let extremes = prices.reduce(|_, prices: &[(&i64, isize)], out: &mut Vec<((i64, i64), isize)>| {
+            if let (Some(low), Some(high)) = (prices.first(), prices.last()) {
+                out.push(((*low.0, *high.0), 1));
+            }
+        });
         let judged = executions.map(|(session, x)| ((session, x.instrument), x)).join_map(
             extremes,
             move |&(session, _), x, &(low, high)| {
@@ -230,7 +251,7 @@ mod tests {
     #[test]
     fn bounds_rank_small_perfect_records_by_their_evidence() {
         let z = 1.96;
-        assert!(wilson_lower_bound(5, 7, z) > wilson_lower_bound(1_034, 5_778, z));
+        assert!(wilson_lower_bound(5, 7, z) > wilson_lower_bound(1_035, 5_778, z));
         assert!(wilson_lower_bound(3, 5, z) < 0.25);
         assert!(wilson_lower_bound(5, 5, z) > 0.5);
         assert!(wilson_lower_bound(0, 100, z) == 0.0);

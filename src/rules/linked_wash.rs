@@ -14,13 +14,15 @@
 //!
 //! # Logic
 //!
-//! 1. Each trade's two executions; an execution counts when its account belongs to a group of
-//!    linked accounts as of the trade ([`crate::links`]), and the trade is not itself between
-//!    two accounts of one group (those are the self-trade rule's).
-//! 2. A buy and a sell of the same instrument by **different accounts of one group**, within
-//!    `window` of each other ([`surveil_operators::IntervalJoin`], keyed by instrument and
-//!    group), at prices within `price_tolerance_bps` (0: the same price) and quantities within
-//!    `quantity_tolerance` of the larger.
+//! 1. Each trade's executions of named parties; the trade is skipped when it is itself between
+//!    two accounts of one group as of its time (those are the self-trade rule's).
+//! 2. A buy and a sell of the same instrument by **different accounts in one group of linked
+//!    accounts at the later execution's time** ([`crate::links`]), within `window` of each
+//!    other ([`surveil_operators::IntervalJoin`], keyed by instrument and group), at prices
+//!    within `price_tolerance_bps` (0: the same price) and quantities within
+//!    `quantity_tolerance` of the larger. Each execution carries its account's groups over the
+//!    `window` after it, so a group whose label changes (a new member with a lower id) still
+//!    pairs its accounts, and accounts in one group only at different times do not pair.
 //! 3. One alert per such pair of executions, at the later one's time, with both trades as
 //!    evidence.
 
@@ -35,8 +37,23 @@ use crate::config::{LinkedWashConfig, nanos_of};
 use crate::model::alert::rules;
 use crate::model::{Alert, Event, Severity, Side, Symbol};
 
-/// An execution with its account's group as of the trade.
-type Grouped = (Symbol, Execution);
+/// An execution with its account's groups from the trade's time to `window` after it, as
+/// (from, group) steps; `NONE` while the account is in no group.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+struct Linked {
+    execution: Execution,
+    groups: Vec<(u64, Symbol)>,
+}
+
+impl Linked {
+    /// The account's group at `time` (within the span the steps cover).
+    fn group_at(&self, time: u64) -> Symbol {
+        self.groups.iter().take_while(|(from, _)| *from <= time).last().map_or(Symbol::NONE, |(_, g)| *g)
+    }
+}
+
+/// A linked execution under one of its groups (the join key).
+type Grouped = (Symbol, Linked);
 
 /// Whether two executions are close enough in price and size.
 fn alike(buy: &Execution, sell: &Execution, config: &LinkedWashConfig) -> bool {
@@ -91,32 +108,61 @@ impl<'scope> LinkedWashExt<'scope> for Stream<'scope, u64, Vec<Event>> {
     ) -> Stream<'scope, u64, Vec<Alert>> {
         let config = *config;
         let window = nanos_of(config.window);
+        // Each execution waits until the groups are known `window` past it, and carries its
+        // account's groups over that span: a pair counts when both accounts are in one group
+        // at the later execution's time, whatever labels the group had before.
         let grouped: Stream<'scope, u64, Vec<Vec<Grouped>>> = self.lookup_as_of(
             "WashGroups",
             groups,
-            |event: &Event| event.time,
-            |event, as_of| {
+            move |event: &Event| event.time.saturating_add(window),
+            move |event, as_of| {
                 let [buy, sell] = Execution::of_trade(&event);
-                let group = |x: &Option<Execution>| x.and_then(|x| as_of.first(&x.account).copied());
-                let (buy_group, sell_group) = (group(&buy), group(&sell));
+                let at = |time: u64, x: &Option<Execution>| x.and_then(|x| as_of.at(time).first(&x.account).copied());
                 // A print within one group is a self-trade, not half of a pair.
+                let (buy_group, sell_group) = (at(event.time, &buy), at(event.time, &sell));
                 if buy_group.is_some() && buy_group == sell_group {
                     return Vec::new();
                 }
-                [(buy_group, buy), (sell_group, sell)].into_iter().filter_map(|(group, x)| Some((group?, x?))).collect()
+                let end = event.time.saturating_add(window);
+                let mut out = Vec::new();
+                for execution in [buy, sell].into_iter().flatten() {
+                    let mut steps: Vec<(u64, Symbol)> = Vec::new();
+                    let times =
+                        std::iter::once(event.time).chain(as_of.change_times(&execution.account, event.time, end));
+                    for time in times {
+                        let group = at(time, &Some(execution)).unwrap_or(Symbol::NONE);
+                        if steps.last().is_none_or(|(_, g)| *g != group) {
+                            steps.push((time, group));
+                        }
+                    }
+                    let mut keys: Vec<Symbol> = steps.iter().map(|(_, g)| *g).filter(|g| !g.is_none()).collect();
+                    keys.sort_unstable();
+                    keys.dedup();
+                    let linked = Linked { execution, groups: steps };
+                    out.extend(keys.into_iter().map(|key| (key, linked.clone())));
+                }
+                out
             },
         );
         let executions = grouped.flat_map(|all| all);
-        let buys = executions.clone().filter(|(_, x): &Grouped| x.side == Side::Buy);
-        let sells = executions.filter(|(_, x): &Grouped| x.side == Side::Sell);
+        let buys = executions.clone().filter(|(_, x): &Grouped| x.execution.side == Side::Buy);
+        let sells = executions.filter(|(_, x): &Grouped| x.execution.side == Side::Sell);
         let pairs = buys.interval_join(
             sells,
             "LinkedWash",
             Interval::symmetric(window),
-            |(group, x): &Grouped| ((x.instrument, *group), x.time),
-            |(group, x): &Grouped| ((x.instrument, *group), x.time),
+            |(group, x): &Grouped| ((x.execution.instrument, *group), x.execution.time),
+            |(group, x): &Grouped| ((x.execution.instrument, *group), x.execution.time),
             move |(group, buy): &Grouped, (_, sell): &Grouped| {
-                (buy.account != sell.account && alike(buy, sell, &config)).then_some((*group, *buy, *sell))
+                // Found under every group the two share within the span; counted under the
+                // one they share at the later execution, so once.
+                let later = buy.execution.time.max(sell.execution.time);
+                let (b, s) = (&buy.execution, &sell.execution);
+                (b.account != s.account
+                    && buy.group_at(later) == *group
+                    && sell.group_at(later) == *group
+                    && alike(b, s, &config))
+                .then_some((*group, *b, *s))
             },
         );
         pairs.matches.map(move |(group, buy, sell)| {
@@ -145,5 +191,54 @@ impl<'scope> LinkedWashExt<'scope> for Stream<'scope, u64, Vec<Event>> {
                 .discriminator(sell.origin);
             alert.build()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use timely::dataflow::operators::ToStream;
+    use timely::dataflow::operators::capture::Capture;
+
+    use super::*;
+    use crate::links::linked_groups;
+    use crate::reference::ReferenceData;
+    use crate::testing::{captured, trade_at_price};
+
+    const T: u64 = 10_000_000_000;
+    const MS: u64 = 1_000_000;
+
+    fn washes(reference: ReferenceData, trades: Vec<Event>) -> Vec<Alert> {
+        captured(timely::example(move |scope| {
+            let groups = linked_groups(scope, &reference);
+            trades.to_stream(scope).linked_washes(groups, &LinkedWashConfig::default()).capture()
+        }))
+    }
+
+    #[test]
+    fn a_group_whose_label_changes_still_pairs_its_accounts() {
+        let mut reference = ReferenceData::new(4);
+        reference.add_ownership(0, "ACC1", "FUND", 1.0);
+        reference.add_ownership(0, "ACC2", "FUND", 1.0);
+        // A member with a lower id joins at T: the group's label changes, its members do not.
+        reference.add_ownership(T, "7", "FUND", 0.5);
+        let trades = vec![
+            trade_at_price(T - 100 * MS, "ACME", "ACC1", "MM", "10"),
+            trade_at_price(T + 100 * MS, "ACME", "MM", "ACC2", "10"),
+        ];
+        assert_eq!(washes(reference, trades).len(), 1);
+    }
+
+    #[test]
+    fn accounts_in_one_group_only_at_different_times_do_not_pair() {
+        let mut reference = ReferenceData::new(4);
+        // Owner 1 holds BBB until T, then CCC from T.
+        reference.add_ownership(0, "BBB", "1", 1.0);
+        reference.add_ownership(T, "BBB", "1", 0.0);
+        reference.add_ownership(T, "CCC", "1", 1.0);
+        let trades = vec![
+            trade_at_price(T - 100 * MS, "ACME", "BBB", "MM", "10"),
+            trade_at_price(T + 100 * MS, "ACME", "MM", "CCC", "10"),
+        ];
+        assert!(washes(reference, trades).is_empty());
     }
 }
