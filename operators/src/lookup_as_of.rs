@@ -16,7 +16,8 @@
 //!   main stream.
 //! * **Completeness.** A record at event time `t` is answered once the reference's frontier
 //!   has passed `t` (every update at a time `<= t` has arrived); until then it waits, holding a
-//!   capability at the time it was sent at. A reference that is fully loaded up front (its
+//!   capability at the time it was sent at (one per such time), and goes as soon as its own time
+//!   has passed, whatever the others sent with it wait for. A reference that is fully loaded up front (its
 //!   input closed) answers at once, and so does a reference whose frontier runs ahead.
 //! * **Output.** One output per record, `logic(record, &as_of)`, at the time the record was
 //!   sent at, so the operator adds no delay of its own beyond waiting for the reference.
@@ -83,6 +84,10 @@ impl<V: Ord + Clone> History<V> {
         counts.into_iter().filter(|(_, c)| *c > 0).map(|(v, _)| v).collect()
     }
 }
+
+/// Records sent at one time that wait for the reference: the capability at that time, the
+/// least event time among them, and the records with their event times.
+type Waiting<D> = (Capability<u64>, u64, Vec<(u64, D)>);
 
 /// The reference collection as of one record's event time, handed to the lookup's logic.
 pub struct AsOf<'a, K, V> {
@@ -196,8 +201,9 @@ impl<'scope, D: Clone + 'static> LookupAsOf<'scope, D> for Stream<'scope, u64, V
                 // Keys with updates not folded yet.
                 let mut changed: KeySet<K> = KeySet::default();
                 // Records waiting for the reference, by the time they were sent at: the
-                // capability, the greatest event time among them, the records.
-                let mut waiting: BTreeMap<u64, (Capability<u64>, u64, Vec<D>)> = BTreeMap::new();
+                // capability, the least event time among them, the records with their times.
+                // Each record goes as soon as the reference has passed its own time.
+                let mut waiting: BTreeMap<u64, Waiting<D>> = BTreeMap::new();
                 let mut folded_to: Option<u64> = None;
                 move |(records, records_frontier), (updates, reference_frontier), output| {
                     updates.for_each_stamp(|_cap, data| {
@@ -231,8 +237,8 @@ impl<'scope, D: Clone + 'static> LookupAsOf<'scope, D> for Stream<'scope, u64, V
                                     let entry = waiting
                                         .entry(sent)
                                         .or_insert_with(|| (cap.delayed(&sent, port), at, Vec::new()));
-                                    entry.1 = entry.1.max(at);
-                                    entry.2.push(record);
+                                    entry.1 = entry.1.min(at);
+                                    entry.2.push((at, record));
                                 } else {
                                     let as_of = AsOf { histories: &histories, time: at };
                                     session.give(logic(record, &as_of));
@@ -240,18 +246,28 @@ impl<'scope, D: Clone + 'static> LookupAsOf<'scope, D> for Stream<'scope, u64, V
                             }
                         }
                     });
-                    let ready: Vec<u64> = waiting
-                        .iter()
-                        .filter(|(_, (_, latest, _))| !reference_frontier.less_equal(latest))
-                        .map(|(sent, _)| *sent)
-                        .collect();
-                    for sent in ready {
-                        let Some((cap, _, batch)) = waiting.remove(&sent) else { continue };
-                        let mut session = output.session(&cap);
-                        for record in batch {
-                            let as_of = AsOf { histories: &histories, time: time(&record) };
-                            session.give(logic(record, &as_of));
+                    let mut emptied = Vec::new();
+                    for (sent, (cap, earliest, batch)) in waiting.iter_mut() {
+                        if reference_frontier.less_equal(earliest) {
+                            continue;
                         }
+                        let mut session = output.session(&*cap);
+                        let mut rest = Vec::new();
+                        for (at, record) in batch.drain(..) {
+                            if reference_frontier.less_equal(&at) {
+                                rest.push((at, record));
+                            } else {
+                                session.give(logic(record, &AsOf { histories: &histories, time: at }));
+                            }
+                        }
+                        *earliest = rest.iter().map(|(at, _)| *at).min().unwrap_or(u64::MAX);
+                        *batch = rest;
+                        if batch.is_empty() {
+                            emptied.push(*sent);
+                        }
+                    }
+                    for sent in emptied {
+                        waiting.remove(&sent);
                     }
                     // Fold what no record can still ask about.
                     let mut bound = records_frontier.frontier().first().copied().unwrap_or(u64::MAX);
