@@ -454,7 +454,7 @@ pub struct ReferenceConfig {
     /// [`crate::links`]).
     pub ownership: Option<PathBuf>,
     /// The share of an account an owner must hold for the owner's accounts to be linked: 10 %,
-    /// the CFTC's aggregation standard (17 CFR 150.4(b)(2)). A fraction in (0, 1].
+    /// the CFTC's aggregation standard (17 CFR 150.4). A fraction in (0, 1].
     pub link_share: f64,
 }
 

@@ -1,8 +1,8 @@
 //! Linked accounts: accounts under common ownership, as ownership changes over event time.
 //!
 //! Two accounts are **linked** when an owner holds at least `reference.link_share` (10 % by
-//! default: the CFTC's aggregation standard, 17 CFR 150.4(b)(2), under which positions in
-//! accounts one person owns 10 % or more of are that person's) of each of them, or when one
+//! default: the CFTC's aggregation standard, 17 CFR 150.4, under which positions in
+//! accounts one person owns 10 % or more of are aggregated with that person's) of each of them, or when one
 //! holds that share of the other, and links are transitive: A linked to B and B to C puts A, B
 //! and C in one group. Owners may be people, entities or accounts, in one namespace.
 //!

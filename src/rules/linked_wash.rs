@@ -5,10 +5,12 @@
 //! A wash trade need not be one print with the same owner on both sides: two accounts under
 //! common ownership can each trade with the market (through different brokers, or against
 //! resting orders placed to be hit) so that the group's position does not change while volume
-//! prints. CME Rule 534 prohibits wash trades, "buy and sell orders for the same beneficial owner
-//! ... entered at or around the same time at the same or similar price"; SGX's and ICE's rules
-//! read the same way; MAR Annex I (1)(a) and Delegated Regulation 2016/522 Annex II list
-//! transactions without a change of beneficial ownership among the indicators of manipulation.
+//! prints. CME Rule 534 prohibits wash trades, including simultaneous buy and sell orders for
+//! accounts with common beneficial ownership that produce a wash result; SGX Rule 5.12.2(f)
+//! speaks of orders of "substantially the same size, at substantially the same time, and at
+//! substantially the same price"; MAR Annex I (1)(a) and Delegated Regulation 2016/522 Annex II
+//! list transactions without a change of beneficial ownership among the indicators of
+//! manipulation.
 //! The print between two linked accounts is the self-trade rule's
 //! ([`crate::rules::self_trade`]); this rule pairs the prints that are not.
 //!
