@@ -11,8 +11,8 @@
 //! ownership file (`reference.ownership`, `time,account,owner,share`) records changes at event
 //! times. The links are a differential collection over event time, their groups are kept by
 //! [`LinkedComponents`] (label propagation in an `iterate` scope, corrected rather than
-//! recomputed when a link comes or goes), and [`LinkAccounts::link_accounts`] stamps each trade's
-//! parties with their group **as of the trade's time** ([`LookupAsOf`]), so a trade made before
+//! recomputed when a link comes or goes), and [`LinkAccounts::link_accounts`] marks each trade
+//! with whether its parties were in one group **as of the trade's time** ([`LookupAsOf`]), so a trade made before
 //! two accounts were linked, or after they were unlinked, is not a trade between linked
 //! accounts.
 
@@ -60,7 +60,7 @@ pub fn link_updates(changes: &[OwnershipChange], min_share: f64) -> Vec<((Symbol
 }
 
 /// The groups of linked accounts over event time, `(account, group)` with `group` the group's
-/// least member, built from the reference data's ownership in `scope`. Worker 0 feeds the
+/// label (its least node by id, an account or an owner), built from the reference data's ownership in `scope`. Worker 0 feeds the
 /// links; every worker builds the same dataflow.
 pub fn linked_groups<'scope>(
     scope: Scope<'scope, u64>,
@@ -71,7 +71,7 @@ pub fn linked_groups<'scope>(
     updates.to_stream(scope).as_collection().linked_components()
 }
 
-/// Extension trait: stamp the parties of each trade with their group of linked accounts.
+/// Extension trait: mark each trade with whether its parties are linked as of its time.
 pub trait LinkAccounts<'scope> {
     /// Sets the `linked` flag of every trade ([`Body::Trade`]): whether buyer and seller
     /// accounts are in one group of `groups` as of the trade's event time, or `None` when
