@@ -32,6 +32,9 @@ if ! command -v moto_server >/dev/null 2>&1 || ! python3 -c "import pyarrow, bot
     python3 -m pip install --quiet --disable-pip-version-check 'moto[server]==5.2.1' 'pyarrow==26.0.1'
 fi
 
+# A run from a clean checkout gains nothing from incremental caches, which take gigabytes.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
@@ -46,3 +49,4 @@ echo "== polars oracle (separate crate: polars builds for minutes, so it is outs
 cargo fmt --manifest-path oracles/Cargo.toml -- --check
 cargo clippy --manifest-path oracles/Cargo.toml --all-targets -- -D warnings
 cargo test --manifest-path oracles/Cargo.toml
+echo "== disk used by build outputs: $(du -sh target 2>/dev/null | cut -f1)"
