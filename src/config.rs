@@ -241,6 +241,19 @@ impl Config {
         ratio("rules.layering.min_size_ratio", layering.min_size_ratio)?;
         nanos("rules.layering.window", layering.window, Duration::from_nanos(1), MAX_WINDOW)?;
         nanos("rules.layering.max_cancel_after_fill", layering.max_cancel_after_fill, Duration::ZERO, MAX_WINDOW)?;
+        let stuffing = &self.rules.quote_stuffing;
+        nanos("rules.quote_stuffing.burst_window", stuffing.burst_window, Duration::from_nanos(1), MAX_WINDOW)?;
+        nanos("rules.quote_stuffing.message_window", stuffing.message_window, Duration::from_nanos(1), MAX_WINDOW)?;
+        nanos("rules.quote_stuffing.fishing_lifetime", stuffing.fishing_lifetime, Duration::ZERO, MAX_WINDOW)?;
+        if stuffing.min_book_changes == 0 || stuffing.max_messages == 0 {
+            return Err("rules.quote_stuffing.min_book_changes and max_messages must be at least 1".into());
+        }
+        let close = &self.rules.marking_close;
+        nanos("rules.marking_close.window", close.window, Duration::from_nanos(1), Duration::from_secs(86_400))?;
+        share("rules.marking_close.min_window_share", close.min_window_share)?;
+        share("rules.marking_close.min_price_move", close.min_price_move)?;
+        share("rules.marking_close.min_concentration", close.min_concentration)?;
+        self.sessions.close_time()?;
         self.sessions.timezone.parse::<chrono_tz::Tz>().map_err(|e| format!("sessions.timezone: {e}"))?;
         self.ingest.lobster.timezone.parse::<chrono_tz::Tz>().map_err(|e| format!("ingest.lobster.timezone: {e}"))?;
         Ok(())
@@ -480,11 +493,22 @@ impl ReferenceConfig {
 pub struct SessionConfig {
     /// IANA time zone of the session calendar. Default `UTC`.
     pub timezone: String,
+    /// The close of each session, local time (`HH:MM` or `HH:MM:SS`). Default `16:00`.
+    pub close: String,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        SessionConfig { timezone: "UTC".into() }
+        SessionConfig { timezone: "UTC".into(), close: "16:00".into() }
+    }
+}
+
+impl SessionConfig {
+    /// The close as a local time of day.
+    pub fn close_time(&self) -> Result<chrono::NaiveTime, String> {
+        chrono::NaiveTime::parse_from_str(&self.close, "%H:%M:%S")
+            .or_else(|_| chrono::NaiveTime::parse_from_str(&self.close, "%H:%M"))
+            .map_err(|_| format!("sessions.close = {:?} is not a time of day (HH:MM or HH:MM:SS)", self.close))
     }
 }
 
@@ -510,6 +534,86 @@ pub struct RulesConfig {
     pub insider_like: InsiderLikeConfig,
     /// Opposite executions of linked accounts in separate prints.
     pub linked_wash: LinkedWashConfig,
+    /// Bursts of messages and of changes to the best prices by one account.
+    pub quote_stuffing: QuoteStuffingConfig,
+    /// An account's trading in the closing window that moves the closing price its way.
+    pub marking_close: MarkingCloseConfig,
+}
+
+/// Quote stuffing and message rates ([`crate::rules::quote_stuffing`]).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuoteStuffingConfig {
+    /// Whether the rule runs. Default true.
+    pub enabled: bool,
+    /// Window over which an account's changes to the best bid or offer count. Default 5 s
+    /// (KX's quote-stuffing detector).
+    #[serde(with = "humantime_serde")]
+    pub burst_window: Duration,
+    /// Changes to one side's best price by one account's messages within the burst window
+    /// that make a burst. Default 60 (KX: more than 60 changes to the best bid in 5 s).
+    pub min_book_changes: u32,
+    /// Window of the message limit. Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub message_window: Duration,
+    /// Most messages (new, replace, cancel) of one account on one instrument within the
+    /// message window: the maximum message limit of RTS 6 Art. 15, which each firm or venue
+    /// sets. Default 100, twice the pace at which KX classes an account as high-frequency
+    /// (most gaps between its messages under 20 ms).
+    pub max_messages: u32,
+    /// An order the member cancels within this time of its entry is a fishing order.
+    /// Default 1 ms (KX).
+    #[serde(with = "humantime_serde")]
+    pub fishing_lifetime: Duration,
+}
+
+impl Default for QuoteStuffingConfig {
+    fn default() -> Self {
+        QuoteStuffingConfig {
+            enabled: true,
+            burst_window: Duration::from_secs(5),
+            min_book_changes: 60,
+            message_window: Duration::from_secs(1),
+            max_messages: 100,
+            fishing_lifetime: Duration::from_millis(1),
+        }
+    }
+}
+
+/// Marking the close ([`crate::rules::marking_close`]); the close itself is
+/// [`SessionConfig::close`].
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MarkingCloseConfig {
+    /// Whether the rule runs. Default true.
+    pub enabled: bool,
+    /// The closing window before the close. Default 30 min (RedDeer's default).
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Smallest share of the window's executed volume the account took part in. Default 0.25.
+    pub min_window_share: f64,
+    /// Smallest move of the closing price from the last price before the window, in the
+    /// direction of the account's net trading in the window, as a fraction. Default 0.005.
+    pub min_price_move: f64,
+    /// Smallest share of the account's executed volume of the session on the instrument that
+    /// falls in the window: trading concentrated at the close rather than all day. Default 0.5.
+    pub min_concentration: f64,
+    /// The account must be a party to the last execution of the session (Trillium: "the last
+    /// round-lot execution of the day"). Default true.
+    pub require_last_print: bool,
+}
+
+impl Default for MarkingCloseConfig {
+    fn default() -> Self {
+        MarkingCloseConfig {
+            enabled: true,
+            window: Duration::from_secs(30 * 60),
+            min_window_share: 0.25,
+            min_price_move: 0.005,
+            min_concentration: 0.5,
+            require_last_print: true,
+        }
+    }
 }
 
 /// The linked-wash rule ([`crate::rules::linked_wash`]).
@@ -1804,6 +1908,10 @@ mod tests {
             ("[rules.anomaly]\nz_threshold = nan", "z_threshold"),
             ("[rules.order_to_trade]\nreport_interval = \"0s\"", "report_interval"),
             ("[rules.spoofing]\nmax_fill_share = 1.5", "rules.spoofing.max_fill_share"),
+            ("[rules.quote_stuffing]\nmin_book_changes = 0", "rules.quote_stuffing.min_book_changes"),
+            ("[rules.quote_stuffing]\nburst_window = \"0s\"", "rules.quote_stuffing.burst_window"),
+            ("[rules.marking_close]\nmin_window_share = 2", "rules.marking_close.min_window_share"),
+            ("[sessions]\nclose = \"4pm\"", "sessions.close"),
             ("[rules.spoofing]\nmin_size_ratio = nan", "rules.spoofing.min_size_ratio"),
             ("[rules.spoofing]\nmax_lifetime = \"0s\"", "rules.spoofing.max_lifetime"),
             ("[rules.layering]\nmin_layers = 0", "rules.layering.min_layers"),

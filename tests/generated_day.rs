@@ -14,7 +14,7 @@ fn alerts_match_the_labels_exactly_on_one_and_two_workers() {
     let config = GenerateConfig { events: 300_000, accounts: 120, instruments: 12, ..Default::default() };
     let summary = generate(&config, dir.path()).expect("generate");
     assert!(summary.labels >= 60, "{:?}", summary.labels_by_rule);
-    for rule in ["spoofing", "layering"] {
+    for rule in ["spoofing", "layering", "quote_stuffing", "marking_close"] {
         assert!(summary.labels_by_rule.get(rule).is_some_and(|&n| n > 0), "{rule}: {:?}", summary.labels_by_rule);
     }
     let run_config = Config::load(&dir.path().join("surveil.toml")).expect("config");

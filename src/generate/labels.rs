@@ -4,6 +4,8 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use crate::model::alert::rules;
+
 /// (rule, instrument, account, order id, or session date for order-to-trade labels)
 pub type LabelKey = (String, String, String, String);
 
@@ -40,7 +42,13 @@ pub fn label_keys(path: &Path) -> Result<BTreeSet<LabelKey>, LabelError> {
         let r = record.map_err(|e| error(path, e))?;
         let field = |i: usize| r.get(i).unwrap_or_default().to_string();
         let rule = field(0);
-        let id = if rule == "order_to_trade_ratio" { field(3) } else { field(5) };
+        let id = match rule.as_str() {
+            "order_to_trade_ratio" => field(3),
+            // One per account, instrument and session: the alert's first evidence is whichever
+            // of its messages or executions came first.
+            rules::QUOTE_STUFFING | rules::MARKING_CLOSE => String::new(),
+            _ => field(5),
+        };
         keys.insert((rule, field(1), field(2), id));
     }
     Ok(keys)
@@ -58,6 +66,7 @@ pub fn alert_keys(path: &Path) -> Result<Vec<LabelKey>, LabelError> {
         let id = match rule.as_str() {
             "order_to_trade_ratio" => text(&a["parameters"]["session"]),
             "self_trade" => text(&evidence["buy_order"]),
+            rules::QUOTE_STUFFING | rules::MARKING_CLOSE => String::new(),
             _ => text(&evidence["order_id"]),
         };
         keys.push((rule, text(&a["instrument"]), text(&a["account"]), id));

@@ -279,7 +279,8 @@ pub fn generate(config: &GenerateConfig, dir: &Path) -> Result<GenerateSummary, 
     )?;
     let toml_path = dir.join("surveil.toml");
     let toml = "# Synthetic trading day written by `surveil generate`; paths are relative to this file.\n\
-                [reference]\ninstruments = \"instruments.csv\"\naccounts = \"accounts.csv\"\n";
+                [reference]\ninstruments = \"instruments.csv\"\naccounts = \"accounts.csv\"\n\n\
+                [sessions]\ntimezone = \"America/New_York\"\nclose = \"16:00\"\n";
     fs::write(&toml_path, toml).map_err(|source| GenerateError::Io { path: toml_path.clone(), source })?;
 
     let name = if config.gzip { "events.csv.gz" } else { "events.csv" };

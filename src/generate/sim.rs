@@ -15,6 +15,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 mod abuse;
+mod market;
 
 use super::universe::{Role, Universe};
 use super::writer::{EventWriter, Kind, Side, Top, price_text};
@@ -131,6 +132,11 @@ enum Task {
     SpoofStep { run: u16, step: u8 },
     WallStart,
     WallStep { wall: u16, step: u8 },
+    StuffStart,
+    StuffStep { run: u16 },
+    StuffCancel { run: u16, idx: u32, id: u64 },
+    CloseStart { instrument: u32 },
+    CloseStep { closer: u16 },
 }
 
 struct Scheduled {
@@ -168,6 +174,10 @@ pub(crate) struct Plan {
     pub(crate) spoofers: usize,
     /// Sarao-style layered walls.
     pub(crate) walls: usize,
+    /// Bursts of fishing orders.
+    pub(crate) stuffers: usize,
+    /// Accounts marking the close of a quiet instrument.
+    pub(crate) closers: usize,
     /// New orders per storm account.
     pub(crate) storm_orders: u64,
     /// Deliberate executions per storm account.
@@ -188,6 +198,8 @@ impl Plan {
             storms: ((3.0 * scale).round() as usize).clamp(3, 8),
             spoofers: n(3.0),
             walls: n(6.0),
+            stuffers: n(3.0),
+            closers: n(2.0),
             storm_orders,
             storm_hits: ((storm_orders / 600) as u32).clamp(1, 3),
         }
@@ -231,6 +243,10 @@ pub(crate) struct Sim<'u> {
     walls: Vec<abuse::Wall>,
     /// (account, instrument, time) of each injected abuse scenario.
     abuse_used: Vec<(u32, u32, u64)>,
+    stuffers: Vec<market::Stuffer>,
+    closers: Vec<market::Closer>,
+    /// Executions of the instruments whose close is marked, from the open.
+    close_log: Vec<Option<Vec<market::Print>>>,
 }
 
 fn exp1(rng: &mut ChaCha8Rng) -> f64 {
@@ -331,6 +347,9 @@ impl<'u> Sim<'u> {
             spoof_runs: Vec::new(),
             walls: Vec::new(),
             abuse_used: Vec::new(),
+            stuffers: Vec::new(),
+            closers: Vec::new(),
+            close_log: (0..uni.instruments.len()).map(|_| None).collect(),
         }
     }
 
@@ -441,6 +460,7 @@ impl<'u> Sim<'u> {
             (self.plan.wash - self.plan.wash / 2, Task::WashSameOwner),
             (self.plan.spoofers, Task::SpoofStart),
             (self.plan.walls, Task::WallStart),
+            (self.plan.stuffers, Task::StuffStart),
         ];
         for (count, task) in breaches {
             for _ in 0..count {
@@ -448,6 +468,7 @@ impl<'u> Sim<'u> {
                 self.schedule_at_u(u, task);
             }
         }
+        self.plan_closers();
     }
 
     /// The opening book: market makers quote, a few resting orders join.
@@ -699,6 +720,9 @@ impl<'u> Sim<'u> {
             self.emit(Kind::Fill, t, idx, Some(lp), Some(q), Some(side));
             let (buy, sell) = if side == Side::Buy { (idx, r) } else { (r, idx) };
             let (bo, so) = (&self.orders[buy as usize], &self.orders[sell as usize]);
+            if let Some(log) = self.close_log[i].as_mut() {
+                log.push(market::Print { time: t, price: lp, quantity: q, buyer: bo.account, seller: so.account });
+            }
             self.w.trade(
                 t,
                 &self.syms[i],
@@ -1070,6 +1094,11 @@ impl<'u> Sim<'u> {
             Task::SpoofStep { run, step } => self.spoof_step(t, run, step),
             Task::WallStart => self.wall_start(t),
             Task::WallStep { wall, step } => self.wall_step(t, wall, step),
+            Task::StuffStart => self.stuff_start(t),
+            Task::StuffStep { run } => self.stuff_step(t, run),
+            Task::StuffCancel { run, idx, id } => self.stuff_cancel(t, run, idx, id),
+            Task::CloseStart { instrument } => self.close_start(t, instrument),
+            Task::CloseStep { closer } => self.close_step(t, closer),
         }
     }
 
@@ -1290,6 +1319,7 @@ impl<'u> Sim<'u> {
 
     /// Labels the storms that did breach the order-to-trade ratio.
     fn close_labels(&mut self) {
+        self.close_labels_marking();
         for s in 0..self.storms.len() {
             let st = &self.storms[s];
             let (orders, messages, fills) = (st.orders, st.messages, st.fills);

@@ -26,8 +26,12 @@ pub mod rules {
     pub const INSIDER_LIKE: &str = "insider_like";
     /// Opposite executions of linked accounts in separate prints, at one price and size.
     pub const LINKED_WASH: &str = "linked_wash";
+    /// Bursts of messages or of changes to the best prices by one account.
+    pub const QUOTE_STUFFING: &str = "quote_stuffing";
+    /// An account's closing-window trading that moves the closing price its way.
+    pub const MARKING_CLOSE: &str = "marking_close";
     /// Every built-in rule name, in a fixed order.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 12] = [
         ORDER_QUANTITY_LIMIT,
         ORDER_NOTIONAL_LIMIT,
         OFF_MARKET_PRICE,
@@ -38,6 +42,8 @@ pub mod rules {
         LAYERING,
         INSIDER_LIKE,
         LINKED_WASH,
+        QUOTE_STUFFING,
+        MARKING_CLOSE,
     ];
 }
 

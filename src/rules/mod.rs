@@ -13,6 +13,10 @@
 //!   fill of the same account's order on the other side, repeatedly.
 //! * [`Layering`] ([`LayeringExt::layering`]): orders on several levels of one side holding a
 //!   large share of its depth, cancelled after an execution on the other side.
+//! * [`QuoteStuffing`] ([`QuoteStuffingExt::quote_stuffing`]): bursts of one account's changes
+//!   to the best bid or offer, and message rates above the RTS 6 limit.
+//! * [`MarkingClose`] ([`MarkingCloseExt::marking_close`]): an account's closing-window
+//!   trading that moves the closing price its way.
 //!
 //! All of them key by instrument, so the default job runs them together in one operator over one
 //! order book state ([`default_rules`] and [`crate::detect::Detect::detect_by_instrument`]).
@@ -29,9 +33,11 @@ pub mod executions;
 pub mod insider_like;
 pub mod layering;
 pub mod linked_wash;
+pub mod marking_close;
 pub mod order_limits;
 pub mod order_to_trade;
 pub mod price_collar;
+pub mod quote_stuffing;
 pub mod self_trade;
 pub mod spoofing;
 
@@ -40,9 +46,11 @@ use std::sync::Arc;
 pub use insider_like::InsiderLikeExt;
 pub use layering::{Layering, LayeringExt};
 pub use linked_wash::LinkedWashExt;
+pub use marking_close::{MarkingClose, MarkingCloseExt};
 pub use order_limits::{OrderLimits, OrderLimitsExt};
 pub use order_to_trade::{OrderToTrade, OrderToTradeExt, OrderToTradeStreams};
 pub use price_collar::{PriceCollar, PriceCollarExt};
+pub use quote_stuffing::{QuoteStuffing, QuoteStuffingExt};
 pub use self_trade::{SelfTrade, SelfTradesExt};
 pub use spoofing::{Spoofing, SpoofingExt};
 
@@ -116,6 +124,12 @@ pub fn default_rules(config: &Config, reference: &Arc<ReferenceData>) -> Instrum
     }
     if rules.layering.enabled {
         set = set.with(Layering::new(&rules.layering));
+    }
+    if rules.quote_stuffing.enabled {
+        set = set.with(QuoteStuffing::new(&rules.quote_stuffing));
+    }
+    if rules.marking_close.enabled {
+        set = set.with(MarkingClose::new(&rules.marking_close, &config.sessions, reference.clone()));
     }
     set
 }

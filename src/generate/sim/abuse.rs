@@ -44,7 +44,7 @@ const SEPARATION_NS: u64 = 40 * 60 * 1_000_000_000;
 
 impl Sim<'_> {
     /// A proprietary (HFT) account on instrument `i` with no other injected abuse there nearby.
-    fn abuse_account(&mut self, i: usize, t: u64) -> Option<u32> {
+    pub(super) fn abuse_account(&mut self, i: usize, t: u64) -> Option<u32> {
         for _ in 0..8 {
             let account = self.pick_role(i, Role::Hft);
             let clash = self
@@ -77,7 +77,7 @@ impl Sim<'_> {
     }
 
     /// Orders of `account` resting on instrument `i`.
-    fn resting_of(&self, i: usize, account: u32) -> usize {
+    pub(super) fn resting_of(&self, i: usize, account: u32) -> usize {
         let b = &self.books[i];
         b.bids
             .values()
@@ -105,7 +105,7 @@ impl Sim<'_> {
     }
 
     /// An immediate-or-cancel order of `account`: what it filled.
-    fn take_at(&mut self, t: u64, i: usize, account: u32, side: Side, price: i64, qty: u64) -> u64 {
+    pub(super) fn take_at(&mut self, t: u64, i: usize, account: u32, side: Side, price: i64, qty: u64) -> u64 {
         if qty == 0 {
             return 0;
         }
@@ -236,7 +236,9 @@ impl Sim<'_> {
                     let o = &self.orders[gidx as usize];
                     (o.side, o.price, o.id)
                 };
-                let qty = self.depth_at(i, side, price);
+                // Another participant's order: within the background's order sizes (a level
+                // deeper than that leaves the genuine order resting, and the cycle unlabelled).
+                let qty = super::cap_qty(self.depth_at(i, side, price), price);
                 let owner = self.owner_of[account as usize];
                 let mut taker = None;
                 for _ in 0..8 {
