@@ -244,15 +244,32 @@ impl Config {
         let stuffing = &self.rules.quote_stuffing;
         nanos("rules.quote_stuffing.burst_window", stuffing.burst_window, Duration::from_nanos(1), MAX_WINDOW)?;
         nanos("rules.quote_stuffing.message_window", stuffing.message_window, Duration::from_nanos(1), MAX_WINDOW)?;
-        nanos("rules.quote_stuffing.fishing_lifetime", stuffing.fishing_lifetime, Duration::ZERO, MAX_WINDOW)?;
-        if stuffing.min_book_changes == 0 || stuffing.max_messages == 0 {
-            return Err("rules.quote_stuffing.min_book_changes and max_messages must be at least 1".into());
+        nanos(
+            "rules.quote_stuffing.fishing_lifetime",
+            stuffing.fishing_lifetime,
+            Duration::ZERO,
+            stuffing.burst_window,
+        )?;
+        if stuffing.max_book_changes == 0 || stuffing.max_messages == 0 {
+            return Err("rules.quote_stuffing.max_book_changes and max_messages must be at least 1".into());
         }
         let close = &self.rules.marking_close;
         nanos("rules.marking_close.window", close.window, Duration::from_nanos(1), Duration::from_secs(86_400))?;
         share("rules.marking_close.min_window_share", close.min_window_share)?;
         share("rules.marking_close.min_price_move", close.min_price_move)?;
         share("rules.marking_close.min_concentration", close.min_concentration)?;
+        let ignition = &self.rules.momentum_ignition;
+        nanos(
+            "rules.momentum_ignition.ignition_window",
+            ignition.ignition_window,
+            Duration::from_nanos(1),
+            MAX_WINDOW,
+        )?;
+        nanos("rules.momentum_ignition.max_reversal_delay", ignition.max_reversal_delay, Duration::ZERO, MAX_WINDOW)?;
+        if ignition.min_orders < 2 || ignition.min_price_levels < 2 {
+            return Err("rules.momentum_ignition.min_orders and min_price_levels must be at least 2".into());
+        }
+        share("rules.momentum_ignition.min_reversal_share", ignition.min_reversal_share)?;
         self.sessions.close_time()?;
         self.sessions.timezone.parse::<chrono_tz::Tz>().map_err(|e| format!("sessions.timezone: {e}"))?;
         self.ingest.lobster.timezone.parse::<chrono_tz::Tz>().map_err(|e| format!("ingest.lobster.timezone: {e}"))?;
@@ -493,22 +510,28 @@ impl ReferenceConfig {
 pub struct SessionConfig {
     /// IANA time zone of the session calendar. Default `UTC`.
     pub timezone: String,
-    /// The close of each session, local time (`HH:MM` or `HH:MM:SS`). Default `16:00`.
-    pub close: String,
+    /// The close of each session, local time (`HH:MM` or `HH:MM:SS`), after midnight. Not set
+    /// by default: marking the close runs only where it is set.
+    pub close: Option<String>,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        SessionConfig { timezone: "UTC".into(), close: "16:00".into() }
+        SessionConfig { timezone: "UTC".into(), close: None }
     }
 }
 
 impl SessionConfig {
-    /// The close as a local time of day.
-    pub fn close_time(&self) -> Result<chrono::NaiveTime, String> {
-        chrono::NaiveTime::parse_from_str(&self.close, "%H:%M:%S")
-            .or_else(|_| chrono::NaiveTime::parse_from_str(&self.close, "%H:%M"))
-            .map_err(|_| format!("sessions.close = {:?} is not a time of day (HH:MM or HH:MM:SS)", self.close))
+    /// The close as a local time of day, when set.
+    pub fn close_time(&self) -> Result<Option<chrono::NaiveTime>, String> {
+        let Some(close) = &self.close else { return Ok(None) };
+        let time = chrono::NaiveTime::parse_from_str(close, "%H:%M:%S")
+            .or_else(|_| chrono::NaiveTime::parse_from_str(close, "%H:%M"))
+            .map_err(|_| format!("sessions.close = {close:?} is not a time of day (HH:MM or HH:MM:SS)"))?;
+        if time == chrono::NaiveTime::MIN {
+            return Err("sessions.close = \"00:00\" would end each session as it starts".into());
+        }
+        Ok(Some(time))
     }
 }
 
@@ -538,6 +561,44 @@ pub struct RulesConfig {
     pub quote_stuffing: QuoteStuffingConfig,
     /// An account's trading in the closing window that moves the closing price its way.
     pub marking_close: MarkingCloseConfig,
+    /// Aggressive executions through several levels, then the position turned round.
+    pub momentum_ignition: MomentumIgnitionConfig,
+}
+
+/// Momentum ignition ([`crate::rules::momentum_ignition`]).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MomentumIgnitionConfig {
+    /// Whether the rule runs. Default true.
+    pub enabled: bool,
+    /// The short time frame of the ignition's aggressive executions. Default 10 s (bursts of
+    /// seconds: the crypto-venue example in the published models; quote bursts under 10 s).
+    #[serde(with = "humantime_serde")]
+    pub ignition_window: Duration,
+    /// Distinct aggressive orders in the ignition. Default 3 ("multiple aggressive orders").
+    pub min_orders: u32,
+    /// Distinct prices of the ignition's executions. Default 3 ("fills at multiple price
+    /// levels").
+    pub min_price_levels: u32,
+    /// Longest time from the ignition's last execution to the opposite execution that takes
+    /// the profit. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub max_reversal_delay: Duration,
+    /// Smallest share of the ignition's quantity turned round within the delay. Default 0.25.
+    pub min_reversal_share: f64,
+}
+
+impl Default for MomentumIgnitionConfig {
+    fn default() -> Self {
+        MomentumIgnitionConfig {
+            enabled: true,
+            ignition_window: Duration::from_secs(10),
+            min_orders: 3,
+            min_price_levels: 3,
+            max_reversal_delay: Duration::from_secs(30),
+            min_reversal_share: 0.25,
+        }
+    }
 }
 
 /// Quote stuffing and message rates ([`crate::rules::quote_stuffing`]).
@@ -550,9 +611,10 @@ pub struct QuoteStuffingConfig {
     /// (KX's quote-stuffing detector).
     #[serde(with = "humantime_serde")]
     pub burst_window: Duration,
-    /// Changes to one side's best price by one account's messages within the burst window
-    /// that make a burst. Default 60 (KX: more than 60 changes to the best bid in 5 s).
-    pub min_book_changes: u32,
+    /// Most changes to one side's best level (price or quantity) by one account's messages
+    /// within the burst window; more make a burst. Default 60 (KX: more than 60 changes to the
+    /// best bid in 5 s).
+    pub max_book_changes: u32,
     /// Window of the message limit. Default 1 s.
     #[serde(with = "humantime_serde")]
     pub message_window: Duration,
@@ -572,7 +634,7 @@ impl Default for QuoteStuffingConfig {
         QuoteStuffingConfig {
             enabled: true,
             burst_window: Duration::from_secs(5),
-            min_book_changes: 60,
+            max_book_changes: 60,
             message_window: Duration::from_secs(1),
             max_messages: 100,
             fishing_lifetime: Duration::from_millis(1),
@@ -1908,10 +1970,15 @@ mod tests {
             ("[rules.anomaly]\nz_threshold = nan", "z_threshold"),
             ("[rules.order_to_trade]\nreport_interval = \"0s\"", "report_interval"),
             ("[rules.spoofing]\nmax_fill_share = 1.5", "rules.spoofing.max_fill_share"),
-            ("[rules.quote_stuffing]\nmin_book_changes = 0", "rules.quote_stuffing.min_book_changes"),
+            ("[rules.quote_stuffing]\nmax_book_changes = 0", "rules.quote_stuffing.max_book_changes"),
             ("[rules.quote_stuffing]\nburst_window = \"0s\"", "rules.quote_stuffing.burst_window"),
             ("[rules.marking_close]\nmin_window_share = 2", "rules.marking_close.min_window_share"),
+            (
+                "[rules.momentum_ignition]\nmin_price_levels = 1",
+                "rules.momentum_ignition.min_orders and min_price_levels",
+            ),
             ("[sessions]\nclose = \"4pm\"", "sessions.close"),
+            ("[sessions]\nclose = \"00:00\"", "sessions.close"),
             ("[rules.spoofing]\nmin_size_ratio = nan", "rules.spoofing.min_size_ratio"),
             ("[rules.spoofing]\nmax_lifetime = \"0s\"", "rules.spoofing.max_lifetime"),
             ("[rules.layering]\nmin_layers = 0", "rules.layering.min_layers"),

@@ -213,14 +213,14 @@ fn the_untouched_aapl_hour_raises_no_quote_stuffing() {
         assert!(alerts.is_empty(), "seed {seed}: {alerts:#?}");
     }
     // The measure is live on this flow: spread over 500 accounts, an account's busiest 5 s
-    // changes the best level 5 or 6 times, so a limit of 3 is crossed.
-    let strict = QuoteStuffingConfig { min_book_changes: 3, ..QuoteStuffingConfig::default() };
+    // changes the best level 5 or 6 times, so a limit of 2 is crossed.
+    let strict = QuoteStuffingConfig { max_book_changes: 2, ..QuoteStuffingConfig::default() };
     assert!(!run(QuoteStuffing::new(&strict), aapl_with_accounts(500, 1)).is_empty());
 }
 
 #[test]
 fn the_amzn_close_with_synthetic_accounts_is_not_marked() {
-    let sessions = SessionConfig { timezone: "America/New_York".into(), close: "16:00".into() };
+    let sessions = SessionConfig { timezone: "America/New_York".into(), close: Some("16:00".into()) };
     let reference = Arc::new(surveil::reference::ReferenceData::new(4));
     let mut events = common::lobster_events(&common::data(AMZN));
     let anonymous =

@@ -11,7 +11,10 @@ use surveil::generate::{GenerateConfig, generate};
 #[test]
 fn alerts_match_the_labels_exactly_on_one_and_two_workers() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = GenerateConfig { events: 300_000, accounts: 120, instruments: 12, ..Default::default() };
+    // A seed whose small day holds every kind of scenario played out (not every small day does:
+    // a scenario is labelled only when it played out); the nine full-size days measured in
+    // docs/detectors.md cover them all.
+    let config = GenerateConfig { events: 300_000, accounts: 120, instruments: 12, seed: 2, ..Default::default() };
     let summary = generate(&config, dir.path()).expect("generate");
     assert!(summary.labels >= 60, "{:?}", summary.labels_by_rule);
     for rule in ["spoofing", "layering", "quote_stuffing", "marking_close"] {

@@ -1260,6 +1260,9 @@ impl<'u> Sim<'u> {
             buy_id,
             sell_id,
         );
+        if let Some(log) = self.close_log[i].as_mut() {
+            log.push(market::Print { time: t, price, quantity: qty, buyer, seller });
+        }
         let detail = if same_owner {
             format!(
                 "buyer {} and seller {} share owner {}",

@@ -30,8 +30,10 @@ pub mod rules {
     pub const QUOTE_STUFFING: &str = "quote_stuffing";
     /// An account's closing-window trading that moves the closing price its way.
     pub const MARKING_CLOSE: &str = "marking_close";
+    /// Aggressive executions through several levels, then the position turned round.
+    pub const MOMENTUM_IGNITION: &str = "momentum_ignition";
     /// Every built-in rule name, in a fixed order.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 13] = [
         ORDER_QUANTITY_LIMIT,
         ORDER_NOTIONAL_LIMIT,
         OFF_MARKET_PRICE,
@@ -44,6 +46,7 @@ pub mod rules {
         LINKED_WASH,
         QUOTE_STUFFING,
         MARKING_CLOSE,
+        MOMENTUM_IGNITION,
     ];
 }
 

@@ -3,7 +3,9 @@
 //! orderly execution of transactions during the closing period"; CME Rule 575; MAR Annex I
 //! 1(a) and Annex II §I 2(a)).
 //!
-//! At each session's close (`sessions.close`, local time in `sessions.timezone`), per
+//! At each session's close (`sessions.close`, local time in `sessions.timezone`; the default job
+//! runs the rule only where the configuration sets it, since a wrong close judges ordinary
+//! trading), per
 //! instrument, an account is reported when, in the closing `window` (RedDeer's default: the
 //! 30 minutes before the close):
 //!
@@ -19,10 +21,14 @@
 //! 4. with `require_last_print`, it is a party to the session's last execution (Trillium: the
 //!    account gets the last round-lot execution of the day).
 //!
-//! Executions come from fill events when the input has them (one per side of a trade; the
-//! resting side's fill counts the trade's volume once), or from trade prints otherwise (both
-//! parties). Executions after the close belong to no window. Accounts without a name (anonymous
-//! market data) are never reported, but their volume counts in the window.
+//! Executions come from fill events when the input has them (one per side of a trade: the
+//! resting sides' fills or the aggressors', whichever holds more, count each trade's volume
+//! once, so an input with one side's fills only, a firm's own flow, counts that side), or from
+//! trade prints otherwise (both parties). Executions after the close belong to no window. With
+//! no execution before the window, the reference price is the window's first; every party to
+//! an execution at the last execution's time counts as a party to the last print. Accounts
+//! without a name (anonymous market data) are never reported, but their volume counts in the
+//! window.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -33,7 +39,7 @@ use timely::dataflow::Stream;
 use crate::config::{MarkingCloseConfig, SessionConfig, nanos_of};
 use crate::detect::{AlertSink, Detect, Detector, Key};
 use crate::model::alert::rules;
-use crate::model::{Alert, Body, Decimal, Event, EventKind, IdMap, Price, Severity, Side, Symbol, Timestamp};
+use crate::model::{Alert, Body, Decimal, Event, IdMap, Price, Severity, Side, Symbol, Timestamp};
 use crate::reference::ReferenceData;
 use crate::rules::executions::Execution;
 
@@ -51,12 +57,13 @@ pub struct MarkingClose {
 
 impl MarkingClose {
     /// Builds the rule for the sessions `sessions` describes (a validated configuration: a time
-    /// zone or close that does not parse falls back to UTC and 16:00).
+    /// zone that does not parse falls back to UTC, and a close that is not set or does not parse
+    /// to 16:00; the default job runs the rule only where the close is set).
     pub fn new(config: &MarkingCloseConfig, sessions: &SessionConfig, reference: Arc<ReferenceData>) -> MarkingClose {
         MarkingClose {
             config: *config,
             zone: sessions.timezone.parse().unwrap_or(chrono_tz::UTC),
-            close: sessions.close_time().unwrap_or(NaiveTime::MIN + chrono::Duration::hours(16)),
+            close: sessions.close_time().ok().flatten().unwrap_or(NaiveTime::MIN + chrono::Duration::hours(16)),
             reference,
         }
     }
@@ -93,23 +100,42 @@ struct CloseActivity {
     evidence: VecDeque<Event>,
 }
 
-/// One session of the instrument, until its close is judged.
-struct Session {
-    date: NaiveDate,
-    close: Timestamp,
-    window_start: Timestamp,
-    /// Which events carry the executions: fills, or trade prints when there are no fills.
-    source: EventKind,
+/// The session's executions as one kind of event shows them (fills, or trade prints).
+#[derive(Default)]
+struct Tally {
+    seen: bool,
     /// The last price before the window, and the first and last in it.
     before: Option<Price>,
     first_in_window: Option<Price>,
     last: Option<Price>,
-    window_volume: f64,
+    /// Window volume from the resting sides' fills, from the aggressors' fills, and from
+    /// executions that do not say which side took liquidity (prints, or fills without an
+    /// aggressor, counted half each).
+    resting: f64,
+    aggressive: f64,
+    unknown: f64,
     /// Time and parties of the last execution.
     last_print: Timestamp,
     last_parties: Vec<Symbol>,
     last_event: Option<Event>,
     accounts: IdMap<Symbol, CloseActivity>,
+}
+
+impl Tally {
+    /// The window's executed volume: an input with the fills of both sides counts each trade
+    /// once on each of them, one with a single side's fills (a firm's own flow) on that side.
+    fn window_volume(&self) -> f64 {
+        self.resting.max(self.aggressive) + self.unknown
+    }
+}
+
+/// One session of the instrument, until its close is judged.
+struct Session {
+    date: NaiveDate,
+    close: Timestamp,
+    window_start: Timestamp,
+    fills: Tally,
+    prints: Tally,
 }
 
 /// What the rule remembers of an instrument: its current session.
@@ -147,41 +173,36 @@ impl Detector for MarkingClose {
                 date,
                 close,
                 window_start: close.saturating_sub(nanos_of(self.config.window)),
-                source: event.kind(),
-                before: None,
-                first_in_window: None,
-                last: None,
-                window_volume: 0.0,
-                last_print: 0,
-                last_parties: Vec::new(),
-                last_event: None,
-                accounts: IdMap::default(),
+                fills: Tally::default(),
+                prints: Tally::default(),
             }
         });
-        if event.kind() != session.source {
-            return;
-        }
-        let (price, parties, volume) = match event.body {
+        let in_window = event.time >= session.window_start;
+        let (session, price, parties) = match event.body {
             Body::Fill { side, price, quantity, aggressor, .. } => {
-                // The resting side's fill counts the trade; without an aggressor each side's
-                // fill counts half.
-                let volume = match aggressor {
-                    Some(a) if a == side => 0.0,
-                    Some(_) => quantity as f64,
-                    None => quantity as f64 / 2.0,
-                };
-                (price, [Some((event.account, side, quantity)), None], volume)
+                let tally = &mut session.fills;
+                if in_window {
+                    match aggressor {
+                        Some(a) if a == side => tally.aggressive += quantity as f64,
+                        Some(_) => tally.resting += quantity as f64,
+                        None => tally.unknown += quantity as f64 / 2.0,
+                    }
+                }
+                (tally, price, [Some((event.account, side, quantity)), None])
             }
             Body::Trade { price, quantity, .. } => {
+                let tally = &mut session.prints;
+                if in_window {
+                    tally.unknown += quantity as f64;
+                }
                 let [buy, sell] = Execution::of_trade(event);
                 let party = |x: Option<Execution>| x.map(|x| (x.account, x.side, x.quantity));
-                (price, [party(buy), party(sell)], quantity as f64)
+                (tally, price, [party(buy), party(sell)])
             }
             _ => return,
         };
-        let in_window = event.time >= session.window_start;
+        session.seen = true;
         if in_window {
-            session.window_volume += volume;
             session.first_in_window.get_or_insert(price);
             session.last = Some(price);
         } else {
@@ -226,12 +247,15 @@ impl Detector for MarkingClose {
 }
 
 impl MarkingClose {
-    fn judge(&self, session: &Session, out: &mut AlertSink<'_>) {
+    fn judge(&self, day: &Session, out: &mut AlertSink<'_>) {
         let config = &self.config;
+        // Fills when the input has them, trade prints otherwise.
+        let session = if day.fills.seen { &day.fills } else { &day.prints };
+        let window_volume = session.window_volume();
         let (Some(last), Some(reference)) = (session.last, session.before.or(session.first_in_window)) else {
             return;
         };
-        if reference.0 == 0 || session.window_volume <= 0.0 {
+        if reference.0 == 0 || window_volume <= 0.0 {
             return;
         }
         let moved = (last.0 - reference.0) as f64 / reference.0 as f64;
@@ -246,7 +270,7 @@ impl MarkingClose {
             if window == 0 || net == 0 || (net > 0) != (moved > 0.0) {
                 continue;
             }
-            let share = (window as f64 / session.window_volume).min(1.0);
+            let share = (window as f64 / window_volume).min(1.0);
             let concentration = window as f64 / activity.session.max(1) as f64;
             let in_last = session.last_parties.contains(&account);
             if share < config.min_window_share
@@ -255,13 +279,15 @@ impl MarkingClose {
             {
                 continue;
             }
-            self.alert(session, account, activity, (reference, last, moved), (share, concentration, in_last), out);
+            self.alert(day, session, account, activity, (reference, last, moved), (share, concentration, in_last), out);
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn alert(
         &self,
-        session: &Session,
+        day: &Session,
+        session: &Tally,
         account: Symbol,
         activity: &CloseActivity,
         (reference, last, moved): (Price, Price, f64),
@@ -292,7 +318,7 @@ impl MarkingClose {
             .explain(format!(
                 "net {direction}er of {} in the {minutes:.0} min before the {} close ({:.0} % of the window's volume, {:.0} % of its own volume of the session){}; the closing price moved {:+.2} % from {} to {}",
                 activity.bought.abs_diff(activity.sold),
-                session.date,
+                day.date,
                 100.0 * share,
                 100.0 * concentration,
                 if in_last { ", a party to the last execution" } else { "" },
@@ -321,7 +347,7 @@ impl MarkingClose {
         {
             alert.evidence(&last);
         }
-        alert.discriminator(session.close);
+        alert.discriminator(day.close);
     }
 }
 
@@ -375,8 +401,12 @@ mod tests {
     const DAY: u64 = 1_709_251_200_000_000_000;
     const CLOSE: u64 = DAY + 16 * 60 * MINUTE;
 
+    fn sessions() -> SessionConfig {
+        SessionConfig { close: Some("16:00".into()), ..SessionConfig::default() }
+    }
+
     fn rule() -> MarkingClose {
-        MarkingClose::new(&MarkingCloseConfig::default(), &SessionConfig::default(), Arc::new(ReferenceData::new(2)))
+        MarkingClose::new(&MarkingCloseConfig::default(), &sessions(), Arc::new(ReferenceData::new(2)))
     }
 
     /// A trade print of `quantity` at `cents`.
@@ -455,8 +485,7 @@ mod tests {
         let events = with_origins(events);
         assert!(run(rule(), events.clone()).is_empty());
         let lenient = MarkingCloseConfig { require_last_print: false, ..MarkingCloseConfig::default() };
-        let alerts =
-            run(MarkingClose::new(&lenient, &SessionConfig::default(), Arc::new(ReferenceData::new(2))), events);
+        let alerts = run(MarkingClose::new(&lenient, &sessions(), Arc::new(ReferenceData::new(2))), events);
         assert_eq!(alerts.len(), 1);
         // Selling into a rise is not marking it (its buyer is).
         let selling: Vec<Event> = day(5, 1_010, 0)

@@ -17,6 +17,8 @@
 //!   to the best bid or offer, and message rates above the RTS 6 limit.
 //! * [`MarkingClose`] ([`MarkingCloseExt::marking_close`]): an account's closing-window
 //!   trading that moves the closing price its way.
+//! * [`MomentumIgnition`] ([`MomentumIgnitionExt::momentum_ignition`]): aggressive executions
+//!   through several price levels, then the position turned round at the price they made.
 //!
 //! All of them key by instrument, so the default job runs them together in one operator over one
 //! order book state ([`default_rules`] and [`crate::detect::Detect::detect_by_instrument`]).
@@ -34,6 +36,7 @@ pub mod insider_like;
 pub mod layering;
 pub mod linked_wash;
 pub mod marking_close;
+pub mod momentum_ignition;
 pub mod order_limits;
 pub mod order_to_trade;
 pub mod price_collar;
@@ -47,6 +50,7 @@ pub use insider_like::InsiderLikeExt;
 pub use layering::{Layering, LayeringExt};
 pub use linked_wash::LinkedWashExt;
 pub use marking_close::{MarkingClose, MarkingCloseExt};
+pub use momentum_ignition::{MomentumIgnition, MomentumIgnitionExt};
 pub use order_limits::{OrderLimits, OrderLimitsExt};
 pub use order_to_trade::{OrderToTrade, OrderToTradeExt, OrderToTradeStreams};
 pub use price_collar::{PriceCollar, PriceCollarExt};
@@ -128,8 +132,11 @@ pub fn default_rules(config: &Config, reference: &Arc<ReferenceData>) -> Instrum
     if rules.quote_stuffing.enabled {
         set = set.with(QuoteStuffing::new(&rules.quote_stuffing));
     }
-    if rules.marking_close.enabled {
+    if rules.marking_close.enabled && config.sessions.close.is_some() {
         set = set.with(MarkingClose::new(&rules.marking_close, &config.sessions, reference.clone()));
+    }
+    if rules.momentum_ignition.enabled {
+        set = set.with(MomentumIgnition::new(&rules.momentum_ignition));
     }
     set
 }

@@ -6,8 +6,9 @@
 //!
 //! * **Book changes**: the best bid or the best offer (its price or the quantity resting there)
 //!   changed by the account's own messages (its new orders, replaces and cancels; an execution
-//!   is the aggressor's, and a fill event does not say who that was) at least
-//!   `min_book_changes` times within `burst_window` on one side. KX's published detector: more
+//!   is the aggressor's, and a fill event does not say who that was; a marketable order that
+//!   crosses the book until its fills come changes nothing) more than `max_book_changes` times
+//!   within `burst_window` on one side. KX's published detector: more
 //!   than 60 changes to the best bid in 5 seconds (their real example had 60 in 0.12 s); bursts
 //!   "usually last less than 10 seconds". A quote update at the touch is a change whether it
 //!   moves the price or only the size: flickering a round lot on a one-tick market floods the
@@ -64,7 +65,7 @@ struct Activity {
 /// One message of an account.
 #[derive(Clone, Copy)]
 struct Recent {
-    time: Timestamp,
+    event: Event,
     new_order: bool,
     fishing: bool,
     /// Sides of the book whose best level it changed.
@@ -80,7 +81,7 @@ impl Activity {
         while self.messages.front().is_some_and(|t| now.saturating_sub(*t) >= message_window) {
             self.messages.pop_front();
         }
-        while self.recent.front().is_some_and(|r| now.saturating_sub(r.time) >= window) {
+        while self.recent.front().is_some_and(|r| now.saturating_sub(r.event.time) >= window) {
             self.recent.pop_front();
         }
         for changes in &mut self.changes {
@@ -123,8 +124,9 @@ pub struct QuoteStuffingState {
     /// Best bid and offer (price and depth) after the last event.
     best: [Option<(Price, Depth)>; 2],
     accounts: IdMap<Symbol, Activity>,
-    /// Entry times of orders entered within the fishing lifetime, oldest first.
+    /// Entry times of orders entered within the fishing lifetime, oldest first, and by order.
     entries: VecDeque<(Timestamp, Symbol)>,
+    entered: IdMap<Symbol, Timestamp>,
     /// When idle accounts were last swept out.
     swept: Timestamp,
 }
@@ -148,21 +150,32 @@ impl Detector for QuoteStuffing {
     fn on_event(&self, state: &mut QuoteStuffingState, event: &Event, out: &mut AlertSink<'_>) {
         let now = event.time;
         let lifetime = nanos_of(self.config.fishing_lifetime);
-        while state.entries.front().is_some_and(|(t, _)| now.saturating_sub(*t) > lifetime) {
+        while let Some(&(t, order)) = state.entries.front()
+            && now.saturating_sub(t) > lifetime
+        {
             state.entries.pop_front();
+            if state.entered.get(&order) == Some(&t) {
+                state.entered.remove(&order);
+            }
         }
         let best = out.book().map_or([None, None], |book| [book.best(Side::Buy), book.best(Side::Sell)]);
-        let changed = [best[0] != state.best[0], best[1] != state.best[1]];
-        state.best = best;
+        // A marketable order rests at its limit, crossing the book, until its fills come: it
+        // changes nothing that anyone quotes, and the fills put the same levels back.
+        let crossed = matches!((best[0], best[1]), (Some((bid, _)), Some((ask, _))) if bid >= ask);
+        let changed = if crossed { [false, false] } else { [best[0] != state.best[0], best[1] != state.best[1]] };
+        if !crossed {
+            state.best = best;
+        }
         let message = match event.body {
             Body::NewOrder { order, .. } => {
                 state.entries.push_back((now, order));
+                state.entered.insert(order, now);
                 Some((true, false))
             }
             Body::Replace { .. } => Some((false, false)),
             Body::Cancel { order, reason: CancelReason::Member, .. } => {
                 let gone = out.order().is_some_and(|c| c.after.is_none() && c.before.is_some());
-                let fishing = gone && state.entries.iter().any(|(_, o)| *o == order);
+                let fishing = gone && state.entered.get(&order).is_some_and(|t| now.saturating_sub(*t) <= lifetime);
                 Some((false, fishing))
             }
             _ => None,
@@ -173,7 +186,7 @@ impl Detector for QuoteStuffing {
         }
         let (window, message_window) = (nanos_of(self.config.burst_window), nanos_of(self.config.message_window));
         let activity = state.accounts.entry(event.account).or_default();
-        let recent = Recent { time: now, new_order, fishing, changes: u8::from(changed[0]) + u8::from(changed[1]) };
+        let recent = Recent { event: *event, new_order, fishing, changes: u8::from(changed[0]) + u8::from(changed[1]) };
         activity.messages.push_back(now);
         activity.recent.push_back(recent);
         for (i, changes) in activity.changes.iter_mut().enumerate() {
@@ -187,18 +200,23 @@ impl Detector for QuoteStuffing {
         } else {
             (Side::Sell, activity.changes[1].len())
         };
-        let breach = peak >= self.config.min_book_changes as usize
-            || activity.messages.len() > self.config.max_messages as usize;
+        let breach =
+            peak > self.config.max_book_changes as usize || activity.messages.len() > self.config.max_messages as usize;
         if breach && activity.burst.is_none() {
-            // The burst's evidence starts with the changes that crossed the limit.
+            // The burst's evidence starts with the changes that crossed the limit (a message
+            // that changed both sides once), or its messages when none changed the book.
             let mut evidence: Vec<Event> = activity.changes.iter().flatten().copied().collect();
             evidence.sort_by_key(Event::order_key);
+            evidence.dedup_by_key(|e| e.order_key());
+            if evidence.is_empty() {
+                evidence = activity.recent.iter().map(|r| r.event).collect();
+            }
             evidence.truncate(MAX_EVIDENCE);
             // Its totals start with the messages of the burst window that led to it; the
             // current one is counted below.
             let earlier = activity.recent.iter().take(activity.recent.len().saturating_sub(1));
             let mut burst = Burst {
-                start: activity.recent.front().map_or(now, |r| r.time),
+                start: activity.recent.front().map_or(now, |r| r.event.time),
                 last_breach: now,
                 peak_changes: 0,
                 peak_side: side,
@@ -224,7 +242,12 @@ impl Detector for QuoteStuffing {
             }
             burst.peak_messages = burst.peak_messages.max(activity.messages.len());
             burst.count(&recent);
-            if burst.evidence.len() < MAX_EVIDENCE && recent.changes > 0 && !burst.evidence.contains(event) {
+            let changes_shown = burst.peak_changes > 0 && recent.changes > 0;
+            let messages_shown = burst.peak_changes == 0;
+            if burst.evidence.len() < MAX_EVIDENCE
+                && (changes_shown || messages_shown)
+                && !burst.evidence.contains(event)
+            {
                 burst.evidence.push(*event);
             }
         }
@@ -263,7 +286,7 @@ impl Detector for QuoteStuffing {
 impl QuoteStuffing {
     fn alert(&self, account: Symbol, burst: &Burst, out: &mut AlertSink<'_>) {
         let config = &self.config;
-        let changes = (burst.peak_changes as f64 / (2.0 * f64::from(config.min_book_changes.max(1)))).clamp(0.0, 1.0);
+        let changes = (burst.peak_changes as f64 / (2.0 * f64::from(config.max_book_changes.max(1)))).clamp(0.0, 1.0);
         let messages = (burst.peak_messages as f64 / (2.0 * f64::from(config.max_messages.max(1)))).clamp(0.0, 1.0);
         let fishing_share = if burst.new_orders == 0 { 0.0 } else { burst.fishing as f64 / burst.new_orders as f64 };
         let score = 100.0 * (0.5 * changes + 0.3 * messages + 0.2 * fishing_share.clamp(0.0, 1.0));
@@ -274,17 +297,24 @@ impl QuoteStuffing {
         };
         let seconds = burst.last_breach.saturating_sub(burst.start) as f64 / 1e9;
         let book_side = if burst.peak_side == Side::Buy { "bid" } else { "offer" };
+        let changes_text = if burst.peak_changes == 0 {
+            "no change of the best bid or offer".to_string()
+        } else {
+            format!(
+                "up to {} changes of the best {book_side} within {} (limit {})",
+                burst.peak_changes,
+                humantime::format_duration(config.burst_window),
+                config.max_book_changes
+            )
+        };
         let mut alert = out.alert_now();
         alert
             .account(account)
             .severity(severity)
             .score(score)
             .explain(format!(
-                "{} messages in {seconds:.2} s: up to {} changes of the best {book_side} within {} (limit {}), up to {} messages within {} (limit {}), {} of {} new orders cancelled within {}",
+                "{} messages in {seconds:.2} s: {changes_text}, up to {} messages within {} (limit {}), {} of {} new orders cancelled within {}",
                 burst.messages,
-                burst.peak_changes,
-                humantime::format_duration(config.burst_window),
-                config.min_book_changes,
                 burst.peak_messages,
                 humantime::format_duration(config.message_window),
                 config.max_messages,
@@ -296,7 +326,7 @@ impl QuoteStuffing {
             .param("book_changes", burst.changes)
             .param("peak_book_changes", burst.peak_changes)
             .param("peak_side", burst.peak_side.as_str())
-            .param("min_book_changes", u64::from(config.min_book_changes))
+            .param("max_book_changes", u64::from(config.max_book_changes))
             .param("burst_window_s", config.burst_window.as_secs_f64())
             .param("peak_messages", burst.peak_messages)
             .param("max_messages", u64::from(config.max_messages))
@@ -395,8 +425,22 @@ mod tests {
 
     #[test]
     fn slow_changes_or_another_accounts_messages_are_not_a_burst() {
-        // 40 cycles 100 ms apart: at most 50 changes within any 5 s.
-        assert!(run(QuoteStuffing::new(&QuoteStuffingConfig::default()), stuffing("SLOW", 25, 100, 500)).is_empty());
+        // 100 cycles 200 ms apart: 200 changes, at most 50 within any 5 s.
+        assert!(run(QuoteStuffing::new(&QuoteStuffingConfig::default()), stuffing("SLOW", 100, 200, 500)).is_empty());
+        // 30 cycles 50 ms apart: exactly 60 changes, the limit, not more.
+        assert!(run(QuoteStuffing::new(&QuoteStuffingConfig::default()), stuffing("SIXTY", 30, 50, 500)).is_empty());
+        // Marketable orders crossing the touch until their fills come change nothing quoted.
+        let mut taking = stuffing("X", 0, 0, 0);
+        for c in 0..100u64 {
+            let (id, t) = (format!("T{c}"), 10 * MS + c * 20 * MS);
+            taking.push(new_order("ACME", &id, "TAKER", Side::Buy, "10.10", 1).at(t));
+            taking.push(crate::testing::fill("ACME", &id, "TAKER", Side::Buy, "10.10", 1).at(t));
+            taking.push(crate::testing::fill("ACME", "A0", "MM", Side::Sell, "10.10", 1).at(t));
+        }
+        for (i, e) in taking.iter_mut().enumerate() {
+            e.origin = crate::model::Origin::new(0, i as u64);
+        }
+        assert!(run(QuoteStuffing::new(&QuoteStuffingConfig::default()), taking).is_empty());
         // Changes not at the touch: a bid below the best changes nothing.
         let mut events = stuffing("X", 0, 0, 0);
         for c in 0..100u64 {
@@ -428,6 +472,9 @@ mod tests {
         assert_eq!(count(&alerts[0], "peak_book_changes"), Some(0));
         assert_eq!(count(&alerts[0], "peak_messages"), Some(120));
         assert_eq!(count(&alerts[0], "fishing_orders"), Some(0));
+        // Its evidence is its first messages; no book side is named.
+        assert_eq!(alerts[0].evidence.len(), MAX_EVIDENCE);
+        assert!(alerts[0].explanation.contains("no change of the best bid or offer"), "{}", alerts[0].explanation);
         // Two bursts a quiet window apart are two alerts.
         let mut twice = stuffing("STUFFER", 40, 50, 500);
         let later: Vec<Event> = stuffing("STUFFER", 40, 50, 500)

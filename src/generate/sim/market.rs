@@ -55,7 +55,7 @@ pub(super) struct Print {
     pub(super) seller: u32,
 }
 
-/// Changes of the best price within this window that make a burst (KX).
+/// More changes of the best level than this within this window make a burst (KX).
 const BURST_WINDOW_NS: u64 = 5 * NS_PER_S;
 const BURST_CHANGES: usize = 60;
 /// The closing window (RedDeer's default) and the published thresholds the label checks.
@@ -179,7 +179,7 @@ impl Sim<'_> {
             }
             peak = peak.max(k + 1 - first);
         }
-        if peak >= BURST_CHANGES {
+        if peak > BURST_CHANGES {
             let detail = format!("{} changes of the best level, up to {peak} within 5 s", s.changes.len());
             let (i, account, start) = (s.instrument as usize, s.account, s.start);
             self.label(rules::QUOTE_STUFFING, i, account, start, None, detail);
