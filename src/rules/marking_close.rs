@@ -21,9 +21,9 @@
 //! 4. with `require_last_print`, it is a party to the session's last execution (Trillium: the
 //!    account gets the last round-lot execution of the day).
 //!
-//! Executions come from fill events when the input has them (one per side of a trade: the
-//! resting sides' fills or the aggressors', whichever holds more, count each trade's volume
-//! once, so an input with one side's fills only, a firm's own flow, counts that side), or from
+//! Executions come from fill events when the input has them (the fills of one time and price
+//! count the larger of their bought and sold quantities, so both sides' fills of a trade count
+//! it once and an input with one side's fills only, a firm's own flow, counts each), or from
 //! trade prints otherwise (both parties). Executions after the close belong to no window. With
 //! no execution before the window, the reference price is the window's first; every party to
 //! an execution at the last execution's time counts as a party to the last print. Accounts
@@ -108,12 +108,14 @@ struct Tally {
     before: Option<Price>,
     first_in_window: Option<Price>,
     last: Option<Price>,
-    /// Window volume from the resting sides' fills, from the aggressors' fills, and from
-    /// executions that do not say which side took liquidity (prints, or fills without an
-    /// aggressor, counted half each).
-    resting: f64,
-    aggressive: f64,
-    unknown: f64,
+    /// Window volume of the groups of executions already closed, and the group of the current
+    /// time and price: its bought and sold quantities (fills), of which the larger is the
+    /// volume traded (both sides' fills of a trade count it once; a one-sided input, a firm's
+    /// own flow, counts each of its fills).
+    volume: u64,
+    group: Option<(Timestamp, Price)>,
+    group_bought: u64,
+    group_sold: u64,
     /// Time and parties of the last execution.
     last_print: Timestamp,
     last_parties: Vec<Symbol>,
@@ -122,10 +124,25 @@ struct Tally {
 }
 
 impl Tally {
-    /// The window's executed volume: an input with the fills of both sides counts each trade
-    /// once on each of them, one with a single side's fills (a firm's own flow) on that side.
+    /// Adds an execution of the window to the volume: `side` for a fill, `None` for a print.
+    fn add_volume(&mut self, time: Timestamp, price: Price, side: Option<Side>, quantity: u64) {
+        if self.group != Some((time, price)) {
+            self.volume = self.volume.saturating_add(self.group_bought.max(self.group_sold));
+            (self.group, self.group_bought, self.group_sold) = (Some((time, price)), 0, 0);
+        }
+        match side {
+            Some(Side::Buy) => self.group_bought = self.group_bought.saturating_add(quantity),
+            Some(Side::Sell) => self.group_sold = self.group_sold.saturating_add(quantity),
+            None => {
+                self.group_bought = self.group_bought.saturating_add(quantity);
+                self.group_sold = self.group_sold.saturating_add(quantity);
+            }
+        }
+    }
+
+    /// The window's executed volume.
     fn window_volume(&self) -> f64 {
-        self.resting.max(self.aggressive) + self.unknown
+        self.volume.saturating_add(self.group_bought.max(self.group_sold)) as f64
     }
 }
 
@@ -179,21 +196,17 @@ impl Detector for MarkingClose {
         });
         let in_window = event.time >= session.window_start;
         let (session, price, parties) = match event.body {
-            Body::Fill { side, price, quantity, aggressor, .. } => {
+            Body::Fill { side, price, quantity, .. } => {
                 let tally = &mut session.fills;
                 if in_window {
-                    match aggressor {
-                        Some(a) if a == side => tally.aggressive += quantity as f64,
-                        Some(_) => tally.resting += quantity as f64,
-                        None => tally.unknown += quantity as f64 / 2.0,
-                    }
+                    tally.add_volume(event.time, price, Some(side), quantity);
                 }
                 (tally, price, [Some((event.account, side, quantity)), None])
             }
             Body::Trade { price, quantity, .. } => {
                 let tally = &mut session.prints;
                 if in_window {
-                    tally.unknown += quantity as f64;
+                    tally.add_volume(event.time, price, None, quantity);
                 }
                 let [buy, sell] = Execution::of_trade(event);
                 let party = |x: Option<Execution>| x.map(|x| (x.account, x.side, x.quantity));
@@ -364,10 +377,11 @@ pub trait MarkingCloseExt<'scope> {
     /// use timely::dataflow::operators::ToStream;
     ///
     /// let reference = Arc::new(ReferenceData::new(2));
+    /// let sessions = SessionConfig { timezone: "America/New_York".into(), close: Some("16:00".into()) };
     /// let alerts = timely::example(move |scope| {
     ///     Vec::<surveil::model::Event>::new()
     ///         .to_stream(scope)
-    ///         .marking_close(&MarkingCloseConfig::default(), &SessionConfig::default(), reference)
+    ///         .marking_close(&MarkingCloseConfig::default(), &sessions, reference)
     ///         .capture()
     /// });
     /// assert!(surveil::testing::captured(alerts).is_empty());
@@ -470,6 +484,50 @@ mod tests {
             );
             assert_eq!(a.evidence.len(), 6, "{a:#?}");
         }
+    }
+
+    /// A fill of `account`'s order at `cents`, taking liquidity or not.
+    fn own_fill(time: u64, account: &str, side: Side, cents: i64, quantity: u64, aggressive: bool) -> Event {
+        let aggressor = if aggressive { side } else { side.opposite() };
+        event(
+            time,
+            "ACME",
+            account,
+            Body::Fill {
+                order: Symbol::of(format!("{account}{time}").as_bytes()),
+                side,
+                price: Price(cents),
+                quantity,
+                aggressor: Some(aggressor),
+                hidden: false,
+            },
+        )
+    }
+
+    #[test]
+    fn fills_count_each_trade_once_whether_both_sides_or_one_are_in_the_input() {
+        // Both sides' fills: the closer's aggressive buys of 200 against MM's resting sells,
+        // and A's 300 bought from B, in the window; before it, trading at 10.00.
+        let mut both = vec![own_fill(CLOSE - 60 * MINUTE, "A", Side::Buy, 1_000, 100, true)];
+        both.push(own_fill(CLOSE - 60 * MINUTE, "B", Side::Sell, 1_000, 100, false));
+        for k in 0..5u64 {
+            let (t, cents) = (CLOSE - (20 - 2 * k) * MINUTE, 1_002 + 2 * k as i64);
+            both.push(own_fill(t, "CLOSER", Side::Buy, cents, 200, true));
+            both.push(own_fill(t, "MM", Side::Sell, cents, 200, false));
+        }
+        both.push(own_fill(CLOSE - 5 * MINUTE, "A", Side::Buy, 1_005, 300, false));
+        both.push(own_fill(CLOSE - 5 * MINUTE, "B", Side::Sell, 1_005, 300, true));
+        both.push(own_fill(CLOSE - MINUTE, "CLOSER", Side::Buy, 1_012, 100, true));
+        both.push(own_fill(CLOSE - MINUTE, "MM", Side::Sell, 1_012, 100, false));
+        let alerts = run(rule(), with_origins(both.clone()));
+        assert_eq!(alerts.iter().map(|a| a.account).collect::<Vec<_>>(), [Symbol::of(b"CLOSER")]);
+        // 1,100 of a window volume of 1,400, each trade once.
+        assert!(alerts[0].explanation.contains("(79 % of the window's volume"), "{}", alerts[0].explanation);
+        // The closer's own flow only (one side of each of its trades): the window is its own.
+        let own: Vec<Event> = both.into_iter().filter(|e| e.account == Symbol::of(b"CLOSER")).collect();
+        let alerts = run(rule(), with_origins(own));
+        assert_eq!(alerts.len(), 1, "{alerts:#?}");
+        assert!(alerts[0].explanation.contains("(100 % of the window's volume"), "{}", alerts[0].explanation);
     }
 
     #[test]

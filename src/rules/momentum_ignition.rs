@@ -17,17 +17,20 @@
 //!    profit-taking quantity), the price levels swept and how soon the reversal came.
 //!
 //! Executions come from fill events when the input has them (the aggressor's own fill says it
-//! took liquidity), or from trade prints that name the aggressor's side otherwise. An episode is
-//! reported when its reversal window has passed, with every execution of both legs.
+//! took liquidity), or from trade prints that name the aggressor's side otherwise (a print that
+//! names no order counts, with the party's other prints of the same time, as one order). An
+//! episode is reported when its reversal window has passed, with the first 20 executions of each
+//! leg as evidence; its totals cover every execution. A sale turns round the oldest open
+//! ignition first, each only up to its own quantity.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use timely::dataflow::Stream;
 
 use crate::config::{MomentumIgnitionConfig, nanos_of};
 use crate::detect::{AlertSink, Detect, Detector, Key};
 use crate::model::alert::rules;
-use crate::model::{Alert, Body, Event, EventKind, IdMap, Severity, Side, Symbol, Timestamp};
+use crate::model::{Alert, Body, Event, IdMap, Severity, Side, Symbol, Timestamp};
 use crate::rules::executions::Execution;
 
 /// Executions kept per leg as an alert's evidence.
@@ -56,49 +59,63 @@ struct Exec {
     event: Event,
 }
 
-/// An ignition waiting for its reversal window to pass.
+/// One leg of an episode: running totals over every execution, and the first executions as
+/// evidence.
+#[derive(Clone, Debug, Default)]
+struct Leg {
+    quantity: u64,
+    notional: f64,
+    prices: BTreeSet<i64>,
+    orders: BTreeSet<Symbol>,
+    first: Option<Exec>,
+    last: Option<Exec>,
+    evidence: Vec<Event>,
+}
+
+impl Leg {
+    fn add(&mut self, exec: &Exec, quantity: u64) {
+        self.quantity = self.quantity.saturating_add(quantity);
+        self.notional += exec.price as f64 * quantity as f64;
+        self.prices.insert(exec.price);
+        self.orders.insert(exec.order);
+        self.first.get_or_insert(*exec);
+        self.last = Some(*exec);
+        if self.evidence.len() < MAX_EVIDENCE && self.evidence.last() != Some(&exec.event) {
+            self.evidence.push(exec.event);
+        }
+    }
+
+    /// Volume-weighted average price.
+    fn average(&self) -> f64 {
+        self.notional / self.quantity.max(1) as f64
+    }
+}
+
+/// An ignition, then its reversal window.
 #[derive(Clone, Debug)]
 struct Episode {
     side: Side,
-    execs: Vec<Exec>,
+    ignition: Leg,
     /// Time of its last aggressive execution.
     end: Timestamp,
-    reversal: Vec<Exec>,
-}
-
-impl Episode {
-    fn quantity(&self) -> u64 {
-        self.execs.iter().fold(0u64, |s, e| s.saturating_add(e.quantity))
-    }
-
-    /// Volume-weighted average price of the ignition.
-    fn average(&self) -> f64 {
-        let q = self.quantity().max(1) as f64;
-        self.execs.iter().map(|e| e.price as f64 * e.quantity as f64).sum::<f64>() / q
-    }
-
-    fn levels(&self) -> usize {
-        let mut prices: Vec<i64> = self.execs.iter().map(|e| e.price).collect();
-        prices.sort_unstable();
-        prices.dedup();
-        prices.len()
-    }
+    reversal: Leg,
 }
 
 /// What the rule remembers of one account on an instrument.
 #[derive(Default)]
 struct Account {
-    /// Its aggressive executions within the ignition window, per side (buy, sell).
+    /// Its aggressive executions within the ignition window not yet in an episode, per side
+    /// (buy, sell).
     runs: [VecDeque<Exec>; 2],
-    /// Ignitions whose reversal window is open.
+    /// Ignitions whose reversal window is open, oldest first.
     episodes: Vec<Episode>,
 }
 
 /// What the rule remembers of an instrument.
 #[derive(Default)]
 pub struct MomentumIgnitionState {
-    /// Which events carry the executions: fills, or trade prints where there are no fills.
-    source: Option<EventKind>,
+    /// Whether the instrument's executions come as fills (preferred) or only as trade prints.
+    fills_seen: bool,
     accounts: IdMap<Symbol, Account>,
     /// When idle accounts were last swept out.
     swept: Timestamp,
@@ -131,9 +148,15 @@ impl Detector for MomentumIgnition {
     }
 
     fn on_event(&self, state: &mut MomentumIgnitionState, event: &Event, out: &mut AlertSink<'_>) {
-        let source = *state.source.get_or_insert(event.kind());
-        if event.kind() != source {
-            return;
+        // Fills when the input has them: the first fill discards what prints built up (the same
+        // executions would otherwise count twice); prints after that are ignored.
+        match event.body {
+            Body::Fill { .. } if !state.fills_seen => {
+                state.fills_seen = true;
+                state.accounts.clear();
+            }
+            Body::Trade { .. } if state.fills_seen => return,
+            _ => {}
         }
         // (account, side, aggressive, execution)
         let mut parties: Vec<(Symbol, Side, bool, Exec)> = Vec::with_capacity(2);
@@ -144,9 +167,11 @@ impl Detector for MomentumIgnition {
             }
             Body::Trade { aggressor, buyer, seller, .. } => {
                 for x in Execution::of_trade(event).into_iter().flatten() {
-                    // The party's order when the print names it, else the print itself.
+                    // The party's order when the print names it; else the prints of one time
+                    // are one order (a sweep through several levels prints once per level).
                     let named = if x.side == Side::Buy { buyer.order } else { seller.order };
-                    let order = if named.is_none() { Symbol::of_integer(x.origin) } else { named };
+                    let order =
+                        if named.is_none() { Symbol::of(format!("print@{}", event.time).as_bytes()) } else { named };
                     let exec = Exec { time: event.time, order, price: x.price, quantity: x.quantity, event: *event };
                     parties.push((x.account, x.side, aggressor == Some(x.side), exec));
                 }
@@ -154,23 +179,41 @@ impl Detector for MomentumIgnition {
             _ => return,
         }
         let window = nanos_of(self.config.ignition_window);
+        let delay = nanos_of(self.config.max_reversal_delay);
         for (account, side, aggressive, exec) in parties {
             if account.is_none() || exec.quantity == 0 {
                 continue;
             }
             let state_of = state.accounts.entry(account).or_default();
-            // A reversal of an open ignition on the other side.
+            // A reversal of open ignitions on the other side, oldest first, each taking what it
+            // has not yet had turned round.
+            let mut left = exec.quantity;
             for episode in state_of.episodes.iter_mut().filter(|e| e.side != side) {
-                if exec.time > episode.end && beyond(episode.side, exec.price as f64, episode.average()) {
-                    if episode.reversal.len() < MAX_EVIDENCE || episode.reversal.is_empty() {
-                        episode.reversal.push(exec);
-                    } else if let Some(last) = episode.reversal.last_mut() {
-                        // Past the evidence limit the quantities still count, folded into the last.
-                        last.quantity = last.quantity.saturating_add(exec.quantity);
-                    }
+                if left == 0 {
+                    break;
+                }
+                // Within the delay: the episode is judged when it has passed.
+                let open = exec.time > episode.end && exec.time < episode.end.saturating_add(delay);
+                let room = episode.ignition.quantity.saturating_sub(episode.reversal.quantity);
+                if open && room > 0 && beyond(episode.side, exec.price as f64, episode.ignition.average()) {
+                    let taken = left.min(room);
+                    episode.reversal.add(&exec, taken);
+                    left -= taken;
                 }
             }
             if !aggressive {
+                continue;
+            }
+            // An ignition of this side still igniting (no reversal yet, within the window of its
+            // first execution) grows with it.
+            if let Some(episode) = state_of.episodes.iter_mut().find(|e| {
+                e.side == side
+                    && e.reversal.quantity == 0
+                    && e.ignition.first.is_some_and(|f| exec.time.saturating_sub(f.time) <= window)
+            }) {
+                episode.ignition.add(&exec, exec.quantity);
+                episode.end = exec.time;
+                out.timer(exec.time.saturating_add(delay));
                 continue;
             }
             let run = &mut state_of.runs[index(side)];
@@ -178,27 +221,8 @@ impl Detector for MomentumIgnition {
             while run.front().is_some_and(|e| exec.time.saturating_sub(e.time) > window) {
                 run.pop_front();
             }
-            // An ignition of this side still igniting (no reversal yet) grows with the run.
-            if let Some(episode) = state_of
-                .episodes
-                .iter_mut()
-                .find(|e| e.side == side && e.reversal.is_empty() && exec.time.saturating_sub(e.end) <= window)
-            {
-                if episode.execs.len() < MAX_EVIDENCE {
-                    episode.execs.push(exec);
-                } else if let Some(last) = episode.execs.last_mut() {
-                    last.quantity = last.quantity.saturating_add(exec.quantity);
-                }
-                episode.end = exec.time;
-                out.timer(exec.time.saturating_add(nanos_of(self.config.max_reversal_delay)));
-                continue;
-            }
-            let mut orders: Vec<Symbol> = run.iter().map(|e| e.order).collect();
-            orders.sort_unstable();
-            orders.dedup();
-            let mut prices: Vec<i64> = run.iter().map(|e| e.price).collect();
-            prices.sort_unstable();
-            prices.dedup();
+            let orders: BTreeSet<Symbol> = run.iter().map(|e| e.order).collect();
+            let prices: BTreeSet<i64> = run.iter().map(|e| e.price).collect();
             let trending = run
                 .front()
                 .zip(run.back())
@@ -207,9 +231,12 @@ impl Detector for MomentumIgnition {
                 && prices.len() >= self.config.min_price_levels as usize
                 && trending
             {
-                let execs: Vec<Exec> = run.drain(..).take(MAX_EVIDENCE).collect();
-                state_of.episodes.push(Episode { side, execs, end: exec.time, reversal: Vec::new() });
-                out.timer(exec.time.saturating_add(nanos_of(self.config.max_reversal_delay)));
+                let mut ignition = Leg::default();
+                for e in run.drain(..) {
+                    ignition.add(&e, e.quantity);
+                }
+                state_of.episodes.push(Episode { side, ignition, end: exec.time, reversal: Leg::default() });
+                out.timer(exec.time.saturating_add(delay));
             }
         }
         // Accounts with nothing open keep nothing. Swept once per ignition window.
@@ -229,10 +256,14 @@ impl Detector for MomentumIgnition {
 
     fn on_timer(&self, state: &mut MomentumIgnitionState, time: Timestamp, out: &mut AlertSink<'_>) {
         let delay = nanos_of(self.config.max_reversal_delay);
+        let due_at = |e: &Episode| e.end.saturating_add(delay) <= time;
         let mut due: Vec<(Symbol, Episode)> = Vec::new();
         for (account, a) in state.accounts.iter_mut() {
+            if !a.episodes.iter().any(due_at) {
+                continue;
+            }
             let (ready, open): (Vec<Episode>, Vec<Episode>) =
-                std::mem::take(&mut a.episodes).into_iter().partition(|e| e.end.saturating_add(delay) <= time);
+                std::mem::take(&mut a.episodes).into_iter().partition(due_at);
             a.episodes = open;
             due.extend(ready.into_iter().map(|e| (*account, e)));
         }
@@ -247,17 +278,16 @@ impl Detector for MomentumIgnition {
 impl MomentumIgnition {
     fn judge(&self, account: Symbol, e: &Episode, out: &mut AlertSink<'_>) {
         let config = &self.config;
-        let ignited = e.quantity();
-        let reversed = e.reversal.iter().fold(0u64, |s, x| s.saturating_add(x.quantity));
+        let (ignited, reversed) = (e.ignition.quantity, e.reversal.quantity);
         let share = reversed as f64 / ignited.max(1) as f64;
         if reversed == 0 || share < config.min_reversal_share {
             return;
         }
-        let (Some(first), Some(last)) = (e.execs.first(), e.execs.last()) else { return };
-        let first_reversal = e.reversal.iter().map(|x| x.time).min().unwrap_or(e.end);
+        let (Some(first), Some(last)) = (e.ignition.first, e.ignition.last) else { return };
+        let first_reversal = e.reversal.first.map_or(e.end, |x| x.time);
         let delay = first_reversal.saturating_sub(e.end) as f64 / 1e9;
         let max_delay = config.max_reversal_delay.as_secs_f64().max(1e-9);
-        let levels = e.levels();
+        let levels = e.ignition.prices.len();
         let turned = share.clamp(0.0, 1.0);
         let swept = ((levels as f64 - 1.0) / (2.0 * f64::from(config.min_price_levels.max(2)) - 1.0)).clamp(0.0, 1.0);
         let speed = (1.0 - delay / max_delay).clamp(0.0, 1.0);
@@ -267,11 +297,9 @@ impl MomentumIgnition {
             s if s >= 45.0 => Severity::Medium,
             _ => Severity::Low,
         };
-        let average = e.average();
-        let reversal_average =
-            e.reversal.iter().map(|x| x.price as f64 * x.quantity as f64).sum::<f64>() / reversed.max(1) as f64;
+        let average = e.ignition.average();
         let move_share = (last.price - first.price) as f64 / first.price.max(1) as f64;
-        let gain_share = (reversal_average - average) / average.max(1.0);
+        let gain_share = (e.reversal.average() - average) / average.max(1.0);
         let (verb, back) = if e.side == Side::Buy { ("bought", "sold") } else { ("sold", "bought") };
         let mut alert = out.alert_now();
         alert
@@ -281,18 +309,13 @@ impl MomentumIgnition {
             .explain(format!(
                 "{verb} {ignited} aggressively through {levels} price levels ({:+.2} %) in {:.1} s, then {back} {reversed} ({:.0} % of it) {delay:.1} s later at {:+.2} % from its average",
                 100.0 * move_share,
-                last.time.saturating_sub(first.time) as f64 / 1e9,
+                e.end.saturating_sub(first.time) as f64 / 1e9,
                 100.0 * share,
                 100.0 * gain_share,
             ))
             .param("side", e.side.as_str())
             .param("ignition_quantity", ignited)
-            .param("ignition_orders", {
-                let mut orders: Vec<Symbol> = e.execs.iter().map(|x| x.order).collect();
-                orders.sort_unstable();
-                orders.dedup();
-                orders.len()
-            })
+            .param("ignition_orders", e.ignition.orders.len())
             .param("price_levels", levels)
             .param("min_price_levels", u64::from(config.min_price_levels))
             .param("ignition_move", move_share)
@@ -302,8 +325,8 @@ impl MomentumIgnition {
             .param("reversal_gain", gain_share)
             .param("reversal_delay_s", delay)
             .param("max_reversal_delay_s", max_delay);
-        for x in e.execs.iter().chain(&e.reversal) {
-            alert.evidence(&x.event);
+        for x in e.ignition.evidence.iter().chain(&e.reversal.evidence) {
+            alert.evidence(x);
         }
         alert.discriminator(first.time);
     }
@@ -421,6 +444,9 @@ mod tests {
         assert!(run(rule(), ignition(1_500, 1_002, 2_000)).is_empty());
         // A tenth of the position.
         assert!(run(rule(), ignition(200, 1_005, 2_000)).is_empty());
+        // Exactly 30 s after is judged too late; 29.9 s is in time.
+        assert!(run(rule(), ignition(1_500, 1_005, 30_000)).is_empty());
+        assert_eq!(run(rule(), ignition(1_500, 1_005, 29_900)).len(), 1);
         // Four buys at one price: no trend.
         let mut flat = Vec::new();
         for k in 0..4u64 {
@@ -431,5 +457,101 @@ mod tests {
             e.origin = Origin::new(0, i as u64);
         }
         assert!(run(rule(), flat).is_empty());
+        // Buys at three falling prices: no trend the buyer's way.
+        let mut falling = Vec::new();
+        for (k, cents) in [1_006, 1_004, 1_002, 1_000].into_iter().enumerate() {
+            falling.push(fill(1_000 + 500 * k as u64, "IGNITER", &format!("B{k}"), Side::Buy, cents, 500, true));
+        }
+        falling.push(fill(5_000, "IGNITER", "S", Side::Sell, 1_010, 2_000, false));
+        assert!(run(rule(), with_origins(falling)).is_empty());
+    }
+
+    fn with_origins(mut events: Vec<Event>) -> Vec<Event> {
+        events.sort_by_key(|e| e.time);
+        for (i, e) in events.iter_mut().enumerate() {
+            e.origin = Origin::new(0, i as u64);
+        }
+        events
+    }
+
+    #[test]
+    fn a_sell_side_ignition_bought_back_is_found() {
+        let mut events = Vec::new();
+        for (k, cents) in [1_006, 1_004, 1_002].into_iter().enumerate() {
+            events.push(fill(1_000 + 1_000 * k as u64, "IGNITER", &format!("S{k}"), Side::Sell, cents, 400, true));
+        }
+        // Bought back below the average selling price (10.04).
+        events.push(fill(5_000, "IGNITER", "B", Side::Buy, 1_003, 600, false));
+        let alerts = run(MomentumIgnition::new(&MomentumIgnitionConfig::default()), with_origins(events));
+        assert_eq!(alerts.len(), 1, "{alerts:#?}");
+        assert!(
+            alerts[0].explanation.starts_with("sold 1200 aggressively through 3 price levels (-0.40 %)"),
+            "{}",
+            alerts[0].explanation
+        );
+    }
+
+    #[test]
+    fn two_ignitions_each_take_only_their_own_reversal() {
+        // Ignition one (4 x 500 from 10.00 to 10.06), a sale of 1,000 at 10.05, then ignition
+        // two (3 x 500 from 10.07 to 10.11) and a sale of 1,500 at 10.12.
+        let mut events = Vec::new();
+        for (k, cents) in [1_000, 1_002, 1_004, 1_006].into_iter().enumerate() {
+            events.push(fill(1_000 + 500 * k as u64, "IGNITER", &format!("A{k}"), Side::Buy, cents, 500, true));
+        }
+        events.push(fill(4_000, "IGNITER", "S1", Side::Sell, 1_005, 1_000, false));
+        for (k, cents) in [1_007, 1_009, 1_011].into_iter().enumerate() {
+            events.push(fill(20_000 + 500 * k as u64, "IGNITER", &format!("B{k}"), Side::Buy, cents, 500, true));
+        }
+        events.push(fill(23_000, "IGNITER", "S2", Side::Sell, 1_012, 1_500, false));
+        let alerts = run(MomentumIgnition::new(&MomentumIgnitionConfig::default()), with_origins(events));
+        assert_eq!(alerts.len(), 2, "{alerts:#?}");
+        let count =
+            |a: &Alert, name: &str| a.parameters.iter().find(|p| p.name == name).map(|p| format!("{:?}", p.value));
+        // The second sale first fills what is left of the first ignition (1,000 of 2,000 at a
+        // price above its average), then the second ignition's 500: never more than each bought.
+        assert_eq!(count(&alerts[0], "ignition_quantity").as_deref(), Some("Count(2000)"));
+        assert_eq!(count(&alerts[0], "reversal_quantity").as_deref(), Some("Count(2000)"));
+        assert_eq!(count(&alerts[1], "ignition_quantity").as_deref(), Some("Count(1500)"));
+        assert_eq!(count(&alerts[1], "reversal_quantity").as_deref(), Some("Count(500)"));
+        // No execution appears in both.
+        for e in &alerts[1].evidence {
+            assert!(!alerts[0].evidence.contains(e) || matches!(e.body, Body::Fill { side: Side::Sell, .. }));
+        }
+    }
+
+    #[test]
+    fn a_single_sweep_printed_level_by_level_is_one_order() {
+        // Trade prints naming no orders: one aggressive buy through three levels at one time,
+        // then a sale: one order, not three.
+        let print = |time_ms: u64, buyer: &str, seller: &str, cents: i64, quantity: u64, aggressor: Side| {
+            let party = |name: &str| crate::model::Party { account: Symbol::of(name.as_bytes()), ..Default::default() };
+            event(
+                time_ms * MS,
+                "ACME",
+                "",
+                Body::Trade {
+                    buyer: party(buyer),
+                    seller: party(seller),
+                    price: Price(cents),
+                    quantity,
+                    aggressor: Some(aggressor),
+                    linked: None,
+                },
+            )
+        };
+        let mut events: Vec<Event> =
+            [1_000, 1_002, 1_004].into_iter().map(|c| print(1_000, "IGNITER", "MM", c, 500, Side::Buy)).collect();
+        events.push(print(3_000, "OTHER", "IGNITER", 1_004, 1_500, Side::Buy));
+        let rule = || MomentumIgnition::new(&MomentumIgnitionConfig::default());
+        assert!(run(rule(), with_origins(events.clone())).is_empty());
+        // Three sweeps at three times are three orders.
+        let mut three: Vec<Event> = [1_000, 1_002, 1_004]
+            .into_iter()
+            .enumerate()
+            .map(|(k, c)| print(1_000 + 500 * k as u64, "IGNITER", "MM", c, 500, Side::Buy))
+            .collect();
+        three.push(print(3_000, "OTHER", "IGNITER", 1_004, 1_500, Side::Buy));
+        assert_eq!(run(rule(), with_origins(three)).len(), 1);
     }
 }

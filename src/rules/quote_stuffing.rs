@@ -160,10 +160,12 @@ impl Detector for QuoteStuffing {
         }
         let best = out.book().map_or([None, None], |book| [book.best(Side::Buy), book.best(Side::Sell)]);
         // A marketable order rests at its limit, crossing the book, until its fills come: it
-        // changes nothing that anyone quotes, and the fills put the same levels back.
+        // changes nothing that anyone quotes, and the fills put the same levels back. (A book
+        // crossed for other reasons, a locked market or one firm's own flow, still counts.)
         let crossed = matches!((best[0], best[1]), (Some((bid, _)), Some((ask, _))) if bid >= ask);
-        let changed = if crossed { [false, false] } else { [best[0] != state.best[0], best[1] != state.best[1]] };
-        if !crossed {
+        let marketable = crossed && matches!(event.body, Body::NewOrder { .. } | Body::Replace { .. });
+        let changed = if marketable { [false, false] } else { [best[0] != state.best[0], best[1] != state.best[1]] };
+        if !marketable {
             state.best = best;
         }
         let message = match event.body {
@@ -204,13 +206,14 @@ impl Detector for QuoteStuffing {
             peak > self.config.max_book_changes as usize || activity.messages.len() > self.config.max_messages as usize;
         if breach && activity.burst.is_none() {
             // The burst's evidence starts with the changes that crossed the limit (a message
-            // that changed both sides once), or its messages when none changed the book.
-            let mut evidence: Vec<Event> = activity.changes.iter().flatten().copied().collect();
+            // that changed both sides once), or its messages when the rate crossed it.
+            let mut evidence: Vec<Event> = if peak > self.config.max_book_changes as usize {
+                activity.changes.iter().flatten().copied().collect()
+            } else {
+                activity.recent.iter().map(|r| r.event).collect()
+            };
             evidence.sort_by_key(Event::order_key);
             evidence.dedup_by_key(|e| e.order_key());
-            if evidence.is_empty() {
-                evidence = activity.recent.iter().map(|r| r.event).collect();
-            }
             evidence.truncate(MAX_EVIDENCE);
             // Its totals start with the messages of the burst window that led to it; the
             // current one is counted below.
@@ -242,8 +245,9 @@ impl Detector for QuoteStuffing {
             }
             burst.peak_messages = burst.peak_messages.max(activity.messages.len());
             burst.count(&recent);
-            let changes_shown = burst.peak_changes > 0 && recent.changes > 0;
-            let messages_shown = burst.peak_changes == 0;
+            let by_changes = burst.peak_changes > self.config.max_book_changes as usize;
+            let changes_shown = by_changes && recent.changes > 0;
+            let messages_shown = !by_changes;
             if burst.evidence.len() < MAX_EVIDENCE
                 && (changes_shown || messages_shown)
                 && !burst.evidence.contains(event)
