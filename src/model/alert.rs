@@ -66,6 +66,23 @@ pub enum Severity {
 }
 
 impl Severity {
+    /// Severity of a 0-100 score: high from `high`, medium from `medium`, low below.
+    ///
+    /// ```
+    /// use surveil::model::Severity;
+    /// assert_eq!(Severity::from_score(72.0, 40.0, 70.0), Severity::High);
+    /// assert_eq!(Severity::from_score(39.9, 40.0, 70.0), Severity::Low);
+    /// ```
+    pub fn from_score(score: f64, medium: f64, high: f64) -> Severity {
+        if score >= high {
+            Severity::High
+        } else if score >= medium {
+            Severity::Medium
+        } else {
+            Severity::Low
+        }
+    }
+
     /// Severity from how far a measured value exceeds its limit (`ratio = value / limit`).
     pub fn from_excess(ratio: f64) -> Severity {
         if ratio >= 10.0 {

@@ -358,11 +358,7 @@ impl Layering {
         let levels = (e.levels as f64 / 5.0).clamp(0.0, 1.0);
         let modified = (replaces as f64 / 10.0).clamp(0.0, 1.0);
         let score = 40.0 + 60.0 * (0.5 * share + 0.3 * levels + 0.2 * modified);
-        let severity = match score {
-            s if s >= 80.0 => Severity::High,
-            s if s >= 60.0 => Severity::Medium,
-            _ => Severity::Low,
-        };
+        let severity = Severity::from_score(score, 60.0, 80.0);
         let mut entries: Vec<&(Event, Event, u32, Price)> = e.cancelled.iter().collect();
         entries.sort_by_key(|c| c.0.order_key());
         let mut alert = out.alert_now();

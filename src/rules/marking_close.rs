@@ -316,11 +316,7 @@ impl MarkingClose {
                 + 0.35 * move_weight
                 + 0.15 * concentration.clamp(0.0, 1.0)
                 + 0.15 * f64::from(u8::from(in_last)));
-        let severity = match score {
-            s if s >= 75.0 => Severity::High,
-            s if s >= 50.0 => Severity::Medium,
-            _ => Severity::Low,
-        };
+        let severity = Severity::from_score(score, 50.0, 75.0);
         let direction = if moved > 0.0 { "buy" } else { "sell" };
         let minutes = config.window.as_secs_f64() / 60.0;
         let mut alert = out.alert_now();

@@ -292,11 +292,7 @@ impl MomentumIgnition {
         let swept = ((levels as f64 - 1.0) / (2.0 * f64::from(config.min_price_levels.max(2)) - 1.0)).clamp(0.0, 1.0);
         let speed = (1.0 - delay / max_delay).clamp(0.0, 1.0);
         let score = 100.0 * (0.4 * turned + 0.3 * swept + 0.3 * speed);
-        let severity = match score {
-            s if s >= 70.0 => Severity::High,
-            s if s >= 45.0 => Severity::Medium,
-            _ => Severity::Low,
-        };
+        let severity = Severity::from_score(score, 45.0, 70.0);
         let average = e.ignition.average();
         let move_share = (last.price - first.price) as f64 / first.price.max(1) as f64;
         let gain_share = (e.reversal.average() - average) / average.max(1.0);

@@ -294,11 +294,7 @@ impl QuoteStuffing {
         let messages = (burst.peak_messages as f64 / (2.0 * f64::from(config.max_messages.max(1)))).clamp(0.0, 1.0);
         let fishing_share = if burst.new_orders == 0 { 0.0 } else { burst.fishing as f64 / burst.new_orders as f64 };
         let score = 100.0 * (0.5 * changes + 0.3 * messages + 0.2 * fishing_share.clamp(0.0, 1.0));
-        let severity = match score {
-            s if s >= 70.0 => Severity::High,
-            s if s >= 40.0 => Severity::Medium,
-            _ => Severity::Low,
-        };
+        let severity = Severity::from_score(score, 40.0, 70.0);
         let seconds = burst.last_breach.saturating_sub(burst.start) as f64 / 1e9;
         let book_side = if burst.peak_side == Side::Buy { "bid" } else { "offer" };
         let changes_text = if burst.peak_changes == 0 {

@@ -361,11 +361,7 @@ impl Spoofing {
         };
         let repetition = ((episodes as f64 - 1.0) / 4.0).clamp(0.0, 1.0);
         let score = 100.0 * (0.3 * size + 0.2 * depth + 0.2 * timing + 0.3 * repetition);
-        let severity = match score {
-            s if s >= 80.0 => Severity::High,
-            s if s >= 60.0 => Severity::Medium,
-            _ => Severity::Low,
-        };
+        let severity = Severity::from_score(score, 60.0, 80.0);
         let spoofed = e.spoofs.iter().fold(0u64, |sum, c| sum.saturating_add(c.cancelled));
         let mut alert = out.alert_now();
         alert
