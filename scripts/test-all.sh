@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, lints, unit, integration and doc tests.
 # Needs the Rust toolchain and the shared datasets folder (../shared/datasets beside the
-# project, or SURVEIL_DATA); installs Debian's influxdb package when influxd is missing, and
-# moto and pyarrow from PyPI when they are missing. Missing
-# datasets fail the run; they are never skipped.
+# project, or SURVEIL_DATA); installs Debian's influxdb and stunnel4 packages when they are
+# missing, moto and pyarrow from PyPI when they are missing, and the tansu broker from
+# crates.io. Missing datasets fail the run; they are never skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,15 +14,18 @@ if [ ! -d "$data/lobster" ]; then
 fi
 export SURVEIL_DATA="$(cd "$data" && pwd)"
 
-# The time-series sink is tested against a real InfluxDB 1.6 from Debian's packages, which the
-# tests start themselves on 127.0.0.1.
-if ! command -v influxd >/dev/null 2>&1; then
-    echo "== installing influxdb (Debian's package) for the time-series tests"
+# From Debian's packages: the time-series sink is tested against a real InfluxDB 1.6, and the
+# Kafka tests reach their broker over TLS through stunnel; the tests start both on 127.0.0.1.
+packages=()
+if ! command -v influxd >/dev/null 2>&1; then packages+=(influxdb); fi
+if ! command -v stunnel >/dev/null 2>&1; then packages+=(stunnel4); fi
+if [ ${#packages[@]} -gt 0 ]; then
+    echo "== installing ${packages[*]} (Debian's packages) for the time-series and Kafka tests"
     sudo=""
     if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
     export DEBIAN_FRONTEND=noninteractive
     $sudo apt-get update -qq
-    $sudo apt-get install -y -qq influxdb >/dev/null
+    $sudo apt-get install -y -qq "${packages[@]}" >/dev/null
 fi
 
 # The Parquet archive is tested against moto's S3 server (on 127.0.0.1, over TLS) and read
@@ -31,6 +34,16 @@ if ! command -v moto_server >/dev/null 2>&1 || ! python3 -c "import pyarrow, bot
     echo "== installing moto[server] and pyarrow (PyPI) for the archive tests"
     python3 -m pip install --quiet --disable-pip-version-check 'moto[server]==5.2.1' 'pyarrow==26.0.1'
 fi
+
+# The Kafka source and sinks are tested against a real Kafka-protocol broker: tansu from
+# crates.io, built once per machine (about 15 minutes on 2 cores) and kept under
+# ~/.cache/surveil; the tests start it themselves on 127.0.0.1.
+tansu_root="${SURVEIL_TOOLS:-$HOME/.cache/surveil}/tansu"
+if [ ! -x "$tansu_root/bin/tansu" ]; then
+    echo "== installing tansu 0.6.0 (a Kafka-protocol broker, crates.io) for the Kafka tests, once per machine"
+    cargo install tansu --version 0.6.0 --locked --features libsql --root "$tansu_root" --quiet
+fi
+export SURVEIL_TANSU="$tansu_root/bin/tansu"
 
 # A run from a clean checkout gains nothing from incremental caches, which take gigabytes.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"

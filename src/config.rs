@@ -58,6 +58,9 @@ pub struct Config {
     /// The Parquet archive of events, late events, dead letters and alerts (built with the
     /// `archive` feature).
     pub archive: Option<ArchiveConfig>,
+    /// Kafka: the topic the events are read from, and the topics alerts and dead letters are
+    /// published to (built with the `kafka` feature).
+    pub kafka: Option<KafkaConfig>,
 }
 
 impl Config {
@@ -164,6 +167,26 @@ impl Config {
         self.stor.validate()?;
         if let Some(submission) = &self.submission {
             submission.validate()?;
+        }
+        if let Some(kafka) = &self.kafka {
+            kafka.validate()?;
+        }
+        for route in &self.alerts.routes {
+            if let Some(topic) = &route.kafka_topic {
+                let Some(kafka) = &self.kafka else {
+                    return Err(format!(
+                        "alerts.routes.{}.kafka_topic {topic:?}: no [kafka] section names the brokers",
+                        route.name
+                    ));
+                };
+                if !valid_topic(topic) || kafka.topic.as_ref() == Some(topic) {
+                    return Err(format!(
+                        "alerts.routes.{}.kafka_topic {topic:?}: a topic name (letters, digits, '.', '_', '-') \
+                         other than the input topic",
+                        route.name
+                    ));
+                }
+            }
         }
         if let Some(timeseries) = &self.timeseries {
             timeseries.validate()?;
@@ -1194,6 +1217,10 @@ pub struct RouteConfig {
     /// Also deliver the route's notices to a webhook, as PagerDuty Events API v2 events.
     #[serde(default)]
     pub webhook: Option<WebhookConfig>,
+    /// Also publish the route's notices to this Kafka topic (on `kafka.brokers`), keyed by
+    /// the alert, group or case id.
+    #[serde(default)]
+    pub kafka_topic: Option<String>,
 }
 
 /// A webhook that receives a route's notices as PagerDuty Events API v2 events
@@ -1261,6 +1288,171 @@ pub(crate) fn encrypted_or_loopback(url: &str) -> bool {
     host == "localhost" || host == "[::1]" || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Where live events come from and alerts go to on Kafka (`docs/kafka.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// The brokers to bootstrap from, `host:port` separated by commas.
+    pub brokers: String,
+    /// The topic the events are read from (each partition is an input of its own).
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// How each message is read: `jsonl` (one event in the canonical JSON schema) or `fix`
+    /// (one FIX drop-copy message). Default `jsonl`.
+    #[serde(default = "kafka_format")]
+    pub format: KafkaFormat,
+    /// The consumer group the read positions are committed for. Default `surveil`.
+    #[serde(default = "kafka_group")]
+    pub group: String,
+    /// Read each partition up to the end it has when the run starts, then finish (a replay of
+    /// what the topic holds); otherwise the run follows the topic until it is stopped.
+    #[serde(default)]
+    pub stop_at_end: bool,
+    /// A partition with nothing new for this long stops holding the watermark back (live
+    /// runs only; a run that stops at the end waits for every partition). Default 5 s.
+    #[serde(default = "kafka_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// How far behind the processed watermark committed positions stay, so that a restart
+    /// replays the state the detectors hold (open orders, windows, the session's counts) and
+    /// ends with the same alerts. Default 24 h: a restart replays the trading day.
+    #[serde(default = "kafka_replay_horizon", with = "humantime_serde")]
+    pub replay_horizon: Duration,
+    /// How often read positions are committed during a run. Default 5 s.
+    #[serde(default = "kafka_commit_interval", with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// How long a broker may take to answer (metadata, commits, flushes) before the run fails
+    /// with an error instead of waiting on. Default 30 s.
+    #[serde(default = "kafka_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// The topic every alert is published to, keyed by its id (idempotent producer; a
+    /// compacted topic keeps one record per alert).
+    #[serde(default)]
+    pub alerts_topic: Option<String>,
+    /// The topic every message that cannot be read is published to, with the reason and its
+    /// source topic, partition and offset in headers.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+    /// librdkafka properties passed through as they are (`security.protocol`,
+    /// `ssl.ca.location`, `sasl.mechanisms`, ...), for the consumer and the producers.
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+/// Whether `topic` can name a Kafka topic: 1 to 249 letters, digits, '.', '_' or '-'.
+fn valid_topic(topic: &str) -> bool {
+    !topic.is_empty()
+        && topic.len() <= 249
+        && topic.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// How a Kafka message is read.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KafkaFormat {
+    /// One event in the canonical JSON schema.
+    Jsonl,
+    /// One FIX 4.2/4.4 drop-copy message.
+    Fix,
+}
+
+fn kafka_format() -> KafkaFormat {
+    KafkaFormat::Jsonl
+}
+
+fn kafka_group() -> String {
+    "surveil".into()
+}
+
+fn kafka_idle_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn kafka_replay_horizon() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+fn kafka_commit_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn kafka_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl KafkaConfig {
+    /// Settings for `brokers` with every default.
+    pub fn new(brokers: &str) -> KafkaConfig {
+        KafkaConfig {
+            brokers: brokers.into(),
+            topic: None,
+            format: kafka_format(),
+            group: kafka_group(),
+            stop_at_end: false,
+            idle_timeout: kafka_idle_timeout(),
+            replay_horizon: kafka_replay_horizon(),
+            commit_interval: kafka_commit_interval(),
+            timeout: kafka_timeout(),
+            alerts_topic: None,
+            dead_letter_topic: None,
+            properties: Default::default(),
+        }
+    }
+
+    /// Whether the connection is encrypted (`security.protocol` ssl or sasl_ssl).
+    pub fn is_encrypted(&self) -> bool {
+        self.properties
+            .get("security.protocol")
+            .is_some_and(|p| matches!(p.to_ascii_lowercase().as_str(), "ssl" | "sasl_ssl"))
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let brokers: Vec<&str> = self.brokers.split(',').map(str::trim).filter(|b| !b.is_empty()).collect();
+        if brokers.is_empty() {
+            return Err("kafka.brokers is empty: give host:port of at least one broker".into());
+        }
+        if !self.is_encrypted()
+            && let Some(remote) = brokers.iter().find(|b| !encrypted_or_loopback(&format!("http://{b}")))
+        {
+            return Err(format!(
+                "kafka.brokers {remote:?}: trading data leaves the machine only encrypted; set \
+                 kafka.properties.\"security.protocol\" to \"ssl\" or \"sasl_ssl\" (plain connections are \
+                 accepted on the loopback interface only)"
+            ));
+        }
+        for (name, topic) in [
+            ("topic", &self.topic),
+            ("alerts_topic", &self.alerts_topic),
+            ("dead_letter_topic", &self.dead_letter_topic),
+        ] {
+            if let Some(topic) = topic
+                && !valid_topic(topic)
+            {
+                return Err(format!(
+                    "kafka.{name} {topic:?}: a topic name is 1 to 249 letters, digits, '.', '_' or '-'"
+                ));
+            }
+        }
+        if self.topic.is_some() && (self.topic == self.alerts_topic || self.topic == self.dead_letter_topic) {
+            return Err("kafka.topic is also an output topic: the run would read what it writes".into());
+        }
+        if self.group.trim().is_empty() {
+            return Err("kafka.group is empty".into());
+        }
+        if self.timeout.is_zero() || self.commit_interval.is_zero() {
+            return Err("kafka.timeout and kafka.commit_interval must be positive".into());
+        }
+        for reserved in ["bootstrap.servers", "group.id", "enable.auto.commit", "enable.auto.offset.store"] {
+            if self.properties.contains_key(reserved) {
+                return Err(format!(
+                    "kafka.properties.{reserved} is set by surveil itself (kafka.brokers, kafka.group, and \
+                     commits only after the alerts are written)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl WebhookConfig {
     fn validate(&self, route: &str) -> Result<(), String> {
         if !encrypted_or_loopback(&self.url) {
@@ -1319,6 +1511,7 @@ impl Default for AlertsConfig {
                 rules: vec![],
                 desks: vec![],
                 webhook: None,
+                kafka_topic: None,
             }],
         }
     }

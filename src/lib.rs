@@ -76,6 +76,8 @@ pub mod features;
 #[cfg(feature = "tools")]
 pub mod generate;
 pub mod ingest;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod links;
 pub mod manager;
 pub mod model;

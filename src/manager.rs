@@ -435,6 +435,7 @@ mod tests {
             rules: vec![],
             desks: vec![],
             webhook: None,
+            kafka_topic: None,
         });
         config.routes.push(RouteConfig {
             name: "retail_limits".into(),
@@ -442,6 +443,7 @@ mod tests {
             rules: vec!["limit".into()],
             desks: vec!["RETAIL".into()],
             webhook: None,
+            kafka_topic: None,
         });
         config
     }

@@ -525,6 +525,33 @@ pub struct WrittenCounts {
     /// The audit log's end, when one was kept: what `surveil audit verify` checks it against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditHead>,
+    /// Alerts the Kafka alert topic acknowledged, and those it did not, when one is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka_alerts: Option<PublishCounts>,
+    /// Per route with a Kafka topic, the notices it acknowledged and did not.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kafka_routes: BTreeMap<String, PublishCounts>,
+}
+
+/// A topic the writer also publishes records to, keyed by id: the alerts topic, a route's
+/// topic (`surveil::kafka::AlertPublisher` with the `kafka` feature).
+pub trait Publisher: Send + Sync {
+    /// Queues a record under `key`.
+    fn publish(&self, key: &str, record: &[u8]);
+    /// Every record before `watermark` has been queued.
+    fn written_through(&self, watermark: u64);
+    /// Waits up to `timeout` for every queued record to be delivered: what was delivered, and
+    /// an error when some record was not.
+    fn finish(&self, timeout: std::time::Duration) -> (PublishCounts, Result<(), String>);
+}
+
+/// Records published to a topic: acknowledged, and not delivered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PublishCounts {
+    /// Records the broker acknowledged.
+    pub delivered: u64,
+    /// Records that could not be delivered (after the producer's own retries).
+    pub failed: u64,
 }
 
 /// What became of the points for the time-series database.
@@ -589,6 +616,13 @@ pub struct ReportWriter {
     /// which its partitions are published.
     #[cfg(feature = "archive")]
     archive: Option<(Arc<crate::archive::Archive>, Option<crate::archive::TableWriter<crate::archive::AlertRow>>, i64)>,
+    /// The Kafka topic the alerts are published to, and how long the end of the run waits
+    /// for their delivery.
+    alert_publisher: Option<(Arc<dyn Publisher>, std::time::Duration)>,
+    /// The routes' Kafka topics, by route index.
+    route_publishers: Vec<Option<Arc<dyn Publisher>>>,
+    /// How long the end of the run waits for the routes' notices to be delivered.
+    route_publishers_timeout: std::time::Duration,
     /// How the run ended, for the audit trail (see [`WriterSlot::set_run_end`]).
     pub run_end: Option<Json>,
     /// Counts so far.
@@ -623,6 +657,9 @@ impl ReportWriter {
             timeseries: None,
             #[cfg(feature = "archive")]
             archive: None,
+            alert_publisher: None,
+            route_publishers: Vec::new(),
+            route_publishers_timeout: std::time::Duration::ZERO,
             run_end: None,
             counts: WrittenCounts::default(),
             error: None,
@@ -717,6 +754,29 @@ impl ReportWriter {
         let file = File::create(&path).map_err(|source| crate::webhook::WebhookError::Outbox { path, source })?;
         self.timeseries = Some((crate::timeseries::TimeSeriesSender::start(config)?, file));
         Ok(())
+    }
+
+    /// Also publishes every alert (its JSON, as `alerts.jsonl` holds it) to `publisher` (a
+    /// Kafka topic with the `kafka` feature), keyed by its id; the end of the run waits up to
+    /// `timeout` for their delivery. Its counts are `kafka_alerts` in the summary.
+    pub fn publish_alerts(&mut self, publisher: Arc<dyn Publisher>, timeout: std::time::Duration) {
+        self.alert_publisher = Some((publisher, timeout));
+    }
+
+    /// Also publishes each route's notices to its Kafka topic (by route index; `None` for a
+    /// route without one), keyed by the alert, group or case id; the end of the run waits up
+    /// to `timeout` for their delivery.
+    pub fn publish_routes(&mut self, publishers: Vec<Option<Arc<dyn Publisher>>>, timeout: std::time::Duration) {
+        self.route_publishers = publishers;
+        self.route_publishers_timeout = timeout;
+    }
+
+    /// Every report before `watermark` has been written (the sinks that gate the commit of
+    /// input positions learn it here).
+    pub fn written_through(&mut self, watermark: u64) {
+        for publisher in self.alert_publisher.iter().map(|(p, _)| p).chain(self.route_publishers.iter().flatten()) {
+            publisher.written_through(watermark);
+        }
     }
 
     /// Also archives the alerts in the `alerts` table of `archive` ([`crate::archive`]).
@@ -888,6 +948,10 @@ impl ReportWriter {
     /// Records an alert in the audit trail (when kept), then in `alerts.jsonl`.
     fn keep_alert(&mut self, json: &Json) -> std::io::Result<()> {
         self.audit("alert", json)?;
+        if let Some((publisher, _)) = &self.alert_publisher {
+            let id = json.get("id").and_then(Json::as_str).unwrap_or_default();
+            publisher.publish(id, json.to_string().as_bytes());
+        }
         writeln!(self.alerts, "{json}")
     }
 
@@ -919,10 +983,15 @@ impl ReportWriter {
         self.line.push(b'\n');
         #[cfg(feature = "http")]
         let mut notice: Option<Json> = None;
+        let key =
+            ["id", "case", "group"].iter().find_map(|k| fields.get(*k).and_then(Json::as_str)).unwrap_or_default();
         for index in routes.iter() {
             if let (Some(file), Some(name)) = (self.routes.get_mut(index), self.route_names.get(index)) {
                 file.write_all(&self.line)?;
                 count(&mut self.counts.notices_by_route, name);
+            }
+            if let Some(Some(publisher)) = self.route_publishers.get(index) {
+                publisher.publish(key, self.line.strip_suffix(b"\n").unwrap_or(&self.line));
             }
             #[cfg(feature = "http")]
             if let Some(Some(sender)) = self.webhooks.get(index) {
@@ -1041,6 +1110,19 @@ impl ReportWriter {
             let timeseries = self.finish_timeseries();
             webhooks.and(timeseries)?;
         }
+        if let Some((publisher, timeout)) = self.alert_publisher.take() {
+            let (counts, delivered) = publisher.finish(timeout);
+            self.counts.kafka_alerts = Some(counts);
+            delivered.map_err(std::io::Error::other)?;
+        }
+        let mut undelivered = Ok(());
+        for (name, publisher) in self.route_names.clone().iter().zip(std::mem::take(&mut self.route_publishers)) {
+            let Some(publisher) = publisher else { continue };
+            let (counts, delivered) = publisher.finish(self.route_publishers_timeout);
+            self.counts.kafka_routes.insert(name.clone(), counts);
+            undelivered = undelivered.and(delivered);
+        }
+        undelivered.map_err(std::io::Error::other)?;
         if let Some(e) = self.error.take() {
             return Err(e);
         }
@@ -1074,6 +1156,8 @@ impl ReportWriter {
                 "case_changes": c.case_changes,
                 "webhooks": c.webhooks,
                 "timeseries": c.timeseries,
+                "kafka_alerts": c.kafka_alerts,
+                "kafka_routes": c.kafka_routes,
                 "dead_letters_by_reason": c.dead_letters_by_reason,
                 "late_events": c.late_events,
                 "ratio_values": c.ratio_values,
@@ -1485,6 +1569,7 @@ impl<'scope> WriteReports<'scope> for timely::dataflow::Stream<'scope, u64, Vec<
                             .collect();
                         writer.write_batch(&mut ready);
                     }
+                    writer.written_through(frontier.frontier().first().copied().unwrap_or(u64::MAX));
                 }
             }
             if frontier.is_empty() {

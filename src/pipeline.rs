@@ -68,6 +68,9 @@ pub enum RunError {
     /// The run's outputs are written, but its archive is incomplete.
     #[error("the archive is incomplete ({0}); the run's other outputs are written")]
     Archive(String),
+    /// Kafka cannot be read or written (brokers, topics, deliveries, commits).
+    #[error("{0}")]
+    Kafka(String),
 }
 
 /// What to run.
@@ -228,6 +231,9 @@ pub struct RunSummary {
     #[cfg(feature = "archive")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archive: Option<crate::archive::ArchiveCounts>,
+    /// Refused Kafka messages the dead-letter topic acknowledged, and did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_dead_letters: Option<crate::output::PublishCounts>,
 }
 
 impl RunSummary {
@@ -542,6 +548,9 @@ pub struct Job {
     /// letters, and its reader.
     #[cfg(feature = "archive")]
     replays: Vec<(u32, u32, Arc<crate::archive::ArchiveReader>)>,
+    /// The Kafka topic the run reads, when `kafka.topic` is set.
+    #[cfg(feature = "kafka")]
+    kafka: Option<Arc<crate::kafka::KafkaSource>>,
 }
 
 /// The archive among a run's inputs: its input index, the reader, and the names of the
@@ -790,6 +799,33 @@ impl Job {
         };
         #[cfg(not(feature = "archive"))]
         let event_sources: Vec<String> = inputs.iter().map(|i| i.path.display().to_string()).collect();
+        // The partitions of a Kafka topic are inputs numbered after the files.
+        #[cfg(feature = "kafka")]
+        let (kafka, event_sources) = {
+            let mut event_sources = event_sources;
+            let kafka = match config.kafka.as_ref().filter(|k| k.topic.is_some()) {
+                Some(settings) => {
+                    if inputs.iter().any(|i| i.format == crate::ingest::Format::Archive) {
+                        return Err(RunError::Config(
+                            "an archive is replayed on its own, not together with a Kafka topic".into(),
+                        ));
+                    }
+                    let source = crate::kafka::KafkaSource::connect(settings, event_sources.len() as u32)
+                        .map_err(|e| RunError::Kafka(e.to_string()))?;
+                    event_sources.extend(source.source_names());
+                    Some(source)
+                }
+                None => None,
+            };
+            (kafka, event_sources)
+        };
+        #[cfg(not(feature = "kafka"))]
+        if config.kafka.is_some() {
+            return Err(RunError::Config("kafka: this surveil is built without the `kafka` feature".into()));
+        }
+        if inputs.is_empty() && event_sources.is_empty() {
+            return Err(RunError::Config("nothing to read: give input files or a Kafka topic (kafka.topic)".into()));
+        }
         let case_actions = match config.cases.enabled {
             true => CaseActions::read(&config.cases.actions, event_sources.len().max(inputs.len()) as u32)
                 .map_err(|(path, e)| RunError::Config(format!("cases.actions {}: {e}", path.display())))?,
@@ -849,12 +885,46 @@ impl Job {
         if config.archive.is_some() {
             return Err(RunError::Config("archive: this surveil is built without the `archive` feature".into()));
         }
+        // Alerts to a Kafka topic; with a Kafka input, its positions are committed only as far
+        // as these are delivered.
+        #[cfg(feature = "kafka")]
+        let kafka = {
+            let mut kafka = kafka;
+            if let Some(settings) = &config.kafka {
+                let publisher = |topic: &String| {
+                    crate::kafka::AlertPublisher::new(settings, topic)
+                        .map(Arc::new)
+                        .map_err(|e| RunError::Kafka(e.to_string()))
+                };
+                if let Some(topic) = &settings.alerts_topic {
+                    let alerts = publisher(topic)?;
+                    writer.publish_alerts(alerts.clone() as Arc<dyn crate::output::Publisher>, settings.timeout);
+                    if let Some(source) = &mut kafka {
+                        source.gate_commits_on(alerts);
+                    }
+                }
+                let mut routes = Vec::new();
+                for route in &config.alerts.routes {
+                    let notices = route.kafka_topic.as_ref().map(publisher).transpose()?;
+                    if let (Some(source), Some(notices)) = (&mut kafka, &notices) {
+                        source.gate_commits_on(notices.clone());
+                    }
+                    routes.push(notices.map(|n| n as Arc<dyn crate::output::Publisher>));
+                }
+                if routes.iter().any(Option::is_some) {
+                    writer.publish_routes(routes, settings.timeout);
+                }
+            }
+            kafka.map(Arc::new)
+        };
         tracing::info!(inputs = inputs.len(), bytes = total_bytes, "job ready");
         Ok(Job {
             #[cfg(feature = "archive")]
             archive,
             #[cfg(feature = "archive")]
             replays,
+            #[cfg(feature = "kafka")]
+            kafka,
             files: writer.files(),
             inputs,
             config,
@@ -917,6 +987,25 @@ impl Job {
     ) -> Result<SourceOutputs<'scope, Event, Report>, RunError> {
         let partitions = self.partitions(scope.index(), scope.peers())?;
         let files = partitioned_source(scope, "ReadFiles", partitions, self.source_options(probe));
+        #[cfg(feature = "kafka")]
+        if let (Some(kafka), Some(settings)) = (&self.kafka, &self.config.kafka) {
+            let mine = kafka
+                .partitions(scope.index(), scope.peers(), &self.config, &self.reference, &self.progress)
+                .map_err(|e| RunError::Kafka(e.to_string()))?;
+            // A live topic's quiet partitions stop holding the watermark back; a replay to the
+            // end waits for every partition, so that it gives the same alerts every time.
+            let options = SourceOptions {
+                idle_timeout: (!settings.stop_at_end).then_some(settings.idle_timeout),
+                idle_poll: std::time::Duration::from_millis(5),
+                ..self.source_options(probe)
+            };
+            let topic = partitioned_source(scope, "ReadKafka", mine, options);
+            return Ok(SourceOutputs {
+                records: files.records.concat(topic.records),
+                late: files.late.concat(topic.late),
+                side: files.side.concat(topic.side),
+            });
+        }
         #[cfg(feature = "archive")]
         if !self.replays.is_empty() {
             let mut mine = Vec::new();
@@ -944,6 +1033,15 @@ impl Job {
         self.archive.as_ref()
     }
 
+    /// Inputs read: the files, and the partitions of the Kafka topic.
+    fn input_count(&self) -> usize {
+        #[cfg(feature = "kafka")]
+        if let Some(kafka) = &self.kafka {
+            return self.inputs.len() + kafka.partition_count();
+        }
+        self.inputs.len()
+    }
+
     /// The source settings of the job.
     pub fn source_options(&self, probe: &ProbeHandle<u64>) -> SourceOptions {
         SourceOptions { stop: Some(self.stop.flag()), ..source_options(&self.config.ingest, probe) }
@@ -959,7 +1057,7 @@ impl Job {
     /// end, the events read, and why the run stopped early.
     fn run_end(&self) -> serde_json::Value {
         let positions = self.progress.positions();
-        let complete = positions.iter().all(|p| p.finished) && positions.len() == self.inputs.len();
+        let complete = positions.iter().all(|p| p.finished) && positions.len() == self.input_count();
         let events: u64 = self.progress.events().iter().sum();
         // Every worker asks; the first waits for the digests, and they stay for the others.
         let digests = match self.input_digests.lock() {
@@ -984,7 +1082,12 @@ impl Job {
     /// Commits the output folder once every worker is done: `written` is what the writer of
     /// worker 0 counted ([`WriterSlot::finish`]). Writes `summary.json` last and returns it.
     pub fn finish(self, written: WrittenCounts, workers: usize) -> Result<RunSummary, RunError> {
-        let sources: Vec<String> = self.inputs.iter().map(|i| i.path.display().to_string()).collect();
+        #[allow(unused_mut)]
+        let mut sources: Vec<String> = self.inputs.iter().map(|i| i.path.display().to_string()).collect();
+        #[cfg(feature = "kafka")]
+        if let Some(kafka) = &self.kafka {
+            sources.extend(kafka.source_names());
+        }
         let mut summary =
             RunSummary { inputs: sources.clone(), workers: workers.max(1), written, ..Default::default() };
         let events_by_kind = self.progress.events();
@@ -992,7 +1095,7 @@ impl Job {
             summary.events_by_kind.insert(kind.as_str().into(), events_by_kind[kind.index()]);
         }
         let positions = self.progress.positions();
-        summary.complete = positions.iter().all(|p| p.finished) && positions.len() == self.inputs.len();
+        summary.complete = positions.iter().all(|p| p.finished) && positions.len() == self.input_count();
         if !summary.complete {
             summary.interrupted = Some(Interruption {
                 reason: self.stop.reason().unwrap_or_else(|| "stopped".into()),
@@ -1014,6 +1117,16 @@ impl Job {
         summary.elapsed_seconds = self.started.elapsed().as_secs_f64();
         summary.events_per_second = summary.events as f64 / summary.elapsed_seconds.max(1e-9);
         summary.peak_rss_bytes = peak_rss();
+        // The dead-letter topic has everything before the summary says what it got.
+        #[cfg(feature = "kafka")]
+        let dead_letter_topic = match &self.kafka {
+            Some(kafka) => {
+                let delivered = kafka.flush_dead_letters();
+                summary.kafka_dead_letters = kafka.dead_letter_counts();
+                delivered
+            }
+            None => Ok(()),
+        };
         #[cfg(feature = "archive")]
         let archive_error = {
             // A complete run's files replace an earlier run's over the same inputs entirely.
@@ -1031,6 +1144,12 @@ impl Job {
         let text = serde_json::to_string_pretty(&summary).map_err(|e| RunError::Dataflow(e.to_string()))? + "\n";
         let dir = self.folder.dir().to_path_buf();
         self.folder.commit(&self.files, text.as_bytes()).map_err(|source| RunError::Output { path: dir, source })?;
+        // The outputs are complete: the positions read can be committed.
+        #[cfg(feature = "kafka")]
+        if let Some(kafka) = &self.kafka {
+            dead_letter_topic.map_err(|e| RunError::Kafka(e.to_string()))?;
+            kafka.commit_final(summary.complete).map_err(|e| RunError::Kafka(e.to_string()))?;
+        }
         if let Some(interruption) = &summary.interrupted {
             tracing::info!(reason = %interruption.reason, events = summary.events, "job interrupted before the end of its inputs");
         }

@@ -7,6 +7,7 @@
 //! job         pipeline
 //! submission  submission
 //! reports     reports
+//! kafka       kafka (feature `kafka`): sources and topic sinks
 //! sinks       output
 //! timeseries  timeseries
 //! webhook     webhook
@@ -45,6 +46,7 @@ const LAYERS: &[&[&str]] = &[
     &["webhook"],
     &["timeseries"],
     &["output"],
+    &["kafka"],
     &["reports"],
     &["submission"],
     &["pipeline"],

@@ -29,6 +29,91 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum KafkaAction {
+    /// Publish the events of recorded files to a topic, one message per event in the canonical
+    /// JSON schema, keyed by instrument: a replay source for `surveil run --kafka`.
+    Produce {
+        /// The topic; created with --partitions partitions when missing.
+        #[arg(long)]
+        topic: String,
+        /// Kafka brokers (host:port, comma-separated), instead of `kafka.brokers`.
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Partitions of the topic when it is created.
+        #[arg(long, default_value_t = 4)]
+        partitions: usize,
+        /// Configuration file (reference data, input settings and `[kafka]`).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Input format; by default detected from each file's name.
+        #[arg(long)]
+        format: Option<Format>,
+        /// Input files.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+    },
+    /// Create a topic (a topic that exists is left as it is).
+    CreateTopic {
+        /// The topic.
+        topic: String,
+        /// Kafka brokers (host:port, comma-separated), instead of `kafka.brokers`.
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Partitions.
+        #[arg(long, default_value_t = 4)]
+        partitions: usize,
+        /// Configuration file with `[kafka]`.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// The `[kafka]` settings of `config`, with `brokers` from the command line when given.
+fn kafka_settings(config: &mut Config, brokers: Option<String>) -> Result<surveil::config::KafkaConfig> {
+    let mut settings = match (config.kafka.take(), brokers) {
+        (Some(mut settings), Some(brokers)) => {
+            settings.brokers = brokers;
+            settings
+        }
+        (Some(settings), None) => settings,
+        (None, Some(brokers)) => surveil::config::KafkaConfig::new(&brokers),
+        (None, None) => bail!("no Kafka brokers: give --brokers or set kafka.brokers in the configuration"),
+    };
+    settings.brokers = settings.brokers.trim().to_string();
+    config.kafka = Some(settings.clone());
+    config.validate().map_err(|e| anyhow!("{e}"))?;
+    Ok(settings)
+}
+
+fn kafka_tool(action: KafkaAction) -> Result<()> {
+    match action {
+        KafkaAction::Produce { topic, brokers, partitions, config, format, inputs: paths } => {
+            let mut config = match &config {
+                Some(path) => Config::load(path)?,
+                None => Config::default(),
+            };
+            let settings = kafka_settings(&mut config, brokers)?;
+            surveil::kafka::create_topic(&settings, &topic, partitions)?;
+            let counts = surveil::kafka::produce_files(&inputs(&paths, format), &config, &settings, &topic)?;
+            println!(
+                "{} events published to {topic} ({} acknowledged); {} records were not events",
+                counts.events, counts.delivery.delivered, counts.dead_letters
+            );
+            Ok(())
+        }
+        KafkaAction::CreateTopic { topic, brokers, partitions, config } => {
+            let mut config = match &config {
+                Some(path) => Config::load(path)?,
+                None => Config::default(),
+            };
+            let settings = kafka_settings(&mut config, brokers)?;
+            surveil::kafka::create_topic(&settings, &topic, partitions)?;
+            Ok(())
+        }
+    }
+}
+
+#[derive(Subcommand)]
 enum AuditAction {
     /// Check every record's hash, the sequence and the links, and that the log ends where its
     /// run's summary.json says; say where it was tampered with if not.
@@ -202,7 +287,7 @@ enum ReportKind {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the surveillance job on recorded files.
+    /// Run the surveillance job on recorded files, or on a Kafka topic (`--kafka`).
     Run {
         #[command(flatten)]
         job: JobArgs,
@@ -230,9 +315,30 @@ enum Command {
         /// or at s3://BUCKET/PREFIX (the `[archive]` section's other settings apply).
         #[arg(long)]
         archive: Option<String>,
+        /// Read this Kafka topic, one input per partition (the `[kafka]` section's other
+        /// settings apply); without --to-end the run follows the topic until stopped.
+        #[arg(long)]
+        kafka: Option<String>,
+        /// Kafka brokers (host:port, comma-separated), instead of `kafka.brokers`.
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Read the topic up to the end it has when the run starts, then finish.
+        #[arg(long, requires = "kafka")]
+        to_end: bool,
+        /// Publish every alert to this Kafka topic, keyed by its id.
+        #[arg(long)]
+        kafka_alerts: Option<String>,
+        /// The consumer group the read positions are committed for, instead of `kafka.group`.
+        #[arg(long, requires = "kafka")]
+        kafka_group: Option<String>,
         /// Input files (plain or .gz), or archives written by `--archive` to replay.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "kafka")]
         inputs: Vec<PathBuf>,
+    },
+    /// Kafka tools: publish recorded files to a topic, create a topic.
+    Kafka {
+        #[command(subcommand)]
+        action: KafkaAction,
     },
     /// Train the anomaly model (baselines and forests) on recorded files.
     Train {
@@ -391,9 +497,29 @@ fn main_inner() -> Result<()> {
             export_features,
             case_actions,
             archive,
+            kafka,
+            brokers,
+            to_end,
+            kafka_alerts,
+            kafka_group,
             inputs: paths,
         }) => {
             let mut config = job.config()?;
+            if kafka.is_some() || kafka_alerts.is_some() || brokers.is_some() {
+                let mut settings = kafka_settings(&mut config, brokers)?;
+                if kafka.is_some() {
+                    settings.topic = kafka;
+                }
+                settings.stop_at_end |= to_end;
+                if kafka_alerts.is_some() {
+                    settings.alerts_topic = kafka_alerts;
+                }
+                if let Some(group) = kafka_group {
+                    settings.group = group;
+                }
+                config.kafka = Some(settings);
+                config.validate().map_err(|e| anyhow!("{e}"))?;
+            }
             if let Some(url) = archive {
                 let mut settings = config.archive.take().unwrap_or_else(|| ArchiveConfig::local(Path::new(&url)));
                 settings.url = url;
@@ -426,6 +552,7 @@ fn main_inner() -> Result<()> {
             }
             interrupted(&summary)
         }
+        Some(Command::Kafka { action }) => kafka_tool(action),
         Some(Command::Train { job, out, features, inputs: paths }) => {
             let config = job.config()?;
             let (format, workers) = (job.format, job.workers);

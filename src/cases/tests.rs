@@ -41,6 +41,7 @@ fn alerts_config() -> AlertsConfig {
         rules: vec![],
         desks: vec![],
         webhook: None,
+        kafka_topic: None,
     });
     config
 }

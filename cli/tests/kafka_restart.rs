@@ -1,0 +1,114 @@
+//! `surveil run --kafka` killed with SIGKILL four times while it consumes, then started again
+//! with the same command: the alerts topic, deduplicated by key as a compacted topic keeps it,
+//! ends with exactly the alerts of an uninterrupted run. Against a real tansu broker on
+//! 127.0.0.1.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use surveil::kafka::test_broker::TestBroker;
+
+fn surveil() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_surveil"));
+    command.stdout(Stdio::null()).stderr(Stdio::piped());
+    command
+}
+
+fn succeed(command: &mut Command) {
+    let output = command.output().expect("surveil runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// `surveil run` over the topic to its end, alerts to `alerts`, positions for `group`.
+fn run_command(broker: &TestBroker, day: &Path, group: &str, alerts: &str, out: &Path) -> Command {
+    let mut command = surveil();
+    command
+        .args(["run", "--quiet", "--workers", "2", "--kafka", "day", "--to-end"])
+        .args(["--brokers", broker.address(), "--kafka-alerts", alerts, "--kafka-group", group])
+        .arg("--config")
+        .arg(day.join("surveil.toml"))
+        .arg("--out")
+        .arg(out);
+    command
+}
+
+fn alert_ids(out: &Path) -> BTreeSet<String> {
+    std::fs::read_to_string(out.join("alerts.jsonl"))
+        .expect("alerts.jsonl")
+        .lines()
+        .map(|line| {
+            let alert: serde_json::Value = serde_json::from_str(line).expect("an alert");
+            alert["id"].as_str().unwrap_or_default().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn killed_runs_restarted_end_with_the_alerts_of_an_uninterrupted_run() {
+    let broker = TestBroker::start().unwrap_or_else(|e| panic!("{e}"));
+    let work = tempfile::tempdir().expect("temp dir");
+    let day = work.path().join("day");
+    succeed(surveil().args(["generate", "--events", "150000", "--seed", "7", "--out"]).arg(&day));
+    succeed(
+        surveil()
+            .args(["kafka", "produce", "--topic", "day", "--partitions", "4", "--brokers", broker.address()])
+            .arg("--config")
+            .arg(day.join("surveil.toml"))
+            .arg(day.join("events.csv")),
+    );
+
+    for topic in ["alerts-whole", "alerts-crashed"] {
+        succeed(surveil().args(["kafka", "create-topic", topic, "--partitions", "1", "--brokers", broker.address()]));
+    }
+
+    // The uninterrupted run, and how long it takes.
+    let started = Instant::now();
+    let whole = work.path().join("whole");
+    succeed(&mut run_command(&broker, &day, "whole", "alerts-whole", &whole));
+    let duration = started.elapsed();
+    let expected = alert_ids(&whole);
+    assert!(expected.len() > 20, "a day with breaches: {} alerts", expected.len());
+
+    // Killed at several points of that time, then run to the end.
+    let out = work.path().join("crashed");
+    let mut completed = false;
+    for share in [0.3, 0.6, 0.75, 0.85] {
+        let mut child = run_command(&broker, &day, "crashed", "alerts-crashed", &out).spawn().expect("surveil starts");
+        std::thread::sleep(duration.mul_f64(share));
+        if child.try_wait().expect("status").is_none() {
+            child.kill().expect("SIGKILL");
+        }
+        // A run faster than the uninterrupted one may end before its kill: it commits its
+        // positions, and the later runs have nothing left to read.
+        completed |= child.wait().expect("killed").success();
+        let so_far = broker.read_topic("alerts-crashed", 0).expect("the alerts topic").len();
+        eprintln!("killed at {:.0}% of the run: {so_far} alert records on the topic so far", share * 100.0);
+    }
+    succeed(&mut run_command(&broker, &day, "crashed", "alerts-crashed", &out));
+    match completed {
+        false => assert_eq!(alert_ids(&out), expected, "the last run's own outputs"),
+        true => assert!(alert_ids(&out).is_empty(), "a run after a complete one reads nothing"),
+    }
+
+    // The topic holds every alert of the uninterrupted run (same ids: the same offsets), and
+    // nothing else; a compacted topic keeps one record per key.
+    let published = broker.read_topic("alerts-crashed", expected.len()).expect("the alerts topic");
+    let mut per_key: BTreeMap<String, usize> = BTreeMap::new();
+    for message in &published {
+        *per_key.entry(message.key.clone()).or_default() += 1;
+    }
+    let keys: BTreeSet<String> = per_key.keys().cloned().collect();
+    assert_eq!(keys, expected, "alerts missing or extra after the restarts");
+    let duplicates = published.len() - keys.len();
+    assert!(duplicates > 0, "no killed run got as far as publishing alerts: the test tests nothing");
+    eprintln!(
+        "{} alerts; the raw topic holds {} records: {duplicates} duplicates from the killed runs",
+        expected.len(),
+        published.len()
+    );
+    // And a record per alert of the uninterrupted run's own topic: no duplicates without a crash.
+    let whole_topic = broker.read_topic("alerts-whole", expected.len()).expect("the alerts topic");
+    assert_eq!(whole_topic.len(), expected.len());
+}

@@ -1,0 +1,527 @@
+//! The partitions of the input topic as sources of events.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use surveil_operators::{Partition, PartitionRead};
+
+use super::sink::{AlertPublisher, DeadLetterPublisher};
+use super::{KafkaError, client_config, partition_count, source_name};
+use crate::config::{Config, KafkaConfig, KafkaFormat};
+use crate::ingest::partition::PartitionProgress;
+use crate::ingest::{DeadLetter, Line, LineParser, ParseContext, ReadProgress};
+use crate::model::{Event, IdMap, Origin, Report, Symbol};
+use crate::reference::ReferenceData;
+
+/// Granularity of the commit bookkeeping: one entry per partition per this much event time,
+/// so a day of replay horizon costs at most 86,400 entries per partition.
+const COMMIT_GRANULE_NS: u64 = 1_000_000_000;
+
+/// The input topic of a run: its settings, its partitions' input numbers, the publishers whose
+/// deliveries gate the commits, and every partition's consumer (for the commit at the end).
+pub struct KafkaSource {
+    settings: KafkaConfig,
+    topic: String,
+    partitions: usize,
+    /// The input number of partition 0; partition `p` is input `first_source + p`.
+    first_source: u32,
+    /// The topics the run publishes to: positions are committed during the run as far as
+    /// all of them have delivered.
+    gates: Vec<Arc<AlertPublisher>>,
+    dead_letters: Option<Arc<DeadLetterPublisher>>,
+    /// Every partition's consumer, opened when connecting and taken by the worker that reads it.
+    unclaimed: Mutex<Vec<Option<Opened>>>,
+    /// The partitions taken so far, for the commit at the end.
+    opened: Mutex<Vec<Arc<Shared>>>,
+}
+
+impl KafkaSource {
+    /// Connects to the brokers, reads the topic's partition count and assigns a consumer to
+    /// every partition from the group's committed position: an error, not a hang, when the
+    /// brokers do not answer within `kafka.timeout`, before any worker starts. The topic's
+    /// partitions become inputs `first_source`, `first_source + 1`, …
+    pub fn connect(settings: &KafkaConfig, first_source: u32) -> Result<KafkaSource, KafkaError> {
+        let topic = settings
+            .topic
+            .clone()
+            .ok_or_else(|| KafkaError::Config("kafka.topic is not set: which topic should be read?".into()))?;
+        let partitions = partition_count(settings, &topic)?;
+        let dead_letters = match &settings.dead_letter_topic {
+            Some(topic) => Some(Arc::new(DeadLetterPublisher::new(settings, topic)?)),
+            None => None,
+        };
+        let mut source = KafkaSource {
+            settings: settings.clone(),
+            topic,
+            partitions,
+            first_source,
+            gates: Vec::new(),
+            dead_letters,
+            unclaimed: Mutex::default(),
+            opened: Mutex::default(),
+        };
+        // Each consumer finds the group's coordinator and the partition's leader: up to about
+        // a second per partition, spent at once for all of them.
+        let opened: Vec<Result<Opened, KafkaError>> = std::thread::scope(|scope| {
+            let source = &source;
+            let opening: Vec<_> = (0..partitions).map(|p| scope.spawn(move || source.open(p as i32))).collect();
+            opening
+                .into_iter()
+                .map(|handle| {
+                    handle.join().unwrap_or_else(|_| Err(KafkaError::Config("opening a partition failed".into())))
+                })
+                .collect()
+        });
+        source.unclaimed = Mutex::new(opened.into_iter().map(|o| o.map(Some)).collect::<Result<_, _>>()?);
+        Ok(source)
+    }
+
+    /// Commits during the run wait for `publisher` to deliver what it was given up to the
+    /// positions committed. Without any, positions are committed at the end of the run only.
+    pub fn gate_commits_on(&mut self, publisher: Arc<AlertPublisher>) {
+        self.gates.push(publisher);
+    }
+
+    /// Waits until every refused message is on the dead-letter topic, if there is one.
+    pub fn flush_dead_letters(&self) -> Result<(), KafkaError> {
+        match &self.dead_letters {
+            Some(letters) => letters.flush(self.settings.timeout),
+            None => Ok(()),
+        }
+    }
+
+    /// What the dead-letter topic acknowledged, when there is one.
+    pub fn dead_letter_counts(&self) -> Option<crate::output::PublishCounts> {
+        self.dead_letters.as_ref().map(|letters| letters.counts())
+    }
+
+    /// The topic read.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The number of partitions (inputs) of the topic.
+    pub fn partition_count(&self) -> usize {
+        self.partitions
+    }
+
+    /// The names of the inputs, partition by partition.
+    pub fn source_names(&self) -> Vec<String> {
+        (0..self.partitions).map(|p| source_name(&self.topic, p)).collect()
+    }
+
+    /// The partitions worker `worker` of `peers` reads (`p mod peers == worker`), each with a
+    /// consumer assigned to it from its committed position (or the start of the partition).
+    pub fn partitions(
+        &self,
+        worker: usize,
+        peers: usize,
+        config: &Config,
+        reference: &Arc<ReferenceData>,
+        progress: &Arc<ReadProgress>,
+    ) -> Result<Vec<KafkaPartition>, KafkaError> {
+        let mut mine = Vec::new();
+        for partition in (0..self.partitions).filter(|p| p % peers.max(1) == worker) {
+            let taken = self.unclaimed.lock().ok().and_then(|mut all| all.get_mut(partition).and_then(Option::take));
+            let Some(opened) = taken else {
+                return Err(KafkaError::Config(format!("partition {partition} of {} is read already", self.topic)));
+            };
+            if let Ok(mut all) = self.opened.lock() {
+                all.push(opened.shared.clone());
+            }
+            let source = self.first_source + partition as u32;
+            let parser: Box<dyn LineParser> = match self.settings.format {
+                KafkaFormat::Jsonl => Box::new(crate::ingest::jsonl::JsonlParser::new()),
+                KafkaFormat::Fix => Box::new(crate::ingest::fix::FixParser::new(&config.ingest.fix)),
+            };
+            mine.push(KafkaPartition {
+                shared: opened.shared,
+                end: opened.end,
+                next: opened.start,
+                source,
+                parser,
+                reference: reference.clone(),
+                announced: IdMap::default(),
+                buffered: VecDeque::new(),
+                side: Vec::new(),
+                progress: progress.track(source, 0),
+                bytes: 0,
+                gates: self.gates.clone(),
+                dead_letters: self.dead_letters.clone(),
+                horizon: self.settings.replay_horizon.as_nanos().min(u64::MAX as u128) as u64,
+                commit_interval: self.settings.commit_interval,
+                last_commit: Instant::now(),
+                stop_at_end: self.settings.stop_at_end,
+                eof: false,
+                timeout: self.settings.timeout,
+            });
+        }
+        Ok(mine)
+    }
+
+    fn open(&self, partition: i32) -> Result<Opened, KafkaError> {
+        let settings = &self.settings;
+        let mut config = client_config(settings);
+        // Each partition has a consumer of its own: keep its read-ahead modest (librdkafka's
+        // default is 64 MB per consumer), unless the properties say otherwise.
+        for (key, value) in [("queued.max.messages.kbytes", "8192"), ("enable.partition.eof", "true")] {
+            if !settings.properties.contains_key(key) {
+                config.set(key, value);
+            }
+        }
+        config
+            .set("group.id", &settings.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest");
+        let consumer: BaseConsumer = config.create().map_err(|e| KafkaError::Config(e.to_string()))?;
+        let broker = |what: &str, e: rdkafka::error::KafkaError| KafkaError::Broker {
+            brokers: settings.brokers.clone(),
+            message: format!("{what} of {}/{partition}: {e}", self.topic),
+        };
+        let (low, high) =
+            consumer.fetch_watermarks(&self.topic, partition, settings.timeout).map_err(|e| broker("offsets", e))?;
+        let mut wanted = TopicPartitionList::new();
+        wanted.add_partition(&self.topic, partition);
+        let committed =
+            consumer.committed_offsets(wanted, settings.timeout).map_err(|e| broker("committed offset", e))?;
+        let start = match committed.find_partition(&self.topic, partition).map(|e| e.offset()) {
+            Some(Offset::Offset(offset)) if offset > high => {
+                // The topic was emptied or made again since: its committed position means nothing.
+                tracing::warn!(topic = %self.topic, partition, committed = offset, end = high, "kafka: the committed position is past the partition's end; reading from its start");
+                low
+            }
+            Some(Offset::Offset(offset)) if offset >= low => offset,
+            _ => low,
+        };
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(&self.topic, partition, Offset::Offset(start))
+            .map_err(|e| broker("assignment", e))?;
+        consumer.assign(&assignment).map_err(|e| broker("assignment", e))?;
+        tracing::info!(topic = %self.topic, partition, start, end = high, "kafka partition assigned");
+        let shared = Arc::new(Shared {
+            consumer,
+            topic: self.topic.clone(),
+            partition,
+            commits: Mutex::new(Commits { entries: VecDeque::new(), committed: start, read_to: start, latest: 0 }),
+        });
+        Ok(Opened { shared, start, end: settings.stop_at_end.then_some(high) })
+    }
+
+    /// Commits, for every partition, the position after the last message read: called once
+    /// the run's outputs are complete. A run that did not read to the end keeps the replay
+    /// horizon behind the latest event time it read, so that a restart rebuilds the state.
+    pub fn commit_final(&self, complete: bool) -> Result<(), KafkaError> {
+        // Nothing is committed before every refused message is on the dead-letter topic.
+        if let Some(letters) = &self.dead_letters {
+            letters.flush(self.settings.timeout)?;
+        }
+        let Ok(opened) = self.opened.lock() else { return Ok(()) };
+        let horizon = self.settings.replay_horizon.as_nanos().min(u64::MAX as u128) as u64;
+        for shared in opened.iter() {
+            let cutoff = match complete {
+                true => u64::MAX,
+                false => shared.latest().saturating_sub(horizon),
+            };
+            shared.commit_before(cutoff)?;
+        }
+        Ok(())
+    }
+}
+
+struct Opened {
+    shared: Arc<Shared>,
+    start: i64,
+    end: Option<i64>,
+}
+
+/// What a partition shares with the source: its consumer and commit bookkeeping.
+struct Shared {
+    consumer: BaseConsumer,
+    topic: String,
+    partition: i32,
+    commits: Mutex<Commits>,
+}
+
+/// Which positions can be committed once event time has been processed up to a cutoff.
+struct Commits {
+    /// `(offset, time)`: the message at `offset` is the first whose event time reached `time`,
+    /// and the messages from it up to the next entry are all earlier than `time` plus one
+    /// granule. Entries are at least a granule apart.
+    entries: VecDeque<(i64, u64)>,
+    /// The position committed last.
+    committed: i64,
+    /// The offset after the last message read.
+    read_to: i64,
+    /// The latest event time read.
+    latest: u64,
+}
+
+impl Commits {
+    fn note(&mut self, offset: i64, time: u64) {
+        if self.entries.back().is_none_or(|&(_, last)| time >= last.saturating_add(COMMIT_GRANULE_NS)) {
+            self.entries.push_back((offset, time.max(self.latest)));
+        }
+        self.latest = self.latest.max(time);
+        self.read_to = offset + 1;
+    }
+
+    /// The position before which every message read has only events earlier than `cutoff`.
+    fn position_before(&self, cutoff: u64) -> i64 {
+        let mut position = self.committed;
+        for (index, &(offset, time)) in self.entries.iter().enumerate() {
+            if time.saturating_add(COMMIT_GRANULE_NS) > cutoff {
+                // Messages from this entry on may hold events at or after the cutoff.
+                return position.max(offset).max(self.committed);
+            }
+            // Every message up to the next entry (or all read) is earlier than the cutoff.
+            position = self.entries.get(index + 1).map_or(self.read_to, |&(next, _)| next);
+        }
+        position.max(self.committed)
+    }
+
+    /// `position` is committed: forget the entries wholly before it.
+    fn committed_to(&mut self, position: i64) {
+        self.committed = position;
+        while let Some(&(_, _)) = self.entries.front() {
+            let end = self.entries.get(1).map_or(self.read_to, |&(next, _)| next);
+            if end > position {
+                break;
+            }
+            self.entries.pop_front();
+        }
+    }
+}
+
+/// [`Commits::position_before`] over messages with these event times, from offset 0.
+#[cfg(test)]
+pub(super) fn position_before_for_tests(times: &[u64], cutoff: u64) -> i64 {
+    let mut commits = Commits { entries: VecDeque::new(), committed: 0, read_to: 0, latest: 0 };
+    for (offset, &time) in times.iter().enumerate() {
+        commits.note(offset as i64, time);
+    }
+    let position = commits.position_before(cutoff);
+    // Forgetting what is committed changes nothing of what comes after.
+    commits.committed_to(position);
+    assert_eq!(commits.position_before(cutoff), position);
+    position
+}
+
+impl Shared {
+    fn latest(&self) -> u64 {
+        self.commits.lock().map(|c| c.latest).unwrap_or(0)
+    }
+
+    fn can_commit_before(&self, cutoff: u64) -> bool {
+        self.commits.lock().is_ok_and(|c| c.position_before(cutoff) > c.committed)
+    }
+
+    fn commit_before(&self, cutoff: u64) -> Result<(), KafkaError> {
+        let Ok(mut commits) = self.commits.lock() else { return Ok(()) };
+        let position = commits.position_before(cutoff);
+        if position <= commits.committed {
+            return Ok(());
+        }
+        let mut list = TopicPartitionList::new();
+        let broker = |e: rdkafka::error::KafkaError| KafkaError::Broker {
+            brokers: String::new(),
+            message: format!("commit of {}/{}: {e}", self.topic, self.partition),
+        };
+        list.add_partition_offset(&self.topic, self.partition, Offset::Offset(position)).map_err(broker)?;
+        self.consumer.commit(&list, CommitMode::Sync).map_err(broker)?;
+        tracing::debug!(topic = %self.topic, partition = self.partition, position, "kafka position committed");
+        commits.committed_to(position);
+        Ok(())
+    }
+}
+
+/// One partition of the input topic, read by one worker.
+pub struct KafkaPartition {
+    shared: Arc<Shared>,
+    /// With `stop_at_end`, the offset the partition is read up to (its end when the run
+    /// started).
+    end: Option<i64>,
+    /// The offset of the next message.
+    next: i64,
+    source: u32,
+    parser: Box<dyn LineParser>,
+    reference: Arc<ReferenceData>,
+    announced: IdMap<Symbol, ()>,
+    /// Events read ahead (by [`Partition::first_time`]) and not yet handed out.
+    buffered: VecDeque<Event>,
+    side: Vec<Report>,
+    progress: PartitionProgress,
+    /// Payload bytes read (the progress and the summary count bytes).
+    bytes: u64,
+    gates: Vec<Arc<AlertPublisher>>,
+    dead_letters: Option<Arc<DeadLetterPublisher>>,
+    horizon: u64,
+    commit_interval: Duration,
+    last_commit: Instant,
+    stop_at_end: bool,
+    /// The consumer reported the end of the partition (with `stop_at_end`).
+    eof: bool,
+    timeout: Duration,
+}
+
+impl KafkaPartition {
+    fn at_end(&self) -> bool {
+        self.eof || self.end.is_some_and(|end| self.next >= end)
+    }
+
+    /// Polls one message (waiting up to `wait`) and parses it into `buffered` and `side`.
+    /// Returns whether a message came.
+    fn poll_one(&mut self, wait: Duration) -> bool {
+        let Some(result) = self.shared.consumer.poll(wait) else { return false };
+        let message = match result {
+            Ok(message) => message,
+            Err(rdkafka::error::KafkaError::PartitionEOF(_)) => {
+                // Read to the partition's end as it is now: a replay to the end is done even
+                // when the end offset is past the last message (transaction markers, a
+                // compacted tail), which `next` would never reach.
+                if self.stop_at_end {
+                    self.eof = true;
+                }
+                return false;
+            }
+            Err(error) => {
+                // Transport errors and broker restarts: librdkafka reconnects by itself.
+                tracing::warn!(topic = %self.shared.topic, partition = self.shared.partition, %error, "kafka consumer");
+                return false;
+            }
+        };
+        let offset = message.offset();
+        if offset < self.next {
+            // Already read (a fetch repeated after a reconnection).
+            return true;
+        }
+        self.next = offset + 1;
+        let payload = message.payload().unwrap_or_default();
+        self.bytes += payload.len() as u64;
+        let mut events = Vec::new();
+        let origin = Origin::new(self.source, offset as u64);
+        let line = Line { bytes: payload, origin, companion: None };
+        let mut context = ParseContext::new(&self.reference, &mut self.side, &mut self.announced);
+        let parsed = context.parse(self.parser.as_mut(), &line, &mut events);
+        match parsed {
+            Ok(()) => {
+                if let Ok(mut commits) = self.shared.commits.lock() {
+                    let time = events.iter().map(|e| e.time).max().unwrap_or(0);
+                    commits.note(offset, time);
+                }
+                self.buffered.extend(events);
+            }
+            Err(rejection) => {
+                if let Ok(mut commits) = self.shared.commits.lock() {
+                    let latest = commits.latest;
+                    commits.note(offset, latest);
+                }
+                if let Some(publisher) = &self.dead_letters {
+                    publisher.publish(&self.shared.topic, self.shared.partition, offset, payload, &rejection);
+                }
+                self.side.push(Report::DeadLetter(Box::new(DeadLetter {
+                    source: self.source,
+                    line: None,
+                    offset: offset as u64,
+                    raw: String::from_utf8_lossy(payload).into_owned(),
+                    reason: rejection.reason,
+                    detail: rejection.detail,
+                    event: None,
+                })));
+            }
+        }
+        true
+    }
+
+    fn commit_processed(&mut self, watermark: u64) {
+        // Without a durable sink, positions are committed only at the end of the run, when
+        // the output files are complete.
+        if self.gates.is_empty() || self.last_commit.elapsed() < self.commit_interval {
+            return;
+        }
+        self.last_commit = Instant::now();
+        let written = self.gates.iter().map(|g| g.written_through()).min().unwrap_or(0);
+        let cutoff = watermark.min(written).saturating_sub(self.horizon);
+        // Flushing waits for the producers: only when there is something to commit.
+        if !self.shared.can_commit_before(cutoff) {
+            return;
+        }
+        for gate in &self.gates {
+            if let Err(error) = gate.flush(self.timeout) {
+                tracing::warn!(%error, "kafka alerts not yet delivered; positions not committed");
+                return;
+            }
+        }
+        if let Some(letters) = &self.dead_letters
+            && let Err(error) = letters.flush(self.timeout)
+        {
+            tracing::warn!(%error, "kafka dead letters not yet delivered; positions not committed");
+            return;
+        }
+        if let Err(error) = self.shared.commit_before(cutoff) {
+            tracing::warn!(%error, "kafka commit failed; retried at the next interval");
+        }
+    }
+}
+
+impl Partition for KafkaPartition {
+    type Record = Event;
+    type Side = Report;
+
+    fn time(record: &Event) -> u64 {
+        record.time
+    }
+
+    fn first_time(&mut self) -> Option<u64> {
+        if self.at_end() {
+            return None;
+        }
+        // Wait for the first event: a run that stops at the end knows one is coming; a live
+        // run waits a little and otherwise starts from the earliest time.
+        let patience = if self.stop_at_end { self.timeout } else { Duration::from_millis(200) };
+        let started = Instant::now();
+        while self.buffered.is_empty() && !self.at_end() && started.elapsed() < patience {
+            self.poll_one(Duration::from_millis(100));
+        }
+        match self.buffered.front() {
+            Some(event) => Some(event.time),
+            None if self.at_end() => None,
+            None => Some(0),
+        }
+    }
+
+    fn read(&mut self, max_records: usize, records: &mut Vec<Event>, side: &mut Vec<Report>) -> PartitionRead {
+        let before = records.len();
+        let mut polled = false;
+        while records.len() - before < max_records {
+            if let Some(event) = self.buffered.pop_front() {
+                records.push(event);
+                continue;
+            }
+            if self.at_end() || !self.poll_one(Duration::ZERO) {
+                break;
+            }
+            polled = true;
+        }
+        side.append(&mut self.side);
+        self.progress.read(&records[before..], self.bytes);
+        if self.at_end() && self.buffered.is_empty() {
+            self.progress.finish();
+            return PartitionRead::Exhausted;
+        }
+        if records.len() > before || polled || !side.is_empty() { PartitionRead::More } else { PartitionRead::Idle }
+    }
+
+    fn processed(&mut self, watermark: u64) {
+        self.commit_processed(watermark);
+    }
+
+    fn bytes_read(&self) -> u64 {
+        0
+    }
+}

@@ -1,0 +1,294 @@
+//! The Kafka source and sinks against a real Kafka-protocol broker: tansu, started here on
+//! 127.0.0.1 with its SQLite storage ([`TestBroker`]). `scripts/test-all.sh` installs it and
+//! names it in `SURVEIL_TANSU`; without it these tests fail.
+
+#[path = "common/https.rs"]
+mod https;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use serde_json::Value;
+use surveil::config::Config;
+use surveil::generate::{GenerateConfig, generate};
+use surveil::kafka::test_broker::{Received, TestBroker};
+use surveil::kafka::{create_topic, produce_files};
+use surveil::pipeline::{RunOptions, RunSummary, inputs, run};
+
+fn broker() -> TestBroker {
+    TestBroker::start().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// An alert without what depends on where its evidence was read (the id and group id, made
+/// from the evidence's input names and offsets, and which of a group's alerts tied at one
+/// time is the one sent on) or on the wall clock (detected_at).
+fn content(mut alert: Value) -> String {
+    if let Value::Object(fields) = &mut alert {
+        for field in ["id", "detected_at", "group", "sent_to"] {
+            fields.remove(field);
+        }
+        if let Some(Value::Array(evidence)) = fields.get_mut("evidence") {
+            for event in evidence {
+                if let Value::Object(event) = event {
+                    event.remove("source");
+                    event.remove("offset");
+                }
+            }
+        }
+    }
+    alert.to_string()
+}
+
+fn alerts(out: &Path) -> Vec<Value> {
+    std::fs::read_to_string(out.join("alerts.jsonl"))
+        .expect("alerts.jsonl")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("an alert"))
+        .collect()
+}
+
+fn consume(broker: &TestBroker, topic: &str, expected: usize) -> Vec<Received> {
+    broker.read_topic(topic, expected).expect("the topic")
+}
+
+fn kafka_run(config: Config, workers: usize, out: &Path) -> RunSummary {
+    run(RunOptions { workers, out_dir: out.into(), ..RunOptions::new(Vec::new(), config) }).expect("the Kafka run")
+}
+
+#[test]
+fn a_day_replayed_through_a_topic_gives_the_alerts_of_the_file() {
+    let broker = broker();
+    let work = tempfile::tempdir().expect("temp dir");
+    let day = work.path().join("day");
+    let generated = GenerateConfig { events: 150_000, seed: 5, ..GenerateConfig::default() };
+    generate(&generated, &day).expect("a generated day");
+    let file = day.join("events.csv");
+    let config = Config::load(&day.join("surveil.toml")).expect("the day's configuration");
+
+    // The file itself.
+    let from_file = work.path().join("from-file");
+    let file_run = run(RunOptions {
+        workers: 2,
+        out_dir: from_file.clone(),
+        ..RunOptions::new(inputs(std::slice::from_ref(&file), None), config.clone())
+    })
+    .expect("the file run");
+    assert!(file_run.alerts > 20, "a day with breaches: {:?}", file_run.written.alerts_by_rule);
+
+    // The same events on a topic of four partitions, keyed by instrument, with malformed
+    // messages among them.
+    let settings = broker.settings();
+    create_topic(&settings, "day", 4).expect("topic");
+    let produced =
+        produce_files(&inputs(std::slice::from_ref(&file), None), &config, &settings, "day").expect("produced");
+    assert_eq!(produced.events, file_run.events);
+    assert_eq!(produced.delivery.delivered, produced.events);
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", broker.address()).create().expect("producer");
+    let malformed = [
+        "{\"event_time\": \"2024-03-04T15:00:00Z\", \"kind\": \"trade\"",
+        "{\"event_time\": \"2024-03-04T15:00:00Z\", \"kind\": \"new\", \"instrument\": \"ZZZ\"}",
+        "{\"event_time\": \"yesterday\", \"kind\": \"quote\", \"instrument\": \"ZZZ\"}",
+    ];
+    for (partition, message) in malformed.iter().enumerate() {
+        let record = BaseRecord::<str, str>::to("day").partition(partition as i32).key("bad").payload(message);
+        producer.send(record).map_err(|(e, _)| e).expect("queued");
+    }
+    producer.flush(Duration::from_secs(30)).expect("delivered");
+    create_topic(&settings, "day-alerts", 1).expect("topic");
+    create_topic(&settings, "day-letters", 1).expect("topic");
+
+    let mut kafka = settings.clone();
+    kafka.topic = Some("day".into());
+    kafka.stop_at_end = true;
+    kafka.alerts_topic = Some("day-alerts".into());
+    kafka.dead_letter_topic = Some("day-letters".into());
+    let from_topic = work.path().join("from-topic");
+    let topic_run = kafka_run(Config { kafka: Some(kafka.clone()), ..config.clone() }, 2, &from_topic);
+
+    // The same alerts, whatever the partitions and workers.
+    assert!(topic_run.complete);
+    assert_eq!(topic_run.events, file_run.events);
+    assert_eq!(topic_run.written.alerts_by_rule, file_run.written.alerts_by_rule);
+    assert_eq!(topic_run.written.alerts_by_tier, file_run.written.alerts_by_tier);
+    assert_eq!(topic_run.written.notices_by_route, file_run.written.notices_by_route);
+    assert_eq!(topic_run.written.alert_groups, file_run.written.alert_groups);
+    let expected: Vec<String> = alerts(&from_file).into_iter().map(content).collect();
+    let got: Vec<String> = alerts(&from_topic).into_iter().map(content).collect();
+    let (got, expected): (BTreeSet<&String>, BTreeSet<&String>) = (got.iter().collect(), expected.iter().collect());
+    let only_topic: Vec<&&String> = got.difference(&expected).take(2).collect();
+    let only_file: Vec<&&String> = expected.difference(&got).take(2).collect();
+    assert!(
+        only_topic.is_empty() && only_file.is_empty(),
+        "the alerts of the topic differ from the file's: only from the topic {only_topic:#?}, only from the file {only_file:#?}"
+    );
+
+    // The malformed messages are dead letters, in the outputs and on their topic.
+    let letters: u64 = topic_run.written.dead_letters_by_reason.values().sum();
+    let file_letters: u64 = file_run.written.dead_letters_by_reason.values().sum();
+    assert_eq!(letters, file_letters + 3, "{:?}", topic_run.written.dead_letters_by_reason);
+    let published = consume(&broker, "day-letters", 3);
+    assert_eq!(published.len(), 3);
+    for Received { payload, headers, .. } in &published {
+        assert!(malformed.contains(&payload.as_str()), "{payload}");
+        assert!(headers.contains_key("surveil.reason") && headers["surveil.topic"] == "day", "{headers:?}");
+    }
+
+    // Every alert is on the alerts topic, once, under its id.
+    let ids: BTreeSet<String> =
+        alerts(&from_topic).iter().map(|a| a["id"].as_str().unwrap_or_default().to_string()).collect();
+    let published = consume(&broker, "day-alerts", ids.len());
+    let keys: BTreeSet<String> = published.iter().map(|m| m.key.clone()).collect();
+    assert_eq!(keys, ids);
+    assert_eq!(published.len(), ids.len());
+
+    // The positions are committed: a second run of the group finds nothing new, and one
+    // after more events reads only those.
+    let again = kafka_run(Config { kafka: Some(kafka.clone()), ..config.clone() }, 1, &work.path().join("again"));
+    assert_eq!((again.events, again.alerts), (0, 0));
+    let late_trade = r#"{"event_time":"2024-03-04T20:00:00Z","kind":"trade","instrument":"LATE","buyer":"X1","seller":"X1","price":"5.00","quantity":10}"#;
+    producer
+        .send(BaseRecord::<str, str>::to("day").partition(0).key("LATE").payload(late_trade))
+        .map_err(|(e, _)| e)
+        .expect("queued");
+    producer.flush(Duration::from_secs(30)).expect("delivered");
+    let more = kafka_run(Config { kafka: Some(kafka), ..config }, 1, &work.path().join("more"));
+    assert_eq!(more.events, 1);
+    assert_eq!(more.written.alerts_by_rule.get("self_trade"), Some(&1), "{:?}", more.written.alerts_by_rule);
+}
+
+#[test]
+fn a_live_run_waits_for_a_restarted_broker_and_loses_nothing() {
+    let mut broker = broker();
+    let settings = broker.settings();
+    create_topic(&settings, "live", 2).expect("topic");
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker.address())
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer");
+    let send = |producer: &ThreadedProducer<DefaultProducerContext>, from: u32, to: u32| {
+        for i in from..to {
+            let account = format!("S{i}");
+            let trade = format!(
+                r#"{{"event_time":"2024-03-04T14:{:02}:{:02}Z","kind":"trade","instrument":"LIVE","buyer":"{account}","seller":"{account}","price":"5.00","quantity":10}}"#,
+                i / 60,
+                i % 60
+            );
+            let record = BaseRecord::<str, str>::to("live").partition((i % 2) as i32).key("LIVE").payload(&trade);
+            producer.send(record).map_err(|(e, _)| e).expect("queued");
+        }
+        producer.flush(Duration::from_secs(30)).expect("delivered");
+    };
+    send(&producer, 0, 20);
+
+    // A live run (no end), stopped once it has seen everything.
+    let mut kafka = settings.clone();
+    kafka.topic = Some("live".into());
+    kafka.idle_timeout = Duration::from_millis(500);
+    let config = Config { kafka: Some(kafka), ..Config::default() };
+    let out = tempfile::tempdir().expect("temp dir");
+    let stop = surveil::pipeline::Stop::default();
+    let progress = std::sync::Arc::new(surveil::ingest::ReadProgress::default());
+    let running = {
+        let (stop, progress, out) = (stop.clone(), progress.clone(), out.path().to_path_buf());
+        std::thread::spawn(move || {
+            run(RunOptions {
+                workers: 2,
+                out_dir: out,
+                stop: Some(stop),
+                progress: Some(progress),
+                ..RunOptions::new(Vec::new(), config)
+            })
+        })
+    };
+    let read = |want: u64| {
+        let started = Instant::now();
+        while progress.events().iter().sum::<u64>() < want {
+            assert!(started.elapsed() < Duration::from_secs(90), "read {:?} of {want}", progress.events());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    read(20);
+
+    // The broker goes away and comes back on the same port and storage.
+    broker.restart(Duration::from_secs(2)).expect("the broker again");
+    send(&producer, 20, 40);
+    read(40);
+    stop.request("the test is done");
+    let summary = running.join().expect("the run's thread").expect("the live run");
+    assert_eq!(summary.events, 40);
+    assert_eq!(summary.written.alerts_by_rule.get("self_trade"), Some(&40), "{:?}", summary.written.alerts_by_rule);
+    assert!(!summary.complete, "a live run stopped by request is interrupted");
+}
+
+#[test]
+fn over_tls_and_a_wrong_authority_is_a_clear_error_not_a_hang() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (ca, certificate, key) = https::test_certificate_files();
+    let (ca_file, certificate_file, key_file) =
+        (dir.path().join("ca.pem"), dir.path().join("server.pem"), dir.path().join("server.key"));
+    for (path, text) in [(&ca_file, &ca), (&certificate_file, &certificate), (&key_file, &key)] {
+        std::fs::write(path, text).expect("written");
+    }
+    let broker = TestBroker::start_tls(&certificate_file, &key_file).unwrap_or_else(|e| panic!("{e}"));
+    let mut settings = broker.settings();
+    settings.properties.insert("security.protocol".into(), "ssl".into());
+    settings.properties.insert("ssl.ca.location".into(), ca_file.display().to_string());
+    create_topic(&settings, "secure", 2).expect("a topic, over TLS");
+    create_topic(&settings, "secure-alerts", 1).expect("a topic, over TLS");
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        surveil::kafka::client_config(&settings).create().expect("a TLS producer");
+    for (partition, buyer) in [(0, "A1"), (1, "B2")] {
+        let trade = format!(
+            r#"{{"event_time":"2024-03-04T14:30:0{partition}Z","kind":"trade","instrument":"SEC","buyer":"{buyer}","seller":"A1","price":"5.00","quantity":10}}"#
+        );
+        let record = BaseRecord::<str, str>::to("secure").partition(partition).key("SEC").payload(&trade);
+        producer.send(record).map_err(|(e, _)| e).expect("queued");
+    }
+    producer.flush(Duration::from_secs(30)).expect("delivered over TLS");
+
+    // The run reads and publishes over TLS.
+    let mut kafka = settings.clone();
+    kafka.topic = Some("secure".into());
+    kafka.stop_at_end = true;
+    kafka.alerts_topic = Some("secure-alerts".into());
+    let out = tempfile::tempdir().expect("temp dir");
+    let summary = kafka_run(Config { kafka: Some(kafka.clone()), ..Config::default() }, 2, out.path());
+    assert_eq!(summary.events, 2);
+    assert_eq!(summary.written.alerts_by_rule.get("self_trade"), Some(&1));
+    let published = broker.read_topic_with(&settings, "secure-alerts", 1).expect("the alerts, over TLS");
+    assert_eq!(published.len(), 1);
+    assert!(published[0].payload.contains("self_trade"));
+
+    // A client that trusts another authority fails at the start, saying why, within its timeout.
+    let (other_ca, _, _) = https::test_certificate_files();
+    let other_ca_file = dir.path().join("other-ca.pem");
+    std::fs::write(&other_ca_file, other_ca).expect("written");
+    kafka.properties.insert("ssl.ca.location".into(), other_ca_file.display().to_string());
+    kafka.timeout = Duration::from_secs(5);
+    let started = Instant::now();
+    let out = tempfile::tempdir().expect("temp dir");
+    let error = run(RunOptions {
+        out_dir: out.path().into(),
+        ..RunOptions::new(Vec::new(), Config { kafka: Some(kafka.clone()), ..Config::default() })
+    })
+    .expect_err("an authority that did not sign the broker's certificate");
+    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
+    let message = error.to_string();
+    assert!(message.contains(broker.address()) && message.to_lowercase().contains("certificate"), "{message}");
+
+    // So does a client that speaks plain text to the TLS listener.
+    kafka.properties.clear();
+    let started = Instant::now();
+    let error = run(RunOptions {
+        out_dir: out.path().into(),
+        ..RunOptions::new(Vec::new(), Config { kafka: Some(kafka), ..Config::default() })
+    })
+    .expect_err("plain text to a TLS listener");
+    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
+    assert!(error.to_string().contains(broker.address()), "{error}");
+}

@@ -1,0 +1,202 @@
+//! The Kafka source and sinks against librdkafka's in-process mock cluster: fast, and no broker
+//! to install (`tests/kafka.rs` runs against a real one).
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use surveil::config::{Config, KafkaConfig};
+use surveil::pipeline::{RunOptions, run};
+
+fn produce(brokers: &str, topic: &str, partition: i32, messages: &[&str]) {
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).create().expect("producer");
+    for message in messages {
+        producer
+            .send(BaseRecord::<str, str>::to(topic).partition(partition).key("k").payload(message))
+            .expect("queued");
+    }
+    producer.flush(Duration::from_secs(10)).expect("delivered");
+}
+
+/// A message: key, payload and headers.
+type Received = (String, String, Vec<(String, String)>);
+
+/// Every message of `topic` (partition 0), with its key and headers.
+fn consume_all(brokers: &str, topic: &str, expected: usize) -> Vec<Received> {
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", "reader").create().expect("consumer");
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, 0, Offset::Beginning).expect("partition");
+    consumer.assign(&list).expect("assigned");
+    let mut out = Vec::new();
+    let started = std::time::Instant::now();
+    while out.len() < expected && started.elapsed() < Duration::from_secs(20) {
+        let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) else { continue };
+        let text = |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).into_owned();
+        let headers = message
+            .headers()
+            .map(|h| h.iter().map(|h| (h.key.to_string(), text(h.value))).collect())
+            .unwrap_or_default();
+        out.push((text(message.key()), text(message.payload()), headers));
+    }
+    out
+}
+
+#[test]
+fn a_topic_is_read_to_its_end_with_alerts_dead_letters_and_commits() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("events", 2, 1).expect("events topic");
+    cluster.create_topic("alerts", 1, 1).expect("alerts topic");
+    cluster.create_topic("letters", 1, 1).expect("letters topic");
+    cluster.create_topic("notices", 1, 1).expect("notices topic");
+    let trade = |time: &str, buyer: &str, seller: &str| {
+        format!(
+            r#"{{"event_time":"2024-03-04T{time}Z","kind":"trade","instrument":"XYZ","buyer":"{buyer}","seller":"{seller}","price":"10.00","quantity":100}}"#
+        )
+    };
+    // A self-trade on partition 0 and ordinary trades on both, with one message that is not
+    // JSON between them.
+    let (first, second, third) =
+        (trade("14:30:00", "A1", "A1"), trade("14:30:01", "A1", "B2"), trade("14:30:02", "C3", "B2"));
+    produce(&brokers, "events", 0, &[&first, "{not json", &second]);
+    produce(&brokers, "events", 1, &[&third]);
+
+    let mut settings = KafkaConfig::new(&brokers);
+    settings.topic = Some("events".into());
+    settings.stop_at_end = true;
+    settings.alerts_topic = Some("alerts".into());
+    settings.dead_letter_topic = Some("letters".into());
+    settings.timeout = Duration::from_secs(20);
+    let mut config = Config { kafka: Some(settings.clone()), ..Config::default() };
+    config.alerts.routes[0].kafka_topic = Some("notices".into());
+    let out = tempfile::tempdir().expect("temp dir");
+    let summary = run(RunOptions { workers: 2, out_dir: out.path().into(), ..RunOptions::new(Vec::new(), config) })
+        .expect("the run");
+
+    assert!(summary.complete, "every partition was read to its end: {summary:?}");
+    assert_eq!(summary.events, 3);
+    assert_eq!(summary.inputs, vec!["kafka:events/0".to_string(), "kafka:events/1".to_string()]);
+    assert_eq!(summary.written.dead_letters_by_reason.get("bad_json"), Some(&1));
+    let self_trades = summary.written.alerts_by_rule.get("self_trade").copied().unwrap_or(0);
+    assert_eq!(self_trades, 1, "the self-trade: {:?}", summary.written.alerts_by_rule);
+
+    // The dead letter names its partition and offset in the run's outputs and in the topic.
+    let letters = std::fs::read_to_string(out.path().join("dead_letters.jsonl")).expect("dead letters");
+    assert!(letters.contains("kafka:events/0") && letters.contains("\"offset\":1"), "{letters}");
+    let published = consume_all(&brokers, "letters", 1);
+    assert_eq!(published.len(), 1);
+    let (key, payload, headers) = &published[0];
+    assert_eq!((key.as_str(), payload.as_str()), ("events/0/1", "{not json"));
+    let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    assert_eq!(header("surveil.reason"), Some("bad_json"));
+    assert_eq!((header("surveil.partition"), header("surveil.offset")), (Some("0"), Some("1")));
+
+    // Every alert is on the alerts topic under its id.
+    let alerts = std::fs::read_to_string(out.path().join("alerts.jsonl")).expect("alerts");
+    let ids: Vec<String> = alerts
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json")["id"].as_str().unwrap_or("").to_string())
+        .collect();
+    let published = consume_all(&brokers, "alerts", ids.len());
+    let keys: Vec<String> = published.iter().map(|(k, _, _)| k.clone()).collect();
+    assert_eq!(keys, ids);
+    assert_eq!(summary.written.kafka_alerts.map(|c| (c.delivered, c.failed)), Some((ids.len() as u64, 0)));
+
+    // The route's notices are on its topic, keyed by alert id.
+    let notices = consume_all(&brokers, "notices", 1);
+    let sent = summary.written.notices_by_route.get("all").copied().unwrap_or(0);
+    assert_eq!(notices.len() as u64, sent);
+    assert!(notices.iter().all(|(key, payload, _)| ids.contains(key) && payload.contains("\"notice\":\"alert\"")));
+    assert_eq!(summary.written.kafka_routes["all"].delivered, sent);
+
+    // The positions read are committed for the group: a second run reads nothing.
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", &brokers).set("group.id", "surveil").create().expect("consumer");
+    let mut list = TopicPartitionList::new();
+    list.add_partition("events", 0);
+    list.add_partition("events", 1);
+    let committed = consumer.committed_offsets(list, Duration::from_secs(10)).expect("committed");
+    let offsets: Vec<Offset> = committed.elements().iter().map(|e| e.offset()).collect();
+    assert_eq!(offsets, vec![Offset::Offset(3), Offset::Offset(1)]);
+}
+
+#[test]
+fn a_broker_that_does_not_answer_is_an_error_not_a_hang() {
+    // A port nothing listens on.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let address = listener.local_addr().expect("address");
+    drop(listener);
+    let mut settings = KafkaConfig::new(&address.to_string());
+    settings.topic = Some("events".into());
+    settings.timeout = Duration::from_secs(2);
+    let config = Config { kafka: Some(settings), ..Config::default() };
+    let out = tempfile::tempdir().expect("temp dir");
+    let started = std::time::Instant::now();
+    let error =
+        run(RunOptions { out_dir: out.path().into(), ..RunOptions::new(Vec::new(), config) }).expect_err("no broker");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(error.to_string().contains(&address.to_string()), "{error}");
+}
+
+#[test]
+fn remote_brokers_need_encryption() {
+    let mut settings = KafkaConfig::new("kafka.example.com:9092");
+    settings.topic = Some("events".into());
+    let config = Config { kafka: Some(settings.clone()), ..Config::default() };
+    assert!(config.validate().expect_err("a plain connection to a remote broker").contains("encrypted"));
+    settings.properties.insert("security.protocol".into(), "SSL".into());
+    let config = Config { kafka: Some(settings), ..Config::default() };
+    config.validate().expect("an encrypted connection to a remote broker");
+}
+
+/// A FIX message of `fields` (after 8 and 9, before 10) with its true body length and checksum.
+fn fix_message(fields: &[(u32, &str)]) -> String {
+    let body: String = fields.iter().map(|(t, v)| format!("{t}={v}\u{1}")).collect();
+    let head = format!("8=FIX.4.4\u{1}9={}\u{1}", body.len());
+    let sum = (head.clone() + &body).bytes().map(u32::from).sum::<u32>() % 256;
+    format!("{head}{body}10={sum:03}\u{1}")
+}
+
+#[test]
+fn fix_drop_copies_are_read_from_a_topic_and_bad_ones_are_dead_letters() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("dropcopy", 1, 1).expect("topic");
+    let report = fix_message(&[
+        (35, "8"),
+        (34, "7"),
+        (49, "VENUE"),
+        (56, "FIRM"),
+        (52, "20240301-14:30:00.000"),
+        (1, "ACC1"),
+        (37, "V-1"),
+        (11, "C-1"),
+        (17, "E-1"),
+        (150, "0"),
+        (39, "0"),
+        (55, "ACME"),
+        (54, "1"),
+        (38, "500"),
+        (40, "2"),
+        (44, "10.25"),
+        (60, "20240301-14:30:00.123"),
+    ]);
+    // The same message with one byte changed: its checksum no longer matches.
+    let tampered = report.replace("38=500", "38=900");
+    produce(&brokers, "dropcopy", 0, &[&report, &tampered]);
+    let mut settings = KafkaConfig::new(&brokers);
+    settings.topic = Some("dropcopy".into());
+    settings.format = surveil::config::KafkaFormat::Fix;
+    settings.stop_at_end = true;
+    let out = tempfile::tempdir().expect("temp dir");
+    let config = Config { kafka: Some(settings), ..Config::default() };
+    let summary = run(RunOptions { out_dir: out.path().into(), ..RunOptions::new(Vec::new(), config) }).expect("run");
+    assert_eq!(summary.events, 1);
+    assert_eq!(summary.events_by_kind.get("new"), Some(&1));
+    assert_eq!(summary.written.dead_letters_by_reason.get("fix_checksum"), Some(&1), "{summary:?}");
+}
