@@ -1332,6 +1332,10 @@ pub struct KafkaConfig {
     /// source topic, partition and offset in headers.
     #[serde(default)]
     pub dead_letter_topic: Option<String>,
+    /// A topic of case actions (the JSON of a case-actions file line per message), read to
+    /// its end when the run starts, like `cases.actions` files.
+    #[serde(default)]
+    pub case_actions_topic: Option<String>,
     /// librdkafka properties passed through as they are (`security.protocol`,
     /// `ssl.ca.location`, `sasl.mechanisms`, ...), for the consumer and the producers.
     #[serde(default)]
@@ -1394,6 +1398,7 @@ impl KafkaConfig {
             timeout: kafka_timeout(),
             alerts_topic: None,
             dead_letter_topic: None,
+            case_actions_topic: None,
             properties: Default::default(),
         }
     }
@@ -1423,6 +1428,7 @@ impl KafkaConfig {
             ("topic", &self.topic),
             ("alerts_topic", &self.alerts_topic),
             ("dead_letter_topic", &self.dead_letter_topic),
+            ("case_actions_topic", &self.case_actions_topic),
         ] {
             if let Some(topic) = topic
                 && !valid_topic(topic)

@@ -826,7 +826,8 @@ impl Job {
         if inputs.is_empty() && event_sources.is_empty() {
             return Err(RunError::Config("nothing to read: give input files or a Kafka topic (kafka.topic)".into()));
         }
-        let case_actions = match config.cases.enabled {
+        #[allow(unused_mut)]
+        let mut case_actions = match config.cases.enabled {
             true => CaseActions::read(&config.cases.actions, event_sources.len().max(inputs.len()) as u32)
                 .map_err(|(path, e)| RunError::Config(format!("cases.actions {}: {e}", path.display())))?,
             false => CaseActions::default(),
@@ -834,6 +835,22 @@ impl Job {
         let mut sources = event_sources;
         sources.resize(sources.len().max(inputs.len()), String::new());
         sources.extend(case_actions.files.iter().map(|p| p.display().to_string()));
+        // A topic of case actions is the input after the files of actions.
+        #[cfg(feature = "kafka")]
+        if let Some(settings) = &config.kafka
+            && let Some(topic) = &settings.case_actions_topic
+        {
+            if !config.cases.enabled {
+                return Err(RunError::Config(
+                    "kafka.case_actions_topic is set but cases.enabled is false: its actions would be ignored".into(),
+                ));
+            }
+            let (actions, refused) = crate::kafka::read_case_actions(settings, topic, sources.len() as u32)
+                .map_err(|e| RunError::Kafka(e.to_string()))?;
+            case_actions.actions.extend(actions);
+            case_actions.refused.extend(refused);
+            sources.push(format!("kafka:{topic}"));
+        }
         // Nothing the run writes may be something it reads.
         let mut protected: Vec<PathBuf> = inputs.iter().map(|i| i.path.clone()).collect();
         protected.extend(config.reference.instruments.iter().cloned());
@@ -990,7 +1007,14 @@ impl Job {
         #[cfg(feature = "kafka")]
         if let (Some(kafka), Some(settings)) = (&self.kafka, &self.config.kafka) {
             let mine = kafka
-                .partitions(scope.index(), scope.peers(), &self.config, &self.reference, &self.progress)
+                .partitions(
+                    scope.index(),
+                    scope.peers(),
+                    &self.config,
+                    &self.reference,
+                    &self.progress,
+                    Some(self.stop.flag()),
+                )
                 .map_err(|e| RunError::Kafka(e.to_string()))?;
             // A live topic's quiet partitions stop holding the watermark back; a replay to the
             // end waits for every partition, so that it gives the same alerts every time.

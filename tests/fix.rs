@@ -2,18 +2,15 @@
 //! order events, damaged messages become dead letters with their reason, and the rules see the
 //! orders (an oversized order raises its alert).
 
+mod common;
+
 use std::collections::BTreeMap;
 
 use surveil::config::Config;
 use surveil::ingest::Format;
 use surveil::pipeline::{inputs, run_files};
 
-fn message(version: &str, fields: &[(u32, &str)]) -> String {
-    let body: String = fields.iter().map(|(t, v)| format!("{t}={v}\u{1}")).collect();
-    let head = format!("8={version}\u{1}9={}\u{1}", body.len());
-    let sum = (head.clone() + &body).bytes().map(u32::from).sum::<u32>() % 256;
-    format!("{head}{body}10={sum:03}\u{1}")
-}
+use common::fix_message as message;
 
 #[test]
 fn a_drop_copy_is_read_checked_and_surveilled() {

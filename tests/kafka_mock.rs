@@ -1,6 +1,8 @@
 //! The Kafka source and sinks against librdkafka's in-process mock cluster: fast, and no broker
 //! to install (`tests/kafka.rs` runs against a real one).
 
+mod common;
+
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -154,38 +156,33 @@ fn remote_brokers_need_encryption() {
     config.validate().expect("an encrypted connection to a remote broker");
 }
 
-/// A FIX message of `fields` (after 8 and 9, before 10) with its true body length and checksum.
-fn fix_message(fields: &[(u32, &str)]) -> String {
-    let body: String = fields.iter().map(|(t, v)| format!("{t}={v}\u{1}")).collect();
-    let head = format!("8=FIX.4.4\u{1}9={}\u{1}", body.len());
-    let sum = (head.clone() + &body).bytes().map(u32::from).sum::<u32>() % 256;
-    format!("{head}{body}10={sum:03}\u{1}")
-}
-
 #[test]
 fn fix_drop_copies_are_read_from_a_topic_and_bad_ones_are_dead_letters() {
     let cluster = MockCluster::new(1).expect("mock cluster");
     let brokers = cluster.bootstrap_servers();
     cluster.create_topic("dropcopy", 1, 1).expect("topic");
-    let report = fix_message(&[
-        (35, "8"),
-        (34, "7"),
-        (49, "VENUE"),
-        (56, "FIRM"),
-        (52, "20240301-14:30:00.000"),
-        (1, "ACC1"),
-        (37, "V-1"),
-        (11, "C-1"),
-        (17, "E-1"),
-        (150, "0"),
-        (39, "0"),
-        (55, "ACME"),
-        (54, "1"),
-        (38, "500"),
-        (40, "2"),
-        (44, "10.25"),
-        (60, "20240301-14:30:00.123"),
-    ]);
+    let report = common::fix_message(
+        "FIX.4.4",
+        &[
+            (35, "8"),
+            (34, "7"),
+            (49, "VENUE"),
+            (56, "FIRM"),
+            (52, "20240301-14:30:00.000"),
+            (1, "ACC1"),
+            (37, "V-1"),
+            (11, "C-1"),
+            (17, "E-1"),
+            (150, "0"),
+            (39, "0"),
+            (55, "ACME"),
+            (54, "1"),
+            (38, "500"),
+            (40, "2"),
+            (44, "10.25"),
+            (60, "20240301-14:30:00.123"),
+        ],
+    );
     // The same message with one byte changed: its checksum no longer matches.
     let tampered = report.replace("38=500", "38=900");
     produce(&brokers, "dropcopy", 0, &[&report, &tampered]);
@@ -199,4 +196,65 @@ fn fix_drop_copies_are_read_from_a_topic_and_bad_ones_are_dead_letters() {
     assert_eq!(summary.events, 1);
     assert_eq!(summary.events_by_kind.get("new"), Some(&1));
     assert_eq!(summary.written.dead_letters_by_reason.get("fix_checksum"), Some(&1), "{summary:?}");
+}
+
+/// The case records of a run: (case id, change, state).
+fn case_changes(out: &std::path::Path) -> Vec<(String, String, String)> {
+    std::fs::read_to_string(out.join("cases.jsonl"))
+        .expect("cases.jsonl")
+        .lines()
+        .map(|line| {
+            let case: serde_json::Value = serde_json::from_str(line).expect("a case record");
+            let text = |field: &str| case[field].as_str().unwrap_or_default().to_string();
+            (text("case"), text("change"), text("state"))
+        })
+        .collect()
+}
+
+#[test]
+fn case_actions_are_read_from_a_topic() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("events", 1, 1).expect("events topic");
+    cluster.create_topic("actions", 2, 1).expect("actions topic");
+    let self_trade = r#"{"event_time":"2024-03-04T14:30:00Z","kind":"trade","instrument":"XYZ","buyer":"A1","seller":"A1","price":"10.00","quantity":100}"#;
+    produce(&brokers, "events", 0, &[self_trade]);
+    let mut settings = KafkaConfig::new(&brokers);
+    settings.topic = Some("events".into());
+    settings.stop_at_end = true;
+    let mut config = Config { kafka: Some(settings.clone()), ..Config::default() };
+    config.cases.enabled = true;
+    let first = tempfile::tempdir().expect("temp dir");
+    run(RunOptions { out_dir: first.path().into(), ..RunOptions::new(Vec::new(), config.clone()) }).expect("run");
+    let opened = case_changes(first.path());
+    let (case, change, _) = opened.first().expect("the self-trade opens a case");
+    assert_eq!(change, "opened");
+
+    // Someone closes it, through the topic; another message there is not an action.
+    let close = format!(
+        r#"{{"time":"2024-03-04T15:00:00Z","case":"{case}","action":"close","by":"bob","disposition":"no_action","reason":"a hedge"}}"#
+    );
+    produce(&brokers, "actions", 1, &[&close]);
+    produce(&brokers, "actions", 0, &["{oops"]);
+    settings.group = "second".into();
+    settings.case_actions_topic = Some("actions".into());
+    config.kafka = Some(settings);
+    let second = tempfile::tempdir().expect("temp dir");
+    let summary =
+        run(RunOptions { out_dir: second.path().into(), ..RunOptions::new(Vec::new(), config.clone()) }).expect("run");
+    let changes = case_changes(second.path());
+    assert!(
+        changes.iter().any(|(id, change, state)| id == case && change == "closed" && state == "closed"),
+        "{changes:?}"
+    );
+    assert_eq!(summary.written.dead_letters_by_reason.get("bad_json"), Some(&1), "{summary:?}");
+    let letters = std::fs::read_to_string(second.path().join("dead_letters.jsonl")).expect("dead letters");
+    assert!(letters.contains("kafka:actions") && letters.contains("{oops"), "{letters}");
+
+    // Without the case workflow, a topic of actions is refused rather than ignored.
+    config.cases.enabled = false;
+    let third = tempfile::tempdir().expect("temp dir");
+    let error = run(RunOptions { out_dir: third.path().into(), ..RunOptions::new(Vec::new(), config) })
+        .expect_err("actions without cases");
+    assert!(error.to_string().contains("cases.enabled"), "{error}");
 }

@@ -36,15 +36,8 @@ enum KafkaAction {
         /// The topic; created with --partitions partitions when missing.
         #[arg(long)]
         topic: String,
-        /// Kafka brokers (host:port, comma-separated), instead of `kafka.brokers`.
-        #[arg(long)]
-        brokers: Option<String>,
-        /// Partitions of the topic when it is created.
-        #[arg(long, default_value_t = 4)]
-        partitions: usize,
-        /// Configuration file (reference data, input settings and `[kafka]`).
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        target: KafkaTarget,
         /// Input format; by default detected from each file's name.
         #[arg(long)]
         format: Option<Format>,
@@ -56,16 +49,37 @@ enum KafkaAction {
     CreateTopic {
         /// The topic.
         topic: String,
-        /// Kafka brokers (host:port, comma-separated), instead of `kafka.brokers`.
-        #[arg(long)]
-        brokers: Option<String>,
-        /// Partitions.
-        #[arg(long, default_value_t = 4)]
-        partitions: usize,
-        /// Configuration file with `[kafka]`.
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        target: KafkaTarget,
     },
+}
+
+/// Where the Kafka tools connect, and the partitions of a topic they create.
+#[derive(Args)]
+struct KafkaTarget {
+    /// Kafka brokers (host:port, comma-separated), instead of `kafka.brokers`.
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Partitions of the topic when it is created.
+    #[arg(long, default_value_t = 4)]
+    partitions: usize,
+    /// Configuration file (`[kafka]`, and the reference data and input settings to read files
+    /// with).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+impl KafkaTarget {
+    /// The configuration and its Kafka settings; creates `topic` if it is missing.
+    fn connect(self, topic: &str) -> Result<(Config, surveil::config::KafkaConfig)> {
+        let mut config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        let settings = kafka_settings(&mut config, self.brokers)?;
+        surveil::kafka::create_topic(&settings, topic, self.partitions)?;
+        Ok((config, settings))
+    }
 }
 
 /// The `[kafka]` settings of `config`, with `brokers` from the command line when given.
@@ -87,13 +101,8 @@ fn kafka_settings(config: &mut Config, brokers: Option<String>) -> Result<survei
 
 fn kafka_tool(action: KafkaAction) -> Result<()> {
     match action {
-        KafkaAction::Produce { topic, brokers, partitions, config, format, inputs: paths } => {
-            let mut config = match &config {
-                Some(path) => Config::load(path)?,
-                None => Config::default(),
-            };
-            let settings = kafka_settings(&mut config, brokers)?;
-            surveil::kafka::create_topic(&settings, &topic, partitions)?;
+        KafkaAction::Produce { topic, target, format, inputs: paths } => {
+            let (config, settings) = target.connect(&topic)?;
             let counts = surveil::kafka::produce_files(&inputs(&paths, format), &config, &settings, &topic)?;
             println!(
                 "{} events published to {topic} ({} acknowledged); {} records were not events",
@@ -101,15 +110,7 @@ fn kafka_tool(action: KafkaAction) -> Result<()> {
             );
             Ok(())
         }
-        KafkaAction::CreateTopic { topic, brokers, partitions, config } => {
-            let mut config = match &config {
-                Some(path) => Config::load(path)?,
-                None => Config::default(),
-            };
-            let settings = kafka_settings(&mut config, brokers)?;
-            surveil::kafka::create_topic(&settings, &topic, partitions)?;
-            Ok(())
-        }
+        KafkaAction::CreateTopic { topic, target } => target.connect(&topic).map(|_| ()),
     }
 }
 

@@ -14,6 +14,7 @@
 //! same alerts under the same keys (at-least-once input, exactly-once effect in a compacted
 //! topic).
 
+mod actions;
 mod produce;
 mod sink;
 mod source;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, ClientContext};
 
+pub use actions::read_case_actions;
 pub use produce::{ProduceCounts, create_topic, produce_files};
 pub use sink::{AlertPublisher, DeadLetterPublisher};
 pub use source::{KafkaPartition, KafkaSource};

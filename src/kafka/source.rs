@@ -21,6 +21,9 @@ use crate::reference::ReferenceData;
 /// so a day of replay horizon costs at most 86,400 entries per partition.
 const COMMIT_GRANULE_NS: u64 = 1_000_000_000;
 
+/// How long a commit during the run waits for the producers' deliveries.
+const COMMIT_FLUSH_WAIT: Duration = Duration::from_secs(2);
+
 /// The input topic of a run: its settings, its partitions' input numbers, the publishers whose
 /// deliveries gate the commits, and every partition's consumer (for the commit at the end).
 pub struct KafkaSource {
@@ -116,6 +119,7 @@ impl KafkaSource {
 
     /// The partitions worker `worker` of `peers` reads (`p mod peers == worker`), each with a
     /// consumer assigned to it from its committed position (or the start of the partition).
+    /// `stop` is raised when a record cannot be delivered to an output topic.
     pub fn partitions(
         &self,
         worker: usize,
@@ -123,6 +127,7 @@ impl KafkaSource {
         config: &Config,
         reference: &Arc<ReferenceData>,
         progress: &Arc<ReadProgress>,
+        stop: Option<Arc<std::sync::atomic::AtomicBool>>,
     ) -> Result<Vec<KafkaPartition>, KafkaError> {
         let mut mine = Vec::new();
         for partition in (0..self.partitions).filter(|p| p % peers.max(1) == worker) {
@@ -157,6 +162,7 @@ impl KafkaSource {
                 last_commit: Instant::now(),
                 stop_at_end: self.settings.stop_at_end,
                 eof: false,
+                stop: stop.clone(),
                 timeout: self.settings.timeout,
             });
         }
@@ -366,6 +372,8 @@ pub struct KafkaPartition {
     stop_at_end: bool,
     /// The consumer reported the end of the partition (with `stop_at_end`).
     eof: bool,
+    /// Raised when a record could not be delivered: the run stops.
+    stop: Option<Arc<std::sync::atomic::AtomicBool>>,
     timeout: Duration,
 }
 
@@ -451,14 +459,28 @@ impl KafkaPartition {
         if !self.shared.can_commit_before(cutoff) {
             return;
         }
+        // A record the producer gave up on (after librdkafka's own retries) is lost to its
+        // topic: commit nothing more, and stop the run, which then fails saying so.
+        let failed = self.gates.iter().any(|g| g.counts().failed > 0)
+            || self.dead_letters.as_ref().is_some_and(|l| l.counts().failed > 0);
+        if failed {
+            tracing::error!(topic = %self.shared.topic, "kafka: records could not be delivered; the run stops");
+            if let Some(stop) = &self.stop {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            return;
+        }
+        // Wait a little for what is in flight; a broker that is slow now is asked again at the
+        // next interval rather than holding up the worker.
+        let wait = self.timeout.min(COMMIT_FLUSH_WAIT);
         for gate in &self.gates {
-            if let Err(error) = gate.flush(self.timeout) {
+            if let Err(error) = gate.flush(wait) {
                 tracing::warn!(%error, "kafka alerts not yet delivered; positions not committed");
                 return;
             }
         }
         if let Some(letters) = &self.dead_letters
-            && let Err(error) = letters.flush(self.timeout)
+            && let Err(error) = letters.flush(wait)
         {
             tracing::warn!(%error, "kafka dead letters not yet delivered; positions not committed");
             return;

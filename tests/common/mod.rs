@@ -95,3 +95,12 @@ pub fn lobster_events(path: &std::path::Path) -> Vec<surveil::model::Event> {
     }
     out
 }
+
+/// A FIX message of `fields` (after 8 and 9, before 10) with its true body length (9) and
+/// checksum (10).
+pub fn fix_message(version: &str, fields: &[(u32, &str)]) -> String {
+    let body: String = fields.iter().map(|(t, v)| format!("{t}={v}\u{1}")).collect();
+    let head = format!("8={version}\u{1}9={}\u{1}", body.len());
+    let sum = (head.clone() + &body).bytes().map(u32::from).sum::<u32>() % 256;
+    format!("{head}{body}10={sum:03}\u{1}")
+}
