@@ -55,7 +55,8 @@ import json, sys
 work, file_s, topic_s = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 f = json.load(open(f"{work}/file/summary.json"))
 t = json.load(open(f"{work}/topic/summary.json"))
-print(f"file:  {f['events']} events, {f['alerts']} alerts in {file_s:.2f} s: {f['events'] / file_s:,.0f} events/s")
-print(f"topic: {t['events']} events, {t['alerts']} alerts in {topic_s:.2f} s: {t['events'] / topic_s:,.0f} events/s")
+mb = lambda summary: (summary.get("peak_rss_bytes") or 0) / 1e6
+print(f"file:  {f['events']} events, {f['alerts']} alerts in {file_s:.2f} s: {f['events'] / file_s:,.0f} events/s, peak RSS {mb(f):.0f} MB")
+print(f"topic: {t['events']} events, {t['alerts']} alerts in {topic_s:.2f} s: {t['events'] / topic_s:,.0f} events/s, peak RSS {mb(t):.0f} MB")
 print(f"topic / file time: {topic_s / file_s:.2f}x")
 PY

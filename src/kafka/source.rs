@@ -544,6 +544,6 @@ impl Partition for KafkaPartition {
     }
 
     fn bytes_read(&self) -> u64 {
-        0
+        self.bytes
     }
 }
