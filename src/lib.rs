@@ -69,6 +69,7 @@ pub mod audit;
 #[cfg(feature = "tools")]
 pub mod bench;
 pub mod cases;
+pub mod cluster;
 pub mod config;
 pub mod detect;
 pub mod encryption;
@@ -80,6 +81,7 @@ pub mod ingest;
 pub mod kafka;
 pub mod links;
 pub mod manager;
+pub mod metrics;
 pub mod model;
 #[cfg(feature = "tools")]
 pub mod nab;

@@ -504,6 +504,9 @@ pub struct WrittenCounts {
     pub feature_rows: u64,
     /// Symbol hash collisions seen.
     pub symbol_collisions: u64,
+    /// Alerts by rule and severity, for live metrics (the summary has them by rule).
+    #[serde(skip)]
+    pub alerts_by_rule_and_severity: BTreeMap<(String, String), u64>,
     /// Alerts by tier, when the alert manager ran.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub alerts_by_tier: BTreeMap<String, u64>,
@@ -831,6 +834,11 @@ impl ReportWriter {
         }
     }
 
+    /// What it has written so far.
+    pub fn counts(&self) -> &WrittenCounts {
+        &self.counts
+    }
+
     /// The files this writer produces.
     pub fn files(&self) -> Vec<String> {
         let mut files = vec![ALERTS, DEAD_LETTERS, LATE, RATIOS];
@@ -876,6 +884,11 @@ impl ReportWriter {
                 Report::Symbol(..) => Ok(()),
                 Report::Alert(alert) => {
                     count(&mut self.counts.alerts_by_rule, alert.rule.as_str());
+                    *self
+                        .counts
+                        .alerts_by_rule_and_severity
+                        .entry((alert.rule.as_str().to_string(), alert.severity.as_str().to_string()))
+                        .or_default() += 1;
                     let json = self.renderer.alert(alert);
                     #[cfg(feature = "archive")]
                     self.archive_alert(alert, None, &json);
@@ -885,6 +898,11 @@ impl ReportWriter {
                     #[cfg(feature = "http")]
                     self.point_of_alert(triaged);
                     count(&mut self.counts.alerts_by_rule, triaged.alert.rule.as_str());
+                    *self
+                        .counts
+                        .alerts_by_rule_and_severity
+                        .entry((triaged.alert.rule.as_str().to_string(), triaged.alert.severity.as_str().to_string()))
+                        .or_default() += 1;
                     count(&mut self.counts.alerts_by_tier, triaged.tier.as_str());
                     let mut json = self.renderer.triaged(triaged, &self.route_names);
                     let notified = self.notify(triaged.routes, "alert", &mut json);

@@ -71,6 +71,9 @@ pub enum RunError {
     /// Kafka cannot be read or written (brokers, topics, deliveries, commits).
     #[error("{0}")]
     Kafka(String),
+    /// The processes of a cluster cannot connect, disagree, or one of them stopped.
+    #[error("{0}")]
+    Cluster(String),
 }
 
 /// What to run.
@@ -80,8 +83,11 @@ pub struct RunOptions {
     pub inputs: Vec<InputSpec>,
     /// Configuration.
     pub config: Config,
-    /// Worker threads.
+    /// Worker threads (of this process, in a cluster).
     pub workers: usize,
+    /// The cluster this process is part of, to run over several processes (timely's cluster
+    /// mode); one process when `None`.
+    pub cluster: Option<crate::cluster::Cluster>,
     /// Output folder.
     pub out_dir: PathBuf,
     /// Where the run counts what it reads (bytes, positions, lines), for a progress display
@@ -92,6 +98,8 @@ pub struct RunOptions {
     pub stop: Option<Stop>,
     /// Rules of one's own, run beside the built-in ones ([`RunOptions::with_rule`]).
     pub extra_rules: Vec<ExtraRule>,
+    /// Live counters to keep current ([`crate::metrics`], served by `metrics::serve`).
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// A rule of one's own for the default job: builds, on each worker, the operators that turn the
@@ -106,10 +114,12 @@ impl RunOptions {
             inputs,
             config,
             workers: 1,
+            cluster: None,
             out_dir: PathBuf::from("out"),
             progress: None,
             stop: None,
             extra_rules: Vec::new(),
+            metrics: None,
         }
     }
 
@@ -203,8 +213,10 @@ pub struct RunSummary {
     pub interrupted: Option<Interruption>,
     /// Inputs read.
     pub inputs: Vec<String>,
-    /// Worker threads.
+    /// Worker threads, over all processes.
     pub workers: usize,
+    /// Processes the workers ran in.
+    pub processes: usize,
     /// Events read, by kind.
     pub events_by_kind: std::collections::BTreeMap<String, u64>,
     /// Events read.
@@ -531,8 +543,13 @@ pub struct Job {
     inputs: Vec<InputSpec>,
     config: Config,
     reference: Arc<ReferenceData>,
-    folder: OutputFolder,
+    /// The output folder, in the process that writes (process 0).
+    folder: Option<OutputFolder>,
     writer: Mutex<Option<ReportWriter>>,
+    /// Where this process sits in a cluster, when the job runs on several processes.
+    cluster: Option<crate::cluster::Cluster>,
+    /// Live counters, when someone shows them ([`Job::with_metrics`]).
+    metrics: Option<Arc<crate::metrics::Metrics>>,
     files: Vec<String>,
     progress: Arc<ReadProgress>,
     stop: Stop,
@@ -761,6 +778,41 @@ impl Job {
     /// output folder (refusing one that would overwrite an input). Errors here are the clear,
     /// early kind: nothing has been written.
     pub fn new(inputs: Vec<InputSpec>, config: Config, out_dir: &Path) -> Result<Job, RunError> {
+        Job::build(inputs, config, out_dir, None)
+    }
+
+    /// The job as one process of a cluster ([`crate::cluster`]) runs it: process 0 prepares the
+    /// output folder and writes everything; the others read their share of the inputs, detect,
+    /// and send their reports to it, and write nothing. Every process is given the same
+    /// inputs and configuration (checked when the cluster starts). Kafka topics and archives
+    /// are read and written by one process only, and are refused here.
+    pub fn in_cluster(
+        inputs: Vec<InputSpec>,
+        config: Config,
+        out_dir: &Path,
+        cluster: &crate::cluster::Cluster,
+    ) -> Result<Job, RunError> {
+        if cluster.processes() > 1 {
+            if config.kafka.as_ref().is_some_and(|k| k.topic.is_some()) {
+                return Err(RunError::Config(
+                    "a Kafka topic is read by one process: run it with --workers, not --processes".into(),
+                ));
+            }
+            if config.archive.is_some() || inputs.iter().any(|i| i.format == crate::ingest::Format::Archive) {
+                return Err(RunError::Config(
+                    "archives are written and replayed by one process: run with --workers, not --processes".into(),
+                ));
+            }
+        }
+        Job::build(inputs, config, out_dir, Some(cluster.clone()))
+    }
+
+    fn build(
+        inputs: Vec<InputSpec>,
+        config: Config,
+        out_dir: &Path,
+        cluster: Option<crate::cluster::Cluster>,
+    ) -> Result<Job, RunError> {
         let started = Instant::now();
         config.validate().map_err(RunError::Config)?;
         // A key that is not a key stops the run before the output folder is touched; so does a
@@ -859,6 +911,32 @@ impl Job {
         protected.extend(config.audit.signing_key.iter().cloned());
         protected.extend(config.audit.encryption_key.iter().cloned());
         protected.extend(config.cases.actions.iter().cloned());
+        // A process other than the first reads and detects; the first writes.
+        if cluster.as_ref().is_some_and(|c| c.process != 0) {
+            tracing::info!(inputs = inputs.len(), bytes = total_bytes, "job ready; process 0 writes the outputs");
+            return Ok(Job {
+                #[cfg(feature = "archive")]
+                archive: None,
+                #[cfg(feature = "archive")]
+                replays: Vec::new(),
+                #[cfg(feature = "kafka")]
+                kafka: None,
+                files: Vec::new(),
+                inputs,
+                config,
+                reference,
+                folder: None,
+                writer: Mutex::new(None),
+                cluster,
+                metrics: None,
+                progress: Arc::default(),
+                stop: Stop::default(),
+                features,
+                case_actions: Arc::new(case_actions),
+                started,
+                input_digests: Mutex::new((None, Vec::new())),
+            });
+        }
         let folder = OutputFolder::prepare(out_dir, &protected)?;
         let output = |source| RunError::Output { path: out_dir.into(), source };
         let mut writer = ReportWriter::create(&folder, Renderer::new(reference.clone(), sources)).map_err(output)?;
@@ -946,8 +1024,10 @@ impl Job {
             inputs,
             config,
             reference,
-            folder,
+            folder: Some(folder),
             writer: Mutex::new(Some(writer)),
+            cluster,
+            metrics: None,
             progress: Arc::default(),
             stop: Stop::default(),
             features,
@@ -960,6 +1040,13 @@ impl Job {
     /// Counts reads into `progress` (for a progress display) instead of a counter of its own.
     pub fn with_progress(mut self, progress: Arc<ReadProgress>) -> Job {
         self.progress = progress;
+        self
+    }
+
+    /// Keeps `metrics` up to date while the job runs: what is read, written and alerted, the
+    /// watermark, records in flight and the time each operator takes ([`crate::metrics`]).
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Job {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -1057,6 +1144,17 @@ impl Job {
         self.archive.as_ref()
     }
 
+    /// The names of the inputs read: the files, and the partitions of the Kafka topic.
+    fn source_names(&self) -> Vec<String> {
+        #[allow(unused_mut)]
+        let mut sources: Vec<String> = self.inputs.iter().map(|i| i.path.display().to_string()).collect();
+        #[cfg(feature = "kafka")]
+        if let Some(kafka) = &self.kafka {
+            sources.extend(kafka.source_names());
+        }
+        sources
+    }
+
     /// Inputs read: the files, and the partitions of the Kafka topic.
     fn input_count(&self) -> usize {
         #[cfg(feature = "kafka")]
@@ -1068,7 +1166,11 @@ impl Job {
 
     /// The source settings of the job.
     pub fn source_options(&self, probe: &ProbeHandle<u64>) -> SourceOptions {
-        SourceOptions { stop: Some(self.stop.flag()), ..source_options(&self.config.ingest, probe) }
+        SourceOptions {
+            stop: Some(self.stop.flag()),
+            in_flight_gauge: self.metrics.as_ref().map(|m| m.in_flight_gauge()),
+            ..source_options(&self.config.ingest, probe)
+        }
     }
 
     /// The writer slot of a worker: worker 0 holds the writer; the others send it their reports.
@@ -1106,20 +1208,19 @@ impl Job {
     /// Commits the output folder once every worker is done: `written` is what the writer of
     /// worker 0 counted ([`WriterSlot::finish`]). Writes `summary.json` last and returns it.
     pub fn finish(self, written: WrittenCounts, workers: usize) -> Result<RunSummary, RunError> {
-        #[allow(unused_mut)]
-        let mut sources: Vec<String> = self.inputs.iter().map(|i| i.path.display().to_string()).collect();
-        #[cfg(feature = "kafka")]
-        if let Some(kafka) = &self.kafka {
-            sources.extend(kafka.source_names());
-        }
+        let sources = self.source_names();
         let mut summary =
             RunSummary { inputs: sources.clone(), workers: workers.max(1), written, ..Default::default() };
+        summary.processes = self.cluster.as_ref().map_or(1, |c| c.processes());
         let events_by_kind = self.progress.events();
         for kind in EventKind::ALL {
             summary.events_by_kind.insert(kind.as_str().into(), events_by_kind[kind.index()]);
         }
         let positions = self.progress.positions();
-        summary.complete = positions.iter().all(|p| p.finished) && positions.len() == self.input_count();
+        // A process of a cluster other than the first reads a share of the inputs only.
+        let share_only = self.cluster.as_ref().is_some_and(|c| c.process != 0);
+        summary.complete =
+            positions.iter().all(|p| p.finished) && (share_only || positions.len() == self.input_count());
         if !summary.complete {
             summary.interrupted = Some(Interruption {
                 reason: self.stop.reason().unwrap_or_else(|| "stopped".into()),
@@ -1162,12 +1263,17 @@ impl Job {
                 archive.fail(&error);
             }
             summary.archive = self.archive.as_ref().map(|a| a.counts());
-            let _ = std::fs::remove_dir_all(self.folder.dir().join(".archive-staging"));
+            if let Some(folder) = &self.folder {
+                let _ = std::fs::remove_dir_all(folder.dir().join(".archive-staging"));
+            }
             summary.archive.as_ref().and_then(|a| a.error.clone())
         };
         let text = serde_json::to_string_pretty(&summary).map_err(|e| RunError::Dataflow(e.to_string()))? + "\n";
-        let dir = self.folder.dir().to_path_buf();
-        self.folder.commit(&self.files, text.as_bytes()).map_err(|source| RunError::Output { path: dir, source })?;
+        // Only the process that writes has a folder to commit.
+        if let Some(folder) = self.folder {
+            let dir = folder.dir().to_path_buf();
+            folder.commit(&self.files, text.as_bytes()).map_err(|source| RunError::Output { path: dir, source })?;
+        }
         // The outputs are complete: the positions read can be committed.
         #[cfg(feature = "kafka")]
         if let Some(kafka) = &self.kafka {
@@ -1222,57 +1328,203 @@ impl Job {
             + Sync
             + 'static,
     {
-        if let Ok(mut digests) = self.input_digests.lock() {
+        let layout = crate::cluster::Layout::of(&timely);
+        let process = self.cluster.as_ref().map_or(0, |c| c.process);
+        let processes = self.cluster.as_ref().map_or(1, |c| c.processes());
+        if (layout.process, layout.processes) != (process, processes) {
+            return Err(RunError::Config(format!(
+                "the job was set up as process {process} of {processes} but timely runs process {} of {}: \
+                 set the job up with Job::in_cluster and the same cluster",
+                layout.process, layout.processes
+            )));
+        }
+        // Only the writer records the inputs' digests.
+        if process == 0
+            && let Ok(mut digests) = self.input_digests.lock()
+        {
             digests.0 = digest_inputs(&self.inputs, &self.config, &self.stop);
+        }
+        let fingerprint = self.fingerprint(layout.threads);
+        if let Some(metrics) = &self.metrics {
+            metrics.watch_inputs(self.progress.clone(), self.source_names());
+        }
+        let connect_timeout = self.cluster.as_ref().map(|c| c.connect_timeout);
+        if processes > 1 {
+            crate::cluster::watch_connections();
         }
         let job = Arc::new(self);
         let shared = job.clone();
-        let guards = timely::execute(timely, move |worker| {
-            let job = &shared;
-            let slot = job.writer_slot(worker.index());
-            let probe = ProbeHandle::new();
-            let sink = slot.clone();
-            let planned = worker.dataflow::<u64, _, _>(|scope| -> Result<(), RunError> {
-                let input = job.read_files(scope, &probe)?;
-                // The archive is part of the run: the run is done when it is written too.
+        let (connected, on_connect) = std::sync::mpsc::channel::<()>();
+        let work = move || {
+            timely::execute(timely, move |worker| {
+                let _ = connected.send(());
+                let job = &shared;
+                if let Some(metrics) = &job.metrics {
+                    crate::metrics::log_operator_time(worker, metrics.clone());
+                }
+                // Every process must run the same job, or the outputs would mix two jobs.
+                if layout.processes > 1 {
+                    crate::cluster::agree(worker, layout, &fingerprint)?;
+                }
+                let slot = job.writer_slot(worker.index());
+                let probe = ProbeHandle::new();
+                let sink = slot.clone();
+                let planned = worker.dataflow::<u64, _, _>(|scope| -> Result<(), RunError> {
+                    let input = job.read_files(scope, &probe)?;
+                    // The archive is part of the run: the run is done when it is written too.
+                    #[cfg(feature = "archive")]
+                    if let Some(archive) = &job.archive {
+                        use crate::archive::ArchiveInput;
+                        input.archive_input(archive, &job.reference).probe_with(&probe);
+                    }
+                    let reports = build(job, scope, input.records);
+                    let late = input.late.map(|e| Report::Late(Box::new(e)));
+                    reports.concat(input.side).concat(late).probe_with(&probe).write_reports(sink);
+                    Ok(())
+                });
+                planned.map_err(|e| e.to_string())?;
+                // Drive the worker until the sink has seen its complete input, so the writer has
+                // written everything it was sent. Park when nothing is active (a live feed between
+                // messages) instead of spinning: a spinning worker takes the core from the system's
+                // own work, which then preempts it.
+                match &job.metrics {
+                    Some(metrics) => drive_with_metrics(worker, &slot, &probe, metrics, layout),
+                    None => slot.drive(worker),
+                }
+                // The archive is written beside the sink: wait for it too (the probe's frontier
+                // covers every worker's archive), so that the audit trail records all of it.
                 #[cfg(feature = "archive")]
-                if let Some(archive) = &job.archive {
-                    use crate::archive::ArchiveInput;
-                    input.archive_input(archive, &job.reference).probe_with(&probe);
+                if job.archive.is_some() {
+                    while !probe.done() {
+                        worker.step_or_park(Some(std::time::Duration::from_millis(100)));
+                    }
                 }
-                let reports = build(job, scope, input.records);
-                let late = input.late.map(|e| Report::Late(Box::new(e)));
-                reports.concat(input.side).concat(late).probe_with(&probe).write_reports(sink);
-                Ok(())
-            });
-            planned.map_err(|e| e.to_string())?;
-            // Drive the worker until the sink has seen its complete input, so the writer has
-            // written everything it was sent. Park when nothing is active (a live feed between
-            // messages) instead of spinning: a spinning worker takes the core from the system's
-            // own work, which then preempts it.
-            slot.drive(worker);
-            // The archive is written beside the sink: wait for it too (the probe's frontier
-            // covers every worker's archive), so that the audit trail records all of it.
-            #[cfg(feature = "archive")]
-            if job.archive.is_some() {
-                while !probe.done() {
-                    worker.step_or_park(Some(std::time::Duration::from_millis(100)));
+                // The summary and the audit trail count what every process read.
+                if layout.processes > 1 {
+                    let peer_stopped =
+                        crate::cluster::gather_progress(worker, layout, &job.progress, job.stop.reason());
+                    if let Some(reason) = peer_stopped
+                        && !job.stop.is_requested()
+                    {
+                        job.stop.request(&reason);
+                    }
                 }
+                slot.set_run_end(job.run_end());
+                slot.finish().transpose().map_err(|e| e.to_string())
+            })
+            .map(|guards| guards.join())
+        };
+        let results = match connect_timeout {
+            // Timely waits for every process to connect, retrying for ever: bound the wait.
+            Some(timeout) if processes > 1 => {
+                let (done, result) = std::sync::mpsc::channel();
+                let thread = std::thread::Builder::new()
+                    .name("surveil:cluster".into())
+                    .spawn(move || {
+                        // Timely's network threads panic when a connection fails, and joining
+                        // them panics in turn: that is a failed run, not a crash.
+                        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+                        let _ = done.send(outcome.unwrap_or_else(|_| Err("the cluster's connections failed".into())));
+                    })
+                    .map_err(|e| RunError::Dataflow(e.to_string()))?;
+                if on_connect.recv_timeout(timeout).is_err() {
+                    return Err(RunError::Cluster(format!(
+                        "process {process} could not connect to the other processes of the cluster \
+                         within {} (addresses {}): start every process, with the same --processes and \
+                         addresses",
+                        humantime::format_duration(timeout),
+                        job.cluster.as_ref().map(|c| c.addresses.join(", ")).unwrap_or_default()
+                    )));
+                }
+                let results = result.recv().unwrap_or_else(|_| Err("the cluster thread failed".into()));
+                let _ = thread.join();
+                results
             }
-            slot.set_run_end(job.run_end());
-            slot.finish().transpose().map_err(|e| e.to_string())
-        })
-        .map_err(RunError::Dataflow)?;
-        let workers = guards.guards().len();
+            _ => work(),
+        };
         let mut written = None;
-        for result in guards.join() {
-            if let Some(counts) = result.map_err(RunError::Dataflow)?.map_err(RunError::Dataflow)? {
-                written = Some(counts);
+        let mut failed = None;
+        match results {
+            Ok(results) => {
+                for result in results {
+                    match result {
+                        Ok(Ok(Some(counts))) => written = Some(counts),
+                        Ok(Ok(None)) => {}
+                        Ok(Err(e)) | Err(e) => {
+                            failed.get_or_insert(e);
+                        }
+                    }
+                }
             }
+            Err(e) => failed = Some(e),
+        }
+        if let Some(error) = failed {
+            // A lost process makes every worker here fail: name the process whose connection
+            // failed rather than the workers' own symptoms.
+            if processes > 1
+                && let Some(lost) = crate::cluster::communication_failure()
+            {
+                return Err(RunError::Cluster(format!(
+                    "process {process} stops: {lost}; that process stopped or cannot be reached, and a \
+                     cluster stops when one of its processes does"
+                )));
+            }
+            return Err(RunError::Dataflow(error));
         }
         let job = Arc::try_unwrap(job).map_err(|_| RunError::Dataflow("a worker kept the job".into()))?;
-        job.finish(written.unwrap_or_default(), workers)
+        job.finish(written.unwrap_or_default(), layout.workers())
     }
+
+    /// What every process of a cluster must agree on: the version, the effective
+    /// configuration, the inputs (paths, formats and sizes) and the threads per process.
+    fn fingerprint(&self, threads: usize) -> String {
+        let inputs: Vec<String> = self
+            .inputs
+            .iter()
+            .map(|i| {
+                let bytes = std::fs::metadata(&i.path).map(|m| m.len()).unwrap_or_default();
+                format!("{}|{:?}|{bytes}", i.path.display(), i.format)
+            })
+            .collect();
+        crate::audit::sha256_hex(
+            format!(
+                "{}\n{}\n{}\n{threads}",
+                env!("CARGO_PKG_VERSION"),
+                crate::audit::config_digest(&self.config),
+                inputs.join("\n")
+            )
+            .as_bytes(),
+        )
+    }
+}
+
+/// [`WriterSlot::drive`], keeping `metrics` current: worker 0 copies the writer's counts, and
+/// the first worker of each process its watermark, a few times a second.
+fn drive_with_metrics(
+    worker: &mut timely::worker::Worker,
+    slot: &WriterSlot,
+    probe: &ProbeHandle<u64>,
+    metrics: &crate::metrics::Metrics,
+    layout: crate::cluster::Layout,
+) {
+    let reports = worker.index().is_multiple_of(layout.threads.max(1));
+    let update = |slot: &WriterSlot| {
+        if let Some(writer) = slot.writer.borrow().as_ref() {
+            metrics.set_written(writer.counts());
+        }
+        if reports {
+            metrics.set_watermark(probe.with_frontier(|f| f.first().copied()));
+        }
+    };
+    let mut updated = Instant::now();
+    while !slot.flushed.get() {
+        worker.step_or_park(Some(std::time::Duration::from_millis(100)));
+        if updated.elapsed() >= std::time::Duration::from_millis(250) {
+            update(slot);
+            updated = Instant::now();
+        }
+    }
+    update(slot);
 }
 
 /// The built-in detection of the default job over `events`: the rules the configuration
@@ -1307,15 +1559,21 @@ pub fn default_detection<'scope>(
 /// `summary.json` into the output folder (see [`OutputFolder`] for how a run's files replace
 /// an earlier run's).
 pub fn run(options: RunOptions) -> Result<RunSummary, RunError> {
-    let RunOptions { inputs, config, workers, out_dir, progress, stop, extra_rules } = options;
-    let mut job = Job::new(inputs, config, &out_dir)?;
+    let RunOptions { inputs, config, workers, cluster, out_dir, progress, stop, extra_rules, metrics } = options;
+    let (mut job, timely) = match &cluster {
+        Some(cluster) => (Job::in_cluster(inputs, config, &out_dir, cluster)?, cluster.timely(workers)),
+        None => (Job::new(inputs, config, &out_dir)?, timely::Config::process(workers.max(1))),
+    };
     if let Some(progress) = progress {
         job = job.with_progress(progress);
     }
     if let Some(stop) = stop {
         job = job.with_stop(stop);
     }
-    job.execute(timely::Config::process(workers.max(1)), move |job, _scope, events| {
+    if let Some(metrics) = metrics {
+        job = job.with_metrics(metrics);
+    }
+    job.execute(timely, move |job, _scope, events| {
         default_detection(events, job.config(), job.reference(), job.features(), job.case_actions(), &extra_rules)
     })
 }

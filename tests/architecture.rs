@@ -46,9 +46,10 @@ const LAYERS: &[&[&str]] = &[
     &["webhook"],
     &["timeseries"],
     &["output"],
-    &["kafka"],
+    &["kafka", "metrics"],
     &["reports"],
     &["submission"],
+    &["cluster"],
     &["pipeline"],
     &["bench", "generate", "nab"],
 ];

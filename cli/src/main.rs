@@ -289,9 +289,23 @@ enum ReportKind {
 #[derive(Subcommand)]
 enum Command {
     /// Run the surveillance job on recorded files, or on a Kafka topic (`--kafka`).
+    ///
+    /// Over several processes (timely's cluster mode), start the same command in every process
+    /// with its own --process index: process 0 writes the output folder, the others write
+    /// nothing. `-h` is the host file, as in timely; help is `--help`.
+    #[command(disable_help_flag = true)]
     Run {
         #[command(flatten)]
         job: JobArgs,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// Print help.
+        #[arg(long, action = clap::ArgAction::Help)]
+        help: Option<bool>,
+        /// Serve live metrics in the Prometheus text format at http://ADDRESS/metrics while the
+        /// run lasts (e.g. 127.0.0.1:9184).
+        #[arg(long, value_name = "ADDRESS")]
+        metrics: Option<String>,
         /// Output folder for alerts.jsonl, dead_letters.jsonl, late_events.jsonl,
         /// order_to_trade.jsonl, cases.jsonl, audit.jsonl, notices_ROUTE.jsonl and summary.json.
         #[arg(long, default_value = "out")]
@@ -427,6 +441,43 @@ enum Command {
     },
 }
 
+/// Where this process sits in a cluster of processes: timely's own flags (`-n -p -h`, with
+/// `-w` for the threads of each process).
+#[derive(Args)]
+struct ClusterArgs {
+    /// Processes in the cluster (timely's -n); every one runs the same command.
+    #[arg(long, short = 'n', default_value_t = 1)]
+    processes: usize,
+    /// This process's index, from 0 (timely's -p). Process 0 writes the outputs.
+    #[arg(long, short = 'p', default_value_t = 0)]
+    process: usize,
+    /// File of the processes' addresses, one host:port per line in process order (timely's
+    /// -h); without it, 127.0.0.1 from port 2101 up.
+    #[arg(long, short = 'h')]
+    hostfile: Option<PathBuf>,
+    /// How long a process waits for the others to connect before giving up.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    cluster_timeout: Duration,
+}
+
+impl ClusterArgs {
+    /// The cluster, when there is more than one process.
+    fn cluster(&self) -> Result<Option<surveil::cluster::Cluster>> {
+        if self.processes == 0 {
+            bail!("--processes must be at least 1");
+        }
+        if self.processes == 1 && self.process == 0 && self.hostfile.is_none() {
+            return Ok(None);
+        }
+        let mut cluster = match &self.hostfile {
+            Some(path) => surveil::cluster::Cluster::from_hostfile(path, self.processes, self.process)?,
+            None => surveil::cluster::Cluster::local(self.processes, self.process, surveil::cluster::FIRST_PORT)?,
+        };
+        cluster.connect_timeout = self.cluster_timeout;
+        Ok(Some(cluster))
+    }
+}
+
 /// What `run` and `train` both take: the configuration, the input format and the workers.
 #[derive(Args)]
 struct JobArgs {
@@ -491,6 +542,9 @@ fn main_inner() -> Result<()> {
     match cli.command {
         Some(Command::Run {
             job,
+            cluster,
+            help: _,
+            metrics,
             out,
             quiet,
             model,
@@ -536,18 +590,46 @@ fn main_inner() -> Result<()> {
             }
             config.features.export |= export_features;
             config.cases.actions.extend(case_actions);
+            let cluster = cluster.cluster()?;
+            // Only process 0 writes: the others say what they did and leave the summary to it.
+            let writes = cluster.as_ref().is_none_or(|c| c.process == 0);
             let stop = stop_on_signals()?;
             let inputs = inputs(&paths, format);
-            let progress = (!quiet).then(|| progress_bar(&inputs));
+            let progress = (!quiet && writes).then(|| progress_bar(&inputs));
+            let live = metrics.as_ref().map(|_| Arc::new(surveil::metrics::Metrics::default()));
+            let server = match (&metrics, &live) {
+                (Some(address), Some(live)) => {
+                    let server = surveil::metrics::serve(address, live.clone())?;
+                    if !quiet {
+                        eprintln!("metrics: http://{}/metrics", server.address());
+                    }
+                    Some(server)
+                }
+                _ => None,
+            };
             let summary = run(RunOptions {
                 workers,
+                cluster: cluster.clone(),
+                metrics: live,
                 out_dir: out.clone(),
                 progress: progress.as_ref().map(|p| p.read.clone()),
                 stop: Some(stop),
                 ..RunOptions::new(inputs, config)
             });
             drop(progress);
+            drop(server);
             let summary = summary?;
+            if let Some(cluster) = cluster.filter(|_| !writes) {
+                if !quiet {
+                    eprintln!(
+                        "process {} of {}: read {} events; process 0 writes the outputs",
+                        cluster.process,
+                        cluster.processes(),
+                        summary.events
+                    );
+                }
+                return interrupted(&summary);
+            }
             if !quiet {
                 print_summary(&summary, &out);
             }

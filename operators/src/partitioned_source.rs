@@ -119,6 +119,9 @@ pub struct SourceOptions {
     /// When set, the source stops reading: every partition is treated as finished, so what was
     /// already sent drains through the dataflow and it completes (a graceful interruption).
     pub stop: Option<Arc<AtomicBool>>,
+    /// When set, kept equal to the sum over the workers sharing it of their records in
+    /// flight (sent, not yet behind the probe's frontier): a gauge for live metrics.
+    pub in_flight_gauge: Option<Arc<std::sync::atomic::AtomicI64>>,
 }
 
 impl Default for SourceOptions {
@@ -133,6 +136,7 @@ impl Default for SourceOptions {
             probe: None,
             max_in_flight: None,
             stop: None,
+            in_flight_gauge: None,
         }
     }
 }
@@ -283,6 +287,7 @@ where
         let mut late_batch: Vec<P::Record> = Vec::new();
         let mut side_batch: Vec<P::Side> = Vec::new();
         let mut reported_watermark = 0u64;
+        let mut gauged = 0i64;
 
         move |_frontiers| {
             let now = Instant::now();
@@ -432,6 +437,12 @@ where
                 }
             }
             drop((records_session, late_session, side_session));
+            if let Some(gauge) = &options.in_flight_gauge {
+                // A finished source's records are the dataflow's, not in flight from it.
+                let now = if states.iter().all(|s| s.finished) { 0 } else { in_flight_total as i64 };
+                gauge.fetch_add(now - gauged, std::sync::atomic::Ordering::Relaxed);
+                gauged = now;
+            }
             if states.iter().all(|s| s.finished) {
                 caps = None;
             } else if states.iter().all(|s| s.finished || s.idle_since.is_some()) {

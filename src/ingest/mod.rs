@@ -27,7 +27,8 @@ use crate::reference::ReferenceData;
 
 pub use crate::model::{DeadLetter, RejectReason, Rejection};
 pub use partition::{
-    EventCounts, InputPosition, LineCounts, LinePartition, PartitionProgress, ReadProgress, plan_partitions,
+    EventCounts, InputPosition, LineCounts, LinePartition, PartitionProgress, ProgressSnapshot, ReadProgress,
+    SpanSnapshot, plan_partitions,
 };
 
 /// Input formats.

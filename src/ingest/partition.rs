@@ -1,7 +1,7 @@
 //! File partitions: blocks of plain files, or whole gzipped files, read line by line.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -125,6 +125,22 @@ impl ReadProgress {
         total
     }
 
+    /// Events read so far by input (its index) and kind.
+    pub fn events_by_source(&self) -> BTreeMap<u32, EventCounts> {
+        let mut totals: BTreeMap<u32, EventCounts> = BTreeMap::new();
+        if let Ok(spans) = self.spans.lock() {
+            for span in spans.iter() {
+                if let Ok(counts) = span.lines.lock() {
+                    let total = totals.entry(span.source).or_default();
+                    for (t, n) in total.iter_mut().zip(counts.1) {
+                        *t += n;
+                    }
+                }
+            }
+        }
+        totals
+    }
+
     /// Per input, the byte ranges read so far.
     pub fn positions(&self) -> Vec<InputPosition> {
         let Ok(spans) = self.spans.lock() else { return Vec::new() };
@@ -149,6 +165,76 @@ impl ReadProgress {
             }
         }
         out
+    }
+}
+
+/// What one process of a cluster read ([`ReadProgress::snapshot`]), sent to the process that
+/// writes the outputs so that its summary and audit trail count every process's reading.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProgressSnapshot {
+    /// Bytes read.
+    pub bytes: u64,
+    /// Per partition: input, start, position reached, whether finished, lines and events.
+    pub spans: Vec<SpanSnapshot>,
+    /// Why the process stopped reading early, if it did.
+    #[serde(default)]
+    pub interrupted: Option<String>,
+}
+
+/// One partition's reading in a [`ProgressSnapshot`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SpanSnapshot {
+    /// Index of the input.
+    pub source: u32,
+    /// Where the partition starts.
+    pub start: u64,
+    /// How far it was read.
+    pub reached: u64,
+    /// True when it was read to its end.
+    pub finished: bool,
+    /// What became of its lines.
+    pub lines: LineCounts,
+    /// Its events, by kind.
+    pub events: Vec<u64>,
+}
+
+impl ReadProgress {
+    /// Everything read so far, to send to another process.
+    pub fn snapshot(&self) -> ProgressSnapshot {
+        let spans = match self.spans.lock() {
+            Ok(spans) => spans
+                .iter()
+                .map(|s| {
+                    let (lines, events) = s.lines.lock().map(|l| *l).unwrap_or_default();
+                    SpanSnapshot {
+                        source: s.source,
+                        start: s.start,
+                        reached: s.reached.load(Ordering::Relaxed),
+                        finished: s.finished.load(Ordering::Relaxed),
+                        lines,
+                        events: events.to_vec(),
+                    }
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        ProgressSnapshot { bytes: self.bytes(), spans, interrupted: None }
+    }
+
+    /// Adds what another process read, so that counts and positions cover both.
+    pub fn absorb(&self, snapshot: &ProgressSnapshot) {
+        self.bytes.fetch_add(snapshot.bytes, Ordering::Relaxed);
+        for span in &snapshot.spans {
+            let mine = self.register(span.source, span.start);
+            mine.reached.store(span.reached, Ordering::Relaxed);
+            mine.finished.store(span.finished, Ordering::Relaxed);
+            if let Ok(mut lines) = mine.lines.lock() {
+                lines.0 = span.lines;
+                for (count, n) in lines.1.iter_mut().zip(&span.events) {
+                    *count = *n;
+                }
+            }
+        }
     }
 }
 

@@ -1,0 +1,231 @@
+//! Cluster mode with real processes on 127.0.0.1: the same outputs, byte for byte, on 1 process
+//! of 1 and 2 workers and on 2 processes of 1 and 2 workers; one writer; a lost process, a
+//! process running a different job and a process that never comes are clear errors, not hangs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// No run here takes anywhere near this long; a hang fails the test instead of the suite.
+const WATCHDOG: Duration = Duration::from_secs(240);
+
+/// Files that must be identical whatever the layout, but for the wall-clock `detected_at` of
+/// each alert (the audit trail has times, the summary the layout and the speed).
+const SAME_BYTES: &[&str] = &[
+    "alerts.jsonl",
+    "dead_letters.jsonl",
+    "late_events.jsonl",
+    "order_to_trade.jsonl",
+    "cases.jsonl",
+    "notices_all.jsonl",
+];
+
+fn surveil() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_surveil"))
+}
+
+/// A generated day of `events` events: (the folder that holds it, the day's folder).
+fn day(events: u64) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let day = dir.path().join("day");
+    let status = surveil()
+        .args(["generate", "--events", &events.to_string(), "--accounts", "80", "--instruments", "8", "--out"])
+        .arg(&day)
+        .status()
+        .expect("spawn");
+    assert!(status.success());
+    (dir, day)
+}
+
+/// A host file of two free loopback ports.
+fn hostfile(dir: &Path, name: &str) -> PathBuf {
+    let ports: Vec<u16> = (0..2)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect::<Vec<_>>()
+        .iter()
+        .map(|l| l.local_addr().expect("address").port())
+        .collect();
+    let path = dir.join(name);
+    std::fs::write(&path, ports.iter().map(|p| format!("127.0.0.1:{p}\n")).collect::<String>()).expect("hostfile");
+    path
+}
+
+/// `surveil run` on the day with `extra` arguments, writing into `out`.
+fn start(day: &Path, out: &Path, extra: &[&str]) -> Child {
+    surveil()
+        .args(["run", "--quiet", "--config"])
+        .arg(day.join("surveil.toml"))
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .arg(day.join("events.csv"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn")
+}
+
+/// Waits for `child`, killing it and failing if it outlives `limit`.
+fn wait(mut child: Child, limit: Duration, what: &str) -> Output {
+    let started = Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("output");
+            panic!("{what}: still running after {limit:?}: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Runs the day over two processes of `workers` threads; returns process 0's output folder.
+fn two_processes(dir: &Path, day: &Path, workers: usize, name: &str) -> PathBuf {
+    let hosts = hostfile(dir, &format!("{name}.hosts"));
+    let hosts = hosts.to_str().expect("path");
+    let workers = workers.to_string();
+    let out = dir.join(name);
+    let peer_out = dir.join(format!("{name}-peer"));
+    let peer = start(day, &peer_out, &["-n", "2", "-p", "1", "-h", hosts, "-w", &workers]);
+    let first = start(day, &out, &["--processes", "2", "--process", "0", "--hostfile", hosts, "--workers", &workers]);
+    let first = wait(first, WATCHDOG, name);
+    let peer = wait(peer, WATCHDOG, name);
+    assert!(first.status.success(), "{name}: process 0: {}", stderr(&first));
+    assert!(peer.status.success(), "{name}: process 1: {}", stderr(&peer));
+    assert!(!peer_out.exists(), "{name}: process 1 wrote {}", peer_out.display());
+    out
+}
+
+/// The file's bytes without the `"detected_at":"..."` fields, the one wall-clock time in them.
+fn without_wall_clock(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    const FIELD: &str = "\"detected_at\":\"";
+    while let Some(at) = rest.find(FIELD) {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + FIELD.len()..];
+        let end = after.find('"').map_or(after.len(), |e| e + 1);
+        rest = after[end..].strip_prefix(',').unwrap_or(&after[end..]);
+    }
+    out.push_str(rest);
+    out
+}
+
+fn summary(out: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).expect("summary")).expect("json")
+}
+
+#[test]
+fn every_layout_writes_the_same_outputs() {
+    let (dir, day) = day(120_000);
+    let base = dir.path();
+    let one = base.join("1x1");
+    let output = wait(start(&day, &one, &[]), WATCHDOG, "1x1");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let threads = base.join("1x2");
+    let output = wait(start(&day, &threads, &["-w", "2"]), WATCHDOG, "1x2");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let processes = two_processes(base, &day, 1, "2x1");
+    let both = two_processes(base, &day, 2, "2x2");
+    let reference = summary(&one);
+    assert!(reference["alerts"].as_u64().unwrap_or(0) > 50, "{reference}");
+    for (out, workers, processes) in [(&threads, 2, 1), (&processes, 2, 2), (&both, 4, 2)] {
+        for file in SAME_BYTES {
+            let expected = without_wall_clock(&one.join(file));
+            let got = without_wall_clock(&out.join(file));
+            assert!(expected == got, "{file} differs between 1x1 and {}", out.display());
+        }
+        let summary = summary(out);
+        for field in ["complete", "events", "events_by_kind", "bytes", "lines", "alerts", "dead_letters"] {
+            assert_eq!(summary[field], reference[field], "{field} in {}", out.display());
+        }
+        assert_eq!(summary["workers"], workers, "{}", out.display());
+        assert_eq!(summary["processes"], processes, "{}", out.display());
+        // The audit trail of a cluster run is whole and records every process's reading.
+        let audit = std::fs::read_to_string(out.join("audit.jsonl")).expect("audit");
+        let end = audit
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|r| r["kind"] == "run_finished")
+            .unwrap_or_else(|| panic!("{}: no run_finished record", out.display()));
+        assert_eq!(end["data"]["complete"], true, "{}: {end}", out.display());
+        assert_eq!(end["data"]["events"], reference["events"], "{}: {end}", out.display());
+    }
+}
+
+#[test]
+fn a_lost_process_stops_the_other_with_its_name() {
+    // A day long enough that the kill lands while both processes are reading.
+    let (dir, day) = day(1_500_000);
+    let hosts = hostfile(dir.path(), "hosts");
+    let hosts = hosts.to_str().expect("path");
+    let out = dir.path().join("out");
+    let mut peer = start(&day, &dir.path().join("peer"), &["-n", "2", "-p", "1", "-h", hosts]);
+    let first = start(&day, &out, &["-n", "2", "-p", "0", "-h", hosts]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(peer.try_wait().expect("wait").is_none(), "process 1 ended before it could be killed");
+    peer.kill().expect("kill");
+    let _ = peer.wait();
+    let killed_at = Instant::now();
+    let first = wait(first, Duration::from_secs(60), "process 0 after process 1 was killed");
+    let text = stderr(&first);
+    assert!(!first.status.success(), "process 0 succeeded without process 1: {text}");
+    assert!(text.contains("process 1"), "the error names the lost process: {text}");
+    assert!(killed_at.elapsed() < Duration::from_secs(30), "process 0 took {:?} to stop", killed_at.elapsed());
+    assert!(!out.join("summary.json").exists(), "an incomplete cluster run committed its outputs");
+}
+
+#[test]
+fn processes_that_run_different_jobs_both_refuse() {
+    let (dir, day) = day(20_000);
+    let hosts = hostfile(dir.path(), "hosts");
+    let hosts = hosts.to_str().expect("path");
+    let peer = start(&day, &dir.path().join("peer"), &["-n", "2", "-p", "1", "-h", hosts, "--anomaly"]);
+    let first = start(&day, &dir.path().join("out"), &["-n", "2", "-p", "0", "-h", hosts]);
+    for (output, which) in [(wait(first, WATCHDOG, "process 0"), 0), (wait(peer, WATCHDOG, "process 1"), 1)] {
+        let text = stderr(&output);
+        assert!(!output.status.success(), "process {which}: {text}");
+        assert!(text.contains("process 1 runs a different job than process 0"), "process {which}: {text}");
+    }
+    assert!(!dir.path().join("out").join("summary.json").exists());
+}
+
+#[test]
+fn a_process_that_never_comes_is_a_timeout() {
+    let (dir, day) = day(5_000);
+    let hosts = hostfile(dir.path(), "hosts");
+    let started = Instant::now();
+    let output = wait(
+        start(
+            &day,
+            &dir.path().join("out"),
+            &["-n", "2", "-p", "0", "-h", hosts.to_str().expect("path"), "--cluster-timeout", "2s"],
+        ),
+        Duration::from_secs(60),
+        "process 0 alone",
+    );
+    let text = stderr(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("could not connect to the other processes"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn cluster_flags_are_checked() {
+    let (dir, day) = day(5_000);
+    let out = dir.path().join("out");
+    let output = wait(start(&day, &out, &["-n", "2", "-p", "2"]), WATCHDOG, "index");
+    assert!(stderr(&output).contains("outside a cluster of 2"), "{}", stderr(&output));
+    let output = wait(start(&day, &out, &["-n", "0"]), WATCHDOG, "none");
+    assert!(stderr(&output).contains("--processes must be at least 1"), "{}", stderr(&output));
+    let help = surveil().args(["run", "--help"]).output().expect("spawn");
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(help.status.success() && text.contains("--hostfile") && text.contains("-h"), "{text}");
+}
