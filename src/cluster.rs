@@ -182,20 +182,32 @@ pub fn watch_connections() {
     std::panic::set_hook(Box::new(move |info| {
         let thread = std::thread::current();
         let peer = thread.name().and_then(|n| n.strip_prefix("timely:recv-").or(n.strip_prefix("timely:send-")));
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        // Only a failed connection: a network thread also panics when a local worker did
+        // (its queue is poisoned), and that is the worker's failure, not the peer's.
         if let (Some(peer), Some(failure)) = (peer, FAILURE.get())
+            && message.starts_with("timely communication error")
             && let Ok(mut failure) = failure.lock()
             && failure.is_none()
         {
-            let message = info
-                .payload()
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| info.payload().downcast_ref::<&str>().copied())
-                .unwrap_or("the connection failed");
             *failure = Some(format!("the connection to process {peer} failed ({message})"));
         }
         previous(info);
     }));
+}
+
+/// Forgets an earlier run's failed connection, before a new run.
+pub fn reset_connections() {
+    if let Some(failure) = FAILURE.get()
+        && let Ok(mut failure) = failure.lock()
+    {
+        *failure = None;
+    }
 }
 
 /// The first failed connection to another process, if one failed ([`watch_connections`]).

@@ -165,23 +165,31 @@ impl Metrics {
         }
 
         let watermark = self.watermark.load(Ordering::Relaxed);
+        let known = watermark != NO_WATERMARK && watermark != u64::MAX;
         family(
             &mut out,
             "surveil_watermark_seconds",
             "gauge",
             "Event time (Unix seconds) before which everything is processed: the replay position of files.",
         );
+        if known {
+            sample(&mut out, "surveil_watermark_seconds", &[], watermark as f64 / 1e9);
+        }
         family(
             &mut out,
             "surveil_watermark_lag_seconds",
             "gauge",
             "Wall clock minus the watermark: how far a live run is behind.",
         );
-        if watermark != NO_WATERMARK && watermark != u64::MAX {
-            sample(&mut out, "surveil_watermark_seconds", &[], watermark as f64 / 1e9);
+        if known {
             sample(&mut out, "surveil_watermark_lag_seconds", &[], now_ns.saturating_sub(watermark) as f64 / 1e9);
         }
-        family(&mut out, "surveil_complete", "gauge", "1 once every input is read and processed.");
+        family(
+            &mut out,
+            "surveil_complete",
+            "gauge",
+            "1 once the dataflow has processed everything it read (to the inputs' end, or to where it was stopped).",
+        );
         sample(&mut out, "surveil_complete", &[], f64::from(u8::from(watermark == u64::MAX)));
         family(&mut out, "surveil_records_in_flight", "gauge", "Events read but not yet past the watermark.");
         sample(&mut out, "surveil_records_in_flight", &[], self.in_flight.load(Ordering::Relaxed).max(0) as f64);
@@ -244,7 +252,7 @@ pub fn log_operator_time(worker: &mut timely::worker::Worker, metrics: Arc<Metri
     let mut names: std::collections::HashMap<usize, String> = std::collections::HashMap::new();
     let mut started: std::collections::HashMap<usize, Duration> = std::collections::HashMap::new();
     let mut pending: BTreeMap<usize, Duration> = BTreeMap::new();
-    let mut last_flush = Duration::ZERO;
+    let mut last_flush: Option<Duration> = None;
     registry.insert::<TimelyEventBuilder, _>("timely", move |time, data| {
         if let Some(events) = data {
             for (at, event) in events.iter() {
@@ -267,8 +275,8 @@ pub fn log_operator_time(worker: &mut timely::worker::Worker, metrics: Arc<Metri
             }
         }
         // Into the shared counters a few times a second, not per batch of events.
-        if data.is_none() || time.saturating_sub(last_flush) >= Duration::from_millis(250) {
-            last_flush = *time;
+        if data.is_none() || last_flush.is_none_or(|at| time.saturating_sub(at) >= Duration::from_millis(250)) {
+            last_flush = Some(*time);
             for (id, busy) in std::mem::take(&mut pending) {
                 let name = names.get(&id).map(String::as_str).unwrap_or("unnamed");
                 metrics.add_busy(name, busy);

@@ -1351,6 +1351,7 @@ impl Job {
         let connect_timeout = self.cluster.as_ref().map(|c| c.connect_timeout);
         if processes > 1 {
             crate::cluster::watch_connections();
+            crate::cluster::reset_connections();
         }
         let job = Arc::new(self);
         let shared = job.clone();
@@ -1382,7 +1383,14 @@ impl Job {
                     reports.concat(input.side).concat(late).probe_with(&probe).write_reports(sink);
                     Ok(())
                 });
-                planned.map_err(|e| e.to_string())?;
+                if let Err(error) = planned {
+                    // In a cluster the other processes would wait for this worker's operators
+                    // for ever: a panic is timely's fail-stop, which stops them too.
+                    if layout.processes > 1 {
+                        panic!("{error}");
+                    }
+                    return Err(error.to_string());
+                }
                 // Drive the worker until the sink has seen its complete input, so the writer has
                 // written everything it was sent. Park when nothing is active (a live feed between
                 // messages) instead of spinning: a spinning worker takes the core from the system's
@@ -1427,7 +1435,18 @@ impl Job {
                         let _ = done.send(outcome.unwrap_or_else(|_| Err("the cluster's connections failed".into())));
                     })
                     .map_err(|e| RunError::Dataflow(e.to_string()))?;
-                if on_connect.recv_timeout(timeout).is_err() {
+                let waited = on_connect.recv_timeout(timeout);
+                // No worker started because timely failed first (an address in use, a name
+                // that does not resolve): its error, not a timeout.
+                if let Err(std::sync::mpsc::RecvTimeoutError::Disconnected) = waited {
+                    let failed = result.recv().unwrap_or_else(|_| Err("the cluster thread failed".into()));
+                    let _ = thread.join();
+                    if let Err(error) = failed {
+                        return Err(RunError::Cluster(format!("process {process} cannot start its cluster: {error}")));
+                    }
+                    return Err(RunError::Dataflow("the cluster started no worker".into()));
+                }
+                if waited.is_err() {
                     return Err(RunError::Cluster(format!(
                         "process {process} could not connect to the other processes of the cluster \
                          within {} (addresses {}): start every process, with the same --processes and \
@@ -1486,12 +1505,22 @@ impl Job {
                 format!("{}|{:?}|{bytes}", i.path.display(), i.format)
             })
             .collect();
+        // Files the configuration names change the dataflow and its results as much as the
+        // inputs do: their contents.
+        let named: Vec<String> = [&self.config.reference.instruments, &self.config.reference.accounts]
+            .into_iter()
+            .chain([&self.config.rules.anomaly.model])
+            .flatten()
+            .chain(&self.config.cases.actions)
+            .map(|path| std::fs::read(path).map(|b| crate::audit::sha256_hex(&b)).unwrap_or_default())
+            .collect();
         crate::audit::sha256_hex(
             format!(
-                "{}\n{}\n{}\n{threads}",
+                "{}\n{}\n{}\n{}\n{threads}",
                 env!("CARGO_PKG_VERSION"),
                 crate::audit::config_digest(&self.config),
-                inputs.join("\n")
+                inputs.join("\n"),
+                named.join("\n")
             )
             .as_bytes(),
         )

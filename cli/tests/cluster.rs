@@ -169,7 +169,12 @@ fn a_lost_process_stops_the_other_with_its_name() {
     let out = dir.path().join("out");
     let mut peer = start(&day, &dir.path().join("peer"), &["-n", "2", "-p", "1", "-h", hosts]);
     let first = start(&day, &out, &["-n", "2", "-p", "0", "-h", hosts]);
-    std::thread::sleep(Duration::from_secs(3));
+    // Kill once process 0 writes alerts: both are connected and reading, far from the end.
+    let reading = Instant::now();
+    while !std::fs::metadata(out.join("alerts.jsonl.partial")).is_ok_and(|m| m.len() > 0) {
+        assert!(reading.elapsed() < Duration::from_secs(120), "process 0 never wrote an alert");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(peer.try_wait().expect("wait").is_none(), "process 1 ended before it could be killed");
     peer.kill().expect("kill");
     let _ = peer.wait();

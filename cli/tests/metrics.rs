@@ -34,11 +34,14 @@ fn metrics_are_served_during_a_run() {
         .status()
         .expect("spawn");
     assert!(status.success());
-    // A bad line, so that a dead letter shows.
+    // A bad line near the start, so that a dead letter shows while the run is reading.
     let events = day.join("events.csv");
-    let mut file = std::fs::OpenOptions::new().append(true).open(&events).expect("open");
-    file.write_all(b"not,a,valid,line\n").expect("append");
-    drop(file);
+    let text = std::fs::read(&events).expect("read");
+    let header = text.iter().position(|&b| b == b'\n').expect("header") + 1;
+    let mut with_bad_line = text[..header].to_vec();
+    with_bad_line.extend_from_slice(b"not,a,valid,line\n");
+    with_bad_line.extend_from_slice(&text[header..]);
+    std::fs::write(&events, with_bad_line).expect("write");
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port();
     let address = format!("127.0.0.1:{port}");
     let mut child = surveil()
@@ -68,7 +71,10 @@ fn metrics_are_served_during_a_run() {
     let during = during.expect("a scrape during the run counted events read");
     assert!(during.contains("# TYPE surveil_events_read_total counter"), "{during}");
     assert!(during.contains("kind=\"new\""), "{during}");
-    assert!(value(during, "surveil_operator_busy_seconds_total").is_some(), "{during}");
+    assert!(
+        scrapes.iter().any(|t| value(t, "surveil_operator_busy_seconds_total{").is_some_and(|v| v > 0.0)),
+        "a scrape during the run had the operators' time"
+    );
     assert!(value(during, "surveil_records_in_flight").is_some(), "{during}");
     // Later scrapes see more, and the last one the alerts, the dead letter and the watermark.
     let last = scrapes.last().expect("scrapes");

@@ -327,6 +327,10 @@ where
                     state.finished = true;
                 }
                 caps = None;
+                if let Some(gauge) = &options.in_flight_gauge {
+                    gauge.fetch_add(-gauged, std::sync::atomic::Ordering::Relaxed);
+                    gauged = 0;
+                }
                 return;
             }
             promise(&states, all_caps);
