@@ -1470,17 +1470,23 @@ impl Job {
                         Ok(Ok(Some(counts))) => written = Some(counts),
                         Ok(Ok(None)) => {}
                         Ok(Err(e)) | Err(e) => {
-                            failed.get_or_insert(e);
+                            // A worker's own error before the symptom of another's failure
+                            // (timely poisons the queues of the workers that did not fail).
+                            let symptom = e.contains("MergeQueue poisoned");
+                            if failed.as_ref().is_none_or(|(was_symptom, _)| *was_symptom && !symptom) {
+                                failed = Some((symptom, e));
+                            }
                         }
                     }
                 }
             }
-            Err(e) => failed = Some(e),
+            Err(e) => failed = Some((true, e)),
         }
-        if let Some(error) = failed {
+        if let Some((symptom, error)) = failed {
             // A lost process makes every worker here fail: name the process whose connection
             // failed rather than the workers' own symptoms.
-            if processes > 1
+            if symptom
+                && processes > 1
                 && let Some(lost) = crate::cluster::communication_failure()
             {
                 return Err(RunError::Cluster(format!(
