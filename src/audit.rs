@@ -83,6 +83,27 @@ impl<W: Write> AuditLog<W> {
         log
     }
 
+    /// Continues a log whose writer stood at `position` ([`AuditLog::position`]) when it was
+    /// last synced: a run resumed from a checkpoint.
+    pub fn resume_at(out: W, position: &AuditPosition) -> AuditLog<W> {
+        let mut log = AuditLog::new(out);
+        log.seq = position.records;
+        log.head = position.head.clone();
+        log.unsigned = position.unsigned;
+        log.signed_to_end = position.signed_to_end;
+        log
+    }
+
+    /// Where the chain stands: enough to continue it with [`AuditLog::resume_at`].
+    pub fn position(&self) -> AuditPosition {
+        AuditPosition {
+            records: self.seq,
+            head: self.head.clone(),
+            unsigned: self.unsigned,
+            signed_to_end: self.signed_to_end,
+        }
+    }
+
     /// Signs the log with `key`: a `checkpoint` record after every `every` records (0: only
     /// when asked, [`AuditLog::checkpoint`]), each signing the head before it.
     pub fn signed(mut self, key: SigningKey, every: u64) -> AuditLog<W> {
@@ -391,6 +412,19 @@ pub fn new_signing_key() -> (String, String) {
 /// The public key of a signing key, in hex.
 pub fn public_key_hex(key: &SigningKey) -> String {
     hex(key.verifying_key().as_bytes())
+}
+
+/// Where an audit log's chain stands, as a checkpoint records it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AuditPosition {
+    /// Records written.
+    pub records: u64,
+    /// The hash of the last record.
+    pub head: String,
+    /// Records since the last signed checkpoint record.
+    pub unsigned: u64,
+    /// The last record is a signed checkpoint record.
+    pub signed_to_end: bool,
 }
 
 /// A log that verifies: how many records, and its head.

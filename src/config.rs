@@ -61,6 +61,44 @@ pub struct Config {
     /// Kafka: the topic the events are read from, and the topics alerts and dead letters are
     /// published to (built with the `kafka` feature).
     pub kafka: Option<KafkaConfig>,
+    /// Checkpoints that let a killed run resume where it stopped (`docs/checkpoints.md`).
+    pub checkpoint: Option<CheckpointConfig>,
+}
+
+/// Where and how often a run records how far it got, so that a restart of the same command
+/// resumes instead of starting over (`docs/checkpoints.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// The folder that holds the checkpoint (`checkpoint.json`).
+    pub dir: PathBuf,
+    /// How often a checkpoint is written while the run goes on. Default 10 s.
+    #[serde(default = "checkpoint_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// How much event time before the checkpoint's watermark a restart reads again, so that
+    /// the detectors rebuild the state they hold (open orders, windows, the session's counts)
+    /// and the resumed run ends with the same alerts. Default 24 h: the trading day.
+    #[serde(default = "checkpoint_replay_horizon", with = "humantime_serde")]
+    pub replay_horizon: Duration,
+}
+
+fn checkpoint_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn checkpoint_replay_horizon() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+impl CheckpointConfig {
+    /// Checkpoints in `dir` with the default interval and replay horizon.
+    pub fn new(dir: impl Into<PathBuf>) -> CheckpointConfig {
+        CheckpointConfig {
+            dir: dir.into(),
+            interval: checkpoint_interval(),
+            replay_horizon: checkpoint_replay_horizon(),
+        }
+    }
 }
 
 impl Config {
@@ -100,6 +138,11 @@ impl Config {
         if let Some(archive) = &mut config.archive {
             archive.resolve(base);
         }
+        if let Some(checkpoint) = &mut config.checkpoint
+            && checkpoint.dir.is_relative()
+        {
+            checkpoint.dir = base.join(&checkpoint.dir);
+        }
         for actions in &mut config.cases.actions {
             if actions.is_relative() {
                 *actions = base.join(&*actions);
@@ -135,6 +178,15 @@ impl Config {
         }
         if ingest.batch_records == 0 {
             return Err("ingest.batch_records must be at least 1".into());
+        }
+        if let Some(checkpoint) = &self.checkpoint {
+            nanos("checkpoint.interval", checkpoint.interval, Duration::from_millis(1), Duration::from_secs(86_400))?;
+            nanos(
+                "checkpoint.replay_horizon",
+                checkpoint.replay_horizon,
+                Duration::ZERO,
+                Duration::from_secs(365 * 86_400),
+            )?;
         }
         let link_share = self.reference.link_share;
         if !(link_share > 0.0 && link_share <= 1.0) {

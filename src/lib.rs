@@ -69,6 +69,7 @@ pub mod audit;
 #[cfg(feature = "tools")]
 pub mod bench;
 pub mod cases;
+pub mod checkpoint;
 pub mod cluster;
 pub mod config;
 pub mod detect;

@@ -39,8 +39,8 @@ pub struct Metrics {
     in_flight: Arc<AtomicI64>,
     /// Seconds each operator (by name) was scheduled, summed over this process's workers.
     busy: Mutex<BTreeMap<String, Duration>>,
-    /// Checkpoints are not kept yet; the age is reported when they are.
-    checkpoint: Mutex<Option<Instant>>,
+    /// When the run's checkpoints were written, when it keeps them.
+    checkpoint: Mutex<Option<Arc<crate::checkpoint::CheckpointClock>>>,
 }
 
 impl Default for Metrics {
@@ -62,6 +62,13 @@ impl Metrics {
     pub fn watch_inputs(&self, progress: Arc<ReadProgress>, sources: Vec<String>) {
         if let Ok(mut inputs) = self.inputs.lock() {
             *inputs = Some((progress, sources));
+        }
+    }
+
+    /// Reports the age of the run's checkpoints from `clock`.
+    pub fn watch_checkpoints(&self, clock: Arc<crate::checkpoint::CheckpointClock>) {
+        if let Ok(mut checkpoint) = self.checkpoint.lock() {
+            *checkpoint = Some(clock);
         }
     }
 
@@ -206,10 +213,17 @@ impl Metrics {
             }
         }
         if let Ok(checkpoint) = self.checkpoint.lock()
-            && let Some(at) = *checkpoint
+            && let Some(clock) = checkpoint.as_ref()
         {
-            family(&mut out, "surveil_checkpoint_age_seconds", "gauge", "Seconds since the last checkpoint.");
-            sample(&mut out, "surveil_checkpoint_age_seconds", &[], at.elapsed().as_secs_f64());
+            family(&mut out, "surveil_checkpoints_total", "counter", "Checkpoints written by this run.");
+            sample(&mut out, "surveil_checkpoints_total", &[], clock.count() as f64);
+            if let Some(ms) = clock.last_unix_ms() {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                family(&mut out, "surveil_checkpoint_age_seconds", "gauge", "Seconds since the last checkpoint.");
+                sample(&mut out, "surveil_checkpoint_age_seconds", &[], now.saturating_sub(ms) as f64 / 1000.0);
+            }
         }
         out
     }
@@ -409,7 +423,7 @@ mod tests {
                     .chars()
                     .take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit())
                     .collect();
-                if series == "surveil_checkpoint_age_seconds" || !series.ends_with(|c: char| c.is_ascii_lowercase()) {
+                if series.starts_with("surveil_checkpoint") || !series.ends_with(|c: char| c.is_ascii_lowercase()) {
                     continue;
                 }
                 named += 1;

@@ -633,13 +633,85 @@ pub struct ReportWriter {
     error: Option<std::io::Error>,
     /// A line being rendered (reused).
     line: Vec<u8>,
+    /// What a resumed run had written before its checkpoint, which it does not write again.
+    resumed: Option<ResumeFilter>,
+    /// Writes checkpoints as the watermark advances, when the run keeps them.
+    checkpoints: Option<Box<dyn CheckpointHook>>,
+    /// The dead letters (input, offset) and late events (origin) written since the oldest
+    /// position a restart may read again from: a resumed run does not write them twice.
+    written_side: Option<WrittenSide>,
+}
+
+/// Dead letters (input, offset) and late events (origin) written.
+type WrittenSide = (Vec<(u32, u64)>, Vec<u64>);
+
+/// What a checkpoint records of the writer: everything written before `watermark`.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct WriterState {
+    /// Every report of an earlier time is written.
+    pub watermark: u64,
+    /// The partial files' lengths.
+    pub outputs: BTreeMap<String, u64>,
+    /// The counts so far.
+    pub counts: WrittenCounts,
+    /// Alerts by rule and severity (not part of the summary's counts).
+    pub alerts_by_rule_and_severity: Vec<(String, String, u64)>,
+    /// Where the audit trail's chain stands.
+    pub audit: Option<crate::audit::AuditPosition>,
+    /// The symbol texts learnt from the inputs.
+    pub names: Vec<(u64, String)>,
+    /// Dead letters written (input, offset) that a restart may read again.
+    pub dead_letters: Vec<(u32, u64)>,
+    /// Late events written (by origin) that a restart may read again.
+    pub late_events: Vec<u64>,
+}
+
+/// What a resumed run skips: reports of times before the checkpoint's watermark, and the dead
+/// letters and late events already written (these are sent at the time they are read, which
+/// depends on how the reading interleaved, so they are known by their position instead).
+struct ResumeFilter {
+    watermark: u64,
+    dead_letters: HashMap<(u32, u64), u32>,
+    late_events: HashMap<u64, u32>,
+    audit: Option<crate::audit::AuditPosition>,
+}
+
+impl ResumeFilter {
+    /// True when `report`, sent at `time`, was written before the checkpoint.
+    fn written(&mut self, time: u64, report: &Report) -> bool {
+        fn take<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, u32>, key: K) -> bool {
+            match counts.get_mut(&key) {
+                Some(n) if *n > 0 => {
+                    *n -= 1;
+                    true
+                }
+                _ => false,
+            }
+        }
+        match report {
+            Report::Symbol(..) => false,
+            Report::DeadLetter(letter) => take(&mut self.dead_letters, (letter.source, letter.offset)),
+            Report::Late(event) => take(&mut self.late_events, event.origin.0),
+            _ => time < self.watermark,
+        }
+    }
+}
+
+/// Called by the writer as the watermark advances; a checkpoint store implements it
+/// (`surveil::checkpoint`).
+pub trait CheckpointHook: Send {
+    /// True when a checkpoint at `watermark` is due.
+    fn due(&mut self, watermark: u64) -> bool;
+    /// Records `state` durably. Returns, per input, the least offset a restart may read
+    /// again from: side records before it are forgotten.
+    fn save(&mut self, state: WriterState) -> std::io::Result<BTreeMap<u32, u64>>;
 }
 
 impl ReportWriter {
     /// Creates (truncates) the output files of `folder`, under their partial names.
     pub fn create(folder: &OutputFolder, renderer: Renderer) -> std::io::Result<ReportWriter> {
         let open = |name: &str| -> std::io::Result<BufWriter<File>> {
-            Ok(BufWriter::with_capacity(1 << 16, File::create(folder.partial(name))?))
+            Ok(BufWriter::with_capacity(1 << 16, folder.open(name)?))
         };
         Ok(ReportWriter {
             renderer,
@@ -667,20 +739,144 @@ impl ReportWriter {
             counts: WrittenCounts::default(),
             error: None,
             line: Vec::with_capacity(512),
+            resumed: None,
+            checkpoints: None,
+            written_side: None,
         })
+    }
+
+    /// Continues from a checkpoint's `state`: its counts and names, and, until the run has
+    /// passed it, nothing it had written. Call before [`ReportWriter::keep_audit_log`], which
+    /// then continues the audit trail's chain.
+    pub fn resume_from(&mut self, state: &WriterState) {
+        self.counts = state.counts.clone();
+        self.counts.alerts_by_rule_and_severity = state
+            .alerts_by_rule_and_severity
+            .iter()
+            .map(|(rule, severity, n)| ((rule.clone(), severity.clone()), *n))
+            .collect();
+        for (symbol, text) in &state.names {
+            self.renderer.names.insert(Symbol(*symbol), text);
+        }
+        let mut filter = ResumeFilter {
+            watermark: state.watermark,
+            dead_letters: HashMap::new(),
+            late_events: HashMap::new(),
+            audit: state.audit.clone(),
+        };
+        for key in &state.dead_letters {
+            *filter.dead_letters.entry(*key).or_default() += 1;
+        }
+        for key in &state.late_events {
+            *filter.late_events.entry(*key).or_default() += 1;
+        }
+        if let Some((dead, late)) = &mut self.written_side {
+            dead.extend(&state.dead_letters);
+            late.extend(&state.late_events);
+        }
+        self.resumed = Some(filter);
+    }
+
+    /// Writes checkpoints through `hook` as the watermark advances.
+    pub fn keep_checkpoints(&mut self, hook: Box<dyn CheckpointHook>) {
+        let side = match &self.resumed {
+            Some(filter) => (
+                filter.dead_letters.iter().flat_map(|(k, n)| std::iter::repeat_n(*k, *n as usize)).collect(),
+                filter.late_events.iter().flat_map(|(k, n)| std::iter::repeat_n(*k, *n as usize)).collect(),
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        self.written_side = Some(side);
+        self.checkpoints = Some(hook);
+    }
+
+    /// Flushes and syncs every file, and returns what a checkpoint at `watermark` records.
+    fn state(&mut self, watermark: u64) -> std::io::Result<WriterState> {
+        let mut outputs = BTreeMap::new();
+        let mut keep = |name: &str, file: &mut BufWriter<File>| -> std::io::Result<()> {
+            file.flush()?;
+            file.get_ref().sync_data()?;
+            outputs.insert(name.to_string(), file.get_ref().metadata()?.len());
+            Ok(())
+        };
+        keep(ALERTS, &mut self.alerts)?;
+        keep(DEAD_LETTERS, &mut self.dead_letters)?;
+        keep(LATE, &mut self.late)?;
+        keep(RATIOS, &mut self.ratios)?;
+        if let Some((file, _)) = &mut self.features {
+            keep(FEATURES, file)?;
+        }
+        if let Some(file) = &mut self.cases {
+            keep(CASES, file)?;
+        }
+        for (name, file) in self.route_names.iter().zip(&mut self.routes) {
+            keep(&notice_file(name), file)?;
+        }
+        let audit = match &mut self.audit {
+            Some(log) => {
+                let position = log.position();
+                match log.get_mut() {
+                    AuditFile::Plain(file) => keep(AUDIT, file)?,
+                    AuditFile::Sealed(_) => {
+                        return Err(std::io::Error::other("a sealed audit trail cannot be checkpointed"));
+                    }
+                }
+                Some(position)
+            }
+            None => None,
+        };
+        let mut counts = self.counts.clone();
+        counts.symbol_collisions = self.renderer.names.collisions();
+        let (dead_letters, late_events) = self.written_side.clone().unwrap_or_default();
+        Ok(WriterState {
+            watermark,
+            outputs,
+            alerts_by_rule_and_severity: counts
+                .alerts_by_rule_and_severity
+                .iter()
+                .map(|((rule, severity), n)| (rule.clone(), severity.clone(), *n))
+                .collect(),
+            counts,
+            audit,
+            names: self.renderer.names.iter().map(|(symbol, text)| (symbol.0, text.to_string())).collect(),
+            dead_letters,
+            late_events,
+        })
+    }
+
+    /// Writes a checkpoint at `watermark` if one is due; a failure fails the run.
+    fn checkpoint(&mut self, watermark: u64) {
+        let Some(mut hook) = self.checkpoints.take() else { return };
+        if self.error.is_none() && hook.due(watermark) {
+            match self.state(watermark).and_then(|state| hook.save(state)) {
+                Ok(oldest) => {
+                    if let Some((dead, late)) = &mut self.written_side {
+                        let kept = |source: u32, offset: u64| oldest.get(&source).is_none_or(|o| offset >= *o);
+                        dead.retain(|(source, offset)| kept(*source, *offset));
+                        late.retain(|origin| {
+                            kept(crate::model::Origin(*origin).source(), crate::model::Origin(*origin).offset())
+                        });
+                    }
+                }
+                Err(e) => self.error = Some(e),
+            }
+        }
+        self.checkpoints = Some(hook);
     }
 
     /// Also writes feature rows (windows of `window_ns`) to `features.csv` in `folder`.
     pub fn export_features(&mut self, folder: &OutputFolder, window_ns: u64) -> std::io::Result<()> {
-        let mut file = BufWriter::new(File::create(folder.partial(FEATURES))?);
-        writeln!(file, "{}", crate::features::export::header())?;
+        let mut file = BufWriter::new(folder.open(FEATURES)?);
+        if !folder.is_resumed(FEATURES) {
+            writeln!(file, "{}", crate::features::export::header())?;
+        }
         self.features = Some((file, window_ns));
         Ok(())
     }
 
     /// Also writes case versions to `cases.jsonl` in `folder`.
     pub fn keep_cases(&mut self, folder: &OutputFolder) -> std::io::Result<()> {
-        self.cases = Some(BufWriter::new(File::create(folder.partial(CASES))?));
+        self.cases = Some(BufWriter::new(folder.open(CASES)?));
         Ok(())
     }
 
@@ -695,7 +891,7 @@ impl ReportWriter {
         signer: Option<(crate::audit::SigningKey, u64)>,
         encryption: Option<&crate::encryption::EncryptionKey>,
     ) -> std::io::Result<()> {
-        let file = File::create(folder.partial(AUDIT))?;
+        let file = folder.open(AUDIT)?;
         let file = match encryption {
             Some(key) => {
                 AuditFile::Sealed(BufWriter::with_capacity(1 << 16, crate::encryption::SealedWriter::new(file, key)?))
@@ -703,11 +899,16 @@ impl ReportWriter {
             None => AuditFile::Plain(BufWriter::with_capacity(1 << 16, file)),
         };
         self.audit_key_id = encryption.map(|key| key.id_hex());
-        let mut log = AuditLog::new(file);
+        // A resumed run continues the chain where the checkpoint left it.
+        let resumed = self.resumed.as_ref().and_then(|r| r.audit.clone()).filter(|_| folder.is_resumed(AUDIT));
+        let mut log = match &resumed {
+            Some(position) => AuditLog::resume_at(file, position),
+            None => AuditLog::new(file),
+        };
         if let Some((key, every)) = signer {
             log = log.signed(key, every);
         }
-        log.append("run_started", start)?;
+        log.append(if resumed.is_some() { "run_resumed" } else { "run_started" }, start)?;
         self.audit = Some(log);
         Ok(())
     }
@@ -717,7 +918,7 @@ impl ReportWriter {
     pub fn send_notices(&mut self, folder: &OutputFolder, route_names: &[String]) -> std::io::Result<()> {
         self.routes = route_names
             .iter()
-            .map(|name| Ok(BufWriter::new(File::create(folder.partial(&notice_file(name)))?)))
+            .map(|name| Ok(BufWriter::new(folder.open(&notice_file(name))?)))
             .collect::<std::io::Result<_>>()?;
         self.route_names = route_names.to_vec();
         Ok(())
@@ -779,6 +980,10 @@ impl ReportWriter {
     pub fn written_through(&mut self, watermark: u64) {
         for publisher in self.alert_publisher.iter().map(|(p, _)| p).chain(self.route_publishers.iter().flatten()) {
             publisher.written_through(watermark);
+        }
+        // The end of the input is not a checkpoint: the run commits its outputs instead.
+        if watermark < u64::MAX {
+            self.checkpoint(watermark);
         }
     }
 
@@ -879,7 +1084,19 @@ impl ReportWriter {
         batch.sort_by_key(|(t, r)| order_key(*t, r));
         #[cfg(feature = "archive")]
         let batch_time = batch.first().map(|(t, _)| *t);
-        for (_, report) in batch.drain(..) {
+        for (time, report) in batch.drain(..) {
+            if let Some(filter) = &mut self.resumed
+                && filter.written(time, &report)
+            {
+                continue;
+            }
+            if let Some((dead, late)) = &mut self.written_side {
+                match &report {
+                    Report::DeadLetter(letter) => dead.push((letter.source, letter.offset)),
+                    Report::Late(event) => late.push(event.origin.0),
+                    _ => {}
+                }
+            }
             let result = match &report {
                 Report::Symbol(..) => Ok(()),
                 Report::Alert(alert) => {
@@ -1276,6 +1493,18 @@ pub enum OutputError {
     /// The path names something that is not a folder.
     #[error("output folder {0} is not a folder")]
     NotAFolder(PathBuf),
+    /// A partial file is shorter than the checkpoint the run resumes from says it was.
+    #[error(
+        "cannot resume: {path} holds {found} bytes but the checkpoint recorded {length}; the output folder is not the one the checkpoint was written for (remove the checkpoint to start over)"
+    )]
+    ShorterThanCheckpoint {
+        /// The partial file.
+        path: PathBuf,
+        /// Its length at the checkpoint.
+        length: u64,
+        /// Its length now.
+        found: u64,
+    },
     /// Writing the outputs would overwrite an input.
     #[error("refusing to write {output}: it is the input {input} (choose another output folder)")]
     WouldOverwriteInput {
@@ -1294,6 +1523,8 @@ pub enum OutputError {
 #[derive(Debug)]
 pub struct OutputFolder {
     dir: PathBuf,
+    /// The partial files a resumed run continues, and the lengths it keeps of them.
+    resumed: BTreeMap<String, u64>,
 }
 
 /// Identity of a file: device and inode on Unix, the canonical path elsewhere.
@@ -1316,6 +1547,31 @@ impl OutputFolder {
     /// is one of `inputs` (by file identity, and by canonical path for files not there yet).
     /// Removes partial files left by an interrupted earlier run.
     pub fn prepare(dir: &Path, inputs: &[PathBuf]) -> Result<OutputFolder, OutputError> {
+        OutputFolder::prepare_keeping(dir, inputs, BTreeMap::new())
+    }
+
+    /// [`OutputFolder::prepare`] for a run that resumes from a checkpoint: the partial files in
+    /// `lengths` are kept, cut back to their lengths at the checkpoint, and continued; other
+    /// partial files are removed. A kept file that is missing or shorter than its length is an
+    /// error: the folder is not the one the checkpoint was written for.
+    pub fn resume(dir: &Path, inputs: &[PathBuf], lengths: BTreeMap<String, u64>) -> Result<OutputFolder, OutputError> {
+        for (name, length) in &lengths {
+            let path = dir.join(format!("{name}{PARTIAL_SUFFIX}"));
+            let found = std::fs::metadata(&path)
+                .map(|m| m.len())
+                .map_err(|source| OutputError::Io { path: path.clone(), source })?;
+            if found < *length {
+                return Err(OutputError::ShorterThanCheckpoint { path, length: *length, found });
+            }
+        }
+        OutputFolder::prepare_keeping(dir, inputs, lengths)
+    }
+
+    fn prepare_keeping(
+        dir: &Path,
+        inputs: &[PathBuf],
+        resumed: BTreeMap<String, u64>,
+    ) -> Result<OutputFolder, OutputError> {
         if dir.exists() && !dir.is_dir() {
             return Err(OutputError::NotAFolder(dir.into()));
         }
@@ -1347,11 +1603,31 @@ impl OutputFolder {
         }
         for name in output_names(dir) {
             let partial = dir.join(format!("{name}{PARTIAL_SUFFIX}"));
-            if partial.exists() {
+            if partial.exists() && !resumed.contains_key(&name) {
                 std::fs::remove_file(&partial).map_err(|source| OutputError::Io { path: partial, source })?;
             }
         }
-        Ok(OutputFolder { dir: dir.into() })
+        Ok(OutputFolder { dir: dir.into(), resumed })
+    }
+
+    /// Opens `name` under its partial name for writing: a new, empty file, or, in a resumed
+    /// run, the file kept from before the checkpoint, cut back to its length there.
+    pub fn open(&self, name: &str) -> std::io::Result<File> {
+        let path = self.partial(name);
+        match self.resumed.get(name) {
+            Some(length) => {
+                let mut file = std::fs::OpenOptions::new().write(true).open(&path)?;
+                file.set_len(*length)?;
+                std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0))?;
+                Ok(file)
+            }
+            None => File::create(path),
+        }
+    }
+
+    /// True when the run continues `name` from a checkpoint.
+    pub fn is_resumed(&self, name: &str) -> bool {
+        self.resumed.contains_key(name)
     }
 
     /// The folder.

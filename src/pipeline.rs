@@ -74,6 +74,9 @@ pub enum RunError {
     /// The processes of a cluster cannot connect, disagree, or one of them stopped.
     #[error("{0}")]
     Cluster(String),
+    /// The checkpoint cannot be read, written or resumed.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
 }
 
 /// What to run.
@@ -246,6 +249,32 @@ pub struct RunSummary {
     /// Refused Kafka messages the dead-letter topic acknowledged, and did not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kafka_dead_letters: Option<crate::output::PublishCounts>,
+    /// Checkpoints, when the run kept them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoints: Option<CheckpointSummary>,
+}
+
+/// What a run that keeps checkpoints did with them.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CheckpointSummary {
+    /// Checkpoints this run wrote.
+    pub written: u64,
+    /// Times the job was resumed from a checkpoint before it finished.
+    pub resumes: u64,
+    /// The watermark of the checkpoint this run resumed from, if it resumed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_at_watermark: Option<u64>,
+    /// The run stopped early and kept its checkpoint and partial outputs: the same command
+    /// resumes it.
+    pub resumable: bool,
+}
+
+/// A job's checkpoint settings, who it is, and the checkpoint it resumes from.
+struct Checkpoints {
+    config: crate::config::CheckpointConfig,
+    identity: crate::checkpoint::JobIdentity,
+    earlier: Option<crate::checkpoint::Checkpoint>,
+    clock: Mutex<Option<Arc<crate::checkpoint::CheckpointClock>>>,
 }
 
 impl RunSummary {
@@ -568,6 +597,63 @@ pub struct Job {
     /// The Kafka topic the run reads, when `kafka.topic` is set.
     #[cfg(feature = "kafka")]
     kafka: Option<Arc<crate::kafka::KafkaSource>>,
+    /// Checkpoints, when the job keeps them.
+    checkpoints: Option<Checkpoints>,
+}
+
+/// Who a job is, for its checkpoints and the processes of its cluster: the version, the
+/// effective configuration (without the checkpoint settings), the inputs (paths, formats and
+/// sizes) and the contents of the files the configuration names.
+pub fn job_identity(config: &Config, inputs: &[InputSpec]) -> crate::checkpoint::JobIdentity {
+    let inputs: Vec<String> = inputs
+        .iter()
+        .map(|i| {
+            let bytes = std::fs::metadata(&i.path).map(|m| m.len()).unwrap_or_default();
+            format!("{} ({:?}, {bytes} bytes)", i.path.display(), i.format)
+        })
+        .collect();
+    // Files the configuration names change the dataflow and its results as much as the
+    // inputs do: their contents.
+    let named: Vec<String> = [&config.reference.instruments, &config.reference.accounts]
+        .into_iter()
+        .chain([&config.rules.anomaly.model])
+        .flatten()
+        .chain(&config.cases.actions)
+        .map(|path| std::fs::read(path).map(|b| crate::audit::sha256_hex(&b)).unwrap_or_default())
+        .collect();
+    let mut results = config.clone();
+    results.checkpoint = None;
+    crate::checkpoint::JobIdentity {
+        version: env!("CARGO_PKG_VERSION").into(),
+        config_sha256: crate::audit::config_digest(&results),
+        inputs,
+        named_files_sha256: crate::audit::sha256_hex(named.join("\n").as_bytes()),
+    }
+}
+
+/// Why checkpoints cannot be kept for this job, if they cannot: what a resumed run could not
+/// reconcile yet.
+fn checkpoints_refused(
+    config: &Config,
+    inputs: &[InputSpec],
+    processes: usize,
+    encrypted: bool,
+) -> Option<&'static str> {
+    if processes > 1 {
+        Some("a run of several processes (run one process with --workers)")
+    } else if config.kafka.is_some() {
+        Some("Kafka topics (a Kafka source keeps its own committed positions, see kafka.replay_horizon)")
+    } else if config.archive.is_some() || inputs.iter().any(|i| i.format == crate::ingest::Format::Archive) {
+        Some("archives")
+    } else if config.alerts.routes.iter().any(|r| r.webhook.is_some()) {
+        Some("webhook routes")
+    } else if config.timeseries.is_some() {
+        Some("a time-series database")
+    } else if encrypted {
+        Some("an encrypted audit trail")
+    } else {
+        None
+    }
 }
 
 /// The archive among a run's inputs: its input index, the reader, and the names of the
@@ -911,6 +997,16 @@ impl Job {
         protected.extend(config.audit.signing_key.iter().cloned());
         protected.extend(config.audit.encryption_key.iter().cloned());
         protected.extend(config.cases.actions.iter().cloned());
+        if config.checkpoint.is_some()
+            && let Some(what) = checkpoints_refused(
+                &config,
+                &inputs,
+                cluster.as_ref().map_or(1, |c| c.processes()),
+                encryption.is_some(),
+            )
+        {
+            return Err(RunError::Config(format!("checkpoints are not kept for {what} yet")));
+        }
         // A process other than the first reads and detects; the first writes.
         if cluster.as_ref().is_some_and(|c| c.process != 0) {
             tracing::info!(inputs = inputs.len(), bytes = total_bytes, "job ready; process 0 writes the outputs");
@@ -921,6 +1017,7 @@ impl Job {
                 replays: Vec::new(),
                 #[cfg(feature = "kafka")]
                 kafka: None,
+                checkpoints: None,
                 files: Vec::new(),
                 inputs,
                 config,
@@ -937,9 +1034,27 @@ impl Job {
                 input_digests: Mutex::new((None, Vec::new())),
             });
         }
-        let folder = OutputFolder::prepare(out_dir, &protected)?;
+        let checkpoints = match &config.checkpoint {
+            Some(settings) => {
+                let identity = job_identity(&config, &inputs);
+                let earlier = crate::checkpoint::Checkpoint::load(&settings.dir)?;
+                if let Some(earlier) = &earlier {
+                    earlier.check(&settings.dir, &identity, out_dir)?;
+                }
+                Some(Checkpoints { config: settings.clone(), identity, earlier, clock: Mutex::new(None) })
+            }
+            None => None,
+        };
+        let earlier = checkpoints.as_ref().and_then(|c| c.earlier.as_ref());
+        let folder = match earlier {
+            Some(earlier) => OutputFolder::resume(out_dir, &protected, earlier.writer.outputs.clone())?,
+            None => OutputFolder::prepare(out_dir, &protected)?,
+        };
         let output = |source| RunError::Output { path: out_dir.into(), source };
         let mut writer = ReportWriter::create(&folder, Renderer::new(reference.clone(), sources)).map_err(output)?;
+        if let Some(earlier) = earlier {
+            writer.resume_from(&earlier.writer);
+        }
         if features.export {
             writer.export_features(&folder, features.window_ns).map_err(output)?;
         }
@@ -952,6 +1067,17 @@ impl Job {
         }
         if let (Some(key), Some(fields)) = (&encryption, start.as_object_mut()) {
             fields.insert("encryption_key_id".into(), key.id_hex().into());
+        }
+        // A resumed run says where it resumed from.
+        if let (Some(earlier), Some(fields)) = (earlier, start.as_object_mut()) {
+            fields.insert(
+                "resumed_from".into(),
+                serde_json::json!({
+                    "checkpoint_sequence": earlier.sequence,
+                    "watermark": earlier.writer.watermark,
+                    "written_unix_ms": earlier.written_unix_ms,
+                }),
+            );
         }
         writer.keep_audit_log(&folder, &start, signer, encryption.as_ref()).map_err(output)?;
         let routes: Vec<String> = config.alerts.routes.iter().map(|r| r.name.clone()).collect();
@@ -1020,6 +1146,7 @@ impl Job {
             replays,
             #[cfg(feature = "kafka")]
             kafka,
+            checkpoints,
             files: writer.files(),
             inputs,
             config,
@@ -1268,6 +1395,23 @@ impl Job {
             }
             summary.archive.as_ref().and_then(|a| a.error.clone())
         };
+        if let Some(checkpoints) = &self.checkpoints {
+            let earlier = checkpoints.earlier.as_ref();
+            summary.checkpoints = Some(CheckpointSummary {
+                written: checkpoints.clock.lock().ok().and_then(|c| c.as_ref().map(|c| c.count())).unwrap_or(0),
+                resumes: earlier.map_or(0, |e| e.resumed + 1),
+                resumed_at_watermark: earlier.map(|e| e.writer.watermark),
+                resumable: !summary.complete,
+            });
+            if !summary.complete {
+                // The partial outputs and the checkpoint stay: the same command resumes.
+                tracing::info!(checkpoint = %checkpoints.config.dir.display(), "run stopped early; its checkpoint resumes it");
+                return Ok(summary);
+            }
+            // Gone before the outputs are committed: a crash in between starts the run over
+            // rather than resuming into a committed folder.
+            crate::checkpoint::Checkpoint::remove(&checkpoints.config.dir)?;
+        }
         let text = serde_json::to_string_pretty(&summary).map_err(|e| RunError::Dataflow(e.to_string()))? + "\n";
         // Only the process that writes has a folder to commit.
         if let Some(folder) = self.folder {
@@ -1348,6 +1492,7 @@ impl Job {
         if let Some(metrics) = &self.metrics {
             metrics.watch_inputs(self.progress.clone(), self.source_names());
         }
+        self.start_checkpoints()?;
         let connect_timeout = self.cluster.as_ref().map(|c| c.connect_timeout);
         if processes > 1 {
             crate::cluster::watch_connections();
@@ -1501,35 +1646,57 @@ impl Job {
     }
 
     /// What every process of a cluster must agree on: the version, the effective
-    /// configuration, the inputs (paths, formats and sizes) and the threads per process.
+    /// configuration, the inputs (paths, formats and sizes), the files the configuration names
+    /// ([`job_identity`]) and the threads per process.
     fn fingerprint(&self, threads: usize) -> String {
-        let inputs: Vec<String> = self
-            .inputs
-            .iter()
-            .map(|i| {
-                let bytes = std::fs::metadata(&i.path).map(|m| m.len()).unwrap_or_default();
-                format!("{}|{:?}|{bytes}", i.path.display(), i.format)
-            })
-            .collect();
-        // Files the configuration names change the dataflow and its results as much as the
-        // inputs do: their contents.
-        let named: Vec<String> = [&self.config.reference.instruments, &self.config.reference.accounts]
-            .into_iter()
-            .chain([&self.config.rules.anomaly.model])
-            .flatten()
-            .chain(&self.config.cases.actions)
-            .map(|path| std::fs::read(path).map(|b| crate::audit::sha256_hex(&b)).unwrap_or_default())
-            .collect();
+        let identity = job_identity(&self.config, &self.inputs);
         crate::audit::sha256_hex(
             format!(
                 "{}\n{}\n{}\n{}\n{threads}",
-                env!("CARGO_PKG_VERSION"),
+                identity.version,
                 crate::audit::config_digest(&self.config),
-                inputs.join("\n"),
-                named.join("\n")
+                identity.inputs.join("\n"),
+                identity.named_files_sha256
             )
             .as_bytes(),
         )
+    }
+
+    /// Hands the writer its checkpoint store and points the partitions at the checkpoint the
+    /// run resumes from. Done here rather than when the job is built, since the read progress
+    /// may be replaced until then ([`Job::with_progress`]).
+    fn start_checkpoints(&self) -> Result<(), RunError> {
+        let (Some(checkpoints), Some(folder)) = (&self.checkpoints, &self.folder) else { return Ok(()) };
+        if let Some(earlier) = &checkpoints.earlier {
+            self.progress.resume_from(&earlier.resume);
+        }
+        let ingest = &self.config.ingest;
+        let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        // Resume positions stay far enough behind the watermark that every event the detectors
+        // may still need, and every event that could arrive out of order, is read again.
+        let behind = nanos(checkpoints.config.replay_horizon)
+            .saturating_add(nanos(ingest.max_out_of_order))
+            .saturating_add(nanos(ingest.epoch));
+        let checkpointer = crate::checkpoint::Checkpointer::new(
+            &checkpoints.config.dir,
+            checkpoints.config.interval,
+            behind,
+            checkpoints.identity.clone(),
+            folder.dir(),
+            self.progress.clone(),
+            checkpoints.earlier.as_ref(),
+        );
+        if let Ok(mut clock) = checkpoints.clock.lock() {
+            *clock = Some(checkpointer.clock());
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.watch_checkpoints(checkpointer.clock());
+        }
+        let mut writer = self.writer.lock().map_err(|_| RunError::Dataflow("the writer's lock failed".into()))?;
+        if let Some(writer) = writer.as_mut() {
+            writer.keep_checkpoints(Box::new(checkpointer));
+        }
+        Ok(())
     }
 }
 

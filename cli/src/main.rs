@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
-use surveil::config::{ArchiveConfig, Config};
+use surveil::config::{ArchiveConfig, CheckpointConfig, Config};
 use surveil::generate::{EventMix, GenerateConfig, generate};
 use surveil::ingest::{Format, InputSpec, ReadProgress};
 use surveil::pipeline::{RunOptions, RunSummary, Stop, inputs, run};
@@ -306,6 +306,14 @@ enum Command {
         /// run lasts (e.g. 127.0.0.1:9184).
         #[arg(long, value_name = "ADDRESS")]
         metrics: Option<String>,
+        /// Keep checkpoints in DIR: a run that is killed or stopped resumes from its last
+        /// checkpoint when the same command is run again, and ends with the outputs an
+        /// uninterrupted run writes (docs/checkpoints.md).
+        #[arg(long, value_name = "DIR")]
+        checkpoint: Option<PathBuf>,
+        /// How often a checkpoint is written (default 10s, or checkpoint.interval).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "checkpoint")]
+        checkpoint_interval: Option<Duration>,
         /// Output folder for alerts.jsonl, dead_letters.jsonl, late_events.jsonl,
         /// order_to_trade.jsonl, cases.jsonl, audit.jsonl, notices_ROUTE.jsonl and summary.json.
         #[arg(long, default_value = "out")]
@@ -545,6 +553,8 @@ fn main_inner() -> Result<()> {
             cluster,
             help: _,
             metrics,
+            checkpoint,
+            checkpoint_interval,
             out,
             quiet,
             model,
@@ -590,6 +600,15 @@ fn main_inner() -> Result<()> {
             }
             config.features.export |= export_features;
             config.cases.actions.extend(case_actions);
+            if let Some(dir) = checkpoint {
+                let mut settings = config.checkpoint.take().unwrap_or_else(|| CheckpointConfig::new(&dir));
+                settings.dir = dir;
+                config.checkpoint = Some(settings);
+            }
+            if let (Some(interval), Some(settings)) = (checkpoint_interval, config.checkpoint.as_mut()) {
+                settings.interval = interval;
+            }
+            config.validate().map_err(|e| anyhow!("{e}"))?;
             let cluster = cluster.cluster()?;
             // Only process 0 writes: the others say what they did and leave the summary to it.
             let writes = cluster.as_ref().is_none_or(|c| c.process == 0);
@@ -629,6 +648,16 @@ fn main_inner() -> Result<()> {
                     );
                 }
                 return interrupted(&summary);
+            }
+            if let Some(checkpoints) = summary.checkpoints.as_ref().filter(|c| c.resumable) {
+                if !quiet {
+                    eprintln!(
+                        "surveil: stopped after {} events; the outputs stay partial and the checkpoint ({} written) resumes the run: run the same command again",
+                        summary.events, checkpoints.written
+                    );
+                }
+                let code = if summary.interrupted.as_ref().is_some_and(|i| i.reason == "SIGTERM") { 143 } else { 130 };
+                std::process::exit(code);
             }
             if !quiet {
                 print_summary(&summary, &out);
@@ -803,6 +832,13 @@ impl Drop for Progress {
 
 fn print_summary(summary: &RunSummary, out: &Path) {
     eprintln!("{}", summary.table());
+    if let Some(checkpoints) = summary.checkpoints.as_ref().filter(|c| c.resumes > 0) {
+        eprintln!(
+            "  resumed from a checkpoint ({} time(s)); this run continued from event time {}",
+            checkpoints.resumes,
+            checkpoints.resumed_at_watermark.map(surveil::ingest::time::format_time).unwrap_or_default()
+        );
+    }
     eprintln!("  output: {}", out.display());
 }
 

@@ -26,6 +26,10 @@ use crate::reference::ReferenceData;
 pub struct ReadProgress {
     bytes: AtomicU64,
     spans: Mutex<Vec<Arc<Span>>>,
+    /// Partitions record the points they could be resumed from ([`ReadProgress::resume_points`]).
+    sampling: AtomicBool,
+    /// Where each partition (input, start) resumes, when the run resumes from a checkpoint.
+    resume: Mutex<HashMap<(u32, u64), ResumePoint>>,
 }
 
 /// One partition's byte range and how far it was read.
@@ -36,6 +40,40 @@ struct Span {
     reached: AtomicU64,
     finished: AtomicBool,
     lines: Mutex<(LineCounts, EventCounts)>,
+    /// Points the partition could resume from, oldest first (while sampling).
+    samples: Mutex<std::collections::VecDeque<ResumePoint>>,
+}
+
+/// A point a partition of a file can be resumed from: a position between two reads, with what
+/// the partition had read before it, so that a resumed run counts the whole input.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ResumePoint {
+    /// Index of the input.
+    pub source: u32,
+    /// Where the partition starts (with `source`, it names the partition).
+    pub start: u64,
+    /// Where reading resumes.
+    pub offset: u64,
+    /// The line number of the line at `offset`, when known.
+    pub line: Option<u64>,
+    /// The latest event time read before `offset`, if any.
+    pub max_time: Option<u64>,
+    /// The partition was read to its end.
+    pub finished: bool,
+    /// What became of the lines before `offset`.
+    pub lines: LineCounts,
+    /// The events before `offset`, by kind.
+    pub events: Vec<u64>,
+}
+
+impl ResumePoint {
+    fn event_counts(&self) -> EventCounts {
+        let mut counts = EventCounts::default();
+        for (count, n) in counts.iter_mut().zip(&self.events) {
+            *count = *n;
+        }
+        counts
+    }
 }
 
 /// What became of the lines read: every line is exactly one of a header, a blank line, a line
@@ -90,11 +128,54 @@ impl ReadProgress {
             reached: AtomicU64::new(start),
             finished: AtomicBool::new(false),
             lines: Mutex::new((LineCounts::default(), EventCounts::default())),
+            samples: Mutex::default(),
         });
         if let Ok(mut spans) = self.spans.lock() {
             spans.push(span.clone());
         }
         span
+    }
+
+    /// Partitions read from here on record the points they could resume from.
+    pub fn sample_resume_points(&self) {
+        self.sampling.store(true, Ordering::Relaxed);
+    }
+
+    fn is_sampling(&self) -> bool {
+        self.sampling.load(Ordering::Relaxed)
+    }
+
+    /// Partitions planned from here on start at `points` (by input and start) instead of their
+    /// start: the run resumes from a checkpoint.
+    pub fn resume_from(&self, points: &[ResumePoint]) {
+        if let Ok(mut resume) = self.resume.lock() {
+            resume.extend(points.iter().map(|p| ((p.source, p.start), p.clone())));
+        }
+    }
+
+    fn resume_point(&self, source: u32, start: u64) -> Option<ResumePoint> {
+        self.resume.lock().ok()?.get(&(source, start)).cloned()
+    }
+
+    /// For every partition, the furthest point it has read to before which every event is
+    /// earlier than `before`: a run resumed from these points reads again every event at or
+    /// after `before` (and some earlier ones). Earlier samples are forgotten, since `before`
+    /// only grows.
+    pub fn resume_points(&self, before: u64) -> Vec<ResumePoint> {
+        let Ok(spans) = self.spans.lock() else { return Vec::new() };
+        let mut points = Vec::with_capacity(spans.len());
+        for span in spans.iter() {
+            let Ok(mut samples) = span.samples.lock() else { continue };
+            let usable = |p: &ResumePoint| p.max_time.is_none_or(|t| t < before);
+            while samples.len() > 1 && samples.get(1).is_some_and(usable) {
+                samples.pop_front();
+            }
+            if let Some(point) = samples.front() {
+                points.push(point.clone());
+            }
+        }
+        points.sort_by_key(|p| (p.source, p.start));
+        points
     }
 
     /// What became of the lines read so far, over all partitions.
@@ -285,7 +366,14 @@ impl PartitionProgress {
 pub struct LinePartition {
     input: Arc<InputSpec>,
     start: u64,
+    /// Where reading begins: the start, or the point a resumed run continues from.
+    begin: u64,
     end: u64,
+    /// The partition can be resumed between two reads (a block of a plain file; not a gzip
+    /// stream, an order book's pair of files or a FIX log read as one chain).
+    resumable: bool,
+    /// The latest event time read so far.
+    max_time: Option<u64>,
     companion: Option<PathBuf>,
     /// The parser, or why the input's content could not be read far enough to build one
     /// (a truncated gzip header): then the partition yields one `io_error` dead letter.
@@ -316,7 +404,7 @@ pub type EventCounts = [u64; crate::model::EventKind::ALL.len()];
 
 impl LinePartition {
     fn open(&self) -> std::io::Result<(LineReader, Option<LineReader>)> {
-        let reader = LineReader::open(&self.input.path, self.start)?;
+        let reader = LineReader::open(&self.input.path, self.begin)?;
         let companion = match &self.companion {
             Some(path) => Some(LineReader::open(path, 0)?),
             None => None,
@@ -386,6 +474,26 @@ impl LinePartition {
         self.companion_reader = None;
         self.span.finished.store(true, Ordering::Relaxed);
     }
+
+    /// Records the point after the last read as one to resume from (between reads, at a line).
+    fn sample(&self) {
+        if !(self.progress.is_sampling() && (self.resumable || self.finished || self.position == self.start)) {
+            return;
+        }
+        let point = ResumePoint {
+            source: self.input.index,
+            start: self.start,
+            offset: self.position,
+            line: self.line,
+            max_time: self.max_time,
+            finished: self.finished,
+            lines: self.lines,
+            events: self.counts.to_vec(),
+        };
+        if let Ok(mut samples) = self.span.samples.lock() {
+            samples.push_back(point);
+        }
+    }
 }
 
 /// The UTF-8 error of a line, as a rejection.
@@ -407,6 +515,9 @@ impl Partition for LinePartition {
     }
 
     fn first_time(&mut self) -> Option<u64> {
+        if self.finished {
+            return None;
+        }
         // Parse from the start of the range up to the first good record. A fresh parser state
         // is not needed: parsers keep no state that changes the time of the first event.
         let (mut reader, mut companion) = self.open().ok()?;
@@ -534,6 +645,7 @@ impl Partition for LinePartition {
                         for event in &mut records[before..] {
                             self.reference.enrich(event);
                             self.counts[event.kind().index()] += 1;
+                            self.max_time = Some(self.max_time.map_or(event.time, |t| t.max(event.time)));
                         }
                         self.lines.accepted += 1;
                         None
@@ -552,6 +664,7 @@ impl Partition for LinePartition {
             }
         }
         self.note_position();
+        self.sample();
         if self.finished { PartitionRead::Exhausted } else { PartitionRead::More }
     }
 
@@ -599,10 +712,15 @@ pub fn plan_partitions(
                     .entry(input.index)
                     .or_insert_with(|| Rc::new(RefCell::new(LineIndex::new(&input.path))))
                     .clone();
-                mine.push(LinePartition {
+                let resume = progress.resume_point(input.index, start);
+                let begin = resume.as_ref().map_or(start, |p| p.offset.clamp(start, end));
+                let mut partition = LinePartition {
                     input: shared.clone(),
                     start,
+                    begin,
                     end,
+                    resumable: splittable,
+                    max_time: resume.as_ref().and_then(|p| p.max_time),
                     companion: companion.clone(),
                     parser: match parser_for(input, config) {
                         Ok(parser) => Ok(parser),
@@ -612,19 +730,33 @@ pub fn plan_partitions(
                     reference: reference.clone(),
                     reader: None,
                     companion_reader: None,
-                    line: (start == 0).then_some(1),
+                    line: match &resume {
+                        Some(point) => point.line,
+                        None => (start == 0).then_some(1),
+                    },
                     line_index,
                     announced: IdMap::default(),
                     finished: false,
                     gzip,
                     size,
-                    position: start,
+                    position: begin,
                     progress: progress.clone(),
                     span: progress.register(input.index, start),
-                    lines: LineCounts::default(),
+                    lines: resume.as_ref().map(|p| p.lines).unwrap_or_default(),
                     reported: 0,
-                    counts: EventCounts::default(),
-                });
+                    counts: resume.as_ref().map(ResumePoint::event_counts).unwrap_or_default(),
+                };
+                // A resumed partition counts what it read before the checkpoint, and one read
+                // to its end is not read again.
+                if let Some(point) = &resume {
+                    partition.note_position();
+                    if point.finished {
+                        partition.finished = true;
+                        partition.span.finished.store(true, Ordering::Relaxed);
+                    }
+                }
+                partition.sample();
+                mine.push(partition);
             }
             global += 1;
         }
@@ -645,6 +777,93 @@ mod tests {
             while p.read(7, &mut events, &mut side) == PartitionRead::More {}
         }
         (events, side)
+    }
+
+    #[test]
+    fn a_partition_resumed_from_a_sample_reads_the_rest_and_counts_the_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("day.csv");
+        let mut text = format!("{HEADER}\n");
+        for i in 0..2000u64 {
+            // Slightly out of order, with a bad line now and then.
+            let time = 1_000 + i * 10 - (i % 3) * 7;
+            let price = if i % 97 == 13 { "-1" } else { "10.5" };
+            text.push_str(&format!("{time},{i},new,X,ACME,O{i},ACC1,,,,buy,{price},5,,,,,,,,,,,,,\n"));
+        }
+        std::fs::write(&path, &text).expect("write");
+        let inputs = vec![InputSpec { index: 0, path: path.clone(), format: Format::Csv }];
+        let reference = Arc::new(ReferenceData::new(4));
+        let mut config = Config::default();
+        config.ingest.block_size = 16 << 10;
+        let origins = |side: &[Report]| -> Vec<u64> {
+            side.iter()
+                .filter_map(|r| match r {
+                    Report::DeadLetter(d) => Some(d.offset),
+                    _ => None,
+                })
+                .collect()
+        };
+        // The whole file, as one uninterrupted run reads it.
+        let whole = Arc::new(ReadProgress::default());
+        let mut parts = plan_partitions(&inputs, &config, &reference, 0, 1, &whole).expect("plan");
+        let (all_events, all_side) = read_all(&mut parts);
+        assert!(parts.len() > 2, "several blocks");
+        // A run that reads part of each partition, then resumes from its samples.
+        let first = Arc::new(ReadProgress::default());
+        first.sample_resume_points();
+        let mut parts = plan_partitions(&inputs, &config, &reference, 0, 1, &first).expect("plan");
+        let (mut events, mut side) = (Vec::new(), Vec::new());
+        for (i, p) in parts.iter_mut().enumerate() {
+            // The first partition to its end, the others part of the way.
+            for _ in 0..if i == 0 { 1000 } else { 3 } {
+                if p.read(50, &mut events, &mut side) == PartitionRead::Exhausted {
+                    break;
+                }
+            }
+        }
+        let cut = 1_000 + 900 * 10;
+        let points = first.resume_points(cut);
+        assert_eq!(points.len(), parts.len());
+        assert!(points[0].finished, "the first partition was read to its end");
+        assert!(points.iter().any(|p| p.offset > p.start && !p.finished), "{points:?}");
+        for point in &points {
+            assert!(point.max_time.is_none_or(|t| t < cut));
+        }
+        let before = |offset: u64| points.iter().any(|p| p.start <= offset && offset < p.offset);
+        let resumed = Arc::new(ReadProgress::default());
+        resumed.resume_from(&points);
+        let mut parts = plan_partitions(&inputs, &config, &reference, 0, 1, &resumed).expect("plan");
+        let (rest, rest_side) = read_all(&mut parts);
+        // What the first run read before the points, and what the resumed run read after them,
+        // are together the whole file, each line once.
+        let mut together: Vec<u64> =
+            events.iter().filter(|e| before(e.origin.offset())).chain(&rest).map(|e| e.origin.offset()).collect();
+        together.sort_unstable();
+        let mut expected: Vec<u64> = all_events.iter().map(|e| e.origin.offset()).collect();
+        expected.sort_unstable();
+        assert_eq!(together, expected);
+        let mut letters: Vec<u64> =
+            origins(&side).into_iter().filter(|o| before(*o)).chain(origins(&rest_side)).collect();
+        letters.sort_unstable();
+        assert_eq!(letters, origins(&all_side));
+        // The resumed run counts the whole file.
+        assert_eq!(resumed.lines(), whole.lines());
+        assert_eq!(resumed.events(), whole.events());
+        assert_eq!(resumed.bytes(), whole.bytes());
+        assert_eq!(resumed.positions(), whole.positions());
+        // Line numbers of dead letters after a resume point are right.
+        let lines = |side: &[Report]| -> Vec<(u64, Option<u64>)> {
+            side.iter()
+                .filter_map(|r| match r {
+                    Report::DeadLetter(d) => Some((d.offset, d.line)),
+                    _ => None,
+                })
+                .collect()
+        };
+        let all_lines = lines(&all_side);
+        for letter in lines(&rest_side) {
+            assert!(all_lines.contains(&letter), "{letter:?}");
+        }
     }
 
     #[test]

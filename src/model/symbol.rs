@@ -221,6 +221,11 @@ impl SymbolTable {
         self.collisions
     }
 
+    /// The recorded texts, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (Symbol, &str)> {
+        self.names.iter().map(|(symbol, text)| (*symbol, &**text))
+    }
+
     /// The number of recorded texts.
     pub fn len(&self) -> usize {
         self.names.len()
