@@ -8,6 +8,7 @@
 //! cargo run --release --example bench -- stalls [--seconds S]   # what the machine takes from busy threads
 //! cargo run --release --example bench -- long [--events 100000000]
 //! cargo run --release --example bench -- trades --out FILE [--trades N] [--accounts N]
+//! cargo run --example bench -- gate [--record]   # the CI gate: default job against a floor, same process
 //! cargo run --release --example bench -- job --input FILE [--job windows|self-trades|parse] [--workers N] [--out DIR]
 //! ```
 //!
@@ -125,6 +126,25 @@ enum Task {
         /// Progress granularity, µs (any divisor of the 1 s width closes windows at the same moment).
         #[arg(long, default_value_t = 100_000)]
         epoch_us: u64,
+    },
+    /// The CI gate: the default job's speed relative to a floor (the same file read with the
+    /// `csv` crate) in the same process, against the recorded baseline (`docs/benchmarks.md`).
+    Gate {
+        /// Events of the generated day it reads.
+        #[arg(long, default_value_t = 300_000)]
+        events: u64,
+        /// Measurements of each (after one warm-up of each); the medians are compared.
+        #[arg(long, default_value_t = 5)]
+        repeat: usize,
+        /// The recorded baseline.
+        #[arg(long, default_value = "benches/gate-baseline.json")]
+        baseline: PathBuf,
+        /// Record this run's ratio as the new baseline instead of checking against it.
+        #[arg(long)]
+        record: bool,
+        /// Where the generated day is kept.
+        #[arg(long, default_value = "target/bench")]
+        data: PathBuf,
     },
     /// One run of the default job (used by `e2e` and `long` in a child process).
     #[command(hide = true)]
@@ -495,6 +515,131 @@ fn stalls(seconds: f64, threshold_us: u64, results: &Path) -> anyhow::Result<Vec
     Ok(reports)
 }
 
+/// What the gate compares against: the default job's speed relative to the floor, as
+/// recorded on the machine and build profile that CI uses.
+#[derive(Serialize, serde::Deserialize)]
+struct GateBaseline {
+    /// Events of the generated day.
+    events: u64,
+    /// `dev` or `release`: a baseline holds for the profile it was recorded with.
+    profile: String,
+    /// Floor seconds / default-job seconds (medians): higher is faster.
+    relative_speed: f64,
+    /// The gate fails below `relative_speed * (1 - tolerance)`.
+    tolerance: f64,
+    /// When it was recorded (UTC date).
+    recorded: String,
+}
+
+/// The floor: the same file read with the `csv` crate, every field touched and the event time
+/// parsed. It moves with the machine (its speed, its load, the page cache) but not with
+/// surveil's code, so the ratio of the two catches a slowdown in surveil on any machine.
+fn gate_floor(input: &Path) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_path(input)?;
+    let mut record = csv::ByteRecord::new();
+    let mut sum = 0u64;
+    while reader.read_byte_record(&mut record)? {
+        for field in record.iter() {
+            sum = sum.wrapping_add(field.len() as u64);
+        }
+        let time = record.get(0).and_then(|t| std::str::from_utf8(t).ok()).and_then(|t| t.parse::<u64>().ok());
+        sum = sum.wrapping_add(time.unwrap_or(0));
+    }
+    std::hint::black_box(sum);
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// The default job on one worker, writing its outputs: wall seconds.
+fn gate_job(input: &Path, config: &Config, out: &Path) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let summary = run(RunOptions {
+        workers: 1,
+        out_dir: out.into(),
+        ..RunOptions::new(inputs(&[input.into()], None), config.clone())
+    })?;
+    let seconds = started.elapsed().as_secs_f64();
+    if !summary.complete || summary.events == 0 {
+        bail!("the gate's run did not read its input");
+    }
+    Ok(seconds)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// The CI gate (`docs/benchmarks.md`, "The CI gate").
+fn gate(events: u64, repeat: usize, baseline: &Path, record: bool, data: &Path) -> anyhow::Result<()> {
+    let day = data.join(format!("gate-{events}"));
+    if !day.join("events.csv").exists() {
+        generate(&GenerateConfig { events, ..GenerateConfig::default() }, &day)?;
+    }
+    let input = day.join("events.csv");
+    let config = Config::load(&day.join("surveil.toml"))?;
+    let out = day.join("out");
+    // One of each first: the page cache, the allocator and the lazily built tables warm up.
+    gate_floor(&input)?;
+    gate_job(&input, &config, &out)?;
+    // Interleaved, so that a change in the machine's load falls on both.
+    let (mut floors, mut jobs) = (Vec::new(), Vec::new());
+    for _ in 0..repeat {
+        floors.push(gate_floor(&input)?);
+        jobs.push(gate_job(&input, &config, &out)?);
+    }
+    let (floor, job) = (median(floors), median(jobs));
+    let relative_speed = floor / job;
+    let profile = if cfg!(debug_assertions) { "dev" } else { "release" };
+    println!(
+        "gate: {events} events; default job {job:.3} s ({:.2} M events/s), csv floor {floor:.3} s; relative speed {relative_speed:.4} ({profile})",
+        events as f64 / job / 1e6
+    );
+    if record {
+        let recorded = chrono::Utc::now().format("%Y-%m-%d").to_string();
+        let baseline_value =
+            GateBaseline { events, profile: profile.into(), relative_speed, tolerance: 0.25, recorded };
+        std::fs::write(baseline, serde_json::to_string_pretty(&baseline_value)? + "\n")
+            .with_context(|| format!("writing {}", baseline.display()))?;
+        println!("gate: recorded as the baseline in {}", baseline.display());
+        return Ok(());
+    }
+    let text =
+        std::fs::read_to_string(baseline).with_context(|| format!("reading the baseline {}", baseline.display()))?;
+    let expected: GateBaseline = serde_json::from_str(&text).with_context(|| format!("{}", baseline.display()))?;
+    if expected.profile != profile || expected.events != events {
+        bail!(
+            "the baseline was recorded with the {} profile on {} events; this run is {profile} on {events}: \
+             run the gate as the baseline was recorded, or record a new one (--record)",
+            expected.profile,
+            expected.events
+        );
+    }
+    let least = expected.relative_speed * (1.0 - expected.tolerance);
+    if relative_speed < least {
+        bail!(
+            "the default job is slower than its baseline: relative speed {relative_speed:.4} is below {least:.4} \
+             ({:.0} % of the {:.4} recorded on {}); find the change that slowed it, or, if the slowdown is \
+             meant, record a new baseline (docs/benchmarks.md)",
+            100.0 * relative_speed / expected.relative_speed,
+            expected.relative_speed,
+            expected.recorded
+        );
+    }
+    println!(
+        "gate: ok, {:.0} % of the baseline {:.4} recorded on {} (fails below {least:.4})",
+        100.0 * relative_speed / expected.relative_speed,
+        expected.relative_speed,
+        expected.recorded
+    );
+    if relative_speed > expected.relative_speed * (1.0 + expected.tolerance) {
+        println!(
+            "gate: faster than the baseline by more than the tolerance: record a new baseline to keep the gate tight"
+        );
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Task::All { data, long: with_long, long_events } => {
@@ -535,6 +680,9 @@ fn main() -> anyhow::Result<()> {
             };
             let summary = run_job(&input, &options)?;
             println!("{}", serde_json::to_string(&summary)?);
+        }
+        Task::Gate { events, repeat, baseline, record, data } => {
+            gate(events, repeat.max(1), &baseline, record, &data)?;
         }
         Task::RunCase { input, config, workers, out } => {
             let config = match config {

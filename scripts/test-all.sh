@@ -56,6 +56,9 @@ echo "== cargo test"
 cargo test --workspace --all-targets
 echo "== doc tests"
 cargo test --workspace --doc
+echo "== benchmark gate: the default job against a floor run in the same process (docs/benchmarks.md)"
+# The surveil command's features, as the test build above compiled the library with them.
+cargo run --quiet -p surveil --features tools,http,archive,kafka-tls,metrics --example bench -- gate
 echo "== fuzz smoke: every parser for 15 s (longer runs: scripts/fuzz.sh SECONDS)"
 scripts/fuzz.sh 15
 echo "== polars oracle (separate crate: polars builds for minutes, so it is outside the workspace)"
