@@ -207,6 +207,9 @@ pub struct Checkpointer {
     sequence: u64,
     resumed: u64,
     clock: Arc<CheckpointClock>,
+    /// Set when the run is asked to stop: the sources stop reading, and what drains after is
+    /// not a watermark the inputs have reached, so no checkpoint is taken from then on.
+    stop: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Checkpointer {
@@ -235,7 +238,14 @@ impl Checkpointer {
             sequence: earlier.map_or(0, |c| c.sequence),
             resumed: earlier.map_or(0, |c| c.resumed + 1),
             clock: Arc::default(),
+            stop: None,
         }
+    }
+
+    /// Takes no checkpoint once `stop` is set (the run's stop flag, which the sources read).
+    pub fn stopping_with(mut self, stop: Arc<std::sync::atomic::AtomicBool>) -> Checkpointer {
+        self.stop = Some(stop);
+        self
     }
 
     /// When checkpoints were written, for live metrics.
@@ -250,7 +260,8 @@ fn unix_ms() -> u64 {
 
 impl CheckpointHook for Checkpointer {
     fn due(&mut self, watermark: u64) -> bool {
-        watermark > self.last_watermark && self.last.elapsed() >= self.interval
+        let stopping = self.stop.as_ref().is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed));
+        !stopping && watermark > self.last_watermark && self.last.elapsed() >= self.interval
     }
 
     fn save(&mut self, mut writer: WriterState) -> std::io::Result<BTreeMap<u32, u64>> {

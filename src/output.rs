@@ -690,11 +690,21 @@ impl ResumeFilter {
         }
         match report {
             Report::Symbol(..) => false,
-            Report::DeadLetter(letter) => take(&mut self.dead_letters, (letter.source, letter.offset)),
+            Report::DeadLetter(letter) if read_by_source(letter) => {
+                take(&mut self.dead_letters, (letter.source, letter.offset))
+            }
             Report::Late(event) => take(&mut self.late_events, event.origin.0),
             _ => time < self.watermark,
         }
     }
+}
+
+/// True for a dead letter the source sent as it read (a line it could not read): it is sent
+/// at the source's watermark, which depends on how the reading interleaved. Dead letters the
+/// operators make (an order they do not know, a refused case action) have the time of the event
+/// that caused them.
+fn read_by_source(letter: &DeadLetter) -> bool {
+    letter.event.is_none() && letter.reason != crate::model::RejectReason::CaseActionRefused
 }
 
 /// Called by the writer as the watermark advances; a checkpoint store implements it
@@ -1092,7 +1102,7 @@ impl ReportWriter {
             }
             if let Some((dead, late)) = &mut self.written_side {
                 match &report {
-                    Report::DeadLetter(letter) => dead.push((letter.source, letter.offset)),
+                    Report::DeadLetter(letter) if read_by_source(letter) => dead.push((letter.source, letter.offset)),
                     Report::Late(event) => late.push(event.origin.0),
                     _ => {}
                 }

@@ -1397,20 +1397,26 @@ impl Job {
         };
         if let Some(checkpoints) = &self.checkpoints {
             let earlier = checkpoints.earlier.as_ref();
+            let written = checkpoints.clock.lock().ok().and_then(|c| c.as_ref().map(|c| c.count())).unwrap_or(0);
+            // Stopped before any checkpoint: nothing to resume from, so it commits what it
+            // read like a run without checkpoints.
+            let resumable = !summary.complete && (written > 0 || earlier.is_some());
             summary.checkpoints = Some(CheckpointSummary {
-                written: checkpoints.clock.lock().ok().and_then(|c| c.as_ref().map(|c| c.count())).unwrap_or(0),
+                written,
                 resumes: earlier.map_or(0, |e| e.resumed + 1),
                 resumed_at_watermark: earlier.map(|e| e.writer.watermark),
-                resumable: !summary.complete,
+                resumable,
             });
-            if !summary.complete {
+            if resumable {
                 // The partial outputs and the checkpoint stay: the same command resumes.
                 tracing::info!(checkpoint = %checkpoints.config.dir.display(), "run stopped early; its checkpoint resumes it");
                 return Ok(summary);
             }
             // Gone before the outputs are committed: a crash in between starts the run over
             // rather than resuming into a committed folder.
-            crate::checkpoint::Checkpoint::remove(&checkpoints.config.dir)?;
+            if earlier.is_some() || written > 0 {
+                crate::checkpoint::Checkpoint::remove(&checkpoints.config.dir)?;
+            }
         }
         let text = serde_json::to_string_pretty(&summary).map_err(|e| RunError::Dataflow(e.to_string()))? + "\n";
         // Only the process that writes has a folder to commit.
@@ -1685,7 +1691,8 @@ impl Job {
             folder.dir(),
             self.progress.clone(),
             checkpoints.earlier.as_ref(),
-        );
+        )
+        .stopping_with(self.stop.flag());
         if let Ok(mut clock) = checkpoints.clock.lock() {
             *clock = Some(checkpointer.clock());
         }

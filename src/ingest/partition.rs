@@ -166,7 +166,12 @@ impl ReadProgress {
         let mut points = Vec::with_capacity(spans.len());
         for span in spans.iter() {
             let Ok(mut samples) = span.samples.lock() else { continue };
-            let usable = |p: &ResumePoint| p.max_time.is_none_or(|t| t < before);
+            // A point after reads that gave no event (only bad lines) is not known to be behind
+            // `before`: its dead letters may not be written yet. Only the start is always usable.
+            let usable = |p: &ResumePoint| match p.max_time {
+                Some(t) => t < before,
+                None => p.offset == p.start,
+            };
             while samples.len() > 1 && samples.get(1).is_some_and(usable) {
                 samples.pop_front();
             }
