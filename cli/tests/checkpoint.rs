@@ -3,26 +3,16 @@
 //! command, ends with the outputs of a run that was never interrupted, byte for byte but for
 //! the wall-clock `detected_at`; a checkpoint of another job is refused with a clear message.
 
+mod runs;
+
+use runs::{SAME_BYTES, start, stderr, summary, surveil, wait, without_wall_clock};
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// No run here takes anywhere near this long; a hang fails the test instead of the suite.
 const WATCHDOG: Duration = Duration::from_secs(300);
-
-/// Files that must be identical, but for the wall-clock `detected_at` of each alert.
-const SAME_BYTES: &[&str] = &[
-    "alerts.jsonl",
-    "dead_letters.jsonl",
-    "late_events.jsonl",
-    "order_to_trade.jsonl",
-    "cases.jsonl",
-    "notices_all.jsonl",
-];
-
-fn surveil() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_surveil"))
-}
 
 /// The bundled day (the generator's defaults) with a few bad lines spread through it, so that
 /// dead letters are reconciled too.
@@ -40,60 +30,6 @@ fn bundled_day() -> (tempfile::TempDir, PathBuf) {
     }
     std::fs::write(&path, lines.join("\n") + "\n").expect("write");
     (dir, day)
-}
-
-fn start(day: &Path, out: &Path, extra: &[&str]) -> Child {
-    surveil()
-        .args(["run", "--quiet", "--config"])
-        .arg(day.join("surveil.toml"))
-        .arg("--out")
-        .arg(out)
-        .args(extra)
-        .arg(day.join("events.csv"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn")
-}
-
-fn wait(mut child: Child, limit: Duration, what: &str) -> Output {
-    let started = Instant::now();
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let output = child.wait_with_output().expect("output");
-            panic!("{what}: still running after {limit:?}: {}", String::from_utf8_lossy(&output.stderr));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// The file's bytes without the `"detected_at":"..."` fields, the one wall-clock time in them.
-fn without_wall_clock(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text.as_str();
-    const FIELD: &str = "\"detected_at\":\"";
-    while let Some(at) = rest.find(FIELD) {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + FIELD.len()..];
-        let end = after.find('"').map_or(after.len(), |e| e + 1);
-        rest = after[end..].strip_prefix(',').unwrap_or(&after[end..]);
-    }
-    out.push_str(rest);
-    out
-}
-
-fn summary(out: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(out.join("summary.json")).expect("summary");
-    serde_json::from_str(&text).expect("json")
 }
 
 /// Asserts that `out` holds the outputs of `reference` (and the same summary counts); returns

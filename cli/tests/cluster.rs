@@ -2,27 +2,15 @@
 //! of 1 and 2 workers and on 2 processes of 1 and 2 workers; one writer; a lost process, a
 //! process running a different job and a process that never comes are clear errors, not hangs.
 
+mod runs;
+
+use runs::{SAME_BYTES, start, stderr, summary, surveil, wait, without_wall_clock};
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// No run here takes anywhere near this long; a hang fails the test instead of the suite.
 const WATCHDOG: Duration = Duration::from_secs(240);
-
-/// Files that must be identical whatever the layout, but for the wall-clock `detected_at` of
-/// each alert (the audit trail has times, the summary the layout and the speed).
-const SAME_BYTES: &[&str] = &[
-    "alerts.jsonl",
-    "dead_letters.jsonl",
-    "late_events.jsonl",
-    "order_to_trade.jsonl",
-    "cases.jsonl",
-    "notices_all.jsonl",
-];
-
-fn surveil() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_surveil"))
-}
 
 /// A generated day of `events` events: (the folder that holds it, the day's folder).
 fn day(events: u64) -> (tempfile::TempDir, PathBuf) {
@@ -50,41 +38,6 @@ fn hostfile(dir: &Path, name: &str) -> PathBuf {
     path
 }
 
-/// `surveil run` on the day with `extra` arguments, writing into `out`.
-fn start(day: &Path, out: &Path, extra: &[&str]) -> Child {
-    surveil()
-        .args(["run", "--quiet", "--config"])
-        .arg(day.join("surveil.toml"))
-        .arg("--out")
-        .arg(out)
-        .args(extra)
-        .arg(day.join("events.csv"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn")
-}
-
-/// Waits for `child`, killing it and failing if it outlives `limit`.
-fn wait(mut child: Child, limit: Duration, what: &str) -> Output {
-    let started = Instant::now();
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let output = child.wait_with_output().expect("output");
-            panic!("{what}: still running after {limit:?}: {}", String::from_utf8_lossy(&output.stderr));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
 /// Runs the day over two processes of `workers` threads; returns process 0's output folder.
 fn two_processes(dir: &Path, day: &Path, workers: usize, name: &str) -> PathBuf {
     let hosts = hostfile(dir, &format!("{name}.hosts"));
@@ -100,26 +53,6 @@ fn two_processes(dir: &Path, day: &Path, workers: usize, name: &str) -> PathBuf 
     assert!(peer.status.success(), "{name}: process 1: {}", stderr(&peer));
     assert!(!peer_out.exists(), "{name}: process 1 wrote {}", peer_out.display());
     out
-}
-
-/// The file's bytes without the `"detected_at":"..."` fields, the one wall-clock time in them.
-fn without_wall_clock(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text.as_str();
-    const FIELD: &str = "\"detected_at\":\"";
-    while let Some(at) = rest.find(FIELD) {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + FIELD.len()..];
-        let end = after.find('"').map_or(after.len(), |e| e + 1);
-        rest = after[end..].strip_prefix(',').unwrap_or(&after[end..]);
-    }
-    out.push_str(rest);
-    out
-}
-
-fn summary(out: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).expect("summary")).expect("json")
 }
 
 #[test]

@@ -1,0 +1,75 @@
+//! What the tests that run `surveil` as a process share: starting a run on a generated day,
+//! waiting for it with a watchdog, and comparing its outputs.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Files that must be identical, but for the wall-clock `detected_at` of each alert.
+pub const SAME_BYTES: &[&str] = &[
+    "alerts.jsonl",
+    "dead_letters.jsonl",
+    "late_events.jsonl",
+    "order_to_trade.jsonl",
+    "cases.jsonl",
+    "notices_all.jsonl",
+];
+
+pub fn surveil() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_surveil"))
+}
+
+pub fn start(day: &Path, out: &Path, extra: &[&str]) -> Child {
+    surveil()
+        .args(["run", "--quiet", "--config"])
+        .arg(day.join("surveil.toml"))
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .arg(day.join("events.csv"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn")
+}
+
+pub fn wait(mut child: Child, limit: Duration, what: &str) -> Output {
+    let started = Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("output");
+            panic!("{what}: still running after {limit:?}: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The file's bytes without the `"detected_at":"..."` fields, the one wall-clock time in them.
+pub fn without_wall_clock(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    const FIELD: &str = "\"detected_at\":\"";
+    while let Some(at) = rest.find(FIELD) {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + FIELD.len()..];
+        let end = after.find('"').map_or(after.len(), |e| e + 1);
+        rest = after[end..].strip_prefix(',').unwrap_or(&after[end..]);
+    }
+    out.push_str(rest);
+    out
+}
+
+pub fn summary(out: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(out.join("summary.json")).expect("summary");
+    serde_json::from_str(&text).expect("json")
+}
