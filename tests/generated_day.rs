@@ -67,3 +67,62 @@ fn gzip_and_plain_inputs_give_the_same_alerts() {
     };
     assert_eq!(strip(a.path()), strip(b.path()));
 }
+
+/// The recorded AAPL hour as the background of injected scenarios (`surveil generate
+/// --background`): the scenarios are found, and the recorded flow, its orders spread over 500
+/// synthetic accounts, raises no order-book abuse alert of its own.
+#[test]
+fn scenarios_injected_into_the_recorded_aapl_hour_are_found_without_false_alerts() {
+    use surveil::config::Config;
+    use surveil::generate::labels::evaluate;
+    use surveil::generate::{BackgroundConfig, generate_over_recording};
+
+    let recording = common::data("lobster/aapl_2012-06-21/AAPL_2012-06-21_34200000_37800000_message_50.csv");
+    for seed in [1, 2] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config =
+            BackgroundConfig { recording: recording.clone(), seed, accounts: 500, ..BackgroundConfig::default() };
+        let summary = generate_over_recording(&config, dir.path()).expect("generate over the recording");
+        assert_eq!(summary.recorded_messages, 91_997);
+        // Injected takers trade with a few recorded orders, whose later messages then differ.
+        assert!(summary.displaced_messages < 100, "{}", summary.displaced_messages);
+        for rule in ["spoofing", "layering", "quote_stuffing"] {
+            assert!(summary.labels_by_rule.get(rule).is_some_and(|&n| n >= 3), "{rule}: {:?}", summary.labels_by_rule);
+        }
+        let run_config = Config::load(&dir.path().join("surveil.toml")).expect("config");
+        let (run, out) = common::run(std::slice::from_ref(&summary.events_path), run_config, 1);
+        assert_eq!(run.dead_letters, 0, "hidden executions without an account are accepted");
+        let scores = evaluate(&dir.path().join("labels.csv"), &out.path().join("alerts.jsonl")).expect("evaluate");
+        for rule in ["spoofing", "layering", "quote_stuffing"] {
+            let score = scores.iter().find(|s| s.rule == rule).expect("scored");
+            assert!(score.recall() >= 0.95, "{score:?}");
+            assert_eq!(score.false_alerts, 0, "a false {rule} alert on recorded flow: {score:?}");
+        }
+    }
+    // The same seed gives the same file; without scenarios, the recording alone with accounts.
+    let write = |scenarios: bool| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config =
+            BackgroundConfig { recording: recording.clone(), seed: 7, scenarios, ..BackgroundConfig::default() };
+        let summary = generate_over_recording(&config, dir.path()).expect("generate");
+        (std::fs::read(&summary.events_path).expect("events"), summary)
+    };
+    let (first, _) = write(true);
+    assert_eq!(write(true).0, first);
+    let (plain, summary) = write(false);
+    // The 19 messages not written are hidden executions at the midpoint, at half a cent, which
+    // the generated instrument's price scale (cents) cannot carry.
+    assert_eq!((summary.labels, summary.displaced_messages), (0, 19));
+    assert_eq!(summary.events_by_kind["new"], 44_256, "{:?}", summary.events_by_kind);
+    assert_ne!(plain, first);
+}
+
+#[test]
+fn a_shallow_recording_is_refused_as_background() {
+    let recording =
+        common::data("lobster/amzn_2012-06-21_level1_modified/AMZN_2012-06-21_34200000_57600000_message_1.csv");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = surveil::generate::BackgroundConfig { recording, ..Default::default() };
+    let error = surveil::generate::generate_over_recording(&config, dir.path()).expect_err("level 1 is refused");
+    assert!(error.to_string().contains("cannot be rebuilt"), "{error}");
+}

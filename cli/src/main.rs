@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use surveil::config::{ArchiveConfig, CheckpointConfig, Config};
-use surveil::generate::{EventMix, GenerateConfig, generate};
+use surveil::generate::{BackgroundConfig, EventMix, GenerateConfig, generate, generate_over_recording};
 use surveil::ingest::{Format, InputSpec, ReadProgress};
 use surveil::pipeline::{RunOptions, RunSummary, Stop, inputs, run};
 
@@ -430,9 +430,10 @@ enum Command {
         /// Random seed: the same seed gives the same file.
         #[arg(long, default_value_t = 42)]
         seed: u64,
-        /// Number of accounts.
-        #[arg(long, default_value_t = 400)]
-        accounts: usize,
+        /// Number of accounts; with `--background`, the synthetic accounts among which the
+        /// recorded orders are shared out (500 by default then).
+        #[arg(long)]
+        accounts: Option<usize>,
         /// Number of instruments.
         #[arg(long, default_value_t = 40)]
         instruments: usize,
@@ -446,6 +447,16 @@ enum Command {
         /// passive, take, cancel, replace; the others keep their defaults).
         #[arg(long)]
         mix: Option<EventMix>,
+        /// A recorded LOBSTER message file to use as the background flow instead of the
+        /// simulated market: its orders get synthetic accounts (`--accounts`) and the
+        /// order-book scenarios (spoofing, layering, quote stuffing) are injected into it.
+        /// `--events`, `--instruments`, `--date` and `--mix` do not apply.
+        #[arg(long, value_name = "FILE")]
+        background: Option<PathBuf>,
+        /// With `--background`: write the recording with accounts only, no scenario, to
+        /// measure false alerts on real flow.
+        #[arg(long, requires = "background")]
+        no_scenarios: bool,
     },
 }
 
@@ -709,7 +720,28 @@ fn main_inner() -> Result<()> {
             );
             Ok(())
         }
-        Some(Command::Generate { out, events, seed, accounts, instruments, date, gzip, mix }) => {
+        Some(Command::Generate { out, background: Some(recording), accounts, seed, gzip, no_scenarios, .. }) => {
+            let config = BackgroundConfig {
+                recording,
+                seed,
+                accounts: accounts.unwrap_or(BackgroundConfig::default().accounts),
+                scenarios: !no_scenarios,
+                gzip,
+            };
+            let summary =
+                generate_over_recording(&config, &out).with_context(|| format!("generating into {}", out.display()))?;
+            eprintln!(
+                "wrote {} events ({} recorded messages, {} not as recorded) and {} labelled breaches to {}",
+                summary.events,
+                summary.recorded_messages,
+                summary.displaced_messages,
+                summary.labels,
+                summary.events_path.display()
+            );
+            Ok(())
+        }
+        Some(Command::Generate { out, events, seed, accounts, instruments, date, gzip, mix, .. }) => {
+            let accounts = accounts.unwrap_or(GenerateConfig::default().accounts);
             let date = surveil::ingest::time::parse_date(&date)
                 .with_context(|| format!("--date {date:?} is not YYYY-MM-DD"))?;
             let config =

@@ -8,6 +8,7 @@
 //!
 //! Output is streamed: the day is never held in memory, so 10M events (~1 GB) are fine.
 
+mod background;
 pub mod labels;
 mod sim;
 mod universe;
@@ -21,7 +22,7 @@ use chrono::{Datelike, NaiveDate, Weekday};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use sim::{Plan, Sim};
+use sim::{BackgroundAccounts, BackgroundPlan, Plan, Sim};
 use writer::{EventWriter, KIND_NAMES, price_text};
 
 /// What to generate; the same config (and seed) always produces byte-identical files.
@@ -167,6 +168,12 @@ pub struct GenerateSummary {
     pub labels_by_rule: BTreeMap<String, u64>,
     /// Where the events went (`events.csv` or `events.csv.gz`).
     pub events_path: PathBuf,
+    /// Messages of the recording read, over a recording (0 for a simulated day).
+    pub recorded_messages: u64,
+    /// Of those, the ones not written as recorded: halts, auction crosses and executions at
+    /// sub-cent prices (hidden midpoint executions), which the generated file does not carry,
+    /// and messages of orders an injected taker had traded with (cut short or dropped).
+    pub displaced_messages: u64,
 }
 
 /// Why generation failed; I/O errors name the file involved.
@@ -263,25 +270,7 @@ pub fn generate(config: &GenerateConfig, dir: &Path) -> Result<GenerateSummary, 
     let uni = universe::build(config.instruments, config.accounts, plan.storms, &mut rng);
     let sim_rng = ChaCha8Rng::seed_from_u64(rng.random::<u64>());
 
-    write_rows(
-        &dir.join("instruments.csv"),
-        &["instrument", "price_scale", "currency", "isin", "reference_price"],
-        uni.instruments
-            .iter()
-            .map(|i| [i.symbol.clone(), "2".to_string(), "USD".to_string(), i.isin.clone(), price_text(i.start_ticks)]),
-    )?;
-    write_rows(
-        &dir.join("accounts.csv"),
-        &["account", "owner", "desk", "trader"],
-        uni.accounts
-            .iter()
-            .map(|a| [a.name.as_str(), uni.owners[a.owner as usize].as_str(), a.desk, a.trader.as_str()]),
-    )?;
-    let toml_path = dir.join("surveil.toml");
-    let toml = "# Synthetic trading day written by `surveil generate`; paths are relative to this file.\n\
-                [reference]\ninstruments = \"instruments.csv\"\naccounts = \"accounts.csv\"\n\n\
-                [sessions]\ntimezone = \"America/New_York\"\nclose = \"16:00\"\n";
-    fs::write(&toml_path, toml).map_err(|source| GenerateError::Io { path: toml_path.clone(), source })?;
+    write_reference(dir, &uni)?;
 
     let name = if config.gzip { "events.csv.gz" } else { "events.csv" };
     let writer = EventWriter::create(dir.join(name), config.gzip)?;
@@ -289,9 +278,27 @@ pub fn generate(config: &GenerateConfig, dir: &Path) -> Result<GenerateSummary, 
     let counts = outcome.writer.counts;
     let events_path = outcome.writer.finish()?;
 
-    let mut labels = outcome.labels;
+    let labels_by_rule = write_labels(dir, &uni, outcome.labels, config.date)?;
+    Ok(GenerateSummary {
+        events: counts.iter().sum(),
+        events_by_kind: KIND_NAMES.iter().zip(counts).map(|(k, n)| (k.to_string(), n)).collect(),
+        labels: labels_by_rule.values().sum(),
+        labels_by_rule,
+        events_path,
+        recorded_messages: 0,
+        displaced_messages: 0,
+    })
+}
+
+/// Writes `labels.csv`, in time order; the labels per rule.
+fn write_labels(
+    dir: &Path,
+    uni: &universe::Universe,
+    mut labels: Vec<sim::Label>,
+    date: NaiveDate,
+) -> Result<BTreeMap<String, u64>, GenerateError> {
     labels.sort_by(|a, b| (a.time, a.rule).cmp(&(b.time, b.rule)));
-    let session = config.date.to_string();
+    let session = date.to_string();
     let mut labels_by_rule = BTreeMap::new();
     for l in &labels {
         *labels_by_rule.entry(l.rule.to_string()).or_insert(0) += 1;
@@ -311,13 +318,128 @@ pub fn generate(config: &GenerateConfig, dir: &Path) -> Result<GenerateSummary, 
             ]
         }),
     )?;
+    Ok(labels_by_rule)
+}
 
+fn write_reference(dir: &Path, uni: &universe::Universe) -> Result<(), GenerateError> {
+    write_rows(
+        &dir.join("instruments.csv"),
+        &["instrument", "price_scale", "currency", "isin", "reference_price"],
+        uni.instruments
+            .iter()
+            .map(|i| [i.symbol.clone(), "2".to_string(), "USD".to_string(), i.isin.clone(), price_text(i.start_ticks)]),
+    )?;
+    write_rows(
+        &dir.join("accounts.csv"),
+        &["account", "owner", "desk", "trader"],
+        uni.accounts
+            .iter()
+            .map(|a| [a.name.as_str(), uni.owners[a.owner as usize].as_str(), a.desk, a.trader.as_str()]),
+    )?;
+    let toml_path = dir.join("surveil.toml");
+    let toml = "# Trading data written by `surveil generate`; paths are relative to this file.\n\
+                [reference]\ninstruments = \"instruments.csv\"\naccounts = \"accounts.csv\"\n\n\
+                [sessions]\ntimezone = \"America/New_York\"\nclose = \"16:00\"\n";
+    fs::write(&toml_path, toml).map_err(|source| GenerateError::Io { path: toml_path.clone(), source })
+}
+
+/// Scenarios injected into recorded flow rather than into a simulated market.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackgroundConfig {
+    /// A LOBSTER message file (`TICKER_DATE_START_END_message_LEVEL.csv`, plain or `.gz`).
+    pub recording: PathBuf,
+    /// Seed of every random choice: the accounts given to the recorded orders, and the
+    /// scenarios' times, sizes and levels.
+    pub seed: u64,
+    /// Synthetic accounts among which the recorded orders are shared out (one per order).
+    pub accounts: usize,
+    /// Inject the labelled scenarios (spoofing, layering, quote stuffing); without them the
+    /// file is the recording alone, with accounts, for measuring false alerts.
+    pub scenarios: bool,
+    /// Write `events.csv.gz` instead of `events.csv`.
+    pub gzip: bool,
+}
+
+impl Default for BackgroundConfig {
+    fn default() -> Self {
+        BackgroundConfig { recording: PathBuf::new(), seed: 42, accounts: 500, scenarios: true, gzip: false }
+    }
+}
+
+/// Injected order-book scenarios per hour of recorded flow: on one instrument, each by its own
+/// account, about as many as a simulated day puts on one of its busiest instruments.
+const BACKGROUND_PLAN: BackgroundPlan = BackgroundPlan { spoofers: 4.0, walls: 6.0, stuffers: 4.0 };
+
+/// Scenario actors of a generated-over-recording dataset; the recorded orders' accounts
+/// come on top of them.
+const SCENARIO_ACCOUNTS: usize = 400;
+
+/// Writes the recorded flow of `config.recording` with labelled order-book scenarios injected
+/// (spoofing cycles, layered walls, quote-stuffing bursts), into `dir` as [`generate`] does:
+/// `events.csv[.gz]`, `instruments.csv`, `accounts.csv` (the scenario actors `ACC....` and the
+/// recorded orders' accounts `BG....`), `labels.csv` and `surveil.toml`.
+///
+/// The recording is replayed as it happened, order by order; the scenarios run against its book
+/// (its touch, its depth), and their counterparties trade with whatever rests in front of them,
+/// real orders included.
+pub fn generate_over_recording(config: &BackgroundConfig, dir: &Path) -> Result<GenerateSummary, GenerateError> {
+    if config.accounts == 0 {
+        return Err(GenerateError::InvalidConfig("accounts = 0 (the recorded orders need accounts)".into()));
+    }
+    let recording = background::read(&config.recording)?;
+    fs::create_dir_all(dir).map_err(|source| GenerateError::Io { path: dir.to_path_buf(), source })?;
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    let mut uni = universe::build(4, SCENARIO_ACCOUNTS, 0, &mut rng);
+    let sim_rng = ChaCha8Rng::seed_from_u64(rng.random::<u64>());
+    // One instrument, the recording's; every proprietary account may act on it.
+    uni.instruments.truncate(1);
+    uni.coverage.truncate(1);
+    let first_price = recording.messages.iter().find(|m| m.kind != background::MessageKind::HiddenExecute);
+    if let Some(instrument) = uni.instruments.first_mut() {
+        instrument.symbol = recording.ticker.clone();
+        instrument.isin = String::new();
+        instrument.start_ticks = first_price.map_or(instrument.start_ticks, |m| m.price);
+        instrument.weight = 1.0;
+    }
+    let hft: Vec<u32> =
+        (0..uni.accounts.len() as u32).filter(|&a| uni.accounts[a as usize].role == universe::Role::Hft).collect();
+    if let Some(coverage) = uni.coverage.first_mut() {
+        coverage.hft = hft;
+    }
+    let first = uni.accounts.len() as u32;
+    for k in 0..config.accounts {
+        uni.owners.push(format!("OWNBG{:04}", k + 1));
+        uni.accounts.push(universe::Account {
+            name: format!("BG{:04}", k + 1),
+            owner: (uni.owners.len() - 1) as u32,
+            desk: "RECORDED",
+            trader: "TBG".to_string(),
+            role: universe::Role::Institutional,
+        });
+    }
+    write_reference(dir, &uni)?;
+
+    let name = if config.gzip { "events.csv.gz" } else { "events.csv" };
+    let writer = EventWriter::create(dir.join(name), config.gzip)?;
+    let plan = Plan::for_events(0);
+    let per_hour =
+        if config.scenarios { BACKGROUND_PLAN } else { BackgroundPlan { spoofers: 0.0, walls: 0.0, stuffers: 0.0 } };
+    let accounts = BackgroundAccounts { first, count: config.accounts as u32, seed: config.seed };
+    let (start, end) =
+        (recording.messages.first().map_or(0, |m| m.time), recording.messages.last().map_or(0, |m| m.time));
+    let sim = Sim::new(&uni, sim_rng, writer, start, end.max(start + 1), plan, EventMix::default());
+    let (outcome, replay) = sim.run_recording(&recording, accounts, &per_hour)?;
+    let counts = outcome.writer.counts;
+    let events_path = outcome.writer.finish()?;
+    let labels_by_rule = write_labels(dir, &uni, outcome.labels, recording.date)?;
     Ok(GenerateSummary {
         events: counts.iter().sum(),
         events_by_kind: KIND_NAMES.iter().zip(counts).map(|(k, n)| (k.to_string(), n)).collect(),
-        labels: labels.len() as u64,
+        labels: labels_by_rule.values().sum(),
         labels_by_rule,
         events_path,
+        recorded_messages: replay.replayed + replay.displaced + recording.skipped,
+        displaced_messages: replay.displaced + recording.skipped,
     })
 }
 

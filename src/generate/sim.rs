@@ -16,6 +16,9 @@ use rand_chacha::ChaCha8Rng;
 
 mod abuse;
 mod market;
+mod replay;
+
+pub(crate) use replay::{BackgroundAccounts, BackgroundPlan};
 
 use super::universe::{Role, Universe};
 use super::writer::{EventWriter, Kind, Side, Top, price_text};
@@ -247,6 +250,11 @@ pub(crate) struct Sim<'u> {
     closers: Vec<market::Closer>,
     /// Executions of the instruments whose close is marked, from the open.
     close_log: Vec<Option<Vec<market::Print>>>,
+    /// Driven by a recording (`replay`) rather than by simulated participants.
+    recorded: bool,
+    /// The recorded orders' accounts (first, count), when driven by a recording: the crowd
+    /// that takes a scenario's genuine orders there.
+    crowd: Option<(u32, u32)>,
 }
 
 fn exp1(rng: &mut ChaCha8Rng) -> f64 {
@@ -350,6 +358,8 @@ impl<'u> Sim<'u> {
             stuffers: Vec::new(),
             closers: Vec::new(),
             close_log: (0..uni.instruments.len()).map(|_| None).collect(),
+            recorded: false,
+            crowd: None,
         }
     }
 
@@ -840,6 +850,16 @@ impl<'u> Sim<'u> {
             _ => &c.retail,
         };
         list[self.rng.random_range(0..list.len())]
+    }
+
+    /// Another participant to take an order: a proprietary account of the simulated market,
+    /// or over a recording one of the recorded orders' accounts (so that the takes are spread
+    /// over the crowd, as they are in the market, not concentrated on a few accounts).
+    fn pick_taker(&mut self, i: usize) -> u32 {
+        match self.crowd {
+            Some((first, count)) if count > 0 => first + self.rng.random_range(0..count),
+            _ => self.pick_role(i, Role::Hft),
+        }
     }
 
     fn order_qty(&mut self, role: Role, price: i64) -> u64 {

@@ -241,6 +241,39 @@ impl EventWriter {
         buf.extend_from_slice(b",\n");
     }
 
+    /// A `fill` against hidden liquidity whose owner the recording does not name: no account,
+    /// `hidden` true.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn hidden_fill(
+        &mut self,
+        time: u64,
+        symbol: &[u8],
+        order_id: u64,
+        side: Side,
+        price: i64,
+        quantity: u64,
+        aggressor: Side,
+    ) {
+        self.prefix(Kind::Fill, time, symbol);
+        let buf = &mut self.buf;
+        // Order id 0: the recording does not know the hidden order.
+        if order_id != 0 {
+            buf.push(b'O');
+            push_u64(buf, order_id);
+        }
+        buf.extend_from_slice(b",,,,,");
+        buf.extend_from_slice(side.bytes());
+        buf.push(b',');
+        push_price(buf, price);
+        buf.push(b',');
+        push_u64(buf, quantity);
+        buf.push(b',');
+        buf.extend_from_slice(aggressor.bytes());
+        buf.extend_from_slice(b",true");
+        buf.extend_from_slice(&COMMAS[..12]);
+        buf.push(b'\n');
+    }
+
     /// A `cancel` the venue made without a request of the member's (self-trade prevention):
     /// its `cancel_reason` is `expired`.
     pub(crate) fn venue_cancel(&mut self, time: u64, symbol: &[u8], order_id: u64, party: &[u8], side: Side) {

@@ -277,7 +277,6 @@ impl LineParser for CsvParser {
                 }
             }
             EventKind::Fill => {
-                required(get(f, c.account), "account")?;
                 let hidden = match get(f, c.hidden) {
                     b"" | b"false" | b"0" => false,
                     b"true" | b"1" => true,
@@ -288,6 +287,11 @@ impl LineParser for CsvParser {
                         ));
                     }
                 };
+                // An execution against hidden liquidity may name no account: the feed does not
+                // know whose it was.
+                if !hidden {
+                    required(get(f, c.account), "account")?;
+                }
                 Body::Fill {
                     order: ctx.intern(order_text),
                     side: fields::side(get(f, c.side), "side")?,
@@ -572,6 +576,11 @@ mod tests {
         assert_eq!(events[1].time, 1_709_303_400_000_000_001);
         assert!(matches!(events[2].body, Body::Cancel { quantity: Some(100), .. }));
         assert!(matches!(events[3].body, Body::Fill { hidden: true, aggressor: Some(Side::Buy), .. }));
+        let (anonymous, rejected, _) =
+            parse_all(&["1709303400000000003,4,fill,XSVL,ACME,,,,,,sell,101.25,50,buy,true,,,,,,,,,,,"]);
+        assert!(rejected.is_empty(), "{rejected:?}");
+        assert!(matches!(anonymous[0].body, Body::Fill { hidden: true, order: Symbol::NONE, .. }));
+        assert_eq!(anonymous[0].account, Symbol::NONE);
         match events[4].body {
             Body::Trade { seller, .. } => {
                 let mut names = SymbolTable::default();
@@ -596,6 +605,8 @@ mod tests {
             ("soon,1,new,X,ACME,O1,A,,,,buy,1,5,,,,,,,,,,,,,", RejectReason::BadTime),
             ("1,1,amend,X,ACME,O1,A,,,,buy,1,5,,,,,,,,,,,,,", RejectReason::UnknownKind),
             ("1,1,new,X,ACME,,A,,,,buy,1,5,,,,,,,,,,,,,", RejectReason::MissingField),
+            // A fill needs its account, unless it executed hidden liquidity of unknown owner.
+            ("1,1,fill,X,ACME,O1,,,,,buy,1,5,,false,,,,,,,,,,,", RejectReason::MissingField),
             ("1,1,new,X,ACME,O1,A,,,,up,1,5,,,,,,,,,,,,,", RejectReason::UnknownSide),
             ("1,1,new,X,ACME,O1,A,,,,buy,1,-5,,,,,,,,,,,,,", RejectReason::BadQuantity),
             ("1,1,new,X,ACME,O1,A,,,,buy,NaN,5,,,,,,,,,,,,,", RejectReason::BadPrice),

@@ -180,7 +180,6 @@ impl LineParser for JsonlParser {
                 }
             }
             EventKind::Fill => {
-                required(&account, "account")?;
                 // Same reason as the canonical CSV gives for an unreadable `hidden`.
                 let hidden = match &*text(r.hidden, "hidden")? {
                     b"" | b"false" | b"0" => false,
@@ -192,6 +191,11 @@ impl LineParser for JsonlParser {
                         ));
                     }
                 };
+                // An execution against hidden liquidity may name no account: the feed does not
+                // know whose it was.
+                if !hidden {
+                    required(&account, "account")?;
+                }
                 Body::Fill {
                     order: ctx.intern(&text(r.order_id, "order_id")?),
                     side: fields::side(&text(r.side, "side")?, "side")?,
@@ -418,6 +422,15 @@ mod tests {
                 aggressor: Some(Side::Sell),
                 hidden: true
             }
+        );
+        // Hidden liquidity of unknown owner: no account needed.
+        assert!(matches!(
+            body(&format!(r#"{{{T},"kind":"fill","side":"sell","price":1,"quantity":1,"hidden":true}}"#)),
+            Body::Fill { hidden: true, .. }
+        ));
+        assert_eq!(
+            reason(&format!(r#"{{{T},"kind":"fill","side":"sell","price":1,"quantity":1,"hidden":false}}"#)),
+            RejectReason::MissingField
         );
         assert_eq!(
             body(&format!(

@@ -323,7 +323,7 @@ fn is_number(text: &[u8]) -> bool {
 /// Digits beyond the ninth decimal are dropped: LOBSTER's own files contain times such as
 /// `35821.088778456004`, float-printing noise below its nanosecond clock.
 #[inline]
-fn seconds_to_nanos(text: &[u8]) -> Option<u64> {
+pub(crate) fn seconds_to_nanos(text: &[u8]) -> Option<u64> {
     let (int, fraction) = match memchr::memchr(b'.', text) {
         Some(dot) => (&text[..dot], Some(&text[dot + 1..])),
         None => (text, None),

@@ -242,7 +242,7 @@ impl Sim<'_> {
                 let owner = self.owner_of[account as usize];
                 let mut taker = None;
                 for _ in 0..8 {
-                    let a = self.pick_role(i, Role::Hft);
+                    let a = self.pick_taker(i);
                     if self.owner_of[a as usize] != owner {
                         taker = Some(a);
                         break;
@@ -394,7 +394,8 @@ impl Sim<'_> {
                 let nearest = if side == Side::Sell { prices.min() } else { prices.max() };
                 let filled = match (self.best(i, side), nearest) {
                     (Some((touch, _)), Some(nearest))
-                        if (side == Side::Sell && touch < nearest) || (side == Side::Buy && touch > nearest) =>
+                        if ((side == Side::Sell && touch < nearest) || (side == Side::Buy && touch > nearest))
+                            && (!self.recorded || self.levels_ahead(i, side, nearest) <= 1) =>
                     {
                         self.take_at(t, i, account, side.opposite(), touch, qty)
                     }
@@ -406,6 +407,9 @@ impl Sim<'_> {
                     self.schedule(t + delay, Task::WallStep { wall, step: 1 });
                 } else if self.walls[w].attempts_left > 0 {
                     self.walls[w].attempts_left -= 1;
+                    if self.recorded {
+                        self.wall_step_back(t, wall);
+                    }
                     self.schedule(t + 200 * NS_PER_MS, Task::WallStep { wall, step: 0 });
                 } else {
                     self.wall_end(t, wall, false);
@@ -413,6 +417,47 @@ impl Sim<'_> {
             }
             _ => self.wall_end(t, wall, true),
         }
+    }
+
+    /// Occupied levels of `side` better than `price`.
+    fn levels_ahead(&self, i: usize, side: Side, price: i64) -> usize {
+        let b = &self.books[i];
+        match side {
+            Side::Buy => b.bids.range(price + 1..).count(),
+            Side::Sell => b.asks.range(..price).count(),
+        }
+    }
+
+    /// In recorded flow nobody requotes in front of a wall whose first layer has become the
+    /// touch, and a fast market can leave it far behind: the wall steps back to the ticks just
+    /// behind the others' best price, as it stood when entered (the trade waits for that, so
+    /// that the layers are near the touch when it comes).
+    fn wall_step_back(&mut self, t: u64, wall: u16) {
+        let w = wall as usize;
+        let (account, i, side) = (self.walls[w].account, self.walls[w].instrument as usize, self.walls[w].side);
+        let others_best = {
+            let b = &self.books[i];
+            let mut levels: Box<dyn Iterator<Item = (&i64, &super::Level)>> =
+                if side == Side::Buy { Box::new(b.bids.iter().rev()) } else { Box::new(b.asks.iter()) };
+            levels
+                .find(|(_, l)| l.queue.iter().any(|&idx| self.orders[idx as usize].account != account))
+                .map(|(p, _)| *p)
+        };
+        let Some(others_best) = others_best else { return };
+        let layers = self.walls[w].layers.clone();
+        for (k, &(idx, id, _)) in layers.iter().enumerate() {
+            if let Some(idx) = self.alive(Some((idx, id))) {
+                let (price, remaining, filled) = {
+                    let o = &self.orders[idx as usize];
+                    (o.price, o.remaining, o.filled)
+                };
+                let target = Self::behind(side, others_best, k as i64 + 1);
+                if filled == 0 && target > 0 && target != price {
+                    self.replace(t, i, idx, target, remaining);
+                }
+            }
+        }
+        self.publish(t, i);
     }
 
     /// The wall comes down; labelled when at least three layers did not trade (more than a
