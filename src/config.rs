@@ -588,11 +588,17 @@ pub struct SessionConfig {
     /// The close of each session, local time (`HH:MM` or `HH:MM:SS`), after midnight. Not set
     /// by default: marking the close runs only where it is set.
     pub close: Option<String>,
+    /// Orders still open when a session ends (local midnight) expire: they leave the order
+    /// state and the book. Day orders, the default time in force on equity venues, expire at
+    /// the close; the event model has no time in force, so without this an unfilled order of an
+    /// earlier day would rest in the book for good. Set `false` where orders stay open across
+    /// sessions (good-till-cancelled). Default `true`.
+    pub expire_orders: bool,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        SessionConfig { timezone: "UTC".into(), close: None }
+        SessionConfig { timezone: "UTC".into(), close: None, expire_orders: true }
     }
 }
 

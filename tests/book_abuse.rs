@@ -220,7 +220,8 @@ fn the_untouched_aapl_hour_raises_no_quote_stuffing() {
 
 #[test]
 fn the_amzn_close_with_synthetic_accounts_is_not_marked() {
-    let sessions = SessionConfig { timezone: "America/New_York".into(), close: Some("16:00".into()) };
+    let sessions =
+        SessionConfig { timezone: "America/New_York".into(), close: Some("16:00".into()), ..SessionConfig::default() };
     let reference = Arc::new(surveil::reference::ReferenceData::new(4));
     let mut events = common::lobster_events(&common::data(AMZN));
     let anonymous =

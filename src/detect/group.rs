@@ -6,6 +6,7 @@ use std::rc::Rc;
 use surveil_operators::{Emitter, TimeOrderedProcessor};
 
 use super::{Detector, Key, Keyed, OrderTracker, Output, RunDetector};
+use crate::model::time::SessionCalendar;
 use crate::model::{DeadLetter, Event, IdMap, Report, Timestamp};
 
 /// Dead letters found by the order state are emitted on a grid of this many nanoseconds
@@ -71,6 +72,15 @@ impl DetectorGroup {
             timers: BTreeSet::new(),
             out: Output::default(),
         }
+    }
+
+    /// Orders expire at the end of each session of `calendar` (see
+    /// [`OrderTracker::expiring_at_session_end`]), when the group tracks orders.
+    pub fn expiring_orders(mut self, calendar: Option<SessionCalendar>) -> DetectorGroup {
+        if let Some(calendar) = calendar {
+            self.orders = self.orders.take().map(|tracker| tracker.expiring_at_session_end(calendar));
+        }
+        self
     }
 
     /// Open orders being tracked.
@@ -204,6 +214,7 @@ fn take_timers(
 #[derive(Default)]
 pub struct InstrumentRules {
     detectors: Vec<Box<dyn RunDetector>>,
+    sessions: Option<SessionCalendar>,
 }
 
 impl InstrumentRules {
@@ -224,6 +235,14 @@ impl InstrumentRules {
         self
     }
 
+    /// Orders still open at the end of a session of `calendar` expire from the rules' order
+    /// state and books (day orders), as the default rules do unless
+    /// [`crate::config::SessionConfig::expire_orders`] is off.
+    pub fn expiring_orders_at_session_end(mut self, calendar: SessionCalendar) -> InstrumentRules {
+        self.sessions = Some(calendar);
+        self
+    }
+
     /// The rules' names, in order.
     pub fn names(&self) -> Vec<&str> {
         self.detectors.iter().map(|d| d.name()).collect()
@@ -234,7 +253,7 @@ impl InstrumentRules {
         self.detectors.is_empty()
     }
 
-    pub(crate) fn into_detectors(self) -> Vec<Box<dyn RunDetector>> {
-        self.detectors
+    pub(crate) fn into_parts(self) -> (Vec<Box<dyn RunDetector>>, Option<SessionCalendar>) {
+        (self.detectors, self.sessions)
     }
 }

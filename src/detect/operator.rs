@@ -80,7 +80,8 @@ impl<'scope> Detect<'scope> for Stream<'scope, u64, Vec<Event>> {
     }
 
     fn detect_by_instrument(self, rules: InstrumentRules, dead_letters: bool) -> Detected<'scope> {
-        let group = DetectorGroup::new(rules.into_detectors(), Tracking::AllEvents, dead_letters);
+        let (detectors, sessions) = rules.into_parts();
+        let group = DetectorGroup::new(detectors, Tracking::AllEvents, dead_letters).expiring_orders(sessions);
         let reports = self.process_in_time_order(
             "DetectByInstrument",
             |e: &Event| Key::Instrument(e.instrument).route(),

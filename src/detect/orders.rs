@@ -7,6 +7,7 @@
 
 use super::book::OrderBook;
 use crate::ingest::{RejectReason, Rejection};
+use crate::model::time::SessionCalendar;
 use crate::model::{Body, Event, IdMap, Price, Quantity, Side, Symbol};
 
 /// One open order.
@@ -55,12 +56,25 @@ pub struct OrderTracker {
     open: IdMap<(Symbol, Symbol), OrderState>,
     closed: IdMap<Symbol, std::collections::VecDeque<(Symbol, Closed, u64)>>,
     books: Option<IdMap<Symbol, OrderBook>>,
+    /// When set, orders expire at the end of their session.
+    sessions: Option<SessionCalendar>,
+    /// Event time at which the current session ends (0: no event yet).
+    session_end: u64,
 }
 
 impl OrderTracker {
     /// A tracker that also keeps each instrument's [`OrderBook`].
     pub fn with_books() -> OrderTracker {
         OrderTracker { books: Some(IdMap::default()), ..OrderTracker::default() }
+    }
+
+    /// Orders still open when a session of `calendar` ends expire then: they leave the open
+    /// orders and the books (day orders; see [`crate::config::SessionConfig::expire_orders`]).
+    /// Events are applied in time order, so every order of an earlier session is gone before
+    /// the first event of a later one is applied, whichever instruments share the tracker.
+    pub fn expiring_at_session_end(mut self, calendar: SessionCalendar) -> OrderTracker {
+        self.sessions = Some(calendar);
+        self
     }
 
     /// The book of `instrument` after the events applied so far, when books are kept.
@@ -89,6 +103,15 @@ impl OrderTracker {
         self.open.is_empty()
     }
 
+    /// Every open order expires (a session ended).
+    #[cold]
+    fn expire_all(&mut self) {
+        self.open.clear();
+        if let Some(books) = self.books.as_mut() {
+            books.clear();
+        }
+    }
+
     fn close(&mut self, instrument: Symbol, order: Symbol, how: Closed, time: u64) {
         self.open.remove(&(instrument, order));
         let recent = self.closed.entry(instrument).or_default();
@@ -114,7 +137,10 @@ impl OrderTracker {
                 });
                 crate::ingest::time::write_time(*time, &mut detail);
             }
-            None => detail.push_str(", which is not open (not seen in this input, or closed long before)"),
+            None => detail.push_str(
+                ", which is not open (not seen in this input, closed long before, or expired at the end of an earlier \
+                 session)",
+            ),
         }
         Rejection::new(RejectReason::UnknownOrder, detail)
     }
@@ -122,6 +148,15 @@ impl OrderTracker {
     /// Applies an event. Fails when the event refers to an unknown order and its meaning
     /// depends on that order: a replace, or a cancel that does not say how much it cancels.
     pub fn apply(&mut self, event: &Event) -> Result<OrderContext, Rejection> {
+        if event.time >= self.session_end
+            && let Some(sessions) = &self.sessions
+        {
+            let (_, end) = sessions.session_of(event.time);
+            if self.session_end != 0 {
+                self.expire_all();
+            }
+            self.session_end = end;
+        }
         let context = self.apply_to_orders(event)?;
         if let Some(books) = self.books.as_mut()
             && (context.before.is_some() || context.after.is_some())
@@ -232,6 +267,49 @@ mod tests {
         };
         assert_eq!(t.apply(&event(6, "X", "A", partial)).map(|c| c.removed), Ok(4));
         assert_eq!(t.apply(&event(7, "X", "A", replace)).map_err(|r| r.reason), Err(RejectReason::UnknownOrder));
+    }
+}
+
+#[cfg(test)]
+mod expiry_tests {
+    use super::*;
+    use crate::testing::event;
+
+    const HOUR: u64 = 3_600_000_000_000;
+
+    #[test]
+    fn orders_open_at_the_end_of_a_session_expire_from_the_orders_and_the_book() {
+        let new = |order: &str, side, price| Body::NewOrder {
+            order: Symbol::of(order.as_bytes()),
+            side,
+            price: Some(Price(price)),
+            quantity: 100,
+        };
+        // New York sessions: 2024-03-01 14:30Z (09:30 local) and the next day's; UTC midnight is
+        // not the end of a session there.
+        let open = 1_709_303_400_000_000_000;
+        let mut t =
+            OrderTracker::with_books().expiring_at_session_end(SessionCalendar::new(chrono_tz::America::New_York));
+        t.apply(&event(open, "X", "A", new("O1", Side::Buy, 100))).expect("new");
+        t.apply(&event(open + HOUR, "Y", "A", new("O2", Side::Sell, 105))).expect("new");
+        t.apply(&event(open + 10 * HOUR, "X", "A", new("O3", Side::Buy, 99))).expect("new, 00:30Z, same session");
+        assert_eq!(t.len(), 3);
+        // The next session's first event, on either instrument: every earlier order is gone.
+        let next = open + 24 * HOUR;
+        let rejection = t.apply(&event(next, "X", "A", Body::cancel_rest(Symbol::of(b"O1")))).expect_err("expired");
+        assert!(rejection.detail.contains("expired at the end of an earlier session"), "{}", rejection.detail);
+        assert!(t.is_empty());
+        assert!(t.book(Symbol::of(b"X")).is_none_or(OrderBook::is_empty));
+        assert!(t.book(Symbol::of(b"Y")).is_none_or(OrderBook::is_empty));
+        t.apply(&event(next + 1, "Y", "A", new("O2", Side::Sell, 106))).expect("an id of yesterday, again");
+        assert_eq!(
+            t.book(Symbol::of(b"Y")).and_then(|b| b.best(Side::Sell)).map(|(p, d)| (p, d.orders)),
+            Some((Price(106), 1))
+        );
+        // Without a calendar orders stay open across sessions.
+        let mut kept = OrderTracker::default();
+        kept.apply(&event(open, "X", "A", new("O1", Side::Buy, 100))).expect("new");
+        kept.apply(&event(next, "X", "A", Body::cancel_rest(Symbol::of(b"O1")))).expect("still open");
     }
 }
 

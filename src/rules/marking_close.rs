@@ -373,7 +373,7 @@ pub trait MarkingCloseExt<'scope> {
     /// use timely::dataflow::operators::ToStream;
     ///
     /// let reference = Arc::new(ReferenceData::new(2));
-    /// let sessions = SessionConfig { timezone: "America/New_York".into(), close: Some("16:00".into()) };
+    /// let sessions = SessionConfig { timezone: "America/New_York".into(), close: Some("16:00".into()), ..SessionConfig::default() };
     /// let alerts = timely::example(move |scope| {
     ///     Vec::<surveil::model::Event>::new()
     ///         .to_stream(scope)

@@ -111,6 +111,10 @@ impl StreamRules {
 pub fn default_rules(config: &Config, reference: &Arc<ReferenceData>) -> InstrumentRules {
     let rules = &config.rules;
     let mut set = InstrumentRules::new();
+    if config.sessions.expire_orders {
+        let zone = config.sessions.timezone.parse().unwrap_or(chrono_tz::UTC);
+        set = set.expiring_orders_at_session_end(SessionCalendar::new(zone));
+    }
     if rules.order_limits.enabled {
         set = set.with(OrderLimits::new(&rules.order_limits, reference.clone()));
     }
