@@ -92,17 +92,23 @@ impl Renderer {
         }
         let side = |s: Option<crate::model::Side>| s.map_or(Json::Null, |s| json!(s.as_str()));
         match event.body {
-            Body::NewOrder { order, side: s, price, quantity } => {
+            Body::NewOrder { order, side: s, price, quantity, displayed } => {
                 put("order_id", self.name(order));
                 put("side", json!(s.as_str()));
                 put("price", price.map_or(Json::Null, |p| self.price(event.instrument, p)));
                 put("quantity", json!(quantity));
+                if let Some(displayed) = displayed {
+                    put("displayed_quantity", json!(displayed));
+                }
             }
-            Body::Replace { order, side: s, price, quantity } => {
+            Body::Replace { order, side: s, price, quantity, displayed } => {
                 put("order_id", self.name(order));
                 put("side", side(s));
                 put("price", price.map_or(Json::Null, |p| self.price(event.instrument, p)));
                 put("quantity", json!(quantity));
+                if let Some(displayed) = displayed {
+                    put("displayed_quantity", json!(displayed));
+                }
             }
             Body::Cancel { order, side: s, price, quantity, reason } => {
                 put("order_id", self.name(order));

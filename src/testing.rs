@@ -143,8 +143,28 @@ pub fn new_order(instrument: &str, order: &str, account: &str, side: Side, price
     of_account(
         instrument,
         account,
-        Body::NewOrder { order: symbol(order), side, price: Some(price(price_text)), quantity },
+        Body::NewOrder { order: symbol(order), side, price: Some(price(price_text)), quantity, displayed: None },
     )
+}
+
+/// A new limit order showing only `displayed` of its `quantity` (a reserve, or iceberg, order).
+pub fn reserve_order(
+    instrument: &str,
+    order: &str,
+    account: &str,
+    side: Side,
+    price_text: &str,
+    quantity: u64,
+    displayed: u64,
+) -> Event {
+    let body = Body::NewOrder {
+        order: symbol(order),
+        side,
+        price: Some(price(price_text)),
+        quantity,
+        displayed: Some(displayed),
+    };
+    of_account(instrument, account, body)
 }
 
 /// A cancel of all that remains of an order.
@@ -154,7 +174,8 @@ pub fn cancel(instrument: &str, order: &str, account: &str) -> Event {
 
 /// A replace of an order's quantity (and price, when given).
 pub fn replace(instrument: &str, order: &str, account: &str, price_text: Option<&str>, quantity: u64) -> Event {
-    let body = Body::Replace { order: symbol(order), side: None, price: price_text.map(price), quantity };
+    let body =
+        Body::Replace { order: symbol(order), side: None, price: price_text.map(price), quantity, displayed: None };
     of_account(instrument, account, body)
 }
 

@@ -47,6 +47,21 @@ fn coscia(account: &str, cycle: usize, t: u64, cancel_after: u64, spoof_fill: u6
     events
 }
 
+/// The orders of `events` whose id ends with one of `suffixes` made reserve orders showing
+/// `shown` of their size.
+fn as_reserve(mut events: Vec<Event>, suffixes: &[&str], shown: u64, ids: &[String]) -> Vec<Event> {
+    let reserve: Vec<Symbol> =
+        ids.iter().filter(|id| suffixes.iter().any(|s| id.ends_with(s))).map(|id| Symbol::of(id.as_bytes())).collect();
+    for e in &mut events {
+        if let surveil::model::Body::NewOrder { order, quantity, ref mut displayed, .. } = e.body
+            && reserve.contains(&order)
+        {
+            *displayed = Some(shown.min(quantity));
+        }
+    }
+    events
+}
+
 fn with_origins(mut events: Vec<Event>) -> Vec<Event> {
     events.sort_by_key(|e| e.time);
     for (i, e) in events.iter_mut().enumerate() {
@@ -88,6 +103,28 @@ fn repeated_coscia_cycles_are_spoofing_with_their_evidence() {
     // One spoof entered at the touch and two behind it: spoofing, not layering (layers are
     // entered behind the touch, on three levels at least).
     assert!(run(Layering::new(&LayeringConfig::default()), coscia_day(3, 200, 0)).is_empty());
+}
+
+#[test]
+fn a_spoof_counts_by_what_the_book_shows_and_a_hidden_genuine_order_is_evidence() {
+    let ids: Vec<String> =
+        (0..3).flat_map(|c| ["G", "S1", "S2", "S3"].map(move |what| format!("SPOOFER-{c}-{what}"))).collect();
+    let rule = || Spoofing::new(&SpoofingConfig::default());
+    // The genuine buys of 100 show 10: still spoofing, and the alert says how little showed.
+    let hidden_genuine = with_origins(as_reserve(coscia_day(3, 200, 0), &["-G"], 10, &ids));
+    let alerts = run(rule(), hidden_genuine);
+    assert_eq!(alerts.len(), 3, "{alerts:#?}");
+    let param = |a: &surveil::model::Alert, name: &str| {
+        a.parameters.iter().find(|p| p.name == name).map(|p| format!("{:?}", p.value))
+    };
+    assert_eq!(param(&alerts[0], "genuine_displayed_share").as_deref(), Some("Ratio(0.1)"));
+    assert_eq!(param(&alerts[0], "spoof_displayed_share").as_deref(), Some("Ratio(1.0)"));
+    assert!(alerts[0].explanation.contains("the genuine orders showed 10 %"), "{}", alerts[0].explanation);
+    // Sells that show only a round lot each: the one at the touch shows 100 against the 500
+    // resting there, so it adds no significant size and is no spoof; the two behind (800 in
+    // all) are 8 times the genuine order, short of the 10 times the rule needs.
+    let hidden_spoofs = with_origins(as_reserve(coscia_day(3, 200, 0), &["-S1", "-S2", "-S3"], 100, &ids));
+    assert!(run(rule(), hidden_spoofs).is_empty());
 }
 
 #[test]

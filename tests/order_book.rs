@@ -86,7 +86,7 @@ fn the_reconstructed_best_bid_and_ask_match_lobsters_book_after_every_message() 
             introduced += 1;
             let book = tracker.book_mut(instrument).expect("books are kept");
             book.restate_best(side, price, size.saturating_sub(quantity));
-            let new = Body::NewOrder { order, side, price: Some(price), quantity };
+            let new = Body::NewOrder { order, side, price: Some(price), quantity, displayed: None };
             tracker.apply(&Event::new(event.time, event.origin, instrument, new)).expect("introduced");
         }
         let top_before = tracker.book(instrument).map(|b| (b.best(Side::Sell), b.best(Side::Buy)));

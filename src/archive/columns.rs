@@ -61,6 +61,8 @@ pub fn event_schema() -> SchemaRef {
         Field::new("bid_quantity", DataType::UInt64, true),
         Field::new("ask_price", DataType::Int64, true),
         Field::new("ask_quantity", DataType::UInt64, true),
+        // Last, so that archives written before it read as they were (all shown).
+        Field::new("displayed_quantity", DataType::UInt64, true),
     ]))
 }
 
@@ -206,7 +208,12 @@ impl ArchiveRow for Event {
         let mut parties: Vec<StringBuilder> = (0..6).map(|_| StringBuilder::new()).collect();
         let mut levels: Vec<(Int64Builder, UInt64Builder)> =
             (0..2).map(|_| (Int64Builder::with_capacity(n), UInt64Builder::with_capacity(n))).collect();
+        let mut displayed_quantity = UInt64Builder::with_capacity(n);
         for event in rows {
+            displayed_quantity.append_option(match event.body {
+                Body::NewOrder { displayed, .. } | Body::Replace { displayed, .. } => displayed,
+                _ => None,
+            });
             time.append_value(i64::try_from(event.time).unwrap_or(i64::MAX));
             source.append_value(event.origin.source());
             offset.append_value(event.origin.offset());
@@ -296,6 +303,7 @@ impl ArchiveRow for Event {
             columns.push(Arc::new(prices.finish()));
             columns.push(Arc::new(quantities.finish()));
         }
+        columns.push(Arc::new(displayed_quantity.finish()));
         RecordBatch::try_new(event_schema(), columns)
     }
 }
@@ -449,6 +457,11 @@ pub fn events_of(
     let ask_price = typed!(batch, "ask_price", as_primitive_opt::<Int64Type>);
     let ask_quantity = typed!(batch, "ask_quantity", as_primitive_opt::<UInt64Type>);
     let price_scale = typed!(batch, "price_scale", as_primitive_opt::<UInt8Type>);
+    // Absent from archives written before reserve orders were kept.
+    let displayed_quantity = match batch.column_by_name("displayed_quantity") {
+        Some(column) => Some(column.as_primitive_opt::<UInt64Type>().ok_or_else(|| wrong_type("displayed_quantity"))?),
+        None => None,
+    };
     let mut symbol = |column: &arrow_array::StringArray, row: usize| -> Symbol {
         if column.is_null(row) {
             return Symbol::NONE;
@@ -481,12 +494,14 @@ pub fn events_of(
                 side: opt_side(side)?.ok_or_else(|| fail("a new order without a side".into()))?,
                 price: opt_price(price),
                 quantity: opt_u64(quantity).ok_or_else(|| fail("a new order without a quantity".into()))?,
+                displayed: displayed_quantity.and_then(opt_u64),
             },
             "replace" => Body::Replace {
                 order: order_symbol,
                 side: opt_side(side)?,
                 price: opt_price(price),
                 quantity: opt_u64(quantity).ok_or_else(|| fail("a replace without a quantity".into()))?,
+                displayed: displayed_quantity.and_then(opt_u64),
             },
             "cancel" => Body::Cancel {
                 order: order_symbol,

@@ -5,14 +5,15 @@
 //! The book is kept by the [`crate::detect::OrderTracker`] beside the open orders, from each
 //! order's state before and after every event, so it follows the same lifecycle rules (a
 //! replace gives the new total of which the fills are done; a cancel removes what is open).
-//! Market orders do not rest and are not in it.
+//! Market orders do not rest and are not in it; of a reserve (iceberg) order only its displayed
+//! peak is.
 
 use std::collections::BTreeMap;
 
 use super::orders::OrderState;
 use crate::model::{Price, Quantity, Side};
 
-/// Resting quantity at one price.
+/// Resting visible quantity at one price.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct Depth {
     /// Quantity resting at the price.
@@ -125,7 +126,10 @@ impl OrderBook {
     /// Moves an order from its state before an event to its state after (either may be `None`:
     /// not yet open, or closed).
     pub fn apply(&mut self, before: Option<&OrderState>, after: Option<&OrderState>) {
-        let resting = |s: Option<&OrderState>| s.and_then(|s| s.price.map(|p| (s.side, p, s.remaining)));
+        // What the book shows: a reserve order's peak, not its hidden rest; an order that
+        // shows nothing is not on the book.
+        let resting =
+            |s: Option<&OrderState>| s.and_then(|s| s.price.map(|p| (s.side, p, s.visible()))).filter(|r| r.2 > 0);
         match (resting(before), resting(after)) {
             (Some(b), Some(a)) if (b.0, b.1) == (a.0, a.1) => {
                 if a.2 >= b.2 {
@@ -177,7 +181,7 @@ mod tests {
     use crate::model::Symbol;
 
     fn order(side: Side, price: i64, remaining: Quantity) -> OrderState {
-        OrderState { account: Symbol::NONE, side, price: Some(Price(price)), remaining, filled: 0 }
+        OrderState { account: Symbol::NONE, side, price: Some(Price(price)), remaining, filled: 0, displayed: None }
     }
 
     #[test]
@@ -219,5 +223,30 @@ mod tests {
         book.restate_best(Side::Buy, Price(98), 0);
         book.restate_best(Side::Sell, Price(110), 0);
         assert!(book.is_empty());
+    }
+
+    #[test]
+    fn a_reserve_order_shows_its_peak_and_a_hidden_one_nothing() {
+        let mut book = OrderBook::new();
+        let iceberg = OrderState { displayed: Some(100), ..order(Side::Sell, 105, 1_000) };
+        book.apply(None, Some(&iceberg));
+        assert_eq!(book.best(Side::Sell), Some((Price(105), Depth { quantity: 100, orders: 1 })));
+        // A fill of 60 leaves 940, of which the venue shows a fresh peak of 100.
+        let filled = OrderState { remaining: 940, filled: 60, ..iceberg };
+        book.apply(Some(&iceberg), Some(&filled));
+        assert_eq!(book.depth_at(Side::Sell, Price(105)), 100);
+        // The last 40 show as 40.
+        let last = OrderState { remaining: 40, filled: 960, ..iceberg };
+        book.apply(Some(&filled), Some(&last));
+        assert_eq!(book.depth_at(Side::Sell, Price(105)), 40);
+        book.apply(Some(&last), None);
+        assert!(book.is_empty());
+        // Fully hidden: not on the book, and its cancel takes nothing off it.
+        let hidden = OrderState { displayed: Some(0), ..order(Side::Buy, 100, 500) };
+        book.apply(None, Some(&order(Side::Buy, 100, 200)));
+        book.apply(None, Some(&hidden));
+        assert_eq!(book.best(Side::Buy), Some((Price(100), Depth { quantity: 200, orders: 1 })));
+        book.apply(Some(&hidden), None);
+        assert_eq!(book.best(Side::Buy), Some((Price(100), Depth { quantity: 200, orders: 1 })));
     }
 }

@@ -23,6 +23,17 @@ pub struct OrderState {
     pub remaining: Quantity,
     /// Quantity filled so far: a replace gives the new total, of which this much is done.
     pub filled: Quantity,
+    /// Most the book shows of it at once (a reserve order's peak); `None`: all of it.
+    pub displayed: Option<Quantity>,
+}
+
+impl OrderState {
+    /// What the book shows of the order: what remains, up to its displayed quantity (a venue
+    /// refreshes a reserve order's peak from what is left as it fills).
+    #[inline]
+    pub fn visible(&self) -> Quantity {
+        self.displayed.map_or(self.remaining, |shown| shown.min(self.remaining))
+    }
 }
 
 /// What an event did to its order.
@@ -169,27 +180,32 @@ impl OrderTracker {
     fn apply_to_orders(&mut self, event: &Event) -> Result<OrderContext, Rejection> {
         let instrument = event.instrument;
         match event.body {
-            Body::NewOrder { order, side, price, quantity } => {
-                let after = OrderState { account: event.account, side, price, remaining: quantity, filled: 0 };
+            Body::NewOrder { order, side, price, quantity, displayed } => {
+                let after =
+                    OrderState { account: event.account, side, price, remaining: quantity, filled: 0, displayed };
                 let before = self.open.insert((instrument, order), after);
                 Ok(OrderContext { before, removed: 0, after: Some(after) })
             }
-            Body::Replace { order, side, price, quantity } => match self.open.get_mut(&(instrument, order)) {
-                Some(state) => {
-                    let before = *state;
-                    state.price = price.or(state.price);
-                    state.side = side.unwrap_or(state.side);
-                    // The new total includes what was already filled (FIX OrderQty, the
-                    // canonical `replace` quantity): only the rest is open.
-                    state.remaining = quantity.saturating_sub(state.filled);
-                    let after = *state;
-                    if state.remaining == 0 {
-                        self.close(instrument, order, Closed::Filled, event.time);
+            Body::Replace { order, side, price, quantity, displayed } => {
+                match self.open.get_mut(&(instrument, order)) {
+                    Some(state) => {
+                        let before = *state;
+                        state.price = price.or(state.price);
+                        state.side = side.unwrap_or(state.side);
+                        // A replace restates the order: without a displayed quantity it is shown whole.
+                        state.displayed = displayed;
+                        // The new total includes what was already filled (FIX OrderQty, the
+                        // canonical `replace` quantity): only the rest is open.
+                        state.remaining = quantity.saturating_sub(state.filled);
+                        let after = *state;
+                        if state.remaining == 0 {
+                            self.close(instrument, order, Closed::Filled, event.time);
+                        }
+                        Ok(OrderContext { before: Some(before), removed: before.remaining, after: open(after) })
                     }
-                    Ok(OrderContext { before: Some(before), removed: before.remaining, after: open(after) })
+                    None => Err(self.unknown(instrument, order, "replace")),
                 }
-                None => Err(self.unknown(instrument, order, "replace")),
-            },
+            }
             Body::Cancel { order, quantity, .. } => match self.open.get_mut(&(instrument, order)) {
                 Some(state) => {
                     let before = *state;
@@ -245,9 +261,9 @@ mod tests {
     fn tracks_the_lifecycle_and_rejects_what_it_cannot_interpret() {
         let mut t = OrderTracker::default();
         let o = Symbol::of(b"O1");
-        let new = Body::NewOrder { order: o, side: Side::Buy, price: Some(Price(100)), quantity: 10 };
+        let new = Body::NewOrder { order: o, side: Side::Buy, price: Some(Price(100)), quantity: 10, displayed: None };
         assert_eq!(t.apply(&event(1, "X", "A", new)).map(|c| c.before), Ok(None));
-        let replace = Body::Replace { order: o, side: None, price: None, quantity: 8 };
+        let replace = Body::Replace { order: o, side: None, price: None, quantity: 8, displayed: None };
         assert_eq!(t.apply(&event(2, "X", "A", replace)).map(|c| c.removed), Ok(10));
         let fill =
             Body::Fill { order: o, side: Side::Buy, price: Price(100), quantity: 3, aggressor: None, hidden: false };
@@ -284,6 +300,7 @@ mod expiry_tests {
             side,
             price: Some(Price(price)),
             quantity: 100,
+            displayed: None,
         };
         // New York sessions: 2024-03-01 14:30Z (09:30 local) and the next day's; UTC midnight is
         // not the end of a session there.
@@ -322,12 +339,12 @@ mod closed_tests {
     fn a_replace_gives_the_new_total_of_which_the_fills_are_done() {
         let mut t = OrderTracker::default();
         let o = Symbol::of(b"O1");
-        let new = Body::NewOrder { order: o, side: Side::Buy, price: None, quantity: 10 };
+        let new = Body::NewOrder { order: o, side: Side::Buy, price: None, quantity: 10, displayed: None };
         t.apply(&event(1, "X", "A", new)).expect("new");
         let fill =
             Body::Fill { order: o, side: Side::Buy, price: Price(1), quantity: 4, aggressor: None, hidden: false };
         t.apply(&event(2, "X", "A", fill)).expect("fill");
-        let replace = Body::Replace { order: o, side: None, price: None, quantity: 8 };
+        let replace = Body::Replace { order: o, side: None, price: None, quantity: 8, displayed: None };
         t.apply(&event(3, "X", "A", replace)).expect("replace");
         // 8 in all, 4 of them filled: 4 open, which a cancel of the rest removes.
         let cancel = Body::cancel_rest(o);
@@ -338,8 +355,13 @@ mod closed_tests {
     fn a_cancel_after_the_fill_says_the_order_was_filled() {
         let mut t = OrderTracker::default();
         let o = Symbol::of(b"F1");
-        t.apply(&event(1, "X", "A", Body::NewOrder { order: o, side: Side::Buy, price: None, quantity: 100 }))
-            .expect("new");
+        t.apply(&event(
+            1,
+            "X",
+            "A",
+            Body::NewOrder { order: o, side: Side::Buy, price: None, quantity: 100, displayed: None },
+        ))
+        .expect("new");
         let fill =
             Body::Fill { order: o, side: Side::Buy, price: Price(100), quantity: 100, aggressor: None, hidden: false };
         t.apply(&event(2, "X", "A", fill)).expect("fill");
@@ -353,8 +375,13 @@ mod closed_tests {
         // Memory is bounded per instrument.
         for i in 0..1000u64 {
             let order = Symbol::of_integer(i);
-            t.apply(&event(10 + i, "X", "A", Body::NewOrder { order, side: Side::Buy, price: None, quantity: 1 }))
-                .expect("new");
+            t.apply(&event(
+                10 + i,
+                "X",
+                "A",
+                Body::NewOrder { order, side: Side::Buy, price: None, quantity: 1, displayed: None },
+            ))
+            .expect("new");
             t.apply(&event(10 + i, "X", "A", Body::cancel_rest(order))).expect("cancel");
         }
         assert!(t.closed.values().all(|r| r.len() <= CLOSED_REMEMBERED));

@@ -355,7 +355,13 @@ mod tests {
             time,
             "XYZ",
             account,
-            Body::NewOrder { order: Symbol::of(id.as_bytes()), side, price: Some(Price(1000)), quantity },
+            Body::NewOrder {
+                order: Symbol::of(id.as_bytes()),
+                side,
+                price: Some(Price(1000)),
+                quantity,
+                displayed: None,
+            },
         )
     }
 

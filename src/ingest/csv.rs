@@ -32,6 +32,7 @@ struct Columns {
     quantity: Option<usize>,
     aggressor: Option<usize>,
     hidden: Option<usize>,
+    displayed_quantity: Option<usize>,
     cancel_reason: Option<usize>,
     buyer: Option<usize>,
     seller: Option<usize>,
@@ -183,6 +184,7 @@ impl CsvParser {
             quantity: find("quantity"),
             aggressor: find("aggressor"),
             hidden: find("hidden"),
+            displayed_quantity: find("displayed_quantity"),
             cancel_reason: find("cancel_reason"),
             buyer: find("buyer"),
             seller: find("seller"),
@@ -246,20 +248,24 @@ impl LineParser for CsvParser {
         let body = match kind {
             EventKind::New => {
                 required(get(f, c.account), "account")?;
+                let quantity = fields::quantity(quantity_text, "quantity")?;
                 Body::NewOrder {
                     order: ctx.intern(required(order_text, "order_id")?),
                     side: fields::side(get(f, c.side), "side")?,
                     price: optional_price(price_text)?,
-                    quantity: fields::quantity(quantity_text, "quantity")?,
+                    quantity,
+                    displayed: fields::displayed_quantity(get(f, c.displayed_quantity), quantity)?,
                 }
             }
             EventKind::Replace => {
                 required(get(f, c.account), "account")?;
+                let quantity = fields::quantity(quantity_text, "quantity")?;
                 Body::Replace {
                     order: ctx.intern(required(order_text, "order_id")?),
                     side: fields::optional_side(get(f, c.side), "side")?,
                     price: optional_price(price_text)?,
-                    quantity: fields::quantity(quantity_text, "quantity")?,
+                    quantity,
+                    displayed: fields::displayed_quantity(get(f, c.displayed_quantity), quantity)?,
                 }
             }
             EventKind::Cancel => {
@@ -535,7 +541,10 @@ mod tests {
     use crate::reference::ReferenceData;
 
     fn parse_all(lines: &[&str]) -> (Vec<Event>, Vec<Rejection>, Vec<Report>) {
-        let parser_header = write::HEADER;
+        parse_all_with(write::HEADER, lines)
+    }
+
+    fn parse_all_with(parser_header: &str, lines: &[&str]) -> (Vec<Event>, Vec<Rejection>, Vec<Report>) {
         let mut parser = CsvParser::from_header(Path::new("t.csv"), parser_header).expect("header");
         let mut reference = ReferenceData::new(4);
         reference.add_instrument("CENTS", crate::reference::Instrument { price_scale: 2, ..Default::default() });
@@ -565,13 +574,45 @@ mod tests {
     ];
 
     #[test]
+    fn reads_the_displayed_quantity_of_reserve_orders() {
+        let header = "event_time,kind,instrument,order_id,account,side,price,quantity,displayed_quantity";
+        let (events, rejections, _) = parse_all_with(
+            header,
+            &[
+                "1,new,ACME,O1,A,buy,10,1000,100",
+                "2,replace,ACME,O1,A,,10,800,0",
+                "3,new,ACME,O2,A,sell,11,500,",
+                "4,new,ACME,O3,A,sell,11,500,600",
+                "5,new,ACME,O4,A,sell,11,500,many",
+            ],
+        );
+        let displayed: Vec<Option<u64>> = events
+            .iter()
+            .map(|e| match e.body {
+                Body::NewOrder { displayed, .. } | Body::Replace { displayed, .. } => displayed,
+                _ => None,
+            })
+            .collect();
+        assert_eq!(displayed, [Some(100), Some(0), None]);
+        let reasons: Vec<RejectReason> = rejections.iter().map(|r| r.reason).collect();
+        assert_eq!(reasons, [RejectReason::BadQuantity, RejectReason::BadQuantity], "{rejections:?}");
+        assert!(rejections[0].detail.contains("more than the order's quantity 500"), "{}", rejections[0].detail);
+    }
+
+    #[test]
     fn reads_every_kind() {
         let (events, rejections, side) = parse_all(GOOD);
         assert!(rejections.is_empty(), "{rejections:?}");
         assert_eq!(events.len(), GOOD.len());
         assert_eq!(
             events[0].body,
-            Body::NewOrder { order: Symbol::of(b"O1"), side: Side::Buy, price: Some(Price(1_012_500)), quantity: 500 }
+            Body::NewOrder {
+                order: Symbol::of(b"O1"),
+                side: Side::Buy,
+                price: Some(Price(1_012_500)),
+                quantity: 500,
+                displayed: None
+            }
         );
         assert_eq!(events[1].time, 1_709_303_400_000_000_001);
         assert!(matches!(events[2].body, Body::Cancel { quantity: Some(100), .. }));

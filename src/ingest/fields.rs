@@ -14,6 +14,22 @@ pub fn quantity(text: &[u8], field: &str) -> Result<Quantity, Rejection> {
     Ok(q)
 }
 
+/// The displayed quantity of a reserve (iceberg) order of `quantity`: empty when all of it is
+/// shown; zero for a fully hidden order; never more than the order.
+pub fn displayed_quantity(text: &[u8], quantity: Quantity) -> Result<Option<Quantity>, Rejection> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let shown = quantity_or_zero(text, "displayed_quantity")?;
+    if shown > quantity {
+        return Err(Rejection::new(
+            RejectReason::BadQuantity,
+            format!("displayed_quantity {shown} is more than the order's quantity {quantity}"),
+        ));
+    }
+    Ok(Some(shown))
+}
+
 /// A non-negative quantity (zero allowed: quote sizes).
 #[inline]
 pub fn quantity_or_zero(text: &[u8], field: &str) -> Result<Quantity, Rejection> {

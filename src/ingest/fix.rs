@@ -28,7 +28,8 @@
 //! Fields: TransactTime (60), else SendingTime (52), UTC `YYYYMMDD-HH:MM:SS[.fff…]`; Symbol
 //! (55); Account (1); SenderSubID (50) as the trader; LastMkt (30), ExDestination (100) or
 //! SecurityExchange (207) as the venue; Side (54: 1 buy; 2, 5, 6 sell); OrdType (40: 1 market,
-//! no price); Price (44); OrderQty (38); LastPx (31); LastQty (32); LastLiquidityInd (851: 1
+//! no price); Price (44); OrderQty (38); DisplayQty (1138), else MaxFloor (111), the shown part
+//! of a reserve order; LastPx (31); LastQty (32); LastLiquidityInd (851: 1
 //! added liquidity, 2 removed it, which says who the aggressor was); MsgSeqNum (34) as the
 //! sequence number.
 
@@ -86,8 +87,10 @@ fn digits(text: &[u8]) -> Option<u64> {
 }
 
 /// Tags the parser reads, sorted: given twice, a message is refused.
-const READ_TAGS: [u32; 28] =
-    [1, 8, 9, 10, 11, 17, 20, 30, 31, 32, 34, 35, 37, 38, 40, 41, 43, 44, 50, 52, 54, 55, 57, 60, 100, 122, 150, 851];
+const READ_TAGS: [u32; 30] = [
+    1, 8, 9, 10, 11, 17, 20, 30, 31, 32, 34, 35, 37, 38, 40, 41, 43, 44, 50, 52, 54, 55, 57, 60, 100, 111, 122, 150,
+    851, 1138,
+];
 
 /// The time of a FIX UTCTimestamp, in ns since the epoch.
 fn fix_time(text: &[u8]) -> Option<u64> {
@@ -376,19 +379,26 @@ impl LineParser for FixParser {
             }
             fields::price(get(44), scale, "Price (44)").map(Some)
         };
+        // A reserve order's shown quantity: DisplayQty (1138), else MaxFloor (111, FIX 4.2).
+        let displayed = |quantity| {
+            let text = if get(1138).is_empty() { get(111) } else { get(1138) };
+            fields::displayed_quantity(text, quantity)
+        };
         let body = match kind {
-            Kind::New => Body::NewOrder {
-                order,
-                side,
-                price: limit_price()?,
-                quantity: fields::quantity(get(38), "OrderQty (38)")?,
-            },
-            Kind::Replace => Body::Replace {
-                order,
-                side: Some(side),
-                price: limit_price()?,
-                quantity: fields::quantity(get(38), "OrderQty (38)")?,
-            },
+            Kind::New => {
+                let quantity = fields::quantity(get(38), "OrderQty (38)")?;
+                Body::NewOrder { order, side, price: limit_price()?, quantity, displayed: displayed(quantity)? }
+            }
+            Kind::Replace => {
+                let quantity = fields::quantity(get(38), "OrderQty (38)")?;
+                Body::Replace {
+                    order,
+                    side: Some(side),
+                    price: limit_price()?,
+                    quantity,
+                    displayed: displayed(quantity)?,
+                }
+            }
             Kind::Cancel => {
                 Body::Cancel { order, side: Some(side), price: None, quantity: None, reason: cancel_reason }
             }

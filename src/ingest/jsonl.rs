@@ -60,6 +60,8 @@ struct Record<'a> {
     #[serde(borrow)]
     hidden: Option<&'a RawValue>,
     #[serde(borrow)]
+    displayed_quantity: Option<&'a RawValue>,
+    #[serde(borrow)]
     cancel_reason: Option<&'a RawValue>,
     #[serde(borrow)]
     buyer: Option<&'a RawValue>,
@@ -149,20 +151,30 @@ impl LineParser for JsonlParser {
         let body = match kind {
             EventKind::New => {
                 required(&account, "account")?;
+                let quantity = fields::quantity(&quantity_text, "quantity")?;
                 Body::NewOrder {
                     order: ctx.intern(required(&text(r.order_id, "order_id")?, "order_id")?),
                     side: fields::side(&text(r.side, "side")?, "side")?,
                     price: optional_price(&price_text)?,
-                    quantity: fields::quantity(&quantity_text, "quantity")?,
+                    quantity,
+                    displayed: fields::displayed_quantity(
+                        &text(r.displayed_quantity, "displayed_quantity")?,
+                        quantity,
+                    )?,
                 }
             }
             EventKind::Replace => {
                 required(&account, "account")?;
+                let quantity = fields::quantity(&quantity_text, "quantity")?;
                 Body::Replace {
                     order: ctx.intern(required(&text(r.order_id, "order_id")?, "order_id")?),
                     side: fields::optional_side(&text(r.side, "side")?, "side")?,
                     price: optional_price(&price_text)?,
-                    quantity: fields::quantity(&quantity_text, "quantity")?,
+                    quantity,
+                    displayed: fields::displayed_quantity(
+                        &text(r.displayed_quantity, "displayed_quantity")?,
+                        quantity,
+                    )?,
                 }
             }
             EventKind::Cancel => {
@@ -348,7 +360,13 @@ mod tests {
         assert_eq!((e.venue, e.trader, e.desk, e.owner), (Symbol::NONE, Symbol::NONE, Symbol::NONE, Symbol::NONE));
         assert_eq!(
             e.body,
-            Body::NewOrder { order: Symbol::of(b"O1"), side: Side::Buy, price: Some(Price(1_012_500)), quantity: 500 }
+            Body::NewOrder {
+                order: Symbol::of(b"O1"),
+                side: Side::Buy,
+                price: Some(Price(1_012_500)),
+                quantity: 500,
+                displayed: None
+            }
         );
     }
 
@@ -366,7 +384,10 @@ mod tests {
             (e.venue, e.trader, e.desk, e.owner),
             (Symbol::of(b"XNAS"), Symbol::of(b"T1"), Symbol::of(b"Equity Desk"), Symbol::of(b"O"))
         );
-        assert_eq!(e.body, Body::NewOrder { order: Symbol::of(b"7"), side: Side::Sell, price: None, quantity: 500 });
+        assert_eq!(
+            e.body,
+            Body::NewOrder { order: Symbol::of(b"7"), side: Side::Sell, price: None, quantity: 500, displayed: None }
+        );
         // Hashed names are announced for the writers.
         let announced: Vec<&str> =
             side.iter().filter_map(|r| if let Report::Symbol(_, t) = r { Some(&**t) } else { None }).collect();
@@ -384,7 +405,13 @@ mod tests {
     fn one_line_per_kind() {
         assert_eq!(
             body(&format!(r#"{{{T},"kind":"replace","order_id":"O1","account":"A","quantity":300,"price":101.5}}"#)),
-            Body::Replace { order: Symbol::of(b"O1"), side: None, price: Some(Price(1_015_000)), quantity: 300 }
+            Body::Replace {
+                order: Symbol::of(b"O1"),
+                side: None,
+                price: Some(Price(1_015_000)),
+                quantity: 300,
+                displayed: None
+            }
         );
         assert_eq!(
             body(&format!(r#"{{{T},"kind":"cancel","order_id":"O1","account":"A"}}"#)),
@@ -422,6 +449,18 @@ mod tests {
                 aggressor: Some(Side::Sell),
                 hidden: true
             }
+        );
+        assert!(matches!(
+            body(&format!(
+                r#"{{{T},"kind":"new","order_id":"O1","account":"A","side":"buy","price":1,"quantity":900,"displayed_quantity":100}}"#
+            )),
+            Body::NewOrder { quantity: 900, displayed: Some(100), .. }
+        ));
+        assert_eq!(
+            reason(&format!(
+                r#"{{{T},"kind":"replace","order_id":"O1","account":"A","quantity":90,"displayed_quantity":100}}"#
+            )),
+            RejectReason::BadQuantity
         );
         // Hidden liquidity of unknown owner: no account needed.
         assert!(matches!(

@@ -251,7 +251,7 @@ impl LineParser for LobsterParser {
             let price = Self::price(raw_price, scale, "price")?;
             let order = ctx.intern(fields::required(order, "order id")?);
             match kind {
-                b'1' => Body::NewOrder { order, side, price: Some(price), quantity: size },
+                b'1' => Body::NewOrder { order, side, price: Some(price), quantity: size, displayed: None },
                 b'2' | b'3' => Body::Cancel {
                     order,
                     side: Some(side),
@@ -483,7 +483,10 @@ mod tests {
     fn every_message_type() {
         let order = Symbol::of(b"16113575");
         let e = one("34200.004241176,1,16113575,18,5853300,1").expect("new");
-        assert_eq!(e.body, Body::NewOrder { order, side: Side::Buy, price: Some(Price(5_853_300)), quantity: 18 });
+        assert_eq!(
+            e.body,
+            Body::NewOrder { order, side: Side::Buy, price: Some(Price(5_853_300)), quantity: 18, displayed: None }
+        );
         assert_eq!(
             (e.origin, e.instrument, e.venue, e.account, e.owner, e.desk, e.trader, e.seq),
             (

@@ -166,6 +166,10 @@ pub enum Body {
         price: Option<Price>,
         /// Quantity.
         quantity: Quantity,
+        /// Quantity shown in the book, for a reserve (iceberg) order: the venue shows at most
+        /// this much of what remains and refreshes it as it fills. `None`: all of it is shown.
+        #[serde(default)]
+        displayed: Option<Quantity>,
     },
     /// A change of an order's price and/or quantity (the new values).
     Replace {
@@ -177,6 +181,9 @@ pub enum Body {
         price: Option<Price>,
         /// New total quantity.
         quantity: Quantity,
+        /// New displayed quantity, as on [`Body::NewOrder`] (`None`: all of it is shown).
+        #[serde(default)]
+        displayed: Option<Quantity>,
     },
     /// A cancellation: of `quantity` units, or of everything left when `None`.
     Cancel {

@@ -64,6 +64,8 @@ struct Resting {
     filled: Quantity,
     /// What is open now (partial cancels and fills taken off).
     open: Quantity,
+    /// What the book shows of it now (a reserve order's peak).
+    shown: Quantity,
     replaces: u32,
     /// Whether the order was entered (or last moved) behind the touch.
     entered_behind: bool,
@@ -178,6 +180,7 @@ impl Detector for Layering {
                         quantity,
                         filled,
                         open: after.remaining,
+                        shown: after.visible(),
                         replaces,
                         entered_behind,
                         entry,
@@ -190,6 +193,7 @@ impl Detector for Layering {
                 if let Some(r) = state.resting.get_mut(&order) {
                     r.filled = r.filled.saturating_add(quantity);
                     r.open = context.after.map_or(0, |a| a.remaining);
+                    r.shown = context.after.map_or(0, |a| a.visible());
                     let too_filled = r.filled as f64 > self.config.max_fill_share * r.quantity as f64;
                     if context.after.is_none() || too_filled {
                         let (account, side) = (r.account, r.side);
@@ -204,6 +208,7 @@ impl Detector for Layering {
                 if let Some(after) = context.after {
                     if let Some(r) = state.resting.get_mut(&order) {
                         r.open = after.remaining;
+                        r.shown = after.visible();
                     }
                     return;
                 }
@@ -300,6 +305,9 @@ impl Layering {
         let levels = self.config.levels as usize;
         let mut prices = BTreeSet::new();
         let mut held: Quantity = 0;
+        // Of which the book shows (reserve layers show their peak): the share of the visible
+        // depth is of what others can see.
+        let mut shown: Quantity = 0;
         let mut layers = Vec::new();
         let executed = match fill.body {
             Body::Fill { quantity, .. } => quantity,
@@ -318,10 +326,11 @@ impl Layering {
             }
             prices.insert(r.price);
             held = held.saturating_add(r.open);
+            shown = shown.saturating_add(r.shown);
             layers.push(*order);
         }
         let visible = book.visible_depth(layer_side, levels);
-        let share = if visible == 0 { 0.0 } else { held as f64 / visible as f64 };
+        let share = if visible == 0 { 0.0 } else { shown as f64 / visible as f64 };
         let ratio = held as f64 / own_interest.max(1) as f64;
         if prices.len() < self.config.min_layers as usize
             || share < self.config.min_depth_share

@@ -164,6 +164,7 @@ mod tests {
                 side: Side::Buy,
                 price: Some(Price(price)),
                 quantity,
+                displayed: None,
             },
         )
     }

@@ -288,7 +288,7 @@ mod tests {
                 t,
                 "X",
                 account,
-                Body::NewOrder { order, side: Side::Buy, price: Some(Price(100)), quantity: 10 },
+                Body::NewOrder { order, side: Side::Buy, price: Some(Price(100)), quantity: 10, displayed: None },
             ));
             if i < fills {
                 events.push(event(
@@ -388,6 +388,7 @@ mod tests {
                         side: Side::Buy,
                         price: Some(Price(1)),
                         quantity: 1,
+                        displayed: None,
                     },
                 )
             })

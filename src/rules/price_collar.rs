@@ -349,7 +349,13 @@ mod tests {
             t,
             "X",
             "A",
-            Body::NewOrder { order: Symbol::of_integer(t), side, price: Some(Price(price)), quantity: 1 },
+            Body::NewOrder {
+                order: Symbol::of_integer(t),
+                side,
+                price: Some(Price(price)),
+                quantity: 1,
+                displayed: None,
+            },
         )
     }
 

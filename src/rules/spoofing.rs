@@ -24,6 +24,11 @@
 //!    large cancel next to an opposite fill happens by chance in normal flow; when the second
 //!    episode comes, the first is reported too.
 //!
+//! Only what the book shows counts as the spoof's size against its level: a reserve (iceberg)
+//! order's displayed peak, not its hidden rest, and a fully hidden order is no spoof. The alert
+//! gives the displayed share of the spoof orders and of the genuine ones (a fully displayed
+//! spoof against a mostly hidden genuine order is the contrast enforcement cases draw).
+//!
 //! The score (0-100) weighs the size ratio (against 50), the multiple of the level's depth
 //! (against 2), how soon the cancel followed the fill (full weight within 2.3 s) and the
 //! repetition (full weight at 5 episodes).
@@ -65,8 +70,10 @@ struct Candidate {
     account: Symbol,
     side: Side,
     quantity: Quantity,
+    /// What the book showed of it (all of it, unless a reserve order).
+    shown: Quantity,
     filled: Quantity,
-    /// Its quantity over the depth resting at its price before it.
+    /// Its shown quantity over the depth resting at its price before it.
     level_multiple: f64,
     entry: Event,
 }
@@ -90,6 +97,8 @@ struct Episode {
     fills: Vec<Event>,
     /// Total size of the genuine orders that filled, and what they filled.
     genuine_size: Quantity,
+    /// What the book showed of the genuine orders.
+    genuine_shown: Quantity,
     genuine_filled: Quantity,
     ratio: f64,
     level_multiple: f64,
@@ -103,9 +112,10 @@ struct Episode {
 pub struct SpoofingState {
     candidates: IdMap<Symbol, Candidate>,
     cancelled: Vec<Cancelled>,
-    /// Recent fills per account, with the size of the order that filled and whether an
-    /// episode already took the fill (one fill proves one episode, not several).
-    fills: IdMap<Symbol, VecDeque<(Event, Quantity, bool)>>,
+    /// Recent fills per account, with the size of the order that filled, what the book showed
+    /// of it, and whether an episode already took the fill (one fill proves one episode, not
+    /// several).
+    fills: IdMap<Symbol, VecDeque<(Event, Quantity, Quantity, bool)>>,
     episodes: IdMap<Symbol, VecDeque<Episode>>,
     /// When idle accounts were last swept out.
     swept: Timestamp,
@@ -139,12 +149,14 @@ impl Detector for Spoofing {
                     state.candidates.remove(&order);
                     return;
                 };
-                // What rests at the price besides the order itself.
-                let before = book.depth_at(after.side, price).saturating_sub(after.remaining);
-                let multiple = after.remaining as f64 / before.max(1) as f64;
+                // What rests at the price besides the order itself: only what the book shows
+                // counts, of the order (a reserve order's peak) as of the others.
+                let shown = after.visible();
+                let before = book.depth_at(after.side, price).saturating_sub(shown);
+                let multiple = shown as f64 / before.max(1) as f64;
                 let max = self.config.max_levels_ahead as usize;
                 let near = book.levels_ahead_up_to(after.side, price, max + 1) <= max;
-                if near && (before == 0 || multiple >= self.config.min_level_multiple) {
+                if shown > 0 && near && (before == 0 || multiple >= self.config.min_level_multiple) {
                     let filled = state.candidates.get(&order).map_or(0, |c| c.filled);
                     let entry = state.candidates.get(&order).map_or(*event, |c| c.entry);
                     state.candidates.insert(
@@ -153,6 +165,7 @@ impl Detector for Spoofing {
                             account: after.account,
                             side: after.side,
                             quantity: after.remaining + after.filled,
+                            shown,
                             filled,
                             level_multiple: if before == 0 { f64::INFINITY } else { multiple },
                             entry,
@@ -166,7 +179,8 @@ impl Detector for Spoofing {
                 let Some(before) = context.before else { return };
                 let fills = state.fills.entry(before.account).or_default();
                 if !self.config.genuine_must_rest || aggressor != Some(side) {
-                    fills.push_back((*event, before.remaining.saturating_add(before.filled), false));
+                    let size = before.remaining.saturating_add(before.filled);
+                    fills.push_back((*event, size, before.displayed.map_or(size, |d| d.min(size)), false));
                 }
                 let keep = self.keep_fills();
                 while fills.front().is_some_and(|f| event.time.saturating_sub(f.0.time) > keep) {
@@ -284,21 +298,28 @@ impl Spoofing {
                     f.time <= c.cancel.time.saturating_add(grace) && c.cancel.time <= f.time.saturating_add(after_fill)
                 })
         };
-        let genuine: Vec<(Event, Quantity)> =
-            fills.iter().filter(|(f, _, used)| takes(f, *used)).map(|(f, size, _)| (*f, *size)).collect();
+        let genuine: Vec<(Event, Quantity, Quantity)> = fills
+            .iter()
+            .filter(|(f, _, _, used)| takes(f, *used))
+            .map(|(f, size, shown, _)| (*f, *size, *shown))
+            .collect();
         let mut filled: Quantity = 0;
         // Each genuine order counts once, at its largest size seen.
-        let mut orders: Vec<(Symbol, Quantity)> = Vec::new();
-        for (f, size) in &genuine {
+        let mut orders: Vec<(Symbol, Quantity, Quantity)> = Vec::new();
+        for (f, size, shown) in &genuine {
             if let Body::Fill { order, quantity, .. } = f.body {
                 filled = filled.saturating_add(quantity);
-                match orders.iter_mut().find(|(o, _)| *o == order) {
-                    Some(known) => known.1 = known.1.max(*size),
-                    None => orders.push((order, *size)),
+                match orders.iter_mut().find(|(o, ..)| *o == order) {
+                    Some(known) => {
+                        known.1 = known.1.max(*size);
+                        known.2 = known.2.max(*shown);
+                    }
+                    None => orders.push((order, *size, *shown)),
                 }
             }
         }
         let genuine_size = orders.iter().fold(0u64, |sum, o| sum.saturating_add(o.1));
+        let genuine_shown = orders.iter().fold(0u64, |sum, o| sum.saturating_add(o.2));
         if filled == 0 || genuine_size == 0 {
             return None;
         }
@@ -309,8 +330,8 @@ impl Spoofing {
         }
         // The fills are this episode's evidence now.
         for f in fills.iter_mut() {
-            if takes(&f.0, f.2) {
-                f.2 = true;
+            if takes(&f.0, f.3) {
+                f.3 = true;
             }
         }
         // Evidence in input order.
@@ -323,6 +344,7 @@ impl Spoofing {
             spoofs,
             fills: genuine.into_iter().map(|f| f.0).collect(),
             genuine_size,
+            genuine_shown,
             genuine_filled: filled,
             ratio,
             level_multiple,
@@ -363,13 +385,24 @@ impl Spoofing {
         let score = 100.0 * (0.3 * size + 0.2 * depth + 0.2 * timing + 0.3 * repetition);
         let severity = Severity::from_score(score, 60.0, 80.0);
         let spoofed = e.spoofs.iter().fold(0u64, |sum, c| sum.saturating_add(c.cancelled));
+        // Shown against committed: enforcement cases contrast fully displayed spoofs with
+        // genuine orders mostly hidden in reserve.
+        let share = |shown: Quantity, size: Quantity| if size == 0 { 1.0 } else { shown as f64 / size as f64 };
+        let spoof_shown = e.spoofs.iter().fold(0u64, |sum, c| sum.saturating_add(c.candidate.shown));
+        let spoof_size = e.spoofs.iter().fold(0u64, |sum, c| sum.saturating_add(c.candidate.quantity));
+        let genuine_displayed_share = share(e.genuine_shown, e.genuine_size);
+        let hidden_genuine = if genuine_displayed_share < 1.0 {
+            format!("; the genuine orders showed {:.0} % of their size", 100.0 * genuine_displayed_share)
+        } else {
+            String::new()
+        };
         let mut alert = out.alert_now();
         alert
             .account(account)
             .severity(severity)
             .score(score)
             .explain(format!(
-                "{} {} order{} of {spoofed} cancelled {:.1} s after the account's {} fill{} of {} on the other side ({:.1}x the genuine orders' {}; {episodes} episodes in {} min)",
+                "{} {} order{} of {spoofed} cancelled {:.1} s after the account's {} fill{} of {} on the other side ({:.1}x the genuine orders' {}{hidden_genuine}; {episodes} episodes in {} min)",
                 e.spoofs.len(),
                 e.side.as_str(),
                 if e.spoofs.len() == 1 { "" } else { "s" },
@@ -386,6 +419,8 @@ impl Spoofing {
             .param("spoof_quantity", spoofed)
             .param("genuine_order_quantity", e.genuine_size)
             .param("genuine_quantity_filled", e.genuine_filled)
+            .param("spoof_displayed_share", share(spoof_shown, spoof_size))
+            .param("genuine_displayed_share", genuine_displayed_share)
             .param("size_ratio", e.ratio)
             .param("min_size_ratio", self.config.min_size_ratio)
             .param("level_multiple", if e.level_multiple.is_finite() { e.level_multiple } else { -1.0 })

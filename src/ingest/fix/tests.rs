@@ -56,8 +56,20 @@ fn execution_reports_make_the_order_events_of_a_drop_copy() {
     assert_eq!(event.account, Symbol::of(b"ACC1"));
     assert_eq!(
         event.body,
-        Body::NewOrder { order: Symbol::of(b"V-77"), side: Side::Buy, price: Some(Price(10125)), quantity: 500 }
+        Body::NewOrder {
+            order: Symbol::of(b"V-77"),
+            side: Side::Buy,
+            price: Some(Price(10125)),
+            quantity: 500,
+            displayed: None
+        }
     );
+    // A reserve order: DisplayQty (1138), or MaxFloor (111) in FIX 4.2.
+    for tag in [1138, 111] {
+        let mut fresh = FixParser::new(&FixConfig::default());
+        let reserve = parse(&mut fresh, &report("0", &[(tag, "100")])).expect("reserve");
+        assert!(matches!(reserve[0].body, Body::NewOrder { quantity: 500, displayed: Some(100), .. }), "{tag}");
+    }
     let fill =
         parse(&mut parser, &report("F", &[(31, "101.20"), (32, "200"), (851, "2"), (30, "XLON")])).expect("fill");
     assert_eq!(
