@@ -56,6 +56,27 @@ pub fn outputs_on<D>(workers: usize, detector: D, events: impl IntoIterator<Item
 where
     D: Detector + Clone + Send + Sync,
 {
+    outputs_of(workers, events, move |events| events.detect_all(detector.clone()))
+}
+
+/// [`outputs_on`] for rules run together by instrument over one order state
+/// ([`Detect::detect_by_instrument`], as the default job runs its rules): `rules` builds each
+/// worker's set.
+pub fn rules_outputs_on<R>(
+    workers: usize,
+    rules: R,
+    events: impl IntoIterator<Item = Event>,
+) -> (Vec<Alert>, Vec<Report>)
+where
+    R: Fn() -> crate::detect::InstrumentRules + Send + Sync + 'static,
+{
+    outputs_of(workers, events, move |events| events.detect_by_instrument(rules(), true))
+}
+
+fn outputs_of<F>(workers: usize, events: impl IntoIterator<Item = Event>, detect: F) -> (Vec<Alert>, Vec<Report>)
+where
+    F: for<'s> Fn(timely::dataflow::Stream<'s, u64, Vec<Event>>) -> crate::detect::Detected<'s> + Send + Sync + 'static,
+{
     let mut events: Vec<Event> = events
         .into_iter()
         .enumerate()
@@ -71,7 +92,7 @@ where
         let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<Event>>>::new();
         let probe = timely::dataflow::ProbeHandle::new();
         let (alert_capture, side_capture) = worker.dataflow::<u64, _, _>(|scope| {
-            let detected = scope.input_from(&mut input).detect_all(detector.clone());
+            let detected = detect(scope.input_from(&mut input));
             let alerts = detected.alerts.probe_with(&probe).capture();
             let side = detected.side.probe_with(&probe).capture();
             (alerts, side)

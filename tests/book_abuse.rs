@@ -330,3 +330,92 @@ fn a_wall_with_a_layer_left_resting_or_filled_is_still_layering() {
     let alerts = run(rule(), with_origins(filled));
     assert_eq!(alerts.len(), 1, "{alerts:#?}");
 }
+
+/// Every cancel a detector sees, as an alert naming its reason.
+#[derive(Clone)]
+struct Cancels;
+
+impl surveil::detect::Detector for Cancels {
+    type State = ();
+
+    fn name(&self) -> &str {
+        "cancels"
+    }
+
+    fn key(&self, event: &Event) -> Option<surveil::detect::Key> {
+        matches!(event.body, surveil::model::Body::Cancel { .. })
+            .then_some(surveil::detect::Key::Instrument(event.instrument))
+    }
+
+    fn needs_order_state(&self) -> bool {
+        true
+    }
+
+    fn on_event(&self, _: &mut (), event: &Event, out: &mut surveil::detect::AlertSink<'_>) {
+        if let surveil::model::Body::Cancel { order, reason, .. } = event.body {
+            out.alert(event).param("reason", reason.as_str()).discriminator(order.0);
+        }
+    }
+}
+
+#[test]
+fn orders_open_at_the_end_of_the_session_expire_as_venue_cancels_the_detectors_see() {
+    use surveil::detect::InstrumentRules;
+    use surveil::model::Report;
+    use surveil::model::time::SessionCalendar;
+    use surveil::testing::rules_outputs_on;
+
+    // 2024-03-04 in New York: 09:30 is 14:30Z; the session ends at 05:00Z on the 5th.
+    let open = 1_709_562_600_000_000_000u64;
+    let end = 1_709_614_800_000_000_000u64;
+    let day2 = end + 14 * 3_600_000_000_000 + 1_800_000_000_000;
+    let events = with_origins(vec![
+        new_order("X", "O1", "A", Side::Buy, "10.00", 100).at(open),
+        new_order("Y", "O2", "B", Side::Sell, "20.00", 100).at(open + 1),
+        new_order("X", "O3", "A", Side::Buy, "9.99", 100).at(open + 2),
+        cancel("X", "O3", "A").at(open + 3),
+        new_order("Y", "O4", "B", Side::Sell, "20.01", 100).at(day2),
+        cancel("X", "O1", "A").at(day2 + 1),
+    ]);
+    let expiring = || {
+        InstrumentRules::new()
+            .with(Cancels)
+            .expiring_orders_at_session_end(SessionCalendar::new(chrono_tz::America::New_York))
+    };
+    let (alerts, side) = rules_outputs_on(1, expiring, events.clone());
+    let seen: Vec<(u64, Symbol, String)> = alerts
+        .iter()
+        .map(|a| {
+            let reason = a.parameters.iter().find(|p| p.name == "reason").map(|p| format!("{:?}", p.value));
+            (a.time, a.instrument, reason.unwrap_or_default())
+        })
+        .collect();
+    // The member's cancel on day 1; O1 and O2 expire at the session's last instant; the day-2
+    // cancel of O1 finds nothing open; O4 expires at the end of day 2 (the input ends, the
+    // session with it).
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert_eq!(seen[0].0, open + 3);
+    assert!(seen[1..3].iter().all(|(t, _, r)| *t == end - 1 && r.contains("expired")), "{seen:?}");
+    let mut instruments = [seen[1].1, seen[2].1];
+    instruments.sort();
+    let mut expected = [Symbol::of(b"X"), Symbol::of(b"Y")];
+    expected.sort();
+    assert_eq!(instruments, expected);
+    assert_eq!((seen[3].0, seen[3].1), (end + 24 * 3_600_000_000_000 - 1, Symbol::of(b"Y")));
+    let letters: Vec<String> = side
+        .iter()
+        .filter_map(|r| match r {
+            Report::DeadLetter(d) => Some(d.detail.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert!(letters[0].contains("cancelled at"), "{letters:?}");
+    // The same on two workers (X and Y may share one or not).
+    assert_eq!(rules_outputs_on(2, expiring, events.clone()).0, alerts);
+    // Without expiry, O1 is still open on day 2 and its cancel is the member's.
+    let (kept, side) = rules_outputs_on(1, || InstrumentRules::new().with(Cancels), events);
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(kept.iter().all(|a| a.parameters.iter().any(|p| format!("{:?}", p.value).contains("member"))));
+    assert!(!side.iter().any(|r| matches!(r, Report::DeadLetter(_))));
+}

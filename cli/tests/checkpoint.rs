@@ -41,7 +41,18 @@ fn assert_same_outputs(reference: &Path, out: &Path, when: &str) -> serde_json::
             continue;
         }
         let (expected, got) = (without_wall_clock(&reference.join(name)), without_wall_clock(&out.join(name)));
-        assert!(expected == got, "{name} differs {when} ({} and {} bytes)", expected.len(), got.len());
+        if expected != got {
+            let (e, g) = (expected.as_str(), got.as_str());
+            let first = e.lines().zip(g.lines()).position(|(a, b)| a != b);
+            let line = |text: &str, at: Option<usize>| at.and_then(|i| text.lines().nth(i)).unwrap_or("").to_string();
+            panic!(
+                "{name} differs {when} ({} and {} bytes); first differing line {first:?}:\n{}\n{}",
+                expected.len(),
+                got.len(),
+                line(e, first),
+                line(g, first)
+            );
+        }
     }
     let (expected, got) = (summary(reference), summary(out));
     let fields =

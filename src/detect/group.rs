@@ -7,7 +7,7 @@ use surveil_operators::{Emitter, TimeOrderedProcessor};
 
 use super::{Detector, Key, Keyed, OrderTracker, Output, RunDetector};
 use crate::model::time::SessionCalendar;
-use crate::model::{DeadLetter, Event, IdMap, Report, Timestamp};
+use crate::model::{Body, CancelReason, DeadLetter, Event, IdMap, Origin, Report, Timestamp};
 
 /// Dead letters found by the order state are emitted on a grid of this many nanoseconds
 /// (a power of two, about a millisecond): a feed gone bad then costs one timely time per
@@ -160,10 +160,31 @@ impl TimeOrderedProcessor<Event> for DetectorGroup {
     }
 
     fn next_timer(&self) -> Option<u64> {
-        self.timers.first().map(|(time, ..)| *time)
+        let expiry = self.orders.as_ref().and_then(OrderTracker::expiry_due);
+        match (self.timers.first().map(|(time, ..)| *time), expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn on_timer(&mut self, time: u64, out: &mut Emitter<'_, Report>) {
+        // The session ends: what is still open expires, as the venue's cancels at the last
+        // instant of the session, so that every detector sees its orders leave (a venue cancel
+        // shows no intent), in a fixed order at a fixed time whatever the layout of workers.
+        if self.orders.as_ref().and_then(OrderTracker::expiry_due) == Some(time) {
+            let expired = self.orders.as_ref().map(OrderTracker::expiring).unwrap_or_default();
+            for (instrument, order, state) in expired {
+                let body = Body::Cancel {
+                    order,
+                    side: Some(state.side),
+                    price: state.price,
+                    quantity: None,
+                    reason: CancelReason::Expired,
+                };
+                let cancel = Event::new(time, Origin::default(), instrument, body).with_account(state.account);
+                self.on_record(time, cancel, out);
+            }
+        }
         while let Some(&(t, index, key, slot)) = self.timers.first() {
             if t != time {
                 break;

@@ -79,13 +79,31 @@ impl OrderTracker {
         OrderTracker { books: Some(IdMap::default()), ..OrderTracker::default() }
     }
 
-    /// Orders still open when a session of `calendar` ends expire then: they leave the open
-    /// orders and the books (day orders; see [`crate::config::SessionConfig::expire_orders`]).
-    /// Events are applied in time order, so every order of an earlier session is gone before
-    /// the first event of a later one is applied, whichever instruments share the tracker.
+    /// Orders still open when a session of `calendar` ends expire then (day orders; see
+    /// [`crate::config::SessionConfig::expire_orders`]): [`OrderTracker::expiry_due`] says
+    /// when, and the caller applies a venue cancel of each of [`OrderTracker::expiring`] (the
+    /// [`crate::detect::DetectorGroup`] does, so that its detectors see the orders leave). An
+    /// event of a later session applied before that drops them all first, so that no order
+    /// outlives its session whichever instruments share the tracker.
     pub fn expiring_at_session_end(mut self, calendar: SessionCalendar) -> OrderTracker {
         self.sessions = Some(calendar);
         self
+    }
+
+    /// The last instant of the current session, while orders are open and expire with it: when
+    /// their expiry is due (see [`OrderTracker::expiring`]).
+    pub fn expiry_due(&self) -> Option<u64> {
+        self.sessions.as_ref()?;
+        (self.session_end != 0 && !self.open.is_empty()).then(|| self.session_end - 1)
+    }
+
+    /// The open orders, in a fixed order (instrument, then order id): the ones expiring when
+    /// [`OrderTracker::expiry_due`] comes. The caller applies their cancels, so that the
+    /// detectors see each order leave.
+    pub fn expiring(&self) -> Vec<(Symbol, Symbol, OrderState)> {
+        let mut open: Vec<(Symbol, Symbol, OrderState)> = self.open.iter().map(|(&(i, o), s)| (i, o, *s)).collect();
+        open.sort_unstable_by_key(|&(i, o, _)| (i, o));
+        open
     }
 
     /// The book of `instrument` after the events applied so far, when books are kept.
@@ -114,7 +132,8 @@ impl OrderTracker {
         self.open.is_empty()
     }
 
-    /// Every open order expires (a session ended).
+    /// Every open order expires (a session ended without the expiry applied: a fallback for a
+    /// caller that does not apply [`OrderTracker::expiring`] at [`OrderTracker::expiry_due`]).
     #[cold]
     fn expire_all(&mut self) {
         self.open.clear();

@@ -137,6 +137,13 @@ impl Detector for OrderToTrade {
     }
 
     fn on_event(&self, totals: &mut InstrumentTotals, event: &Event, out: &mut AlertSink<'_>) {
+        // A cancel the venue made counts for nothing (RTS 9), so it changes no report: orders
+        // expiring at the end of the session leave no extra row behind them.
+        if matches!(event.body, Body::Cancel { reason, .. } if !reason.counts_for_rts9())
+            && totals.accounts.contains_key(&event.account)
+        {
+            return;
+        }
         let end = self.session_end(&mut totals.current, event.time);
         let state = match totals.accounts.get_mut(&event.account) {
             Some(state) => state,
