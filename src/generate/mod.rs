@@ -275,18 +275,29 @@ pub fn generate(config: &GenerateConfig, dir: &Path) -> Result<GenerateSummary, 
     let name = if config.gzip { "events.csv.gz" } else { "events.csv" };
     let writer = EventWriter::create(dir.join(name), config.gzip)?;
     let outcome = Sim::new(&uni, sim_rng, writer, open, close, plan, config.mix).run(config.events)?;
+    finish(dir, &uni, outcome, config.date, (0, 0))
+}
+
+/// Closes the events file, writes `labels.csv` and sums up what was written; `recorded` is
+/// (messages read, messages not written as recorded) of a recording.
+fn finish(
+    dir: &Path,
+    uni: &universe::Universe,
+    outcome: sim::Outcome,
+    date: NaiveDate,
+    recorded: (u64, u64),
+) -> Result<GenerateSummary, GenerateError> {
     let counts = outcome.writer.counts;
     let events_path = outcome.writer.finish()?;
-
-    let labels_by_rule = write_labels(dir, &uni, outcome.labels, config.date)?;
+    let labels_by_rule = write_labels(dir, uni, outcome.labels, date)?;
     Ok(GenerateSummary {
         events: counts.iter().sum(),
         events_by_kind: KIND_NAMES.iter().zip(counts).map(|(k, n)| (k.to_string(), n)).collect(),
         labels: labels_by_rule.values().sum(),
         labels_by_rule,
         events_path,
-        recorded_messages: 0,
-        displaced_messages: 0,
+        recorded_messages: recorded.0,
+        displaced_messages: recorded.1,
     })
 }
 
@@ -429,18 +440,8 @@ pub fn generate_over_recording(config: &BackgroundConfig, dir: &Path) -> Result<
         (recording.messages.first().map_or(0, |m| m.time), recording.messages.last().map_or(0, |m| m.time));
     let sim = Sim::new(&uni, sim_rng, writer, start, end.max(start + 1), plan, EventMix::default());
     let (outcome, replay) = sim.run_recording(&recording, accounts, &per_hour)?;
-    let counts = outcome.writer.counts;
-    let events_path = outcome.writer.finish()?;
-    let labels_by_rule = write_labels(dir, &uni, outcome.labels, recording.date)?;
-    Ok(GenerateSummary {
-        events: counts.iter().sum(),
-        events_by_kind: KIND_NAMES.iter().zip(counts).map(|(k, n)| (k.to_string(), n)).collect(),
-        labels: labels_by_rule.values().sum(),
-        labels_by_rule,
-        events_path,
-        recorded_messages: replay.replayed + replay.displaced + recording.skipped,
-        displaced_messages: replay.displaced + recording.skipped,
-    })
+    let read = replay.replayed + replay.displaced + recording.skipped;
+    finish(dir, &uni, outcome, recording.date, (read, replay.displaced + recording.skipped))
 }
 
 #[cfg(test)]
