@@ -90,6 +90,10 @@ fn repeated_coscia_cycles_are_spoofing_with_their_evidence() {
         let param = |name: &str| a.parameters.iter().find(|p| p.name == name).map(|p| format!("{:?}", p.value));
         assert_eq!(param("spoof_quantity").as_deref(), Some("Count(1500)"));
         assert_eq!(param("size_ratio").as_deref(), Some("Ratio(15.0)"));
+        // The mid went from 10.015 (the genuine bid at 10.01, the spoofs joining the 10.02
+        // offer) to 10.01 at the genuine fill: 5 bp the spoofs' way.
+        let moved = a.parameters.iter().find(|p| p.name == "price_move_bps").map(|p| format!("{:?}", p.value));
+        assert!(moved.as_deref().is_some_and(|m| m.starts_with("Ratio(4.99")), "{moved:?}");
         assert!(a.explanation.contains("3 sell orders of 1500 cancelled 0.2 s after"), "{}", a.explanation);
         assert!(a.score > 50.0, "{}", a.score);
     }

@@ -59,7 +59,8 @@ pub trait ArchiveInput<'scope> {
     /// let reference = Arc::new(ReferenceData::new(2));
     /// let (shared, reference2) = (archive.clone(), reference.clone());
     /// timely::example(move |scope| {
-    ///     let order = Body::NewOrder { order: Symbol::of(b"O1"), side: Side::Buy, price: None, quantity: 10 };
+    ///     let order =
+    ///         Body::NewOrder { order: Symbol::of(b"O1"), side: Side::Buy, price: None, quantity: 10, displayed: None };
     ///     let event = Event::new(1_709_280_000_000_000_000, Origin::new(0, 0), Symbol::of(b"ACME"), order);
     ///     let source = SourceOutputs {
     ///         records: vec![event].to_stream(scope),

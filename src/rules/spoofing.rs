@@ -75,6 +75,8 @@ struct Candidate {
     filled: Quantity,
     /// Its shown quantity over the depth resting at its price before it.
     level_multiple: f64,
+    /// The book's mid price when it was entered.
+    mid_at_entry: Option<f64>,
     entry: Event,
 }
 
@@ -100,6 +102,8 @@ struct Episode {
     /// What the book showed of the genuine orders.
     genuine_shown: Quantity,
     genuine_filled: Quantity,
+    /// How far the mid moved the spoofs' way, from their first entry to the first genuine fill.
+    price_move_bps: Option<f64>,
     ratio: f64,
     level_multiple: f64,
     /// Seconds from the genuine fill to the last cancel (negative: cancelled before the fill).
@@ -107,15 +111,33 @@ struct Episode {
     reported: bool,
 }
 
+/// A recent fill of an account.
+#[derive(Clone, Debug)]
+struct RecentFill {
+    event: Event,
+    /// The size of the order that filled, and what the book showed of it.
+    size: Quantity,
+    shown: Quantity,
+    /// The book's mid price after the fill.
+    mid: Option<f64>,
+    /// An episode took the fill already (one fill proves one episode, not several).
+    used: bool,
+}
+
+/// The book's mid price, when both sides hold orders.
+fn mid(book: Option<&crate::detect::OrderBook>) -> Option<f64> {
+    let book = book?;
+    let (bid, ask) = (book.best(Side::Buy)?.0, book.best(Side::Sell)?.0);
+    Some((bid.0 as f64 + ask.0 as f64) / 2.0)
+}
+
 /// What the rule remembers of an instrument.
 #[derive(Default)]
 pub struct SpoofingState {
     candidates: IdMap<Symbol, Candidate>,
     cancelled: Vec<Cancelled>,
-    /// Recent fills per account, with the size of the order that filled, what the book showed
-    /// of it, and whether an episode already took the fill (one fill proves one episode, not
-    /// several).
-    fills: IdMap<Symbol, VecDeque<(Event, Quantity, Quantity, bool)>>,
+    /// Recent fills per account.
+    fills: IdMap<Symbol, VecDeque<RecentFill>>,
     episodes: IdMap<Symbol, VecDeque<Episode>>,
     /// When idle accounts were last swept out.
     swept: Timestamp,
@@ -159,6 +181,7 @@ impl Detector for Spoofing {
                 if shown > 0 && near && (before == 0 || multiple >= self.config.min_level_multiple) {
                     let filled = state.candidates.get(&order).map_or(0, |c| c.filled);
                     let entry = state.candidates.get(&order).map_or(*event, |c| c.entry);
+                    let mid_at_entry = state.candidates.get(&order).map_or_else(|| mid(Some(book)), |c| c.mid_at_entry);
                     state.candidates.insert(
                         order,
                         Candidate {
@@ -168,6 +191,7 @@ impl Detector for Spoofing {
                             shown,
                             filled,
                             level_multiple: if before == 0 { f64::INFINITY } else { multiple },
+                            mid_at_entry,
                             entry,
                         },
                     );
@@ -180,10 +204,16 @@ impl Detector for Spoofing {
                 let fills = state.fills.entry(before.account).or_default();
                 if !self.config.genuine_must_rest || aggressor != Some(side) {
                     let size = before.remaining.saturating_add(before.filled);
-                    fills.push_back((*event, size, before.displayed.map_or(size, |d| d.min(size)), false));
+                    fills.push_back(RecentFill {
+                        event: *event,
+                        size,
+                        shown: before.displayed.map_or(size, |d| d.min(size)),
+                        mid: mid(out.book()),
+                        used: false,
+                    });
                 }
                 let keep = self.keep_fills();
-                while fills.front().is_some_and(|f| event.time.saturating_sub(f.0.time) > keep) {
+                while fills.front().is_some_and(|f| event.time.saturating_sub(f.event.time) > keep) {
                     fills.pop_front();
                 }
                 if let Some(c) = state.candidates.get_mut(&order) {
@@ -224,7 +254,7 @@ impl Detector for Spoofing {
         if time.saturating_sub(state.swept) > keep {
             state.swept = time;
             state.fills.retain(|_, fills| {
-                while fills.front().is_some_and(|f| time.saturating_sub(f.0.time) > keep) {
+                while fills.front().is_some_and(|f| time.saturating_sub(f.event.time) > keep) {
                     fills.pop_front();
                 }
                 !fills.is_empty()
@@ -298,11 +328,21 @@ impl Spoofing {
                     f.time <= c.cancel.time.saturating_add(grace) && c.cancel.time <= f.time.saturating_add(after_fill)
                 })
         };
-        let genuine: Vec<(Event, Quantity, Quantity)> = fills
-            .iter()
-            .filter(|(f, _, _, used)| takes(f, *used))
-            .map(|(f, size, shown, _)| (*f, *size, *shown))
-            .collect();
+        let genuine: Vec<(Event, Quantity, Quantity)> =
+            fills.iter().filter(|f| takes(&f.event, f.used)).map(|f| (f.event, f.size, f.shown)).collect();
+        // The mid from the first spoof's entry to the first genuine fill, in basis points, the
+        // way the spoofs push it (down for sell orders): the market moving toward the genuine
+        // order is what the spoofs are for.
+        let first_spoof = spoofs.iter().min_by_key(|c| c.candidate.entry.order_key());
+        let first_fill = fills.iter().find(|f| takes(&f.event, f.used));
+        let price_move_bps = match (first_spoof.and_then(|c| c.candidate.mid_at_entry), first_fill.and_then(|f| f.mid))
+        {
+            (Some(from), Some(to)) if from > 0.0 => {
+                let moved = (to - from) / from * 10_000.0;
+                Some(if side == Side::Sell { -moved } else { moved })
+            }
+            _ => None,
+        };
         let mut filled: Quantity = 0;
         // Each genuine order counts once, at its largest size seen.
         let mut orders: Vec<(Symbol, Quantity, Quantity)> = Vec::new();
@@ -330,8 +370,8 @@ impl Spoofing {
         }
         // The fills are this episode's evidence now.
         for f in fills.iter_mut() {
-            if takes(&f.0, f.3) {
-                f.3 = true;
+            if takes(&f.event, f.used) {
+                f.used = true;
             }
         }
         // Evidence in input order.
@@ -346,6 +386,7 @@ impl Spoofing {
             genuine_size,
             genuine_shown,
             genuine_filled: filled,
+            price_move_bps,
             ratio,
             level_multiple,
             cancel_after_fill: (last_cancel as f64 - last_fill as f64) / NS,
@@ -429,6 +470,9 @@ impl Spoofing {
             .param("max_cancel_after_fill_s", self.config.max_cancel_after_fill.as_secs_f64())
             .param("episodes", episodes)
             .param("min_episodes", u64::from(self.config.min_episodes));
+        if let Some(moved) = e.price_move_bps {
+            alert.param("price_move_bps", moved);
+        }
         for c in &e.spoofs {
             alert.evidence(&c.candidate.entry);
         }
