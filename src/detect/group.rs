@@ -184,6 +184,13 @@ impl TimeOrderedProcessor<Event> for DetectorGroup {
                 let cancel = Event::new(time, Origin::default(), instrument, body).with_account(state.account);
                 self.on_record(time, cancel, out);
             }
+            // Orders whose cancels the tracker did not take (no detector here keys by their
+            // instrument) expire all the same: the expiry is never due again at this time.
+            if let Some(tracker) = self.orders.as_mut()
+                && tracker.expiry_due() == Some(time)
+            {
+                tracker.expire_all();
+            }
         }
         while let Some(&(t, index, key, slot)) = self.timers.first() {
             if t != time {
@@ -276,5 +283,61 @@ impl InstrumentRules {
 
     pub(crate) fn into_parts(self) -> (Vec<Box<dyn RunDetector>>, Option<SessionCalendar>) {
         (self.detectors, self.sessions)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use surveil_operators::{Emitter, TimeOrderedProcessor};
+
+    use super::*;
+    use crate::detect::AlertSink;
+    use crate::model::time::SessionCalendar;
+    use crate::testing::new_order;
+
+    /// Keys new orders by instrument and cancels by account: the group's order state sees the
+    /// orders enter but not the venue's cancels of them.
+    struct SplitKeys;
+
+    impl Detector for SplitKeys {
+        type State = ();
+
+        fn name(&self) -> &str {
+            "split_keys"
+        }
+
+        fn key(&self, event: &Event) -> Option<Key> {
+            match event.body {
+                Body::NewOrder { .. } => Some(Key::Instrument(event.instrument)),
+                _ => Some(Key::Account(event.account)),
+            }
+        }
+
+        fn needs_order_state(&self) -> bool {
+            true
+        }
+
+        fn on_event(&self, _: &mut (), _: &Event, _: &mut AlertSink<'_>) {}
+    }
+
+    #[test]
+    fn an_expiry_the_detectors_do_not_take_is_still_done_once() {
+        let detectors: Vec<Box<dyn RunDetector>> = vec![Box::new(Keyed::new(Rc::new(SplitKeys)))];
+        let mut group = DetectorGroup::new(detectors, Tracking::InstrumentKeys, false)
+            .expiring_orders(Some(SessionCalendar::new(chrono_tz::UTC)));
+        let mut buffer = Vec::new();
+        let open = 1_709_280_000_000_000_000 + 3_600_000_000_000; // 2024-03-01T09:00Z
+        let order = new_order("X", "O1", "A", crate::model::Side::Buy, "1.00", 10).at(open);
+        group.on_record(open, order, &mut Emitter::new(open, &mut buffer));
+        assert_eq!(group.open_orders(), 1);
+        let due = group.next_timer().expect("the expiry is due at the end of the day");
+        assert_eq!(due, 1_709_337_600_000_000_000 - 1); // 2024-03-02T00:00Z, less 1 ns
+        group.on_timer(due, &mut Emitter::new(due, &mut buffer));
+        // The venue's cancel went to an account key, which keeps no order state; the order
+        // expired all the same, and nothing is due any more (no timer fired forever).
+        assert_eq!(group.open_orders(), 0);
+        assert_eq!(group.next_timer(), None);
     }
 }

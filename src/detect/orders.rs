@@ -132,10 +132,11 @@ impl OrderTracker {
         self.open.is_empty()
     }
 
-    /// Every open order expires (a session ended without the expiry applied: a fallback for a
-    /// caller that does not apply [`OrderTracker::expiring`] at [`OrderTracker::expiry_due`]).
+    /// Every open order expires at once, without a cancel applied for each: what
+    /// [`OrderTracker::apply`] does when an event of a later session comes first, and what a
+    /// caller does with the orders it did not cancel at [`OrderTracker::expiry_due`].
     #[cold]
-    fn expire_all(&mut self) {
+    pub fn expire_all(&mut self) {
         self.open.clear();
         if let Some(books) = self.books.as_mut() {
             books.clear();
