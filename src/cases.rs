@@ -113,6 +113,8 @@ impl CaseInput {
 pub struct CaseDesk {
     policy: Arc<CasePolicy>,
     cases: HashMap<AlertId, CaseRecord>,
+    /// Alerts of each case at a case-worthy tier that no correction has retracted.
+    live: HashMap<AlertId, u32>,
     /// Pending deadlines; a case's record holds the one that counts.
     deadlines: BTreeSet<(u64, AlertId)>,
     /// End announcements expected, seen so far, and the latest time they announced.
@@ -128,6 +130,7 @@ impl CaseDesk {
         CaseDesk {
             policy,
             cases: HashMap::new(),
+            live: HashMap::new(),
             deadlines: BTreeSet::new(),
             ends_expected,
             ends_seen: 0,
@@ -141,9 +144,14 @@ impl CaseDesk {
     }
 
     fn on_alert(&mut self, time: u64, triaged: TriagedAlert, out: &mut Emitter<'_, Report>) {
+        if triaged.alert.correction.is_some() {
+            self.on_correction(time, triaged, out);
+            return;
+        }
         if triaged.tier < self.policy.open_from {
             return;
         }
+        *self.live.entry(triaged.group).or_default() += 1;
         match self.cases.get(&triaged.group) {
             None => {
                 let deadline = time.saturating_add(self.policy.deadline(triaged.tier));
@@ -198,6 +206,48 @@ impl CaseDesk {
             }
             Some(_) => {}
         }
+    }
+
+    /// A detector's correction of an alert: recorded on the alert's case; a case nobody has
+    /// acted on closes as withdrawn when its last live alert is retracted; an alert amended
+    /// into a case-worthy tier opens one like a new alert.
+    fn on_correction(&mut self, time: u64, triaged: TriagedAlert, out: &mut Emitter<'_, Report>) {
+        let open_from = self.policy.open_from;
+        let Some(correction) = triaged.alert.correction.clone() else { return };
+        let retracted = correction.kind == crate::model::CorrectionKind::Retracted;
+        let counted = triaged.prior_tier.is_some_and(|t| t >= open_from);
+        let counts = !retracted && triaged.tier >= open_from;
+        let Some(case) = self.cases.get(&triaged.group) else {
+            if counts {
+                let mut opening = triaged;
+                opening.alert.correction = None;
+                self.on_alert(time, opening, out);
+            }
+            return;
+        };
+        let live = self.live.entry(triaged.group).or_default();
+        *live = (*live + u32::from(counts)).saturating_sub(u32::from(counted));
+        if case.state == CaseState::Closed {
+            return;
+        }
+        let untouched = *live == 0 && case.state == CaseState::Open;
+        let mut next = self.next_version(case, time, CaseChange::AlertCorrected, "", "");
+        next.reason = format!(
+            "{} alert {} {}: {}",
+            triaged.alert.rule,
+            triaged.alert.id,
+            correction.kind.as_str(),
+            correction.reason
+        );
+        next.alert = triaged.alert.id;
+        if untouched {
+            next.change = CaseChange::Withdrawn;
+            next.state = CaseState::Closed;
+            next.disposition = Some(Disposition::Withdrawn);
+            next.deadline = None;
+            next.routes = triaged.routes;
+        }
+        self.commit(next, out);
     }
 
     /// The case's next version: the current one with the change, who and why, and no routes.
@@ -460,7 +510,7 @@ impl<'scope> WorkCases<'scope> for Stream<'scope, u64, Vec<Report>> {
     ) -> Stream<'scope, u64, Vec<Report>> {
         let open_from = policy.open_from;
         let alerts = self.flat_map(move |report| match report {
-            Report::Triaged(t) if t.tier >= open_from => Some(CaseInput::Alert(t)),
+            Report::Triaged(t) if t.tier >= open_from || t.alert.correction.is_some() => Some(CaseInput::Alert(t)),
             _ => None,
         });
         let mut inputs = alerts.concat(actions.map(|a| CaseInput::Action(Box::new(a))));

@@ -313,6 +313,7 @@ impl Config {
         }
         share("rules.layering.min_depth_share", layering.min_depth_share)?;
         share("rules.layering.max_fill_share", layering.max_fill_share)?;
+        share("rules.layering.max_executed_share", layering.max_executed_share)?;
         ratio("rules.layering.min_size_ratio", layering.min_size_ratio)?;
         nanos("rules.layering.window", layering.window, Duration::from_nanos(1), MAX_WINDOW)?;
         nanos("rules.layering.max_cancel_after_fill", layering.max_cancel_after_fill, Duration::ZERO, MAX_WINDOW)?;
@@ -1167,6 +1168,16 @@ pub struct LayeringConfig {
     pub min_size_ratio: f64,
     /// A layer is filled at most this share of its size. Default 0.1.
     pub max_fill_share: f64,
+    /// Once the account has traded on the other side, its layers may together execute at most
+    /// this share of their quantity: the layers must stay mostly unexecuted (Sarao's were
+    /// almost never executed). Executions lower the score in proportion; beyond this share the
+    /// episode is no layering, and an alert already raised is retracted. Default 0.5.
+    pub max_executed_share: f64,
+    /// Raise the alert once enough layers were cancelled and no later cancel can count, while
+    /// other layers still rest, and correct it (amend, downgrade or retract, with the same id)
+    /// when the episode ends; when false, the episode is judged once, when its last layer is
+    /// gone or its window ends (up to `window` after the trade). Default true.
+    pub early_alerts: bool,
     /// Longest time from the opposite-side execution to the last layer's cancel. Default 20 min
     /// (RedDeer's layering window).
     #[serde(with = "humantime_serde")]
@@ -1188,6 +1199,8 @@ impl Default for LayeringConfig {
             min_depth_share: 0.2,
             min_size_ratio: 5.0,
             max_fill_share: 0.1,
+            max_executed_share: 0.5,
+            early_alerts: true,
             window: Duration::from_secs(20 * 60),
             max_cancel_after_fill: Duration::from_secs(5),
         }
@@ -1553,6 +1566,12 @@ pub struct AlertsConfig {
     pub group_horizon: Duration,
     /// Occurrences listed in a group's summary (the count is always exact). Default 1000.
     pub max_listed: usize,
+    /// How long (event time) the manager remembers an alert's group, tier and routes, so that
+    /// a detector's later correction of it (same id) joins the same group and case and reaches
+    /// the people the alert reached. A later correction goes to the routes of the tier the
+    /// alert had. Default 1 h (layering corrects within its 20 min window).
+    #[serde(with = "humantime_serde")]
+    pub correction_horizon: Duration,
     /// Overrides per rule name.
     pub rules: BTreeMap<String, AlertPolicyOverride>,
     /// Overrides per desk: a setting a desk sets wins over the rule's.
@@ -1567,6 +1586,7 @@ impl Default for AlertsConfig {
             tiers: TierCutoffs::default(),
             group_horizon: Duration::from_secs(15 * 60),
             max_listed: 1000,
+            correction_horizon: Duration::from_secs(60 * 60),
             rules: BTreeMap::new(),
             desks: BTreeMap::new(),
             routes: vec![RouteConfig {
@@ -1585,6 +1605,7 @@ impl AlertsConfig {
     fn validate(&self) -> Result<(), String> {
         self.tiers.validate("alerts.tiers")?;
         nanos("alerts.group_horizon", self.group_horizon, Duration::ZERO, MAX_GROUP_HORIZON)?;
+        nanos("alerts.correction_horizon", self.correction_horizon, Duration::ZERO, MAX_WINDOW)?;
         for (kind, map) in [("rules", &self.rules), ("desks", &self.desks)] {
             for (name, o) in map {
                 if let Some(t) = &o.tiers {

@@ -19,14 +19,14 @@
 //! the worker that owns the key, so its decisions are the same on any number of workers and
 //! for a replay of the same input.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use surveil_operators::{Emitter, ProcessInTimeOrder, TimeOrderedProcessor, route};
 use timely::dataflow::Stream;
 
 use crate::config::{AlertsConfig, TierCutoffs};
-use crate::model::{Alert, AlertGroup, Report, Routes, Symbol, Tier, TriagedAlert};
+use crate::model::{Alert, AlertGroup, AlertId, Report, Routes, Symbol, Tier, TriagedAlert};
 use crate::reference::ReferenceData;
 
 /// One route, ready to match.
@@ -60,6 +60,7 @@ pub struct AlertPolicy {
     routes: Vec<Route>,
     route_names: Vec<String>,
     max_listed: usize,
+    correction_horizon: u64,
     reference: Arc<ReferenceData>,
 }
 
@@ -91,6 +92,7 @@ impl AlertPolicy {
             routes,
             route_names: config.routes.iter().map(|r| r.name.clone()).collect(),
             max_listed: config.max_listed,
+            correction_horizon: crate::config::nanos_of(config.correction_horizon),
             reference,
         }
     }
@@ -164,18 +166,95 @@ struct OpenGroup {
     sent: Option<Tier>,
 }
 
+/// What the manager decided about an alert, kept for its corrections.
+#[derive(Clone, Copy, Debug)]
+struct Decided {
+    group: AlertId,
+    tier: Tier,
+    routes: Routes,
+}
+
 /// The manager's per-worker state: a [`TimeOrderedProcessor`] of alerts, for
 /// [`ManageAlerts::manage_alerts`] or a batch replay.
 pub struct AlertManager {
     policy: Arc<AlertPolicy>,
     open: HashMap<GroupKey, OpenGroup>,
     closing: BTreeSet<(u64, GroupKey)>,
+    /// Recent alerts' decisions, for `correction_horizon`, and when each is forgotten.
+    decided: HashMap<AlertId, Decided>,
+    forgetting: VecDeque<(u64, AlertId)>,
 }
 
 impl AlertManager {
     /// A manager applying `policy`.
     pub fn new(policy: Arc<AlertPolicy>) -> AlertManager {
-        AlertManager { policy, open: HashMap::new(), closing: BTreeSet::new() }
+        AlertManager {
+            policy,
+            open: HashMap::new(),
+            closing: BTreeSet::new(),
+            decided: HashMap::new(),
+            forgetting: VecDeque::new(),
+        }
+    }
+
+    fn remember(&mut self, time: u64, triaged: &TriagedAlert) {
+        let horizon = self.policy.correction_horizon;
+        if horizon == 0 {
+            return;
+        }
+        let decided = Decided { group: triaged.group, tier: triaged.tier, routes: triaged.routes };
+        let known = self.decided.insert(triaged.alert.id, decided).is_some();
+        if !known {
+            self.forgetting.push_back((time.saturating_add(horizon), triaged.alert.id));
+        }
+    }
+
+    fn forget_before(&mut self, time: u64) {
+        while let Some(&(until, id)) = self.forgetting.front()
+            && until < time
+        {
+            self.forgetting.pop_front();
+            self.decided.remove(&id);
+        }
+    }
+
+    /// A detector's correction of an alert: it joins the alert's group (and so its case), and
+    /// goes where the alert went, and further when it raises the tier above what the group
+    /// has sent.
+    fn on_correction(&mut self, alert: Alert, out: &mut Emitter<'_, Report>) {
+        let policy = self.policy.clone();
+        let desk = policy.desk_of_alert(&alert);
+        let retracted = alert.is_retracted();
+        let tier = if retracted { Tier::Info } else { policy.tier(&alert.rule, desk, alert.score) };
+        let known = self.decided.get(&alert.id).copied().unwrap_or_else(|| {
+            // Forgotten: what the alert's own score gave it.
+            let raised = alert.correction.as_ref().map_or(alert.score, |c| c.raised_score);
+            let prior = policy.tier(&alert.rule, desk, raised);
+            Decided { group: alert.id, tier: prior, routes: policy.routes(&alert.rule, prior, desk) }
+        });
+        let mut routes = known.routes;
+        let key: GroupKey = (alert.rule.clone(), alert.instrument, alert.account);
+        let open = self.open.get_mut(&key).filter(|o| o.group.id == known.group);
+        let higher = match &open {
+            Some(o) => o.sent.is_none_or(|sent| tier > sent),
+            None => tier > known.tier,
+        };
+        if !retracted && higher {
+            let more = policy.routes(&alert.rule, tier, desk);
+            routes = Routes(routes.0 | more.0);
+        }
+        let triaged = TriagedAlert::new(alert, tier, desk, known.group, routes).correcting(known.tier);
+        if let Some(open) = open {
+            if !retracted && higher && !routes.is_empty() {
+                open.sent = Some(tier);
+            }
+            open.group.correct(&triaged);
+        }
+        if let Some(d) = self.decided.get_mut(&triaged.alert.id) {
+            d.tier = tier;
+            d.routes = routes;
+        }
+        out.emit(Report::Triaged(Box::new(triaged)));
     }
 }
 
@@ -183,7 +262,13 @@ impl TimeOrderedProcessor<Alert> for AlertManager {
     type Output = Report;
 
     fn on_record(&mut self, time: u64, alert: Alert, out: &mut Emitter<'_, Report>) {
-        let policy = &self.policy;
+        self.forget_before(time);
+        if alert.correction.is_some() {
+            self.on_correction(alert, out);
+            return;
+        }
+        let policy = self.policy.clone();
+        let policy = &policy;
         let desk = policy.desk_of_alert(&alert);
         let tier = policy.tier(&alert.rule, desk, alert.score);
         let key: GroupKey = (alert.rule.clone(), alert.instrument, alert.account);
@@ -198,6 +283,7 @@ impl TimeOrderedProcessor<Alert> for AlertManager {
             }
             let triaged = TriagedAlert::new(alert, tier, desk, open.group.id, routes);
             open.group.add(&triaged, policy.max_listed);
+            self.remember(time, &triaged);
             out.emit(Report::Triaged(Box::new(triaged)));
             return;
         }
@@ -211,6 +297,7 @@ impl TimeOrderedProcessor<Alert> for AlertManager {
             self.open.insert(key.clone(), OpenGroup { group, sent: (!routes.is_empty()).then_some(tier) });
             self.closing.insert((end, key));
         }
+        self.remember(time, &triaged);
         out.emit(Report::Triaged(Box::new(triaged)));
     }
 
@@ -572,5 +659,62 @@ mod tests {
             let config = config(horizon);
             proptest::prop_assert_eq!(manage_on(workers, config.clone(), unique.clone()), oracle(&config, unique));
         }
+    }
+
+    #[test]
+    fn a_correction_joins_its_alerts_group_and_goes_where_it_went() {
+        use crate::model::CorrectionKind;
+        let first = alert("layering", "ACC1", 1, 55.0);
+        let repeat = alert("layering", "ACC1", 2, 95.0);
+        let retract = Alert::builder("layering", 3 * SECOND)
+            .instrument(Symbol::of(b"ACME"))
+            .account(Symbol::of(b"ACC1"))
+            .score(0.0)
+            .corrects(&first, CorrectionKind::Retracted, "the layers traded")
+            .build();
+        let downgrade = Alert::builder("layering", 4 * SECOND)
+            .instrument(Symbol::of(b"ACME"))
+            .account(Symbol::of(b"ACC1"))
+            .score(50.0)
+            .corrects(&repeat, CorrectionKind::Downgraded, "a layer traded")
+            .build();
+        let reports = manage_on(2, AlertsConfig::default(), vec![first.clone(), repeat.clone(), retract, downgrade]);
+        let triaged: Vec<&TriagedAlert> =
+            reports.iter().filter_map(|r| if let Report::Triaged(t) = r { Some(&**t) } else { None }).collect();
+        assert_eq!(triaged.len(), 4);
+        // The retraction: same id, same group, sent where the alert was sent, tier info.
+        let (raised, retracted) = (triaged[0], triaged[2]);
+        assert_eq!((retracted.alert.id, retracted.group), (raised.alert.id, raised.group));
+        assert_eq!(
+            (retracted.tier, retracted.prior_tier, retracted.routes),
+            (Tier::Info, Some(raised.tier), raised.routes)
+        );
+        // The repeat raised the group's tier and was sent; its downgrade follows it there.
+        assert_eq!(triaged[3].prior_tier, Some(Tier::Critical));
+        assert_eq!((triaged[3].group, triaged[3].routes), (first.id, triaged[1].routes));
+        assert!(!triaged[1].routes.is_empty());
+        // The summary counts both alerts, the corrections, and the highest live score.
+        let group =
+            reports.iter().find_map(|r| if let Report::Group(g) = r { Some(g) } else { None }).expect("a group");
+        assert_eq!((group.count, group.corrections, group.retracted), (2, 2, 1));
+        assert_eq!(group.max_score, 50.0);
+        assert!(group.occurrences[0].retracted && !group.occurrences[1].retracted);
+    }
+
+    #[test]
+    fn a_correction_after_the_horizon_goes_to_the_routes_of_the_score_it_corrects() {
+        use crate::model::CorrectionKind;
+        let config = AlertsConfig { correction_horizon: std::time::Duration::from_secs(10), ..AlertsConfig::default() };
+        let raised = alert("layering", "ACC1", 1, 95.0);
+        let late = Alert::builder("layering", 3_600 * SECOND)
+            .instrument(Symbol::of(b"ACME"))
+            .account(Symbol::of(b"ACC1"))
+            .corrects(&raised, CorrectionKind::Retracted, "late")
+            .build();
+        let reports = manage_on(1, config, vec![raised.clone(), late]);
+        let triaged: Vec<&TriagedAlert> =
+            reports.iter().filter_map(|r| if let Report::Triaged(t) = r { Some(&**t) } else { None }).collect();
+        assert_eq!(triaged[1].group, raised.id);
+        assert_eq!((triaged[1].prior_tier, triaged[1].routes), (Some(triaged[0].tier), triaged[0].routes));
     }
 }

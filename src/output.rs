@@ -197,7 +197,7 @@ impl Renderer {
     pub fn alert(&self, alert: &Alert) -> Json {
         let parameters: Map<String, Json> =
             alert.parameters.iter().map(|p| (p.name.clone(), self.value(&p.value))).collect();
-        json!({
+        let mut json = json!({
             "id": alert.id.to_string(),
             "rule": alert.rule.as_str(),
             "severity": alert.severity.as_str(),
@@ -210,7 +210,20 @@ impl Renderer {
             "explanation": alert.explanation,
             "parameters": parameters,
             "evidence": alert.evidence.iter().map(|e| self.event(e)).collect::<Vec<_>>(),
-        })
+        });
+        if let (Some(c), Json::Object(fields)) = (&alert.correction, &mut json) {
+            fields.insert(
+                "correction".into(),
+                json!({
+                    "kind": c.kind.as_str(),
+                    "raised_at": format_time(c.raised_at),
+                    "raised_at_ns": c.raised_at,
+                    "raised_score": c.raised_score,
+                    "reason": c.reason,
+                }),
+            );
+        }
+        json
     }
 
     /// A triaged alert: the alert with its tier, desk and group, and the names of the routes it
@@ -222,6 +235,9 @@ impl Renderer {
             fields.insert("desk".into(), self.name(triaged.desk));
             fields.insert("group".into(), Json::from(triaged.group.to_string()));
             fields.insert("sent_to".into(), route_list(triaged.routes, route_names));
+            if let Some(prior) = triaged.prior_tier {
+                fields.insert("prior_tier".into(), Json::from(prior.as_str()));
+            }
         }
         json
     }
@@ -237,6 +253,7 @@ impl Renderer {
                     "event_time": format_time(o.time),
                     "score": o.score,
                     "tier": o.tier.as_str(),
+                    "retracted": o.retracted,
                 })
             })
             .collect();
@@ -254,6 +271,8 @@ impl Renderer {
             "horizon_end": format_time(group.horizon_end),
             "occurrences": occurrences,
             "truncated": group.truncated,
+            "corrections": group.corrections,
+            "retracted": group.retracted,
             "sent_to": route_list(group.routes, route_names),
         })
     }
@@ -519,6 +538,10 @@ pub struct WrittenCounts {
     /// Summaries of groups of repeats written.
     #[serde(default)]
     pub alert_groups: u64,
+    /// Corrections of alerts raised before, by kind (`retracted`, `downgraded`, `amended`);
+    /// they are not counted as alerts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub corrections_by_kind: BTreeMap<String, u64>,
     /// Notices (alerts sent at once and group summaries) by route.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub notices_by_route: BTreeMap<String, u64>,
@@ -1087,6 +1110,20 @@ impl ReportWriter {
         files
     }
 
+    /// Counts an alert by rule and severity, or a correction by kind.
+    fn count_alert(&mut self, alert: &Alert) {
+        if let Some(c) = &alert.correction {
+            count(&mut self.counts.corrections_by_kind, c.kind.as_str());
+            return;
+        }
+        count(&mut self.counts.alerts_by_rule, alert.rule.as_str());
+        *self
+            .counts
+            .alerts_by_rule_and_severity
+            .entry((alert.rule.as_str().to_string(), alert.severity.as_str().to_string()))
+            .or_default() += 1;
+    }
+
     /// Writes one completed batch: dictionary entries first, then everything else in a
     /// deterministic order.
     pub fn write_batch(&mut self, batch: &mut Vec<(u64, Report)>) {
@@ -1116,12 +1153,7 @@ impl ReportWriter {
             let result = match &report {
                 Report::Symbol(..) => Ok(()),
                 Report::Alert(alert) => {
-                    count(&mut self.counts.alerts_by_rule, alert.rule.as_str());
-                    *self
-                        .counts
-                        .alerts_by_rule_and_severity
-                        .entry((alert.rule.as_str().to_string(), alert.severity.as_str().to_string()))
-                        .or_default() += 1;
+                    self.count_alert(alert);
                     let json = self.renderer.alert(alert);
                     #[cfg(feature = "archive")]
                     self.archive_alert(alert, None, &json);
@@ -1130,13 +1162,10 @@ impl ReportWriter {
                 Report::Triaged(triaged) => {
                     #[cfg(feature = "http")]
                     self.point_of_alert(triaged);
-                    count(&mut self.counts.alerts_by_rule, triaged.alert.rule.as_str());
-                    *self
-                        .counts
-                        .alerts_by_rule_and_severity
-                        .entry((triaged.alert.rule.as_str().to_string(), triaged.alert.severity.as_str().to_string()))
-                        .or_default() += 1;
-                    count(&mut self.counts.alerts_by_tier, triaged.tier.as_str());
+                    self.count_alert(&triaged.alert);
+                    if triaged.alert.correction.is_none() {
+                        count(&mut self.counts.alerts_by_tier, triaged.tier.as_str());
+                    }
                     let mut json = self.renderer.triaged(triaged, &self.route_names);
                     let notified = self.notify(triaged.routes, "alert", &mut json);
                     #[cfg(feature = "archive")]
@@ -1267,15 +1296,24 @@ impl ReportWriter {
         let alert = &triaged.alert;
         let (instrument, account, id) =
             (self.renderer.name_text(alert.instrument), self.renderer.name_text(alert.account), alert.id.to_string());
+        // A retraction takes its alert back out of the sum of `count`; other corrections leave it.
+        let (count, correction) = match &alert.correction {
+            None => (1, ""),
+            Some(c) => (if c.kind == crate::model::CorrectionKind::Retracted { -1 } else { 0 }, c.kind.as_str()),
+        };
+        let mut fields = vec![
+            ("score", FieldValue::Float(alert.score)),
+            ("count", FieldValue::Integer(count)),
+            ("account", FieldValue::Text(&account)),
+            ("id", FieldValue::Text(&id)),
+        ];
+        if !correction.is_empty() {
+            fields.push(("correction", FieldValue::Text(correction)));
+        }
         sender.send(
             "surveil_alerts",
             &[("rule", &alert.rule), ("instrument", &instrument), ("tier", triaged.tier.as_str())],
-            &[
-                ("score", FieldValue::Float(alert.score)),
-                ("count", FieldValue::Integer(1)),
-                ("account", FieldValue::Text(&account)),
-                ("id", FieldValue::Text(&id)),
-            ],
+            &fields,
             alert.time,
         );
     }

@@ -298,6 +298,9 @@ impl RunSummary {
         if self.written.alert_groups > 0 {
             row("  groups of repeats", self.written.alert_groups.to_string());
         }
+        for (kind, n) in &self.written.corrections_by_kind {
+            row(&format!("  corrections {kind}"), n.to_string());
+        }
         for (route, n) in &self.written.notices_by_route {
             row(&format!("  notices to {route}"), n.to_string());
         }

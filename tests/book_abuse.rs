@@ -333,6 +333,83 @@ fn a_wall_with_a_layer_left_resting_or_filled_is_still_layering() {
     filled.push(fill("ACME", "L3", "WALL", Side::Sell, "10.06", 700).at(end + 1));
     let alerts = run(rule(), with_origins(filled));
     assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    // The fill came before the alert was due: one alert, its score lowered by the share of the
+    // layers' quantity that executed.
+    assert!(alerts[0].correction.is_none());
+    let executed = param(&alerts[0], "executed_share");
+    assert!(executed > 0.2 && executed < 0.5, "{executed}");
+}
+
+fn param(alert: &surveil::model::Alert, name: &str) -> f64 {
+    match alert.parameters.iter().find(|p| p.name == name).map(|p| &p.value) {
+        Some(surveil::model::Value::Ratio(r)) => *r,
+        Some(surveil::model::Value::Count(n)) => *n as f64,
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+/// The Sarao wall with its fourth layer (10.06) left resting after the others' cancels, and
+/// then, `after` ms later, `then` (a fill or cancel of it, or nothing).
+fn wall_with_a_late_layer(then: Option<&str>, after: u64) -> Vec<Event> {
+    let mut events: Vec<Event> = sarao("WALL", 2, 600, 300)
+        .into_iter()
+        .filter(|e| !(e.order() == Some(Symbol::of(b"L3")) && e.kind() == EventKind::Cancel))
+        .collect();
+    let end = events.iter().map(|e| e.time).max().unwrap_or(0);
+    match then {
+        Some("fill") => events.push(fill("ACME", "L3", "WALL", Side::Sell, "10.06", 600).at(end + after * MS)),
+        Some("cancel") => events.push(cancel("ACME", "L3", "WALL").at(end + after * MS)),
+        _ => {}
+    }
+    with_origins(events)
+}
+
+#[test]
+fn a_wall_is_raised_while_a_layer_rests_and_corrected_when_it_trades() {
+    use surveil::model::CorrectionKind;
+    let rule = |config: LayeringConfig| Layering::new(&config);
+    // Three layers pulled within a second of the buy, the fourth left: raised 5 s after the buy
+    // (when no later cancel could count), not when the window ends 20 minutes later.
+    let resting = run(rule(LayeringConfig::default()), wall_with_a_late_layer(None, 0));
+    assert_eq!(resting.len(), 1, "{resting:#?}");
+    let raised = &resting[0];
+    let buy = wall_with_a_late_layer(None, 0)
+        .iter()
+        .find(|e| e.order() == Some(Symbol::of(b"BUY")) && e.kind() == EventKind::Fill)
+        .map(|e| e.time)
+        .expect("the buy's fill");
+    assert_eq!(raised.time, buy + 5_000 * MS + 1);
+
+    // The fourth layer then trades (a quarter of the layers' quantity): the same alert,
+    // downgraded, with the fill as evidence.
+    let traded = run(rule(LayeringConfig::default()), wall_with_a_late_layer(Some("fill"), 30_000));
+    assert_eq!(traded.len(), 2, "{traded:#?}");
+    assert_eq!(traded[0], *raised);
+    let correction = traded[1].correction.as_ref().expect("a correction");
+    assert_eq!((traded[1].id, correction.kind), (raised.id, CorrectionKind::Downgraded));
+    assert!(traded[1].score < raised.score && correction.raised_score == raised.score);
+    assert_eq!(traded[1].evidence.len(), raised.evidence.len() + 1);
+
+    // With at most a fifth allowed to execute, the same fill retracts it.
+    let strict = LayeringConfig { max_executed_share: 0.2, ..LayeringConfig::default() };
+    let retracted = run(rule(strict.clone()), wall_with_a_late_layer(Some("fill"), 30_000));
+    assert_eq!(retracted.len(), 2, "{retracted:#?}");
+    assert!(retracted[1].is_retracted() && retracted[1].id == retracted[0].id, "{retracted:#?}");
+    assert_eq!(retracted[1].score, 0.0);
+
+    // Cancelled late (too long after the buy to count): the verdict stands, nothing follows.
+    let late = run(rule(LayeringConfig::default()), wall_with_a_late_layer(Some("cancel"), 30_000));
+    assert_eq!(late, resting);
+
+    // Judged only at the end, the same episodes give what the last versions say.
+    let deferred = LayeringConfig { early_alerts: false, ..LayeringConfig::default() };
+    let once = run(rule(deferred.clone()), wall_with_a_late_layer(Some("fill"), 30_000));
+    assert_eq!(once.len(), 1);
+    assert!(once[0].correction.is_none() && (once[0].score - traded[1].score).abs() < 1e-9);
+    let strict_once = LayeringConfig { early_alerts: false, ..strict };
+    assert!(run(rule(strict_once), wall_with_a_late_layer(Some("fill"), 30_000)).is_empty());
+    // And on two workers the change stream is the same.
+    assert_eq!(run_on(2, rule(LayeringConfig::default()), wall_with_a_late_layer(Some("fill"), 30_000)), traded);
 }
 
 /// Every cancel a detector sees, as an alert naming its reason.
@@ -422,4 +499,91 @@ fn orders_open_at_the_end_of_the_session_expire_as_venue_cancels_the_detectors_s
     assert_eq!(kept.len(), 2, "{kept:?}");
     assert!(kept.iter().all(|a| a.parameters.iter().any(|p| format!("{:?}", p.value).contains("member"))));
     assert!(!side.iter().any(|r| matches!(r, Report::DeadLetter(_))));
+}
+
+/// A wall of `layers` sells behind another account's ask, a buy of the wall's account, then for
+/// each layer, by its `fate`: cancelled soon after the buy (within 4 s, so it counts) or late,
+/// filled soon or late, filled in small part and cancelled, or left resting.
+fn random_wall(layers: &[(u64, u8, u64)], second_buy: Option<u64>) -> Vec<Event> {
+    let mut events = background(0);
+    let prices = ["10.03", "10.04", "10.05", "10.06", "10.07"];
+    for (i, p) in prices.iter().enumerate() {
+        events.push(new_order("ACME", &format!("O{i}"), "OTHER", Side::Sell, p, 300).at(10 * MS + i as u64));
+    }
+    let t = 1_000 * MS;
+    for (i, (size, ..)) in layers.iter().enumerate() {
+        events.push(new_order("ACME", &format!("L{i}"), "WALL", Side::Sell, prices[i % 5], *size).at(t + i as u64));
+    }
+    let buy = 3_000 * MS;
+    events.push(new_order("ACME", "BUY", "WALL", Side::Buy, "10.02", 100).at(buy));
+    events.push(fill("ACME", "BUY", "WALL", Side::Buy, "10.02", 100).at(buy + 1));
+    if let Some(after) = second_buy {
+        events.push(new_order("ACME", "BUY2", "WALL", Side::Buy, "10.02", 50).at(buy + after * MS));
+        events.push(fill("ACME", "BUY2", "WALL", Side::Buy, "10.02", 50).at(buy + after * MS + 1));
+    }
+    for (i, (size, fate, after)) in layers.iter().enumerate() {
+        let soon = buy + 2 + (after % 4_000) * MS + i as u64;
+        let late = buy + 2 + (5_000 + after) * MS + i as u64;
+        let (id, price) = (format!("L{i}"), prices[i % 5]);
+        match fate {
+            0..=2 => events.push(cancel("ACME", &id, "WALL").at(soon)),
+            3 => events.push(cancel("ACME", &id, "WALL").at(late)),
+            4 => events.push(fill("ACME", &id, "WALL", Side::Sell, price, *size).at(late)),
+            5 => events.push(fill("ACME", &id, "WALL", Side::Sell, price, *size).at(soon)),
+            6 => {
+                events.push(fill("ACME", &id, "WALL", Side::Sell, price, size / 20).at(soon));
+                events.push(cancel("ACME", &id, "WALL").at(soon + MS));
+            }
+            _ => {}
+        }
+    }
+    events.sort_by_key(|e| e.time);
+    with_origins(events)
+}
+
+/// What an alert says, without when it was raised (an early alert and the judgement at the end
+/// are raised at different times, and its id with them).
+fn verdict(a: &surveil::model::Alert) -> (String, u64, String, Vec<(String, String)>, Vec<u64>) {
+    let params = a
+        .parameters
+        .iter()
+        .filter(|p| p.name != "seconds_from_execution")
+        .map(|p| (p.name.clone(), format!("{:?}", p.value)))
+        .collect();
+    (
+        a.rule.clone(),
+        (a.score * 1e6).round() as u64,
+        format!("{:?}", a.severity),
+        params,
+        a.evidence.iter().map(|e| e.origin.0).collect(),
+    )
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+    /// The change stream's last version of each alert (retractions removed) says what judging
+    /// each episode once, at its end, says.
+    #[test]
+    fn early_alerts_with_their_corrections_end_where_judging_at_the_end_does(
+        layers in proptest::collection::vec((200u64..900, 0u8..8, 0u64..40_000), 3..7),
+        second_buy in proptest::option::of(0u64..20_000),
+    ) {
+        let events = random_wall(&layers, second_buy);
+        let early = run(Layering::new(&LayeringConfig::default()), events.clone());
+        let deferred = LayeringConfig { early_alerts: false, ..LayeringConfig::default() };
+        let once = run(Layering::new(&deferred), events);
+        let mut last: Vec<surveil::model::Alert> = Vec::new();
+        for a in early {
+            match last.iter_mut().find(|l| l.id == a.id) {
+                Some(l) => *l = a,
+                None => last.push(a),
+            }
+        }
+        last.retain(|a| !a.is_retracted());
+        proptest::prop_assert!(once.iter().all(|a| a.correction.is_none()));
+        let last: Vec<_> = last.iter().map(verdict).collect();
+        let once: Vec<_> = once.iter().map(verdict).collect();
+        proptest::prop_assert_eq!(last, once);
+    }
 }

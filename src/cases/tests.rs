@@ -410,3 +410,56 @@ proptest::proptest! {
         proptest::prop_assert_eq!(one, many);
     }
 }
+
+fn correction(of: &Alert, minute: u64, kind: crate::model::CorrectionKind, score: f64) -> Alert {
+    Alert::builder("cancel_burst", minute * MINUTE)
+        .instrument(of.instrument)
+        .account(of.account)
+        .score(score)
+        .corrects(of, kind, "a later event")
+        .build()
+}
+
+#[test]
+fn a_case_nobody_touched_closes_as_withdrawn_when_its_alert_is_retracted() {
+    use crate::model::CorrectionKind;
+    let raised = alert("ACC1", 0, 75.0);
+    let retracted = correction(&raised, 5, CorrectionKind::Retracted, 0.0);
+    let reports = run_cases(2, vec![raised.clone(), retracted], vec![], true);
+    let cases = versions(&reports);
+    let steps: Vec<(CaseChange, CaseState, Option<Disposition>)> =
+        cases.iter().map(|c| (c.change, c.state, c.disposition)).collect();
+    assert_eq!(
+        steps,
+        vec![
+            (CaseChange::Opened, CaseState::Open, None),
+            (CaseChange::Withdrawn, CaseState::Closed, Some(Disposition::Withdrawn)),
+        ]
+    );
+    assert!(cases[1].reason.contains("retracted: a later event"), "{}", cases[1].reason);
+    // Closed: its deadline never escalates it.
+    assert!(cases.iter().all(|c| c.change != CaseChange::Escalated));
+}
+
+#[test]
+fn a_correction_of_a_case_someone_works_on_is_recorded_and_the_case_stays_theirs() {
+    use crate::model::CorrectionKind;
+    let raised = alert("ACC1", 0, 75.0);
+    let ack = action(raised.id, 2, CaseActionKind::Ack, "alice", "");
+    let downgraded = correction(&raised, 5, CorrectionKind::Downgraded, 56.0);
+    let retracted = correction(&raised, 6, CorrectionKind::Retracted, 0.0);
+    let reports = run_cases(1, vec![raised.clone(), downgraded, retracted], vec![ack], true);
+    let cases = versions(&reports);
+    let changes: Vec<CaseChange> = cases.iter().map(|c| c.change).collect();
+    assert_eq!(
+        changes,
+        vec![CaseChange::Opened, CaseChange::Acknowledged, CaseChange::AlertCorrected, CaseChange::AlertCorrected]
+    );
+    assert!(cases.iter().skip(1).all(|c| c.state == CaseState::Assigned), "{cases:#?}");
+    // An alert amended into a case-worthy tier opens a case like a new alert.
+    let quiet = alert("ACC2", 0, 10.0);
+    let amended = correction(&quiet, 3, CorrectionKind::Amended, 90.0);
+    let reports = run_cases(1, vec![quiet.clone(), amended], vec![], false);
+    let opened = versions(&reports);
+    assert_eq!(opened.first().map(|c| (c.change, c.case)), Some((CaseChange::Opened, quiet.id)));
+}

@@ -6,7 +6,7 @@ use super::book::OrderBook;
 use super::key::Key;
 use super::orders::OrderContext;
 use crate::model::alert::AlertBuilder;
-use crate::model::{Alert, Event, Report, Timestamp};
+use crate::model::{Alert, CorrectionKind, Event, Report, Timestamp};
 
 /// Where a [`crate::detect::Detector`] puts what it finds while it handles one event or timer
 /// of one key. Alerts start from [`AlertSink::alert`] and are emitted when the builder goes
@@ -101,6 +101,28 @@ impl<'a> AlertSink<'a> {
             _ => {}
         }
         PendingAlert { builder, sink: self }
+    }
+
+    /// A correction of `original`, an alert this rule raised before, at the current time: it
+    /// keeps the original's id, rule, instrument and account; set the new score, explanation,
+    /// parameters and evidence on the builder. Downstream, the last version of an id is the
+    /// verdict: the alert manager sends a correction where the original went, cases record it,
+    /// `surveil eval` counts a retracted alert as never raised.
+    pub fn correction(
+        &mut self,
+        original: &Alert,
+        kind: CorrectionKind,
+        reason: impl Into<String>,
+    ) -> PendingAlert<'_, 'a> {
+        let mut builder = Alert::builder(original.rule.as_str(), self.now);
+        builder.instrument(original.instrument).account(original.account).corrects(original, kind, reason);
+        PendingAlert { builder, sink: self }
+    }
+
+    /// The last alert emitted through this sink (or another sink on the same output), as built:
+    /// what a rule keeps to correct it later.
+    pub fn last_alert(&self) -> Option<&Alert> {
+        self.reports.iter().rev().find_map(|(_, r)| if let Report::Alert(a) = r { Some(&**a) } else { None })
     }
 
     /// A record beside the alerts (a ratio value, a feature row): it goes to the detector's side

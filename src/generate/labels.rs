@@ -54,12 +54,25 @@ pub fn label_keys(path: &Path) -> Result<BTreeSet<LabelKey>, LabelError> {
     Ok(keys)
 }
 
-/// The keys of the alerts in an `alerts.jsonl` file.
+/// The keys of the alerts in an `alerts.jsonl` file, each alert in its last version: a
+/// correction replaces the version it corrects, and a retracted alert counts as never raised.
 pub fn alert_keys(path: &Path) -> Result<Vec<LabelKey>, LabelError> {
     let text = std::fs::read_to_string(path).map_err(|e| error(path, e))?;
-    let mut keys = Vec::new();
+    let mut versions: Vec<serde_json::Value> = Vec::new();
+    let mut last: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for line in text.lines() {
         let a: serde_json::Value = serde_json::from_str(line).map_err(|e| error(path, e))?;
+        let id = a["id"].as_str().unwrap_or_default().to_string();
+        match last.get(&id) {
+            Some(&i) if !id.is_empty() => versions[i] = a,
+            _ => {
+                last.insert(id, versions.len());
+                versions.push(a);
+            }
+        }
+    }
+    let mut keys = Vec::new();
+    for a in versions.into_iter().filter(|a| a["correction"]["kind"] != "retracted") {
         let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
         let rule = text(&a["rule"]);
         let evidence = &a["evidence"][0];
@@ -205,5 +218,31 @@ mod tests {
         std::io::Write::write_all(&mut encoder, text.as_bytes()).expect("compress");
         std::fs::write(&gz, encoder.finish().expect("finish")).expect("write");
         assert_eq!(flow_hours(&gz).expect("hours"), 2.0);
+    }
+}
+
+#[cfg(test)]
+mod correction_tests {
+    use super::*;
+
+    #[test]
+    fn an_alert_counts_in_its_last_version_and_a_retracted_one_not_at_all() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("alerts.jsonl");
+        let line = |id: &str, order: &str, correction: &str| {
+            format!(
+                r#"{{"id":"{id}","rule":"layering","instrument":"ACME","account":"A1","evidence":[{{"order_id":"{order}"}}]{correction}}}"#
+            )
+        };
+        let text = [
+            line("01", "L1", ""),
+            line("02", "L2", ""),
+            line("01", "L0", r#","correction":{"kind":"amended"}"#),
+            line("02", "L2", r#","correction":{"kind":"retracted"}"#),
+        ]
+        .join("\n");
+        std::fs::write(&path, text).expect("write");
+        let keys = alert_keys(&path).expect("keys");
+        assert_eq!(keys, vec![("layering".into(), "ACME".into(), "A1".into(), "L0".into())]);
     }
 }

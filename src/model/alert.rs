@@ -211,6 +211,54 @@ pub struct Alert {
     pub parameters: Vec<Parameter>,
     /// The events involved.
     pub evidence: Vec<Event>,
+    /// Set on a correction: a later version of an alert raised before, with the same id, that
+    /// retracts, downgrades or amends it. The alert stream is a change stream: the last version
+    /// of an id is the detector's verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correction: Option<Correction>,
+}
+
+impl Alert {
+    /// Whether this version withdraws the alert.
+    pub fn is_retracted(&self) -> bool {
+        self.correction.as_ref().is_some_and(|c| c.kind == CorrectionKind::Retracted)
+    }
+}
+
+/// What a correction does to the alert it corrects.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CorrectionKind {
+    /// A later event showed there was no breach: the alert is withdrawn.
+    Retracted,
+    /// The breach stands with a lower score.
+    Downgraded,
+    /// The breach stands, with more evidence or a higher score.
+    Amended,
+}
+
+impl CorrectionKind {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CorrectionKind::Retracted => "retracted",
+            CorrectionKind::Downgraded => "downgraded",
+            CorrectionKind::Amended => "amended",
+        }
+    }
+}
+
+/// Why and how an alert was corrected.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Correction {
+    /// What it does.
+    pub kind: CorrectionKind,
+    /// Event time of the version it corrects.
+    pub raised_at: Timestamp,
+    /// Score of the version it corrects.
+    pub raised_score: f64,
+    /// What changed the verdict, for a person.
+    pub reason: String,
 }
 
 impl Alert {
@@ -241,6 +289,7 @@ impl Alert {
             parameters: Vec::new(),
             evidence: Vec::new(),
             discriminator: 0,
+            corrects: None,
         }
     }
 }
@@ -258,6 +307,7 @@ pub struct AlertBuilder {
     parameters: Vec<Parameter>,
     evidence: Vec<Event>,
     discriminator: u64,
+    corrects: Option<(AlertId, Correction)>,
 }
 
 impl AlertBuilder {
@@ -323,6 +373,26 @@ impl AlertBuilder {
         self
     }
 
+    /// Makes the alert a correction of `original`: it keeps the original's id, whatever its
+    /// content, and says what changed and why.
+    ///
+    /// ```
+    /// use surveil::model::{Alert, CorrectionKind};
+    /// let raised = Alert::builder("layering", 1_000).score(80.0).build();
+    /// let retraction = Alert::builder("layering", 5_000)
+    ///     .score(0.0)
+    ///     .corrects(&raised, CorrectionKind::Retracted, "the layers traded")
+    ///     .build();
+    /// assert_eq!(retraction.id, raised.id);
+    /// assert!(retraction.is_retracted());
+    /// ```
+    pub fn corrects(&mut self, original: &Alert, kind: CorrectionKind, reason: impl Into<String>) -> &mut Self {
+        let correction =
+            Correction { kind, raised_at: original.time, raised_score: original.score, reason: reason.into() };
+        self.corrects = Some((original.id, correction));
+        self
+    }
+
     /// The alert, with its deterministic id: a 128-bit hash of the rule, instrument, account,
     /// time, discriminator and the origins of the evidence, so the same input gives the same
     /// ids on any number of workers.
@@ -336,7 +406,10 @@ impl AlertBuilder {
         for event in &self.evidence {
             key.extend_from_slice(&event.origin.0.to_le_bytes());
         }
-        let id = AlertId(xxhash_rust::xxh3::xxh3_128(&key));
+        let (id, correction) = match self.corrects.take() {
+            Some((id, correction)) => (id, Some(correction)),
+            None => (AlertId(xxhash_rust::xxh3::xxh3_128(&key)), None),
+        };
         let detected_at =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         Alert {
@@ -351,6 +424,7 @@ impl AlertBuilder {
             explanation: std::mem::take(&mut self.explanation),
             parameters: std::mem::take(&mut self.parameters),
             evidence: std::mem::take(&mut self.evidence),
+            correction,
         }
     }
 }

@@ -48,6 +48,9 @@ pub enum Disposition {
     StorFiled,
     /// Reviewed; no report is warranted.
     NoAction,
+    /// Closed without a person: the detectors retracted every alert of the case before anyone
+    /// acted on it.
+    Withdrawn,
 }
 
 impl Disposition {
@@ -56,6 +59,7 @@ impl Disposition {
         match self {
             Disposition::StorFiled => "stor_filed",
             Disposition::NoAction => "no_action",
+            Disposition::Withdrawn => "withdrawn",
         }
     }
 
@@ -164,6 +168,10 @@ pub enum CaseChange {
     AlertAfterClose,
     /// The case's report was filed with the regulator, who gave a receipt.
     ReportFiled,
+    /// A detector corrected (amended, downgraded or retracted) one of the case's alerts.
+    AlertCorrected,
+    /// Every alert of a case nobody had acted on was retracted: closed as withdrawn.
+    Withdrawn,
 }
 
 impl CaseChange {
@@ -179,6 +187,8 @@ impl CaseChange {
             CaseChange::Closed => "closed",
             CaseChange::AlertAfterClose => "alert_after_close",
             CaseChange::ReportFiled => "report_filed",
+            CaseChange::AlertCorrected => "alert_corrected",
+            CaseChange::Withdrawn => "withdrawn",
         }
     }
 }

@@ -15,7 +15,7 @@ pub mod symbol;
 pub mod time;
 pub mod triage;
 
-pub use alert::{Alert, AlertId, FeatureEvidence, Parameter, Severity, Value};
+pub use alert::{Alert, AlertId, Correction, CorrectionKind, FeatureEvidence, Parameter, Severity, Value};
 pub use case::{CaseAction, CaseActionKind, CaseChange, CaseRecord, CaseState, Disposition};
 pub use dead_letter::{DeadLetter, RejectReason, Rejection};
 pub use decimal::{Decimal, Price, Quantity};

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Alert, AlertId, Symbol, Timestamp};
+use super::{Alert, AlertId, CorrectionKind, Symbol, Timestamp};
 
 /// How urgently a person must act, from the alert's score and the configured cut-offs.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -83,12 +83,21 @@ pub struct TriagedAlert {
     pub group: AlertId,
     /// The routes it was sent on: none when it folded into an open group.
     pub routes: Routes,
+    /// For a correction, the tier of the version it corrects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior_tier: Option<Tier>,
 }
 
 impl TriagedAlert {
     /// A triaged alert (for tests and processors of one's own).
     pub fn new(alert: Alert, tier: Tier, desk: Symbol, group: AlertId, routes: Routes) -> TriagedAlert {
-        TriagedAlert { alert, tier, desk, group, routes }
+        TriagedAlert { alert, tier, desk, group, routes, prior_tier: None }
+    }
+
+    /// The same, correcting a version that had `tier`.
+    pub fn correcting(mut self, tier: Tier) -> TriagedAlert {
+        self.prior_tier = Some(tier);
+        self
     }
 
     /// Whether it opened its group (and so was sent at once).
@@ -108,6 +117,9 @@ pub struct Occurrence {
     pub score: f64,
     /// Its tier.
     pub tier: Tier,
+    /// Whether a correction withdrew it.
+    #[serde(default)]
+    pub retracted: bool,
 }
 
 /// The repeats of one rule on one key within a horizon, folded into one notice when the
@@ -143,6 +155,10 @@ pub struct AlertGroup {
     pub truncated: bool,
     /// The routes the summary is sent on (those matching its tier).
     pub routes: Routes,
+    /// Corrections of its alerts.
+    pub corrections: u64,
+    /// Its alerts a correction withdrew.
+    pub retracted: u64,
 }
 
 impl AlertGroup {
@@ -165,9 +181,12 @@ impl AlertGroup {
                 time: first.alert.time,
                 score: first.alert.score,
                 tier: first.tier,
+                retracted: false,
             }],
             truncated: false,
             routes: Routes::default(),
+            corrections: 0,
+            retracted: 0,
         }
     }
 
@@ -185,9 +204,34 @@ impl AlertGroup {
                 time: repeat.alert.time,
                 score: repeat.alert.score,
                 tier: repeat.tier,
+                retracted: false,
             });
         } else {
             self.truncated = true;
+        }
+    }
+
+    /// Applies a correction of one of its alerts: the occurrence takes the new score and tier
+    /// (a retracted one is marked), and the highest score and tier are taken again over the
+    /// listed occurrences (when none were left out).
+    pub fn correct(&mut self, correction: &TriagedAlert) {
+        self.corrections += 1;
+        let retracted = correction.alert.correction.as_ref().is_some_and(|c| c.kind == CorrectionKind::Retracted);
+        if let Some(o) = self.occurrences.iter_mut().find(|o| o.id == correction.alert.id) {
+            o.score = if retracted { 0.0 } else { correction.alert.score };
+            o.tier = correction.tier;
+            o.retracted = retracted;
+        }
+        if retracted {
+            self.retracted += 1;
+        }
+        if !self.truncated {
+            let live = self.occurrences.iter().filter(|o| !o.retracted);
+            self.max_score = live.clone().map(|o| o.score).fold(0.0, f64::max);
+            self.tier = live.map(|o| o.tier).max().unwrap_or(Tier::Info);
+        } else if correction.alert.score > self.max_score {
+            self.max_score = correction.alert.score;
+            self.tier = self.tier.max(correction.tier);
         }
     }
 }

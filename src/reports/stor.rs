@@ -227,9 +227,21 @@ pub fn stor_report(
     }
     let alerts_path = folder.join(crate::output::ALERTS);
     let alert_lines = lines_where(&alerts_path, "group", case)?;
-    let alerts: Vec<Json> = alert_lines.iter().map(|(_, a)| a.clone()).collect();
+    // Each alert in its last version: a detector's correction replaces what it corrects, and a
+    // retracted alert is no ground for suspicion.
+    let mut alerts: Vec<Json> = Vec::new();
+    for (_, a) in &alert_lines {
+        match alerts.iter_mut().find(|known| known["id"] == a["id"]) {
+            Some(known) => *known = a.clone(),
+            None => alerts.push(a.clone()),
+        }
+    }
+    alerts.retain(|a| a["correction"]["kind"] != "retracted");
     if alerts.is_empty() {
-        return Err(ReportError::NotInRun(format!("{} has no alert of case {case}", alerts_path.display())));
+        return Err(ReportError::NotInRun(format!(
+            "{} has no alert of case {case} that was not retracted",
+            alerts_path.display()
+        )));
     }
     let mut missing = Vec::new();
     let submitter = config.stor.clone();

@@ -24,9 +24,24 @@
 //!    working an order on several levels and trading the other way now and then do not pull
 //!    their orders the moment they trade.
 //!
+//! 4. The layers must stay mostly unexecuted as a whole: once the account has traded on the
+//!    other side, executions of its layers may total at most `max_executed_share` of their
+//!    quantity (Sarao's layered orders were almost never executed). Layers that do trade lower
+//!    the score; beyond that share the episode is no layering.
+//!
 //! The score (0-100) weighs the depth share (full weight at 50 %), the number of levels
 //! (full weight at 5, Sarao's count) and how many replaces the layers took (full weight at 10:
-//! Sarao modified his more than 19,000 times).
+//! Sarao modified his more than 19,000 times), times 1 − the executed share.
+//!
+//! **Alert now, correct later.** An episode ends when its last layer is gone, which may be up
+//! to `window` (20 min) after the trade. With `early_alerts` (the default), an episode proven
+//! by its cancels (`min_layers` levels) whose other layers still rest when no later cancel can
+//! count any more (`max_cancel_after_fill` after the account's last execution) is raised then,
+//! not at its end. When the episode ends, a correction with the same id follows if the verdict
+//! changed: `retracted` when the layers went on to trade beyond `max_executed_share`,
+//! `downgraded` when some traded, `amended` when more layers were cancelled or more executions
+//! joined. The last version of each id says what judging the whole episode at its end says
+//! (`early_alerts = false`), which is how a wall pulled at once is reported: once.
 
 use std::collections::BTreeSet;
 
@@ -35,7 +50,9 @@ use timely::dataflow::Stream;
 use crate::config::{LayeringConfig, nanos_of};
 use crate::detect::{AlertSink, Detect, Detector, Key};
 use crate::model::alert::rules;
-use crate::model::{Alert, Body, CancelReason, Event, IdMap, Price, Quantity, Severity, Side, Symbol, Timestamp};
+use crate::model::{
+    Alert, Body, CancelReason, CorrectionKind, Event, IdMap, Price, Quantity, Severity, Side, Symbol, Timestamp,
+};
 
 /// The layering rule.
 #[derive(Clone)]
@@ -85,6 +102,32 @@ struct Episode {
     levels: usize,
     /// The layers over the account's interest on the other side.
     size_ratio: f64,
+    /// Size of every order that joined as a layer.
+    layer_quantity: IdMap<Symbol, Quantity>,
+    /// Executions of the layers once they joined, and what they executed.
+    layer_fills: Vec<Event>,
+    executed: Quantity,
+    /// The alert raised early, before the episode ended.
+    raised: Option<Alert>,
+}
+
+/// What the whole of an episode shows.
+#[derive(Clone, Copy, Debug)]
+struct Verdict {
+    score: f64,
+    executed_share: f64,
+}
+
+impl Episode {
+    fn executed_share(&self) -> f64 {
+        let total = self.layer_quantity.values().fold(0u64, |sum, q| sum.saturating_add(*q));
+        if total == 0 { 0.0 } else { self.executed as f64 / total as f64 }
+    }
+
+    /// How many events the alert of the episode shows, to tell whether a later version says more.
+    fn evidence_len(&self) -> usize {
+        2 * self.cancelled.len() + self.fills.len() + self.layer_fills.len()
+    }
 }
 
 /// What the rule remembers of an instrument.
@@ -191,6 +234,12 @@ impl Detector for Layering {
             Body::Fill { order, quantity, side, .. } => {
                 let Some(before) = context.before else { return };
                 if let Some(r) = state.resting.get_mut(&order) {
+                    if let Some(e) = state.episodes.get_mut(&(r.account, r.side))
+                        && e.layers.contains(&order)
+                    {
+                        e.executed = e.executed.saturating_add(quantity);
+                        e.layer_fills.push(*event);
+                    }
                     r.filled = r.filled.saturating_add(quantity);
                     r.open = context.after.map_or(0, |a| a.remaining);
                     r.shown = context.after.map_or(0, |a| a.visible());
@@ -220,8 +269,16 @@ impl Detector for Layering {
                 }
                 let prompt = nanos_of(self.config.max_cancel_after_fill);
                 // A layer the venue cancelled (self-trade prevention, expiry) shows no intent.
-                if reason == CancelReason::Member && event.time.saturating_sub(episode.last_fill) <= prompt {
+                if reason == CancelReason::Member
+                    && event.time.saturating_sub(episode.last_fill) <= prompt
+                    && event.time.saturating_sub(episode.first_fill) <= self.window()
+                {
                     episode.cancelled.push((resting.entry, *event, resting.replaces, resting.price));
+                    // Proven, with layers still resting: raised once no later cancel can count
+                    // (unless the account executes again), if the episode has not ended by then.
+                    if self.config.early_alerts && episode.raised.is_none() && self.verdict(episode).is_some() {
+                        out.timer(self.cancels_counted_until(episode).saturating_add(1));
+                    }
                 }
                 self.finish_if_done(state, key, event.time, out);
             }
@@ -230,6 +287,30 @@ impl Detector for Layering {
     }
 
     fn on_timer(&self, state: &mut LayeringState, time: Timestamp, out: &mut AlertSink<'_>) {
+        // Early alerts: an episode proven by its cancels, whose remaining layers still rest once
+        // the time for cancels to count has passed, is raised now and corrected at its end.
+        if self.config.early_alerts {
+            let mut proven: Vec<(Symbol, Side)> = state
+                .episodes
+                .iter()
+                .filter(|(_, e)| e.raised.is_none() && self.verdict(e).is_some())
+                .map(|(k, _)| *k)
+                .collect();
+            proven.sort();
+            for key in proven {
+                let Some(episode) = state.episodes.get_mut(&key) else { continue };
+                let until = self.cancels_counted_until(episode);
+                if time <= until {
+                    // A later execution reopened the time for cancels.
+                    out.timer(until.saturating_add(1));
+                    continue;
+                }
+                if let Some(verdict) = self.verdict(episode) {
+                    self.alert(key.0, key.1, episode, verdict, time, None, out);
+                    episode.raised = out.last_alert().cloned();
+                }
+            }
+        }
         // The window has passed: the layers cancelled by now are judged, those still resting do
         // not count.
         let window = self.window();
@@ -277,13 +358,81 @@ impl Layering {
         }
     }
 
-    /// Alerts when the layers that counted span enough prices, within the window.
-    fn judge(&self, key: (Symbol, Side), episode: &Episode, time: Timestamp, out: &mut AlertSink<'_>) {
-        let prices: BTreeSet<Price> = episode.cancelled.iter().map(|c| c.3).collect();
-        let last = episode.cancelled.iter().map(|c| c.1.time).max().unwrap_or(0);
-        if prices.len() >= self.config.min_layers as usize && last.saturating_sub(episode.first_fill) <= self.window() {
-            self.alert(key.0, key.1, episode, time, out);
+    /// The verdict on what the episode shows so far: an alert when the layers that counted span
+    /// enough prices and the layers did not trade beyond the limit.
+    fn verdict(&self, e: &Episode) -> Option<Verdict> {
+        let prices: BTreeSet<Price> = e.cancelled.iter().map(|c| c.3).collect();
+        let executed_share = e.executed_share();
+        if prices.len() < self.config.min_layers as usize || executed_share > self.config.max_executed_share {
+            return None;
         }
+        let replaces: u32 = e.cancelled.iter().map(|c| c.2).sum();
+        let share = (e.depth_share / 0.5).clamp(0.0, 1.0);
+        let levels = (e.levels as f64 / 5.0).clamp(0.0, 1.0);
+        let modified = (replaces as f64 / 10.0).clamp(0.0, 1.0);
+        let score = (40.0 + 60.0 * (0.5 * share + 0.3 * levels + 0.2 * modified)) * (1.0 - executed_share);
+        Some(Verdict { score, executed_share })
+    }
+
+    /// The last instant a cancel of the episode's layers counts, unless the account executes
+    /// again on the other side.
+    fn cancels_counted_until(&self, episode: &Episode) -> Timestamp {
+        episode
+            .last_fill
+            .saturating_add(nanos_of(self.config.max_cancel_after_fill))
+            .min(episode.first_fill.saturating_add(self.window()))
+    }
+
+    /// The episode is over: alerts on the whole of it, or corrects the alert raised early
+    /// when the whole says something else.
+    fn judge(&self, key: (Symbol, Side), episode: &Episode, time: Timestamp, out: &mut AlertSink<'_>) {
+        let verdict = self.verdict(episode);
+        let Some(raised) = &episode.raised else {
+            if let Some(verdict) = verdict {
+                self.alert(key.0, key.1, episode, verdict, time, None, out);
+            }
+            return;
+        };
+        let Some(verdict) = verdict else {
+            let share = episode.executed_share();
+            let reason = format!(
+                "the layers traded: {:.0} % of their quantity executed after the account's trade (at most {:.0} %)",
+                100.0 * share,
+                100.0 * self.config.max_executed_share
+            );
+            let mut retraction = out.correction(raised, CorrectionKind::Retracted, reason.clone());
+            retraction
+                .severity(Severity::Low)
+                .score(0.0)
+                .explain(format!("retracted: {reason}"))
+                .param("executed_share", share)
+                .param("max_executed_share", self.config.max_executed_share);
+            for event in raised.evidence.iter().chain(&episode.layer_fills) {
+                retraction.evidence(event);
+            }
+            return;
+        };
+        let raised_evidence = raised.evidence.len();
+        let (kind, reason) = if verdict.score < raised.score - 1e-9 {
+            let reason = format!(
+                "{} of the layers' executions ({:.1} % of their quantity) after the alert",
+                episode.layer_fills.len(),
+                100.0 * verdict.executed_share
+            );
+            (CorrectionKind::Downgraded, reason)
+        } else if verdict.score > raised.score + 1e-9 || episode.evidence_len() != raised_evidence {
+            let reason = format!(
+                "{} layers cancelled and {} executions when the episode ended ({} and {} when raised)",
+                episode.cancelled.len(),
+                episode.fills.len(),
+                count_of(raised, "layers"),
+                count_of(raised, "executions"),
+            );
+            (CorrectionKind::Amended, reason)
+        } else {
+            return;
+        };
+        self.alert(key.0, key.1, episode, verdict, time, Some((raised, kind, reason)), out);
     }
 
     /// An execution of `account` on `side`: its orders on the other side may be layers.
@@ -349,7 +498,17 @@ impl Layering {
             depth_share: 0.0,
             levels: 0,
             size_ratio: 0.0,
+            layer_quantity: IdMap::default(),
+            layer_fills: Vec::new(),
+            executed: 0,
+            raised: None,
         });
+        for order in &layers {
+            if let Some(r) = state.resting.get(order) {
+                let size = episode.layer_quantity.entry(*order).or_default();
+                *size = (*size).max(r.quantity);
+            }
+        }
         episode.layers.extend(layers);
         episode.fills.push(*fill);
         episode.last_fill = fill.time;
@@ -361,22 +520,38 @@ impl Layering {
         }
     }
 
-    fn alert(&self, account: Symbol, side: Side, e: &Episode, time: Timestamp, out: &mut AlertSink<'_>) {
+    /// The alert on episode `e` with `verdict`: raised, or a correction of an earlier one.
+    #[allow(clippy::too_many_arguments)]
+    fn alert(
+        &self,
+        account: Symbol,
+        side: Side,
+        e: &Episode,
+        verdict: Verdict,
+        time: Timestamp,
+        correcting: Option<(&Alert, CorrectionKind, String)>,
+        out: &mut AlertSink<'_>,
+    ) {
         let replaces: u32 = e.cancelled.iter().map(|c| c.2).sum();
-        let share = (e.depth_share / 0.5).clamp(0.0, 1.0);
-        let levels = (e.levels as f64 / 5.0).clamp(0.0, 1.0);
-        let modified = (replaces as f64 / 10.0).clamp(0.0, 1.0);
-        let score = 40.0 + 60.0 * (0.5 * share + 0.3 * levels + 0.2 * modified);
+        let score = verdict.score;
         let severity = Severity::from_score(score, 60.0, 80.0);
         let mut entries: Vec<&(Event, Event, u32, Price)> = e.cancelled.iter().collect();
         entries.sort_by_key(|c| c.0.order_key());
-        let mut alert = out.alert_now();
+        let traded = if e.layer_fills.is_empty() {
+            String::new()
+        } else {
+            format!("; {:.1} % of the layers' quantity executed", 100.0 * verdict.executed_share)
+        };
+        let mut alert = match correcting {
+            Some((raised, kind, reason)) => out.correction(raised, kind, reason),
+            None => out.alert_now(),
+        };
         alert
             .account(account)
             .severity(severity)
             .score(score)
             .explain(format!(
-                "{} {} orders on {} levels ({:.0} % of the visible depth of the best {}) cancelled after {} execution{} on the other side, {replaces} replaces",
+                "{} {} orders on {} levels ({:.0} % of the visible depth of the best {}) cancelled after {} execution{} on the other side, {replaces} replaces{traded}",
                 e.cancelled.len(),
                 side.as_str(),
                 e.levels,
@@ -395,6 +570,8 @@ impl Layering {
             .param("min_size_ratio", self.config.min_size_ratio)
             .param("executions", e.fills.len())
             .param("replaces", u64::from(replaces))
+            .param("executed_share", verdict.executed_share)
+            .param("max_executed_share", self.config.max_executed_share)
             .param("seconds_from_execution", (time.saturating_sub(e.first_fill)) as f64 / 1e9);
         for c in &entries {
             alert.evidence(&c.0);
@@ -405,7 +582,22 @@ impl Layering {
         for c in &entries {
             alert.evidence(&c.1);
         }
+        for f in &e.layer_fills {
+            alert.evidence(f);
+        }
     }
+}
+
+/// A count the alert states.
+fn count_of(alert: &Alert, name: &str) -> u64 {
+    alert
+        .parameters
+        .iter()
+        .find_map(|p| match p.value {
+            crate::model::Value::Count(n) if p.name == name => Some(n),
+            _ => None,
+        })
+        .unwrap_or(0)
 }
 
 /// Extension trait: the layering rule as an operator on a stream of events.
