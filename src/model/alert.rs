@@ -214,7 +214,7 @@ pub struct Alert {
     /// Set on a correction: a later version of an alert raised before, with the same id, that
     /// retracts, downgrades or amends it. The alert stream is a change stream: the last version
     /// of an id is the detector's verdict.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub correction: Option<Correction>,
 }
 

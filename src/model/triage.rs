@@ -84,7 +84,7 @@ pub struct TriagedAlert {
     /// The routes it was sent on: none when it folded into an open group.
     pub routes: Routes,
     /// For a correction, the tier of the version it corrects.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub prior_tier: Option<Tier>,
 }
 
