@@ -219,11 +219,6 @@ mod tests {
         std::fs::write(&gz, encoder.finish().expect("finish")).expect("write");
         assert_eq!(flow_hours(&gz).expect("hours"), 2.0);
     }
-}
-
-#[cfg(test)]
-mod correction_tests {
-    use super::*;
 
     #[test]
     fn an_alert_counts_in_its_last_version_and_a_retracted_one_not_at_all() {
