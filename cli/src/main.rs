@@ -449,7 +449,8 @@ enum Command {
         mix: Option<EventMix>,
         /// A recorded LOBSTER message file to use as the background flow instead of the
         /// simulated market: its orders get synthetic accounts (`--accounts`) and the
-        /// order-book scenarios (spoofing, layering, quote stuffing) are injected into it.
+        /// order-book scenarios (spoofing, layering, quote stuffing, momentum ignition) are
+        /// injected into it.
         /// `--events`, `--instruments`, `--date` and `--mix` do not apply.
         #[arg(long, value_name = "FILE")]
         background: Option<PathBuf>,

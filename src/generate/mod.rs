@@ -364,8 +364,8 @@ pub struct BackgroundConfig {
     pub seed: u64,
     /// Synthetic accounts among which the recorded orders are shared out (one per order).
     pub accounts: usize,
-    /// Inject the labelled scenarios (spoofing, layering, quote stuffing); without them the
-    /// file is the recording alone, with accounts, for measuring false alerts.
+    /// Inject the labelled scenarios (spoofing, layering, quote stuffing, momentum ignition);
+    /// without them the file is the recording alone, with accounts, for measuring false alerts.
     pub scenarios: bool,
     /// Write `events.csv.gz` instead of `events.csv`.
     pub gzip: bool,
@@ -379,16 +379,16 @@ impl Default for BackgroundConfig {
 
 /// Injected order-book scenarios per hour of recorded flow: on one instrument, each by its own
 /// account, about as many as a simulated day puts on one of its busiest instruments.
-const BACKGROUND_PLAN: BackgroundPlan = BackgroundPlan { spoofers: 4.0, walls: 6.0, stuffers: 4.0 };
+const BACKGROUND_PLAN: BackgroundPlan = BackgroundPlan { spoofers: 4.0, walls: 6.0, stuffers: 4.0, igniters: 4.0 };
 
 /// Scenario actors of a generated-over-recording dataset; the recorded orders' accounts
 /// come on top of them.
 const SCENARIO_ACCOUNTS: usize = 400;
 
 /// Writes the recorded flow of `config.recording` with labelled order-book scenarios injected
-/// (spoofing cycles, layered walls, quote-stuffing bursts), into `dir` as [`generate`] does:
-/// `events.csv[.gz]`, `instruments.csv`, `accounts.csv` (the scenario actors `ACC....` and the
-/// recorded orders' accounts `BG....`), `labels.csv` and `surveil.toml`.
+/// (spoofing cycles, layered walls, quote-stuffing bursts, momentum ignitions), into `dir` as
+/// [`generate`] does: `events.csv[.gz]`, `instruments.csv`, `accounts.csv` (the scenario actors
+/// `ACC....` and the recorded orders' accounts `BG....`), `labels.csv` and `surveil.toml`.
 ///
 /// The recording is replayed as it happened, order by order; the scenarios run against its book
 /// (its touch, its depth), and their counterparties trade with whatever rests in front of them,
@@ -433,8 +433,11 @@ pub fn generate_over_recording(config: &BackgroundConfig, dir: &Path) -> Result<
     let name = if config.gzip { "events.csv.gz" } else { "events.csv" };
     let writer = EventWriter::create(dir.join(name), config.gzip)?;
     let plan = Plan::for_events(0);
-    let per_hour =
-        if config.scenarios { BACKGROUND_PLAN } else { BackgroundPlan { spoofers: 0.0, walls: 0.0, stuffers: 0.0 } };
+    let per_hour = if config.scenarios {
+        BACKGROUND_PLAN
+    } else {
+        BackgroundPlan { spoofers: 0.0, walls: 0.0, stuffers: 0.0, igniters: 0.0 }
+    };
     let accounts = BackgroundAccounts { first, count: config.accounts as u32, seed: config.seed };
     let (start, end) =
         (recording.messages.first().map_or(0, |m| m.time), recording.messages.last().map_or(0, |m| m.time));

@@ -15,6 +15,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 mod abuse;
+mod ignition;
 mod market;
 mod replay;
 
@@ -140,6 +141,17 @@ enum Task {
     StuffCancel { run: u16, idx: u32, id: u64 },
     CloseStart { instrument: u32 },
     CloseStep { closer: u16 },
+    IgniteStart { attempt: u8 },
+    IgniteStep { run: u16, step: u8 },
+}
+
+/// A resting scenario order whose fills are recorded.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Watch {
+    /// A spoofing run's genuine order.
+    Genuine(u16),
+    /// An igniter's reversal order.
+    Reversal(u16),
 }
 
 struct Scheduled {
@@ -181,6 +193,8 @@ pub(crate) struct Plan {
     pub(crate) stuffers: usize,
     /// Accounts marking the close of a quiet instrument.
     pub(crate) closers: usize,
+    /// Momentum ignitions: a burst of aggressive orders, then the position turned round.
+    pub(crate) igniters: usize,
     /// New orders per storm account.
     pub(crate) storm_orders: u64,
     /// Deliberate executions per storm account.
@@ -203,6 +217,7 @@ impl Plan {
             walls: n(6.0),
             stuffers: n(3.0),
             closers: n(2.0),
+            igniters: n(6.0),
             storm_orders,
             storm_hits: ((storm_orders / 600) as u32).clamp(1, 3),
         }
@@ -248,10 +263,21 @@ pub(crate) struct Sim<'u> {
     abuse_used: Vec<(u32, u32, u64)>,
     stuffers: Vec<market::Stuffer>,
     closers: Vec<market::Closer>,
+    igniters: Vec<ignition::Igniter>,
+    /// Resting scenario orders whose fills are recorded as they happen, whoever takes them:
+    /// (order id, whose).
+    watched: Vec<(u64, Watch)>,
+    /// The fills (price, quantity) of the last incoming order matched.
+    taken: Vec<(i64, u64)>,
+    /// Per account and instrument (`account * instruments + instrument`): the time of its last
+    /// aggressive execution, 0 for none.
+    last_take: Vec<u64>,
     /// Executions of the instruments whose close is marked, from the open.
     close_log: Vec<Option<Vec<market::Print>>>,
     /// Driven by a recording (`replay`) rather than by simulated participants.
     recorded: bool,
+    /// The lowest and highest price the recording executed at, when driven by one.
+    recorded_range: Option<(i64, i64)>,
     /// The recorded orders' accounts (first, count), when driven by a recording: the crowd
     /// that takes a scenario's genuine orders there.
     crowd: Option<(u32, u32)>,
@@ -357,8 +383,13 @@ impl<'u> Sim<'u> {
             abuse_used: Vec::new(),
             stuffers: Vec::new(),
             closers: Vec::new(),
+            igniters: Vec::new(),
+            watched: Vec::new(),
+            taken: Vec::new(),
+            last_take: vec![0; uni.accounts.len() * uni.instruments.len()],
             close_log: (0..uni.instruments.len()).map(|_| None).collect(),
             recorded: false,
+            recorded_range: None,
             crowd: None,
         }
     }
@@ -471,6 +502,7 @@ impl<'u> Sim<'u> {
             (self.plan.spoofers, Task::SpoofStart),
             (self.plan.walls, Task::WallStart),
             (self.plan.stuffers, Task::StuffStart),
+            (self.plan.igniters, Task::IgniteStart { attempt: 0 }),
         ];
         for (count, task) in breaches {
             for _ in 0..count {
@@ -691,6 +723,7 @@ impl<'u> Sim<'u> {
     /// at resting prices. Self-trade prevention by beneficial owner cancels the resting order;
     /// storm orders are pulled by their owner rather than hit (that is the storm behaviour).
     fn execute(&mut self, t: u64, i: usize, idx: u32) {
+        self.taken.clear();
         loop {
             let o = &self.orders[idx as usize];
             let (side, limit, owner, class) = (o.side, o.price, o.owner, o.class);
@@ -726,6 +759,12 @@ impl<'u> Sim<'u> {
                 continue;
             }
             let q = self.orders[idx as usize].remaining.min(ro.remaining);
+            let (resting_id, taker) = (ro.id, self.orders[idx as usize].account);
+            self.taken.push((lp, q));
+            self.last_take[taker as usize * self.books.len() + i] = t;
+            if !self.watched.is_empty() {
+                self.note_watched_fill(t, resting_id, lp, q);
+            }
             self.emit(Kind::Fill, t, r, Some(lp), Some(q), Some(side));
             self.emit(Kind::Fill, t, idx, Some(lp), Some(q), Some(side));
             let (buy, sell) = if side == Side::Buy { (idx, r) } else { (r, idx) };
@@ -781,6 +820,15 @@ impl<'u> Sim<'u> {
                 // The sweep continues at the next level: show the new touch first.
                 self.publish(t, i);
             }
+        }
+    }
+
+    /// Records a fill of a watched resting order.
+    fn note_watched_fill(&mut self, t: u64, id: u64, price: i64, quantity: u64) {
+        match self.watched.iter().find(|w| w.0 == id).map(|w| w.1) {
+            Some(Watch::Genuine(run)) => self.note_genuine_fill(run, quantity),
+            Some(Watch::Reversal(run)) => self.note_reversal_fill(t, run, id, price, quantity),
+            None => {}
         }
     }
 
@@ -1119,6 +1167,8 @@ impl<'u> Sim<'u> {
             Task::StuffCancel { run, idx, id } => self.stuff_cancel(t, run, idx, id),
             Task::CloseStart { instrument } => self.close_start(t, instrument),
             Task::CloseStep { closer } => self.close_step(t, closer),
+            Task::IgniteStart { attempt } => self.ignite_start(t, attempt),
+            Task::IgniteStep { run, step } => self.ignite_step(t, run, step),
         }
     }
 

@@ -181,7 +181,8 @@ fn labels_and_clean_background() {
     let mut labelled_orders: BTreeMap<String, String> = BTreeMap::new();
     let mut labelled_trades: BTreeSet<String> = BTreeSet::new();
     let mut storms: BTreeSet<(String, String)> = BTreeSet::new();
-    // (instrument, account) of the spoofing and layering scenarios, whose orders are large.
+    // (instrument, account) of the spoofing, layering and momentum-ignition scenarios, whose
+    // orders are large.
     let mut abusers: BTreeSet<(String, String)> = BTreeSet::new();
     // (account, instrument) of the quote-stuffing bursts: hundreds of messages, no trade.
     let mut stuffers: BTreeSet<(String, String)> = BTreeSet::new();
@@ -208,7 +209,7 @@ fn labels_and_clean_background() {
                 }
             }
             rule => {
-                if matches!(rule, "spoofing" | "layering") {
+                if matches!(rule, "spoofing" | "layering" | "momentum_ignition") {
                     abusers.insert((l[1].to_string(), l[2].to_string()));
                 }
                 labelled_orders.insert(l[5].to_string(), rule.to_string());
@@ -256,7 +257,7 @@ fn labels_and_clean_background() {
                         .filter(|x| x.0)
                         .map(|x| x.1)
                         .collect();
-                        if matches!(rule, "spoofing" | "layering") {
+                        if matches!(rule, "spoofing" | "layering" | "momentum_ignition") {
                             // The first order of a scenario: judged by the book rules, and
                             // under every order limit.
                             assert!(tripped.is_empty(), "order {id} of a {rule} scenario trips {tripped:?}");

@@ -7,7 +7,7 @@
 
 use rand::Rng;
 
-use super::{Class, NS_PER_MS, Rest, Sim, Task};
+use super::{Class, NS_PER_MS, Rest, Sim, Task, Watch};
 use crate::generate::universe::Role;
 use crate::generate::writer::Kind;
 use crate::generate::writer::Side;
@@ -40,7 +40,7 @@ pub(super) struct Wall {
 const MAX_ORDER_NOTIONAL_CENTS: u64 = 400_000_000;
 
 /// Episodes of one account on one instrument this close together could read as one pattern.
-const SEPARATION_NS: u64 = 40 * 60 * 1_000_000_000;
+pub(super) const SEPARATION_NS: u64 = 40 * 60 * 1_000_000_000;
 
 impl Sim<'_> {
     /// A proprietary (HFT) account on instrument `i` with no other injected abuse there nearby.
@@ -122,6 +122,11 @@ impl Sim<'_> {
 
     // ----- spoofing ------------------------------------------------------------------------
 
+    /// Counts a fill of spoofing run `run`'s genuine order.
+    pub(super) fn note_genuine_fill(&mut self, run: u16, quantity: u64) {
+        self.spoof_runs[run as usize].genuine_filled += quantity;
+    }
+
     /// Starts a spoofer: 2-4 cycles a few seconds apart (the pattern repeats: the CFTC cites
     /// hundreds of instances).
     pub(super) fn spoof_start(&mut self, t: u64) {
@@ -166,6 +171,7 @@ impl Sim<'_> {
                     return;
                 }
                 let qty = self.rng.random_range(1..=3) * 100;
+                self.watched.retain(|w| w.1 != Watch::Genuine(run));
                 let Some(idx) = self.submit(t, i, account, side, price, qty, Class::Special, Rest::Rest) else {
                     self.schedule(t + 500 * NS_PER_MS, Task::SpoofStep { run, step: 0 });
                     return;
@@ -176,6 +182,8 @@ impl Sim<'_> {
                 run_state.genuine_qty = qty;
                 run_state.genuine_filled = 0;
                 run_state.spoofs.clear();
+                // Its fills are counted as they happen, whoever takes it and whenever.
+                self.watched.push((id, Watch::Genuine(run)));
                 self.publish(t, i);
                 let delay = self.rng.random_range(5..=50) * NS_PER_MS;
                 self.schedule(t + delay, Task::SpoofStep { run, step: 1 });
@@ -225,16 +233,12 @@ impl Sim<'_> {
             2 => {
                 let Some(gidx) = self.alive(self.spoof_runs[r].genuine) else {
                     // Filled by the background flow meanwhile: that was the genuine fill.
-                    if let Some((gidx, gid)) = self.spoof_runs[r].genuine {
-                        let o = &self.orders[gidx as usize];
-                        self.spoof_runs[r].genuine_filled = if o.id == gid { o.filled } else { 0 };
-                    }
                     self.schedule(t, Task::SpoofStep { run, step: 3 });
                     return;
                 };
-                let (side, price, id) = {
+                let (side, price) = {
                     let o = &self.orders[gidx as usize];
-                    (o.side, o.price, o.id)
+                    (o.side, o.price)
                 };
                 // Another participant's order: within the background's order sizes (a level
                 // deeper than that leaves the genuine order resting, and the cycle unlabelled).
@@ -251,10 +255,6 @@ impl Sim<'_> {
                 if let Some(taker) = taker {
                     self.take_at(t, i, taker, side.opposite(), price, qty);
                 }
-                // Read before any new order can reuse the slot of a filled order.
-                let o = &self.orders[gidx as usize];
-                let filled = if o.id == id { o.filled } else { 0 };
-                self.spoof_runs[r].genuine_filled = filled;
                 self.publish(t, i);
                 // The spoofs go soon after the fill (CFTC: 2.3 s on average).
                 let delay = self.rng.random_range(50..=2_300) * NS_PER_MS;
@@ -266,6 +266,7 @@ impl Sim<'_> {
                 if let Some(gidx) = self.alive(self.spoof_runs[r].genuine) {
                     self.cancel(t, i, gidx, None);
                 }
+                self.watched.retain(|w| w.1 != Watch::Genuine(run));
                 let spoofs = std::mem::take(&mut self.spoof_runs[r].spoofs);
                 let mut clean = Vec::new();
                 for &(idx, id, qty) in &spoofs {

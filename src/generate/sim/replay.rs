@@ -21,6 +21,7 @@ pub(crate) struct BackgroundPlan {
     pub(crate) spoofers: f64,
     pub(crate) walls: f64,
     pub(crate) stuffers: f64,
+    pub(crate) igniters: f64,
 }
 
 /// What happened to the recording's messages.
@@ -62,13 +63,18 @@ impl Sim<'_> {
         let (start, end) = (first.time, last.time);
         self.recorded = true;
         self.crowd = Some((accounts.first, accounts.count));
+        let executed = recording.messages.iter().filter(|m| m.kind == MessageKind::Execute).map(|m| m.price);
+        self.recorded_range = executed.clone().min().zip(executed.max());
         // Injected ids never meet the recording's.
         let max_real = recording.messages.iter().map(|m| m.order).max().unwrap_or(0);
         self.next_id = max_real.max(10_000_000_000);
         let hours = (end - start) as f64 / (3600.0 * NS_PER_S as f64);
-        for (per_hour, task) in
-            [(plan.spoofers, Task::SpoofStart), (plan.walls, Task::WallStart), (plan.stuffers, Task::StuffStart)]
-        {
+        for (per_hour, task) in [
+            (plan.spoofers, Task::SpoofStart),
+            (plan.walls, Task::WallStart),
+            (plan.stuffers, Task::StuffStart),
+            (plan.igniters, Task::IgniteStart { attempt: 0 }),
+        ] {
             let count = (per_hour * hours).round() as usize;
             for _ in 0..count {
                 // Not in the first minutes, while the book fills, nor so late that it cannot
