@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use surveil::config::{LayeringConfig, MarkingCloseConfig, QuoteStuffingConfig, SessionConfig, SpoofingConfig};
-use surveil::model::{Event, EventKind, Side, Symbol};
+use surveil::model::{Alert, Event, EventKind, Side, Symbol};
 use surveil::rules::{Layering, MarkingClose, QuoteStuffing, Spoofing};
 use surveil::testing::{cancel, fill, new_order, replace, run, run_on};
 
@@ -190,7 +190,18 @@ fn a_sarao_wall_cancelled_after_buying_is_layering() {
     assert_eq!(a.evidence.len(), 9, "four entries, the buy, four cancels");
     assert!(a.explanation.contains("4 sell orders on 4 levels"), "{}", a.explanation);
     assert!(a.explanation.contains("24 replaces"), "{}", a.explanation);
+    // The market did not move meanwhile: the mid stayed at 10.01.
+    let moved = |a: &Alert| a.parameters.iter().find(|p| p.name == "price_move_bps").map(|p| format!("{:?}", p.value));
+    assert_eq!(moved(a).as_deref(), Some("Ratio(0.0)"));
     assert_eq!(run_on(2, Layering::new(&LayeringConfig::default()), sarao("WALL", 6, 600, 300)), alerts);
+    // The bid at 10.00 pulled before the buy: the mid fell from 10.01 to 10.005, 5 bp the wall's
+    // way, which the alert states.
+    let mut events = sarao("WALL", 6, 600, 300);
+    events.push(cancel("ACME", "B1", "MM").at(4_900 * MS));
+    let alerts = run(Layering::new(&LayeringConfig::default()), with_origins(events));
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    let moved = moved(&alerts[0]);
+    assert!(moved.as_deref().is_some_and(|m| m.starts_with("Ratio(4.99")), "{moved:?}");
 }
 
 #[test]

@@ -60,6 +60,25 @@ impl OrderBook {
         best.map(|(p, d)| (*p, *d))
     }
 
+    /// The mid price (in price units), when both sides hold orders: the reference for how far
+    /// the market moved while an order rested.
+    pub fn mid(&self) -> Option<f64> {
+        let (bid, ask) = (self.best(Side::Buy)?.0, self.best(Side::Sell)?.0);
+        Some((bid.0 as f64 + ask.0 as f64) / 2.0)
+    }
+
+    /// How far the mid moved from `from` to `to`, in basis points, signed the way orders on
+    /// `side` push it: down for sell orders, up for buy orders.
+    pub fn move_bps(from: f64, to: f64, side: Side) -> Option<f64> {
+        if from <= 0.0 {
+            return None;
+        }
+        let moved = (to - from) / from * 10_000.0;
+        let signed = if side == Side::Sell { -moved } else { moved };
+        // No move reads 0, not -0.
+        Some(if signed == 0.0 { 0.0 } else { signed })
+    }
+
     /// The levels of `side`, best first.
     pub fn levels(&self, side: Side) -> Box<dyn Iterator<Item = (Price, Depth)> + '_> {
         let levels = self.side(side).iter().map(|(p, d)| (*p, *d));
@@ -182,6 +201,23 @@ mod tests {
 
     fn order(side: Side, price: i64, remaining: Quantity) -> OrderState {
         OrderState { account: Symbol::NONE, side, price: Some(Price(price)), remaining, filled: 0, displayed: None }
+    }
+
+    #[test]
+    fn the_mid_and_its_move_the_way_of_a_side() {
+        let mut book = OrderBook::new();
+        assert_eq!(book.mid(), None, "one side empty");
+        book.apply(None, Some(&order(Side::Buy, 1_000, 10)));
+        assert_eq!(book.mid(), None);
+        book.apply(None, Some(&order(Side::Sell, 1_002, 10)));
+        assert_eq!(book.mid(), Some(1_001.0));
+        // Down 10 bp: the way sell orders push, against buy orders.
+        let down = 1_001.0 * (1.0 - 0.001);
+        let sell = OrderBook::move_bps(1_001.0, down, Side::Sell).expect("a move");
+        assert!((sell - 10.0).abs() < 1e-9, "{sell}");
+        assert_eq!(OrderBook::move_bps(1_001.0, down, Side::Buy).map(|m| m.round()), Some(-10.0));
+        assert_eq!(OrderBook::move_bps(1_001.0, 1_001.0, Side::Sell).map(f64::to_bits), Some(0.0f64.to_bits()));
+        assert_eq!(OrderBook::move_bps(0.0, 1.0, Side::Buy), None);
     }
 
     #[test]

@@ -48,7 +48,7 @@ use std::collections::BTreeSet;
 use timely::dataflow::Stream;
 
 use crate::config::{LayeringConfig, nanos_of};
-use crate::detect::{AlertSink, Detect, Detector, Key};
+use crate::detect::{AlertSink, Detect, Detector, Key, OrderBook};
 use crate::model::alert::rules;
 use crate::model::{
     Alert, Body, CancelReason, CorrectionKind, Event, IdMap, Price, Quantity, Severity, Side, Symbol, Timestamp,
@@ -87,6 +87,8 @@ struct Resting {
     /// Whether the order was entered (or last moved) behind the touch.
     entered_behind: bool,
     entry: Event,
+    /// The book's mid price when it was entered.
+    mid_at_entry: Option<f64>,
 }
 
 /// Layers of one account and side, around its executions on the other side.
@@ -107,6 +109,9 @@ struct Episode {
     /// Executions of the layers once they joined, and what they executed.
     layer_fills: Vec<Event>,
     executed: Quantity,
+    /// How far the mid moved the layers' way, from the first layer's entry to the account's
+    /// first execution on the other side (what the wall was for).
+    price_move_bps: Option<f64>,
     /// The alert raised early, before the episode ended.
     raised: Option<Alert>,
 }
@@ -199,12 +204,12 @@ impl Detector for Layering {
                         b.levels_ahead_up_to(after.side, price, min) >= min
                     })
                 };
-                let (entry, replaces, filled, entered_behind) = match &previous {
+                let (entry, mid_at_entry, replaces, filled, entered_behind) = match &previous {
                     Some(p) if matches!(event.body, Body::Replace { .. }) => {
                         let entered_behind = if p.price == price { p.entered_behind } else { behind(price) };
-                        (p.entry, p.replaces.saturating_add(1), p.filled, entered_behind)
+                        (p.entry, p.mid_at_entry, p.replaces.saturating_add(1), p.filled, entered_behind)
                     }
-                    _ => (*event, 0, 0, behind(price)),
+                    _ => (*event, out.book().and_then(|b| b.mid()), 0, 0, behind(price)),
                 };
                 if !entered_behind {
                     // Moved to the touch: no layer any more.
@@ -227,6 +232,7 @@ impl Detector for Layering {
                         replaces,
                         entered_behind,
                         entry,
+                        mid_at_entry,
                     },
                 );
                 state.by_account.insert((after.account, order));
@@ -458,6 +464,8 @@ impl Layering {
         // depth is of what others can see.
         let mut shown: Quantity = 0;
         let mut layers = Vec::new();
+        // The mid when the earliest of the layers was entered.
+        let mut earliest: Option<(Event, Option<f64>)> = None;
         let executed = match fill.body {
             Body::Fill { quantity, .. } => quantity,
             _ => 0,
@@ -474,6 +482,9 @@ impl Layering {
                 continue;
             }
             prices.insert(r.price);
+            if earliest.as_ref().is_none_or(|(e, _)| r.entry.order_key() < e.order_key()) {
+                earliest = Some((r.entry, r.mid_at_entry));
+            }
             held = held.saturating_add(r.open);
             shown = shown.saturating_add(r.shown);
             layers.push(*order);
@@ -489,6 +500,10 @@ impl Layering {
         }
         let key = (account, layer_side);
         let first = !state.episodes.contains_key(&key);
+        let price_move_bps = match (earliest.and_then(|e| e.1), book.mid()) {
+            (Some(from), Some(to)) => OrderBook::move_bps(from, to, layer_side),
+            _ => None,
+        };
         let episode = state.episodes.entry(key).or_insert_with(|| Episode {
             first_fill: fill.time,
             last_fill: fill.time,
@@ -501,6 +516,7 @@ impl Layering {
             layer_quantity: IdMap::default(),
             layer_fills: Vec::new(),
             executed: 0,
+            price_move_bps,
             raised: None,
         });
         for order in &layers {
@@ -573,6 +589,9 @@ impl Layering {
             .param("executed_share", verdict.executed_share)
             .param("max_executed_share", self.config.max_executed_share)
             .param("seconds_from_execution", (time.saturating_sub(e.first_fill)) as f64 / 1e9);
+        if let Some(moved) = e.price_move_bps {
+            alert.param("price_move_bps", moved);
+        }
         for c in &entries {
             alert.evidence(&c.0);
         }

@@ -38,7 +38,7 @@ use std::collections::VecDeque;
 use timely::dataflow::Stream;
 
 use crate::config::{SpoofingConfig, nanos_of};
-use crate::detect::{AlertSink, Detect, Detector, Key};
+use crate::detect::{AlertSink, Detect, Detector, Key, OrderBook};
 use crate::model::alert::rules;
 use crate::model::{Alert, Body, CancelReason, Event, IdMap, Quantity, Severity, Side, Symbol, Timestamp};
 
@@ -125,10 +125,8 @@ struct RecentFill {
 }
 
 /// The book's mid price, when both sides hold orders.
-fn mid(book: Option<&crate::detect::OrderBook>) -> Option<f64> {
-    let book = book?;
-    let (bid, ask) = (book.best(Side::Buy)?.0, book.best(Side::Sell)?.0);
-    Some((bid.0 as f64 + ask.0 as f64) / 2.0)
+fn mid(book: Option<&OrderBook>) -> Option<f64> {
+    book?.mid()
 }
 
 /// What the rule remembers of an instrument.
@@ -337,10 +335,7 @@ impl Spoofing {
         let first_fill = fills.iter().find(|f| takes(&f.event, f.used));
         let price_move_bps = match (first_spoof.and_then(|c| c.candidate.mid_at_entry), first_fill.and_then(|f| f.mid))
         {
-            (Some(from), Some(to)) if from > 0.0 => {
-                let moved = (to - from) / from * 10_000.0;
-                Some(if side == Side::Sell { -moved } else { moved })
-            }
+            (Some(from), Some(to)) => OrderBook::move_bps(from, to, side),
             _ => None,
         };
         let mut filled: Quantity = 0;
