@@ -18,6 +18,9 @@
 //!   worker, so deadlines the data never reached are not taken for missed ones.
 //! * [`LinkedComponents`]: which nodes a changing set of links connects, kept correct as links
 //!   come and go (differential dataflow's label propagation).
+//! * [`PassThroughRings`]: groups of nodes passing one amount round a closed loop, each in
+//!   balance, kept correct as transfers enter and leave a window (differential's strongly
+//!   connected components).
 //! * [`LookupAsOf`]: records looked up in a changing reference collection as it stood at their
 //!   own event time.
 //! * [`ReleaseAt`]: records held until the watermark passes a time of their own, then released
@@ -37,6 +40,7 @@ pub mod lookup_as_of;
 pub mod partitioned_source;
 pub mod release_at;
 pub mod reservoir;
+pub mod rings;
 pub mod routing;
 pub mod score_by_key;
 pub mod scorers;
@@ -55,6 +59,7 @@ pub use linked_components::LinkedComponents;
 pub use lookup_as_of::{AsOf, LookupAsOf};
 pub use partitioned_source::{Partition, PartitionRead, SourceOptions, SourceOutputs, partitioned_source};
 pub use release_at::ReleaseAt;
+pub use rings::{PassThroughRings, RingOptions};
 pub use routing::route;
 pub use score_by_key::ScoreByKey;
 pub use scorers::{Ensemble, EnsembleOptions, EwmaZ, RobustZ, Scored, Scorer, SlidingOrder, WindowedGaussian};
