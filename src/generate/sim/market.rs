@@ -318,12 +318,11 @@ impl Sim<'_> {
         let window_start = end.saturating_sub(CLOSE_WINDOW_NS);
         let mut labels = Vec::new();
         for closer in &self.closers {
-            let Closer { account, instrument, side, steps, step, .. } = *closer;
+            // Judged on what happened, as the rule reads it, whether or not its last sweep came
+            // before the day's flow ended: a closer cut short may have marked the close already.
+            let Closer { account, instrument, side, .. } = *closer;
             let i = instrument as usize;
             let Some(log) = self.close_log[i].as_ref() else { continue };
-            if step < steps {
-                continue;
-            }
             let before = log.iter().rev().find(|p| p.time < window_start).map(|p| p.price);
             let window: Vec<&Print> = log.iter().filter(|p| p.time >= window_start && p.time < end).collect();
             let (Some(first), Some(last)) = (window.first(), window.last()) else { continue };
