@@ -59,8 +59,8 @@ fn amlsim(dir: &Path) -> (BTreeSet<u32>, Vec<(Transfer, u64)>) {
 }
 
 /// The rings at the last step, on `workers` workers: each transfer enters at its step and
-/// leaves the window `WINDOW_STEPS` later.
-fn rings(transfers: &[(Transfer, u64)], workers: usize) -> BTreeMap<(u32, u64), u32> {
+/// leaves the window `window` steps later.
+fn rings(transfers: &[(Transfer, u64)], workers: usize, window: u64) -> BTreeMap<(u32, u64), u32> {
     let last = transfers.iter().map(|t| t.1).max().expect("transfers");
     let transfers = Arc::new(transfers.to_vec());
     let captured = Arc::new(Mutex::new(Vec::new()));
@@ -71,7 +71,7 @@ fn rings(transfers: &[(Transfer, u64)], workers: usize) -> BTreeMap<(u32, u64), 
             .iter()
             .enumerate()
             .filter(|(i, _)| i % peers == index)
-            .flat_map(|(_, &(transfer, step))| [(transfer, step, 1), (transfer, step + WINDOW_STEPS, -1)])
+            .flat_map(|(_, &(transfer, step))| [(transfer, step, 1), (transfer, step + window, -1)])
             .collect();
         let rings = worker.dataflow::<u64, _, _>(|scope| {
             mine.to_stream(scope).as_collection().pass_through_rings(RingOptions::default()).inner.capture()
@@ -94,7 +94,7 @@ fn rings(transfers: &[(Transfer, u64)], workers: usize) -> BTreeMap<(u32, u64), 
 fn every_ring_the_transfers_close_and_nothing_else() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (labelled, transfers) = amlsim(dir.path());
-    let found = rings(&transfers, 1);
+    let found = rings(&transfers, 1, WINDOW_STEPS);
     let members: BTreeSet<u32> = found.keys().map(|(account, _)| *account).collect();
     let ring_count: BTreeSet<(u32, u64)> = found.iter().map(|((_, amount), ring)| (*ring, *amount)).collect();
     let true_members = members.intersection(&labelled).count();
@@ -114,5 +114,23 @@ fn every_ring_the_transfers_close_and_nothing_else() {
         assert!(transfers.iter().any(|((_, to, cents), _)| to == account && cents == amount));
     }
     // The same rings on two workers.
-    assert_eq!(rings(&transfers, 2), found);
+    assert_eq!(rings(&transfers, 2, WINDOW_STEPS), found);
+}
+
+/// A window of 60 steps, sliding over the file: transfers leave while others come, and the
+/// rings at the last step are those of the transfers still in the window, found at once.
+#[test]
+fn a_sliding_window_ends_where_its_last_transfers_alone_do() {
+    const WINDOW: u64 = 60;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, transfers) = amlsim(dir.path());
+    let last = transfers.iter().map(|t| t.1).max().expect("transfers");
+    let streamed = rings(&transfers, 2, WINDOW);
+    let alive: Vec<(Transfer, u64)> = transfers.iter().copied().filter(|(_, step)| step + WINDOW > last).collect();
+    assert!(alive.len() < transfers.len() / 2, "{} of {}", alive.len(), transfers.len());
+    assert_eq!(streamed, rings(&alive, 1, WINDOW));
+    // Rings closed within the last 60 steps: fewer than in the whole file, and among its rings.
+    let whole = rings(&transfers, 1, WINDOW_STEPS);
+    assert!(!streamed.is_empty() && streamed.len() < whole.len(), "{} of {}", streamed.len(), whole.len());
+    assert!(streamed.keys().all(|member| whole.contains_key(member)), "{streamed:?}");
 }

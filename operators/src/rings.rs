@@ -12,7 +12,8 @@
 //!    to some `w` other than `u` (a transfer straight back is a swap, not a pass), and the
 //!    number of transfers of `a` it received and sent agree within `net_tolerance` of the larger
 //!    (its net position in that amount returns to zero within the tolerance).
-//! 2. The ring edges of amount `a` are the transfers into and out of such a node, in amount `a`.
+//! 2. The ring edges of amount `a` are the two transfers `u -> v` and `v -> w` of each such
+//!    pass (a transfer straight back from `v` to its sender is not one).
 //! 3. A ring is a strongly connected component of the ring edges of one amount with at least
 //!    `min_members` nodes, every one of them passing `a` through.
 //!
@@ -23,8 +24,10 @@
 //! that matters (cents, shares) first.
 //!
 //! Differential's `strongly_connected` (label propagation forward and backward in an `iterate`
-//! scope) finds the components; the pass-through condition is two counts and a join, so a
-//! change costs work in proportion to the ring edges it touches.
+//! scope) finds the components. Whether a transfer passes on is decided from a summary of each
+//! node's senders and receivers in the amount (one of them, or several), not by pairing every
+//! sender with every receiver, so a node with thousands of counterparties costs work in
+//! proportion to its transfers, not to their product.
 
 use std::hash::Hash;
 
@@ -39,7 +42,7 @@ use crate::LinkedComponents;
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RingOptions {
     /// Fewest members: 3 by default (two nodes trading back and forth are a pair, which
-    /// other rules look at).
+    /// other rules look at); at least 2, as a ring has an edge.
     pub min_members: usize,
     /// How far a member's transfers received and sent in the ring's amount may differ, as a
     /// share of the larger count: 0.01 by default (Victor & Weintraud's 1 %).
@@ -67,7 +70,7 @@ pub trait PassThroughRings<'scope, T: Timestamp, N, A> {
     ///
     /// let rings = timely::example(|scope| {
     ///     let (mut transfers, collection) = scope.new_collection::<(u32, u32, u64), isize>();
-    ///     // 100 goes 1 -> 2 -> 3 -> 1; 4 sends 100 to 1, who passes nothing more on.
+    ///     // 100 goes 1 -> 2 -> 3 -> 1; 4 sends 1 another amount, which 1 passes nowhere.
     ///     for t in [(1, 2, 100), (2, 3, 100), (3, 1, 100)] {
     ///         transfers.insert(t);
     ///     }
@@ -113,33 +116,69 @@ where
                 (r - s).abs() <= tolerance * r.max(s)
             })
             .map(|(node_amount, _)| node_amount);
-        // A node passing an amount on to someone other than its sender, in balance.
-        let edges = transfers.map(|(from, to, amount)| (from, to, amount)).distinct();
+        // Each node's receivers and senders of each amount, summarised as the only one or as
+        // several: a transfer in passes on when the node sent the amount to someone other than
+        // its sender, which the summary tells without pairing every sender with every receiver.
+        let edges = transfers.distinct();
         let into = edges.clone().map(|(from, to, amount)| ((to, amount), from));
         let out_of = edges.map(|(from, to, amount)| ((from, amount), to));
-        let passes = into
-            .join(out_of)
-            .filter(|(_, (from, to))| from != to)
-            .semijoin(balanced)
-            .map(|((node, amount), (from, to))| (node, amount, from, to));
-        let passing = passes.clone().map(|(node, amount, _, _)| (node, amount)).distinct();
-        // The ring edges, between nodes that carry their amount with them: one graph per amount.
-        let ring_edges = passes
-            .flat_map(|(node, amount, from, to)| {
-                [((from, amount.clone()), (node.clone(), amount.clone())), ((node, amount.clone()), (to, amount))]
+        let receivers = summarise(out_of.clone());
+        let senders = summarise(into.clone());
+        let passes_on = |other: &Option<N>, me: &N| other.as_ref() != Some(me);
+        let ring_in = into
+            .join_map(receivers.clone(), move |(node, amount), from, receiver| {
+                passes_on(receiver, from).then(|| ((from.clone(), amount.clone()), (node.clone(), amount.clone())))
             })
-            .distinct();
-        let components = strongly_connected(ring_edges).linked_components();
+            .flat_map(|edge| edge);
+        let ring_out = out_of
+            .join_map(senders.clone(), move |(node, amount), to, sender| {
+                passes_on(sender, to).then(|| ((node.clone(), amount.clone()), (to.clone(), amount.clone())))
+            })
+            .flat_map(|edge| edge);
+        // A node passes an amount through when some sender and receiver differ, in balance.
+        let passing = senders
+            .join(receivers)
+            .filter(|(_, (sender, receiver))| sender.is_none() || sender != receiver)
+            .map(|(node_amount, _)| (node_amount, ()))
+            .semijoin(balanced.clone())
+            .map(|(node_amount, ())| node_amount);
+        // The ring edges, at balanced nodes: one graph per amount.
+        let ring_in = ring_in.map(|(from, to)| (to, from)).semijoin(balanced.clone()).map(|(to, from)| (from, to));
+        let ring_edges = ring_in.concat(ring_out.semijoin(balanced)).distinct();
+        let members = strongly_connected(ring_edges).linked_components();
         // A ring: enough members, every one passing its amount through.
-        let members = components.clone().map(|(member, label)| (member, label));
         let passing_members = members.clone().semijoin(passing).map(|(_, label)| label).count();
         let all_members = members.clone().map(|(_, label)| label).count();
         let rings = all_members
             .join(passing_members)
-            .filter(move |(_, (all, passing))| all == passing && *all as usize >= options.min_members)
+            .filter(move |(_, (all, passing))| all == passing && *all as usize >= options.min_members.max(2))
             .map(|(label, _)| label);
-        members.map(|(member, label)| (label, member)).semijoin(rings).map(|(ring, member)| (member, ring.0))
+        // Consolidated, so that readers see one update per change rather than the iteration's
+        // transient proposals.
+        members
+            .map(|(member, label)| (label, member))
+            .semijoin(rings)
+            .map(|(ring, member)| (member, ring.0))
+            .consolidate()
     }
+}
+
+/// Per key, its only neighbour, or `None` when it has several.
+fn summarise<'scope, T, K, N>(
+    pairs: VecCollection<'scope, T, (K, N), isize>,
+) -> VecCollection<'scope, T, (K, Option<N>), isize>
+where
+    T: Timestamp + Lattice + Ord,
+    K: ExchangeData + Hash,
+    N: ExchangeData + Hash,
+{
+    pairs.reduce(|_, neighbours: &[(&N, isize)], out: &mut Vec<(Option<N>, isize)>| {
+        let only = match neighbours {
+            [(only, _)] => Some((*only).clone()),
+            _ => None,
+        };
+        out.push((only, 1));
+    })
 }
 
 #[cfg(test)]
@@ -184,7 +223,8 @@ mod tests {
         for (a, es) in ring_edges {
             for component in tarjan(&es) {
                 let min = *component.iter().min().expect("a component has a node");
-                if component.len() >= options.min_members && component.iter().all(|n| passing.contains(&(*n, a))) {
+                if component.len() >= options.min_members.max(2) && component.iter().all(|n| passing.contains(&(*n, a)))
+                {
                     out.extend(component.iter().map(|n| ((*n, a), min)));
                 }
             }

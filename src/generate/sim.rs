@@ -269,9 +269,9 @@ pub(crate) struct Sim<'u> {
     watched: Vec<(u64, Watch)>,
     /// The fills (price, quantity) of the last incoming order matched.
     taken: Vec<(i64, u64)>,
-    /// Per account and instrument (`account * instruments + instrument`): the time of its last
-    /// aggressive execution, 0 for none.
-    last_take: Vec<u64>,
+    /// Per (account, instrument) that took liquidity: the time of its last aggressive
+    /// execution (kept sparse: most accounts never take on most instruments).
+    last_take: surveil_operators::KeyMap<(u32, u32), u64>,
     /// Executions of the instruments whose close is marked, from the open.
     close_log: Vec<Option<Vec<market::Print>>>,
     /// Driven by a recording (`replay`) rather than by simulated participants.
@@ -386,7 +386,7 @@ impl<'u> Sim<'u> {
             igniters: Vec::new(),
             watched: Vec::new(),
             taken: Vec::new(),
-            last_take: vec![0; uni.accounts.len() * uni.instruments.len()],
+            last_take: Default::default(),
             close_log: (0..uni.instruments.len()).map(|_| None).collect(),
             recorded: false,
             recorded_range: None,
@@ -761,7 +761,7 @@ impl<'u> Sim<'u> {
             let q = self.orders[idx as usize].remaining.min(ro.remaining);
             let (resting_id, taker) = (ro.id, self.orders[idx as usize].account);
             self.taken.push((lp, q));
-            self.last_take[taker as usize * self.books.len() + i] = t;
+            self.last_take.insert((taker, i as u32), t);
             if !self.watched.is_empty() {
                 self.note_watched_fill(t, resting_id, lp, q);
             }

@@ -130,8 +130,7 @@ impl Sim<'_> {
 
     /// Whether `account` took no liquidity on instrument `i` in the `span` before `t`.
     pub(super) fn quiet(&self, account: u32, i: usize, t: u64, span: u64) -> bool {
-        let last = self.last_take[account as usize * self.books.len() + i];
-        last == 0 || t.saturating_sub(last) > span
+        self.last_take.get(&(account, i as u32)).is_none_or(|&last| last == 0 || t.saturating_sub(last) > span)
     }
 
     /// Starts an igniter on a random instrument where no other scenario's order rests; tried
