@@ -666,18 +666,16 @@ mod tests {
         use crate::model::CorrectionKind;
         let first = alert("layering", "ACC1", 1, 55.0);
         let repeat = alert("layering", "ACC1", 2, 95.0);
-        let retract = Alert::builder("layering", 3 * SECOND)
-            .instrument(Symbol::of(b"ACME"))
-            .account(Symbol::of(b"ACC1"))
-            .score(0.0)
-            .corrects(&first, CorrectionKind::Retracted, "the layers traded")
-            .build();
-        let downgrade = Alert::builder("layering", 4 * SECOND)
-            .instrument(Symbol::of(b"ACME"))
-            .account(Symbol::of(b"ACC1"))
-            .score(50.0)
-            .corrects(&repeat, CorrectionKind::Downgraded, "a layer traded")
-            .build();
+        let correction = |seconds: u64, original: &Alert, kind, score, reason: &str| {
+            Alert::builder("layering", seconds * SECOND)
+                .instrument(Symbol::of(b"ACME"))
+                .account(Symbol::of(b"ACC1"))
+                .score(score)
+                .corrects(original, kind, reason)
+                .build()
+        };
+        let retract = correction(3, &first, CorrectionKind::Retracted, 0.0, "the layers traded");
+        let downgrade = correction(4, &repeat, CorrectionKind::Downgraded, 50.0, "a layer traded");
         let reports = manage_on(2, AlertsConfig::default(), vec![first.clone(), repeat.clone(), retract, downgrade]);
         let triaged: Vec<&TriagedAlert> =
             reports.iter().filter_map(|r| if let Report::Triaged(t) = r { Some(&**t) } else { None }).collect();

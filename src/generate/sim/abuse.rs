@@ -45,13 +45,18 @@ pub(super) const SEPARATION_NS: u64 = 40 * 60 * 1_000_000_000;
 impl Sim<'_> {
     /// A proprietary (HFT) account on instrument `i` with no other injected abuse there nearby.
     pub(super) fn abuse_account(&mut self, i: usize, t: u64) -> Option<u32> {
+        self.abuse_account_where(i, t, |_, _| true)
+    }
+
+    /// The same, among the accounts that `accept` also takes.
+    pub(super) fn abuse_account_where(&mut self, i: usize, t: u64, accept: impl Fn(&Self, u32) -> bool) -> Option<u32> {
         for _ in 0..8 {
             let account = self.pick_role(i, Role::Hft);
             let clash = self
                 .abuse_used
                 .iter()
                 .any(|&(a, inst, at)| a == account && inst == i as u32 && at.abs_diff(t) < SEPARATION_NS);
-            if !clash && self.resting_of(i, account) == 0 {
+            if !clash && self.resting_of(i, account) == 0 && accept(self, account) {
                 self.abuse_used.push((account, i as u32, t));
                 return Some(account);
             }

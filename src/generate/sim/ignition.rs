@@ -188,18 +188,7 @@ impl Sim<'_> {
     /// A proprietary account with no other scenario on the instrument nearby, no order resting
     /// there and no recent aggressive execution there.
     fn igniter_account(&mut self, i: usize, t: u64) -> Option<u32> {
-        for _ in 0..8 {
-            let account = self.pick_role(i, Role::Hft);
-            let clash = self
-                .abuse_used
-                .iter()
-                .any(|&(a, inst, at)| a == account && inst == i as u32 && at.abs_diff(t) < super::abuse::SEPARATION_NS);
-            if !clash && self.resting_of(i, account) == 0 && self.quiet(account, i, t, QUIET_NS) {
-                self.abuse_used.push((account, i as u32, t));
-                return Some(account);
-            }
-        }
-        None
+        self.abuse_account_where(i, t, |sim, account| sim.quiet(account, i, t, QUIET_NS))
     }
 
     pub(super) fn ignite_step(&mut self, t: u64, run: u16, step: u8) {
