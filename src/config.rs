@@ -299,6 +299,39 @@ impl Config {
         nanos("rules.linked_wash.window", wash.window, Duration::ZERO, MAX_WINDOW)?;
         ratio("rules.linked_wash.price_tolerance_bps", wash.price_tolerance_bps)?;
         share("rules.linked_wash.quantity_tolerance", wash.quantity_tolerance)?;
+        let cross = &self.rules.cross_trades;
+        nanos("rules.cross_trades.window", cross.window, Duration::from_nanos(1), MAX_WINDOW)?;
+        if cross.min_trades < 2 {
+            return Err("rules.cross_trades.min_trades must be at least 2".into());
+        }
+        if !(cross.min_lift.is_finite() && cross.min_lift >= 1.0) {
+            return Err(format!("rules.cross_trades.min_lift = {} must be at least 1", cross.min_lift));
+        }
+        if !(cross.significance > 0.0 && cross.significance < 1.0) {
+            return Err(format!(
+                "rules.cross_trades.significance = {} must be above 0 and below 1",
+                cross.significance
+            ));
+        }
+        let front = &self.rules.front_running;
+        nanos("rules.front_running.lookback", front.lookback, Duration::from_nanos(1), MAX_WINDOW)?;
+        nanos("rules.front_running.horizon", front.horizon, Duration::ZERO, MAX_WINDOW)?;
+        if front.block_quantity == 0 || front.block_notional.is_nan() || front.block_notional <= 0.0 {
+            return Err("rules.front_running.block_quantity and block_notional must be positive".into());
+        }
+        if front.min_blocks == 0 || !(front.significance > 0.0 && front.significance < 1.0) {
+            return Err("rules.front_running.min_blocks must be at least 1 and significance above 0 and below 1".into());
+        }
+        let pattern = &self.rules.self_trade_pattern;
+        if pattern.min_prints == 0 {
+            return Err("rules.self_trade_pattern.min_prints must be at least 1".into());
+        }
+        if !(pattern.min_share > 0.0 && pattern.min_share <= 1.0) {
+            return Err(format!(
+                "rules.self_trade_pattern.min_share = {} must be above 0 and at most 1",
+                pattern.min_share
+            ));
+        }
         let spoofing = &self.rules.spoofing;
         ratio("rules.spoofing.min_level_multiple", spoofing.min_level_multiple)?;
         ratio("rules.spoofing.min_size_ratio", spoofing.min_size_ratio)?;
@@ -645,6 +678,122 @@ pub struct RulesConfig {
     pub marking_close: MarkingCloseConfig,
     /// Aggressive executions through several levels, then the position turned round.
     pub momentum_ignition: MomentumIgnitionConfig,
+    /// Pairs of accounts trading with each other far more often than their activity explains.
+    pub cross_trades: CrossTradesConfig,
+    /// Desks or algorithms whose self-trades are a large share of their volume (FINRA 5210).
+    pub self_trade_pattern: SelfTradePatternConfig,
+    /// The firm's own or employees' accounts trading ahead of clients' blocks (FINRA 5270).
+    pub front_running: FrontRunningConfig,
+}
+
+/// The front-running rule ([`crate::rules::front_running`]).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FrontRunningConfig {
+    /// Whether the rule runs (it needs account capacities in the reference data). Default true.
+    pub enabled: bool,
+    /// A client order of this many units or more is a block. Default 10,000 (NYSE Rule 127.10).
+    pub block_quantity: u64,
+    /// A client order worth this much or more at its limit price is a block, in the
+    /// instrument's currency. Default 200,000.
+    pub block_notional: f64,
+    /// How long before the block's execution firm-side trading counts. Default 5 min.
+    #[serde(with = "humantime_serde")]
+    pub lookback: Duration,
+    /// How long after the block's execution the profit is measured. Default 5 min.
+    #[serde(with = "humantime_serde")]
+    pub horizon: Duration,
+    /// Alert only when the trading ahead made money by the horizon. Default true.
+    pub require_profit: bool,
+    /// Blocks a proprietary account must be ahead of in a session to be judged. Default 5.
+    pub min_blocks: u64,
+    /// Family-wise significance of the session's sign test over the proprietary accounts,
+    /// divided by the number judged (Bonferroni). Default 0.01.
+    pub significance: f64,
+    /// Events listed as evidence of a session alert. Default 20.
+    pub max_evidence: usize,
+}
+
+impl Default for FrontRunningConfig {
+    fn default() -> Self {
+        FrontRunningConfig {
+            enabled: true,
+            block_quantity: 10_000,
+            block_notional: 200_000.0,
+            lookback: Duration::from_secs(300),
+            horizon: Duration::from_secs(300),
+            require_profit: true,
+            min_blocks: 5,
+            significance: 0.01,
+            max_evidence: 20,
+        }
+    }
+}
+
+/// What the self-trade pattern rule groups accounts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PatternBy {
+    /// The account's desk.
+    Desk,
+    /// The account's trader (or algorithm).
+    Trader,
+}
+
+/// The self-trade pattern rule ([`crate::rules::self_trade_pattern`]).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SelfTradePatternConfig {
+    /// Whether the rule runs (it needs desks or traders in the account reference data). Default
+    /// true.
+    pub enabled: bool,
+    /// Group accounts by `"desk"` or by `"trader"` (an algorithm id). Default desk.
+    pub by: PatternBy,
+    /// Self-trades of the desk in the instrument and session before it is judged. Default 5.
+    pub min_prints: u64,
+    /// Least share of the desk's executed volume that is self-matched. Default 0.05.
+    pub min_share: f64,
+    /// Self-trades listed as evidence. Default 20.
+    pub max_evidence: usize,
+}
+
+impl Default for SelfTradePatternConfig {
+    fn default() -> Self {
+        SelfTradePatternConfig { enabled: true, by: PatternBy::Desk, min_prints: 5, min_share: 0.05, max_evidence: 20 }
+    }
+}
+
+/// Cross trades ([`crate::rules::cross_trades`]).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CrossTradesConfig {
+    /// Whether the rule runs. Default true.
+    pub enabled: bool,
+    /// The rolling window the pairs are tested over at each of their prints. Default 1 h.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Prints between the two accounts before they are tested. Default 5.
+    pub min_trades: u64,
+    /// Least ratio of their prints together to what their activity explains. Default 3.
+    pub min_lift: f64,
+    /// Family-wise significance of the test, divided by the number of pairs that met (a
+    /// Bonferroni correction). Default 0.01.
+    pub significance: f64,
+    /// Prints listed as evidence. Default 20.
+    pub max_evidence: usize,
+}
+
+impl Default for CrossTradesConfig {
+    fn default() -> Self {
+        CrossTradesConfig {
+            enabled: true,
+            window: Duration::from_secs(3_600),
+            min_trades: 5,
+            min_lift: 3.0,
+            significance: 0.01,
+            max_evidence: 20,
+        }
+    }
 }
 
 /// Momentum ignition ([`crate::rules::momentum_ignition`]).

@@ -446,7 +446,7 @@ fn default_detection_with<'scope>(
         }
         None => (events, None),
     };
-    let mut extra_alerts: Vec<_> = stream_rules.alerts(events.clone(), groups);
+    let mut extra_alerts: Vec<_> = stream_rules.alerts(events.clone(), groups, reference);
     extra_alerts.extend(extra_rules.iter().map(|rule| rule(events.clone())));
     let rules = if features.is_active() {
         rules.with(FeatureRecorder::new(features.window_ns, reference.clone()))

@@ -41,6 +41,49 @@ pub struct Instrument {
     pub reference_price: Option<Price>,
     /// The minimum price increment, in units of the price scale, when the file gives one.
     pub tick_size: Option<Price>,
+    /// The instrument a derivative is written on (`NONE` for an underlying itself).
+    pub underlying: Symbol,
+}
+
+impl Instrument {
+    /// How a long position in the instrument moves with its underlying: -1 for a put option
+    /// (CFI `OP`), 1 otherwise (the underlying itself, calls, futures).
+    pub fn direction(&self) -> i8 {
+        if self.cfi.starts_with("OP") { -1 } else { 1 }
+    }
+}
+
+/// In what capacity an account trades (FINRA 5270, MiFIR RTS 22 field 29).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Capacity {
+    /// Not stated.
+    #[default]
+    Unknown,
+    /// A customer's account: its orders are what a front-runner would trade ahead of.
+    Client,
+    /// The firm's own account (dealing on own account, market making).
+    Proprietary,
+    /// An employee's personal account.
+    Employee,
+}
+
+impl Capacity {
+    /// Reads `client` (`customer`, `agency`), `proprietary` (`principal`, `prop`, `deal`) or
+    /// `employee` (`personal`); empty is unknown.
+    pub fn parse(text: &str) -> Option<Capacity> {
+        Some(match text.trim().to_ascii_lowercase().as_str() {
+            "" => Capacity::Unknown,
+            "client" | "customer" | "agency" | "aotc" => Capacity::Client,
+            "proprietary" | "principal" | "prop" | "deal" => Capacity::Proprietary,
+            "employee" | "personal" => Capacity::Employee,
+            _ => return None,
+        })
+    }
+
+    /// The firm's own or its staff's account.
+    pub fn is_firm_side(self) -> bool {
+        matches!(self, Capacity::Proprietary | Capacity::Employee)
+    }
 }
 
 /// How an instrument's minimum price increment is found (see [`ReferenceData::tick_size`]).
@@ -86,6 +129,8 @@ pub struct Account {
     pub desk: Symbol,
     /// Trader.
     pub trader: Symbol,
+    /// In what capacity it trades.
+    pub capacity: Capacity,
 }
 
 /// Instruments and accounts, by symbol.
@@ -142,6 +187,8 @@ struct InstrumentRow {
     reference_price: Option<String>,
     #[serde(default)]
     tick_size: Option<String>,
+    #[serde(default)]
+    underlying: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -153,6 +200,8 @@ struct AccountRow {
     desk: Option<String>,
     #[serde(default)]
     trader: Option<String>,
+    #[serde(default)]
+    capacity: Option<String>,
 }
 
 impl ReferenceData {
@@ -223,6 +272,13 @@ impl ReferenceData {
                 None => None,
             };
             let (symbol, _) = self.names.intern(row.instrument.as_bytes());
+            let underlying = match row.underlying.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+                Some(name) if name == row.instrument => {
+                    return Err(invalid("underlying is the instrument itself".into()));
+                }
+                Some(name) => self.names.intern(name.as_bytes()).0,
+                None => Symbol::NONE,
+            };
             self.instruments.insert(
                 symbol,
                 Instrument {
@@ -232,27 +288,30 @@ impl ReferenceData {
                     cfi: row.cfi.unwrap_or_default(),
                     reference_price,
                     tick_size,
+                    underlying,
                 },
             );
         }
         Ok(())
     }
 
-    /// Loads `account,owner,desk,trader`.
+    /// Loads `account,owner,desk,trader,capacity` (all but `account` optional).
     pub fn load_accounts(&mut self, path: &Path) -> Result<(), ReferenceError> {
         let mut reader = Self::reader(path)?;
         for (i, row) in reader.deserialize::<AccountRow>().enumerate() {
-            let row = row.map_err(|e| ReferenceError::Invalid {
-                path: path.into(),
-                record: i as u64 + 1,
-                message: e.to_string(),
+            let invalid =
+                |message: String| ReferenceError::Invalid { path: path.into(), record: i as u64 + 1, message };
+            let row = row.map_err(|e| invalid(e.to_string()))?;
+            let text = row.capacity.unwrap_or_default();
+            let capacity = Capacity::parse(&text).ok_or_else(|| {
+                invalid(format!("capacity {text:?} is not client, proprietary or employee (or empty)"))
             })?;
             let mut intern = |text: Option<String>| self.names.intern(text.unwrap_or_default().as_bytes()).0;
             let account = intern(Some(row.account));
             let owner = intern(row.owner);
             let desk = intern(row.desk);
             let trader = intern(row.trader);
-            self.accounts.insert(account, Account { owner, desk, trader });
+            self.accounts.insert(account, Account { owner, desk, trader, capacity });
         }
         Ok(())
     }
@@ -339,6 +398,28 @@ impl ReferenceData {
         self.accounts.insert(account, Account { owner, ..Default::default() });
     }
 
+    /// Adds an account with its desk and trader (tests, generators); an empty name is none.
+    pub fn set_account(&mut self, name: &str, owner: &str, desk: &str, trader: &str) {
+        let mut intern = |text: &str| if text.is_empty() { Symbol::NONE } else { self.names.intern(text.as_bytes()).0 };
+        let (account, owner, desk, trader) = (intern(name), intern(owner), intern(desk), intern(trader));
+        self.accounts.insert(account, Account { owner, desk, trader, capacity: Capacity::Unknown });
+    }
+
+    /// Sets the capacity an account trades in (tests, generators); the account is added if new.
+    pub fn set_capacity(&mut self, name: &str, capacity: Capacity) {
+        let (account, _) = self.names.intern(name.as_bytes());
+        self.accounts.entry(account).or_default().capacity = capacity;
+    }
+
+    /// The instrument a derivative is written on, or the instrument itself: what trading in
+    /// one instrument says about another.
+    pub fn root(&self, instrument: Symbol) -> Symbol {
+        match self.instruments.get(&instrument) {
+            Some(i) if !i.underlying.is_none() => i.underlying,
+            _ => instrument,
+        }
+    }
+
     /// The instrument, if known.
     pub fn instrument(&self, symbol: Symbol) -> Option<&Instrument> {
         self.instruments.get(&symbol)
@@ -397,6 +478,11 @@ impl ReferenceData {
     #[inline]
     pub fn account(&self, symbol: Symbol) -> Option<&Account> {
         self.accounts.get(&symbol)
+    }
+
+    /// True when some account has a stated capacity (client, proprietary or employee).
+    pub fn has_capacities(&self) -> bool {
+        self.accounts.values().any(|a| a.capacity != Capacity::Unknown)
     }
 
     /// The number of accounts.

@@ -342,10 +342,14 @@ fn write_reference(dir: &Path, uni: &universe::Universe) -> Result<(), GenerateE
     )?;
     write_rows(
         &dir.join("accounts.csv"),
-        &["account", "owner", "desk", "trader"],
-        uni.accounts
-            .iter()
-            .map(|a| [a.name.as_str(), uni.owners[a.owner as usize].as_str(), a.desk, a.trader.as_str()]),
+        &["account", "owner", "desk", "trader", "capacity"],
+        uni.accounts.iter().map(|a| {
+            let capacity = match a.role {
+                universe::Role::Institutional | universe::Role::Retail => "client",
+                universe::Role::MarketMaker | universe::Role::Hft | universe::Role::Storm => "proprietary",
+            };
+            [a.name.as_str(), uni.owners[a.owner as usize].as_str(), a.desk, a.trader.as_str(), capacity]
+        }),
     )?;
     let toml_path = dir.join("surveil.toml");
     let toml = "# Trading data written by `surveil generate`; paths are relative to this file.\n\

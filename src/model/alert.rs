@@ -32,8 +32,14 @@ pub mod rules {
     pub const MARKING_CLOSE: &str = "marking_close";
     /// Aggressive executions through several levels, then the position turned round.
     pub const MOMENTUM_IGNITION: &str = "momentum_ignition";
+    /// Two accounts trading with each other far more often than their activity explains.
+    pub const CROSS_TRADES: &str = "cross_trades";
+    /// A desk's or algorithm's self-trades making up a large share of its volume in a session.
+    pub const SELF_TRADE_PATTERN: &str = "self_trade_pattern";
+    /// The firm's own or an employee's account trading ahead of a client's block.
+    pub const FRONT_RUNNING: &str = "front_running";
     /// Every built-in rule name, in a fixed order.
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 16] = [
         ORDER_QUANTITY_LIMIT,
         ORDER_NOTIONAL_LIMIT,
         OFF_MARKET_PRICE,
@@ -47,6 +53,9 @@ pub mod rules {
         QUOTE_STUFFING,
         MARKING_CLOSE,
         MOMENTUM_IGNITION,
+        CROSS_TRADES,
+        SELF_TRADE_PATTERN,
+        FRONT_RUNNING,
     ];
 }
 

@@ -104,7 +104,7 @@ pub fn rescale(value: i64, from: u8, to: u8) -> Result<i64, DecimalError> {
 }
 
 /// A fixed-point number with its scale, for display and JSON output.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decimal {
     /// The integer count of `10^-scale`.
     pub mantissa: i128,

@@ -19,6 +19,14 @@
 //!   trading that moves the closing price its way.
 //! * [`MomentumIgnition`] ([`MomentumIgnitionExt::momentum_ignition`]): aggressive executions
 //!   through several price levels, then the position turned round at the price they made.
+//! * [`CrossTrades`] ([`CrossTradesExt::cross_trades`]): pairs of accounts that trade with each
+//!   other far more often than their activity explains, within an hour and over a session.
+//! * [`SelfTradePattern`] ([`SelfTradePatternExt::self_trade_pattern`]): a desk or algorithm
+//!   whose self-trades make up a large share of its volume in a security over a session
+//!   (FINRA 5210 SM .02).
+//! * [`FrontRunning`] ([`FrontRunningExt::front_running`]): the firm's own or an employee's
+//!   account trading ahead of a client's block, in the instrument or one written on it (FINRA
+//!   5270). It keys by underlying, so it runs as an operator of its own ([`StreamRules`]).
 //!
 //! All of them key by instrument, so the default job runs them together in one operator over one
 //! order book state ([`default_rules`] and [`crate::detect::Detect::detect_by_instrument`]).
@@ -31,7 +39,9 @@
 //! * [`linked_wash`] ([`LinkedWashExt::linked_washes`]): opposite executions of linked accounts
 //!   in separate prints, at one price and size, within moments.
 
+pub mod cross_trades;
 pub mod executions;
+pub mod front_running;
 pub mod insider_like;
 pub mod layering;
 pub mod linked_wash;
@@ -42,10 +52,13 @@ pub mod order_to_trade;
 pub mod price_collar;
 pub mod quote_stuffing;
 pub mod self_trade;
+pub mod self_trade_pattern;
 pub mod spoofing;
 
 use std::sync::Arc;
 
+pub use cross_trades::{CrossTrades, CrossTradesExt};
+pub use front_running::{FrontRunning, FrontRunningExt};
 pub use insider_like::InsiderLikeExt;
 pub use layering::{Layering, LayeringExt};
 pub use linked_wash::LinkedWashExt;
@@ -56,13 +69,14 @@ pub use order_to_trade::{OrderToTrade, OrderToTradeExt, OrderToTradeStreams};
 pub use price_collar::{PriceCollar, PriceCollarExt};
 pub use quote_stuffing::{QuoteStuffing, QuoteStuffingExt};
 pub use self_trade::{SelfTrade, SelfTradesExt};
+pub use self_trade_pattern::{SelfTradePattern, SelfTradePatternExt};
 pub use spoofing::{Spoofing, SpoofingExt};
 
 use timely::dataflow::Stream;
 
 use differential_dataflow::VecCollection;
 
-use crate::config::{Config, InsiderLikeConfig, LinkedWashConfig};
+use crate::config::{Config, FrontRunningConfig, InsiderLikeConfig, LinkedWashConfig};
 use crate::detect::InstrumentRules;
 use crate::model::time::SessionCalendar;
 use crate::model::{Alert, Event, Symbol};
@@ -74,6 +88,7 @@ use crate::reference::ReferenceData;
 pub struct StreamRules {
     insider_like: Option<(InsiderLikeConfig, SessionCalendar)>,
     linked_wash: Option<LinkedWashConfig>,
+    front_running: Option<(FrontRunningConfig, SessionCalendar)>,
 }
 
 impl StreamRules {
@@ -85,18 +100,30 @@ impl StreamRules {
         StreamRules {
             insider_like: insider.enabled.then(|| (*insider, SessionCalendar::new(zone))),
             linked_wash: wash.enabled.then_some(*wash),
+            front_running: config
+                .rules
+                .front_running
+                .enabled
+                .then(|| (config.rules.front_running, SessionCalendar::new(zone))),
         }
     }
 
     /// Their alerts over `events`, one stream per rule; `groups` are the groups of linked
     /// accounts ([`crate::links::linked_groups`]), when the reference data states ownership
-    /// (the rules that need them do not run without).
+    /// (the rules that need them do not run without); account capacities and underlyings come
+    /// from `reference` (front running does not run without capacities).
     pub fn alerts<'scope>(
         &self,
         events: Stream<'scope, u64, Vec<Event>>,
         groups: Option<VecCollection<'scope, u64, (Symbol, Symbol), isize>>,
+        reference: &Arc<ReferenceData>,
     ) -> Vec<Stream<'scope, u64, Vec<Alert>>> {
         let mut all = Vec::new();
+        if let Some((config, calendar)) = &self.front_running
+            && reference.has_capacities()
+        {
+            all.push(events.clone().front_running(config, reference.clone(), calendar.clone()));
+        }
         if let Some((config, calendar)) = &self.insider_like {
             all.push(events.clone().insider_like(config, calendar.clone()));
         }
@@ -141,6 +168,14 @@ pub fn default_rules(config: &Config, reference: &Arc<ReferenceData>) -> Instrum
     }
     if rules.momentum_ignition.enabled {
         set = set.with(MomentumIgnition::new(&rules.momentum_ignition));
+    }
+    if rules.cross_trades.enabled {
+        let zone = config.sessions.timezone.parse().unwrap_or(chrono_tz::UTC);
+        set = set.with(CrossTrades::new(&rules.cross_trades, SessionCalendar::new(zone)));
+    }
+    if rules.self_trade_pattern.enabled && reference.account_count() > 0 {
+        let zone = config.sessions.timezone.parse().unwrap_or(chrono_tz::UTC);
+        set = set.with(SelfTradePattern::new(&rules.self_trade_pattern, SessionCalendar::new(zone), reference.clone()));
     }
     set
 }

@@ -1,0 +1,686 @@
+//! Front running (FINRA Rule 5270): the firm's own or an employee's account trading in the
+//! direction of a client's block shortly before the block executes, in the same instrument or in
+//! one written on it.
+//!
+//! FINRA 5270 forbids trading a security, or a related financial instrument (an option or a
+//! future on it), while holding material non-public information about an imminent block
+//! transaction, until the information is public or stale. A block is 10,000 shares or more, or
+//! $200,000 or more of market value (NYSE Rule 127.10 and the definition FINRA's front-running
+//! guidance, IM-2110-3, used). MAR Art. 7(1)(d) and ESMA's guidelines treat trading ahead of a
+//! client's order as insider dealing in the EU.
+//!
+//! # Logic
+//!
+//! Per underlying (an instrument's `underlying` in the reference data, or the instrument):
+//!
+//! 1. A **block** is a client account's order (`capacity = client` in the account reference
+//!    data) of at least `block_quantity` or of at least `block_notional` at its limit price, or
+//!    a client's single execution of that size whose order was not seen. It is **executed** at
+//!    its first execution.
+//! 2. The **firm side** (`proprietary` and `employee` accounts) executions in the `lookback`
+//!    before that moment and after the underlying's previous block (an execution is read
+//!    against the first block after it only), in the block's direction: buying the instrument
+//!    or a call (or selling a put) ahead of a client's buy, the reverse ahead of a sell. A
+//!    proprietary account is **ahead** of the block when its last execution in that span was
+//!    the block's way, **against** it when the other way (what it did just before the block;
+//!    a net over the span would let an earlier, unrelated trade cancel the trading ahead). An
+//!    employee is ahead with any execution that way (buying back a short ahead of a buy is
+//!    trading on the block too).
+//! 3. At `horizon` after the block's execution, the **profit captured** is what the account's
+//!    executions ahead are worth at the last price of their instruments then (exact, in the
+//!    instruments' currency).
+//! 4. An **employee** account ahead of a block, with a profit, raises an alert for that block
+//!    (one per block; the block's later fills are not blocks again):
+//!    staff do not make markets, and personal dealing ahead of a client is the case itself.
+//! 5. The firm's **own** accounts trade all day (market making, hedging): one of them is ahead
+//!    of about half the blocks by chance. Over a session (the block's local day, judged at its
+//!    end plus the horizon) an account that was ahead of at least `min_blocks` blocks, far more
+//!    often than against (a sign test, `P(X ≥ ahead)` for `X ~ Bin(ahead + against, ½)` at most
+//!    `significance` divided by the number of accounts judged), with a profit over them, raises
+//!    one alert.
+//!
+//! `require_profit = false` raises both kinds on the trading alone. A block alert's score
+//! grows with how close the trading came to the block (timing), its size against the block's
+//! and the profit; a session alert's with the strength of the sign test. Evidence: the block's
+//! order and first execution and the account's executions ahead (a session alert: each
+//! block's execution and the account's first execution ahead of it).
+//!
+//! Executions are the input's fills; an instrument whose input has no fills uses its trade
+//! prints (both named parties).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use timely::dataflow::Stream;
+
+use crate::config::{FrontRunningConfig, nanos_of};
+use crate::detect::{AlertSink, Detect, Detector, Key};
+use crate::model::alert::rules;
+use crate::model::time::SessionCalendar;
+use crate::model::{Alert, Body, Decimal, Event, Party, Price, Severity, Side, Symbol, Timestamp};
+use crate::reference::{Capacity, ReferenceData};
+
+/// The front-running rule.
+#[derive(Clone)]
+pub struct FrontRunning {
+    config: FrontRunningConfig,
+    lookback: u64,
+    horizon: u64,
+    reference: Arc<ReferenceData>,
+    calendar: SessionCalendar,
+}
+
+impl FrontRunning {
+    /// Builds the rule; capacities and underlyings come from `reference`, sessions end at
+    /// midnight in `calendar`'s zone.
+    pub fn new(config: &FrontRunningConfig, reference: Arc<ReferenceData>, calendar: SessionCalendar) -> FrontRunning {
+        FrontRunning {
+            config: *config,
+            lookback: nanos_of(config.lookback),
+            horizon: nanos_of(config.horizon),
+            reference,
+            calendar,
+        }
+    }
+
+    fn capacity(&self, account: Symbol) -> Capacity {
+        self.reference.account(account).map_or(Capacity::Unknown, |a| a.capacity)
+    }
+
+    /// +1 when buying `instrument` is buying its underlying, -1 when it is selling it (a put).
+    fn direction(&self, instrument: Symbol, side: Side) -> i8 {
+        let d = self.reference.instrument(instrument).map_or(1, |i| i.direction());
+        if side == Side::Buy { d } else { -d }
+    }
+
+    /// Whether `quantity` at `price` (in units of the instrument's price scale) is a block.
+    fn is_block(&self, instrument: Symbol, price: Option<Price>, quantity: u64) -> bool {
+        if quantity >= self.config.block_quantity {
+            return true;
+        }
+        let Some(price) = price else { return false };
+        Decimal::notional(price, quantity, self.reference.price_scale(instrument)).to_f64()
+            >= self.config.block_notional
+    }
+}
+
+/// One execution the rule follows.
+#[derive(Clone, Copy, Debug)]
+struct Execution {
+    time: Timestamp,
+    instrument: Symbol,
+    account: Symbol,
+    side: Side,
+    /// Its direction on the underlying (+1 long, -1 short).
+    direction: i8,
+    price: Price,
+    quantity: u64,
+    event: Event,
+}
+
+/// A client's block order, until it executes.
+#[derive(Clone, Copy, Debug)]
+struct Block {
+    arrival: Timestamp,
+    account: Symbol,
+    direction: i8,
+    quantity: u64,
+    order: Option<Event>,
+}
+
+/// A block executed, with the firm-side accounts that traded ahead, until its horizon.
+struct Judgement {
+    block: Block,
+    executed: Execution,
+    /// When the session the block executed in is judged.
+    session_close: Timestamp,
+    ahead: BTreeMap<Symbol, Vec<Execution>>,
+}
+
+/// A proprietary account's record ahead of the blocks of a session.
+#[derive(Default)]
+struct Record {
+    /// Blocks it ended the lookback net the block's way, and net the other way.
+    ahead: u64,
+    against: u64,
+    /// The profit its trading ahead captured, summed over the blocks.
+    profit: Decimal,
+    /// The blocks' executions and its first execution ahead of each (the first ones).
+    evidence: Vec<Event>,
+}
+
+/// What the rule remembers of an underlying.
+#[derive(Default)]
+pub struct FrontRunningState {
+    /// Firm-side executions within the lookback, oldest first.
+    recent: VecDeque<Execution>,
+    /// Client block orders not yet executed, by order id.
+    blocks: HashMap<Symbol, Block>,
+    /// Block orders already judged (their later fills are not blocks again), with the time.
+    judged: HashMap<Symbol, Timestamp>,
+    /// Executed blocks waiting for their horizon, by due time.
+    judging: BTreeMap<Timestamp, Vec<Judgement>>,
+    /// Proprietary accounts' records, by the time their session is judged (its end plus the
+    /// horizon, when its last blocks' profits are known).
+    sessions: BTreeMap<Timestamp, BTreeMap<Symbol, Record>>,
+    /// The last price of each instrument of the underlying.
+    last_price: HashMap<Symbol, Price>,
+    /// Instruments whose input has fills (their prints are not counted again).
+    with_fills: HashSet<Symbol>,
+    /// When the last block executed, and the one before at an earlier time.
+    latest_block: Option<Timestamp>,
+    previous_block: Option<Timestamp>,
+}
+
+impl Detector for FrontRunning {
+    type State = FrontRunningState;
+
+    fn name(&self) -> &str {
+        rules::FRONT_RUNNING
+    }
+
+    fn key(&self, event: &Event) -> Option<Key> {
+        matches!(event.body, Body::NewOrder { .. } | Body::Cancel { .. } | Body::Fill { .. } | Body::Trade { .. })
+            .then(|| Key::Instrument(self.reference.root(event.instrument)))
+    }
+
+    fn on_event(&self, state: &mut FrontRunningState, event: &Event, out: &mut AlertSink<'_>) {
+        while state.recent.front().is_some_and(|x| event.time.saturating_sub(x.time) > self.lookback) {
+            state.recent.pop_front();
+        }
+        // A block order older than a day that never executed is forgotten.
+        state.blocks.retain(|_, b| event.time.saturating_sub(b.arrival) <= 86_400_000_000_000);
+        state.judged.retain(|_, at| event.time.saturating_sub(*at) <= 86_400_000_000_000);
+        match event.body {
+            Body::NewOrder { order, side, price, quantity, .. }
+                if self.capacity(event.account) == Capacity::Client
+                    && self.is_block(event.instrument, price, quantity) =>
+            {
+                let direction = self.direction(event.instrument, side);
+                let block =
+                    Block { arrival: event.time, account: event.account, direction, quantity, order: Some(*event) };
+                state.blocks.insert(order, block);
+            }
+            Body::Cancel { order, .. } => {
+                state.blocks.remove(&order);
+            }
+            Body::Fill { order, side, price, quantity, .. } => {
+                state.with_fills.insert(event.instrument);
+                state.last_price.insert(event.instrument, price);
+                let party = Party { account: event.account, owner: event.owner, order };
+                self.on_execution(state, event, party, side, price, quantity, out);
+            }
+            Body::Trade { buyer, seller, price, quantity, .. } => {
+                state.last_price.insert(event.instrument, price);
+                if state.with_fills.contains(&event.instrument) {
+                    return;
+                }
+                for (party, side) in [(buyer, Side::Buy), (seller, Side::Sell)] {
+                    if !party.account.is_none() {
+                        self.on_execution(state, event, party, side, price, quantity, out);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_timer(&self, state: &mut FrontRunningState, time: Timestamp, out: &mut AlertSink<'_>) {
+        // Profits first: a session is judged once its last blocks' horizons have passed.
+        let due: Vec<Timestamp> = state.judging.range(..=time).map(|(t, _)| *t).collect();
+        for t in due {
+            for judgement in state.judging.remove(&t).unwrap_or_default() {
+                self.judge(state, judgement, out);
+            }
+        }
+        let closing: Vec<Timestamp> = state.sessions.range(..=time).map(|(t, _)| *t).collect();
+        for t in closing {
+            if let Some(records) = state.sessions.remove(&t) {
+                self.judge_session(records, out);
+            }
+        }
+    }
+}
+
+impl FrontRunning {
+    #[allow(clippy::too_many_arguments)]
+    fn on_execution(
+        &self,
+        state: &mut FrontRunningState,
+        event: &Event,
+        party: Party,
+        side: Side,
+        price: Price,
+        quantity: u64,
+        out: &mut AlertSink<'_>,
+    ) {
+        let capacity = self.capacity(party.account);
+        let execution = Execution {
+            time: event.time,
+            instrument: event.instrument,
+            account: party.account,
+            side,
+            direction: self.direction(event.instrument, side),
+            price,
+            quantity,
+            event: *event,
+        };
+        if capacity.is_firm_side() {
+            state.recent.push_back(execution);
+            return;
+        }
+        if capacity != Capacity::Client {
+            return;
+        }
+        if !party.order.is_none() && state.judged.contains_key(&party.order) {
+            return; // a later fill of a block already judged
+        }
+        let block = match state.blocks.remove(&party.order) {
+            Some(block) if !party.order.is_none() => block,
+            _ if self.is_block(event.instrument, Some(price), quantity) => Block {
+                arrival: event.time,
+                account: party.account,
+                direction: execution.direction,
+                quantity,
+                order: None,
+            },
+            _ => return,
+        };
+        if !party.order.is_none() {
+            state.judged.insert(party.order, event.time);
+        }
+        // Each firm-side account's executions the block's way in the lookback, and whether its
+        // last execution before the block was that way.
+        // Trading before an earlier block was ahead of that one: each execution is read against
+        // the first block after it only.
+        let since = if state.latest_block == Some(event.time) { state.previous_block } else { state.latest_block };
+        if state.latest_block.is_none_or(|t| t < event.time) {
+            state.previous_block = state.latest_block;
+            state.latest_block = Some(event.time);
+        }
+        let start = event.time.saturating_sub(self.lookback);
+        let after = |x: &Execution| since.is_none_or(|t| x.time > t);
+        let mut last_way: BTreeMap<Symbol, bool> = BTreeMap::new();
+        let mut ahead: BTreeMap<Symbol, Vec<Execution>> = BTreeMap::new();
+        for x in state
+            .recent
+            .iter()
+            .filter(|x| x.time >= start && x.time < event.time && after(x) && x.account != block.account)
+        {
+            let the_blocks_way = x.direction == block.direction;
+            last_way.insert(x.account, the_blocks_way);
+            if the_blocks_way {
+                ahead.entry(x.account).or_default().push(*x);
+            }
+        }
+        let (_, end) = self.calendar.session_of(event.time);
+        let session_close = end.saturating_add(self.horizon);
+        let records = state.sessions.entry(session_close).or_insert_with(|| {
+            out.timer(session_close);
+            BTreeMap::new()
+        });
+        for (account, way) in &last_way {
+            if self.capacity(*account) == Capacity::Proprietary {
+                let record = records.entry(*account).or_default();
+                if *way { record.ahead += 1 } else { record.against += 1 }
+            }
+        }
+        // Staff trading the block's way at all is the case; the firm's own accounts count when
+        // their last execution before it was that way (their session record decides).
+        ahead.retain(|account, _| {
+            self.capacity(*account) == Capacity::Employee || last_way.get(account).copied().unwrap_or(false)
+        });
+        if ahead.is_empty() {
+            return;
+        }
+        let due = event.time.saturating_add(self.horizon);
+        out.timer(due);
+        state.judging.entry(due).or_default().push(Judgement { block, executed: execution, session_close, ahead });
+    }
+
+    /// At a block's horizon: employees' trading ahead is raised one block at a time; the
+    /// firm's own accounts' profits go to their session's record.
+    fn judge(&self, state: &mut FrontRunningState, judgement: Judgement, out: &mut AlertSink<'_>) {
+        let Judgement { block, executed, session_close, ahead } = judgement;
+        for (account, executions) in ahead {
+            let captured = self.captured(&state.last_price, &executions);
+            if self.capacity(account) == Capacity::Proprietary {
+                if let Some(record) = state.sessions.get_mut(&session_close).and_then(|r| r.get_mut(&account)) {
+                    record.profit = add(record.profit, captured);
+                    if record.evidence.len() + 2 <= self.config.max_evidence {
+                        record.evidence.push(executed.event);
+                        record.evidence.push(executions[0].event);
+                    }
+                }
+                continue;
+            }
+            let profit = captured.to_f64();
+            if self.config.require_profit && profit <= 0.0 {
+                continue;
+            }
+            let quantity: u64 = executions.iter().map(|x| x.quantity).sum();
+            let last = executions.iter().map(|x| x.time).max().unwrap_or(executed.time);
+            let lead = executed.time.saturating_sub(last);
+            let timing = 1.0 - lead as f64 / self.lookback.max(1) as f64;
+            let size = (quantity as f64 / block.quantity.max(1) as f64).min(1.0);
+            let score = (50.0 + 20.0 * timing + 15.0 * size + if profit > 0.0 { 15.0 } else { 0.0 }).clamp(0.0, 100.0);
+            let after_arrival = executions.iter().filter(|x| x.time >= block.arrival).count();
+            let mut alert = out.alert_now();
+            alert
+                .instrument(executed.instrument)
+                .account(account)
+                .severity(Severity::from_score(score, 60.0, 80.0))
+                .score(score)
+                .explain(format!(
+                    "an employee account's {} executions of {} the way of a client's block of {} ({} of them after \
+                     the block order arrived), the last {} ms before it executed; worth {:.2} at the price {} later",
+                    executions.len(),
+                    quantity,
+                    block.quantity,
+                    after_arrival,
+                    lead / 1_000_000,
+                    profit,
+                    humantime::format_duration(self.config.horizon)
+                ))
+                .param("scope", "block")
+                .param("client", block.account)
+                .param("block_quantity", block.quantity)
+                .param("block_side", if block.direction > 0 { "long" } else { "short" })
+                .param("quantity_ahead", quantity)
+                .param("executions_ahead", executions.len())
+                .param("after_block_arrival", after_arrival)
+                .param("lead", std::time::Duration::from_nanos(lead))
+                .param("profit", captured)
+                .discriminator(executed.event.origin.0);
+            if let Some(order) = &block.order {
+                alert.evidence(order);
+            }
+            alert.evidence(&executed.event);
+            for x in &executions {
+                alert.evidence(&x.event);
+            }
+        }
+    }
+
+    /// What executions are worth at the last prices, exact at the finest price scale among
+    /// their instruments.
+    fn captured(&self, last_price: &HashMap<Symbol, Price>, executions: &[Execution]) -> Decimal {
+        executions.iter().fold(Decimal::units(0), |total, x| {
+            let now = last_price.get(&x.instrument).copied().unwrap_or(x.price);
+            let gain = if x.side == Side::Buy { now.0 - x.price.0 } else { x.price.0 - now.0 };
+            add(total, Decimal::notional(Price(gain), x.quantity, self.reference.price_scale(x.instrument)))
+        })
+    }
+
+    /// The firm's own accounts over a session: one that ended the lookback net the block's way
+    /// before far more blocks than the other way (a sign test, Bonferroni-corrected over the
+    /// accounts judged), and profited, raises one alert.
+    fn judge_session(&self, records: BTreeMap<Symbol, Record>, out: &mut AlertSink<'_>) {
+        let judged = records.values().filter(|r| r.ahead + r.against > 0).count().max(1);
+        for (account, record) in records {
+            let blocks = record.ahead + record.against;
+            let tail = super::cross_trades::binomial_upper_tail(blocks, 0.5, record.ahead);
+            let profit = record.profit.to_f64();
+            if record.ahead < self.config.min_blocks
+                || tail > self.config.significance / judged as f64
+                || (self.config.require_profit && profit <= 0.0)
+            {
+                continue;
+            }
+            let strength = if tail > 0.0 { -tail.log10() } else { 300.0 };
+            let score = (60.0 + 4.0 * strength).min(100.0);
+            let mut alert = out.alert_now();
+            alert
+                .account(account)
+                .severity(Severity::from_score(score, 60.0, 80.0))
+                .score(score)
+                .explain(format!(
+                    "the firm's own account was net the block's way ahead of {} of {} client blocks in the session \
+                     (chance {:.1e} for trading unrelated to them); its trading ahead was worth {:.2}",
+                    record.ahead, blocks, tail, profit
+                ))
+                .param("scope", "session")
+                .param("blocks_ahead", record.ahead)
+                .param("blocks_against", record.against)
+                .param("tail_probability", tail)
+                .param("profit", record.profit)
+                .discriminator(1);
+            for event in &record.evidence {
+                alert.evidence(event);
+            }
+        }
+    }
+}
+
+/// The sum of two decimals, at the finer scale.
+fn add(a: Decimal, b: Decimal) -> Decimal {
+    let scale = a.scale.max(b.scale);
+    Decimal { mantissa: a.at_scale(scale).unwrap_or(0) + b.at_scale(scale).unwrap_or(0), scale }
+}
+
+/// Extension trait: the front-running rule as an operator.
+pub trait FrontRunningExt<'scope> {
+    /// Alerts for firm-side accounts trading ahead of a client's block (see the [module
+    /// documentation](self)).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use surveil::config::FrontRunningConfig;
+    /// use surveil::model::Side;
+    /// use surveil::model::time::SessionCalendar;
+    /// use surveil::reference::{Capacity, ReferenceData};
+    /// use surveil::rules::FrontRunningExt;
+    /// use surveil::testing::{captured, fill};
+    /// use timely::dataflow::operators::ToStream;
+    /// use timely::dataflow::operators::capture::Capture;
+    ///
+    /// let mut reference = ReferenceData::new(4);
+    /// reference.set_capacity("CLIENT", Capacity::Client);
+    /// reference.set_capacity("STAFF", Capacity::Employee);
+    /// let s = 1_000_000_000;
+    /// let events = vec![
+    ///     fill("ACME", "P1", "STAFF", Side::Buy, "10.00", 2_000).at(10 * s),  // ahead of the block
+    ///     fill("ACME", "C1", "CLIENT", Side::Buy, "10.05", 20_000).at(20 * s), // the block
+    ///     fill("ACME", "X", "OTHER", Side::Buy, "10.10", 100).at(30 * s),     // the price after
+    /// ];
+    /// let reference = Arc::new(reference);
+    /// let alerts = timely::example(move |scope| {
+    ///     let calendar = SessionCalendar::new(chrono_tz::UTC);
+    ///     events.to_stream(scope).front_running(&FrontRunningConfig::default(), reference, calendar).capture()
+    /// });
+    /// let alerts = captured(alerts);
+    /// assert_eq!(alerts.len(), 1);
+    /// assert_eq!(alerts[0].rule, "front_running");
+    /// ```
+    fn front_running(
+        self,
+        config: &FrontRunningConfig,
+        reference: Arc<ReferenceData>,
+        calendar: SessionCalendar,
+    ) -> Stream<'scope, u64, Vec<Alert>>;
+}
+
+impl<'scope> FrontRunningExt<'scope> for Stream<'scope, u64, Vec<Event>> {
+    fn front_running(
+        self,
+        config: &FrontRunningConfig,
+        reference: Arc<ReferenceData>,
+        calendar: SessionCalendar,
+    ) -> Stream<'scope, u64, Vec<Alert>> {
+        self.detect_all(FrontRunning::new(config, reference, calendar)).alerts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::alert::Value;
+    use crate::reference::Instrument;
+    use crate::testing::{fill, new_order, run_on, trade_at_price};
+
+    const S: u64 = 1_000_000_000;
+
+    fn reference() -> Arc<ReferenceData> {
+        let mut reference = ReferenceData::new(4);
+        reference.set_capacity("CLIENT", Capacity::Client);
+        reference.set_capacity("PROP", Capacity::Proprietary);
+        reference.set_capacity("STAFF", Capacity::Employee);
+        reference.set_capacity("STAFF2", Capacity::Employee);
+        reference.set_capacity("MM", Capacity::Proprietary);
+        let option = |cfi: &str| Instrument {
+            price_scale: 4,
+            cfi: cfi.into(),
+            underlying: Symbol::of(b"ACME"),
+            ..Instrument::default()
+        };
+        reference.add_instrument("ACME", Instrument { price_scale: 4, ..Instrument::default() });
+        reference.add_instrument("ACME_C", option("OCASPS"));
+        reference.add_instrument("ACME_P", option("OPASPS"));
+        Arc::new(reference)
+    }
+
+    fn alerts(events: Vec<Event>) -> Vec<Alert> {
+        let calendar = SessionCalendar::new(chrono_tz::UTC);
+        run_on(2, FrontRunning::new(&FrontRunningConfig::default(), reference(), calendar), events)
+    }
+
+    /// A client's buy block of 50,000 arriving at 660 s, executed at 690 s at 10.05, and a
+    /// later print at 10.20.
+    fn client_block() -> Vec<Event> {
+        vec![
+            new_order("ACME", "B1", "CLIENT", Side::Buy, "10.05", 50_000).at(660 * S),
+            fill("ACME", "B1", "CLIENT", Side::Buy, "10.05", 50_000).at(690 * S),
+            fill("ACME", "Z", "OTHER", Side::Buy, "10.20", 100).at(800 * S),
+        ]
+    }
+
+    fn with(mut events: Vec<Event>, more: Vec<Event>) -> Vec<Event> {
+        events.extend(more);
+        events.sort_by_key(|e| e.time);
+        events
+    }
+
+    #[test]
+    fn an_employee_buying_ahead_of_a_client_buy_block_is_raised_with_its_profit() {
+        let events = with(client_block(), vec![fill("ACME", "P1", "STAFF", Side::Buy, "10.00", 5_000).at(670 * S)]);
+        let alerts = alerts(events);
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        let a = &alerts[0];
+        assert_eq!(a.account, Symbol::of(b"STAFF"));
+        assert_eq!(a.time, 690 * S + 300 * S, "judged at the horizon");
+        let profit = a.parameters.iter().find(|p| p.name == "profit").map(|p| p.value.clone());
+        // 5,000 bought at 10.00, worth 10.20 five minutes after the block: 1,000.
+        assert!(matches!(profit, Some(Value::Decimal(d)) if d.to_f64() == 1_000.0), "{profit:?}");
+        assert_eq!(a.evidence.len(), 3, "order, block execution, the execution ahead");
+    }
+
+    #[test]
+    fn calls_bought_and_puts_sold_are_trading_ahead_too() {
+        let events = with(
+            client_block(),
+            vec![
+                fill("ACME_C", "P1", "STAFF", Side::Buy, "0.50", 100).at(665 * S),
+                fill("ACME_C", "P1b", "STAFF", Side::Sell, "0.80", 1).at(800 * S), // its price later
+                fill("ACME_P", "P2", "STAFF2", Side::Sell, "0.40", 100).at(666 * S),
+                fill("ACME_P", "P2b", "PROP", Side::Buy, "0.20", 1).at(800 * S),
+            ],
+        );
+        let mut accounts: Vec<Symbol> = alerts(events).iter().map(|a| a.account).collect();
+        accounts.sort();
+        let mut expected = vec![Symbol::of(b"STAFF"), Symbol::of(b"STAFF2")];
+        expected.sort();
+        assert_eq!(accounts, expected);
+    }
+
+    #[test]
+    fn trading_both_ways_or_the_other_way_or_too_early_is_not_raised() {
+        let events = with(
+            client_block(),
+            vec![
+                // A market maker buying and selling as much: not net the block's way.
+                fill("ACME", "M1", "MM", Side::Buy, "10.00", 3_000).at(670 * S),
+                fill("ACME", "M2", "MM", Side::Sell, "10.01", 3_000).at(671 * S),
+                // Selling ahead of a buy: against the block.
+                fill("ACME", "P1", "PROP", Side::Sell, "10.00", 1_000).at(672 * S),
+                // Buying 11 minutes before: outside the lookback.
+                fill("ACME", "S1", "STAFF", Side::Buy, "10.00", 1_000).at(1),
+            ],
+        );
+        assert!(alerts(events).is_empty());
+    }
+
+    #[test]
+    fn a_small_client_order_is_no_block_and_a_loss_is_not_raised() {
+        let small = vec![
+            new_order("ACME", "B1", "CLIENT", Side::Buy, "10.05", 500).at(660 * S),
+            fill("ACME", "B1", "CLIENT", Side::Buy, "10.05", 500).at(690 * S),
+            fill("ACME", "P1", "STAFF", Side::Buy, "10.00", 5_000).at(670 * S),
+            fill("ACME", "Z", "OTHER", Side::Buy, "10.20", 100).at(800 * S),
+        ];
+        assert!(alerts(with(small, vec![])).is_empty());
+        let falling = vec![
+            new_order("ACME", "B1", "CLIENT", Side::Buy, "10.05", 50_000).at(660 * S),
+            fill("ACME", "P1", "STAFF", Side::Buy, "10.00", 5_000).at(670 * S),
+            fill("ACME", "B1", "CLIENT", Side::Buy, "10.05", 50_000).at(690 * S),
+            fill("ACME", "Z", "OTHER", Side::Buy, "9.90", 100).at(800 * S),
+        ];
+        assert!(alerts(falling).is_empty(), "bought at 10.00, worth 9.90: no profit captured");
+    }
+
+    #[test]
+    fn a_printed_block_between_named_parties_works_without_fills() {
+        let events = vec![
+            trade_at_price(670 * S, "ACME", "STAFF", "MM", "10.00"),
+            {
+                let mut block = trade_at_price(690 * S, "ACME", "CLIENT", "MM", "10.05");
+                if let Body::Trade { quantity, .. } = &mut block.body {
+                    *quantity = 20_000;
+                }
+                block
+            },
+            trade_at_price(800 * S, "ACME", "MM", "OTHER", "10.20"),
+        ];
+        let alerts = alerts(events);
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert_eq!(alerts[0].account, Symbol::of(b"STAFF"));
+    }
+
+    /// Ten client blocks of alternating direction, a print rising the blocks' way after each;
+    /// PROP trades each block's way just before it, MM buys before every block (so it is ahead
+    /// of half of them).
+    fn blocks_with_a_prop_ahead_of_each(prop_ahead: usize) -> Vec<Event> {
+        let mut events = Vec::new();
+        for k in 0..10u64 {
+            let t = 1_000 * S * (k + 1);
+            let (side, other, away) =
+                if k % 2 == 0 { (Side::Buy, Side::Sell, "10.20") } else { (Side::Sell, Side::Buy, "9.80") };
+            let order = format!("B{k}");
+            let prop_side = if (k as usize) < prop_ahead { side } else { other };
+            events.push(fill("ACME", &format!("P{k}"), "PROP", prop_side, "10.00", 1_000).at(t - 30 * S));
+            events.push(fill("ACME", &format!("M{k}"), "MM", Side::Buy, "10.00", 1_000).at(t - 20 * S));
+            events.push(new_order("ACME", &order, "CLIENT", side, "10.00", 20_000).at(t - 10 * S));
+            events.push(fill("ACME", &order, "CLIENT", side, "10.00", 20_000).at(t));
+            events.push(fill("ACME", &format!("Z{k}"), "OTHER", side, away, 100).at(t + 100 * S));
+            events.push(fill("ACME", &format!("Y{k}"), "OTHER", side, "10.00", 100).at(t + 400 * S));
+        }
+        events
+    }
+
+    #[test]
+    fn the_firms_own_account_ahead_of_block_after_block_is_raised_for_the_session() {
+        let alerts = alerts(blocks_with_a_prop_ahead_of_each(10));
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        let a = &alerts[0];
+        assert_eq!(a.account, Symbol::of(b"PROP"));
+        assert_eq!(a.time, 86_400 * S + 300 * S, "the session's end plus the horizon");
+        let ahead = a.parameters.iter().find(|p| p.name == "blocks_ahead").map(|p| p.value.clone());
+        assert_eq!(ahead, Some(Value::Count(10)));
+        assert_eq!(a.evidence.len(), 20, "each block's execution and the first execution ahead");
+    }
+
+    #[test]
+    fn the_firms_own_account_ahead_of_some_blocks_by_chance_is_not_raised() {
+        // Ahead of 6, against 4: as likely as not from trading unrelated to the blocks.
+        assert!(alerts(blocks_with_a_prop_ahead_of_each(6)).is_empty());
+    }
+}

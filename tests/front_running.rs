@@ -1,0 +1,188 @@
+//! Front running on a generated day: the day's own flow (market makers and fast traders of the
+//! firm trading all day around its clients' large orders) raises nothing; an employee account
+//! trading ahead of client blocks, and a proprietary account ahead of block after block, are
+//! found, on one worker and on two.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::{alerts_without_clock, read_jsonl, run};
+use serde_json::Value;
+use surveil::config::Config;
+use surveil::generate::{GenerateConfig, generate};
+
+const SECOND: u64 = 1_000_000_000;
+
+/// A client block order of the generated file and its first execution.
+struct Block {
+    instrument: String,
+    side: String,
+    executed_at: u64,
+    price: String,
+    /// Time since the instrument's previous block executed.
+    quiet_for: u64,
+}
+
+/// The client blocks (orders of 10,000 or more, or worth 200,000 or more, and single fills of
+/// that size) that executed, in file order.
+fn client_blocks(dir: &Path) -> Vec<Block> {
+    let accounts = std::fs::read_to_string(dir.join("accounts.csv")).expect("accounts");
+    let clients: Vec<&str> =
+        accounts.lines().skip(1).filter(|l| l.ends_with(",client")).filter_map(|l| l.split(',').next()).collect();
+    let events = std::fs::read_to_string(dir.join("events.csv")).expect("events");
+    let mut orders: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let mut last: BTreeMap<String, u64> = BTreeMap::new();
+    let mut judged: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    let mut blocks = Vec::new();
+    for line in events.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let (time, kind, instrument, order, account, side, price, quantity) =
+            (f[0], f[2], f[4], f[5], f[6], f[10], f[11], f[12]);
+        let quantity: f64 = quantity.parse().unwrap_or(0.0);
+        match kind {
+            "new" if clients.contains(&account) => {
+                let value = price.parse::<f64>().unwrap_or(0.0) * quantity;
+                if quantity >= 10_000.0 || value >= 200_000.0 {
+                    orders.insert(order.to_string(), (instrument.to_string(), side.to_string()));
+                }
+            }
+            "fill" if clients.contains(&account) && !judged.contains(order) => {
+                // A block order's first fill, or (as the rule reads it) a client's single fill of
+                // block size whose order was not one.
+                let value = price.parse::<f64>().unwrap_or(0.0) * quantity;
+                let single =
+                    (quantity >= 10_000.0 || value >= 200_000.0).then(|| (instrument.to_string(), side.to_string()));
+                if let Some((instrument, side)) = orders.remove(order).or(single) {
+                    judged.insert(order.to_string());
+                    let executed_at: u64 = time.parse().expect("integer time");
+                    let quiet_for = executed_at - last.insert(instrument.clone(), executed_at).unwrap_or(0);
+                    blocks.push(Block { instrument, side, executed_at, price: price.to_string(), quiet_for });
+                }
+            }
+            _ => {}
+        }
+    }
+    blocks
+}
+
+/// An order of `account` entered and filled `lead` before `block`, its way, at its price, and
+/// turned round 30 s after the block: a round trip on the client's information.
+fn ahead_of(block: &Block, account: &str, order: &str, lead: u64, quantity: u64) -> [String; 4] {
+    let other = if block.side == "buy" { "sell" } else { "buy" };
+    let row = |t: u64, kind: &str, order: &str, side: &str| {
+        format!(
+            "{t},0,{kind},XSVL,{},{order},{account},,,,{side},{},{quantity},,,,,,,,,,,,,,",
+            block.instrument, block.price
+        )
+    };
+    let (before, after) = (block.executed_at - lead, block.executed_at + 30 * SECOND);
+    let back = format!("{order}x");
+    [
+        row(before, "new", order, &block.side),
+        row(before + 1_000, "fill", order, &block.side),
+        row(after, "new", &back, other),
+        row(after + 1_000, "fill", &back, other),
+    ]
+}
+
+/// Writes `events.csv` again with `rows` merged in time order, and `extra_accounts` added to
+/// `accounts.csv`.
+fn inject(dir: &Path, rows: Vec<String>, extra_accounts: &[&str]) {
+    let events = std::fs::read_to_string(dir.join("events.csv")).expect("events");
+    let mut lines: Vec<&str> = events.lines().collect();
+    let header = lines.remove(0);
+    let time = |l: &str| l.split(',').next().and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
+    let mut all: Vec<&str> = lines.into_iter().chain(rows.iter().map(String::as_str)).collect();
+    all.sort_by_key(|l| time(l));
+    std::fs::write(dir.join("events.csv"), format!("{header}\n{}\n", all.join("\n"))).expect("write events");
+    let mut accounts = std::fs::read_to_string(dir.join("accounts.csv")).expect("accounts");
+    for row in extra_accounts {
+        accounts.push_str(row);
+        accounts.push('\n');
+    }
+    std::fs::write(dir.join("accounts.csv"), accounts).expect("write accounts");
+}
+
+fn front_running_alerts(out: &Path) -> Vec<Value> {
+    read_jsonl(out, "alerts.jsonl").into_iter().filter(|a| a["rule"] == "front_running").collect()
+}
+
+#[test]
+fn trading_ahead_of_client_blocks_is_found_and_the_days_own_flow_raises_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let generated = GenerateConfig { events: 400_000, accounts: 120, instruments: 12, seed: 7, ..Default::default() };
+    let summary = generate(&generated, dir.path()).expect("generate");
+    // Judged on the trading alone, so that every injected case counts whatever the market did
+    // after it (the profit condition is the unit tests').
+    let mut config = Config::load(&dir.path().join("surveil.toml")).expect("config");
+    config.rules.front_running.require_profit = false;
+
+    let (_, untouched) = run(std::slice::from_ref(&summary.events_path), config.clone(), 1);
+    assert_eq!(front_running_alerts(untouched.path()), Vec::<Value>::new(), "the day alone");
+
+    let blocks = client_blocks(dir.path());
+    assert!(blocks.len() >= 100, "{} client blocks", blocks.len());
+    // An employee ahead of every 20th block that came 40 s or more after the one before (an
+    // execution is read against the first block after it), 30 s before, 500 shares.
+    let mut rows = Vec::new();
+    let employee: Vec<&Block> = blocks.iter().filter(|b| b.quiet_for >= 40 * SECOND).step_by(20).collect();
+    for (k, block) in employee.iter().enumerate() {
+        rows.extend(ahead_of(block, "STAFF1", &format!("E{k}"), 30 * SECOND, 500));
+    }
+    // The firm's own account ahead of 25 blocks of the instrument with the most (every other
+    // one that came 20 s or more after the block before), 10 s before, each time the block's
+    // way (a buy block's buy is, when the block before was a sell, also its turning round).
+    // Two client blocks executing at one moment (one client's buy against another's sell) are
+    // both read: trading ahead of the pair is ahead of one and against the other.
+    let alone_at_its_time = |b: &Block| {
+        blocks.iter().filter(|o| o.instrument == b.instrument && o.executed_at == b.executed_at).count() == 1
+    };
+    let mut per_instrument: BTreeMap<&str, Vec<&Block>> = BTreeMap::new();
+    for block in blocks.iter().filter(|b| b.quiet_for >= 20 * SECOND && alone_at_its_time(b)) {
+        per_instrument.entry(block.instrument.as_str()).or_default().push(block);
+    }
+    let (busiest, its_blocks) = per_instrument.iter().max_by_key(|(_, b)| b.len()).expect("blocks");
+    assert!(its_blocks.len() >= 60, "{busiest}: {}", its_blocks.len());
+    for (k, block) in its_blocks.iter().skip(10).step_by(2).take(25).enumerate() {
+        rows.extend(ahead_of(block, "PROP1", &format!("P{k}"), 10 * SECOND, 300).into_iter().take(2));
+    }
+    inject(dir.path(), rows, &["STAFF1,STAFF1,STAFF,,employee", "PROP1,FIRM,PROP-X,,proprietary"]);
+    let config = {
+        let mut c = Config::load(&dir.path().join("surveil.toml")).expect("config");
+        c.rules.front_running.require_profit = false;
+        c
+    };
+
+    let (_, out) = run(std::slice::from_ref(&summary.events_path), config.clone(), 1);
+    let alerts = front_running_alerts(out.path());
+    // Every employee case is found, each alert naming the block it was ahead of (another
+    // client's block the same way within the lookback is one too: the employee was ahead of it,
+    // and is raised for it).
+    let staff: Vec<&Value> = alerts.iter().filter(|a| a["account"] == "STAFF1").collect();
+    for block in &employee {
+        let named = |a: &&&Value| {
+            a["evidence"].as_array().is_some_and(|e| {
+                e.iter()
+                    .any(|x| x["event_time_ns"] == block.executed_at && x["instrument"] == block.instrument.as_str())
+            })
+        };
+        assert!(staff.iter().any(|a| named(&a)), "block at {} missed: {staff:#?}", block.executed_at);
+    }
+    // One alert per block: the block's later fills are not blocks again.
+    let blocks_named: std::collections::BTreeSet<String> = staff
+        .iter()
+        .filter_map(|a| a["evidence"].as_array())
+        .map(|e| e.iter().filter(|x| x["account"] != "STAFF1").map(|x| x["offset"].to_string()).collect::<String>())
+        .collect();
+    assert_eq!(blocks_named.len(), staff.len(), "{staff:#?}");
+    let prop: Vec<&Value> = alerts.iter().filter(|a| a["account"] == "PROP1").collect();
+    assert_eq!(prop.len(), 1, "one session alert: {alerts:#?}");
+    assert!(prop[0]["parameters"]["blocks_ahead"].as_u64().is_some_and(|n| n >= 25), "{:#?}", prop[0]);
+    assert_eq!(prop[0]["instrument"], *busiest);
+    assert_eq!(alerts.len(), staff.len() + 1, "no other account: {alerts:#?}");
+
+    let (_, two) = run(&[summary.events_path], config, 2);
+    assert_eq!(alerts_without_clock(out.path()), alerts_without_clock(two.path()));
+}
