@@ -772,12 +772,13 @@ pub struct CrossTradesConfig {
     /// The rolling window the pairs are tested over at each of their prints. Default 1 h.
     #[serde(with = "humantime_serde")]
     pub window: Duration,
-    /// Prints between the two accounts before they are tested. Default 5.
+    /// Meetings between the two accounts before they are tested. Default 5.
     pub min_trades: u64,
-    /// Least ratio of their prints together to what their activity explains. Default 3.
+    /// Least ratio of their meetings to what their activity explains. Default 3.
     pub min_lift: f64,
-    /// Family-wise significance of the test, divided by the number of pairs that met (a
-    /// Bonferroni correction). Default 0.01.
+    /// Family-wise significance of the test, divided by the number of pairs that met and, for
+    /// the rolling test, by the number of windows in a day (a Bonferroni correction). Default
+    /// 0.01.
     pub significance: f64,
     /// Prints listed as evidence. Default 20.
     pub max_evidence: usize,

@@ -25,14 +25,16 @@ struct Block {
     quiet_for: u64,
 }
 
-/// The client blocks (orders of 10,000 or more, or worth 200,000 or more, and single fills of
-/// that size) that executed, in file order.
+/// The client blocks (orders of 10,000 or more, or worth 200,000 or more, as replaced and part
+/// cancelled, and single fills of that size) that executed, in file order.
 fn client_blocks(dir: &Path) -> Vec<Block> {
     let accounts = std::fs::read_to_string(dir.join("accounts.csv")).expect("accounts");
     let clients: Vec<&str> =
         accounts.lines().skip(1).filter(|l| l.ends_with(",client")).filter_map(|l| l.split(',').next()).collect();
     let events = std::fs::read_to_string(dir.join("events.csv")).expect("events");
-    let mut orders: BTreeMap<String, (String, String)> = BTreeMap::new();
+    // Client orders: (instrument, side, limit price, quantity left), and whether each is a block.
+    let mut orders: BTreeMap<String, (String, String, f64, f64)> = BTreeMap::new();
+    let is_block = |price: f64, quantity: f64| quantity >= 10_000.0 || price * quantity >= 200_000.0;
     let mut last: BTreeMap<String, u64> = BTreeMap::new();
     let mut judged: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     let mut blocks = Vec::new();
@@ -40,21 +42,32 @@ fn client_blocks(dir: &Path) -> Vec<Block> {
         let f: Vec<&str> = line.split(',').collect();
         let (time, kind, instrument, order, account, side, price, quantity) =
             (f[0], f[2], f[4], f[5], f[6], f[10], f[11], f[12]);
+        let cancelled_all = quantity.is_empty();
         let quantity: f64 = quantity.parse().unwrap_or(0.0);
         match kind {
             "new" if clients.contains(&account) => {
-                let value = price.parse::<f64>().unwrap_or(0.0) * quantity;
-                if quantity >= 10_000.0 || value >= 200_000.0 {
-                    orders.insert(order.to_string(), (instrument.to_string(), side.to_string()));
+                let price = price.parse::<f64>().unwrap_or(0.0);
+                orders.insert(order.to_string(), (instrument.to_string(), side.to_string(), price, quantity));
+            }
+            "replace" if clients.contains(&account) => {
+                if let Some(o) = orders.get_mut(order) {
+                    o.2 = price.parse::<f64>().unwrap_or(o.2);
+                    o.3 = quantity;
                 }
             }
+            "cancel" if clients.contains(&account) => match orders.get_mut(order) {
+                Some(o) if !cancelled_all => o.3 = (o.3 - quantity).max(0.0),
+                _ => {
+                    orders.remove(order);
+                }
+            },
             "fill" if clients.contains(&account) && !judged.contains(order) => {
                 // A block order's first fill, or (as the rule reads it) a client's single fill of
                 // block size whose order was not one.
-                let value = price.parse::<f64>().unwrap_or(0.0) * quantity;
-                let single =
-                    (quantity >= 10_000.0 || value >= 200_000.0).then(|| (instrument.to_string(), side.to_string()));
-                if let Some((instrument, side)) = orders.remove(order).or(single) {
+                let fill_price = price.parse::<f64>().unwrap_or(0.0);
+                let block_order = orders.remove(order).filter(|o| is_block(o.2, o.3)).map(|o| (o.0, o.1));
+                let single = is_block(fill_price, quantity).then(|| (instrument.to_string(), side.to_string()));
+                if let Some((instrument, side)) = block_order.or(single) {
                     judged.insert(order.to_string());
                     let executed_at: u64 = time.parse().expect("integer time");
                     let quiet_for = executed_at - last.insert(instrument.clone(), executed_at).unwrap_or(0);

@@ -120,9 +120,16 @@ fn killed_ten_times_then_resumed(workers: &str, seed: u64) {
     assert!(status.success());
     let output = wait(child, WATCHDOG, "stopped run");
     assert!(matches!(output.status.code(), Some(0 | 143)), "stopped run: {}", stderr(&output));
+    // A resumed run that finished before the stop committed its outputs and said it resumed;
+    // the last run then starts afresh.
+    let mut resumed_before_the_last_run = false;
     if output.status.code() == Some(143) {
         assert!(!out.join("summary.json").exists(), "a stopped run with a checkpoint commits nothing");
         assert!(checkpoints.join("checkpoint.json").exists());
+    } else {
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).expect("summary")).expect("json");
+        resumed_before_the_last_run = summary["checkpoints"]["resumes"].as_u64().unwrap_or(0) >= 1;
     }
     let output = wait(start(&day, &out, &args), WATCHDOG, "last run");
     assert!(output.status.success(), "last run: {}", stderr(&output));
@@ -130,11 +137,15 @@ fn killed_ten_times_then_resumed(workers: &str, seed: u64) {
 
     let got = assert_same_outputs(&reference, &out, &format!("after {kills} kills"));
     assert!(got["dead_letters"].as_u64().unwrap_or(0) >= 6);
-    assert!(got["checkpoints"]["resumes"].as_u64().unwrap_or(0) >= 1, "{}", got["checkpoints"]);
+    assert!(
+        resumed_before_the_last_run || got["checkpoints"]["resumes"].as_u64().unwrap_or(0) >= 1,
+        "{}",
+        got["checkpoints"]
+    );
     // The audit trail is one chain through every resume, and says where each run resumed.
     let audit = std::fs::read_to_string(out.join("audit.jsonl")).expect("audit");
     let resumed = audit.lines().filter(|l| l.contains("\"kind\":\"run_resumed\"")).count();
-    assert!(resumed >= 1, "no run_resumed record");
+    assert!(resumed >= 1 || resumed_before_the_last_run, "no run_resumed record");
     let verify = surveil().args(["audit", "verify"]).arg(&out).output().expect("verify");
     assert!(verify.status.success(), "audit verify: {}", stderr(&verify));
 }

@@ -160,12 +160,18 @@ impl Tally {
     /// The pair's test over this tally, one of `looks` made over the session.
     fn test(&self, pair: Pair, config: &CrossTradesConfig, looks: f64) -> Option<Finding> {
         let met = self.per_pair.get(&pair)?.prints;
+        if met < config.min_trades {
+            return None;
+        }
         let n = self.prints as f64;
         let (a, b) = (self.per_account[&pair.0], self.per_account[&pair.1]);
         // One in the first role and the other in the second, either way round.
         let p = ((a[0] as f64 * b[1] as f64 + a[1] as f64 * b[0] as f64) / (n * n)).min(1.0);
         let expected = n * p;
         let lift = met as f64 / expected;
+        if lift < config.min_lift {
+            return None; // and the tail, a sum of about N·p terms, is not needed
+        }
         let tail = binomial_upper_tail(self.prints, p, met);
         let bar = config.significance / (self.per_pair.len() as f64 * looks);
         (met >= config.min_trades && lift >= config.min_lift && tail <= bar).then_some(Finding {
@@ -191,8 +197,8 @@ struct Finding {
     pairs: u64,
 }
 
-/// `P(X ≥ k)` for `X ~ Bin(n, p)`: summed from `k` up in log space, so that tails far below
-/// the smallest `f64` are still ordered (they are returned as 0).
+/// `P(X ≥ k)` for `X ~ Bin(n, p)`: each term computed in log space, so that no factorial
+/// overflows; tails below the smallest `f64` come out as 0.
 pub fn binomial_upper_tail(n: u64, p: f64, k: u64) -> f64 {
     if k == 0 {
         return 1.0;
@@ -262,14 +268,18 @@ impl Detector for CrossTrades {
             return;
         }
         // A meeting: the prints of one moment (an order sweeping several of the other's), and
-        // the further fills of an order already in the pair's last meeting, are the same one.
+        // the further fills of an order of the print that opened the pair's last meeting, are
+        // the same one.
         let pair = pair_of(print.buy.account, print.buy.counterparty);
-        if let Some((orders, time)) = state.last_meeting.insert(pair, (print.orders, event.time)) {
-            let same_order = |a: Symbol, b: Symbol| !a.is_none() && a == b;
-            if time == event.time || same_order(orders.0, print.orders.0) || same_order(orders.1, print.orders.1) {
-                return;
-            }
+        // Compared with the print that opened the meeting, so that a chain of orders each
+        // sharing one side with the one before does not make one endless meeting.
+        let same_order = |a: Symbol, b: Symbol| !a.is_none() && a == b;
+        if let Some((orders, time)) = state.last_meeting.get(&pair)
+            && (*time == event.time || same_order(orders.0, print.orders.0) || same_order(orders.1, print.orders.1))
+        {
+            return;
         }
+        state.last_meeting.insert(pair, (print.orders, event.time));
         let (_, end) = self.calendar.session_of(event.time);
         if state.session.as_ref().is_some_and(|s| s.end != end) {
             // The previous session's timer comes before any later event; this only guards a
@@ -332,6 +342,9 @@ impl CrossTrades {
             }
             if let Some(finding) = session.tally.test(pair, &self.config, 1.0) {
                 self.raise(out, pair, &finding, &tally.evidence, "session");
+                // The rolling window runs on past midnight: the same meetings do not raise the
+                // pair again within it.
+                state.raised.insert(pair, session.end);
             }
         }
     }

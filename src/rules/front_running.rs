@@ -115,6 +115,8 @@ struct Execution {
     direction: i8,
     price: Price,
     quantity: u64,
+    /// Read from a trade print rather than a fill.
+    from_print: bool,
     event: Event,
 }
 
@@ -125,8 +127,14 @@ struct Block {
     account: Symbol,
     direction: i8,
     quantity: u64,
+    /// Its limit price, when it has one.
+    price: Option<Price>,
     order: Option<Event>,
 }
+
+/// An order of an instrument: order ids are only unique within an instrument (and a session,
+/// on venues that number them afresh each day).
+type OrderKey = (Symbol, Symbol);
 
 /// A block executed, with the firm-side accounts that traded ahead, until its horizon.
 struct Judgement {
@@ -140,7 +148,7 @@ struct Judgement {
 /// A proprietary account's record ahead of the blocks of a session.
 #[derive(Default)]
 struct Record {
-    /// Blocks it ended the lookback net the block's way, and net the other way.
+    /// Blocks its last execution before was the block's way, and the other way.
     ahead: u64,
     against: u64,
     /// The profit its trading ahead captured, summed over the blocks.
@@ -155,9 +163,10 @@ pub struct FrontRunningState {
     /// Firm-side executions within the lookback, oldest first.
     recent: VecDeque<Execution>,
     /// Client block orders not yet executed, by order id.
-    blocks: HashMap<Symbol, Block>,
-    /// Block orders already judged (their later fills are not blocks again), with the time.
-    judged: HashMap<Symbol, Timestamp>,
+    blocks: HashMap<OrderKey, Block>,
+    /// Block orders already judged (their later fills are not blocks again), with the end of
+    /// the session they executed in.
+    judged: HashMap<OrderKey, Timestamp>,
     /// Executed blocks waiting for their horizon, by due time.
     judging: BTreeMap<Timestamp, Vec<Judgement>>,
     /// Proprietary accounts' records, by the time their session is judged (its end plus the
@@ -180,8 +189,11 @@ impl Detector for FrontRunning {
     }
 
     fn key(&self, event: &Event) -> Option<Key> {
-        matches!(event.body, Body::NewOrder { .. } | Body::Cancel { .. } | Body::Fill { .. } | Body::Trade { .. })
-            .then(|| Key::Instrument(self.reference.root(event.instrument)))
+        matches!(
+            event.body,
+            Body::NewOrder { .. } | Body::Replace { .. } | Body::Cancel { .. } | Body::Fill { .. } | Body::Trade { .. }
+        )
+        .then(|| Key::Instrument(self.reference.root(event.instrument)))
     }
 
     fn on_event(&self, state: &mut FrontRunningState, event: &Event, out: &mut AlertSink<'_>) {
@@ -190,22 +202,72 @@ impl Detector for FrontRunning {
         }
         // A block order older than a day that never executed is forgotten.
         state.blocks.retain(|_, b| event.time.saturating_sub(b.arrival) <= 86_400_000_000_000);
-        state.judged.retain(|_, at| event.time.saturating_sub(*at) <= 86_400_000_000_000);
+        // Order ids may start again in the next session.
+        state.judged.retain(|_, session_end| *session_end > event.time);
         match event.body {
             Body::NewOrder { order, side, price, quantity, .. }
                 if self.capacity(event.account) == Capacity::Client
                     && self.is_block(event.instrument, price, quantity) =>
             {
                 let direction = self.direction(event.instrument, side);
-                let block =
-                    Block { arrival: event.time, account: event.account, direction, quantity, order: Some(*event) };
-                state.blocks.insert(order, block);
+                let block = Block {
+                    arrival: event.time,
+                    account: event.account,
+                    direction,
+                    quantity,
+                    price,
+                    order: Some(*event),
+                };
+                state.blocks.insert((event.instrument, order), block);
             }
-            Body::Cancel { order, .. } => {
-                state.blocks.remove(&order);
+            Body::Replace { order, side, price, quantity, .. } if self.capacity(event.account) == Capacity::Client => {
+                // A new total: still a block, no longer one, or now one.
+                let key = (event.instrument, order);
+                match state.blocks.remove(&key) {
+                    Some(block) => {
+                        let price = price.or(block.price);
+                        if self.is_block(event.instrument, price, quantity) {
+                            state.blocks.insert(key, Block { quantity, price, ..block });
+                        }
+                    }
+                    None if self.is_block(event.instrument, price, quantity) => {
+                        if let Some(side) = side {
+                            let direction = self.direction(event.instrument, side);
+                            let block = Block {
+                                arrival: event.time,
+                                account: event.account,
+                                direction,
+                                quantity,
+                                price,
+                                order: Some(*event),
+                            };
+                            state.blocks.insert(key, block);
+                        }
+                    }
+                    None => {}
+                }
+            }
+            Body::Cancel { order, quantity, .. } => {
+                let key = (event.instrument, order);
+                match (quantity, state.blocks.get_mut(&key)) {
+                    // Part cancelled: a block while what is left still is one.
+                    (Some(cancelled), Some(block)) => {
+                        block.quantity = block.quantity.saturating_sub(cancelled);
+                        if !self.is_block(event.instrument, block.price, block.quantity) {
+                            state.blocks.remove(&key);
+                        }
+                    }
+                    _ => {
+                        state.blocks.remove(&key);
+                    }
+                }
             }
             Body::Fill { order, side, price, quantity, .. } => {
-                state.with_fills.insert(event.instrument);
+                if state.with_fills.insert(event.instrument) {
+                    // From now on the instrument's executions are its fills: what its prints
+                    // gave before would count twice.
+                    state.recent.retain(|x| !(x.instrument == event.instrument && x.from_print));
+                }
                 state.last_price.insert(event.instrument, price);
                 let party = Party { account: event.account, owner: event.owner, order };
                 self.on_execution(state, event, party, side, price, quantity, out);
@@ -263,6 +325,7 @@ impl FrontRunning {
             direction: self.direction(event.instrument, side),
             price,
             quantity,
+            from_print: matches!(event.body, Body::Trade { .. }),
             event: *event,
         };
         if capacity.is_firm_side() {
@@ -272,22 +335,25 @@ impl FrontRunning {
         if capacity != Capacity::Client {
             return;
         }
-        if !party.order.is_none() && state.judged.contains_key(&party.order) {
+        let key = (event.instrument, party.order);
+        if !party.order.is_none() && state.judged.contains_key(&key) {
             return; // a later fill of a block already judged
         }
-        let block = match state.blocks.remove(&party.order) {
+        let block = match state.blocks.remove(&key) {
             Some(block) if !party.order.is_none() => block,
             _ if self.is_block(event.instrument, Some(price), quantity) => Block {
                 arrival: event.time,
                 account: party.account,
                 direction: execution.direction,
                 quantity,
+                price: Some(price),
                 order: None,
             },
             _ => return,
         };
+        let (_, end) = self.calendar.session_of(event.time);
         if !party.order.is_none() {
-            state.judged.insert(party.order, event.time);
+            state.judged.insert(key, end);
         }
         // Each firm-side account's executions the block's way in the lookback, and whether its
         // last execution before the block was that way.
@@ -299,7 +365,7 @@ impl FrontRunning {
             state.latest_block = Some(event.time);
         }
         let start = event.time.saturating_sub(self.lookback);
-        let after = |x: &Execution| since.is_none_or(|t| x.time > t);
+        let after = |x: &Execution| since.is_none_or(|t| x.time >= t);
         let mut last_way: BTreeMap<Symbol, bool> = BTreeMap::new();
         let mut ahead: BTreeMap<Symbol, Vec<Execution>> = BTreeMap::new();
         for x in state
@@ -313,7 +379,6 @@ impl FrontRunning {
                 ahead.entry(x.account).or_default().push(*x);
             }
         }
-        let (_, end) = self.calendar.session_of(event.time);
         let session_close = end.saturating_add(self.horizon);
         let records = state.sessions.entry(session_close).or_insert_with(|| {
             out.timer(session_close);
@@ -412,11 +477,13 @@ impl FrontRunning {
         })
     }
 
-    /// The firm's own accounts over a session: one that ended the lookback net the block's way
-    /// before far more blocks than the other way (a sign test, Bonferroni-corrected over the
-    /// accounts judged), and profited, raises one alert.
+    /// The firm's own accounts over a session: one whose last execution before a block was the
+    /// block's way far more often than the other way (a sign test, Bonferroni-corrected over
+    /// the accounts judged: those ahead of at least `min_blocks`), and profited, raises one
+    /// alert.
     fn judge_session(&self, records: BTreeMap<Symbol, Record>, out: &mut AlertSink<'_>) {
-        let judged = records.values().filter(|r| r.ahead + r.against > 0).count().max(1);
+        // Judged: the accounts ahead of enough blocks to be tested.
+        let judged = records.values().filter(|r| r.ahead >= self.config.min_blocks).count().max(1);
         for (account, record) in records {
             let blocks = record.ahead + record.against;
             let tail = super::cross_trades::binomial_upper_tail(blocks, 0.5, record.ahead);
@@ -435,7 +502,7 @@ impl FrontRunning {
                 .severity(Severity::from_score(score, 60.0, 80.0))
                 .score(score)
                 .explain(format!(
-                    "the firm's own account was net the block's way ahead of {} of {} client blocks in the session \
+                    "the firm's own account traded the block's way just before {} of {} client blocks in the session \
                      (chance {:.1e} for trading unrelated to them); its trading ahead was worth {:.2}",
                     record.ahead, blocks, tail, profit
                 ))
@@ -593,20 +660,57 @@ mod tests {
     }
 
     #[test]
-    fn trading_both_ways_or_the_other_way_or_too_early_is_not_raised() {
+    fn an_employee_trading_the_other_way_or_too_early_is_not_raised() {
         let events = with(
             client_block(),
             vec![
-                // A market maker buying and selling as much: not net the block's way.
-                fill("ACME", "M1", "MM", Side::Buy, "10.00", 3_000).at(670 * S),
-                fill("ACME", "M2", "MM", Side::Sell, "10.01", 3_000).at(671 * S),
                 // Selling ahead of a buy: against the block.
-                fill("ACME", "P1", "PROP", Side::Sell, "10.00", 1_000).at(672 * S),
+                fill("ACME", "P1", "STAFF2", Side::Sell, "10.00", 1_000).at(672 * S),
                 // Buying 11 minutes before: outside the lookback.
                 fill("ACME", "S1", "STAFF", Side::Buy, "10.00", 1_000).at(1),
             ],
         );
         assert!(alerts(events).is_empty());
+    }
+
+    #[test]
+    fn a_block_is_judged_once_per_session_and_order_ids_may_start_again() {
+        let day = 86_400 * S;
+        let mut events = with(client_block(), vec![fill("ACME", "P1", "STAFF", Side::Buy, "10.00", 500).at(670 * S)]);
+        // A later fill of the same block is not a block again.
+        events.push(fill("ACME", "B1", "CLIENT", Side::Buy, "10.05", 20_000).at(900 * S));
+        // The next day the venue numbers its orders afresh: B1 is another block.
+        for e in with(client_block(), vec![fill("ACME", "P1", "STAFF", Side::Buy, "10.00", 500).at(670 * S)]) {
+            let time = e.time + day;
+            events.push(e.at(time));
+        }
+        events.sort_by_key(|e| e.time);
+        assert_eq!(alerts(events).len(), 2);
+    }
+
+    #[test]
+    fn a_part_cancelled_block_stays_a_block_while_what_is_left_is_one() {
+        let cancel = |quantity: u64| {
+            let mut e = crate::testing::cancel("ACME", "B1", "CLIENT").at(680 * S);
+            if let Body::Cancel { quantity: q, .. } = &mut e.body {
+                *q = Some(quantity);
+            }
+            e
+        };
+        // A 50,000 buy, part cancelled, then 5,000 filled with an employee ahead.
+        let day = |cancelled: u64| {
+            vec![
+                new_order("ACME", "B1", "CLIENT", Side::Buy, "10.05", 50_000).at(660 * S),
+                fill("ACME", "P1", "STAFF", Side::Buy, "10.00", 500).at(670 * S),
+                cancel(cancelled),
+                fill("ACME", "B1", "CLIENT", Side::Buy, "10.05", 5_000).at(690 * S),
+                fill("ACME", "Z", "OTHER", Side::Buy, "10.20", 100).at(800 * S),
+            ]
+        };
+        // 50,000 less 100 is still a block.
+        assert_eq!(alerts(day(100)).len(), 1);
+        // 50,000 less 45,000, at 10.05, is 50,250: no longer one.
+        assert!(alerts(day(45_000)).is_empty());
     }
 
     #[test]

@@ -270,8 +270,8 @@ mod tests {
         SelfTradePattern::new(&config, SessionCalendar::new(chrono_tz::UTC), reference())
     }
 
-    /// `client` prints with the client and `own` prints between `buyer` and `seller`, in one
-    /// session (plus the same again the next day, when `next_day`).
+    /// `client` prints with the client and `own` prints between `buyer` and `seller`, in the
+    /// session starting at `start`.
     fn day(client: u64, own: u64, buyer: &str, seller: &str, start: u64) -> Vec<Event> {
         let mut prints: Vec<Event> = (0..client).map(|i| trade("ACME", "A1", "C", 100).at(start + i + 1)).collect();
         prints.extend((0..own).map(|i| trade("ACME", buyer, seller, 100).at(start + 1_000 + i)));
