@@ -176,6 +176,8 @@ pub struct FrontRunningState {
     last_price: HashMap<Symbol, Price>,
     /// Instruments whose input has fills (their prints are not counted again).
     with_fills: HashSet<Symbol>,
+    /// When the block and judged tables were last pruned.
+    pruned_at: Timestamp,
     /// When the last block executed, and the one before at an earlier time.
     latest_block: Option<Timestamp>,
     previous_block: Option<Timestamp>,
@@ -189,21 +191,29 @@ impl Detector for FrontRunning {
     }
 
     fn key(&self, event: &Event) -> Option<Key> {
-        matches!(
-            event.body,
-            Body::NewOrder { .. } | Body::Replace { .. } | Body::Cancel { .. } | Body::Fill { .. } | Body::Trade { .. }
-        )
-        .then(|| Key::Instrument(self.reference.root(event.instrument)))
+        // Order messages matter only for clients' orders (the blocks); every execution gives
+        // the price, and the firm side's its trading.
+        let wanted = match event.body {
+            Body::NewOrder { .. } | Body::Replace { .. } | Body::Cancel { .. } => {
+                self.capacity(event.account) == Capacity::Client
+            }
+            Body::Fill { .. } | Body::Trade { .. } => true,
+            _ => false,
+        };
+        wanted.then(|| Key::Instrument(self.reference.root(event.instrument)))
     }
 
     fn on_event(&self, state: &mut FrontRunningState, event: &Event, out: &mut AlertSink<'_>) {
         while state.recent.front().is_some_and(|x| event.time.saturating_sub(x.time) > self.lookback) {
             state.recent.pop_front();
         }
-        // A block order older than a day that never executed is forgotten.
-        state.blocks.retain(|_, b| event.time.saturating_sub(b.arrival) <= 86_400_000_000_000);
-        // Order ids may start again in the next session.
-        state.judged.retain(|_, session_end| *session_end > event.time);
+        // Once a minute of event time: a block order older than a day that never executed is
+        // forgotten, and judged ids of ended sessions (order ids may start again).
+        if event.time >= state.pruned_at.saturating_add(60_000_000_000) {
+            state.pruned_at = event.time;
+            state.blocks.retain(|_, b| event.time.saturating_sub(b.arrival) <= 86_400_000_000_000);
+            state.judged.retain(|_, session_end| *session_end > event.time);
+        }
         match event.body {
             Body::NewOrder { order, side, price, quantity, .. }
                 if self.capacity(event.account) == Capacity::Client
@@ -336,7 +346,7 @@ impl FrontRunning {
             return;
         }
         let key = (event.instrument, party.order);
-        if !party.order.is_none() && state.judged.contains_key(&key) {
+        if !party.order.is_none() && state.judged.get(&key).is_some_and(|session_end| *session_end > event.time) {
             return; // a later fill of a block already judged
         }
         let block = match state.blocks.remove(&key) {
