@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{alerts_without_clock, read_jsonl, run};
+use common::{alerts_without_clock, inject, read_jsonl, run};
 use serde_json::Value;
 use surveil::config::Config;
 use surveil::generate::{GenerateConfig, generate};
@@ -29,22 +29,6 @@ fn prints(dir: &Path) -> Vec<(String, u64, String)> {
 /// A print between `buyer` and `seller` of 100 at `price`.
 fn print(time: u64, instrument: &str, buyer: &str, seller: &str, price: &str, order: usize) -> String {
     format!("{time},0,trade,XSVL,{instrument},,,,,,,{price},100,,,{buyer},{seller},,,X{order}b,X{order}s,,,,,,")
-}
-
-fn inject(dir: &Path, rows: Vec<String>, accounts: &[&str]) {
-    let events = std::fs::read_to_string(dir.join("events.csv")).expect("events");
-    let mut lines: Vec<&str> = events.lines().collect();
-    let header = lines.remove(0);
-    let time = |l: &str| l.split(',').next().and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
-    let mut all: Vec<&str> = lines.into_iter().chain(rows.iter().map(String::as_str)).collect();
-    all.sort_by_key(|l| time(l));
-    std::fs::write(dir.join("events.csv"), format!("{header}\n{}\n", all.join("\n"))).expect("write events");
-    let mut text = std::fs::read_to_string(dir.join("accounts.csv")).expect("accounts");
-    for row in accounts {
-        text.push_str(row);
-        text.push('\n');
-    }
-    std::fs::write(dir.join("accounts.csv"), text).expect("write accounts");
 }
 
 fn cross_trade_alerts(out: &Path) -> Vec<Value> {

@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::{alerts_without_clock, read_jsonl, run};
+use common::{alerts_without_clock, inject, read_jsonl, run};
 use serde_json::Value;
 use surveil::config::Config;
 use surveil::generate::{GenerateConfig, generate};
@@ -98,24 +98,6 @@ fn ahead_of(block: &Block, account: &str, order: &str, lead: u64, quantity: u64)
         row(after, "new", &back, other),
         row(after + 1_000, "fill", &back, other),
     ]
-}
-
-/// Writes `events.csv` again with `rows` merged in time order, and `extra_accounts` added to
-/// `accounts.csv`.
-fn inject(dir: &Path, rows: Vec<String>, extra_accounts: &[&str]) {
-    let events = std::fs::read_to_string(dir.join("events.csv")).expect("events");
-    let mut lines: Vec<&str> = events.lines().collect();
-    let header = lines.remove(0);
-    let time = |l: &str| l.split(',').next().and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
-    let mut all: Vec<&str> = lines.into_iter().chain(rows.iter().map(String::as_str)).collect();
-    all.sort_by_key(|l| time(l));
-    std::fs::write(dir.join("events.csv"), format!("{header}\n{}\n", all.join("\n"))).expect("write events");
-    let mut accounts = std::fs::read_to_string(dir.join("accounts.csv")).expect("accounts");
-    for row in extra_accounts {
-        accounts.push_str(row);
-        accounts.push('\n');
-    }
-    std::fs::write(dir.join("accounts.csv"), accounts).expect("write accounts");
 }
 
 fn front_running_alerts(out: &Path) -> Vec<Value> {

@@ -93,6 +93,12 @@ impl FrontRunning {
         if side == Side::Buy { d } else { -d }
     }
 
+    /// A client's order message (new, or replaced into block size) as a block.
+    fn block_order(&self, event: &Event, side: Side, price: Option<Price>, quantity: u64) -> Block {
+        let direction = self.direction(event.instrument, side);
+        Block { arrival: event.time, account: event.account, direction, quantity, price, order: Some(*event) }
+    }
+
     /// Whether `quantity` at `price` (in units of the instrument's price scale) is a block.
     fn is_block(&self, instrument: Symbol, price: Option<Price>, quantity: u64) -> bool {
         if quantity >= self.config.block_quantity {
@@ -219,16 +225,7 @@ impl Detector for FrontRunning {
                 if self.capacity(event.account) == Capacity::Client
                     && self.is_block(event.instrument, price, quantity) =>
             {
-                let direction = self.direction(event.instrument, side);
-                let block = Block {
-                    arrival: event.time,
-                    account: event.account,
-                    direction,
-                    quantity,
-                    price,
-                    order: Some(*event),
-                };
-                state.blocks.insert((event.instrument, order), block);
+                state.blocks.insert((event.instrument, order), self.block_order(event, side, price, quantity));
             }
             Body::Replace { order, side, price, quantity, .. } if self.capacity(event.account) == Capacity::Client => {
                 // A new total: still a block, no longer one, or now one.
@@ -242,16 +239,7 @@ impl Detector for FrontRunning {
                     }
                     None if self.is_block(event.instrument, price, quantity) => {
                         if let Some(side) = side {
-                            let direction = self.direction(event.instrument, side);
-                            let block = Block {
-                                arrival: event.time,
-                                account: event.account,
-                                direction,
-                                quantity,
-                                price,
-                                order: Some(*event),
-                            };
-                            state.blocks.insert(key, block);
+                            state.blocks.insert(key, self.block_order(event, side, price, quantity));
                         }
                     }
                     None => {}

@@ -104,3 +104,21 @@ pub fn fix_message(version: &str, fields: &[(u32, &str)]) -> String {
     let sum = (head.clone() + &body).bytes().map(u32::from).sum::<u32>() % 256;
     format!("{head}{body}10={sum:03}\u{1}")
 }
+
+/// Adds `rows` to a generated day's `events.csv`, in event-time order, and `accounts` rows to
+/// its `accounts.csv`: a case planted in ordinary flow.
+pub fn inject(dir: &Path, rows: Vec<String>, accounts: &[&str]) {
+    let events = std::fs::read_to_string(dir.join("events.csv")).expect("events");
+    let mut lines: Vec<&str> = events.lines().collect();
+    let header = lines.remove(0);
+    let time = |l: &str| l.split(',').next().and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
+    let mut all: Vec<&str> = lines.into_iter().chain(rows.iter().map(String::as_str)).collect();
+    all.sort_by_key(|l| time(l));
+    std::fs::write(dir.join("events.csv"), format!("{header}\n{}\n", all.join("\n"))).expect("write events");
+    let mut text = std::fs::read_to_string(dir.join("accounts.csv")).expect("accounts");
+    for row in accounts {
+        text.push_str(row);
+        text.push('\n');
+    }
+    std::fs::write(dir.join("accounts.csv"), text).expect("write accounts");
+}
