@@ -313,6 +313,24 @@ impl Config {
                 cross.significance
             ));
         }
+        let rings = &self.rules.collusion_rings;
+        nanos("rules.collusion_rings.window", rings.window, Duration::ZERO, MAX_WINDOW)?;
+        nanos("rules.collusion_rings.resolution", rings.resolution, Duration::from_nanos(1), MAX_WINDOW)?;
+        if rings.min_members < 2 || rings.min_laps < 1 || rings.max_counterparties < 2 {
+            return Err(
+                "rules.collusion_rings.min_members and max_counterparties must be at least 2, min_laps at least 1"
+                    .into(),
+            );
+        }
+        if !(rings.net_tolerance >= 0.0 && rings.net_tolerance < 1.0) {
+            return Err(format!(
+                "rules.collusion_rings.net_tolerance = {} must be at least 0 and below 1",
+                rings.net_tolerance
+            ));
+        }
+        if rings.window.is_zero() && !rings.session {
+            return Err("rules.collusion_rings needs a window or session = true (or enabled = false)".into());
+        }
         let front = &self.rules.front_running;
         nanos("rules.front_running.lookback", front.lookback, Duration::from_nanos(1), MAX_WINDOW)?;
         nanos("rules.front_running.horizon", front.horizon, Duration::ZERO, MAX_WINDOW)?;
@@ -684,6 +702,59 @@ pub struct RulesConfig {
     pub self_trade_pattern: SelfTradePatternConfig,
     /// The firm's own or employees' accounts trading ahead of clients' blocks (FINRA 5270).
     pub front_running: FrontRunningConfig,
+    /// Accounts passing one quantity of a security round a closed loop (circular trading).
+    pub collusion_rings: CollusionRingsConfig,
+}
+
+/// Collusion rings ([`crate::rules::collusion_rings`]).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CollusionRingsConfig {
+    /// Whether the rule runs. Default false: it costs more than the rest of the default job
+    /// together on a busy day (docs/benchmarks.md), so it is turned on where it is wanted.
+    pub enabled: bool,
+    /// The tumbling window rings are looked for in, from the epoch; 0 for none. Default 1 h
+    /// (Victor & Weintraud's shortest).
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Whether rings are also looked for over each session (local calendar day). Default true.
+    pub session: bool,
+    /// Fewest accounts in a ring. Default 3 (two accounts trading back and forth are the cross
+    /// trades rule's).
+    pub min_members: usize,
+    /// Fewest times the quantity must have gone round (the ring's prints over its members)
+    /// before the ring is alerted. Default 2: a single lap is what chance makes on a busy day.
+    pub min_laps: u64,
+    /// Most distinct counterparties (buyers and sellers counted apart) an account may have in
+    /// the ring's quantity within the window and still be a member: above it, the account is
+    /// the market's hub in that quantity (a market maker trading a round lot with everyone),
+    /// not a party passing it round a closed group. Default 10.
+    pub max_counterparties: usize,
+    /// How far a member's purchases and sales of the ring's quantity may differ in number, as a
+    /// share of the larger. Default 0.01 (Victor & Weintraud's 1 %).
+    pub net_tolerance: f64,
+    /// The step of event time at which the rings are brought up to date: prints within one step
+    /// are judged together. Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub resolution: Duration,
+    /// Prints listed as evidence. Default 20.
+    pub max_evidence: usize,
+}
+
+impl Default for CollusionRingsConfig {
+    fn default() -> Self {
+        CollusionRingsConfig {
+            enabled: false,
+            window: Duration::from_secs(3_600),
+            session: true,
+            min_members: 3,
+            min_laps: 2,
+            max_counterparties: 10,
+            net_tolerance: 0.01,
+            resolution: Duration::from_secs(1),
+            max_evidence: 20,
+        }
+    }
 }
 
 /// The front-running rule ([`crate::rules::front_running`]).

@@ -59,7 +59,7 @@ pub use linked_components::LinkedComponents;
 pub use lookup_as_of::{AsOf, LookupAsOf};
 pub use partitioned_source::{Partition, PartitionRead, SourceOptions, SourceOutputs, partitioned_source};
 pub use release_at::ReleaseAt;
-pub use rings::{PassThroughRings, RingOptions};
+pub use rings::{PassThroughRings, RingOptions, pass_through_rings_of};
 pub use routing::route;
 pub use score_by_key::ScoreByKey;
 pub use scorers::{Ensemble, EnsembleOptions, EwmaZ, RobustZ, Scored, Scorer, SlidingOrder, WindowedGaussian};

@@ -47,11 +47,17 @@ pub struct RingOptions {
     /// How far a member's transfers received and sent in the ring's amount may differ, as a
     /// share of the larger count: 0.01 by default (Victor & Weintraud's 1 %).
     pub net_tolerance: f64,
+    /// Most distinct counterparties (senders and receivers, each direction counted apart) a
+    /// node may have in an amount and still be in a ring of it: unbounded by default. A node
+    /// above it is the market's hub in that amount (a market maker trading a round lot with
+    /// everyone), and its transfers of the amount are no ring edges; bounding it keeps the work
+    /// of a hub's balance changing at each of its transfers from growing with its counterparties.
+    pub max_counterparties: usize,
 }
 
 impl Default for RingOptions {
     fn default() -> Self {
-        RingOptions { min_members: 3, net_tolerance: 0.01 }
+        RingOptions { min_members: 3, net_tolerance: 0.01, max_counterparties: usize::MAX }
     }
 }
 
@@ -119,48 +125,81 @@ where
         // Each node's receivers and senders of each amount, summarised as the only one or as
         // several: a transfer in passes on when the node sent the amount to someone other than
         // its sender, which the summary tells without pairing every sender with every receiver.
-        let edges = transfers.distinct();
-        let into = edges.clone().map(|(from, to, amount)| ((to, amount), from));
-        let out_of = edges.map(|(from, to, amount)| ((from, amount), to));
-        let receivers = summarise(out_of.clone());
-        let senders = summarise(into.clone());
-        let passes_on = |other: &Option<N>, me: &N| other.as_ref() != Some(me);
-        let ring_in = into
-            .join_map(receivers.clone(), move |(node, amount), from, receiver| {
-                passes_on(receiver, from).then(|| ((from.clone(), amount.clone()), (node.clone(), amount.clone())))
-            })
-            .flat_map(|edge| edge);
-        let ring_out = out_of
-            .join_map(senders.clone(), move |(node, amount), to, sender| {
-                passes_on(sender, to).then(|| ((node.clone(), amount.clone()), (to.clone(), amount.clone())))
-            })
-            .flat_map(|edge| edge);
-        // A node passes an amount through when some sender and receiver differ, in balance.
-        let passing = senders
-            .join(receivers)
-            .filter(|(_, (sender, receiver))| sender.is_none() || sender != receiver)
-            .map(|(node_amount, _)| (node_amount, ()))
-            .semijoin(balanced.clone())
-            .map(|(node_amount, ())| node_amount);
-        // The ring edges, at balanced nodes: one graph per amount.
-        let ring_in = ring_in.map(|(from, to)| (to, from)).semijoin(balanced.clone()).map(|(to, from)| (from, to));
-        let ring_edges = ring_in.concat(ring_out.semijoin(balanced)).distinct();
-        let members = strongly_connected(ring_edges).linked_components();
-        // A ring: enough members, every one passing its amount through.
-        let passing_members = members.clone().semijoin(passing).map(|(_, label)| label).count();
-        let all_members = members.clone().map(|(_, label)| label).count();
-        let rings = all_members
-            .join(passing_members)
-            .filter(move |(_, (all, passing))| all == passing && *all as usize >= options.min_members.max(2))
-            .map(|(label, _)| label);
-        // Consolidated, so that readers see one update per change rather than the iteration's
-        // transient proposals.
-        members
-            .map(|(member, label)| (label, member))
-            .semijoin(rings)
-            .map(|(ring, member)| (member, ring.0))
-            .consolidate()
+        let mut edges = transfers.distinct();
+        if options.max_counterparties < usize::MAX {
+            let most = options.max_counterparties as isize;
+            let hubs = edges
+                .clone()
+                .flat_map(|(from, to, amount)| {
+                    [((from.clone(), amount.clone()), (to.clone(), true)), ((to, amount), (from, false))]
+                })
+                .distinct()
+                .map(|(node_amount, _)| node_amount)
+                .count()
+                .filter(move |(_, counterparties)| *counterparties > most)
+                .map(|(node_amount, _)| node_amount);
+            edges = edges
+                .map(|(from, to, amount)| ((from, amount), to))
+                .antijoin(hubs.clone())
+                .map(|((from, amount), to)| ((to, amount), from))
+                .antijoin(hubs)
+                .map(|((to, amount), from)| (from, to, amount));
+        }
+        pass_through_rings_of(edges, balanced, options.min_members)
     }
+}
+
+/// The rings of `edges` (distinct transfers `(from, to, amount)`, the market's hubs left out)
+/// through the nodes `balanced` says bought and sent each amount in balance, as
+/// [`PassThroughRings::pass_through_rings`] gives them: for a caller that keeps the counts of
+/// transfers itself (one amount's graph on one worker, say) and hands differential only the
+/// edges and the balance as they change, which is far less than every transfer.
+pub fn pass_through_rings_of<'scope, T, N, A>(
+    edges: VecCollection<'scope, T, (N, N, A), isize>,
+    balanced: VecCollection<'scope, T, (N, A), isize>,
+    min_members: usize,
+) -> VecCollection<'scope, T, ((N, A), N), isize>
+where
+    T: Timestamp + Lattice + Hash + Ord,
+    N: ExchangeData + Hash,
+    A: ExchangeData + Hash,
+{
+    let into = edges.clone().map(|(from, to, amount)| ((to, amount), from));
+    let out_of = edges.map(|(from, to, amount)| ((from, amount), to));
+    let receivers = summarise(out_of.clone());
+    let senders = summarise(into.clone());
+    let passes_on = |other: &Option<N>, me: &N| other.as_ref() != Some(me);
+    let ring_in = into
+        .join_map(receivers.clone(), move |(node, amount), from, receiver| {
+            passes_on(receiver, from).then(|| ((from.clone(), amount.clone()), (node.clone(), amount.clone())))
+        })
+        .flat_map(|edge| edge);
+    let ring_out = out_of
+        .join_map(senders.clone(), move |(node, amount), to, sender| {
+            passes_on(sender, to).then(|| ((node.clone(), amount.clone()), (to.clone(), amount.clone())))
+        })
+        .flat_map(|edge| edge);
+    // A node passes an amount through when some sender and receiver differ, in balance.
+    let passing = senders
+        .join(receivers)
+        .filter(|(_, (sender, receiver))| sender.is_none() || sender != receiver)
+        .map(|(node_amount, _)| (node_amount, ()))
+        .semijoin(balanced.clone())
+        .map(|(node_amount, ())| node_amount);
+    // The ring edges, at balanced nodes: one graph per amount.
+    let ring_in = ring_in.map(|(from, to)| (to, from)).semijoin(balanced.clone()).map(|(to, from)| (from, to));
+    let ring_edges = ring_in.concat(ring_out.semijoin(balanced)).distinct();
+    let members = strongly_connected(ring_edges).linked_components();
+    // A ring: enough members, every one passing its amount through.
+    let passing_members = members.clone().semijoin(passing).map(|(_, label)| label).count();
+    let all_members = members.clone().map(|(_, label)| label).count();
+    let rings = all_members
+        .join(passing_members)
+        .filter(move |(_, (all, passing))| all == passing && *all as usize >= min_members.max(2))
+        .map(|(label, _)| label);
+    // Consolidated, so that readers see one update per change rather than the iteration's
+    // transient proposals.
+    members.map(|(member, label)| (label, member)).semijoin(rings).map(|(ring, member)| (member, ring.0)).consolidate()
 }
 
 /// Per key, its only neighbour, or `None` when it has several.
@@ -203,7 +242,15 @@ mod tests {
             *received.entry((t, a)).or_default() += 1;
             *sent.entry((f, a)).or_default() += 1;
         }
-        let edges: BTreeSet<Transfer> = live.iter().copied().collect();
+        let all_edges: BTreeSet<Transfer> = live.iter().copied().collect();
+        let mut counterparties: BTreeMap<(u8, u8), BTreeSet<(u8, bool)>> = BTreeMap::new();
+        for &(f, t, a) in &all_edges {
+            counterparties.entry((f, a)).or_default().insert((t, true));
+            counterparties.entry((t, a)).or_default().insert((f, false));
+        }
+        let hub = |n: u8, a: u8| counterparties.get(&(n, a)).is_some_and(|c| c.len() > options.max_counterparties);
+        let edges: BTreeSet<Transfer> =
+            all_edges.iter().copied().filter(|&(f, t, a)| !hub(f, a) && !hub(t, a)).collect();
         let mut passing = BTreeSet::new();
         let mut ring_edges: BTreeMap<u8, BTreeSet<(u8, u8)>> = BTreeMap::new();
         for &(u, v, a) in &edges {
@@ -348,8 +395,9 @@ mod tests {
                 0..30,
             ),
             tolerance in prop_oneof![Just(0.0), Just(0.34)],
+            max_counterparties in prop_oneof![Just(usize::MAX), Just(2usize), Just(3usize)],
         ) {
-            let options = RingOptions { min_members: 3, net_tolerance: tolerance };
+            let options = RingOptions { min_members: 3, net_tolerance: tolerance, max_counterparties };
             let transfers: Vec<(Transfer, u64, Option<u64>)> = transfers
                 .into_iter()
                 .map(|(t, enters, leaves)| (t, enters, leaves.map(|l| enters + l)))

@@ -38,8 +38,10 @@ pub mod rules {
     pub const SELF_TRADE_PATTERN: &str = "self_trade_pattern";
     /// The firm's own or an employee's account trading ahead of a client's block.
     pub const FRONT_RUNNING: &str = "front_running";
+    /// Accounts passing one quantity of a security round a closed loop.
+    pub const COLLUSION_RINGS: &str = "collusion_rings";
     /// Every built-in rule name, in a fixed order.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 17] = [
         ORDER_QUANTITY_LIMIT,
         ORDER_NOTIONAL_LIMIT,
         OFF_MARKET_PRICE,
@@ -56,6 +58,7 @@ pub mod rules {
         CROSS_TRADES,
         SELF_TRADE_PATTERN,
         FRONT_RUNNING,
+        COLLUSION_RINGS,
     ];
 }
 

@@ -38,7 +38,11 @@
 //!   systematically at the session's price extremes.
 //! * [`linked_wash`] ([`LinkedWashExt::linked_washes`]): opposite executions of linked accounts
 //!   in separate prints, at one price and size, within moments.
+//! * [`collusion_rings`] ([`CollusionRingsExt::collusion_rings`]): accounts passing one quantity
+//!   of a security round a closed loop within an hour or a session, corrected as the rings
+//!   change.
 
+pub mod collusion_rings;
 pub mod cross_trades;
 pub mod executions;
 pub mod front_running;
@@ -57,6 +61,7 @@ pub mod spoofing;
 
 use std::sync::Arc;
 
+pub use collusion_rings::CollusionRingsExt;
 pub use cross_trades::{CrossTrades, CrossTradesExt};
 pub use front_running::{FrontRunning, FrontRunningExt};
 pub use insider_like::InsiderLikeExt;
@@ -76,7 +81,7 @@ use timely::dataflow::Stream;
 
 use differential_dataflow::VecCollection;
 
-use crate::config::{Config, FrontRunningConfig, InsiderLikeConfig, LinkedWashConfig};
+use crate::config::{CollusionRingsConfig, Config, FrontRunningConfig, InsiderLikeConfig, LinkedWashConfig};
 use crate::detect::InstrumentRules;
 use crate::model::time::SessionCalendar;
 use crate::model::{Alert, Event, Symbol};
@@ -89,6 +94,7 @@ pub struct StreamRules {
     insider_like: Option<(InsiderLikeConfig, SessionCalendar)>,
     linked_wash: Option<LinkedWashConfig>,
     front_running: Option<(FrontRunningConfig, SessionCalendar)>,
+    collusion_rings: Option<(CollusionRingsConfig, SessionCalendar)>,
 }
 
 impl StreamRules {
@@ -105,6 +111,11 @@ impl StreamRules {
                 .front_running
                 .enabled
                 .then(|| (config.rules.front_running, SessionCalendar::new(zone))),
+            collusion_rings: config
+                .rules
+                .collusion_rings
+                .enabled
+                .then(|| (config.rules.collusion_rings, SessionCalendar::new(zone))),
         }
     }
 
@@ -123,6 +134,9 @@ impl StreamRules {
             && reference.has_capacities()
         {
             all.push(events.clone().front_running(config, reference.clone(), calendar.clone()));
+        }
+        if let Some((config, calendar)) = &self.collusion_rings {
+            all.push(events.clone().collusion_rings(config, calendar.clone()));
         }
         if let Some((config, calendar)) = &self.insider_like {
             all.push(events.clone().insider_like(config, calendar.clone()));
