@@ -21,26 +21,32 @@
 //!    of one quantity through accounts that passed it on to someone other than their seller,
 //!    with at least `min_members` accounts, each of which bought and sold that quantity as often
 //!    as each other within `net_tolerance` (1 %). Taking one quantity at a time keeps the
-//!    market's giant component (market makers trade with everyone) from hiding a ring.
-//! 3. A ring counts once the quantity has gone round `min_laps` times (its prints, over its
-//!    members): 2 by default, as one lap is what chance makes on a busy day (three clients
-//!    each buying and selling one round lot of a popular size, in a loop).
-//! 4. An hour's ring is alerted when it forms, at the time of the print that closed it; an **amended** or
-//!    **downgraded** version of the same alert when accounts join or leave it. A ring opens
-//!    again while the quantity goes round once more (the first member has sold before it has
-//!    bought back): that is not yet a verdict. A **retraction**, at the window's end, when the
-//!    ring is open then: a member's later trades of that size left its position open, so the
-//!    quantity did not come home after all. A ring closed when its window ends stands.
+//!    market's giant component (market makers trade with everyone) from hiding a ring; an
+//!    account with more than `max_counterparties` (10) distinct counterparties in the quantity
+//!    is its hub, and none of its transfers of it is a ring's.
+//! 3. A ring counts once the quantity has gone round `min_laps` times: every member bought and
+//!    sold it at least that often, and the ring's prints are at least that many times its
+//!    members. 2 by default, as one lap is what chance makes on a busy day (three clients each
+//!    buying and selling one round lot of a popular size, in a loop).
+//! 4. An hour's ring is alerted when it forms, at the end of the step of the print that closed
+//!    it; an **amended** or **downgraded** version of the same alert when accounts join or
+//!    leave it. A ring opens again while the quantity goes round once more (the first member
+//!    has sold before it has bought back): that is not yet a verdict. A **retraction**, at the
+//!    hour's end, when the ring is open then: a member's later trades of that size left its
+//!    position open, so the quantity did not come home after all. A ring closed when its hour
+//!    ends stands.
 //! 5. A session's rings are judged when it ends (its last nanosecond), as they stand then: over
 //!    hours, chance closes a ring of popular round lots for a while and opens it again. One with
 //!    the same members as a ring of one of its hours, alerted and not retracted, is not raised
 //!    again; a ring built over several hours is.
 //!
-//! Built on differential dataflow: the transfers are a collection over event time (rounded up
-//! to `resolution`, so that the strongly connected components are updated once per step, not
-//! once per print), each retracted when its window closes; the rings are corrected rather than
-//! recomputed as prints arrive: a print updates the components it touches, not the day. The
-//! alerts are the same on any number of workers.
+//! Each window's graph of one quantity is counted on one worker (transfers received and sent,
+//! counterparties), and differential gets only what a ring needs as it changes: the edges
+//! between accounts that are not hubs, the accounts in balance, and the prints between them.
+//! The strongly connected components are differential's
+//! ([`surveil_operators::pass_through_rings_of`]), brought up to date at each step of `resolution` (1 s) and corrected rather than recomputed:
+//! a print updates the components it touches, not the day. The alerts are the same on any
+//! number of workers.
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
