@@ -1562,7 +1562,7 @@ fn webhook_drain() -> Duration {
 /// Whether `url` is encrypted (`https://`), or plain `http://` to the loopback interface: a
 /// host that is an address in 127.0.0.0/8, `[::1]` or `localhost` (a name such as
 /// `127.0.0.1.example.com` is not).
-pub(crate) fn encrypted_or_loopback(url: &str) -> bool {
+pub fn encrypted_or_loopback(url: &str) -> bool {
     let lower = url.to_ascii_lowercase();
     if lower.starts_with("https://") {
         return true;
@@ -1589,10 +1589,14 @@ pub struct KafkaConfig {
     /// The topic the events are read from (each partition is an input of its own).
     #[serde(default)]
     pub topic: Option<String>,
-    /// How each message is read: `jsonl` (one event in the canonical JSON schema) or `fix`
-    /// (one FIX drop-copy message). Default `jsonl`.
+    /// How each message is read: `jsonl` (one event in the canonical JSON schema), `fix`
+    /// (one FIX drop-copy message) or `avro` (one event in Avro, Confluent wire format; see
+    /// `[kafka.avro]`). Default `jsonl`.
     #[serde(default = "kafka_format")]
     pub format: KafkaFormat,
+    /// Where the schemas of Avro messages come from (`format = "avro"`).
+    #[serde(default)]
+    pub avro: AvroConfig,
     /// The consumer group the read positions are committed for. Default `surveil`.
     #[serde(default = "kafka_group")]
     pub group: String,
@@ -1649,6 +1653,30 @@ pub enum KafkaFormat {
     Jsonl,
     /// One FIX 4.2/4.4 drop-copy message.
     Fix,
+    /// One event in Avro, in the Confluent wire format (a zero byte, the schema id, the datum).
+    Avro,
+}
+
+/// Where the writer schemas of Avro messages come from: a schema registry, a local file, or,
+/// with neither, the bundled event schema (`surveil::kafka::avro::EVENT_SCHEMA`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AvroConfig {
+    /// A schema registry speaking the Confluent REST API (`https://…`, or `http://` on the
+    /// loopback interface); each schema id is asked for once per run.
+    #[serde(default)]
+    pub registry: Option<String>,
+    /// Certificate authorities (PEM) to trust for an `https://` registry instead of the
+    /// bundled Mozilla roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// A local Avro schema (`.avsc`), the offline alternative to a registry.
+    #[serde(default)]
+    pub schema_file: Option<PathBuf>,
+    /// The one schema id the local (or bundled) schema is for; other ids go to the registry,
+    /// or are refused without one. Without it the local schema reads every id.
+    #[serde(default)]
+    pub schema_id: Option<u32>,
 }
 
 fn kafka_format() -> KafkaFormat {
@@ -1692,6 +1720,7 @@ impl KafkaConfig {
             dead_letter_topic: None,
             case_actions_topic: None,
             properties: Default::default(),
+            avro: AvroConfig::default(),
         }
     }
 
@@ -1738,6 +1767,19 @@ impl KafkaConfig {
         }
         if self.timeout.is_zero() || self.commit_interval.is_zero() {
             return Err("kafka.timeout and kafka.commit_interval must be positive".into());
+        }
+        if let Some(url) = &self.avro.registry
+            && !encrypted_or_loopback(url)
+        {
+            return Err(format!(
+                "kafka.avro.registry {url:?}: give an https:// address (plain http:// is accepted on the loopback \
+                 interface only)"
+            ));
+        }
+        if self.avro.registry.is_some() && self.avro.schema_file.is_some() && self.avro.schema_id.is_none() {
+            return Err("kafka.avro: with both a registry and a schema_file, schema_id says which id the file \
+                        is for"
+                .into());
         }
         for reserved in ["bootstrap.servers", "group.id", "enable.auto.commit", "enable.auto.offset.store"] {
             if self.properties.contains_key(reserved) {
@@ -2332,6 +2374,27 @@ mod tests {
         assert_eq!(config.alerts.routes.len(), 1);
         assert_eq!(config.cases.deadlines.of(crate::model::Tier::High), 3_600_000_000_000);
         assert_eq!(config.stor.lei, "5493001KJTIIGC8Y1R12");
+    }
+
+    #[test]
+    fn avro_schemas_come_from_a_reachable_registry_or_a_file_with_its_id() {
+        let parse =
+            |avro: &str| Config::parse(&format!("[kafka]\nbrokers = \"127.0.0.1:9092\"\nformat = \"avro\"\n{avro}"));
+        let config = parse("[kafka.avro]\nregistry = \"http://127.0.0.1:8081\"").expect("a loopback registry");
+        let kafka = config.kafka.expect("kafka");
+        assert_eq!((kafka.format, kafka.avro.registry.as_deref()), (KafkaFormat::Avro, Some("http://127.0.0.1:8081")));
+        assert!(parse("").is_ok(), "the bundled schema, without a registry");
+        let remote =
+            parse("[kafka.avro]\nregistry = \"http://registry.example.com\"").expect_err("plain text off the machine");
+        assert!(remote.to_string().contains("kafka.avro.registry"), "{remote}");
+        assert!(parse("[kafka.avro]\nregistry = \"https://registry.example.com\"").is_ok());
+        let both = parse("[kafka.avro]\nregistry = \"http://127.0.0.1:8081\"\nschema_file = \"e.avsc\"")
+            .expect_err("which id is the file's?");
+        assert!(both.to_string().contains("schema_id"), "{both}");
+        assert!(
+            parse("[kafka.avro]\nregistry = \"http://127.0.0.1:8081\"\nschema_file = \"e.avsc\"\nschema_id = 4")
+                .is_ok()
+        );
     }
 
     #[test]

@@ -272,6 +272,18 @@ pub(crate) fn exchange(
     Ok((status, answer))
 }
 
+/// Sends a request without a body (a GET) and returns the answer's body with its status, as
+/// [`exchange`] does.
+pub(crate) fn fetch(request: ureq::RequestBuilder<ureq::typestate::WithoutBody>) -> Result<(u16, String), Failure> {
+    let (status, mut response) = accepted(request.call())?;
+    let answer = response.body_mut().read_to_string().map_err(|e| Failure {
+        status: Some(status),
+        error: format!("HTTP {status}, but the answer could not be read: {e}"),
+        retry: true,
+    })?;
+    Ok((status, answer))
+}
+
 /// A 2xx answer with its status, or the failure with whether it may pass if tried again.
 fn accepted(
     sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>,

@@ -4,6 +4,8 @@
 
 #[path = "common/https.rs"]
 mod https;
+#[path = "common/schema_registry.rs"]
+mod schema_registry;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -15,7 +17,7 @@ use serde_json::Value;
 use surveil::config::Config;
 use surveil::generate::{GenerateConfig, generate};
 use surveil::kafka::test_broker::{Received, TestBroker};
-use surveil::kafka::{create_topic, produce_files};
+use surveil::kafka::{Encoding, create_topic, produce_files};
 use surveil::pipeline::{RunOptions, RunSummary, inputs, run};
 
 fn broker() -> TestBroker {
@@ -82,8 +84,8 @@ fn a_day_replayed_through_a_topic_gives_the_alerts_of_the_file() {
     // messages among them.
     let settings = broker.settings();
     create_topic(&settings, "day", 4).expect("topic");
-    let produced =
-        produce_files(&inputs(std::slice::from_ref(&file), None), &config, &settings, "day").expect("produced");
+    let produced = produce_files(&inputs(std::slice::from_ref(&file), None), &config, &settings, "day", Encoding::Json)
+        .expect("produced");
     assert_eq!(produced.events, file_run.events);
     assert_eq!(produced.delivery.delivered, produced.events);
     let producer: ThreadedProducer<DefaultProducerContext> =
@@ -291,4 +293,213 @@ fn over_tls_and_a_wrong_authority_is_a_clear_error_not_a_hang() {
     .expect_err("plain text to a TLS listener");
     assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
     assert!(error.to_string().contains(broker.address()), "{error}");
+}
+
+/// Avro's variable-length zigzag integer (`int` and `long`).
+fn avro_long(out: &mut Vec<u8>, n: i64) {
+    let mut z = ((n << 1) ^ (n >> 63)) as u64;
+    while z > 0x7f {
+        out.push((z as u8 & 0x7f) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
+fn avro_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    avro_long(out, bytes.len() as i64);
+    out.extend_from_slice(bytes);
+}
+
+/// A producer's own schema: the canonical names, other types (micros, an enum, a decimal, an
+/// int, an optional instrument) and a field surveil does not know.
+const OWN_SCHEMA: &str = r#"{"type":"record","name":"Print","namespace":"acme","fields":[
+    {"name":"event_time","type":{"type":"long","logicalType":"timestamp-micros"}},
+    {"name":"kind","type":{"type":"enum","name":"Kind","symbols":["quote","trade"]}},
+    {"name":"instrument","type":["null","string"]},
+    {"name":"buyer","type":"string"},
+    {"name":"seller","type":"string"},
+    {"name":"price","type":{"type":"bytes","logicalType":"decimal","precision":9,"scale":2}},
+    {"name":"quantity","type":"int"},
+    {"name":"desk_note","type":"string"}]}"#;
+
+/// A print in [`OWN_SCHEMA`] under `id`, in the wire format.
+fn own_print(id: u32, instrument: Option<&str>, account: &str) -> Vec<u8> {
+    let mut message = vec![0];
+    message.extend_from_slice(&id.to_be_bytes());
+    avro_long(&mut message, 4_102_444_800_000_000); // 2100-01-01, after every generated event
+    avro_long(&mut message, 1); // trade
+    match instrument {
+        Some(instrument) => {
+            avro_long(&mut message, 1);
+            avro_bytes(&mut message, instrument.as_bytes());
+        }
+        None => avro_long(&mut message, 0),
+    }
+    avro_bytes(&mut message, account.as_bytes());
+    avro_bytes(&mut message, account.as_bytes());
+    avro_bytes(&mut message, &[0x01, 0xf4]); // 500 at scale 2: 5.00
+    avro_long(&mut message, 10);
+    avro_bytes(&mut message, b"matched away");
+    message
+}
+
+#[test]
+fn avro_messages_through_a_schema_registry_give_the_alerts_of_the_file() {
+    let broker = broker();
+    let registry = schema_registry::SchemaRegistry::start();
+    let work = tempfile::tempdir().expect("temp dir");
+    let day = work.path().join("day");
+    let generated = GenerateConfig { events: 60_000, seed: 9, ..GenerateConfig::default() };
+    generate(&generated, &day).expect("a generated day");
+    let file = day.join("events.csv");
+    let config = Config::load(&day.join("surveil.toml")).expect("the day's configuration");
+    let from_file = work.path().join("from-file");
+    let file_run = run(RunOptions {
+        workers: 2,
+        out_dir: from_file.clone(),
+        ..RunOptions::new(inputs(std::slice::from_ref(&file), None), config.clone())
+    })
+    .expect("the file run");
+    assert!(file_run.alerts > 5, "a day with breaches: {:?}", file_run.written.alerts_by_rule);
+
+    // The day in Avro, the bundled schema registered as the topic's value schema.
+    let settings = broker.settings();
+    create_topic(&settings, "avro-day", 4).expect("topic");
+    let event_schema =
+        surveil::kafka::avro::register_event_schema(&registry.url(), "avro-day-value", Duration::from_secs(10))
+            .expect("registered");
+    let produced = produce_files(
+        &inputs(std::slice::from_ref(&file), None),
+        &config,
+        &settings,
+        "avro-day",
+        Encoding::Avro { schema_id: event_schema },
+    )
+    .expect("produced");
+    assert_eq!((produced.events, produced.delivery.delivered), (file_run.events, file_run.events));
+
+    // A producer's own schema (a self-trade, read; one without its instrument, refused), text
+    // that is not Avro, and an id the registry never gave.
+    let own = registry.register(OWN_SCHEMA);
+    let mut unknown_id = own_print(own, Some("OWN"), "Z9");
+    unknown_id[1..5].copy_from_slice(&99u32.to_be_bytes());
+    let extra: [(i32, Vec<u8>); 4] = [
+        (0, own_print(own, Some("OWN"), "Z9")),
+        (1, own_print(own, None, "Z8")),
+        (2, br#"{"event_time":"2024-03-04T15:00:00Z","kind":"trade"}"#.to_vec()),
+        (3, unknown_id),
+    ];
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", broker.address()).create().expect("producer");
+    for (partition, message) in &extra {
+        let record = BaseRecord::<str, [u8]>::to("avro-day").partition(*partition).key("extra").payload(message);
+        producer.send(record).map_err(|(e, _)| e).expect("queued");
+    }
+    producer.flush(Duration::from_secs(30)).expect("delivered");
+    create_topic(&settings, "avro-day-letters", 1).expect("topic");
+
+    let mut kafka = settings.clone();
+    kafka.topic = Some("avro-day".into());
+    kafka.stop_at_end = true;
+    kafka.format = surveil::config::KafkaFormat::Avro;
+    kafka.avro.registry = Some(registry.url());
+    kafka.dead_letter_topic = Some("avro-day-letters".into());
+    let from_topic = work.path().join("from-topic");
+    let topic_run = kafka_run(Config { kafka: Some(kafka), ..config.clone() }, 2, &from_topic);
+
+    // The file's alerts, and the self-trade in the producer's own schema.
+    assert!(topic_run.complete);
+    assert_eq!(topic_run.events, file_run.events + 1);
+    let mut expected_rules = file_run.written.alerts_by_rule.clone();
+    *expected_rules.entry("self_trade".into()).or_default() += 1;
+    assert_eq!(topic_run.written.alerts_by_rule, expected_rules);
+    let expected: BTreeSet<String> = alerts(&from_file).into_iter().map(content).collect();
+    let (own_alerts, got): (Vec<String>, Vec<String>) =
+        alerts(&from_topic).into_iter().map(content).partition(|alert| alert.contains("\"OWN\""));
+    assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), expected, "the alerts of the Avro topic");
+    assert_eq!(own_alerts.len(), 1, "{own_alerts:?}");
+    assert!(own_alerts[0].contains("\"5.00\"") || own_alerts[0].contains("\"5\""), "{}", own_alerts[0]);
+
+    // The three bad messages are dead letters with their reasons, on the topic too.
+    let file_letters = &file_run.written.dead_letters_by_reason;
+    let letters = &topic_run.written.dead_letters_by_reason;
+    for (reason, extra) in [("bad_avro", 1), ("unknown_schema", 1), ("missing_field", 1)] {
+        assert_eq!(
+            letters.get(reason).copied().unwrap_or(0),
+            file_letters.get(reason).copied().unwrap_or(0) + extra,
+            "{reason}: {letters:?}"
+        );
+    }
+    let published = consume(&broker, "avro-day-letters", 3);
+    let reasons: BTreeSet<&str> = published.iter().map(|m| m.headers["surveil.reason"].as_str()).collect();
+    assert_eq!(reasons, BTreeSet::from(["bad_avro", "missing_field", "unknown_schema"]));
+    let written = std::fs::read_to_string(from_topic.join("dead_letters.jsonl")).expect("dead letters");
+    assert!(written.contains("schema id 99 is not known to"), "{written}");
+    assert!(written.contains("first byte is 0x7b"), "{written}");
+
+    // Each schema was fetched once per run (at most once per worker that met it first).
+    let lookups = registry.lookups();
+    for id in [event_schema, own, 99] {
+        assert!((1..=2).contains(&lookups.get(&id).copied().unwrap_or(0)), "id {id}: {lookups:?}");
+    }
+}
+
+#[test]
+fn a_registry_out_of_reach_stops_the_run_and_the_local_schema_reads_on() {
+    let broker = broker();
+    let work = tempfile::tempdir().expect("temp dir");
+    let trades = work.path().join("trades.jsonl");
+    let lines: Vec<String> = (0..10)
+        .map(|i| {
+            format!(
+                r#"{{"event_time":"2024-03-04T14:30:{i:02}Z","kind":"trade","instrument":"AV","buyer":"W{i}","seller":"W{i}","price":"5.00","quantity":10}}"#
+            )
+        })
+        .collect();
+    std::fs::write(&trades, lines.join("\n") + "\n").expect("written");
+    let settings = broker.settings();
+    create_topic(&settings, "avro-offline", 2).expect("topic");
+    let produced = produce_files(
+        &inputs(std::slice::from_ref(&trades), None),
+        &Config::default(),
+        &settings,
+        "avro-offline",
+        Encoding::Avro { schema_id: 7 },
+    )
+    .expect("produced");
+    assert_eq!(produced.delivery.delivered, 10);
+
+    // A registry nobody answers at: the run fails naming it, within its timeout, and commits
+    // nothing past what it could not read.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port();
+    let mut kafka = settings.clone();
+    kafka.topic = Some("avro-offline".into());
+    kafka.stop_at_end = true;
+    kafka.format = surveil::config::KafkaFormat::Avro;
+    kafka.avro.registry = Some(format!("http://127.0.0.1:{port}"));
+    kafka.timeout = Duration::from_secs(3);
+    let started = Instant::now();
+    let error = run(RunOptions {
+        workers: 2,
+        out_dir: work.path().join("unreachable"),
+        ..RunOptions::new(Vec::new(), Config { kafka: Some(kafka.clone()), ..Config::default() })
+    })
+    .expect_err("no registry to decode with");
+    assert!(started.elapsed() < Duration::from_secs(40), "took {:?}", started.elapsed());
+    let message = error.to_string();
+    assert!(message.contains(&format!("schema registry http://127.0.0.1:{port}")), "{message}");
+    assert!(message.contains("schema id 7"), "{message}");
+
+    // Offline: the local schema file for id 7 reads every message the failed run left.
+    let schema_file = work.path().join("event.avsc");
+    std::fs::write(&schema_file, surveil::kafka::avro::EVENT_SCHEMA).expect("written");
+    kafka.avro.registry = None;
+    kafka.avro.schema_file = Some(schema_file);
+    kafka.avro.schema_id = Some(7);
+    let offline =
+        kafka_run(Config { kafka: Some(kafka.clone()), ..Config::default() }, 2, &work.path().join("offline"));
+    assert_eq!(offline.events, 10);
+    assert_eq!(offline.written.alerts_by_rule.get("self_trade"), Some(&10), "{:?}", offline.written.alerts_by_rule);
+    let again = kafka_run(Config { kafka: Some(kafka), ..Config::default() }, 1, &work.path().join("again"));
+    assert_eq!(again.events, 0);
 }

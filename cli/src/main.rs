@@ -31,13 +31,25 @@ struct Cli {
 #[derive(Subcommand)]
 enum KafkaAction {
     /// Publish the events of recorded files to a topic, one message per event in the canonical
-    /// JSON schema, keyed by instrument: a replay source for `surveil run --kafka`.
+    /// JSON schema (or Avro with --avro), keyed by instrument: a replay source for
+    /// `surveil run --kafka`.
     Produce {
         /// The topic; created with --partitions partitions when missing.
         #[arg(long)]
         topic: String,
         #[command(flatten)]
         target: KafkaTarget,
+        /// Write Avro in the Confluent wire format with the bundled event schema, registered
+        /// with --schema-registry under TOPIC-value, or named by --schema-id.
+        #[arg(long)]
+        avro: bool,
+        /// The schema registry (Confluent REST API) the event schema is registered with.
+        #[arg(long, requires = "avro")]
+        schema_registry: Option<String>,
+        /// The schema id every message names, without a registry (readers then need the same
+        /// schema locally: `kafka.avro.schema_id`).
+        #[arg(long, requires = "avro", conflicts_with = "schema_registry")]
+        schema_id: Option<u32>,
         /// Input format; by default detected from each file's name.
         #[arg(long)]
         format: Option<Format>,
@@ -101,9 +113,24 @@ fn kafka_settings(config: &mut Config, brokers: Option<String>) -> Result<survei
 
 fn kafka_tool(action: KafkaAction) -> Result<()> {
     match action {
-        KafkaAction::Produce { topic, target, format, inputs: paths } => {
+        KafkaAction::Produce { topic, target, avro, schema_registry, schema_id, format, inputs: paths } => {
             let (config, settings) = target.connect(&topic)?;
-            let counts = surveil::kafka::produce_files(&inputs(&paths, format), &config, &settings, &topic)?;
+            let encoding = match (avro, schema_registry) {
+                (false, _) => surveil::kafka::Encoding::Json,
+                (true, Some(url)) => {
+                    if !surveil::config::encrypted_or_loopback(&url) {
+                        bail!(
+                            "--schema-registry {url:?}: give an https:// address (plain http:// is accepted on the loopback interface only)"
+                        );
+                    }
+                    let subject = format!("{topic}-value");
+                    let schema_id = surveil::kafka::avro::register_event_schema(&url, &subject, settings.timeout)?;
+                    println!("the event schema is id {schema_id} ({subject} at {url})");
+                    surveil::kafka::Encoding::Avro { schema_id }
+                }
+                (true, None) => surveil::kafka::Encoding::Avro { schema_id: schema_id.unwrap_or(1) },
+            };
+            let counts = surveil::kafka::produce_files(&inputs(&paths, format), &config, &settings, &topic, encoding)?;
             println!(
                 "{} events published to {topic} ({} acknowledged); {} records were not events",
                 counts.events, counts.delivery.delivered, counts.dead_letters
@@ -286,6 +313,8 @@ enum ReportKind {
     },
 }
 
+// Parsed once per process: the size of the largest command's arguments costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the surveillance job on recorded files, or on a Kafka topic (`--kafka`).
@@ -354,6 +383,13 @@ enum Command {
         /// The consumer group the read positions are committed for, instead of `kafka.group`.
         #[arg(long, requires = "kafka")]
         kafka_group: Option<String>,
+        /// How each message is read, instead of `kafka.format`: jsonl, fix or avro.
+        #[arg(long, requires = "kafka")]
+        kafka_format: Option<String>,
+        /// The schema registry of Avro messages, instead of `kafka.avro.registry` (implies
+        /// --kafka-format avro).
+        #[arg(long, requires = "kafka")]
+        schema_registry: Option<String>,
         /// Input files (plain or .gz), or archives written by `--archive` to replay.
         #[arg(required_unless_present = "kafka")]
         inputs: Vec<PathBuf>,
@@ -579,6 +615,8 @@ fn main_inner() -> Result<()> {
             to_end,
             kafka_alerts,
             kafka_group,
+            kafka_format,
+            schema_registry,
             inputs: paths,
         }) => {
             let mut config = job.config()?;
@@ -593,6 +631,18 @@ fn main_inner() -> Result<()> {
                 }
                 if let Some(group) = kafka_group {
                     settings.group = group;
+                }
+                if let Some(format) = kafka_format {
+                    settings.format = match format.as_str() {
+                        "jsonl" => surveil::config::KafkaFormat::Jsonl,
+                        "fix" => surveil::config::KafkaFormat::Fix,
+                        "avro" => surveil::config::KafkaFormat::Avro,
+                        other => bail!("--kafka-format {other:?}: give jsonl, fix or avro"),
+                    };
+                }
+                if let Some(url) = schema_registry {
+                    settings.format = surveil::config::KafkaFormat::Avro;
+                    settings.avro.registry = Some(url);
                 }
                 config.kafka = Some(settings);
                 config.validate().map_err(|e| anyhow!("{e}"))?;

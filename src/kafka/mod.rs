@@ -15,6 +15,7 @@
 //! topic).
 
 mod actions;
+pub mod avro;
 mod produce;
 mod sink;
 mod source;
@@ -26,7 +27,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, ClientContext};
 
 pub use actions::read_case_actions;
-pub use produce::{ProduceCounts, create_topic, produce_files};
+pub use produce::{Encoding, ProduceCounts, create_topic, produce_files};
 pub use sink::{AlertPublisher, DeadLetterPublisher};
 pub use source::{KafkaPartition, KafkaSource};
 
@@ -52,6 +53,14 @@ pub enum KafkaError {
         /// The topic.
         topic: String,
         /// What is wrong.
+        message: String,
+    },
+    /// The schema registry could not be asked (Avro messages).
+    #[error("schema registry {url}: {message}")]
+    Registry {
+        /// The registry asked.
+        url: String,
+        /// What went wrong.
         message: String,
     },
     /// A record could not be delivered.

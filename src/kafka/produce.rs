@@ -46,15 +46,35 @@ pub fn create_topic(settings: &KafkaConfig, topic: &str, partitions: usize) -> R
     Ok(())
 }
 
+/// How [`produce_files`] writes each event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Encoding {
+    /// The canonical JSON object.
+    #[default]
+    Json,
+    /// Avro with the bundled event schema ([`super::avro::EVENT_SCHEMA`]) in the Confluent
+    /// wire format under this schema id ([`super::avro::register_event_schema`] gives one).
+    Avro {
+        /// The id every message names.
+        schema_id: u32,
+    },
+}
+
 /// Publishes the events of recorded files to `topic`, one message per event in the canonical
-/// JSON schema, keyed by instrument (so each instrument's events stay in order on one
-/// partition), in the order of the files. Records that are not events are counted, not sent.
+/// JSON schema or in Avro, keyed by instrument (so each instrument's events stay in order on
+/// one partition), in the order of the files. Records that are not events are counted, not
+/// sent.
 pub fn produce_files(
     inputs: &[InputSpec],
     config: &Config,
     settings: &KafkaConfig,
     topic: &str,
+    encoding: Encoding,
 ) -> Result<ProduceCounts, KafkaError> {
+    let avro = match encoding {
+        Encoding::Json => None,
+        Encoding::Avro { schema_id } => Some(super::avro::EventEncoder::new(schema_id)),
+    };
     let reference = Arc::new(ReferenceData::load(config).map_err(|e| KafkaError::Config(e.to_string()))?);
     let progress = Arc::new(ReadProgress::default());
     let partitions = plan_partitions(inputs, config, &reference, 0, 1, &progress)
@@ -84,7 +104,10 @@ pub fn produce_files(
                     fields.remove("offset");
                 }
                 line.clear();
-                serde_json::to_writer(&mut line, &json).map_err(|e| KafkaError::Config(e.to_string()))?;
+                match &avro {
+                    Some(encoder) => encoder.encode(&json, &mut line)?,
+                    None => serde_json::to_writer(&mut line, &json).map_err(|e| KafkaError::Config(e.to_string()))?,
+                }
                 publisher.publish(&renderer.name_text(event.instrument), &line);
                 counts.events += 1;
             }

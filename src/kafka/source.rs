@@ -9,12 +9,13 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use surveil_operators::{Partition, PartitionRead};
 
+use super::avro::{DecodeError, Schemas};
 use super::sink::{AlertPublisher, DeadLetterPublisher};
 use super::{KafkaError, client_config, partition_count, source_name};
 use crate::config::{Config, KafkaConfig, KafkaFormat};
 use crate::ingest::partition::PartitionProgress;
 use crate::ingest::{DeadLetter, Line, LineParser, ParseContext, ReadProgress};
-use crate::model::{Event, IdMap, Origin, Report, Symbol};
+use crate::model::{Event, IdMap, Origin, RejectReason, Report, Symbol};
 use crate::reference::ReferenceData;
 
 /// Granularity of the commit bookkeeping: one entry per partition per this much event time,
@@ -40,6 +41,11 @@ pub struct KafkaSource {
     unclaimed: Mutex<Vec<Option<Opened>>>,
     /// The partitions taken so far, for the commit at the end.
     opened: Mutex<Vec<Arc<Shared>>>,
+    /// The writer schemas of Avro messages (`format = "avro"`).
+    schemas: Option<Arc<Schemas>>,
+    /// What stopped a partition mid-run (a schema registry out of reach): the run fails with
+    /// it and commits nothing past the message it could not read.
+    failure: Arc<Mutex<Option<KafkaError>>>,
 }
 
 impl KafkaSource {
@@ -57,6 +63,10 @@ impl KafkaSource {
             Some(topic) => Some(Arc::new(DeadLetterPublisher::new(settings, topic)?)),
             None => None,
         };
+        let schemas = match settings.format {
+            KafkaFormat::Avro => Some(Arc::new(Schemas::new(&settings.avro, settings.timeout)?)),
+            KafkaFormat::Jsonl | KafkaFormat::Fix => None,
+        };
         let mut source = KafkaSource {
             settings: settings.clone(),
             topic,
@@ -66,6 +76,8 @@ impl KafkaSource {
             dead_letters,
             unclaimed: Mutex::default(),
             opened: Mutex::default(),
+            schemas,
+            failure: Arc::default(),
         };
         // Each consumer finds the group's coordinator and the partition's leader: up to about
         // a second per partition, spent at once for all of them.
@@ -140,7 +152,7 @@ impl KafkaSource {
             }
             let source = self.first_source + partition as u32;
             let parser: Box<dyn LineParser> = match self.settings.format {
-                KafkaFormat::Jsonl => Box::new(crate::ingest::jsonl::JsonlParser::new()),
+                KafkaFormat::Jsonl | KafkaFormat::Avro => Box::new(crate::ingest::jsonl::JsonlParser::new()),
                 KafkaFormat::Fix => Box::new(crate::ingest::fix::FixParser::new(&config.ingest.fix)),
             };
             mine.push(KafkaPartition {
@@ -164,6 +176,10 @@ impl KafkaSource {
                 eof: false,
                 stop: stop.clone(),
                 timeout: self.settings.timeout,
+                schemas: self.schemas.clone(),
+                decoded: Vec::new(),
+                failure: self.failure.clone(),
+                halted: false,
             });
         }
         Ok(mine)
@@ -227,6 +243,19 @@ impl KafkaSource {
         if let Some(letters) = &self.dead_letters {
             letters.flush(self.settings.timeout)?;
         }
+        let failure = self.failure.lock().ok().and_then(|mut f| f.take());
+        if failure.is_some() {
+            // The partitions that went on are committed as a stopped run's are (the one that
+            // halted never noted the message it could not read); then the run fails.
+            self.commit_all(false)?;
+        }
+        match failure {
+            Some(failure) => Err(failure),
+            None => self.commit_all(complete),
+        }
+    }
+
+    fn commit_all(&self, complete: bool) -> Result<(), KafkaError> {
         let Ok(opened) = self.opened.lock() else { return Ok(()) };
         let horizon = self.settings.replay_horizon.as_nanos().min(u64::MAX as u128) as u64;
         for shared in opened.iter() {
@@ -375,6 +404,12 @@ pub struct KafkaPartition {
     /// Raised when a record could not be delivered: the run stops.
     stop: Option<Arc<std::sync::atomic::AtomicBool>>,
     timeout: Duration,
+    /// The writer schemas, for Avro messages; `decoded` holds a message's JSON.
+    schemas: Option<Arc<Schemas>>,
+    decoded: Vec<u8>,
+    failure: Arc<Mutex<Option<KafkaError>>>,
+    /// A message could not be read for a reason not its own: nothing more is read.
+    halted: bool,
 }
 
 impl KafkaPartition {
@@ -385,6 +420,9 @@ impl KafkaPartition {
     /// Polls one message (waiting up to `wait`) and parses it into `buffered` and `side`.
     /// Returns whether a message came.
     fn poll_one(&mut self, wait: Duration) -> bool {
+        if self.halted {
+            return false;
+        }
         let Some(result) = self.shared.consumer.poll(wait) else { return false };
         let message = match result {
             Ok(message) => message,
@@ -408,14 +446,38 @@ impl KafkaPartition {
             // Already read (a fetch repeated after a reconnection).
             return true;
         }
-        self.next = offset + 1;
         let payload = message.payload().unwrap_or_default();
+        let mut decoded = std::mem::take(&mut self.decoded);
+        let text = match &self.schemas {
+            None => Ok(payload),
+            Some(schemas) => match schemas.decode(payload, &mut decoded) {
+                Ok(()) => Ok(&decoded[..]),
+                Err(DecodeError::Rejected(rejection)) => Err(rejection),
+                Err(DecodeError::Unavailable(error)) => {
+                    // Not the message's fault: read nothing more, commit nothing past it, and
+                    // stop the run, which fails saying why.
+                    tracing::error!(topic = %self.shared.topic, partition = self.shared.partition, offset, %error, "kafka: a message cannot be decoded; the run stops");
+                    self.halted = true;
+                    if let Ok(mut failure) = self.failure.lock() {
+                        failure.get_or_insert(error);
+                    }
+                    if let Some(stop) = &self.stop {
+                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    self.decoded = decoded;
+                    return false;
+                }
+            },
+        };
+        self.next = offset + 1;
         self.bytes += payload.len() as u64;
         let mut events = Vec::new();
         let origin = Origin::new(self.source, offset as u64);
-        let line = Line { bytes: payload, origin, companion: None };
-        let mut context = ParseContext::new(&self.reference, &mut self.side, &mut self.announced);
-        let parsed = context.parse(self.parser.as_mut(), &line, &mut events);
+        let parsed = text.and_then(|text| {
+            let line = Line { bytes: text, origin, companion: None };
+            let mut context = ParseContext::new(&self.reference, &mut self.side, &mut self.announced);
+            context.parse(self.parser.as_mut(), &line, &mut events)
+        });
         match parsed {
             Ok(()) => {
                 if let Ok(mut commits) = self.shared.commits.lock() {
@@ -432,17 +494,26 @@ impl KafkaPartition {
                 if let Some(publisher) = &self.dead_letters {
                     publisher.publish(&self.shared.topic, self.shared.partition, offset, payload, &rejection);
                 }
+                let raw = match &self.schemas {
+                    // What the parser saw, when the message decoded; else its bytes in hex.
+                    Some(_) if matches!(rejection.reason, RejectReason::BadAvro | RejectReason::UnknownSchema) => {
+                        hex(payload)
+                    }
+                    Some(_) => String::from_utf8_lossy(&decoded).into_owned(),
+                    None => String::from_utf8_lossy(payload).into_owned(),
+                };
                 self.side.push(Report::DeadLetter(Box::new(DeadLetter {
                     source: self.source,
                     line: None,
                     offset: offset as u64,
-                    raw: String::from_utf8_lossy(payload).into_owned(),
+                    raw,
                     reason: rejection.reason,
                     detail: rejection.detail,
                     event: None,
                 })));
             }
         }
+        self.decoded = decoded;
         true
     }
 
@@ -491,6 +562,17 @@ impl KafkaPartition {
     }
 }
 
+/// Bytes as `0x` and their hex digits: a binary message in a text field.
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut text = String::with_capacity(2 + 2 * bytes.len());
+    text.push_str("0x");
+    for byte in bytes {
+        let _ = write!(text, "{byte:02x}");
+    }
+    text
+}
+
 impl Partition for KafkaPartition {
     type Record = Event;
     type Side = Report;
@@ -507,7 +589,7 @@ impl Partition for KafkaPartition {
         // run waits a little and otherwise starts from the earliest time.
         let patience = if self.stop_at_end { self.timeout } else { Duration::from_millis(200) };
         let started = Instant::now();
-        while self.buffered.is_empty() && !self.at_end() && started.elapsed() < patience {
+        while self.buffered.is_empty() && !self.at_end() && !self.halted && started.elapsed() < patience {
             self.poll_one(Duration::from_millis(100));
         }
         match self.buffered.front() {

@@ -47,11 +47,15 @@ pub enum RejectReason {
     FixChecksum,
     /// A FIX trade bust or correction, which is not applied to the fill it refers to.
     FixTradeCorrection,
+    /// Not an Avro message in the Confluent wire format, or not decodable with its schema.
+    BadAvro,
+    /// An Avro message naming a schema id the schema registry does not know (or not Avro).
+    UnknownSchema,
 }
 
 impl RejectReason {
     /// Every reason.
-    pub const ALL: [RejectReason; 19] = [
+    pub const ALL: [RejectReason; 21] = [
         RejectReason::ColumnCount,
         RejectReason::BadTime,
         RejectReason::UnknownKind,
@@ -71,6 +75,8 @@ impl RejectReason {
         RejectReason::FixBodyLength,
         RejectReason::FixChecksum,
         RejectReason::FixTradeCorrection,
+        RejectReason::BadAvro,
+        RejectReason::UnknownSchema,
     ];
 
     /// The reason of a stable name.
@@ -100,6 +106,8 @@ impl RejectReason {
             RejectReason::FixBodyLength => "fix_body_length",
             RejectReason::FixChecksum => "fix_checksum",
             RejectReason::FixTradeCorrection => "fix_trade_correction",
+            RejectReason::BadAvro => "bad_avro",
+            RejectReason::UnknownSchema => "unknown_schema",
         }
     }
 }
