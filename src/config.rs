@@ -1597,6 +1597,10 @@ pub struct KafkaConfig {
     /// Where the schemas of Avro messages come from (`format = "avro"`).
     #[serde(default)]
     pub avro: AvroConfig,
+    /// Topics of reference data, read to their ends when the run starts and added after the
+    /// reference files.
+    #[serde(default)]
+    pub reference: ReferenceTopics,
     /// The consumer group the read positions are committed for. Default `surveil`.
     #[serde(default = "kafka_group")]
     pub group: String,
@@ -1655,6 +1659,22 @@ pub enum KafkaFormat {
     Fix,
     /// One event in Avro, in the Confluent wire format (a zero byte, the schema id, the datum).
     Avro,
+}
+
+/// Topics of reference data (`[kafka.reference]`): each message is CSV text in the format of
+/// the kind's reference file, a header and one or more rows.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceTopics {
+    /// Instruments, as rows of `reference.instruments`.
+    #[serde(default)]
+    pub instruments: Option<String>,
+    /// Accounts, as rows of `reference.accounts`.
+    #[serde(default)]
+    pub accounts: Option<String>,
+    /// Ownership changes over event time, as rows of `reference.ownership`.
+    #[serde(default)]
+    pub ownership: Option<String>,
 }
 
 /// Where the writer schemas of Avro messages come from: a schema registry, a local file, or,
@@ -1721,6 +1741,7 @@ impl KafkaConfig {
             case_actions_topic: None,
             properties: Default::default(),
             avro: AvroConfig::default(),
+            reference: ReferenceTopics::default(),
         }
     }
 
@@ -1750,6 +1771,9 @@ impl KafkaConfig {
             ("alerts_topic", &self.alerts_topic),
             ("dead_letter_topic", &self.dead_letter_topic),
             ("case_actions_topic", &self.case_actions_topic),
+            ("reference.instruments", &self.reference.instruments),
+            ("reference.accounts", &self.reference.accounts),
+            ("reference.ownership", &self.reference.ownership),
         ] {
             if let Some(topic) = topic
                 && !valid_topic(topic)
@@ -1758,6 +1782,10 @@ impl KafkaConfig {
                     "kafka.{name} {topic:?}: a topic name is 1 to 249 letters, digits, '.', '_' or '-'"
                 ));
             }
+        }
+        let reference = [&self.reference.instruments, &self.reference.accounts, &self.reference.ownership];
+        if self.topic.is_some() && reference.contains(&&self.topic) {
+            return Err("kafka.topic is also a kafka.reference topic: a topic holds events or reference data".into());
         }
         if self.topic.is_some() && (self.topic == self.alerts_topic || self.topic == self.dead_letter_topic) {
             return Err("kafka.topic is also an output topic: the run would read what it writes".into());

@@ -917,7 +917,15 @@ impl Job {
             crate::webhook::http_agent(timeseries.timeout, timeseries.ca_file.as_deref())
                 .map_err(|e| RunError::Config(e.to_string()))?;
         }
-        let reference = Arc::new(ReferenceData::load(&config)?);
+        #[allow(unused_mut)]
+        let mut reference = ReferenceData::load(&config)?;
+        // Reference topics add to the files, before any worker starts.
+        #[cfg(feature = "kafka")]
+        if let Some(settings) = &config.kafka {
+            crate::kafka::read_reference_topics(settings, &mut reference)
+                .map_err(|e| RunError::Kafka(e.to_string()))?;
+        }
+        let reference = Arc::new(reference);
         let mut total_bytes = 0;
         for input in &inputs {
             total_bytes += check_input(input, &config)?;

@@ -231,18 +231,29 @@ impl ReferenceData {
         Ok(data)
     }
 
-    fn reader(path: &Path) -> Result<csv::Reader<std::fs::File>, ReferenceError> {
-        csv::ReaderBuilder::new().trim(csv::Trim::All).from_path(path).map_err(|e| ReferenceError::Invalid {
+    fn open(path: &Path) -> Result<std::fs::File, ReferenceError> {
+        std::fs::File::open(path).map_err(|e| ReferenceError::Invalid {
             path: path.into(),
             record: 0,
             message: e.to_string(),
         })
     }
 
+    fn reader<R: std::io::Read>(source: R) -> csv::Reader<R> {
+        csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(source)
+    }
+
     /// Loads `instrument,price_scale,currency,isin,cfi,reference_price,tick_size` (every column
     /// but `instrument` optional).
     pub fn load_instruments(&mut self, path: &Path) -> Result<(), ReferenceError> {
-        let mut reader = Self::reader(path)?;
+        self.read_instruments(Self::open(path)?, path)
+    }
+
+    /// [`ReferenceData::load_instruments`] from CSV text (a header and rows) that came from
+    /// `origin` (named in errors): a message of a reference topic, say.
+    pub fn read_instruments(&mut self, source: impl std::io::Read, origin: &Path) -> Result<(), ReferenceError> {
+        let path = origin;
+        let mut reader = Self::reader(source);
         for (i, row) in reader.deserialize::<InstrumentRow>().enumerate() {
             let invalid =
                 |message: String| ReferenceError::Invalid { path: path.into(), record: i as u64 + 1, message };
@@ -297,7 +308,13 @@ impl ReferenceData {
 
     /// Loads `account,owner,desk,trader,capacity` (all but `account` optional).
     pub fn load_accounts(&mut self, path: &Path) -> Result<(), ReferenceError> {
-        let mut reader = Self::reader(path)?;
+        self.read_accounts(Self::open(path)?, path)
+    }
+
+    /// [`ReferenceData::load_accounts`] from CSV text that came from `origin`.
+    pub fn read_accounts(&mut self, source: impl std::io::Read, origin: &Path) -> Result<(), ReferenceError> {
+        let path = origin;
+        let mut reader = Self::reader(source);
         for (i, row) in reader.deserialize::<AccountRow>().enumerate() {
             let invalid =
                 |message: String| ReferenceError::Invalid { path: path.into(), record: i as u64 + 1, message };
@@ -320,7 +337,13 @@ impl ReferenceData {
     /// from the start) `owner` holds `share` of `account` (a fraction such as `0.25`, or a
     /// percentage such as `25%`; empty: all of it; `0`: no longer any).
     pub fn load_ownership(&mut self, path: &Path) -> Result<(), ReferenceError> {
-        let mut reader = Self::reader(path)?;
+        self.read_ownership(Self::open(path)?, path)
+    }
+
+    /// [`ReferenceData::load_ownership`] from CSV text that came from `origin`.
+    pub fn read_ownership(&mut self, source: impl std::io::Read, origin: &Path) -> Result<(), ReferenceError> {
+        let path = origin;
+        let mut reader = Self::reader(source);
         for (i, row) in reader.deserialize::<OwnershipRow>().enumerate() {
             let invalid =
                 |message: String| ReferenceError::Invalid { path: path.into(), record: i as u64 + 1, message };

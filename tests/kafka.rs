@@ -503,3 +503,147 @@ fn a_registry_out_of_reach_stops_the_run_and_the_local_schema_reads_on() {
     let again = kafka_run(Config { kafka: Some(kafka), ..Config::default() }, 1, &work.path().join("again"));
     assert_eq!(again.events, 0);
 }
+
+#[test]
+fn sasl_scram_over_tls_as_an_encrypted_cluster_is_configured_and_a_wrong_password_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (ca, certificate, key) = https::test_certificate_files();
+    let (ca_file, certificate_file, key_file) =
+        (dir.path().join("ca.pem"), dir.path().join("server.pem"), dir.path().join("server.key"));
+    for (path, text) in [(&ca_file, &ca), (&certificate_file, &certificate), (&key_file, &key)] {
+        std::fs::write(path, text).expect("written");
+    }
+    let mut broker = TestBroker::start_tls(&certificate_file, &key_file).unwrap_or_else(|e| panic!("{e}"));
+    broker.require_scram_user("surveil", "correct horse").unwrap_or_else(|e| panic!("{e}"));
+    // The configuration of docs/kafka.md's encrypted cluster: SASL SCRAM over TLS.
+    let mut settings = broker.settings();
+    for (key, value) in [
+        ("security.protocol", "sasl_ssl"),
+        ("ssl.ca.location", &ca_file.display().to_string()),
+        ("sasl.mechanisms", "SCRAM-SHA-512"),
+        ("sasl.username", "surveil"),
+        ("sasl.password", "correct horse"),
+    ] {
+        settings.properties.insert(key.into(), value.into());
+    }
+    create_topic(&settings, "scram", 2).expect("a topic, authenticated");
+    create_topic(&settings, "scram-alerts", 1).expect("a topic, authenticated");
+    let trades = dir.path().join("trades.jsonl");
+    let lines: Vec<String> = (0..4)
+        .map(|i| {
+            format!(
+                r#"{{"event_time":"2024-03-04T14:30:0{i}Z","kind":"trade","instrument":"SC{i}","buyer":"Q{i}","seller":"Q{i}","price":"5.00","quantity":10}}"#
+            )
+        })
+        .collect();
+    std::fs::write(&trades, lines.join("\n") + "\n").expect("written");
+    let produced = produce_files(
+        &inputs(std::slice::from_ref(&trades), None),
+        &Config::default(),
+        &settings,
+        "scram",
+        Encoding::Json,
+    )
+    .expect("published, authenticated");
+    assert_eq!(produced.delivery.delivered, 4);
+
+    let mut kafka = settings.clone();
+    kafka.topic = Some("scram".into());
+    kafka.stop_at_end = true;
+    kafka.alerts_topic = Some("scram-alerts".into());
+    let out = tempfile::tempdir().expect("temp dir");
+    let summary = kafka_run(Config { kafka: Some(kafka.clone()), ..Config::default() }, 2, out.path());
+    assert_eq!(summary.events, 4);
+    assert_eq!(summary.written.alerts_by_rule.get("self_trade"), Some(&4), "{:?}", summary.written.alerts_by_rule);
+    let published = broker.read_topic_with(&settings, "scram-alerts", 4).expect("the alerts, authenticated");
+    assert_eq!(published.len(), 4);
+
+    // A wrong password, and no credentials at all: clear errors at the start, within the timeout.
+    kafka.timeout = Duration::from_secs(5);
+    kafka.properties.insert("sasl.password".into(), "wrong".into());
+    let started = Instant::now();
+    let error = run(RunOptions {
+        out_dir: dir.path().join("wrong"),
+        ..RunOptions::new(Vec::new(), Config { kafka: Some(kafka.clone()), ..Config::default() })
+    })
+    .expect_err("a wrong password");
+    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
+    let message = error.to_string();
+    assert!(message.contains(broker.address()) && message.contains("SASL authentication"), "{message}");
+    kafka.properties.insert("security.protocol".into(), "ssl".into());
+    for key in ["sasl.mechanisms", "sasl.username", "sasl.password"] {
+        kafka.properties.remove(key);
+    }
+    let started = Instant::now();
+    let error = run(RunOptions {
+        out_dir: dir.path().join("anonymous"),
+        ..RunOptions::new(Vec::new(), Config { kafka: Some(kafka), ..Config::default() })
+    })
+    .expect_err("no credentials");
+    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
+    assert!(error.to_string().contains(broker.address()), "{error}");
+}
+
+#[test]
+fn ownership_from_a_reference_topic_links_accounts_from_the_time_of_the_change() {
+    let broker = broker();
+    let settings = broker.settings();
+    for topic in ["ref-events", "ref-accounts", "ref-ownership"] {
+        create_topic(&settings, topic, 1).expect("topic");
+    }
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", broker.address()).create().expect("producer");
+    let send = |topic: &str, payload: &str| {
+        producer.send(BaseRecord::<str, str>::to(topic).key("k").payload(payload)).map_err(|(e, _)| e).expect("queued");
+    };
+    // The accounts (owned by OWN1 and OWN2: not linked), then a fund taking half of K1 and
+    // 30 % of K2 at 14:00, one change per message (each CSV text with its header).
+    send("ref-accounts", "account,owner,desk\nK1,OWN1,DESK1\nK2,OWN2,DESK2\n");
+    send("ref-ownership", "time,account,owner,share\n2024-03-04T14:00:00Z,K1,FUND,0.5\n");
+    send("ref-ownership", "time,account,owner,share\n2024-03-04T14:00:00Z,K2,FUND,30%\n");
+    // K1 buys from K2 before and after the link.
+    for time in ["13:30:00", "14:30:00"] {
+        let trade = format!(
+            r#"{{"event_time":"2024-03-04T{time}Z","kind":"trade","instrument":"REF","buyer":"K1","seller":"K2","price":"5.00","quantity":10}}"#
+        );
+        send("ref-events", &trade);
+    }
+    producer.flush(Duration::from_secs(30)).expect("delivered");
+
+    let mut kafka = settings.clone();
+    kafka.topic = Some("ref-events".into());
+    kafka.stop_at_end = true;
+    kafka.group = "without-reference".into();
+    let work = tempfile::tempdir().expect("temp dir");
+    let without =
+        kafka_run(Config { kafka: Some(kafka.clone()), ..Config::default() }, 1, &work.path().join("without"));
+    assert_eq!((without.events, without.alerts), (2, 0), "{:?}", without.written.alerts_by_rule);
+
+    kafka.group = "with-reference".into();
+    kafka.reference.accounts = Some("ref-accounts".into());
+    kafka.reference.ownership = Some("ref-ownership".into());
+    for workers in [1, 2] {
+        kafka.group = format!("with-reference-{workers}");
+        let out = work.path().join(format!("with-{workers}"));
+        let with = kafka_run(Config { kafka: Some(kafka.clone()), ..Config::default() }, workers, &out);
+        assert_eq!(with.written.alerts_by_rule.get("self_trade"), Some(&1), "{:?}", with.written.alerts_by_rule);
+        let alert = &alerts(&out)[0];
+        assert_eq!(alert["event_time"], "2024-03-04T14:30:00.000000000Z", "only the trade after the link: {alert}");
+        assert_eq!(alert["desk"], "DESK1", "the buyer's desk from the accounts topic: {alert}");
+        // The events of a topic are enriched as a file's are: owners from the accounts.
+        assert_eq!(alert["parameters"]["buyer_owner"], "OWN1", "{alert}");
+        assert_eq!(alert["parameters"]["seller_owner"], "OWN2", "{alert}");
+    }
+
+    // A message that is not a row of the kind's file stops the run at its start, naming where.
+    send("ref-ownership", "time,account,owner,share\n2024-03-04T15:00:00Z,K2,FUND,lots\n");
+    producer.flush(Duration::from_secs(30)).expect("delivered");
+    kafka.group = "bad-reference".into();
+    let error = run(RunOptions {
+        out_dir: work.path().join("bad"),
+        ..RunOptions::new(Vec::new(), Config { kafka: Some(kafka), ..Config::default() })
+    })
+    .expect_err("a bad share");
+    let message = error.to_string();
+    assert!(message.contains("kafka:ref-ownership/0@2") && message.contains("share \"lots\""), "{message}");
+}

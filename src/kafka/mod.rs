@@ -17,9 +17,11 @@
 mod actions;
 pub mod avro;
 mod produce;
+mod reference;
 mod sink;
 mod source;
 pub mod test_broker;
+mod topic_reader;
 
 use std::time::Duration;
 
@@ -28,8 +30,10 @@ use rdkafka::{ClientConfig, ClientContext};
 
 pub use actions::read_case_actions;
 pub use produce::{Encoding, ProduceCounts, create_topic, produce_files};
+pub use reference::{ReferenceCounts, read_reference_topics};
 pub use sink::{AlertPublisher, DeadLetterPublisher};
 pub use source::{KafkaPartition, KafkaSource};
+pub use topic_reader::{TopicMessage, read_to_end};
 
 use crate::config::KafkaConfig;
 

@@ -480,6 +480,10 @@ impl KafkaPartition {
         });
         match parsed {
             Ok(()) => {
+                // Owners, desks and traders from the reference data, as a file's events get them.
+                for event in &mut events {
+                    self.reference.enrich(event);
+                }
                 if let Ok(mut commits) = self.shared.commits.lock() {
                     let time = events.iter().map(|e| e.time).max().unwrap_or(0);
                     commits.note(offset, time);

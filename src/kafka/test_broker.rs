@@ -38,6 +38,8 @@ pub struct TestBroker {
     tls: Option<Child>,
     /// The broker's storage and log, removed when dropped.
     dir: PathBuf,
+    /// Clients must authenticate (SASL SCRAM), after [`TestBroker::require_scram_user`].
+    authentication: bool,
 }
 
 impl TestBroker {
@@ -62,8 +64,8 @@ impl TestBroker {
         let dir =
             std::env::temp_dir().join(format!("surveil-tansu-{}-{}", std::process::id(), address.replace(':', "-")));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let child = spawn(&dir, &address, &address)?;
-        let broker = TestBroker { child, plain: address.clone(), address, tls: None, dir };
+        let child = spawn(&dir, &address, &address, false)?;
+        let broker = TestBroker { child, plain: address.clone(), address, tls: None, dir, authentication: false };
         wait_until_listening(&broker.plain, &broker.dir)?;
         Ok(broker)
     }
@@ -76,9 +78,9 @@ impl TestBroker {
         let dir =
             std::env::temp_dir().join(format!("surveil-tansu-{}-{}", std::process::id(), address.replace(':', "-")));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let child = spawn(&dir, &plain, &address)?;
+        let child = spawn(&dir, &plain, &address, false)?;
         // Dropped on any error below, which stops tansu.
-        let mut broker = TestBroker { child, address, plain, tls: None, dir };
+        let mut broker = TestBroker { child, address, plain, tls: None, dir, authentication: false };
         let (address, plain, dir) = (broker.address.clone(), broker.plain.clone(), broker.dir.clone());
         let conf = dir.join("stunnel.conf");
         let text = format!(
@@ -117,8 +119,25 @@ impl TestBroker {
         let _ = self.child.kill();
         let _ = self.child.wait();
         std::thread::sleep(down_for);
-        self.child = spawn(&self.dir, &self.plain, &self.address)?;
+        self.child = spawn(&self.dir, &self.plain, &self.address, self.authentication)?;
         wait_until_listening(&self.plain, &self.dir)
+    }
+
+    /// Creates the SCRAM-SHA-512 user `name` with `password` (tansu's own `user create`, over
+    /// the Kafka protocol), then restarts the broker requiring every client to authenticate
+    /// (`sasl.mechanisms = "SCRAM-SHA-512"`).
+    pub fn require_scram_user(&mut self, name: &str, password: &str) -> Result<(), String> {
+        let output = Command::new(TestBroker::binary()?)
+            .args(["user", "create", "--mechanism", "scram512", "--broker", &format!("tcp://{}", self.plain)])
+            .args([name, password])
+            .env("RUST_LOG", "warn")
+            .output()
+            .map_err(|e| format!("tansu user create: {e}"))?;
+        if !output.status.success() {
+            return Err(format!("tansu user create: {}", String::from_utf8_lossy(&output.stderr)));
+        }
+        self.authentication = true;
+        self.restart(Duration::from_millis(200))
     }
 
     /// Every message of `topic` from its start, in partition order: read until `expected`
@@ -185,13 +204,14 @@ fn wait_until_listening(address: &str, dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn spawn(dir: &Path, listen: &str, advertise: &str) -> Result<Child, String> {
+fn spawn(dir: &Path, listen: &str, advertise: &str, authentication: bool) -> Result<Child, String> {
     let log = std::fs::File::create(dir.join("tansu.log")).map_err(|e| e.to_string())?;
     Command::new(TestBroker::binary()?)
         .current_dir(dir)
         .args(["broker", "--listener-url", &format!("tcp://{listen}")])
         .args(["--advertised-listener-url", &format!("tcp://{advertise}")])
         .args(["--storage-engine", "sqlite://tansu.db"])
+        .args(authentication.then_some("--authentication"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(log)

@@ -1,0 +1,53 @@
+//! Reference data from topics: instruments, accounts and ownership changes published as CSV,
+//! read when a run starts and added after the reference files (`docs/kafka.md`).
+
+use std::path::PathBuf;
+
+use super::{KafkaError, read_to_end};
+use crate::config::KafkaConfig;
+use crate::reference::ReferenceData;
+
+/// What [`read_reference_topics`] read: messages per kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReferenceCounts {
+    /// Messages of `kafka.reference.instruments`.
+    pub instruments: u64,
+    /// Messages of `kafka.reference.accounts`.
+    pub accounts: u64,
+    /// Messages of `kafka.reference.ownership`.
+    pub ownership: u64,
+}
+
+/// Reads the reference topics of `settings` to their ends and adds what they hold to
+/// `reference`, in the order the files are read (instruments, accounts, then ownership), each
+/// topic partition by partition in offset order. A message is CSV text in the format of the
+/// kind's file (`docs/schema.md`): a header and one or more rows. A message that is not is an
+/// error naming its topic, partition, offset and row, as a bad row of a reference file is.
+pub fn read_reference_topics(
+    settings: &KafkaConfig,
+    reference: &mut ReferenceData,
+) -> Result<ReferenceCounts, KafkaError> {
+    let mut counts = ReferenceCounts::default();
+    let topics = &settings.reference;
+    let kinds = [
+        ("instruments", &topics.instruments, &mut counts.instruments),
+        ("accounts", &topics.accounts, &mut counts.accounts),
+        ("ownership", &topics.ownership, &mut counts.ownership),
+    ];
+    for (kind, topic, count) in kinds {
+        let Some(topic) = topic else { continue };
+        for message in read_to_end(settings, topic, kind)? {
+            let origin = PathBuf::from(format!("kafka:{topic}/{}@{}", message.partition, message.offset));
+            let text = message.payload.as_slice();
+            let read = match kind {
+                "instruments" => reference.read_instruments(text, &origin),
+                "accounts" => reference.read_accounts(text, &origin),
+                _ => reference.read_ownership(text, &origin),
+            };
+            read.map_err(|e| KafkaError::Topic { topic: topic.clone(), message: format!("{kind}: {e}") })?;
+            *count += 1;
+        }
+        tracing::info!(topic, kind, messages = *count, "reference data read from kafka");
+    }
+    Ok(counts)
+}
