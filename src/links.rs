@@ -15,13 +15,18 @@
 //! with whether its parties were in one group **as of the trade's time** ([`LookupAsOf`]), so a trade made before
 //! two accounts were linked, or after they were unlinked, is not a trade between linked
 //! accounts.
+//!
+//! Changes may also arrive while a live run goes on ([`linked_groups_fed`], fed from a topic by
+//! `KafkaSource::ownership_feed` (feature `kafka`)): each applies from its own time or from how
+//! far the events had been read when it came, whichever is later.
 
 use std::collections::BTreeMap;
 
 use differential_dataflow::{AsCollection, VecCollection};
-use surveil_operators::{LinkedComponents, LookupAsOf};
-use timely::dataflow::operators::ToStream;
-use timely::dataflow::{Scope, Stream};
+use surveil_operators::{Feed, LinkedComponents, LookupAsOf, feed_source};
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Concat, ToStream};
+use timely::dataflow::{ProbeHandle, Scope, Stream};
 
 use crate::model::{Body, Event, Symbol};
 use crate::reference::{OwnershipChange, ReferenceData};
@@ -42,21 +47,60 @@ use crate::reference::{OwnershipChange, ReferenceData};
 /// assert_eq!(updates, vec![((a, o), 10, 1), ((a, o), 20, -1)]);
 /// ```
 pub fn link_updates(changes: &[OwnershipChange], min_share: f64) -> Vec<((Symbol, Symbol), u64, isize)> {
-    let mut ordered: Vec<&OwnershipChange> = changes.iter().filter(|c| c.account != c.owner).collect();
-    ordered.sort_by_key(|c| c.time);
-    let mut linked: BTreeMap<(Symbol, Symbol), bool> = BTreeMap::new();
-    let mut updates = Vec::new();
-    for change in ordered {
+    let mut state = LinkState::new(min_share);
+    state.apply_all(changes)
+}
+
+/// Which (account, owner) pairs are links, as changes apply one after another: the state
+/// behind [`link_updates`], kept by a live feed of changes.
+#[derive(Clone, Debug)]
+pub struct LinkState {
+    min_share: f64,
+    linked: BTreeMap<(Symbol, Symbol), bool>,
+}
+
+impl LinkState {
+    /// No links yet, at `min_share`.
+    pub fn new(min_share: f64) -> LinkState {
+        LinkState { min_share, linked: BTreeMap::new() }
+    }
+
+    /// Applies `changes` in time order (stable): the updates they make.
+    pub fn apply_all(&mut self, changes: &[OwnershipChange]) -> Vec<((Symbol, Symbol), u64, isize)> {
+        let mut ordered: Vec<&OwnershipChange> = changes.iter().collect();
+        ordered.sort_by_key(|c| c.time);
+        ordered
+            .into_iter()
+            .filter_map(|change| self.apply(change).map(|(pair, diff)| (pair, change.time, diff)))
+            .collect()
+    }
+
+    /// Applies one change: `+1` when the pair becomes a link, `-1` when it stops being one.
+    pub fn apply(&mut self, change: &OwnershipChange) -> Option<((Symbol, Symbol), isize)> {
+        if change.account == change.owner {
+            return None;
+        }
         let pair = (change.account, change.owner);
-        let now = change.share >= min_share;
-        let before = linked.insert(pair, now).unwrap_or(false);
-        match (before, now) {
-            (false, true) => updates.push((pair, change.time, 1)),
-            (true, false) => updates.push((pair, change.time, -1)),
-            _ => {}
+        let now = change.share >= self.min_share;
+        match (self.linked.insert(pair, now).unwrap_or(false), now) {
+            (false, true) => Some((pair, 1)),
+            (true, false) => Some((pair, -1)),
+            _ => None,
         }
     }
-    updates
+}
+
+/// Changes of ownership that arrive while a run follows a live feed (a topic): polled on
+/// worker 0 by [`linked_groups_fed`], with how far the events have been read (`ahead`: no
+/// change from now on applies before it). [`surveil_operators::feed_source`] says what this
+/// means for the times the changes apply from.
+pub type OwnershipFeed = Box<dyn FnMut() -> Feed<OwnershipChange>>;
+
+/// A job whose ownership changes also arrive while it runs: every worker has one, worker 0
+/// with the feed.
+pub struct LiveOwnership {
+    /// This worker's feed (worker 0's).
+    pub feed: Option<OwnershipFeed>,
 }
 
 /// The groups of linked accounts over event time, `(account, group)` with `group` the group's
@@ -69,6 +113,34 @@ pub fn linked_groups<'scope>(
     let updates =
         if scope.index() == 0 { link_updates(&reference.ownership(), reference.link_share()) } else { Vec::new() };
     updates.to_stream(scope).as_collection().linked_components()
+}
+
+/// [`linked_groups`], with the changes a live feed gives while the run goes on (worker 0's;
+/// every worker calls this), each applied from its own time or from how far
+/// the events had been read when it came, whichever is later. The feed finishes with the
+/// events, which `events` probes.
+pub fn linked_groups_fed<'scope>(
+    scope: Scope<'scope, u64>,
+    reference: &ReferenceData,
+    events: &ProbeHandle<u64>,
+    live: LiveOwnership,
+) -> VecCollection<'scope, u64, (Symbol, Symbol), isize> {
+    let mut state = LinkState::new(reference.link_share());
+    let updates = if scope.index() == 0 { state.apply_all(&reference.ownership()) } else { Vec::new() };
+    let fixed = updates.to_stream(scope);
+    let next = live.feed.map(|mut feed| {
+        move || {
+            let Feed { items, ahead } = feed();
+            let items = items
+                .iter()
+                .filter_map(|(change, _)| state.apply(change).map(|update| (update, change.time)))
+                .collect();
+            Feed { items, ahead }
+        }
+    });
+    let live = feed_source(scope, "OwnershipFeed", events, std::time::Duration::from_millis(1), next)
+        .map(|((pair, diff), time)| (pair, time, diff));
+    fixed.concat(live).as_collection().linked_components()
 }
 
 /// Extension trait: mark each trade with whether its parties are linked as of its time.

@@ -411,8 +411,17 @@ pub fn default_dataflow<'scope, P>(
     P: Partition<Record = Event, Side = Report> + 'static,
 {
     let source = partitioned_source(scope, "Ingest", partitions, options);
-    let reports =
-        default_detection_with(source.records, rules, stream_rules, &reference, &features, alerts, cases, extra_rules);
+    let reports = default_detection_with(
+        source.records,
+        rules,
+        stream_rules,
+        &reference,
+        &features,
+        alerts,
+        cases,
+        extra_rules,
+        None,
+    );
     let late = source.late.map(|e| Report::Late(Box::new(e)));
     reports.concat(source.side).concat(late).probe_with(probe).write_reports(slot);
 }
@@ -428,11 +437,19 @@ fn default_detection_with<'scope>(
     alerts: &AlertsConfig,
     cases: Option<(&CasesConfig, &Arc<CaseActions>)>,
     extra_rules: &[ExtraRule],
+    live_ownership: Option<crate::links::LiveOwnership>,
 ) -> Stream<'scope, u64, Vec<Report>> {
     let scope = events.scope();
     // Trades' parties get their group of linked accounts as of each trade, when the reference
-    // data states any ownership.
-    let groups = reference.has_ownership().then(|| crate::links::linked_groups(scope, reference));
+    // data states any ownership, or changes of it come while the job runs.
+    let (events, groups) = match live_ownership {
+        Some(live) => {
+            let read = ProbeHandle::new();
+            let events = events.probe_with(&read);
+            (events, Some(crate::links::linked_groups_fed(scope, reference, &read, live)))
+        }
+        None => (events, reference.has_ownership().then(|| crate::links::linked_groups(scope, reference))),
+    };
     let events = match &groups {
         Some(groups) => events.link_accounts(groups.clone()),
         None => events,
@@ -921,10 +938,11 @@ impl Job {
         let mut reference = ReferenceData::load(&config)?;
         // Reference topics add to the files, before any worker starts.
         #[cfg(feature = "kafka")]
-        if let Some(settings) = &config.kafka {
-            crate::kafka::read_reference_topics(settings, &mut reference)
-                .map_err(|e| RunError::Kafka(e.to_string()))?;
-        }
+        let reference_read = match &config.kafka {
+            Some(settings) => crate::kafka::read_reference_topics(settings, &mut reference)
+                .map_err(|e| RunError::Kafka(e.to_string()))?,
+            None => Default::default(),
+        };
         let reference = Arc::new(reference);
         let mut total_bytes = 0;
         for input in &inputs {
@@ -959,7 +977,10 @@ impl Job {
                             "an archive is replayed on its own, not together with a Kafka topic".into(),
                         ));
                     }
-                    let source = crate::kafka::KafkaSource::connect(settings, event_sources.len() as u32)
+                    let mut source = crate::kafka::KafkaSource::connect(settings, event_sources.len() as u32)
+                        .map_err(|e| RunError::Kafka(e.to_string()))?;
+                    source
+                        .follow_ownership(&reference_read.ownership_ends)
                         .map_err(|e| RunError::Kafka(e.to_string()))?;
                     event_sources.extend(source.source_names());
                     Some(source)
@@ -1212,6 +1233,17 @@ impl Job {
     /// The case actions the job replays (`cases.actions`).
     pub fn case_actions(&self) -> &Arc<CaseActions> {
         &self.case_actions
+    }
+
+    /// Worker `worker`'s part of the ownership changes that come while the job runs (a live
+    /// Kafka run with `kafka.reference.ownership`), for [`default_detection`].
+    pub fn ownership_feed(&self, worker: usize) -> Option<crate::links::LiveOwnership> {
+        #[cfg(feature = "kafka")]
+        if let Some(kafka) = &self.kafka {
+            return kafka.ownership_feed(worker, Some(self.stop.flag()));
+        }
+        let _ = worker;
+        None
     }
 
     /// This worker's share of the inputs, planned in blocks and dealt round-robin.
@@ -1760,6 +1792,7 @@ pub fn default_detection<'scope>(
     features: &FeatureJob,
     actions: &Arc<CaseActions>,
     extra_rules: &[ExtraRule],
+    live_ownership: Option<crate::links::LiveOwnership>,
 ) -> Stream<'scope, u64, Vec<Report>> {
     let cases = config.cases.enabled.then_some((&config.cases, actions));
     default_detection_with(
@@ -1771,6 +1804,7 @@ pub fn default_detection<'scope>(
         &config.alerts,
         cases,
         extra_rules,
+        live_ownership,
     )
 }
 
@@ -1793,8 +1827,9 @@ pub fn run(options: RunOptions) -> Result<RunSummary, RunError> {
     if let Some(metrics) = metrics {
         job = job.with_metrics(metrics);
     }
-    job.execute(timely, move |job, _scope, events| {
-        default_detection(events, job.config(), job.reference(), job.features(), job.case_actions(), &extra_rules)
+    job.execute(timely, move |job, scope, events| {
+        let live = job.ownership_feed(scope.index());
+        default_detection(events, job.config(), job.reference(), job.features(), job.case_actions(), &extra_rules, live)
     })
 }
 

@@ -8,10 +8,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::{alerts_without_clock, inject, read_jsonl, run};
+use common::{alerts_of_rule, alerts_without_clock, inject, run, small_day};
 use serde_json::Value;
 use surveil::config::Config;
-use surveil::generate::{GenerateConfig, generate};
 
 const SECOND: u64 = 1_000_000_000;
 const HOUR: u64 = 3_600 * SECOND;
@@ -35,18 +34,12 @@ fn with_rings(mut config: Config) -> Config {
     config
 }
 
-fn ring_alerts(out: &Path) -> Vec<Value> {
-    read_jsonl(out, "alerts.jsonl").into_iter().filter(|a| a["rule"] == "collusion_rings").collect()
-}
-
 #[test]
 fn rings_planted_in_a_day_are_found_and_the_days_own_flow_raises_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let generated = GenerateConfig { events: 400_000, accounts: 120, instruments: 12, seed: 11, ..Default::default() };
-    let summary = generate(&generated, dir.path()).expect("generate");
+    let (dir, events) = small_day(11);
     let config = with_rings(Config::load(&dir.path().join("surveil.toml")).expect("config"));
-    let (_, untouched) = run(std::slice::from_ref(&summary.events_path), config.clone(), 1);
-    assert_eq!(ring_alerts(untouched.path()), Vec::<Value>::new(), "the day alone");
+    let (_, untouched) = run(std::slice::from_ref(&events), config.clone(), 1);
+    assert_eq!(alerts_of_rule(untouched.path(), "collusion_rings"), Vec::<Value>::new(), "the day alone");
 
     let (instrument, prints) = busiest_prints(dir.path());
     let start = prints[0].0;
@@ -94,8 +87,8 @@ fn rings_planted_in_a_day_are_found_and_the_days_own_flow_raises_nothing() {
     inject(dir.path(), rows, &accounts);
     let config = with_rings(Config::load(&dir.path().join("surveil.toml")).expect("config"));
 
-    let (_, out) = run(std::slice::from_ref(&summary.events_path), config.clone(), 1);
-    let alerts = ring_alerts(out.path());
+    let (_, out) = run(std::slice::from_ref(&events), config.clone(), 1);
+    let alerts = alerts_of_rule(out.path(), "collusion_rings");
     let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
     let found: Vec<(String, u64, u64, String, String)> = alerts
         .iter()
@@ -147,6 +140,6 @@ fn rings_planted_in_a_day_are_found_and_the_days_own_flow_raises_nothing() {
     assert_eq!(of(600, "retracted")["id"], of(600, "raised")["id"]);
     assert_eq!(of(600, "retracted")["event_time_ns"].as_u64(), Some(hour(5)));
 
-    let (_, two) = run(&[summary.events_path], config, 2);
+    let (_, two) = run(&[events], config, 2);
     assert_eq!(alerts_without_clock(out.path()), alerts_without_clock(two.path()));
 }

@@ -6,10 +6,9 @@ mod common;
 
 use std::path::Path;
 
-use common::{alerts_without_clock, inject, read_jsonl, run};
+use common::{alerts_of_rule, alerts_without_clock, inject, run, small_day};
 use serde_json::Value;
 use surveil::config::Config;
-use surveil::generate::{GenerateConfig, generate};
 
 const SECOND: u64 = 1_000_000_000;
 
@@ -31,18 +30,12 @@ fn print(time: u64, instrument: &str, buyer: &str, seller: &str, price: &str, or
     format!("{time},0,trade,XSVL,{instrument},,,,,,,{price},100,,,{buyer},{seller},,,X{order}b,X{order}s,,,,,,")
 }
 
-fn cross_trade_alerts(out: &Path) -> Vec<Value> {
-    read_jsonl(out, "alerts.jsonl").into_iter().filter(|a| a["rule"] == "cross_trades").collect()
-}
-
 #[test]
 fn pairs_meeting_again_and_again_are_found_and_the_days_own_flow_raises_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let generated = GenerateConfig { events: 400_000, accounts: 120, instruments: 12, seed: 11, ..Default::default() };
-    let summary = generate(&generated, dir.path()).expect("generate");
+    let (dir, events) = small_day(11);
     let config = Config::load(&dir.path().join("surveil.toml")).expect("config");
-    let (_, untouched) = run(std::slice::from_ref(&summary.events_path), config.clone(), 1);
-    assert_eq!(cross_trade_alerts(untouched.path()), Vec::<Value>::new(), "the day alone");
+    let (_, untouched) = run(std::slice::from_ref(&events), config.clone(), 1);
+    assert_eq!(alerts_of_rule(untouched.path(), "cross_trades"), Vec::<Value>::new(), "the day alone");
 
     // The busiest instrument's prints: the pairs meet at the prices of the moment.
     let all = prints(dir.path());
@@ -75,8 +68,8 @@ fn pairs_meeting_again_and_again_are_found_and_the_days_own_flow_raises_nothing(
     inject(dir.path(), rows, &["RA,RA,,,", "RB,RB,,,", "SA,SA,,,", "SB,SB,,,", "TA,TA,,,", "TB,TB,,,"]);
     let config = Config::load(&dir.path().join("surveil.toml")).expect("config");
 
-    let (_, out) = run(std::slice::from_ref(&summary.events_path), config.clone(), 1);
-    let alerts = cross_trade_alerts(out.path());
+    let (_, out) = run(std::slice::from_ref(&events), config.clone(), 1);
+    let alerts = alerts_of_rule(out.path(), "cross_trades");
     let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
     let mut found: Vec<(String, String, String)> = alerts
         .iter()
@@ -99,6 +92,6 @@ fn pairs_meeting_again_and_again_are_found_and_the_days_own_flow_raises_nothing(
     assert_eq!(of_span("session")["parameters"]["prints_between"], 8);
     assert_eq!(of_span("session")["evidence"].as_array().map(Vec::len), Some(8));
 
-    let (_, two) = run(&[summary.events_path], config, 2);
+    let (_, two) = run(&[events], config, 2);
     assert_eq!(alerts_without_clock(out.path()), alerts_without_clock(two.path()));
 }

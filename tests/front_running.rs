@@ -8,10 +8,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::{alerts_without_clock, inject, read_jsonl, run};
+use common::{alerts_of_rule, alerts_without_clock, inject, run, small_day};
 use serde_json::Value;
 use surveil::config::Config;
-use surveil::generate::{GenerateConfig, generate};
 
 const SECOND: u64 = 1_000_000_000;
 
@@ -100,22 +99,16 @@ fn ahead_of(block: &Block, account: &str, order: &str, lead: u64, quantity: u64)
     ]
 }
 
-fn front_running_alerts(out: &Path) -> Vec<Value> {
-    read_jsonl(out, "alerts.jsonl").into_iter().filter(|a| a["rule"] == "front_running").collect()
-}
-
 #[test]
 fn trading_ahead_of_client_blocks_is_found_and_the_days_own_flow_raises_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let generated = GenerateConfig { events: 400_000, accounts: 120, instruments: 12, seed: 7, ..Default::default() };
-    let summary = generate(&generated, dir.path()).expect("generate");
+    let (dir, events) = small_day(7);
     // Judged on the trading alone, so that every injected case counts whatever the market did
     // after it (the profit condition is the unit tests').
     let mut config = Config::load(&dir.path().join("surveil.toml")).expect("config");
     config.rules.front_running.require_profit = false;
 
-    let (_, untouched) = run(std::slice::from_ref(&summary.events_path), config.clone(), 1);
-    assert_eq!(front_running_alerts(untouched.path()), Vec::<Value>::new(), "the day alone");
+    let (_, untouched) = run(std::slice::from_ref(&events), config.clone(), 1);
+    assert_eq!(alerts_of_rule(untouched.path(), "front_running"), Vec::<Value>::new(), "the day alone");
 
     let blocks = client_blocks(dir.path());
     assert!(blocks.len() >= 100, "{} client blocks", blocks.len());
@@ -150,8 +143,8 @@ fn trading_ahead_of_client_blocks_is_found_and_the_days_own_flow_raises_nothing(
         c
     };
 
-    let (_, out) = run(std::slice::from_ref(&summary.events_path), config.clone(), 1);
-    let alerts = front_running_alerts(out.path());
+    let (_, out) = run(std::slice::from_ref(&events), config.clone(), 1);
+    let alerts = alerts_of_rule(out.path(), "front_running");
     // Every employee case is found, each alert naming the block it was ahead of (another
     // client's block the same way within the lookback is one too: the employee was ahead of it,
     // and is raised for it).
@@ -178,6 +171,6 @@ fn trading_ahead_of_client_blocks_is_found_and_the_days_own_flow_raises_nothing(
     assert_eq!(prop[0]["instrument"], *busiest);
     assert_eq!(alerts.len(), staff.len() + 1, "no other account: {alerts:#?}");
 
-    let (_, two) = run(&[summary.events_path], config, 2);
+    let (_, two) = run(&[events], config, 2);
     assert_eq!(alerts_without_clock(out.path()), alerts_without_clock(two.path()));
 }

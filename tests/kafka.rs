@@ -647,3 +647,83 @@ fn ownership_from_a_reference_topic_links_accounts_from_the_time_of_the_change()
     let message = error.to_string();
     assert!(message.contains("kafka:ref-ownership/0@2") && message.contains("share \"lots\""), "{message}");
 }
+
+#[test]
+fn an_ownership_change_published_during_a_live_run_links_accounts_from_then_on() {
+    let broker = broker();
+    let settings = broker.settings();
+    for topic in ["live-events", "live-ownership"] {
+        create_topic(&settings, topic, 1).expect("topic");
+    }
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", broker.address()).create().expect("producer");
+    let send = |topic: &str, payload: &str| {
+        producer.send(BaseRecord::<str, str>::to(topic).key("k").payload(payload)).map_err(|(e, _)| e).expect("queued");
+        producer.flush(Duration::from_secs(30)).expect("delivered");
+    };
+    let trade = |time: &str| {
+        format!(
+            r#"{{"event_time":"2024-03-04T{time}Z","kind":"trade","instrument":"LIV","buyer":"K1","seller":"K2","price":"5.00","quantity":10}}"#
+        )
+    };
+    let mut kafka = settings.clone();
+    kafka.topic = Some("live-events".into());
+    kafka.idle_timeout = Duration::from_millis(500);
+    kafka.reference.ownership = Some("live-ownership".into());
+    let start = |kafka: &surveil::config::KafkaConfig, out: &Path| {
+        let stop = surveil::pipeline::Stop::default();
+        let progress = std::sync::Arc::new(surveil::ingest::ReadProgress::default());
+        let config = Config { kafka: Some(kafka.clone()), ..Config::default() };
+        let running = {
+            let (stop, progress, out) = (stop.clone(), progress.clone(), out.to_path_buf());
+            std::thread::spawn(move || {
+                run(RunOptions {
+                    workers: 2,
+                    out_dir: out,
+                    stop: Some(stop),
+                    progress: Some(progress),
+                    ..RunOptions::new(Vec::new(), config)
+                })
+            })
+        };
+        (stop, progress, running)
+    };
+    let read = |progress: &surveil::ingest::ReadProgress, want: u64| {
+        let started = Instant::now();
+        while progress.events().iter().sum::<u64>() < want {
+            assert!(started.elapsed() < Duration::from_secs(60), "read {:?} of {want}", progress.events());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    // A trade at 13:30, then the fund takes half of K1 and 30 % of K2 from 14:00, published
+    // while the run follows the topics, then a trade at 14:30.
+    let work = tempfile::tempdir().expect("temp dir");
+    let (stop, progress, running) = start(&kafka, &work.path().join("live"));
+    send("live-events", &trade("13:30:00"));
+    read(&progress, 1);
+    send(
+        "live-ownership",
+        "time,account,owner,share\n2024-03-04T14:00:00Z,K1,FUND,0.5\n2024-03-04T14:00:00Z,K2,FUND,0.3\n",
+    );
+    // The feed polls every millisecond; a second is plenty for the change to be taken.
+    std::thread::sleep(Duration::from_secs(1));
+    send("live-events", &trade("14:30:00"));
+    read(&progress, 2);
+    stop.request("the test is done");
+    let summary = running.join().expect("the run's thread").expect("the live run");
+    assert_eq!(summary.events, 2);
+    assert_eq!(summary.written.alerts_by_rule.get("self_trade"), Some(&1), "{:?}", summary.written.alerts_by_rule);
+    let alert = &alerts(&work.path().join("live"))[0];
+    assert_eq!(alert["event_time"], "2024-03-04T14:30:00.000000000Z", "{alert}");
+
+    // A later run reads the change at its start; a bad change published while it runs stops
+    // it, naming the message.
+    kafka.group = "second".into();
+    let (_stop, progress, running) = start(&kafka, &work.path().join("second"));
+    read(&progress, 2);
+    send("live-ownership", "time,account,owner,share\n2024-03-04T15:00:00Z,K2,FUND,lots\n");
+    let error = running.join().expect("the run's thread").expect_err("a bad ownership change");
+    let message = error.to_string();
+    assert!(message.contains("kafka:live-ownership/0@1") && message.contains("share \"lots\""), "{message}");
+}

@@ -29,6 +29,7 @@
 //!   reservoir sample and retrained on a schedule or on drift, with per-feature explanations.
 #![forbid(missing_docs)]
 
+pub mod feed_source;
 pub mod forest_scoring;
 pub mod hashing;
 pub mod in_time_order;
@@ -49,6 +50,7 @@ pub mod session_windows;
 pub mod suppress;
 pub mod windows;
 
+pub use feed_source::{Feed, feed_source};
 pub use forest_scoring::{DriftRule, ForestScore, ForestScorer, ForestScoring, ForestScoringOptions};
 pub use hashing::{KeyMap, KeySet};
 pub use in_time_order::{Emitter, ProcessInTimeOrder, TimeOrderedProcessor};

@@ -3,12 +3,14 @@
 
 use std::path::PathBuf;
 
-use super::{KafkaError, read_to_end};
+use super::KafkaError;
+use super::topic_reader::read_to_end_with_ends;
 use crate::config::KafkaConfig;
 use crate::reference::ReferenceData;
 
-/// What [`read_reference_topics`] read: messages per kind.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+/// What [`read_reference_topics`] read: messages per kind, and where the ownership topic's
+/// partitions ended (a live run follows it from there).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ReferenceCounts {
     /// Messages of `kafka.reference.instruments`.
     pub instruments: u64,
@@ -16,6 +18,8 @@ pub struct ReferenceCounts {
     pub accounts: u64,
     /// Messages of `kafka.reference.ownership`.
     pub ownership: u64,
+    /// The end offset of each partition of the ownership topic when it was read.
+    pub ownership_ends: Vec<(i32, i64)>,
 }
 
 /// Reads the reference topics of `settings` to their ends and adds what they hold to
@@ -29,6 +33,7 @@ pub fn read_reference_topics(
 ) -> Result<ReferenceCounts, KafkaError> {
     let mut counts = ReferenceCounts::default();
     let topics = &settings.reference;
+    let mut ownership_ends = Vec::new();
     let kinds = [
         ("instruments", &topics.instruments, &mut counts.instruments),
         ("accounts", &topics.accounts, &mut counts.accounts),
@@ -36,7 +41,11 @@ pub fn read_reference_topics(
     ];
     for (kind, topic, count) in kinds {
         let Some(topic) = topic else { continue };
-        for message in read_to_end(settings, topic, kind)? {
+        let (messages, ends) = read_to_end_with_ends(settings, topic, kind)?;
+        if kind == "ownership" {
+            ownership_ends = ends;
+        }
+        for message in messages {
             let origin = PathBuf::from(format!("kafka:{topic}/{}@{}", message.partition, message.offset));
             let text = message.payload.as_slice();
             let read = match kind {
@@ -49,5 +58,6 @@ pub fn read_reference_topics(
         }
         tracing::info!(topic, kind, messages = *count, "reference data read from kafka");
     }
+    counts.ownership_ends = ownership_ends;
     Ok(counts)
 }

@@ -40,7 +40,11 @@ pub struct KafkaSource {
     /// Every partition's consumer, opened when connecting and taken by the worker that reads it.
     unclaimed: Mutex<Vec<Option<Opened>>>,
     /// The partitions taken so far, for the commit at the end.
-    opened: Mutex<Vec<Arc<Shared>>>,
+    opened: Arc<Mutex<Vec<Arc<Shared>>>>,
+    /// A consumer that follows the ownership topic from where the start of the run read it
+    /// to (live runs with `kafka.reference.ownership`), taken by worker 0's feed.
+    ownership: Mutex<Option<BaseConsumer>>,
+    follows_ownership: bool,
     /// The writer schemas of Avro messages (`format = "avro"`).
     schemas: Option<Arc<Schemas>>,
     /// What stopped a partition mid-run (a schema registry out of reach): the run fails with
@@ -75,7 +79,9 @@ impl KafkaSource {
             gates: Vec::new(),
             dead_letters,
             unclaimed: Mutex::default(),
-            opened: Mutex::default(),
+            opened: Arc::default(),
+            ownership: Mutex::default(),
+            follows_ownership: false,
             schemas,
             failure: Arc::default(),
         };
@@ -93,6 +99,98 @@ impl KafkaSource {
         });
         source.unclaimed = Mutex::new(opened.into_iter().map(|o| o.map(Some)).collect::<Result<_, _>>()?);
         Ok(source)
+    }
+
+    /// A live run (not `stop_at_end`) with `kafka.reference.ownership` follows that topic from
+    /// `ends` (where the start of the run read it to, partition by partition): the changes
+    /// published meanwhile reach the linked accounts while the run goes on
+    /// ([`KafkaSource::ownership_feed`]).
+    pub fn follow_ownership(&mut self, ends: &[(i32, i64)]) -> Result<(), KafkaError> {
+        let Some(topic) = self.settings.reference.ownership.clone() else { return Ok(()) };
+        if self.settings.stop_at_end {
+            return Ok(());
+        }
+        let mut config = client_config(&self.settings);
+        config.set("group.id", &self.settings.group).set("enable.auto.commit", "false");
+        let consumer: BaseConsumer = config.create().map_err(|e| KafkaError::Config(e.to_string()))?;
+        let mut list = TopicPartitionList::new();
+        for &(partition, end) in ends {
+            list.add_partition_offset(&topic, partition, Offset::Offset(end))
+                .map_err(|e| KafkaError::Config(e.to_string()))?;
+        }
+        consumer.assign(&list).map_err(|e| KafkaError::Broker {
+            brokers: self.settings.brokers.clone(),
+            message: format!("following {topic}: {e}"),
+        })?;
+        if let Ok(mut slot) = self.ownership.lock() {
+            *slot = Some(consumer);
+        }
+        self.follows_ownership = true;
+        Ok(())
+    }
+
+    /// Worker `worker`'s part of the live ownership feed, when the run follows the ownership
+    /// topic: worker 0 polls it. A change applies from its own time, or from the latest event
+    /// time read from the input topic when it came, whichever is later (events read before
+    /// the change do not see it). A message that is not ownership CSV stops the run, which
+    /// fails naming it (as at the start).
+    pub fn ownership_feed(
+        &self,
+        worker: usize,
+        stop: Option<Arc<std::sync::atomic::AtomicBool>>,
+    ) -> Option<crate::links::LiveOwnership> {
+        if !self.follows_ownership {
+            return None;
+        }
+        let consumer = if worker == 0 { self.ownership.lock().ok().and_then(|mut c| c.take()) } else { None };
+        let Some(consumer) = consumer else { return Some(crate::links::LiveOwnership { feed: None }) };
+        let (opened, failure) = (self.opened.clone(), self.failure.clone());
+        let topic = self.settings.reference.ownership.clone().unwrap_or_default();
+        let mut failed = false;
+        let feed = move || {
+            // How far the input has been read: a change polled from now on applies no earlier.
+            let latest = opened.lock().map(|all| all.iter().map(|s| s.latest()).max().unwrap_or(0)).unwrap_or(0);
+            let ahead = latest.saturating_add(1);
+            let mut items = Vec::new();
+            while !failed && let Some(result) = consumer.poll(Duration::ZERO) {
+                let message = match result {
+                    Ok(message) => message,
+                    Err(error) => {
+                        tracing::warn!(%error, topic, "kafka consumer of the ownership topic");
+                        break;
+                    }
+                };
+                let origin =
+                    std::path::PathBuf::from(format!("kafka:{topic}/{}@{}", message.partition(), message.offset()));
+                let mut changes = ReferenceData::new(0);
+                match changes.read_ownership(message.payload().unwrap_or_default(), &origin) {
+                    Ok(()) => items.extend(changes.ownership().into_iter().map(|change| (change, change.time))),
+                    Err(error) => {
+                        tracing::error!(%error, "kafka: a live ownership change cannot be read; the run stops");
+                        if let Ok(mut slot) = failure.lock() {
+                            slot.get_or_insert(KafkaError::Topic {
+                                topic: topic.clone(),
+                                message: format!("ownership: {error}"),
+                            });
+                        }
+                        if let Some(stop) = &stop {
+                            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        failed = true;
+                    }
+                }
+            }
+            if !items.is_empty() {
+                tracing::info!(
+                    topic,
+                    changes = items.len(),
+                    from = ahead,
+                    "kafka: ownership changes applied while running"
+                );
+            }
+            surveil_operators::Feed { items, ahead }
+        };
+        Some(crate::links::LiveOwnership { feed: Some(Box::new(feed)) })
     }
 
     /// Commits during the run wait for `publisher` to deliver what it was given up to the

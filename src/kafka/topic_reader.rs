@@ -10,6 +10,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::{KafkaError, client_config, partition_count};
 use crate::config::KafkaConfig;
 
+/// The end offset of each partition, `(partition, offset)`.
+pub type PartitionEnds = Vec<(i32, i64)>;
+
 /// One message of a topic read to its end.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicMessage {
@@ -25,6 +28,16 @@ pub struct TopicMessage {
 /// partition by partition, in offset order. `what` names the topic's use in errors. A topic not
 /// read to its end within `kafka.timeout` is an error, not a wait.
 pub fn read_to_end(settings: &KafkaConfig, topic: &str, what: &str) -> Result<Vec<TopicMessage>, KafkaError> {
+    read_to_end_with_ends(settings, topic, what).map(|(messages, _)| messages)
+}
+
+/// [`read_to_end`], with the end offset of every partition it read up to: where a consumer
+/// that follows the topic from there starts.
+pub fn read_to_end_with_ends(
+    settings: &KafkaConfig,
+    topic: &str,
+    what: &str,
+) -> Result<(Vec<TopicMessage>, PartitionEnds), KafkaError> {
     let partitions = partition_count(settings, topic)? as i32;
     let mut config = client_config(settings);
     config.set("group.id", &settings.group).set("enable.auto.commit", "false").set("enable.partition.eof", "true");
@@ -35,15 +48,17 @@ pub fn read_to_end(settings: &KafkaConfig, topic: &str, what: &str) -> Result<Ve
     };
     let mut list = TopicPartitionList::new();
     let mut ends = Vec::new();
+    let mut all_ends = Vec::new();
     for partition in 0..partitions {
         let (low, high) = consumer.fetch_watermarks(topic, partition, settings.timeout).map_err(broker)?;
+        all_ends.push((partition, high));
         if high > low {
             list.add_partition_offset(topic, partition, Offset::Offset(low)).map_err(broker)?;
             ends.push((partition, high));
         }
     }
     if ends.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), all_ends));
     }
     consumer.assign(&list).map_err(broker)?;
     let mut done = vec![false; ends.len()];
@@ -83,5 +98,5 @@ pub fn read_to_end(settings: &KafkaConfig, topic: &str, what: &str) -> Result<Ve
         by_partition[index].push(TopicMessage { partition: message.partition(), offset: message.offset(), payload });
         done[index] |= message.offset() + 1 >= ends[index].1;
     }
-    Ok(by_partition.into_iter().flatten().collect())
+    Ok((by_partition.into_iter().flatten().collect(), all_ends))
 }

@@ -105,6 +105,26 @@ pub fn fix_message(version: &str, fields: &[(u32, &str)]) -> String {
     format!("{head}{body}10={sum:03}\u{1}")
 }
 
+/// The alerts of one rule in a run's output folder.
+pub fn alerts_of_rule(out: &Path, rule: &str) -> Vec<Value> {
+    read_jsonl(out, "alerts.jsonl").into_iter().filter(|a| a["rule"] == rule).collect()
+}
+
+/// A generated day of 400,000 events (120 accounts, 12 instruments) to plant cases in: its
+/// folder (with `surveil.toml`, `accounts.csv`) and its events file.
+pub fn small_day(seed: u64) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let generated = surveil::generate::GenerateConfig {
+        events: 400_000,
+        accounts: 120,
+        instruments: 12,
+        seed,
+        ..Default::default()
+    };
+    let summary = surveil::generate::generate(&generated, dir.path()).expect("generate");
+    (dir, summary.events_path)
+}
+
 /// Adds `rows` to a generated day's `events.csv`, in event-time order, and `accounts` rows to
 /// its `accounts.csv`: a case planted in ordinary flow.
 pub fn inject(dir: &Path, rows: Vec<String>, accounts: &[&str]) {
