@@ -263,19 +263,19 @@ pub(crate) fn exchange(
     request: ureq::RequestBuilder<ureq::typestate::WithBody>,
     body: &[u8],
 ) -> Result<(u16, String), Failure> {
-    let (status, mut response) = accepted(request.send(body))?;
-    let answer = response.body_mut().read_to_string().map_err(|e| Failure {
-        status: Some(status),
-        error: format!("HTTP {status}, but the answer could not be read: {e}"),
-        retry: true,
-    })?;
-    Ok((status, answer))
+    answer_of(request.send(body))
 }
 
 /// Sends a request without a body (a GET) and returns the answer's body with its status, as
 /// [`exchange`] does.
 pub(crate) fn fetch(request: ureq::RequestBuilder<ureq::typestate::WithoutBody>) -> Result<(u16, String), Failure> {
-    let (status, mut response) = accepted(request.call())?;
+    answer_of(request.call())
+}
+
+/// The body of an accepted answer with its status; one that cannot be read may pass if tried
+/// again.
+fn answer_of(sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<(u16, String), Failure> {
+    let (status, mut response) = accepted(sent)?;
     let answer = response.body_mut().read_to_string().map_err(|e| Failure {
         status: Some(status),
         error: format!("HTTP {status}, but the answer could not be read: {e}"),

@@ -56,6 +56,23 @@ fn consume(broker: &TestBroker, topic: &str, expected: usize) -> Vec<Received> {
     broker.read_topic(topic, expected).expect("the topic")
 }
 
+/// A generated day of `events` in `work/day` and its run from the file on 2 workers (output in
+/// `work/from-file`): the events file, the day's configuration and the run.
+fn day_from_file(work: &Path, events: u64, seed: u64) -> (std::path::PathBuf, Config, RunSummary) {
+    let day = work.join("day");
+    let generated = GenerateConfig { events, seed, ..GenerateConfig::default() };
+    generate(&generated, &day).expect("a generated day");
+    let file = day.join("events.csv");
+    let config = Config::load(&day.join("surveil.toml")).expect("the day's configuration");
+    let file_run = run(RunOptions {
+        workers: 2,
+        out_dir: work.join("from-file"),
+        ..RunOptions::new(inputs(std::slice::from_ref(&file), None), config.clone())
+    })
+    .expect("the file run");
+    (file, config, file_run)
+}
+
 fn kafka_run(config: Config, workers: usize, out: &Path) -> RunSummary {
     run(RunOptions { workers, out_dir: out.into(), ..RunOptions::new(Vec::new(), config) }).expect("the Kafka run")
 }
@@ -64,20 +81,9 @@ fn kafka_run(config: Config, workers: usize, out: &Path) -> RunSummary {
 fn a_day_replayed_through_a_topic_gives_the_alerts_of_the_file() {
     let broker = broker();
     let work = tempfile::tempdir().expect("temp dir");
-    let day = work.path().join("day");
-    let generated = GenerateConfig { events: 150_000, seed: 5, ..GenerateConfig::default() };
-    generate(&generated, &day).expect("a generated day");
-    let file = day.join("events.csv");
-    let config = Config::load(&day.join("surveil.toml")).expect("the day's configuration");
-
     // The file itself.
+    let (file, config, file_run) = day_from_file(work.path(), 150_000, 5);
     let from_file = work.path().join("from-file");
-    let file_run = run(RunOptions {
-        workers: 2,
-        out_dir: from_file.clone(),
-        ..RunOptions::new(inputs(std::slice::from_ref(&file), None), config.clone())
-    })
-    .expect("the file run");
     assert!(file_run.alerts > 20, "a day with breaches: {:?}", file_run.written.alerts_by_rule);
 
     // The same events on a topic of four partitions, keyed by instrument, with malformed
@@ -348,18 +354,8 @@ fn avro_messages_through_a_schema_registry_give_the_alerts_of_the_file() {
     let broker = broker();
     let registry = schema_registry::SchemaRegistry::start();
     let work = tempfile::tempdir().expect("temp dir");
-    let day = work.path().join("day");
-    let generated = GenerateConfig { events: 60_000, seed: 9, ..GenerateConfig::default() };
-    generate(&generated, &day).expect("a generated day");
-    let file = day.join("events.csv");
-    let config = Config::load(&day.join("surveil.toml")).expect("the day's configuration");
+    let (file, config, file_run) = day_from_file(work.path(), 60_000, 9);
     let from_file = work.path().join("from-file");
-    let file_run = run(RunOptions {
-        workers: 2,
-        out_dir: from_file.clone(),
-        ..RunOptions::new(inputs(std::slice::from_ref(&file), None), config.clone())
-    })
-    .expect("the file run");
     assert!(file_run.alerts > 5, "a day with breaches: {:?}", file_run.written.alerts_by_rule);
 
     // The day in Avro, the bundled schema registered as the topic's value schema.
