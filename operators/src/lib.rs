@@ -59,7 +59,9 @@ pub use isolation_forest::{ForestError, ForestParams, IsolationForest};
 pub use last_time::{EndOfInput, LastTime, LastTimeOutputs};
 pub use linked_components::LinkedComponents;
 pub use lookup_as_of::{AsOf, LookupAsOf};
-pub use partitioned_source::{Partition, PartitionRead, SourceOptions, SourceOutputs, partitioned_source};
+pub use partitioned_source::{
+    Partition, PartitionRead, SharedClock, SourceOptions, SourceOutputs, SourceWaker, partitioned_source,
+};
 pub use release_at::ReleaseAt;
 pub use rings::{PassThroughRings, RingOptions, pass_through_rings_of};
 pub use routing::route;

@@ -28,6 +28,21 @@
 //!
 //! Idleness is judged per worker: a worker whose partitions are all idle still holds the
 //! dataflow's watermark at the most advanced of its own partitions.
+//!
+//! # Live feeds: when to read, and a watermark that follows the clock
+//!
+//! A source whose partitions are all idle sleeps, and its worker with it, until it must look
+//! again: after [`SourceOptions::idle_poll`] by default; until a partition wakes it
+//! ([`Partition::set_waker`]: a consumer's callback when data arrives, from any thread); or
+//! until a partition's next record is due ([`Partition::ready_at`]), but never sooner than a
+//! poll, so that records due close together are read in batches.
+//!
+//! The watermark of a recorded feed moves only with its data: a record waits for later records
+//! to pass it. A feed stamped on receipt knows better: nothing can arrive before its clock
+//! ([`Partition::receipt_clock`]), so while records wait the watermark follows the clock, and
+//! the source wakes at the clock's next epoch boundary to move it past them. A record then
+//! completes about an epoch after it arrived, whatever the rate. The workers of a process share
+//! a [`SharedClock`], so that the workers with nothing to send follow too.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -83,7 +98,112 @@ pub trait Partition {
     fn bytes_read(&self) -> u64 {
         0
     }
+
+    /// For a live partition that stamps its records on receipt: the stamp a record arriving now
+    /// would get. No record before it can come any more, so the watermark follows this clock
+    /// while the partition is quiet, and a record completes within an epoch of its arrival
+    /// instead of waiting for the next record to move the watermark. It must not run ahead of
+    /// records the partition holds but has not yet returned. `None` (the default): the times
+    /// come from the data, and only the data moves the watermark.
+    fn receipt_clock(&self) -> Option<u64> {
+        None
+    }
+
+    /// Called once when the source is built. A live partition that can tell when data arrives
+    /// (a consumer's callback, a channel's sender) keeps the waker, calls [`SourceWaker::wake`]
+    /// from any thread when records arrive, and returns `true`: while it is idle the source then
+    /// sleeps until woken instead of polling it every [`SourceOptions::idle_poll`]. The default
+    /// keeps polling.
+    fn set_waker(&mut self, waker: SourceWaker) -> bool {
+        let _ = waker;
+        false
+    }
+
+    /// For an idle partition that knows when it will next have records (a replay paced by the
+    /// clock): that moment. The source reads it again then rather than at its next poll.
+    fn ready_at(&self) -> Option<Instant> {
+        None
+    }
 }
+
+/// Wakes a [`partitioned_source`] from any thread (see [`Partition::set_waker`]): the worker,
+/// if asleep, is unparked and reads the source's partitions at its next step.
+#[derive(Clone, Debug)]
+pub struct SourceWaker {
+    activator: timely::scheduling::SyncActivator,
+    /// Which source (the operator's worker and address) it wakes.
+    source: Arc<(usize, Vec<usize>)>,
+}
+
+impl SourceWaker {
+    fn same_source(&self, other: &SourceWaker) -> bool {
+        self.source == other.source
+    }
+
+    /// Asks the source's worker to read the partitions again. Returns `false` once the
+    /// dataflow has shut down (nothing is listening any more).
+    pub fn wake(&self) -> bool {
+        self.activator.activate().is_ok()
+    }
+}
+
+/// The receipt clocks of the sources of several workers (of one process), moved together.
+///
+/// A record completes only when every worker's watermark has passed it, so a record that
+/// waits for its own worker's receipt clock also waits for the other workers' clocks; a worker
+/// whose feed is quiet would otherwise move its clock only at its next record or heartbeat.
+/// Sources that share one `SharedClock` publish the latest time of the records they sent and
+/// how far their watermark has moved. When one has moved past its own records, it wakes those
+/// still behind them, which then move their clocks past them too. Under load every worker's
+/// own records move its watermark and nobody is woken. Pass a clone to every worker's
+/// [`SourceOptions::shared_clock`].
+#[derive(Clone, Debug, Default)]
+pub struct SharedClock {
+    /// One past the latest time at which some worker sent records that wait for the clocks.
+    waiting_until: Arc<std::sync::atomic::AtomicU64>,
+    /// Each source's waker and its promised time (its watermark).
+    members: Arc<std::sync::Mutex<Vec<ClockMember>>>,
+}
+
+/// A source sharing a clock: its waker and where it publishes its watermark.
+type ClockMember = (SourceWaker, Arc<std::sync::atomic::AtomicU64>);
+
+impl SharedClock {
+    /// Adds a source; returns where it publishes its watermark.
+    fn join(&self, waker: SourceWaker) -> Arc<std::sync::atomic::AtomicU64> {
+        let promised = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        if let Ok(mut members) = self.members.lock() {
+            members.push((waker, promised.clone()));
+        }
+        promised
+    }
+
+    /// A record at `time` was sent: every source's watermark must pass it.
+    fn sent(&self, time: u64) {
+        self.waiting_until.fetch_max(time.saturating_add(1), Ordering::AcqRel);
+    }
+
+    /// The source `own` has moved past its records at `time`: wakes the others still at or
+    /// before it.
+    fn passed(&self, time: u64, own: &SourceWaker) {
+        if let Ok(members) = self.members.lock() {
+            for (waker, promised) in members.iter() {
+                if !waker.same_source(own) && promised.load(Ordering::Acquire) <= time {
+                    waker.wake();
+                }
+            }
+        }
+    }
+
+    /// Whether some worker's records at or after `promised` wait for the clocks.
+    fn waiting(&self, promised: u64) -> bool {
+        self.waiting_until.load(Ordering::Acquire) > promised
+    }
+}
+
+/// How long a source whose idle partitions all wake it themselves sleeps before looking again
+/// anyway: a safety net for a wake-up lost by the feed, not a poll.
+const WOKEN_IDLE_CHECK: Duration = Duration::from_millis(50);
 
 /// How the source batches, bounds and paces its reading.
 #[derive(Clone, Debug)]
@@ -122,6 +242,9 @@ pub struct SourceOptions {
     /// When set, kept equal to the sum over the workers sharing it of their records in
     /// flight (sent, not yet behind the probe's frontier): a gauge for live metrics.
     pub in_flight_gauge: Option<Arc<std::sync::atomic::AtomicI64>>,
+    /// With partitions that stamp on receipt, the clock shared with the other workers' sources
+    /// (see [`SharedClock`]).
+    pub shared_clock: Option<SharedClock>,
 }
 
 impl Default for SourceOptions {
@@ -137,6 +260,7 @@ impl Default for SourceOptions {
             max_in_flight: None,
             stop: None,
             in_flight_gauge: None,
+            shared_clock: None,
         }
     }
 }
@@ -158,12 +282,15 @@ struct PartitionState<P> {
     first: Option<u64>,
     finished: bool,
     idle_since: Option<Instant>,
+    /// The partition wakes the source when it has data: no need to poll it.
+    wakes: bool,
 }
 
 impl<P: Partition> PartitionState<P> {
     /// The least time this partition may still send on time, or `None` if it no longer holds
     /// the watermark back.
-    fn low_watermark(&self, bound: u64, idle_timeout: Option<Duration>, now: Instant) -> Option<u64> {
+    /// With `clock`, a partition's [`Partition::receipt_clock`] counts too.
+    fn low_watermark(&self, bound: u64, idle_timeout: Option<Duration>, now: Instant, clock: bool) -> Option<u64> {
         if self.finished {
             return None;
         }
@@ -172,10 +299,14 @@ impl<P: Partition> PartitionState<P> {
         {
             return None;
         }
-        match (self.latest, self.first) {
+        let from_data = match (self.latest, self.first) {
             (Some(latest), _) => Some(latest.saturating_sub(bound)),
             (None, Some(first)) => Some(first.saturating_sub(bound)),
             (None, None) => None,
+        };
+        match (from_data, if clock { self.partition.receipt_clock() } else { None }) {
+            (Some(data), Some(clock)) => Some(data.max(clock)),
+            (data, clock) => data.or(clock),
         }
     }
 
@@ -200,11 +331,83 @@ fn source_watermark<P: Partition>(
     bound: u64,
     idle_timeout: Option<Duration>,
     now: Instant,
+    clock: bool,
 ) -> Option<u64> {
-    states.iter().filter_map(|s| s.low_watermark(bound, idle_timeout, now)).min().or_else(|| {
+    states.iter().filter_map(|s| s.low_watermark(bound, idle_timeout, now, clock)).min().or_else(|| {
         idle_timeout?;
-        states.iter().filter_map(|s| s.low_watermark(bound, None, now)).max()
+        states.iter().filter_map(|s| s.low_watermark(bound, None, now, clock)).max()
     })
+}
+
+/// How long a source whose unfinished partitions are all idle may sleep before it must look
+/// again: until the next poll, or (when every idle partition wakes it itself) the safety net;
+/// no later than a partition's own `ready_at` (but not sooner than a poll) or the end of an idle timeout; and, when records
+/// sent at `sent_at` wait for a receipt clock to pass them, no later than the clock's next
+/// epoch boundary.
+fn idle_wait<P: Partition>(
+    states: &[PartitionState<P>],
+    options: &SourceOptions,
+    waiting_at: Option<u64>,
+    epoch: u64,
+    now: Instant,
+) -> Duration {
+    let idle: Vec<&PartitionState<P>> = states.iter().filter(|s| !s.finished).collect();
+    let told = |s: &&PartitionState<P>| s.wakes || s.partition.ready_at().is_some();
+    let mut wait = if idle.iter().all(told) { WOKEN_IDLE_CHECK.max(options.idle_poll) } else { options.idle_poll };
+    for state in &idle {
+        if let Some(at) = state.partition.ready_at() {
+            // Never sooner than a poll: records due closer together than that are read in
+            // batches, one round of progress each, rather than one round per record.
+            wait = wait.min(at.saturating_duration_since(now).max(options.idle_poll));
+        }
+        if let (Some(since), Some(timeout)) = (state.idle_since, options.idle_timeout) {
+            let left = timeout.saturating_sub(now.duration_since(since));
+            if !left.is_zero() {
+                wait = wait.min(left);
+            }
+        }
+        if let Some(clock) = state.partition.receipt_clock() {
+            let ready = state.partition.ready_at().map(|at| at.saturating_duration_since(now));
+            wait = wait.min(match waiting_at {
+                Some(sent_at) => {
+                    // Receipt stamps run with the wall clock: the next boundary is this far
+                    // away. If the next record comes within a poll of it anyway, its reading
+                    // moves the watermark: one round of progress instead of two.
+                    let boundary =
+                        Duration::from_nanos(((sent_at.max(clock) / epoch + 1) * epoch).saturating_sub(clock));
+                    match ready {
+                        Some(ready) if ready <= boundary + options.idle_poll => ready.max(boundary),
+                        _ => boundary,
+                    }
+                }
+                None => CLOCK_HEARTBEAT,
+            });
+        }
+    }
+    wait
+}
+
+/// How often a receipt clock moves the watermark of a quiet partition with no records waiting
+/// for it: often enough for time-driven operators (windows, timeouts) to fire, rarely enough
+/// that an idle feed does not cost a round of progress messages every poll.
+const CLOCK_HEARTBEAT: Duration = Duration::from_millis(10);
+
+/// Whether receipt clocks may move the watermark now: when records sent at `last_sent_at` wait
+/// for it to pass them, or once per [`CLOCK_HEARTBEAT`] otherwise.
+fn clock_moves(
+    last_sent_at: &Option<u64>,
+    shared: Option<&SharedClock>,
+    promised: &u64,
+    last_move: &mut Instant,
+    now: Instant,
+) -> bool {
+    let waiting = last_sent_at.is_some_and(|t| t >= *promised) || shared.is_some_and(|s| s.waiting(*promised));
+    if waiting || now.saturating_duration_since(*last_move) >= CLOCK_HEARTBEAT {
+        *last_move = now;
+        true
+    } else {
+        false
+    }
 }
 
 /// Builds a source that reads `partitions` (this worker's share) into a stream.
@@ -256,6 +459,11 @@ where
     let mut builder = OperatorBuilder::new(name.to_owned(), scope);
     let info = builder.operator_info();
     let activator = scope.activator_for(info.address.clone());
+    let waker = SourceWaker {
+        activator: scope.worker().sync_activator_for(info.address.to_vec()),
+        source: Arc::new((scope.worker().index(), info.address.to_vec())),
+    };
+    let published = options.shared_clock.as_ref().map(|shared| shared.join(waker.clone()));
     let (records_out, records) = builder.new_output::<Vec<P::Record>>();
     let (late_out, late) = builder.new_output::<Vec<P::Record>>();
     let (side_out, side) = builder.new_output::<Vec<P::Side>>();
@@ -274,8 +482,9 @@ where
         let mut states: Vec<PartitionState<P>> = partitions
             .into_iter()
             .map(|mut partition| {
+                let wakes = partition.set_waker(waker.clone());
                 let first = partition.first_time();
-                PartitionState { partition, latest: None, first, finished: false, idle_since: None }
+                PartitionState { partition, latest: None, first, finished: false, idle_since: None, wakes }
             })
             .collect();
         let bound = options.max_out_of_order;
@@ -287,6 +496,12 @@ where
         let mut late_batch: Vec<P::Record> = Vec::new();
         let mut side_batch: Vec<P::Side> = Vec::new();
         let mut reported_watermark = 0u64;
+        // The latest time of the records sent: until the watermark passes it they wait for it.
+        let mut last_sent_at: Option<u64> = None;
+        let mut batch_latest: Option<u64> = None;
+        let mut last_clock_move = Instant::now();
+        // The latest time of own records for which the workers behind were woken.
+        let mut woken_for: Option<u64> = None;
         let mut gauged = 0i64;
 
         move |_frontiers| {
@@ -308,16 +523,6 @@ where
             }
             // Promise the watermark before reading: a source that waits for the dataflow to
             // catch up must first let it advance to where the partitions start.
-            let promise = |states: &[PartitionState<P>], caps: &mut [Capability<u64>; 3]| {
-                if let Some(w) = source_watermark(states, bound, options.idle_timeout, now) {
-                    let w = w / epoch * epoch;
-                    if w > *caps[0].time() {
-                        for cap in caps.iter_mut() {
-                            cap.downgrade(&w);
-                        }
-                    }
-                }
-            };
             let Some(all_caps) = caps.as_mut() else {
                 return;
             };
@@ -333,7 +538,21 @@ where
                 }
                 return;
             }
-            promise(&states, all_caps);
+            let clock = clock_moves(
+                &last_sent_at,
+                options.shared_clock.as_ref(),
+                all_caps[0].time(),
+                &mut last_clock_move,
+                now,
+            );
+            if let Some(w) = source_watermark(&states, bound, options.idle_timeout, now, clock) {
+                let w = w / epoch * epoch;
+                if w > *all_caps[0].time() {
+                    for cap in all_caps.iter_mut() {
+                        cap.downgrade(&w);
+                    }
+                }
+            }
             let [records_cap, late_cap, side_cap] = all_caps;
 
             let mut records_session = records_out.activate();
@@ -367,7 +586,7 @@ where
                             .iter()
                             .enumerate()
                             .filter(|(_, s)| s.idle_since.is_none() && !s.finished)
-                            .map(|(i, s)| (s.low_watermark(bound, None, now), i))
+                            .map(|(i, s)| (s.low_watermark(bound, None, now, false), i))
                             .min();
                         let Some((_, index)) = next else { break };
                         // Far ahead of what the dataflow has finished: let it catch up, but only
@@ -402,6 +621,7 @@ where
                             late_batch.push(batch[i].clone());
                         } else {
                             latest = Some(latest.map_or(time, |l| l.max(time)));
+                            batch_latest = batch_latest.max(Some(time));
                             if kept != i {
                                 batch.swap(kept, i);
                             }
@@ -414,6 +634,10 @@ where
                 }
                 if !batch.is_empty() {
                     let sent_at = *records_cap.time();
+                    last_sent_at = last_sent_at.max(batch_latest);
+                    if let (Some(shared), Some(time)) = (&options.shared_clock, batch_latest) {
+                        shared.sent(time);
+                    }
                     in_flight_total += batch.len();
                     match in_flight.back_mut() {
                         Some((t, n)) if *t == sent_at => *n += batch.len(),
@@ -421,6 +645,7 @@ where
                     }
                     records_session.session(&*records_cap).give_container(&mut batch);
                     batch.clear();
+                    batch_latest = None;
                 }
                 if !late_batch.is_empty() {
                     late_session.session(&*late_cap).give_container(&mut late_batch);
@@ -431,7 +656,19 @@ where
                     side_batch.clear();
                 }
                 // Promise the new watermark, so that downstream can make progress.
-                if let Some(w) = source_watermark(&states, bound, options.idle_timeout, now) {
+                if let Some(w) = source_watermark(
+                    &states,
+                    bound,
+                    options.idle_timeout,
+                    now,
+                    clock_moves(
+                        &last_sent_at,
+                        options.shared_clock.as_ref(),
+                        records_cap.time(),
+                        &mut last_clock_move,
+                        now,
+                    ),
+                ) {
                     let w = w / epoch * epoch;
                     if w > *records_cap.time() {
                         records_cap.downgrade(&w);
@@ -447,10 +684,27 @@ where
                 gauge.fetch_add(now - gauged, std::sync::atomic::Ordering::Relaxed);
                 gauged = now;
             }
+            if let (Some(shared), Some(published)) = (&options.shared_clock, &published) {
+                let promised = *records_cap.time();
+                published.store(promised, Ordering::Release);
+                // Past its own records: the workers still behind them are woken, once.
+                if let Some(time) = last_sent_at.filter(|&t| t < promised && woken_for != Some(t)) {
+                    shared.passed(time, &waker);
+                    woken_for = Some(time);
+                }
+            }
             if states.iter().all(|s| s.finished) {
+                if let Some(published) = &published {
+                    published.store(u64::MAX, Ordering::Release);
+                }
                 caps = None;
             } else if states.iter().all(|s| s.finished || s.idle_since.is_some()) {
-                activator.activate_after(options.idle_poll);
+                // Records sent at the current time complete only when it moves on.
+                let promised = *records_cap.time();
+                let waiting_at = last_sent_at
+                    .filter(|&t| t >= promised)
+                    .or_else(|| options.shared_clock.as_ref().is_some_and(|s| s.waiting(promised)).then_some(promised));
+                activator.activate_after(idle_wait(&states, &options, waiting_at, epoch, Instant::now()));
             } else {
                 activator.activate();
             }
@@ -481,7 +735,7 @@ mod tests {
     }
 
     fn state(latest: Option<u64>, first: Option<u64>) -> PartitionState<Unread> {
-        PartitionState { partition: Unread, latest, first, finished: false, idle_since: None }
+        PartitionState { partition: Unread, latest, first, finished: false, idle_since: None, wakes: false }
     }
 
     const MS: Duration = Duration::from_millis(1);
@@ -494,17 +748,17 @@ mod tests {
         s.note_read(PartitionRead::Idle, false, t0);
         s.note_read(PartitionRead::Idle, false, t0 + 5 * MS);
         assert_eq!(s.idle_since, Some(t0), "repeated empty reads keep the original start");
-        assert_eq!(s.low_watermark(0, timeout, t0 + 9 * MS), Some(100));
-        assert_eq!(s.low_watermark(0, timeout, t0 + 10 * MS), None);
+        assert_eq!(s.low_watermark(0, timeout, t0 + 9 * MS, false), Some(100));
+        assert_eq!(s.low_watermark(0, timeout, t0 + 10 * MS, false), None);
         // Data again, with nothing more for now: it holds the watermark back again.
         s.note_read(PartitionRead::Idle, true, t0 + 20 * MS);
-        assert_eq!(s.low_watermark(0, timeout, t0 + 21 * MS), Some(100));
-        assert_eq!(s.low_watermark(0, timeout, t0 + 30 * MS), None);
+        assert_eq!(s.low_watermark(0, timeout, t0 + 21 * MS, false), Some(100));
+        assert_eq!(s.low_watermark(0, timeout, t0 + 30 * MS, false), None);
         s.note_read(PartitionRead::More, true, t0 + 31 * MS);
         assert_eq!(s.idle_since, None);
-        assert_eq!(s.low_watermark(0, timeout, t0 + 100 * MS), Some(100));
+        assert_eq!(s.low_watermark(0, timeout, t0 + 100 * MS, false), Some(100));
         s.note_read(PartitionRead::Exhausted, false, t0 + 101 * MS);
-        assert_eq!(s.low_watermark(0, timeout, t0 + 101 * MS), None);
+        assert_eq!(s.low_watermark(0, timeout, t0 + 101 * MS, false), None);
     }
 
     #[test]
@@ -512,12 +766,12 @@ mod tests {
         let t0 = Instant::now();
         let timeout = Some(10 * MS);
         let mut states = vec![state(Some(100), None), state(Some(50), None), state(None, Some(70))];
-        assert_eq!(source_watermark(&states, 5, timeout, t0), Some(45));
+        assert_eq!(source_watermark(&states, 5, timeout, t0, false), Some(45));
         states[1].note_read(PartitionRead::Idle, false, t0);
-        assert_eq!(source_watermark(&states, 5, timeout, t0 + 9 * MS), Some(45));
-        assert_eq!(source_watermark(&states, 5, timeout, t0 + 10 * MS), Some(65));
+        assert_eq!(source_watermark(&states, 5, timeout, t0 + 9 * MS, false), Some(45));
+        assert_eq!(source_watermark(&states, 5, timeout, t0 + 10 * MS, false), Some(65));
         // Without a timeout, idleness changes nothing.
-        assert_eq!(source_watermark(&states, 5, None, t0 + 1000 * MS), Some(45));
+        assert_eq!(source_watermark(&states, 5, None, t0 + 1000 * MS, false), Some(45));
     }
 
     #[test]
@@ -527,10 +781,200 @@ mod tests {
         let mut states = vec![state(Some(100), None), state(Some(50), None), state(None, None)];
         states[0].note_read(PartitionRead::Idle, false, t0);
         states[1].note_read(PartitionRead::Idle, false, t0);
-        assert_eq!(source_watermark(&states, 0, timeout, t0 + 10 * MS), Some(100));
+        assert_eq!(source_watermark(&states, 0, timeout, t0 + 10 * MS, false), Some(100));
         states[0].finished = true;
-        assert_eq!(source_watermark(&states, 0, timeout, t0 + 10 * MS), Some(50));
+        assert_eq!(source_watermark(&states, 0, timeout, t0 + 10 * MS, false), Some(50));
         states[1].finished = true;
-        assert_eq!(source_watermark(&states, 0, timeout, t0 + 10 * MS), None);
+        assert_eq!(source_watermark(&states, 0, timeout, t0 + 10 * MS, false), None);
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use timely::dataflow::operators::Probe;
+
+    /// A feed stamped on receipt: record `i` arrives `gap * (i + 1)` after `start` and is
+    /// stamped with its arrival (ns since `origin`).
+    struct Stamped {
+        start: Instant,
+        origin: Instant,
+        gap: Duration,
+        next: u64,
+        count: u64,
+    }
+
+    impl Stamped {
+        fn due(&self, index: u64) -> Instant {
+            self.start + self.gap * (index as u32 + 1)
+        }
+        fn now_ns(&self) -> u64 {
+            Instant::now().saturating_duration_since(self.origin).as_nanos() as u64
+        }
+    }
+
+    impl Partition for Stamped {
+        type Record = u64;
+        type Side = ();
+        fn time(record: &u64) -> u64 {
+            *record
+        }
+        fn first_time(&mut self) -> Option<u64> {
+            Some(0)
+        }
+        fn read(&mut self, _: usize, out: &mut Vec<u64>, _: &mut Vec<()>) -> PartitionRead {
+            while self.next < self.count && self.due(self.next) <= Instant::now() {
+                out.push(self.due(self.next).duration_since(self.origin).as_nanos() as u64);
+                self.next += 1;
+            }
+            if self.next == self.count { PartitionRead::Exhausted } else { PartitionRead::Idle }
+        }
+        fn receipt_clock(&self) -> Option<u64> {
+            let next = if self.next < self.count { self.due(self.next) - self.origin } else { Duration::MAX };
+            Some(self.now_ns().min(next.as_nanos() as u64))
+        }
+        fn ready_at(&self) -> Option<Instant> {
+            (self.next < self.count).then(|| self.due(self.next))
+        }
+    }
+
+    /// A partition that is never read, with given hints.
+    struct Hinted {
+        clock: Option<u64>,
+        ready: Option<Instant>,
+    }
+    impl Partition for Hinted {
+        type Record = u64;
+        type Side = ();
+        fn time(record: &u64) -> u64 {
+            *record
+        }
+        fn first_time(&mut self) -> Option<u64> {
+            None
+        }
+        fn read(&mut self, _: usize, _: &mut Vec<u64>, _: &mut Vec<()>) -> PartitionRead {
+            PartitionRead::Idle
+        }
+        fn receipt_clock(&self) -> Option<u64> {
+            self.clock
+        }
+        fn ready_at(&self) -> Option<Instant> {
+            self.ready
+        }
+    }
+
+    fn hinted(clock: Option<u64>, ready: Option<Instant>, wakes: bool, now: Instant) -> PartitionState<Hinted> {
+        let partition = Hinted { clock, ready };
+        PartitionState { partition, latest: Some(0), first: None, finished: false, idle_since: Some(now), wakes }
+    }
+
+    #[test]
+    fn an_idle_source_sleeps_until_data_is_due_or_a_record_waits_for_the_clock() {
+        let now = Instant::now();
+        let options = SourceOptions { idle_poll: Duration::from_micros(100), ..Default::default() };
+        let us = Duration::from_micros;
+        // A partition that cannot tell when data comes is polled.
+        assert_eq!(idle_wait(&[hinted(None, None, false, now)], &options, None, 1, now), us(100));
+        // One that wakes the source is not (only the safety net) ...
+        assert_eq!(idle_wait(&[hinted(None, None, true, now)], &options, None, 1, now), WOKEN_IDLE_CHECK);
+        // ... unless another cannot.
+        let mixed = [hinted(None, None, true, now), hinted(None, None, false, now)];
+        assert_eq!(idle_wait(&mixed, &options, None, 1, now), us(100));
+        // Data due in 3 ms: read then; due sooner than a poll: read at the poll, in a batch.
+        let due = |after| [hinted(None, Some(now + after), false, now)];
+        assert_eq!(idle_wait(&due(us(3000)), &options, None, 1, now), us(3000));
+        assert_eq!(idle_wait(&due(us(10)), &options, None, 1, now), us(100));
+        // A record at 1,020 µs waits for a receipt clock at 1,030 µs with epochs of 100 µs: the
+        // clock reaches the next boundary (1,100 µs) in 70 µs.
+        let clocked = [hinted(Some(1_030_000), Some(now + us(3000)), false, now)];
+        assert_eq!(idle_wait(&clocked, &options, Some(1_020_000), 100_000, now), us(70));
+        // Nothing waits: the clock moves at its heartbeat, or sooner if data is due.
+        assert_eq!(idle_wait(&clocked, &options, None, 100_000, now), us(3000).min(CLOCK_HEARTBEAT));
+        // An idle timeout ends in 4 ms: look again then.
+        let options = SourceOptions { idle_timeout: Some(Duration::from_millis(5)), ..options };
+        let quiet = [hinted(None, None, true, now - Duration::from_millis(1))];
+        assert_eq!(idle_wait(&quiet, &options, None, 1, now), Duration::from_millis(4));
+    }
+
+    #[test]
+    fn a_receipt_clock_moves_the_watermark_past_the_data() {
+        let now = Instant::now();
+        let mut state = hinted(Some(500), None, false, now);
+        state.latest = Some(300);
+        state.idle_since = None;
+        assert_eq!(state.low_watermark(100, None, now, false), Some(200));
+        assert_eq!(state.low_watermark(100, None, now, true), Some(500));
+        // The clock moves it only when records wait for it, or at the heartbeat.
+        let mut last_move = now;
+        assert!(clock_moves(&Some(250), None, &250, &mut last_move, now));
+        assert!(!clock_moves(&Some(249), None, &250, &mut last_move, now));
+        let shared = SharedClock::default();
+        shared.waiting_until.store(251, Ordering::Release);
+        assert!(clock_moves(&None, Some(&shared), &250, &mut last_move, now));
+        assert!(!clock_moves(&None, Some(&shared), &251, &mut last_move, now));
+        assert!(clock_moves(&None, Some(&shared), &251, &mut last_move, now + CLOCK_HEARTBEAT));
+    }
+
+    /// Latencies of worker 0's records, each from its arrival until the probe passed it, with a
+    /// stamped feed on each of `workers` workers: worker 0's records 40 ms apart, the others'
+    /// 20 ms after each of them (so that a worker without a shared clock would hold worker 0's
+    /// records until its own next record or its heartbeat).
+    fn stamped_latencies(workers: usize, share: bool) -> Vec<Duration> {
+        const RECORDS: u64 = 6;
+        let gap = Duration::from_millis(40);
+        let start = Instant::now() + Duration::from_millis(20);
+        let shared = share.then(SharedClock::default);
+        let guards = timely::execute(timely::Config::process(workers), move |worker| {
+            let offset = if worker.index() == 0 { Duration::ZERO } else { gap / 2 };
+            let probe = ProbeHandle::new();
+            let options = SourceOptions {
+                epoch: 1_000_000,
+                probe: Some(probe.clone()),
+                shared_clock: shared.clone(),
+                ..Default::default()
+            };
+            let partition = Stamped { start: start + offset, origin: start, gap, next: 0, count: RECORDS };
+            worker.dataflow::<u64, _, _>(|scope| {
+                partitioned_source(scope, "Stamped", vec![partition], options).records.probe_with(&probe);
+            });
+            let latencies = Rc::new(RefCell::new(Vec::new()));
+            let mut index = 0u32;
+            while !probe.done() {
+                worker.step_or_park(None);
+                let frontier = probe.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX));
+                while u64::from(index) < RECORDS && ((gap * (index + 1)).as_nanos() as u64) < frontier {
+                    latencies.borrow_mut().push(start.elapsed().saturating_sub(gap * (index + 1)));
+                    index += 1;
+                }
+            }
+            latencies.take()
+        })
+        .expect("the dataflow runs");
+        guards.join().into_iter().next().and_then(Result::ok).unwrap_or_default()
+    }
+
+    /// Whether most of the latencies (all but two, so that stalls of the machine do not fail
+    /// the test) are under 4 ms: an epoch of 1 ms and a wake-up, not a 10 ms heartbeat nor the
+    /// next record 20 or 40 ms later.
+    fn mostly_prompt(latencies: &[Duration]) -> bool {
+        let mut sorted = latencies.to_vec();
+        sorted.sort();
+        sorted.len() > 2 && sorted[sorted.len() - 3] < Duration::from_millis(4)
+    }
+
+    #[test]
+    fn a_record_stamped_on_receipt_completes_within_an_epoch_not_at_the_next_record() {
+        let latencies = stamped_latencies(1, false);
+        assert_eq!(latencies.len(), 6);
+        assert!(mostly_prompt(&latencies), "{latencies:?}");
+    }
+
+    #[test]
+    fn workers_sharing_a_clock_complete_each_others_records_promptly() {
+        let latencies = stamped_latencies(2, true);
+        assert_eq!(latencies.len(), 6);
+        assert!(mostly_prompt(&latencies), "{latencies:?}");
     }
 }

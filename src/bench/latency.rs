@@ -143,6 +143,21 @@ impl Partition for PacedPartition {
     type Record = Event;
     type Side = Report;
 
+    fn receipt_clock(&self) -> Option<u64> {
+        // Stamped on arrival: nothing can come before now, nor before the next event not yet
+        // handed out (its stamp is its scheduled arrival).
+        let base = self.restamp?;
+        let Some(start) = self.clock.get() else { return Some(base) };
+        let now_ns = Instant::now().saturating_duration_since(*start).as_nanos() as u64;
+        let next = if self.next < self.end { self.scheduled_ns(self.next) } else { u64::MAX - base };
+        Some(base + now_ns.min(next))
+    }
+
+    fn ready_at(&self) -> Option<Instant> {
+        let start = self.clock.get()?;
+        (self.next < self.end).then(|| *start + Duration::from_nanos(self.scheduled_ns(self.next)))
+    }
+
     fn time(record: &Event) -> u64 {
         record.time
     }
@@ -286,6 +301,8 @@ pub fn run_latency(
     let restamp = options.restamp;
     let epoch = options.epoch_ns.max(1);
     let (poll, spin) = (options.poll, options.spin);
+    // Stamped on receipt, every worker's watermark follows the clock, together.
+    let shared_clock = restamp.map(|_| surveil_operators::SharedClock::default());
     let cpu_before = process_cpu_seconds();
     let wall_before = Instant::now();
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
@@ -305,7 +322,7 @@ pub fn run_latency(
         let (probe, slot) = build_default_job(
             worker,
             vec![partition],
-            |options| SourceOptions { epoch, idle_poll: poll, ..options },
+            |options| SourceOptions { epoch, idle_poll: poll, shared_clock: shared_clock.clone(), ..options },
             &job_config,
             &job_reference,
             &job_writer,

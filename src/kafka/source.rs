@@ -1,13 +1,13 @@
 //! The partitions of the input topic as sources of events.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use surveil_operators::{Partition, PartitionRead};
+use surveil_operators::{Partition, PartitionRead, SourceWaker};
 
 use super::avro::{DecodeError, Schemas};
 use super::sink::{AlertPublisher, DeadLetterPublisher};
@@ -298,7 +298,16 @@ impl KafkaSource {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest");
-        let consumer: BaseConsumer = config.create().map_err(|e| KafkaError::Config(e.to_string()))?;
+        let mut consumer: BaseConsumer = config.create().map_err(|e| KafkaError::Config(e.to_string()))?;
+        // A message arriving while the source sleeps wakes it (librdkafka calls back from its
+        // own thread when the queue stops being empty) instead of waiting for its next poll.
+        let waker: Arc<OnceLock<SourceWaker>> = Arc::new(OnceLock::new());
+        let wakes = waker.clone();
+        consumer.set_nonempty_callback(move || {
+            if let Some(waker) = wakes.get() {
+                waker.wake();
+            }
+        });
         let broker = |what: &str, e: rdkafka::error::KafkaError| KafkaError::Broker {
             brokers: settings.brokers.clone(),
             message: format!("{what} of {}/{partition}: {e}", self.topic),
@@ -326,6 +335,7 @@ impl KafkaSource {
         tracing::info!(topic = %self.topic, partition, start, end = high, "kafka partition assigned");
         let shared = Arc::new(Shared {
             consumer,
+            waker,
             topic: self.topic.clone(),
             partition,
             commits: Mutex::new(Commits { entries: VecDeque::new(), committed: start, read_to: start, latest: 0 }),
@@ -376,6 +386,8 @@ struct Opened {
 /// What a partition shares with the source: its consumer and commit bookkeeping.
 struct Shared {
     consumer: BaseConsumer,
+    /// Set when the partition's source is built: woken when messages arrive.
+    waker: Arc<OnceLock<SourceWaker>>,
     topic: String,
     partition: i32,
     commits: Mutex<Commits>,
@@ -725,6 +737,12 @@ impl Partition for KafkaPartition {
 
     fn processed(&mut self, watermark: u64) {
         self.commit_processed(watermark);
+    }
+
+    fn set_waker(&mut self, waker: SourceWaker) -> bool {
+        // The first source built over the partition keeps it (a partition is read by one).
+        let _ = self.shared.waker.set(waker);
+        true
     }
 
     fn bytes_read(&self) -> u64 {
