@@ -233,16 +233,22 @@ fn a_live_run_waits_for_a_restarted_broker_and_loses_nothing() {
     assert!(!summary.complete, "a live run stopped by request is interrupted");
 }
 
-#[test]
-fn over_tls_and_a_wrong_authority_is_a_clear_error_not_a_hang() {
-    let dir = tempfile::tempdir().expect("temp dir");
+/// A broker on 127.0.0.1 behind TLS with a server certificate of a test authority, whose files
+/// are written into `dir`: the broker and the authority's certificate file.
+fn tls_broker(dir: &std::path::Path) -> (TestBroker, std::path::PathBuf) {
     let (ca, certificate, key) = https::test_certificate_files();
-    let (ca_file, certificate_file, key_file) =
-        (dir.path().join("ca.pem"), dir.path().join("server.pem"), dir.path().join("server.key"));
+    let (ca_file, certificate_file, key_file) = (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"));
     for (path, text) in [(&ca_file, &ca), (&certificate_file, &certificate), (&key_file, &key)] {
         std::fs::write(path, text).expect("written");
     }
     let broker = TestBroker::start_tls(&certificate_file, &key_file).unwrap_or_else(|e| panic!("{e}"));
+    (broker, ca_file)
+}
+
+#[test]
+fn over_tls_and_a_wrong_authority_is_a_clear_error_not_a_hang() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (broker, ca_file) = tls_broker(dir.path());
     let mut settings = broker.settings();
     settings.properties.insert("security.protocol".into(), "ssl".into());
     settings.properties.insert("ssl.ca.location".into(), ca_file.display().to_string());
@@ -503,13 +509,7 @@ fn a_registry_out_of_reach_stops_the_run_and_the_local_schema_reads_on() {
 #[test]
 fn sasl_scram_over_tls_as_an_encrypted_cluster_is_configured_and_a_wrong_password_is_a_clear_error() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (ca, certificate, key) = https::test_certificate_files();
-    let (ca_file, certificate_file, key_file) =
-        (dir.path().join("ca.pem"), dir.path().join("server.pem"), dir.path().join("server.key"));
-    for (path, text) in [(&ca_file, &ca), (&certificate_file, &certificate), (&key_file, &key)] {
-        std::fs::write(path, text).expect("written");
-    }
-    let mut broker = TestBroker::start_tls(&certificate_file, &key_file).unwrap_or_else(|e| panic!("{e}"));
+    let (mut broker, ca_file) = tls_broker(dir.path());
     broker.require_scram_user("surveil", "correct horse").unwrap_or_else(|e| panic!("{e}"));
     // The configuration of docs/kafka.md's encrypted cluster: SASL SCRAM over TLS.
     let mut settings = broker.settings();

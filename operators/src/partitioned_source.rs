@@ -718,24 +718,11 @@ where
 mod tests {
     use super::*;
 
-    /// A partition that is never read: only its bookkeeping is under test.
-    struct Unread;
-    impl Partition for Unread {
-        type Record = u64;
-        type Side = ();
-        fn time(record: &u64) -> u64 {
-            *record
-        }
-        fn first_time(&mut self) -> Option<u64> {
-            None
-        }
-        fn read(&mut self, _: usize, _: &mut Vec<u64>, _: &mut Vec<()>) -> PartitionRead {
-            PartitionRead::Exhausted
-        }
-    }
+    use super::clock_tests::Hinted;
 
-    fn state(latest: Option<u64>, first: Option<u64>) -> PartitionState<Unread> {
-        PartitionState { partition: Unread, latest, first, finished: false, idle_since: None, wakes: false }
+    fn state(latest: Option<u64>, first: Option<u64>) -> PartitionState<Hinted> {
+        let partition = Hinted { clock: None, ready: None };
+        PartitionState { partition, latest, first, finished: false, idle_since: None, wakes: false }
     }
 
     const MS: Duration = Duration::from_millis(1);
@@ -840,10 +827,11 @@ mod clock_tests {
         }
     }
 
-    /// A partition that is never read, with given hints.
-    struct Hinted {
-        clock: Option<u64>,
-        ready: Option<Instant>,
+    /// A partition that is never read, with given hints: only the source's bookkeeping is
+    /// under test.
+    pub(super) struct Hinted {
+        pub(super) clock: Option<u64>,
+        pub(super) ready: Option<Instant>,
     }
     impl Partition for Hinted {
         type Record = u64;
