@@ -77,6 +77,47 @@ fn kafka_run(config: Config, workers: usize, out: &Path) -> RunSummary {
     run(RunOptions { workers, out_dir: out.into(), ..RunOptions::new(Vec::new(), config) }).expect("the Kafka run")
 }
 
+/// A live run (no end) on 2 workers, on a thread of its own, stopped on request.
+struct LiveRun {
+    stop: surveil::pipeline::Stop,
+    progress: std::sync::Arc<surveil::ingest::ReadProgress>,
+    running: std::thread::JoinHandle<Result<RunSummary, surveil::pipeline::RunError>>,
+}
+
+impl LiveRun {
+    fn start(kafka: &surveil::config::KafkaConfig, out: &Path) -> LiveRun {
+        let stop = surveil::pipeline::Stop::default();
+        let progress = std::sync::Arc::new(surveil::ingest::ReadProgress::default());
+        let config = Config { kafka: Some(kafka.clone()), ..Config::default() };
+        let (run_stop, run_progress, out) = (stop.clone(), progress.clone(), out.to_path_buf());
+        let running = std::thread::spawn(move || {
+            run(RunOptions {
+                workers: 2,
+                out_dir: out,
+                stop: Some(run_stop),
+                progress: Some(run_progress),
+                ..RunOptions::new(Vec::new(), config)
+            })
+        });
+        LiveRun { stop, progress, running }
+    }
+
+    /// Waits until the run has read `want` events (at most 90 s).
+    fn read(&self, want: u64) {
+        let started = Instant::now();
+        while self.progress.events().iter().sum::<u64>() < want {
+            assert!(started.elapsed() < Duration::from_secs(90), "read {:?} of {want}", self.progress.events());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Asks the run to stop and returns how it ended.
+    fn stop(self) -> Result<RunSummary, surveil::pipeline::RunError> {
+        self.stop.request("the test is done");
+        self.running.join().expect("the run's thread")
+    }
+}
+
 #[test]
 fn a_day_replayed_through_a_topic_gives_the_alerts_of_the_file() {
     let broker = broker();
@@ -197,37 +238,15 @@ fn a_live_run_waits_for_a_restarted_broker_and_loses_nothing() {
     let mut kafka = settings.clone();
     kafka.topic = Some("live".into());
     kafka.idle_timeout = Duration::from_millis(500);
-    let config = Config { kafka: Some(kafka), ..Config::default() };
     let out = tempfile::tempdir().expect("temp dir");
-    let stop = surveil::pipeline::Stop::default();
-    let progress = std::sync::Arc::new(surveil::ingest::ReadProgress::default());
-    let running = {
-        let (stop, progress, out) = (stop.clone(), progress.clone(), out.path().to_path_buf());
-        std::thread::spawn(move || {
-            run(RunOptions {
-                workers: 2,
-                out_dir: out,
-                stop: Some(stop),
-                progress: Some(progress),
-                ..RunOptions::new(Vec::new(), config)
-            })
-        })
-    };
-    let read = |want: u64| {
-        let started = Instant::now();
-        while progress.events().iter().sum::<u64>() < want {
-            assert!(started.elapsed() < Duration::from_secs(90), "read {:?} of {want}", progress.events());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
-    read(20);
+    let live = LiveRun::start(&kafka, out.path());
+    live.read(20);
 
     // The broker goes away and comes back on the same port and storage.
     broker.restart(Duration::from_secs(2)).expect("the broker again");
     send(&producer, 20, 40);
-    read(40);
-    stop.request("the test is done");
-    let summary = running.join().expect("the run's thread").expect("the live run");
+    live.read(40);
+    let summary = live.stop().expect("the live run");
     assert_eq!(summary.events, 40);
     assert_eq!(summary.written.alerts_by_rule.get("self_trade"), Some(&40), "{:?}", summary.written.alerts_by_rule);
     assert!(!summary.complete, "a live run stopped by request is interrupted");
@@ -666,38 +685,12 @@ fn an_ownership_change_published_during_a_live_run_links_accounts_from_then_on()
     kafka.topic = Some("live-events".into());
     kafka.idle_timeout = Duration::from_millis(500);
     kafka.reference.ownership = Some("live-ownership".into());
-    let start = |kafka: &surveil::config::KafkaConfig, out: &Path| {
-        let stop = surveil::pipeline::Stop::default();
-        let progress = std::sync::Arc::new(surveil::ingest::ReadProgress::default());
-        let config = Config { kafka: Some(kafka.clone()), ..Config::default() };
-        let running = {
-            let (stop, progress, out) = (stop.clone(), progress.clone(), out.to_path_buf());
-            std::thread::spawn(move || {
-                run(RunOptions {
-                    workers: 2,
-                    out_dir: out,
-                    stop: Some(stop),
-                    progress: Some(progress),
-                    ..RunOptions::new(Vec::new(), config)
-                })
-            })
-        };
-        (stop, progress, running)
-    };
-    let read = |progress: &surveil::ingest::ReadProgress, want: u64| {
-        let started = Instant::now();
-        while progress.events().iter().sum::<u64>() < want {
-            assert!(started.elapsed() < Duration::from_secs(60), "read {:?} of {want}", progress.events());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
-
     // A trade at 13:30, then the fund takes half of K1 and 30 % of K2 from 14:00, published
     // while the run follows the topics, then a trade at 14:30.
     let work = tempfile::tempdir().expect("temp dir");
-    let (stop, progress, running) = start(&kafka, &work.path().join("live"));
+    let live = LiveRun::start(&kafka, &work.path().join("live"));
     send("live-events", &trade("13:30:00"));
-    read(&progress, 1);
+    live.read(1);
     send(
         "live-ownership",
         "time,account,owner,share\n2024-03-04T14:00:00Z,K1,FUND,0.5\n2024-03-04T14:00:00Z,K2,FUND,0.3\n",
@@ -705,9 +698,8 @@ fn an_ownership_change_published_during_a_live_run_links_accounts_from_then_on()
     // The feed polls every millisecond; a second is plenty for the change to be taken.
     std::thread::sleep(Duration::from_secs(1));
     send("live-events", &trade("14:30:00"));
-    read(&progress, 2);
-    stop.request("the test is done");
-    let summary = running.join().expect("the run's thread").expect("the live run");
+    live.read(2);
+    let summary = live.stop().expect("the live run");
     assert_eq!(summary.events, 2);
     assert_eq!(summary.written.alerts_by_rule.get("self_trade"), Some(&1), "{:?}", summary.written.alerts_by_rule);
     let alert = &alerts(&work.path().join("live"))[0];
@@ -716,10 +708,10 @@ fn an_ownership_change_published_during_a_live_run_links_accounts_from_then_on()
     // A later run reads the change at its start; a bad change published while it runs stops
     // it, naming the message.
     kafka.group = "second".into();
-    let (_stop, progress, running) = start(&kafka, &work.path().join("second"));
-    read(&progress, 2);
+    let second = LiveRun::start(&kafka, &work.path().join("second"));
+    second.read(2);
     send("live-ownership", "time,account,owner,share\n2024-03-04T15:00:00Z,K2,FUND,lots\n");
-    let error = running.join().expect("the run's thread").expect_err("a bad ownership change");
+    let error = second.running.join().expect("the run's thread").expect_err("a bad ownership change");
     let message = error.to_string();
     assert!(message.contains("kafka:live-ownership/0@1") && message.contains("share \"lots\""), "{message}");
 }
