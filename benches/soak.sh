@@ -7,6 +7,10 @@
 # gives the resident set at a third of the run.
 #
 #   benches/soak.sh [DAYS]         # default 10 (20 M lines, about 1.9 GB plain)
+#
+# SOAK_EVENTS sets the size of the day (default 2000000); SOAK_PLAIN_TWO=1 runs only the plain
+# input on two workers. The day's own configuration (its reference data and session calendar)
+# is used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DAYS="${1:-10}"
@@ -15,9 +19,10 @@ mkdir -p "$WORK"
 cargo build --release --quiet
 BIN=target/release/surveil
 
-DAY="$WORK/day-2000000"
-[ -f "$DAY/events.csv" ] || "$BIN" generate --events 2000000 --out "$DAY"
-LONG="$WORK/soak-$DAYS.csv"
+EVENTS="${SOAK_EVENTS:-2000000}"
+DAY="$WORK/day-$EVENTS"
+[ -f "$DAY/events.csv" ] || "$BIN" generate --events "$EVENTS" --out "$DAY"
+LONG="$WORK/soak-$EVENTS-$DAYS.csv"
 if [ ! -f "$LONG" ]; then
     python3 - "$DAY/events.csv" "$LONG" "$DAYS" <<'PY'
 import sys
@@ -35,7 +40,14 @@ with open(target, 'wb') as out:
         out.write(b'\n'.join(str(int(l[:l.index(b',')]) + shift).encode() + l[l.index(b','):] for l in lines) + b'\n')
 PY
 fi
-[ -f "$LONG.gz" ] || gzip -1 -c "$LONG" > "$LONG.gz"
+inputs=("$LONG" "$LONG.gz")
+worker_counts=(1 2)
+if [ "${SOAK_PLAIN_TWO:-0}" = 1 ]; then
+    inputs=("$LONG")
+    worker_counts=(2)
+else
+    [ -f "$LONG.gz" ] || gzip -1 -c "$LONG" > "$LONG.gz"
+fi
 
 # Runs the job and samples VmRSS (kB) every 0.5 s into $1.
 sample() {
@@ -50,11 +62,11 @@ sample() {
 }
 
 printf '| input | workers | seconds | RSS at 10 %% (MB) | at 33 %% | at the end | end / 10 %% | end / 33 %% | peak (MB) |\n|---|---|---|---|---|---|---|---|---|\n'
-for input in "$LONG" "$LONG.gz"; do
-    for workers in 1 2; do
+for input in "${inputs[@]}"; do
+    for workers in "${worker_counts[@]}"; do
         samples="$WORK/soak-rss-$workers.txt"
         start=$(date +%s.%N)
-        sample "$samples" "$BIN" run -q --workers "$workers" --out "$WORK/soak-out" "$input"
+        sample "$samples" "$BIN" run -q --workers "$workers" --config "$DAY/surveil.toml" --out "$WORK/soak-out" "$input"
         end=$(date +%s.%N)
         peak=$(python3 -c "import json;print(json.load(open('$WORK/soak-out/summary.json'))['peak_rss_bytes']/1e6)")
         python3 - "$samples" "$input" "$workers" "$start" "$end" "$peak" <<'PY'

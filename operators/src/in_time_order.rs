@@ -166,10 +166,12 @@ impl<'scope, D: ExchangeData> ProcessInTimeOrder<'scope, D> for Stream<'scope, u
                     let complete = |time: u64| watermark.is_none_or(|w| time < w);
                     pending.take_complete(watermark, &mut ready);
 
-                    let mut records = ready.drain(..).peekable();
+                    // Looking at the next record in place: a peeked copy of each would move
+                    // every record once more.
+                    let mut records = ready.drain(..);
                     loop {
                         let timer = processor.next_timer().filter(|&t| complete(t));
-                        let record_time = records.peek().map(|r| r.0);
+                        let record_time = records.as_slice().first().map(|r| r.0);
                         match (timer, record_time) {
                             (Some(t), Some(r)) if t <= r => {
                                 processor.on_timer(t, &mut Emitter { now: t, buffer: &mut produced });

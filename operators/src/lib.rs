@@ -25,11 +25,14 @@
 //!   own event time.
 //! * [`ReleaseAt`]: records held until the watermark passes a time of their own, then released
 //!   together at that time (feeding a differential collection whose updates run ahead).
+//! * [`FoldAt`]: records folded into one accumulator per time of their own, handed on when the
+//!   watermark passes that time (a session's summary instead of all its records).
 //! * [`ForestScoring`]: per-group streaming scores from a seeded [`IsolationForest`] trained on a
 //!   reservoir sample and retrained on a schedule or on drift, with per-feature explanations.
 #![forbid(missing_docs)]
 
 pub mod feed_source;
+pub mod fold_at;
 pub mod forest_scoring;
 pub mod hashing;
 pub mod in_time_order;
@@ -51,6 +54,7 @@ pub mod suppress;
 pub mod windows;
 
 pub use feed_source::{Feed, feed_source};
+pub use fold_at::FoldAt;
 pub use forest_scoring::{DriftRule, ForestScore, ForestScorer, ForestScoring, ForestScoringOptions};
 pub use hashing::{KeyMap, KeySet};
 pub use in_time_order::{Emitter, ProcessInTimeOrder, TimeOrderedProcessor};

@@ -12,12 +12,9 @@
 //! sent at (a capability cannot go back); within the crate-wide contract (event time not
 //! earlier than the time sent), every record is released at exactly its own time.
 
-use std::collections::BTreeMap;
-
-use timely::container::CapacityContainerBuilder;
 use timely::dataflow::Stream;
-use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::{Capability, Operator};
+
+use crate::FoldAt;
 
 /// Extension trait: release records at a time of their own once the watermark has passed it.
 pub trait ReleaseAt<'scope, D> {
@@ -47,41 +44,15 @@ impl<'scope, D: Clone + 'static> ReleaseAt<'scope, D> for Stream<'scope, u64, Ve
     where
         F: Fn(&D) -> u64 + 'static,
     {
-        self.unary_frontier::<CapacityContainerBuilder<Vec<D>>, _, _, _>(Pipeline, name, move |_initial, _info| {
-            let mut held: BTreeMap<u64, (Capability<u64>, Vec<D>)> = BTreeMap::new();
-            move |(input, frontier), output| {
-                let port = output.output_index();
-                input.for_each_stamp(|cap, data| {
-                    // A message without a time makes no claim: its records go out with it.
-                    let Some(&sent) = cap.least() else {
-                        let mut session = output.session(&cap);
-                        for batch in data {
-                            session.give_container(batch);
-                        }
-                        return;
-                    };
-                    for batch in data {
-                        for record in batch.drain(..) {
-                            let time = at(&record).max(sent);
-                            held.entry(time).or_insert_with(|| (cap.delayed(&time, port), Vec::new())).1.push(record);
-                        }
-                    }
-                });
-                while let Some(entry) = held.first_entry() {
-                    if frontier.less_equal(entry.key()) {
-                        break;
-                    }
-                    let (cap, mut records) = entry.remove();
-                    output.session(&cap).give_container(&mut records);
-                }
-            }
-        })
+        // Holding is folding into a list: the records go out as they were held.
+        self.fold_at(name, at, |held: &mut Vec<D>, record| held.push(record), |held, out| *out = held)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
+    use timely::container::CapacityContainerBuilder;
     use timely::dataflow::InputHandle;
     use timely::dataflow::operators::capture::{Capture, Event as CaptureEvent};
     use timely::dataflow::operators::{Input, Probe};

@@ -52,9 +52,9 @@ impl QuoteStuffing {
 /// What one account did on an instrument lately.
 #[derive(Default)]
 struct Activity {
-    /// Its messages that changed the best bid (0) and the best offer (1), within the burst
-    /// window.
-    changes: [VecDeque<Event>; 2],
+    /// Times of its messages that changed the best bid (0) and the best offer (1), within the
+    /// burst window (the messages themselves are in `recent`).
+    changes: [VecDeque<Timestamp>; 2],
     /// Times of its messages within the message window.
     messages: VecDeque<Timestamp>,
     /// Its messages within the burst window, so that a burst's totals start where it did.
@@ -68,8 +68,8 @@ struct Recent {
     event: Event,
     new_order: bool,
     fishing: bool,
-    /// Sides of the book whose best level it changed.
-    changes: u8,
+    /// Sides of the book whose best level it changed: bit 0 the bid, bit 1 the offer.
+    sides: u8,
 }
 
 impl Activity {
@@ -85,7 +85,7 @@ impl Activity {
             self.recent.pop_front();
         }
         for changes in &mut self.changes {
-            while changes.front().is_some_and(|e| now.saturating_sub(e.time) >= window) {
+            while changes.front().is_some_and(|t| now.saturating_sub(*t) >= window) {
                 changes.pop_front();
             }
         }
@@ -112,7 +112,7 @@ struct Burst {
 impl Burst {
     fn count(&mut self, message: &Recent) {
         self.messages += 1;
-        self.changes += u64::from(message.changes);
+        self.changes += u64::from(message.sides.count_ones());
         self.new_orders += u64::from(message.new_order);
         self.fishing += u64::from(message.fishing);
     }
@@ -188,12 +188,13 @@ impl Detector for QuoteStuffing {
         }
         let (window, message_window) = (nanos_of(self.config.burst_window), nanos_of(self.config.message_window));
         let activity = state.accounts.entry(event.account).or_default();
-        let recent = Recent { event: *event, new_order, fishing, changes: u8::from(changed[0]) + u8::from(changed[1]) };
+        let recent =
+            Recent { event: *event, new_order, fishing, sides: u8::from(changed[0]) | u8::from(changed[1]) << 1 };
         activity.messages.push_back(now);
         activity.recent.push_back(recent);
         for (i, changes) in activity.changes.iter_mut().enumerate() {
             if changed[i] {
-                changes.push_back(*event);
+                changes.push_back(now);
             }
         }
         activity.forget_before(now, window, message_window);
@@ -207,11 +208,9 @@ impl Detector for QuoteStuffing {
         if breach && activity.burst.is_none() {
             // The burst's evidence starts with the changes that crossed the limit (a message
             // that changed both sides once), or its messages when the rate crossed it.
-            let mut evidence: Vec<Event> = if peak > self.config.max_book_changes as usize {
-                activity.changes.iter().flatten().copied().collect()
-            } else {
-                activity.recent.iter().map(|r| r.event).collect()
-            };
+            let by_changes = peak > self.config.max_book_changes as usize;
+            let mut evidence: Vec<Event> =
+                activity.recent.iter().filter(|r| !by_changes || r.sides != 0).map(|r| r.event).collect();
             evidence.sort_by_key(Event::order_key);
             evidence.dedup_by_key(|e| e.order_key());
             evidence.truncate(MAX_EVIDENCE);
@@ -246,7 +245,7 @@ impl Detector for QuoteStuffing {
             burst.peak_messages = burst.peak_messages.max(activity.messages.len());
             burst.count(&recent);
             let by_changes = burst.peak_changes > self.config.max_book_changes as usize;
-            let changes_shown = by_changes && recent.changes > 0;
+            let changes_shown = by_changes && recent.sides != 0;
             let messages_shown = !by_changes;
             if burst.evidence.len() < MAX_EVIDENCE
                 && (changes_shown || messages_shown)
