@@ -116,16 +116,16 @@ mod tests {
     use std::collections::BTreeMap;
 
     use proptest::prelude::*;
-    use timely::dataflow::InputHandle;
-    use timely::dataflow::operators::capture::{Capture, Event as CaptureEvent};
-    use timely::dataflow::operators::{Input, Probe};
 
     use super::*;
+    use crate::test_support::{Record, messages_in_rounds};
 
-    /// (sent, offset, value).
-    type Record = (u64, u64, u8);
     /// A time's fold: (time, sum of values, records).
     type Folded = (u64, u64, u64);
+
+    fn fold(acc: &mut Folded, r: Record) {
+        *acc = (r.0 + r.1, acc.1 + u64::from(r.2), acc.2 + 1);
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
@@ -133,46 +133,13 @@ mod tests {
         /// time, equal to a batch fold of the same records.
         #[test]
         fn each_time_folds_once_like_a_batch(records in prop::collection::vec((0u64..50, 0u64..40, any::<u8>()), 0..60)) {
-            let records2 = records.clone();
-            let out = timely::execute_directly(move |worker| {
-                let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<Record>>>::new();
-                let (probe, out) = worker.dataflow::<u64, _, _>(|scope| {
-                    let (probe, stream) = scope
-                        .input_from(&mut input)
-                        .fold_at(
-                            "Test",
-                            |r: &Record| r.0 + r.1,
-                            |acc: &mut Folded, r: Record| *acc = (r.0 + r.1, acc.1 + u64::from(r.2), acc.2 + 1),
-                            |acc, out| out.push(acc),
-                        )
-                        .probe();
-                    (probe, stream.capture())
-                });
-                for round in 0..50u64 {
-                    for r in records2.iter().filter(|r| r.0 == round) {
-                        input.send(*r);
-                    }
-                    input.advance_to(round + 1);
-                    worker.step();
-                }
-                drop(input);
-                while !probe.done() {
-                    worker.step();
-                }
-                out
+            let messages = messages_in_rounds(&records, |stream| {
+                stream.fold_at("Test", |r: &Record| r.0 + r.1, fold, |acc, out| out.push(acc))
             });
-            let messages: Vec<(u64, Vec<Folded>)> = out
-                .try_iter()
-                .filter_map(|event| match event {
-                    CaptureEvent::Messages(stamp, data) => Some((*stamp.expect_singleton(), data)),
-                    CaptureEvent::Progress(_) => None,
-                })
-                .collect();
             // The batch oracle: every record folded at its own time.
             let mut expected: BTreeMap<u64, Folded> = BTreeMap::new();
             for r in &records {
-                let acc = expected.entry(r.0 + r.1).or_default();
-                *acc = (r.0 + r.1, acc.1 + u64::from(r.2), acc.2 + 1);
+                fold(expected.entry(r.0 + r.1).or_default(), *r);
             }
             let mut seen: Vec<(u64, Folded)> =
                 messages.iter().flat_map(|(t, d)| d.iter().map(move |r| (*t, *r))).collect();

@@ -51,6 +51,8 @@ pub mod scorers;
 pub mod sequence;
 pub mod session_windows;
 pub mod suppress;
+#[cfg(test)]
+mod test_support;
 pub mod windows;
 
 pub use feed_source::{Feed, feed_source};

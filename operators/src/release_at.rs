@@ -52,15 +52,9 @@ impl<'scope, D: Clone + 'static> ReleaseAt<'scope, D> for Stream<'scope, u64, Ve
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
-    use timely::container::CapacityContainerBuilder;
-    use timely::dataflow::InputHandle;
-    use timely::dataflow::operators::capture::{Capture, Event as CaptureEvent};
-    use timely::dataflow::operators::{Input, Probe};
 
     use super::*;
-
-    /// (sent, offset, value).
-    type Record = (u64, u64, u8);
+    use crate::test_support::{Record, messages_in_rounds};
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
@@ -68,38 +62,11 @@ mod tests {
         /// all of a time's records in one message.
         #[test]
         fn every_record_once_at_its_time(records in prop::collection::vec((0u64..50, 0u64..40, any::<u8>()), 0..60)) {
-            let records2 = records.clone();
-            let out = timely::execute_directly(move |worker| {
-                let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<(u64, u64, u8)>>>::new();
-                let (probe, out) = worker.dataflow::<u64, _, _>(|scope| {
-                    let (probe, stream) = scope.input_from(&mut input).release_at("Test", |r| r.0 + r.1).probe();
-                    (probe, stream.capture())
-                });
-                // Record (sent, offset, value) is sent at `sent` and released at `sent + offset`.
-                for round in 0..50u64 {
-                    for r in records2.iter().filter(|r| r.0 == round) {
-                        input.send(*r);
-                    }
-                    input.advance_to(round + 1);
-                    worker.step();
-                }
-                drop(input);
-                while !probe.done() {
-                    worker.step();
-                }
-                out
-            });
-            let messages: Vec<(u64, Vec<Record>)> = out
-                .try_iter()
-                .filter_map(|event| match event {
-                    CaptureEvent::Messages(stamp, data) => Some((*stamp.expect_singleton(), data)),
-                    CaptureEvent::Progress(_) => None,
-                })
-                .collect();
-            let mut seen: Vec<(u64, (u64, u64, u8))> =
+            let messages = messages_in_rounds(&records, |stream| stream.release_at("Test", |r: &Record| r.0 + r.1));
+            let mut seen: Vec<(u64, Record)> =
                 messages.iter().flat_map(|(t, d)| d.iter().map(move |r| (*t, *r))).collect();
             seen.sort();
-            let mut expected: Vec<(u64, (u64, u64, u8))> = records.iter().map(|r| (r.0 + r.1, *r)).collect();
+            let mut expected: Vec<(u64, Record)> = records.iter().map(|r| (r.0 + r.1, *r)).collect();
             expected.sort();
             prop_assert_eq!(seen, expected);
             let mut times: Vec<u64> = messages.iter().filter(|(_, d)| !d.is_empty()).map(|(t, _)| *t).collect();
