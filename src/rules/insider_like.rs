@@ -74,7 +74,8 @@ enum Sessioned {
 /// the extremes in time; when an execution is at the extreme, so is every execution of the same
 /// account, instrument and side at the same or a better price, so an execution preceded by
 /// [`MAX_EVIDENCE`] of those can never be shown and is only counted. The state is bounded by the
-/// price levels traded and grows with the logarithm of the trades, not with their number.
+/// price levels traded (after each pruning at most [`MAX_EVIDENCE`] showable executions per
+/// price, since earlier ones at the same price hide later ones), not by the number of trades.
 #[derive(Default)]
 struct SessionTrades {
     last: u64,
