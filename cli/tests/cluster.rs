@@ -1,10 +1,11 @@
 //! Cluster mode with real processes on 127.0.0.1: the same outputs, byte for byte, on 1 process
 //! of 1 and 2 workers and on 2 processes of 1 and 2 workers; one writer; a lost process, a
-//! process running a different job and a process that never comes are clear errors, not hangs.
+//! process running a different job and a process that never comes are clear errors, not hangs;
+//! a stopped process holds back the other's reading (backpressure across processes).
 
 mod runs;
 
-use runs::{SAME_BYTES, start, stderr, summary, surveil, wait, without_wall_clock};
+use runs::{SAME_BYTES, scrape, start, stderr, summary, surveil, total, value, wait, without_wall_clock};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -118,6 +119,75 @@ fn a_lost_process_stops_the_other_with_its_name() {
     assert!(text.contains("process 1"), "the error names the lost process: {text}");
     assert!(killed_at.elapsed() < Duration::from_secs(30), "process 0 took {:?} to stop", killed_at.elapsed());
     assert!(!out.join("summary.json").exists(), "an incomplete cluster run committed its outputs");
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to `child`.
+fn signal(child: &std::process::Child, signal: &str) {
+    let status = std::process::Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status();
+    assert!(status.expect("kill").success(), "kill -{signal}");
+}
+
+/// What process 1's metrics say it has read, and holds in flight.
+fn reading(address: &str) -> Option<(f64, f64)> {
+    let text = scrape(address)?;
+    Some((total(&text, "surveil_events_read_total{"), value(&text, "surveil_records_in_flight ")?))
+}
+
+#[test]
+fn a_stopped_process_holds_back_the_others_reading() {
+    // Process 0 (which also holds the writer) is stopped, as a process on an overloaded machine
+    // or behind a stalled disk would be; process 1 must stop reading once `max_in_flight` of its
+    // records wait on process 0, not read its whole share into memory.
+    let (dir, day) = day(1_500_000);
+    const BOUND: f64 = 20_000.0;
+    let config = std::fs::read_to_string(day.join("surveil.toml")).expect("config");
+    std::fs::write(day.join("surveil.toml"), format!("{config}\n[ingest]\nmax_in_flight = {BOUND}\n")).expect("config");
+    let hosts = hostfile(dir.path(), "hosts");
+    let hosts = hosts.to_str().expect("path");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port();
+    let address = format!("127.0.0.1:{port}");
+    let out = dir.path().join("out");
+    let peer = start(&day, &dir.path().join("peer"), &["-n", "2", "-p", "1", "-h", hosts, "--metrics", &address]);
+    let first = start(&day, &out, &["-n", "2", "-p", "0", "-h", hosts]);
+    let reading_started = Instant::now();
+    // Stop it well into the run, with both processes reading and progress flowing.
+    while reading(&address).is_none_or(|(read, _)| read < 200_000.0) {
+        assert!(reading_started.elapsed() < Duration::from_secs(120), "process 1 never read 200,000 events");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(&first, "STOP");
+    // Process 1 reads on until its records in flight reach the bound, then waits.
+    let stopped = Instant::now();
+    let mut last = reading(&address).expect("process 1 answers");
+    let mut still_since = Instant::now();
+    while still_since.elapsed() < Duration::from_secs(2) {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(30),
+            "process 1 kept reading for 30 s while process 0 was stopped: {last:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        let now = reading(&address).expect("process 1 answers");
+        if now.0 != last.0 {
+            still_since = Instant::now();
+        }
+        last = now;
+    }
+    let (read, in_flight) = last;
+    signal(&first, "CONT");
+    // One read batch (256 records by default) may start just under the bound.
+    assert!(in_flight <= BOUND + 256.0, "{in_flight} records in flight, bound {BOUND}");
+    assert!(
+        in_flight >= BOUND / 2.0,
+        "process 1 stopped at {in_flight} in flight, well under the bound: not the bound"
+    );
+    let first = wait(first, WATCHDOG, "process 0 after it was continued");
+    let peer = wait(peer, WATCHDOG, "process 1 after process 0 was continued");
+    assert!(first.status.success(), "process 0: {}", stderr(&first));
+    assert!(peer.status.success(), "process 1: {}", stderr(&peer));
+    let summary = summary(&out);
+    assert_eq!(summary["complete"], true, "{summary}");
+    let events = summary["events"].as_f64().expect("events");
+    assert!(read < events / 2.0, "process 1 had read {read} of the {events} events when it stopped");
 }
 
 #[test]

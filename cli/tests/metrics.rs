@@ -1,28 +1,12 @@
 //! `surveil run --metrics`: the Prometheus endpoint answers while the run lasts, with what the
 //! run has read, refused and alerted, its watermark and its operators' time.
 
-use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+mod runs;
+
+use runs::{scrape, surveil, value};
+
+use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-fn surveil() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_surveil"))
-}
-
-/// `GET /metrics` from `address`, or `None` while nothing answers there.
-fn scrape(address: &str) -> Option<String> {
-    let mut stream = std::net::TcpStream::connect(address).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    answer.starts_with("HTTP/1.1 200").then_some(answer)
-}
-
-/// The value of the first series whose line starts with `prefix`.
-fn value(text: &str, prefix: &str) -> Option<f64> {
-    text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
-}
 
 #[test]
 fn metrics_are_served_during_a_run() {
