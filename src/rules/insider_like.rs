@@ -28,25 +28,25 @@
 //! time (less, as prices gather mid-range); the default threshold (0.25 with a 5 % band) asks
 //! for five times that, with 95 % confidence.
 //!
-//! Built on differential dataflow: executions are a collection over event time whose updates
-//! all land on the session's last nanosecond (and are retracted one nanosecond later, so state
-//! is released when the session is over), the extremes are a `reduce` per (session,
-//! instrument), the judgement a `join` and a `reduce` per (session, account), and the ranking a
-//! `reduce` per session. The alerts come out once the watermark passes the session's end, the
-//! same on any number of workers.
-//!
-//! Until its session ends, a trade is folded into the session's summary as it arrives: each
+//! A session's trades never change once it is over, so the rule needs no differential
+//! collections (whose arranged batches would hold each session's updates, and their
+//! retractions, long after it ends): three folds, each handing its result on once the watermark
+//! passes the session's last nanosecond, the same on any number of workers. Every trade of an
+//! instrument goes to one worker, which folds it into the session's summary as it arrives: each
 //! instrument's low and high, per account, instrument and side a count per price, and only the
 //! executions the evidence could still show (an execution preceded by `MAX_EVIDENCE` others of
 //! the same account, instrument and side at the same or a better price never can). Memory is
-//! bounded by the price levels a session trades, not by its number of trades.
+//! bounded by the price levels a session trades, not by its number of trades. At the session's
+//! end each worker judges its instruments' executions and sends each account's part of the
+//! record to the worker of that account, which adds the parts up and keeps the accounts that
+//! clear the thresholds; one worker per session ranks them and writes the alerts.
 
 use std::collections::BTreeMap;
 
-use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
-use surveil_operators::{FoldAt, KeyMap};
+use surveil_operators::{FoldAt, KeyMap, route};
 use timely::dataflow::Stream;
+use timely::dataflow::operators::Exchange;
 use timely::dataflow::operators::vec::Map;
 
 use super::executions::Execution;
@@ -58,21 +58,12 @@ use crate::model::{Alert, Body, Event, Severity, Side, Symbol};
 /// At most this many executions at the extreme go into an alert as evidence.
 pub const MAX_EVIDENCE: usize = 20;
 
-/// What the rule hands to its collections of a session's trades.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-enum Sessioned {
-    /// The session's low or high trade price of an instrument, named parties or not.
-    Price(Symbol, i64),
-    /// A named party's execution; `false` stands for executions of the same account, instrument,
-    /// side and price that the evidence cannot show (counted by the update's weight).
-    Execution(Execution, bool),
-}
-
-/// A session's trades, folded as they arrive. The rule needs of them each instrument's range,
-/// per account, instrument and side how many executions sit at each price, and the executions
-/// the evidence could show. The alert shows an account's first [`MAX_EVIDENCE`] executions at
-/// the extremes in time; when an execution is at the extreme, so is every execution of the same
-/// account, instrument and side at the same or a better price, so an execution preceded by
+/// A session's trades on one worker (every trade of an instrument comes to the same worker),
+/// folded as they arrive. The rule needs of them each instrument's range, per account,
+/// instrument and side how many executions sit at each price, and the executions the evidence
+/// could show. The alert shows an account's first [`MAX_EVIDENCE`] executions at the extremes
+/// in time; when an execution is at the extreme, so is every execution of the same account,
+/// instrument and side at the same or a better price, so an execution preceded by
 /// [`MAX_EVIDENCE`] of those can never be shown and is only counted. The state is bounded by the
 /// price levels traded (after each pruning at most [`MAX_EVIDENCE`] showable executions per
 /// price, since earlier ones at the same price hide later ones), not by the number of trades.
@@ -106,36 +97,34 @@ impl SessionTrades {
         }
     }
 
-    /// The session's updates with their weights: each range's ends, each showable execution,
-    /// and for each price level one stand-in for the executions that cannot be shown.
-    fn finish(self, out: &mut Vec<((u64, Sessioned), isize)>) {
-        let last = self.last;
-        let weight = |times: u64| isize::try_from(times).unwrap_or(isize::MAX);
-        for (instrument, (low, high)) in self.ranges {
-            out.push(((last, Sessioned::Price(instrument, low)), 1));
-            out.push(((last, Sessioned::Price(instrument, high)), 1));
-        }
+    /// Each account's record over the instruments folded here, judged against their ranges:
+    /// `(session's last nanosecond, account, record)`. An instrument that traded at one price
+    /// has no extremes: its executions neither count nor sit at an extreme.
+    fn records(self, band: f64, out: &mut Vec<(u64, Symbol, Record)>) {
+        let mut accounts: BTreeMap<Symbol, Record> = BTreeMap::new();
         for ((account, instrument, side), executions) in self.books {
-            let mut hidden = executions.levels;
-            for &(execution, times) in &executions.showable {
-                if let Some(count) = hidden.get_mut(&execution.price) {
-                    *count = count.saturating_sub(times);
+            let record = accounts.entry(account).or_default();
+            let Some(&(low, high)) = self.ranges.get(&instrument) else { continue };
+            if high <= low {
+                continue;
+            }
+            let range = (high - low) as f64;
+            let at_extreme = |price: i64| match side {
+                Side::Buy => ((price - low) as f64) <= band * range,
+                Side::Sell => ((high - price) as f64) <= band * range,
+            };
+            for (&price, &count) in &executions.levels {
+                record.counted += count;
+                if at_extreme(price) {
+                    record.at_extreme += count;
                 }
-                out.push(((last, Sessioned::Execution(execution, true)), weight(times)));
             }
-            for (price, count) in hidden.into_iter().filter(|(_, count)| *count > 0) {
-                let stand_in = Execution {
-                    time: last,
-                    origin: 0,
-                    instrument,
-                    account,
-                    counterparty: Symbol::NONE,
-                    side,
-                    price,
-                    quantity: 0,
-                };
-                out.push(((last, Sessioned::Execution(stand_in, false)), weight(count)));
-            }
+            let shown = executions.showable.iter().filter(|(x, _)| at_extreme(x.price));
+            record.evidence.extend(shown.map(|(x, _)| *x));
+        }
+        for (account, mut record) in accounts {
+            record.keep_first_evidence();
+            out.push((self.last, account, record));
         }
     }
 }
@@ -179,19 +168,43 @@ fn hides(earlier: &Execution, later: &Execution) -> bool {
     better && (earlier.time, earlier.origin, *earlier) < (later.time, later.origin, *later)
 }
 
-/// An execution judged against its session's range: whether it counts (the instrument's range
-/// is not empty), whether it is at the extreme, whether the evidence may show it, and itself.
-type Judged = (bool, bool, bool, Execution);
-
-/// An account's place in its session: (rank, flagged accounts, account, record).
-type Ranked = (u64, u64, Symbol, Record);
-
-/// An account's record in one session.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// An account's record in one session, or in the part of it one worker saw.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Record {
     at_extreme: u64,
     counted: u64,
+    /// Executions at the extremes, the first [`MAX_EVIDENCE`] in time once kept.
     evidence: Vec<Execution>,
+}
+
+impl Record {
+    fn merge(&mut self, other: Record) {
+        self.at_extreme += other.at_extreme;
+        self.counted += other.counted;
+        self.evidence.extend(other.evidence);
+    }
+
+    /// The first executions in time are the evidence; the first of a whole session are among
+    /// the first of each of its parts, so a part keeps only its own first.
+    fn keep_first_evidence(&mut self) {
+        self.evidence.sort_by_key(|x| (x.time, x.origin, *x));
+        self.evidence.dedup();
+        self.evidence.truncate(MAX_EVIDENCE);
+    }
+}
+
+/// A session's records, gathered on one worker: its last nanosecond and a record per account.
+#[derive(Default)]
+struct SessionRecords {
+    last: u64,
+    accounts: BTreeMap<Symbol, Record>,
+}
+
+impl SessionRecords {
+    fn add(&mut self, (last, account, record): (u64, Symbol, Record)) {
+        self.last = self.last.max(last);
+        self.accounts.entry(account).or_default().merge(record);
+    }
 }
 
 /// The lower bound of the Wilson score interval for `k` successes in `n` trials at `z`.
@@ -253,117 +266,83 @@ pub trait InsiderLikeExt<'scope> {
 impl<'scope> InsiderLikeExt<'scope> for Stream<'scope, u64, Vec<Event>> {
     fn insider_like(self, config: &InsiderLikeConfig, calendar: SessionCalendar) -> Stream<'scope, u64, Vec<Alert>> {
         let InsiderLikeConfig { band, min_trades, min_lower_bound, confidence_z, .. } = *config;
-        // Every trade's price and its named parties' executions, folded per session as they
-        // arrive (see `SessionTrades`), handed over at the session's last nanosecond and
-        // retracted at its end.
-        let updates: VecCollection<'scope, u64, (u64, Sessioned), isize> = self
+        let bound = move |record: &Record| wilson_lower_bound(record.at_extreme, record.counted, confidence_z);
+        // 1. Every trade of an instrument on one worker, folded per session as it arrives
+        //    (`SessionTrades`); at the session's end, each account's record over the worker's
+        //    instruments.
+        let parts = self
             .flat_map(move |event: Event| {
                 let Body::Trade { .. } = event.body else { return None };
                 let (_, end) = calendar.session_of(event.time);
                 Some((end.saturating_sub(1).max(event.time), event))
             })
+            .exchange(|(_, event): &(u64, Event)| route(&event.instrument))
             .fold_at(
                 "SessionTrades",
                 |(last, _): &(u64, Event)| *last,
                 |session: &mut SessionTrades, (last, event)| session.add(last, &event),
-                SessionTrades::finish,
-            )
-            .flat_map(|((last, u), diff): ((u64, Sessioned), isize)| {
-                [((last, u.clone()), last, diff), ((last, u), last + 1, -diff)]
-            })
-            .as_collection();
-        let executions = updates.clone().flat_map(|(session, u)| match u {
-            Sessioned::Execution(x, shown) => Some((session, (x, shown))),
-            Sessioned::Price(..) => None,
-        });
-        let prices = updates.flat_map(|(session, u)| match u {
-            Sessioned::Price(instrument, price) => Some(((session, instrument), price)),
-            Sessioned::Execution(..) => None,
-        });
-        let extremes = prices.reduce(|_, prices: &[(&i64, isize)], out: &mut Vec<((i64, i64), isize)>| {
-            if let (Some(low), Some(high)) = (prices.first(), prices.last()) {
-                out.push(((*low.0, *high.0), 1));
-            }
-        });
-        let judged = executions.map(|(session, x)| ((session, x.0.instrument), x)).join_map(
-            extremes,
-            move |&(session, _), &(x, shown), &(low, high)| {
-                let range = (high - low) as f64;
-                let at_extreme = range > 0.0
-                    && match x.side {
-                        Side::Buy => ((x.price - low) as f64) <= band * range,
-                        Side::Sell => ((high - x.price) as f64) <= band * range,
-                    };
-                ((session, x.account), (range > 0.0, at_extreme, shown, x))
-            },
-        );
-        let records = judged.reduce(move |_, executions: &[(&Judged, isize)], out: &mut Vec<(Record, isize)>| {
-            let mut record = Record { at_extreme: 0, counted: 0, evidence: Vec::new() };
-            for ((counts, at_extreme, shown, execution), times) in executions {
-                let times = u64::try_from(*times).unwrap_or(0);
-                if *counts {
-                    record.counted += times;
-                }
-                if *at_extreme {
-                    record.at_extreme += times;
-                    if *shown {
-                        record.evidence.push(*execution);
+                move |session, out| session.records(band, out),
+            );
+        // 2. Each account's parts on one worker: its whole record, kept when it clears the
+        //    thresholds.
+        let flagged = parts.exchange(|(_, account, _): &(u64, Symbol, Record)| route(account)).fold_at(
+            "AccountRecords",
+            |(last, _, _): &(u64, Symbol, Record)| *last,
+            SessionRecords::add,
+            move |session: SessionRecords, out: &mut Vec<(u64, Symbol, Record)>| {
+                for (account, mut record) in session.accounts {
+                    if record.counted >= min_trades && bound(&record) >= min_lower_bound {
+                        record.keep_first_evidence();
+                        out.push((session.last, account, record));
                     }
                 }
-            }
-            if record.counted >= min_trades
-                && wilson_lower_bound(record.at_extreme, record.counted, confidence_z) >= min_lower_bound
-            {
-                record.evidence.sort_by_key(|x| (x.time, x.origin));
-                record.evidence.truncate(MAX_EVIDENCE);
-                out.push((record, 1));
-            }
-        });
-        let ranked = records.map(|((session, account), record)| (session, (account, record))).reduce(
-            move |_, accounts: &[(&(Symbol, Record), isize)], out: &mut Vec<(Ranked, isize)>| {
-                let mut all: Vec<(f64, &(Symbol, Record))> = accounts
-                    .iter()
-                    .map(|(a, _)| (wilson_lower_bound(a.1.at_extreme, a.1.counted, confidence_z), *a))
-                    .collect();
-                all.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.0.cmp(&y.1.0)));
+            },
+        );
+        // 3. A session's flagged accounts on one worker, ranked.
+        let ranked = flagged.exchange(|(last, _, _): &(u64, Symbol, Record)| route(last)).fold_at(
+            "RankAccounts",
+            |(last, _, _): &(u64, Symbol, Record)| *last,
+            SessionRecords::add,
+            move |session: SessionRecords, out: &mut Vec<(u64, u64, u64, Symbol, Record)>| {
+                let mut all: Vec<(f64, Symbol, Record)> =
+                    session.accounts.into_iter().map(|(account, record)| (bound(&record), account, record)).collect();
+                all.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
                 let of = all.len() as u64;
-                for (rank, (_, (account, record))) in all.into_iter().enumerate() {
-                    out.push(((rank as u64 + 1, of, *account, record.clone()), 1));
+                for (rank, (_, account, record)) in all.into_iter().enumerate() {
+                    out.push((session.last, rank as u64 + 1, of, account, record));
                 }
             },
         );
-        ranked.inner.flat_map(move |((session, (rank, of, account, record)), _, diff)| {
-            (diff > 0).then(|| {
-                let lower = wilson_lower_bound(record.at_extreme, record.counted, confidence_z);
-                let share = record.at_extreme as f64 / record.counted as f64;
-                // How far the bound clears the threshold, scored as every limit is.
-                let excess = if min_lower_bound > 0.0 { lower / min_lower_bound } else { f64::INFINITY };
-                let mut alert = Alert::builder(rules::INSIDER_LIKE, session);
-                alert
-                    .account(account)
-                    .severity(Severity::from_excess(excess))
-                    .score(score_from_excess(excess))
-                    .explain(format!(
-                        "{} of {} trades at the session's price extremes (buys within {:.0}% of the range above \
+        ranked.map(move |(session, rank, of, account, record)| {
+            let lower = wilson_lower_bound(record.at_extreme, record.counted, confidence_z);
+            let share = record.at_extreme as f64 / record.counted as f64;
+            // How far the bound clears the threshold, scored as every limit is.
+            let excess = if min_lower_bound > 0.0 { lower / min_lower_bound } else { f64::INFINITY };
+            let mut alert = Alert::builder(rules::INSIDER_LIKE, session);
+            alert
+                .account(account)
+                .severity(Severity::from_excess(excess))
+                .score(score_from_excess(excess))
+                .explain(format!(
+                    "{} of {} trades at the session's price extremes (buys within {:.0}% of the range above \
                          the low, sells within {:.0}% below the high): at least {:.0}% by the Wilson bound at \
                          z = {confidence_z}; rank {rank} of {of} flagged accounts",
-                        record.at_extreme,
-                        record.counted,
-                        band * 100.0,
-                        band * 100.0,
-                        lower * 100.0,
-                    ))
-                    .param("trades", record.counted)
-                    .param("at_extremes", record.at_extreme)
-                    .param("share", share)
-                    .param("lower_bound", lower)
-                    .param("rank", rank)
-                    .param("band", band);
-                for execution in &record.evidence {
-                    alert.evidence(&execution.evidence());
-                }
-                alert.build()
-            })
+                    record.at_extreme,
+                    record.counted,
+                    band * 100.0,
+                    band * 100.0,
+                    lower * 100.0,
+                ))
+                .param("trades", record.counted)
+                .param("at_extremes", record.at_extreme)
+                .param("share", share)
+                .param("lower_bound", lower)
+                .param("rank", rank)
+                .param("band", band);
+            for execution in &record.evidence {
+                alert.evidence(&execution.evidence());
+            }
+            alert.build()
         })
     }
 }
@@ -381,79 +360,68 @@ mod tests {
         assert!(wilson_lower_bound(0, 100, z) == 0.0);
     }
 
-    /// A session folded in any order keeps its range, every execution's weight, and the
-    /// executions the evidence could show.
+    /// A session folded in any order keeps its range, every execution's count, and the
+    /// executions the evidence could show; its records judge them against the range.
     #[test]
     fn a_folded_session_keeps_counts_ranges_and_what_the_evidence_can_show() {
         use crate::testing::trade_at_price;
-        let mut trades: Vec<Event> = (0..50u64)
+        let trades: Vec<Event> = (0..50u64)
             .map(|i| {
                 let price = if i % 2 == 0 { "10.00" } else { "11.00" };
                 trade_at_price(1_000 + i, "ACME", "BUYER", &format!("S{}", i % 3), price)
             })
             .collect();
-        trades.reverse();
+        let fold = |trades: &mut dyn Iterator<Item = &Event>| {
+            let mut session = SessionTrades::default();
+            for trade in trades {
+                session.add(5_000, trade);
+            }
+            session
+        };
+        let (buyer, acme) = (Symbol::of(b"BUYER"), Symbol::of(b"ACME"));
+        for backwards in [true, false] {
+            let session = if backwards { fold(&mut trades.iter().rev()) } else { fold(&mut trades.iter()) };
+            let (low, high) = session.ranges.get(&acme).copied().expect("range");
+            assert!(low < high);
+            // In time order, a buy preceded by 20 buys at its price or a better one is only
+            // counted: at 10.00 the 20 first are kept, at 11.00 the 10 before the 20th buy.
+            if !backwards {
+                let buys = session.books.get(&(buyer, acme, Side::Buy)).expect("buys");
+                let kept = |price: i64| buys.showable.iter().filter(|(x, _)| x.price == price).count();
+                assert_eq!((kept(low), kept(high)), (MAX_EVIDENCE, MAX_EVIDENCE / 2));
+            }
+            let mut records = Vec::new();
+            session.records(0.05, &mut records);
+            assert!(records.iter().all(|(last, _, _)| *last == 5_000));
+            let record = |account: &[u8]| {
+                let account = Symbol::of(account);
+                records.iter().find(|(_, a, _)| *a == account).map(|(_, _, r)| r.clone()).expect("record")
+            };
+            // Every buy counts, those at the low are at the extreme, and the evidence is the
+            // first 20 of those in time, whatever the order of arrival.
+            let bought = record(b"BUYER");
+            assert_eq!((bought.counted, bought.at_extreme), (50, 25));
+            let first: Vec<u64> = (0..50u64).filter(|i| i % 2 == 0).map(|i| 1_000 + i).take(MAX_EVIDENCE).collect();
+            assert_eq!(bought.evidence.iter().map(|x| x.time).collect::<Vec<_>>(), first);
+            // The sellers sold at the high half the time.
+            let sold: Vec<(u64, u64)> =
+                [&b"S0"[..], b"S1", b"S2"].iter().map(|s| record(s)).map(|r| (r.counted, r.at_extreme)).collect();
+            assert_eq!(sold.iter().map(|r| r.0).sum::<u64>(), 50);
+            assert_eq!(sold.iter().map(|r| r.1).sum::<u64>(), 25);
+        }
+    }
+
+    /// An instrument that traded at one price has no extremes: its executions do not count.
+    #[test]
+    fn an_instrument_at_one_price_counts_nothing() {
+        use crate::testing::trade_at_price;
         let mut session = SessionTrades::default();
-        for trade in &trades {
-            session.add(5_000, trade);
+        for i in 0..5 {
+            session.add(5_000, &trade_at_price(1_000 + i, "FLAT", "BUYER", "SELLER", "10.00"));
         }
-        let mut out = Vec::new();
-        session.finish(&mut out);
-        assert!(out.iter().all(|((last, _), _)| *last == 5_000));
-        let mut prices: Vec<i64> = out
-            .iter()
-            .filter_map(|((_, u), _)| match u {
-                Sessioned::Price(_, p) => Some(*p),
-                Sessioned::Execution(..) => None,
-            })
-            .collect();
-        prices.sort();
-        assert_eq!(prices.len(), 2);
-        assert!(prices[0] < prices[1]);
-        // Every execution weighs in once: 50 buys and 50 sells.
-        let weight = |side: Side| -> isize {
-            out.iter()
-                .filter_map(|((_, u), w)| match u {
-                    Sessioned::Execution(x, _) if x.side == side => Some(*w),
-                    _ => None,
-                })
-                .sum()
-        };
-        assert_eq!((weight(Side::Buy), weight(Side::Sell)), (50, 50));
-        // The buyer's executions at 10.00 (25, the better price) keep at least their 20
-        // earliest showable, whatever the order of arrival; the rest are counted at that price.
-        let low = prices[0];
-        let at_low = |shown: bool| -> Vec<(u64, isize)> {
-            out.iter()
-                .filter_map(|((_, u), w)| match u {
-                    Sessioned::Execution(x, s) if *s == shown && x.side == Side::Buy && x.price == low => {
-                        Some((x.time, *w))
-                    }
-                    _ => None,
-                })
-                .collect()
-        };
-        let shown: Vec<u64> = at_low(true).into_iter().map(|(t, _)| t).collect();
-        let earliest: Vec<u64> = (0..50u64).filter(|i| i % 2 == 0).map(|i| 1_000 + i).take(MAX_EVIDENCE).collect();
-        assert!(earliest.iter().all(|t| shown.contains(t)), "{shown:?}");
-        let weights: isize = at_low(true).iter().chain(&at_low(false)).map(|(_, w)| w).sum();
-        assert_eq!(weights, 25);
-        // In time order, a buy preceded by 20 buys at its price or a better one is only counted:
-        // at 10.00 the 20 first, at 11.00 the 10 before the 20th buy of the session.
-        let mut in_order = SessionTrades::default();
-        for trade in trades.iter().rev() {
-            in_order.add(5_000, trade);
-        }
-        let mut out = Vec::new();
-        in_order.finish(&mut out);
-        let kept = |price_is_low: bool| {
-            out.iter()
-                .filter(|((_, u), _)| {
-                    matches!(u, Sessioned::Execution(x, true) if x.side == Side::Buy && (x.price == low) == price_is_low)
-                })
-                .count()
-        };
-        assert_eq!(kept(true), MAX_EVIDENCE);
-        assert_eq!(kept(false), MAX_EVIDENCE / 2);
+        let mut records = Vec::new();
+        session.records(0.05, &mut records);
+        assert_eq!(records.len(), 2);
+        assert!(records.iter().all(|(_, _, r)| *r == Record::default()), "{records:?}");
     }
 }
