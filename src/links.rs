@@ -189,11 +189,11 @@ impl<'scope> LinkAccounts<'scope> for Stream<'scope, u64, Vec<Event>> {
         self,
         groups: VecCollection<'scope, u64, (Symbol, Symbol), isize>,
     ) -> Stream<'scope, u64, Vec<Event>> {
-        self.lookup_as_of(
+        self.update_as_of(
             "LinkAccounts",
             groups,
             |event: &Event| event.time,
-            |mut event, as_of| {
+            |event, as_of| {
                 if let Body::Trade { buyer, seller, linked, .. } = &mut event.body {
                     let group = |account: Symbol| {
                         if account.is_none() { None } else { as_of.first(&account).copied() }
@@ -205,7 +205,6 @@ impl<'scope> LinkAccounts<'scope> for Stream<'scope, u64, Vec<Event>> {
                         (b, s) => Some(b.is_some() && b == s),
                     };
                 }
-                event
             },
         )
     }

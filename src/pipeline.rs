@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::Serialize;
-use surveil_operators::{LastTime, Partition, SourceOptions, SourceOutputs, partitioned_source};
+use surveil_operators::{LastTime, Partition, SourceOptions, SourceOutputs, Tap, partitioned_source};
 use timely::dataflow::operators::core::OkErr;
 
 use crate::anomaly::{AnomaliesExt, AnomalyModel, ModelError};
@@ -32,7 +32,7 @@ use timely::dataflow::{ProbeHandle, Scope, Stream};
 use crate::config::Config;
 use crate::ingest::{InputError, InputSpec, LinePartition, ReadProgress, plan_partitions};
 use crate::model::Report;
-use crate::model::{Alert, CaseAction, Event, EventKind};
+use crate::model::{Alert, Body, CaseAction, Event, EventKind};
 use crate::output::{OutputFolder, Renderer, ReportWriter, WrittenCounts};
 use crate::reference::{ReferenceData, ReferenceError};
 
@@ -463,7 +463,14 @@ fn default_detection_with<'scope>(
         }
         None => (events, None),
     };
-    let mut extra_alerts: Vec<_> = stream_rules.alerts(events.clone(), groups, reference);
+    // The stream rules read trade prints only: one copy of the trades serves them all, and
+    // the event stream goes on uncopied.
+    let (events, mut extra_alerts) = if stream_rules.is_empty() {
+        (events, Vec::new())
+    } else {
+        let tapped = events.tap("Trades", |e: &Event| matches!(e.body, Body::Trade { .. }));
+        (tapped.records, stream_rules.alerts(tapped.selected, groups))
+    };
     extra_alerts.extend(extra_rules.iter().map(|rule| rule(events.clone())));
     let rules = if features.is_active() {
         rules.with(FeatureRecorder::new(features.window_ns, reference.clone()))

@@ -27,6 +27,8 @@
 //!   together at that time (feeding a differential collection whose updates run ahead).
 //! * [`FoldAt`]: records folded into one accumulator per time of their own, handed on when the
 //!   watermark passes that time (a session's summary instead of all its records).
+//! * [`Tap`]: the few records a side branch needs copied out of a stream that passes on
+//!   uncopied.
 //! * [`ForestScoring`]: per-group streaming scores from a seeded [`IsolationForest`] trained on a
 //!   reservoir sample and retrained on a schedule or on drift, with per-feature explanations.
 #![forbid(missing_docs)]
@@ -51,6 +53,7 @@ pub mod scorers;
 pub mod sequence;
 pub mod session_windows;
 pub mod suppress;
+pub mod tap;
 #[cfg(test)]
 mod test_support;
 pub mod windows;
@@ -76,6 +79,7 @@ pub use scorers::{Ensemble, EnsembleOptions, EwmaZ, RobustZ, Scored, Scorer, Sli
 pub use sequence::{Match, MatchSequence, Pattern, SequenceOutputs};
 pub use session_windows::{Session, SessionAccumulator, SessionOutputs, SessionWindows};
 pub use suppress::{Suppress, SuppressOutputs, Suppressed};
+pub use tap::{Tap, TapOutputs};
 pub use windows::{
     Accumulator, Count, EventTimeWindows, First, IntegerMoments, Last, Max, Mean, Min, Number, Stats, StatsValue, Sum,
     TieBreak, Variance, VarianceValue, Vwap, VwapValue, Welford, WindowChange, WindowOptions, WindowStreams,

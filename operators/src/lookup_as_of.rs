@@ -173,6 +173,102 @@ pub trait LookupAsOf<'scope, D> {
         O: Clone + 'static,
         TF: Fn(&D) -> u64 + 'static,
         L: FnMut(D, &AsOf<'_, K, V>) -> O + 'static;
+
+    /// [`LookupAsOf::lookup_as_of`] for logic that updates each record in place (enrichment):
+    /// a message whose records can all be answered at once (a reference loaded up front, or
+    /// one whose frontier runs ahead) passes on in its own container, not copied record by
+    /// record. The answers are the same.
+    ///
+    /// # Examples
+    /// ```
+    /// use differential_dataflow::AsCollection;
+    /// use surveil_operators::LookupAsOf;
+    /// use timely::dataflow::operators::capture::{Capture, Extract};
+    /// use timely::dataflow::operators::ToStream;
+    ///
+    /// let out = timely::example(|scope| {
+    ///     let groups = vec![((7u32, 1u32), 0u64, 1isize), ((7, 1), 100, -1), ((7, 2), 100, 1)]
+    ///         .to_stream(scope)
+    ///         .as_collection();
+    ///     // (event time, account, its group)
+    ///     let trades = vec![(50u64, 7u32, None), (150, 7, None), (60, 8, None)].to_stream(scope);
+    ///     trades
+    ///         .update_as_of("Groups", groups, |t| t.0, |t, as_of| t.2 = as_of.first(&t.1).copied())
+    ///         .capture()
+    /// });
+    /// let mut seen: Vec<_> = out.extract().into_iter().flat_map(|(_, d)| d).collect();
+    /// seen.sort();
+    /// assert_eq!(seen, vec![(50, 7, Some(1)), (60, 8, None), (150, 7, Some(2))]);
+    /// ```
+    fn update_as_of<K, V, TF, L>(
+        self,
+        name: &str,
+        reference: VecCollection<'scope, u64, (K, V), isize>,
+        time: TF,
+        logic: L,
+    ) -> Stream<'scope, u64, Vec<D>>
+    where
+        K: ExchangeData + Hash,
+        V: ExchangeData,
+        TF: Fn(&D) -> u64 + 'static,
+        L: FnMut(&mut D, &AsOf<'_, K, V>) + 'static;
+}
+
+/// How the operator answers records: one at a time into new records, or (when the records are
+/// their own answers) a whole message in place.
+trait Answer<D, K, V> {
+    type Out: Clone + 'static;
+    /// The answer to one record.
+    fn one(&mut self, record: D, as_of: &AsOf<'_, K, V>) -> Self::Out;
+    /// Answers every record of `batch` in place and hands it back as the output, when this
+    /// kind of answer can (the caller has checked that every record can be answered now).
+    fn whole<'b>(
+        &mut self,
+        batch: &'b mut Vec<D>,
+        histories: &KeyMap<K, History<V>>,
+        time: &dyn Fn(&D) -> u64,
+    ) -> Option<&'b mut Vec<Self::Out>>;
+}
+
+/// Records mapped to answers of another type.
+struct Mapped<L>(L);
+
+impl<D, K, V, O: Clone + 'static, L: FnMut(D, &AsOf<'_, K, V>) -> O> Answer<D, K, V> for Mapped<L> {
+    type Out = O;
+    fn one(&mut self, record: D, as_of: &AsOf<'_, K, V>) -> O {
+        (self.0)(record, as_of)
+    }
+    fn whole<'b>(
+        &mut self,
+        _batch: &'b mut Vec<D>,
+        _histories: &KeyMap<K, History<V>>,
+        _time: &dyn Fn(&D) -> u64,
+    ) -> Option<&'b mut Vec<O>> {
+        None
+    }
+}
+
+/// Records updated in place.
+struct InPlace<L>(L);
+
+impl<D: Clone + 'static, K, V, L: FnMut(&mut D, &AsOf<'_, K, V>)> Answer<D, K, V> for InPlace<L> {
+    type Out = D;
+    fn one(&mut self, mut record: D, as_of: &AsOf<'_, K, V>) -> D {
+        (self.0)(&mut record, as_of);
+        record
+    }
+    fn whole<'b>(
+        &mut self,
+        batch: &'b mut Vec<D>,
+        histories: &KeyMap<K, History<V>>,
+        time: &dyn Fn(&D) -> u64,
+    ) -> Option<&'b mut Vec<D>> {
+        for record in batch.iter_mut() {
+            let as_of = AsOf { histories, time: time(record) };
+            (self.0)(record, &as_of);
+        }
+        Some(batch)
+    }
 }
 
 impl<'scope, D: Clone + 'static> LookupAsOf<'scope, D> for Stream<'scope, u64, Vec<D>> {
@@ -181,7 +277,7 @@ impl<'scope, D: Clone + 'static> LookupAsOf<'scope, D> for Stream<'scope, u64, V
         name: &str,
         reference: VecCollection<'scope, u64, (K, V), isize>,
         time: TF,
-        mut logic: L,
+        logic: L,
     ) -> Stream<'scope, u64, Vec<O>>
     where
         K: ExchangeData + Hash,
@@ -190,106 +286,146 @@ impl<'scope, D: Clone + 'static> LookupAsOf<'scope, D> for Stream<'scope, u64, V
         TF: Fn(&D) -> u64 + 'static,
         L: FnMut(D, &AsOf<'_, K, V>) -> O + 'static,
     {
-        let updates = reference.inner.broadcast();
-        self.binary_frontier::<_, CapacityContainerBuilder<Vec<O>>, _, _, _, _>(
-            updates,
-            Pipeline,
-            Pipeline,
-            name,
-            move |_initial, _info| {
-                let mut histories: KeyMap<K, History<V>> = KeyMap::default();
-                // Keys with updates not folded yet.
-                let mut changed: KeySet<K> = KeySet::default();
-                // Records waiting for the reference, by the time they were sent at: the
-                // capability, the least event time among them, the records with their times.
-                // Each record goes as soon as the reference has passed its own time.
-                let mut waiting: BTreeMap<u64, Waiting<D>> = BTreeMap::new();
-                let mut folded_to: Option<u64> = None;
-                move |(records, records_frontier), (updates, reference_frontier), output| {
-                    updates.for_each_stamp(|_cap, data| {
-                        for batch in data {
-                            for ((key, value), t, diff) in batch.drain(..) {
-                                changed.insert(key.clone());
-                                histories.entry(key).or_default().changes.push((t, value, diff));
-                            }
+        as_of_operator(self, name, reference, time, Mapped(logic))
+    }
+
+    fn update_as_of<K, V, TF, L>(
+        self,
+        name: &str,
+        reference: VecCollection<'scope, u64, (K, V), isize>,
+        time: TF,
+        logic: L,
+    ) -> Stream<'scope, u64, Vec<D>>
+    where
+        K: ExchangeData + Hash,
+        V: ExchangeData,
+        TF: Fn(&D) -> u64 + 'static,
+        L: FnMut(&mut D, &AsOf<'_, K, V>) + 'static,
+    {
+        as_of_operator(self, name, reference, time, InPlace(logic))
+    }
+}
+
+/// The operator behind both lookups.
+fn as_of_operator<'scope, D, K, V, TF, A>(
+    stream: Stream<'scope, u64, Vec<D>>,
+    name: &str,
+    reference: VecCollection<'scope, u64, (K, V), isize>,
+    time: TF,
+    mut answer: A,
+) -> Stream<'scope, u64, Vec<A::Out>>
+where
+    D: Clone + 'static,
+    K: ExchangeData + Hash,
+    V: ExchangeData,
+    TF: Fn(&D) -> u64 + 'static,
+    A: Answer<D, K, V> + 'static,
+{
+    let updates = reference.inner.broadcast();
+    stream.binary_frontier::<_, CapacityContainerBuilder<Vec<A::Out>>, _, _, _, _>(
+        updates,
+        Pipeline,
+        Pipeline,
+        name,
+        move |_initial, _info| {
+            let mut histories: KeyMap<K, History<V>> = KeyMap::default();
+            // Keys with updates not folded yet.
+            let mut changed: KeySet<K> = KeySet::default();
+            // Records waiting for the reference, by the time they were sent at: the
+            // capability, the least event time among them, the records with their times.
+            // Each record goes as soon as the reference has passed its own time.
+            let mut waiting: BTreeMap<u64, Waiting<D>> = BTreeMap::new();
+            let mut folded_to: Option<u64> = None;
+            move |(records, records_frontier), (updates, reference_frontier), output| {
+                updates.for_each_stamp(|_cap, data| {
+                    for batch in data {
+                        for ((key, value), t, diff) in batch.drain(..) {
+                            changed.insert(key.clone());
+                            histories.entry(key).or_default().changes.push((t, value, diff));
                         }
-                    });
-                    let port = output.output_index();
-                    records.for_each_stamp(|cap, data| {
-                        let Some(&sent) = cap.least() else {
-                            // No claims on time: answer at once as of each record's time.
-                            let mut session = output.session(&cap);
-                            for batch in data {
-                                for record in batch.drain(..) {
-                                    let as_of = AsOf { histories: &histories, time: time(&record) };
-                                    session.give(logic(record, &as_of));
-                                }
-                            }
-                            return;
-                        };
-                        // One session for the records answered at once (a session per record
-                        // would make a message of each).
+                    }
+                });
+                let port = output.output_index();
+                records.for_each_stamp(|cap, data| {
+                    let Some(&sent) = cap.least() else {
+                        // No claims on time: answer at once as of each record's time.
                         let mut session = output.session(&cap);
                         for batch in data {
                             for record in batch.drain(..) {
-                                let at = time(&record);
-                                if reference_frontier.less_equal(&at) {
-                                    let entry = waiting
-                                        .entry(sent)
-                                        .or_insert_with(|| (cap.delayed(&sent, port), at, Vec::new()));
-                                    entry.1 = entry.1.min(at);
-                                    entry.2.push((at, record));
-                                } else {
-                                    let as_of = AsOf { histories: &histories, time: at };
-                                    session.give(logic(record, &as_of));
-                                }
+                                let as_of = AsOf { histories: &histories, time: time(&record) };
+                                session.give(answer.one(record, &as_of));
                             }
                         }
-                    });
-                    let mut emptied = Vec::new();
-                    for (sent, (cap, earliest, batch)) in waiting.iter_mut() {
-                        if reference_frontier.less_equal(earliest) {
+                        return;
+                    };
+                    // One session for the records answered at once (a session per record
+                    // would make a message of each).
+                    let mut session = output.session(&cap);
+                    for batch in data {
+                        // A message answered all at once, in place when the answer allows.
+                        if !batch.iter().any(|r| reference_frontier.less_equal(&time(r)))
+                            && let Some(answered) = answer.whole(batch, &histories, &time)
+                        {
+                            session.give_container(answered);
                             continue;
                         }
-                        let mut session = output.session(&*cap);
-                        let mut rest = Vec::new();
-                        for (at, record) in batch.drain(..) {
+                        for record in batch.drain(..) {
+                            let at = time(&record);
                             if reference_frontier.less_equal(&at) {
-                                rest.push((at, record));
+                                let entry =
+                                    waiting.entry(sent).or_insert_with(|| (cap.delayed(&sent, port), at, Vec::new()));
+                                entry.1 = entry.1.min(at);
+                                entry.2.push((at, record));
                             } else {
-                                session.give(logic(record, &AsOf { histories: &histories, time: at }));
+                                let as_of = AsOf { histories: &histories, time: at };
+                                session.give(answer.one(record, &as_of));
                             }
                         }
-                        *earliest = rest.iter().map(|(at, _)| *at).min().unwrap_or(u64::MAX);
-                        *batch = rest;
-                        if batch.is_empty() {
-                            emptied.push(*sent);
+                    }
+                });
+                let mut emptied = Vec::new();
+                for (sent, (cap, earliest, batch)) in waiting.iter_mut() {
+                    if reference_frontier.less_equal(earliest) {
+                        continue;
+                    }
+                    let mut session = output.session(&*cap);
+                    let mut rest = Vec::new();
+                    for (at, record) in batch.drain(..) {
+                        if reference_frontier.less_equal(&at) {
+                            rest.push((at, record));
+                        } else {
+                            session.give(answer.one(record, &AsOf { histories: &histories, time: at }));
                         }
                     }
-                    for sent in emptied {
-                        waiting.remove(&sent);
-                    }
-                    // Fold what no record can still ask about.
-                    let mut bound = records_frontier.frontier().first().copied().unwrap_or(u64::MAX);
-                    if let Some(&first_waiting) = waiting.keys().next() {
-                        bound = bound.min(first_waiting);
-                    }
-                    if folded_to.is_none_or(|f| f < bound) && !changed.is_empty() {
-                        changed.retain(|key| {
-                            let Some(history) = histories.get_mut(key) else { return false };
-                            history.fold_to(bound);
-                            if history.base.is_empty() && history.changes.is_empty() {
-                                histories.remove(key);
-                                return false;
-                            }
-                            !history.changes.is_empty()
-                        });
-                        folded_to = Some(bound);
+                    *earliest = rest.iter().map(|(at, _)| *at).min().unwrap_or(u64::MAX);
+                    *batch = rest;
+                    if batch.is_empty() {
+                        emptied.push(*sent);
                     }
                 }
-            },
-        )
-    }
+                for sent in emptied {
+                    waiting.remove(&sent);
+                }
+                // Fold what no record can still ask about.
+                let mut bound = records_frontier.frontier().first().copied().unwrap_or(u64::MAX);
+                if let Some(&first_waiting) = waiting.keys().next() {
+                    bound = bound.min(first_waiting);
+                }
+                if folded_to.is_none_or(|f| f < bound) && !changed.is_empty() {
+                    changed.retain(|key| {
+                        let Some(history) = histories.get_mut(key) else { return false };
+                        history.fold_to(bound);
+                        if history.base.is_empty() && history.changes.is_empty() {
+                            histories.remove(key);
+                            return false;
+                        }
+                        !history.changes.is_empty()
+                    });
+                    folded_to = Some(bound);
+                }
+            }
+        },
+    )
 }
 
 #[cfg(test)]
@@ -299,7 +435,8 @@ mod tests {
     use timely::container::CapacityContainerBuilder;
     use timely::dataflow::InputHandle;
     use timely::dataflow::operators::capture::{Capture, Extract};
-    use timely::dataflow::operators::{Input, Probe};
+    use timely::dataflow::operators::vec::Map;
+    use timely::dataflow::operators::{Concat, Input, Probe};
 
     use super::*;
 
@@ -334,15 +471,23 @@ mod tests {
             let captured = timely::execute_directly(move |worker| {
                 let mut events = InputHandle::<u64, CapacityContainerBuilder<Vec<(u64, u8)>>>::new();
                 let mut reference = InputHandle::<u64, CapacityContainerBuilder<Vec<((u8, u8), u64, isize)>>>::new();
-                let (probe, captured) = worker.dataflow::<u64, _, _>(|scope| {
+                let (probe, captured, in_place) = worker.dataflow::<u64, _, _>(|scope| {
                     let collection = scope.input_from(&mut reference).as_collection();
-                    let (probe, out) = scope
-                        .input_from(&mut events)
+                    let records = scope.input_from(&mut events);
+                    // The same lookup updating records in place.
+                    let in_place = records
+                        .clone()
+                        .map(|r: (u64, u8)| (r.0, r.1, Vec::new()))
+                        .update_as_of("InPlace", collection.clone(), |r: &(u64, u8, Vec<u8>)| r.0, |r, as_of| {
+                            r.2 = as_of.values(&r.1).into_iter().copied().collect();
+                        });
+                    let (probe, out) = records
                         .lookup_as_of("Oracle", collection, |r: &(u64, u8)| r.0, |r, as_of| {
                             (r.0, r.1, as_of.values(&r.1).into_iter().copied().collect::<Vec<u8>>())
                         })
+                        .concat(in_place.clone())
                         .probe();
-                    (probe, out.capture())
+                    (probe, out.capture(), in_place.capture())
                 });
                 // Rounds of 10 time units; the reference's input moves `reference_lead` ahead
                 // of the records' watermark minus `reference_lag`.
@@ -370,11 +515,16 @@ mod tests {
                 while !probe.done() {
                     worker.step();
                 }
-                captured
+                (captured, in_place)
             });
-            let mut seen: Vec<(u64, u8, Vec<u8>)> = captured.extract().into_iter().flat_map(|(_, d)| d).collect();
-            seen.sort();
-            prop_assert_eq!(seen, expected);
+            let mut in_place: Vec<(u64, u8, Vec<u8>)> = captured.1.extract().into_iter().flat_map(|(_, d)| d).collect();
+            in_place.sort();
+            let mut both: Vec<(u64, u8, Vec<u8>)> = captured.0.extract().into_iter().flat_map(|(_, d)| d).collect();
+            both.sort();
+            let mut twice: Vec<(u64, u8, Vec<u8>)> = expected.iter().flat_map(|e| [e.clone(), e.clone()]).collect();
+            twice.sort();
+            prop_assert_eq!(&in_place, &expected);
+            prop_assert_eq!(both, twice);
         }
     }
 }

@@ -2,12 +2,14 @@
 
 use std::collections::BTreeSet;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use surveil_operators::{Emitter, TimeOrderedProcessor};
 
 use super::{Detector, Key, Keyed, OrderTracker, Output, RunDetector};
 use crate::model::time::SessionCalendar;
 use crate::model::{Body, CancelReason, DeadLetter, Event, IdMap, Origin, Report, Timestamp};
+use crate::reference::ReferenceData;
 
 /// Dead letters found by the order state are emitted on a grid of this many nanoseconds
 /// (a power of two, about a millisecond): a feed gone bad then costs one timely time per
@@ -223,7 +225,10 @@ fn take_timers(
 
 /// Rules keyed by instrument, run in one operator over one order book state: how the default
 /// job runs its rules, and the cheapest way to run several (the events are routed and sorted
-/// once). Each rule's [`Detector::key`] must be the event's instrument (or `None`).
+/// once). Each rule's [`Detector::key`] must be the event's instrument (or `None`); with
+/// [`InstrumentRules::routed_by_underlying`], it may also be the instrument's root (its
+/// underlying, see [`ReferenceData::root`]), for rules that read a derivative's trading
+/// against its underlying.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -243,6 +248,7 @@ fn take_timers(
 pub struct InstrumentRules {
     detectors: Vec<Box<dyn RunDetector>>,
     sessions: Option<SessionCalendar>,
+    roots: Option<Arc<ReferenceData>>,
 }
 
 impl InstrumentRules {
@@ -271,6 +277,16 @@ impl InstrumentRules {
         self
     }
 
+    /// Routes each event by its instrument's root in `reference` (the underlying of an option
+    /// or a future, else the instrument) rather than by the instrument: all the instruments
+    /// on one underlying meet on one worker, so a rule keyed by the underlying runs in the
+    /// group instead of routing and ordering the events again in an operator of its own.
+    /// Without underlyings in `reference` the routing is the same as by instrument.
+    pub fn routed_by_underlying(mut self, reference: Arc<ReferenceData>) -> InstrumentRules {
+        self.roots = Some(reference);
+        self
+    }
+
     /// The rules' names, in order.
     pub fn names(&self) -> Vec<&str> {
         self.detectors.iter().map(|d| d.name()).collect()
@@ -279,6 +295,11 @@ impl InstrumentRules {
     /// True when there is no rule.
     pub fn is_empty(&self) -> bool {
         self.detectors.is_empty()
+    }
+
+    /// The reference data whose roots the events are routed by, if not by instrument.
+    pub(crate) fn roots(&self) -> Option<Arc<ReferenceData>> {
+        self.roots.clone()
     }
 
     pub(crate) fn into_parts(self) -> (Vec<Box<dyn RunDetector>>, Option<SessionCalendar>) {

@@ -80,11 +80,15 @@ impl<'scope> Detect<'scope> for Stream<'scope, u64, Vec<Event>> {
     }
 
     fn detect_by_instrument(self, rules: InstrumentRules, dead_letters: bool) -> Detected<'scope> {
+        let roots = rules.roots();
         let (detectors, sessions) = rules.into_parts();
         let group = DetectorGroup::new(detectors, Tracking::AllEvents, dead_letters).expiring_orders(sessions);
         let reports = self.process_in_time_order(
             "DetectByInstrument",
-            |e: &Event| Key::Instrument(e.instrument).route(),
+            move |e: &Event| match &roots {
+                Some(reference) => Key::Instrument(reference.root(e.instrument)).route(),
+                None => Key::Instrument(e.instrument).route(),
+            },
             |e: &Event| e.order_key(),
             group,
         );

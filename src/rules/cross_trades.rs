@@ -40,7 +40,9 @@
 //! The score grows with the lift and with the strength of the evidence (−log10 of the tail
 //! probability); the evidence lists the pair's prints (the first `max_evidence`).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use surveil_operators::{KeyMap, KeySet};
 
 use timely::dataflow::Stream;
 
@@ -108,8 +110,8 @@ impl Print {
 struct Tally {
     prints: u64,
     /// Per account, the prints it took part in, in the first role and in the second.
-    per_account: HashMap<Symbol, [u64; 2]>,
-    per_pair: HashMap<Pair, PairTally>,
+    per_account: KeyMap<Symbol, [u64; 2]>,
+    per_pair: KeyMap<Pair, PairTally>,
 }
 
 /// What a pair did over the span.
@@ -233,10 +235,10 @@ pub struct CrossTradeState {
     recent: VecDeque<Print>,
     rolling: Tally,
     /// When each pair last raised a rolling alert.
-    raised: HashMap<Pair, Timestamp>,
+    raised: KeyMap<Pair, Timestamp>,
     session: Option<Session>,
     /// Each pair's last meeting: its orders and time.
-    last_meeting: HashMap<Pair, ((Symbol, Symbol), Timestamp)>,
+    last_meeting: KeyMap<Pair, ((Symbol, Symbol), Timestamp)>,
 }
 
 /// The current session of an instrument.
@@ -245,7 +247,7 @@ struct Session {
     end: Timestamp,
     tally: Tally,
     /// Pairs the rolling test raised in the session (the session's test skips them).
-    raised: HashSet<Pair>,
+    raised: KeySet<Pair>,
 }
 
 impl Detector for CrossTrades {

@@ -48,9 +48,10 @@
 //! Executions are the input's fills; an instrument whose input has no fills uses its trade
 //! prints (both named parties).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
+use surveil_operators::{KeyMap, KeySet};
 use timely::dataflow::Stream;
 
 use crate::config::{FrontRunningConfig, nanos_of};
@@ -169,19 +170,19 @@ pub struct FrontRunningState {
     /// Firm-side executions within the lookback, oldest first.
     recent: VecDeque<Execution>,
     /// Client block orders not yet executed, by order id.
-    blocks: HashMap<OrderKey, Block>,
+    blocks: KeyMap<OrderKey, Block>,
     /// Block orders already judged (their later fills are not blocks again), with the end of
     /// the session they executed in.
-    judged: HashMap<OrderKey, Timestamp>,
+    judged: KeyMap<OrderKey, Timestamp>,
     /// Executed blocks waiting for their horizon, by due time.
     judging: BTreeMap<Timestamp, Vec<Judgement>>,
     /// Proprietary accounts' records, by the time their session is judged (its end plus the
     /// horizon, when its last blocks' profits are known).
     sessions: BTreeMap<Timestamp, BTreeMap<Symbol, Record>>,
     /// The last price of each instrument of the underlying.
-    last_price: HashMap<Symbol, Price>,
+    last_price: KeyMap<Symbol, Price>,
     /// Instruments whose input has fills (their prints are not counted again).
-    with_fills: HashSet<Symbol>,
+    with_fills: KeySet<Symbol>,
     /// When the block and judged tables were last pruned.
     pruned_at: Timestamp,
     /// When the last block executed, and the one before at an earlier time.
@@ -197,12 +198,14 @@ impl Detector for FrontRunning {
     }
 
     fn key(&self, event: &Event) -> Option<Key> {
-        // Order messages matter only for clients' orders (the blocks); every execution gives
-        // the price, and the firm side's its trading.
+        // Order messages matter only for clients' orders (the blocks): a new order only when
+        // it is a block (one that is not is never looked at again unless a replace makes it
+        // one); every execution gives the price, and the firm side's its trading.
         let wanted = match event.body {
-            Body::NewOrder { .. } | Body::Replace { .. } | Body::Cancel { .. } => {
-                self.capacity(event.account) == Capacity::Client
+            Body::NewOrder { price, quantity, .. } => {
+                self.capacity(event.account) == Capacity::Client && self.is_block(event.instrument, price, quantity)
             }
+            Body::Replace { .. } | Body::Cancel { .. } => self.capacity(event.account) == Capacity::Client,
             Body::Fill { .. } | Body::Trade { .. } => true,
             _ => false,
         };
@@ -467,7 +470,7 @@ impl FrontRunning {
 
     /// What executions are worth at the last prices, exact at the finest price scale among
     /// their instruments.
-    fn captured(&self, last_price: &HashMap<Symbol, Price>, executions: &[Execution]) -> Decimal {
+    fn captured(&self, last_price: &KeyMap<Symbol, Price>, executions: &[Execution]) -> Decimal {
         executions.iter().fold(Decimal::units(0), |total, x| {
             let now = last_price.get(&x.instrument).copied().unwrap_or(x.price);
             let gain = if x.side == Side::Buy { now.0 - x.price.0 } else { x.price.0 - now.0 };
@@ -655,6 +658,49 @@ mod tests {
         let mut expected = vec![Symbol::of(b"STAFF"), Symbol::of(b"STAFF2")];
         expected.sort();
         assert_eq!(accounts, expected);
+    }
+
+    /// In the default job the rule rides in the keyed group, which then routes by underlying:
+    /// the same alerts as its own operator, options and the underlying's order flow included,
+    /// among rules keyed by instrument, on one worker and on three.
+    #[test]
+    fn in_the_group_routed_by_underlying_it_raises_what_its_own_operator_does() {
+        let mut events = with(
+            client_block(),
+            vec![
+                fill("ACME", "P0", "STAFF", Side::Buy, "10.00", 5_000).at(670 * S),
+                fill("ACME_C", "P1", "STAFF2", Side::Buy, "0.50", 100).at(665 * S),
+                fill("ACME_C", "P1b", "STAFF2", Side::Sell, "0.80", 1).at(800 * S),
+                new_order("ACME", "N1", "CLIENT", Side::Sell, "10.30", 500).at(661 * S),
+                crate::testing::cancel("ACME", "N1", "CLIENT").at(662 * S),
+            ],
+        );
+        // Another underlying's block with staff ahead of it, traded between ACME's.
+        for e in with(client_block(), vec![fill("ACME", "P9", "STAFF", Side::Buy, "10.00", 5_000).at(670 * S)]) {
+            let time = e.time + 7 * S;
+            let mut e = e.at(time);
+            e.instrument = Symbol::of(b"OTHER");
+            events.push(e);
+        }
+        events.sort_by_key(|e| e.time);
+        let alone = alerts(events.clone());
+        assert_eq!(alone.len(), 3, "{alone:?}");
+        let key = |a: &Alert| (a.id, a.time, a.account, a.instrument);
+        let mut alone: Vec<_> = alone.iter().map(key).collect();
+        alone.sort();
+        for workers in [1, 3] {
+            let rules = || {
+                let calendar = SessionCalendar::new(chrono_tz::UTC);
+                crate::detect::InstrumentRules::new()
+                    .with(crate::rules::SelfTrade::new(&crate::config::SelfTradeConfig::default()))
+                    .with(FrontRunning::new(&FrontRunningConfig::default(), reference(), calendar))
+                    .routed_by_underlying(reference())
+            };
+            let (grouped, _) = crate::testing::rules_outputs_on(workers, rules, events.clone());
+            let mut grouped: Vec<_> = grouped.iter().filter(|a| a.rule == rules::FRONT_RUNNING).map(key).collect();
+            grouped.sort();
+            assert_eq!(grouped, alone, "{workers} workers");
+        }
     }
 
     #[test]

@@ -81,7 +81,7 @@ use timely::dataflow::Stream;
 
 use differential_dataflow::VecCollection;
 
-use crate::config::{CollusionRingsConfig, Config, FrontRunningConfig, InsiderLikeConfig, LinkedWashConfig};
+use crate::config::{CollusionRingsConfig, Config, InsiderLikeConfig, LinkedWashConfig};
 use crate::detect::InstrumentRules;
 use crate::model::time::SessionCalendar;
 use crate::model::{Alert, Event, Symbol};
@@ -93,7 +93,6 @@ use crate::reference::ReferenceData;
 pub struct StreamRules {
     insider_like: Option<(InsiderLikeConfig, SessionCalendar)>,
     linked_wash: Option<LinkedWashConfig>,
-    front_running: Option<(FrontRunningConfig, SessionCalendar)>,
     collusion_rings: Option<(CollusionRingsConfig, SessionCalendar)>,
 }
 
@@ -106,11 +105,6 @@ impl StreamRules {
         StreamRules {
             insider_like: insider.enabled.then(|| (*insider, SessionCalendar::new(zone))),
             linked_wash: wash.enabled.then_some(*wash),
-            front_running: config
-                .rules
-                .front_running
-                .enabled
-                .then(|| (config.rules.front_running, SessionCalendar::new(zone))),
             collusion_rings: config
                 .rules
                 .collusion_rings
@@ -119,22 +113,22 @@ impl StreamRules {
         }
     }
 
-    /// Their alerts over `events`, one stream per rule; `groups` are the groups of linked
+    /// True when the configuration enables none of them.
+    pub fn is_empty(&self) -> bool {
+        self.insider_like.is_none() && self.linked_wash.is_none() && self.collusion_rings.is_none()
+    }
+
+    /// Their alerts over `events`, one stream per rule. The rules read trade prints only: pass
+    /// the trades of the event stream (see [`surveil_operators::Tap`]) rather than the whole
+    /// stream, which each rule would otherwise receive a copy of; `groups` are the groups of linked
     /// accounts ([`crate::links::linked_groups`]), when the reference data states ownership
-    /// (the rules that need them do not run without); account capacities and underlyings come
-    /// from `reference` (front running does not run without capacities).
+    /// (the rules that need them do not run without).
     pub fn alerts<'scope>(
         &self,
         events: Stream<'scope, u64, Vec<Event>>,
         groups: Option<VecCollection<'scope, u64, (Symbol, Symbol), isize>>,
-        reference: &Arc<ReferenceData>,
     ) -> Vec<Stream<'scope, u64, Vec<Alert>>> {
         let mut all = Vec::new();
-        if let Some((config, calendar)) = &self.front_running
-            && reference.has_capacities()
-        {
-            all.push(events.clone().front_running(config, reference.clone(), calendar.clone()));
-        }
         if let Some((config, calendar)) = &self.collusion_rings {
             all.push(events.clone().collusion_rings(config, calendar.clone()));
         }
@@ -190,6 +184,14 @@ pub fn default_rules(config: &Config, reference: &Arc<ReferenceData>) -> Instrum
     if rules.self_trade_pattern.enabled && reference.account_count() > 0 {
         let zone = config.sessions.timezone.parse().unwrap_or(chrono_tz::UTC);
         set = set.with(SelfTradePattern::new(&rules.self_trade_pattern, SessionCalendar::new(zone), reference.clone()));
+    }
+    // Front running keys by the underlying: the group routes by it, which is routing by
+    // instrument when the reference data names no underlyings. It needs account capacities.
+    if rules.front_running.enabled && reference.has_capacities() {
+        let zone = config.sessions.timezone.parse().unwrap_or(chrono_tz::UTC);
+        set = set
+            .with(FrontRunning::new(&rules.front_running, reference.clone(), SessionCalendar::new(zone)))
+            .routed_by_underlying(reference.clone());
     }
     set
 }
