@@ -224,10 +224,12 @@ trait Answer<D, K, V> {
     /// kind of answer can (the caller has checked that every record can be answered now).
     fn whole<'b>(
         &mut self,
-        batch: &'b mut Vec<D>,
-        histories: &KeyMap<K, History<V>>,
-        time: &dyn Fn(&D) -> u64,
-    ) -> Option<&'b mut Vec<Self::Out>>;
+        _batch: &'b mut Vec<D>,
+        _histories: &KeyMap<K, History<V>>,
+        _time: &dyn Fn(&D) -> u64,
+    ) -> Option<&'b mut Vec<Self::Out>> {
+        None
+    }
 }
 
 /// Records mapped to answers of another type.
@@ -237,14 +239,6 @@ impl<D, K, V, O: Clone + 'static, L: FnMut(D, &AsOf<'_, K, V>) -> O> Answer<D, K
     type Out = O;
     fn one(&mut self, record: D, as_of: &AsOf<'_, K, V>) -> O {
         (self.0)(record, as_of)
-    }
-    fn whole<'b>(
-        &mut self,
-        _batch: &'b mut Vec<D>,
-        _histories: &KeyMap<K, History<V>>,
-        _time: &dyn Fn(&D) -> u64,
-    ) -> Option<&'b mut Vec<O>> {
-        None
     }
 }
 
