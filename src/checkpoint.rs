@@ -8,7 +8,9 @@
 //! run reads again from those positions, so the detectors rebuild the state they hold from the
 //! events of the horizon (bounded replay), and the writer skips what it had written before `w`.
 //! The file is written whole (write, sync, rename, sync the folder), so a crash leaves the old
-//! checkpoint or the new one, never a mix.
+//! checkpoint or the new one, never a mix. In a cluster, process 0 keeps the checkpoints of all
+//! processes: the others send it their partitions' points while they read
+//! ([`crate::cluster::SampleShipper`]).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -210,6 +212,9 @@ pub struct Checkpointer {
     /// Set when the run is asked to stop: the sources stop reading, and what drains after is
     /// not a watermark the inputs have reached, so no checkpoint is taken from then on.
     stop: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// Every partition of the run (input, start), when other processes read some of them: one
+    /// whose samples have not arrived yet resumes from its start.
+    partitions: Vec<(u32, u64)>,
 }
 
 impl Checkpointer {
@@ -239,7 +244,17 @@ impl Checkpointer {
             resumed: earlier.map_or(0, |c| c.resumed + 1),
             clock: Arc::default(),
             stop: None,
+            partitions: Vec::new(),
         }
+    }
+
+    /// Resumes every partition of `partitions` (input, start) that has no point of its own
+    /// from its start, and keeps the dead letters and late events it may have written: in a
+    /// cluster, the points of other processes' partitions arrive while the run reads, and a
+    /// partition's dead letters may be written before its first point arrives.
+    pub fn covering(mut self, partitions: Vec<(u32, u64)>) -> Checkpointer {
+        self.partitions = partitions;
+        self
     }
 
     /// Takes no checkpoint once `stop` is set (the run's stop flag, which the sources read).
@@ -271,6 +286,12 @@ impl CheckpointHook for Checkpointer {
         for point in &resume {
             let offset = oldest.entry(point.source).or_insert(u64::MAX);
             *offset = (*offset).min(point.offset);
+        }
+        for &(source, start) in &self.partitions {
+            if resume.binary_search_by_key(&(source, start), |p| (p.source, p.start)).is_err() {
+                let offset = oldest.entry(source).or_insert(u64::MAX);
+                *offset = (*offset).min(start);
+            }
         }
         let kept = |source: u32, offset: u64| oldest.get(&source).is_none_or(|o| offset >= *o);
         writer.dead_letters.retain(|(source, offset)| kept(*source, *offset));

@@ -16,11 +16,12 @@ use std::rc::Rc;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use timely::dataflow::ProbeHandle;
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::vec::{Broadcast, ToStream};
-use timely::dataflow::operators::{Exchange, Inspect, Probe};
+use timely::dataflow::operators::{Exchange, Input, Inspect, Probe};
+use timely::dataflow::{InputHandle, ProbeHandle};
 
-use crate::ingest::{ProgressSnapshot, ReadProgress};
+use crate::ingest::{ProgressSnapshot, ReadProgress, ResumePoint};
 
 /// The first port of the default addresses, as timely's own default (`localhost:2101`, ...).
 pub const FIRST_PORT: u16 = 2101;
@@ -283,6 +284,86 @@ pub fn gather_progress(
         }
     }
     reason
+}
+
+/// Hands every worker the points its partitions resume from: worker 0 sends `points` (those
+/// of the checkpoint process 0 resumes from; `None` on the other workers), and each worker
+/// receives them before it plans its partitions. Every worker of a cluster that keeps
+/// checkpoints calls it at the same place.
+pub fn share_resume_points(worker: &mut timely::worker::Worker, points: Option<Vec<ResumePoint>>) -> Vec<ResumePoint> {
+    let received: Rc<RefCell<Vec<ResumePoint>>> = Rc::default();
+    let probe = ProbeHandle::new();
+    let mine: Vec<Vec<ResumePoint>> = if worker.index() == 0 { vec![points.unwrap_or_default()] } else { Vec::new() };
+    let sink = received.clone();
+    worker.dataflow::<u64, _, _>(|scope| {
+        mine.to_stream(scope)
+            .broadcast()
+            .inspect(move |points: &Vec<ResumePoint>| sink.borrow_mut().extend(points.iter().cloned()))
+            .probe_with(&probe);
+    });
+    while !probe.done() {
+        worker.step_or_park(Some(Duration::from_millis(100)));
+    }
+    received.take()
+}
+
+/// Sends the points the partitions of a process other than 0 could resume from to worker 0
+/// while the run reads, so that process 0's checkpoints cover every partition of the cluster.
+/// A point is a fact about the input (before this offset, every event is earlier than that
+/// time), so it may arrive at any moment: process 0 uses the furthest one that is behind its
+/// checkpoint's watermark, and resumes a partition whose points have not arrived from its start.
+pub struct SampleShipper {
+    input: Option<InputHandle<u64, CapacityContainerBuilder<Vec<Vec<ResumePoint>>>>>,
+    /// This worker sends its process's samples (the first worker of a process other than 0).
+    sends: bool,
+    progress: std::sync::Arc<ReadProgress>,
+    last: std::time::Instant,
+}
+
+/// How often a process sends its samples to worker 0.
+const SHIP_EVERY: Duration = Duration::from_millis(50);
+
+impl SampleShipper {
+    /// Builds the dataflow that carries the samples; every worker calls it at the same place.
+    /// On worker 0, what arrives is added to `progress` ([`ReadProgress::add_samples`]).
+    pub fn new(
+        worker: &mut timely::worker::Worker,
+        layout: Layout,
+        progress: std::sync::Arc<ReadProgress>,
+    ) -> SampleShipper {
+        let index = worker.index();
+        let sends = index.is_multiple_of(layout.threads.max(1)) && layout.process_of(index) != 0;
+        let mut input = InputHandle::new();
+        let receiver = progress.clone();
+        worker.dataflow::<u64, _, _>(|scope| {
+            scope.input_from(&mut input).exchange(|_| 0).inspect(move |points: &Vec<ResumePoint>| {
+                receiver.add_samples(points.iter().cloned());
+            });
+        });
+        SampleShipper { input: Some(input), sends, progress, last: std::time::Instant::now() }
+    }
+
+    /// Sends what was sampled since the last call, at most every few tens of milliseconds.
+    pub fn tick(&mut self) {
+        if !self.sends || self.last.elapsed() < SHIP_EVERY {
+            return;
+        }
+        self.last = std::time::Instant::now();
+        let points = self.progress.take_samples();
+        if let (false, Some(input)) = (points.is_empty(), self.input.as_mut()) {
+            input.send(points);
+            // Closing the epoch flushes the exchange's buffers: the points leave now.
+            let next = *input.time() + 1;
+            input.advance_to(next);
+        }
+    }
+
+    /// Sends the last samples and closes the dataflow's input.
+    pub fn close(&mut self) {
+        self.last = std::time::Instant::now() - SHIP_EVERY;
+        self.tick();
+        self.input = None;
+    }
 }
 
 #[cfg(test)]

@@ -660,15 +660,8 @@ pub fn job_identity(config: &Config, inputs: &[InputSpec]) -> crate::checkpoint:
 
 /// Why checkpoints cannot be kept for this job, if they cannot: what a resumed run could not
 /// reconcile yet.
-fn checkpoints_refused(
-    config: &Config,
-    inputs: &[InputSpec],
-    processes: usize,
-    encrypted: bool,
-) -> Option<&'static str> {
-    if processes > 1 {
-        Some("a run of several processes (run one process with --workers)")
-    } else if config.kafka.is_some() {
+fn checkpoints_refused(config: &Config, inputs: &[InputSpec], encrypted: bool) -> Option<&'static str> {
+    if config.kafka.is_some() {
         Some("Kafka topics (a Kafka source keeps its own committed positions, see kafka.replay_horizon)")
     } else if config.archive.is_some() || inputs.iter().any(|i| i.format == crate::ingest::Format::Archive) {
         Some("archives")
@@ -1037,12 +1030,7 @@ impl Job {
         protected.extend(config.audit.encryption_key.iter().cloned());
         protected.extend(config.cases.actions.iter().cloned());
         if config.checkpoint.is_some()
-            && let Some(what) = checkpoints_refused(
-                &config,
-                &inputs,
-                cluster.as_ref().map_or(1, |c| c.processes()),
-                encryption.is_some(),
-            )
+            && let Some(what) = checkpoints_refused(&config, &inputs, encryption.is_some())
         {
             return Err(RunError::Config(format!("checkpoints are not kept for {what} yet")));
         }
@@ -1344,10 +1332,18 @@ impl Job {
     /// The source settings of the job.
     pub fn source_options(&self, probe: &ProbeHandle<u64>) -> SourceOptions {
         SourceOptions {
-            stop: Some(self.stop.flag()),
+            stop: (!self.reads_to_the_end()).then(|| self.stop.flag()),
             in_flight_gauge: self.metrics.as_ref().map(|m| m.in_flight_gauge()),
             ..source_options(&self.config.ingest, probe)
         }
+    }
+
+    /// A process other than 0 of a cluster that keeps checkpoints does not stop reading when
+    /// asked to: process 0 could not tell the watermark its reading stopped at from one its
+    /// inputs reached, and would checkpoint past events never read. Such a process is stopped
+    /// by stopping the cluster (`docs/checkpoints.md`).
+    fn reads_to_the_end(&self) -> bool {
+        self.config.checkpoint.is_some() && self.cluster.as_ref().is_some_and(|c| c.process != 0)
     }
 
     /// The writer slot of a worker: worker 0 holds the writer; the others send it their reports.
@@ -1568,6 +1564,24 @@ impl Job {
                 if layout.processes > 1 {
                     crate::cluster::agree(worker, layout, &fingerprint)?;
                 }
+                // Process 0 keeps the checkpoints of the whole cluster: it tells the others where
+                // their partitions resume, and they send it the points they could resume from.
+                let mut shipper = None;
+                if layout.processes > 1 && job.config.checkpoint.is_some() {
+                    let earlier = job.checkpoints.as_ref().and_then(|c| c.earlier.as_ref());
+                    let points = (worker.index() == 0).then(|| earlier.map(|e| e.resume.clone()).unwrap_or_default());
+                    let points = crate::cluster::share_resume_points(worker, points);
+                    if layout.process != 0 {
+                        job.progress.sample_resume_points();
+                        job.progress.resume_from(&points);
+                    }
+                    shipper = Some(crate::cluster::SampleShipper::new(worker, layout, job.progress.clone()));
+                }
+                let mut tick = || {
+                    if let Some(shipper) = shipper.as_mut() {
+                        shipper.tick();
+                    }
+                };
                 let slot = job.writer_slot(worker.index());
                 let probe = ProbeHandle::new();
                 let sink = slot.clone();
@@ -1597,8 +1611,16 @@ impl Job {
                 // messages) instead of spinning: a spinning worker takes the core from the system's
                 // own work, which then preempts it.
                 match &job.metrics {
-                    Some(metrics) => drive_with_metrics(worker, &slot, &probe, metrics, layout),
-                    None => slot.drive(worker),
+                    Some(metrics) => drive_with_metrics(worker, &slot, &probe, metrics, layout, &mut tick),
+                    None => {
+                        while !slot.flushed.get() {
+                            worker.step_or_park(Some(std::time::Duration::from_millis(100)));
+                            tick();
+                        }
+                    }
+                }
+                if let Some(shipper) = shipper.as_mut() {
+                    shipper.close();
                 }
                 // The archive is written beside the sink: wait for it too (the probe's frontier
                 // covers every worker's archive), so that the audit trail records all of it.
@@ -1708,11 +1730,12 @@ impl Job {
         let identity = job_identity(&self.config, &self.inputs);
         crate::audit::sha256_hex(
             format!(
-                "{}\n{}\n{}\n{}\n{threads}",
+                "{}\n{}\n{}\n{}\n{threads}\n{}",
                 identity.version,
                 crate::audit::config_digest(&self.config),
                 identity.inputs.join("\n"),
-                identity.named_files_sha256
+                identity.named_files_sha256,
+                self.config.checkpoint.is_some()
             )
             .as_bytes(),
         )
@@ -1743,6 +1766,12 @@ impl Job {
             checkpoints.earlier.as_ref(),
         )
         .stopping_with(self.stop.flag());
+        // Other processes' partitions are known to process 0 by their points, which come
+        // while the run reads: the plan says which partitions there are.
+        let checkpointer = match self.cluster.as_ref().is_some_and(|c| c.processes() > 1) {
+            true => checkpointer.covering(crate::ingest::partition_starts(&self.inputs, &self.config)?),
+            false => checkpointer,
+        };
         if let Ok(mut clock) = checkpoints.clock.lock() {
             *clock = Some(checkpointer.clock());
         }
@@ -1765,6 +1794,7 @@ fn drive_with_metrics(
     probe: &ProbeHandle<u64>,
     metrics: &crate::metrics::Metrics,
     layout: crate::cluster::Layout,
+    tick: &mut dyn FnMut(),
 ) {
     let reports = worker.index().is_multiple_of(layout.threads.max(1));
     let update = |slot: &WriterSlot| {
@@ -1778,6 +1808,7 @@ fn drive_with_metrics(
     let mut updated = Instant::now();
     while !slot.flushed.get() {
         worker.step_or_park(Some(std::time::Duration::from_millis(100)));
+        tick();
         if updated.elapsed() >= std::time::Duration::from_millis(250) {
             update(slot);
             updated = Instant::now();

@@ -337,7 +337,8 @@ enum Command {
         metrics: Option<String>,
         /// Keep checkpoints in DIR: a run that is killed or stopped resumes from its last
         /// checkpoint when the same command is run again, and ends with the outputs an
-        /// uninterrupted run writes (docs/checkpoints.md).
+        /// uninterrupted run writes (docs/checkpoints.md). In a cluster, give it to every
+        /// process: process 0 keeps the checkpoints of all.
         #[arg(long, value_name = "DIR")]
         checkpoint: Option<PathBuf>,
         /// How often a checkpoint is written (default 10s, or checkpoint.interval).
@@ -674,7 +675,12 @@ fn main_inner() -> Result<()> {
             let cluster = cluster.cluster()?;
             // Only process 0 writes: the others say what they did and leave the summary to it.
             let writes = cluster.as_ref().is_none_or(|c| c.process == 0);
-            let stop = stop_on_signals()?;
+            // A process other than 0 of a cluster that keeps checkpoints stops the cluster: it
+            // exits at once, and process 0 keeps the checkpoint the same commands resume from.
+            let stop = match cluster.as_ref().filter(|_| !writes && config.checkpoint.is_some()) {
+                Some(cluster) => exit_on_signals(cluster.process)?,
+                None => stop_on_signals()?,
+            };
             let inputs = inputs(&paths, format);
             let progress = (!quiet && writes).then(|| progress_bar(&inputs));
             let live = metrics.as_ref().map(|_| Arc::new(surveil::metrics::Metrics::default()));
@@ -944,6 +950,24 @@ fn stop_on_signals() -> Result<Stop> {
         }
     });
     Ok(stop)
+}
+
+/// For a process other than 0 of a cluster that keeps checkpoints: SIGINT or SIGTERM exits at
+/// once, which stops the cluster (timely is fail-stop); process 0 keeps its last checkpoint.
+fn exit_on_signals(process: usize) -> Result<Stop> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
+            eprintln!(
+                "surveil: {name}: process {process} exits at once, which stops the cluster; process 0 keeps its \
+                 checkpoint: run the same commands again to resume"
+            );
+            std::process::exit(128 + signal);
+        }
+    });
+    Ok(Stop::default())
 }
 
 /// An interrupted run is an error for the caller (exit code 130 for SIGINT, 143 for SIGTERM),

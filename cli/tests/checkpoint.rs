@@ -5,7 +5,7 @@
 
 mod runs;
 
-use runs::{SAME_BYTES, start, stderr, summary, surveil, wait, without_wall_clock};
+use runs::{SAME_BYTES, start, stderr, summary, surveil, two_days, wait, without_wall_clock};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -233,39 +233,11 @@ fn a_checkpoint_of_another_job_is_refused() {
 /// the first (the replay horizon is a day), and the outputs are still those of an
 /// uninterrupted run, the detectors that read the order book included: orders still open at
 /// the end of the first day expire then (`sessions.expire_orders`), so no book state outlives
-/// the horizon. The generator numbers each day's orders from the same start; the second day's
-/// order ids are renamed so that no id means two orders in the file.
+/// the horizon.
 #[test]
 fn a_resume_on_the_second_day_skips_the_first() {
     let dir = tempfile::tempdir().expect("tempdir");
-    for (name, date) in [("d1", "2024-03-04"), ("d2", "2024-03-06")] {
-        let status = surveil()
-            .args(["generate", "--events", "300000", "--date", date, "--out"])
-            .arg(dir.path().join(name))
-            .status()
-            .expect("spawn");
-        assert!(status.success());
-    }
-    let day = dir.path().join("two");
-    std::fs::create_dir(&day).expect("mkdir");
-    for file in ["surveil.toml", "instruments.csv", "accounts.csv"] {
-        std::fs::copy(dir.path().join("d1").join(file), day.join(file)).expect("copy");
-    }
-    let first = std::fs::read_to_string(dir.path().join("d1/events.csv")).expect("read");
-    let second = std::fs::read_to_string(dir.path().join("d2/events.csv")).expect("read");
-    let body = second.split_once('\n').map_or("", |(_, rest)| rest);
-    // Order ids are `O` and digits (owners are `OWN...`): the second day's become `P...`.
-    let mut renamed = String::with_capacity(body.len());
-    let mut rest = body;
-    while let Some(at) = rest.find(",O") {
-        let digit = rest[at + 2..].starts_with(|c: char| c.is_ascii_digit());
-        renamed.push_str(&rest[..at]);
-        renamed.push_str(if digit { ",P" } else { ",O" });
-        rest = &rest[at + 2..];
-    }
-    renamed.push_str(rest);
-    std::fs::write(day.join("events.csv"), first + &renamed).expect("write");
-
+    let day = two_days(dir.path(), 300_000);
     let reference = dir.path().join("reference");
     let output = wait(start(&day, &reference, &["--workers", "2"]), WATCHDOG, "reference run");
     assert!(output.status.success(), "reference run: {}", stderr(&output));

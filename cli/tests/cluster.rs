@@ -1,7 +1,8 @@
 //! Cluster mode with real processes on 127.0.0.1: the same outputs, byte for byte, on 1 process
 //! of 1 and 2 workers and on 2 processes of 1 and 2 workers; one writer; a lost process, a
 //! process running a different job and a process that never comes are clear errors, not hangs;
-//! a stopped process holds back the other's reading (backpressure across processes).
+//! a stopped process holds back the other's reading (backpressure across processes); a cluster
+//! that keeps checkpoints resumes after a kill with the outputs of an uninterrupted run.
 
 mod runs;
 
@@ -188,6 +189,147 @@ fn a_stopped_process_holds_back_the_others_reading() {
     assert_eq!(summary["complete"], true, "{summary}");
     let events = summary["events"].as_f64().expect("events");
     assert!(read < events / 2.0, "process 1 had read {read} of the {events} events when it stopped");
+}
+
+/// What the tests read of a checkpoint.
+#[derive(Clone, Copy, Debug)]
+struct Checkpoint {
+    watermark: u64,
+    /// It resumes a partition of process 1 past its start. With two processes of one worker,
+    /// process 1 reads the odd blocks of the file (blocks of `ingest.block_size`, 8 MiB by
+    /// default, dealt round-robin).
+    past_a_start_of_process_1: bool,
+}
+
+/// The checkpoint in `dir`, if there is one.
+fn checkpoint(dir: &Path) -> Option<Checkpoint> {
+    let text = std::fs::read_to_string(dir.join("checkpoint.json")).ok()?;
+    let checkpoint: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let past_a_start_of_process_1 = checkpoint["resume"].as_array()?.iter().any(|p| {
+        let (start, offset) = (p["start"].as_u64().unwrap_or(0), p["offset"].as_u64().unwrap_or(0));
+        (start / (8 << 20)) % 2 == 1 && offset > start
+    });
+    Some(Checkpoint { watermark: checkpoint["writer"]["watermark"].as_u64()?, past_a_start_of_process_1 })
+}
+
+/// Waits until `until` holds of the checkpoint in `dir`; fails if `process` ends first.
+fn wait_for_checkpoint(
+    dir: &Path,
+    process: &mut std::process::Child,
+    what: &str,
+    until: impl Fn(&Checkpoint) -> bool,
+) -> Checkpoint {
+    let started = Instant::now();
+    loop {
+        if let Some(found) = checkpoint(dir).filter(&until) {
+            return found;
+        }
+        if let Some(status) = process.try_wait().expect("wait") {
+            panic!("{what}: the run ended ({status}) first");
+        }
+        assert!(started.elapsed() < WATCHDOG, "{what}: no such checkpoint");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A cluster that keeps checkpoints resumes after any of its processes is killed or stopped,
+/// with the same commands, and ends with the outputs of one process that was never
+/// interrupted. Process 0 keeps the checkpoints of both, with the points process 1 sends it
+/// while it reads, and tells process 1 where its partitions resume. Two days in one file, so
+/// that a checkpoint on the second day resumes process 1's partitions past their start.
+#[test]
+fn a_cluster_killed_and_stopped_resumes_to_the_outputs_of_one_process() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let day = runs::two_days(dir.path(), 300_000);
+    // Bad lines spread through both processes' blocks: their dead letters are reconciled by
+    // position, so each must be written once whichever process read it.
+    let text = std::fs::read_to_string(day.join("events.csv")).expect("read");
+    let mut lines: Vec<&str> = text.lines().collect();
+    let step = lines.len() / 12;
+    for i in 1..12 {
+        lines.insert(i * step, "not,a,valid,line");
+    }
+    std::fs::write(day.join("events.csv"), lines.join("\n") + "\n").expect("write");
+    let size = std::fs::metadata(day.join("events.csv")).expect("day").len();
+    assert!(size > 4 * (8 << 20), "{size} bytes: too few blocks for process 1 to resume past one");
+    let reference = dir.path().join("reference");
+    let output = wait(start(&day, &reference, &[]), WATCHDOG, "reference run");
+    assert!(output.status.success(), "reference run: {}", stderr(&output));
+    let checkpoints = dir.path().join("checkpoints");
+    let (out, peer_out) = (dir.path().join("out"), dir.path().join("peer"));
+    // Process 1 serves its metrics, so that the test knows when it is reading.
+    let launch = |attempt: &str| {
+        let hosts = hostfile(dir.path(), &format!("{attempt}.hosts"));
+        let hosts = hosts.to_str().expect("path");
+        let cp = checkpoints.to_str().expect("path");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port();
+        let address = format!("127.0.0.1:{port}");
+        let args = |p| vec!["-n", "2", "-p", p, "-h", hosts, "--checkpoint", cp, "--checkpoint-interval", "20ms"];
+        let peer = start(&day, &peer_out, &[args("1"), vec!["--metrics", &address]].concat());
+        (start(&day, &out, &args("0")), peer, address)
+    };
+    // Waits until process 1 has planned its partitions (it counts what it resumes past as read):
+    // the cluster is connected and cannot finish without both.
+    let until_reading = |address: &str, peer: &mut std::process::Child, what: &str| {
+        let started = Instant::now();
+        while reading(address).is_none_or(|(read, _)| read == 0.0) {
+            assert!(peer.try_wait().expect("wait").is_none(), "{what}: process 1 ended first");
+            assert!(started.elapsed() < WATCHDOG, "{what}: process 1 never read");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let fails_naming = |child: std::process::Child, other: &str, what: &str| {
+        let output = wait(child, Duration::from_secs(90), what);
+        let text = stderr(&output);
+        assert!(!output.status.success(), "{what}: {text}");
+        assert!(text.contains(other), "{what}: the error names {other}: {text}");
+    };
+
+    // Process 1 killed once a checkpoint resumes one of its partitions past its start.
+    let (first, mut peer, _) = launch("first");
+    let watermark =
+        wait_for_checkpoint(&checkpoints, &mut peer, "first attempt", |c| c.past_a_start_of_process_1).watermark;
+    peer.kill().expect("SIGKILL");
+    let _ = peer.wait();
+    fails_naming(first, "process 1", "process 0 after process 1 was killed");
+    assert!(!out.join("summary.json").exists(), "an interrupted cluster run committed its outputs");
+
+    // Resumed, then process 0 killed while both read.
+    let (mut first, mut peer, address) = launch("second");
+    until_reading(&address, &mut peer, "second attempt");
+    first.kill().expect("SIGKILL");
+    let _ = first.wait();
+    fails_naming(peer, "process 0", "process 1 after process 0 was killed");
+
+    // Resumed, then process 1 stopped with SIGTERM: it exits at once, which stops the cluster.
+    let (first, mut peer, address) = launch("third");
+    until_reading(&address, &mut peer, "third attempt");
+    signal(&peer, "TERM");
+    let output = wait(peer, Duration::from_secs(60), "process 1 after SIGTERM");
+    assert_eq!(output.status.code(), Some(143), "process 1 after SIGTERM: {}", stderr(&output));
+    assert!(stderr(&output).contains("process 0 keeps its checkpoint"), "{}", stderr(&output));
+    fails_naming(first, "process 1", "process 0 after process 1 was stopped");
+    assert!(checkpoints.join("checkpoint.json").exists());
+
+    // Run to the end with the same commands.
+    let (first, peer, _) = launch("last");
+    let (first, peer) = (wait(first, WATCHDOG, "last attempt"), wait(peer, WATCHDOG, "last attempt"));
+    assert!(first.status.success(), "process 0: {}", stderr(&first));
+    assert!(peer.status.success(), "process 1: {}", stderr(&peer));
+    assert!(!checkpoints.join("checkpoint.json").exists(), "a finished run removes its checkpoint");
+    for file in SAME_BYTES {
+        let (expected, got) = (without_wall_clock(&reference.join(file)), without_wall_clock(&out.join(file)));
+        assert!(expected == got, "{file} differs between one process and the resumed cluster");
+    }
+    let (expected, got) = (summary(&reference), summary(&out));
+    for field in ["complete", "events", "events_by_kind", "bytes", "lines", "alerts", "dead_letters", "late_events"] {
+        assert_eq!(expected[field], got[field], "summary's {field}");
+    }
+    assert!(got["dead_letters"].as_u64() >= Some(11), "{got}");
+    assert!(got["checkpoints"]["resumes"].as_u64() >= Some(1), "{}", got["checkpoints"]);
+    assert!(got["checkpoints"]["resumed_at_watermark"].as_u64() >= Some(watermark), "{}", got["checkpoints"]);
+    let verify = surveil().args(["audit", "verify"]).arg(&out).output().expect("verify");
+    assert!(verify.status.success(), "audit verify: {}", stderr(&verify));
 }
 
 #[test]

@@ -28,7 +28,7 @@ use crate::reference::ReferenceData;
 pub use crate::model::{DeadLetter, RejectReason, Rejection};
 pub use partition::{
     EventCounts, InputPosition, LineCounts, LinePartition, PartitionProgress, ProgressSnapshot, ReadProgress,
-    ResumePoint, SpanSnapshot, plan_partitions,
+    ResumePoint, SpanSnapshot, partition_starts, plan_partitions,
 };
 
 /// Input formats.

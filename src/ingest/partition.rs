@@ -30,6 +30,9 @@ pub struct ReadProgress {
     sampling: AtomicBool,
     /// Where each partition (input, start) resumes, when the run resumes from a checkpoint.
     resume: Mutex<HashMap<(u32, u64), ResumePoint>>,
+    /// Points sampled by the partitions of other processes of a cluster, by (input, start),
+    /// oldest first ([`ReadProgress::add_samples`]).
+    remote: Mutex<BTreeMap<(u32, u64), std::collections::VecDeque<ResumePoint>>>,
 }
 
 /// One partition's byte range and how far it was read.
@@ -160,27 +163,56 @@ impl ReadProgress {
     /// For every partition, the furthest point it has read to before which every event is
     /// earlier than `before`: a run resumed from these points reads again every event at or
     /// after `before` (and some earlier ones). Earlier samples are forgotten, since `before`
-    /// only grows.
+    /// only grows. Covers the partitions of other processes whose samples were added.
     pub fn resume_points(&self, before: u64) -> Vec<ResumePoint> {
-        let Ok(spans) = self.spans.lock() else { return Vec::new() };
-        let mut points = Vec::with_capacity(spans.len());
-        for span in spans.iter() {
-            let Ok(mut samples) = span.samples.lock() else { continue };
-            // A point after reads that gave no event (only bad lines) is not known to be behind
-            // `before`: its dead letters may not be written yet. Only the start is always usable.
-            let usable = |p: &ResumePoint| match p.max_time {
-                Some(t) => t < before,
-                None => p.offset == p.start,
-            };
+        // A point after reads that gave no event (only bad lines) is not known to be behind
+        // `before`: its dead letters may not be written yet. Only the start is always usable.
+        let usable = |p: &ResumePoint| match p.max_time {
+            Some(t) => t < before,
+            None => p.offset == p.start,
+        };
+        let furthest = |samples: &mut std::collections::VecDeque<ResumePoint>| {
             while samples.len() > 1 && samples.get(1).is_some_and(usable) {
                 samples.pop_front();
             }
-            if let Some(point) = samples.front() {
-                points.push(point.clone());
+            samples.front().cloned()
+        };
+        let mut points = Vec::new();
+        if let Ok(spans) = self.spans.lock() {
+            for span in spans.iter() {
+                if let Some(point) = span.samples.lock().ok().and_then(|mut s| furthest(&mut s)) {
+                    points.push(point);
+                }
             }
+        }
+        if let Ok(mut remote) = self.remote.lock() {
+            points.extend(remote.values_mut().filter_map(furthest));
         }
         points.sort_by_key(|p| (p.source, p.start));
         points
+    }
+
+    /// Takes the points this process's partitions sampled since the last call, oldest first
+    /// per partition, to send to the process that keeps the checkpoints.
+    pub fn take_samples(&self) -> Vec<ResumePoint> {
+        let Ok(spans) = self.spans.lock() else { return Vec::new() };
+        let mut taken = Vec::new();
+        for span in spans.iter() {
+            if let Ok(mut samples) = span.samples.lock() {
+                taken.extend(samples.drain(..));
+            }
+        }
+        taken
+    }
+
+    /// Adds points sampled by another process's partitions ([`ReadProgress::take_samples`]),
+    /// so that [`ReadProgress::resume_points`] covers them.
+    pub fn add_samples(&self, points: impl IntoIterator<Item = ResumePoint>) {
+        if let Ok(mut remote) = self.remote.lock() {
+            for point in points {
+                remote.entry((point.source, point.start)).or_default().push_back(point);
+            }
+        }
     }
 
     /// What became of the lines read so far, over all partitions.
@@ -678,6 +710,47 @@ impl Partition for LinePartition {
     }
 }
 
+/// How one input is split into partitions.
+struct Layout {
+    size: u64,
+    gzip: bool,
+    companion: Option<PathBuf>,
+    /// The input can be split into blocks (a plain file read alone).
+    splittable: bool,
+    /// The partitions' `[start, end)` byte ranges.
+    ranges: Vec<(u64, u64)>,
+}
+
+impl Layout {
+    fn of(input: &InputSpec, config: &Config) -> Result<Layout, InputError> {
+        let io = |source| InputError::Io { path: input.path.clone(), source };
+        let size = std::fs::metadata(&input.path).map_err(io)?.len();
+        let companion = companion_of(input, config);
+        let gzip = is_gzip(&input.path).map_err(io)?;
+        // A FIX order-entry log names orders by chains of request ids, followed through the
+        // file: it is read as one partition.
+        let chained =
+            input.format == super::Format::Fix && config.ingest.fix.orders_from == crate::config::FixOrders::Requests;
+        let splittable = !gzip && companion.is_none() && !chained;
+        let block = config.ingest.block_size.max(4096);
+        let ranges: Vec<(u64, u64)> = if splittable && size > block {
+            (0..size.div_ceil(block)).map(|b| (b * block, ((b + 1) * block).min(size))).collect()
+        } else {
+            vec![(0, u64::MAX)]
+        };
+        Ok(Layout { size, gzip, companion, splittable, ranges })
+    }
+}
+
+/// Every partition [`plan_partitions`] makes of `inputs`, over all workers: (input, start).
+pub fn partition_starts(inputs: &[InputSpec], config: &Config) -> Result<Vec<(u32, u64)>, InputError> {
+    let mut starts = Vec::new();
+    for input in inputs.iter().filter(|i| i.format != super::Format::Archive) {
+        starts.extend(Layout::of(input, config)?.ranges.into_iter().map(|(start, _)| (input.index, start)));
+    }
+    Ok(starts)
+}
+
 /// Splits the inputs into partitions and returns this worker's share. Partitions are numbered
 /// in input order and dealt round-robin, so neighbouring blocks of one file go to different
 /// workers and all workers advance through event time together.
@@ -694,22 +767,8 @@ pub fn plan_partitions(
     let mut mine = Vec::new();
     let mut global = 0usize;
     let mut indexes: HashMap<u32, Rc<RefCell<LineIndex>>> = HashMap::new();
-    let block = config.ingest.block_size.max(4096);
     for input in inputs.iter().filter(|i| i.format != super::Format::Archive) {
-        let io = |source| InputError::Io { path: input.path.clone(), source };
-        let size = std::fs::metadata(&input.path).map_err(io)?.len();
-        let companion = companion_of(input, config);
-        let gzip = is_gzip(&input.path).map_err(io)?;
-        // A FIX order-entry log names orders by chains of request ids, followed through the
-        // file: it is read as one partition.
-        let chained =
-            input.format == super::Format::Fix && config.ingest.fix.orders_from == crate::config::FixOrders::Requests;
-        let splittable = !gzip && companion.is_none() && !chained;
-        let ranges: Vec<(u64, u64)> = if splittable && size > block {
-            (0..size.div_ceil(block)).map(|b| (b * block, ((b + 1) * block).min(size))).collect()
-        } else {
-            vec![(0, u64::MAX)]
-        };
+        let Layout { size, gzip, companion, splittable, ranges } = Layout::of(input, config)?;
         let shared = Arc::new(input.clone());
         for (start, end) in ranges {
             if global % peers.max(1) == worker {
@@ -868,6 +927,61 @@ mod tests {
         let all_lines = lines(&all_side);
         for letter in lines(&rest_side) {
             assert!(all_lines.contains(&letter), "{letter:?}");
+        }
+    }
+
+    #[test]
+    fn points_sampled_by_another_process_resume_its_partitions_as_its_own() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("day.csv");
+        let mut text = format!("{HEADER}\n");
+        for i in 0..2000u64 {
+            let time = 1_000 + i * 10 - (i % 3) * 7;
+            text.push_str(&format!("{time},{i},new,X,ACME,O{i},ACC1,,,,buy,10.5,5,,,,,,,,,,,,,\n"));
+        }
+        std::fs::write(&path, &text).expect("write");
+        let inputs = vec![InputSpec { index: 0, path, format: Format::Csv }];
+        let reference = Arc::new(ReferenceData::new(4));
+        let mut config = Config::default();
+        config.ingest.block_size = 16 << 10;
+        // Reads part of the partitions of worker `worker` of two into `progress`, in two rounds
+        // (`after` runs between them).
+        let read = |progress: &Arc<ReadProgress>, worker: usize, after: &mut dyn FnMut()| {
+            let mut parts = plan_partitions(&inputs, &config, &reference, worker, 2, progress).expect("plan");
+            let (mut events, mut side) = (Vec::new(), Vec::new());
+            for round in 0..2 {
+                for (i, p) in parts.iter_mut().enumerate() {
+                    for _ in 0..if i == 0 { 1000 } else { 2 + round } {
+                        if p.read(50, &mut events, &mut side) == PartitionRead::Exhausted {
+                            break;
+                        }
+                    }
+                }
+                if round == 0 {
+                    after();
+                }
+            }
+            parts.iter().map(|p| (p.input.index, p.start)).collect::<Vec<_>>()
+        };
+        // One process that reads both workers' partitions.
+        let one = Arc::new(ReadProgress::default());
+        one.sample_resume_points();
+        let mut starts = read(&one, 0, &mut || {});
+        starts.extend(read(&one, 1, &mut || {}));
+        starts.sort_unstable();
+        assert_eq!(partition_starts(&inputs, &config).expect("starts"), starts);
+        // Two processes: the second sends its samples to the first, in two messages.
+        let (first, second) = (Arc::new(ReadProgress::default()), Arc::new(ReadProgress::default()));
+        first.sample_resume_points();
+        second.sample_resume_points();
+        read(&first, 0, &mut || {});
+        read(&second, 1, &mut || first.add_samples(second.take_samples()));
+        first.add_samples(second.take_samples());
+        assert!(second.take_samples().is_empty(), "samples are sent once");
+        for cut in [1_000, 1_000 + 300 * 10, 1_000 + 900 * 10, u64::MAX] {
+            let points = first.resume_points(cut);
+            assert_eq!(points, one.resume_points(cut), "cut {cut}");
+            assert_eq!(points.len(), starts.len());
         }
     }
 

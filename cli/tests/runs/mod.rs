@@ -97,3 +97,38 @@ pub fn total(text: &str, prefix: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
         .sum()
 }
+
+/// Two generated trading days of `events` events each, two days apart, in one file of a new
+/// day folder in `dir`: a checkpoint on the second day resumes past the first (the replay
+/// horizon is a day). The generator numbers each day's orders from the same start; the second
+/// day's order ids are renamed so that no id means two orders in the file.
+pub fn two_days(dir: &Path, events: u64) -> std::path::PathBuf {
+    for (name, date) in [("d1", "2024-03-04"), ("d2", "2024-03-06")] {
+        let status = surveil()
+            .args(["generate", "--events", &events.to_string(), "--date", date, "--out"])
+            .arg(dir.join(name))
+            .status()
+            .expect("spawn");
+        assert!(status.success());
+    }
+    let day = dir.join("two");
+    std::fs::create_dir(&day).expect("mkdir");
+    for file in ["surveil.toml", "instruments.csv", "accounts.csv"] {
+        std::fs::copy(dir.join("d1").join(file), day.join(file)).expect("copy");
+    }
+    let first = std::fs::read_to_string(dir.join("d1/events.csv")).expect("read");
+    let second = std::fs::read_to_string(dir.join("d2/events.csv")).expect("read");
+    let body = second.split_once('\n').map_or("", |(_, rest)| rest);
+    // Order ids are `O` and digits (owners are `OWN...`): the second day's become `P...`.
+    let mut renamed = String::with_capacity(body.len());
+    let mut rest = body;
+    while let Some(at) = rest.find(",O") {
+        let digit = rest[at + 2..].starts_with(|c: char| c.is_ascii_digit());
+        renamed.push_str(&rest[..at]);
+        renamed.push_str(if digit { ",P" } else { ",O" });
+        rest = &rest[at + 2..];
+    }
+    renamed.push_str(rest);
+    std::fs::write(day.join("events.csv"), first + &renamed).expect("write");
+    day
+}
