@@ -345,10 +345,16 @@ impl SampleShipper {
 
     /// Sends what was sampled since the last call, at most every few tens of milliseconds.
     pub fn tick(&mut self) {
-        if !self.sends || self.last.elapsed() < SHIP_EVERY {
+        if self.last.elapsed() >= SHIP_EVERY {
+            self.send();
+        }
+    }
+
+    fn send(&mut self) {
+        self.last = std::time::Instant::now();
+        if !self.sends {
             return;
         }
-        self.last = std::time::Instant::now();
         let points = self.progress.take_samples();
         if let (false, Some(input)) = (points.is_empty(), self.input.as_mut()) {
             input.send(points);
@@ -360,8 +366,7 @@ impl SampleShipper {
 
     /// Sends the last samples and closes the dataflow's input.
     pub fn close(&mut self) {
-        self.last = std::time::Instant::now() - SHIP_EVERY;
-        self.tick();
+        self.send();
         self.input = None;
     }
 }
