@@ -111,8 +111,13 @@ impl Schemas {
             _ => return Err(bad(format!("{} bytes: too short for a schema id", payload.len()))),
         };
         let schema = self.schema(id)?;
-        let value = apache_avro::from_avro_datum(&schema, &mut datum, None)
-            .map_err(|e| bad(format!("does not decode with schema {id}: {e}")))?;
+        // `from_avro_datum` resolves the schema's named types for every message (a tenth of
+        // the decoding, measured); a schema that names none needs no resolving.
+        let value = match self_contained(&schema) {
+            true => apache_avro::from_avro_datum_schemata(&schema, Vec::new(), &mut datum, None),
+            false => apache_avro::from_avro_datum(&schema, &mut datum, None),
+        }
+        .map_err(|e| bad(format!("does not decode with schema {id}: {e}")))?;
         if !datum.is_empty() {
             return Err(bad(format!("{} bytes left over after the record of schema {id}", datum.len())));
         }
@@ -174,6 +179,20 @@ impl Schemas {
             Known::Schema(schema) => Ok(schema),
             Known::Unknown(_, detail) => Err(unknown(detail)),
         }
+    }
+}
+
+/// Whether `schema` refers to no named type by name (a reference needs the schema's names
+/// resolved before decoding).
+fn self_contained(schema: &Schema) -> bool {
+    match schema {
+        Schema::Ref { .. } => false,
+        Schema::Record(record) => record.fields.iter().all(|f| self_contained(&f.schema)),
+        Schema::Union(union) => union.variants().iter().all(self_contained),
+        Schema::Array(array) => self_contained(&array.items),
+        Schema::Map(map) => self_contained(&map.types),
+        Schema::Decimal(decimal) => self_contained(&decimal.inner),
+        _ => true,
     }
 }
 
