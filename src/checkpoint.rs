@@ -212,8 +212,8 @@ pub struct Checkpointer {
     /// Set when the run is asked to stop: the sources stop reading, and what drains after is
     /// not a watermark the inputs have reached, so no checkpoint is taken from then on.
     stop: Option<Arc<std::sync::atomic::AtomicBool>>,
-    /// Every partition of the run (input, start), when other processes read some of them: one
-    /// whose samples have not arrived yet resumes from its start.
+    /// Every partition of the run (input, start): one whose samples have not arrived yet (from
+    /// another process of a cluster) resumes from its start.
     partitions: Vec<(u32, u64)>,
 }
 

@@ -1765,13 +1765,10 @@ impl Job {
             self.progress.clone(),
             checkpoints.earlier.as_ref(),
         )
-        .stopping_with(self.stop.flag());
-        // Other processes' partitions are known to process 0 by their points, which come
+        .stopping_with(self.stop.flag())
+        // A partition is known by its points, which in a cluster come from other processes
         // while the run reads: the plan says which partitions there are.
-        let checkpointer = match self.cluster.as_ref().is_some_and(|c| c.processes() > 1) {
-            true => checkpointer.covering(crate::ingest::partition_starts(&self.inputs, &self.config)?),
-            false => checkpointer,
-        };
+        .covering(crate::ingest::partition_starts(&self.inputs, &self.config)?);
         if let Ok(mut clock) = checkpoints.clock.lock() {
             *clock = Some(checkpointer.clock());
         }

@@ -711,7 +711,7 @@ impl Partition for LinePartition {
 }
 
 /// How one input is split into partitions.
-struct Layout {
+struct Split {
     size: u64,
     gzip: bool,
     companion: Option<PathBuf>,
@@ -721,8 +721,8 @@ struct Layout {
     ranges: Vec<(u64, u64)>,
 }
 
-impl Layout {
-    fn of(input: &InputSpec, config: &Config) -> Result<Layout, InputError> {
+impl Split {
+    fn of(input: &InputSpec, config: &Config) -> Result<Split, InputError> {
         let io = |source| InputError::Io { path: input.path.clone(), source };
         let size = std::fs::metadata(&input.path).map_err(io)?.len();
         let companion = companion_of(input, config);
@@ -738,7 +738,7 @@ impl Layout {
         } else {
             vec![(0, u64::MAX)]
         };
-        Ok(Layout { size, gzip, companion, splittable, ranges })
+        Ok(Split { size, gzip, companion, splittable, ranges })
     }
 }
 
@@ -746,7 +746,7 @@ impl Layout {
 pub fn partition_starts(inputs: &[InputSpec], config: &Config) -> Result<Vec<(u32, u64)>, InputError> {
     let mut starts = Vec::new();
     for input in inputs.iter().filter(|i| i.format != super::Format::Archive) {
-        starts.extend(Layout::of(input, config)?.ranges.into_iter().map(|(start, _)| (input.index, start)));
+        starts.extend(Split::of(input, config)?.ranges.into_iter().map(|(start, _)| (input.index, start)));
     }
     Ok(starts)
 }
@@ -768,7 +768,7 @@ pub fn plan_partitions(
     let mut global = 0usize;
     let mut indexes: HashMap<u32, Rc<RefCell<LineIndex>>> = HashMap::new();
     for input in inputs.iter().filter(|i| i.format != super::Format::Archive) {
-        let Layout { size, gzip, companion, splittable, ranges } = Layout::of(input, config)?;
+        let Split { size, gzip, companion, splittable, ranges } = Split::of(input, config)?;
         let shared = Arc::new(input.clone());
         for (start, end) in ranges {
             if global % peers.max(1) == worker {
