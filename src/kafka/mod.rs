@@ -16,6 +16,7 @@
 
 mod actions;
 pub mod avro;
+mod avro_text;
 mod produce;
 mod reference;
 mod sink;
