@@ -252,6 +252,11 @@ impl Config {
         let limits = &self.rules.order_limits;
         quantity_limit("rules.order_limits.max_quantity", &limits.max_quantity)?;
         notional_limit("rules.order_limits.max_notional", &limits.max_notional)?;
+        if let Some(share) = limits.max_adv_share
+            && !(share.is_finite() && share > 0.0)
+        {
+            return Err(format!("rules.order_limits.max_adv_share = {share} must be a positive number"));
+        }
         for (name, o) in &limits.instruments {
             if let Some(limit) = &o.max_quantity {
                 quantity_limit(&format!("rules.order_limits.instruments.{name}.max_quantity"), limit)?;
@@ -658,13 +663,18 @@ impl SessionConfig {
     /// The close as a local time of day, when set.
     pub fn close_time(&self) -> Result<Option<chrono::NaiveTime>, String> {
         let Some(close) = &self.close else { return Ok(None) };
+        SessionConfig::parse_close(close).map(Some)
+    }
+
+    /// A close as a local time of day (`HH:MM` or `HH:MM:SS`), after midnight.
+    pub fn parse_close(close: &str) -> Result<chrono::NaiveTime, String> {
         let time = chrono::NaiveTime::parse_from_str(close, "%H:%M:%S")
             .or_else(|_| chrono::NaiveTime::parse_from_str(close, "%H:%M"))
             .map_err(|_| format!("sessions.close = {close:?} is not a time of day (HH:MM or HH:MM:SS)"))?;
         if time == chrono::NaiveTime::MIN {
             return Err("sessions.close = \"00:00\" would end each session as it starts".into());
         }
-        Ok(Some(time))
+        Ok(time)
     }
 }
 
@@ -1114,6 +1124,10 @@ pub struct OrderLimitsConfig {
     /// Largest allowed order notional (price x quantity) in the instrument's currency, as a
     /// decimal string, or `"off"`. Default "5000000".
     pub max_notional: Limit<String>,
+    /// Largest allowed order quantity as a share of the instrument's average daily volume (the
+    /// instrument master's `average_daily_volume`, as of the order's time); unset: none.
+    /// Where both apply, the smaller quantity limit holds.
+    pub max_adv_share: Option<f64>,
     /// Per-instrument overrides.
     pub instruments: BTreeMap<String, OrderLimitsOverride>,
 }
@@ -1124,6 +1138,7 @@ impl Default for OrderLimitsConfig {
             enabled: true,
             max_quantity: Limit::Max(100_000),
             max_notional: Limit::Max("5000000".into()),
+            max_adv_share: None,
             instruments: BTreeMap::new(),
         }
     }
@@ -2542,6 +2557,8 @@ mod tests {
             ("[rules.order_limits]\nmax_notional = \"-1\"", "max_notional"),
             ("[rules.order_limits]\nmax_notional = \"0\"", "max_notional"),
             ("[rules.order_limits]\nmax_quantity = 0", "max_quantity"),
+            ("[rules.order_limits]\nmax_adv_share = 0.0", "rules.order_limits.max_adv_share"),
+            ("[rules.order_limits]\nmax_adv_share = nan", "rules.order_limits.max_adv_share"),
             ("[rules.order_limits.instruments.X]\nmax_notional = \"-5\"", "instruments.X.max_notional"),
             ("[rules.order_to_trade]\nmax_count_ratio = nan", "max_count_ratio"),
             ("[rules.order_to_trade]\nmax_count_ratio = -1.0", "max_count_ratio"),

@@ -102,15 +102,15 @@ impl AlertPolicy {
         &self.route_names
     }
 
-    /// The desk of `account`, from the reference data.
-    pub fn desk_of(&self, account: Symbol) -> Symbol {
-        self.reference.account(account).map(|a| a.desk).unwrap_or(Symbol::NONE)
+    /// The desk of `account` at event time `time`, from the reference data.
+    pub fn desk_of(&self, account: Symbol, time: u64) -> Symbol {
+        self.reference.account(account, time).map(|a| a.desk).unwrap_or(Symbol::NONE)
     }
 
     /// The desk of an alert's account: from the reference data, else as the alert's own
     /// evidence names it (events may carry their desk when no account file is loaded).
     pub fn desk_of_alert(&self, alert: &Alert) -> Symbol {
-        let desk = self.desk_of(alert.account);
+        let desk = self.desk_of(alert.account, alert.time);
         if !desk.is_none() || alert.account.is_none() {
             return desk;
         }
@@ -546,7 +546,7 @@ mod tests {
             AlertPolicyOverride { tiers: Some(strict), group_horizon: Some(std::time::Duration::ZERO) },
         );
         let policy = AlertPolicy::new(&config, reference());
-        let (retail, prop) = (policy.desk_of(Symbol::of(b"ACC1")), policy.desk_of(Symbol::of(b"ACC2")));
+        let (retail, prop) = (policy.desk_of(Symbol::of(b"ACC1"), 0), policy.desk_of(Symbol::of(b"ACC2"), 0));
         assert_eq!(retail, Symbol::of(b"RETAIL"));
         assert_eq!(policy.tier("other", prop, 49.9), Tier::Info);
         assert_eq!(policy.tier("other", prop, 50.0), Tier::Low);

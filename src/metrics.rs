@@ -136,6 +136,21 @@ impl Metrics {
                     }
                 }
             }
+            family(
+                &mut out,
+                "surveil_events_incomplete_total",
+                "counter",
+                "Events naming reference data the files lack at their time, by input and missing field.",
+            );
+            for (source, counts) in progress.incomplete_by_source() {
+                for (field, n) in crate::reference::Missing::FIELDS.iter().zip(counts) {
+                    if n > 0 {
+                        let labels = [("input", name(source)), ("field", field.to_string())];
+                        let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                        sample(&mut out, "surveil_events_incomplete_total", &labels, n as f64);
+                    }
+                }
+            }
             family(&mut out, "surveil_read_bytes_total", "counter", "Bytes read from the inputs.");
             sample(&mut out, "surveil_read_bytes_total", &[], progress.bytes() as f64);
             let lines = progress.lines();

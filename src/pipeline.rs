@@ -224,6 +224,11 @@ pub struct RunSummary {
     pub events_by_kind: std::collections::BTreeMap<String, u64>,
     /// Events read.
     pub events: u64,
+    /// Events that named reference data the loaded files lack at the event's time (an
+    /// instrument, an account, a trade's buyer or seller account), by input and field. They
+    /// were processed all the same; each is counted once per field it lacks.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub incomplete_events: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
     /// Bytes read.
     pub bytes: u64,
     /// What became of every line read: `read = header + blank + accepted + rejected`, and
@@ -285,6 +290,13 @@ impl RunSummary {
         row("events", self.events.to_string());
         for (kind, n) in &self.events_by_kind {
             row(&format!("  {kind}"), n.to_string());
+        }
+        let mut incomplete: std::collections::BTreeMap<&str, u64> = Default::default();
+        for (field, n) in self.incomplete_events.values().flatten() {
+            *incomplete.entry(field).or_default() += n;
+        }
+        for (field, n) in incomplete {
+            row(&format!("  {field} not in reference"), n.to_string());
         }
         row("alerts", self.alerts.to_string());
         for (rule, n) in &self.written.alerts_by_rule {
@@ -1408,6 +1420,13 @@ impl Job {
             });
         }
         summary.events = events_by_kind.iter().sum();
+        for (source, counts) in self.progress.incomplete_by_source() {
+            let fields = crate::reference::Missing::FIELDS.iter().zip(counts).filter(|(_, n)| *n > 0);
+            summary.incomplete_events.insert(
+                sources.get(source as usize).cloned().unwrap_or_else(|| source.to_string()),
+                fields.map(|(field, n)| (field.to_string(), n)).collect(),
+            );
+        }
         summary.bytes = self.progress.bytes();
         summary.lines = self.progress.lines();
         summary.alerts = summary.written.alerts_by_rule.values().sum();

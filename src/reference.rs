@@ -1,5 +1,9 @@
 //! Reference data: instruments (price scale, identifiers) and accounts (beneficial owner, desk,
-//! trader). Loaded once and shared read-only by every worker.
+//! trader), as they change over event time. Loaded once and shared read-only by every worker.
+//!
+//! A row of the instrument or account file with a `time` is a change from that event time on;
+//! every lookup names the event time it is made for, so an event is enriched as of its own
+//! time, whatever order or worker it is processed in (`docs/configuration.md`, `[reference]`).
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +30,48 @@ pub enum ReferenceError {
     Setting(String),
 }
 
+/// A record's versions over event time, sorted by the time each starts. Before the first
+/// starts (when it starts after 0) the record is unknown.
+#[derive(Debug, Clone)]
+struct Versions<V> {
+    versions: Vec<(u64, V)>,
+}
+
+impl<V> Versions<V> {
+    fn new(time: u64, value: V) -> Versions<V> {
+        Versions { versions: vec![(time, value)] }
+    }
+
+    /// The version in force at `time`.
+    #[inline]
+    fn at(&self, time: u64) -> Option<&V> {
+        match self.versions.as_slice() {
+            [(0, only)] => Some(only),
+            all => all.partition_point(|(start, _)| *start <= time).checked_sub(1).map(|i| &all[i].1),
+        }
+    }
+
+    /// From when to when (exclusive) the lookup at `time` gives the same answer.
+    fn span(&self, time: u64) -> (u64, u64) {
+        let i = self.versions.partition_point(|(start, _)| *start <= time);
+        let from = i.checked_sub(1).map_or(0, |i| self.versions[i].0);
+        let until = self.versions.get(i).map_or(u64::MAX, |(start, _)| *start);
+        (from, until)
+    }
+
+    /// Sets the version starting at `time`, replacing one that starts then.
+    fn set(&mut self, time: u64, value: V) {
+        match self.versions.binary_search_by_key(&time, |(start, _)| *start) {
+            Ok(i) => self.versions[i].1 = value,
+            Err(i) => self.versions.insert(i, (time, value)),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(u64, V)> {
+        self.versions.iter()
+    }
+}
+
 /// What surveil knows about an instrument.
 #[derive(Debug, Clone, Default)]
 pub struct Instrument {
@@ -43,6 +89,13 @@ pub struct Instrument {
     pub tick_size: Option<Price>,
     /// The instrument a derivative is written on (`NONE` for an underlying itself).
     pub underlying: Symbol,
+    /// When its sessions close, local time in `sessions.timezone`, where it closes at a time
+    /// of its own (a future at 15:15 beside equities at 16:00); [marking the
+    /// close](crate::rules::MarkingClose) judges its closing window.
+    pub closing_time: Option<chrono::NaiveTime>,
+    /// Average daily volume, in units of its quantities, where the instrument master gives it
+    /// ([order limits](crate::rules::OrderLimits) can cap an order at a share of it).
+    pub average_daily_volume: Option<u64>,
 }
 
 impl Instrument {
@@ -133,11 +186,11 @@ pub struct Account {
     pub capacity: Capacity,
 }
 
-/// Instruments and accounts, by symbol.
+/// Instruments and accounts, by symbol, as they change over event time.
 #[derive(Debug, Clone, Default)]
 pub struct ReferenceData {
-    instruments: IdMap<Symbol, Instrument>,
-    accounts: IdMap<Symbol, Account>,
+    instruments: IdMap<Symbol, Versions<Instrument>>,
+    accounts: IdMap<Symbol, Versions<Account>>,
     default_price_scale: u8,
     /// The tick size of a venue's instruments that have none of their own.
     venue_ticks: IdMap<Symbol, Decimal>,
@@ -147,6 +200,40 @@ pub struct ReferenceData {
     ownership: Vec<OwnershipChange>,
     /// `reference.link_share`, when set.
     link_share: Option<f64>,
+}
+
+/// The reference data an event names that the reference files do not have at the event's
+/// time ([`ReferenceData::enrich`]): the event is processed all the same, and counted as
+/// incomplete per field.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Missing(u8);
+
+/// Incomplete events by missing field (indexed as [`Missing::FIELDS`]).
+pub type MissingCounts = [u64; Missing::FIELDS.len()];
+
+impl Missing {
+    /// The fields, as the event schema names them.
+    pub const FIELDS: [&'static str; 4] = ["instrument", "account", "buyer_account", "seller_account"];
+
+    fn with(self, field: usize) -> Missing {
+        Missing(self.0 | 1 << field)
+    }
+
+    /// True when nothing is missing.
+    #[inline]
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Adds one to the count of each missing field.
+    #[inline]
+    pub fn count(self, counts: &mut MissingCounts) {
+        if self.0 != 0 {
+            for (field, count) in counts.iter_mut().enumerate() {
+                *count += u64::from(self.0 >> field & 1);
+            }
+        }
+    }
 }
 
 /// An owner's share of an account from a time on ([`ReferenceData::ownership`]).
@@ -174,6 +261,8 @@ struct OwnershipRow {
 
 #[derive(Deserialize)]
 struct InstrumentRow {
+    #[serde(default)]
+    time: Option<String>,
     instrument: String,
     #[serde(default)]
     price_scale: Option<u8>,
@@ -189,10 +278,16 @@ struct InstrumentRow {
     tick_size: Option<String>,
     #[serde(default)]
     underlying: Option<String>,
+    #[serde(default)]
+    closing_time: Option<String>,
+    #[serde(default)]
+    average_daily_volume: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct AccountRow {
+    #[serde(default)]
+    time: Option<String>,
     account: String,
     #[serde(default)]
     owner: Option<String>,
@@ -243,8 +338,9 @@ impl ReferenceData {
         csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(source)
     }
 
-    /// Loads `instrument,price_scale,currency,isin,cfi,reference_price,tick_size` (every column
-    /// but `instrument` optional).
+    /// Loads `instrument,price_scale,currency,isin,cfi,reference_price,tick_size,underlying`
+    /// (every column but `instrument` optional), and an optional `time`: a row with a time is a
+    /// change from that event time on, whose empty cells keep the values in force then.
     pub fn load_instruments(&mut self, path: &Path) -> Result<(), ReferenceError> {
         self.read_instruments(Self::open(path)?, path)
     }
@@ -258,55 +354,102 @@ impl ReferenceData {
             let invalid =
                 |message: String| ReferenceError::Invalid { path: path.into(), record: i as u64 + 1, message };
             let row = row.map_err(|e| invalid(e.to_string()))?;
-            let scale = row.price_scale.unwrap_or(self.default_price_scale);
+            let time = change_time(row.time.as_deref()).map_err(invalid)?;
+            let (symbol, _) = self.names.intern(row.instrument.as_bytes());
+            let known = self.instruments.get(&symbol);
+            // A change starts from the version in force at its time; a row without a time is
+            // the whole record from the start.
+            let base = match (time, known) {
+                (Some(time), Some(versions)) => versions.at(time).cloned(),
+                _ => None,
+            };
+            let fixed_scale = known.and_then(|v| v.iter().next()).map(|(_, i)| i.price_scale);
+            let scale = row.price_scale.or(fixed_scale).unwrap_or(self.default_price_scale);
             if scale > crate::model::decimal::MAX_SCALE {
                 return Err(invalid(format!("price_scale {scale} is too large")));
             }
-            let reference_price = match row.reference_price.as_deref().filter(|s| !s.is_empty()) {
-                Some(text) => Some(Price(
-                    crate::model::decimal::parse_scaled(text.as_bytes(), scale)
-                        .map_err(|e| invalid(format!("reference_price {text:?}: {e}")))?,
-                )),
-                None => None,
-            };
-            let tick_size = match row.tick_size.as_deref().filter(|s| !s.is_empty()) {
-                Some(text) => {
-                    let units = crate::model::decimal::parse_scaled(text.as_bytes(), scale)
-                        .map_err(|e| invalid(format!("tick_size {text:?}: {e}")))?;
-                    if units <= 0 {
-                        return Err(invalid(format!(
-                            "tick_size {text:?} must be positive at the instrument's {scale} decimal places"
-                        )));
-                    }
-                    Some(Price(units))
+            if let Some(fixed) = fixed_scale.filter(|&fixed| fixed != scale) {
+                return Err(invalid(format!(
+                    "price_scale {scale} differs from the {fixed} given before: an instrument's prices keep one scale \
+                     (a change of scale is a new instrument)"
+                )));
+            }
+            let text =
+                |cell: &Option<String>| cell.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+            let units = |cell: &Option<String>, what: &str| -> Result<Option<Price>, ReferenceError> {
+                match text(cell) {
+                    Some(text) => crate::model::decimal::parse_scaled(text.as_bytes(), scale)
+                        .map(|units| Some(Price(units)))
+                        .map_err(|e| invalid(format!("{what} {text:?}: {e}"))),
+                    None => Ok(None),
                 }
-                None => None,
             };
-            let (symbol, _) = self.names.intern(row.instrument.as_bytes());
-            let underlying = match row.underlying.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            let reference_price = units(&row.reference_price, "reference_price")?;
+            let tick_size = units(&row.tick_size, "tick_size")?;
+            if let Some(Price(tick)) = tick_size.filter(|t| t.0 <= 0) {
+                let text = text(&row.tick_size).unwrap_or_default();
+                return Err(invalid(format!(
+                    "tick_size {text:?} must be positive at the instrument's {scale} decimal places ({tick} units)"
+                )));
+            }
+            let underlying = match text(&row.underlying) {
                 Some(name) if name == row.instrument => {
                     return Err(invalid("underlying is the instrument itself".into()));
                 }
-                Some(name) => self.names.intern(name.as_bytes()).0,
-                None => Symbol::NONE,
+                Some(name) => Some(self.names.intern(name.as_bytes()).0),
+                None => None,
             };
-            self.instruments.insert(
-                symbol,
-                Instrument {
-                    price_scale: scale,
-                    currency: row.currency.unwrap_or_default(),
-                    isin: row.isin.unwrap_or_default(),
-                    cfi: row.cfi.unwrap_or_default(),
-                    reference_price,
-                    tick_size,
-                    underlying,
-                },
-            );
+            let closing_time = match text(&row.closing_time) {
+                Some(close) => Some(
+                    crate::config::SessionConfig::parse_close(&close)
+                        .map_err(|e| invalid(e.replace("sessions.close", "closing_time")))?,
+                ),
+                None => None,
+            };
+            let average_daily_volume = match text(&row.average_daily_volume) {
+                Some(adv) => Some(adv.parse::<u64>().ok().filter(|&v| v > 0).ok_or_else(|| {
+                    invalid(format!("average_daily_volume {adv:?} is not a positive whole quantity"))
+                })?),
+                None => None,
+            };
+            let base = base.unwrap_or_default();
+            let instrument = Instrument {
+                price_scale: scale,
+                currency: text(&row.currency).unwrap_or(base.currency),
+                isin: text(&row.isin).unwrap_or(base.isin),
+                cfi: text(&row.cfi).unwrap_or(base.cfi),
+                reference_price: reference_price.or(base.reference_price),
+                tick_size: tick_size.or(base.tick_size),
+                underlying: underlying.unwrap_or(base.underlying),
+                closing_time: closing_time.or(base.closing_time),
+                average_daily_volume: average_daily_volume.or(base.average_daily_volume),
+            };
+            self.set_instrument(symbol, time.unwrap_or(0), instrument);
         }
         Ok(())
     }
 
-    /// Loads `account,owner,desk,trader,capacity` (all but `account` optional).
+    fn set_instrument(&mut self, symbol: Symbol, time: u64, instrument: Instrument) {
+        match self.instruments.get_mut(&symbol) {
+            Some(versions) => versions.set(time, instrument),
+            None => {
+                self.instruments.insert(symbol, Versions::new(time, instrument));
+            }
+        }
+    }
+
+    fn set_account_version(&mut self, symbol: Symbol, time: u64, account: Account) {
+        match self.accounts.get_mut(&symbol) {
+            Some(versions) => versions.set(time, account),
+            None => {
+                self.accounts.insert(symbol, Versions::new(time, account));
+            }
+        }
+    }
+
+    /// Loads `account,owner,desk,trader,capacity` (all but `account` optional), and an
+    /// optional `time`: a row with a time is a change from that event time on, whose empty
+    /// cells keep the values in force then.
     pub fn load_accounts(&mut self, path: &Path) -> Result<(), ReferenceError> {
         self.read_accounts(Self::open(path)?, path)
     }
@@ -319,16 +462,30 @@ impl ReferenceData {
             let invalid =
                 |message: String| ReferenceError::Invalid { path: path.into(), record: i as u64 + 1, message };
             let row = row.map_err(|e| invalid(e.to_string()))?;
+            let time = change_time(row.time.as_deref()).map_err(invalid)?;
             let text = row.capacity.unwrap_or_default();
             let capacity = Capacity::parse(&text).ok_or_else(|| {
                 invalid(format!("capacity {text:?} is not client, proprietary or employee (or empty)"))
             })?;
-            let mut intern = |text: Option<String>| self.names.intern(text.unwrap_or_default().as_bytes()).0;
-            let account = intern(Some(row.account));
-            let owner = intern(row.owner);
-            let desk = intern(row.desk);
-            let trader = intern(row.trader);
-            self.accounts.insert(account, Account { owner, desk, trader, capacity });
+            let mut intern = |text: Option<String>| {
+                let text = text.unwrap_or_default();
+                (!text.is_empty()).then(|| self.names.intern(text.as_bytes()).0)
+            };
+            let Some(account) = intern(Some(row.account)) else {
+                return Err(invalid("account must not be empty".into()));
+            };
+            let (owner, desk, trader) = (intern(row.owner), intern(row.desk), intern(row.trader));
+            let base = match time {
+                Some(time) => self.accounts.get(&account).and_then(|v| v.at(time)).copied().unwrap_or_default(),
+                None => Account::default(),
+            };
+            let record = Account {
+                owner: owner.unwrap_or(base.owner),
+                desk: desk.unwrap_or(base.desk),
+                trader: trader.unwrap_or(base.trader),
+                capacity: if capacity == Capacity::Unknown { base.capacity } else { capacity },
+            };
+            self.set_account_version(account, time.unwrap_or(0), record);
         }
         Ok(())
     }
@@ -348,12 +505,7 @@ impl ReferenceData {
             let invalid =
                 |message: String| ReferenceError::Invalid { path: path.into(), record: i as u64 + 1, message };
             let row = row.map_err(|e| invalid(e.to_string()))?;
-            let time = match row.time.as_deref().filter(|t| !t.is_empty()) {
-                None => 0,
-                Some(text) => crate::model::time::parse_event_time(text.as_bytes()).ok_or_else(|| {
-                    invalid(format!("time {text:?}: {}", crate::model::time::event_time_error(text.as_bytes())))
-                })?,
-            };
+            let time = change_time(row.time.as_deref()).map_err(invalid)?.unwrap_or(0);
             let share = match row.share.as_deref().filter(|s| !s.is_empty()) {
                 None => 1.0,
                 Some(text) => parse_share(text).ok_or_else(|| {
@@ -378,23 +530,36 @@ impl ReferenceData {
     }
 
     /// Every ownership the reference data states, as changes over event time: each account's
-    /// `owner` in the accounts file holds all of it from the start, followed by the ownership
-    /// file's changes in file order.
+    /// `owner` in the accounts file holds all of it while the account names it (from the
+    /// start, or from the row's time), followed by the ownership file's changes in file order.
     pub fn ownership(&self) -> Vec<OwnershipChange> {
-        let mut all: Vec<OwnershipChange> = self
-            .accounts
-            .iter()
-            .filter(|(account, a)| !a.owner.is_none() && a.owner != **account)
-            .map(|(&account, a)| OwnershipChange { time: 0, account, owner: a.owner, share: 1.0 })
-            .collect();
-        all.sort_by_key(|c| (c.account, c.owner));
+        let mut accounts: Vec<(&Symbol, &Versions<Account>)> = self.accounts.iter().collect();
+        accounts.sort_by_key(|(account, _)| **account);
+        let mut all = Vec::new();
+        for (&account, versions) in accounts {
+            let holds = |owner: Symbol| !owner.is_none() && owner != account;
+            let mut previous = Symbol::NONE;
+            for (time, a) in versions.iter() {
+                if a.owner == previous {
+                    continue;
+                }
+                if holds(previous) {
+                    all.push(OwnershipChange { time: *time, account, owner: previous, share: 0.0 });
+                }
+                if holds(a.owner) {
+                    all.push(OwnershipChange { time: *time, account, owner: a.owner, share: 1.0 });
+                }
+                previous = a.owner;
+            }
+        }
+        all.sort_by_key(|c| (c.time, c.account, c.owner));
         all.extend(self.ownership.iter().copied());
         all
     }
 
     /// Whether the reference data states any ownership (so that accounts may be linked).
     pub fn has_ownership(&self) -> bool {
-        !self.ownership.is_empty() || self.accounts.values().any(|a| !a.owner.is_none())
+        !self.ownership.is_empty() || self.accounts.values().flat_map(Versions::iter).any(|(_, a)| !a.owner.is_none())
     }
 
     /// The share an owner must hold for accounts to be linked (`reference.link_share`, 10 % by
@@ -411,47 +576,96 @@ impl ReferenceData {
     /// Adds an instrument (tests, generators).
     pub fn add_instrument(&mut self, name: &str, instrument: Instrument) {
         let (symbol, _) = self.names.intern(name.as_bytes());
-        self.instruments.insert(symbol, instrument);
+        self.instruments.insert(symbol, Versions::new(0, instrument));
+    }
+
+    /// Changes an instrument from event time `time` on (tests, generators). Its price scale
+    /// is the one it was added with.
+    pub fn change_instrument(&mut self, time: u64, name: &str, mut instrument: Instrument) {
+        let (symbol, _) = self.names.intern(name.as_bytes());
+        instrument.price_scale = self.price_scale(symbol);
+        self.set_instrument(symbol, time, instrument);
     }
 
     /// Adds an account (tests, generators).
     pub fn add_account(&mut self, name: &str, owner: &str) {
         let (account, _) = self.names.intern(name.as_bytes());
         let (owner, _) = self.names.intern(owner.as_bytes());
-        self.accounts.insert(account, Account { owner, ..Default::default() });
+        self.accounts.insert(account, Versions::new(0, Account { owner, ..Default::default() }));
     }
 
     /// Adds an account with its desk and trader (tests, generators); an empty name is none.
     pub fn set_account(&mut self, name: &str, owner: &str, desk: &str, trader: &str) {
         let mut intern = |text: &str| if text.is_empty() { Symbol::NONE } else { self.names.intern(text.as_bytes()).0 };
         let (account, owner, desk, trader) = (intern(name), intern(owner), intern(desk), intern(trader));
-        self.accounts.insert(account, Account { owner, desk, trader, capacity: Capacity::Unknown });
+        self.accounts.insert(account, Versions::new(0, Account { owner, desk, trader, capacity: Capacity::Unknown }));
+    }
+
+    /// Changes an account from event time `time` on: the library's way to give reference
+    /// data that changes over time (the files' rows with a `time` do the same).
+    ///
+    /// ```
+    /// use surveil::model::{Side, Symbol};
+    /// use surveil::reference::{Account, ReferenceData};
+    ///
+    /// let mut reference = ReferenceData::new(2);
+    /// reference.set_account("ACC1", "FUND", "EQUITIES", "ann");
+    /// let rates = Account { desk: Symbol::of(b"RATES"), ..*reference.account(Symbol::of(b"ACC1"), 0).unwrap() };
+    /// reference.change_account(1_000, "ACC1", rates);
+    /// let desk_at = |time| {
+    ///     let mut order = surveil::testing::new_order("X", "O1", "ACC1", Side::Buy, "1.00", 1).at(time);
+    ///     reference.enrich(&mut order);
+    ///     reference.names.name(order.desk).into_owned()
+    /// };
+    /// assert_eq!((desk_at(999), desk_at(1_000)), ("EQUITIES".to_string(), "RATES".to_string()));
+    /// ```
+    pub fn change_account(&mut self, time: u64, name: &str, account: Account) {
+        let (symbol, _) = self.names.intern(name.as_bytes());
+        self.set_account_version(symbol, time, account);
     }
 
     /// Sets the capacity an account trades in (tests, generators); the account is added if new.
     pub fn set_capacity(&mut self, name: &str, capacity: Capacity) {
         let (account, _) = self.names.intern(name.as_bytes());
-        self.accounts.entry(account).or_default().capacity = capacity;
+        let versions = self.accounts.entry(account).or_insert_with(|| Versions::new(0, Account::default()));
+        for (_, a) in versions.versions.iter_mut() {
+            a.capacity = capacity;
+        }
     }
 
-    /// The instrument a derivative is written on, or the instrument itself: what trading in
-    /// one instrument says about another.
-    pub fn root(&self, instrument: Symbol) -> Symbol {
-        match self.instruments.get(&instrument) {
+    /// The instrument a derivative is written on at `time`, or the instrument itself: what
+    /// trading in one instrument says about another.
+    pub fn root(&self, instrument: Symbol, time: u64) -> Symbol {
+        match self.instrument(instrument, time) {
             Some(i) if !i.underlying.is_none() => i.underlying,
             _ => instrument,
         }
     }
 
-    /// The instrument, if known.
-    pub fn instrument(&self, symbol: Symbol) -> Option<&Instrument> {
-        self.instruments.get(&symbol)
+    /// The instrument as it is at event time `time`, if known then.
+    #[inline]
+    pub fn instrument(&self, symbol: Symbol, time: u64) -> Option<&Instrument> {
+        self.instruments.get(&symbol)?.at(time)
     }
 
-    /// Decimal places of the instrument's prices.
+    /// From when to when (exclusive) the instrument's reference data stays as it is at `time`:
+    /// how long an answer derived from it may be kept.
+    pub fn instrument_span(&self, symbol: Symbol, time: u64) -> (u64, u64) {
+        self.instruments.get(&symbol).map_or((0, u64::MAX), |v| v.span(time))
+    }
+
+    /// True when some instrument closes at a time of its own, at some time.
+    pub fn has_closing_times(&self) -> bool {
+        self.instruments.values().flat_map(Versions::iter).any(|(_, i)| i.closing_time.is_some())
+    }
+
+    /// Decimal places of the instrument's prices (one scale for all of its versions).
     #[inline]
     pub fn price_scale(&self, instrument: Symbol) -> u8 {
-        self.instruments.get(&instrument).map_or(self.default_price_scale, |i| i.price_scale)
+        self.instruments
+            .get(&instrument)
+            .and_then(|v| v.iter().next())
+            .map_or(self.default_price_scale, |(_, i)| i.price_scale)
     }
 
     /// Sets the tick size of `venue`'s instruments that have none in the instrument file.
@@ -463,15 +677,15 @@ impl ReferenceData {
     /// its price scale (at least one): the instrument file's `tick_size`, else the venue's
     /// (the IMC simulation trades whole seashells), else the SEC Rule 612 minimum pricing
     /// increment for US equities ($0.01 at or above $1.00, $0.0001 below).
-    pub fn tick_size(&self, instrument: Symbol, venue: Symbol, price: Price) -> i64 {
-        self.tick_rule(instrument, venue).at(price)
+    pub fn tick_size(&self, instrument: Symbol, venue: Symbol, price: Price, time: u64) -> i64 {
+        self.tick_rule(instrument, venue, time).at(price)
     }
 
-    /// What [`ReferenceData::tick_size`] depends on, looked up once: keep it per instrument
-    /// and ask it for each price.
-    pub fn tick_rule(&self, instrument: Symbol, venue: Symbol) -> TickRule {
+    /// What [`ReferenceData::tick_size`] depends on at `time`, looked up once: keep it per
+    /// instrument over its [`ReferenceData::instrument_span`] and ask it for each price.
+    pub fn tick_rule(&self, instrument: Symbol, venue: Symbol, time: u64) -> TickRule {
         let scale = self.price_scale(instrument);
-        if let Some(tick) = self.instrument(instrument).and_then(|i| i.tick_size) {
+        if let Some(tick) = self.instrument(instrument, time).and_then(|i| i.tick_size) {
             return TickRule::Fixed(tick.0.max(1));
         }
         // In units of the price scale: trailing zeros do not count ("2.0" is 2), and a tick
@@ -497,15 +711,16 @@ impl ReferenceData {
         Decimal::price(price, self.price_scale(instrument))
     }
 
-    /// The account, if known.
+    /// The account as it is at event time `time`, if known then.
     #[inline]
-    pub fn account(&self, symbol: Symbol) -> Option<&Account> {
-        self.accounts.get(&symbol)
+    pub fn account(&self, symbol: Symbol, time: u64) -> Option<&Account> {
+        self.accounts.get(&symbol)?.at(time)
     }
 
-    /// True when some account has a stated capacity (client, proprietary or employee).
+    /// True when some account has a stated capacity (client, proprietary or employee) at
+    /// some time.
     pub fn has_capacities(&self) -> bool {
-        self.accounts.values().any(|a| a.capacity != Capacity::Unknown)
+        self.accounts.values().flat_map(Versions::iter).any(|(_, a)| a.capacity != Capacity::Unknown)
     }
 
     /// The number of accounts.
@@ -513,14 +728,25 @@ impl ReferenceData {
         self.accounts.len()
     }
 
-    /// Fills the owner, desk and trader of an event (and of both parties of a trade) from the
-    /// account reference data, where the event leaves them empty.
+    /// Fills the owner, desk and trader of an event (and the owners of both parties of a
+    /// trade) from the account reference data as of the event's time, where the event leaves
+    /// them empty. Says what the event names that the loaded files do not know at its time
+    /// (nothing is checked against a kind of file that is not loaded).
     #[inline]
-    pub fn enrich(&self, event: &mut Event) {
-        if self.accounts.is_empty() {
-            return;
+    pub fn enrich(&self, event: &mut Event) -> Missing {
+        let time = event.time;
+        let mut missing = Missing::default();
+        if !self.instruments.is_empty() && self.instrument(event.instrument, time).is_none() {
+            missing = missing.with(0);
         }
-        if let Some(account) = self.accounts.get(&event.account) {
+        if self.accounts.is_empty() {
+            return missing;
+        }
+        let account = self.account(event.account, time);
+        if account.is_none() && !event.account.is_none() {
+            missing = missing.with(1);
+        }
+        if let Some(account) = account {
             if event.owner.is_none() {
                 event.owner = account.owner;
             }
@@ -532,14 +758,26 @@ impl ReferenceData {
             }
         }
         if let crate::model::Body::Trade { buyer, seller, .. } = &mut event.body {
-            for party in [buyer, seller] {
-                if party.owner.is_none()
-                    && let Some(account) = self.accounts.get(&party.account)
-                {
-                    party.owner = account.owner;
+            for (field, party) in [(2, buyer), (3, seller)] {
+                match self.account(party.account, time) {
+                    Some(account) if party.owner.is_none() => party.owner = account.owner,
+                    Some(_) => {}
+                    None if !party.account.is_none() => missing = missing.with(field),
+                    None => {}
                 }
             }
         }
+        missing
+    }
+}
+
+/// The time of a change row: none for a row without one (the record from the start).
+fn change_time(text: Option<&str>) -> Result<Option<u64>, String> {
+    match text.map(str::trim).filter(|t| !t.is_empty()) {
+        None => Ok(None),
+        Some(text) => crate::model::time::parse_event_time(text.as_bytes())
+            .map(Some)
+            .ok_or_else(|| format!("time {text:?}: {}", crate::model::time::event_time_error(text.as_bytes()))),
     }
 }
 
@@ -570,18 +808,18 @@ mod tests {
         let mut data = instruments("instrument,price_scale,tick_size\nEUX,3,0.005\nUSD4,4,\nWHOLE,0,\n");
         let (eux, usd4, whole) = (Symbol::of(b"EUX"), Symbol::of(b"USD4"), Symbol::of(b"WHOLE"));
         let venue = Symbol::of(b"SIM");
-        assert_eq!(data.tick_size(eux, venue, Price(10_000)), 5);
+        assert_eq!(data.tick_size(eux, venue, Price(10_000), 0), 5);
         // Rule 612: a cent at or above one dollar, a hundredth of a cent below.
-        assert_eq!(data.tick_size(usd4, venue, Price(200_000)), 100);
-        assert_eq!(data.tick_size(usd4, venue, Price(10_000)), 100);
-        assert_eq!(data.tick_size(usd4, venue, Price(9_999)), 1);
+        assert_eq!(data.tick_size(usd4, venue, Price(200_000), 0), 100);
+        assert_eq!(data.tick_size(usd4, venue, Price(10_000), 0), 100);
+        assert_eq!(data.tick_size(usd4, venue, Price(9_999), 0), 1);
         // Never finer than the price scale.
-        assert_eq!(data.tick_size(whole, venue, Price(3)), 1);
+        assert_eq!(data.tick_size(whole, venue, Price(3), 0), 1);
         data.set_venue_tick(venue, Decimal::parse("1").expect("decimal"));
-        assert_eq!(data.tick_size(usd4, venue, Price(9_999)), 10_000);
+        assert_eq!(data.tick_size(usd4, venue, Price(9_999), 0), 10_000);
         data.set_venue_tick(venue, Decimal::parse("2.0").expect("decimal"));
-        assert_eq!(data.tick_size(whole, venue, Price(3)), 2, "trailing zeros do not make a tick finer");
-        assert_eq!(data.tick_size(eux, venue, Price(10_000)), 5, "the instrument's own tick wins");
+        assert_eq!(data.tick_size(whole, venue, Price(3), 0), 2, "trailing zeros do not make a tick finer");
+        assert_eq!(data.tick_size(eux, venue, Price(10_000), 0), 5, "the instrument's own tick wins");
     }
 
     #[test]
@@ -591,5 +829,92 @@ mod tests {
         std::fs::write(&path, "instrument,price_scale,tick_size\nX,2,0.001\n").expect("write");
         let error = ReferenceData::new(4).load_instruments(&path).expect_err("refused");
         assert!(error.to_string().contains("tick_size"), "{error}");
+    }
+
+    fn load(kind: &str, text: &str) -> Result<ReferenceData, ReferenceError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(format!("{kind}.csv"));
+        std::fs::write(&path, text).expect("write");
+        let mut data = ReferenceData::new(4);
+        match kind {
+            "instruments" => data.load_instruments(&path)?,
+            _ => data.load_accounts(&path)?,
+        }
+        Ok(data)
+    }
+
+    #[test]
+    fn a_timed_instrument_row_applies_from_its_time_and_keeps_the_cells_it_leaves_empty() {
+        let data = load(
+            "instruments",
+            "time,instrument,price_scale,currency,tick_size,underlying\n\
+             ,OPT,2,USD,0.05,AAA\n\
+             2000,OPT,,,0.01,\n\
+             3000,NEW,3,EUR,,\n",
+        )
+        .expect("load");
+        let (opt, new, venue) = (Symbol::of(b"OPT"), Symbol::of(b"NEW"), Symbol::of(b"SIM"));
+        assert_eq!(data.tick_size(opt, venue, Price(100), 1999), 5);
+        assert_eq!(data.tick_size(opt, venue, Price(100), 2000), 1);
+        let later = data.instrument(opt, 5000).expect("known");
+        assert_eq!((later.currency.as_str(), later.underlying), ("USD", Symbol::of(b"AAA")), "empty cells kept");
+        assert_eq!(data.root(opt, 0), Symbol::of(b"AAA"));
+        assert_eq!(data.instrument_span(opt, 0), (0, 2000));
+        assert_eq!(data.instrument_span(opt, 2500), (2000, u64::MAX));
+        // An instrument that first appears at a time is unknown before it, but its prices
+        // have its scale throughout.
+        assert!(data.instrument(new, 2999).is_none());
+        assert_eq!(data.instrument(new, 3000).map(|i| i.currency.as_str()), Some("EUR"));
+        assert_eq!(data.price_scale(new), 3);
+    }
+
+    #[test]
+    fn a_change_of_price_scale_is_refused() {
+        let error = load("instruments", "time,instrument,price_scale\n,X,2\n2000,X,4\n").expect_err("refused");
+        assert!(error.to_string().contains("record 2") && error.to_string().contains("one scale"), "{error}");
+        let error = load("instruments", "time,instrument\nsoon,X\n").expect_err("refused");
+        assert!(error.to_string().contains("time \"soon\""), "{error}");
+    }
+
+    #[test]
+    fn an_account_change_enriches_events_as_of_their_time_and_moves_its_ownership() {
+        let data = load(
+            "accounts",
+            "time,account,owner,desk,trader,capacity\n\
+             ,ACC1,FUND,EQ,ann,proprietary\n\
+             2000,ACC1,,RATES,,\n\
+             4000,ACC1,OTHER,,,client\n",
+        )
+        .expect("load");
+        let event = |time: u64| {
+            let mut e = crate::testing::new_order("X", "o1", "ACC1", crate::model::Side::Buy, "1.00", 1);
+            e.time = time;
+            data.enrich(&mut e);
+            (
+                data.names.name(e.owner).into_owned(),
+                data.names.name(e.desk).into_owned(),
+                data.names.name(e.trader).into_owned(),
+            )
+        };
+        assert_eq!(event(1999), ("FUND".into(), "EQ".into(), "ann".into()));
+        assert_eq!(event(2000), ("FUND".into(), "RATES".into(), "ann".into()));
+        assert_eq!(event(4000), ("OTHER".into(), "RATES".into(), "ann".into()));
+        let account = Symbol::of(b"ACC1");
+        assert_eq!(data.account(account, 3999).map(|a| a.capacity), Some(Capacity::Proprietary));
+        assert_eq!(data.account(account, 4000).map(|a| a.capacity), Some(Capacity::Client));
+        let (fund, other) = (Symbol::of(b"FUND"), Symbol::of(b"OTHER"));
+        let change = |time, owner, share| OwnershipChange { time, account, owner, share };
+        assert_eq!(data.ownership(), vec![change(0, fund, 1.0), change(4000, fund, 0.0), change(4000, other, 1.0)]);
+    }
+
+    #[test]
+    fn closing_times_are_read_as_local_times_of_day() {
+        let data = load("instruments", "instrument,closing_time\nFUT,15:15\nEQ,\n").expect("load");
+        let close = |name: &[u8]| data.instrument(Symbol::of(name), 0).and_then(|i| i.closing_time);
+        assert_eq!(close(b"FUT"), chrono::NaiveTime::from_hms_opt(15, 15, 0));
+        assert_eq!(close(b"EQ"), None);
+        assert!(data.has_closing_times());
+        let error = load("instruments", "instrument,closing_time\nFUT,3pm\n").expect_err("refused");
+        assert!(error.to_string().contains("closing_time = \"3pm\""), "{error}");
     }
 }

@@ -87,6 +87,11 @@ fn busiest_pair(trades: &[Trade]) -> (String, String) {
     pairs.into_iter().max_by_key(|(_, n)| *n).map(|(pair, _)| pair).expect("a pair")
 }
 
+/// The ticks of the trades between `a` and `b`, either way round.
+fn mutual_ticks(all: &[Trade], a: &str, b: &str) -> Vec<u64> {
+    all.iter().filter(|(_, x, y, _)| x != y && ((x == a && y == b) || (x == b && y == a))).map(|t| t.0).collect()
+}
+
 /// Event time of a tick of `file` under the default IMC settings (day N of the file name is
 /// `ingest.imc.date` + N - 1 days; a tick is `ingest.imc.tick`).
 fn event_time(config: &Config, file: &str, tick: u64) -> u64 {
@@ -173,11 +178,7 @@ fn a_link_counts_from_the_time_it_starts_until_the_time_it_ends() {
     let file = P3;
     let all = trades(&data(file));
     let (a, b) = busiest_pair(&all);
-    let ticks: Vec<u64> = all
-        .iter()
-        .filter(|(_, x, y, _)| x != y && ((*x == a && *y == b) || (*x == b && *y == a)))
-        .map(|t| t.0)
-        .collect();
+    let ticks = mutual_ticks(&all, &a, &b);
     // Linked from a third of the way through their mutual trades until two thirds (a tick
     // between two trades, so no trade sits on a boundary).
     let start_tick = ticks[ticks.len() / 3] - 1;
@@ -247,5 +248,61 @@ fn accounts_linked_through_a_chain_of_owners_are_linked() {
         let mut flags = flags.lock().expect("lock").clone();
         flags.sort();
         assert_eq!(flags, vec![(10, Some(true)), (20, Some(false))], "{workers} workers");
+    }
+}
+
+#[test]
+fn an_account_moved_to_another_owner_in_the_accounts_file_is_linked_only_while_it_is_held() {
+    let file = P3;
+    let all = trades(&data(file));
+    let (a, b) = busiest_pair(&all);
+    let ticks = mutual_ticks(&all, &a, &b);
+    let moved_tick = ticks[ticks.len() / 2] - 1;
+    let probe = Config::default();
+    let moved = event_time(&probe, file, moved_tick);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Both accounts are the fund's from the start; a row with a time moves the second to
+    // another owner (and desk) from then on, keeping its trader.
+    let path = dir.path().join("accounts.csv");
+    std::fs::write(
+        &path,
+        format!("time,account,owner,desk,trader\n,{a},FUND,D1,t1\n,{b},FUND,D1,t2\n{moved},{b},OTHER,D2,\n"),
+    )
+    .expect("write accounts");
+    let mut config = Config::default();
+    config.reference.accounts = Some(path);
+    let mut expected: Vec<(u64, String, String)> = all
+        .iter()
+        .map(|(tick, buyer, seller, _)| (event_time(&config, file, *tick), buyer.clone(), seller.clone()))
+        .filter(|(time, buyer, seller)| {
+            let pair = (*buyer == a && *seller == b) || (*buyer == b && *seller == a);
+            (!buyer.is_empty() && buyer == seller) || (pair && *time < moved)
+        })
+        .collect();
+    expected.sort();
+    let before = expected.iter().filter(|(_, x, y)| x != y).count();
+    assert!(before > 5 && before < ticks.len(), "{before} of {} mutual trades before the move", ticks.len());
+    // Every party that is neither account is missing from the accounts file: counted, and
+    // its trade processed all the same.
+    let text = std::fs::read_to_string(data(file)).expect("read");
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(';').collect::<Vec<&str>>())
+        .filter(|r| r[6].trim().parse::<f64>().is_ok_and(|q| q > 0.0))
+        .collect();
+    let unknown = |name: &str| !name.is_empty() && name != a && name != b;
+    let buyers = rows.iter().filter(|r| unknown(r[1])).count() as u64;
+    let sellers = rows.iter().filter(|r| unknown(r[2])).count() as u64;
+    assert!(buyers > 0 && sellers > 0);
+    for workers in [1, 2] {
+        let (summary, out) = run(&[data(file)], config.clone(), workers);
+        let (seen, _) = self_trade_alerts(out.path());
+        assert_eq!(seen, expected, "{workers} workers");
+        assert_eq!(summary.events_by_kind["trade"], rows.len() as u64, "every trade is read");
+        let incomplete = summary.incomplete_events.values().next().expect("incomplete events counted");
+        assert_eq!(incomplete.get("buyer_account"), Some(&buyers), "{workers} workers: {incomplete:?}");
+        assert_eq!(incomplete.get("seller_account"), Some(&sellers), "{workers} workers: {incomplete:?}");
+        assert_eq!(incomplete.get("instrument"), None, "no instrument file, nothing to lack");
     }
 }

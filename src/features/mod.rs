@@ -92,7 +92,7 @@ impl FeatureRecorder {
         quantity: f64,
         aggressor: Option<Side>,
     ) {
-        let desk = if account == event.account { event.desk } else { self.desk_of(account) };
+        let desk = if account == event.account { event.desk } else { self.desk_of(account, event.time) };
         let pair = Self::pair(state, account, desk);
         let c = &mut pair.counters;
         c.fills += 1;
@@ -128,8 +128,8 @@ impl FeatureRecorder {
         market.last = price;
     }
 
-    fn desk_of(&self, account: Symbol) -> Symbol {
-        self.reference.account(account).map(|a| a.desk).unwrap_or(Symbol::NONE)
+    fn desk_of(&self, account: Symbol, time: u64) -> Symbol {
+        self.reference.account(account, time).map(|a| a.desk).unwrap_or(Symbol::NONE)
     }
 }
 

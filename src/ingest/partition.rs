@@ -18,7 +18,7 @@ use super::{
 use crate::config::Config;
 use crate::model::Report;
 use crate::model::{Event, IdMap, Origin, Symbol};
-use crate::reference::ReferenceData;
+use crate::reference::{Missing, MissingCounts, ReferenceData};
 
 /// How far a run has read its inputs: bytes in all (for progress bars) and, per partition, the
 /// position reached, which is what an interrupted run reports as the point it stopped at.
@@ -42,10 +42,14 @@ struct Span {
     start: u64,
     reached: AtomicU64,
     finished: AtomicBool,
-    lines: Mutex<(LineCounts, EventCounts)>,
+    lines: Mutex<SpanCounts>,
     /// Points the partition could resume from, oldest first (while sampling).
     samples: Mutex<std::collections::VecDeque<ResumePoint>>,
 }
+
+/// What a partition read: its lines, its events by kind, and its incomplete events by missing
+/// reference field.
+type SpanCounts = (LineCounts, EventCounts, MissingCounts);
 
 /// A point a partition of a file can be resumed from: a position between two reads, with what
 /// the partition had read before it, so that a resumed run counts the whole input.
@@ -67,16 +71,24 @@ pub struct ResumePoint {
     pub lines: LineCounts,
     /// The events before `offset`, by kind.
     pub events: Vec<u64>,
+    /// The events before `offset` that named reference data the files lacked, by field
+    /// ([`crate::reference::Missing::FIELDS`]).
+    #[serde(default)]
+    pub incomplete: Vec<u64>,
 }
 
 impl ResumePoint {
     fn event_counts(&self) -> EventCounts {
-        let mut counts = EventCounts::default();
-        for (count, n) in counts.iter_mut().zip(&self.events) {
-            *count = *n;
-        }
-        counts
+        counts_from(&self.events)
     }
+}
+
+fn counts_from<const N: usize>(values: &[u64]) -> [u64; N] {
+    let mut counts = [0; N];
+    for (count, n) in counts.iter_mut().zip(values) {
+        *count = *n;
+    }
+    counts
 }
 
 /// What became of the lines read: every line is exactly one of a header, a blank line, a line
@@ -130,7 +142,7 @@ impl ReadProgress {
             start,
             reached: AtomicU64::new(start),
             finished: AtomicBool::new(false),
-            lines: Mutex::new((LineCounts::default(), EventCounts::default())),
+            lines: Mutex::new((LineCounts::default(), EventCounts::default(), MissingCounts::default())),
             samples: Mutex::default(),
         });
         if let Ok(mut spans) = self.spans.lock() {
@@ -259,6 +271,25 @@ impl ReadProgress {
         totals
     }
 
+    /// Events read so far that named reference data the files lacked, by input (its index)
+    /// and missing field; inputs without any are left out.
+    pub fn incomplete_by_source(&self) -> BTreeMap<u32, MissingCounts> {
+        let mut totals: BTreeMap<u32, MissingCounts> = BTreeMap::new();
+        if let Ok(spans) = self.spans.lock() {
+            for span in spans.iter() {
+                if let Ok(counts) = span.lines.lock()
+                    && counts.2.iter().any(|&n| n > 0)
+                {
+                    let total = totals.entry(span.source).or_default();
+                    for (t, n) in total.iter_mut().zip(counts.2) {
+                        *t += n;
+                    }
+                }
+            }
+        }
+        totals
+    }
+
     /// Per input, the byte ranges read so far.
     pub fn positions(&self) -> Vec<InputPosition> {
         let Ok(spans) = self.spans.lock() else { return Vec::new() };
@@ -314,6 +345,9 @@ pub struct SpanSnapshot {
     pub lines: LineCounts,
     /// Its events, by kind.
     pub events: Vec<u64>,
+    /// Its incomplete events, by missing field.
+    #[serde(default)]
+    pub incomplete: Vec<u64>,
 }
 
 impl ReadProgress {
@@ -323,7 +357,7 @@ impl ReadProgress {
             Ok(spans) => spans
                 .iter()
                 .map(|s| {
-                    let (lines, events) = s.lines.lock().map(|l| *l).unwrap_or_default();
+                    let (lines, events, incomplete) = s.lines.lock().map(|l| *l).unwrap_or_default();
                     SpanSnapshot {
                         source: s.source,
                         start: s.start,
@@ -331,6 +365,7 @@ impl ReadProgress {
                         finished: s.finished.load(Ordering::Relaxed),
                         lines,
                         events: events.to_vec(),
+                        incomplete: incomplete.to_vec(),
                     }
                 })
                 .collect(),
@@ -347,10 +382,7 @@ impl ReadProgress {
             mine.reached.store(span.reached, Ordering::Relaxed);
             mine.finished.store(span.finished, Ordering::Relaxed);
             if let Ok(mut lines) = mine.lines.lock() {
-                lines.0 = span.lines;
-                for (count, n) in lines.1.iter_mut().zip(&span.events) {
-                    *count = *n;
-                }
+                *lines = (span.lines, counts_from(&span.events), counts_from(&span.incomplete));
             }
         }
     }
@@ -364,6 +396,7 @@ pub struct PartitionProgress {
     span: Arc<Span>,
     reported: u64,
     counts: EventCounts,
+    incomplete: MissingCounts,
 }
 
 impl ReadProgress {
@@ -374,6 +407,7 @@ impl ReadProgress {
             span: self.register(source, start),
             reported: 0,
             counts: EventCounts::default(),
+            incomplete: MissingCounts::default(),
         }
     }
 }
@@ -387,10 +421,15 @@ impl PartitionProgress {
         let start = self.span.start;
         self.span.reached.store(start + reached, Ordering::Relaxed);
         if let Ok(mut lines) = self.span.lines.lock() {
-            lines.1 = self.counts;
+            (lines.1, lines.2) = (self.counts, self.incomplete);
         }
         self.progress.bytes.fetch_add(reached.saturating_sub(self.reported), Ordering::Relaxed);
         self.reported = reached.max(self.reported);
+    }
+
+    /// Counts an event to be [`PartitionProgress::read`] as incomplete.
+    pub fn incomplete(&mut self, missing: Missing) {
+        missing.count(&mut self.incomplete);
     }
 
     /// The partition is read to its end.
@@ -434,6 +473,7 @@ pub struct LinePartition {
     lines: LineCounts,
     reported: u64,
     counts: EventCounts,
+    incomplete: MissingCounts,
 }
 
 /// Events read by kind (indexed by [`crate::model::EventKind::index`]).
@@ -492,7 +532,7 @@ impl LinePartition {
         let done = self.position - self.start;
         self.span.reached.store(self.position, Ordering::Relaxed);
         if let Ok(mut lines) = self.span.lines.lock() {
-            *lines = (self.lines, self.counts);
+            *lines = (self.lines, self.counts, self.incomplete);
         }
         self.progress.bytes.fetch_add(done.saturating_sub(self.reported), Ordering::Relaxed);
         self.reported = done.max(self.reported);
@@ -526,6 +566,7 @@ impl LinePartition {
             finished: self.finished,
             lines: self.lines,
             events: self.counts.to_vec(),
+            incomplete: self.incomplete.to_vec(),
         };
         if let Ok(mut samples) = self.span.samples.lock() {
             samples.push_back(point);
@@ -680,7 +721,7 @@ impl Partition for LinePartition {
                 match ctx.parse(parser.as_mut(), &line, records) {
                     Ok(()) => {
                         for event in &mut records[before..] {
-                            self.reference.enrich(event);
+                            self.reference.enrich(event).count(&mut self.incomplete);
                             self.counts[event.kind().index()] += 1;
                             self.max_time = Some(self.max_time.map_or(event.time, |t| t.max(event.time)));
                         }
@@ -809,6 +850,7 @@ pub fn plan_partitions(
                     lines: resume.as_ref().map(|p| p.lines).unwrap_or_default(),
                     reported: 0,
                     counts: resume.as_ref().map(ResumePoint::event_counts).unwrap_or_default(),
+                    incomplete: resume.as_ref().map(|p| counts_from(&p.incomplete)).unwrap_or_default(),
                 };
                 // A resumed partition counts what it read before the checkpoint, and one read
                 // to its end is not read again.

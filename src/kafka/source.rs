@@ -592,7 +592,8 @@ impl KafkaPartition {
             Ok(()) => {
                 // Owners, desks and traders from the reference data, as a file's events get them.
                 for event in &mut events {
-                    self.reference.enrich(event);
+                    let missing = self.reference.enrich(event);
+                    self.progress.incomplete(missing);
                 }
                 if let Ok(mut commits) = self.shared.commits.lock() {
                     let time = events.iter().map(|e| e.time).max().unwrap_or(0);

@@ -226,7 +226,8 @@ pub fn otr_report(
     let rule = &config.rules.order_to_trade;
     let member_of = |account: &str| -> String {
         let place = |pick: fn(&crate::reference::Account) -> Symbol| {
-            let found = reference.account(Symbol::of(account.as_bytes())).map(pick).filter(|s| !s.is_none());
+            // Members are placed where the reference data puts them last.
+            let found = reference.account(Symbol::of(account.as_bytes()), u64::MAX).map(pick).filter(|s| !s.is_none());
             found.map(|s| reference.names.name(s).into_owned()).unwrap_or_else(|| UNASSIGNED.into())
         };
         match member {

@@ -271,7 +271,10 @@ pub fn stor_report(
             }
             let instrument = text(&evidence["instrument"]).unwrap_or_default();
             if !instrument.is_empty() && !instruments.contains_key(&instrument) {
-                let known = reference.instrument(Symbol::of(instrument.as_bytes()));
+                let known = reference.instrument(
+                    Symbol::of(instrument.as_bytes()),
+                    evidence["event_time_ns"].as_u64().unwrap_or(u64::MAX),
+                );
                 let isin = known.map(|i| i.isin.clone()).filter(|s| !s.is_empty());
                 let cfi = known.map(|i| i.cfi.clone()).filter(|s| !s.is_empty());
                 let currency = known.map(|i| i.currency.clone()).filter(|s| !s.is_empty());
@@ -350,7 +353,8 @@ pub fn stor_report(
     let subjects: Vec<Subject> = accounts
         .iter()
         .map(|account| {
-            let known = reference.account(Symbol::of(account.as_bytes()));
+            // As the reference data describes the account at the report's last event.
+            let known = reference.account(Symbol::of(account.as_bytes()), last);
             let name = |s: Symbol| (!s.is_none()).then(|| reference.names.name(s).into_owned());
             let subject = Subject {
                 account: account.clone(),

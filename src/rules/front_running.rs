@@ -84,19 +84,20 @@ impl FrontRunning {
         }
     }
 
-    fn capacity(&self, account: Symbol) -> Capacity {
-        self.reference.account(account).map_or(Capacity::Unknown, |a| a.capacity)
+    fn capacity(&self, account: Symbol, time: u64) -> Capacity {
+        self.reference.account(account, time).map_or(Capacity::Unknown, |a| a.capacity)
     }
 
-    /// +1 when buying `instrument` is buying its underlying, -1 when it is selling it (a put).
-    fn direction(&self, instrument: Symbol, side: Side) -> i8 {
-        let d = self.reference.instrument(instrument).map_or(1, |i| i.direction());
+    /// +1 when buying `instrument` at `time` is buying its underlying, -1 when it is selling
+    /// it (a put).
+    fn direction(&self, instrument: Symbol, side: Side, time: u64) -> i8 {
+        let d = self.reference.instrument(instrument, time).map_or(1, |i| i.direction());
         if side == Side::Buy { d } else { -d }
     }
 
     /// A client's order message (new, or replaced into block size) as a block.
     fn block_order(&self, event: &Event, side: Side, price: Option<Price>, quantity: u64) -> Block {
-        let direction = self.direction(event.instrument, side);
+        let direction = self.direction(event.instrument, side, event.time);
         Block { arrival: event.time, account: event.account, direction, quantity, price, order: Some(*event) }
     }
 
@@ -203,13 +204,14 @@ impl Detector for FrontRunning {
         // one); every execution gives the price, and the firm side's its trading.
         let wanted = match event.body {
             Body::NewOrder { price, quantity, .. } => {
-                self.capacity(event.account) == Capacity::Client && self.is_block(event.instrument, price, quantity)
+                self.capacity(event.account, event.time) == Capacity::Client
+                    && self.is_block(event.instrument, price, quantity)
             }
-            Body::Replace { .. } | Body::Cancel { .. } => self.capacity(event.account) == Capacity::Client,
+            Body::Replace { .. } | Body::Cancel { .. } => self.capacity(event.account, event.time) == Capacity::Client,
             Body::Fill { .. } | Body::Trade { .. } => true,
             _ => false,
         };
-        wanted.then(|| Key::Instrument(self.reference.root(event.instrument)))
+        wanted.then(|| Key::Instrument(self.reference.root(event.instrument, event.time)))
     }
 
     fn on_event(&self, state: &mut FrontRunningState, event: &Event, out: &mut AlertSink<'_>) {
@@ -225,12 +227,14 @@ impl Detector for FrontRunning {
         }
         match event.body {
             Body::NewOrder { order, side, price, quantity, .. }
-                if self.capacity(event.account) == Capacity::Client
+                if self.capacity(event.account, event.time) == Capacity::Client
                     && self.is_block(event.instrument, price, quantity) =>
             {
                 state.blocks.insert((event.instrument, order), self.block_order(event, side, price, quantity));
             }
-            Body::Replace { order, side, price, quantity, .. } if self.capacity(event.account) == Capacity::Client => {
+            Body::Replace { order, side, price, quantity, .. }
+                if self.capacity(event.account, event.time) == Capacity::Client =>
+            {
                 // A new total: still a block, no longer one, or now one.
                 let key = (event.instrument, order);
                 match state.blocks.remove(&key) {
@@ -317,13 +321,13 @@ impl FrontRunning {
         quantity: u64,
         out: &mut AlertSink<'_>,
     ) {
-        let capacity = self.capacity(party.account);
+        let capacity = self.capacity(party.account, event.time);
         let execution = Execution {
             time: event.time,
             instrument: event.instrument,
             account: party.account,
             side,
-            direction: self.direction(event.instrument, side),
+            direction: self.direction(event.instrument, side, event.time),
             price,
             quantity,
             from_print: matches!(event.body, Body::Trade { .. }),
@@ -386,7 +390,8 @@ impl FrontRunning {
             BTreeMap::new()
         });
         for (account, way) in &last_way {
-            if self.capacity(*account) == Capacity::Proprietary {
+            // Capacities as of the block's execution.
+            if self.capacity(*account, event.time) == Capacity::Proprietary {
                 let record = records.entry(*account).or_default();
                 if *way { record.ahead += 1 } else { record.against += 1 }
             }
@@ -394,7 +399,7 @@ impl FrontRunning {
         // Staff trading the block's way at all is the case; the firm's own accounts count when
         // their last execution before it was that way (their session record decides).
         ahead.retain(|account, _| {
-            self.capacity(*account) == Capacity::Employee || last_way.get(account).copied().unwrap_or(false)
+            self.capacity(*account, event.time) == Capacity::Employee || last_way.get(account).copied().unwrap_or(false)
         });
         if ahead.is_empty() {
             return;
@@ -410,7 +415,7 @@ impl FrontRunning {
         let Judgement { block, executed, session_close, ahead } = judgement;
         for (account, executions) in ahead {
             let captured = self.captured(&state.last_price, &executions);
-            if self.capacity(account) == Capacity::Proprietary {
+            if self.capacity(account, executed.time) == Capacity::Proprietary {
                 if let Some(record) = state.sessions.get_mut(&session_close).and_then(|r| r.get_mut(&account)) {
                     record.profit = add(record.profit, captured);
                     if record.evidence.len() + 2 <= self.config.max_evidence {

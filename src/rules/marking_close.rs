@@ -51,41 +51,58 @@ const MAX_EVIDENCE: usize = 20;
 pub struct MarkingClose {
     config: MarkingCloseConfig,
     zone: chrono_tz::Tz,
-    close: NaiveTime,
+    /// The close of instruments without a closing time of their own; `None`: those are not
+    /// judged.
+    close: Option<NaiveTime>,
     reference: Arc<ReferenceData>,
 }
 
 impl MarkingClose {
     /// Builds the rule for the sessions `sessions` describes (a validated configuration: a time
     /// zone that does not parse falls back to UTC, and a close that is not set or does not parse
-    /// to 16:00; the default job runs the rule only where the close is set).
+    /// to 16:00; the default job runs the rule only where the close is set). An instrument
+    /// whose reference data gives a `closing_time` closes then instead.
     pub fn new(config: &MarkingCloseConfig, sessions: &SessionConfig, reference: Arc<ReferenceData>) -> MarkingClose {
         MarkingClose {
             config: *config,
             zone: sessions.timezone.parse().unwrap_or(chrono_tz::UTC),
-            close: sessions.close_time().ok().flatten().unwrap_or(NaiveTime::MIN + chrono::Duration::hours(16)),
+            close: Some(sessions.close_time().ok().flatten().unwrap_or(NaiveTime::MIN + chrono::Duration::hours(16))),
             reference,
         }
     }
 
-    /// The session (local date) of `time` and its close in event time.
-    fn session_of(&self, time: Timestamp) -> (NaiveDate, Timestamp) {
+    /// Judges only the instruments whose reference data gives a closing time (the default
+    /// job's rule where `sessions.close` is not set: a wrong close judges ordinary trading).
+    pub fn only_instruments_with_a_closing_time(mut self) -> MarkingClose {
+        self.close = None;
+        self
+    }
+
+    /// The close of `instrument` at `time`, if it is judged.
+    fn close_of(&self, instrument: Symbol, time: Timestamp) -> Option<NaiveTime> {
+        self.reference.instrument(instrument, time).and_then(|i| i.closing_time).or(self.close)
+    }
+
+    /// The session (local date) of `time` on `instrument` and its close in event time, if the
+    /// instrument is judged.
+    fn session_of(&self, instrument: Symbol, time: Timestamp) -> Option<(NaiveDate, Timestamp)> {
+        let close_time = self.close_of(instrument, time)?;
         let utc = chrono::DateTime::from_timestamp((time / 1_000_000_000) as i64, (time % 1_000_000_000) as u32)
             .unwrap_or_default();
         let date = utc.with_timezone(&self.zone).date_naive();
         let close = self
             .zone
-            .from_local_datetime(&date.and_time(self.close))
+            .from_local_datetime(&date.and_time(close_time))
             .earliest()
             .and_then(|c| c.timestamp_nanos_opt())
             .and_then(|n| u64::try_from(n).ok())
             // A close in a daylight-saving gap: an hour later, as the clocks say.
             .or_else(|| {
-                let later = date.and_time(self.close) + chrono::Duration::hours(1);
+                let later = date.and_time(close_time) + chrono::Duration::hours(1);
                 self.zone.from_local_datetime(&later).earliest()?.timestamp_nanos_opt()?.try_into().ok()
             })
             .unwrap_or(u64::MAX);
-        (date, close)
+        Some((date, close))
     }
 }
 
@@ -169,11 +186,13 @@ impl Detector for MarkingClose {
     }
 
     fn key(&self, event: &Event) -> Option<Key> {
-        matches!(event.body, Body::Fill { .. } | Body::Trade { .. }).then_some(Key::Instrument(event.instrument))
+        (matches!(event.body, Body::Fill { .. } | Body::Trade { .. })
+            && self.close_of(event.instrument, event.time).is_some())
+        .then_some(Key::Instrument(event.instrument))
     }
 
     fn on_event(&self, state: &mut MarkingCloseState, event: &Event, out: &mut AlertSink<'_>) {
-        let (date, close) = self.session_of(event.time);
+        let Some((date, close)) = self.session_of(event.instrument, event.time) else { return };
         if state.session.as_ref().is_some_and(|s| s.date != date) {
             // The previous session's close timer has not come yet (it comes before any later
             // event where the operator runs in time order); judge it now.
@@ -555,5 +574,35 @@ mod tests {
             .collect();
         let alerts = run(rule(), selling);
         assert_eq!(alerts.iter().map(|a| a.account).collect::<Vec<_>>(), [Symbol::of(b"C")]);
+    }
+
+    #[test]
+    fn an_instrument_closes_at_its_own_closing_time() {
+        // ACME closes at 15:15; OTHER has no closing time of its own.
+        let mut reference = ReferenceData::new(2);
+        let early = NaiveTime::from_hms_opt(15, 15, 0);
+        reference.add_instrument("ACME", crate::reference::Instrument { closing_time: early, ..Default::default() });
+        let reference = Arc::new(reference);
+        let shift = 45 * MINUTE;
+        let mut events: Vec<Event> = day(5, 1_010, 0).into_iter().map(|e| e.at(e.time - shift)).collect();
+        events.extend(day(5, 1_010, 0).into_iter().map(|mut e| {
+            e.instrument = Symbol::of(b"OTHER");
+            e
+        }));
+        events.sort_by_key(|e| e.time);
+        let events = with_origins(events);
+        let alerts = |rule: MarkingClose| {
+            let mut got: Vec<(Symbol, u64)> =
+                run(rule, events.clone()).iter().map(|a| (a.instrument, a.time)).collect();
+            got.sort();
+            got
+        };
+        let config = MarkingCloseConfig::default();
+        let (acme, other) = (Symbol::of(b"ACME"), Symbol::of(b"OTHER"));
+        // With a session close for the others, each instrument is judged at its own close.
+        let rule = MarkingClose::new(&config, &sessions(), reference.clone());
+        assert_eq!(alerts(rule.clone()), vec![(acme, CLOSE - shift), (other, CLOSE)]);
+        // Without one, only the instrument that has a closing time is judged.
+        assert_eq!(alerts(rule.only_instruments_with_a_closing_time()), vec![(acme, CLOSE - shift)]);
     }
 }

@@ -173,6 +173,9 @@ pub fn default_rules(config: &Config, reference: &Arc<ReferenceData>) -> Instrum
     }
     if rules.marking_close.enabled && config.sessions.close.is_some() {
         set = set.with(MarkingClose::new(&rules.marking_close, &config.sessions, reference.clone()));
+    } else if rules.marking_close.enabled && reference.has_closing_times() {
+        let rule = MarkingClose::new(&rules.marking_close, &config.sessions, reference.clone());
+        set = set.with(rule.only_instruments_with_a_closing_time());
     }
     if rules.momentum_ignition.enabled {
         set = set.with(MomentumIgnition::new(&rules.momentum_ignition));

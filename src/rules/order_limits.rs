@@ -22,6 +22,7 @@ struct Limits {
 pub struct OrderLimits {
     default: Limits,
     per_instrument: IdMap<Symbol, Limits>,
+    max_adv_share: Option<f64>,
     reference: Arc<ReferenceData>,
 }
 
@@ -44,7 +45,7 @@ impl OrderLimits {
                 )
             })
             .collect();
-        OrderLimits { default, per_instrument, reference }
+        OrderLimits { default, per_instrument, max_adv_share: config.max_adv_share, reference }
     }
 }
 
@@ -73,18 +74,46 @@ impl Detector for OrderLimits {
             _ => return,
         };
         let limits = self.per_instrument.get(&event.instrument).copied().unwrap_or(self.default);
-        if let Some(max) = limits.max_quantity
+        // A share of the instrument's average daily volume, as the master gives it at the
+        // order's time, where it is the smaller limit.
+        let by_volume = self.max_adv_share.and_then(|share| {
+            let adv = self.reference.instrument(event.instrument, event.time)?.average_daily_volume?;
+            Some(((adv as f64 * share).floor() as u64, adv, share))
+        });
+        let (max_quantity, by_volume) = match (limits.max_quantity, by_volume) {
+            (Some(max), Some(v)) if max <= v.0 => (Some(max), None),
+            (_, Some(v)) => (Some(v.0), Some(v)),
+            (max, None) => (max, None),
+        };
+        if let Some(max) = max_quantity
             && quantity > max
         {
             let ratio = quantity as f64 / max.max(1) as f64;
-            out.alert(event)
+            let mut alert = out.alert(event);
+            alert
                 .rule(rules::ORDER_QUANTITY_LIMIT)
                 .severity(Severity::from_excess(ratio))
                 .score(score_from_excess(ratio))
-                .explain(format!("{verb} quantity {quantity} exceeds the maximum order quantity {max} ({ratio:.1}x)"))
                 .param("quantity", quantity)
                 .param("max_quantity", max)
                 .discriminator(order_id.0);
+            match by_volume {
+                Some((_, adv, share)) => {
+                    alert
+                        .explain(format!(
+                            "{verb} quantity {quantity} exceeds {:.2} % of the instrument's average daily volume \
+                             {adv}, {max} ({ratio:.1}x)",
+                            share * 100.0
+                        ))
+                        .param("average_daily_volume", adv)
+                        .param("max_adv_share", share);
+                }
+                None => {
+                    alert.explain(format!(
+                        "{verb} quantity {quantity} exceeds the maximum order quantity {max} ({ratio:.1}x)"
+                    ));
+                }
+            }
         }
         if let (Some(max), Some(price)) = (limits.max_notional, price) {
             let scale = self.reference.price_scale(event.instrument);
@@ -237,5 +266,36 @@ mod tests {
         .collect();
         want.sort();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn an_order_above_a_share_of_the_average_daily_volume_as_of_its_time_is_flagged() {
+        // ACME trades 100,000 a day until time 5,000, then 10,000,000; 5 % of it is the limit
+        // where it is below the rule's 100,000. OTHER has no average daily volume.
+        let mut reference = ReferenceData::new(2);
+        let adv =
+            |v| crate::reference::Instrument { price_scale: 2, average_daily_volume: Some(v), ..Default::default() };
+        reference.add_instrument("ACME", adv(100_000));
+        reference.change_instrument(5_000, "ACME", adv(10_000_000));
+        let mut config = Config::default().rules.order_limits;
+        config.max_adv_share = Some(0.05);
+        config.max_notional = Limit::Off;
+        let at = |time, order: &str, quantity, instrument: &str| new(order, 100, quantity, instrument).at(time);
+        let events = vec![
+            at(10, "O1", 6_000, "ACME"),
+            at(6_000, "O2", 6_000, "ACME"),
+            at(6_001, "O3", 6_000, "OTHER"),
+            at(6_002, "O4", 120_000, "ACME"),
+        ];
+        let alerts = run(OrderLimits::new(&config, Arc::new(reference)), events);
+        let got: Vec<(u64, String)> = alerts.iter().map(|a| (a.time, a.explanation.clone())).collect();
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert_eq!(got[0].0, 10);
+        assert!(got[0].1.contains("5.00 % of the instrument's average daily volume 100000, 5000"), "{got:#?}");
+        let adv = alerts[0].parameters.iter().find(|p| p.name == "average_daily_volume").map(|p| p.value.clone());
+        assert_eq!(adv, Some(crate::model::alert::Value::Count(100_000)));
+        // From time 5,000 on, 5 % is 500,000: the rule's own 100,000 is the smaller limit.
+        assert_eq!(got[1].0, 6_002);
+        assert!(got[1].1.contains("maximum order quantity 100000"), "{got:#?}");
     }
 }

@@ -71,8 +71,24 @@ pub struct Market {
     /// The last off-market print alerted (time, price, quantity): one print reported as two
     /// fills and a trade raises one alert.
     alerted_print: Option<(u64, Price, u64)>,
-    /// The instrument's tick rule on the venue it was last seen on, looked up once.
-    ticks: Option<(Symbol, TickRule)>,
+    /// The instrument's tick rule on the venue it was last seen on, looked up once for as long
+    /// as its reference data stays the same.
+    ticks: Option<Ticks>,
+}
+
+/// A tick rule, the venue it is for, and the span of event time over which it holds.
+#[derive(Copy, Clone, Debug)]
+struct Ticks {
+    venue: Symbol,
+    from: u64,
+    until: u64,
+    rule: TickRule,
+}
+
+impl Ticks {
+    fn holds_for(&self, event: &Event) -> bool {
+        self.venue == event.venue && (self.from..self.until).contains(&event.time)
+    }
 }
 
 /// The price-collar rule.
@@ -120,11 +136,12 @@ impl PriceCollar {
         let instrument = event.instrument;
         let collar = self.per_instrument.get(&instrument).copied().unwrap_or(self.collar);
         let ticks = match market.ticks {
-            Some((venue, rule)) if venue == event.venue => rule,
-            _ => self.reference.tick_rule(instrument, event.venue),
+            Some(ticks) if ticks.holds_for(event) => ticks.rule,
+            _ => self.reference.tick_rule(instrument, event.venue, event.time),
         };
         let fallback = market.last.map(|p| (p, "last trade")).or_else(|| {
-            self.reference.instrument(instrument).and_then(|i| i.reference_price).map(|p| (p, "reference price"))
+            let known = self.reference.instrument(instrument, event.time);
+            known.and_then(|i| i.reference_price).map(|p| (p, "reference price"))
         });
         let bound = |(reference, what): (Price, &'static str), sign: i64| {
             let base = collar.allowance.of(reference);
@@ -193,13 +210,15 @@ impl Detector for PriceCollar {
     }
 
     fn on_event(&self, market: &mut Market, event: &Event, out: &mut AlertSink<'_>) {
-        if market.ticks.is_none_or(|(venue, _)| venue != event.venue)
+        if market.ticks.is_none_or(|ticks| !ticks.holds_for(event))
             && matches!(
                 event.body,
                 Body::Fill { .. } | Body::Trade { .. } | Body::NewOrder { .. } | Body::Replace { .. }
             )
         {
-            market.ticks = Some((event.venue, self.reference.tick_rule(event.instrument, event.venue)));
+            let (from, until) = self.reference.instrument_span(event.instrument, event.time);
+            let rule = self.reference.tick_rule(event.instrument, event.venue, event.time);
+            market.ticks = Some(Ticks { venue: event.venue, from, until, rule });
         }
         // Every check reads the market as it was before the event, so it runs before the
         // event's own changes to it.
@@ -314,6 +333,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::model::Level;
+    use crate::reference::Instrument;
     use crate::testing::{event, run};
 
     fn quote(t: u64, bid: i64, ask: i64) -> Event {
@@ -418,5 +438,20 @@ mod tests {
         let got = run_collar(vec![fill(1, 10000), fill(2, 10400), fill(3, 11000)]);
         assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), vec![3], "{got:?}");
         assert!(got[0].1.contains("last trade"));
+    }
+
+    #[test]
+    fn a_tick_size_change_applies_from_its_event_time() {
+        // 1.00 at scale 2: 500 bps is 0.05, less than two ticks of 0.10 from time 1000 on.
+        let mut reference = ReferenceData::new(2);
+        let tick = |units| Instrument { price_scale: 2, tick_size: Some(Price(units)), ..Default::default() };
+        reference.add_instrument("X", tick(1));
+        reference.change_instrument(1000, "X", tick(10));
+        let config = Config::default().rules.price_collar;
+        let events =
+            vec![fill(1, 100), order(2, Side::Buy, 115), order(999, Side::Buy, 115), order(1000, Side::Buy, 115)];
+        let alerts: Vec<u64> =
+            run(PriceCollar::new(&config, Arc::new(reference)), events).iter().map(|a| a.time).collect();
+        assert_eq!(alerts, vec![2, 999], "within two ticks of 0.10 from time 1000");
     }
 }

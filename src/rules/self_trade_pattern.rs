@@ -58,18 +58,19 @@ impl SelfTradePattern {
         SelfTradePattern { config: *config, calendar, reference }
     }
 
-    /// The beneficial owner of a party: the print's, else the account reference data's.
-    fn owner_of(&self, party: &Party) -> Symbol {
+    /// The beneficial owner of a party at `time`: the print's, else the account reference
+    /// data's.
+    fn owner_of(&self, party: &Party, time: u64) -> Symbol {
         if party.owner.is_none() {
-            self.reference.account(party.account).map_or(Symbol::NONE, |a| a.owner)
+            self.reference.account(party.account, time).map_or(Symbol::NONE, |a| a.owner)
         } else {
             party.owner
         }
     }
 
-    /// The desk (or trader) of a party's account, if the reference data places it.
-    fn unit_of(&self, party: &Party) -> Option<Symbol> {
-        let account = self.reference.account(party.account)?;
+    /// The desk (or trader) of a party's account at `time`, if the reference data places it.
+    fn unit_of(&self, party: &Party, time: u64) -> Option<Symbol> {
+        let account = self.reference.account(party.account, time)?;
         let unit = match self.config.by {
             PatternBy::Desk => account.desk,
             PatternBy::Trader => account.trader,
@@ -113,7 +114,7 @@ impl Detector for SelfTradePattern {
         let Body::Trade { buyer, seller, quantity, linked, .. } = event.body else {
             return;
         };
-        let (buyer_unit, seller_unit) = (self.unit_of(&buyer), self.unit_of(&seller));
+        let (buyer_unit, seller_unit) = (self.unit_of(&buyer, event.time), self.unit_of(&seller, event.time));
         if buyer_unit.is_none() && seller_unit.is_none() {
             return;
         }
@@ -129,7 +130,7 @@ impl Detector for SelfTradePattern {
             desks.entry(unit).or_default().volume += quantity;
         }
         let same_account = !buyer.account.is_none() && buyer.account == seller.account;
-        let (buyer_owner, seller_owner) = (self.owner_of(&buyer), self.owner_of(&seller));
+        let (buyer_owner, seller_owner) = (self.owner_of(&buyer, event.time), self.owner_of(&seller, event.time));
         let same_owner = !buyer_owner.is_none() && buyer_owner == seller_owner;
         let self_matched = same_account || linked.unwrap_or(same_owner);
         if !self_matched {
