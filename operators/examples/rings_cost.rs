@@ -3,24 +3,44 @@
 //! Reads AMLSim's cycle sample (the `.tgz` from the shared datasets, extracted with `tar`),
 //! feeds its transfers step by step into [`PassThroughRings`] (each step one timely time, as
 //! a live run would), and times each step's update; then builds the rings of the whole file
-//! at once in a fresh dataflow, as a batch job rerun after every change would.
+//! at once in a fresh dataflow, as a batch job rerun after every change would. With `chains`
+//! after the archive, the same for [`PassThroughChains`] (open and closed paths).
 //!
 //! ```sh
 //! cargo run --release -p surveil-operators --example rings_cost -- ../shared/datasets/amlsim/20K_cycle200.tgz
+//! cargo run --release -p surveil-operators --example rings_cost -- ../shared/datasets/amlsim/20K_cycle200.tgz chains
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use differential_dataflow::VecCollection;
 use differential_dataflow::input::Input;
-use surveil_operators::{PassThroughRings, RingOptions};
+use surveil_operators::{PassThroughChains, PassThroughRings, RingOptions};
 use timely::dataflow::ProbeHandle;
 use timely::dataflow::operators::Probe;
 
 type Transfer = (u32, u32, u64);
 
+/// The rings, or with `chains` the chains, of `transfers`.
+fn search(
+    transfers: VecCollection<'_, u64, Transfer, isize>,
+    chains: bool,
+) -> VecCollection<'_, u64, ((u32, u64), u32), isize> {
+    if chains {
+        transfers.pass_through_chains(RingOptions::default())
+    } else {
+        transfers.pass_through_rings(RingOptions::default())
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let archive = std::env::args().nth(1).ok_or("usage: rings_cost AMLSIM_TGZ")?;
+    let archive = std::env::args().nth(1).ok_or("usage: rings_cost AMLSIM_TGZ [chains]")?;
+    let chains = match std::env::args().nth(2).as_deref() {
+        None | Some("rings") => false,
+        Some("chains") => true,
+        Some(other) => return Err(format!("{other}: expected rings or chains").into()),
+    };
     let dir = std::env::temp_dir().join(format!("rings_cost_{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let status = std::process::Command::new("tar").arg("xzf").arg(&archive).arg("-C").arg(&dir).status()?;
@@ -49,8 +69,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let (input, transfers) = scope.new_collection::<Transfer, isize>();
             let counted = std::rc::Rc::new(std::cell::RefCell::new(BTreeMap::<(u32, u64), isize>::new()));
             let sink = counted.clone();
-            transfers
-                .pass_through_rings(RingOptions::default())
+            search(transfers, chains)
                 .inspect(move |(((account, amount), _), _, diff)| {
                     *sink.borrow_mut().entry((*account, *amount)).or_default() += diff;
                 })
@@ -84,11 +103,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let (input, transfers) = scope.new_collection::<Transfer, isize>();
             let count = std::rc::Rc::new(std::cell::Cell::new(0isize));
             let sink = count.clone();
-            transfers
-                .pass_through_rings(RingOptions::default())
-                .inspect(move |(_, _, diff)| sink.set(sink.get() + diff))
-                .inner
-                .probe_with(&probe);
+            search(transfers, chains).inspect(move |(_, _, diff)| sink.set(sink.get() + diff)).inner.probe_with(&probe);
             (input, count)
         });
         for transfer in &all {
@@ -109,8 +124,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tail_transfers: usize = tail.iter().map(|s| s.0).sum();
     let per_transfer = tail_time.as_secs_f64() / tail_transfers.max(1) as f64;
     println!(
-        "transfers {total} in {} steps; ring members: streamed {streamed_rings}, batch {batch_rings}",
-        per_step.len()
+        "transfers {total} in {} steps; {} members: streamed {streamed_rings}, batch {batch_rings}",
+        per_step.len(),
+        if chains { "chain" } else { "ring" }
     );
     println!(
         "streamed: {:.3} s in all, {:.1} us per transfer",

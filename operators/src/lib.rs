@@ -21,6 +21,8 @@
 //! * [`PassThroughRings`]: groups of nodes passing one amount round a closed loop, each in
 //!   balance, kept correct as transfers enter and leave a window (differential's strongly
 //!   connected components).
+//! * [`PassThroughChains`]: the open form of those rings: nodes handing one amount on along a
+//!   path, whether or not it closes (layering, daisy chains).
 //! * [`LookupAsOf`]: records looked up in a changing reference collection as it stood at their
 //!   own event time.
 //! * [`ReleaseAt`]: records held until the watermark passes a time of their own, then released
@@ -33,6 +35,7 @@
 //!   reservoir sample and retrained on a schedule or on drift, with per-feature explanations.
 #![forbid(missing_docs)]
 
+pub mod chains;
 pub mod feed_source;
 pub mod fold_at;
 pub mod forest_scoring;
@@ -58,6 +61,7 @@ pub mod tap;
 mod test_support;
 pub mod windows;
 
+pub use chains::{PassThroughChains, pass_through_chains_of};
 pub use feed_source::{Feed, feed_source};
 pub use fold_at::FoldAt;
 pub use forest_scoring::{DriftRule, ForestScore, ForestScorer, ForestScoring, ForestScoringOptions};

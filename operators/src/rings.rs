@@ -110,43 +110,66 @@ where
     A: ExchangeData + Hash,
 {
     fn pass_through_rings(self, options: RingOptions) -> VecCollection<'scope, T, ((N, A), N), isize> {
-        let transfers = self.filter(|(from, to, _)| from != to);
-        // How many transfers of each amount each node received and sent.
-        let received = transfers.clone().map(|(_, to, amount)| (to, amount)).count();
-        let sent = transfers.clone().map(|(from, _, amount)| (from, amount)).count();
-        let tolerance = options.net_tolerance;
-        let balanced = received
-            .join(sent)
-            .filter(move |(_, (r, s))| {
-                let (r, s) = (*r as f64, *s as f64);
-                (r - s).abs() <= tolerance * r.max(s)
-            })
-            .map(|(node_amount, _)| node_amount);
-        // Each node's receivers and senders of each amount, summarised as the only one or as
-        // several: a transfer in passes on when the node sent the amount to someone other than
-        // its sender, which the summary tells without pairing every sender with every receiver.
-        let mut edges = transfers.distinct();
-        if options.max_counterparties < usize::MAX {
-            let most = options.max_counterparties as isize;
-            let hubs = edges
-                .clone()
-                .flat_map(|(from, to, amount)| {
-                    [((from.clone(), amount.clone()), (to.clone(), true)), ((to, amount), (from, false))]
-                })
-                .distinct()
-                .map(|(node_amount, _)| node_amount)
-                .count()
-                .filter(move |(_, counterparties)| *counterparties > most)
-                .map(|(node_amount, _)| node_amount);
-            edges = edges
-                .map(|(from, to, amount)| ((from, amount), to))
-                .antijoin(hubs.clone())
-                .map(|((from, amount), to)| ((to, amount), from))
-                .antijoin(hubs)
-                .map(|((to, amount), from)| (from, to, amount));
-        }
+        let (edges, balanced) = edges_and_balance(self, options);
         pass_through_rings_of(edges, balanced, options.min_members)
     }
+}
+
+/// Transfers `(from, to, amount)`.
+pub(crate) type Transfers<'scope, T, N, A> = VecCollection<'scope, T, (N, N, A), isize>;
+/// Nodes `(node, amount)`: those in balance in an amount, or passing it through.
+pub(crate) type Balanced<'scope, T, N, A> = VecCollection<'scope, T, (N, A), isize>;
+/// Pass-through edges between `(node, amount)` pairs.
+pub(crate) type PassEdges<'scope, T, N, A> = VecCollection<'scope, T, ((N, A), (N, A)), isize>;
+
+/// The distinct transfers between different nodes (the market's hubs left out, when
+/// `max_counterparties` bounds them) and the nodes that received and sent each amount in
+/// balance: what rings and chains are both made of.
+pub(crate) fn edges_and_balance<'scope, T, N, A>(
+    transfers: VecCollection<'scope, T, (N, N, A), isize>,
+    options: RingOptions,
+) -> (Transfers<'scope, T, N, A>, Balanced<'scope, T, N, A>)
+where
+    T: Timestamp + Lattice + Hash + Ord,
+    N: ExchangeData + Hash,
+    A: ExchangeData + Hash,
+{
+    let transfers = transfers.filter(|(from, to, _)| from != to);
+    // How many transfers of each amount each node received and sent.
+    let received = transfers.clone().map(|(_, to, amount)| (to, amount)).count();
+    let sent = transfers.clone().map(|(from, _, amount)| (from, amount)).count();
+    let tolerance = options.net_tolerance;
+    let balanced = received
+        .join(sent)
+        .filter(move |(_, (r, s))| {
+            let (r, s) = (*r as f64, *s as f64);
+            (r - s).abs() <= tolerance * r.max(s)
+        })
+        .map(|(node_amount, _)| node_amount);
+    // Each node's receivers and senders of each amount, summarised as the only one or as
+    // several: a transfer in passes on when the node sent the amount to someone other than
+    // its sender, which the summary tells without pairing every sender with every receiver.
+    let mut edges = transfers.distinct();
+    if options.max_counterparties < usize::MAX {
+        let most = options.max_counterparties as isize;
+        let hubs = edges
+            .clone()
+            .flat_map(|(from, to, amount)| {
+                [((from.clone(), amount.clone()), (to.clone(), true)), ((to, amount), (from, false))]
+            })
+            .distinct()
+            .map(|(node_amount, _)| node_amount)
+            .count()
+            .filter(move |(_, counterparties)| *counterparties > most)
+            .map(|(node_amount, _)| node_amount);
+        edges = edges
+            .map(|(from, to, amount)| ((from, amount), to))
+            .antijoin(hubs.clone())
+            .map(|((from, amount), to)| ((to, amount), from))
+            .antijoin(hubs)
+            .map(|((to, amount), from)| (from, to, amount));
+    }
+    (edges, balanced)
 }
 
 /// The rings of `edges` (distinct transfers `(from, to, amount)`, the market's hubs left out)
@@ -159,6 +182,31 @@ pub fn pass_through_rings_of<'scope, T, N, A>(
     balanced: VecCollection<'scope, T, (N, A), isize>,
     min_members: usize,
 ) -> VecCollection<'scope, T, ((N, A), N), isize>
+where
+    T: Timestamp + Lattice + Hash + Ord,
+    N: ExchangeData + Hash,
+    A: ExchangeData + Hash,
+{
+    let (ring_edges, passing) = pass_edges(edges, balanced);
+    let members = strongly_connected(ring_edges).linked_components();
+    // A ring: enough members, every one passing its amount through.
+    let passing_members = members.clone().semijoin(passing).map(|(_, label)| label).count();
+    let all_members = members.clone().map(|(_, label)| label).count();
+    let rings = all_members
+        .join(passing_members)
+        .filter(move |(_, (all, passing))| all == passing && *all as usize >= min_members.max(2))
+        .map(|(label, _)| label);
+    // Consolidated, so that readers see one update per change rather than the iteration's
+    // transient proposals.
+    members.map(|(member, label)| (label, member)).semijoin(rings).map(|(ring, member)| (member, ring.0)).consolidate()
+}
+
+/// The pass-through edges of `edges` at the nodes `balanced` names (the two transfers of each
+/// pass, as node-and-amount pairs) and the nodes that pass each amount through.
+pub(crate) fn pass_edges<'scope, T, N, A>(
+    edges: Transfers<'scope, T, N, A>,
+    balanced: Balanced<'scope, T, N, A>,
+) -> (PassEdges<'scope, T, N, A>, Balanced<'scope, T, N, A>)
 where
     T: Timestamp + Lattice + Hash + Ord,
     N: ExchangeData + Hash,
@@ -189,17 +237,7 @@ where
     // The ring edges, at balanced nodes: one graph per amount.
     let ring_in = ring_in.map(|(from, to)| (to, from)).semijoin(balanced.clone()).map(|(to, from)| (from, to));
     let ring_edges = ring_in.concat(ring_out.semijoin(balanced)).distinct();
-    let members = strongly_connected(ring_edges).linked_components();
-    // A ring: enough members, every one passing its amount through.
-    let passing_members = members.clone().semijoin(passing).map(|(_, label)| label).count();
-    let all_members = members.clone().map(|(_, label)| label).count();
-    let rings = all_members
-        .join(passing_members)
-        .filter(move |(_, (all, passing))| all == passing && *all as usize >= min_members.max(2))
-        .map(|(label, _)| label);
-    // Consolidated, so that readers see one update per change rather than the iteration's
-    // transient proposals.
-    members.map(|(member, label)| (label, member)).semijoin(rings).map(|(ring, member)| (member, ring.0)).consolidate()
+    (ring_edges, passing)
 }
 
 /// Per key, its only neighbour, or `None` when it has several.
@@ -221,7 +259,7 @@ where
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use differential_dataflow::input::Input;
@@ -230,11 +268,15 @@ mod tests {
 
     use super::*;
 
-    type Transfer = (u8, u8, u8);
+    pub(crate) type Transfer = (u8, u8, u8);
 
-    /// Batch oracle: the rings of the transfers alive at one time, by Tarjan's algorithm over
-    /// the pass-through edges of each amount.
-    fn oracle(transfers: &[Transfer], options: RingOptions) -> BTreeSet<((u8, u8), u8)> {
+    /// The nodes passing each amount through and the pass-through edges of each amount, of the
+    /// transfers alive at one time, pairing every sender with every receiver.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn oracle_edges(
+        transfers: &[Transfer],
+        options: RingOptions,
+    ) -> (BTreeSet<(u8, u8)>, BTreeMap<u8, BTreeSet<(u8, u8)>>) {
         let mut received: BTreeMap<(u8, u8), usize> = BTreeMap::new();
         let mut sent: BTreeMap<(u8, u8), usize> = BTreeMap::new();
         let live: Vec<Transfer> = transfers.iter().copied().filter(|(f, t, _)| f != t).collect();
@@ -266,6 +308,13 @@ mod tests {
                 }
             }
         }
+        (passing, ring_edges)
+    }
+
+    /// Batch oracle: the rings of the transfers alive at one time, by Tarjan's algorithm over
+    /// the pass-through edges of each amount.
+    fn oracle(transfers: &[Transfer], options: RingOptions) -> BTreeSet<((u8, u8), u8)> {
+        let (passing, ring_edges) = oracle_edges(transfers, options);
         let mut out = BTreeSet::new();
         for (a, es) in ring_edges {
             for component in tarjan(&es) {
@@ -327,11 +376,13 @@ mod tests {
         s.out
     }
 
-    /// The operator's rings at each of `times`, from transfers `(transfer, enters, leaves)`.
-    fn streamed(
+    /// What `build` makes of the transfers, at each of `times`, from transfers `(transfer,
+    /// enters, leaves)`.
+    pub(crate) fn streamed(
         transfers: Vec<(Transfer, u64, Option<u64>)>,
         times: u64,
         options: RingOptions,
+        build: Build,
     ) -> Vec<BTreeSet<((u8, u8), u8)>> {
         let captured = timely::example(move |scope| {
             let (mut input, collection) = scope.new_collection::<Transfer, isize>();
@@ -346,7 +397,7 @@ mod tests {
                     }
                 }
             }
-            collection.pass_through_rings(options).inner.capture()
+            build(collection, options).inner.capture()
         });
         let mut updates: Vec<_> = captured.extract().into_iter().flat_map(|(_, data)| data).collect();
         updates.sort_by_key(|u| u.1);
@@ -363,12 +414,25 @@ mod tests {
             .collect()
     }
 
+    /// An operator from transfers to `((member, amount), group)`.
+    pub(crate) type Build = for<'s> fn(
+        VecCollection<'s, u64, Transfer, isize>,
+        RingOptions,
+    ) -> VecCollection<'s, u64, ((u8, u8), u8), isize>;
+
+    fn rings(
+        transfers: VecCollection<'_, u64, Transfer, isize>,
+        options: RingOptions,
+    ) -> VecCollection<'_, u64, ((u8, u8), u8), isize> {
+        transfers.pass_through_rings(options)
+    }
+
     #[test]
     fn a_ring_and_what_is_not_one() {
         let options = RingOptions::default();
         let at = |transfers: &[Transfer]| {
             let timed = transfers.iter().map(|&t| (t, 0, None)).collect();
-            streamed(timed, 1, options).remove(0)
+            streamed(timed, 1, options, rings).remove(0)
         };
         let ring: BTreeSet<_> = [((1, 7), 1), ((2, 7), 1), ((3, 7), 1)].into();
         assert_eq!(at(&[(1, 2, 7), (2, 3, 7), (3, 1, 7)]), ring);
@@ -403,7 +467,7 @@ mod tests {
                 .map(|(t, enters, leaves)| (t, enters, leaves.map(|l| enters + l)))
                 .collect();
             let times = 14;
-            let streamed = streamed(transfers.clone(), times, options);
+            let streamed = streamed(transfers.clone(), times, options, rings);
             for (t, got) in streamed.into_iter().enumerate() {
                 let t = t as u64;
                 let alive: Vec<Transfer> = transfers
