@@ -108,24 +108,31 @@ fn groups(transfers: &[(Transfer, u64)], workers: usize, window: u64, kind: Grou
     count.into_iter().filter(|(_, c)| *c != 0).map(|(d, _)| d).collect()
 }
 
+/// How many groups `found` holds, their accounts and how many of those are labelled; printed
+/// with the precision and recall.
+fn measured(what: &str, found: &BTreeMap<(u32, u64), u32>, labelled: &BTreeSet<u32>) -> (usize, BTreeSet<u32>, usize) {
+    let members: BTreeSet<u32> = found.keys().map(|(account, _)| *account).collect();
+    let groups: BTreeSet<(u32, u64)> = found.iter().map(|((_, amount), group)| (*group, *amount)).collect();
+    let true_members = members.intersection(labelled).count();
+    let precision = true_members as f64 / members.len().max(1) as f64;
+    let recall = true_members as f64 / labelled.len() as f64;
+    println!(
+        "{what} {}, accounts {}, labelled among them {true_members}: precision {precision:.3}, recall {recall:.3} of the {} labelled",
+        groups.len(),
+        members.len(),
+        labelled.len()
+    );
+    (groups.len(), members, true_members)
+}
+
 #[test]
 fn every_ring_the_transfers_close_and_nothing_else() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (labelled, transfers) = amlsim(dir.path());
     let found = rings(&transfers, 1, WINDOW_STEPS);
-    let members: BTreeSet<u32> = found.keys().map(|(account, _)| *account).collect();
-    let ring_count: BTreeSet<(u32, u64)> = found.iter().map(|((_, amount), ring)| (*ring, *amount)).collect();
-    let true_members = members.intersection(&labelled).count();
-    let precision = true_members as f64 / members.len().max(1) as f64;
-    let recall = true_members as f64 / labelled.len() as f64;
-    println!(
-        "rings {}, accounts {}, labelled among them {true_members}: precision {precision:.3}, recall {recall:.3} of the 945 labelled",
-        ring_count.len(),
-        members.len()
-    );
+    let (ring_count, members, true_members) = measured("rings", &found, &labelled);
     // The 21 cycles that closed, every member a labelled one.
-    assert_eq!(ring_count.len(), 21, "{ring_count:?}");
-    assert_eq!((members.len(), true_members), (105, 105));
+    assert_eq!((ring_count, members.len(), true_members), (21, 105, 105));
     // Each ring is one amount passed round: its members sent and received it.
     for (account, amount) in found.keys() {
         assert!(transfers.iter().any(|((from, _, cents), _)| from == account && cents == amount));
@@ -160,17 +167,8 @@ fn open_chains_find_the_cycles_left_open() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (labelled, transfers) = amlsim(dir.path());
     let found = groups(&transfers, 1, WINDOW_STEPS, Group::Chains);
-    let members: BTreeSet<u32> = found.keys().map(|(account, _)| *account).collect();
-    let chains: BTreeSet<(u32, u64)> = found.iter().map(|((_, amount), chain)| (*chain, *amount)).collect();
-    let true_members = members.intersection(&labelled).count();
-    let precision = true_members as f64 / members.len().max(1) as f64;
-    let recall = true_members as f64 / labelled.len() as f64;
-    println!(
-        "chains {}, accounts {}, labelled among them {true_members}: precision {precision:.3}, recall {recall:.3} of the 945 labelled",
-        chains.len(),
-        members.len()
-    );
-    assert_eq!((chains.len(), members.len(), true_members), (123, 503, 500));
+    let (chains, members, true_members) = measured("chains", &found, &labelled);
+    assert_eq!((chains, members.len(), true_members), (123, 503, 500));
     // Every ring's member is in a chain.
     let ring_members: BTreeSet<u32> = rings(&transfers, 1, WINDOW_STEPS).keys().map(|(a, _)| *a).collect();
     assert!(ring_members.is_subset(&members));

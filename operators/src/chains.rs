@@ -127,7 +127,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::rings::tests::{Transfer, oracle_edges, streamed};
+    use crate::rings::tests::{Transfer, oracle_edges, streamed, streamed_equals_oracle};
 
     /// Batch oracle: the chains of the transfers alive at one time, by union-find over the
     /// pass-through edges of each amount.
@@ -214,21 +214,7 @@ mod tests {
             min_members in 2usize..5,
         ) {
             let options = RingOptions { min_members, net_tolerance: tolerance, max_counterparties };
-            let transfers: Vec<(Transfer, u64, Option<u64>)> = transfers
-                .into_iter()
-                .map(|(t, enters, leaves)| (t, enters, leaves.map(|l| enters + l)))
-                .collect();
-            let times = 14;
-            let streamed = streamed(transfers.clone(), times, options, chains);
-            for (t, got) in streamed.into_iter().enumerate() {
-                let t = t as u64;
-                let alive: Vec<Transfer> = transfers
-                    .iter()
-                    .filter(|(_, enters, leaves)| *enters <= t && leaves.is_none_or(|l| l > t))
-                    .map(|(transfer, ..)| *transfer)
-                    .collect();
-                prop_assert_eq!(got, oracle(&alive, options), "at time {}", t);
-            }
+            streamed_equals_oracle(transfers, options, chains, oracle)?;
         }
     }
 }

@@ -414,6 +414,9 @@ pub(crate) mod tests {
             .collect()
     }
 
+    /// Groups `((member, amount), group)` of the transfers alive at one time, in batch.
+    pub(crate) type Oracle = fn(&[Transfer], RingOptions) -> BTreeSet<((u8, u8), u8)>;
+
     /// An operator from transfers to `((member, amount), group)`.
     pub(crate) type Build = for<'s> fn(
         VecCollection<'s, u64, Transfer, isize>,
@@ -462,21 +465,30 @@ pub(crate) mod tests {
             max_counterparties in prop_oneof![Just(usize::MAX), Just(2usize), Just(3usize)],
         ) {
             let options = RingOptions { min_members: 3, net_tolerance: tolerance, max_counterparties };
-            let transfers: Vec<(Transfer, u64, Option<u64>)> = transfers
-                .into_iter()
-                .map(|(t, enters, leaves)| (t, enters, leaves.map(|l| enters + l)))
-                .collect();
-            let times = 14;
-            let streamed = streamed(transfers.clone(), times, options, rings);
-            for (t, got) in streamed.into_iter().enumerate() {
-                let t = t as u64;
-                let alive: Vec<Transfer> = transfers
-                    .iter()
-                    .filter(|(_, enters, leaves)| *enters <= t && leaves.is_none_or(|l| l > t))
-                    .map(|(transfer, ..)| *transfer)
-                    .collect();
-                prop_assert_eq!(got, oracle(&alive, options), "at time {}", t);
-            }
+            streamed_equals_oracle(transfers, options, rings, oracle)?;
         }
+    }
+
+    /// Transfers `(transfer, enters, for how long)` streamed through `build` over 14 times: at
+    /// each time, what comes out equals `oracle` of the transfers alive then.
+    pub(crate) fn streamed_equals_oracle(
+        transfers: Vec<(Transfer, u64, Option<u64>)>,
+        options: RingOptions,
+        build: Build,
+        oracle: Oracle,
+    ) -> Result<(), TestCaseError> {
+        let transfers: Vec<(Transfer, u64, Option<u64>)> =
+            transfers.into_iter().map(|(t, enters, leaves)| (t, enters, leaves.map(|l| enters + l))).collect();
+        let times = 14;
+        for (t, got) in streamed(transfers.clone(), times, options, build).into_iter().enumerate() {
+            let t = t as u64;
+            let alive: Vec<Transfer> = transfers
+                .iter()
+                .filter(|(_, enters, leaves)| *enters <= t && leaves.is_none_or(|l| l > t))
+                .map(|(transfer, ..)| *transfer)
+                .collect();
+            prop_assert_eq!(got, oracle(&alive, options), "at time {}", t);
+        }
+        Ok(())
     }
 }
