@@ -102,7 +102,7 @@ impl CaseInput {
     /// on it can share a timestamp only if the action refers to it), and ends come last.
     fn order(&self) -> (u64, u64) {
         match self {
-            CaseInput::Alert(t) => (t.alert.time, t.alert.id.0 as u64 >> 2),
+            CaseInput::Alert(t) => (t.alert.time, t.alert.order_key() >> 2),
             CaseInput::Action(a) => (a.time, (1 << 62) | (u64::from(a.source) << 40) | (a.line & ((1 << 40) - 1))),
             CaseInput::End(end) => (end.last_time.unwrap_or(0), u64::MAX),
         }

@@ -371,7 +371,7 @@ impl<'scope> ManageAlerts<'scope> for Stream<'scope, u64, Vec<Alert>> {
         let reports = self.process_in_time_order(
             "AlertManager",
             |alert: &Alert| route(&(alert.rule.as_str(), alert.instrument, alert.account)),
-            |alert: &Alert| (alert.time, alert.id.0 as u64),
+            |alert: &Alert| (alert.time, alert.order_key()),
             AlertManager::new(policy),
         );
         ManagedAlerts { reports }
@@ -457,7 +457,7 @@ mod tests {
     /// each group at its horizon's end, fold repeats, send openers and tier raises.
     fn oracle(config: &AlertsConfig, mut alerts: Vec<Alert>) -> Vec<Report> {
         let policy = AlertPolicy::new(config, reference());
-        alerts.sort_by_key(|a| (a.time, a.id.0 as u64));
+        alerts.sort_by_key(|a| (a.time, a.order_key()));
         let mut open: std::collections::BTreeMap<GroupKey, (AlertGroup, Option<Tier>)> = Default::default();
         let mut out = Vec::new();
         let close = |open: &mut std::collections::BTreeMap<GroupKey, (AlertGroup, Option<Tier>)>,

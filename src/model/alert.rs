@@ -235,6 +235,36 @@ impl Alert {
     pub fn is_retracted(&self) -> bool {
         self.correction.as_ref().is_some_and(|c| c.kind == CorrectionKind::Retracted)
     }
+
+    /// Where the alert goes among alerts of the same event time, for everything that must
+    /// take them in one order (the alert manager, the case workflow).
+    ///
+    /// Unlike the id, which hashes where the evidence was read, this hashes only what the
+    /// alert says (rule, keys, time, score and the evidence's contents), so a day read from a
+    /// file, from a topic or resumed from a checkpoint puts two alerts of one time in the same
+    /// order and so opens the same cases at the same tiers. A correction comes after the
+    /// alerts of its time.
+    ///
+    /// ```
+    /// use surveil::model::{Alert, Symbol};
+    ///
+    /// let first = Alert::builder("spoofing", 7).account(Symbol::of(b"ACC1")).score(70.0).build();
+    /// let again = Alert::builder("spoofing", 7).account(Symbol::of(b"ACC1")).score(70.0).build();
+    /// assert_eq!(first.order_key(), again.order_key());
+    /// ```
+    pub fn order_key(&self) -> u64 {
+        let evidence: Vec<(Timestamp, u64, Symbol, Symbol, crate::model::Body)> =
+            self.evidence.iter().map(|e| (e.time, e.seq, e.instrument, e.account, e.body)).collect();
+        let content = surveil_operators::route(&(
+            self.rule.as_str(),
+            self.instrument,
+            self.account,
+            self.time,
+            self.score.to_bits(),
+            evidence,
+        ));
+        (content >> 1) | (u64::from(self.correction.is_some()) << 63)
+    }
 }
 
 /// What a correction does to the alert it corrects.
