@@ -1,5 +1,6 @@
 //! Front running on a generated day: the day's own flow (market makers and fast traders of the
-//! firm trading all day around its clients' large orders) raises nothing; an employee account
+//! firm trading all day around its clients' large orders) raises nothing but its labelled
+//! employees' runs ahead of client blocks; an employee account
 //! trading ahead of client blocks, and a proprietary account ahead of block after block, are
 //! found, on one worker and on two.
 
@@ -11,6 +12,7 @@ use std::path::Path;
 use common::{alerts_of_rule, alerts_without_clock, inject, run, small_day};
 use serde_json::Value;
 use surveil::config::Config;
+use surveil::generate::labels::evaluate;
 
 const SECOND: u64 = 1_000_000_000;
 
@@ -102,13 +104,20 @@ fn ahead_of(block: &Block, account: &str, order: &str, lead: u64, quantity: u64)
 #[test]
 fn trading_ahead_of_client_blocks_is_found_and_the_days_own_flow_raises_nothing() {
     let (dir, events) = small_day(7);
+    // The day as generated: its own employees' runs ahead of client blocks (labelled when they
+    // played out) are found, and nothing else.
+    let config = Config::load(&dir.path().join("surveil.toml")).expect("config");
+    let (_, untouched) = run(std::slice::from_ref(&events), config.clone(), 1);
+    let scores = evaluate(&dir.path().join("labels.csv"), &untouched.path().join("alerts.jsonl")).expect("evaluate");
+    let front = scores.iter().find(|s| s.rule == "front_running").expect("the day's employees are labelled");
+    assert!(front.labels >= 1 && front.found == front.labels && front.false_alerts == 0, "the day alone: {front:?}");
+    let generated: Vec<Value> = alerts_of_rule(untouched.path(), "front_running");
+    assert!(generated.iter().all(|a| a["account"].as_str().is_some_and(|a| a.starts_with("EMP"))), "{generated:#?}");
+
     // Judged on the trading alone, so that every injected case counts whatever the market did
     // after it (the profit condition is the unit tests').
-    let mut config = Config::load(&dir.path().join("surveil.toml")).expect("config");
+    let mut config = config;
     config.rules.front_running.require_profit = false;
-
-    let (_, untouched) = run(std::slice::from_ref(&events), config.clone(), 1);
-    assert_eq!(alerts_of_rule(untouched.path(), "front_running"), Vec::<Value>::new(), "the day alone");
 
     let blocks = client_blocks(dir.path());
     assert!(blocks.len() >= 100, "{} client blocks", blocks.len());
@@ -169,7 +178,20 @@ fn trading_ahead_of_client_blocks_is_found_and_the_days_own_flow_raises_nothing(
     assert_eq!(prop.len(), 1, "one session alert: {alerts:#?}");
     assert!(prop[0]["parameters"]["blocks_ahead"].as_u64().is_some_and(|n| n >= 25), "{:#?}", prop[0]);
     assert_eq!(prop[0]["instrument"], *busiest);
-    assert_eq!(alerts.len(), staff.len() + 1, "no other account: {alerts:#?}");
+    // The day's own employees aside (judged above with the profit condition), nothing else but
+    // what trading alone lets through: a proprietary account of the day whose last execution
+    // went the way of a handful of blocks by chance (7 of 7 here, a sign test's 0.8 %), at a
+    // loss, which the profit condition drops (the day alone, above, raised none).
+    let account = |a: &Value| a["account"].as_str().unwrap_or_default().to_string();
+    let others: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| !["STAFF1", "PROP1"].contains(&account(a).as_str()) && !account(a).starts_with("EMP"))
+        .collect();
+    for a in &others {
+        let lost = a["parameters"]["profit"].as_str().and_then(|p| p.parse::<f64>().ok()).is_some_and(|p| p < 0.0);
+        assert!(a["parameters"]["scope"] == "session" && lost, "no other account: {a:#?}");
+    }
+    assert!(others.len() <= 1, "{others:#?}");
 
     let (_, two) = run(&[events], config, 2);
     assert_eq!(alerts_without_clock(out.path()), alerts_without_clock(two.path()));

@@ -32,7 +32,8 @@ pub struct GenerateConfig {
     pub seed: u64,
     /// Approximate number of event rows; the session is stretched to fit them.
     pub events: u64,
-    /// Number of accounts (at least 30) in `accounts.csv`.
+    /// Number of accounts (at least 30) in `accounts.csv`, besides two employees' personal
+    /// accounts (`EMP01`, `EMP02`).
     pub accounts: usize,
     /// Number of instruments (at least 4) in `instruments.csv`.
     pub instruments: usize,
@@ -347,6 +348,7 @@ fn write_reference(dir: &Path, uni: &universe::Universe) -> Result<(), GenerateE
             let capacity = match a.role {
                 universe::Role::Institutional | universe::Role::Retail => "client",
                 universe::Role::MarketMaker | universe::Role::Hft | universe::Role::Storm => "proprietary",
+                universe::Role::Employee => "employee",
             };
             [a.name.as_str(), uni.owners[a.owner as usize].as_str(), a.desk, a.trader.as_str(), capacity]
         }),

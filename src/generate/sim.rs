@@ -11,10 +11,11 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 mod abuse;
+mod front_run;
 mod ignition;
 mod market;
 mod replay;
@@ -42,6 +43,9 @@ const WARP_POINTS: usize = 4096;
 /// Share of market-maker actions that re-centre the tight (touch) quotes rather than the
 /// deeper ones.
 const P_TIGHT: f64 = 0.3;
+
+/// Mixed into the seed of the front runs' own random stream.
+const FRONT_RUN_STREAM: u64 = 0x6672_6f6e_7472_756e;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Class {
@@ -143,6 +147,9 @@ enum Task {
     CloseStep { closer: u16 },
     IgniteStart { attempt: u8 },
     IgniteStep { run: u16, step: u8 },
+    FrontRunStart,
+    FrontRunBlock { run: u16 },
+    FrontRunJudge { run: u16 },
 }
 
 /// A resting scenario order whose fills are recorded.
@@ -195,6 +202,8 @@ pub(crate) struct Plan {
     pub(crate) closers: usize,
     /// Momentum ignitions: a burst of aggressive orders, then the position turned round.
     pub(crate) igniters: usize,
+    /// Employees trading ahead of a client's block.
+    pub(crate) front_runs: usize,
     /// New orders per storm account.
     pub(crate) storm_orders: u64,
     /// Deliberate executions per storm account.
@@ -218,6 +227,7 @@ impl Plan {
             stuffers: n(3.0),
             closers: n(2.0),
             igniters: n(6.0),
+            front_runs: n(6.0),
             storm_orders,
             storm_hits: ((storm_orders / 600) as u32).clamp(1, 3),
         }
@@ -281,6 +291,14 @@ pub(crate) struct Sim<'u> {
     /// The recorded orders' accounts (first, count), when driven by a recording: the crowd
     /// that takes a scenario's genuine orders there.
     crowd: Option<(u32, u32)>,
+    /// The last execution price of each instrument, in cents.
+    last_price: Vec<Option<i64>>,
+    /// Per instrument a front run watches, the client blocks' first executions since it began.
+    block_log: Vec<Option<Vec<front_run::BlockExecution>>>,
+    front_runs: Vec<front_run::FrontRun>,
+    /// The front runs' own random choices, apart from the rest of the day's: adding them leaves
+    /// the day's other draws as they were.
+    front_rng: ChaCha8Rng,
 }
 
 fn exp1(rng: &mut ChaCha8Rng) -> f64 {
@@ -340,6 +358,7 @@ impl<'u> Sim<'u> {
             acc += i.weight;
             cum_weight.push(acc);
         }
+        let front_rng = ChaCha8Rng::seed_from_u64(rng.clone().random::<u64>() ^ FRONT_RUN_STREAM);
         let books = uni
             .instruments
             .iter()
@@ -391,6 +410,10 @@ impl<'u> Sim<'u> {
             recorded: false,
             recorded_range: None,
             crowd: None,
+            last_price: vec![None; uni.instruments.len()],
+            block_log: (0..uni.instruments.len()).map(|_| None).collect(),
+            front_runs: Vec::new(),
+            front_rng,
         }
     }
 
@@ -509,6 +532,10 @@ impl<'u> Sim<'u> {
                 let u = self.rng.random_range(0.02..0.9);
                 self.schedule_at_u(u, task);
             }
+        }
+        for _ in 0..self.plan.front_runs {
+            let u = self.front_rng.random_range(0.05..0.85);
+            self.schedule_at_u(u, Task::FrontRunStart);
         }
         self.plan_closers();
     }
@@ -762,6 +789,11 @@ impl<'u> Sim<'u> {
             let (resting_id, taker) = (ro.id, self.orders[idx as usize].account);
             self.taken.push((lp, q));
             self.last_take.insert((taker, i as u32), t);
+            self.last_price[i] = Some(lp);
+            if self.block_log[i].is_some() {
+                self.note_block_execution(t, i, idx);
+                self.note_block_execution(t, i, r);
+            }
             if !self.watched.is_empty() {
                 self.note_watched_fill(t, resting_id, lp, q);
             }
@@ -885,9 +917,14 @@ impl<'u> Sim<'u> {
     // ----- participants ------------------------------------------------------------------
 
     fn pick_instrument(&mut self) -> usize {
+        let x = self.rng.random::<f64>();
+        self.pick_instrument_with(x)
+    }
+
+    /// The instrument at `x` (uniform in 0..1) of the activity weights.
+    fn pick_instrument_with(&self, x: f64) -> usize {
         let total = self.cum_weight.last().copied().unwrap_or(0.0);
-        let x = self.rng.random::<f64>() * total;
-        self.cum_weight.partition_point(|&c| c <= x).min(self.cum_weight.len() - 1)
+        self.cum_weight.partition_point(|&c| c <= x * total).min(self.cum_weight.len() - 1)
     }
 
     fn pick_role(&mut self, i: usize, role: Role) -> u32 {
@@ -921,7 +958,7 @@ impl<'u> Sim<'u> {
                 let lots = (self.rng.random_range(0.0f64..4.6)).exp() as u64 + 1;
                 lots * 100
             }
-            Role::MarketMaker | Role::Storm => self.rng.random_range(1..=5) * 100,
+            Role::MarketMaker | Role::Storm | Role::Employee => self.rng.random_range(1..=5) * 100,
         };
         cap_qty(q, price)
     }
@@ -1169,6 +1206,9 @@ impl<'u> Sim<'u> {
             Task::CloseStep { closer } => self.close_step(t, closer),
             Task::IgniteStart { attempt } => self.ignite_start(t, attempt),
             Task::IgniteStep { run, step } => self.ignite_step(t, run, step),
+            Task::FrontRunStart => self.front_run_start(t),
+            Task::FrontRunBlock { run } => self.front_run_block(t, run),
+            Task::FrontRunJudge { run } => self.front_run_judge(run),
         }
     }
 

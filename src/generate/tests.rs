@@ -117,7 +117,8 @@ fn canonical_csv() {
     let instruments = read_rows(&dir.path().join("instruments.csv"));
     assert_eq!(instruments.len(), 40);
     let accounts = read_rows(&dir.path().join("accounts.csv"));
-    assert_eq!(accounts.len(), 400);
+    assert_eq!(accounts.len(), 402, "400 and two employees");
+    assert_eq!(accounts.iter().filter(|r| r.get(4) == Some("employee")).count(), 2);
     let owners: BTreeSet<&str> = accounts.iter().map(|r| r.get(1).unwrap_or("")).collect();
     assert!(owners.len() < 400 && owners.len() > 300, "{} owners", owners.len());
     let toml = fs::read_to_string(dir.path().join("surveil.toml")).expect("toml");
@@ -257,7 +258,7 @@ fn labels_and_clean_background() {
                         .filter(|x| x.0)
                         .map(|x| x.1)
                         .collect();
-                        if matches!(rule, "spoofing" | "layering" | "momentum_ignition") {
+                        if matches!(rule, "spoofing" | "layering" | "momentum_ignition" | "front_running") {
                             // The first order of a scenario: judged by the book rules, and
                             // under every order limit.
                             assert!(tripped.is_empty(), "order {id} of a {rule} scenario trips {tripped:?}");

@@ -20,6 +20,8 @@ pub(crate) enum Role {
     Retail,
     /// The injected order-to-trade-ratio breach: a message storm on one instrument.
     Storm,
+    /// A member of staff with a personal account: trades only when front running a client.
+    Employee,
 }
 
 pub(crate) struct Instrument {
@@ -59,13 +61,19 @@ pub(crate) struct Universe {
     pub(crate) storm_accounts: Vec<u32>,
     /// Owners with more than one (non-storm) account, with their accounts.
     pub(crate) multi_owners: Vec<Vec<u32>>,
+    /// Employees' personal accounts, after the others.
+    pub(crate) employees: Vec<u32>,
 }
+
+/// Employees' personal accounts, on top of the accounts asked for.
+pub(crate) const EMPLOYEES: usize = 2;
 
 const MM_DESKS: &[&str] = &["MM-EQ1", "MM-EQ2"];
 const HFT_DESKS: &[&str] = &["PROP-HFT", "PROP-ALGO"];
 const STORM_DESKS: &[&str] = &["PROP-ALGO"];
 const INST_DESKS: &[&str] = &["INST-CASH", "INST-PT", "INST-LO"];
 const RETAIL_DESKS: &[&str] = &["RETAIL-DMA", "RETAIL-FLOW"];
+const STAFF_DESKS: &[&str] = &["STAFF"];
 const ALL_DESKS: &[&str] =
     &["MM-EQ1", "MM-EQ2", "PROP-HFT", "PROP-ALGO", "INST-CASH", "INST-PT", "INST-LO", "RETAIL-DMA", "RETAIL-FLOW"];
 const TRADERS_PER_DESK: usize = 4;
@@ -77,6 +85,7 @@ fn desks(role: Role) -> &'static [&'static str] {
         Role::Storm => STORM_DESKS,
         Role::Institutional => INST_DESKS,
         Role::Retail => RETAIL_DESKS,
+        Role::Employee => STAFF_DESKS,
     }
 }
 
@@ -217,7 +226,7 @@ pub(crate) fn build(instruments: usize, accounts: usize, storm_pairs: usize, rng
     for (a, acct) in accts.iter().enumerate() {
         let a = a as u32;
         match acct.role {
-            Role::Storm => {}
+            Role::Storm | Role::Employee => {}
             Role::MarketMaker => {
                 for c in coverage.iter_mut() {
                     if rng.random_bool(0.6) {
@@ -274,7 +283,30 @@ pub(crate) fn build(instruments: usize, accounts: usize, storm_pairs: usize, rng
         }
     }
 
-    Universe { instruments: insts, accounts: accts, owners: owner_names, coverage, storm_accounts, multi_owners }
+    // Employees last, with no random draw, so that the rest of the universe is as it would be
+    // without them; each its own owner.
+    let mut accts = accts;
+    let mut employees = Vec::with_capacity(EMPLOYEES);
+    for k in 0..EMPLOYEES {
+        owner_names.push(format!("OWNEMP{:02}", k + 1));
+        employees.push(accts.len() as u32);
+        accts.push(Account {
+            name: format!("EMP{:02}", k + 1),
+            owner: (owner_names.len() - 1) as u32,
+            desk: STAFF_DESKS[0],
+            trader: format!("TEMP{:02}", k + 1),
+            role: Role::Employee,
+        });
+    }
+    Universe {
+        instruments: insts,
+        accounts: accts,
+        owners: owner_names,
+        coverage,
+        storm_accounts,
+        multi_owners,
+        employees,
+    }
 }
 
 #[cfg(test)]

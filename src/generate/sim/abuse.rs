@@ -37,7 +37,7 @@ pub(super) struct Wall {
 
 /// Injected orders stay under the default order limits (5,000,000 notional, 100,000 shares),
 /// so that they raise no order-limit alert.
-const MAX_ORDER_NOTIONAL_CENTS: u64 = 400_000_000;
+pub(super) const MAX_ORDER_NOTIONAL_CENTS: u64 = 400_000_000;
 
 /// Episodes of one account on one instrument this close together could read as one pattern.
 pub(super) const SEPARATION_NS: u64 = 40 * 60 * 1_000_000_000;
@@ -101,7 +101,7 @@ impl Sim<'_> {
             .map_or(0, |l| l.queue.iter().filter(|&&idx| self.orders[idx as usize].account == account).count())
     }
 
-    fn visible_depth(&self, i: usize, side: Side, levels: usize) -> u64 {
+    pub(super) fn visible_depth(&self, i: usize, side: Side, levels: usize) -> u64 {
         let b = &self.books[i];
         match side {
             Side::Buy => b.bids.values().rev().take(levels).map(|l| l.total).sum(),
