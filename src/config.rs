@@ -192,6 +192,10 @@ impl Config {
         if !(link_share > 0.0 && link_share <= 1.0) {
             return Err(format!("reference.link_share = {link_share} must be a share above 0 and at most 1"));
         }
+        let basket_weight = self.reference.basket_weight;
+        if !(basket_weight > 0.0 && basket_weight <= 1.0) {
+            return Err(format!("reference.basket_weight = {basket_weight} must be a share above 0 and at most 1"));
+        }
         if ingest.max_in_flight == 0 {
             return Err("ingest.max_in_flight must be at least 1: it bounds the records a worker keeps unfinished, \
                         and no record could be read with a bound of 0"
@@ -618,17 +622,35 @@ pub struct ReferenceConfig {
     /// The share of an account an owner must hold for the owner's accounts to be linked: 10 %,
     /// the CFTC's aggregation standard (17 CFR 150.4). A fraction in (0, 1].
     pub link_share: f64,
+    /// `[time,]basket,member,weight`: what each basket (an exchange-traded fund, an index
+    /// product) holds, over event time.
+    pub baskets: Option<PathBuf>,
+    /// The weight a member must have in a basket for the two to be related instruments (front
+    /// running reads trading in either ahead of a block in the other): 5 %, the most a
+    /// diversified fund may hold of one issuer in 75 % of its assets (Investment Company Act
+    /// §5(b)(1)), so a larger holding is one the fund's value materially depends on. A fraction
+    /// in (0, 1].
+    pub basket_weight: f64,
 }
 
 impl Default for ReferenceConfig {
     fn default() -> ReferenceConfig {
-        ReferenceConfig { instruments: None, accounts: None, ownership: None, link_share: 0.10 }
+        ReferenceConfig {
+            instruments: None,
+            accounts: None,
+            ownership: None,
+            link_share: 0.10,
+            baskets: None,
+            basket_weight: 0.05,
+        }
     }
 }
 
 impl ReferenceConfig {
     fn resolve(&mut self, base: &Path) {
-        for path in [&mut self.instruments, &mut self.accounts, &mut self.ownership].into_iter().flatten() {
+        for path in
+            [&mut self.instruments, &mut self.accounts, &mut self.ownership, &mut self.baskets].into_iter().flatten()
+        {
             if path.is_relative() {
                 *path = base.join(&*path);
             }

@@ -200,6 +200,15 @@ pub struct ReferenceData {
     ownership: Vec<OwnershipChange>,
     /// `reference.link_share`, when set.
     link_share: Option<f64>,
+    /// What each basket holds: a member's weight in the basket, over event time, by
+    /// `(basket, member)`.
+    baskets: IdMap<(Symbol, Symbol), Versions<f64>>,
+    /// Instruments joined by a basket holding at least `basket_weight` of a member (at any
+    /// time), each mapped to one instrument of its group: front running is keyed and routed by
+    /// it, so that a basket and its members are read together.
+    families: IdMap<Symbol, Symbol>,
+    /// `reference.basket_weight`, when set.
+    basket_weight: Option<f64>,
 }
 
 /// The reference data an event names that the reference files do not have at the event's
@@ -260,6 +269,15 @@ struct OwnershipRow {
 }
 
 #[derive(Deserialize)]
+struct BasketRow {
+    #[serde(default)]
+    time: Option<String>,
+    basket: String,
+    member: String,
+    weight: String,
+}
+
+#[derive(Deserialize)]
 struct InstrumentRow {
     #[serde(default)]
     time: Option<String>,
@@ -311,8 +329,10 @@ impl ReferenceData {
         let imc = &config.ingest.imc;
         let tick = imc.price_tick().map_err(ReferenceError::Setting)?;
         data.set_venue_tick(Symbol::of(imc.venue.as_bytes()), tick);
-        let ReferenceConfig { instruments, accounts, ownership, link_share } = &config.reference;
+        let ReferenceConfig { instruments, accounts, ownership, link_share, baskets, basket_weight } =
+            &config.reference;
         data.link_share = Some(*link_share);
+        data.basket_weight = Some(*basket_weight);
         if let Some(path) = instruments {
             data.load_instruments(path)?;
         }
@@ -321,6 +341,9 @@ impl ReferenceData {
         }
         if let Some(path) = ownership {
             data.load_ownership(path)?;
+        }
+        if let Some(path) = baskets {
+            data.load_baskets(path)?;
         }
         tracing::info!(instruments = data.instruments.len(), accounts = data.accounts.len(), "reference data loaded");
         Ok(data)
@@ -520,6 +543,149 @@ impl ReferenceData {
             self.ownership.push(OwnershipChange { time, account, owner, share });
         }
         Ok(())
+    }
+
+    /// Loads `time,basket,member,weight`: from `time` (integer nanoseconds or RFC 3339; empty
+    /// or no column: from the start) `basket` (an exchange-traded fund, an index product) holds
+    /// `member` at `weight` of its value (a fraction such as `0.07`, or a percentage such as
+    /// `7%`; `0`: no longer).
+    pub fn load_baskets(&mut self, path: &Path) -> Result<(), ReferenceError> {
+        self.read_baskets(Self::open(path)?, path)
+    }
+
+    /// [`ReferenceData::load_baskets`] from CSV text that came from `origin`.
+    pub fn read_baskets(&mut self, source: impl std::io::Read, origin: &Path) -> Result<(), ReferenceError> {
+        let mut reader = Self::reader(source);
+        for (i, row) in reader.deserialize::<BasketRow>().enumerate() {
+            let invalid =
+                |message: String| ReferenceError::Invalid { path: origin.into(), record: i as u64 + 1, message };
+            let row = row.map_err(|e| invalid(e.to_string()))?;
+            let time = change_time(row.time.as_deref()).map_err(invalid)?.unwrap_or(0);
+            let weight = parse_share(&row.weight).ok_or_else(|| {
+                invalid(format!("weight {:?} is not a fraction in [0, 1] or a percentage in [0%, 100%]", row.weight))
+            })?;
+            if row.basket.is_empty() || row.member.is_empty() {
+                return Err(invalid("basket and member must not be empty".into()));
+            }
+            if row.basket == row.member {
+                return Err(invalid(format!("basket {} holds itself", row.basket)));
+            }
+            self.set_weight(time, &row.basket, &row.member, weight);
+        }
+        self.join_families();
+        Ok(())
+    }
+
+    /// From `time` on, `basket` holds `member` at `weight` of its value (tests, the library).
+    pub fn add_basket_member(&mut self, time: u64, basket: &str, member: &str, weight: f64) {
+        self.set_weight(time, basket, member, weight);
+        self.join_families();
+    }
+
+    fn set_weight(&mut self, time: u64, basket: &str, member: &str, weight: f64) {
+        let (basket, _) = self.names.intern(basket.as_bytes());
+        let (member, _) = self.names.intern(member.as_bytes());
+        match self.baskets.get_mut(&(basket, member)) {
+            Some(versions) => versions.set(time, weight),
+            None => {
+                self.baskets.insert((basket, member), Versions::new(time, weight));
+            }
+        }
+    }
+
+    /// Groups the instruments that baskets relate (a member held at `basket_weight` or more at
+    /// any time): each maps to the least symbol of its group, whatever order the rows came in.
+    fn join_families(&mut self) {
+        let threshold = self.basket_weight();
+        let mut parent: IdMap<Symbol, Symbol> = IdMap::default();
+        fn find(parent: &mut IdMap<Symbol, Symbol>, mut x: Symbol) -> Symbol {
+            while let Some(&p) = parent.get(&x) {
+                if p == x {
+                    break;
+                }
+                x = p;
+            }
+            x
+        }
+        let mut edges: Vec<(Symbol, Symbol)> = self
+            .baskets
+            .iter()
+            .filter(|(_, versions)| versions.iter().any(|(_, weight)| *weight >= threshold))
+            .map(|(&pair, _)| pair)
+            .collect();
+        edges.sort_unstable();
+        for (basket, member) in edges {
+            for s in [basket, member] {
+                parent.entry(s).or_insert(s);
+            }
+            let (a, b) = (find(&mut parent, basket), find(&mut parent, member));
+            let (low, high) = if a < b { (a, b) } else { (b, a) };
+            parent.insert(high, low);
+        }
+        let symbols: Vec<Symbol> = parent.keys().copied().collect();
+        self.families = symbols.into_iter().map(|s| (s, find(&mut parent, s))).collect();
+    }
+
+    /// The weight `member` has in `basket` at event time `time` (0 when it holds none).
+    pub fn basket_weight_of(&self, basket: Symbol, member: Symbol, time: u64) -> f64 {
+        self.baskets.get(&(basket, member)).and_then(|v| v.at(time)).copied().unwrap_or(0.0)
+    }
+
+    /// The weight a member must have in a basket for the two to be related
+    /// (`reference.basket_weight`, 5 % by default).
+    pub fn basket_weight(&self) -> f64 {
+        self.basket_weight.unwrap_or(0.05)
+    }
+
+    /// Sets [`ReferenceData::basket_weight`].
+    pub fn set_basket_weight(&mut self, weight: f64) {
+        self.basket_weight = Some(weight);
+        self.join_families();
+    }
+
+    /// Whether the reference data has baskets.
+    pub fn has_baskets(&self) -> bool {
+        !self.baskets.is_empty()
+    }
+
+    /// The instrument that stands for `instrument`'s group at `time`: its underlying (or
+    /// itself), joined with the baskets holding it or held by it at [`basket_weight`] or more.
+    /// Trading anywhere in a group can be trading on a block elsewhere in it.
+    ///
+    /// [`basket_weight`]: ReferenceData::basket_weight
+    pub fn family(&self, instrument: Symbol, time: u64) -> Symbol {
+        let root = self.root(instrument, time);
+        if self.families.is_empty() {
+            return root;
+        }
+        self.families.get(&root).copied().unwrap_or(root)
+    }
+
+    /// Whether trading `a` at `time` is trading on `b` (FINRA 5270's related financial
+    /// instrument): the same underlying, or one a basket holding the other's underlying at
+    /// [`basket_weight`] or more then.
+    ///
+    /// ```
+    /// use surveil::model::Symbol;
+    /// use surveil::reference::ReferenceData;
+    ///
+    /// let mut reference = ReferenceData::new(2);
+    /// reference.add_basket_member(0, "XLK", "AAPL", 0.22);
+    /// reference.add_basket_member(0, "XLK", "TINY", 0.001);
+    /// let [xlk, aapl, tiny] = [b"XLK" as &[u8], b"AAPL", b"TINY"].map(Symbol::of);
+    /// assert!(reference.related(xlk, aapl, 0) && reference.related(aapl, xlk, 0));
+    /// assert!(!reference.related(xlk, tiny, 0), "0.1 % of the fund is not material");
+    /// assert!(!reference.related(aapl, tiny, 0), "two members are not related to each other");
+    /// ```
+    ///
+    /// [`basket_weight`]: ReferenceData::basket_weight
+    pub fn related(&self, a: Symbol, b: Symbol, time: u64) -> bool {
+        let (a, b) = (self.root(a, time), self.root(b, time));
+        if a == b {
+            return true;
+        }
+        let threshold = self.basket_weight();
+        self.basket_weight_of(a, b, time) >= threshold || self.basket_weight_of(b, a, time) >= threshold
     }
 
     /// Adds a change of ownership (tests, generators).

@@ -196,3 +196,61 @@ fn trading_ahead_of_client_blocks_is_found_and_the_days_own_flow_raises_nothing(
     let (_, two) = run(&[events], config, 2);
     assert_eq!(alerts_without_clock(out.path()), alerts_without_clock(two.path()));
 }
+
+/// A fund that holds a fifth of one of the day's stocks: an employee buying or selling the fund
+/// ahead of that stock's client blocks is found once the reference data names the fund's
+/// holdings (`reference.baskets`), on one worker and on two, and not without them; the same
+/// trading in a fund that holds 1 % of the stock is not trading on it.
+#[test]
+fn an_employee_trading_a_fund_ahead_of_blocks_in_a_stock_it_holds_is_found() {
+    let (dir, events) = small_day(11);
+    let blocks = client_blocks(dir.path());
+    let mut per_instrument: BTreeMap<&str, usize> = BTreeMap::new();
+    for block in &blocks {
+        *per_instrument.entry(block.instrument.as_str()).or_default() += 1;
+    }
+    let (stock, _) = per_instrument.iter().max_by_key(|(_, n)| **n).expect("blocks");
+    let stock = stock.to_string();
+    let chosen: Vec<&Block> =
+        blocks.iter().filter(|b| b.instrument == stock && b.quiet_for >= 40 * SECOND).step_by(7).take(6).collect();
+    assert!(chosen.len() >= 4, "{} blocks of {stock}", chosen.len());
+    let mut rows = Vec::new();
+    for (k, block) in chosen.iter().enumerate() {
+        for (fund, account) in [("FUNDA", "STAFF9"), ("FUNDB", "STAFF8")] {
+            let at_fund = Block { instrument: fund.into(), side: block.side.clone(), price: "50.00".into(), ..**block };
+            rows.extend(ahead_of(&at_fund, account, &format!("{fund}{k}"), 20 * SECOND, 400).into_iter().take(2));
+        }
+    }
+    inject(dir.path(), rows, &["STAFF9,STAFF9,STAFF,,employee", "STAFF8,STAFF8,STAFF,,employee"]);
+    std::fs::write(
+        dir.path().join("baskets.csv"),
+        format!("basket,member,weight\nFUNDA,{stock},20%\nFUNDB,{stock},1%\n"),
+    )
+    .expect("baskets");
+    let mut config = Config::load(&dir.path().join("surveil.toml")).expect("config");
+    config.rules.front_running.require_profit = false;
+    let staff = |out: &Path| -> Vec<Value> {
+        alerts_of_rule(out, "front_running")
+            .into_iter()
+            .filter(|a| a["account"] == "STAFF9" || a["account"] == "STAFF8")
+            .collect()
+    };
+
+    let (_, without) = run(std::slice::from_ref(&events), config.clone(), 1);
+    assert_eq!(staff(without.path()), Vec::<Value>::new(), "without the baskets the funds are unrelated");
+
+    config.reference.baskets = Some(dir.path().join("baskets.csv"));
+    let (_, out) = run(std::slice::from_ref(&events), config.clone(), 1);
+    let found = staff(out.path());
+    assert!(found.iter().all(|a| a["account"] == "STAFF9" && a["instrument"] == stock.as_str()), "{found:#?}");
+    for block in &chosen {
+        let named = |a: &Value| {
+            a["evidence"].as_array().is_some_and(|e| {
+                e.iter().any(|x| x["event_time_ns"] == block.executed_at && x["instrument"] == stock.as_str())
+            })
+        };
+        assert!(found.iter().any(named), "the block at {} missed: {found:#?}", block.executed_at);
+    }
+    let (_, two) = run(&[events], config, 2);
+    assert_eq!(alerts_without_clock(out.path()), alerts_without_clock(two.path()));
+}

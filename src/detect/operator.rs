@@ -86,7 +86,7 @@ impl<'scope> Detect<'scope> for Stream<'scope, u64, Vec<Event>> {
         let reports = self.process_in_time_order(
             "DetectByInstrument",
             move |e: &Event| match &roots {
-                Some(reference) => Key::Instrument(reference.root(e.instrument, e.time)).route(),
+                Some(reference) => Key::Instrument(reference.family(e.instrument, e.time)).route(),
                 None => Key::Instrument(e.instrument).route(),
             },
             |e: &Event| e.order_key(),

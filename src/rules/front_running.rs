@@ -1,6 +1,7 @@
 //! Front running (FINRA Rule 5270): the firm's own or an employee's account trading in the
-//! direction of a client's block shortly before the block executes, in the same instrument or in
-//! one written on it.
+//! direction of a client's block shortly before the block executes, in the same instrument, in
+//! one written on it, or in a basket (an exchange-traded fund) that holds it or that it is a
+//! material part of.
 //!
 //! FINRA 5270 forbids trading a security, or a related financial instrument (an option or a
 //! future on it), while holding material non-public information about an imminent block
@@ -11,7 +12,11 @@
 //!
 //! # Logic
 //!
-//! Per underlying (an instrument's `underlying` in the reference data, or the instrument):
+//! Per underlying (an instrument's `underlying` in the reference data, or the instrument),
+//! joined with the baskets of the reference data that hold it at `reference.basket_weight` (5 %)
+//! or more: an execution counts for a block when its instrument is related to the block's at
+//! the block's time ([`ReferenceData::related`]: the same underlying, or a basket holding the
+//! other at that weight then), so a fund's other members are not related to each other.
 //!
 //! 1. A **block** is a client account's order (`capacity = client` in the account reference
 //!    data) of at least `block_quantity` or of at least `block_notional` at its limit price, or
@@ -186,9 +191,9 @@ pub struct FrontRunningState {
     with_fills: KeySet<Symbol>,
     /// When the block and judged tables were last pruned.
     pruned_at: Timestamp,
-    /// When the last block executed, and the one before at an earlier time.
-    latest_block: Option<Timestamp>,
-    previous_block: Option<Timestamp>,
+    /// Blocks executed within the lookback (time, instrument), oldest first: an execution is
+    /// read against the first related block after it only.
+    executed_blocks: VecDeque<(Timestamp, Symbol)>,
 }
 
 impl Detector for FrontRunning {
@@ -211,7 +216,7 @@ impl Detector for FrontRunning {
             Body::Fill { .. } | Body::Trade { .. } => true,
             _ => false,
         };
-        wanted.then(|| Key::Instrument(self.reference.root(event.instrument, event.time)))
+        wanted.then(|| Key::Instrument(self.reference.family(event.instrument, event.time)))
     }
 
     fn on_event(&self, state: &mut FrontRunningState, event: &Event, out: &mut AlertSink<'_>) {
@@ -364,20 +369,32 @@ impl FrontRunning {
         // last execution before the block was that way.
         // Trading before an earlier block was ahead of that one: each execution is read against
         // the first block after it only.
-        let since = if state.latest_block == Some(event.time) { state.previous_block } else { state.latest_block };
-        if state.latest_block.is_none_or(|t| t < event.time) {
-            state.previous_block = state.latest_block;
-            state.latest_block = Some(event.time);
-        }
+        // Without baskets every instrument of the state is related to every other (one
+        // underlying); with them, a basket's other members are not related to the block.
         let start = event.time.saturating_sub(self.lookback);
-        let after = |x: &Execution| since.is_none_or(|t| x.time >= t);
+        let baskets = self.reference.has_baskets();
+        let related = |instrument: Symbol| !baskets || self.reference.related(instrument, event.instrument, event.time);
+        while state.executed_blocks.front().is_some_and(|(t, _)| *t < start) {
+            state.executed_blocks.pop_front();
+        }
+        let earlier_blocks: Vec<(Timestamp, Symbol)> =
+            state.executed_blocks.iter().filter(|(t, _)| *t < event.time).copied().collect();
+        state.executed_blocks.push_back((event.time, event.instrument));
+        // Read against an earlier block when one related to it executed after it.
+        let read_before = |x: &Execution| {
+            earlier_blocks.iter().any(|&(t, instrument)| {
+                x.time < t && (!baskets || self.reference.related(x.instrument, instrument, event.time))
+            })
+        };
         let mut last_way: BTreeMap<Symbol, bool> = BTreeMap::new();
         let mut ahead: BTreeMap<Symbol, Vec<Execution>> = BTreeMap::new();
-        for x in state
-            .recent
-            .iter()
-            .filter(|x| x.time >= start && x.time < event.time && after(x) && x.account != block.account)
-        {
+        for x in state.recent.iter().filter(|x| {
+            x.time >= start
+                && x.time < event.time
+                && x.account != block.account
+                && related(x.instrument)
+                && !read_before(x)
+        }) {
             let the_blocks_way = x.direction == block.direction;
             last_way.insert(x.account, the_blocks_way);
             if the_blocks_way {
@@ -706,6 +723,102 @@ mod tests {
             grouped.sort();
             assert_eq!(grouped, alone, "{workers} workers");
         }
+    }
+
+    /// ACME's reference data with a fund holding 20 % ACME, 30 % BIG and 1 % TINY, from
+    /// `from` on.
+    fn with_fund(from: u64) -> Arc<ReferenceData> {
+        let mut reference = Arc::unwrap_or_clone(reference());
+        for (member, weight) in [("ACME", 0.20), ("BIG", 0.30), ("TINY", 0.01)] {
+            reference.add_basket_member(from, "FUND", member, weight);
+        }
+        Arc::new(reference)
+    }
+
+    fn basket_alerts(reference: Arc<ReferenceData>, events: Vec<Event>) -> Vec<(Symbol, Symbol)> {
+        let calendar = SessionCalendar::new(chrono_tz::UTC);
+        let mut found: Vec<(Symbol, Symbol)> =
+            run_on(2, FrontRunning::new(&FrontRunningConfig::default(), reference.clone(), calendar), events.clone())
+                .iter()
+                .map(|a| (a.account, a.instrument))
+                .collect();
+        found.sort();
+        // Routed by family in the keyed group, on three workers: the same.
+        let rules = move || {
+            let calendar = SessionCalendar::new(chrono_tz::UTC);
+            crate::detect::InstrumentRules::new()
+                .with(FrontRunning::new(&FrontRunningConfig::default(), reference.clone(), calendar))
+                .routed_by_underlying(reference.clone())
+        };
+        let (grouped, _) = crate::testing::rules_outputs_on(3, rules, events);
+        let mut grouped: Vec<(Symbol, Symbol)> = grouped.iter().map(|a| (a.account, a.instrument)).collect();
+        grouped.sort();
+        assert_eq!(grouped, found, "routed by family in the group");
+        found
+    }
+
+    #[test]
+    fn a_fund_holding_the_blocks_stock_is_a_related_instrument_and_its_other_members_are_not() {
+        let events = with(
+            client_block(),
+            vec![
+                // Buying the fund (20 % ACME) ahead of the ACME block, worth more later.
+                fill("FUND", "F1", "STAFF", Side::Buy, "50.00", 400).at(670 * S),
+                fill("FUND", "F2", "OTHER", Side::Buy, "50.50", 1).at(800 * S),
+                // Buying another member of the fund ahead of it: not trading on ACME.
+                fill("BIG", "G1", "STAFF2", Side::Buy, "20.00", 1_000).at(671 * S),
+                fill("BIG", "G2", "OTHER", Side::Buy, "20.50", 1).at(800 * S),
+                // Buying a member the fund hardly holds: not in the family at all.
+                fill("TINY", "T1", "STAFF2", Side::Buy, "5.00", 1_000).at(672 * S),
+                fill("TINY", "T2", "OTHER", Side::Buy, "5.50", 1).at(800 * S),
+            ],
+        );
+        let (staff, acme) = (Symbol::of(b"STAFF"), Symbol::of(b"ACME"));
+        assert_eq!(basket_alerts(with_fund(0), events.clone()), vec![(staff, acme)]);
+        // Before the fund held ACME (from 700 s on), it was not related to the block.
+        assert_eq!(basket_alerts(with_fund(700 * S), events.clone()), vec![]);
+        // Without the baskets: nothing.
+        assert_eq!(basket_alerts(reference(), events), vec![]);
+    }
+
+    #[test]
+    fn trading_a_member_ahead_of_a_block_in_the_fund_is_trading_ahead_too() {
+        let block = |e: Event| {
+            let time = e.time;
+            let mut e = e.at(time);
+            e.instrument = Symbol::of(b"FUND");
+            e
+        };
+        let events = with(
+            client_block().into_iter().map(block).collect(),
+            vec![
+                fill("ACME", "A1", "STAFF", Side::Buy, "10.00", 2_000).at(670 * S),
+                fill("ACME", "A2", "OTHER", Side::Buy, "10.30", 1).at(800 * S),
+                fill("BIG", "G1", "STAFF2", Side::Buy, "20.00", 1_000).at(671 * S),
+                fill("BIG", "G2", "OTHER", Side::Buy, "20.50", 1).at(800 * S),
+                fill("TINY", "T1", "STAFF2", Side::Buy, "5.00", 1_000).at(672 * S),
+                fill("TINY", "T2", "OTHER", Side::Buy, "5.50", 1).at(800 * S),
+            ],
+        );
+        let fund = Symbol::of(b"FUND");
+        let mut expected = vec![(Symbol::of(b"STAFF"), fund), (Symbol::of(b"STAFF2"), fund)];
+        expected.sort();
+        assert_eq!(basket_alerts(with_fund(0), events), expected, "ACME and BIG, not TINY");
+    }
+
+    /// A block elsewhere in the family does not take the trading ahead of a later block it is
+    /// not related to: each execution is read against the first related block after it.
+    #[test]
+    fn a_block_in_an_unrelated_member_between_does_not_hide_the_trading_ahead() {
+        let events = with(
+            client_block(),
+            vec![
+                fill("ACME", "A1", "STAFF", Side::Buy, "10.00", 2_000).at(670 * S),
+                new_order("BIG", "B2", "CLIENT", Side::Buy, "20.00", 50_000).at(675 * S),
+                fill("BIG", "B2", "CLIENT", Side::Buy, "20.00", 50_000).at(680 * S),
+            ],
+        );
+        assert_eq!(basket_alerts(with_fund(0), events), vec![(Symbol::of(b"STAFF"), Symbol::of(b"ACME"))]);
     }
 
     #[test]
