@@ -17,7 +17,7 @@ export RUSTC_BOOTSTRAP=1
 cargo fuzz build -s none
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
-for target in csv jsonl lobster imc fix lines; do
+for target in csv jsonl lobster imc fix lines avro; do
     mkdir -p "$scratch/$target"
     echo "== fuzz $target for ${seconds}s"
     cargo fuzz run -s none "$target" "$scratch/$target" "corpus/$target" -- \

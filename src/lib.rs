@@ -66,6 +66,8 @@ pub mod anomaly;
 #[cfg(feature = "archive")]
 pub mod archive;
 pub mod audit;
+#[cfg(feature = "avro")]
+pub mod avro_json;
 #[cfg(feature = "tools")]
 pub mod bench;
 pub mod cases;

@@ -26,10 +26,8 @@ use super::KafkaError;
 use crate::config::AvroConfig;
 use crate::model::{RejectReason, Rejection};
 
-/// The schema of one event in the canonical field names, as `surveil kafka produce --avro`
-/// writes it: the event time as `timestamp-nanos`, decimals as text (exact), quantities as
-/// `long`, every field but `event_time`, `kind` and `instrument` optional.
-pub const EVENT_SCHEMA: &str = include_str!("event.avsc");
+pub use crate::avro_json::EVENT_SCHEMA;
+use crate::avro_json::decimal_text;
 
 /// The first byte of a message in the Confluent wire format.
 const MAGIC: u8 = 0;
@@ -64,7 +62,7 @@ pub struct Schemas {
 /// A writer schema, with how its messages are decoded (worked out once per schema).
 struct Readable {
     schema: Schema,
-    /// Written straight as JSON text (`avro_text`), with no tree of values.
+    /// Written straight as JSON text (`crate::avro_json`), with no tree of values.
     direct: bool,
     /// Names no type by reference, so `apache-avro` needs no resolving of names per message.
     self_contained: bool,
@@ -72,7 +70,7 @@ struct Readable {
 
 impl Readable {
     fn new(schema: Schema) -> Arc<Readable> {
-        let direct = super::avro_text::supported(&schema);
+        let direct = crate::avro_json::supported(&schema);
         let self_contained = self_contained(&schema);
         Arc::new(Readable { schema, direct, self_contained })
     }
@@ -131,7 +129,7 @@ impl Schemas {
         let schema = &readable.schema;
         json.clear();
         if readable.direct {
-            super::avro_text::write_record(schema, &mut datum, json)
+            crate::avro_json::write_record(schema, &mut datum, json)
                 .map_err(|e| bad(format!("does not decode with schema {id}: {e}")))?;
         } else {
             // `from_avro_datum` resolves the schema's named types for every message (a tenth
@@ -468,27 +466,6 @@ fn float(x: f64) -> Json {
     Number::from_f64(x).map_or_else(|| Json::String(x.to_string()), Json::Number)
 }
 
-/// A decimal's two's-complement big-endian unscaled value at `scale` as text.
-pub(super) fn decimal_text(bytes: &[u8], scale: usize) -> Result<String, String> {
-    if bytes.len() > 16 {
-        return Err(format!("a decimal of {} bytes is beyond 128 bits", bytes.len()));
-    }
-    let negative = bytes.first().is_some_and(|b| b & 0x80 != 0);
-    let mut full = [if negative { 0xff } else { 0 }; 16];
-    full[16 - bytes.len()..].copy_from_slice(bytes);
-    let unscaled = i128::from_be_bytes(full);
-    let digits = unscaled.unsigned_abs().to_string();
-    let sign = if unscaled < 0 { "-" } else { "" };
-    Ok(match scale {
-        0 => format!("{sign}{digits}"),
-        _ if digits.len() > scale => {
-            let (whole, fraction) = digits.split_at(digits.len() - scale);
-            format!("{sign}{whole}.{fraction}")
-        }
-        _ => format!("{sign}0.{}{digits}", "0".repeat(scale - digits.len())),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -595,7 +572,7 @@ mod tests {
     fn both_ways(schema: &Schema, datum: &[u8]) -> (Result<Json, String>, Result<Json, String>) {
         let mut rest = datum;
         let mut text = Vec::new();
-        let direct = super::super::avro_text::write_record(schema, &mut rest, &mut text)
+        let direct = crate::avro_json::write_record(schema, &mut rest, &mut text)
             .and_then(|()| if rest.is_empty() { Ok(()) } else { Err("left over".into()) })
             .map(|()| serde_json::from_slice::<Json>(&text).expect("valid JSON"));
         let mut rest = datum;
@@ -631,7 +608,7 @@ mod tests {
                     {"name":"account","type":"string"},{"name":"share","type":"double"}]}]}]}"#,
         )
         .expect("schema");
-        assert!(super::super::avro_text::supported(&schema));
+        assert!(crate::avro_json::supported(&schema));
         // Seeded values over the whole range of each type, edge values first.
         let mut rng = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = move || {

@@ -16,7 +16,6 @@
 
 mod actions;
 pub mod avro;
-mod avro_text;
 mod produce;
 mod reference;
 mod sink;

@@ -10,10 +10,15 @@
 
 use std::io::Write;
 
-use apache_avro::Schema;
+pub use apache_avro::Schema;
+
+/// The schema of one event in the canonical field names, as `surveil kafka produce --avro`
+/// writes it: the event time as `timestamp-nanos`, decimals as text (exact), quantities as
+/// `long`, every field but `event_time`, `kind` and `instrument` optional.
+pub const EVENT_SCHEMA: &str = include_str!("event.avsc");
 
 /// Whether [`write_record`] reads every message of `schema`.
-pub(super) fn supported(schema: &Schema) -> bool {
+pub fn supported(schema: &Schema) -> bool {
     match schema {
         Schema::Ref { .. } | Schema::Uuid | Schema::BigDecimal | Schema::Duration => false,
         Schema::Record(record) => record.fields.iter().all(|f| supported(&f.schema)),
@@ -26,8 +31,27 @@ pub(super) fn supported(schema: &Schema) -> bool {
 }
 
 /// Writes the record at the start of `datum` as a JSON object to `out` and advances `datum`
-/// past it. Errors name what did not decode.
-pub(super) fn write_record(schema: &Schema, datum: &mut &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+/// past it. Errors name what did not decode; damaged or hostile bytes give an error, never a
+/// panic or an allocation their lengths ask for (the `avro` fuzz target holds it to that).
+///
+/// ```
+/// use surveil::avro_json::{Schema, write_record};
+///
+/// let schema = Schema::parse_str(
+///     r#"{"type": "record", "name": "T", "fields": [
+///         {"name": "kind", "type": "string"}, {"name": "quantity", "type": ["null", "long"]}]}"#,
+/// )
+/// .unwrap();
+/// // "fill" (its length 4, zig-zag 8), then the union's second branch (zig-zag 2) holding 300
+/// // (zig-zag 600: 0xd8 0x04).
+/// let mut datum: &[u8] = &[8, b'f', b'i', b'l', b'l', 2, 0xd8, 0x04];
+/// let mut json = Vec::new();
+/// write_record(&schema, &mut datum, &mut json).unwrap();
+/// let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+/// assert_eq!(value, serde_json::json!({"kind": "fill", "quantity": 300}));
+/// assert!(datum.is_empty());
+/// ```
+pub fn write_record(schema: &Schema, datum: &mut &[u8], out: &mut Vec<u8>) -> Result<(), String> {
     if !matches!(schema, Schema::Record(_)) {
         return Err("the message is not an Avro record".into());
     }
@@ -98,7 +122,7 @@ fn write_value(schema: &Schema, datum: &mut &[u8], out: &mut Vec<u8>) -> Result<
                 Schema::Fixed(fixed) => take(datum, fixed.size)?,
                 _ => sized(datum)?,
             };
-            string(out, &super::avro::decimal_text(bytes, decimal.scale)?)?;
+            string(out, &decimal_text(bytes, decimal.scale)?)?;
         }
         Schema::Record(record) => {
             out.push(b'{');
@@ -228,4 +252,25 @@ fn float(out: &mut Vec<u8>, x: f64) -> Result<(), String> {
         Some(number) => serde_json::to_writer(&mut *out, &number).map_err(|e| e.to_string()),
         None => string(out, &x.to_string()),
     }
+}
+
+/// A decimal's two's-complement big-endian unscaled value at `scale` as text.
+pub fn decimal_text(bytes: &[u8], scale: usize) -> Result<String, String> {
+    if bytes.len() > 16 {
+        return Err(format!("a decimal of {} bytes is beyond 128 bits", bytes.len()));
+    }
+    let negative = bytes.first().is_some_and(|b| b & 0x80 != 0);
+    let mut full = [if negative { 0xff } else { 0 }; 16];
+    full[16 - bytes.len()..].copy_from_slice(bytes);
+    let unscaled = i128::from_be_bytes(full);
+    let digits = unscaled.unsigned_abs().to_string();
+    let sign = if unscaled < 0 { "-" } else { "" };
+    Ok(match scale {
+        0 => format!("{sign}{digits}"),
+        _ if digits.len() > scale => {
+            let (whole, fraction) = digits.split_at(digits.len() - scale);
+            format!("{sign}{whole}.{fraction}")
+        }
+        _ => format!("{sign}0.{}{digits}", "0".repeat(scale - digits.len())),
+    })
 }
