@@ -570,10 +570,24 @@ impl ReferenceData {
             if row.basket == row.member {
                 return Err(invalid(format!("basket {} holds itself", row.basket)));
             }
+            // Relatedness goes through underlyings: a derivative named here would never match.
+            for name in [&row.basket, &row.member] {
+                if let Some(underlying) = self.underlying_named(name, time) {
+                    return Err(invalid(format!(
+                        "{name} is written on {underlying}: a basket and its members are named by their underlyings"
+                    )));
+                }
+            }
             self.set_weight(time, &row.basket, &row.member, weight);
         }
         self.join_families();
         Ok(())
+    }
+
+    /// The underlying's name of the instrument called `name` at `time`, when it has one.
+    fn underlying_named(&self, name: &str, time: u64) -> Option<String> {
+        let underlying = self.instrument(Symbol::of(name.as_bytes()), time)?.underlying;
+        (!underlying.is_none()).then(|| self.names.name(underlying).into_owned())
     }
 
     /// From `time` on, `basket` holds `member` at `weight` of its value (tests, the library).
@@ -959,6 +973,42 @@ fn parse_share(text: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn baskets_relate_a_fund_to_what_it_materially_holds_over_time() {
+        let mut data = ReferenceData::new(2);
+        data.read_instruments("instrument,underlying\nACME,\nACME_C,ACME\n".as_bytes(), Path::new("i.csv"))
+            .expect("instruments");
+        let text = "time,basket,member,weight\n,FUND,ACME,20%\n,FUND,BIG,0.3\n,FUND,TINY,0.01\n,OTHER,BIG,6%\n\
+                    1000,FUND,ACME,0\n";
+        data.read_baskets(text.as_bytes(), Path::new("b.csv")).expect("baskets");
+        let s = |name: &str| Symbol::of(name.as_bytes());
+        assert!(data.related(s("FUND"), s("ACME"), 999) && data.related(s("ACME_C"), s("FUND"), 0), "options follow");
+        assert!(!data.related(s("FUND"), s("ACME"), 1000), "sold out of it at 1000");
+        assert!(!data.related(s("FUND"), s("TINY"), 0) && !data.related(s("ACME"), s("BIG"), 0));
+        // One family through BIG, whatever the time (routing must not move with it); TINY is
+        // below the weight.
+        let family = data.family(s("FUND"), 0);
+        for name in ["ACME", "ACME_C", "BIG", "OTHER"] {
+            assert_eq!(data.family(s(name), 5_000), family, "{name}");
+        }
+        assert_eq!(data.family(s("TINY"), 0), s("TINY"));
+        // The rows' order does not matter.
+        let mut reversed = ReferenceData::new(2);
+        let rows: Vec<&str> = text.lines().skip(1).collect();
+        let text =
+            format!("time,basket,member,weight\n{}\n", rows.iter().rev().copied().collect::<Vec<_>>().join("\n"));
+        reversed.read_baskets(text.as_bytes(), Path::new("b.csv")).expect("baskets");
+        assert_eq!(reversed.family(s("ACME"), 0), data.family(s("ACME"), 0));
+        for (bad, why) in [
+            ("basket,member,weight\nFUND,ACME,lots\n", "weight"),
+            ("basket,member,weight\nFUND,FUND,0.2\n", "holds itself"),
+            ("basket,member,weight\nFUND,ACME_C,0.2\n", "written on ACME"),
+        ] {
+            let error = data.read_baskets(bad.as_bytes(), Path::new("b.csv")).expect_err(bad).to_string();
+            assert!(error.contains(why) && error.contains("b.csv"), "{error}");
+        }
+    }
 
     fn instruments(text: &str) -> ReferenceData {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -19,7 +19,7 @@
 //! framework   detect
 //! links       links
 //! archive     archive
-//! ingest      ingest
+//! ingest      ingest, avro_json (feature `avro`)
 //! reference   reference
 //! at rest     encryption
 //! config      config
@@ -34,7 +34,7 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     &["encryption"],
     &["reference"],
-    &["ingest"],
+    &["ingest", "avro_json"],
     &["archive"],
     &["links"],
     &["detect"],

@@ -5,10 +5,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use surveil_operators::{Emitter, TimeOrderedProcessor};
+use timely::dataflow::Stream;
 
 use super::{Detector, Key, Keyed, OrderTracker, Output, RunDetector};
 use crate::model::time::SessionCalendar;
-use crate::model::{Body, CancelReason, DeadLetter, Event, IdMap, Origin, Report, Timestamp};
+use crate::model::{Alert, Body, CancelReason, DeadLetter, Event, IdMap, Origin, Report, Timestamp};
 use crate::reference::ReferenceData;
 
 /// Dead letters found by the order state are emitted on a grid of this many nanoseconds
@@ -249,7 +250,11 @@ pub struct InstrumentRules {
     detectors: Vec<Box<dyn RunDetector>>,
     sessions: Option<SessionCalendar>,
     roots: Option<Arc<ReferenceData>>,
+    apart: Vec<OwnOperator>,
 }
+
+/// A rule that runs as an operator of its own beside the group, on the same events.
+type OwnOperator = Box<dyn for<'scope> FnOnce(Stream<'scope, u64, Vec<Event>>) -> Stream<'scope, u64, Vec<Alert>>>;
 
 impl InstrumentRules {
     /// No rules yet.
@@ -287,6 +292,19 @@ impl InstrumentRules {
         self
     }
 
+    /// Adds a rule that runs as an operator of its own beside the group (`|events|
+    /// events.detect(rule)`), on the same events: for a rule whose key would put many
+    /// instruments on one worker, which in the group would take every other rule's work there
+    /// too (front running over baskets, [`crate::rules::FrontRunning::join`]). Its alerts join
+    /// the group's.
+    pub fn with_own_operator<F>(mut self, rule: F) -> InstrumentRules
+    where
+        F: for<'scope> FnOnce(Stream<'scope, u64, Vec<Event>>) -> Stream<'scope, u64, Vec<Alert>> + 'static,
+    {
+        self.apart.push(Box::new(rule));
+        self
+    }
+
     /// The rules' names, in order.
     pub fn names(&self) -> Vec<&str> {
         self.detectors.iter().map(|d| d.name()).collect()
@@ -302,8 +320,8 @@ impl InstrumentRules {
         self.roots.clone()
     }
 
-    pub(crate) fn into_parts(self) -> (Vec<Box<dyn RunDetector>>, Option<SessionCalendar>) {
-        (self.detectors, self.sessions)
+    pub(crate) fn into_parts(self) -> (Vec<Box<dyn RunDetector>>, Option<SessionCalendar>, Vec<OwnOperator>) {
+        (self.detectors, self.sessions, self.apart)
     }
 }
 

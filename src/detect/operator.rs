@@ -4,6 +4,7 @@ use std::rc::Rc;
 
 use surveil_operators::ProcessInTimeOrder;
 use timely::dataflow::Stream;
+use timely::dataflow::operators::Concat;
 use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::operators::vec::Filter;
 
@@ -81,18 +82,20 @@ impl<'scope> Detect<'scope> for Stream<'scope, u64, Vec<Event>> {
 
     fn detect_by_instrument(self, rules: InstrumentRules, dead_letters: bool) -> Detected<'scope> {
         let roots = rules.roots();
-        let (detectors, sessions) = rules.into_parts();
+        let (detectors, sessions, apart) = rules.into_parts();
+        let apart: Vec<Stream<'scope, u64, Vec<Alert>>> = apart.into_iter().map(|rule| rule(self.clone())).collect();
         let group = DetectorGroup::new(detectors, Tracking::AllEvents, dead_letters).expiring_orders(sessions);
         let reports = self.process_in_time_order(
             "DetectByInstrument",
             move |e: &Event| match &roots {
-                Some(reference) => Key::Instrument(reference.family(e.instrument, e.time)).route(),
+                Some(reference) => Key::Instrument(reference.root(e.instrument, e.time)).route(),
                 None => Key::Instrument(e.instrument).route(),
             },
             |e: &Event| e.order_key(),
             group,
         );
-        split(reports)
+        let Detected { alerts, side } = split(reports);
+        Detected { alerts: apart.into_iter().fold(alerts, |all, more| all.concat(more)), side }
     }
 }
 

@@ -240,10 +240,12 @@ impl Alert {
     /// take them in one order (the alert manager, the case workflow).
     ///
     /// Unlike the id, which hashes where the evidence was read, this hashes only what the
-    /// alert says (rule, keys, time, score and the evidence's contents), so a day read from a
-    /// file, from a topic or resumed from a checkpoint puts two alerts of one time in the same
-    /// order and so opens the same cases at the same tiers. A correction comes after the
-    /// alerts of its time.
+    /// alert says (rule, keys, time, score and the evidence's contents, in any order), so a day
+    /// read from a file, from a topic or resumed from a checkpoint puts two alerts of one time
+    /// in the same order and so opens the same cases at the same tiers. Alerts that say the
+    /// same (a record given twice) are ordered by their ids, in the low 16 bits, so that one
+    /// input gives one order on any number of workers. A correction comes after the alerts of
+    /// its time.
     ///
     /// ```
     /// use surveil::model::{Alert, Symbol};
@@ -253,8 +255,12 @@ impl Alert {
     /// assert_eq!(first.order_key(), again.order_key());
     /// ```
     pub fn order_key(&self) -> u64 {
-        let evidence: Vec<(Timestamp, u64, Symbol, Symbol, crate::model::Body)> =
-            self.evidence.iter().map(|e| (e.time, e.seq, e.instrument, e.account, e.body)).collect();
+        let mut evidence: Vec<u64> = self
+            .evidence
+            .iter()
+            .map(|e| surveil_operators::route(&(e.time, e.seq, e.instrument, e.account, e.body)))
+            .collect();
+        evidence.sort_unstable();
         let content = surveil_operators::route(&(
             self.rule.as_str(),
             self.instrument,
@@ -263,7 +269,7 @@ impl Alert {
             self.score.to_bits(),
             evidence,
         ));
-        (content >> 1) | (u64::from(self.correction.is_some()) << 63)
+        (u64::from(self.correction.is_some()) << 63) | (content >> 17) << 16 | (self.id.0 as u64 & 0xffff)
     }
 }
 

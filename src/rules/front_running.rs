@@ -60,7 +60,7 @@ use surveil_operators::{KeyMap, KeySet};
 use timely::dataflow::Stream;
 
 use crate::config::{FrontRunningConfig, nanos_of};
-use crate::detect::{AlertSink, Detect, Detector, Key};
+use crate::detect::{AlertSink, Detect, Detector, InstrumentRules, Key};
 use crate::model::alert::rules;
 use crate::model::time::SessionCalendar;
 use crate::model::{Alert, Body, Decimal, Event, Party, Price, Severity, Side, Symbol, Timestamp};
@@ -86,6 +86,22 @@ impl FrontRunning {
             horizon: nanos_of(config.horizon),
             reference,
             calendar,
+        }
+    }
+
+    /// Adds the rule to `rules` as the default job runs it. Without baskets it rides in the
+    /// group, which then routes by underlying (by instrument when the reference data names no
+    /// underlyings): the events are routed and ordered once for every rule. Baskets join a
+    /// fund with the stocks it holds and, through them, with other funds, so a family can hold
+    /// the busiest instruments; routed by family, the group would put every other rule's work
+    /// on them on one worker too. With baskets the rule runs as an operator of its own,
+    /// routed by family, and the group keeps routing by underlying.
+    pub fn join(self, rules: InstrumentRules) -> InstrumentRules {
+        if self.reference.has_baskets() {
+            rules.with_own_operator(move |events| events.detect(self))
+        } else {
+            let reference = self.reference.clone();
+            rules.with(self).routed_by_underlying(reference)
         }
     }
 
@@ -382,9 +398,9 @@ impl FrontRunning {
         state.executed_blocks.push_back((event.time, event.instrument));
         // Read against an earlier block when one related to it executed after it.
         let read_before = |x: &Execution| {
-            earlier_blocks.iter().any(|&(t, instrument)| {
-                x.time < t && (!baskets || self.reference.related(x.instrument, instrument, event.time))
-            })
+            earlier_blocks
+                .iter()
+                .any(|&(t, instrument)| x.time < t && (!baskets || self.reference.related(x.instrument, instrument, t)))
         };
         let mut last_way: BTreeMap<Symbol, bool> = BTreeMap::new();
         let mut ahead: BTreeMap<Symbol, Vec<Execution>> = BTreeMap::new();
@@ -743,17 +759,18 @@ mod tests {
                 .map(|a| (a.account, a.instrument))
                 .collect();
         found.sort();
-        // Routed by family in the keyed group, on three workers: the same.
+        // Joined to the keyed group as the default job does it (beside the group, routed by
+        // family, when there are baskets), on three workers: the same.
         let rules = move || {
             let calendar = SessionCalendar::new(chrono_tz::UTC);
-            crate::detect::InstrumentRules::new()
-                .with(FrontRunning::new(&FrontRunningConfig::default(), reference.clone(), calendar))
-                .routed_by_underlying(reference.clone())
+            let rules = crate::detect::InstrumentRules::new().with(crate::rules::SelfTrade::new(&Default::default()));
+            FrontRunning::new(&FrontRunningConfig::default(), reference.clone(), calendar).join(rules)
         };
         let (grouped, _) = crate::testing::rules_outputs_on(3, rules, events);
-        let mut grouped: Vec<(Symbol, Symbol)> = grouped.iter().map(|a| (a.account, a.instrument)).collect();
+        let mut grouped: Vec<(Symbol, Symbol)> =
+            grouped.iter().filter(|a| a.rule == rules::FRONT_RUNNING).map(|a| (a.account, a.instrument)).collect();
         grouped.sort();
-        assert_eq!(grouped, found, "routed by family in the group");
+        assert_eq!(grouped, found, "joined to the group");
         found
     }
 

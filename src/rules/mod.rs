@@ -188,13 +188,11 @@ pub fn default_rules(config: &Config, reference: &Arc<ReferenceData>) -> Instrum
         let zone = config.sessions.timezone.parse().unwrap_or(chrono_tz::UTC);
         set = set.with(SelfTradePattern::new(&rules.self_trade_pattern, SessionCalendar::new(zone), reference.clone()));
     }
-    // Front running keys by the underlying: the group routes by it, which is routing by
-    // instrument when the reference data names no underlyings. It needs account capacities.
+    // Front running keys by the underlying (and the baskets): see `FrontRunning::join`. It
+    // needs account capacities.
     if rules.front_running.enabled && reference.has_capacities() {
         let zone = config.sessions.timezone.parse().unwrap_or(chrono_tz::UTC);
-        set = set
-            .with(FrontRunning::new(&rules.front_running, reference.clone(), SessionCalendar::new(zone)))
-            .routed_by_underlying(reference.clone());
+        set = FrontRunning::new(&rules.front_running, reference.clone(), SessionCalendar::new(zone)).join(set);
     }
     set
 }
