@@ -655,6 +655,7 @@ pub fn job_identity(config: &Config, inputs: &[InputSpec]) -> crate::checkpoint:
     // inputs do: their contents.
     let named: Vec<String> = [&config.reference.instruments, &config.reference.accounts]
         .into_iter()
+        .chain([&config.reference.ownership, &config.reference.baskets])
         .chain([&config.rules.anomaly.model])
         .flatten()
         .chain(&config.cases.actions)
@@ -673,9 +674,7 @@ pub fn job_identity(config: &Config, inputs: &[InputSpec]) -> crate::checkpoint:
 /// Why checkpoints cannot be kept for this job, if they cannot: what a resumed run could not
 /// reconcile yet.
 fn checkpoints_refused(config: &Config, inputs: &[InputSpec], encrypted: bool) -> Option<&'static str> {
-    if config.kafka.is_some() {
-        Some("Kafka topics (a Kafka source keeps its own committed positions, see kafka.replay_horizon)")
-    } else if config.archive.is_some() || inputs.iter().any(|i| i.format == crate::ingest::Format::Archive) {
+    if config.archive.is_some() || inputs.iter().any(|i| i.format == crate::ingest::Format::Archive) {
         Some("archives")
     } else if config.alerts.routes.iter().any(|r| r.webhook.is_some()) {
         Some("webhook routes")

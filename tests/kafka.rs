@@ -715,3 +715,84 @@ fn an_ownership_change_published_during_a_live_run_links_accounts_from_then_on()
     let message = error.to_string();
     assert!(message.contains("kafka:live-ownership/0@1") && message.contains("share \"lots\""), "{message}");
 }
+
+/// A replay of a topic with checkpoints, stopped part-way, and the same run again: the second
+/// run goes back to the checkpoint's positions (not the group's, which the first run moved on
+/// as its alerts reached their topic) and ends with the outputs of a run that was never
+/// stopped.
+#[test]
+fn a_topic_replay_stopped_part_way_resumes_from_its_checkpoint() {
+    let broker = broker();
+    let work = tempfile::tempdir().expect("temp dir");
+    let (file, config, _) = day_from_file(work.path(), 150_000, 8);
+    let settings = broker.settings();
+    create_topic(&settings, "resume", 4).expect("topic");
+    create_topic(&settings, "resume-alerts", 1).expect("topic");
+    produce_files(&inputs(std::slice::from_ref(&file), None), &config, &settings, "resume", Encoding::Json)
+        .expect("produced");
+    let mut kafka = settings.clone();
+    kafka.topic = Some("resume".into());
+    kafka.stop_at_end = true;
+    kafka.alerts_topic = Some("resume-alerts".into());
+    // The group's positions move on within the day (a minute behind what is delivered), so
+    // that a run resumed from them alone would miss the events before them.
+    kafka.commit_interval = Duration::from_millis(10);
+    kafka.replay_horizon = Duration::from_secs(60);
+    kafka.group = "uninterrupted".into();
+    let whole = kafka_run(Config { kafka: Some(kafka.clone()), ..config.clone() }, 2, &work.path().join("whole"));
+    assert!(whole.complete && whole.alerts > 20, "{whole:?}");
+
+    kafka.group = "resumed".into();
+    let checkpoint = surveil::config::CheckpointConfig {
+        dir: work.path().join("state"),
+        interval: Duration::from_millis(1),
+        replay_horizon: Duration::from_secs(86_400),
+    };
+    let mut config = Config { kafka: Some(kafka), checkpoint: Some(checkpoint), ..config };
+    // Reading paced by what is processed, so that checkpoints come while the topic is read.
+    config.ingest.max_in_flight = 5_000;
+    let out = work.path().join("resumed");
+    let stop = surveil::pipeline::Stop::default();
+    let progress = std::sync::Arc::new(surveil::ingest::ReadProgress::default());
+    let running = {
+        let (stop, progress, out, config) = (stop.clone(), progress.clone(), out.clone(), config.clone());
+        std::thread::spawn(move || {
+            run(RunOptions {
+                workers: 2,
+                out_dir: out,
+                stop: Some(stop),
+                progress: Some(progress),
+                ..RunOptions::new(Vec::new(), config)
+            })
+        })
+    };
+    // Stopped once a checkpoint is written and 40,000 events are read.
+    let started = Instant::now();
+    while progress.events().iter().sum::<u64>() < 40_000 || !work.path().join("state/checkpoint.json").exists() {
+        assert!(started.elapsed() < Duration::from_secs(90), "read {:?}", progress.events());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.request("the test stops it part-way");
+    let first = running.join().expect("the run's thread").expect("the stopped run");
+    assert!(!first.complete && first.events < whole.events, "stopped part-way: {} events", first.events);
+    assert!(first.checkpoints.as_ref().is_some_and(|c| c.written > 0 && c.resumable), "{:?}", first.checkpoints);
+
+    let second = kafka_run(config, 2, &out);
+    assert!(second.complete);
+    assert_eq!(second.checkpoints.as_ref().map(|c| c.resumes), Some(1));
+    assert_eq!((second.events, second.alerts), (whole.events, whole.alerts));
+    let without_clock = |dir: &Path| -> Vec<Value> {
+        alerts(dir)
+            .into_iter()
+            .map(|mut a| {
+                a.as_object_mut().map(|fields| fields.remove("detected_at"));
+                a
+            })
+            .collect()
+    };
+    assert_eq!(without_clock(&out), without_clock(&work.path().join("whole")));
+    for name in ["dead_letters.jsonl", "cases.jsonl", "notices_all.jsonl"] {
+        let read = |dir: &Path| std::fs::read_to_string(dir.join(name)).unwrap_or_default().lines().count();
+        assert_eq!(read(&out), read(&work.path().join("whole")), "{name}");
+    }
+}

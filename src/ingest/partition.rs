@@ -168,7 +168,9 @@ impl ReadProgress {
         }
     }
 
-    fn resume_point(&self, source: u32, start: u64) -> Option<ResumePoint> {
+    /// The point partition `(source, start)` resumes from, when the run resumes from a
+    /// checkpoint that has one.
+    pub fn resume_point(&self, source: u32, start: u64) -> Option<ResumePoint> {
         self.resume.lock().ok()?.get(&(source, start)).cloned()
     }
 
@@ -435,6 +437,37 @@ impl PartitionProgress {
     /// The partition is read to its end.
     pub fn finish(&mut self) {
         self.span.finished.store(true, Ordering::Relaxed);
+    }
+
+    /// The partition resumes at `point`: its counts go on from the point's.
+    pub fn resume(&mut self, point: &ResumePoint) {
+        self.counts = point.event_counts();
+        self.incomplete = counts_from(&point.incomplete);
+        if let Ok(mut lines) = self.span.lines.lock() {
+            *lines = (point.lines, self.counts, self.incomplete);
+        }
+    }
+
+    /// A position the partition could resume from (`offset`, every event before it handed
+    /// out, none later than `max_time`), with the counts so far, while checkpoints are kept.
+    pub fn sample(&self, offset: u64, max_time: Option<u64>) {
+        if !self.progress.is_sampling() {
+            return;
+        }
+        let point = ResumePoint {
+            source: self.span.source,
+            start: self.span.start,
+            offset,
+            line: None,
+            max_time,
+            finished: self.span.finished.load(Ordering::Relaxed),
+            lines: LineCounts::default(),
+            events: self.counts.to_vec(),
+            incomplete: self.incomplete.to_vec(),
+        };
+        if let Ok(mut samples) = self.span.samples.lock() {
+            samples.push_back(point);
+        }
     }
 }
 

@@ -249,6 +249,27 @@ impl KafkaSource {
                 all.push(opened.shared.clone());
             }
             let source = self.first_source + partition as u32;
+            let mut tracked = progress.track(source, 0);
+            let (mut next, mut max_time) = (opened.start, Some(0));
+            if let Some(point) = progress.resume_point(source, 0) {
+                // Resumed from a checkpoint: read again from its position, whatever the group
+                // has committed since (commits never move back, so the group keeps its own).
+                let offset = i64::try_from(point.offset).unwrap_or(i64::MAX);
+                let mut assignment = TopicPartitionList::new();
+                assignment
+                    .add_partition_offset(&self.topic, partition as i32, Offset::Offset(offset))
+                    .and_then(|()| opened.shared.consumer.assign(&assignment))
+                    .map_err(|e| KafkaError::Broker {
+                        brokers: self.settings.brokers.clone(),
+                        message: format!("resuming {}/{partition} at {offset}: {e}", self.topic),
+                    })?;
+                tracing::info!(topic = %self.topic, partition, offset, "kafka partition resumed from the checkpoint");
+                tracked.resume(&point);
+                (next, max_time) = (offset, point.max_time);
+            }
+            // Where a resumed run could start before anything is read: every event this run
+            // reads comes after it.
+            tracked.sample(u64::try_from(next).unwrap_or(0), max_time);
             let parser: Box<dyn LineParser> = match self.settings.format {
                 KafkaFormat::Jsonl | KafkaFormat::Avro => Box::new(crate::ingest::jsonl::JsonlParser::new()),
                 KafkaFormat::Fix => Box::new(crate::ingest::fix::FixParser::new(&config.ingest.fix)),
@@ -256,14 +277,16 @@ impl KafkaSource {
             mine.push(KafkaPartition {
                 shared: opened.shared,
                 end: opened.end,
-                next: opened.start,
+                next,
+                max_time,
+                sampled_at: next,
                 source,
                 parser,
                 reference: reference.clone(),
                 announced: IdMap::default(),
                 buffered: VecDeque::new(),
                 side: Vec::new(),
-                progress: progress.track(source, 0),
+                progress: tracked,
                 bytes: 0,
                 gates: self.gates.clone(),
                 dead_letters: self.dead_letters.clone(),
@@ -493,6 +516,9 @@ pub struct KafkaPartition {
     end: Option<i64>,
     /// The offset of the next message.
     next: i64,
+    /// The latest event time handed out, and the offset last sampled as a resume point.
+    max_time: Option<u64>,
+    sampled_at: i64,
     source: u32,
     parser: Box<dyn LineParser>,
     reference: Arc<ReferenceData>,
@@ -729,6 +755,15 @@ impl Partition for KafkaPartition {
         }
         side.append(&mut self.side);
         self.progress.read(&records[before..], self.bytes);
+        if let Some(latest) = records[before..].iter().map(|e| e.time).max() {
+            self.max_time = Some(self.max_time.map_or(latest, |t| t.max(latest)));
+        }
+        // A resume point between messages: nothing read ahead is waiting. Every 1,024 messages
+        // at most, so that the samples kept between checkpoints stay few.
+        if self.buffered.is_empty() && self.next >= self.sampled_at.saturating_add(1024) {
+            self.sampled_at = self.next;
+            self.progress.sample(u64::try_from(self.next).unwrap_or(0), self.max_time);
+        }
         if self.at_end() && self.buffered.is_empty() {
             self.progress.finish();
             return PartitionRead::Exhausted;
