@@ -1,7 +1,7 @@
 //! `surveil run --kafka` killed with SIGKILL four times while it consumes, then started again
 //! with the same command: the alerts topic, deduplicated by key as a compacted topic keeps it,
-//! ends with exactly the alerts of an uninterrupted run. Against a real tansu broker on
-//! 127.0.0.1.
+//! ends with exactly the alerts of an uninterrupted run; with checkpoints, so does the output
+//! folder. Against a real tansu broker on 127.0.0.1.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -21,14 +21,15 @@ fn succeed(command: &mut Command) {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 }
 
-/// `surveil run` over the topic to its end, alerts to `alerts`, positions for `group`.
-fn run_command(broker: &TestBroker, day: &Path, group: &str, alerts: &str, out: &Path) -> Command {
+/// `surveil run` over the topic to its end with the configuration `config`, alerts to
+/// `alerts`, positions for `group`.
+fn run_command(broker: &TestBroker, config: &Path, group: &str, alerts: &str, out: &Path) -> Command {
     let mut command = surveil();
     command
         .args(["run", "--quiet", "--workers", "2", "--kafka", "day", "--to-end"])
         .args(["--brokers", broker.address(), "--kafka-alerts", alerts, "--kafka-group", group])
         .arg("--config")
-        .arg(day.join("surveil.toml"))
+        .arg(config)
         .arg("--out")
         .arg(out);
     command
@@ -66,7 +67,7 @@ fn killed_runs_restarted_end_with_the_alerts_of_an_uninterrupted_run() {
     // The uninterrupted run, and how long it takes.
     let started = Instant::now();
     let whole = work.path().join("whole");
-    succeed(&mut run_command(&broker, &day, "whole", "alerts-whole", &whole));
+    succeed(&mut run_command(&broker, &day.join("surveil.toml"), "whole", "alerts-whole", &whole));
     let duration = started.elapsed();
     let expected = alert_ids(&whole);
     assert!(expected.len() > 20, "a day with breaches: {} alerts", expected.len());
@@ -75,7 +76,9 @@ fn killed_runs_restarted_end_with_the_alerts_of_an_uninterrupted_run() {
     let out = work.path().join("crashed");
     let mut published_by_killed_runs = 0;
     for share in [0.3, 0.6, 0.75, 0.85] {
-        let mut child = run_command(&broker, &day, "crashed", "alerts-crashed", &out).spawn().expect("surveil starts");
+        let mut child = run_command(&broker, &day.join("surveil.toml"), "crashed", "alerts-crashed", &out)
+            .spawn()
+            .expect("surveil starts");
         std::thread::sleep(duration.mul_f64(share));
         if child.try_wait().expect("status").is_none() {
             child.kill().expect("SIGKILL");
@@ -85,7 +88,7 @@ fn killed_runs_restarted_end_with_the_alerts_of_an_uninterrupted_run() {
         published_by_killed_runs = so_far;
         eprintln!("killed at {:.0}% of the run: {so_far} alert records on the topic so far", share * 100.0);
     }
-    succeed(&mut run_command(&broker, &day, "crashed", "alerts-crashed", &out));
+    succeed(&mut run_command(&broker, &day.join("surveil.toml"), "crashed", "alerts-crashed", &out));
     // A killed run that got as far as its end committed its positions (the kill may land
     // after the commit): then the last run has nothing left to read.
     let summary: serde_json::Value =
@@ -117,4 +120,83 @@ fn killed_runs_restarted_end_with_the_alerts_of_an_uninterrupted_run() {
     // And a record per alert of the uninterrupted run's own topic: no duplicates without a crash.
     let whole_topic = broker.read_topic("alerts-whole", expected.len()).expect("the alerts topic");
     assert_eq!(whole_topic.len(), expected.len());
+}
+
+/// The alerts of an output folder without the wall clock (`detected_at`), in file order.
+fn alerts_without_clock(out: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out.join("alerts.jsonl"))
+        .expect("alerts.jsonl")
+        .lines()
+        .map(|line| {
+            let mut alert: serde_json::Value = serde_json::from_str(line).expect("an alert");
+            alert.as_object_mut().map(|fields| fields.remove("detected_at"));
+            alert
+        })
+        .collect()
+}
+
+/// The same with checkpoints (`[checkpoint]`, every 20 ms): killed with SIGKILL four times,
+/// then run again, the output folder ends as an uninterrupted run's, alert for alert in the
+/// same order, since each restart resumes at the checkpoint's positions and cuts the partial
+/// outputs back to it.
+#[test]
+fn killed_runs_with_checkpoints_end_with_the_output_folder_of_an_uninterrupted_run() {
+    let broker = TestBroker::start().unwrap_or_else(|e| panic!("{e}"));
+    let work = tempfile::tempdir().expect("temp dir");
+    let day = work.path().join("day");
+    succeed(surveil().args(["generate", "--events", "150000", "--seed", "3", "--out"]).arg(&day));
+    succeed(
+        surveil()
+            .args(["kafka", "produce", "--topic", "day", "--partitions", "4", "--brokers", broker.address()])
+            .arg("--config")
+            .arg(day.join("surveil.toml"))
+            .arg(day.join("events.csv")),
+    );
+    for topic in ["alerts-whole", "alerts-checkpointed"] {
+        succeed(surveil().args(["kafka", "create-topic", topic, "--partitions", "1", "--brokers", broker.address()]));
+    }
+    let started = Instant::now();
+    let whole = work.path().join("whole");
+    succeed(&mut run_command(&broker, &day.join("surveil.toml"), "whole", "alerts-whole", &whole));
+    let duration = started.elapsed();
+    let expected = alerts_without_clock(&whole);
+    assert!(expected.len() > 20, "a day with breaches: {} alerts", expected.len());
+
+    let config = std::fs::read_to_string(day.join("surveil.toml")).expect("the day's configuration");
+    std::fs::write(
+        day.join("checkpointed.toml"),
+        format!("{config}\n[checkpoint]\ndir = \"state\"\ninterval = \"20ms\"\n"),
+    )
+    .expect("configuration");
+    let command = || {
+        run_command(
+            &broker,
+            &day.join("checkpointed.toml"),
+            "checkpointed",
+            "alerts-checkpointed",
+            &work.path().join("out"),
+        )
+    };
+    let mut left_a_checkpoint = false;
+    for share in [0.3, 0.6, 0.75, 0.85] {
+        let mut child = command().spawn().expect("surveil starts");
+        std::thread::sleep(duration.mul_f64(share));
+        if child.try_wait().expect("status").is_none() {
+            child.kill().expect("SIGKILL");
+        }
+        child.wait().expect("killed");
+        left_a_checkpoint |= day.join("state").join("checkpoint.json").exists();
+    }
+    succeed(&mut command());
+    let out = work.path().join("out");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).expect("summary")).expect("json");
+    eprintln!("the last run: {} events, checkpoints {}", summary["events"], summary["checkpoints"]);
+    // A killed run that got as far as its end committed its outputs and positions: then the
+    // last run starts afresh with nothing left to read.
+    match summary["events"].as_u64() {
+        Some(0) => assert!(alerts_without_clock(&out).is_empty(), "a run with nothing to read raises nothing"),
+        _ => assert_eq!(alerts_without_clock(&out), expected, "the resumed outputs"),
+    }
+    assert!(left_a_checkpoint, "no killed run left a checkpoint: the test tests nothing");
 }
