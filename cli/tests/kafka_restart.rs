@@ -4,9 +4,9 @@
 //! folder. Against a real tansu broker on 127.0.0.1.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use surveil::kafka::test_broker::TestBroker;
 
@@ -46,12 +46,12 @@ fn alert_ids(out: &Path) -> BTreeSet<String> {
         .collect()
 }
 
-#[test]
-fn killed_runs_restarted_end_with_the_alerts_of_an_uninterrupted_run() {
-    let broker = TestBroker::start().unwrap_or_else(|e| panic!("{e}"));
-    let work = tempfile::tempdir().expect("temp dir");
-    let day = work.path().join("day");
-    succeed(surveil().args(["generate", "--events", "150000", "--seed", "7", "--out"]).arg(&day));
+/// A generated day of 150,000 events (`seed`) in `work/day`, produced to the topic `day` of 4
+/// partitions, an alerts topic for the uninterrupted run and one for the interrupted runs, and
+/// the uninterrupted run into `work/whole`: the day's folder and how long that run took.
+fn day_on_a_topic(broker: &TestBroker, work: &Path, seed: u64, interrupted_alerts: &str) -> (PathBuf, Duration) {
+    let day = work.join("day");
+    succeed(surveil().args(["generate", "--events", "150000", "--seed", &seed.to_string(), "--out"]).arg(&day));
     succeed(
         surveil()
             .args(["kafka", "produce", "--topic", "day", "--partitions", "4", "--brokers", broker.address()])
@@ -59,16 +59,21 @@ fn killed_runs_restarted_end_with_the_alerts_of_an_uninterrupted_run() {
             .arg(day.join("surveil.toml"))
             .arg(day.join("events.csv")),
     );
-
-    for topic in ["alerts-whole", "alerts-crashed"] {
+    for topic in ["alerts-whole", interrupted_alerts] {
         succeed(surveil().args(["kafka", "create-topic", topic, "--partitions", "1", "--brokers", broker.address()]));
     }
-
-    // The uninterrupted run, and how long it takes.
     let started = Instant::now();
+    succeed(&mut run_command(broker, &day.join("surveil.toml"), "whole", "alerts-whole", &work.join("whole")));
+    (day, started.elapsed())
+}
+
+#[test]
+fn killed_runs_restarted_end_with_the_alerts_of_an_uninterrupted_run() {
+    let broker = TestBroker::start().unwrap_or_else(|e| panic!("{e}"));
+    let work = tempfile::tempdir().expect("temp dir");
+    // The uninterrupted run, and how long it takes.
+    let (day, duration) = day_on_a_topic(&broker, work.path(), 7, "alerts-crashed");
     let whole = work.path().join("whole");
-    succeed(&mut run_command(&broker, &day.join("surveil.toml"), "whole", "alerts-whole", &whole));
-    let duration = started.elapsed();
     let expected = alert_ids(&whole);
     assert!(expected.len() > 20, "a day with breaches: {} alerts", expected.len());
 
@@ -143,22 +148,8 @@ fn alerts_without_clock(out: &Path) -> Vec<serde_json::Value> {
 fn killed_runs_with_checkpoints_end_with_the_output_folder_of_an_uninterrupted_run() {
     let broker = TestBroker::start().unwrap_or_else(|e| panic!("{e}"));
     let work = tempfile::tempdir().expect("temp dir");
-    let day = work.path().join("day");
-    succeed(surveil().args(["generate", "--events", "150000", "--seed", "3", "--out"]).arg(&day));
-    succeed(
-        surveil()
-            .args(["kafka", "produce", "--topic", "day", "--partitions", "4", "--brokers", broker.address()])
-            .arg("--config")
-            .arg(day.join("surveil.toml"))
-            .arg(day.join("events.csv")),
-    );
-    for topic in ["alerts-whole", "alerts-checkpointed"] {
-        succeed(surveil().args(["kafka", "create-topic", topic, "--partitions", "1", "--brokers", broker.address()]));
-    }
-    let started = Instant::now();
+    let (day, duration) = day_on_a_topic(&broker, work.path(), 3, "alerts-checkpointed");
     let whole = work.path().join("whole");
-    succeed(&mut run_command(&broker, &day.join("surveil.toml"), "whole", "alerts-whole", &whole));
-    let duration = started.elapsed();
     let expected = alerts_without_clock(&whole);
     assert!(expected.len() > 20, "a day with breaches: {} alerts", expected.len());
 
