@@ -46,6 +46,16 @@ fn alert_ids(out: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// Starts `command` and kills it with SIGKILL after `wait`, unless it has ended by then.
+fn kill_after(command: &mut Command, wait: Duration) {
+    let mut child = command.spawn().expect("surveil starts");
+    std::thread::sleep(wait);
+    if child.try_wait().expect("status").is_none() {
+        child.kill().expect("SIGKILL");
+    }
+    child.wait().expect("killed");
+}
+
 /// A generated day of 150,000 events (`seed`) in `work/day`, produced to the topic `day` of 4
 /// partitions, an alerts topic for the uninterrupted run and one for the interrupted runs, and
 /// the uninterrupted run into `work/whole`: the day's folder and how long that run took.
@@ -81,14 +91,10 @@ fn killed_runs_restarted_end_with_the_alerts_of_an_uninterrupted_run() {
     let out = work.path().join("crashed");
     let mut published_by_killed_runs = 0;
     for share in [0.3, 0.6, 0.75, 0.85] {
-        let mut child = run_command(&broker, &day.join("surveil.toml"), "crashed", "alerts-crashed", &out)
-            .spawn()
-            .expect("surveil starts");
-        std::thread::sleep(duration.mul_f64(share));
-        if child.try_wait().expect("status").is_none() {
-            child.kill().expect("SIGKILL");
-        }
-        child.wait().expect("killed");
+        kill_after(
+            &mut run_command(&broker, &day.join("surveil.toml"), "crashed", "alerts-crashed", &out),
+            duration.mul_f64(share),
+        );
         let so_far = broker.read_topic("alerts-crashed", 0).expect("the alerts topic").len();
         published_by_killed_runs = so_far;
         eprintln!("killed at {:.0}% of the run: {so_far} alert records on the topic so far", share * 100.0);
@@ -170,12 +176,7 @@ fn killed_runs_with_checkpoints_end_with_the_output_folder_of_an_uninterrupted_r
     };
     let mut left_a_checkpoint = false;
     for share in [0.3, 0.6, 0.75, 0.85] {
-        let mut child = command().spawn().expect("surveil starts");
-        std::thread::sleep(duration.mul_f64(share));
-        if child.try_wait().expect("status").is_none() {
-            child.kill().expect("SIGKILL");
-        }
-        child.wait().expect("killed");
+        kill_after(&mut command(), duration.mul_f64(share));
         left_a_checkpoint |= day.join("state").join("checkpoint.json").exists();
     }
     succeed(&mut command());
