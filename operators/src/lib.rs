@@ -25,6 +25,8 @@
 //!   path, whether or not it closes (layering, daisy chains).
 //! * [`LookupAsOf`]: records looked up in a changing reference collection as it stood at their
 //!   own event time.
+//! * [`AfterChanges`]: records held until a side stream of changes (to state that operators
+//!   read directly, such as reference data) has been applied up to their own event time.
 //! * [`ReleaseAt`]: records held until the watermark passes a time of their own, then released
 //!   together at that time (feeding a differential collection whose updates run ahead).
 //! * [`FoldAt`]: records folded into one accumulator per time of their own, handed on when the
@@ -35,6 +37,7 @@
 //!   reservoir sample and retrained on a schedule or on drift, with per-feature explanations.
 #![forbid(missing_docs)]
 
+pub mod after_changes;
 pub mod chains;
 pub mod feed_source;
 pub mod fold_at;
@@ -61,6 +64,7 @@ pub mod tap;
 mod test_support;
 pub mod windows;
 
+pub use after_changes::AfterChanges;
 pub use chains::{PassThroughChains, pass_through_chains_of};
 pub use feed_source::{Feed, feed_source};
 pub use fold_at::FoldAt;
