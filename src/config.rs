@@ -1712,6 +1712,10 @@ pub struct ReferenceTopics {
     /// Ownership changes over event time, as rows of `reference.ownership`.
     #[serde(default)]
     pub ownership: Option<String>,
+    /// What baskets (ETFs, index funds) hold over event time, as rows of `reference.baskets`:
+    /// read at the start of a run only (front running is routed by the families they make).
+    #[serde(default)]
+    pub baskets: Option<String>,
 }
 
 /// Where the writer schemas of Avro messages come from: a schema registry, a local file, or,

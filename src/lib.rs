@@ -83,6 +83,7 @@ pub mod ingest;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod links;
+pub mod live_reference;
 pub mod manager;
 pub mod metrics;
 pub mod model;

@@ -24,8 +24,10 @@ use std::collections::BTreeMap;
 
 use differential_dataflow::{AsCollection, VecCollection};
 use surveil_operators::{Feed, LinkedComponents, LookupAsOf, feed_source};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::{Concat, ToStream};
+use timely::dataflow::operators::{Capability, Concat, Operator, ToStream};
 use timely::dataflow::{ProbeHandle, Scope, Stream};
 
 use crate::model::{Body, Event, Symbol};
@@ -116,30 +118,53 @@ pub fn linked_groups<'scope>(
 }
 
 /// [`linked_groups`], with the changes a live feed gives while the run goes on (worker 0's;
-/// every worker calls this), each applied from its own time or from how far
-/// the events had been read when it came, whichever is later. The feed finishes with the
-/// events, which `events` probes.
+/// every worker calls this), each applied from its own time or from how far the events had
+/// been read when it came, whichever is later, and the changes of `more` (worker 0's, at
+/// their timely times: the owners that live account records change). The feed finishes with
+/// the events, which `events` probes. The changes apply in time order whatever their source;
+/// those of one time by account and owner, in arrival order for one pair.
 pub fn linked_groups_fed<'scope>(
     scope: Scope<'scope, u64>,
     reference: &ReferenceData,
     events: &ProbeHandle<u64>,
     live: LiveOwnership,
+    more: Option<Stream<'scope, u64, Vec<OwnershipChange>>>,
 ) -> VecCollection<'scope, u64, (Symbol, Symbol), isize> {
     let mut state = LinkState::new(reference.link_share());
     let updates = if scope.index() == 0 { state.apply_all(&reference.ownership()) } else { Vec::new() };
     let fixed = updates.to_stream(scope);
-    let next = live.feed.map(|mut feed| {
-        move || {
-            let Feed { items, ahead } = feed();
-            let items = items
-                .iter()
-                .filter_map(|(change, _)| state.apply(change).map(|update| (update, change.time)))
-                .collect();
-            Feed { items, ahead }
+    let fed = feed_source(scope, "OwnershipFeed", events, std::time::Duration::from_millis(1), live.feed)
+        .map(|(change, _)| change);
+    let changes = match more {
+        Some(more) => fed.concat(more),
+        None => fed,
+    };
+    let live = changes.unary_frontier::<CapacityContainerBuilder<_>, _, _, _>(Pipeline, "LinkChanges", move |_, _| {
+        let mut pending: BTreeMap<u64, (Capability<u64>, Vec<OwnershipChange>)> = BTreeMap::new();
+        move |(input, frontier), output| {
+            let port = output.output_index();
+            input.for_each_stamp(|cap, data| {
+                let Some(&time) = cap.least() else { return };
+                let entry = pending.entry(time).or_insert_with(|| (cap.delayed(&time, port), Vec::new()));
+                for batch in data {
+                    entry.1.append(batch);
+                }
+            });
+            while let Some(entry) = pending.first_entry() {
+                if frontier.less_equal(entry.key()) {
+                    break;
+                }
+                let (time, (cap, mut changes)) = entry.remove_entry();
+                changes.sort_by_key(|c| (c.account, c.owner));
+                let mut session = output.session(&cap);
+                for change in &changes {
+                    if let Some((pair, diff)) = state.apply(change) {
+                        session.give((pair, time, diff));
+                    }
+                }
+            }
         }
     });
-    let live = feed_source(scope, "OwnershipFeed", events, std::time::Duration::from_millis(1), next)
-        .map(|((pair, diff), time)| (pair, time, diff));
     fixed.concat(live).as_collection().linked_components()
 }
 

@@ -22,6 +22,7 @@ use crate::config::{AlertsConfig, AnomalyConfig, CasesConfig};
 use crate::detect::{Detect, InstrumentRules};
 use crate::features::{FeatureRecorder, FeatureRow};
 use crate::links::LinkAccounts;
+use crate::live_reference::FollowReference;
 use crate::manager::{AlertPolicy, ManageAlerts};
 use crate::output::{WriteReports, WriterSlot};
 use crate::rules::{StreamRules, default_rules};
@@ -432,7 +433,7 @@ pub fn default_dataflow<'scope, P>(
         alerts,
         cases,
         extra_rules,
-        None,
+        LiveFeeds::default(),
     );
     let late = source.late.map(|e| Report::Late(Box::new(e)));
     reports.concat(source.side).concat(late).probe_with(probe).write_reports(slot);
@@ -449,18 +450,30 @@ fn default_detection_with<'scope>(
     alerts: &AlertsConfig,
     cases: Option<(&CasesConfig, &Arc<CaseActions>)>,
     extra_rules: &[ExtraRule],
-    live_ownership: Option<crate::links::LiveOwnership>,
+    live: LiveFeeds,
 ) -> Stream<'scope, u64, Vec<Report>> {
     let scope = events.scope();
-    // Trades' parties get their group of linked accounts as of each trade, when the reference
-    // data states any ownership, or changes of it come while the job runs.
-    let (events, groups) = match live_ownership {
-        Some(live) => {
-            let read = ProbeHandle::new();
-            let events = events.probe_with(&read);
-            (events, Some(crate::links::linked_groups_fed(scope, reference, &read, live)))
+    // Live feeds follow how far the events have been read.
+    let read = ProbeHandle::new();
+    let events = if live.ownership.is_some() || live.reference.is_some() { events.probe_with(&read) } else { events };
+    // Instruments and accounts that change while the job runs are applied before the events
+    // of their time go on.
+    let (events, names, owners) = match live.reference {
+        Some(feed) => {
+            let streams = crate::live_reference::live_reference_streams(scope, &read, feed);
+            (events.follow_reference(reference, streams.changes), Some(streams.names), Some(streams.ownership))
         }
-        None => (events, reference.has_ownership().then(|| crate::links::linked_groups(scope, reference))),
+        None => (events, None, None),
+    };
+    // Trades' parties get their group of linked accounts as of each trade, when the reference
+    // data states any ownership, or changes of it (or of accounts' owners) come while the job
+    // runs.
+    let (events, groups) = match (live.ownership, owners) {
+        (None, None) => (events, reference.has_ownership().then(|| crate::links::linked_groups(scope, reference))),
+        (feed, owners) => {
+            let feed = feed.unwrap_or(crate::links::LiveOwnership { feed: None });
+            (events, Some(crate::links::linked_groups_fed(scope, reference, &read, feed, owners)))
+        }
     };
     let events = match &groups {
         Some(groups) => events.link_accounts(groups.clone()),
@@ -491,6 +504,10 @@ fn default_detection_with<'scope>(
     };
     let detected = events.detect_by_instrument(rules, true);
     let (side, anomalies) = if features.is_active() { features.build(detected.side) } else { (detected.side, None) };
+    let side = match names {
+        Some(names) => side.concat(names),
+        None => side,
+    };
     let all = extra_alerts.into_iter().chain(anomalies).fold(detected.alerts, |all, more| all.concat(more));
     let policy = Arc::new(AlertPolicy::new(alerts, reference.clone()));
     let managed = all.manage_alerts(policy.clone()).reports;
@@ -993,6 +1010,9 @@ impl Job {
                     source
                         .follow_ownership(&reference_read.ownership_ends)
                         .map_err(|e| RunError::Kafka(e.to_string()))?;
+                    source
+                        .follow_reference(&reference_read.instruments_ends, &reference_read.accounts_ends)
+                        .map_err(|e| RunError::Kafka(e.to_string()))?;
                     event_sources.extend(source.source_names());
                     Some(source)
                 }
@@ -1250,6 +1270,22 @@ impl Job {
         }
         let _ = worker;
         None
+    }
+
+    /// Worker `worker`'s part of the instrument and account changes that come while the job
+    /// runs (a live Kafka run with `kafka.reference.instruments` or `accounts`).
+    pub fn reference_feed(&self, worker: usize) -> Option<crate::live_reference::LiveReference> {
+        #[cfg(feature = "kafka")]
+        if let Some(kafka) = &self.kafka {
+            return kafka.reference_feed(worker, &self.reference, Some(self.stop.flag()));
+        }
+        let _ = worker;
+        None
+    }
+
+    /// Worker `worker`'s part of everything that changes while the job runs.
+    pub fn live_feeds(&self, worker: usize) -> LiveFeeds {
+        LiveFeeds { ownership: self.ownership_feed(worker), reference: self.reference_feed(worker) }
     }
 
     /// This worker's share of the inputs, planned in blocks and dealt round-robin.
@@ -1845,7 +1881,7 @@ pub fn default_detection<'scope>(
     features: &FeatureJob,
     actions: &Arc<CaseActions>,
     extra_rules: &[ExtraRule],
-    live_ownership: Option<crate::links::LiveOwnership>,
+    live: LiveFeeds,
 ) -> Stream<'scope, u64, Vec<Report>> {
     let cases = config.cases.enabled.then_some((&config.cases, actions));
     default_detection_with(
@@ -1857,8 +1893,18 @@ pub fn default_detection<'scope>(
         &config.alerts,
         cases,
         extra_rules,
-        live_ownership,
+        live,
     )
+}
+
+/// What changes while a job runs beside its events: ownership (linked accounts) and
+/// instruments and accounts, each fed on worker 0 (every worker passes its part).
+#[derive(Default)]
+pub struct LiveFeeds {
+    /// Changes of ownership ([`crate::links::linked_groups_fed`]).
+    pub ownership: Option<crate::links::LiveOwnership>,
+    /// Changes of instruments and accounts ([`crate::live_reference`]).
+    pub reference: Option<crate::live_reference::LiveReference>,
 }
 
 /// Runs the default job and writes `alerts.jsonl`, `dead_letters.jsonl`, `late_events.jsonl`,
@@ -1881,7 +1927,7 @@ pub fn run(options: RunOptions) -> Result<RunSummary, RunError> {
         job = job.with_metrics(metrics);
     }
     job.execute(timely, move |job, scope, events| {
-        let live = job.ownership_feed(scope.index());
+        let live = job.live_feeds(scope.index());
         default_detection(events, job.config(), job.reference(), job.features(), job.case_actions(), &extra_rules, live)
     })
 }

@@ -1,13 +1,17 @@
 //! Reference data: instruments (price scale, identifiers) and accounts (beneficial owner, desk,
-//! trader), as they change over event time. Loaded once and shared read-only by every worker.
+//! trader), as they change over event time. Loaded once and shared by every worker.
 //!
 //! A row of the instrument or account file with a `time` is a change from that event time on;
 //! every lookup names the event time it is made for, so an event is enriched as of its own
 //! time, whatever order or worker it is processed in (`docs/configuration.md`, `[reference]`).
+//! Changes that arrive while a run goes on ([`ReferenceData::apply_live`], fed by
+//! [`crate::live_reference`]) are kept beside the loaded versions and answer the same lookups.
 
 use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, ReferenceConfig};
 use crate::model::{Decimal, Event, IdMap, Price, Symbol, SymbolTable};
@@ -51,6 +55,15 @@ impl<V> Versions<V> {
         }
     }
 
+    /// The version in force at `time`, with the time it starts.
+    #[inline]
+    fn at_from(&self, time: u64) -> Option<(u64, &V)> {
+        match self.versions.as_slice() {
+            [(0, only)] => Some((0, only)),
+            all => all.partition_point(|(start, _)| *start <= time).checked_sub(1).map(|i| (all[i].0, &all[i].1)),
+        }
+    }
+
     /// From when to when (exclusive) the lookup at `time` gives the same answer.
     fn span(&self, time: u64) -> (u64, u64) {
         let i = self.versions.partition_point(|(start, _)| *start <= time);
@@ -73,7 +86,7 @@ impl<V> Versions<V> {
 }
 
 /// What surveil knows about an instrument.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Instrument {
     /// Decimal places of prices.
     pub price_scale: u8,
@@ -107,7 +120,7 @@ impl Instrument {
 }
 
 /// In what capacity an account trades (FINRA 5270, MiFIR RTS 22 field 29).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Capacity {
     /// Not stated.
     #[default]
@@ -174,7 +187,7 @@ impl TickRule {
 }
 
 /// What surveil knows about an account.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Account {
     /// Beneficial owner.
     pub owner: Symbol,
@@ -209,6 +222,158 @@ pub struct ReferenceData {
     families: IdMap<Symbol, Symbol>,
     /// `reference.basket_weight`, when set.
     basket_weight: Option<f64>,
+    /// Versions that came while the run goes on.
+    live: LiveVersions,
+}
+
+/// Told of each account record a row sets: the account, the time it starts, the record, and
+/// the record in force before.
+type AccountChanged<'a> = dyn FnMut(Symbol, u64, &Account, Option<Account>) + 'a;
+
+/// Which reference file's rows a live message holds ([`ReferenceData::read_live`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveKind {
+    /// Instrument rows.
+    Instruments,
+    /// Account rows.
+    Accounts,
+}
+
+/// A change of an instrument or an account that arrives while a run goes on: the whole record
+/// from the time the change is applied at ([`ReferenceData::apply_live`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum LiveChange {
+    /// An instrument's record.
+    Instrument {
+        /// Unique among the changes of a run: a change given to every worker is kept once.
+        id: u64,
+        /// The instrument.
+        symbol: Symbol,
+        /// Its record from then on.
+        record: Instrument,
+    },
+    /// An account's record.
+    Account {
+        /// Unique among the changes of a run.
+        id: u64,
+        /// The account.
+        symbol: Symbol,
+        /// Its record from then on.
+        record: Account,
+    },
+}
+
+impl LiveChange {
+    /// The change's id.
+    pub fn id(&self) -> u64 {
+        match self {
+            LiveChange::Instrument { id, .. } | LiveChange::Account { id, .. } => *id,
+        }
+    }
+}
+
+/// The versions of [`LiveChange`]s, beside the loaded ones. Workers add to them while others
+/// look up: the records go to append-only stores (a lookup hands out references into them),
+/// and an index under a lock says which record is in force when.
+#[derive(Default)]
+struct LiveVersions {
+    /// Set by the first change: until then a lookup does not take the lock.
+    active: AtomicBool,
+    /// Set when the run follows changes (whether or not any has come).
+    followed: AtomicBool,
+    instruments: boxcar::Vec<Instrument>,
+    accounts: boxcar::Vec<Account>,
+    index: RwLock<LiveIndex>,
+}
+
+#[derive(Default)]
+struct LiveIndex {
+    /// Per symbol, `(time, id, slot)` in order of time, then id: the last at or before a time
+    /// is in force then.
+    instruments: IdMap<Symbol, Vec<(u64, u64, usize)>>,
+    accounts: IdMap<Symbol, Vec<(u64, u64, usize)>>,
+    /// The ids of the changes applied.
+    applied: IdMap<u64, ()>,
+}
+
+impl LiveVersions {
+    fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+
+    fn apply(&self, time: u64, change: &LiveChange) {
+        let Ok(mut index) = self.index.write() else { return };
+        if index.applied.insert(change.id(), ()).is_some() {
+            return;
+        }
+        let (entries, slot) = match change {
+            LiveChange::Instrument { symbol, record, .. } => {
+                (index.instruments.entry(*symbol).or_default(), self.instruments.push(record.clone()))
+            }
+            LiveChange::Account { symbol, record, .. } => {
+                (index.accounts.entry(*symbol).or_default(), self.accounts.push(*record))
+            }
+        };
+        let key = (time, change.id());
+        let at = entries.partition_point(|&(t, id, _)| (t, id) <= key);
+        entries.insert(at, (time, change.id(), slot));
+        self.active.store(true, Ordering::Release);
+    }
+
+    /// The slot in force at `time` and when it started, if a live version is then.
+    fn find(entries: Option<&Vec<(u64, u64, usize)>>, time: u64) -> Option<(u64, usize)> {
+        let entries = entries?;
+        let at = entries.partition_point(|&(t, _, _)| t <= time).checked_sub(1)?;
+        Some((entries[at].0, entries[at].2))
+    }
+
+    fn instrument(&self, symbol: Symbol, time: u64) -> Option<(u64, &Instrument)> {
+        let found = Self::find(self.index.read().ok()?.instruments.get(&symbol), time)?;
+        self.instruments.get(found.1).map(|record| (found.0, record))
+    }
+
+    fn account(&self, symbol: Symbol, time: u64) -> Option<(u64, &Account)> {
+        let found = Self::find(self.index.read().ok()?.accounts.get(&symbol), time)?;
+        self.accounts.get(found.1).map(|record| (found.0, record))
+    }
+
+    fn has_account(&self, symbol: Symbol) -> bool {
+        self.is_active() && self.index.read().is_ok_and(|index| index.accounts.contains_key(&symbol))
+    }
+}
+
+impl Clone for LiveVersions {
+    fn clone(&self) -> LiveVersions {
+        let copy = LiveVersions::default();
+        copy.followed.store(self.followed.load(Ordering::Acquire), Ordering::Release);
+        if let Ok(index) = self.index.read() {
+            for (&symbol, entries) in &index.instruments {
+                for &(time, id, slot) in entries {
+                    if let Some(record) = self.instruments.get(slot) {
+                        copy.apply(time, &LiveChange::Instrument { id, symbol, record: record.clone() });
+                    }
+                }
+            }
+            for (&symbol, entries) in &index.accounts {
+                for &(time, id, slot) in entries {
+                    if let Some(&record) = self.accounts.get(slot) {
+                        copy.apply(time, &LiveChange::Account { id, symbol, record });
+                    }
+                }
+            }
+        }
+        copy
+    }
+}
+
+impl std::fmt::Debug for LiveVersions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveVersions")
+            .field("followed", &self.followed.load(Ordering::Relaxed))
+            .field("instruments", &self.instruments.count())
+            .field("accounts", &self.accounts.count())
+            .finish()
+    }
 }
 
 /// The reference data an event names that the reference files do not have at the event's
@@ -371,6 +536,19 @@ impl ReferenceData {
     /// [`ReferenceData::load_instruments`] from CSV text (a header and rows) that came from
     /// `origin` (named in errors): a message of a reference topic, say.
     pub fn read_instruments(&mut self, source: impl std::io::Read, origin: &Path) -> Result<(), ReferenceError> {
+        self.read_instrument_rows(source, origin, None, &mut |_, _, _| {})
+    }
+
+    /// Reads instrument rows; with `live`, as changes that came while a run goes on when the
+    /// events had been read up to that time (each applies from its own time or from then,
+    /// whichever is later). Each record set is given to `changed` with the time it starts.
+    fn read_instrument_rows(
+        &mut self,
+        source: impl std::io::Read,
+        origin: &Path,
+        live: Option<u64>,
+        changed: &mut dyn FnMut(Symbol, u64, &Instrument),
+    ) -> Result<(), ReferenceError> {
         let path = origin;
         let mut reader = Self::reader(source);
         for (i, row) in reader.deserialize::<InstrumentRow>().enumerate() {
@@ -380,12 +558,22 @@ impl ReferenceData {
             let time = change_time(row.time.as_deref()).map_err(invalid)?;
             let (symbol, _) = self.names.intern(row.instrument.as_bytes());
             let known = self.instruments.get(&symbol);
+            let start = time.unwrap_or(0).max(live.unwrap_or(0));
             // A change starts from the version in force at its time; a row without a time is
             // the whole record from the start.
             let base = match (time, known) {
-                (Some(time), Some(versions)) => versions.at(time).cloned(),
+                (Some(_), Some(versions)) => versions.at(start).cloned(),
                 _ => None,
             };
+            let current_underlying = known.and_then(|v| v.at(start)).map(|i| i.underlying);
+            if live.is_some() && known.is_none() && row.price_scale.is_some_and(|s| s != self.default_price_scale) {
+                return Err(invalid(format!(
+                    "price_scale of a new instrument that comes while running must be the default {} (events \
+                     already read were parsed at it); give the instrument in the instruments file or topic at \
+                     the start",
+                    self.default_price_scale
+                )));
+            }
             let fixed_scale = known.and_then(|v| v.iter().next()).map(|(_, i)| i.price_scale);
             let scale = row.price_scale.or(fixed_scale).unwrap_or(self.default_price_scale);
             if scale > crate::model::decimal::MAX_SCALE {
@@ -422,6 +610,16 @@ impl ReferenceData {
                 Some(name) => Some(self.names.intern(name.as_bytes()).0),
                 None => None,
             };
+            if live.is_some()
+                && let (Some(now), Some(new)) = (current_underlying, underlying)
+                && now != new
+            {
+                return Err(invalid(
+                    "the underlying of a known instrument cannot change while running (events are routed by it); \
+                     restart with the change in the instruments file"
+                        .into(),
+                ));
+            }
             let closing_time = match text(&row.closing_time) {
                 Some(close) => Some(
                     crate::config::SessionConfig::parse_close(&close)
@@ -447,7 +645,8 @@ impl ReferenceData {
                 closing_time: closing_time.or(base.closing_time),
                 average_daily_volume: average_daily_volume.or(base.average_daily_volume),
             };
-            self.set_instrument(symbol, time.unwrap_or(0), instrument);
+            changed(symbol, start, &instrument);
+            self.set_instrument(symbol, start, instrument);
         }
         Ok(())
     }
@@ -479,6 +678,18 @@ impl ReferenceData {
 
     /// [`ReferenceData::load_accounts`] from CSV text that came from `origin`.
     pub fn read_accounts(&mut self, source: impl std::io::Read, origin: &Path) -> Result<(), ReferenceError> {
+        self.read_account_rows(source, origin, None, &mut |_, _, _, _| {})
+    }
+
+    /// Reads account rows; `live` and `changed` as for instruments (`changed` also gets the
+    /// record in force before).
+    fn read_account_rows(
+        &mut self,
+        source: impl std::io::Read,
+        origin: &Path,
+        live: Option<u64>,
+        changed: &mut AccountChanged<'_>,
+    ) -> Result<(), ReferenceError> {
         let path = origin;
         let mut reader = Self::reader(source);
         for (i, row) in reader.deserialize::<AccountRow>().enumerate() {
@@ -498,8 +709,9 @@ impl ReferenceData {
                 return Err(invalid("account must not be empty".into()));
             };
             let (owner, desk, trader) = (intern(row.owner), intern(row.desk), intern(row.trader));
+            let start = time.unwrap_or(0).max(live.unwrap_or(0));
             let base = match time {
-                Some(time) => self.accounts.get(&account).and_then(|v| v.at(time)).copied().unwrap_or_default(),
+                Some(_) => self.accounts.get(&account).and_then(|v| v.at(start)).copied().unwrap_or_default(),
                 None => Account::default(),
             };
             let record = Account {
@@ -508,9 +720,68 @@ impl ReferenceData {
                 trader: trader.unwrap_or(base.trader),
                 capacity: if capacity == Capacity::Unknown { base.capacity } else { capacity },
             };
-            self.set_account_version(account, time.unwrap_or(0), record);
+            let previous = self.accounts.get(&account).and_then(|v| v.at(start)).copied();
+            changed(account, start, &record, previous);
+            self.set_account_version(account, start, record);
         }
         Ok(())
+    }
+
+    /// Reads a message of changes that came while a run goes on: CSV rows of `kind` (as in
+    /// its reference file), each applying from its own `time` or from `ahead` (how far the
+    /// events had been read when it came), whichever is later. A row with a time keeps the
+    /// cells it leaves empty from the version in force then, as in the files. Returns each
+    /// change with the time it applies from, numbered from `next_id` on, and the names it
+    /// brings (for output); these reference data (the feed's own copy) take the changes too,
+    /// so the next message starts from them. A new instrument's price scale must be the
+    /// default one, and a known instrument's underlying cannot change (events are routed by
+    /// it). An account whose owner changes also changes ownership, as the accounts file's
+    /// `owner` column does ([`ReferenceData::ownership`]): those changes go to `ownership`, for
+    /// the linked accounts.
+    pub fn read_live(
+        &mut self,
+        kind: LiveKind,
+        source: impl std::io::Read,
+        origin: &Path,
+        ahead: u64,
+        next_id: &mut u64,
+        ownership: &mut Vec<OwnershipChange>,
+    ) -> Result<Vec<(LiveChange, u64)>, ReferenceError> {
+        let mut changes = Vec::new();
+        match kind {
+            LiveKind::Instruments => {
+                self.read_instrument_rows(source, origin, Some(ahead), &mut |symbol, time, record| {
+                    *next_id += 1;
+                    changes.push((LiveChange::Instrument { id: *next_id, symbol, record: record.clone() }, time));
+                })?
+            }
+            LiveKind::Accounts => {
+                self.read_account_rows(source, origin, Some(ahead), &mut |account, time, record, previous| {
+                    *next_id += 1;
+                    changes.push((LiveChange::Account { id: *next_id, symbol: account, record: *record }, time));
+                    let before = previous.map_or(Symbol::NONE, |p| p.owner);
+                    if before != record.owner {
+                        let holds = |owner: Symbol| !owner.is_none() && owner != account;
+                        if holds(before) {
+                            ownership.push(OwnershipChange { time, account, owner: before, share: 0.0 });
+                        }
+                        if holds(record.owner) {
+                            ownership.push(OwnershipChange { time, account, owner: record.owner, share: 1.0 });
+                        }
+                    }
+                })?
+            }
+        }
+        Ok(changes)
+    }
+
+    /// The names of the symbols a change mentions, as these reference data know them.
+    pub fn names_in(&self, change: &LiveChange) -> Vec<(Symbol, String)> {
+        let symbols = match change {
+            LiveChange::Instrument { symbol, record, .. } => vec![*symbol, record.underlying],
+            LiveChange::Account { symbol, record, .. } => vec![*symbol, record.owner, record.desk, record.trader],
+        };
+        symbols.into_iter().filter(|s| s.needs_dictionary()).map(|s| (s, self.names.name(s).into_owned())).collect()
     }
 
     /// Loads `time,account,owner,share`: from `time` (integer nanoseconds or RFC 3339; empty:
@@ -825,13 +1096,82 @@ impl ReferenceData {
     /// The instrument as it is at event time `time`, if known then.
     #[inline]
     pub fn instrument(&self, symbol: Symbol, time: u64) -> Option<&Instrument> {
-        self.instruments.get(&symbol)?.at(time)
+        let loaded = self.instruments.get(&symbol).and_then(|v| v.at_from(time));
+        if !self.live.is_active() {
+            return loaded.map(|(_, record)| record);
+        }
+        latest(loaded, self.live.instrument(symbol, time))
     }
 
     /// From when to when (exclusive) the instrument's reference data stays as it is at `time`:
-    /// how long an answer derived from it may be kept.
+    /// how long an answer derived from it may be kept. While the run follows live changes, a
+    /// change may come at any time after `time`, so the answer holds for `time` only.
     pub fn instrument_span(&self, symbol: Symbol, time: u64) -> (u64, u64) {
+        if self.live.followed.load(Ordering::Acquire) {
+            let from = self.instrument_from(symbol, time).unwrap_or(0);
+            return (from, time.saturating_add(1));
+        }
         self.instruments.get(&symbol).map_or((0, u64::MAX), |v| v.span(time))
+    }
+
+    fn instrument_from(&self, symbol: Symbol, time: u64) -> Option<u64> {
+        let loaded = self.instruments.get(&symbol).and_then(|v| v.at_from(time)).map(|(from, _)| from);
+        let live = self.live.is_active().then(|| self.live.instrument(symbol, time).map(|(from, _)| from)).flatten();
+        loaded.max(live)
+    }
+
+    /// The run follows changes of instruments and accounts that arrive while it goes on
+    /// ([`ReferenceData::apply_live`]): answers derived from an instrument's record are not
+    /// kept beyond the time they were asked for ([`ReferenceData::instrument_span`]). Set
+    /// before the dataflow is built.
+    pub fn follow_live_changes(&self) {
+        self.live.followed.store(true, Ordering::Release);
+    }
+
+    /// Whether the run follows live changes ([`ReferenceData::follow_live_changes`]).
+    pub fn follows_live_changes(&self) -> bool {
+        self.live.followed.load(Ordering::Acquire)
+    }
+
+    /// Adds a change that came while the run goes on, in force from `time` (after any
+    /// version, loaded or live, that starts earlier or at the same time with a smaller id).
+    /// Every worker of a process may apply the same change: it is kept once, by its id.
+    /// Lookups at times before `time` are not affected, so applying a change before every
+    /// event earlier than it has been processed is safe;
+    /// [`crate::live_reference::FollowReference`] applies each before any event at or after
+    /// its time is processed.
+    pub fn apply_live(&self, time: u64, change: &LiveChange) {
+        self.live.apply(time, change);
+    }
+
+    /// Sets the owner, desk and trader of an event (and the owners of a trade's parties) from
+    /// a live change in force at the event's time, replacing what the loaded records gave:
+    /// an event read before a change came is enriched again once the change is applied.
+    pub fn enrich_live(&self, event: &mut Event) {
+        if !self.live.is_active() {
+            return;
+        }
+        let time = event.time;
+        let live_account = |symbol: Symbol| -> Option<&Account> {
+            if symbol.is_none() || !self.live.has_account(symbol) {
+                return None;
+            }
+            let (from, record) = self.live.account(symbol, time)?;
+            let loaded = self.accounts.get(&symbol).and_then(|v| v.at_from(time)).map(|(start, _)| start);
+            loaded.is_none_or(|start| from >= start).then_some(record)
+        };
+        if let Some(account) = live_account(event.account) {
+            event.owner = account.owner;
+            event.desk = account.desk;
+            event.trader = account.trader;
+        }
+        if let crate::model::Body::Trade { buyer, seller, .. } = &mut event.body {
+            for party in [buyer, seller] {
+                if let Some(account) = live_account(party.account) {
+                    party.owner = account.owner;
+                }
+            }
+        }
     }
 
     /// True when some instrument closes at a time of its own, at some time.
@@ -894,7 +1234,11 @@ impl ReferenceData {
     /// The account as it is at event time `time`, if known then.
     #[inline]
     pub fn account(&self, symbol: Symbol, time: u64) -> Option<&Account> {
-        self.accounts.get(&symbol)?.at(time)
+        let loaded = self.accounts.get(&symbol).and_then(|v| v.at_from(time));
+        if !self.live.is_active() {
+            return loaded.map(|(_, record)| record);
+        }
+        latest(loaded, self.live.account(symbol, time))
     }
 
     /// True when some account has a stated capacity (client, proprietary or employee) at
@@ -948,6 +1292,17 @@ impl ReferenceData {
             }
         }
         missing
+    }
+}
+
+/// Of a loaded and a live version in force, the one that started later (the live one when
+/// both started together: it came after the files).
+#[inline]
+fn latest<'a, V>(loaded: Option<(u64, &'a V)>, live: Option<(u64, &'a V)>) -> Option<&'a V> {
+    match (loaded, live) {
+        (Some((from, record)), Some((live_from, _))) if from > live_from => Some(record),
+        (_, Some((_, record))) | (Some((_, record)), None) => Some(record),
+        (None, None) => None,
     }
 }
 
@@ -1132,5 +1487,97 @@ mod tests {
         assert!(data.has_closing_times());
         let error = load("instruments", "instrument,closing_time\nFUT,3pm\n").expect_err("refused");
         assert!(error.to_string().contains("closing_time = \"3pm\""), "{error}");
+    }
+
+    #[test]
+    fn live_changes_answer_lookups_from_their_time_beside_the_loaded_versions() {
+        let mut data = ReferenceData::new(2);
+        data.read_instruments("instrument,tick_size\nACME,0.01\n".as_bytes(), Path::new("i.csv")).expect("instruments");
+        data.read_accounts("account,owner,desk\nACC1,ANN,EQ\n".as_bytes(), Path::new("a.csv")).expect("accounts");
+        let shared = data.clone();
+        let (acme, acc1) = (Symbol::of(b"ACME"), Symbol::of(b"ACC1"));
+        let tick = |d: &ReferenceData, t| d.instrument(acme, t).and_then(|i| i.tick_size).map(|p| p.0);
+        // The feed's copy reads a change at 2,000 (its own time) and one stamped at 1,000
+        // that came when the events had been read to 3,000: it applies from 3,000.
+        let mut known = data.clone();
+        let (mut next_id, mut owned) = (0, Vec::new());
+        let text = "time,instrument,tick_size\n2000,ACME,0.05\n";
+        let first =
+            known.read_live(LiveKind::Instruments, text.as_bytes(), Path::new("t"), 500, &mut next_id, &mut owned);
+        let first = first.expect("read");
+        assert_eq!(first.iter().map(|(c, t)| (c.id(), *t)).collect::<Vec<_>>(), vec![(1, 2000)]);
+        let text = "time,account,desk\n1000,ACC1,FIXED_INCOME\n";
+        let second =
+            known.read_live(LiveKind::Accounts, text.as_bytes(), Path::new("t"), 3000, &mut next_id, &mut owned);
+        let second = second.expect("read");
+        assert_eq!(second.iter().map(|(c, t)| (c.id(), *t)).collect::<Vec<_>>(), vec![(2, 3000)]);
+        // The row's empty cells keep what was in force: the owner stays ANN.
+        let LiveChange::Account { record, .. } = &second[0].0 else { panic!("an account") };
+        assert!(owned.is_empty(), "the owner did not change");
+        let text = "time,account,owner\n,ACC1,BOB\n";
+        let moved =
+            known.read_live(LiveKind::Accounts, text.as_bytes(), Path::new("t"), 3000, &mut next_id, &mut owned);
+        assert_eq!(moved.expect("read").len(), 1);
+        let acc = |owner: &[u8], share| OwnershipChange { time: 3000, account: acc1, owner: Symbol::of(owner), share };
+        assert_eq!(owned, vec![acc(b"ANN", 0.0), acc(b"BOB", 1.0)]);
+        assert_eq!((record.owner, record.desk), (Symbol::of(b"ANN"), Symbol::of(b"FIXED_INCOME")));
+        assert_eq!(
+            known.names_in(&second[0].0).iter().find(|(s, _)| *s == record.desk).map(|(_, n)| n.as_str()),
+            Some("FIXED_INCOME")
+        );
+        // Every worker applies every change, in any order: each is kept once.
+        for (change, time) in second.iter().chain(&first).chain(&first) {
+            shared.apply_live(*time, change);
+        }
+        assert_eq!((tick(&shared, 1999), tick(&shared, 2000)), (Some(1), Some(5)));
+        let desk = |t| shared.account(acc1, t).map(|a| a.desk);
+        assert_eq!((desk(2999), desk(3000)), (Some(Symbol::of(b"EQ")), Some(Symbol::of(b"FIXED_INCOME"))));
+        // An event read before the change came is enriched again from it; one before its time is not.
+        let mut late = crate::testing::new_order("ACME", "O1", "ACC1", crate::model::Side::Buy, "1.00", 1).at(3500);
+        data.enrich(&mut late);
+        assert_eq!(late.desk, Symbol::of(b"EQ"), "the loaded record");
+        shared.enrich_live(&mut late);
+        assert_eq!(late.desk, Symbol::of(b"FIXED_INCOME"));
+        let mut early = crate::testing::new_order("ACME", "O2", "ACC1", crate::model::Side::Buy, "1.00", 1).at(2500);
+        shared.enrich(&mut early);
+        shared.enrich_live(&mut early);
+        assert_eq!(early.desk, Symbol::of(b"EQ"));
+        // A loaded version that starts later than a live one wins from its own time.
+        let mut loaded_later = data.clone();
+        loaded_later.change_account(4000, "ACC1", Account { desk: Symbol::of(b"FX"), ..Account::default() });
+        loaded_later.apply_live(3000, &second[0].0);
+        let desk = |t| loaded_later.account(acc1, t).map(|a| a.desk);
+        assert_eq!((desk(3500), desk(4000)), (Some(Symbol::of(b"FIXED_INCOME")), Some(Symbol::of(b"FX"))));
+        // Two changes of one time: the later id is in force, whichever was applied first.
+        let other =
+            LiveChange::Account { id: 9, symbol: acc1, record: Account { desk: Symbol::of(b"OPS"), ..*record } };
+        let copy = data.clone();
+        copy.apply_live(3000, &other);
+        copy.apply_live(3000, &second[0].0);
+        assert_eq!(copy.account(acc1, 3000).map(|a| a.desk), Some(Symbol::of(b"OPS")));
+        // While live changes are followed, an instrument's answer is kept for its time only.
+        assert_eq!(shared.instrument_span(acme, 2500).1, u64::MAX);
+        shared.follow_live_changes();
+        assert_eq!(shared.instrument_span(acme, 2500), (2000, 2501));
+    }
+
+    #[test]
+    fn a_live_change_cannot_rescale_or_reroute_an_instrument() {
+        let mut data = ReferenceData::new(2);
+        data.read_instruments("instrument,underlying\nACME,\nACME_C,ACME\nOTHER,\n".as_bytes(), Path::new("i.csv"))
+            .expect("instruments");
+        let (mut next_id, mut owned) = (0, Vec::new());
+        let mut read = |text: &str| {
+            data.read_live(LiveKind::Instruments, text.as_bytes(), Path::new("t"), 10, &mut next_id, &mut owned)
+        };
+        let error = read("instrument,price_scale\nNEW,4\n").expect_err("a new scale");
+        assert!(error.to_string().contains("default 2"), "{error}");
+        let error = read("instrument,underlying\nACME_C,OTHER\n").expect_err("another underlying");
+        assert!(error.to_string().contains("cannot change while running"), "{error}");
+        // A new listing at the default scale, with an underlying, and a known underlying
+        // given again, are fine.
+        let listed = read("instrument,price_scale,underlying\nNEW_C,2,ACME\n").expect("a new option");
+        assert_eq!(listed.len(), 1);
+        read("instrument,underlying,tick_size\nACME_C,ACME,0.05\n").expect("the same underlying");
     }
 }

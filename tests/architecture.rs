@@ -17,7 +17,7 @@
 //! scoring     anomaly
 //! detectors   rules, features, testing
 //! framework   detect
-//! links       links
+//! links       links, live_reference
 //! archive     archive
 //! ingest      ingest, avro_json (feature `avro`)
 //! reference   reference
@@ -36,7 +36,7 @@ const LAYERS: &[&[&str]] = &[
     &["reference"],
     &["ingest", "avro_json"],
     &["archive"],
-    &["links"],
+    &["links", "live_reference"],
     &["detect"],
     &["rules", "features", "testing"],
     &["anomaly"],

@@ -86,9 +86,12 @@ struct LiveRun {
 
 impl LiveRun {
     fn start(kafka: &surveil::config::KafkaConfig, out: &Path) -> LiveRun {
+        LiveRun::start_with(Config { kafka: Some(kafka.clone()), ..Config::default() }, out)
+    }
+
+    fn start_with(config: Config, out: &Path) -> LiveRun {
         let stop = surveil::pipeline::Stop::default();
         let progress = std::sync::Arc::new(surveil::ingest::ReadProgress::default());
-        let config = Config { kafka: Some(kafka.clone()), ..Config::default() };
         let (run_stop, run_progress, out) = (stop.clone(), progress.clone(), out.to_path_buf());
         let running = std::thread::spawn(move || {
             run(RunOptions {
@@ -714,6 +717,129 @@ fn an_ownership_change_published_during_a_live_run_links_accounts_from_then_on()
     let error = second.running.join().expect("the run's thread").expect_err("a bad ownership change");
     let message = error.to_string();
     assert!(message.contains("kafka:live-ownership/0@1") && message.contains("share \"lots\""), "{message}");
+}
+
+#[test]
+fn baskets_from_a_reference_topic_relate_a_fund_to_what_it_holds() {
+    let broker = broker();
+    let settings = broker.settings();
+    for topic in ["bk-instruments", "bk-baskets"] {
+        create_topic(&settings, topic, 1).expect("topic");
+    }
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", broker.address()).create().expect("producer");
+    let send = |topic: &str, payload: &str| {
+        producer.send(BaseRecord::<str, str>::to(topic).key("k").payload(payload)).map_err(|(e, _)| e).expect("queued");
+        producer.flush(Duration::from_secs(30)).expect("delivered");
+    };
+    send("bk-instruments", "instrument,underlying\nACME,\nACME_C,ACME\nFUND,\n");
+    send("bk-baskets", "basket,member,weight\nFUND,ACME,20%\n");
+    // The fund sells out of ACME at 14:00.
+    send("bk-baskets", "time,basket,member,weight\n2024-03-04T14:00:00Z,FUND,ACME,0\n");
+    let mut kafka = settings.clone();
+    kafka.reference.instruments = Some("bk-instruments".into());
+    kafka.reference.baskets = Some("bk-baskets".into());
+    let mut reference = surveil::reference::ReferenceData::new(2);
+    let counts = surveil::kafka::read_reference_topics(&kafka, &mut reference).expect("read");
+    assert_eq!((counts.instruments, counts.baskets), (1, 2));
+    let (fund, option) = (surveil::model::Symbol::of(b"FUND"), surveil::model::Symbol::of(b"ACME_C"));
+    let two_pm = 1_709_560_800_000_000_000;
+    assert!(reference.related(fund, option, two_pm - 1), "the option follows its underlying into the fund");
+    assert!(!reference.related(fund, option, two_pm), "sold out at 14:00");
+    // A basket row that names a derivative is refused, naming where it was read.
+    send("bk-baskets", "basket,member,weight\nFUND,ACME_C,10%\n");
+    let error = surveil::kafka::read_reference_topics(&kafka, &mut surveil::reference::ReferenceData::new(2))
+        .expect_err("a derivative in a basket");
+    let message = error.to_string();
+    assert!(message.contains("kafka:bk-baskets/0@2") && message.contains("written on ACME"), "{message}");
+}
+
+#[test]
+fn instrument_and_account_changes_published_during_a_live_run_apply_from_then_on() {
+    let broker = broker();
+    let settings = broker.settings();
+    for topic in ["lr-events", "lr-instruments", "lr-accounts"] {
+        create_topic(&settings, topic, 1).expect("topic");
+    }
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", broker.address()).create().expect("producer");
+    let send = |topic: &str, payload: &str| {
+        producer.send(BaseRecord::<str, str>::to(topic).key("k").payload(payload)).map_err(|(e, _)| e).expect("queued");
+        producer.flush(Duration::from_secs(30)).expect("delivered");
+    };
+    let order = |time: &str, id: &str, instrument: &str| {
+        format!(
+            r#"{{"event_time":"2024-03-04T{time}Z","kind":"new","instrument":"{instrument}","order_id":"{id}","account":"K1","side":"buy","price":"10.00","quantity":5000}}"#
+        )
+    };
+    let trade = |time: &str| {
+        format!(
+            r#"{{"event_time":"2024-03-04T{time}Z","kind":"trade","instrument":"LIVE","buyer":"K1","seller":"K2","price":"10.00","quantity":10}}"#
+        )
+    };
+    // What the topics hold when the run starts.
+    send("lr-instruments", "instrument,average_daily_volume\nLIVE,1000000\n");
+    send("lr-accounts", "account,owner,desk\nK1,ANN,EQUITIES\nK2,BOB,EQUITIES\n");
+    let mut kafka = settings.clone();
+    kafka.topic = Some("lr-events".into());
+    kafka.idle_timeout = Duration::from_millis(500);
+    kafka.reference.instruments = Some("lr-instruments".into());
+    kafka.reference.accounts = Some("lr-accounts".into());
+    let mut config = Config { kafka: Some(kafka), ..Config::default() };
+    // Orders above 1 % of the instrument's average daily volume are alerts.
+    config.rules.order_limits.max_adv_share = Some(0.01);
+    let work = tempfile::tempdir().expect("temp dir");
+    let live = LiveRun::start_with(config, &work.path().join("live"));
+    send("lr-events", &trade("13:30:00"));
+    send("lr-events", &order("13:45:00", "O1", "LIVE"));
+    live.read(2);
+    // Published while the run goes on: K2 passes to ANN, LIVE's volume falls to 100,000, and
+    // NEWLY_LISTED is listed, all from 14:00.
+    send("lr-accounts", "time,account,owner\n2024-03-04T14:00:00Z,K2,ANN\n");
+    send(
+        "lr-instruments",
+        "time,instrument,average_daily_volume\n2024-03-04T14:00:00Z,LIVE,100000\n\
+         2024-03-04T14:00:00Z,NEWLY_LISTED,100000\n",
+    );
+    // The feed polls every millisecond; a second is plenty for the change to be taken.
+    std::thread::sleep(Duration::from_secs(1));
+    send("lr-events", &trade("14:30:00"));
+    send("lr-events", &order("14:35:00", "O2", "LIVE"));
+    send("lr-events", &order("14:40:00", "O3", "NEWLY_LISTED"));
+    live.read(5);
+    // K1 moves to the rates desk, stamped 14:00 but published when the events were read to
+    // 14:40: it applies from then.
+    send("lr-accounts", "time,account,desk\n2024-03-04T14:00:00Z,K1,RATES_DESK\n");
+    std::thread::sleep(Duration::from_secs(1));
+    send("lr-events", &order("15:00:00", "O4", "LIVE"));
+    live.read(6);
+    let summary = live.stop().expect("the live run");
+    assert_eq!(summary.events, 6);
+    let by_rule = &summary.written.alerts_by_rule;
+    assert_eq!(by_rule.get("self_trade"), Some(&1), "{by_rule:?}");
+    assert_eq!(by_rule.get("order_quantity_limit"), Some(&3), "{by_rule:?}");
+    let found: Vec<(String, String, String)> = alerts(&work.path().join("live"))
+        .iter()
+        .filter(|a| a["rule"] == "self_trade" || a["rule"] == "order_quantity_limit")
+        .map(|a| {
+            let text = |field: &str| a[field].as_str().unwrap_or_default().to_string();
+            (text("rule"), text("event_time"), text("desk"))
+        })
+        .collect();
+    let expect = |rule: &str, time: &str, desk: &str| {
+        (rule.to_string(), format!("2024-03-04T{time}.000000000Z"), desk.to_string())
+    };
+    let mut found = found;
+    found.sort();
+    assert_eq!(
+        found,
+        vec![
+            expect("order_quantity_limit", "14:35:00", "EQUITIES"),
+            expect("order_quantity_limit", "14:40:00", "EQUITIES"),
+            expect("order_quantity_limit", "15:00:00", "RATES_DESK"),
+            expect("self_trade", "14:30:00", "EQUITIES"),
+        ]
+    );
 }
 
 /// A replay of a topic with checkpoints, stopped part-way, and the same run again: the second

@@ -45,6 +45,9 @@ pub struct KafkaSource {
     /// to (live runs with `kafka.reference.ownership`), taken by worker 0's feed.
     ownership: Mutex<Option<BaseConsumer>>,
     follows_ownership: bool,
+    /// A consumer that follows the instruments and accounts topics the same way.
+    reference: Mutex<Option<BaseConsumer>>,
+    follows_reference: bool,
     /// The writer schemas of Avro messages (`format = "avro"`).
     schemas: Option<Arc<Schemas>>,
     /// What stopped a partition mid-run (a schema registry out of reach): the run fails with
@@ -82,6 +85,8 @@ impl KafkaSource {
             opened: Arc::default(),
             ownership: Mutex::default(),
             follows_ownership: false,
+            reference: Mutex::default(),
+            follows_reference: false,
             schemas,
             failure: Arc::default(),
         };
@@ -127,6 +132,113 @@ impl KafkaSource {
         }
         self.follows_ownership = true;
         Ok(())
+    }
+
+    /// A live run (not `stop_at_end`) with `kafka.reference.instruments` or `accounts` follows
+    /// those topics from where the start of the run read them to (`instruments` and
+    /// `accounts`: the end of each partition then): the changes published meanwhile reach the
+    /// reference data while the run goes on ([`KafkaSource::reference_feed`]).
+    pub fn follow_reference(&mut self, instruments: &[(i32, i64)], accounts: &[(i32, i64)]) -> Result<(), KafkaError> {
+        let topics = &self.settings.reference;
+        let followed: Vec<(String, &[(i32, i64)])> = [(&topics.instruments, instruments), (&topics.accounts, accounts)]
+            .into_iter()
+            .filter_map(|(topic, ends)| topic.clone().map(|t| (t, ends)))
+            .collect();
+        if followed.is_empty() || self.settings.stop_at_end {
+            return Ok(());
+        }
+        let mut config = client_config(&self.settings);
+        config.set("group.id", &self.settings.group).set("enable.auto.commit", "false");
+        let consumer: BaseConsumer = config.create().map_err(|e| KafkaError::Config(e.to_string()))?;
+        let mut list = TopicPartitionList::new();
+        for (topic, ends) in &followed {
+            for &(partition, end) in *ends {
+                list.add_partition_offset(topic, partition, Offset::Offset(end))
+                    .map_err(|e| KafkaError::Config(e.to_string()))?;
+            }
+        }
+        consumer.assign(&list).map_err(|e| KafkaError::Broker {
+            brokers: self.settings.brokers.clone(),
+            message: format!("following the reference topics: {e}"),
+        })?;
+        if let Ok(mut slot) = self.reference.lock() {
+            *slot = Some(consumer);
+        }
+        self.follows_reference = true;
+        Ok(())
+    }
+
+    /// Worker `worker`'s part of the live instruments and accounts feed, when the run follows
+    /// those topics: worker 0 polls them. A change applies from its own time, or from the
+    /// latest event time read from the input topic when it came, whichever is later
+    /// ([`ReferenceData::read_live`] says what a live change may not do). A message that is
+    /// not CSV of its kind stops the run, which fails naming it (as at the start).
+    pub fn reference_feed(
+        &self,
+        worker: usize,
+        reference: &ReferenceData,
+        stop: Option<Arc<std::sync::atomic::AtomicBool>>,
+    ) -> Option<crate::live_reference::LiveReference> {
+        if !self.follows_reference {
+            return None;
+        }
+        let consumer = if worker == 0 { self.reference.lock().ok().and_then(|mut c| c.take()) } else { None };
+        let Some(consumer) = consumer else { return Some(crate::live_reference::LiveReference { feed: None }) };
+        let (opened, failure) = (self.opened.clone(), self.failure.clone());
+        let topics = self.settings.reference.clone();
+        // The feed's own copy: each message's rows start from what came before them.
+        let mut known = reference.clone();
+        let mut next_id = 0;
+        let mut failed = false;
+        let feed = move || {
+            let latest = opened.lock().map(|all| all.iter().map(|s| s.latest()).max().unwrap_or(0)).unwrap_or(0);
+            let ahead = latest.saturating_add(1);
+            let mut items = Vec::new();
+            while !failed && let Some(result) = consumer.poll(Duration::ZERO) {
+                let message = match result {
+                    Ok(message) => message,
+                    Err(error) => {
+                        tracing::warn!(%error, "kafka consumer of the reference topics");
+                        break;
+                    }
+                };
+                let topic = message.topic().to_owned();
+                let kind = match topics.instruments.as_deref() == Some(topic.as_str()) {
+                    true => crate::reference::LiveKind::Instruments,
+                    false => crate::reference::LiveKind::Accounts,
+                };
+                let origin =
+                    std::path::PathBuf::from(format!("kafka:{topic}/{}@{}", message.partition(), message.offset()));
+                let mut owned = Vec::new();
+                let payload = message.payload().unwrap_or_default();
+                match known.read_live(kind, payload, &origin, ahead, &mut next_id, &mut owned) {
+                    Ok(changes) => items.extend(crate::live_reference::LiveItem::all(&known, changes, owned)),
+                    Err(error) => {
+                        tracing::error!(%error, "kafka: a live reference change cannot be read; the run stops");
+                        if let Ok(mut slot) = failure.lock() {
+                            let what = if kind == crate::reference::LiveKind::Instruments {
+                                "instruments"
+                            } else {
+                                "accounts"
+                            };
+                            slot.get_or_insert(KafkaError::Topic {
+                                topic: topic.clone(),
+                                message: format!("{what}: {error}"),
+                            });
+                        }
+                        if let Some(stop) = &stop {
+                            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        failed = true;
+                    }
+                }
+            }
+            if !items.is_empty() {
+                tracing::info!(changes = items.len(), from = ahead, "kafka: reference changes applied while running");
+            }
+            surveil_operators::Feed { items, ahead }
+        };
+        Some(crate::live_reference::LiveReference { feed: Some(Box::new(feed)) })
     }
 
     /// Worker `worker`'s part of the live ownership feed, when the run follows the ownership
