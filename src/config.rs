@@ -261,6 +261,9 @@ impl Config {
         {
             return Err(format!("rules.order_limits.max_adv_share = {share} must be a positive number"));
         }
+        if limits.max_lots == Some(0) {
+            return Err("rules.order_limits.max_lots must be at least 1".into());
+        }
         for (name, o) in &limits.instruments {
             if let Some(limit) = &o.max_quantity {
                 quantity_limit(&format!("rules.order_limits.instruments.{name}.max_quantity"), limit)?;
@@ -1150,6 +1153,10 @@ pub struct OrderLimitsConfig {
     /// instrument master's `average_daily_volume`, as of the order's time); unset: none.
     /// Where both apply, the smaller quantity limit holds.
     pub max_adv_share: Option<f64>,
+    /// Largest allowed order quantity in lots of the instrument (the instrument master's
+    /// `lot_size`, as of the order's time; instruments without one have no such limit); unset:
+    /// none. Where several quantity limits apply, the smallest holds.
+    pub max_lots: Option<u64>,
     /// Per-instrument overrides.
     pub instruments: BTreeMap<String, OrderLimitsOverride>,
 }
@@ -1161,6 +1168,7 @@ impl Default for OrderLimitsConfig {
             max_quantity: Limit::Max(100_000),
             max_notional: Limit::Max("5000000".into()),
             max_adv_share: None,
+            max_lots: None,
             instruments: BTreeMap::new(),
         }
     }

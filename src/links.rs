@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use differential_dataflow::{AsCollection, VecCollection};
 use surveil_operators::{Feed, LinkedComponents, LookupAsOf, feed_source};
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Capability, Concat, Operator, ToStream};
 use timely::dataflow::{ProbeHandle, Scope, Stream};
@@ -92,6 +92,9 @@ impl LinkState {
     }
 }
 
+/// A change of ownership with its source (0: the feed, 1: `more`) and its number there.
+type Numbered = (u8, u64, OwnershipChange);
+
 /// Changes of ownership that arrive while a run follows a live feed (a topic): polled on
 /// worker 0 by [`linked_groups_fed`], with how far the events have been read (`ahead`: no
 /// change from now on applies before it). [`surveil_operators::feed_source`] says what this
@@ -120,27 +123,44 @@ pub fn linked_groups<'scope>(
 /// [`linked_groups`], with the changes a live feed gives while the run goes on (worker 0's;
 /// every worker calls this), each applied from its own time or from how far the events had
 /// been read when it came, whichever is later, and the changes of `more` (worker 0's, at
-/// their timely times: the owners that live account records change). The feed finishes with
-/// the events, which `events` probes. The changes apply in time order whatever their source;
-/// those of one time by account and owner, in arrival order for one pair.
+/// their timely times, each with a sequence number: the owners that live account records
+/// change). The feed finishes with the events, which `events` probes. The changes apply in
+/// time order whatever their source, on worker 0 (which holds the state); those of one time
+/// by account and owner, then the feed's before `more`'s, each in its own order.
 pub fn linked_groups_fed<'scope>(
     scope: Scope<'scope, u64>,
     reference: &ReferenceData,
     events: &ProbeHandle<u64>,
     live: LiveOwnership,
-    more: Option<Stream<'scope, u64, Vec<OwnershipChange>>>,
+    more: Option<Stream<'scope, u64, Vec<(u64, OwnershipChange)>>>,
 ) -> VecCollection<'scope, u64, (Symbol, Symbol), isize> {
     let mut state = LinkState::new(reference.link_share());
     let updates = if scope.index() == 0 { state.apply_all(&reference.ownership()) } else { Vec::new() };
     let fixed = updates.to_stream(scope);
-    let fed = feed_source(scope, "OwnershipFeed", events, std::time::Duration::from_millis(1), live.feed)
+    // The feed's changes, numbered in the order it gives them.
+    let numbered = live.feed.map(|mut feed| {
+        let mut next = 0u64;
+        move || {
+            let Feed { items, ahead } = feed();
+            let items = items
+                .into_iter()
+                .map(|(change, time)| {
+                    next += 1;
+                    ((0u8, next, change), time)
+                })
+                .collect();
+            Feed { items, ahead }
+        }
+    });
+    let fed = feed_source(scope, "OwnershipFeed", events, std::time::Duration::from_millis(1), numbered)
         .map(|(change, _)| change);
     let changes = match more {
-        Some(more) => fed.concat(more),
+        Some(more) => fed.concat(more.map(|(seq, change)| (1u8, seq, change))),
         None => fed,
     };
-    let live = changes.unary_frontier::<CapacityContainerBuilder<_>, _, _, _>(Pipeline, "LinkChanges", move |_, _| {
-        let mut pending: BTreeMap<u64, (Capability<u64>, Vec<OwnershipChange>)> = BTreeMap::new();
+    let to_first = Exchange::new(|_: &Numbered| 0u64);
+    let live = changes.unary_frontier::<CapacityContainerBuilder<_>, _, _, _>(to_first, "LinkChanges", move |_, _| {
+        let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Numbered>)> = BTreeMap::new();
         move |(input, frontier), output| {
             let port = output.output_index();
             input.for_each_stamp(|cap, data| {
@@ -155,9 +175,9 @@ pub fn linked_groups_fed<'scope>(
                     break;
                 }
                 let (time, (cap, mut changes)) = entry.remove_entry();
-                changes.sort_by_key(|c| (c.account, c.owner));
+                changes.sort_by_key(|&(source, seq, c)| (c.account, c.owner, source, seq));
                 let mut session = output.session(&cap);
-                for change in &changes {
+                for (_, _, change) in &changes {
                     if let Some((pair, diff)) = state.apply(change) {
                         session.give((pair, time, diff));
                     }

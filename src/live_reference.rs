@@ -15,7 +15,11 @@
 //! change), in time order, and releases each event once the changes up to its time are in,
 //! enriched again from the live accounts (an event read before a change came was enriched by
 //! the reader from the older record). The changes are stamped once, on worker 0, so every
-//! worker and every process applies them at the same times.
+//! worker and every process applies them at the same times. Each process keeps one store for
+//! its workers; across processes, what waits for the frontier (time-ordered processing,
+//! timers) sees a time only once every process has applied the changes up to it, while an
+//! operator that reads the store for an event as it arrives, before the frontier passes the
+//! event, could run ahead of another process's store.
 //!
 //! The cost: while a change is pending, the events at or after its time wait until the events'
 //! watermark reaches it (no earlier event may still come), so alerts just after a change come
@@ -39,8 +43,8 @@ pub enum LiveItem {
     /// The name of a symbol a change brings, for output.
     Name(Symbol, String),
     /// A change of ownership an account's record makes (its `owner`), for the linked
-    /// accounts.
-    Ownership(OwnershipChange),
+    /// accounts, with the id of the change that made it.
+    Ownership(u64, OwnershipChange),
 }
 
 impl LiveItem {
@@ -49,7 +53,7 @@ impl LiveItem {
     pub fn all(
         known: &ReferenceData,
         changes: Vec<(LiveChange, u64)>,
-        ownership: Vec<OwnershipChange>,
+        ownership: Vec<(u64, OwnershipChange)>,
     ) -> Vec<(LiveItem, u64)> {
         let mut items = Vec::new();
         for (change, time) in changes {
@@ -57,7 +61,7 @@ impl LiveItem {
                 .extend(known.names_in(&change).into_iter().map(|(symbol, name)| (LiveItem::Name(symbol, name), time)));
             items.push((LiveItem::Change(change), time));
         }
-        items.extend(ownership.into_iter().map(|change| (LiveItem::Ownership(change), change.time)));
+        items.extend(ownership.into_iter().map(|(id, change)| (LiveItem::Ownership(id, change), change.time)));
         items
     }
 }
@@ -80,8 +84,9 @@ pub struct LiveStreams<'scope> {
     pub changes: Stream<'scope, u64, Vec<LiveChange>>,
     /// The names they bring, as [`Report::Symbol`] records for the writer.
     pub names: Stream<'scope, u64, Vec<Report>>,
-    /// The changes of ownership they make, for [`crate::links::linked_groups_fed`].
-    pub ownership: Stream<'scope, u64, Vec<OwnershipChange>>,
+    /// The changes of ownership they make, with the ids of the changes that made them, for
+    /// [`crate::links::linked_groups_fed`].
+    pub ownership: Stream<'scope, u64, Vec<(u64, OwnershipChange)>>,
 }
 
 /// The items of a live feed as streams. The feed is polled every millisecond and follows
@@ -97,7 +102,7 @@ pub fn live_reference_streams<'scope>(
         _ => None,
     });
     let ownership = items.clone().flat_map(|(item, _)| match item {
-        LiveItem::Ownership(change) => Some(change),
+        LiveItem::Ownership(id, change) => Some((id, change)),
         _ => None,
     });
     let changes = items.flat_map(|(item, _)| match item {

@@ -107,6 +107,11 @@ impl AlertPolicy {
         self.reference.account(account, time).map(|a| a.desk).unwrap_or(Symbol::NONE)
     }
 
+    /// The firm of `account` at event time `time`, from the reference data.
+    pub fn firm_of(&self, account: Symbol, time: u64) -> Symbol {
+        self.reference.account(account, time).map(|a| a.firm).unwrap_or(Symbol::NONE)
+    }
+
     /// The desk of an alert's account: from the reference data, else as the alert's own
     /// evidence names it (events may carry their desk when no account file is loaded).
     pub fn desk_of_alert(&self, alert: &Alert) -> Symbol {
@@ -224,6 +229,7 @@ impl AlertManager {
     fn on_correction(&mut self, alert: Alert, out: &mut Emitter<'_, Report>) {
         let policy = self.policy.clone();
         let desk = policy.desk_of_alert(&alert);
+        let firm = policy.firm_of(alert.account, alert.time);
         let retracted = alert.is_retracted();
         let tier = if retracted { Tier::Info } else { policy.tier(&alert.rule, desk, alert.score) };
         let known = self.decided.get(&alert.id).copied().unwrap_or_else(|| {
@@ -243,7 +249,7 @@ impl AlertManager {
             let more = policy.routes(&alert.rule, tier, desk);
             routes = Routes(routes.0 | more.0);
         }
-        let triaged = TriagedAlert::new(alert, tier, desk, known.group, routes).correcting(known.tier);
+        let triaged = TriagedAlert::new(alert, tier, desk, known.group, routes).with_firm(firm).correcting(known.tier);
         if let Some(open) = open {
             if !retracted && higher && !routes.is_empty() {
                 open.sent = Some(tier);
@@ -270,6 +276,7 @@ impl TimeOrderedProcessor<Alert> for AlertManager {
         let policy = self.policy.clone();
         let policy = &policy;
         let desk = policy.desk_of_alert(&alert);
+        let firm = policy.firm_of(alert.account, alert.time);
         let tier = policy.tier(&alert.rule, desk, alert.score);
         let key: GroupKey = (alert.rule.clone(), alert.instrument, alert.account);
         if let Some(open) = self.open.get_mut(&key) {
@@ -281,7 +288,7 @@ impl TimeOrderedProcessor<Alert> for AlertManager {
             if !routes.is_empty() {
                 open.sent = Some(tier);
             }
-            let triaged = TriagedAlert::new(alert, tier, desk, open.group.id, routes);
+            let triaged = TriagedAlert::new(alert, tier, desk, open.group.id, routes).with_firm(firm);
             open.group.add(&triaged, policy.max_listed);
             self.remember(time, &triaged);
             out.emit(Report::Triaged(Box::new(triaged)));
@@ -290,7 +297,7 @@ impl TimeOrderedProcessor<Alert> for AlertManager {
         let routes = policy.routes(&alert.rule, tier, desk);
         let horizon = policy.horizon(&alert.rule, desk);
         let id = alert.id;
-        let triaged = TriagedAlert::new(alert, tier, desk, id, routes);
+        let triaged = TriagedAlert::new(alert, tier, desk, id, routes).with_firm(firm);
         if horizon > 0 {
             let end = time.saturating_add(horizon);
             let group = AlertGroup::open(&triaged, end);
@@ -394,7 +401,7 @@ mod tests {
 
     fn reference() -> Arc<ReferenceData> {
         let mut reference = ReferenceData::new(2);
-        let accounts = "account,owner,desk,trader\nACC1,OWN1,RETAIL,T1\nACC2,OWN2,PROP,T2\n";
+        let accounts = "account,owner,desk,trader,firm\nACC1,OWN1,RETAIL,T1,NORTH_BROKERS\nACC2,OWN2,PROP,T2,\n";
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("accounts.csv");
         std::fs::write(&path, accounts).expect("write accounts");
@@ -476,6 +483,7 @@ mod tests {
         for alert in alerts {
             close(&mut open, alert.time, &mut out);
             let desk = policy.desk_of_alert(&alert);
+            let firm = policy.firm_of(alert.account, alert.time);
             let tier = policy.tier(&alert.rule, desk, alert.score);
             let key = (alert.rule.clone(), alert.instrument, alert.account);
             let triaged = match open.get_mut(&key) {
@@ -485,7 +493,7 @@ mod tests {
                     if !routes.is_empty() {
                         *sent = Some(tier);
                     }
-                    let t = TriagedAlert::new(alert, tier, desk, group.id, routes);
+                    let t = TriagedAlert::new(alert, tier, desk, group.id, routes).with_firm(firm);
                     group.add(&t, policy.max_listed);
                     t
                 }
@@ -493,7 +501,7 @@ mod tests {
                     let routes = policy.routes(&alert.rule, tier, desk);
                     let horizon = policy.horizon(&alert.rule, desk);
                     let id = alert.id;
-                    let t = TriagedAlert::new(alert, tier, desk, id, routes);
+                    let t = TriagedAlert::new(alert, tier, desk, id, routes).with_firm(firm);
                     if horizon > 0 {
                         let group = AlertGroup::open(&t, t.alert.time.saturating_add(horizon));
                         open.insert(key, (group, (!routes.is_empty()).then_some(tier)));
@@ -627,6 +635,14 @@ mod tests {
         assert_eq!(group.routes, Routes(0b011));
         let first = reports.iter().find_map(|r| if let Report::Triaged(t) = r { Some(t) } else { None });
         assert!(first.is_some_and(|t| t.opened_group() && t.group == group.id));
+    }
+
+    #[test]
+    fn an_alert_carries_its_accounts_firm() {
+        let reports = manage_on(1, config(0), vec![alert("limit", "ACC1", 0, 55.0), alert("limit", "ACC2", 1, 55.0)]);
+        let firms: Vec<Symbol> =
+            reports.iter().filter_map(|r| if let Report::Triaged(t) = r { Some(t.firm) } else { None }).collect();
+        assert_eq!(firms, vec![Symbol::of(b"NORTH_BROKERS"), Symbol::NONE]);
     }
 
     #[test]

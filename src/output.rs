@@ -233,6 +233,9 @@ impl Renderer {
         if let Json::Object(fields) = &mut json {
             fields.insert("tier".into(), Json::from(triaged.tier.as_str()));
             fields.insert("desk".into(), self.name(triaged.desk));
+            if !triaged.firm.is_none() {
+                fields.insert("firm".into(), self.name(triaged.firm));
+            }
             fields.insert("group".into(), Json::from(triaged.group.to_string()));
             fields.insert("sent_to".into(), route_list(triaged.routes, route_names));
             if let Some(prior) = triaged.prior_tier {

@@ -109,6 +109,11 @@ pub struct Instrument {
     /// Average daily volume, in units of its quantities, where the instrument master gives it
     /// ([order limits](crate::rules::OrderLimits) can cap an order at a share of it).
     pub average_daily_volume: Option<u64>,
+    /// The trading unit (shares per round lot, contracts per lot), in units of its quantities,
+    /// where the instrument master gives it ([order limits](crate::rules::OrderLimits) can cap
+    /// an order at a number of lots).
+    #[serde(default)]
+    pub lot_size: Option<u64>,
 }
 
 impl Instrument {
@@ -197,6 +202,9 @@ pub struct Account {
     pub trader: Symbol,
     /// In what capacity it trades.
     pub capacity: Capacity,
+    /// The firm (member, broker-dealer) the account belongs to.
+    #[serde(default)]
+    pub firm: Symbol,
 }
 
 /// Instruments and accounts, by symbol, as they change over event time.
@@ -337,6 +345,18 @@ impl LiveVersions {
         self.accounts.get(found.1).map(|record| (found.0, record))
     }
 
+    /// Every live record of `symbol` that starts at or before `time`.
+    fn accounts_up_to(&self, symbol: Symbol, time: u64) -> Vec<&Account> {
+        let Ok(index) = self.index.read() else { return Vec::new() };
+        let slots: Vec<usize> = index
+            .accounts
+            .get(&symbol)
+            .map(|entries| entries.iter().filter(|(t, _, _)| *t <= time).map(|(_, _, slot)| *slot).collect())
+            .unwrap_or_default();
+        drop(index);
+        slots.into_iter().filter_map(|slot| self.accounts.get(slot)).collect()
+    }
+
     fn has_account(&self, symbol: Symbol) -> bool {
         self.is_active() && self.index.read().is_ok_and(|index| index.accounts.contains_key(&symbol))
     }
@@ -411,7 +431,7 @@ impl Missing {
 }
 
 /// An owner's share of an account from a time on ([`ReferenceData::ownership`]).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct OwnershipChange {
     /// Event time from which the share holds (0: from the start).
     pub time: u64,
@@ -465,6 +485,8 @@ struct InstrumentRow {
     closing_time: Option<String>,
     #[serde(default)]
     average_daily_volume: Option<String>,
+    #[serde(default)]
+    lot_size: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -480,6 +502,8 @@ struct AccountRow {
     trader: Option<String>,
     #[serde(default)]
     capacity: Option<String>,
+    #[serde(default)]
+    firm: Option<String>,
 }
 
 impl ReferenceData {
@@ -610,16 +634,7 @@ impl ReferenceData {
                 Some(name) => Some(self.names.intern(name.as_bytes()).0),
                 None => None,
             };
-            if live.is_some()
-                && let (Some(now), Some(new)) = (current_underlying, underlying)
-                && now != new
-            {
-                return Err(invalid(
-                    "the underlying of a known instrument cannot change while running (events are routed by it); \
-                     restart with the change in the instruments file"
-                        .into(),
-                ));
-            }
+
             let closing_time = match text(&row.closing_time) {
                 Some(close) => Some(
                     crate::config::SessionConfig::parse_close(&close)
@@ -633,6 +648,15 @@ impl ReferenceData {
                 })?),
                 None => None,
             };
+            let lot_size = match text(&row.lot_size) {
+                Some(lot) => Some(
+                    lot.parse::<u64>()
+                        .ok()
+                        .filter(|&v| v > 0)
+                        .ok_or_else(|| invalid(format!("lot_size {lot:?} is not a positive whole quantity")))?,
+                ),
+                None => None,
+            };
             let base = base.unwrap_or_default();
             let instrument = Instrument {
                 price_scale: scale,
@@ -644,7 +668,15 @@ impl ReferenceData {
                 underlying: underlying.unwrap_or(base.underlying),
                 closing_time: closing_time.or(base.closing_time),
                 average_daily_volume: average_daily_volume.or(base.average_daily_volume),
+                lot_size: lot_size.or(base.lot_size),
             };
+            if live.is_some() && current_underlying.is_some_and(|now| now != instrument.underlying) {
+                return Err(invalid(
+                    "the underlying of a known instrument cannot change while running (events are routed by it); \
+                     restart with the change in the instruments file"
+                        .into(),
+                ));
+            }
             changed(symbol, start, &instrument);
             self.set_instrument(symbol, start, instrument);
         }
@@ -669,7 +701,7 @@ impl ReferenceData {
         }
     }
 
-    /// Loads `account,owner,desk,trader,capacity` (all but `account` optional), and an
+    /// Loads `account,owner,desk,trader,capacity,firm` (all but `account` optional), and an
     /// optional `time`: a row with a time is a change from that event time on, whose empty
     /// cells keep the values in force then.
     pub fn load_accounts(&mut self, path: &Path) -> Result<(), ReferenceError> {
@@ -708,7 +740,8 @@ impl ReferenceData {
             let Some(account) = intern(Some(row.account)) else {
                 return Err(invalid("account must not be empty".into()));
             };
-            let (owner, desk, trader) = (intern(row.owner), intern(row.desk), intern(row.trader));
+            let (owner, desk, trader, firm) =
+                (intern(row.owner), intern(row.desk), intern(row.trader), intern(row.firm));
             let start = time.unwrap_or(0).max(live.unwrap_or(0));
             let base = match time {
                 Some(_) => self.accounts.get(&account).and_then(|v| v.at(start)).copied().unwrap_or_default(),
@@ -719,6 +752,7 @@ impl ReferenceData {
                 desk: desk.unwrap_or(base.desk),
                 trader: trader.unwrap_or(base.trader),
                 capacity: if capacity == Capacity::Unknown { base.capacity } else { capacity },
+                firm: firm.unwrap_or(base.firm),
             };
             let previous = self.accounts.get(&account).and_then(|v| v.at(start)).copied();
             changed(account, start, &record, previous);
@@ -737,7 +771,7 @@ impl ReferenceData {
     /// default one, and a known instrument's underlying cannot change (events are routed by
     /// it). An account whose owner changes also changes ownership, as the accounts file's
     /// `owner` column does ([`ReferenceData::ownership`]): those changes go to `ownership`, for
-    /// the linked accounts.
+    /// the linked accounts, each with the id of the change that made it.
     pub fn read_live(
         &mut self,
         kind: LiveKind,
@@ -745,7 +779,7 @@ impl ReferenceData {
         origin: &Path,
         ahead: u64,
         next_id: &mut u64,
-        ownership: &mut Vec<OwnershipChange>,
+        ownership: &mut Vec<(u64, OwnershipChange)>,
     ) -> Result<Vec<(LiveChange, u64)>, ReferenceError> {
         let mut changes = Vec::new();
         match kind {
@@ -763,10 +797,11 @@ impl ReferenceData {
                     if before != record.owner {
                         let holds = |owner: Symbol| !owner.is_none() && owner != account;
                         if holds(before) {
-                            ownership.push(OwnershipChange { time, account, owner: before, share: 0.0 });
+                            ownership.push((*next_id, OwnershipChange { time, account, owner: before, share: 0.0 }));
                         }
                         if holds(record.owner) {
-                            ownership.push(OwnershipChange { time, account, owner: record.owner, share: 1.0 });
+                            let change = OwnershipChange { time, account, owner: record.owner, share: 1.0 };
+                            ownership.push((*next_id, change));
                         }
                     }
                 })?
@@ -779,7 +814,9 @@ impl ReferenceData {
     pub fn names_in(&self, change: &LiveChange) -> Vec<(Symbol, String)> {
         let symbols = match change {
             LiveChange::Instrument { symbol, record, .. } => vec![*symbol, record.underlying],
-            LiveChange::Account { symbol, record, .. } => vec![*symbol, record.owner, record.desk, record.trader],
+            LiveChange::Account { symbol, record, .. } => {
+                vec![*symbol, record.owner, record.desk, record.trader, record.firm]
+            }
         };
         symbols.into_iter().filter(|s| s.needs_dictionary()).map(|s| (s, self.names.name(s).into_owned())).collect()
     }
@@ -1049,7 +1086,7 @@ impl ReferenceData {
     pub fn set_account(&mut self, name: &str, owner: &str, desk: &str, trader: &str) {
         let mut intern = |text: &str| if text.is_empty() { Symbol::NONE } else { self.names.intern(text.as_bytes()).0 };
         let (account, owner, desk, trader) = (intern(name), intern(owner), intern(desk), intern(trader));
-        self.accounts.insert(account, Versions::new(0, Account { owner, desk, trader, capacity: Capacity::Unknown }));
+        self.accounts.insert(account, Versions::new(0, Account { owner, desk, trader, ..Account::default() }));
     }
 
     /// Changes an account from event time `time` on: the library's way to give reference
@@ -1152,23 +1189,38 @@ impl ReferenceData {
             return;
         }
         let time = event.time;
-        let live_account = |symbol: Symbol| -> Option<&Account> {
+        // The live record in force at the event's time (when one is, and no loaded version
+        // starts later), and every record the reader may have filled the event from: the
+        // loaded one then, and the live ones up to then.
+        let live_account = |symbol: Symbol| -> Option<(&Account, Vec<&Account>)> {
             if symbol.is_none() || !self.live.has_account(symbol) {
                 return None;
             }
             let (from, record) = self.live.account(symbol, time)?;
-            let loaded = self.accounts.get(&symbol).and_then(|v| v.at_from(time)).map(|(start, _)| start);
-            loaded.is_none_or(|start| from >= start).then_some(record)
+            let loaded = self.accounts.get(&symbol).and_then(|v| v.at_from(time));
+            if loaded.is_some_and(|(start, _)| start > from) {
+                return None;
+            }
+            let mut filled_from: Vec<&Account> = self.live.accounts_up_to(symbol, time);
+            filled_from.extend(loaded.map(|(_, a)| a));
+            Some((record, filled_from))
         };
-        if let Some(account) = live_account(event.account) {
-            event.owner = account.owner;
-            event.desk = account.desk;
-            event.trader = account.trader;
+        // A field the event gave itself is kept: only an empty one, or one a reader filled,
+        // is replaced.
+        let replace = |field: &mut Symbol, value: Symbol, filled_from: &[&Account], pick: fn(&Account) -> Symbol| {
+            if field.is_none() || filled_from.iter().any(|a| pick(a) == *field) {
+                *field = value;
+            }
+        };
+        if let Some((account, filled_from)) = live_account(event.account) {
+            replace(&mut event.owner, account.owner, &filled_from, |a| a.owner);
+            replace(&mut event.desk, account.desk, &filled_from, |a| a.desk);
+            replace(&mut event.trader, account.trader, &filled_from, |a| a.trader);
         }
         if let crate::model::Body::Trade { buyer, seller, .. } = &mut event.body {
             for party in [buyer, seller] {
-                if let Some(account) = live_account(party.account) {
-                    party.owner = account.owner;
+                if let Some((account, filled_from)) = live_account(party.account) {
+                    replace(&mut party.owner, account.owner, &filled_from, |a| a.owner);
                 }
             }
         }
@@ -1519,7 +1571,7 @@ mod tests {
             known.read_live(LiveKind::Accounts, text.as_bytes(), Path::new("t"), 3000, &mut next_id, &mut owned);
         assert_eq!(moved.expect("read").len(), 1);
         let acc = |owner: &[u8], share| OwnershipChange { time: 3000, account: acc1, owner: Symbol::of(owner), share };
-        assert_eq!(owned, vec![acc(b"ANN", 0.0), acc(b"BOB", 1.0)]);
+        assert_eq!(owned, vec![(3, acc(b"ANN", 0.0)), (3, acc(b"BOB", 1.0))]);
         assert_eq!((record.owner, record.desk), (Symbol::of(b"ANN"), Symbol::of(b"FIXED_INCOME")));
         assert_eq!(
             known.names_in(&second[0].0).iter().find(|(s, _)| *s == record.desk).map(|(_, n)| n.as_str()),
@@ -1538,6 +1590,11 @@ mod tests {
         assert_eq!(late.desk, Symbol::of(b"EQ"), "the loaded record");
         shared.enrich_live(&mut late);
         assert_eq!(late.desk, Symbol::of(b"FIXED_INCOME"));
+        // A desk the event gave itself is kept.
+        let mut own = crate::testing::new_order("ACME", "O3", "ACC1", crate::model::Side::Buy, "1.00", 1).at(3500);
+        own.desk = Symbol::of(b"ITS_OWN_DESK");
+        shared.enrich_live(&mut own);
+        assert_eq!((own.desk, own.owner), (Symbol::of(b"ITS_OWN_DESK"), Symbol::of(b"ANN")));
         let mut early = crate::testing::new_order("ACME", "O2", "ACC1", crate::model::Side::Buy, "1.00", 1).at(2500);
         shared.enrich(&mut early);
         shared.enrich_live(&mut early);
@@ -1574,10 +1631,14 @@ mod tests {
         assert!(error.to_string().contains("default 2"), "{error}");
         let error = read("instrument,underlying\nACME_C,OTHER\n").expect_err("another underlying");
         assert!(error.to_string().contains("cannot change while running"), "{error}");
+        // A whole record (no time) that leaves the underlying out would also take it away.
+        let error = read("instrument,tick_size\nACME_C,0.05\n").expect_err("no underlying");
+        assert!(error.to_string().contains("cannot change while running"), "{error}");
         // A new listing at the default scale, with an underlying, and a known underlying
         // given again, are fine.
         let listed = read("instrument,price_scale,underlying\nNEW_C,2,ACME\n").expect("a new option");
         assert_eq!(listed.len(), 1);
         read("instrument,underlying,tick_size\nACME_C,ACME,0.05\n").expect("the same underlying");
+        read("time,instrument,tick_size\n20,ACME_C,0.01\n").expect("a change that keeps it");
     }
 }

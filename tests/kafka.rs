@@ -779,7 +779,7 @@ fn instrument_and_account_changes_published_during_a_live_run_apply_from_then_on
     };
     // What the topics hold when the run starts.
     send("lr-instruments", "instrument,average_daily_volume\nLIVE,1000000\n");
-    send("lr-accounts", "account,owner,desk\nK1,ANN,EQUITIES\nK2,BOB,EQUITIES\n");
+    send("lr-accounts", "account,owner,desk,firm\nK1,ANN,EQUITIES,NORTH_BROKERS\nK2,BOB,EQUITIES,NORTH_BROKERS\n");
     let mut kafka = settings.clone();
     kafka.topic = Some("lr-events".into());
     kafka.idle_timeout = Duration::from_millis(500);
@@ -801,8 +801,8 @@ fn instrument_and_account_changes_published_during_a_live_run_apply_from_then_on
         "time,instrument,average_daily_volume\n2024-03-04T14:00:00Z,LIVE,100000\n\
          2024-03-04T14:00:00Z,NEWLY_LISTED,100000\n",
     );
-    // The feed polls every millisecond; a second is plenty for the change to be taken.
-    std::thread::sleep(Duration::from_secs(1));
+    // The feed polls every millisecond; the broker answers a fetch within half a second.
+    std::thread::sleep(Duration::from_secs(2));
     send("lr-events", &trade("14:30:00"));
     send("lr-events", &order("14:35:00", "O2", "LIVE"));
     send("lr-events", &order("14:40:00", "O3", "NEWLY_LISTED"));
@@ -810,7 +810,7 @@ fn instrument_and_account_changes_published_during_a_live_run_apply_from_then_on
     // K1 moves to the rates desk, stamped 14:00 but published when the events were read to
     // 14:40: it applies from then.
     send("lr-accounts", "time,account,desk\n2024-03-04T14:00:00Z,K1,RATES_DESK\n");
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_secs(2));
     send("lr-events", &order("15:00:00", "O4", "LIVE"));
     live.read(6);
     let summary = live.stop().expect("the live run");
@@ -822,6 +822,7 @@ fn instrument_and_account_changes_published_during_a_live_run_apply_from_then_on
         .iter()
         .filter(|a| a["rule"] == "self_trade" || a["rule"] == "order_quantity_limit")
         .map(|a| {
+            assert_eq!(a["firm"], "NORTH_BROKERS", "the account's firm, kept by the changes: {a}");
             let text = |field: &str| a[field].as_str().unwrap_or_default().to_string();
             (text("rule"), text("event_time"), text("desk"))
         })

@@ -15,14 +15,22 @@
 //!   worker). The records stay on their worker.
 //! * **Application.** A change at time `c` is applied once the changes' frontier has passed
 //!   `c` and the records' frontier has reached it (no record earlier than `c` can still come),
-//!   after every record earlier than `c` has been released; changes in order of time, those
-//!   of one time in the order they arrived (one sender's order is kept).
+//!   after every record earlier than `c` has been released; changes in order of time (those of
+//!   one time in no promised order: give them ids where it matters). A change without a time
+//!   (an empty stamp) is applied as it comes, at time 0.
 //! * **Release.** A record at event time `t` goes once the changes' frontier has passed `t`
 //!   and every change at a time `<= t` has been applied, at the time it was sent at; `release`
 //!   sees it then, with exactly those changes applied. Operators downstream run later, when
 //!   more changes may have been applied: what they read of the state must be kept per time
 //!   (as of the record's time). A record that needs no wait goes at once, so a change stream
 //!   that has finished costs one comparison per message.
+//! * **Frontier.** The output's frontier stays at the first time whose changes are not all
+//!   applied: operators downstream that wait for the frontier (timers, time-ordered
+//!   processing, on any worker or process) see a time only once every worker has applied the
+//!   changes up to it.
+//! * **Event time.** As everywhere in this crate, a record's event time is not earlier than the
+//!   time it was sent at: the records' frontier reaching `c` is taken to mean that no record
+//!   earlier than `c` can come.
 //! * **Messages without a time** make no claim on progress and go at once.
 
 use std::collections::BTreeMap;
@@ -123,28 +131,38 @@ impl<'scope, D: Clone + 'static> AfterChanges<'scope, D> for Stream<'scope, u64,
             Pipeline,
             Pipeline,
             name,
-            move |_initial, _info| {
-                // Changes not applied yet, by time, in arrival order within a time.
+            move |initial, _info| {
+                // Holds the output back at the first time whose changes are not all applied,
+                // so that nothing downstream takes the frontier for a sign that they are.
+                let mut held = Some(initial);
+                // Changes not applied yet, by time.
                 let mut pending: BTreeMap<u64, Vec<S>> = BTreeMap::new();
                 // Records waiting, by the time they were sent at: its capability and the
                 // records with their event times.
                 let mut waiting: BTreeMap<u64, Waiting<D>> = BTreeMap::new();
                 move |(records, records_frontier), (incoming, changes_frontier), output| {
-                    incoming.for_each_stamp(|cap, data| {
-                        let at = cap.least().copied().unwrap_or(0);
-                        let slot = pending.entry(at).or_default();
-                        for batch in data {
-                            slot.append(batch);
+                    incoming.for_each_stamp(|cap, data| match cap.least().copied() {
+                        Some(at) => {
+                            let slot = pending.entry(at).or_default();
+                            for batch in data {
+                                slot.append(batch);
+                            }
                         }
+                        // No claim on time: applied as it comes, from time 0.
+                        None => data.flat_map(|batch| batch.drain(..)).for_each(|change| apply(0, change)),
                     });
-                    // Records before this time have every change before them applied, and
-                    // none after.
-                    let open = |pending: &BTreeMap<u64, Vec<S>>| {
-                        let known = changes_frontier.frontier().first().copied().unwrap_or(u64::MAX);
-                        pending.keys().next().map_or(known, |&first| first.min(known))
+                    // Records before this time (all, when none) have every change before them
+                    // applied, and none after.
+                    let bound = |pending: &BTreeMap<u64, Vec<S>>| {
+                        let known = changes_frontier.frontier().first().copied();
+                        match (pending.keys().next().copied(), known) {
+                            (Some(first), Some(known)) => Some(first.min(known)),
+                            (first, known) => first.or(known),
+                        }
                     };
+                    let goes = |at: u64, bound: Option<u64>| bound.is_none_or(|b| at < b);
                     let port = output.output_index();
-                    let until = open(&pending);
+                    let until = bound(&pending);
                     records.for_each_stamp(|cap, data| {
                         let mut session = output.session(&cap);
                         let Some(&sent) = cap.least() else {
@@ -155,14 +173,14 @@ impl<'scope, D: Clone + 'static> AfterChanges<'scope, D> for Stream<'scope, u64,
                             return;
                         };
                         for batch in data {
-                            if batch.iter().all(|r| time(r) < until) {
+                            if batch.iter().all(|r| goes(time(r), until)) {
                                 batch.iter_mut().for_each(&mut release);
                                 session.give_container(batch);
                                 continue;
                             }
                             for mut record in batch.drain(..) {
                                 let at = time(&record);
-                                if at < until {
+                                if goes(at, until) {
                                     release(&mut record);
                                     session.give(record);
                                 } else {
@@ -175,14 +193,14 @@ impl<'scope, D: Clone + 'static> AfterChanges<'scope, D> for Stream<'scope, u64,
                     });
                     loop {
                         // Release what precedes every change not applied yet.
-                        let until = open(&pending);
+                        let until = bound(&pending);
                         waiting.retain(|_, (cap, batch)| {
-                            if batch.iter().all(|(at, _)| *at >= until) {
+                            if !batch.iter().any(|(at, _)| goes(*at, until)) {
                                 return true;
                             }
                             let mut session = output.session(&*cap);
                             batch.retain_mut(|(at, record)| {
-                                if *at >= until {
+                                if !goes(*at, until) {
                                     return true;
                                 }
                                 release(record);
@@ -201,6 +219,16 @@ impl<'scope, D: Clone + 'static> AfterChanges<'scope, D> for Stream<'scope, u64,
                             apply(at, change);
                         }
                     }
+                    match bound(&pending) {
+                        None => held = None,
+                        Some(until) => {
+                            if let Some(cap) = held.as_mut()
+                                && *cap.time() < until
+                            {
+                                cap.downgrade(&until);
+                            }
+                        }
+                    }
                 }
             },
         )
@@ -213,23 +241,24 @@ mod tests {
 
     use timely::container::CapacityContainerBuilder;
     use timely::dataflow::InputHandle;
-    use timely::dataflow::operators::vec::Map;
     use timely::dataflow::operators::{Input, Inspect, Probe};
 
     use super::*;
 
-    /// On 1 and 2 workers, with the changes and records fed in any interleaving, each record
-    /// sees exactly the changes at or before its time: the batch answer.
+    /// On 1 and 2 workers, with the changes and records fed in any interleaving (or the
+    /// changes all first), records whose event times run ahead of the times they are sent at,
+    /// and two changes at each change time, each record sees exactly the changes at or before
+    /// its event time: the batch answer.
     #[test]
     fn every_record_sees_the_changes_before_it_and_none_after() {
         for workers in [1, 2] {
-            for stagger in [0u64, 1, 3, 17] {
+            for (stagger, changes_first) in [(0u64, false), (1, false), (3, false), (17, false), (0, true), (5, true)] {
                 let seen = Arc::new(Mutex::new(Vec::new()));
                 let record = seen.clone();
                 timely::execute(timely::Config::process(workers), move |worker| {
                     let index = worker.index() as u64;
                     let mut changes = InputHandle::<u64, CapacityContainerBuilder<Vec<u64>>>::new();
-                    let mut records = InputHandle::<u64, CapacityContainerBuilder<Vec<u64>>>::new();
+                    let mut records = InputHandle::<u64, CapacityContainerBuilder<Vec<(u64, u64)>>>::new();
                     let record = record.clone();
                     let probe = worker.dataflow::<u64, _, _>(|scope| {
                         // Each worker keeps the sum of the changes applied so far.
@@ -237,7 +266,6 @@ mod tests {
                         let applied = sum.clone();
                         let out = scope
                             .input_from(&mut records)
-                            .map(|t| (t, 0))
                             .after_changes(
                                 "Sum",
                                 scope.input_from(&mut changes),
@@ -248,17 +276,32 @@ mod tests {
                             .inspect(move |seen| record.lock().expect("lock").push(*seen));
                         out.probe().0
                     });
-                    // Worker 0 changes by its time at times 10, 20, ...; records at every time.
-                    // The changes' input moves only at those times, so records wait for it.
-                    for t in 0..100u64 {
-                        if t % 10 == 0 {
+                    // Worker 0 changes by `c` and by 1 at times c = 0, 10, 20, ...
+                    let change_at = |t: u64, changes: &mut InputHandle<u64, _>| {
+                        if t.is_multiple_of(10) {
                             changes.advance_to(t);
                             if index == 0 {
                                 changes.send(t);
+                                changes.send(1);
                             }
                         }
+                    };
+                    if changes_first {
+                        for t in 0..100u64 {
+                            change_at(t, &mut changes);
+                        }
+                        changes.advance_to(100);
+                        for _ in 0..stagger {
+                            worker.step();
+                        }
+                    }
+                    // Records at every time, their event times up to 3 after it.
+                    for t in 0..100u64 {
+                        if !changes_first {
+                            change_at(t, &mut changes);
+                        }
                         if t % 2 == index % 2 || workers == 1 {
-                            records.send(t);
+                            records.send((t + t % 4, 0));
                         }
                         records.advance_to(t + 1);
                         if stagger > 0 && t % stagger == 0 {
@@ -273,10 +316,45 @@ mod tests {
                 .expect("timely");
                 let mut got = seen.lock().expect("lock").clone();
                 got.sort();
-                let expected: Vec<(u64, u64)> =
-                    (0..100u64).map(|t| (t, (0..=t).filter(|c| c % 10 == 0).sum())).collect();
-                assert_eq!(got, expected, "{workers} workers, stagger {stagger}");
+                let sum_to = |e: u64| (0..100u64).filter(|c| c % 10 == 0 && *c <= e).map(|c| c + 1).sum::<u64>();
+                let mut expected: Vec<(u64, u64)> = (0..100u64).map(|t| t + t % 4).map(|e| (e, sum_to(e))).collect();
+                expected.sort();
+                assert_eq!(got, expected, "{workers} workers, stagger {stagger}, changes first {changes_first}");
             }
         }
+    }
+
+    /// Downstream, the frontier passes a time only once the changes up to it are applied.
+    #[test]
+    fn the_frontier_waits_for_the_changes() {
+        timely::execute_directly(|worker| {
+            let mut changes = InputHandle::<u64, CapacityContainerBuilder<Vec<u64>>>::new();
+            let mut records = InputHandle::<u64, CapacityContainerBuilder<Vec<u64>>>::new();
+            let applied = std::rc::Rc::new(std::cell::Cell::new(false));
+            let flag = applied.clone();
+            let probe = worker.dataflow::<u64, _, _>(|scope| {
+                scope
+                    .input_from(&mut records)
+                    .after_changes("Gate", scope.input_from(&mut changes), |t| *t, move |_, _| flag.set(true), |_| {})
+                    .probe()
+                    .0
+            });
+            // A change at 50 while no record waits: the records' input moves past it first.
+            changes.advance_to(50);
+            changes.send(7);
+            records.advance_to(80);
+            for _ in 0..10 {
+                worker.step();
+            }
+            // The change cannot be applied (its stream may still bring more at 50), and the
+            // frontier downstream stays before it.
+            assert!(!applied.get());
+            assert!(probe.less_than(&51), "the frontier passed 50 before the change was applied");
+            changes.advance_to(60);
+            worker.step_while(|| probe.less_than(&60));
+            assert!(applied.get());
+            drop((changes, records));
+            worker.step_while(|| !probe.done());
+        });
     }
 }

@@ -86,12 +86,21 @@ pub struct TriagedAlert {
     /// For a correction, the tier of the version it corrects.
     #[serde(default)]
     pub prior_tier: Option<Tier>,
+    /// The firm of its account, from the reference data (NONE when unknown).
+    #[serde(default)]
+    pub firm: Symbol,
 }
 
 impl TriagedAlert {
     /// A triaged alert (for tests and processors of one's own).
     pub fn new(alert: Alert, tier: Tier, desk: Symbol, group: AlertId, routes: Routes) -> TriagedAlert {
-        TriagedAlert { alert, tier, desk, group, routes, prior_tier: None }
+        TriagedAlert { alert, tier, desk, group, routes, prior_tier: None, firm: Symbol::NONE }
+    }
+
+    /// The same, of the account's firm `firm`.
+    pub fn with_firm(mut self, firm: Symbol) -> TriagedAlert {
+        self.firm = firm;
+        self
     }
 
     /// The same, correcting a version that had `tier`.

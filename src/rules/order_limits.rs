@@ -17,12 +17,24 @@ struct Limits {
     max_notional: Option<Decimal>,
 }
 
+/// Which quantity limit an order is held to.
+#[derive(Copy, Clone, Debug)]
+enum Bound {
+    /// The configured maximum quantity.
+    Quantity,
+    /// A share of the instrument's average daily volume.
+    Volume { adv: u64, share: f64 },
+    /// A number of the instrument's lots.
+    Lots { lots: u64, lot_size: u64 },
+}
+
 /// The order-limits rule.
 #[derive(Clone)]
 pub struct OrderLimits {
     default: Limits,
     per_instrument: IdMap<Symbol, Limits>,
     max_adv_share: Option<f64>,
+    max_lots: Option<u64>,
     reference: Arc<ReferenceData>,
 }
 
@@ -45,7 +57,13 @@ impl OrderLimits {
                 )
             })
             .collect();
-        OrderLimits { default, per_instrument, max_adv_share: config.max_adv_share, reference }
+        OrderLimits {
+            default,
+            per_instrument,
+            max_adv_share: config.max_adv_share,
+            max_lots: config.max_lots,
+            reference,
+        }
     }
 }
 
@@ -74,18 +92,27 @@ impl Detector for OrderLimits {
             _ => return,
         };
         let limits = self.per_instrument.get(&event.instrument).copied().unwrap_or(self.default);
-        // A share of the instrument's average daily volume, as the master gives it at the
-        // order's time, where it is the smaller limit.
-        let by_volume = self.max_adv_share.and_then(|share| {
-            let adv = self.reference.instrument(event.instrument, event.time)?.average_daily_volume?;
-            Some(((adv as f64 * share).floor() as u64, adv, share))
+        // Limits from the instrument master as of the order's time: a share of the average
+        // daily volume, and a number of lots.
+        let master = (self.max_adv_share.is_some() || self.max_lots.is_some())
+            .then(|| self.reference.instrument(event.instrument, event.time))
+            .flatten();
+        let by_volume = self.max_adv_share.zip(master.and_then(|i| i.average_daily_volume)).map(|(share, adv)| {
+            let max = (adv as f64 * share).floor() as u64;
+            (max, Bound::Volume { adv, share })
         });
-        let (max_quantity, by_volume) = match (limits.max_quantity, by_volume) {
-            (Some(max), Some(v)) if max <= v.0 => (Some(max), None),
-            (_, Some(v)) => (Some(v.0), Some(v)),
-            (max, None) => (max, None),
-        };
-        if let Some(max) = max_quantity
+        let by_lots = self
+            .max_lots
+            .zip(master.and_then(|i| i.lot_size))
+            .map(|(lots, lot_size)| (lots.saturating_mul(lot_size), Bound::Lots { lots, lot_size }));
+        // The smallest quantity limit holds; the configured one on a tie.
+        let mut bound = limits.max_quantity.map(|max| (max, Bound::Quantity));
+        for candidate in [by_volume, by_lots].into_iter().flatten() {
+            if bound.is_none_or(|(max, _)| candidate.0 < max) {
+                bound = Some(candidate);
+            }
+        }
+        if let Some((max, why)) = bound
             && quantity > max
         {
             let ratio = quantity as f64 / max.max(1) as f64;
@@ -97,8 +124,8 @@ impl Detector for OrderLimits {
                 .param("quantity", quantity)
                 .param("max_quantity", max)
                 .discriminator(order_id.0);
-            match by_volume {
-                Some((_, adv, share)) => {
+            match why {
+                Bound::Volume { adv, share } => {
                     alert
                         .explain(format!(
                             "{verb} quantity {quantity} exceeds {:.2} % of the instrument's average daily volume \
@@ -108,7 +135,15 @@ impl Detector for OrderLimits {
                         .param("average_daily_volume", adv)
                         .param("max_adv_share", share);
                 }
-                None => {
+                Bound::Lots { lots, lot_size } => {
+                    alert
+                        .explain(format!(
+                            "{verb} quantity {quantity} exceeds {lots} lots of {lot_size}, {max} ({ratio:.1}x)"
+                        ))
+                        .param("lot_size", lot_size)
+                        .param("max_lots", lots);
+                }
+                Bound::Quantity => {
                     alert.explain(format!(
                         "{verb} quantity {quantity} exceeds the maximum order quantity {max} ({ratio:.1}x)"
                     ));
@@ -297,5 +332,42 @@ mod tests {
         // From time 5,000 on, 5 % is 500,000: the rule's own 100,000 is the smaller limit.
         assert_eq!(got[1].0, 6_002);
         assert!(got[1].1.contains("maximum order quantity 100000"), "{got:#?}");
+    }
+
+    #[test]
+    fn an_order_above_a_number_of_lots_is_flagged_and_the_smallest_limit_holds() {
+        // FUT trades in lots of 50 (of 25 from time 5,000), with an average daily volume of
+        // 10,000: 200 lots is the limit where it is below 5 % of the volume (500) and the
+        // rule's 100,000. NOLOT has no lot size.
+        let mut reference = ReferenceData::new(2);
+        let lots = |lot_size, adv| crate::reference::Instrument {
+            price_scale: 2,
+            lot_size: Some(lot_size),
+            average_daily_volume: Some(adv),
+            ..Default::default()
+        };
+        reference.add_instrument("FUT", lots(50, 1_000_000));
+        reference.change_instrument(5_000, "FUT", lots(25, 10_000));
+        let mut config = Config::default().rules.order_limits;
+        config.max_lots = Some(200);
+        config.max_adv_share = Some(0.05);
+        config.max_notional = Limit::Off;
+        let at = |time, order: &str, quantity, instrument: &str| new(order, 100, quantity, instrument).at(time);
+        let events = vec![
+            at(10, "O1", 10_000, "FUT"),
+            at(20, "O2", 10_001, "FUT"),
+            at(6_000, "O3", 501, "FUT"),
+            at(6_001, "O4", 20_000, "NOLOT"),
+        ];
+        let alerts = run(OrderLimits::new(&config, Arc::new(reference)), events);
+        let got: Vec<(u64, String)> = alerts.iter().map(|a| (a.time, a.explanation.clone())).collect();
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert_eq!(got[0].0, 20);
+        assert!(got[0].1.contains("exceeds 200 lots of 50, 10000"), "{got:#?}");
+        let lot = alerts[0].parameters.iter().find(|p| p.name == "lot_size").map(|p| p.value.clone());
+        assert_eq!(lot, Some(crate::model::alert::Value::Count(50)));
+        // From 5,000, 200 lots of 25 is 5,000 and 5 % of 10,000 is 500: the volume holds.
+        assert_eq!(got[1].0, 6_000);
+        assert!(got[1].1.contains("average daily volume 10000, 500"), "{got:#?}");
     }
 }
