@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -282,11 +282,14 @@ impl LiveChange {
 
 /// The versions of [`LiveChange`]s, beside the loaded ones. Workers add to them while others
 /// look up: the records go to append-only stores (a lookup hands out references into them),
-/// and an index under a lock says which record is in force when.
-#[derive(Default)]
+/// and an index under a lock says which record is in force when. A bit per bucket of symbols
+/// says which may have live versions, so that looking up one that has none (most of them,
+/// on every event) reads a word rather than taking the lock that the workers share.
 struct LiveVersions {
     /// Set by the first change: until then a lookup does not take the lock.
     active: AtomicBool,
+    /// Bits of the (kind, symbol) buckets that have live versions.
+    touched: Box<[AtomicU64]>,
     /// Set when the run follows changes (whether or not any has come).
     followed: AtomicBool,
     instruments: boxcar::Vec<Instrument>,
@@ -304,9 +307,41 @@ struct LiveIndex {
     applied: IdMap<u64, ()>,
 }
 
+/// A field of an event that [`LiveVersions::refill`] may set, with the account field it is.
+type Refilled<'a> = (&'a mut Symbol, fn(&Account) -> Symbol);
+
+/// Words of [`LiveVersions::touched`]: 65,536 buckets.
+const TOUCHED_WORDS: usize = 1024;
+
+impl Default for LiveVersions {
+    fn default() -> LiveVersions {
+        LiveVersions {
+            active: AtomicBool::new(false),
+            touched: (0..TOUCHED_WORDS).map(|_| AtomicU64::new(0)).collect(),
+            followed: AtomicBool::new(false),
+            instruments: boxcar::Vec::new(),
+            accounts: boxcar::Vec::new(),
+            index: RwLock::default(),
+        }
+    }
+}
+
 impl LiveVersions {
     fn is_active(&self) -> bool {
         self.active.load(Ordering::Acquire)
+    }
+
+    /// The word and bit of a symbol's bucket (`kind` 0: instruments, 1: accounts).
+    fn bucket(kind: u64, symbol: Symbol) -> (usize, u64) {
+        let hash = (symbol.0 ^ kind.wrapping_mul(0xD6E8_FEB8_6659_FD93)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48;
+        ((hash as usize / 64) % TOUCHED_WORDS, 1 << (hash % 64))
+    }
+
+    /// False when `symbol` surely has no live versions of `kind`.
+    #[inline]
+    fn may_have(&self, kind: u64, symbol: Symbol) -> bool {
+        let (word, bit) = Self::bucket(kind, symbol);
+        self.touched[word].load(Ordering::Acquire) & bit != 0
     }
 
     fn apply(&self, time: u64, change: &LiveChange) {
@@ -314,14 +349,17 @@ impl LiveVersions {
         if index.applied.insert(change.id(), ()).is_some() {
             return;
         }
-        let (entries, slot) = match change {
-            LiveChange::Instrument { symbol, record, .. } => {
-                (index.instruments.entry(*symbol).or_default(), self.instruments.push(record.clone()))
-            }
+        let (entries, slot, (word, bit)) = match change {
+            LiveChange::Instrument { symbol, record, .. } => (
+                index.instruments.entry(*symbol).or_default(),
+                self.instruments.push(record.clone()),
+                Self::bucket(0, *symbol),
+            ),
             LiveChange::Account { symbol, record, .. } => {
-                (index.accounts.entry(*symbol).or_default(), self.accounts.push(*record))
+                (index.accounts.entry(*symbol).or_default(), self.accounts.push(*record), Self::bucket(1, *symbol))
             }
         };
+        self.touched[word].fetch_or(bit, Ordering::Release);
         let key = (time, change.id());
         let at = entries.partition_point(|&(t, id, _)| (t, id) <= key);
         entries.insert(at, (time, change.id(), slot));
@@ -336,29 +374,52 @@ impl LiveVersions {
     }
 
     fn instrument(&self, symbol: Symbol, time: u64) -> Option<(u64, &Instrument)> {
+        if !self.may_have(0, symbol) {
+            return None;
+        }
         let found = Self::find(self.index.read().ok()?.instruments.get(&symbol), time)?;
         self.instruments.get(found.1).map(|record| (found.0, record))
     }
 
     fn account(&self, symbol: Symbol, time: u64) -> Option<(u64, &Account)> {
+        if !self.may_have(1, symbol) {
+            return None;
+        }
         let found = Self::find(self.index.read().ok()?.accounts.get(&symbol), time)?;
         self.accounts.get(found.1).map(|record| (found.0, record))
     }
 
-    /// Every live record of `symbol` that starts at or before `time`.
-    fn accounts_up_to(&self, symbol: Symbol, time: u64) -> Vec<&Account> {
-        let Ok(index) = self.index.read() else { return Vec::new() };
-        let slots: Vec<usize> = index
-            .accounts
-            .get(&symbol)
-            .map(|entries| entries.iter().filter(|(t, _, _)| *t <= time).map(|(_, _, slot)| *slot).collect())
-            .unwrap_or_default();
-        drop(index);
-        slots.into_iter().filter_map(|slot| self.accounts.get(slot)).collect()
-    }
-
-    fn has_account(&self, symbol: Symbol) -> bool {
-        self.is_active() && self.index.read().is_ok_and(|index| index.accounts.contains_key(&symbol))
+    /// Sets each field from the live record of account `symbol` in force at `time` (when one
+    /// is, and the loaded version in force then, `loaded`, does not start later), where the
+    /// field is empty or holds what a reader may have filled it with: the loaded record's
+    /// value, or a live record's that starts by then. A field the event gave itself is kept.
+    /// One look at the index, under one read of the lock.
+    fn refill<const N: usize>(
+        &self,
+        symbol: Symbol,
+        time: u64,
+        loaded: Option<(u64, &Account)>,
+        fields: [Refilled<'_>; N],
+    ) {
+        if symbol.is_none() || !self.may_have(1, symbol) {
+            return;
+        }
+        let Ok(index) = self.index.read() else { return };
+        let Some(entries) = index.accounts.get(&symbol) else { return };
+        let upto = entries.partition_point(|&(t, _, _)| t <= time);
+        let Some(&(from, _, slot)) = upto.checked_sub(1).map(|i| &entries[i]) else { return };
+        if loaded.is_some_and(|(start, _)| start > from) {
+            return;
+        }
+        let Some(record) = self.accounts.get(slot) else { return };
+        for (field, pick) in fields {
+            let filled = field.is_none()
+                || loaded.is_some_and(|(_, a)| pick(a) == *field)
+                || entries[..upto].iter().any(|&(_, _, s)| self.accounts.get(s).is_some_and(|a| pick(a) == *field));
+            if filled {
+                *field = pick(record);
+            }
+        }
     }
 }
 
@@ -1189,39 +1250,17 @@ impl ReferenceData {
             return;
         }
         let time = event.time;
-        // The live record in force at the event's time (when one is, and no loaded version
-        // starts later), and every record the reader may have filled the event from: the
-        // loaded one then, and the live ones up to then.
-        let live_account = |symbol: Symbol| -> Option<(&Account, Vec<&Account>)> {
-            if symbol.is_none() || !self.live.has_account(symbol) {
-                return None;
-            }
-            let (from, record) = self.live.account(symbol, time)?;
-            let loaded = self.accounts.get(&symbol).and_then(|v| v.at_from(time));
-            if loaded.is_some_and(|(start, _)| start > from) {
-                return None;
-            }
-            let mut filled_from: Vec<&Account> = self.live.accounts_up_to(symbol, time);
-            filled_from.extend(loaded.map(|(_, a)| a));
-            Some((record, filled_from))
-        };
-        // A field the event gave itself is kept: only an empty one, or one a reader filled,
-        // is replaced.
-        let replace = |field: &mut Symbol, value: Symbol, filled_from: &[&Account], pick: fn(&Account) -> Symbol| {
-            if field.is_none() || filled_from.iter().any(|a| pick(a) == *field) {
-                *field = value;
-            }
-        };
-        if let Some((account, filled_from)) = live_account(event.account) {
-            replace(&mut event.owner, account.owner, &filled_from, |a| a.owner);
-            replace(&mut event.desk, account.desk, &filled_from, |a| a.desk);
-            replace(&mut event.trader, account.trader, &filled_from, |a| a.trader);
-        }
+        let loaded = |symbol: Symbol| self.accounts.get(&symbol).and_then(|v| v.at_from(time));
+        let account = event.account;
+        self.live.refill(
+            account,
+            time,
+            loaded(account),
+            [(&mut event.owner, |a| a.owner), (&mut event.desk, |a| a.desk), (&mut event.trader, |a| a.trader)],
+        );
         if let crate::model::Body::Trade { buyer, seller, .. } = &mut event.body {
             for party in [buyer, seller] {
-                if let Some((account, filled_from)) = live_account(party.account) {
-                    replace(&mut party.owner, account.owner, &filled_from, |a| a.owner);
-                }
+                self.live.refill(party.account, time, loaded(party.account), [(&mut party.owner, |a| a.owner)]);
             }
         }
     }
