@@ -27,6 +27,21 @@ fn broker() -> TestBroker {
 /// An alert without what depends on where its evidence was read (the id and group id, made
 /// from the evidence's input names and offsets, and which of a group's alerts tied at one
 /// time is the one sent on) or on the wall clock (detected_at).
+/// Makes `topics` (one partition each) and returns a way to publish a text message to a topic,
+/// delivered when it returns.
+fn publisher(broker: &TestBroker, topics: &[&str]) -> impl Fn(&str, &str) {
+    let settings = broker.settings();
+    for topic in topics {
+        create_topic(&settings, topic, 1).expect("topic");
+    }
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", broker.address()).create().expect("producer");
+    move |topic: &str, payload: &str| {
+        producer.send(BaseRecord::<str, str>::to(topic).key("k").payload(payload)).map_err(|(e, _)| e).expect("queued");
+        producer.flush(Duration::from_secs(30)).expect("delivered");
+    }
+}
+
 fn content(mut alert: Value) -> String {
     if let Value::Object(fields) = &mut alert {
         for field in ["id", "detected_at", "group", "sent_to"] {
@@ -606,14 +621,7 @@ fn sasl_scram_over_tls_as_an_encrypted_cluster_is_configured_and_a_wrong_passwor
 fn ownership_from_a_reference_topic_links_accounts_from_the_time_of_the_change() {
     let broker = broker();
     let settings = broker.settings();
-    for topic in ["ref-events", "ref-accounts", "ref-ownership"] {
-        create_topic(&settings, topic, 1).expect("topic");
-    }
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        ClientConfig::new().set("bootstrap.servers", broker.address()).create().expect("producer");
-    let send = |topic: &str, payload: &str| {
-        producer.send(BaseRecord::<str, str>::to(topic).key("k").payload(payload)).map_err(|(e, _)| e).expect("queued");
-    };
+    let send = publisher(&broker, &["ref-events", "ref-accounts", "ref-ownership"]);
     // The accounts (owned by OWN1 and OWN2: not linked), then a fund taking half of K1 and
     // 30 % of K2 at 14:00, one change per message (each CSV text with its header).
     send("ref-accounts", "account,owner,desk\nK1,OWN1,DESK1\nK2,OWN2,DESK2\n");
@@ -626,7 +634,6 @@ fn ownership_from_a_reference_topic_links_accounts_from_the_time_of_the_change()
         );
         send("ref-events", &trade);
     }
-    producer.flush(Duration::from_secs(30)).expect("delivered");
 
     let mut kafka = settings.clone();
     kafka.topic = Some("ref-events".into());
@@ -655,7 +662,6 @@ fn ownership_from_a_reference_topic_links_accounts_from_the_time_of_the_change()
 
     // A message that is not a row of the kind's file stops the run at its start, naming where.
     send("ref-ownership", "time,account,owner,share\n2024-03-04T15:00:00Z,K2,FUND,lots\n");
-    producer.flush(Duration::from_secs(30)).expect("delivered");
     kafka.group = "bad-reference".into();
     let error = run(RunOptions {
         out_dir: work.path().join("bad"),
@@ -670,15 +676,7 @@ fn ownership_from_a_reference_topic_links_accounts_from_the_time_of_the_change()
 fn an_ownership_change_published_during_a_live_run_links_accounts_from_then_on() {
     let broker = broker();
     let settings = broker.settings();
-    for topic in ["live-events", "live-ownership"] {
-        create_topic(&settings, topic, 1).expect("topic");
-    }
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        ClientConfig::new().set("bootstrap.servers", broker.address()).create().expect("producer");
-    let send = |topic: &str, payload: &str| {
-        producer.send(BaseRecord::<str, str>::to(topic).key("k").payload(payload)).map_err(|(e, _)| e).expect("queued");
-        producer.flush(Duration::from_secs(30)).expect("delivered");
-    };
+    let send = publisher(&broker, &["live-events", "live-ownership"]);
     let trade = |time: &str| {
         format!(
             r#"{{"event_time":"2024-03-04T{time}Z","kind":"trade","instrument":"LIV","buyer":"K1","seller":"K2","price":"5.00","quantity":10}}"#
@@ -723,15 +721,7 @@ fn an_ownership_change_published_during_a_live_run_links_accounts_from_then_on()
 fn baskets_from_a_reference_topic_relate_a_fund_to_what_it_holds() {
     let broker = broker();
     let settings = broker.settings();
-    for topic in ["bk-instruments", "bk-baskets"] {
-        create_topic(&settings, topic, 1).expect("topic");
-    }
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        ClientConfig::new().set("bootstrap.servers", broker.address()).create().expect("producer");
-    let send = |topic: &str, payload: &str| {
-        producer.send(BaseRecord::<str, str>::to(topic).key("k").payload(payload)).map_err(|(e, _)| e).expect("queued");
-        producer.flush(Duration::from_secs(30)).expect("delivered");
-    };
+    let send = publisher(&broker, &["bk-instruments", "bk-baskets"]);
     send("bk-instruments", "instrument,underlying\nACME,\nACME_C,ACME\nFUND,\n");
     send("bk-baskets", "basket,member,weight\nFUND,ACME,20%\n");
     // The fund sells out of ACME at 14:00.
@@ -758,15 +748,7 @@ fn baskets_from_a_reference_topic_relate_a_fund_to_what_it_holds() {
 fn instrument_and_account_changes_published_during_a_live_run_apply_from_then_on() {
     let broker = broker();
     let settings = broker.settings();
-    for topic in ["lr-events", "lr-instruments", "lr-accounts"] {
-        create_topic(&settings, topic, 1).expect("topic");
-    }
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        ClientConfig::new().set("bootstrap.servers", broker.address()).create().expect("producer");
-    let send = |topic: &str, payload: &str| {
-        producer.send(BaseRecord::<str, str>::to(topic).key("k").payload(payload)).map_err(|(e, _)| e).expect("queued");
-        producer.flush(Duration::from_secs(30)).expect("delivered");
-    };
+    let send = publisher(&broker, &["lr-events", "lr-instruments", "lr-accounts"]);
     let order = |time: &str, id: &str, instrument: &str| {
         format!(
             r#"{{"event_time":"2024-03-04T{time}Z","kind":"new","instrument":"{instrument}","order_id":"{id}","account":"K1","side":"buy","price":"10.00","quantity":5000}}"#

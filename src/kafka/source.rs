@@ -214,21 +214,9 @@ impl KafkaSource {
                 match known.read_live(kind, payload, &origin, ahead, &mut next_id, &mut owned) {
                     Ok(changes) => items.extend(crate::live_reference::LiveItem::all(&known, changes, owned)),
                     Err(error) => {
-                        tracing::error!(%error, "kafka: a live reference change cannot be read; the run stops");
-                        if let Ok(mut slot) = failure.lock() {
-                            let what = if kind == crate::reference::LiveKind::Instruments {
-                                "instruments"
-                            } else {
-                                "accounts"
-                            };
-                            slot.get_or_insert(KafkaError::Topic {
-                                topic: topic.clone(),
-                                message: format!("{what}: {error}"),
-                            });
-                        }
-                        if let Some(stop) = &stop {
-                            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                        }
+                        let what =
+                            if kind == crate::reference::LiveKind::Instruments { "instruments" } else { "accounts" };
+                        stop_on_bad_change(&failure, stop.as_deref(), &topic, what, &error);
                         failed = true;
                     }
                 }
@@ -278,16 +266,7 @@ impl KafkaSource {
                 match changes.read_ownership(message.payload().unwrap_or_default(), &origin) {
                     Ok(()) => items.extend(changes.ownership().into_iter().map(|change| (change, change.time))),
                     Err(error) => {
-                        tracing::error!(%error, "kafka: a live ownership change cannot be read; the run stops");
-                        if let Ok(mut slot) = failure.lock() {
-                            slot.get_or_insert(KafkaError::Topic {
-                                topic: topic.clone(),
-                                message: format!("ownership: {error}"),
-                            });
-                        }
-                        if let Some(stop) = &stop {
-                            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                        }
+                        stop_on_bad_change(&failure, stop.as_deref(), &topic, "ownership", &error);
                         failed = true;
                     }
                 }
@@ -509,6 +488,24 @@ impl KafkaSource {
             shared.commit_before(cutoff)?;
         }
         Ok(())
+    }
+}
+
+/// A live reference change (of `what`, read from `topic`) that cannot be read stops the run,
+/// which fails naming it, as a bad message does at the start.
+fn stop_on_bad_change(
+    failure: &Mutex<Option<KafkaError>>,
+    stop: Option<&std::sync::atomic::AtomicBool>,
+    topic: &str,
+    what: &str,
+    error: &crate::reference::ReferenceError,
+) {
+    tracing::error!(%error, topic, what, "kafka: a live reference change cannot be read; the run stops");
+    if let Ok(mut slot) = failure.lock() {
+        slot.get_or_insert(KafkaError::Topic { topic: topic.into(), message: format!("{what}: {error}") });
+    }
+    if let Some(stop) = stop {
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
