@@ -115,23 +115,32 @@ impl KafkaSource {
         if self.settings.stop_at_end {
             return Ok(());
         }
-        let mut config = client_config(&self.settings);
-        config.set("group.id", &self.settings.group).set("enable.auto.commit", "false");
-        let consumer: BaseConsumer = config.create().map_err(|e| KafkaError::Config(e.to_string()))?;
-        let mut list = TopicPartitionList::new();
-        for &(partition, end) in ends {
-            list.add_partition_offset(&topic, partition, Offset::Offset(end))
-                .map_err(|e| KafkaError::Config(e.to_string()))?;
-        }
-        consumer.assign(&list).map_err(|e| KafkaError::Broker {
-            brokers: self.settings.brokers.clone(),
-            message: format!("following {topic}: {e}"),
-        })?;
+        let consumer = self.follower(&[(topic.clone(), ends)], &topic)?;
         if let Ok(mut slot) = self.ownership.lock() {
             *slot = Some(consumer);
         }
         self.follows_ownership = true;
         Ok(())
+    }
+
+    /// A consumer of `topics`, each partition assigned at its end offset (`(partition, end)`),
+    /// named `what` in errors.
+    fn follower(&self, topics: &[(String, &[(i32, i64)])], what: &str) -> Result<BaseConsumer, KafkaError> {
+        let mut config = client_config(&self.settings);
+        config.set("group.id", &self.settings.group).set("enable.auto.commit", "false");
+        let consumer: BaseConsumer = config.create().map_err(|e| KafkaError::Config(e.to_string()))?;
+        let mut list = TopicPartitionList::new();
+        for (topic, ends) in topics {
+            for &(partition, end) in *ends {
+                list.add_partition_offset(topic, partition, Offset::Offset(end))
+                    .map_err(|e| KafkaError::Config(e.to_string()))?;
+            }
+        }
+        consumer.assign(&list).map_err(|e| KafkaError::Broker {
+            brokers: self.settings.brokers.clone(),
+            message: format!("following {what}: {e}"),
+        })?;
+        Ok(consumer)
     }
 
     /// A live run (not `stop_at_end`) with `kafka.reference.instruments` or `accounts` follows
@@ -147,20 +156,7 @@ impl KafkaSource {
         if followed.is_empty() || self.settings.stop_at_end {
             return Ok(());
         }
-        let mut config = client_config(&self.settings);
-        config.set("group.id", &self.settings.group).set("enable.auto.commit", "false");
-        let consumer: BaseConsumer = config.create().map_err(|e| KafkaError::Config(e.to_string()))?;
-        let mut list = TopicPartitionList::new();
-        for (topic, ends) in &followed {
-            for &(partition, end) in *ends {
-                list.add_partition_offset(topic, partition, Offset::Offset(end))
-                    .map_err(|e| KafkaError::Config(e.to_string()))?;
-            }
-        }
-        consumer.assign(&list).map_err(|e| KafkaError::Broker {
-            brokers: self.settings.brokers.clone(),
-            message: format!("following the reference topics: {e}"),
-        })?;
+        let consumer = self.follower(&followed, "the reference topics")?;
         if let Ok(mut slot) = self.reference.lock() {
             *slot = Some(consumer);
         }
