@@ -187,8 +187,7 @@ impl KafkaSource {
         let mut next_id = 0;
         let mut failed = false;
         let feed = move || {
-            let latest = opened.lock().map(|all| all.iter().map(|s| s.latest()).max().unwrap_or(0)).unwrap_or(0);
-            let ahead = latest.saturating_add(1);
+            let ahead = read_ahead(&opened);
             let mut items = Vec::new();
             while !failed && let Some(result) = consumer.poll(Duration::ZERO) {
                 let message = match result {
@@ -244,9 +243,7 @@ impl KafkaSource {
         let topic = self.settings.reference.ownership.clone().unwrap_or_default();
         let mut failed = false;
         let feed = move || {
-            // How far the input has been read: a change polled from now on applies no earlier.
-            let latest = opened.lock().map(|all| all.iter().map(|s| s.latest()).max().unwrap_or(0)).unwrap_or(0);
-            let ahead = latest.saturating_add(1);
+            let ahead = read_ahead(&opened);
             let mut items = Vec::new();
             while !failed && let Some(result) = consumer.poll(Duration::ZERO) {
                 let message = match result {
@@ -485,6 +482,13 @@ impl KafkaSource {
         }
         Ok(())
     }
+}
+
+/// How far the input topic has been read, plus one: a live change polled from now on applies
+/// no earlier.
+fn read_ahead(opened: &Mutex<Vec<Arc<Shared>>>) -> u64 {
+    let latest = opened.lock().map(|all| all.iter().map(|s| s.latest()).max().unwrap_or(0)).unwrap_or(0);
+    latest.saturating_add(1)
 }
 
 /// A live reference change (of `what`, read from `topic`) that cannot be read stops the run,
