@@ -12,6 +12,13 @@
 //! is flushed, so what was flushed before a crash can still be read back (and is reported as
 //! unfinished).
 //!
+//! A file whose writer stopped (a run killed after a checkpoint) is continued by a new segment
+//! after its last whole chunk: another header, with a new random nonce prefix, whose chunks
+//! authenticate that header and the SHA-256 of every byte before it. Continuing the old stream
+//! would seal new text under nonces already used for the text cut away; a fresh prefix never
+//! reuses one, and the digest ties the segment to the bytes it continues, so it cannot be moved
+//! onto another file or another cut.
+//!
 //! The key id is the first 8 bytes of the SHA-256 of `surveil key id\0` and the key: a reader
 //! given several keys (an old one and the one that replaced it) picks the file's own, and names
 //! it when it is missing.
@@ -230,13 +237,37 @@ pub struct SealedWriter<W: Write> {
 
 impl<W: Write> SealedWriter<W> {
     /// Starts a sealed file on `out` with `key` (and a new random nonce prefix).
-    pub fn new(mut out: W, key: &EncryptionKey) -> std::io::Result<SealedWriter<W>> {
+    pub fn new(out: W, key: &EncryptionKey) -> std::io::Result<SealedWriter<W>> {
+        SealedWriter::segment(out, key, None)
+    }
+
+    /// Continues an unfinished sealed file: `out` writes after its last whole chunk, and
+    /// `before` reads every byte of the file up to there. The text written opens as the rest of
+    /// the file's text.
+    pub fn continuing(out: W, key: &EncryptionKey, mut before: impl std::io::Read) -> std::io::Result<SealedWriter<W>> {
+        let mut start = [0u8; MAGIC.len()];
+        before.read_exact(&mut start).map_err(|_| std::io::Error::other(SealedError::NotSealed))?;
+        if start != *MAGIC {
+            return Err(std::io::Error::other(SealedError::NotSealed));
+        }
+        let mut digest = Sha256::new();
+        digest.update(start);
+        std::io::copy(&mut before, &mut digest)?;
+        SealedWriter::segment(out, key, Some(digest.finalize().into()))
+    }
+
+    /// Writes a segment's header; a continuation's chunks also authenticate `before`, the
+    /// digest of the bytes it follows.
+    fn segment(mut out: W, key: &EncryptionKey, before: Option<[u8; 32]>) -> std::io::Result<SealedWriter<W>> {
         let mut nonce = [0u8; 7];
         rand::Rng::fill(&mut rand::rng(), &mut nonce);
         let mut header = MAGIC.to_vec();
         header.extend_from_slice(&key.id);
         header.extend_from_slice(&nonce);
         out.write_all(&header)?;
+        if let Some(digest) = before {
+            header.extend_from_slice(&digest);
+        }
         let encryptor = EncryptorBE32::from_aead(key.cipher(), GenericArray::from_slice(&nonce));
         Ok(SealedWriter { out, encryptor: Some(encryptor), header, buffer: Vec::with_capacity(CHUNK) })
     }
@@ -302,56 +333,73 @@ impl<W: Write> Write for SealedWriter<W> {
     }
 }
 
-/// The plaintext of a sealed file, opened with whichever of `keys` is its own.
+/// The plaintext of a sealed file, opened with whichever of `keys` is its own (each segment's,
+/// when the file was continued).
 pub fn open_sealed(bytes: &[u8], keys: &[EncryptionKey]) -> Result<Vec<u8>, SealedError> {
     if !is_sealed(bytes) {
         return Err(SealedError::NotSealed);
     }
-    if bytes.len() < HEADER {
-        return Err(SealedError::Cut { chunk: 0, offset: 0 });
-    }
-    let header = &bytes[..HEADER];
-    let id = &header[MAGIC.len()..MAGIC.len() + 8];
-    let Some(key) = keys.iter().find(|k| k.id == id) else {
-        return Err(SealedError::UnknownKey {
-            id: crate::model::hex::encode(id),
-            given: if keys.is_empty() {
-                "none".into()
-            } else {
-                keys.iter().map(EncryptionKey::id_hex).collect::<Vec<_>>().join(", ")
-            },
-        });
-    };
-    let nonce = GenericArray::from_slice(&header[MAGIC.len() + 8..]);
-    let mut decryptor = DecryptorBE32::from_aead(key.cipher(), nonce);
     let mut plaintext = Vec::with_capacity(bytes.len());
-    let (mut at, mut chunk) = (HEADER, 0u64);
+    let (mut at, mut chunk) = (0usize, 0u64);
+    // One segment per pass: the file's own, then each continuation.
     loop {
-        if at == bytes.len() {
-            return Err(SealedError::Unfinished { chunks: chunk, readable: plaintext.len(), plaintext });
+        let start = at;
+        let Some(header) = bytes.get(at..at + HEADER) else {
+            return Err(SealedError::Cut { chunk, offset: at as u64 });
+        };
+        at += HEADER;
+        let id = &header[MAGIC.len()..MAGIC.len() + 8];
+        let Some(key) = keys.iter().find(|k| k.id == id) else {
+            return Err(SealedError::UnknownKey {
+                id: crate::model::hex::encode(id),
+                given: if keys.is_empty() {
+                    "none".into()
+                } else {
+                    keys.iter().map(EncryptionKey::id_hex).collect::<Vec<_>>().join(", ")
+                },
+            });
+        };
+        let mut aad = header.to_vec();
+        if start > 0 {
+            aad.extend_from_slice(&Sha256::digest(&bytes[..start]));
         }
-        let tampered = SealedError::Tampered { chunk, offset: at as u64 };
-        let cut = SealedError::Cut { chunk, offset: at as u64 };
-        let Some(frame) = bytes.get(at..at + 4) else { return Err(cut) };
-        let frame = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]);
-        let (last, length) = (frame & LAST != 0, (frame & !LAST) as usize);
-        if length > MAX_CHUNK + 16 {
-            return Err(tampered);
-        }
-        let Some(ciphertext) = bytes.get(at + 4..at + 4 + length) else { return Err(cut) };
-        let payload = Payload { msg: ciphertext, aad: header };
-        at += 4 + length;
-        if last {
-            // The flag is not trusted: a chunk not sealed as the last does not open as one.
-            let end = decryptor.decrypt_last(payload).map_err(|_| tampered)?;
-            if at != bytes.len() {
-                return Err(SealedError::Tampered { chunk: chunk + 1, offset: at as u64 });
+        let nonce = GenericArray::from_slice(&header[MAGIC.len() + 8..]);
+        let mut decryptor = DecryptorBE32::from_aead(key.cipher(), nonce);
+        loop {
+            if at == bytes.len() {
+                return Err(SealedError::Unfinished { chunks: chunk, readable: plaintext.len(), plaintext });
             }
-            plaintext.extend(end);
-            return Ok(plaintext);
+            if MAGIC.starts_with(&bytes[at..]) {
+                return Err(SealedError::Cut { chunk, offset: at as u64 });
+            }
+            if bytes[at..].starts_with(MAGIC) {
+                // A continuation (no chunk's length starts with these bytes: it would be far
+                // above the largest chunk).
+                break;
+            }
+            let tampered = SealedError::Tampered { chunk, offset: at as u64 };
+            let cut = SealedError::Cut { chunk, offset: at as u64 };
+            let Some(frame) = bytes.get(at..at + 4) else { return Err(cut) };
+            let frame = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]);
+            let (last, length) = (frame & LAST != 0, (frame & !LAST) as usize);
+            if length > MAX_CHUNK + 16 {
+                return Err(tampered);
+            }
+            let Some(ciphertext) = bytes.get(at + 4..at + 4 + length) else { return Err(cut) };
+            let payload = Payload { msg: ciphertext, aad: &aad };
+            at += 4 + length;
+            if last {
+                // The flag is not trusted: a chunk not sealed as the last does not open as one.
+                let end = decryptor.decrypt_last(payload).map_err(|_| tampered)?;
+                if at != bytes.len() {
+                    return Err(SealedError::Tampered { chunk: chunk + 1, offset: at as u64 });
+                }
+                plaintext.extend(end);
+                return Ok(plaintext);
+            }
+            plaintext.extend(decryptor.decrypt_next(payload).map_err(|_| tampered)?);
+            chunk += 1;
         }
-        plaintext.extend(decryptor.decrypt_next(payload).map_err(|_| tampered)?);
-        chunk += 1;
     }
 }
 
@@ -430,6 +478,66 @@ mod tests {
         writer.write_all(b"lost\n").expect("write");
         let unfinished = writer.get_ref().clone();
         assert!(matches!(open_sealed(&unfinished, keys), Err(SealedError::Unfinished { readable: 5, .. })));
+    }
+
+    /// The file a writer left when it stopped after flushing `kept` (and writing `lost`).
+    fn stopped(key: &EncryptionKey, previous: Option<&[u8]>, kept: &[u8], lost: &[u8]) -> Vec<u8> {
+        let mut writer = match previous {
+            Some(before) => SealedWriter::continuing(before.to_vec(), key, before).expect("continue"),
+            None => SealedWriter::new(Vec::new(), key).expect("writer"),
+        };
+        writer.write_all(kept).expect("write");
+        writer.flush().expect("flush");
+        writer.write_all(lost).expect("write");
+        writer.get_ref().clone()
+    }
+
+    #[test]
+    fn a_stopped_file_continues_and_the_continuation_stays_where_it_was_written() {
+        let key = EncryptionKey::from_bytes([4; 32]);
+        let keys = std::slice::from_ref(&key);
+        // Written, stopped, cut back to what was flushed, continued twice (once with nothing
+        // flushed in between), then finished.
+        let first = stopped(&key, None, b"one\n", b"lost\n");
+        let second = stopped(&key, Some(&first), b"two\n", b"");
+        let empty = stopped(&key, Some(&second), b"", b"");
+        let mut writer = SealedWriter::continuing(empty.clone(), &key, empty.as_slice()).expect("continue");
+        writer.write_all(b"three\n").expect("write");
+        let whole = writer.finish().expect("finish");
+        assert_eq!(open_sealed(&whole, keys).expect("opens"), b"one\ntwo\nthree\n");
+        assert!(!whole.windows(5).any(|w| w == b"three"), "no plaintext");
+        // Stopped again before the end: what was flushed reads back, reported as unfinished.
+        match open_sealed(&second, keys) {
+            Err(SealedError::Unfinished { chunks: 2, plaintext, .. }) => assert_eq!(plaintext, b"one\ntwo\n"),
+            other => panic!("{other:?}"),
+        }
+        // Every byte of the continued file is checked.
+        for i in MAGIC.len()..whole.len() {
+            let mut changed = whole.clone();
+            changed[i] ^= 0x20;
+            assert!(open_sealed(&changed, keys).is_err(), "byte {i}");
+        }
+        // A continuation moved onto another file (or another cut of this one) does not open.
+        let other = stopped(&key, None, b"one\n", b"");
+        let continuation = &whole[first.len()..];
+        let mut moved = other.clone();
+        moved.extend_from_slice(continuation);
+        assert_eq!(other.len(), first.len());
+        assert!(matches!(open_sealed(&moved, keys), Err(SealedError::Tampered { chunk: 1, .. })), "moved");
+        // A file cut inside a continuation's header is cut, not changed.
+        for cut in [first.len() + 5, first.len() + HEADER - 1] {
+            assert!(matches!(open_sealed(&second[..cut], keys), Err(SealedError::Cut { chunk: 1, .. })), "{cut}");
+        }
+        // Only a sealed file is continued.
+        assert!(SealedWriter::continuing(Vec::new(), &key, &b"{\"seq\":1}\n"[..]).is_err());
+        // A continuation sealed with a key not given names it.
+        let rotated = EncryptionKey::from_bytes([5; 32]);
+        let mixed = stopped(&rotated, Some(&first), b"two\n", b"");
+        assert!(matches!(open_sealed(&mixed, keys), Err(SealedError::UnknownKey { .. })));
+        assert!(
+            open_sealed(&mixed, &[key.clone(), rotated])
+                .is_err_and(|e| matches!(e, SealedError::Unfinished { chunks: 2, .. }))
+        );
     }
 
     #[test]

@@ -690,6 +690,9 @@ pub struct WriterState {
     pub alerts_by_rule_and_severity: Vec<(String, String, u64)>,
     /// Where the audit trail's chain stands.
     pub audit: Option<crate::audit::AuditPosition>,
+    /// The id of the key the audit trail is sealed with, when it is.
+    #[serde(default)]
+    pub audit_key_id: Option<String>,
     /// The symbol texts learnt from the inputs.
     pub names: Vec<(u64, String)>,
     /// Dead letters written (input, offset) that a restart may read again.
@@ -706,6 +709,7 @@ struct ResumeFilter {
     dead_letters: HashMap<(u32, u64), u32>,
     late_events: HashMap<u64, u32>,
     audit: Option<crate::audit::AuditPosition>,
+    audit_key_id: Option<String>,
 }
 
 impl ResumeFilter {
@@ -805,6 +809,7 @@ impl ReportWriter {
             dead_letters: HashMap::new(),
             late_events: HashMap::new(),
             audit: state.audit.clone(),
+            audit_key_id: state.audit_key_id.clone(),
         };
         for key in &state.dead_letters {
             *filter.dead_letters.entry(*key).or_default() += 1;
@@ -859,8 +864,13 @@ impl ReportWriter {
                 let position = log.position();
                 match log.get_mut() {
                     AuditFile::Plain(file) => keep(AUDIT, file)?,
-                    AuditFile::Sealed(_) => {
-                        return Err(std::io::Error::other("a sealed audit trail cannot be checkpointed"));
+                    AuditFile::Sealed(file) => {
+                        // Flushing seals what is buffered as a whole chunk: the file can be cut
+                        // back to here and continued ([`crate::encryption`]).
+                        file.flush()?;
+                        let file = file.get_ref().get_ref();
+                        file.sync_data()?;
+                        outputs.insert(AUDIT.to_string(), file.metadata()?.len());
                     }
                 }
                 Some(position)
@@ -880,6 +890,7 @@ impl ReportWriter {
                 .collect(),
             counts,
             audit,
+            audit_key_id: self.audit_key_id.clone(),
             names: self.renderer.names.iter().map(|(symbol, text)| (symbol.0, text.to_string())).collect(),
             dead_letters,
             late_events,
@@ -933,16 +944,39 @@ impl ReportWriter {
         signer: Option<(crate::audit::SigningKey, u64)>,
         encryption: Option<&crate::encryption::EncryptionKey>,
     ) -> std::io::Result<()> {
+        let key_id = encryption.map(|key| key.id_hex());
+        // A resumed run continues the chain where the checkpoint left it.
+        let resumed = self.resumed.as_ref().filter(|_| folder.is_resumed(AUDIT));
+        if let Some(filter) = resumed
+            && filter.audit_key_id != key_id
+        {
+            let sealing = |id: &Option<String>| match id {
+                Some(id) => format!("sealed with key {id}"),
+                None => "plain".to_string(),
+            };
+            return Err(std::io::Error::other(format!(
+                "cannot resume: the checkpoint's audit trail is {} but this run's would be {}; give the run the key it \
+                 was started with, or remove the checkpoint to start over",
+                sealing(&filter.audit_key_id),
+                sealing(&key_id)
+            )));
+        }
+        let resumed = resumed.and_then(|r| r.audit.clone());
         let file = folder.open(AUDIT)?;
         let file = match encryption {
             Some(key) => {
-                AuditFile::Sealed(BufWriter::with_capacity(1 << 16, crate::encryption::SealedWriter::new(file, key)?))
+                let writer = if resumed.is_some() {
+                    // The file is cut back to the checkpoint's whole chunks: continue it.
+                    let before = std::io::BufReader::new(File::open(folder.partial(AUDIT))?);
+                    crate::encryption::SealedWriter::continuing(file, key, before)?
+                } else {
+                    crate::encryption::SealedWriter::new(file, key)?
+                };
+                AuditFile::Sealed(BufWriter::with_capacity(1 << 16, writer))
             }
             None => AuditFile::Plain(BufWriter::with_capacity(1 << 16, file)),
         };
-        self.audit_key_id = encryption.map(|key| key.id_hex());
-        // A resumed run continues the chain where the checkpoint left it.
-        let resumed = self.resumed.as_ref().and_then(|r| r.audit.clone()).filter(|_| folder.is_resumed(AUDIT));
+        self.audit_key_id = key_id;
         let mut log = match &resumed {
             Some(position) => AuditLog::resume_at(file, position),
             None => AuditLog::new(file),

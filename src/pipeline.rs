@@ -690,15 +690,13 @@ pub fn job_identity(config: &Config, inputs: &[InputSpec]) -> crate::checkpoint:
 
 /// Why checkpoints cannot be kept for this job, if they cannot: what a resumed run could not
 /// reconcile yet.
-fn checkpoints_refused(config: &Config, inputs: &[InputSpec], encrypted: bool) -> Option<&'static str> {
+fn checkpoints_refused(config: &Config, inputs: &[InputSpec]) -> Option<&'static str> {
     if config.archive.is_some() || inputs.iter().any(|i| i.format == crate::ingest::Format::Archive) {
         Some("archives")
     } else if config.alerts.routes.iter().any(|r| r.webhook.is_some()) {
         Some("webhook routes")
     } else if config.timeseries.is_some() {
         Some("a time-series database")
-    } else if encrypted {
-        Some("an encrypted audit trail")
     } else {
         None
     }
@@ -1061,7 +1059,7 @@ impl Job {
         protected.extend(config.audit.encryption_key.iter().cloned());
         protected.extend(config.cases.actions.iter().cloned());
         if config.checkpoint.is_some()
-            && let Some(what) = checkpoints_refused(&config, &inputs, encryption.is_some())
+            && let Some(what) = checkpoints_refused(&config, &inputs)
         {
             return Err(RunError::Config(format!("checkpoints are not kept for {what} yet")));
         }

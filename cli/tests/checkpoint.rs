@@ -269,3 +269,89 @@ fn a_resume_on_the_second_day_skips_the_first() {
     let got = assert_same_outputs(&reference, &out, "after a resume on the second day");
     assert!(got["checkpoints"]["resumed_at_watermark"].as_u64() >= Some(watermark));
 }
+
+/// An audit trail sealed at rest is kept through kills: each resume cuts the sealed file back to
+/// the checkpoint's whole chunks and continues it with a segment of its own, so the trail opens
+/// with its key as one chain through every attempt, and the other outputs are an uninterrupted
+/// run's. A resume without the key the trail was sealed with is refused, and touches nothing.
+#[test]
+fn an_encrypted_audit_trail_continues_through_kills() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let day = dir.path().join("day");
+    let status = surveil().args(["generate", "--events", "300000", "--out"]).arg(&day).status().expect("spawn");
+    assert!(status.success());
+    let key = dir.path().join("audit.key");
+    let made = surveil().args(["audit", "keygen", "--encryption", "--out"]).arg(&key).output().expect("keygen");
+    assert!(made.status.success(), "{}", stderr(&made));
+    let hex = std::fs::read_to_string(&key).expect("key");
+    // The key from the environment, as a deployment gives it: the configuration stays the same
+    // whether it is there or not.
+    let start = |out: &Path, args: &[&str], sealed: bool| {
+        let mut run = surveil();
+        run.args(["run", "--quiet", "--config"]).arg(day.join("surveil.toml")).arg("--out").arg(out).args(args);
+        if sealed {
+            run.env("SURVEIL_ENCRYPTION_KEY", hex.trim());
+        } else {
+            run.env_remove("SURVEIL_ENCRYPTION_KEY");
+        }
+        let run = run.arg(day.join("events.csv")).stdout(std::process::Stdio::piped());
+        run.stderr(std::process::Stdio::piped()).spawn().expect("spawn")
+    };
+
+    let reference = dir.path().join("reference");
+    let output = wait(start(&reference, &["--workers", "2"], true), WATCHDOG, "reference run");
+    assert!(output.status.success(), "reference run: {}", stderr(&output));
+
+    let out = dir.path().join("resumed");
+    let checkpoints = dir.path().join("checkpoints");
+    let cp = checkpoints.to_str().expect("path");
+    let args = ["--workers", "2", "--checkpoint", cp, "--checkpoint-interval", "5ms"];
+    let watermark = || -> u64 {
+        std::fs::read_to_string(checkpoints.join("checkpoint.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|c| c["writer"]["watermark"].as_u64())
+            .unwrap_or(0)
+    };
+    // Killed three times, each after a checkpoint of its own.
+    let mut kills = 0;
+    while kills < 3 {
+        let before = watermark();
+        let mut child = start(&out, &args, true);
+        let begun = Instant::now();
+        while watermark() <= before && child.try_wait().expect("wait").is_none() {
+            assert!(begun.elapsed() < WATCHDOG, "no checkpoint written");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if child.try_wait().expect("wait").is_some() {
+            panic!("the run ended before it was killed: {}", stderr(&child.wait_with_output().expect("output")));
+        }
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+        kills += 1;
+    }
+    let sealed = std::fs::read(out.join("audit.jsonl.partial")).expect("partial audit trail");
+    assert!(sealed.starts_with(b"SURVEIL-SEALED-1"), "the trail is sealed");
+
+    // Without the key: refused, naming both, and the trail is left as it was.
+    let refused = wait(start(&out, &args, false), WATCHDOG, "resume without the key");
+    let message = stderr(&refused);
+    assert!(!refused.status.success(), "a plain resume of a sealed trail ran");
+    assert!(message.contains("sealed with key") && message.contains("plain"), "{message}");
+    assert_eq!(std::fs::read(out.join("audit.jsonl.partial")).expect("partial"), sealed, "the refusal wrote");
+
+    let output = wait(start(&out, &args, true), WATCHDOG, "last run");
+    assert!(output.status.success(), "last run: {}", stderr(&output));
+    let got = assert_same_outputs(&reference, &out, "after three kills");
+    assert!(got["checkpoints"]["resumes"].as_u64().unwrap_or(0) >= 1, "{}", got["checkpoints"]);
+
+    // One segment per resume after the first attempt's, nothing readable, one chain.
+    let trail = std::fs::read(out.join("audit.jsonl")).expect("audit");
+    let segments = trail.windows(16).filter(|w| *w == b"SURVEIL-SEALED-1").count();
+    assert!(segments >= 2, "{segments} segments");
+    assert!(!trail.windows(11).any(|w| w == b"run_resumed"), "plaintext in the sealed trail");
+    let verify = surveil().args(["audit", "verify"]).arg(&out).arg("--key").arg(&key).output().expect("verify");
+    assert!(verify.status.success(), "audit verify: {}", stderr(&verify));
+    let without = surveil().args(["audit", "verify"]).arg(&out).env_remove("SURVEIL_ENCRYPTION_KEY").output();
+    assert!(!without.expect("verify").status.success(), "a sealed trail verified without its key");
+}
