@@ -646,7 +646,7 @@ pub struct ReportWriter {
     webhooks: Vec<Option<crate::webhook::WebhookSender>>,
     /// The time-series database's writer and the file for what it does not take.
     #[cfg(feature = "http")]
-    timeseries: Option<(crate::timeseries::TimeSeriesSender, File)>,
+    timeseries: Option<crate::timeseries::TimeSeriesSender>,
     /// The archive, its `alerts` table (`None` once writing it failed), and the day before
     /// which its partitions are published.
     #[cfg(feature = "archive")]
@@ -693,6 +693,9 @@ pub struct WriterState {
     /// The id of the key the audit trail is sealed with, when it is.
     #[serde(default)]
     pub audit_key_id: Option<String>,
+    /// The time-series sink's points not settled yet, and its counts.
+    #[serde(default)]
+    pub timeseries: Option<crate::timeseries::TimeSeriesCheckpoint>,
     /// The symbol texts learnt from the inputs.
     pub names: Vec<(u64, String)>,
     /// Dead letters written (input, offset) that a restart may read again.
@@ -710,6 +713,7 @@ struct ResumeFilter {
     late_events: HashMap<u64, u32>,
     audit: Option<crate::audit::AuditPosition>,
     audit_key_id: Option<String>,
+    timeseries: Option<crate::timeseries::TimeSeriesCheckpoint>,
 }
 
 impl ResumeFilter {
@@ -810,6 +814,7 @@ impl ReportWriter {
             late_events: HashMap::new(),
             audit: state.audit.clone(),
             audit_key_id: state.audit_key_id.clone(),
+            timeseries: state.timeseries.clone(),
         };
         for key in &state.dead_letters {
             *filter.dead_letters.entry(*key).or_default() += 1;
@@ -877,6 +882,17 @@ impl ReportWriter {
             }
             None => None,
         };
+        #[cfg(feature = "http")]
+        let timeseries = match &mut self.timeseries {
+            Some(sender) => {
+                let (state, length) = sender.checkpoint()?;
+                outputs.insert(TIMESERIES_UNWRITTEN.to_string(), length);
+                Some(state)
+            }
+            None => None,
+        };
+        #[cfg(not(feature = "http"))]
+        let timeseries = None;
         let mut counts = self.counts.clone();
         counts.symbol_collisions = self.renderer.names.collisions();
         let (dead_letters, late_events) = self.written_side.clone().unwrap_or_default();
@@ -891,6 +907,7 @@ impl ReportWriter {
             counts,
             audit,
             audit_key_id: self.audit_key_id.clone(),
+            timeseries,
             names: self.renderer.names.iter().map(|(symbol, text)| (symbol.0, text.to_string())).collect(),
             dead_letters,
             late_events,
@@ -1031,8 +1048,16 @@ impl ReportWriter {
         config: &crate::config::TimeSeriesConfig,
     ) -> Result<(), crate::webhook::WebhookError> {
         let path = folder.partial(TIMESERIES_UNWRITTEN);
-        let file = File::create(&path).map_err(|source| crate::webhook::WebhookError::Outbox { path, source })?;
-        self.timeseries = Some((crate::timeseries::TimeSeriesSender::start(config)?, file));
+        let file = folder
+            .open(TIMESERIES_UNWRITTEN)
+            .map_err(|source| crate::webhook::WebhookError::Outbox { path, source })?;
+        // A resumed run sends first what its checkpoint had not settled.
+        let resumed = self
+            .resumed
+            .as_ref()
+            .and_then(|r| r.timeseries.as_ref())
+            .filter(|_| folder.is_resumed(TIMESERIES_UNWRITTEN));
+        self.timeseries = Some(crate::timeseries::TimeSeriesSender::start(config, file, resumed)?);
         Ok(())
     }
 
@@ -1178,6 +1203,14 @@ impl ReportWriter {
             if let Some(filter) = &mut self.resumed
                 && filter.written(time, &report)
             {
+                // Its point was sent before the checkpoint; the points after it still move
+                // past it.
+                #[cfg(feature = "http")]
+                match &report {
+                    Report::Triaged(triaged) => self.point_of_alert(triaged, false),
+                    Report::Case(case) => self.point_of_case(case, false),
+                    _ => {}
+                }
                 continue;
             }
             if let Some((dead, late)) = &mut self.written_side {
@@ -1198,7 +1231,7 @@ impl ReportWriter {
                 }
                 Report::Triaged(triaged) => {
                     #[cfg(feature = "http")]
-                    self.point_of_alert(triaged);
+                    self.point_of_alert(triaged, true);
                     self.count_alert(&triaged.alert);
                     if triaged.alert.correction.is_none() {
                         count(&mut self.counts.alerts_by_tier, triaged.tier.as_str());
@@ -1216,7 +1249,7 @@ impl ReportWriter {
                 }
                 Report::Case(case) => {
                     #[cfg(feature = "http")]
-                    self.point_of_case(case);
+                    self.point_of_case(case, true);
                     count(&mut self.counts.case_changes, case.change.as_str());
                     let mut json = self.renderer.case(case, &self.route_names);
                     let kind = if case.change == crate::model::CaseChange::Escalated { "escalation" } else { "case" };
@@ -1327,12 +1360,18 @@ impl ReportWriter {
 
     /// Sends an alert's point to the time-series database, if one is configured.
     #[cfg(feature = "http")]
-    fn point_of_alert(&mut self, triaged: &TriagedAlert) {
+    fn point_of_alert(&mut self, triaged: &TriagedAlert, send: bool) {
         use crate::timeseries::FieldValue;
-        let Some((sender, _)) = &mut self.timeseries else { return };
+        let Some(sender) = &mut self.timeseries else { return };
         let alert = &triaged.alert;
-        let (instrument, account, id) =
-            (self.renderer.name_text(alert.instrument), self.renderer.name_text(alert.account), alert.id.to_string());
+        let instrument = self.renderer.name_text(alert.instrument);
+        let tags =
+            [("rule", alert.rule.as_str()), ("instrument", instrument.as_str()), ("tier", triaged.tier.as_str())];
+        if !send {
+            sender.reserve("surveil_alerts", &tags, alert.time);
+            return;
+        }
+        let (account, id) = (self.renderer.name_text(alert.account), alert.id.to_string());
         // A retraction takes its alert back out of the sum of `count`; other corrections leave it.
         let (count, correction) = match &alert.correction {
             None => (1, ""),
@@ -1347,28 +1386,30 @@ impl ReportWriter {
         if !correction.is_empty() {
             fields.push(("correction", FieldValue::Text(correction)));
         }
-        sender.send(
-            "surveil_alerts",
-            &[("rule", &alert.rule), ("instrument", &instrument), ("tier", triaged.tier.as_str())],
-            &fields,
-            alert.time,
-        );
+        sender.send("surveil_alerts", &tags, &fields, alert.time);
     }
 
-    /// Sends a case change's point to the time-series database, if one is configured.
+    /// Sends a case change's point to the time-series database, if one is configured (or, with
+    /// `send` false, only takes its time: see [`ReportWriter::point_of_alert`]).
     #[cfg(feature = "http")]
-    fn point_of_case(&mut self, case: &CaseRecord) {
+    fn point_of_case(&mut self, case: &CaseRecord, send: bool) {
         use crate::timeseries::FieldValue;
-        let Some((sender, _)) = &mut self.timeseries else { return };
-        let (instrument, id) = (self.renderer.name_text(case.instrument), case.case.to_string());
+        let Some(sender) = &mut self.timeseries else { return };
+        let instrument = self.renderer.name_text(case.instrument);
+        let tags = [
+            ("rule", case.rule.as_str()),
+            ("instrument", instrument.as_str()),
+            ("tier", case.tier.as_str()),
+            ("change", case.change.as_str()),
+        ];
+        if !send {
+            sender.reserve("surveil_cases", &tags, case.time);
+            return;
+        }
+        let id = case.case.to_string();
         sender.send(
             "surveil_cases",
-            &[
-                ("rule", &case.rule),
-                ("instrument", &instrument),
-                ("tier", case.tier.as_str()),
-                ("change", case.change.as_str()),
-            ],
+            &tags,
             &[
                 ("count", FieldValue::Integer(1)),
                 ("case", FieldValue::Text(&id)),
@@ -1381,19 +1422,12 @@ impl ReportWriter {
     /// Waits for the last points and keeps what the database did not take.
     #[cfg(feature = "http")]
     fn finish_timeseries(&mut self) -> std::io::Result<()> {
-        let Some((sender, file)) = self.timeseries.take() else { return Ok(()) };
-        let outcome = sender.finish();
-        let mut file = BufWriter::new(file);
-        for line in &outcome.unwritten {
-            writeln!(file, "{line}")?;
-        }
-        file.flush()?;
-        file.get_ref().sync_all()?;
+        let Some(sender) = self.timeseries.take() else { return Ok(()) };
+        let outcome = sender.finish()?;
         if let Some(error) = &outcome.error {
-            tracing::warn!(unwritten = outcome.unwritten.len(), %error, "time-series points not written: kept in timeseries_unwritten.lp");
+            tracing::warn!(unwritten = outcome.unwritten, %error, "time-series points not written: kept in timeseries_unwritten.lp");
         }
-        self.counts.timeseries =
-            Some(TimeSeriesCounts { written: outcome.written, unwritten: outcome.unwritten.len() as u64 });
+        self.counts.timeseries = Some(TimeSeriesCounts { written: outcome.written, unwritten: outcome.unwritten });
         Ok(())
     }
 
@@ -1420,7 +1454,7 @@ impl ReportWriter {
         for sender in self.webhooks.iter_mut().flatten() {
             sender.stop();
         }
-        if let Some((sender, _)) = &mut self.timeseries {
+        if let Some(sender) = &mut self.timeseries {
             sender.stop();
         }
     }

@@ -695,8 +695,6 @@ fn checkpoints_refused(config: &Config, inputs: &[InputSpec]) -> Option<&'static
         Some("archives")
     } else if config.alerts.routes.iter().any(|r| r.webhook.is_some()) {
         Some("webhook routes")
-    } else if config.timeseries.is_some() {
-        Some("a time-series database")
     } else {
         None
     }

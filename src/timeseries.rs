@@ -19,6 +19,7 @@
 //! could not be written are kept in the run's `timeseries_unwritten.lp`, which the InfluxDB
 //! command line (`influx -import`) or a `curl --data-binary @file` write can load later.
 
+use std::io::Write;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -109,10 +110,10 @@ pub enum FieldValue<'a> {
 /// What became of a run's points.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TimeSeriesOutcome {
-    /// Points the database accepted.
+    /// Points the database accepted (in every attempt of a resumed run).
     pub written: u64,
-    /// Points it did not, as lines, for a later import.
-    pub unwritten: Vec<String>,
+    /// Points it did not: kept in the unwritten file, for a later import.
+    pub unwritten: u64,
     /// The last error, when something was not written.
     pub error: Option<String>,
 }
@@ -160,6 +161,61 @@ pub fn write_url(config: &TimeSeriesConfig) -> String {
     format!("{}/write?db={db}&precision=ns", config.url.trim_end_matches('/'))
 }
 
+/// What a checkpoint keeps of the sink: the points queued and not yet settled (written, or
+/// kept in the unwritten file), which a resumed run sends first, and the counts so far. The
+/// points queued after the checkpoint come again from the resumed run's reports; those a
+/// stopped attempt had written already are written again with the same series, time and
+/// fields, which the database keeps as one point.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TimeSeriesCheckpoint {
+    /// Lines queued and not settled, oldest first.
+    pub pending: Vec<String>,
+    /// Points written so far.
+    pub written: u64,
+    /// Points kept in the unwritten file so far.
+    pub unwritten: u64,
+}
+
+/// What the delivery thread has settled, shared with the writer so that a checkpoint sees the
+/// unwritten file and the count of settled points at one moment.
+struct Ledger {
+    /// Where points the database did not take are kept, as they fail.
+    unwritten_file: std::io::BufWriter<std::fs::File>,
+    /// Points settled in this attempt (queued ones, in order).
+    settled: u64,
+    written: u64,
+    unwritten: u64,
+    error: Option<String>,
+    /// A failure to keep unwritten points in the file.
+    file_error: Option<String>,
+}
+
+impl Ledger {
+    fn settle(&mut self, batch: &mut Vec<String>, result: Result<(), String>) {
+        match result {
+            Ok(()) => self.written += batch.len() as u64,
+            Err(error) => {
+                self.error = Some(error);
+                self.unwritten += batch.len() as u64;
+                for line in batch.iter() {
+                    if let Err(e) = writeln!(self.unwritten_file, "{line}")
+                        && self.file_error.is_none()
+                    {
+                        self.file_error = Some(e.to_string());
+                    }
+                }
+                if let Err(e) = self.unwritten_file.flush()
+                    && self.file_error.is_none()
+                {
+                    self.file_error = Some(e.to_string());
+                }
+            }
+        }
+        self.settled += batch.len() as u64;
+        batch.clear();
+    }
+}
+
 /// The delivery thread of the time-series sink.
 pub struct TimeSeriesSender {
     /// The times used in each series: the database keeps one point per series and time, so a
@@ -169,80 +225,105 @@ pub struct TimeSeriesSender {
     /// Points moved that way.
     pub moved: u64,
     queue: Option<Sender<String>>,
+    /// Lines queued and perhaps not settled yet, oldest first, and the number of the first.
+    unsettled: std::collections::VecDeque<String>,
+    first_unsettled: u64,
+    ledger: std::sync::Arc<std::sync::Mutex<Ledger>>,
     deadline: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
     drain_timeout: Duration,
-    thread: Option<JoinHandle<TimeSeriesOutcome>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl TimeSeriesSender {
-    /// Starts writing to the database of `config`.
-    pub fn start(config: &TimeSeriesConfig) -> Result<TimeSeriesSender, WebhookError> {
+    /// Starts writing to the database of `config`, keeping points it does not take in
+    /// `unwritten` (appended to as they fail); `resumed` is what a checkpoint kept of an
+    /// earlier attempt: its pending points are sent first.
+    pub fn start(
+        config: &TimeSeriesConfig,
+        unwritten: std::fs::File,
+        resumed: Option<&TimeSeriesCheckpoint>,
+    ) -> Result<TimeSeriesSender, WebhookError> {
         let agent = crate::webhook::http_agent(config.timeout, config.ca_file.as_deref())?;
         let (queue, points): (Sender<String>, Receiver<String>) = channel();
         let deadline = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
         let give_up = deadline.clone();
         let drain_timeout = config.drain_timeout;
+        let ledger = std::sync::Arc::new(std::sync::Mutex::new(Ledger {
+            unwritten_file: std::io::BufWriter::new(unwritten),
+            settled: 0,
+            written: resumed.map_or(0, |r| r.written),
+            unwritten: resumed.map_or(0, |r| r.unwritten),
+            error: None,
+            file_error: None,
+        }));
+        let shared = ledger.clone();
         let config = config.clone();
         let thread = std::thread::Builder::new()
             .name("timeseries".into())
             .spawn(move || {
                 let url = write_url(&config);
                 let give_up = move || give_up.lock().ok().and_then(|d| *d);
-                let mut outcome = TimeSeriesOutcome::default();
                 let mut batch: Vec<String> = Vec::new();
-                let flush = |batch: &mut Vec<String>, outcome: &mut TimeSeriesOutcome| {
+                let mut failed: Option<String> = None;
+                let mut flush = |batch: &mut Vec<String>| {
                     if batch.is_empty() {
                         return;
                     }
                     // Once one write has failed for good, later ones go straight to the file:
                     // the database is not there, and the run must not wait on it per batch.
-                    let result = if outcome.error.is_some() && give_up().is_some() {
-                        Err(outcome.error.clone().unwrap_or_default())
-                    } else {
-                        write_batch(&agent, &url, &config, &(batch.join("\n") + "\n"), &give_up)
+                    let result = match &failed {
+                        Some(error) if give_up().is_some() => Err(error.clone()),
+                        _ => write_batch(&agent, &url, &config, &(batch.join("\n") + "\n"), &give_up),
                     };
-                    match result {
-                        Ok(()) => outcome.written += batch.len() as u64,
-                        Err(error) => {
-                            outcome.error = Some(error);
-                            outcome.unwritten.append(batch);
-                        }
+                    if let Err(error) = &result {
+                        failed = Some(error.clone());
                     }
-                    batch.clear();
+                    match shared.lock() {
+                        Ok(mut ledger) => ledger.settle(batch, result),
+                        Err(_) => batch.clear(),
+                    }
                 };
                 loop {
                     match points.recv_timeout(Duration::from_millis(200)) {
                         Ok(line) => {
                             batch.push(line);
                             if batch.len() >= config.batch_points {
-                                flush(&mut batch, &mut outcome);
+                                flush(&mut batch);
                             }
                         }
-                        Err(RecvTimeoutError::Timeout) => flush(&mut batch, &mut outcome),
+                        Err(RecvTimeoutError::Timeout) => flush(&mut batch),
                         Err(RecvTimeoutError::Disconnected) => {
-                            flush(&mut batch, &mut outcome);
+                            flush(&mut batch);
                             break;
                         }
                     }
                 }
-                outcome
             })
             .map_err(WebhookError::Thread)?;
-        Ok(TimeSeriesSender {
+        let mut sender = TimeSeriesSender {
             used: std::collections::HashMap::new(),
             moved: 0,
             queue: Some(queue),
+            unsettled: std::collections::VecDeque::new(),
+            first_unsettled: 0,
+            ledger,
             deadline,
             drain_timeout,
             thread: Some(thread),
-        })
+        };
+        for line in resumed.map(|r| r.pending.as_slice()).unwrap_or_default() {
+            sender.queue_line(line.clone());
+        }
+        Ok(sender)
     }
 
-    /// Queues a point (never blocks), at the next free nanosecond of its series if its time is
-    /// already used there.
-    pub fn send(&mut self, measurement: &str, tags: &[(&str, &str)], fields: &[(&str, FieldValue<'_>)], time: u64) {
-        let series = series(measurement, tags);
-        let used = self.used.entry(series.clone()).or_default();
+    /// The time a point of `series` at `time` is written at: the next free nanosecond of the
+    /// series, which it then takes.
+    fn place(&mut self, series: &str, time: u64) -> u64 {
+        let used = match self.used.get_mut(series) {
+            Some(used) => used,
+            None => self.used.entry(series.to_string()).or_default(),
+        };
         let mut time = time;
         if used.contains(&time) {
             self.moved += 1;
@@ -251,9 +332,62 @@ impl TimeSeriesSender {
             }
         }
         used.insert(time);
-        if let Some(queue) = &self.queue {
-            let _ = queue.send(point_of_series(series, fields, time));
+        time
+    }
+
+    fn queue_line(&mut self, line: String) {
+        let Some(queue) = &self.queue else { return };
+        if queue.send(line.clone()).is_ok() {
+            self.unsettled.push_back(line);
         }
+        // Forget what is settled, so that only the lines in flight are kept twice.
+        if self.unsettled.len() >= 1024 {
+            let settled = self.ledger.lock().map_or(0, |l| l.settled);
+            self.forget_to(settled);
+        }
+    }
+
+    fn forget_to(&mut self, settled: u64) {
+        while self.first_unsettled < settled && self.unsettled.pop_front().is_some() {
+            self.first_unsettled += 1;
+        }
+    }
+
+    /// Queues a point (never blocks), at the next free nanosecond of its series if its time is
+    /// already used there.
+    pub fn send(&mut self, measurement: &str, tags: &[(&str, &str)], fields: &[(&str, FieldValue<'_>)], time: u64) {
+        let series = series(measurement, tags);
+        let time = self.place(&series, time);
+        self.queue_line(point_of_series(series, fields, time));
+    }
+
+    /// Takes the time a point would be written at without sending it: a resumed run's points
+    /// from before its checkpoint were sent by an earlier attempt, and the points after it must
+    /// still move past them.
+    pub fn reserve(&mut self, measurement: &str, tags: &[(&str, &str)], time: u64) {
+        let series = series(measurement, tags);
+        self.place(&series, time);
+    }
+
+    /// What a checkpoint keeps, with the unwritten file flushed and synced: the pending points,
+    /// the counts, and the file's length, all at one moment of the delivery thread.
+    pub fn checkpoint(&mut self) -> std::io::Result<(TimeSeriesCheckpoint, u64)> {
+        let ledger = self.ledger.clone();
+        let mut ledger = ledger.lock().map_err(|_| std::io::Error::other("the time-series thread failed"))?;
+        if let Some(error) = &ledger.file_error {
+            return Err(std::io::Error::other(format!("keeping unwritten time-series points: {error}")));
+        }
+        self.forget_to(ledger.settled);
+        ledger.unwritten_file.flush()?;
+        let file = ledger.unwritten_file.get_ref();
+        file.sync_data()?;
+        let length = file.metadata()?.len();
+        let state = TimeSeriesCheckpoint {
+            pending: self.unsettled.iter().cloned().collect(),
+            written: ledger.written,
+            unwritten: ledger.unwritten,
+        };
+        Ok((state, length))
     }
 
     /// Stops taking points and starts the drain timeout.
@@ -266,14 +400,21 @@ impl TimeSeriesSender {
         self.queue = None;
     }
 
-    /// Stops (if not yet stopped), waits up to the drain timeout for the rest, and says what
-    /// was written and what was not.
-    pub fn finish(mut self) -> TimeSeriesOutcome {
+    /// Stops (if not yet stopped), waits up to the drain timeout for the rest, syncs the
+    /// unwritten file, and says what was written and what was not.
+    pub fn finish(mut self) -> std::io::Result<TimeSeriesOutcome> {
         self.stop();
-        match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(outcome)) => outcome,
-            _ => TimeSeriesOutcome { error: Some("the time-series thread failed".into()), ..Default::default() },
+        let joined = self.thread.take().map(JoinHandle::join);
+        let mut ledger = self.ledger.lock().map_err(|_| std::io::Error::other("the time-series thread failed"))?;
+        if !matches!(joined, Some(Ok(()))) {
+            ledger.error = Some("the time-series thread failed".into());
         }
+        if let Some(error) = &ledger.file_error {
+            return Err(std::io::Error::other(format!("keeping unwritten time-series points: {error}")));
+        }
+        ledger.unwritten_file.flush()?;
+        ledger.unwritten_file.get_ref().sync_all()?;
+        Ok(TimeSeriesOutcome { written: ledger.written, unwritten: ledger.unwritten, error: ledger.error.clone() })
     }
 }
 

@@ -3,6 +3,8 @@
 //! command, ends with the outputs of a run that was never interrupted, byte for byte but for
 //! the wall-clock `detected_at`; a checkpoint of another job is refused with a clear message.
 
+#[path = "../../tests/common/influx.rs"]
+mod influx;
 mod runs;
 
 use runs::{SAME_BYTES, start, stderr, summary, surveil, two_days, wait, without_wall_clock};
@@ -73,6 +75,44 @@ impl Lcg {
     }
 }
 
+/// Starts runs with `start` and kills each with SIGKILL somewhere in it (a run uninterrupted
+/// takes `full`), until `kills` runs were killed; a run that finishes first is complete, and
+/// the next starts over. Returns the checkpoint left after each kill (null when there was none).
+fn kill_at_random_points(
+    start: &dyn Fn() -> std::process::Child,
+    kills: usize,
+    full: Duration,
+    seed: u64,
+    checkpoints: &Path,
+) -> Vec<serde_json::Value> {
+    let mut random = Lcg(seed);
+    let mut seen = Vec::new();
+    while seen.len() < kills {
+        let mut child = start();
+        // Somewhere in the run: a resumed run reads the day again (the replay horizon is a day),
+        // so each attempt takes about as long as the first.
+        let delay = full.mul_f64(0.1 + 0.8 * random.unit());
+        let begun = Instant::now();
+        while begun.elapsed() < delay && child.try_wait().expect("wait").is_none() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if child.try_wait().expect("wait").is_some() {
+            // It finished first: the run is complete and starts over next time.
+            let output = child.wait_with_output().expect("output");
+            assert!(output.status.success(), "{}", stderr(&output));
+            continue;
+        }
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+        let checkpoint = std::fs::read_to_string(checkpoints.join("checkpoint.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default();
+        seen.push(checkpoint);
+    }
+    seen
+}
+
 fn killed_ten_times_then_resumed(workers: &str, seed: u64) {
     let (dir, day) = bundled_day();
     let reference = dir.path().join("reference");
@@ -85,31 +125,8 @@ fn killed_ten_times_then_resumed(workers: &str, seed: u64) {
     let checkpoints = dir.path().join("checkpoints");
     let args =
         ["--workers", workers, "--checkpoint", checkpoints.to_str().expect("path"), "--checkpoint-interval", "50ms"];
-    let mut random = Lcg(seed);
-    let (mut kills, mut after_a_checkpoint) = (0, 0);
-    while kills < 10 {
-        let child = start(&day, &out, &args);
-        // Somewhere in the run: a resumed run reads the day again (the replay horizon is a day),
-        // so each attempt takes about as long as the first.
-        let delay = full.mul_f64(0.1 + 0.8 * random.unit());
-        let begun = Instant::now();
-        let mut child = child;
-        while begun.elapsed() < delay && child.try_wait().expect("wait").is_none() {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        if child.try_wait().expect("wait").is_some() {
-            // It finished first: the run is complete and starts over next time.
-            let output = child.wait_with_output().expect("output");
-            assert!(output.status.success(), "{}", stderr(&output));
-            continue;
-        }
-        child.kill().expect("SIGKILL");
-        let _ = child.wait();
-        kills += 1;
-        if checkpoints.join("checkpoint.json").exists() {
-            after_a_checkpoint += 1;
-        }
-    }
+    let seen = kill_at_random_points(&|| start(&day, &out, &args), 10, full, seed, &checkpoints);
+    let (kills, after_a_checkpoint) = (seen.len(), seen.iter().filter(|c| !c.is_null()).count());
     assert!(after_a_checkpoint >= 5, "only {after_a_checkpoint} of the kills came after a checkpoint");
     // Stopped with SIGTERM once it has checkpointed: it drains, keeps its checkpoint and does
     // not commit; what drains after the stop is not checkpointed, so nothing read later is lost.
@@ -278,7 +295,7 @@ fn a_resume_on_the_second_day_skips_the_first() {
 fn an_encrypted_audit_trail_continues_through_kills() {
     let dir = tempfile::tempdir().expect("tempdir");
     let day = dir.path().join("day");
-    let status = surveil().args(["generate", "--events", "300000", "--out"]).arg(&day).status().expect("spawn");
+    let status = surveil().args(["generate", "--events", "1000000", "--out"]).arg(&day).status().expect("spawn");
     assert!(status.success());
     let key = dir.path().join("audit.key");
     let made = surveil().args(["audit", "keygen", "--encryption", "--out"]).arg(&key).output().expect("keygen");
@@ -299,39 +316,20 @@ fn an_encrypted_audit_trail_continues_through_kills() {
     };
 
     let reference = dir.path().join("reference");
+    let started = Instant::now();
     let output = wait(start(&reference, &["--workers", "2"], true), WATCHDOG, "reference run");
+    let full = started.elapsed();
     assert!(output.status.success(), "reference run: {}", stderr(&output));
 
     let out = dir.path().join("resumed");
     let checkpoints = dir.path().join("checkpoints");
     let cp = checkpoints.to_str().expect("path");
     let args = ["--workers", "2", "--checkpoint", cp, "--checkpoint-interval", "5ms"];
-    let watermark = || -> u64 {
-        std::fs::read_to_string(checkpoints.join("checkpoint.json"))
-            .ok()
-            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-            .and_then(|c| c["writer"]["watermark"].as_u64())
-            .unwrap_or(0)
-    };
-    // Killed three times, each after a checkpoint of its own.
-    let mut kills = 0;
-    while kills < 3 {
-        let before = watermark();
-        let mut child = start(&out, &args, true);
-        let begun = Instant::now();
-        while watermark() <= before && child.try_wait().expect("wait").is_none() {
-            assert!(begun.elapsed() < WATCHDOG, "no checkpoint written");
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        if child.try_wait().expect("wait").is_some() {
-            panic!("the run ended before it was killed: {}", stderr(&child.wait_with_output().expect("output")));
-        }
-        child.kill().expect("SIGKILL");
-        let _ = child.wait();
-        kills += 1;
-    }
-    let sealed = std::fs::read(out.join("audit.jsonl.partial")).expect("partial audit trail");
-    assert!(sealed.starts_with(b"SURVEIL-SEALED-1"), "the trail is sealed");
+    let seen = kill_at_random_points(&|| start(&out, &args, true), 4, full, 5, &checkpoints);
+    assert!(seen.iter().filter(|c| !c.is_null()).count() >= 2, "too few kills after a checkpoint");
+    let must_resume = !seen.last().is_some_and(serde_json::Value::is_null);
+    let sealed = std::fs::read(out.join("audit.jsonl.partial")).unwrap_or_default();
+    assert!(sealed.is_empty() || sealed.starts_with(b"SURVEIL-SEALED-1"), "the trail is sealed");
 
     // Without the key: refused, naming both, and the trail is left as it was.
     let refused = wait(start(&out, &args, false), WATCHDOG, "resume without the key");
@@ -342,16 +340,85 @@ fn an_encrypted_audit_trail_continues_through_kills() {
 
     let output = wait(start(&out, &args, true), WATCHDOG, "last run");
     assert!(output.status.success(), "last run: {}", stderr(&output));
-    let got = assert_same_outputs(&reference, &out, "after three kills");
-    assert!(got["checkpoints"]["resumes"].as_u64().unwrap_or(0) >= 1, "{}", got["checkpoints"]);
+    let got = assert_same_outputs(&reference, &out, "after four kills");
+    assert!(!must_resume || got["checkpoints"]["resumes"].as_u64().unwrap_or(0) >= 1, "{}", got["checkpoints"]);
 
     // One segment per resume after the first attempt's, nothing readable, one chain.
     let trail = std::fs::read(out.join("audit.jsonl")).expect("audit");
     let segments = trail.windows(16).filter(|w| *w == b"SURVEIL-SEALED-1").count();
-    assert!(segments >= 2, "{segments} segments");
+    assert!(!must_resume || segments >= 2, "{segments} segments");
     assert!(!trail.windows(11).any(|w| w == b"run_resumed"), "plaintext in the sealed trail");
     let verify = surveil().args(["audit", "verify"]).arg(&out).arg("--key").arg(&key).output().expect("verify");
     assert!(verify.status.success(), "audit verify: {}", stderr(&verify));
     let without = surveil().args(["audit", "verify"]).arg(&out).env_remove("SURVEIL_ENCRYPTION_KEY").output();
     assert!(!without.expect("verify").status.success(), "a sealed trail verified without its key");
+}
+
+/// Every point in a database, sorted (points of one time may come in any order).
+fn points(influx: &influx::Influx, database: &str) -> Vec<String> {
+    let mut points = Vec::new();
+    for measurement in ["surveil_alerts", "surveil_cases"] {
+        let answer = influx.query_in(database, &format!("SELECT * FROM {measurement}"));
+        let values = answer["results"][0]["series"][0]["values"].as_array().cloned().unwrap_or_default();
+        points.extend(values.iter().map(|v| format!("{measurement} {v}")));
+    }
+    points.sort();
+    points
+}
+
+/// The time-series sink through kills: points a checkpoint had queued but not yet written are
+/// sent by the resumed run, points after it are written again at the same series and time (the
+/// database keeps one), so the database ends with an uninterrupted run's points, none missing,
+/// none twice, and the summary counts them once.
+#[test]
+fn time_series_points_after_kills_are_an_uninterrupted_runs() {
+    let influx = influx::Influx::start();
+    influx.query("CREATE DATABASE resumed");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let day = dir.path().join("day");
+    let status = surveil().args(["generate", "--events", "1000000", "--out"]).arg(&day).status().expect("spawn");
+    assert!(status.success());
+    let config = std::fs::read_to_string(day.join("surveil.toml")).expect("config");
+    assert!(!config.contains("[timeseries]"));
+    let sink = |database: &str| {
+        format!(
+            "{config}\n[timeseries]\nurl = \"{}\"\ndatabase = \"{database}\"\nbatch_points = 50\nbackoff = \"10ms\"\n",
+            influx.url()
+        )
+    };
+    std::fs::write(day.join("surveil.toml"), sink("surveil")).expect("write");
+    let reference = dir.path().join("reference");
+    let started = Instant::now();
+    let output = wait(start(&day, &reference, &["--workers", "2"]), WATCHDOG, "reference run");
+    let full = started.elapsed();
+    assert!(output.status.success(), "reference run: {}", stderr(&output));
+    let expected = points(&influx, "surveil");
+    assert!(expected.len() > 20, "{} points", expected.len());
+
+    std::fs::write(day.join("surveil.toml"), sink("resumed")).expect("write");
+    let out = dir.path().join("resumed");
+    let checkpoints = dir.path().join("checkpoints");
+    let args = ["--workers", "2", "--checkpoint", checkpoints.to_str().expect("path"), "--checkpoint-interval", "5ms"];
+    let seen = kill_at_random_points(&|| start(&day, &out, &args), 4, full, 3, &checkpoints);
+    assert!(seen.iter().filter(|c| !c.is_null()).count() >= 2, "too few kills after a checkpoint");
+    let must_resume = !seen.last().is_some_and(serde_json::Value::is_null);
+    let pending: usize = seen.iter().map(|c| c["writer"]["timeseries"]["pending"].as_array().map_or(0, Vec::len)).sum();
+    let output = wait(start(&day, &out, &args), WATCHDOG, "last run");
+    assert!(output.status.success(), "last run: {}", stderr(&output));
+    let got = assert_same_outputs(&reference, &out, "after four kills");
+    assert!(!must_resume || got["checkpoints"]["resumes"].as_u64().unwrap_or(0) >= 1, "{}", got["checkpoints"]);
+    let got_points = points(&influx, "resumed");
+    let missing: Vec<&String> = expected.iter().filter(|p| !got_points.contains(p)).collect();
+    let extra: Vec<&String> = got_points.iter().filter(|p| !expected.contains(p)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "the database after the kills ({pending} points were pending at them): {} missing, {} extra; first {:?} {:?}",
+        missing.len(),
+        extra.len(),
+        missing.first(),
+        extra.first()
+    );
+    assert_eq!(got_points.len(), expected.len());
+    assert_eq!(got["timeseries"], summary(&reference)["timeseries"]);
+    println!("{pending} points pending at the checkpoints killed after");
 }
