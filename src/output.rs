@@ -696,6 +696,9 @@ pub struct WriterState {
     /// The time-series sink's points not settled yet, and its counts.
     #[serde(default)]
     pub timeseries: Option<crate::timeseries::TimeSeriesCheckpoint>,
+    /// Each webhook route's events queued and not settled yet, with their places.
+    #[serde(default)]
+    pub webhooks: BTreeMap<String, Vec<(u64, Json)>>,
     /// The symbol texts learnt from the inputs.
     pub names: Vec<(u64, String)>,
     /// Dead letters written (input, offset) that a restart may read again.
@@ -714,6 +717,7 @@ struct ResumeFilter {
     audit: Option<crate::audit::AuditPosition>,
     audit_key_id: Option<String>,
     timeseries: Option<crate::timeseries::TimeSeriesCheckpoint>,
+    webhooks: BTreeMap<String, Vec<(u64, Json)>>,
 }
 
 impl ResumeFilter {
@@ -815,6 +819,7 @@ impl ReportWriter {
             audit: state.audit.clone(),
             audit_key_id: state.audit_key_id.clone(),
             timeseries: state.timeseries.clone(),
+            webhooks: state.webhooks.clone(),
         };
         for key in &state.dead_letters {
             *filter.dead_letters.entry(*key).or_default() += 1;
@@ -893,6 +898,15 @@ impl ReportWriter {
         };
         #[cfg(not(feature = "http"))]
         let timeseries = None;
+        let mut webhooks = BTreeMap::new();
+        #[cfg(feature = "http")]
+        for (name, sender) in self.route_names.iter().zip(&mut self.webhooks) {
+            if let Some(sender) = sender {
+                let (pending, length) = sender.checkpoint()?;
+                outputs.insert(webhook_file(name), length);
+                webhooks.insert(name.clone(), pending);
+            }
+        }
         let mut counts = self.counts.clone();
         counts.symbol_collisions = self.renderer.names.collisions();
         let (dead_letters, late_events) = self.written_side.clone().unwrap_or_default();
@@ -908,6 +922,7 @@ impl ReportWriter {
             audit,
             audit_key_id: self.audit_key_id.clone(),
             timeseries,
+            webhooks,
             names: self.renderer.names.iter().map(|(symbol, text)| (symbol.0, text.to_string())).collect(),
             dead_letters,
             late_events,
@@ -1031,9 +1046,22 @@ impl ReportWriter {
                 self.webhooks.push(None);
                 continue;
             };
-            let path = folder.partial(&webhook_file(&route.name));
-            let outbox = File::create(&path).map_err(|source| crate::webhook::WebhookError::Outbox { path, source })?;
-            self.webhooks.push(Some(crate::webhook::WebhookSender::start(&route.name, config, outbox)?));
+            let name = webhook_file(&route.name);
+            let path = folder.partial(&name);
+            let io = |source| crate::webhook::WebhookError::Outbox { path: path.clone(), source };
+            // A resumed run continues the outbox: what it had settled up to the checkpoint, what
+            // was queued then, and what the stopped attempt delivered after it.
+            let resumed = match folder.resumed_length(&name) {
+                Some(length) => {
+                    let pending =
+                        self.resumed.as_ref().and_then(|r| r.webhooks.get(&route.name).cloned()).unwrap_or_default();
+                    let kept = std::fs::read(&path).map_err(io)?;
+                    Some(crate::webhook::ResumedDeliveries::read(&kept, length, pending).map_err(io)?)
+                }
+                None => None,
+            };
+            let outbox = folder.open(&name).map_err(io)?;
+            self.webhooks.push(Some(crate::webhook::WebhookSender::start(&route.name, config, outbox, resumed)?));
         }
         Ok(())
     }
@@ -1344,7 +1372,7 @@ impl ReportWriter {
                 publisher.publish(key, self.line.strip_suffix(b"\n").unwrap_or(&self.line));
             }
             #[cfg(feature = "http")]
-            if let Some(Some(sender)) = self.webhooks.get(index) {
+            if let Some(Some(sender)) = self.webhooks.get_mut(index) {
                 let notice = notice.get_or_insert_with(|| {
                     let mut with_kind = fields.clone();
                     with_kind.insert("notice".into(), Json::from(kind));
@@ -1748,6 +1776,11 @@ impl OutputFolder {
             }
             None => File::create(path),
         }
+    }
+
+    /// The length a resumed run keeps of `name`, when it continues it from a checkpoint.
+    pub fn resumed_length(&self, name: &str) -> Option<u64> {
+        self.resumed.get(name).copied()
     }
 
     /// True when the run continues `name` from a checkpoint.

@@ -693,8 +693,6 @@ pub fn job_identity(config: &Config, inputs: &[InputSpec]) -> crate::checkpoint:
 fn checkpoints_refused(config: &Config, inputs: &[InputSpec]) -> Option<&'static str> {
     if config.archive.is_some() || inputs.iter().any(|i| i.format == crate::ingest::Format::Archive) {
         Some("archives")
-    } else if config.alerts.routes.iter().any(|r| r.webhook.is_some()) {
-        Some("webhook routes")
     } else {
         None
     }

@@ -428,10 +428,71 @@ fn deliver_in_order(
     delivery
 }
 
+/// What a resumed run knows of a route's earlier deliveries.
+#[derive(Clone, Debug, Default)]
+pub struct ResumedDeliveries {
+    /// The outbox's lines up to the checkpoint (every event up to the last settled one), in
+    /// order: they set the incidents' order and the counts again.
+    pub history: Vec<Delivery>,
+    /// The events queued and not settled at the checkpoint, with their places, oldest first:
+    /// sent first.
+    pub pending: Vec<(u64, Json)>,
+    /// Outcomes written after the checkpoint by the attempt that was stopped, by place: an
+    /// event delivered (or skipped) then is not sent again, and its line is written again.
+    pub settled_later: std::collections::HashMap<u64, Delivery>,
+}
+
+impl ResumedDeliveries {
+    /// Reads an outbox kept from an attempt that was stopped: its first `length` bytes are
+    /// what the checkpoint recorded, the rest what came after it (a torn last line is left
+    /// out); `pending` is the checkpoint's.
+    pub fn read(outbox: &[u8], length: u64, pending: Vec<(u64, Json)>) -> std::io::Result<ResumedDeliveries> {
+        let cut = usize::try_from(length).unwrap_or(usize::MAX).min(outbox.len());
+        let (before, after) = outbox.split_at(cut);
+        let mut history = Vec::new();
+        for (i, line) in before.split(|b| *b == b'\n').enumerate().filter(|(_, l)| !l.is_empty()) {
+            let delivery: Delivery = serde_json::from_slice(line).map_err(|e| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("outbox line {}: {e}", i + 1))
+            })?;
+            history.push(delivery);
+        }
+        let settled_later = after
+            .split(|b| *b == b'\n')
+            .filter_map(|line| serde_json::from_slice::<Delivery>(line).ok())
+            .filter(|d| d.delivered || d.skipped)
+            .map(|d| (d.seq, d))
+            .collect();
+        let resumed = ResumedDeliveries { history, pending, settled_later };
+        let settled = resumed.history.len() as u64;
+        if resumed.history.iter().enumerate().any(|(i, d)| d.seq != i as u64 + 1)
+            || resumed.pending.iter().enumerate().any(|(i, (seq, _))| *seq != settled + i as u64 + 1)
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the outbox and the checkpoint's pending events do not follow each other",
+            ));
+        }
+        Ok(resumed)
+    }
+}
+
+/// What the delivery thread has settled, shared with the writer so that a checkpoint sees the
+/// outbox and the last settled place at one moment.
+struct Outbox {
+    file: std::io::BufWriter<std::fs::File>,
+    /// The place of the last event whose outcome is in the file.
+    settled: u64,
+}
+
 /// A route's delivery thread.
 pub struct WebhookSender {
     name: String,
     queue: Option<Sender<Json>>,
+    /// Events queued and perhaps not settled, with their places, oldest first.
+    unsettled: std::collections::VecDeque<(u64, Json)>,
+    /// The place of the last event queued.
+    queued: u64,
+    outbox: std::sync::Arc<std::sync::Mutex<Outbox>>,
     deadline: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
     drain_timeout: Duration,
     thread: Option<JoinHandle<std::io::Result<DeliveryCounts>>>,
@@ -439,21 +500,37 @@ pub struct WebhookSender {
 
 impl WebhookSender {
     /// Starts delivering to the webhook of route `name`, appending every event with its outcome
-    /// to `outbox` as soon as it is known.
-    pub fn start(name: &str, config: &WebhookConfig, outbox: std::fs::File) -> Result<WebhookSender, WebhookError> {
+    /// to `outbox` as soon as it is known; `resumed` continues an attempt that was stopped after
+    /// a checkpoint (`outbox` is then cut back to the checkpoint's length).
+    pub fn start(
+        name: &str,
+        config: &WebhookConfig,
+        outbox: std::fs::File,
+        resumed: Option<ResumedDeliveries>,
+    ) -> Result<WebhookSender, WebhookError> {
         let agent = agent(config)?;
         let (queue, events): (Sender<Json>, Receiver<Json>) = channel();
         let deadline = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
         let give_up = deadline.clone();
         let config_for_thread = config.clone();
+        let ResumedDeliveries { history, pending, mut settled_later } = resumed.unwrap_or_default();
+        let settled = history.len() as u64;
+        let outbox =
+            std::sync::Arc::new(std::sync::Mutex::new(Outbox { file: std::io::BufWriter::new(outbox), settled }));
+        let shared = outbox.clone();
+        let failed = |name: &str| std::io::Error::other(format!("the webhook thread of route {name} failed"));
+        let route = name.to_string();
         let thread = std::thread::Builder::new()
             .name(format!("webhook-{name}"))
             .spawn(move || -> std::io::Result<DeliveryCounts> {
                 use std::io::Write;
                 let config = config_for_thread;
                 let give_up = move || give_up.lock().ok().and_then(|d| *d);
-                let mut outbox = std::io::BufWriter::new(outbox);
-                let (mut counts, mut order, mut seq) = (DeliveryCounts::default(), IncidentOrder::default(), 0);
+                let (mut counts, mut order, mut seq) = (DeliveryCounts::default(), IncidentOrder::default(), settled);
+                for delivery in &history {
+                    counts.count(delivery);
+                    order.record(delivery);
+                }
                 loop {
                     let event = match events.recv_timeout(Duration::from_millis(200)) {
                         Ok(event) => event,
@@ -461,31 +538,73 @@ impl WebhookSender {
                         Err(RecvTimeoutError::Disconnected) => break,
                     };
                     seq += 1;
-                    let delivery = deliver_in_order(&agent, &config, seq, event, &give_up, &mut order);
+                    // Delivered by the attempt that was stopped: not sent twice.
+                    let earlier = settled_later.remove(&seq).filter(|d| {
+                        d.event["dedup_key"] == event["dedup_key"] && d.event["event_action"] == event["event_action"]
+                    });
+                    let delivery = match earlier {
+                        Some(delivery) => {
+                            order.record(&delivery);
+                            delivery
+                        }
+                        None => deliver_in_order(&agent, &config, seq, event, &give_up, &mut order),
+                    };
                     counts.count(&delivery);
-                    serde_json::to_writer(&mut outbox, &delivery)?;
-                    outbox.write_all(b"\n")?;
-                    outbox.flush()?;
+                    let mut outbox = shared.lock().map_err(|_| failed(&route))?;
+                    serde_json::to_writer(&mut outbox.file, &delivery)?;
+                    outbox.file.write_all(b"\n")?;
+                    outbox.file.flush()?;
+                    outbox.settled = seq;
                 }
-                outbox.get_ref().sync_all()?;
+                let outbox = shared.lock().map_err(|_| failed(&route))?;
+                outbox.file.get_ref().sync_all()?;
                 Ok(counts)
             })
             .map_err(WebhookError::Thread)?;
-        Ok(WebhookSender {
+        let mut sender = WebhookSender {
             name: name.to_string(),
             queue: Some(queue),
+            unsettled: std::collections::VecDeque::new(),
+            queued: settled,
+            outbox,
             deadline,
             drain_timeout: config.drain_timeout,
             thread: Some(thread),
-        })
+        };
+        for (_, event) in pending {
+            sender.send(event);
+        }
+        Ok(sender)
     }
 
     /// Queues an event (never blocks).
-    pub fn send(&self, event: Json) {
+    pub fn send(&mut self, event: Json) {
         if let Some(queue) = &self.queue {
+            self.queued += 1;
+            self.unsettled.push_back((self.queued, event.clone()));
             // The thread ends only after the queue closes, so the send cannot fail.
             let _ = queue.send(event);
+            // Forget what is settled, so that only the events in flight are kept twice.
+            if self.unsettled.len() >= 256 {
+                let settled = self.outbox.lock().map_or(0, |o| o.settled);
+                self.unsettled.retain(|(seq, _)| *seq > settled);
+            }
         }
+    }
+
+    /// What a checkpoint keeps of the route, with the outbox flushed and synced: the events
+    /// queued and not settled, and the outbox's length, at one moment of the delivery thread.
+    pub fn checkpoint(&mut self) -> std::io::Result<(Vec<(u64, Json)>, u64)> {
+        let outbox = self.outbox.clone();
+        let mut outbox = outbox
+            .lock()
+            .map_err(|_| std::io::Error::other(format!("the webhook thread of route {} failed", self.name)))?;
+        let settled = outbox.settled;
+        self.unsettled.retain(|(seq, _)| *seq > settled);
+        std::io::Write::flush(&mut outbox.file)?;
+        let file = outbox.file.get_ref();
+        file.sync_data()?;
+        Ok((self.unsettled.iter().cloned().collect(), file.metadata()?.len()))
     }
 
     /// Stops taking events and starts the drain timeout: what is not delivered by then stays
@@ -561,6 +680,29 @@ pub fn redeliver(outbox: &std::path::Path, config: &WebhookConfig) -> Result<(u6
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn line(seq: u64, delivered: bool) -> String {
+        let event = json!({"event_action": "trigger", "dedup_key": format!("g{seq}")});
+        let delivery = Delivery { seq, event, delivered, attempts: 1, status: None, error: None, skipped: false };
+        serde_json::to_string(&delivery).expect("json") + "\n"
+    }
+
+    #[test]
+    fn a_resumed_outbox_splits_at_the_checkpoint() {
+        let before = line(1, true) + &line(2, false);
+        // After the checkpoint: 3 delivered, 4 not, and a line torn by the kill.
+        let after = line(3, true) + &line(4, false) + &line(5, true)[..20];
+        let outbox = (before.clone() + &after).into_bytes();
+        let pending = vec![(3, json!({})), (4, json!({}))];
+        let resumed = ResumedDeliveries::read(&outbox, before.len() as u64, pending.clone()).expect("reads");
+        assert_eq!(resumed.history.iter().map(|d| d.seq).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(resumed.pending, pending);
+        assert_eq!(resumed.settled_later.keys().copied().collect::<Vec<_>>(), [3], "only what was delivered");
+        // Pending events that do not follow the outbox's last place: refused.
+        assert!(ResumedDeliveries::read(&outbox, before.len() as u64, vec![(4, json!({}))]).is_err());
+        // A checkpoint inside a line: refused, not misread.
+        assert!(ResumedDeliveries::read(&outbox, before.len() as u64 - 3, Vec::new()).is_err());
+    }
 
     #[test]
     fn notices_map_to_pagerduty_events() {

@@ -3,6 +3,8 @@
 //! command, ends with the outputs of a run that was never interrupted, byte for byte but for
 //! the wall-clock `detected_at`; a checkpoint of another job is refused with a clear message.
 
+#[path = "../../tests/common/endpoint.rs"]
+mod endpoint;
 #[path = "../../tests/common/influx.rs"]
 mod influx;
 mod runs;
@@ -421,4 +423,107 @@ fn time_series_points_after_kills_are_an_uninterrupted_runs() {
     assert_eq!(got_points.len(), expected.len());
     assert_eq!(got["timeseries"], summary(&reference)["timeseries"]);
     println!("{pending} points pending at the checkpoints killed after");
+}
+
+/// An event as the endpoint or the outbox holds it, without the wall clock.
+fn without_detected_at(mut event: serde_json::Value) -> serde_json::Value {
+    if let Some(details) = event["payload"]["custom_details"].as_object_mut() {
+        details.remove("detected_at");
+    }
+    event
+}
+
+/// A route's outbox: (place, event, delivered, skipped) per line.
+fn outbox(path: &Path) -> Vec<(u64, serde_json::Value, bool, bool)> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .map(|line| {
+            let d: serde_json::Value = serde_json::from_str(line).expect("outbox line");
+            let flag = |f: &str| d[f].as_bool().unwrap_or(false);
+            (
+                d["seq"].as_u64().unwrap_or(0),
+                without_detected_at(d["event"].clone()),
+                flag("delivered"),
+                flag("skipped"),
+            )
+        })
+        .collect()
+}
+
+/// A webhook route through kills: events a checkpoint had queued but not delivered are sent by
+/// the resumed run, events the stopped attempt had delivered after it are not sent again, so
+/// the endpoint gets every event of an uninterrupted run, in order, and an event twice only
+/// when a kill came between its delivery and the outbox line that records it; the outbox ends
+/// as an uninterrupted run's.
+#[test]
+fn webhook_deliveries_after_kills_are_an_uninterrupted_runs() {
+    use std::net::TcpListener;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let day = dir.path().join("day");
+    let status = surveil().args(["generate", "--events", "1000000", "--out"]).arg(&day).status().expect("spawn");
+    assert!(status.success());
+    let config = std::fs::read_to_string(day.join("surveil.toml")).expect("config");
+    assert!(!config.contains("[[alerts.routes]]"));
+    let route = |url: &str| {
+        format!(
+            "{config}\n[[alerts.routes]]\nname = \"all\"\n\n[[alerts.routes]]\nname = \"pager\"\n\
+             tiers = [\"high\", \"critical\"]\nwebhook = {{ url = \"{url}\", routing_key = \"R0UT1NGKEY\", \
+             backoff = \"10ms\", timeout = \"2s\" }}\n"
+        )
+    };
+    let uninterrupted = endpoint::Endpoint::serve(TcpListener::bind("127.0.0.1:0").expect("bind"), |_| 202);
+    std::fs::write(day.join("surveil.toml"), route(&uninterrupted.url())).expect("write");
+    let reference = dir.path().join("reference");
+    let started = Instant::now();
+    let output = wait(start(&day, &reference, &["--workers", "2"]), WATCHDOG, "reference run");
+    let full = started.elapsed();
+    assert!(output.status.success(), "reference run: {}", stderr(&output));
+    let expected: Vec<serde_json::Value> =
+        uninterrupted.requests().into_iter().map(|(event, _)| without_detected_at(event)).collect();
+    assert!(expected.len() > 20, "{} events", expected.len());
+
+    // Every seventh request fails once: retries go on through the kills.
+    let resumed =
+        endpoint::Endpoint::serve(
+            TcpListener::bind("127.0.0.1:0").expect("bind"),
+            |n| {
+                if n % 7 == 3 { 503 } else { 202 }
+            },
+        );
+    std::fs::write(day.join("surveil.toml"), route(&resumed.url())).expect("write");
+    let out = dir.path().join("resumed");
+    let checkpoints = dir.path().join("checkpoints");
+    let args = ["--workers", "2", "--checkpoint", checkpoints.to_str().expect("path"), "--checkpoint-interval", "5ms"];
+    let seen = kill_at_random_points(&|| start(&day, &out, &args), 4, full, 9, &checkpoints);
+    assert!(seen.iter().filter(|c| !c.is_null()).count() >= 2, "too few kills after a checkpoint");
+    let must_resume = !seen.last().is_some_and(serde_json::Value::is_null);
+    let pending: usize = seen.iter().map(|c| c["writer"]["webhooks"]["pager"].as_array().map_or(0, Vec::len)).sum();
+    let output = wait(start(&day, &out, &args), WATCHDOG, "last run");
+    assert!(output.status.success(), "last run: {}", stderr(&output));
+    let got = assert_same_outputs(&reference, &out, "after four kills");
+    assert!(!must_resume || got["checkpoints"]["resumes"].as_u64().unwrap_or(0) >= 1, "{}", got["checkpoints"]);
+    assert_eq!(got["webhooks"], summary(&reference)["webhooks"]);
+
+    // The outbox: every event once, in order, delivered, as the uninterrupted run's.
+    assert_eq!(outbox(&out.join("webhook_pager.jsonl")), outbox(&reference.join("webhook_pager.jsonl")));
+    // The endpoint: the accepted events are the uninterrupted run's in order, some twice.
+    let accepted: Vec<serde_json::Value> = resumed
+        .requests()
+        .into_iter()
+        .filter(|(_, status)| *status == 202)
+        .map(|(event, _)| without_detected_at(event))
+        .collect();
+    let mut next = 0;
+    let mut twice = 0;
+    for event in &accepted {
+        if next < expected.len() && *event == expected[next] {
+            next += 1;
+        } else {
+            assert!(expected[..next].contains(event), "an event the uninterrupted run did not send: {event}");
+            twice += 1;
+        }
+    }
+    assert_eq!(next, expected.len(), "events missing from the endpoint");
+    assert!(twice <= seen.len(), "{twice} events delivered twice in {} kills", seen.len());
+    println!("{pending} events pending at the checkpoints killed after; {twice} delivered twice");
 }
