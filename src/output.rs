@@ -644,6 +644,9 @@ pub struct ReportWriter {
     /// The routes' webhooks, by route index: routing key, delivery thread and outbox.
     #[cfg(feature = "http")]
     webhooks: Vec<Option<crate::webhook::WebhookSender>>,
+    /// The outboxes continued from stopped attempts (by route index), put in order at the end.
+    #[cfg(feature = "http")]
+    outboxes_to_compact: Vec<(usize, PathBuf)>,
     /// The time-series database's writer and the file for what it does not take.
     #[cfg(feature = "http")]
     timeseries: Option<crate::timeseries::TimeSeriesSender>,
@@ -696,9 +699,9 @@ pub struct WriterState {
     /// The time-series sink's points not settled yet, and its counts.
     #[serde(default)]
     pub timeseries: Option<crate::timeseries::TimeSeriesCheckpoint>,
-    /// Each webhook route's events queued and not settled yet, with their places.
+    /// Each webhook route's last settled event and the events queued after it.
     #[serde(default)]
-    pub webhooks: BTreeMap<String, Vec<(u64, Json)>>,
+    pub webhooks: BTreeMap<String, crate::webhook::WebhookCheckpoint>,
     /// The symbol texts learnt from the inputs.
     pub names: Vec<(u64, String)>,
     /// Dead letters written (input, offset) that a restart may read again.
@@ -717,7 +720,7 @@ struct ResumeFilter {
     audit: Option<crate::audit::AuditPosition>,
     audit_key_id: Option<String>,
     timeseries: Option<crate::timeseries::TimeSeriesCheckpoint>,
-    webhooks: BTreeMap<String, Vec<(u64, Json)>>,
+    webhooks: BTreeMap<String, crate::webhook::WebhookCheckpoint>,
 }
 
 impl ResumeFilter {
@@ -782,6 +785,8 @@ impl ReportWriter {
             routes: Vec::new(),
             #[cfg(feature = "http")]
             webhooks: Vec::new(),
+            #[cfg(feature = "http")]
+            outboxes_to_compact: Vec::new(),
             #[cfg(feature = "http")]
             timeseries: None,
             #[cfg(feature = "archive")]
@@ -902,9 +907,9 @@ impl ReportWriter {
         #[cfg(feature = "http")]
         for (name, sender) in self.route_names.iter().zip(&mut self.webhooks) {
             if let Some(sender) = sender {
-                let (pending, length) = sender.checkpoint()?;
+                let (state, length) = sender.checkpoint()?;
                 outputs.insert(webhook_file(name), length);
-                webhooks.insert(name.clone(), pending);
+                webhooks.insert(name.clone(), state);
             }
         }
         let mut counts = self.counts.clone();
@@ -1041,7 +1046,7 @@ impl ReportWriter {
         routes: &[crate::config::RouteConfig],
     ) -> Result<(), crate::webhook::WebhookError> {
         self.webhooks = Vec::with_capacity(routes.len());
-        for route in routes {
+        for (index, route) in routes.iter().enumerate() {
             let Some(config) = &route.webhook else {
                 self.webhooks.push(None);
                 continue;
@@ -1049,18 +1054,26 @@ impl ReportWriter {
             let name = webhook_file(&route.name);
             let path = folder.partial(&name);
             let io = |source| crate::webhook::WebhookError::Outbox { path: path.clone(), source };
-            // A resumed run continues the outbox: what it had settled up to the checkpoint, what
-            // was queued then, and what the stopped attempt delivered after it.
-            let resumed = match folder.resumed_length(&name) {
-                Some(length) => {
-                    let pending =
-                        self.resumed.as_ref().and_then(|r| r.webhooks.get(&route.name).cloned()).unwrap_or_default();
-                    let kept = std::fs::read(&path).map_err(io)?;
-                    Some(crate::webhook::ResumedDeliveries::read(&kept, length, pending).map_err(io)?)
-                }
-                None => None,
+            // A resumed run continues the outbox the stopped attempts appended to: what was
+            // settled up to the checkpoint, what was queued then, and what they delivered after
+            // it. The outbox is appended to, not cut back, so that an attempt stopped again
+            // before it reaches what an earlier one delivered does not lose it.
+            let (resumed, outbox) = if folder.is_resumed(&name) {
+                let checkpoint =
+                    self.resumed.as_ref().and_then(|r| r.webhooks.get(&route.name).cloned()).unwrap_or_default();
+                let mut kept = std::fs::read(&path).map_err(io)?;
+                let whole = kept.iter().rposition(|b| *b == b'\n').map_or(0, |at| at + 1);
+                kept.truncate(whole);
+                let resumed = crate::webhook::ResumedDeliveries::read(&kept, checkpoint).map_err(io)?;
+                let file = std::fs::OpenOptions::new().write(true).open(&path).map_err(io)?;
+                file.set_len(whole as u64).map_err(io)?;
+                let mut file = file;
+                std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0)).map_err(io)?;
+                self.outboxes_to_compact.push((index, path.clone()));
+                (Some(resumed), file)
+            } else {
+                (None, folder.open(&name).map_err(io)?)
             };
-            let outbox = folder.open(&name).map_err(io)?;
             self.webhooks.push(Some(crate::webhook::WebhookSender::start(&route.name, config, outbox, resumed)?));
         }
         Ok(())
@@ -1462,9 +1475,15 @@ impl ReportWriter {
     /// Waits for the webhooks' last deliveries (their outboxes are written as they go).
     #[cfg(feature = "http")]
     fn finish_webhooks(&mut self) -> std::io::Result<()> {
-        for (name, webhook) in self.route_names.clone().iter().zip(std::mem::take(&mut self.webhooks)) {
+        let compact = std::mem::take(&mut self.outboxes_to_compact);
+        for (index, (name, webhook)) in
+            self.route_names.clone().iter().zip(std::mem::take(&mut self.webhooks)).enumerate()
+        {
             let Some(sender) = webhook else { continue };
             let done = sender.finish()?;
+            if let Some((_, path)) = compact.iter().find(|(i, _)| *i == index) {
+                crate::webhook::compact_outbox(path, done.delivered + done.undelivered + done.skipped)?;
+            }
             if done.undelivered > 0 {
                 tracing::warn!(route = %name, undelivered = done.undelivered, "webhook events not delivered: `surveil deliver` sends them");
             }

@@ -1100,6 +1100,20 @@ impl Job {
         let earlier = checkpoints.as_ref().and_then(|c| c.earlier.as_ref());
         let folder = match earlier {
             Some(earlier) => OutputFolder::resume(out_dir, &protected, earlier.writer.outputs.clone())?,
+            // Killed before its first checkpoint, a run with checkpoints starts over, but its
+            // webhooks do not deliver again what they delivered (their outboxes are kept).
+            None if checkpoints.is_some() => {
+                let outboxes: std::collections::BTreeMap<String, u64> = config
+                    .alerts
+                    .routes
+                    .iter()
+                    .filter(|route| route.webhook.is_some())
+                    .map(|route| crate::output::webhook_file(&route.name))
+                    .filter(|name| out_dir.join(format!("{name}{}", crate::output::PARTIAL_SUFFIX)).is_file())
+                    .map(|name| (name, 0))
+                    .collect();
+                OutputFolder::resume(out_dir, &protected, outboxes)?
+            }
             None => OutputFolder::prepare(out_dir, &protected)?,
         };
         let output = |source| RunError::Output { path: out_dir.into(), source };

@@ -428,52 +428,84 @@ fn deliver_in_order(
     delivery
 }
 
+/// What a checkpoint keeps of a webhook route.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WebhookCheckpoint {
+    /// The place of the last event whose outcome was in the outbox.
+    pub settled: u64,
+    /// The events queued after it, with their places, oldest first.
+    pub pending: Vec<(u64, Json)>,
+}
+
 /// What a resumed run knows of a route's earlier deliveries.
 #[derive(Clone, Debug, Default)]
 pub struct ResumedDeliveries {
-    /// The outbox's lines up to the checkpoint (every event up to the last settled one), in
-    /// order: they set the incidents' order and the counts again.
+    /// The outcomes of every event up to the checkpoint's last settled one, in order: they set
+    /// the incidents' order and the counts again.
     pub history: Vec<Delivery>,
     /// The events queued and not settled at the checkpoint, with their places, oldest first:
     /// sent first.
     pub pending: Vec<(u64, Json)>,
-    /// Outcomes written after the checkpoint by the attempt that was stopped, by place: an
-    /// event delivered (or skipped) then is not sent again, and its line is written again.
+    /// Outcomes the stopped attempts wrote after the checkpoint, by place: an event delivered
+    /// (or skipped) then is not sent again.
     pub settled_later: std::collections::HashMap<u64, Delivery>,
 }
 
 impl ResumedDeliveries {
-    /// Reads an outbox kept from an attempt that was stopped: its first `length` bytes are
-    /// what the checkpoint recorded, the rest what came after it (a torn last line is left
-    /// out); `pending` is the checkpoint's.
-    pub fn read(outbox: &[u8], length: u64, pending: Vec<(u64, Json)>) -> std::io::Result<ResumedDeliveries> {
-        let cut = usize::try_from(length).unwrap_or(usize::MAX).min(outbox.len());
-        let (before, after) = outbox.split_at(cut);
-        let mut history = Vec::new();
-        for (i, line) in before.split(|b| *b == b'\n').enumerate().filter(|(_, l)| !l.is_empty()) {
-            let delivery: Delivery = serde_json::from_slice(line).map_err(|e| {
-                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("outbox line {}: {e}", i + 1))
-            })?;
-            history.push(delivery);
+    /// Reads the outbox that stopped attempts left (every line they wrote, the later outcome
+    /// of a place winning; a line torn by a kill is left out) with what the checkpoint kept of
+    /// the route (nothing when the run starts over before its first checkpoint).
+    pub fn read(outbox: &[u8], checkpoint: WebhookCheckpoint) -> std::io::Result<ResumedDeliveries> {
+        let mut outcomes: std::collections::BTreeMap<u64, Delivery> = std::collections::BTreeMap::new();
+        for line in outbox.split(|b| *b == b'\n') {
+            if let Ok(delivery) = serde_json::from_slice::<Delivery>(line) {
+                outcomes.insert(delivery.seq, delivery);
+            }
         }
-        let settled_later = after
-            .split(|b| *b == b'\n')
-            .filter_map(|line| serde_json::from_slice::<Delivery>(line).ok())
-            .filter(|d| d.delivered || d.skipped)
-            .map(|d| (d.seq, d))
-            .collect();
-        let resumed = ResumedDeliveries { history, pending, settled_later };
-        let settled = resumed.history.len() as u64;
-        if resumed.history.iter().enumerate().any(|(i, d)| d.seq != i as u64 + 1)
-            || resumed.pending.iter().enumerate().any(|(i, (seq, _))| *seq != settled + i as u64 + 1)
+        let WebhookCheckpoint { settled, pending } = checkpoint;
+        let settled_later: std::collections::HashMap<u64, Delivery> =
+            outcomes.split_off(&(settled + 1)).into_iter().filter(|(_, d)| d.delivered || d.skipped).collect();
+        let history: Vec<Delivery> = outcomes.into_values().collect();
+        if history.len() as u64 != settled
+            || pending.iter().enumerate().any(|(i, (seq, _))| *seq != settled + i as u64 + 1)
         {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
-                "the outbox and the checkpoint's pending events do not follow each other",
+                format!(
+                    "the outbox holds {} of the {settled} outcomes the checkpoint counts, or its pending events \
+                     do not follow them",
+                    history.len()
+                ),
             ));
         }
-        Ok(resumed)
+        Ok(ResumedDeliveries { history, pending, settled_later })
     }
+}
+
+/// Rewrites an outbox that several attempts appended to as an uninterrupted run writes it: one
+/// line per event up to place `last` (the run's last event), the last outcome of each, in
+/// order (atomically: a new file renamed over it).
+pub fn compact_outbox(path: &std::path::Path, last: u64) -> std::io::Result<()> {
+    let text = std::fs::read(path)?;
+    let mut outcomes: std::collections::BTreeMap<u64, &[u8]> = std::collections::BTreeMap::new();
+    for line in text.split(|b| *b == b'\n') {
+        if let Ok(delivery) = serde_json::from_slice::<Delivery>(line)
+            && delivery.seq <= last
+        {
+            outcomes.insert(delivery.seq, line);
+        }
+    }
+    let mut lines = Vec::with_capacity(text.len());
+    for line in outcomes.values() {
+        lines.extend_from_slice(line);
+        lines.push(b'\n');
+    }
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".new");
+    let temporary = std::path::PathBuf::from(temporary);
+    std::fs::write(&temporary, &lines)?;
+    std::fs::File::open(&temporary)?.sync_all()?;
+    std::fs::rename(&temporary, path)
 }
 
 /// What the delivery thread has settled, shared with the writer so that a checkpoint sees the
@@ -500,8 +532,8 @@ pub struct WebhookSender {
 
 impl WebhookSender {
     /// Starts delivering to the webhook of route `name`, appending every event with its outcome
-    /// to `outbox` as soon as it is known; `resumed` continues an attempt that was stopped after
-    /// a checkpoint (`outbox` is then cut back to the checkpoint's length).
+    /// to `outbox` as soon as it is known; `resumed` continues attempts that were stopped (their
+    /// outbox, opened to append to).
     pub fn start(
         name: &str,
         config: &WebhookConfig,
@@ -542,18 +574,22 @@ impl WebhookSender {
                     let earlier = settled_later.remove(&seq).filter(|d| {
                         d.event["dedup_key"] == event["dedup_key"] && d.event["event_action"] == event["event_action"]
                     });
-                    let delivery = match earlier {
+                    let (delivery, written) = match earlier {
                         Some(delivery) => {
                             order.record(&delivery);
-                            delivery
+                            (delivery, true)
                         }
-                        None => deliver_in_order(&agent, &config, seq, event, &give_up, &mut order),
+                        None => (deliver_in_order(&agent, &config, seq, event, &give_up, &mut order), false),
                     };
                     counts.count(&delivery);
                     let mut outbox = shared.lock().map_err(|_| failed(&route))?;
-                    serde_json::to_writer(&mut outbox.file, &delivery)?;
-                    outbox.file.write_all(b"\n")?;
-                    outbox.file.flush()?;
+                    // An outcome already in the outbox is not written twice; the end of the
+                    // run puts the lines in order ([`compact_outbox`]).
+                    if !written {
+                        serde_json::to_writer(&mut outbox.file, &delivery)?;
+                        outbox.file.write_all(b"\n")?;
+                        outbox.file.flush()?;
+                    }
                     outbox.settled = seq;
                 }
                 let outbox = shared.lock().map_err(|_| failed(&route))?;
@@ -592,9 +628,10 @@ impl WebhookSender {
         }
     }
 
-    /// What a checkpoint keeps of the route, with the outbox flushed and synced: the events
-    /// queued and not settled, and the outbox's length, at one moment of the delivery thread.
-    pub fn checkpoint(&mut self) -> std::io::Result<(Vec<(u64, Json)>, u64)> {
+    /// What a checkpoint keeps of the route, with the outbox flushed and synced: the last
+    /// settled place, the events queued after it, and the outbox's length, at one moment of the
+    /// delivery thread.
+    pub fn checkpoint(&mut self) -> std::io::Result<(WebhookCheckpoint, u64)> {
         let outbox = self.outbox.clone();
         let mut outbox = outbox
             .lock()
@@ -604,7 +641,8 @@ impl WebhookSender {
         std::io::Write::flush(&mut outbox.file)?;
         let file = outbox.file.get_ref();
         file.sync_data()?;
-        Ok((self.unsettled.iter().cloned().collect(), file.metadata()?.len()))
+        let state = WebhookCheckpoint { settled, pending: self.unsettled.iter().cloned().collect() };
+        Ok((state, file.metadata()?.len()))
     }
 
     /// Stops taking events and starts the drain timeout: what is not delivered by then stays
@@ -688,20 +726,37 @@ mod tests {
     }
 
     #[test]
-    fn a_resumed_outbox_splits_at_the_checkpoint() {
-        let before = line(1, true) + &line(2, false);
-        // After the checkpoint: 3 delivered, 4 not, and a line torn by the kill.
-        let after = line(3, true) + &line(4, false) + &line(5, true)[..20];
-        let outbox = (before.clone() + &after).into_bytes();
+    fn a_resumed_outbox_splits_at_the_checkpoint_and_compacts() {
+        // Settled up to 2 at the checkpoint; after it one attempt delivered 3, failed 4 and was
+        // torn writing 5; the next attempt delivered 4.
+        let text = line(1, true) + &line(2, false) + &line(3, true) + &line(4, false) + &line(5, true)[..20];
+        let text = text + "\n" + &line(4, true);
         let pending = vec![(3, json!({})), (4, json!({}))];
-        let resumed = ResumedDeliveries::read(&outbox, before.len() as u64, pending.clone()).expect("reads");
+        let checkpoint = WebhookCheckpoint { settled: 2, pending: pending.clone() };
+        let resumed = ResumedDeliveries::read(text.as_bytes(), checkpoint).expect("reads");
         assert_eq!(resumed.history.iter().map(|d| d.seq).collect::<Vec<_>>(), [1, 2]);
         assert_eq!(resumed.pending, pending);
-        assert_eq!(resumed.settled_later.keys().copied().collect::<Vec<_>>(), [3], "only what was delivered");
-        // Pending events that do not follow the outbox's last place: refused.
-        assert!(ResumedDeliveries::read(&outbox, before.len() as u64, vec![(4, json!({}))]).is_err());
-        // A checkpoint inside a line: refused, not misread.
-        assert!(ResumedDeliveries::read(&outbox, before.len() as u64 - 3, Vec::new()).is_err());
+        let mut later: Vec<u64> = resumed.settled_later.keys().copied().collect();
+        later.sort();
+        assert_eq!(later, [3, 4], "what was delivered, the later outcome winning");
+        // Pending events that do not follow the last settled place, or outcomes missing: refused.
+        let bad = WebhookCheckpoint { settled: 2, pending: vec![(4, json!({}))] };
+        assert!(ResumedDeliveries::read(text.as_bytes(), bad).is_err());
+        assert!(
+            ResumedDeliveries::read(line(2, true).as_bytes(), WebhookCheckpoint { settled: 2, pending: Vec::new() })
+                .is_err()
+        );
+        // Compacted: one line per place, the last outcome, in order.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("webhook_pager.jsonl.partial");
+        std::fs::write(&path, &text).expect("write");
+        compact_outbox(&path, 4).expect("compact");
+        let expected = line(1, true) + &line(2, false) + &line(3, true) + &line(4, true);
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), expected);
+        // Lines past the run's last event (an earlier job's, in the same folder) go.
+        std::fs::write(&path, expected.clone() + &line(5, true)).expect("write");
+        compact_outbox(&path, 4).expect("compact");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), expected);
     }
 
     #[test]

@@ -79,13 +79,15 @@ impl Lcg {
 
 /// Starts runs with `start` and kills each with SIGKILL somewhere in it (a run uninterrupted
 /// takes `full`), until `kills` runs were killed; a run that finishes first is complete, and
-/// the next starts over. Returns the checkpoint left after each kill (null when there was none).
+/// the next starts over (`completed` is called then). Returns the checkpoint left after each
+/// kill (null when there was none).
 fn kill_at_random_points(
     start: &dyn Fn() -> std::process::Child,
     kills: usize,
     full: Duration,
     seed: u64,
     checkpoints: &Path,
+    completed: &dyn Fn(),
 ) -> Vec<serde_json::Value> {
     let mut random = Lcg(seed);
     let mut seen = Vec::new();
@@ -102,6 +104,7 @@ fn kill_at_random_points(
             // It finished first: the run is complete and starts over next time.
             let output = child.wait_with_output().expect("output");
             assert!(output.status.success(), "{}", stderr(&output));
+            completed();
             continue;
         }
         child.kill().expect("SIGKILL");
@@ -127,7 +130,7 @@ fn killed_ten_times_then_resumed(workers: &str, seed: u64) {
     let checkpoints = dir.path().join("checkpoints");
     let args =
         ["--workers", workers, "--checkpoint", checkpoints.to_str().expect("path"), "--checkpoint-interval", "50ms"];
-    let seen = kill_at_random_points(&|| start(&day, &out, &args), 10, full, seed, &checkpoints);
+    let seen = kill_at_random_points(&|| start(&day, &out, &args), 10, full, seed, &checkpoints, &|| {});
     let (kills, after_a_checkpoint) = (seen.len(), seen.iter().filter(|c| !c.is_null()).count());
     assert!(after_a_checkpoint >= 5, "only {after_a_checkpoint} of the kills came after a checkpoint");
     // Stopped with SIGTERM once it has checkpointed: it drains, keeps its checkpoint and does
@@ -327,7 +330,7 @@ fn an_encrypted_audit_trail_continues_through_kills() {
     let checkpoints = dir.path().join("checkpoints");
     let cp = checkpoints.to_str().expect("path");
     let args = ["--workers", "2", "--checkpoint", cp, "--checkpoint-interval", "5ms"];
-    let seen = kill_at_random_points(&|| start(&out, &args, true), 4, full, 5, &checkpoints);
+    let seen = kill_at_random_points(&|| start(&out, &args, true), 4, full, 5, &checkpoints, &|| {});
     assert!(seen.iter().filter(|c| !c.is_null()).count() >= 2, "too few kills after a checkpoint");
     let must_resume = !seen.last().is_some_and(serde_json::Value::is_null);
     let sealed = std::fs::read(out.join("audit.jsonl.partial")).unwrap_or_default();
@@ -401,7 +404,7 @@ fn time_series_points_after_kills_are_an_uninterrupted_runs() {
     let out = dir.path().join("resumed");
     let checkpoints = dir.path().join("checkpoints");
     let args = ["--workers", "2", "--checkpoint", checkpoints.to_str().expect("path"), "--checkpoint-interval", "5ms"];
-    let seen = kill_at_random_points(&|| start(&day, &out, &args), 4, full, 3, &checkpoints);
+    let seen = kill_at_random_points(&|| start(&day, &out, &args), 4, full, 3, &checkpoints, &|| {});
     assert!(seen.iter().filter(|c| !c.is_null()).count() >= 2, "too few kills after a checkpoint");
     let must_resume = !seen.last().is_some_and(serde_json::Value::is_null);
     let pending: usize = seen.iter().map(|c| c["writer"]["timeseries"]["pending"].as_array().map_or(0, Vec::len)).sum();
@@ -494,7 +497,13 @@ fn webhook_deliveries_after_kills_are_an_uninterrupted_runs() {
     let out = dir.path().join("resumed");
     let checkpoints = dir.path().join("checkpoints");
     let args = ["--workers", "2", "--checkpoint", checkpoints.to_str().expect("path"), "--checkpoint-interval", "5ms"];
-    let seen = kill_at_random_points(&|| start(&day, &out, &args), 4, full, 9, &checkpoints);
+    // A run that completes before its kill sent everything; the next starts over, and so does
+    // the count of what the endpoint got.
+    let seen = kill_at_random_points(&|| start(&day, &out, &args), 4, full, 9, &checkpoints, &|| {
+        // The endpoint records a request just after answering it.
+        std::thread::sleep(Duration::from_millis(100));
+        resumed.clear();
+    });
     assert!(seen.iter().filter(|c| !c.is_null()).count() >= 2, "too few kills after a checkpoint");
     let must_resume = !seen.last().is_some_and(serde_json::Value::is_null);
     let pending: usize = seen.iter().map(|c| c["writer"]["webhooks"]["pager"].as_array().map_or(0, Vec::len)).sum();

@@ -65,6 +65,11 @@ impl Endpoint {
         format!("http://127.0.0.1:{}/v2/enqueue", self.port)
     }
 
+    /// Forgets the requests recorded so far.
+    pub fn clear(&self) {
+        self.requests.lock().expect("requests").clear();
+    }
+
     pub fn requests(&self) -> Vec<(Value, u16)> {
         self.requests.lock().expect("requests").clone()
     }
