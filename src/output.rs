@@ -697,9 +697,11 @@ pub struct WriterState {
     #[serde(default)]
     pub audit_key_id: Option<String>,
     /// The time-series sink's points not settled yet, and its counts.
+    #[cfg(feature = "http")]
     #[serde(default)]
     pub timeseries: Option<crate::timeseries::TimeSeriesCheckpoint>,
     /// Each webhook route's last settled event and the events queued after it.
+    #[cfg(feature = "http")]
     #[serde(default)]
     pub webhooks: BTreeMap<String, crate::webhook::WebhookCheckpoint>,
     /// The symbol texts learnt from the inputs.
@@ -719,7 +721,9 @@ struct ResumeFilter {
     late_events: HashMap<u64, u32>,
     audit: Option<crate::audit::AuditPosition>,
     audit_key_id: Option<String>,
+    #[cfg(feature = "http")]
     timeseries: Option<crate::timeseries::TimeSeriesCheckpoint>,
+    #[cfg(feature = "http")]
     webhooks: BTreeMap<String, crate::webhook::WebhookCheckpoint>,
 }
 
@@ -823,7 +827,9 @@ impl ReportWriter {
             late_events: HashMap::new(),
             audit: state.audit.clone(),
             audit_key_id: state.audit_key_id.clone(),
+            #[cfg(feature = "http")]
             timeseries: state.timeseries.clone(),
+            #[cfg(feature = "http")]
             webhooks: state.webhooks.clone(),
         };
         for key in &state.dead_letters {
@@ -901,8 +907,7 @@ impl ReportWriter {
             }
             None => None,
         };
-        #[cfg(not(feature = "http"))]
-        let timeseries = None;
+        #[cfg(feature = "http")]
         let mut webhooks = BTreeMap::new();
         #[cfg(feature = "http")]
         for (name, sender) in self.route_names.iter().zip(&mut self.webhooks) {
@@ -926,7 +931,9 @@ impl ReportWriter {
             counts,
             audit,
             audit_key_id: self.audit_key_id.clone(),
+            #[cfg(feature = "http")]
             timeseries,
+            #[cfg(feature = "http")]
             webhooks,
             names: self.renderer.names.iter().map(|(symbol, text)| (symbol.0, text.to_string())).collect(),
             dead_letters,
