@@ -1072,9 +1072,8 @@ impl ReportWriter {
                 let whole = kept.iter().rposition(|b| *b == b'\n').map_or(0, |at| at + 1);
                 kept.truncate(whole);
                 let resumed = crate::webhook::ResumedDeliveries::read(&kept, checkpoint).map_err(io)?;
-                let file = std::fs::OpenOptions::new().write(true).open(&path).map_err(io)?;
+                let mut file = std::fs::OpenOptions::new().write(true).open(&path).map_err(io)?;
                 file.set_len(whole as u64).map_err(io)?;
-                let mut file = file;
                 std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0)).map_err(io)?;
                 self.outboxes_to_compact.push((index, path.clone()));
                 (Some(resumed), file)

@@ -623,8 +623,15 @@ impl WebhookSender {
             // Forget what is settled, so that only the events in flight are kept twice.
             if self.unsettled.len() >= 256 {
                 let settled = self.outbox.lock().map_or(0, |o| o.settled);
-                self.unsettled.retain(|(seq, _)| *seq > settled);
+                self.forget_to(settled);
             }
+        }
+    }
+
+    /// Drops the queued events up to place `settled` (they are queued in order of place).
+    fn forget_to(&mut self, settled: u64) {
+        while self.unsettled.front().is_some_and(|(seq, _)| *seq <= settled) {
+            self.unsettled.pop_front();
         }
     }
 
@@ -637,7 +644,7 @@ impl WebhookSender {
             .lock()
             .map_err(|_| std::io::Error::other(format!("the webhook thread of route {} failed", self.name)))?;
         let settled = outbox.settled;
-        self.unsettled.retain(|(seq, _)| *seq > settled);
+        self.forget_to(settled);
         std::io::Write::flush(&mut outbox.file)?;
         let file = outbox.file.get_ref();
         file.sync_data()?;
