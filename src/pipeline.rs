@@ -1057,7 +1057,10 @@ impl Job {
         if config.checkpoint.is_some()
             && let Some(what) = checkpoints_refused(&config, &inputs)
         {
-            return Err(RunError::Config(format!("checkpoints are not kept for {what} yet")));
+            return Err(RunError::Config(format!(
+                "checkpoints are not kept for {what} yet (docs/checkpoints.md): run without --checkpoint, or \
+                 without the archive"
+            )));
         }
         // A process other than the first reads and detects; the first writes.
         if cluster.as_ref().is_some_and(|c| c.process != 0) {

@@ -236,6 +236,17 @@ fn a_checkpoint_of_another_job_is_refused() {
     let message = stderr(&output);
     assert!(!output.status.success());
     assert!(message.contains("its inputs were"), "{message}");
+    // With an archive: refused before anything is read or written, saying why.
+    let archived = dir.path().join("archived");
+    let output = wait(
+        start(&day, &archived, &["--checkpoint", cp, "--archive", dir.path().join("archive").to_str().expect("path")]),
+        WATCHDOG,
+        "archive",
+    );
+    let message = stderr(&output);
+    assert!(!output.status.success());
+    assert!(message.contains("checkpoints are not kept for archives yet"), "{message}");
+    assert!(!archived.join("summary.json").exists() && !dir.path().join("archive").join("events").exists());
     // A checkpoint from another version of the layout: refused.
     let text = std::fs::read_to_string(checkpoints.join("checkpoint.json")).expect("checkpoint");
     std::fs::write(checkpoints.join("checkpoint.json"), text.replacen("\"layout\":1", "\"layout\":99", 1))
