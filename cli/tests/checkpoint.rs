@@ -20,6 +20,24 @@ const WATCHDOG: Duration = Duration::from_secs(300);
 
 /// The bundled day (the generator's defaults) with a few bad lines spread through it, so that
 /// dead letters are reconciled too.
+/// A generated day of `events` events in a folder of its own: (the folder, the day).
+fn generated_day(events: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let day = dir.path().join("day");
+    let status = surveil().args(["generate", "--events", events, "--out"]).arg(&day).status().expect("spawn");
+    assert!(status.success());
+    (dir, day)
+}
+
+/// Waits for the uninterrupted run `child`, which must succeed; returns how long it took.
+fn reference_run(child: std::process::Child) -> Duration {
+    let started = Instant::now();
+    let output = wait(child, WATCHDOG, "reference run");
+    let full = started.elapsed();
+    assert!(output.status.success(), "reference run: {}", stderr(&output));
+    full
+}
+
 fn bundled_day() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let day = dir.path().join("day");
@@ -126,10 +144,7 @@ fn kill_at_random_points(
 fn killed_ten_times_then_resumed(workers: &str, seed: u64) {
     let (dir, day) = bundled_day();
     let reference = dir.path().join("reference");
-    let started = Instant::now();
-    let output = wait(start(&day, &reference, &["--workers", workers]), WATCHDOG, "reference run");
-    let full = started.elapsed();
-    assert!(output.status.success(), "reference run: {}", stderr(&output));
+    let full = reference_run(start(&day, &reference, &["--workers", workers]));
 
     let out = dir.path().join("resumed");
     let checkpoints = dir.path().join("checkpoints");
@@ -189,10 +204,7 @@ fn two_workers_killed_ten_times_end_with_the_same_outputs() {
 
 #[test]
 fn a_checkpoint_of_another_job_is_refused() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let day = dir.path().join("day");
-    let status = surveil().args(["generate", "--events", "200000", "--out"]).arg(&day).status().expect("spawn");
-    assert!(status.success());
+    let (dir, day) = generated_day("200000");
     let out = dir.path().join("out");
     let checkpoints = dir.path().join("checkpoints");
     let cp = checkpoints.to_str().expect("path");
@@ -314,10 +326,7 @@ fn a_resume_on_the_second_day_skips_the_first() {
 /// run's. A resume without the key the trail was sealed with is refused, and touches nothing.
 #[test]
 fn an_encrypted_audit_trail_continues_through_kills() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let day = dir.path().join("day");
-    let status = surveil().args(["generate", "--events", "1000000", "--out"]).arg(&day).status().expect("spawn");
-    assert!(status.success());
+    let (dir, day) = generated_day("1000000");
     let key = dir.path().join("audit.key");
     let made = surveil().args(["audit", "keygen", "--encryption", "--out"]).arg(&key).output().expect("keygen");
     assert!(made.status.success(), "{}", stderr(&made));
@@ -337,10 +346,7 @@ fn an_encrypted_audit_trail_continues_through_kills() {
     };
 
     let reference = dir.path().join("reference");
-    let started = Instant::now();
-    let output = wait(start(&reference, &["--workers", "2"], true), WATCHDOG, "reference run");
-    let full = started.elapsed();
-    assert!(output.status.success(), "reference run: {}", stderr(&output));
+    let full = reference_run(start(&reference, &["--workers", "2"], true));
 
     let out = dir.path().join("resumed");
     let checkpoints = dir.path().join("checkpoints");
@@ -395,10 +401,7 @@ fn points(influx: &influx::Influx, database: &str) -> Vec<String> {
 fn time_series_points_after_kills_are_an_uninterrupted_runs() {
     let influx = influx::Influx::start();
     influx.query("CREATE DATABASE resumed");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let day = dir.path().join("day");
-    let status = surveil().args(["generate", "--events", "1000000", "--out"]).arg(&day).status().expect("spawn");
-    assert!(status.success());
+    let (dir, day) = generated_day("1000000");
     let config = std::fs::read_to_string(day.join("surveil.toml")).expect("config");
     assert!(!config.contains("[timeseries]"));
     let sink = |database: &str| {
@@ -409,10 +412,7 @@ fn time_series_points_after_kills_are_an_uninterrupted_runs() {
     };
     std::fs::write(day.join("surveil.toml"), sink("surveil")).expect("write");
     let reference = dir.path().join("reference");
-    let started = Instant::now();
-    let output = wait(start(&day, &reference, &["--workers", "2"]), WATCHDOG, "reference run");
-    let full = started.elapsed();
-    assert!(output.status.success(), "reference run: {}", stderr(&output));
+    let full = reference_run(start(&day, &reference, &["--workers", "2"]));
     let expected = points(&influx, "surveil");
     assert!(expected.len() > 20, "{} points", expected.len());
 
@@ -477,10 +477,7 @@ fn outbox(path: &Path) -> Vec<(u64, serde_json::Value, bool, bool)> {
 #[test]
 fn webhook_deliveries_after_kills_are_an_uninterrupted_runs() {
     use std::net::TcpListener;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let day = dir.path().join("day");
-    let status = surveil().args(["generate", "--events", "1000000", "--out"]).arg(&day).status().expect("spawn");
-    assert!(status.success());
+    let (dir, day) = generated_day("1000000");
     let config = std::fs::read_to_string(day.join("surveil.toml")).expect("config");
     assert!(!config.contains("[[alerts.routes]]"));
     let route = |url: &str| {
@@ -493,10 +490,7 @@ fn webhook_deliveries_after_kills_are_an_uninterrupted_runs() {
     let uninterrupted = endpoint::Endpoint::serve(TcpListener::bind("127.0.0.1:0").expect("bind"), |_| 202);
     std::fs::write(day.join("surveil.toml"), route(&uninterrupted.url())).expect("write");
     let reference = dir.path().join("reference");
-    let started = Instant::now();
-    let output = wait(start(&day, &reference, &["--workers", "2"]), WATCHDOG, "reference run");
-    let full = started.elapsed();
-    assert!(output.status.success(), "reference run: {}", stderr(&output));
+    let full = reference_run(start(&day, &reference, &["--workers", "2"]));
     let expected: Vec<serde_json::Value> =
         uninterrupted.requests().into_iter().map(|(event, _)| without_detected_at(event)).collect();
     assert!(expected.len() > 20, "{} events", expected.len());

@@ -77,6 +77,15 @@ impl Activity {
         self.burst.is_none() && self.recent.is_empty()
     }
 
+    /// An idle activity, emptied for reuse with the room its queues had grown to.
+    fn emptied(mut self) -> Activity {
+        self.changes.iter_mut().for_each(VecDeque::clear);
+        self.messages.clear();
+        self.recent.clear();
+        self.burst = None;
+        self
+    }
+
     fn forget_before(&mut self, now: Timestamp, window: u64, message_window: u64) {
         while self.messages.front().is_some_and(|t| now.saturating_sub(*t) >= message_window) {
             self.messages.pop_front();
@@ -129,7 +138,18 @@ pub struct QuoteStuffingState {
     entered: IdMap<Symbol, Timestamp>,
     /// When idle accounts were last swept out.
     swept: Timestamp,
+    /// Activities of accounts swept out, kept for the next accounts that come: an account
+    /// comes and goes many times a day, and growing its queues again each time cost more than
+    /// the rule's own counting.
+    spare: Vec<Activity>,
 }
+
+/// Most emptied activities kept for reuse per instrument.
+const MAX_SPARE: usize = 64;
+
+/// Idle accounts are swept out every this many burst windows: often enough to keep memory to
+/// the accounts of the last minute or so, rarely enough that sweeping costs little.
+const SWEEP_EVERY_WINDOWS: u64 = 12;
 
 impl Detector for QuoteStuffing {
     type State = QuoteStuffingState;
@@ -187,7 +207,8 @@ impl Detector for QuoteStuffing {
             return;
         }
         let (window, message_window) = (nanos_of(self.config.burst_window), nanos_of(self.config.message_window));
-        let activity = state.accounts.entry(event.account).or_default();
+        let spare = &mut state.spare;
+        let activity = state.accounts.entry(event.account).or_insert_with(|| spare.pop().unwrap_or_default());
         let recent =
             Recent { event: *event, new_order, fishing, sides: u8::from(changed[0]) | u8::from(changed[1]) << 1 };
         activity.messages.push_back(now);
@@ -254,13 +275,19 @@ impl Detector for QuoteStuffing {
                 burst.evidence.push(*event);
             }
         }
-        // Accounts that went quiet keep nothing. Swept once per burst window, not per event.
-        if now.saturating_sub(state.swept) > window {
+        // Accounts that went quiet keep nothing. Swept every few burst windows, not per event
+        // (what an account keeps is trimmed to the windows whenever it is used).
+        if now.saturating_sub(state.swept) > window.saturating_mul(SWEEP_EVERY_WINDOWS) {
             state.swept = now;
-            state.accounts.retain(|_, a| {
+            let quiet = state.accounts.extract_if(|_, a| {
                 a.forget_before(now, window, message_window);
-                !a.idle()
+                a.idle()
             });
+            for (_, activity) in quiet {
+                if state.spare.len() < MAX_SPARE {
+                    state.spare.push(activity.emptied());
+                }
+            }
         }
     }
 
