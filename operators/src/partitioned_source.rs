@@ -607,6 +607,9 @@ where
                     // `batch` may already hold the records of other idle partitions polled in
                     // this round: judge only this partition's records against its own latest.
                     let (start, side_before) = (batch.len(), side_batch.len());
+                    // The last batch went downstream with its buffer: room for this one at once,
+                    // rather than growing (and copying) it record by record.
+                    batch.reserve(options.batch_records);
                     let status = state.partition.read(options.batch_records, &mut batch, &mut side_batch);
                     let produced = batch.len() > start || side_batch.len() > side_before;
                     let promised = *records_cap.time();
