@@ -97,10 +97,10 @@ impl Lcg {
 
 /// Starts runs with `start` and kills each with SIGKILL somewhere in it (a run uninterrupted
 /// takes `full`), until `kills` runs were killed and `after_a_checkpoint` of the kills came
-/// after a checkpoint (at most three times `kills` kills: where the first checkpoint lands
-/// depends on the machine's speed); a run that finishes first is complete, and the next starts
-/// over (`completed` is called then). Returns the checkpoint left after each kill (null when
-/// there was none).
+/// after a checkpoint (where the first checkpoint lands depends on the machine's speed; fails
+/// when three times `kills` kills were not enough); a run that finishes first is complete, and
+/// the next starts over (`completed` is called then). Returns the checkpoint left after each
+/// kill (null when there was none).
 fn kill_at_random_points(
     start: &dyn Fn() -> std::process::Child,
     (kills, after_a_checkpoint): (usize, usize),
@@ -138,7 +138,25 @@ fn kill_at_random_points(
             .unwrap_or_default();
         seen.push(checkpoint);
     }
+    let after = seen.iter().filter(|c| !c.is_null()).count();
+    assert!(after >= after_a_checkpoint, "only {after} of {} kills came after a checkpoint", seen.len());
     seen
+}
+
+/// Runs `last` after the kills that left `seen`: it ends with the outputs of the uninterrupted
+/// run in `reference`, having resumed when the last kill left a checkpoint. Returns its summary.
+fn last_run_ends_as_the_reference(
+    last: std::process::Child,
+    seen: &[serde_json::Value],
+    reference: &Path,
+    out: &Path,
+) -> serde_json::Value {
+    let must_resume = !seen.last().is_some_and(serde_json::Value::is_null);
+    let output = wait(last, WATCHDOG, "last run");
+    assert!(output.status.success(), "last run: {}", stderr(&output));
+    let got = assert_same_outputs(reference, out, "after the kills");
+    assert!(!must_resume || got["checkpoints"]["resumes"].as_u64().unwrap_or(0) >= 1, "{}", got["checkpoints"]);
+    got
 }
 
 fn killed_ten_times_then_resumed(workers: &str, seed: u64) {
@@ -151,8 +169,7 @@ fn killed_ten_times_then_resumed(workers: &str, seed: u64) {
     let args =
         ["--workers", workers, "--checkpoint", checkpoints.to_str().expect("path"), "--checkpoint-interval", "50ms"];
     let seen = kill_at_random_points(&|| start(&day, &out, &args), (10, 5), full, seed, &checkpoints, &|| {});
-    let (kills, after_a_checkpoint) = (seen.len(), seen.iter().filter(|c| !c.is_null()).count());
-    assert!(after_a_checkpoint >= 5, "only {after_a_checkpoint} of the kills came after a checkpoint");
+    let kills = seen.len();
     // Stopped with SIGTERM once it has checkpointed: it drains, keeps its checkpoint and does
     // not commit; what drains after the stop is not checkpointed, so nothing read later is lost.
     std::fs::remove_file(out.join("summary.json")).ok();
@@ -353,7 +370,6 @@ fn an_encrypted_audit_trail_continues_through_kills() {
     let cp = checkpoints.to_str().expect("path");
     let args = ["--workers", "2", "--checkpoint", cp, "--checkpoint-interval", "5ms"];
     let seen = kill_at_random_points(&|| start(&out, &args, true), (4, 2), full, 5, &checkpoints, &|| {});
-    assert!(seen.iter().filter(|c| !c.is_null()).count() >= 2, "too few kills after a checkpoint");
     let must_resume = !seen.last().is_some_and(serde_json::Value::is_null);
     let sealed = std::fs::read(out.join("audit.jsonl.partial")).unwrap_or_default();
     assert!(sealed.is_empty() || sealed.starts_with(b"SURVEIL-SEALED-1"), "the trail is sealed");
@@ -365,10 +381,7 @@ fn an_encrypted_audit_trail_continues_through_kills() {
     assert!(message.contains("sealed with key") && message.contains("plain"), "{message}");
     assert_eq!(std::fs::read(out.join("audit.jsonl.partial")).expect("partial"), sealed, "the refusal wrote");
 
-    let output = wait(start(&out, &args, true), WATCHDOG, "last run");
-    assert!(output.status.success(), "last run: {}", stderr(&output));
-    let got = assert_same_outputs(&reference, &out, "after the kills");
-    assert!(!must_resume || got["checkpoints"]["resumes"].as_u64().unwrap_or(0) >= 1, "{}", got["checkpoints"]);
+    last_run_ends_as_the_reference(start(&out, &args, true), &seen, &reference, &out);
 
     // One segment per resume after the first attempt's, nothing readable, one chain.
     let trail = std::fs::read(out.join("audit.jsonl")).expect("audit");
@@ -421,13 +434,8 @@ fn time_series_points_after_kills_are_an_uninterrupted_runs() {
     let checkpoints = dir.path().join("checkpoints");
     let args = ["--workers", "2", "--checkpoint", checkpoints.to_str().expect("path"), "--checkpoint-interval", "5ms"];
     let seen = kill_at_random_points(&|| start(&day, &out, &args), (4, 2), full, 3, &checkpoints, &|| {});
-    assert!(seen.iter().filter(|c| !c.is_null()).count() >= 2, "too few kills after a checkpoint");
-    let must_resume = !seen.last().is_some_and(serde_json::Value::is_null);
     let pending: usize = seen.iter().map(|c| c["writer"]["timeseries"]["pending"].as_array().map_or(0, Vec::len)).sum();
-    let output = wait(start(&day, &out, &args), WATCHDOG, "last run");
-    assert!(output.status.success(), "last run: {}", stderr(&output));
-    let got = assert_same_outputs(&reference, &out, "after the kills");
-    assert!(!must_resume || got["checkpoints"]["resumes"].as_u64().unwrap_or(0) >= 1, "{}", got["checkpoints"]);
+    let got = last_run_ends_as_the_reference(start(&day, &out, &args), &seen, &reference, &out);
     let got_points = points(&influx, "resumed");
     let missing: Vec<&String> = expected.iter().filter(|p| !got_points.contains(p)).collect();
     let extra: Vec<&String> = got_points.iter().filter(|p| !expected.contains(p)).collect();
@@ -514,13 +522,8 @@ fn webhook_deliveries_after_kills_are_an_uninterrupted_runs() {
         std::thread::sleep(Duration::from_millis(100));
         resumed.clear();
     });
-    assert!(seen.iter().filter(|c| !c.is_null()).count() >= 2, "too few kills after a checkpoint");
-    let must_resume = !seen.last().is_some_and(serde_json::Value::is_null);
     let pending: usize = seen.iter().map(|c| c["writer"]["webhooks"]["pager"].as_array().map_or(0, Vec::len)).sum();
-    let output = wait(start(&day, &out, &args), WATCHDOG, "last run");
-    assert!(output.status.success(), "last run: {}", stderr(&output));
-    let got = assert_same_outputs(&reference, &out, "after the kills");
-    assert!(!must_resume || got["checkpoints"]["resumes"].as_u64().unwrap_or(0) >= 1, "{}", got["checkpoints"]);
+    let got = last_run_ends_as_the_reference(start(&day, &out, &args), &seen, &reference, &out);
     assert_eq!(got["webhooks"], summary(&reference)["webhooks"]);
 
     // The outbox: every event once, in order, delivered, as the uninterrupted run's.
