@@ -215,6 +215,8 @@ pub struct Checkpointer {
     /// Every partition of the run (input, start): one whose samples have not arrived yet (from
     /// another process of a cluster) resumes from its start.
     partitions: Vec<(u32, u64)>,
+    /// Every partition resumes from its start.
+    from_the_start: bool,
 }
 
 impl Checkpointer {
@@ -245,7 +247,21 @@ impl Checkpointer {
             clock: Arc::default(),
             stop: None,
             partitions: Vec::new(),
+            from_the_start: false,
         }
+    }
+
+    /// Resumes every partition from its start, whatever the watermark: for a run whose outputs
+    /// outside the output folder are written whole from the inputs, as the Parquet archive's
+    /// files are (a day's partition is one file, published when the day ends, under the same
+    /// name by every run over the same inputs). A resumed run then reads everything again and
+    /// writes every archive file whole, while the writer still skips what the output folder
+    /// already holds (and lists, to skip them, every dead letter and late event written so
+    /// far). For a one-day replay with the default horizon this is what resuming reads anyway.
+    pub fn resuming_from_the_start(mut self) -> Checkpointer {
+        self.progress.stop_sampling_resume_points();
+        self.from_the_start = true;
+        self
     }
 
     /// Resumes every partition of `partitions` (input, start) that has no point of its own
@@ -280,7 +296,11 @@ impl CheckpointHook for Checkpointer {
     }
 
     fn save(&mut self, mut writer: WriterState) -> std::io::Result<BTreeMap<u32, u64>> {
-        let resume = self.progress.resume_points(writer.watermark.saturating_sub(self.behind));
+        let resume = if self.from_the_start {
+            Vec::new()
+        } else {
+            self.progress.resume_points(writer.watermark.saturating_sub(self.behind))
+        };
         // A partition that resumes at `offset` reads its side records from there again.
         let mut oldest: BTreeMap<u32, u64> = BTreeMap::new();
         for point in &resume {

@@ -1161,6 +1161,28 @@ impl ReportWriter {
         table.push(crate::archive::PartitionKey::at(alert.time, instrument), row);
     }
 
+    /// Adds an alert that a resumed run does not write again (the output folder has it) to the
+    /// archive's `alerts` table all the same: with an archive, a resumed run reads its inputs
+    /// from the start and writes every archive file whole
+    /// ([`crate::checkpoint::Checkpointer::resuming_from_the_start`]).
+    #[cfg(feature = "archive")]
+    fn archive_written_alert(&mut self, report: &Report) {
+        if !matches!(self.archive, Some((_, Some(_), _))) {
+            return;
+        }
+        match report {
+            Report::Alert(alert) => {
+                let json = self.renderer.alert(alert);
+                self.archive_alert(alert, None, &json);
+            }
+            Report::Triaged(triaged) => {
+                let json = self.renderer.triaged(triaged, &self.route_names);
+                self.archive_alert(&triaged.alert, Some(triaged.tier.as_str()), &json);
+            }
+            _ => {}
+        }
+    }
+
     /// Writes the archive's full row groups, and publishes the alerts of days that ended a
     /// day before `time` (an alert may be raised a while after the events it is about).
     #[cfg(feature = "archive")]
@@ -1258,6 +1280,8 @@ impl ReportWriter {
                     Report::Case(case) => self.point_of_case(case, false),
                     _ => {}
                 }
+                #[cfg(feature = "archive")]
+                self.archive_written_alert(&report);
                 continue;
             }
             if let Some((dead, late)) = &mut self.written_side {

@@ -270,17 +270,25 @@ fn a_checkpoint_of_another_job_is_refused() {
     let message = stderr(&output);
     assert!(!output.status.success());
     assert!(message.contains("its inputs were"), "{message}");
-    // With an archive: refused before anything is read or written, saying why.
-    let archived = dir.path().join("archived");
-    let output = wait(
-        start(&day, &archived, &["--checkpoint", cp, "--archive", dir.path().join("archive").to_str().expect("path")]),
-        WATCHDOG,
-        "archive",
-    );
+    // The replay of an archive: refused before anything is read or written, saying why.
+    let archive = dir.path().join("archive");
+    let written = dir.path().join("written");
+    let output = wait(start(&day, &written, &["--archive", archive.to_str().expect("path")]), WATCHDOG, "archive");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let replayed = dir.path().join("replayed");
+    let output = surveil()
+        .args(["run", "--quiet", "--config"])
+        .arg(day.join("surveil.toml"))
+        .arg("--out")
+        .arg(&replayed)
+        .args(["--checkpoint", cp])
+        .arg(&archive)
+        .output()
+        .expect("run");
     let message = stderr(&output);
     assert!(!output.status.success());
-    assert!(message.contains("checkpoints are not kept for archives yet"), "{message}");
-    assert!(!archived.join("summary.json").exists() && !dir.path().join("archive").join("events").exists());
+    assert!(message.contains("checkpoints are not kept for the replay of an archive yet"), "{message}");
+    assert!(!replayed.join("summary.json").exists());
     // A checkpoint from another version of the layout: refused.
     let text = std::fs::read_to_string(checkpoints.join("checkpoint.json")).expect("checkpoint");
     std::fs::write(checkpoints.join("checkpoint.json"), text.replacen("\"layout\":1", "\"layout\":99", 1))
@@ -552,4 +560,108 @@ fn webhook_deliveries_after_kills_are_an_uninterrupted_runs() {
         "{} kills, {nulls} before a checkpoint; {pending} events pending at the checkpoints killed after; {twice} delivered twice",
         seen.len()
     );
+}
+
+/// Every file under `root`, by its path below it.
+fn files_below(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut folders = vec![root.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                folders.push(path);
+            } else {
+                let name = path.strip_prefix(root).expect("below").display().to_string();
+                files.insert(name, std::fs::read(&path).expect("read"));
+            }
+        }
+    }
+    files
+}
+
+/// The archive's `alerts` table, a row per alert with its columns, `detected_at` (wall clock)
+/// left out of its JSON.
+fn archived_alerts(archive: &Path) -> Vec<serde_json::Value> {
+    let reader = surveil::archive::ArchiveReader::open(&surveil::config::ArchiveConfig::local(archive), Vec::new())
+        .expect("open the archive");
+    let rows = reader.alerts().expect("read the alerts table");
+    rows.into_iter()
+        .map(|r| {
+            let mut json: serde_json::Value = serde_json::from_str(&r.json).expect("json");
+            json.as_object_mut().and_then(|alert| alert.remove("detected_at")).expect("detected_at");
+            serde_json::json!([r.time, r.id, r.rule, r.instrument, r.account, r.tier, r.score, json])
+        })
+        .collect()
+}
+
+/// A replay that writes a Parquet archive, killed on its second day once the first day's files
+/// are published and then at random points, resumed each time: the archive ends with the files
+/// of an uninterrupted run (the events byte for byte, the alerts but for `detected_at`), and
+/// nothing else; the output folder too.
+#[test]
+fn an_archive_after_kills_is_an_uninterrupted_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let day = two_days(dir.path(), 300_000);
+    let reference = dir.path().join("reference");
+    let reference_archive = dir.path().join("reference-archive");
+    let archive_arg = |path: &Path| path.to_str().expect("path").to_string();
+    let full =
+        reference_run(start(&day, &reference, &["--workers", "2", "--archive", &archive_arg(&reference_archive)]));
+
+    let out = dir.path().join("resumed");
+    let archive = dir.path().join("archive");
+    let checkpoints = dir.path().join("checkpoints");
+    let (cp, archived) = (archive_arg(&checkpoints), archive_arg(&archive));
+    let args = ["--workers", "2", "--checkpoint", &cp, "--checkpoint-interval", "20ms", "--archive", &archived];
+    // Killed once the first day's files are published and a checkpoint was taken after them.
+    let first_day = archive.join("events/date=2024-03-04");
+    let mut child = start(&day, &out, &args);
+    loop {
+        let published = std::fs::read_dir(&first_day).map(|d| d.count() > 0).unwrap_or(false);
+        let checkpoint = std::fs::read_to_string(checkpoints.join("checkpoint.json")).ok();
+        // 2024-03-06T00:00Z: the checkpoint is of the second day.
+        let second_day = checkpoint
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .is_some_and(|c| c["writer"]["watermark"].as_u64() >= Some(1_709_683_200_000_000_000));
+        if published && second_day {
+            break;
+        }
+        if let Some(status) = child.try_wait().expect("wait") {
+            panic!("the run ended ({status}) before a checkpoint of the second day");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let seen = kill_at_random_points(&|| start(&day, &out, &args), (3, 1), full, 5, &checkpoints, &|| {});
+    let got = last_run_ends_as_the_reference(start(&day, &out, &args), &seen, &reference, &out);
+
+    let expected = summary(&reference)["archive"].clone();
+    for field in ["files", "rows"] {
+        assert_eq!(got["archive"][field], expected[field], "the archive's {field}");
+    }
+    assert!(got["archive"]["error"].is_null(), "{}", got["archive"]);
+    let (expected_files, got_files) = (files_below(&reference_archive), files_below(&archive));
+    assert_eq!(got_files.keys().collect::<Vec<_>>(), expected_files.keys().collect::<Vec<_>>(), "the archive's files");
+    let events: Vec<&String> = expected_files.keys().filter(|k| k.starts_with("events/")).collect();
+    assert!(
+        events.iter().any(|k| k.contains("date=2024-03-04")) && events.iter().any(|k| k.contains("date=2024-03-06"))
+    );
+    for key in events {
+        assert!(got_files[key] == expected_files[key], "{key} differs");
+    }
+    let alerts = archived_alerts(&reference_archive);
+    assert!(alerts.len() > 20, "{} alerts archived", alerts.len());
+    let got_alerts = archived_alerts(&archive);
+    if let Some(at) = (0..alerts.len().max(got_alerts.len())).find(|&i| got_alerts.get(i) != alerts.get(i)) {
+        panic!(
+            "the archive's alerts differ at row {at} of {} and {}:\n{:?}\n{:?}",
+            alerts.len(),
+            got_alerts.len(),
+            alerts.get(at),
+            got_alerts.get(at)
+        );
+    }
+    println!("{} kills after the first; {} archive files", seen.len(), got_files.len());
 }

@@ -156,6 +156,11 @@ impl ReadProgress {
         self.sampling.store(true, Ordering::Relaxed);
     }
 
+    /// Partitions record no more points: every partition resumes from its start.
+    pub fn stop_sampling_resume_points(&self) {
+        self.sampling.store(false, Ordering::Relaxed);
+    }
+
     fn is_sampling(&self) -> bool {
         self.sampling.load(Ordering::Relaxed)
     }
