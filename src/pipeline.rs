@@ -689,13 +689,11 @@ pub fn job_identity(config: &Config, inputs: &[InputSpec]) -> crate::checkpoint:
 }
 
 /// Why checkpoints cannot be kept for this job, if they cannot: what a resumed run could not
-/// reconcile yet. A run that writes an archive resumes its inputs from their start (see
+/// reconcile yet. A run that writes or replays an archive resumes its inputs from their start (see
 /// [`crate::checkpoint::Checkpointer::resuming_from_the_start`]), which a Kafka topic, whose
 /// oldest messages the broker may have dropped, cannot promise.
-fn checkpoints_refused(config: &Config, inputs: &[InputSpec]) -> Option<&'static str> {
-    if inputs.iter().any(|i| i.format == crate::ingest::Format::Archive) {
-        Some("the replay of an archive")
-    } else if config.archive.is_some() && config.kafka.as_ref().is_some_and(|k| k.topic.is_some()) {
+fn checkpoints_refused(config: &Config) -> Option<&'static str> {
+    if config.archive.is_some() && config.kafka.as_ref().is_some_and(|k| k.topic.is_some()) {
         Some("an archive of a Kafka topic")
     } else {
         None
@@ -1059,7 +1057,7 @@ impl Job {
         protected.extend(config.audit.encryption_key.iter().cloned());
         protected.extend(config.cases.actions.iter().cloned());
         if config.checkpoint.is_some()
-            && let Some(what) = checkpoints_refused(&config, &inputs)
+            && let Some(what) = checkpoints_refused(&config)
         {
             return Err(RunError::Config(format!(
                 "checkpoints are not kept for {what} yet (docs/checkpoints.md): run it without --checkpoint"
@@ -1837,9 +1835,14 @@ impl Job {
         // A partition is known by its points, which in a cluster come from other processes
         // while the run reads: the plan says which partitions there are.
         .covering(crate::ingest::partition_starts(&self.inputs, &self.config)?);
-        // An archive's files are whole days: a resumed run writes them all again.
+        // An archive's files are whole days: a resumed run writes them all again. The replay of
+        // an archive records no positions in it: a resumed replay reads it again.
         #[cfg(feature = "archive")]
-        let checkpointer = if self.archive.is_some() { checkpointer.resuming_from_the_start() } else { checkpointer };
+        let checkpointer = if self.archive.is_some() || !self.replays.is_empty() {
+            checkpointer.resuming_from_the_start()
+        } else {
+            checkpointer
+        };
         if let Ok(mut clock) = checkpoints.clock.lock() {
             *clock = Some(checkpointer.clock());
         }
@@ -1992,22 +1995,18 @@ mod tests {
 
     #[test]
     fn checkpoints_are_refused_only_where_a_resume_could_not_end_as_an_uninterrupted_run() {
-        let file = |path: &str, format| InputSpec { index: 0, path: PathBuf::from(path), format };
-        let events = [file("day/events.csv", crate::ingest::Format::Csv)];
         let mut config = Config::default();
-        assert_eq!(checkpoints_refused(&config, &events), None);
+        assert_eq!(checkpoints_refused(&config), None);
         // An archive of files: resumed from the start of the inputs.
         config.archive = Some(crate::config::ArchiveConfig::local(Path::new("archive")));
-        assert_eq!(checkpoints_refused(&config, &events), None);
+        assert_eq!(checkpoints_refused(&config), None);
         // An archive of a topic: the broker may no longer hold its start.
         let mut kafka = crate::config::KafkaConfig::new("127.0.0.1:9092");
         kafka.topic = Some("events".into());
         config.kafka = Some(kafka);
-        assert_eq!(checkpoints_refused(&config, &[]), Some("an archive of a Kafka topic"));
-        // A topic without an archive, and the replay of an archive.
+        assert_eq!(checkpoints_refused(&config), Some("an archive of a Kafka topic"));
+        // A topic without an archive.
         config.archive = None;
-        assert_eq!(checkpoints_refused(&config, &[]), None);
-        let replay = [file("archive", crate::ingest::Format::Archive)];
-        assert_eq!(checkpoints_refused(&Config::default(), &replay), Some("the replay of an archive"));
+        assert_eq!(checkpoints_refused(&config), None);
     }
 }

@@ -270,25 +270,6 @@ fn a_checkpoint_of_another_job_is_refused() {
     let message = stderr(&output);
     assert!(!output.status.success());
     assert!(message.contains("its inputs were"), "{message}");
-    // The replay of an archive: refused before anything is read or written, saying why.
-    let archive = dir.path().join("archive");
-    let written = dir.path().join("written");
-    let output = wait(start(&day, &written, &["--archive", archive.to_str().expect("path")]), WATCHDOG, "archive");
-    assert!(output.status.success(), "{}", stderr(&output));
-    let replayed = dir.path().join("replayed");
-    let output = surveil()
-        .args(["run", "--quiet", "--config"])
-        .arg(day.join("surveil.toml"))
-        .arg("--out")
-        .arg(&replayed)
-        .args(["--checkpoint", cp])
-        .arg(&archive)
-        .output()
-        .expect("run");
-    let message = stderr(&output);
-    assert!(!output.status.success());
-    assert!(message.contains("checkpoints are not kept for the replay of an archive yet"), "{message}");
-    assert!(!replayed.join("summary.json").exists());
     // A checkpoint from another version of the layout: refused.
     let text = std::fs::read_to_string(checkpoints.join("checkpoint.json")).expect("checkpoint");
     std::fs::write(checkpoints.join("checkpoint.json"), text.replacen("\"layout\":1", "\"layout\":99", 1))
@@ -664,4 +645,47 @@ fn an_archive_after_kills_is_an_uninterrupted_runs() {
         );
     }
     println!("{} kills after the first; {} archive files", seen.len(), got_files.len());
+}
+
+/// Replays the archive `archive` with the configuration of `day` into `out`.
+fn replay(day: &Path, archive: &Path, out: &Path, extra: &[&str]) -> std::process::Child {
+    surveil()
+        .args(["run", "--quiet", "--config"])
+        .arg(day.join("surveil.toml"))
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .arg(archive)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn")
+}
+
+/// The replay of an archive (its events, late events and dead letters), killed at random
+/// points and resumed each time, ends with the outputs of a replay never interrupted.
+#[test]
+fn the_replay_of_an_archive_after_kills_is_an_uninterrupted_ones() {
+    let (dir, day) = generated_day("500000");
+    // A few bad lines: the archive's dead letters are replayed too.
+    let path = day.join("events.csv");
+    let text = std::fs::read_to_string(&path).expect("read");
+    let mut lines: Vec<&str> = text.lines().collect();
+    let step = lines.len() / 5;
+    for i in 1..5 {
+        lines.insert(i * step, "not,a,valid,line");
+    }
+    std::fs::write(&path, lines.join("\n") + "\n").expect("write");
+    let archive = dir.path().join("archive");
+    reference_run(start(&day, &dir.path().join("written"), &["--archive", archive.to_str().expect("path")]));
+
+    let reference = dir.path().join("reference");
+    let full = reference_run(replay(&day, &archive, &reference, &["--workers", "2"]));
+    let out = dir.path().join("resumed");
+    let checkpoints = dir.path().join("checkpoints");
+    let args = ["--workers", "2", "--checkpoint", checkpoints.to_str().expect("path"), "--checkpoint-interval", "20ms"];
+    let seen = kill_at_random_points(&|| replay(&day, &archive, &out, &args), (4, 2), full, 3, &checkpoints, &|| {});
+    let got = last_run_ends_as_the_reference(replay(&day, &archive, &out, &args), &seen, &reference, &out);
+    assert!(got["dead_letters"].as_u64() >= Some(4), "{}", got["dead_letters"]);
+    assert!(got["alerts"].as_u64() > Some(20), "{}", got["alerts"]);
 }
