@@ -9,7 +9,7 @@ mod endpoint;
 mod influx;
 mod runs;
 
-use runs::{SAME_BYTES, start, stderr, summary, surveil, two_days, wait, without_wall_clock};
+use runs::{SAME_BYTES, start, start_on, stderr, summary, surveil, two_days, wait, without_wall_clock};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,15 +43,19 @@ fn bundled_day() -> (tempfile::TempDir, PathBuf) {
     let day = dir.path().join("day");
     let status = surveil().args(["generate", "--out"]).arg(&day).status().expect("spawn");
     assert!(status.success());
-    let path = day.join("events.csv");
-    let text = std::fs::read_to_string(&path).expect("read");
+    insert_bad_lines(&day.join("events.csv"), 6);
+    (dir, day)
+}
+
+/// Spreads `count` bad lines evenly through the file at `path`.
+fn insert_bad_lines(path: &Path, count: usize) {
+    let text = std::fs::read_to_string(path).expect("read");
     let mut lines: Vec<&str> = text.lines().collect();
-    let step = lines.len() / 7;
-    for i in 1..7 {
+    let step = lines.len() / (count + 1);
+    for i in 1..=count {
         lines.insert(i * step, "not,a,valid,line");
     }
-    std::fs::write(&path, lines.join("\n") + "\n").expect("write");
-    (dir, day)
+    std::fs::write(path, lines.join("\n") + "\n").expect("write");
 }
 
 /// Asserts that `out` holds the outputs of `reference` (and the same summary counts); returns
@@ -647,45 +651,23 @@ fn an_archive_after_kills_is_an_uninterrupted_runs() {
     println!("{} kills after the first; {} archive files", seen.len(), got_files.len());
 }
 
-/// Replays the archive `archive` with the configuration of `day` into `out`.
-fn replay(day: &Path, archive: &Path, out: &Path, extra: &[&str]) -> std::process::Child {
-    surveil()
-        .args(["run", "--quiet", "--config"])
-        .arg(day.join("surveil.toml"))
-        .arg("--out")
-        .arg(out)
-        .args(extra)
-        .arg(archive)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn")
-}
-
 /// The replay of an archive (its events, late events and dead letters), killed at random
 /// points and resumed each time, ends with the outputs of a replay never interrupted.
 #[test]
 fn the_replay_of_an_archive_after_kills_is_an_uninterrupted_ones() {
     let (dir, day) = generated_day("500000");
     // A few bad lines: the archive's dead letters are replayed too.
-    let path = day.join("events.csv");
-    let text = std::fs::read_to_string(&path).expect("read");
-    let mut lines: Vec<&str> = text.lines().collect();
-    let step = lines.len() / 5;
-    for i in 1..5 {
-        lines.insert(i * step, "not,a,valid,line");
-    }
-    std::fs::write(&path, lines.join("\n") + "\n").expect("write");
+    insert_bad_lines(&day.join("events.csv"), 4);
     let archive = dir.path().join("archive");
     reference_run(start(&day, &dir.path().join("written"), &["--archive", archive.to_str().expect("path")]));
 
     let reference = dir.path().join("reference");
-    let full = reference_run(replay(&day, &archive, &reference, &["--workers", "2"]));
+    let full = reference_run(start_on(&day, &archive, &reference, &["--workers", "2"]));
     let out = dir.path().join("resumed");
     let checkpoints = dir.path().join("checkpoints");
     let args = ["--workers", "2", "--checkpoint", checkpoints.to_str().expect("path"), "--checkpoint-interval", "20ms"];
-    let seen = kill_at_random_points(&|| replay(&day, &archive, &out, &args), (4, 2), full, 3, &checkpoints, &|| {});
-    let got = last_run_ends_as_the_reference(replay(&day, &archive, &out, &args), &seen, &reference, &out);
+    let seen = kill_at_random_points(&|| start_on(&day, &archive, &out, &args), (4, 2), full, 3, &checkpoints, &|| {});
+    let got = last_run_ends_as_the_reference(start_on(&day, &archive, &out, &args), &seen, &reference, &out);
     assert!(got["dead_letters"].as_u64() >= Some(4), "{}", got["dead_letters"]);
     assert!(got["alerts"].as_u64() > Some(20), "{}", got["alerts"]);
 }

@@ -22,13 +22,18 @@ pub fn surveil() -> Command {
 }
 
 pub fn start(day: &Path, out: &Path, extra: &[&str]) -> Child {
+    start_on(day, &day.join("events.csv"), out, extra)
+}
+
+/// Runs the job of `day` (its configuration) on `input` instead of its events.
+pub fn start_on(day: &Path, input: &Path, out: &Path, extra: &[&str]) -> Child {
     surveil()
         .args(["run", "--quiet", "--config"])
         .arg(day.join("surveil.toml"))
         .arg("--out")
         .arg(out)
         .args(extra)
-        .arg(day.join("events.csv"))
+        .arg(input)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
