@@ -48,6 +48,16 @@ export SURVEIL_TANSU="$tansu_root/bin/tansu"
 # A run from a clean checkout gains nothing from incremental caches, which take gigabytes.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
+# The workspace's build outputs take about 4 GB, and up to about 9 GB with the fuzz targets and
+# the polars oracle.
+# A disk that fills while linking kills the linker with a bus error, which names no cause: say
+# so first.
+free_kb="$(df -Pk . | awk 'NR == 2 {print $4}')"
+if [ -n "$free_kb" ] && [ "$free_kb" -lt $((10 * 1024 * 1024)) ]; then
+    echo "warning: $((free_kb / 1024)) MB free on this disk; the build needs up to about 9 GB (a linker" \
+        "killed by a bus error means the disk filled)" >&2
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
