@@ -18,8 +18,6 @@ use std::time::{Duration, Instant};
 /// No run here takes anywhere near this long; a hang fails the test instead of the suite.
 const WATCHDOG: Duration = Duration::from_secs(300);
 
-/// The bundled day (the generator's defaults) with a few bad lines spread through it, so that
-/// dead letters are reconciled too.
 /// A generated day of `events` events in a folder of its own: (the folder, the day).
 fn generated_day(events: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -38,6 +36,8 @@ fn reference_run(child: std::process::Child) -> Duration {
     full
 }
 
+/// The bundled day (the generator's defaults) with a few bad lines spread through it, so that
+/// dead letters are reconciled too.
 fn bundled_day() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let day = dir.path().join("day");

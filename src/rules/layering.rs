@@ -460,8 +460,7 @@ impl Layering {
             e.last_fill = fill.time;
         }
         let Some(book) = out.book() else { return };
-        let none = KeySet::default();
-        let orders = state.by_account.get(&account).unwrap_or(&none);
+        let orders = state.by_account.get(&account).into_iter().flatten();
         let levels = self.config.levels as usize;
         let mut prices = BTreeSet::new();
         let mut held: Quantity = 0;
