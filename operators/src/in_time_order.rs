@@ -189,6 +189,9 @@ impl<'scope, D: ExchangeData> ProcessInTimeOrder<'scope, D> for Stream<'scope, u
                         }
                     }
                     drop(records);
+                    if ready.capacity() > KEPT_ROOM {
+                        ready = Vec::new();
+                    }
 
                     if let Some(cap) = held.as_mut() {
                         if !produced.is_empty() {
@@ -235,13 +238,28 @@ impl<'scope, D: ExchangeData> ProcessInTimeOrder<'scope, D> for Stream<'scope, u
 /// watermark touches only the buckets it completes and the one it splits, however many records
 /// wait behind it. The bucket width adapts to the density of the data: sparse buckets cost an
 /// allocation per record, crowded ones a long scan per advance.
+///
+/// Emptied buckets are kept (a few) for the next ones: a bucket grown from nothing reallocates
+/// and copies its records a dozen times, and on two workers the fresh pages of those growths
+/// and the frees of the old ones cost more kernel time than the sort.
 struct PendingRecords<D> {
     buckets: std::collections::BTreeMap<u64, Vec<(u64, u64, D)>>,
     len: usize,
     shift: u32,
     /// Records and buckets taken since the width was last reconsidered.
     taken: (usize, usize),
+    /// Emptied buckets, with their room, for the next buckets to open.
+    spare: Vec<Vec<(u64, u64, D)>>,
 }
+
+/// How many emptied buckets are kept: enough for the buckets a watermark advance opens while
+/// it closes as many; each holds at most a bucket's worth of room.
+const SPARE_BUCKETS: usize = 2;
+
+/// The most room, in records, a kept buffer may hold: twice the largest bucket aimed for. A
+/// buffer grown past it (the whole backlog completed at once, at the end of the input) is
+/// given back.
+const KEPT_ROOM: usize = 2 * TARGET_PER_BUCKET.1;
 
 /// Bucket width bounds: about a microsecond to about 18 minutes of nanosecond time.
 const MIN_SHIFT: u32 = 10;
@@ -250,14 +268,32 @@ const TARGET_PER_BUCKET: (usize, usize) = (256, 8192);
 
 impl<D> Default for PendingRecords<D> {
     fn default() -> Self {
-        PendingRecords { buckets: std::collections::BTreeMap::new(), len: 0, shift: 20, taken: (0, 0) }
+        PendingRecords {
+            buckets: std::collections::BTreeMap::new(),
+            len: 0,
+            shift: 20,
+            taken: (0, 0),
+            spare: Vec::new(),
+        }
     }
 }
 
 impl<D> PendingRecords<D> {
     fn push(&mut self, time: u64, tie_break: u64, record: D) {
-        self.buckets.entry(time >> self.shift).or_default().push((time, tie_break, record));
+        let spare = &mut self.spare;
+        self.buckets
+            .entry(time >> self.shift)
+            .or_insert_with(|| spare.pop().unwrap_or_default())
+            .push((time, tie_break, record));
         self.len += 1;
+    }
+
+    /// Keeps an emptied bucket's room for a later bucket, up to [`SPARE_BUCKETS`] of them.
+    fn recycle(&mut self, mut bucket: Vec<(u64, u64, D)>) {
+        bucket.clear();
+        if self.spare.len() < SPARE_BUCKETS && (1..=KEPT_ROOM).contains(&bucket.capacity()) {
+            self.spare.push(bucket);
+        }
     }
 
     fn least_time(&self) -> Option<u64> {
@@ -292,22 +328,23 @@ impl<D> PendingRecords<D> {
                     // Split in arrival order, which is nearly time order, so the sort below
                     // stays cheap.
                     let records = entry.into_mut();
-                    let (done, rest): (Vec<_>, Vec<_>) = records.drain(..).partition(|r| r.0 < w);
-                    ready.extend(done);
-                    *records = rest;
+                    ready.extend(records.extract_if(.., |r| r.0 < w));
                     if records.is_empty() {
-                        self.buckets.pop_first();
+                        if let Some((_, emptied)) = self.buckets.pop_first() {
+                            self.recycle(emptied);
+                        }
                     }
                     break;
                 }
                 _ => {
                     let mut records = entry.remove();
                     self.taken.1 += 1;
-                    if ready.is_empty() {
-                        *ready = records;
+                    if ready.is_empty() && ready.capacity() < records.len() {
+                        std::mem::swap(ready, &mut records);
                     } else {
                         ready.append(&mut records);
                     }
+                    self.recycle(records);
                 }
             }
         }

@@ -123,8 +123,35 @@ fn records() -> impl Strategy<Value = Vec<Record>> {
         .prop_map(|rs| rs.into_iter().enumerate().map(|(i, (key, time, delay))| (key, time, i as u64, delay)).collect())
 }
 
+/// Records spread over many of the operator's time buckets (about a millisecond wide at first,
+/// re-sized as the data's density asks), so that whole buckets complete, others split, emptied
+/// ones are reused, and the width changes mid-stream.
+fn spread_records() -> impl Strategy<Value = Vec<Record>> {
+    (
+        proptest::collection::vec((0..6u64, 0..400u64, 0..8u64), 0..600),
+        prop_oneof![Just(1u64 << 14), Just(1u64 << 19), Just(1u64 << 23)],
+    )
+        .prop_map(|(rs, scale)| {
+            rs.into_iter()
+                .enumerate()
+                .map(|(i, (key, time, delay))| (key, time * scale, i as u64, delay * scale))
+                .collect()
+        })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn records_over_many_buckets_are_seen_as_the_batch_oracle_says(
+        records in spread_records(),
+        workers in 1..=3usize,
+        batch in 1..40usize,
+    ) {
+        let expected = oracle(&records);
+        let got = run(records, workers, batch);
+        prop_assert_eq!(got, expected);
+    }
 
     #[test]
     fn each_key_sees_its_records_and_timers_as_the_batch_oracle_says(
