@@ -329,10 +329,10 @@ impl<D> PendingRecords<D> {
                     // stays cheap.
                     let records = entry.into_mut();
                     ready.extend(records.extract_if(.., |r| r.0 < w));
-                    if records.is_empty() {
-                        if let Some((_, emptied)) = self.buckets.pop_first() {
-                            self.recycle(emptied);
-                        }
+                    if records.is_empty()
+                        && let Some((_, emptied)) = self.buckets.pop_first()
+                    {
+                        self.recycle(emptied);
                     }
                     break;
                 }
