@@ -396,11 +396,15 @@ impl FrontRunning {
         let earlier_blocks: Vec<(Timestamp, Symbol)> =
             state.executed_blocks.iter().filter(|(t, _)| *t < event.time).copied().collect();
         state.executed_blocks.push_back((event.time, event.instrument));
-        // Read against an earlier block when one related to it executed after it.
+        // Read against an earlier block when one related to it executed after it. The blocks
+        // are kept oldest first, so those after `x` are the newest few: on a busy day a scan of
+        // every block in the lookback for every execution in it was most of the job's time.
         let read_before = |x: &Execution| {
             earlier_blocks
                 .iter()
-                .any(|&(t, instrument)| x.time < t && (!baskets || self.reference.related(x.instrument, instrument, t)))
+                .rev()
+                .take_while(|&&(t, _)| x.time < t)
+                .any(|&(t, instrument)| !baskets || self.reference.related(x.instrument, instrument, t))
         };
         let mut last_way: BTreeMap<Symbol, bool> = BTreeMap::new();
         let mut ahead: BTreeMap<Symbol, Vec<Execution>> = BTreeMap::new();
