@@ -10,14 +10,14 @@
 #
 # SOAK_EVENTS sets the size of the day (default 2000000); SOAK_PLAIN_TWO=1 runs only the plain
 # input on two workers. The day's own configuration (its reference data and session calendar)
-# is used.
+# is used. SOAK_BIN runs another build of `surveil` (to compare two builds on the same input).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DAYS="${1:-10}"
 WORK="${BENCH_DIR:-target/bench}"
 mkdir -p "$WORK"
 cargo build --release --quiet
-BIN=target/release/surveil
+BIN="${SOAK_BIN:-target/release/surveil}"
 
 EVENTS="${SOAK_EVENTS:-2000000}"
 DAY="$WORK/day-$EVENTS"
