@@ -842,6 +842,26 @@ mod tests {
         assert_eq!(basket_alerts(with_fund(0), events), vec![(Symbol::of(b"STAFF"), Symbol::of(b"ACME"))]);
     }
 
+    /// Between an earlier block and a later one, trading ahead is read against the next block
+    /// after it only, however many blocks the lookback holds on either side.
+    #[test]
+    fn trading_between_blocks_is_ahead_of_the_next_block_only() {
+        let events = with(
+            client_block(),
+            vec![
+                new_order("ACME", "B0", "CLIENT", Side::Buy, "10.00", 50_000).at(590 * S),
+                fill("ACME", "B0", "CLIENT", Side::Buy, "10.00", 50_000).at(600 * S),
+                fill("ACME", "P1", "STAFF", Side::Buy, "10.00", 5_000).at(650 * S),
+                new_order("ACME", "B2", "CLIENT", Side::Buy, "10.10", 50_000).at(700 * S),
+                fill("ACME", "B2", "CLIENT", Side::Buy, "10.10", 50_000).at(720 * S),
+            ],
+        );
+        let alerts = alerts(events);
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert_eq!(alerts[0].account, Symbol::of(b"STAFF"));
+        assert_eq!(alerts[0].time, 690 * S + 300 * S, "ahead of the block executed at 690 s, not of the one at 720 s");
+    }
+
     #[test]
     fn an_employee_trading_the_other_way_or_too_early_is_not_raised() {
         let events = with(
