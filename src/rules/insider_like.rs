@@ -79,8 +79,8 @@ struct SessionTrades {
 struct Executions {
     /// How many at each price.
     levels: BTreeMap<i64, u64>,
-    /// Those the evidence could show (distinct, with how often each was seen).
-    showable: Vec<(Execution, u64)>,
+    /// Those the evidence could show (distinct).
+    showable: Vec<Execution>,
     /// How many `showable` held after it was last pruned.
     pruned_at: usize,
 }
@@ -119,8 +119,8 @@ impl SessionTrades {
                     record.at_extreme += count;
                 }
             }
-            let shown = executions.showable.iter().filter(|(x, _)| at_extreme(x.price));
-            record.evidence.extend(shown.map(|(x, _)| *x));
+            let shown = executions.showable.iter().filter(|x| at_extreme(x.price));
+            record.evidence.extend(shown.copied());
         }
         for (account, mut record) in accounts {
             record.keep_first_evidence();
@@ -132,21 +132,29 @@ impl SessionTrades {
 impl Executions {
     fn add(&mut self, execution: Execution) {
         *self.levels.entry(execution.price).or_default() += 1;
-        if let Some(seen) = self.showable.iter_mut().find(|(e, _)| *e == execution) {
-            seen.1 += 1;
-            return;
+        // One pass that stops at a copy already kept or at the last execution needed to hide
+        // this one: late in a session most executions are hidden by a few of the first kept,
+        // and the list holds up to MAX_EVIDENCE per price level.
+        let mut hidden_by = 0;
+        for kept in &self.showable {
+            if *kept == execution {
+                return;
+            }
+            if hides(kept, &execution) {
+                hidden_by += 1;
+                if hidden_by >= MAX_EVIDENCE {
+                    return;
+                }
+            }
         }
-        if self.showable.iter().filter(|(d, _)| hides(d, &execution)).count() >= MAX_EVIDENCE {
-            return;
-        }
-        self.showable.push((execution, 1));
+        self.showable.push(execution);
         // Executions that arrived before others that hide them are pruned now and then: a
         // pass costs the square of the list, so it runs each time the list has doubled.
         if self.showable.len() >= 2 * self.pruned_at.max(2 * MAX_EVIDENCE) {
             let keep: Vec<bool> = self
                 .showable
                 .iter()
-                .map(|(e, _)| self.showable.iter().filter(|(d, _)| hides(d, e)).count() < MAX_EVIDENCE)
+                .map(|e| self.showable.iter().filter(|d| hides(d, e)).count() < MAX_EVIDENCE)
                 .collect();
             let mut index = 0;
             self.showable.retain(|_| {
@@ -387,7 +395,7 @@ mod tests {
             // counted: at 10.00 the 20 first are kept, at 11.00 the 10 before the 20th buy.
             if !backwards {
                 let buys = session.books.get(&(buyer, acme, Side::Buy)).expect("buys");
-                let kept = |price: i64| buys.showable.iter().filter(|(x, _)| x.price == price).count();
+                let kept = |price: i64| buys.showable.iter().filter(|x| x.price == price).count();
                 assert_eq!((kept(low), kept(high)), (MAX_EVIDENCE, MAX_EVIDENCE / 2));
             }
             let mut records = Vec::new();
