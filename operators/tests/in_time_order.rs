@@ -118,25 +118,23 @@ fn run(records: Vec<Record>, workers: usize, batch: usize) -> BTreeMap<u64, Vec<
     std::mem::take(&mut *seen.lock().expect("lock"))
 }
 
+/// Up to `count` records of six keys at times `0..times`, each time and delay multiplied by a
+/// `scale` drawn from `scales`.
+fn records_at(times: u64, count: usize, scales: impl Strategy<Value = u64>) -> impl Strategy<Value = Vec<Record>> {
+    (proptest::collection::vec((0..6u64, 0..times, 0..8u64), 0..count), scales).prop_map(|(rs, scale)| {
+        rs.into_iter().enumerate().map(|(i, (key, time, delay))| (key, time * scale, i as u64, delay * scale)).collect()
+    })
+}
+
 fn records() -> impl Strategy<Value = Vec<Record>> {
-    proptest::collection::vec((0..6u64, 0..60u64, 0..8u64), 0..120)
-        .prop_map(|rs| rs.into_iter().enumerate().map(|(i, (key, time, delay))| (key, time, i as u64, delay)).collect())
+    records_at(60, 120, Just(1))
 }
 
 /// Records spread over many of the operator's time buckets (about a millisecond wide at first,
 /// re-sized as the data's density asks), so that whole buckets complete, others split, emptied
 /// ones are reused, and the width changes mid-stream.
 fn spread_records() -> impl Strategy<Value = Vec<Record>> {
-    (
-        proptest::collection::vec((0..6u64, 0..400u64, 0..8u64), 0..600),
-        prop_oneof![Just(1u64 << 14), Just(1u64 << 19), Just(1u64 << 23)],
-    )
-        .prop_map(|(rs, scale)| {
-            rs.into_iter()
-                .enumerate()
-                .map(|(i, (key, time, delay))| (key, time * scale, i as u64, delay * scale))
-                .collect()
-        })
+    records_at(400, 600, prop_oneof![Just(1u64 << 14), Just(1u64 << 19), Just(1u64 << 23)])
 }
 
 proptest! {
