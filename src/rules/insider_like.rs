@@ -154,7 +154,7 @@ impl Executions {
             let keep: Vec<bool> = self
                 .showable
                 .iter()
-                .map(|e| self.showable.iter().filter(|d| hides(d, e)).count() < MAX_EVIDENCE)
+                .map(|e| self.showable.iter().filter(|d| hides(d, e)).take(MAX_EVIDENCE).count() < MAX_EVIDENCE)
                 .collect();
             let mut index = 0;
             self.showable.retain(|_| {
