@@ -1681,6 +1681,14 @@ pub struct KafkaConfig {
     /// its end when the run starts, like `cases.actions` files.
     #[serde(default)]
     pub case_actions_topic: Option<String>,
+    /// Publish the alerts, the routes' notices and the dead letters, and commit the positions
+    /// read, in Kafka transactions under this id (KIP-98): a `read_committed` consumer of the
+    /// output topics sees a run's records only together with the positions they were read up
+    /// to, and never what a killed run published after its last commit. Off by default (the
+    /// idempotent producers and the alert ids as keys give the exactly-once effect). Needs
+    /// `topic`; one id per running job (a second run with the same id fences the first).
+    #[serde(default)]
+    pub transactional_id: Option<String>,
     /// librdkafka properties passed through as they are (`security.protocol`,
     /// `ssl.ca.location`, `sasl.mechanisms`, ...), for the consumer and the producers.
     #[serde(default)]
@@ -1788,6 +1796,7 @@ impl KafkaConfig {
             alerts_topic: None,
             dead_letter_topic: None,
             case_actions_topic: None,
+            transactional_id: None,
             properties: Default::default(),
             avro: AvroConfig::default(),
             reference: ReferenceTopics::default(),
@@ -1858,12 +1867,24 @@ impl KafkaConfig {
                         is for"
                 .into());
         }
-        for reserved in ["bootstrap.servers", "group.id", "enable.auto.commit", "enable.auto.offset.store"] {
+        for reserved in
+            ["bootstrap.servers", "group.id", "enable.auto.commit", "enable.auto.offset.store", "transactional.id"]
+        {
             if self.properties.contains_key(reserved) {
                 return Err(format!(
-                    "kafka.properties.{reserved} is set by surveil itself (kafka.brokers, kafka.group, and \
-                     commits only after the alerts are written)"
+                    "kafka.properties.{reserved} is set by surveil itself (kafka.brokers, kafka.group, \
+                     kafka.transactional_id, and commits only after the alerts are written)"
                 ));
+            }
+        }
+        if let Some(id) = &self.transactional_id {
+            if id.trim().is_empty() {
+                return Err("kafka.transactional_id is empty".into());
+            }
+            if self.topic.is_none() {
+                return Err("kafka.transactional_id needs kafka.topic: a transaction commits the positions read \
+                            with what was published from them"
+                    .into());
             }
         }
         Ok(())
@@ -2472,6 +2493,20 @@ mod tests {
             parse("[kafka.avro]\nregistry = \"http://127.0.0.1:8081\"\nschema_file = \"e.avsc\"\nschema_id = 4")
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn transactions_need_a_topic_and_an_id_of_surveil_s_own() {
+        let parse = |kafka: &str| Config::parse(&format!("[kafka]\nbrokers = \"127.0.0.1:9092\"\n{kafka}"));
+        let config = parse("topic = \"events\"\ntransactional_id = \"job-1\"").expect("a transactional job");
+        assert_eq!(config.kafka.and_then(|k| k.transactional_id).as_deref(), Some("job-1"));
+        let no_topic = parse("transactional_id = \"job-1\"").expect_err("no positions to commit");
+        assert!(no_topic.to_string().contains("needs kafka.topic"), "{no_topic}");
+        let empty = parse("topic = \"events\"\ntransactional_id = \" \"").expect_err("an empty id");
+        assert!(empty.to_string().contains("transactional_id is empty"), "{empty}");
+        let passed = parse("topic = \"events\"\n[kafka.properties]\n\"transactional.id\" = \"x\"")
+            .expect_err("set through transactional_id");
+        assert!(passed.to_string().contains("transactional.id"), "{passed}");
     }
 
     #[test]

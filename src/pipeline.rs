@@ -1182,8 +1182,10 @@ impl Job {
         let kafka = {
             let mut kafka = kafka;
             if let Some(settings) = &config.kafka {
+                // With `kafka.transactional_id`, every publisher sends in the source's transactions.
+                let transactions = kafka.as_ref().and_then(|k| k.transactions().cloned());
                 let publisher = |topic: &String| {
-                    crate::kafka::AlertPublisher::new(settings, topic)
+                    crate::kafka::AlertPublisher::new(settings, topic, transactions.as_ref())
                         .map(Arc::new)
                         .map_err(|e| RunError::Kafka(e.to_string()))
                 };

@@ -905,3 +905,41 @@ fn a_topic_replay_stopped_part_way_resumes_from_its_checkpoint() {
         assert_eq!(read(&out), read(&work.path().join("whole")), "{name}");
     }
 }
+
+/// tansu answers the transaction coordinator's `EndTxn` as unsupported: a run asked for
+/// transactions (`kafka.transactional_id`) fails saying so, with nothing committed, and does
+/// not hang. (`tests/kafka_mock.rs` runs transactions through against librdkafka's mock
+/// cluster.)
+#[test]
+fn a_broker_without_transactions_fails_a_transactional_run_clearly() {
+    let broker = broker();
+    let publish = publisher(&broker, &["events", "alerts"]);
+    let self_trade = r#"{"event_time":"2024-03-04T14:30:00Z","kind":"trade","instrument":"XYZ","buyer":"A1","seller":"A1","price":"10.00","quantity":100}"#;
+    publish("events", self_trade);
+    let mut settings = broker.settings();
+    settings.topic = Some("events".into());
+    settings.stop_at_end = true;
+    settings.alerts_topic = Some("alerts".into());
+    settings.transactional_id = Some("surveil-job".into());
+    settings.timeout = Duration::from_secs(15);
+    let config = Config { kafka: Some(settings), ..Config::default() };
+    let out = tempfile::tempdir().expect("temp dir");
+    let started = Instant::now();
+    let error = run(RunOptions { out_dir: out.path().into(), ..RunOptions::new(Vec::new(), config) })
+        .expect_err("tansu cannot end a transaction");
+    assert!(started.elapsed() < Duration::from_secs(90), "{:?}", started.elapsed());
+    let text = error.to_string();
+    assert!(text.contains("kafka transaction \"surveil-job\""), "{text}");
+    // The run's own outputs are written; the group's position is not committed.
+    assert_eq!(alerts(out.path()).len(), 1);
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.address())
+        .set("group.id", "surveil")
+        .create()
+        .expect("consumer");
+    let mut list = rdkafka::TopicPartitionList::new();
+    list.add_partition("events", 0);
+    let committed = consumer.committed_offsets(list, Duration::from_secs(30)).expect("committed");
+    assert!(committed.elements().iter().all(|e| e.offset() == rdkafka::Offset::Invalid), "{committed:?}");
+}

@@ -258,3 +258,126 @@ fn case_actions_are_read_from_a_topic() {
         .expect_err("actions without cases");
     assert!(error.to_string().contains("cases.enabled"), "{error}");
 }
+
+/// The keys of every message of `topic` (partition 0) a consumer with `isolation` reads, up
+/// to the partition's end.
+fn keys_read(brokers: &str, topic: &str, isolation: &str) -> Vec<String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "reader")
+        .set("isolation.level", isolation)
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("consumer");
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, 0, Offset::Beginning).expect("partition");
+    consumer.assign(&list).expect("assigned");
+    let mut keys = Vec::new();
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => keys.push(String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned()),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return keys,
+            _ => {}
+        }
+    }
+    panic!("{topic} not read to its end within 20 s ({isolation}): {keys:?}");
+}
+
+/// The events of the transactional tests: a self-trade and an ordinary trade on partition 0,
+/// with a message that is not JSON between them, and a trade on partition 1.
+fn transactional_day(brokers: &str) {
+    let trade = |time: &str, buyer: &str, seller: &str| {
+        format!(
+            r#"{{"event_time":"2024-03-04T{time}Z","kind":"trade","instrument":"XYZ","buyer":"{buyer}","seller":"{seller}","price":"10.00","quantity":100}}"#
+        )
+    };
+    let (first, second, third) =
+        (trade("14:30:00", "A1", "A1"), trade("14:30:01", "A1", "B2"), trade("14:30:02", "C3", "B2"));
+    produce(brokers, "events", 0, &[&first, "{not json", &second]);
+    produce(brokers, "events", 1, &[&third]);
+}
+
+fn transactional_settings(brokers: &str) -> KafkaConfig {
+    let mut settings = KafkaConfig::new(brokers);
+    settings.topic = Some("events".into());
+    settings.stop_at_end = true;
+    settings.alerts_topic = Some("alerts".into());
+    settings.dead_letter_topic = Some("letters".into());
+    settings.transactional_id = Some("surveil-job".into());
+    settings.timeout = Duration::from_secs(20);
+    settings
+}
+
+/// What librdkafka's mock cluster can show of transactions: the run's requests (a
+/// transactional id, the outputs added to the transaction, the positions sent to it, the
+/// transaction ended) are accepted, and a refusal stops the run (below). It keeps no fencing
+/// epochs, writes no abort markers and does not keep the positions a transaction commits, so
+/// what a `read_committed` consumer sees after a crash is not tested here (`docs/kafka.md`).
+#[test]
+fn transactions_carry_the_alerts_the_dead_letters_and_the_positions() {
+    let cluster = MockCluster::new(3).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    for (topic, partitions) in [("events", 2), ("alerts", 1), ("letters", 1)] {
+        cluster.create_topic(topic, partitions, 3).expect("topic");
+    }
+    transactional_day(&brokers);
+    let mut settings = transactional_settings(&brokers);
+    // Commits during the run too, not only the last one.
+    settings.commit_interval = Duration::from_millis(1);
+    settings.replay_horizon = Duration::ZERO;
+    let config = Config { kafka: Some(settings), ..Config::default() };
+    let out = tempfile::tempdir().expect("temp dir");
+    let summary = run(RunOptions { workers: 2, out_dir: out.path().into(), ..RunOptions::new(Vec::new(), config) })
+        .expect("the run");
+    assert!(summary.complete, "{summary:?}");
+    assert_eq!(summary.events, 3);
+    assert_eq!(summary.written.dead_letters_by_reason.get("bad_json"), Some(&1));
+
+    let alerts = std::fs::read_to_string(out.path().join("alerts.jsonl")).expect("alerts");
+    let ids: Vec<String> = alerts
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json")["id"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(!ids.is_empty(), "the self-trade is an alert");
+    assert_eq!(keys_read(&brokers, "alerts", "read_committed"), ids);
+    assert_eq!(keys_read(&brokers, "letters", "read_committed"), vec!["events/0/1".to_string()]);
+    assert_eq!(summary.written.kafka_alerts.map(|c| (c.delivered, c.failed)), Some((ids.len() as u64, 0)));
+
+    // The positions went in the transaction (TxnOffsetCommit; refused, it stops the run
+    // below), not in a commit of their own.
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", &brokers).set("group.id", "surveil").create().expect("consumer");
+    let mut list = TopicPartitionList::new();
+    list.add_partition("events", 0);
+    list.add_partition("events", 1);
+    let committed = consumer.committed_offsets(list, Duration::from_secs(10)).expect("committed");
+    assert!(committed.elements().iter().all(|e| e.offset() == Offset::Invalid), "{committed:?}");
+}
+
+#[test]
+fn a_transaction_the_brokers_refuse_stops_the_run_with_a_clear_error() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    // Ending the transaction refused as by a broker without transactions; the positions
+    // refused as for a group the run may not write.
+    for (request, refusal) in [
+        (RDKafkaApiKey::EndTxn, RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNSUPPORTED_VERSION),
+        (RDKafkaApiKey::TxnOffsetCommit, RDKafkaRespErr::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED),
+    ] {
+        let cluster = MockCluster::new(3).expect("mock cluster");
+        let brokers = cluster.bootstrap_servers();
+        for (topic, partitions) in [("events", 2), ("alerts", 1), ("letters", 1)] {
+            cluster.create_topic(topic, partitions, 3).expect("topic");
+        }
+        transactional_day(&brokers);
+        cluster.request_errors(request, &[refusal; 8]);
+        let config = Config { kafka: Some(transactional_settings(&brokers)), ..Config::default() };
+        let out = tempfile::tempdir().expect("temp dir");
+        let started = std::time::Instant::now();
+        let error = run(RunOptions { out_dir: out.path().into(), ..RunOptions::new(Vec::new(), config) })
+            .expect_err("the transaction cannot commit");
+        assert!(started.elapsed() < Duration::from_secs(60), "{request:?}: {:?}", started.elapsed());
+        let text = error.to_string();
+        assert!(text.contains("kafka transaction \"surveil-job\""), "{request:?}: {text}");
+    }
+}

@@ -388,6 +388,10 @@ enum Command {
         /// The consumer group the read positions are committed for, instead of `kafka.group`.
         #[arg(long, requires = "kafka")]
         kafka_group: Option<String>,
+        /// Publish the outputs and commit the positions read in Kafka transactions under this
+        /// id, instead of `kafka.transactional_id` (docs/kafka.md, "Transactions").
+        #[arg(long, requires = "kafka")]
+        kafka_transactional_id: Option<String>,
         /// How each message is read, instead of `kafka.format`: jsonl, fix or avro.
         #[arg(long, requires = "kafka")]
         kafka_format: Option<String>,
@@ -620,6 +624,7 @@ fn main_inner() -> Result<()> {
             to_end,
             kafka_alerts,
             kafka_group,
+            kafka_transactional_id,
             kafka_format,
             schema_registry,
             inputs: paths,
@@ -636,6 +641,9 @@ fn main_inner() -> Result<()> {
                 }
                 if let Some(group) = kafka_group {
                     settings.group = group;
+                }
+                if kafka_transactional_id.is_some() {
+                    settings.transactional_id = kafka_transactional_id;
                 }
                 if let Some(format) = kafka_format {
                     settings.format = match format.as_str() {

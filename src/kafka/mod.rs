@@ -12,7 +12,8 @@
 //! processed watermark and what the alert and dead-letter producers have delivered, less
 //! `kafka.replay_horizon`: a restart re-reads the state the detectors need and publishes the
 //! same alerts under the same keys (at-least-once input, exactly-once effect in a compacted
-//! topic).
+//! topic). With `kafka.transactional_id`, the alerts, notices and dead letters and the
+//! positions go in Kafka transactions instead ([`Transactions`]).
 
 mod actions;
 pub mod avro;
@@ -31,7 +32,7 @@ use rdkafka::{ClientConfig, ClientContext};
 pub use actions::read_case_actions;
 pub use produce::{Encoding, ProduceCounts, create_topic, produce_files};
 pub use reference::{ReferenceCounts, read_reference_topics};
-pub use sink::{AlertPublisher, DeadLetterPublisher};
+pub use sink::{AlertPublisher, DeadLetterPublisher, Transactions};
 pub use source::{KafkaPartition, KafkaSource};
 pub use topic_reader::{TopicMessage, read_to_end};
 
@@ -72,6 +73,15 @@ pub enum KafkaError {
     Delivery {
         /// The topic.
         topic: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A transaction (`kafka.transactional_id`) could not be started or committed: what it
+    /// held is aborted, and a restart reads again from the positions committed last.
+    #[error("kafka transaction {id:?}: {message}")]
+    Transaction {
+        /// The transactional id.
+        id: String,
         /// What went wrong.
         message: String,
     },

@@ -79,7 +79,7 @@ pub fn produce_files(
     let progress = Arc::new(ReadProgress::default());
     let partitions = plan_partitions(inputs, config, &reference, 0, 1, &progress)
         .map_err(|e| KafkaError::Config(format!("reading the inputs: {e}")))?;
-    let publisher = super::AlertPublisher::new(settings, topic)?;
+    let publisher = super::AlertPublisher::new(settings, topic, None)?;
     let mut renderer = Renderer::new(reference.clone(), Vec::new());
     let mut counts = ProduceCounts::default();
     let (mut events, mut side) = (Vec::new(), Vec::new());

@@ -10,7 +10,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use surveil_operators::{Partition, PartitionRead, SourceWaker};
 
 use super::avro::{DecodeError, Schemas};
-use super::sink::{AlertPublisher, DeadLetterPublisher};
+use super::sink::{AlertPublisher, DeadLetterPublisher, Transactions};
 use super::{KafkaError, client_config, partition_count, source_name};
 use crate::config::{Config, KafkaConfig, KafkaFormat};
 use crate::ingest::partition::PartitionProgress;
@@ -37,6 +37,9 @@ pub struct KafkaSource {
     /// all of them have delivered.
     gates: Vec<Arc<AlertPublisher>>,
     dead_letters: Option<Arc<DeadLetterPublisher>>,
+    /// The transactions the outputs and the positions are committed in
+    /// (`kafka.transactional_id`).
+    transactions: Option<Arc<Transactions>>,
     /// Every partition's consumer, opened when connecting and taken by the worker that reads it.
     unclaimed: Mutex<Vec<Option<Opened>>>,
     /// The partitions taken so far, for the commit at the end.
@@ -66,8 +69,12 @@ impl KafkaSource {
             .clone()
             .ok_or_else(|| KafkaError::Config("kafka.topic is not set: which topic should be read?".into()))?;
         let partitions = partition_count(settings, &topic)?;
+        let transactions = match settings.transactional_id {
+            Some(_) => Some(Transactions::begin(settings)?),
+            None => None,
+        };
         let dead_letters = match &settings.dead_letter_topic {
-            Some(topic) => Some(Arc::new(DeadLetterPublisher::new(settings, topic)?)),
+            Some(topic) => Some(Arc::new(DeadLetterPublisher::new(settings, topic, transactions.as_ref())?)),
             None => None,
         };
         let schemas = match settings.format {
@@ -81,6 +88,7 @@ impl KafkaSource {
             first_source,
             gates: Vec::new(),
             dead_letters,
+            transactions,
             unclaimed: Mutex::default(),
             opened: Arc::default(),
             ownership: Mutex::default(),
@@ -283,6 +291,12 @@ impl KafkaSource {
         self.gates.push(publisher);
     }
 
+    /// The transactions the run's outputs and positions are committed in, with
+    /// `kafka.transactional_id`: every publisher of the run sends in them.
+    pub fn transactions(&self) -> Option<&Arc<Transactions>> {
+        self.transactions.as_ref()
+    }
+
     /// Waits until every refused message is on the dead-letter topic, if there is one.
     pub fn flush_dead_letters(&self) -> Result<(), KafkaError> {
         match &self.dead_letters {
@@ -374,6 +388,8 @@ impl KafkaSource {
                 bytes: 0,
                 gates: self.gates.clone(),
                 dead_letters: self.dead_letters.clone(),
+                transactions: self.transactions.clone(),
+                opened: self.opened.clone(),
                 horizon: self.settings.replay_horizon.as_nanos().min(u64::MAX as u128) as u64,
                 commit_interval: self.settings.commit_interval,
                 last_commit: Instant::now(),
@@ -471,8 +487,16 @@ impl KafkaSource {
     }
 
     fn commit_all(&self, complete: bool) -> Result<(), KafkaError> {
-        let Ok(opened) = self.opened.lock() else { return Ok(()) };
         let horizon = self.settings.replay_horizon.as_nanos().min(u64::MAX as u128) as u64;
+        if let Some(transactions) = &self.transactions {
+            // The last transaction: what was published, with the positions.
+            let cutoff = |commits: &Commits| match complete {
+                true => u64::MAX,
+                false => commits.latest.saturating_sub(horizon),
+            };
+            return commit_in_transaction(transactions, &self.opened, cutoff, true);
+        }
+        let Ok(opened) = self.opened.lock() else { return Ok(()) };
         for shared in opened.iter() {
             let cutoff = match complete {
                 true => u64::MAX,
@@ -482,6 +506,47 @@ impl KafkaSource {
         }
         Ok(())
     }
+}
+
+/// Commits, in the run's open transaction, what was published so far with every partition's
+/// position before its `cutoff`; the next transaction begins unless this is the `last`.
+fn commit_in_transaction(
+    transactions: &Transactions,
+    opened: &Mutex<Vec<Arc<Shared>>>,
+    cutoff: impl Fn(&Commits) -> u64,
+    last: bool,
+) -> Result<(), KafkaError> {
+    let all: Vec<Arc<Shared>> = opened.lock().map(|o| o.clone()).unwrap_or_default();
+    let Some(first) = all.first() else { return Ok(()) };
+    let group = first.consumer.group_metadata().ok_or_else(|| KafkaError::Transaction {
+        id: transactions.id().into(),
+        message: "the input consumer has no group metadata to commit positions for".into(),
+    })?;
+    let positions = || {
+        let mut list = TopicPartitionList::new();
+        for shared in &all {
+            let Ok(commits) = shared.commits.lock() else { continue };
+            let position = commits.position_before(cutoff(&commits));
+            if position > commits.committed {
+                list.add_partition_offset(&shared.topic, shared.partition, Offset::Offset(position)).map_err(|e| {
+                    KafkaError::Transaction { id: transactions.id().into(), message: format!("positions: {e}") }
+                })?;
+            }
+        }
+        Ok(list)
+    };
+    let committed = |list: &TopicPartitionList| {
+        for shared in &all {
+            if let Some(Offset::Offset(position)) =
+                list.find_partition(&shared.topic, shared.partition).map(|e| e.offset())
+                && let Ok(mut commits) = shared.commits.lock()
+                && position > commits.committed
+            {
+                commits.committed_to(position);
+            }
+        }
+    };
+    transactions.commit(&group, last, positions, committed)
 }
 
 /// How far the input topic has been read, plus one: a live change polled from now on applies
@@ -640,6 +705,10 @@ pub struct KafkaPartition {
     bytes: u64,
     gates: Vec<Arc<AlertPublisher>>,
     dead_letters: Option<Arc<DeadLetterPublisher>>,
+    /// With `kafka.transactional_id`: positions are committed in transactions, every
+    /// partition's at once.
+    transactions: Option<Arc<Transactions>>,
+    opened: Arc<Mutex<Vec<Arc<Shared>>>>,
     horizon: u64,
     commit_interval: Duration,
     last_commit: Instant,
@@ -806,7 +875,19 @@ impl KafkaPartition {
             tracing::warn!(%error, "kafka dead letters not yet delivered; positions not committed");
             return;
         }
-        if let Err(error) = self.shared.commit_before(cutoff) {
+        if let Some(transactions) = &self.transactions {
+            if let Err(error) = commit_in_transaction(transactions, &self.opened, |_| cutoff, false) {
+                // What the transaction held is aborted: stop, and fail saying why; a restart
+                // reads again from the positions committed last.
+                tracing::error!(%error, "kafka transaction failed; the run stops");
+                if let Ok(mut failure) = self.failure.lock() {
+                    failure.get_or_insert(error);
+                }
+                if let Some(stop) = &self.stop {
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        } else if let Err(error) = self.shared.commit_before(cutoff) {
             tracing::warn!(%error, "kafka commit failed; retried at the next interval");
         }
     }
