@@ -381,3 +381,81 @@ fn a_transaction_the_brokers_refuse_stops_the_run_with_a_clear_error() {
         assert!(text.contains("kafka transaction \"surveil-job\""), "{request:?}: {text}");
     }
 }
+
+/// An alert without what depends on where its evidence was read or on the wall clock.
+fn alert_content(mut alert: serde_json::Value) -> String {
+    if let serde_json::Value::Object(fields) = &mut alert {
+        for field in ["id", "detected_at", "group", "sent_to"] {
+            fields.remove(field);
+        }
+        if let Some(serde_json::Value::Array(evidence)) = fields.get_mut("evidence") {
+            for event in evidence.iter_mut().filter_map(serde_json::Value::as_object_mut) {
+                event.remove("source");
+                event.remove("offset");
+            }
+        }
+    }
+    alert.to_string()
+}
+
+#[test]
+fn a_day_through_transactions_committed_as_it_goes_gives_the_alerts_of_the_file() {
+    use surveil::generate::{GenerateConfig, generate};
+    use surveil::kafka::{Encoding, produce_files};
+    use surveil::pipeline::inputs;
+    let work = tempfile::tempdir().expect("temp dir");
+    let day = work.path().join("day");
+    generate(&GenerateConfig { events: 40_000, seed: 11, ..GenerateConfig::default() }, &day).expect("a day");
+    let file = day.join("events.csv");
+    let config = Config::load(&day.join("surveil.toml")).expect("the day's configuration");
+    let from_file = work.path().join("from-file");
+    let file_run = run(RunOptions {
+        workers: 2,
+        out_dir: from_file.clone(),
+        ..RunOptions::new(inputs(std::slice::from_ref(&file), None), config.clone())
+    })
+    .expect("the file run");
+    assert!(file_run.alerts > 5, "a day with breaches: {:?}", file_run.written.alerts_by_rule);
+
+    let cluster = MockCluster::new(3).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    for (topic, partitions) in [("events", 4), ("alerts", 1), ("letters", 1)] {
+        cluster.create_topic(topic, partitions, 3).expect("topic");
+    }
+    let mut settings = transactional_settings(&brokers);
+    let produced =
+        produce_files(&inputs(std::slice::from_ref(&file), None), &config, &settings, "events", Encoding::Json)
+            .expect("produced");
+    assert_eq!(produced.events, file_run.events);
+    // A transaction every millisecond or so, while the writer publishes alerts.
+    settings.commit_interval = Duration::from_millis(1);
+    settings.replay_horizon = Duration::ZERO;
+    // Reading waits for the dataflow, so that the source hears of the watermark as it goes.
+    let mut config = config;
+    config.ingest.max_in_flight = 1_000;
+    let from_topic = work.path().join("from-topic");
+    let topic_run = run(RunOptions {
+        workers: 2,
+        out_dir: from_topic.clone(),
+        ..RunOptions::new(Vec::new(), Config { kafka: Some(settings), ..config })
+    })
+    .expect("the transactional run");
+    assert!(topic_run.complete);
+    assert_eq!(topic_run.events, file_run.events);
+    assert_eq!(topic_run.written.alerts_by_rule, file_run.written.alerts_by_rule);
+    let contents = |dir: &std::path::Path| -> std::collections::BTreeSet<String> {
+        std::fs::read_to_string(dir.join("alerts.jsonl"))
+            .expect("alerts")
+            .lines()
+            .map(|l| alert_content(serde_json::from_str(l).expect("json")))
+            .collect()
+    };
+    assert_eq!(contents(&from_topic), contents(&from_file));
+    // Every alert on the topic once, under its id, in the order written.
+    let ids: Vec<String> = std::fs::read_to_string(from_topic.join("alerts.jsonl"))
+        .expect("alerts")
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json")["id"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(keys_read(&brokers, "alerts", "read_committed"), ids);
+}
