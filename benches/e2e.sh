@@ -53,7 +53,12 @@ run() { # prints: median seconds, events, peak rss MiB
 }
 
 INGEST_ONLY="$WORK/ingest-only.toml"
-printf '[rules.order_limits]\nenabled = false\n[rules.price_collar]\nenabled = false\n[rules.order_to_trade]\nenabled = false\n[rules.self_trade]\nenabled = false\n' > "$INGEST_ONLY"
+: > "$INGEST_ONLY"
+for rule in order_limits price_collar order_to_trade self_trade spoofing layering anomaly insider_like \
+    linked_wash quote_stuffing marking_close momentum_ignition cross_trades self_trade_pattern front_running \
+    collusion_rings; do
+    printf '[rules.%s]\nenabled = false\n' "$rule" >> "$INGEST_ONLY"
+done
 
 printf '%-26s %7s %10s %9s %9s %9s %10s %10s %8s\n' input workers events seconds events/s peak_MiB ingest_ev/s vs_ingest vs_wc
 report() {

@@ -164,31 +164,40 @@ impl<'scope, D: ExchangeData> ProcessInTimeOrder<'scope, D> for Stream<'scope, u
                     // Everything strictly before the watermark is complete.
                     let watermark = frontier.frontier().first().copied();
                     let complete = |time: u64| watermark.is_none_or(|w| time < w);
-                    pending.take_complete(watermark, &mut ready);
-
-                    // Looking at the next record in place: a peeked copy of each would move
-                    // every record once more.
-                    let mut records = ready.drain(..);
+                    // Bucket by bucket: each record in its turn, each complete timer before the
+                    // records at or after it; the timers after the last record once no bucket
+                    // is left.
+                    let mut taken = pending.take_next_complete(watermark, &mut ready);
                     loop {
-                        let timer = processor.next_timer().filter(|&t| complete(t));
-                        let record_time = records.as_slice().first().map(|r| r.0);
-                        match (timer, record_time) {
-                            (Some(t), Some(r)) if t <= r => {
-                                processor.on_timer(t, &mut Emitter { now: t, buffer: &mut produced });
-                            }
-                            (Some(t), None) => {
-                                processor.on_timer(t, &mut Emitter { now: t, buffer: &mut produced });
-                            }
-                            (_, Some(_)) => {
-                                if let Some((time, _, record)) = records.next() {
-                                    let mut emitter = Emitter { now: time, buffer: &mut produced };
-                                    processor.on_record(time, record, &mut emitter);
+                        // Looking at the next record in place: a peeked copy of each would move
+                        // every record once more.
+                        let mut records = ready.drain(..);
+                        loop {
+                            let timer = processor.next_timer().filter(|&t| complete(t));
+                            let record_time = records.as_slice().first().map(|r| r.0);
+                            match (timer, record_time) {
+                                (Some(t), Some(r)) if t <= r => {
+                                    processor.on_timer(t, &mut Emitter { now: t, buffer: &mut produced });
                                 }
+                                (Some(t), None) if taken != Taken::Bucket => {
+                                    processor.on_timer(t, &mut Emitter { now: t, buffer: &mut produced });
+                                }
+                                (_, Some(_)) => {
+                                    if let Some((time, _, record)) = records.next() {
+                                        let mut emitter = Emitter { now: time, buffer: &mut produced };
+                                        processor.on_record(time, record, &mut emitter);
+                                    }
+                                }
+                                (_, None) => break,
                             }
-                            (None, None) => break,
                         }
+                        drop(records);
+                        if taken != Taken::Bucket {
+                            break;
+                        }
+                        taken = pending.take_next_complete(watermark, &mut ready);
                     }
-                    drop(records);
+                    pending.adapt_width();
                     if ready.capacity() > KEPT_ROOM {
                         ready = Vec::new();
                     }
@@ -311,48 +320,46 @@ impl<D> PendingRecords<D> {
         }
     }
 
-    /// Moves the records with time before `watermark` (all of them for `None`) into `ready`,
-    /// sorted by `(time, tie_break)`.
-    fn take_complete(&mut self, watermark: Option<u64>, ready: &mut Vec<(u64, u64, D)>) {
-        if self.len == 0 {
-            return;
-        }
+    /// Moves the records of the earliest bucket with time before `watermark` (all of them
+    /// for `None`) into `ready`, which is empty, sorted by `(time, tie_break)`. A whole bucket
+    /// is handed over with its buffer, not copied: buckets are disjoint in time, so taking them
+    /// one by one gives every complete record in order.
+    fn take_next_complete(&mut self, watermark: Option<u64>, ready: &mut Vec<(u64, u64, D)>) -> Taken {
+        debug_assert!(ready.is_empty());
         let boundary = watermark.map(|w| w >> self.shift);
-        let before = ready.len();
-        while let Some(entry) = self.buckets.first_entry() {
-            let bucket = *entry.key();
-            match boundary {
-                Some(b) if bucket > b => break,
-                Some(b) if bucket == b => {
-                    let w = watermark.unwrap_or(u64::MAX);
-                    // Split in arrival order, which is nearly time order, so the sort below
-                    // stays cheap.
-                    let records = entry.into_mut();
-                    ready.extend(records.extract_if(.., |r| r.0 < w));
-                    if records.is_empty()
-                        && let Some((_, emptied)) = self.buckets.pop_first()
-                    {
-                        self.recycle(emptied);
-                    }
-                    break;
+        let Some(entry) = self.buckets.first_entry() else { return Taken::Nothing };
+        let bucket = *entry.key();
+        let taken = match boundary {
+            Some(b) if bucket > b => return Taken::Nothing,
+            Some(b) if bucket == b => {
+                let w = watermark.unwrap_or(u64::MAX);
+                // Split in arrival order, which is nearly time order, so the sort below
+                // stays cheap.
+                let records = entry.into_mut();
+                ready.extend(records.extract_if(.., |r| r.0 < w));
+                if records.is_empty()
+                    && let Some((_, emptied)) = self.buckets.pop_first()
+                {
+                    self.recycle(emptied);
                 }
-                _ => {
-                    let mut records = entry.remove();
-                    self.taken.1 += 1;
-                    if ready.is_empty() && ready.capacity() < records.len() {
-                        std::mem::swap(ready, &mut records);
-                    } else {
-                        ready.append(&mut records);
-                    }
-                    self.recycle(records);
-                }
+                Taken::Last
             }
-        }
-        let moved = ready.len() - before;
-        self.len -= moved;
-        self.taken.0 += moved;
+            _ => {
+                let mut records = entry.remove();
+                self.taken.1 += 1;
+                std::mem::swap(ready, &mut records);
+                self.recycle(records);
+                Taken::Bucket
+            }
+        };
+        self.len -= ready.len();
+        self.taken.0 += ready.len();
         ready.sort_unstable_by_key(|r| (r.0, r.1));
-        // Reconsider the width every few thousand records.
+        taken
+    }
+
+    /// Reconsiders the bucket width every few thousand records taken.
+    fn adapt_width(&mut self) {
         if self.taken.1 >= 64 {
             let per_bucket = self.taken.0 / self.taken.1;
             if per_bucket < TARGET_PER_BUCKET.0 && self.shift < MAX_SHIFT {
@@ -363,6 +370,17 @@ impl<D> PendingRecords<D> {
             self.taken = (0, 0);
         }
     }
+}
+
+/// What [`PendingRecords::take_next_complete`] took.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Taken {
+    /// A whole bucket: more may follow.
+    Bucket,
+    /// The complete part of the bucket the watermark splits: the last before it.
+    Last,
+    /// Nothing is complete.
+    Nothing,
 }
 
 #[cfg(test)]
