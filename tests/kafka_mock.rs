@@ -117,14 +117,18 @@ fn a_topic_is_read_to_its_end_with_alerts_dead_letters_and_commits() {
     assert_eq!(summary.written.kafka_routes["all"].delivered, sent);
 
     // The positions read are committed for the group: a second run reads nothing.
+    assert_eq!(committed_positions(&brokers), vec![Offset::Offset(3), Offset::Offset(1)]);
+}
+
+/// The positions group `surveil` has committed on partitions 0 and 1 of `events`.
+fn committed_positions(brokers: &str) -> Vec<Offset> {
     let consumer: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", &brokers).set("group.id", "surveil").create().expect("consumer");
+        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", "surveil").create().expect("consumer");
     let mut list = TopicPartitionList::new();
     list.add_partition("events", 0);
     list.add_partition("events", 1);
     let committed = consumer.committed_offsets(list, Duration::from_secs(10)).expect("committed");
-    let offsets: Vec<Offset> = committed.elements().iter().map(|e| e.offset()).collect();
-    assert_eq!(offsets, vec![Offset::Offset(3), Offset::Offset(1)]);
+    committed.elements().iter().map(|e| e.offset()).collect()
 }
 
 #[test]
@@ -346,13 +350,7 @@ fn transactions_carry_the_alerts_the_dead_letters_and_the_positions() {
 
     // The positions went in the transaction (TxnOffsetCommit; refused, it stops the run
     // below), not in a commit of their own.
-    let consumer: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", &brokers).set("group.id", "surveil").create().expect("consumer");
-    let mut list = TopicPartitionList::new();
-    list.add_partition("events", 0);
-    list.add_partition("events", 1);
-    let committed = consumer.committed_offsets(list, Duration::from_secs(10)).expect("committed");
-    assert!(committed.elements().iter().all(|e| e.offset() == Offset::Invalid), "{committed:?}");
+    assert_eq!(committed_positions(&brokers), vec![Offset::Invalid, Offset::Invalid]);
 }
 
 #[test]
@@ -379,6 +377,7 @@ fn a_transaction_the_brokers_refuse_stops_the_run_with_a_clear_error() {
         assert!(started.elapsed() < Duration::from_secs(60), "{request:?}: {:?}", started.elapsed());
         let text = error.to_string();
         assert!(text.contains("kafka transaction \"surveil-job\""), "{request:?}: {text}");
+        assert_eq!(committed_positions(&brokers), vec![Offset::Invalid, Offset::Invalid], "{request:?}");
     }
 }
 

@@ -129,11 +129,10 @@ impl Transactions {
     /// Ends the open transaction: what was published since the last commit, with `positions`
     /// (the offsets of the input topic to commit for `group`), then begins the next unless
     /// this is the `last`. `positions` is computed with the commit's turn held, after every
-    /// record sent so far is in the transaction.
-    /// `committed` is told the positions once they are.
+    /// record sent so far is in the transaction; `committed` is told them once they are.
     pub(super) fn commit(
         &self,
-        group: &ConsumerGroupMetadata,
+        group: Option<&ConsumerGroupMetadata>,
         last: bool,
         positions: impl FnOnce() -> Result<TopicPartitionList, KafkaError>,
         committed: impl FnOnce(&TopicPartitionList),
@@ -145,13 +144,16 @@ impl Transactions {
         let offsets = positions()?;
         let ended = (|| {
             if offsets.count() > 0 {
-                self.producer.send_offsets_to_transaction(&offsets, group, self.timeout)?;
+                let Some(group) = group else {
+                    return Err("positions to commit, and no consumer group metadata to commit them for".to_string());
+                };
+                self.producer.send_offsets_to_transaction(&offsets, group, self.timeout).map_err(|e| e.to_string())?;
             }
-            self.producer.commit_transaction(self.timeout)?;
+            self.producer.commit_transaction(self.timeout).map_err(|e| e.to_string())?;
             if !last {
-                self.producer.begin_transaction()?;
+                self.producer.begin_transaction().map_err(|e| e.to_string())?;
             }
-            Ok::<(), RdKafkaError>(())
+            Ok::<(), String>(())
         })();
         match ended {
             Ok(()) => {

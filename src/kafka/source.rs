@@ -517,11 +517,8 @@ fn commit_in_transaction(
     last: bool,
 ) -> Result<(), KafkaError> {
     let all: Vec<Arc<Shared>> = opened.lock().map(|o| o.clone()).unwrap_or_default();
-    let Some(first) = all.first() else { return Ok(()) };
-    let group = first.consumer.group_metadata().ok_or_else(|| KafkaError::Transaction {
-        id: transactions.id().into(),
-        message: "the input consumer has no group metadata to commit positions for".into(),
-    })?;
+    // Without a partition taken there is no position, but what was published still commits.
+    let group = all.first().and_then(|first| first.consumer.group_metadata());
     let positions = || {
         let mut list = TopicPartitionList::new();
         for shared in &all {
@@ -546,7 +543,7 @@ fn commit_in_transaction(
             }
         }
     };
-    transactions.commit(&group, last, positions, committed)
+    transactions.commit(group.as_ref(), last, positions, committed)
 }
 
 /// How far the input topic has been read, plus one: a live change polled from now on applies
