@@ -59,6 +59,9 @@ struct Activity {
     messages: VecDeque<Timestamp>,
     /// Its messages within the burst window, so that a burst's totals start where it did.
     recent: VecDeque<Recent>,
+    /// Time of its last message: when a whole window has passed since, every queued time has
+    /// left the window, and the queues are emptied without reading their (long cold) entries.
+    last: Timestamp,
     burst: Option<Burst>,
 }
 
@@ -82,8 +85,23 @@ impl Activity {
         self.changes.iter_mut().for_each(VecDeque::clear);
         self.messages.clear();
         self.recent.clear();
+        self.last = 0;
         self.burst = None;
         self
+    }
+
+    /// Empties the queues that a message at `now` finds wholly out of their windows, before
+    /// it is queued: the same as [`Activity::forget_before`] would leave, without reading them.
+    fn forget_all_if_quiet(&mut self, now: Timestamp, window: u64, message_window: u64) {
+        let quiet = now.saturating_sub(self.last);
+        if quiet >= window {
+            self.recent.clear();
+            self.changes.iter_mut().for_each(VecDeque::clear);
+        }
+        if quiet >= message_window {
+            self.messages.clear();
+        }
+        self.last = now;
     }
 
     fn forget_before(&mut self, now: Timestamp, window: u64, message_window: u64) {
@@ -211,6 +229,7 @@ impl Detector for QuoteStuffing {
         let activity = state.accounts.entry(event.account).or_insert_with(|| spare.pop().unwrap_or_default());
         let recent =
             Recent { event: *event, new_order, fishing, sides: u8::from(changed[0]) | u8::from(changed[1]) << 1 };
+        activity.forget_all_if_quiet(now, window, message_window);
         activity.messages.push_back(now);
         activity.recent.push_back(recent);
         for (i, changes) in activity.changes.iter_mut().enumerate() {
@@ -424,6 +443,40 @@ mod tests {
             e.origin = crate::model::Origin::new(0, i as u64);
         }
         events
+    }
+
+    #[test]
+    fn emptying_a_quiet_accounts_queues_keeps_what_forgetting_entry_by_entry_keeps() {
+        let (window, message_window) = (5 * MS, MS);
+        let (mut fast, mut slow) = (Activity::default(), Activity::default());
+        let template = new_order("ACME", "O", "A", Side::Buy, "10.00", 100);
+        let (mut now, mut seed) = (0u64, 7u64);
+        let mut emptied = 0;
+        for _ in 0..5_000 {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            // Gaps from nothing to 8 ms: within both windows, between them, beyond both.
+            now += (seed >> 33) % (8 * MS);
+            let sides = ((seed >> 20) % 4) as u8;
+            let before = fast.recent.len();
+            fast.forget_all_if_quiet(now, window, message_window);
+            emptied += usize::from(before > 0 && fast.recent.is_empty());
+            for activity in [&mut fast, &mut slow] {
+                let recent = Recent { event: template.at(now), new_order: true, fishing: false, sides };
+                activity.messages.push_back(now);
+                activity.recent.push_back(recent);
+                for (side, changes) in activity.changes.iter_mut().enumerate() {
+                    if sides & (1 << side) != 0 {
+                        changes.push_back(now);
+                    }
+                }
+                activity.forget_before(now, window, message_window);
+            }
+            assert_eq!(fast.messages, slow.messages);
+            assert_eq!(fast.changes, slow.changes);
+            let times = |a: &Activity| a.recent.iter().map(|r| r.event.time).collect::<Vec<_>>();
+            assert_eq!(times(&fast), times(&slow));
+        }
+        assert!(emptied > 100, "the quiet path was taken {emptied} times");
     }
 
     #[test]
