@@ -19,15 +19,11 @@
 //! process, so that peak memory is the case's own. `benches/peers/run.sh` runs the comparison
 //! with Flink, Bytewax, Polars and DuckDB on the file `trades` writes.
 
-/// The `surveil` command's allocator and its settings (cli/src/main.rs says why), so that what
-/// the harness measures is what the command runs.
+/// The `surveil` command's allocator, so that what the harness measures is what the command
+/// runs.
 #[cfg(all(unix, not(target_env = "musl")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-#[cfg(all(unix, not(target_env = "musl")))]
-#[unsafe(export_name = "_rjem_malloc_conf")]
-static JEMALLOC_SETTINGS: Option<&u8> = Some(&b"thp:always,metadata_thp:always\0"[0]);
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

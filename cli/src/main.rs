@@ -6,17 +6,6 @@ mod case;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// jemalloc's settings, read once when it starts: transparent huge pages for its extents and
-/// metadata. The detectors' per-order and per-account tables are read at random across a few
-/// hundred megabytes, where 4 KiB pages miss the TLB; with huge pages the 10 M-event day runs
-/// about 7 % faster on one worker and 5 % on two, for about 8 % more resident memory
-/// (docs/benchmarks.md). `_RJEM_MALLOC_CONF=thp:default` at run time turns it off. The symbol
-/// is jemalloc's `const char *malloc_conf` (prefixed as `tikv-jemalloc-sys` builds it): a
-/// nul-terminated string behind a thin pointer.
-#[cfg(all(feature = "jemalloc", unix, not(target_env = "musl")))]
-#[unsafe(export_name = "_rjem_malloc_conf")]
-static JEMALLOC_SETTINGS: Option<&u8> = Some(&b"thp:always,metadata_thp:always\0"[0]);
-
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
